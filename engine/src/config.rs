@@ -1,0 +1,64 @@
+//! Runtime settings, each with a default that works on a laptop and a named limit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Default TLS handshake deadline: a client that has not finished by then is closed.
+pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default idle deadline: a connection that sent nothing for this long is closed.
+/// Clients heartbeat (ping) well inside it.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// Open descriptors kept back from the connection cap for logs, listeners and rings.
+pub const FD_RESERVE: usize = 256;
+/// io_uring buffer memory glommio registers per shard (its default is 10 MiB, too much
+/// under an 8 MiB locked-memory limit with several shards).
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 1024 * 1024;
+
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Number of shards (executor threads). Default: online CPUs.
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i % online CPUs`.
+    pub pin_cpus: bool,
+    /// Run shard threads at SCHED_FIFO priority.
+    pub realtime: bool,
+    /// Back the shards' buffers with huge pages where the system has them.
+    pub huge_pages: bool,
+    /// TLS for every accepted connection; `None` is plaintext (benchmarks, tests).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connection cap for the whole process. `None`: the open-file limit less [`FD_RESERVE`].
+    pub connections_max: Option<usize>,
+    /// TLS handshake deadline.
+    pub handshake_timeout_ms: u64,
+    /// Idle deadline.
+    pub idle_timeout_ms: u64,
+    /// io_uring registered buffer memory per shard.
+    pub io_memory_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            listen: ([127, 0, 0, 1], 5222).into(),
+            shards: online_cpus(),
+            pin_cpus: true,
+            realtime: false,
+            huge_pages: false,
+            tls: None,
+            connections_max: None,
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,49 @@
+//! Per-shard counters: plain `u64`s owned by one shard thread. No atomics, no sharing;
+//! readers on other threads get copies sent over the mesh or through the service.
+
+/// What one shard has done since it started. Every field only grows, except `conns_open`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Connections accepted from the listener.
+    pub accepts: u64,
+    /// `accept` calls that failed (EMFILE, ENFILE, ENOMEM, ...).
+    pub accept_errors: u64,
+    /// Connections refused because the shard's connection table was full.
+    pub accepts_rejected_full: u64,
+    /// TLS handshakes completed.
+    pub handshakes: u64,
+    /// TLS handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// Connections in the table now (any state).
+    pub conns_open: u64,
+    /// Connections closed, all reasons.
+    pub closes: u64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Frames handed to the service.
+    pub frames_in: u64,
+    /// Frame writes queued by the service.
+    pub frames_out: u64,
+    /// Bytes read from sockets (TLS records included).
+    pub bytes_in: u64,
+    /// Bytes written to sockets (TLS records included).
+    pub bytes_out: u64,
+    /// Frames whose header announced more than the frame size limit.
+    pub frames_too_large: u64,
+    /// Service messages queued on the mesh.
+    pub mesh_msgs_sent: u64,
+    /// Service messages received from the mesh.
+    pub mesh_msgs_received: u64,
+    /// Batches pushed into peer rings (each costs at most one wake of the peer).
+    pub mesh_batches_sent: u64,
+    /// Mesh sends refused because this shard's outbox was full.
+    pub mesh_send_full: u64,
+    /// Connections handed to another shard.
+    pub handoffs_out: u64,
+    /// Connections adopted from another shard.
+    pub handoffs_in: u64,
+    /// Handoffs that failed (descriptor duplication failed, or the target's table was full).
+    pub handoff_failures: u64,
+    /// Engine and service timers that fired.
+    pub timers_fired: u64,
+}

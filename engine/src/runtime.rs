@@ -1,0 +1,210 @@
+//! Starting and stopping the shards.
+//!
+//! `start` checks everything that can fail before any shard runs — io_uring present, the
+//! open-file limit against the connection cap, the port free, real-time priority allowed —
+//! and answers each with one clear [`EngineError`]. Then it binds one SO_REUSEPORT socket
+//! per shard, builds the mesh rings, and spawns one pinned glommio executor per shard.
+//! This module must not touch a shard's state once it runs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::{online_cpus, EngineConfig, FD_RESERVE};
+use crate::mesh::MeshPlan;
+use crate::service::Service;
+use crate::shard::{self, ShardPlan};
+use crate::ShardId;
+
+/// Why the engine could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The kernel refused io_uring (too old, or disabled by kernel.io_uring_disabled).
+    #[error(
+        "io_uring is not available: {0} (Linux 5.8+ needed; check sysctl kernel.io_uring_disabled)"
+    )]
+    NoIoUring(std::io::Error),
+    /// The configured connection cap does not fit the open-file limit.
+    #[error("open-file limit is {limit} but {wanted} connections (+{FD_RESERVE} reserve) are configured; raise `ulimit -n` (and fs.nr_open) or lower the connection cap")]
+    FdLimit {
+        /// RLIMIT_NOFILE after raising the soft limit to the hard one.
+        limit: usize,
+        /// Connections configured.
+        wanted: usize,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The bind error (address in use, permission denied...).
+        source: std::io::Error,
+    },
+    /// Real-time priority was asked for and refused.
+    #[error("{0}")]
+    Realtime(std::io::Error),
+    /// A shard's executor could not be created or ended with an error.
+    #[error("shard {shard}: {detail}")]
+    Shard {
+        /// Which shard.
+        shard: usize,
+        /// What glommio said.
+        detail: String,
+    },
+    /// The configuration is inconsistent.
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+/// The running shards.
+#[derive(Debug)]
+pub struct Runtime {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    connections_max: usize,
+}
+
+impl Runtime {
+    /// The address the shards listen on (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The connection cap in force.
+    pub fn connections_max(&self) -> usize {
+        self.connections_max
+    }
+
+    /// The flag that stops every shard; signal handlers may set it too.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Asks every shard to stop (they drain and exit; see [`Runtime::join`]).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every shard to exit.
+    pub fn join(self) -> Result<(), EngineError> {
+        let mut first_err = None;
+        for (i, h) in self.handles.into_iter().enumerate() {
+            if let Err(e) = h.join() {
+                first_err.get_or_insert(EngineError::Shard {
+                    shard: i,
+                    detail: e.to_string(),
+                });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Starts `config.shards` shards, each running the service `make(shard_id)` builds on that
+/// shard's own thread.
+pub fn start<S, F>(config: EngineConfig, make: F) -> Result<Runtime, EngineError>
+where
+    S: Service,
+    F: Fn(ShardId) -> S + Send + Sync + 'static,
+{
+    if config.shards == 0 {
+        return Err(EngineError::Config("shards must be at least 1".into()));
+    }
+    probe_io_uring().map_err(EngineError::NoIoUring)?;
+    let connections_max = check_fd_limit(config.connections_max)?;
+    let (fds, local_addr) =
+        crate::listener::bind_shards(config.listen, config.shards).map_err(|source| {
+            EngineError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+    if config.realtime {
+        crate::realtime::enable_for_this_thread().map_err(EngineError::Realtime)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let make = Arc::new(make);
+    let cpus = online_cpus();
+    let per_shard = connections_max.div_ceil(config.shards);
+    let mut handles = Vec::with_capacity(config.shards);
+    for (i, (fd, ends)) in fds
+        .into_iter()
+        .zip(MeshPlan::new(config.shards).into_shards())
+        .enumerate()
+    {
+        let plan = ShardPlan {
+            id: ShardId(i),
+            listener_fd: fd,
+            ends,
+            stop: stop.clone(),
+            config: config.clone(),
+            conns_max: per_shard,
+        };
+        let placement = if config.pin_cpus {
+            Placement::Fixed(i % cpus)
+        } else {
+            Placement::Unbound
+        };
+        let make = make.clone();
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{i}"))
+            .io_memory(config.io_memory_bytes)
+            .spawn(move || shard::run::<S, F>(plan, make))
+            .map_err(|e| EngineError::Shard {
+                shard: i,
+                detail: e.to_string(),
+            })?;
+        handles.push(h);
+    }
+    Ok(Runtime {
+        local_addr,
+        stop,
+        handles,
+        connections_max,
+    })
+}
+
+/// Raises the soft open-file limit to the hard one and checks the connection cap fits.
+fn check_fd_limit(wanted: Option<usize>) -> Result<usize, EngineError> {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    let limit = unsafe {
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        if r.rlim_cur < r.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                r = raised;
+            }
+        }
+        r.rlim_cur as usize
+    };
+    let room = limit.saturating_sub(FD_RESERVE);
+    match wanted {
+        None => Ok(room.max(1)),
+        Some(w) if w <= room => Ok(w),
+        Some(w) => Err(EngineError::FdLimit { limit, wanted: w }),
+    }
+}
+
+/// Sets up (and drops) a tiny io_uring to learn whether the kernel allows it.
+fn probe_io_uring() -> std::io::Result<()> {
+    let mut params = [0u8; 120]; // struct io_uring_params
+                                 // SAFETY: io_uring_setup with a zeroed params struct of the kernel's size.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 2u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: closing the descriptor we just got.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! The contract between the engine and the service a shard runs.
+//!
+//! The engine owns sockets, TLS, timers, the mesh and cores; the service owns the meaning of
+//! frames. Every callback is synchronous and gets the shard's [`ShardIo`] to act through:
+//! queue bytes to a connection, close it, set a timer, send a mesh message, or hand a live
+//! connection to another shard. Callbacks never block and never await, so a service is a
+//! state machine that can be tested without sockets.
+//!
+//! This module must not touch glommio: it is the whole surface the service sees.
+
+use crate::conn_table::ConnId;
+use crate::shard_io::ShardIo;
+use crate::ShardId;
+
+/// Why the engine closed (or is closing) a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed its side (EOF).
+    PeerClosed,
+    /// Reading or writing the socket failed.
+    IoError,
+    /// The TLS layer rejected the peer's bytes.
+    TlsError,
+    /// The TLS handshake did not finish within the handshake timeout.
+    HandshakeTimeout,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// A frame's header announced more than the frame size limit.
+    FrameTooLarge,
+    /// The peer did not read and its pending output passed the limit.
+    OutputOverflow,
+    /// The service asked for the close (bad input, session replaced, ...).
+    Service,
+    /// The server is shutting down.
+    Shutdown,
+    /// The connection was handed to another shard (not a close of the socket).
+    HandedOff,
+}
+
+/// What a shard runs. One instance per shard, created on that shard's thread.
+pub trait Service: Sized + 'static {
+    /// Messages this service sends between shards. They cross threads, so they are `Send`.
+    type Msg: Send + 'static;
+    /// What a service timer carries back when it fires.
+    type Timer: 'static;
+
+    /// The shard is up (mesh connected, listener attached); called once, before any other.
+    fn on_start(&mut self, _io: &mut ShardIo<Self>) {}
+
+    /// A connection finished its handshake (or was accepted, in plaintext) on this shard.
+    fn on_open(&mut self, io: &mut ShardIo<Self>, conn: ConnId);
+
+    /// One whole frame payload arrived on `conn` (the length header is already stripped).
+    fn on_frame(&mut self, io: &mut ShardIo<Self>, conn: ConnId, payload: &[u8]);
+
+    /// A frame on `conn` could not be split (its header announced more than the frame size
+    /// limit). The engine closes `conn` after this; the service may queue an error frame.
+    fn on_frame_error(
+        &mut self,
+        _io: &mut ShardIo<Self>,
+        _conn: ConnId,
+        _error: proto::codec::FrameError,
+    ) {
+    }
+
+    /// `conn` is gone; its id is already stale.
+    fn on_close(&mut self, io: &mut ShardIo<Self>, conn: ConnId, reason: CloseReason);
+
+    /// A message from shard `from` (possibly this shard itself).
+    fn on_mesh(&mut self, io: &mut ShardIo<Self>, from: ShardId, msg: Self::Msg);
+
+    /// A live connection handed over by shard `from` now lives here as `conn`, with the
+    /// message the old shard attached to it. Frames already read but not yet processed
+    /// follow as ordinary [`Service::on_frame`] calls.
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, msg: Self::Msg);
+
+    /// A timer set through [`ShardIo::set_timer`] fired.
+    fn on_timer(&mut self, io: &mut ShardIo<Self>, timer: Self::Timer);
+
+    /// The shard is stopping: flush what must be flushed. Connections close after this.
+    fn on_shutdown(&mut self, _io: &mut ShardIo<Self>) {}
+}

@@ -1,0 +1,237 @@
+//! The per-shard engine state a service acts through: connection slots and their outboxes,
+//! the timer wheel, the mesh outbox, the cached clock and the shard's counters.
+//!
+//! Everything here is owned by one shard thread and touched only from it: plain integers,
+//! no locks, no atomics. Sockets are not here — each connection's task owns its socket and
+//! TLS state and only meets this struct through its slot (outbox, waker, state).
+//!
+//! Lifecycle of a slot: inserted at accept (or adoption) → `open` after the TLS handshake →
+//! `Closing`/`HandingOff` when someone asks → removed by the connection's task once its
+//! outbox is flushed. Removal bumps the slot's generation, so a stale [`ConnId`] never
+//! reaches the next connection in that slot.
+
+use std::rc::Weak;
+use std::task::Waker;
+
+use crate::conn_table::{ConnId, ConnTable};
+use crate::counters::ShardCounters;
+use crate::mesh::{Envelope, MeshOutbox};
+use crate::service::{CloseReason, Service};
+use crate::shard::ShardCell;
+use crate::timer_wheel::{TimerId, TimerWheel};
+use crate::ShardId;
+
+/// Most bytes queued for one connection that it has not yet taken off the socket. A client
+/// that stops reading is closed ([`CloseReason::OutputOverflow`]) rather than let grow.
+pub const CONN_OUTPUT_BYTES_MAX: usize = 256 * 1024;
+
+/// What a connection slot is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// TLS handshake in progress; the service has not seen this connection yet.
+    Handshaking,
+    /// Open: frames flow.
+    Open,
+    /// Flush the outbox, then close for this reason.
+    Closing(CloseReason),
+    /// Flush the outbox, then detach the socket and send it to this shard.
+    HandingOff(ShardId),
+}
+
+/// One connection's engine-side state, kept in the shard's [`ConnTable`].
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    /// Encoded frames waiting to go out (plaintext; TLS encrypts on flush). Empty and
+    /// capacity-free while the connection is idle.
+    pub(crate) outbox: Vec<u8>,
+    /// Wakes the connection's task when there is something to write or do.
+    pub(crate) waker: Option<Waker>,
+    pub(crate) state: SlotState,
+    /// Cached clock at the last bytes received; the idle timer re-arms from it.
+    pub(crate) last_rx_ms: u64,
+    /// The handshake or idle timer of this connection in the wheel.
+    pub(crate) timer: Option<TimerId>,
+    /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
+    pub(crate) opened: bool,
+}
+
+impl ConnSlot {
+    pub(crate) fn new(state: SlotState, now_ms: u64) -> Self {
+        ConnSlot {
+            outbox: Vec::new(),
+            waker: None,
+            state,
+            last_rx_ms: now_ms,
+            timer: None,
+            opened: false,
+        }
+    }
+
+    pub(crate) fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// What the wheel holds: the engine's own connection deadlines, or a service timer.
+pub(crate) enum TimerEntry<T> {
+    /// The TLS handshake of this connection must be done by now.
+    Handshake(ConnId),
+    /// This connection must have received something since `last_rx_ms + idle`.
+    Idle(ConnId),
+    /// A timer the service set.
+    Service(T),
+}
+
+/// The connection a service named is gone (its id is stale), or it is already closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection {0:?} is closed or closing")]
+pub struct ConnGone(pub ConnId);
+
+/// The shard's timer wheel is at capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("timer wheel full")]
+pub struct TimersFull;
+
+/// The per-shard engine state handed to every [`Service`] callback.
+pub struct ShardIo<S: Service> {
+    pub(crate) shard: ShardId,
+    pub(crate) shard_count: usize,
+    pub(crate) now_ms: u64,
+    pub(crate) idle_timeout_ms: u64,
+    pub(crate) conns: ConnTable<ConnSlot>,
+    pub(crate) timers: TimerWheel<TimerEntry<S::Timer>>,
+    pub(crate) mesh: MeshOutbox<S::Msg>,
+    pub(crate) counters: ShardCounters,
+    /// The cell this struct lives in, for tasks spawned from callbacks (mesh flushes).
+    pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
+}
+
+impl<S: Service> ShardIo<S> {
+    /// This shard's id.
+    pub fn shard_id(&self) -> ShardId {
+        self.shard
+    }
+
+    /// How many shards the runtime runs.
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch, read once per event batch.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The shard's counters (read-only for the service; the engine keeps them).
+    pub fn counters(&self) -> &ShardCounters {
+        &self.counters
+    }
+
+    /// Whether `conn` is a live, open connection on this shard.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        matches!(self.conns.get(conn), Some(s) if s.state == SlotState::Open)
+    }
+
+    /// Number of connections in this shard's table (any state).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Appends bytes to `conn`'s outbox through `write` and wakes its task. The bytes must be
+    /// whole frames. A connection whose outbox passes [`CONN_OUTPUT_BYTES_MAX`] is closed.
+    pub fn send_with<R>(
+        &mut self,
+        conn: ConnId,
+        write: impl FnOnce(&mut Vec<u8>) -> R,
+    ) -> Result<R, ConnGone> {
+        let slot = match self.conns.get_mut(conn) {
+            Some(s) if s.state == SlotState::Open => s,
+            _ => return Err(ConnGone(conn)),
+        };
+        let r = write(&mut slot.outbox);
+        if slot.outbox.len() > CONN_OUTPUT_BYTES_MAX {
+            slot.state = SlotState::Closing(CloseReason::OutputOverflow);
+        }
+        self.counters.frames_out += 1;
+        slot.wake();
+        Ok(r)
+    }
+
+    /// Flushes what is queued for `conn`, then closes it; the service hears `on_close` with
+    /// [`CloseReason::Service`].
+    pub fn close(&mut self, conn: ConnId) -> Result<(), ConnGone> {
+        self.close_with(conn, CloseReason::Service)
+    }
+
+    pub(crate) fn close_with(&mut self, conn: ConnId, reason: CloseReason) -> Result<(), ConnGone> {
+        let slot = match self.conns.get_mut(conn) {
+            Some(s) if matches!(s.state, SlotState::Open | SlotState::Handshaking) => s,
+            _ => return Err(ConnGone(conn)),
+        };
+        slot.state = SlotState::Closing(reason);
+        slot.wake();
+        Ok(())
+    }
+
+    /// Sends `msg` to shard `to` (this shard included) on the mesh. Messages to one shard
+    /// arrive in the order sent. On a full outbox the message is handed back.
+    pub fn mesh_send(&mut self, to: ShardId, msg: S::Msg) -> Result<(), S::Msg> {
+        match self.mesh.push(to, Envelope::Service(msg)) {
+            Ok(()) => {
+                self.counters.mesh_msgs_sent += 1;
+                self.schedule_mesh_flush();
+                Ok(())
+            }
+            Err(Envelope::Service(m)) => {
+                self.counters.mesh_send_full += 1;
+                Err(m)
+            }
+            Err(Envelope::Adopt(..)) => unreachable!("pushed a Service envelope"),
+        }
+    }
+
+    /// Moves live connection `conn` to shard `to`: its queued output is flushed here, then
+    /// its socket, TLS state and unread bytes travel with `msg`, and `to` hears `on_adopt`.
+    /// This shard hears `on_close(conn, HandedOff)`.
+    pub fn hand_off(&mut self, conn: ConnId, to: ShardId, msg: S::Msg) -> Result<(), ConnGone> {
+        assert!(
+            to.0 < self.shard_count,
+            "hand_off to shard {to:?} of {}",
+            self.shard_count
+        );
+        let slot = match self.conns.get_mut(conn) {
+            Some(s) if s.state == SlotState::Open => s,
+            _ => return Err(ConnGone(conn)),
+        };
+        slot.state = SlotState::HandingOff(to);
+        slot.wake();
+        self.mesh.park_handoff(conn, msg);
+        Ok(())
+    }
+
+    /// Sets a service timer that fires at `deadline_ms` (wall clock, ms) or within one wheel
+    /// tick after it.
+    pub fn set_timer(&mut self, deadline_ms: u64, timer: S::Timer) -> Result<TimerId, TimersFull> {
+        self.timers
+            .insert(deadline_ms, TimerEntry::Service(timer))
+            .map_err(|_| TimersFull)
+    }
+
+    /// Cancels a service timer; `None` when it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> Option<S::Timer> {
+        match self.timers.cancel(id)? {
+            TimerEntry::Service(t) => Some(t),
+            // Engine timers never leak their ids to the service.
+            _ => unreachable!("service cancelled an engine timer"),
+        }
+    }
+
+    pub(crate) fn schedule_mesh_flush(&mut self) {
+        if self.mesh.mark_flush_scheduled() {
+            let cell = self.cell.clone();
+            crate::shard::spawn_mesh_flush(cell);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Orderly stop: SIGINT or SIGTERM sets one flag that every shard's housekeeping loop reads
+//! (a relaxed load, no read-modify-write). Shards then stop accepting, flush and close.
+//! This module owns the signal handlers; it must not touch shard state.
+
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Registers SIGINT and SIGTERM to set `flag`. A second signal while stopping exits at once.
+pub fn stop_on_signals(flag: &Arc<AtomicBool>) -> io::Result<()> {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(())
+}

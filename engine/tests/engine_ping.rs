@@ -1,0 +1,222 @@
+//! Real shards on loopback answer frames over plaintext and TLS; stale connection ids are
+//! rejected; a connection moves to another shard mid-session and keeps talking.
+
+mod support;
+
+use std::time::Duration;
+
+use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
+use support::Client;
+
+/// Answers text commands:
+/// - `ping` → `pong:<shard>`
+/// - `move` → hands the connection to the next shard, which answers `moved:<from>-><to>`
+/// - `remember` → remembers this connection's id; `poke` → tries to send to the remembered
+///   id and answers `stale-rejected` or `stale-accepted`
+struct Echo {
+    remembered: Option<ConnId>,
+}
+
+enum Msg {
+    Moved,
+}
+
+impl Service for Echo {
+    type Msg = Msg;
+    type Timer = ();
+
+    fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
+
+    fn on_frame(&mut self, io: &mut ShardIo<Self>, conn: ConnId, payload: &[u8]) {
+        let reply = match payload {
+            b"ping" => format!("pong:{}", io.shard_id().0),
+            b"move" => {
+                let to = ShardId((io.shard_id().0 + 1) % io.shard_count());
+                io.hand_off(conn, to, Msg::Moved).unwrap();
+                return;
+            }
+            b"remember" => {
+                self.remembered = Some(conn);
+                "ok".into()
+            }
+            b"poke" => {
+                let old = self.remembered.expect("remember first");
+                match io.send_with(old, |out| out.extend_from_slice(&support::frame(b"boo"))) {
+                    Ok(()) => "stale-accepted".into(),
+                    Err(_) => "stale-rejected".into(),
+                }
+            }
+            other => format!("unknown:{}", String::from_utf8_lossy(other)),
+        };
+        io.send_with(conn, |out| {
+            out.extend_from_slice(&support::frame(reply.as_bytes()))
+        })
+        .unwrap();
+    }
+
+    fn on_close(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId, _reason: CloseReason) {}
+
+    fn on_mesh(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _msg: Msg) {}
+
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, _msg: Msg) {
+        let text = format!("moved:{}->{}", from.0, io.shard_id().0);
+        io.send_with(conn, |out| {
+            out.extend_from_slice(&support::frame(text.as_bytes()))
+        })
+        .unwrap();
+    }
+
+    fn on_timer(&mut self, _io: &mut ShardIo<Self>, _t: ()) {}
+}
+
+fn start(shards: usize, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> engine::Runtime {
+    let mut cfg = support::config(shards);
+    cfg.tls = tls;
+    engine::start(cfg, |_| Echo { remembered: None }).expect("start")
+}
+
+#[test]
+fn ping_pong_over_plaintext() {
+    let rt = start(2, None);
+    let mut c = Client::plain(rt.local_addr());
+    for _ in 0..100 {
+        c.send(b"ping");
+        assert!(c.recv_text().starts_with("pong:"));
+    }
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn ping_pong_over_tls() {
+    let (tls, cert) = support::dev_tls();
+    let rt = start(2, Some(tls));
+    let mut c = Client::tls(rt.local_addr(), &cert);
+    for _ in 0..100 {
+        c.send(b"ping");
+        assert!(c.recv_text().starts_with("pong:"));
+    }
+    rt.stop();
+    rt.join().unwrap();
+}
+
+fn hand_off_keeps_the_session(tls: bool) {
+    let (cfg, cert) = support::dev_tls();
+    let rt = start(3, tls.then_some(cfg));
+    let connect = || {
+        if tls {
+            Client::tls(rt.local_addr(), &cert)
+        } else {
+            Client::plain(rt.local_addr())
+        }
+    };
+    let mut c = connect();
+    c.send(b"ping");
+    let first: usize = c
+        .recv_text()
+        .strip_prefix("pong:")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The move and the ping after it arrive in one read: the ping must be answered by the
+    // new shard, after the adoption notice.
+    c.send_many(&[b"move", b"ping"]);
+    let expect_to = (first + 1) % 3;
+    assert_eq!(c.recv_text(), format!("moved:{first}->{expect_to}"));
+    assert_eq!(c.recv_text(), format!("pong:{expect_to}"));
+    // Move twice more: the session survives every hop.
+    c.send(b"move");
+    let next = (expect_to + 1) % 3;
+    assert_eq!(c.recv_text(), format!("moved:{expect_to}->{next}"));
+    for _ in 0..10 {
+        c.send(b"ping");
+        assert_eq!(c.recv_text(), format!("pong:{next}"));
+    }
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn hand_off_mid_session_plaintext() {
+    hand_off_keeps_the_session(false);
+}
+
+#[test]
+fn hand_off_mid_session_tls() {
+    hand_off_keeps_the_session(true);
+}
+
+#[test]
+fn stale_connection_id_is_rejected() {
+    // One shard, so both connections land in the same table and the slot is reused.
+    let rt = start(1, None);
+    let mut a = Client::plain(rt.local_addr());
+    a.send(b"remember");
+    assert_eq!(a.recv_text(), "ok");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut b = Client::plain(rt.local_addr());
+    b.send(b"poke");
+    assert_eq!(b.recv_text(), "stale-rejected");
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn oversized_frame_closes_only_that_connection() {
+    let rt = start(1, None);
+    let mut good = Client::plain(rt.local_addr());
+    let mut bad = Client::plain(rt.local_addr());
+    bad.write_raw(&u32::MAX.to_be_bytes());
+    assert!(bad.is_closed());
+    good.send(b"ping");
+    assert_eq!(good.recv_text(), "pong:0");
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn garbage_instead_of_tls_closes_only_that_connection() {
+    let (tls, cert) = support::dev_tls();
+    let rt = start(1, Some(tls));
+    let mut good = Client::tls(rt.local_addr(), &cert);
+    good.send(b"ping");
+    assert_eq!(good.recv_text(), "pong:0");
+    let mut bad = Client::plain(rt.local_addr());
+    bad.write_raw(b"GET / HTTP/1.1\r\n\r\n");
+    assert!(bad.is_closed());
+    good.send(b"ping");
+    assert_eq!(good.recv_text(), "pong:0");
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn idle_connection_is_closed_by_the_timer_wheel() {
+    let mut cfg = support::config(1);
+    cfg.idle_timeout_ms = 300;
+    let rt = engine::start(cfg, |_| Echo { remembered: None }).unwrap();
+    let mut c = Client::plain(rt.local_addr());
+    c.send(b"ping");
+    assert_eq!(c.recv_text(), "pong:0");
+    let t = std::time::Instant::now();
+    assert!(c.is_closed());
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed too early: {waited:?}"
+    );
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn port_taken_is_a_clear_error() {
+    let rt = start(1, None);
+    let mut cfg = support::config(1);
+    cfg.listen = rt.local_addr();
+    let err = engine::start(cfg, |_| Echo { remembered: None }).unwrap_err();
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
+    rt.stop();
+    rt.join().unwrap();
+}
