@@ -1,0 +1,92 @@
+//! The `switchboard` binary: starts on the flags, answers over TLS with its dev certificate,
+//! exits 0 on SIGTERM after closing its connections, and fails at start with one clear line.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::v1::{client_frame, server_frame, Ping};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn serves_tls_and_stops_cleanly_on_sigterm() {
+    let data = support::temp_dir("bin");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shards",
+            "2",
+            "--no-pin",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cert = engine::tls::dev_cert_path(&shards::server::tls_dir(&data));
+    let mut c = support::Client::tls(addr, &cert);
+    c.send(client_frame::Kind::Ping(Ping { nonce: 42 }));
+    assert!(matches!(c.recv(), server_frame::Kind::Pong(p) if p.nonce == 42));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(c.is_closed(), "connections are closed on shutdown");
+}
+
+#[test]
+fn taken_port_is_one_clear_line_and_exit_1() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", &addr.to_string(), "--no-tls"])
+        .arg("--data-dir")
+        .arg(support::temp_dir("bin-taken"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("switchboard: error: cannot listen on"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_certificate_is_one_clear_line_and_exit_1() {
+    let dir = support::temp_dir("bin-badcert");
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&cert)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("switchboard: error: TLS"), "{err}");
+    assert!(err.contains("cert.pem"), "names the file: {err}");
+}
