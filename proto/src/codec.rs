@@ -269,6 +269,7 @@ mod tests {
                 by: p(),
                 kind: ReceiptKind::Read as i32,
                 group_id: 0,
+                receipt_id: 6,
             }
             .into(),
             GroupCreated {
