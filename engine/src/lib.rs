@@ -23,6 +23,8 @@
 //! - [`mesh`]: batched SPSC rings between every ordered pair of shards.
 //! - [`listener`]: SO_REUSEPORT listeners, one per shard, bound before the shards start.
 //! - `transport`: a connection's bytes: plaintext or rustls TLS over a glommio socket.
+//! - [`handle`]: a way back into the shard from a task the service spawned.
+//! - [`log_file`]: the append-only, fdatasync'd file for a shard's durable log.
 //! - [`handoff`]: a live connection detached from one shard and adopted by another.
 //! - [`conn_table`]: the per-shard slab of connections with generation-tagged ids.
 //! - [`timer_wheel`]: the per-shard hashed timer wheel (O(1) insert and cancel).
@@ -38,8 +40,10 @@ pub mod config;
 pub mod conn_table;
 mod conn_task;
 pub mod counters;
+pub mod handle;
 pub mod handoff;
 pub mod listener;
+pub mod log_file;
 pub mod mesh;
 pub mod realtime;
 pub mod runtime;
@@ -54,6 +58,8 @@ mod transport;
 pub use config::EngineConfig;
 pub use conn_table::ConnId;
 pub use counters::ShardCounters;
+pub use handle::ShardHandle;
+pub use log_file::LogFile;
 pub use runtime::{start, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;

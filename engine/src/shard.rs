@@ -346,15 +346,17 @@ where
             links: links.clone(),
         })
     });
+    // The service starts before anything can reach it: glommio runs a spawned task at once,
+    // so an accept or a mesh batch could otherwise arrive ahead of `on_start`.
+    {
+        let c = &mut *cell.borrow_mut();
+        c.service.on_start(&mut c.io);
+    }
     for (from, _) in &links.receivers {
         spawn_receiver(cell.clone(), links.clone(), *from);
     }
     let listener = crate::listener::attach(listener_fd);
     let acceptor = glommio::spawn_local(accept_loop(cell.clone(), listener));
-    {
-        let c = &mut *cell.borrow_mut();
-        c.service.on_start(&mut c.io);
-    }
     housekeeping(&cell, &stop).await;
     drop(acceptor);
     drain(&cell).await;
