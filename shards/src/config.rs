@@ -57,6 +57,16 @@ pub struct Cli {
     /// Close connections silent for this many seconds.
     #[arg(long)]
     pub idle_timeout_s: Option<u64>,
+    /// Enables the load-test login path with this shared secret. UNSAFE in production:
+    /// anyone holding it can log in as any phone number.
+    #[arg(long)]
+    pub load_test_secret: Option<String>,
+    /// POST registration PINs as JSON to this http:// URL (default: dev outbox file).
+    #[arg(long)]
+    pub sms_webhook: Option<String>,
+    /// POST push notifications as JSON to this http:// URL (default: a log line).
+    #[arg(long)]
+    pub push_webhook: Option<String>,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -74,6 +84,9 @@ pub struct FileConfig {
     no_pin: Option<bool>,
     max_connections: Option<usize>,
     idle_timeout_s: Option<u64>,
+    load_test_secret: Option<String>,
+    sms_webhook: Option<String>,
+    push_webhook: Option<String>,
 }
 
 /// Settings after merging flags, file and defaults.
@@ -99,6 +112,12 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Idle timeout in milliseconds.
     pub idle_timeout_ms: u64,
+    /// Load-test login secret (off when `None`).
+    pub load_test_secret: Option<String>,
+    /// SMS webhook URL (dev outbox when `None`).
+    pub sms_webhook: Option<String>,
+    /// Push webhook URL (log line when `None`).
+    pub push_webhook: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -185,6 +204,9 @@ impl ServerConfig {
             idle_timeout_ms: idle_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::IDLE_TIMEOUT_MS_DEFAULT),
+            load_test_secret: cli.load_test_secret.or(file.load_test_secret),
+            sms_webhook: cli.sms_webhook.or(file.sms_webhook),
+            push_webhook: cli.push_webhook.or(file.push_webhook),
         })
     }
 }

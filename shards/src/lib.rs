@@ -1,15 +1,39 @@
 //! # shards — the messaging service each shard runs
 //!
 //! The service logic of Switchboard and the `switchboard` binary that runs it on the engine.
-//! Service rules are state machines without I/O; [`adapter`] connects them to the engine.
-//! This crate never imports glommio.
+//! Service rules are state machines without I/O ([`state`] and the modules it dispatches
+//! to); [`adapter`] connects them to the engine, the durable log and the notifiers. This
+//! crate never imports glommio and takes no locks on a shard's path.
 //!
 //! ## Layout
-//! - [`config`]: flags, TOML file, defaults.
-//! - [`server`]: wiring settings, TLS and the engine together.
-//! - [`adapter`]: the `engine::Service` each shard runs.
+//! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
+//! - [`adapter`]: the `engine::Service` each shard runs; [`journal`]: group commit.
+//! - [`state`]: one shard's service state and event entry points.
+//! - [`login`]: register → verify → login, at the phone's home shard.
+//! - [`route`]: 1:1 sends and dedupe. [`receipt`]: acks, reads, receipts.
+//! - [`offline`]: per-user queues. [`session`]: who is online where.
+//! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
+//! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider.
+//! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
+//! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 #![warn(missing_docs)]
 
 pub mod adapter;
 pub mod config;
+pub mod effect;
+pub mod group;
+pub mod home;
+pub mod journal;
+pub mod limits;
+pub mod login;
+pub mod mesh_msg;
+pub mod notify;
+pub mod offline;
+pub mod presence;
+pub mod receipt;
+pub mod record;
+pub mod registry;
+pub mod route;
 pub mod server;
+pub mod session;
+pub mod state;

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use engine::{EngineConfig, Runtime};
 
-use crate::adapter::Switchboard;
+use std::sync::Arc;
+
+use crate::adapter::{ServiceEnv, Switchboard};
 use crate::config::ServerConfig;
+use crate::notify::Webhook;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,9 @@ pub enum StartError {
     /// TLS could not be set up (bad certificate or key, unwritable dev cert).
     #[error("TLS: {0}")]
     Tls(#[from] engine::tls::TlsError),
+    /// A webhook URL is unusable.
+    #[error("webhook: {0}")]
+    Webhook(String),
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
@@ -62,5 +68,26 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         idle_timeout_ms: cfg.idle_timeout_ms,
         ..EngineConfig::default()
     };
-    Ok(engine::start(engine_cfg, |_shard| Switchboard::default())?)
+    let env = service_env(cfg)?;
+    Ok(engine::start(engine_cfg, move |_shard| {
+        Switchboard::new(env.clone())
+    })?)
+}
+
+/// The service's shared settings and notifiers for this configuration.
+pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
+    let mut env = ServiceEnv::dev(cfg.data_dir.clone());
+    if let Some(secret) = &cfg.load_test_secret {
+        tracing::warn!(
+            "load-test logins are ENABLED: anyone with the secret can log in as any number"
+        );
+        env.settings.load_test_secret = Some(secret.as_bytes().to_vec());
+    }
+    if let Some(url) = &cfg.sms_webhook {
+        env.sms = Arc::new(Webhook::start(url).map_err(StartError::Webhook)?);
+    }
+    if let Some(url) = &cfg.push_webhook {
+        env.push = Arc::new(Webhook::start(url).map_err(StartError::Webhook)?);
+    }
+    Ok(env)
 }

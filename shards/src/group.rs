@@ -1,0 +1,367 @@
+//! Groups homed on this shard (a group's home is the shard in its id): members, admin, and
+//! the fan-outs of group sends still waiting for every member's copy to be stored. Pure state.
+
+use std::collections::HashMap;
+
+use crate::limits::GROUP_FANOUTS_IN_FLIGHT_MAX;
+use crate::record::GroupRec;
+
+/// One group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Display name.
+    pub name: String,
+    /// The creator; only the admin adds or removes others.
+    pub admin: String,
+    /// Members, admin included, in join order.
+    pub members: Vec<String>,
+}
+
+/// A group send waiting for its copies.
+#[derive(Debug)]
+struct Fanout {
+    remaining: usize,
+    ack_id: u64,
+}
+
+/// Groups homed here.
+#[derive(Debug, Default)]
+pub struct Groups {
+    groups: HashMap<u64, Group>,
+    fanouts: HashMap<(u64, String, u64), Fanout>,
+}
+
+impl Groups {
+    /// The group, if it exists.
+    pub fn get(&self, id: u64) -> Option<&Group> {
+        self.groups.get(&id)
+    }
+
+    /// Sets a group's state (creation, change, replay); no members deletes it.
+    pub fn apply(&mut self, rec: &GroupRec) {
+        if rec.members.is_empty() {
+            self.groups.remove(&rec.group_id);
+        } else {
+            self.groups.insert(
+                rec.group_id,
+                Group {
+                    name: rec.name.clone(),
+                    admin: rec.admin.clone(),
+                    members: rec.members.clone(),
+                },
+            );
+        }
+    }
+
+    /// The record for a group's current state.
+    pub fn record(&self, id: u64) -> Option<GroupRec> {
+        self.groups.get(&id).map(|g| GroupRec {
+            group_id: id,
+            name: g.name.clone(),
+            admin: g.admin.clone(),
+            members: g.members.clone(),
+        })
+    }
+
+    /// Starts counting the copies of a group send. False if one is already counting (a
+    /// retry while the first is in flight) or too many are in flight.
+    pub fn start_fanout(&mut self, key: (u64, String, u64), copies: usize, ack_id: u64) -> bool {
+        if self.fanouts.len() >= GROUP_FANOUTS_IN_FLIGHT_MAX || self.fanouts.contains_key(&key) {
+            return false;
+        }
+        self.fanouts.insert(
+            key,
+            Fanout {
+                remaining: copies,
+                ack_id,
+            },
+        );
+        true
+    }
+
+    /// One copy is stored; returns the send's ack id when it was the last.
+    pub fn copy_done(&mut self, key: &(u64, String, u64)) -> Option<u64> {
+        let f = self.fanouts.get_mut(key)?;
+        f.remaining -= 1;
+        if f.remaining == 0 {
+            return self.fanouts.remove(key).map(|f| f.ack_id);
+        }
+        None
+    }
+
+    /// Every group, for a snapshot.
+    pub fn records(&self) -> Vec<GroupRec> {
+        self.groups
+            .keys()
+            .filter_map(|id| self.record(*id))
+            .collect()
+    }
+}
+
+mod ops {
+    //! Group frames: at the requester's home they become mesh messages to the group's
+    //! home, which checks membership and rights, persists changes, and fans sends out.
+
+    use engine::ConnId;
+    use proto::limits::GROUP_MEMBERS_MAX;
+    use proto::v1::{server_frame, ErrorCode, GroupCreate, GroupSend};
+
+    use crate::effect::{error, AfterCommit, Effect, Out};
+    use crate::home::home_of_id;
+    use crate::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
+    use crate::record::{record, GroupRec, Record};
+    use crate::state::ShardState;
+
+    impl ShardState {
+        fn to_user(&self, user: &str, frame: server_frame::Kind) -> Effect {
+            Effect::Mesh(
+                self.home(user),
+                ShardMsg::ToUser {
+                    user: user.to_string(),
+                    frame,
+                },
+            )
+        }
+
+        fn group_home_valid(&self, group_id: u64) -> bool {
+            group_id != 0 && home_of_id(group_id).0 < self.shards
+        }
+
+        pub(crate) fn on_group_create(
+            &mut self,
+            conn: ConnId,
+            user: String,
+            g: GroupCreate,
+            out: &mut Out,
+        ) {
+            let mut members = vec![user.clone()];
+            for m in g.members {
+                if !members.contains(&m) {
+                    members.push(m);
+                }
+            }
+            if members.len() > GROUP_MEMBERS_MAX {
+                return out.error(conn, ErrorCode::GroupTooLarge, "too many members", 0);
+            }
+            let group_id = self.ids.issue();
+            let rec = GroupRec {
+                group_id,
+                name: g.name,
+                admin: user,
+                members,
+            };
+            self.persist_group(rec, out);
+            let created = server_frame::Kind::GroupCreated(proto::v1::GroupCreated {
+                client_req_id: g.client_req_id,
+                group_id,
+            });
+            out.after_commit
+                .push(AfterCommit::Effect(Effect::Frame(conn, created)));
+        }
+
+        fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {
+            self.groups.apply(&rec);
+            self.records_since_snapshot += 1;
+            out.records.push(Record {
+                kind: Some(record::Kind::Group(rec)),
+            });
+        }
+
+        pub(crate) fn group_op(&mut self, user: String, op: GroupOp, group_id: u64, out: &mut Out) {
+            if !self.group_home_valid(group_id) {
+                let e = error(ErrorCode::UnknownGroup, "no such group", 0);
+                return out.now.push(self.to_user(&user, e));
+            }
+            out.mesh(
+                home_of_id(group_id),
+                ShardMsg::GroupOp {
+                    requester: user,
+                    op,
+                },
+            );
+        }
+
+        pub(crate) fn on_group_op_at_home(
+            &mut self,
+            requester: String,
+            op: GroupOp,
+            out: &mut Out,
+        ) {
+            let group_id = match &op {
+                GroupOp::Add { group_id, .. }
+                | GroupOp::Remove { group_id, .. }
+                | GroupOp::Members { group_id } => *group_id,
+            };
+            let Some(group) = self.groups.get(group_id).cloned() else {
+                let e = error(ErrorCode::UnknownGroup, "no such group", 0);
+                return out.now.push(self.to_user(&requester, e));
+            };
+            let is_member = group.members.contains(&requester);
+            let refuse = |s: &Self, out: &mut Out, code, detail| {
+                out.now.push(s.to_user(&requester, error(code, detail, 0)))
+            };
+            match op {
+                GroupOp::Members { .. } if is_member => {
+                    let frame = server_frame::Kind::GroupMembers(proto::v1::GroupMembers {
+                        group_id,
+                        name: group.name,
+                        admin: group.admin,
+                        members: group.members,
+                    });
+                    out.now.push(self.to_user(&requester, frame));
+                }
+                GroupOp::Members { .. } => {
+                    refuse(self, out, ErrorCode::NotGroupMember, "not a member")
+                }
+                GroupOp::Add { members, .. } if requester == group.admin => {
+                    let mut new = group.members.clone();
+                    new.extend(members.into_iter().filter(|m| !group.members.contains(m)));
+                    new.dedup();
+                    if new.len() > GROUP_MEMBERS_MAX {
+                        return refuse(self, out, ErrorCode::GroupTooLarge, "too many members");
+                    }
+                    self.change_members(group_id, group, new, out);
+                }
+                GroupOp::Remove { members, .. }
+                    if requester == group.admin
+                        || (members.len() == 1 && members[0] == requester) =>
+                {
+                    if members.contains(&group.admin) {
+                        return refuse(
+                            self,
+                            out,
+                            ErrorCode::NotGroupAdmin,
+                            "the admin cannot leave",
+                        );
+                    }
+                    let new = group
+                        .members
+                        .iter()
+                        .filter(|m| !members.contains(m))
+                        .cloned()
+                        .collect();
+                    self.change_members(group_id, group, new, out);
+                }
+                GroupOp::Add { .. } | GroupOp::Remove { .. } => refuse(
+                    self,
+                    out,
+                    ErrorCode::NotGroupAdmin,
+                    "only the admin changes members",
+                ),
+            }
+        }
+
+        fn change_members(
+            &mut self,
+            group_id: u64,
+            old: super::Group,
+            members: Vec<String>,
+            out: &mut Out,
+        ) {
+            let rec = GroupRec {
+                group_id,
+                name: old.name,
+                admin: old.admin,
+                members: members.clone(),
+            };
+            self.persist_group(rec, out);
+            let frame = server_frame::Kind::GroupUpdated(proto::v1::GroupUpdated {
+                group_id,
+                members: members.clone(),
+            });
+            let mut told: Vec<&String> = members.iter().collect();
+            told.extend(old.members.iter().filter(|m| !members.contains(m)));
+            for m in told {
+                let e = self.to_user(m, frame.clone());
+                out.after_commit.push(AfterCommit::Effect(e));
+            }
+        }
+
+        pub(crate) fn on_group_send(
+            &mut self,
+            now: u64,
+            user: String,
+            g: GroupSend,
+            out: &mut Out,
+        ) {
+            if !self.group_home_valid(g.group_id) {
+                let e = error(ErrorCode::UnknownGroup, "no such group", g.client_msg_id);
+                return out.now.push(self.to_user(&user, e));
+            }
+            let d = Delivery {
+                to: String::new(),
+                from: user,
+                client_msg_id: g.client_msg_id,
+                group_id: g.group_id,
+                body: g.body,
+                media: g.media,
+                sent_at_ms: now,
+                reply: ReplyTo::Group,
+            };
+            out.mesh(home_of_id(g.group_id), ShardMsg::GroupSend(Box::new(d)));
+        }
+
+        pub(crate) fn on_group_send_at_home(&mut self, _now: u64, d: Delivery, out: &mut Out) {
+            let Some(group) = self.groups.get(d.group_id) else {
+                let e = error(ErrorCode::UnknownGroup, "no such group", d.client_msg_id);
+                return out.now.push(self.to_user(&d.from, e));
+            };
+            if !group.members.contains(&d.from) {
+                let e = error(ErrorCode::NotGroupMember, "not a member", d.client_msg_id);
+                return out.now.push(self.to_user(&d.from, e));
+            }
+            let copies: Vec<String> = group
+                .members
+                .iter()
+                .filter(|m| **m != d.from)
+                .cloned()
+                .collect();
+            let ack_id = self.ids.issue();
+            let key = (d.group_id, d.from.clone(), d.client_msg_id);
+            if copies.is_empty() {
+                return out
+                    .now
+                    .push(self.group_ack(&d.from, d.client_msg_id, ack_id, d.group_id));
+            }
+            if !self.groups.start_fanout(key, copies.len(), ack_id) {
+                return; // a retry of a send still fanning out: its answer is on the way
+            }
+            for m in copies {
+                let copy = Delivery {
+                    to: m.clone(),
+                    ..d.clone()
+                };
+                out.mesh(self.home(&m), ShardMsg::Deliver(Box::new(copy)));
+            }
+        }
+
+        fn group_ack(
+            &self,
+            sender: &str,
+            client_msg_id: u64,
+            ack_id: u64,
+            group_id: u64,
+        ) -> Effect {
+            let ack = server_frame::Kind::ServerAck(proto::v1::ServerAck {
+                client_msg_id,
+                server_msg_id: ack_id,
+                group_id,
+            });
+            self.to_user(sender, ack)
+        }
+
+        pub(crate) fn on_group_copy_done(
+            &mut self,
+            group_id: u64,
+            sender: String,
+            client_msg_id: u64,
+            out: &mut Out,
+        ) {
+            let key = (group_id, sender, client_msg_id);
+            if let Some(ack_id) = self.groups.copy_done(&key) {
+                out.now
+                    .push(self.group_ack(&key.1, client_msg_id, ack_id, group_id));
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The service's limits, each a named constant with its unit last. Wire limits (frame,
+//! body, group size...) live in `proto::limits`; these are the server's own.
+
+/// Items (messages and receipts) one user's queue may hold; more are refused with QUEUE_FULL.
+pub const QUEUE_ITEMS_PER_USER_MAX: usize = 10_000;
+/// Items sent to a session and not yet acked; the rest wait for acks (flow control).
+pub const DELIVERY_WINDOW_ITEMS: usize = 256;
+/// A PIN is valid this long.
+pub const PIN_TTL_MS: u64 = 10 * 60 * 1000;
+/// PINs sent to one phone per hour.
+pub const PIN_SENDS_PER_HOUR_MAX: usize = 5;
+/// Wrong PINs accepted per phone per hour before RATE_LIMITED.
+pub const PIN_ATTEMPTS_PER_HOUR_MAX: usize = 5;
+/// One hour, the window of the PIN limits.
+pub const RATE_WINDOW_MS: u64 = 60 * 60 * 1000;
+/// Device key length.
+pub const DEVICE_KEY_BYTES: usize = 32;
+/// (sender, client_msg_id) pairs a shard remembers to answer retries with the same id.
+pub const DEDUPE_ENTRIES_MAX: usize = 1 << 20;
+/// Acked messages a shard remembers so a later Read can still produce a READ receipt.
+pub const RECENT_ACKED_MAX: usize = 1 << 18;
+/// Subscribers one user's presence may have.
+pub const PRESENCE_SUBSCRIBERS_PER_USER_MAX: usize = 10_000;
+/// Group sends whose fan-out is still being confirmed, per shard.
+pub const GROUP_FANOUTS_IN_FLIGHT_MAX: usize = 100_000;
+/// Log bytes below which compaction never runs.
+pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// Compact when the log is this many times larger than a snapshot would be.
+pub const COMPACT_GARBAGE_RATIO: u64 = 4;
+
+const _: () = assert!(DELIVERY_WINDOW_ITEMS <= QUEUE_ITEMS_PER_USER_MAX);
+const _: () = assert!(DELIVERY_WINDOW_ITEMS <= proto::limits::ACK_IDS_PER_FRAME_MAX);

@@ -1,0 +1,106 @@
+//! Messages between shards. Each names the user or group it is about; the receiving shard is
+//! that user's (or group's) home. Pure data, `Send`.
+
+use proto::v1::{server_frame, ClientFrame, Media};
+
+/// Where the outcome of a delivery goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTo {
+    /// A 1:1 send: the sender's home answers the sender.
+    Sender,
+    /// One copy of a group send: the group's home counts the copies.
+    Group,
+}
+
+/// A message between shards.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A connection handed to the home of the phone its first frame names, with that frame.
+    Adopt(Box<ClientFrame>),
+    /// Store and deliver a message to `to` (the receiving shard is `to`'s home).
+    Deliver(Box<Delivery>),
+    /// A frame for `user`, delivered if they are online (replies, receipts, presence).
+    ToUser {
+        /// The user (at their home).
+        user: String,
+        /// The frame.
+        frame: server_frame::Kind,
+    },
+    /// A receipt for `sender` (at the sender's home): sent now if online, else queued.
+    Receipt {
+        /// Who sent the message.
+        sender: String,
+        /// The receipt.
+        receipt: proto::v1::Receipt,
+    },
+    /// A group send, at the group's home.
+    GroupSend(Box<Delivery>),
+    /// The outcome of one copy of a group send, at the group's home.
+    GroupCopyDone {
+        /// The group.
+        group_id: u64,
+        /// The sender of the group message.
+        sender: String,
+        /// The sender's id for it.
+        client_msg_id: u64,
+    },
+    /// A group operation by `requester`, at the group's home.
+    GroupOp {
+        /// Who asks.
+        requester: String,
+        /// What.
+        op: GroupOp,
+    },
+    /// `subscriber` wants `contact`'s presence (at the contact's home).
+    PresenceSub {
+        /// Whose presence.
+        contact: String,
+        /// Who wants it.
+        subscriber: String,
+    },
+}
+
+/// A message on its way to one recipient.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Recipient (1:1), or empty for a group send not yet fanned out.
+    pub to: String,
+    /// Sender.
+    pub from: String,
+    /// The sender's id for it.
+    pub client_msg_id: u64,
+    /// Group, or 0.
+    pub group_id: u64,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Media reference.
+    pub media: Option<Media>,
+    /// When the sender's home accepted it (ms).
+    pub sent_at_ms: u64,
+    /// Where the outcome goes.
+    pub reply: ReplyTo,
+}
+
+/// Group operations.
+#[derive(Debug)]
+pub enum GroupOp {
+    /// Add members (admin only).
+    Add {
+        /// The group.
+        group_id: u64,
+        /// Who.
+        members: Vec<String>,
+    },
+    /// Remove members (admin only; a member may remove themself).
+    Remove {
+        /// The group.
+        group_id: u64,
+        /// Who.
+        members: Vec<String>,
+    },
+    /// List members (members only).
+    Members {
+        /// The group.
+        group_id: u64,
+    },
+}

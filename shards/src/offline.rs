@@ -1,0 +1,215 @@
+//! Per-user queues of items (messages, and receipts for offline senders) for the users homed
+//! on this shard. An item stays until the user acks it; it is delivered only once durable,
+//! in queue order, at most `DELIVERY_WINDOW_ITEMS` unacked at a time. Pure state.
+
+use std::collections::{HashMap, VecDeque};
+
+use proto::v1::server_frame;
+
+use crate::limits::{DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX};
+
+/// One queued item.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Server id (the message's id, or the receipt's id).
+    pub id: u64,
+    /// What to deliver.
+    pub frame: server_frame::Kind,
+    /// For messages: the sender (receipts go back there); empty for receipts.
+    pub sender: String,
+    /// For messages: the sender's id.
+    pub client_msg_id: u64,
+    /// For group messages: the group.
+    pub group_id: u64,
+    /// The record holding it has been fsynced.
+    pub durable: bool,
+    /// Sent on the current session and not yet acked.
+    pub sent: bool,
+}
+
+/// One user's queue.
+#[derive(Debug, Default)]
+pub struct Queue {
+    items: VecDeque<Item>,
+    in_flight: usize,
+    /// The push provider was told since the user was last online.
+    pub push_notified: bool,
+}
+
+/// The queue is at `QUEUE_ITEMS_PER_USER_MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// All queues of users homed here.
+#[derive(Debug, Default)]
+pub struct Queues {
+    by_user: HashMap<String, Queue>,
+    total: usize,
+}
+
+impl Queues {
+    /// Appends an item (not yet durable unless replayed).
+    pub fn push(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
+        let q = self.by_user.entry(user.to_string()).or_default();
+        if q.items.len() >= QUEUE_ITEMS_PER_USER_MAX {
+            return Err(QueueFull);
+        }
+        q.items.push_back(item);
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Marks item `id` durable; returns whether it exists.
+    pub fn mark_durable(&mut self, user: &str, id: u64) -> bool {
+        let Some(q) = self.by_user.get_mut(user) else {
+            return false;
+        };
+        match q.items.iter_mut().rev().find(|i| i.id == id) {
+            Some(i) => {
+                i.durable = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes item `id` (acked); returns it.
+    pub fn remove(&mut self, user: &str, id: u64) -> Option<Item> {
+        let q = self.by_user.get_mut(user)?;
+        let pos = q.items.iter().position(|i| i.id == id)?;
+        let item = q.items.remove(pos).expect("position is in range");
+        if item.sent {
+            q.in_flight -= 1;
+        }
+        self.total -= 1;
+        if q.items.is_empty() && !q.push_notified {
+            self.by_user.remove(user);
+        }
+        Some(item)
+    }
+
+    /// Items to send now to `user` (durable, unsent, in order, within the window); marks
+    /// them sent.
+    pub fn take_sendable(&mut self, user: &str) -> Vec<server_frame::Kind> {
+        let Some(q) = self.by_user.get_mut(user) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in q.items.iter_mut() {
+            if q.in_flight >= DELIVERY_WINDOW_ITEMS || !item.durable {
+                break;
+            }
+            if !item.sent {
+                item.sent = true;
+                q.in_flight += 1;
+                out.push(item.frame.clone());
+            }
+        }
+        out
+    }
+
+    /// The user's session ended: whatever was sent and not acked goes again next time.
+    pub fn session_ended(&mut self, user: &str) {
+        if let Some(q) = self.by_user.get_mut(user) {
+            q.items.iter_mut().for_each(|i| i.sent = false);
+            q.in_flight = 0;
+        }
+    }
+
+    /// The user's queue, if any.
+    pub fn get_mut(&mut self, user: &str) -> Option<&mut Queue> {
+        self.by_user.get_mut(user)
+    }
+
+    /// The user's queue, created if needed.
+    pub fn entry(&mut self, user: &str) -> &mut Queue {
+        self.by_user.entry(user.to_string()).or_default()
+    }
+
+    /// Items queued for `user`.
+    pub fn len_of(&self, user: &str) -> usize {
+        self.by_user.get(user).map_or(0, |q| q.items.len())
+    }
+
+    /// Whether `user`'s queue holds item `id`.
+    pub fn contains(&self, user: &str, id: u64) -> bool {
+        self.by_user
+            .get(user)
+            .is_some_and(|q| q.items.iter().any(|i| i.id == id))
+    }
+
+    /// Items queued on this shard.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Every item, for a snapshot.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Item)> {
+        self.by_user
+            .iter()
+            .flat_map(|(u, q)| q.items.iter().map(move |i| (u, i)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: u64) -> Item {
+        Item {
+            id,
+            frame: server_frame::Kind::Pong(proto::v1::Pong { nonce: id }),
+            sender: "+15550000002".into(),
+            client_msg_id: id,
+            group_id: 0,
+            durable: false,
+            sent: false,
+        }
+    }
+
+    fn nonces(v: Vec<server_frame::Kind>) -> Vec<u64> {
+        v.into_iter()
+            .map(|k| match k {
+                server_frame::Kind::Pong(p) => p.nonce,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_durable_items_go_out_in_order_once() {
+        let mut q = Queues::default();
+        for id in 1..=3 {
+            q.push("u", item(id)).unwrap();
+        }
+        assert!(q.take_sendable("u").is_empty(), "nothing durable yet");
+        q.mark_durable("u", 2);
+        assert!(q.take_sendable("u").is_empty(), "item 1 blocks order");
+        q.mark_durable("u", 1);
+        assert_eq!(nonces(q.take_sendable("u")), vec![1, 2]);
+        assert!(q.take_sendable("u").is_empty(), "sent once per session");
+        q.session_ended("u");
+        q.mark_durable("u", 3);
+        assert_eq!(
+            nonces(q.take_sendable("u")),
+            vec![1, 2, 3],
+            "resent after reconnect"
+        );
+        assert_eq!(q.remove("u", 2).map(|i| i.id), Some(2));
+        assert_eq!(q.len_of("u"), 2);
+        assert_eq!(q.total(), 2);
+    }
+
+    #[test]
+    fn window_and_capacity_are_bounded() {
+        let mut q = Queues::default();
+        for id in 0..QUEUE_ITEMS_PER_USER_MAX as u64 {
+            q.push("u", item(id)).unwrap();
+            q.mark_durable("u", id);
+        }
+        assert_eq!(q.push("u", item(u64::MAX)), Err(QueueFull));
+        assert_eq!(q.take_sendable("u").len(), DELIVERY_WINDOW_ITEMS);
+        q.remove("u", 0);
+        assert_eq!(q.take_sendable("u").len(), 1, "an ack opens one slot");
+    }
+}

@@ -1,0 +1,187 @@
+//! 1:1 routing: a send at the sender's home becomes a `Deliver` at the recipient's home,
+//! which dedupes, stores and answers. Also the dedupe memory: (sender, client_msg_id, group,
+//! recipient) → server id, bounded FIFO, rebuilt from the log at start.
+
+use std::collections::{HashMap, VecDeque};
+
+use engine::ConnId;
+use proto::v1::{server_frame, ErrorCode, SendMessage};
+
+use crate::effect::{error, AfterCommit, Effect, Out};
+use crate::home::home_of_id;
+use crate::limits::DEDUPE_ENTRIES_MAX;
+use crate::mesh_msg::{Delivery, ReplyTo, ShardMsg};
+use crate::offline::Item;
+use crate::record::{DedupeRec, ItemRec};
+use crate::state::ShardState;
+
+type DedupeKey = (String, u64, u64, String);
+
+/// Remembered sends.
+#[derive(Debug, Default)]
+pub struct Dedupe {
+    ids: HashMap<DedupeKey, u64>,
+    order: VecDeque<DedupeKey>,
+}
+
+impl Dedupe {
+    /// The server id a (sender, client id, group, recipient) already got.
+    pub fn get(&self, key: &DedupeKey) -> Option<u64> {
+        self.ids.get(key).copied()
+    }
+
+    /// Remembers a new send, forgetting the oldest past `DEDUPE_ENTRIES_MAX`.
+    pub fn insert(&mut self, key: DedupeKey, id: u64) {
+        if self.ids.insert(key.clone(), id).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > DEDUPE_ENTRIES_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Replay of a dedupe record.
+    pub fn insert_durable(&mut self, d: &DedupeRec) {
+        self.insert(
+            (
+                d.sender.clone(),
+                d.client_msg_id,
+                d.group_id,
+                d.recipient.clone(),
+            ),
+            d.server_msg_id,
+        );
+    }
+
+    /// Replay of an item record.
+    pub fn insert_from_item(&mut self, i: &ItemRec) {
+        self.insert(
+            (
+                i.sender.clone(),
+                i.client_msg_id,
+                i.group_id,
+                i.user.clone(),
+            ),
+            i.id,
+        );
+    }
+
+    /// Every entry, for a snapshot.
+    pub fn records(&self) -> impl Iterator<Item = DedupeRec> + '_ {
+        self.order.iter().filter_map(|k| {
+            Some(DedupeRec {
+                sender: k.0.clone(),
+                client_msg_id: k.1,
+                group_id: k.2,
+                server_msg_id: *self.ids.get(k)?,
+                recipient: k.3.clone(),
+            })
+        })
+    }
+}
+
+impl ShardState {
+    /// `SendMessage` at the sender's home: forward to the recipient's home.
+    pub(crate) fn on_send(
+        &mut self,
+        now: u64,
+        _conn: ConnId,
+        user: String,
+        s: SendMessage,
+        out: &mut Out,
+    ) {
+        let home = self.home(&s.to);
+        let d = Delivery {
+            to: s.to,
+            from: user,
+            client_msg_id: s.client_msg_id,
+            group_id: 0,
+            body: s.body,
+            media: s.media,
+            sent_at_ms: now,
+            reply: ReplyTo::Sender,
+        };
+        out.mesh(home, ShardMsg::Deliver(Box::new(d)));
+    }
+
+    /// `Deliver` at the recipient's home: dedupe, store, answer once durable.
+    pub(crate) fn on_deliver(&mut self, _now: u64, d: Delivery, out: &mut Out) {
+        if !self.registry.exists(&d.to) {
+            return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
+        }
+        let key = (d.from.clone(), d.client_msg_id, d.group_id, d.to.clone());
+        if let Some(id) = self.dedupe.get(&key) {
+            // A retry: same answer, nothing stored. It waits like any answer, so it never
+            // overtakes the durability of the original.
+            let mut deferred = Out::default();
+            self.answer(&d, Ok(id), &mut deferred);
+            out.after_commit
+                .extend(deferred.now.into_iter().map(AfterCommit::Effect));
+            return;
+        }
+        let id = self.ids.issue();
+        let item = Item {
+            id,
+            frame: server_frame::Kind::Message(proto::v1::Message {
+                from: d.from.clone(),
+                server_msg_id: id,
+                sent_at_ms: d.sent_at_ms,
+                body: d.body.clone(),
+                media: d.media.clone(),
+                group_id: d.group_id,
+            }),
+            sender: d.from.clone(),
+            client_msg_id: d.client_msg_id,
+            group_id: d.group_id,
+            durable: false,
+            sent: false,
+        };
+        if self.enqueue(&d.to, item, out).is_err() {
+            return self.answer(
+                &d,
+                Err((ErrorCode::QueueFull, "recipient's queue is full")),
+                out,
+            );
+        }
+        self.dedupe.insert(key, id);
+        let mut answer = Out::default();
+        self.answer(&d, Ok(id), &mut answer);
+        out.after_commit
+            .extend(answer.now.into_iter().map(AfterCommit::Effect));
+    }
+
+    /// Tells whoever waits for `d`'s outcome.
+    fn answer(&self, d: &Delivery, outcome: Result<u64, (ErrorCode, &str)>, out: &mut Out) {
+        match d.reply {
+            ReplyTo::Sender => {
+                let frame = match outcome {
+                    Ok(id) => server_frame::Kind::ServerAck(proto::v1::ServerAck {
+                        client_msg_id: d.client_msg_id,
+                        server_msg_id: id,
+                        group_id: 0,
+                    }),
+                    Err((code, detail)) => error(code, detail, d.client_msg_id),
+                };
+                let home = self.home(&d.from);
+                out.now.push(Effect::Mesh(
+                    home,
+                    ShardMsg::ToUser {
+                        user: d.from.clone(),
+                        frame,
+                    },
+                ));
+            }
+            ReplyTo::Group => {
+                // A missing or full member does not fail the group send; it is counted done.
+                let msg = ShardMsg::GroupCopyDone {
+                    group_id: d.group_id,
+                    sender: d.from.clone(),
+                    client_msg_id: d.client_msg_id,
+                };
+                out.now.push(Effect::Mesh(home_of_id(d.group_id), msg));
+            }
+        }
+    }
+}

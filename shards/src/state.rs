@@ -1,0 +1,375 @@
+//! One shard's service state and its event entry points. Every handler takes the event and
+//! `now` and writes what to do into an [`Out`]; nothing here does I/O, so the whole service
+//! runs in tests with fake time and a fake mesh (`sim.rs`).
+//!
+//! The message path (see ARCHITECTURE.md):
+//! 1. `SendMessage` arrives at the sender's home → `Deliver` to the recipient's home.
+//! 2. The recipient's home dedupes (sender, client_msg_id), queues the item and appends its
+//!    record; once durable, it tells the sender's home (→ `ServerAck`) and delivers if the
+//!    recipient is online (else notifies the push provider, once per burst).
+//! 3. The recipient's `Ack` removes the item (tombstone) and sends a DELIVERED receipt to the
+//!    sender's home, which sends it or, if the sender is offline, queues it durably.
+//!    `Read` does the same with READ.
+
+use std::collections::HashMap;
+
+use engine::{ConnId, ShardId};
+use proto::v1::{client_frame, ClientFrame, ErrorCode};
+
+use crate::effect::{AfterCommit, Out};
+use crate::group::Groups;
+use crate::home::{home_of_phone, IdAllocator};
+use crate::mesh_msg::ShardMsg;
+use crate::offline::{Item, Queues};
+use crate::presence::Presence;
+use crate::receipt::RecentAcked;
+use crate::record::{record, ItemRec, Record};
+use crate::registry::Registry;
+use crate::route::Dedupe;
+use crate::session::Sessions;
+
+/// Settings the state machines need.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceSettings {
+    /// Enables `LoadTestLogin` when set (unsafe in production: anyone with it is anyone).
+    pub load_test_secret: Option<Vec<u8>>,
+}
+
+/// Fills a buffer with random bytes (the OS's in production, a seeded one in tests).
+pub type RandomSource = Box<dyn FnMut(&mut [u8])>;
+
+/// The OS's randomness.
+pub fn os_random() -> RandomSource {
+    Box::new(|buf: &mut [u8]| {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let rest = &mut buf[filled..];
+            // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
+            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            // getrandom only fails before the pool is seeded at boot or on EINTR.
+            assert!(
+                n >= 0 || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            );
+            filled += n.max(0) as usize;
+        }
+    })
+}
+
+/// The service state of one shard.
+pub struct ShardState {
+    pub(crate) shard: ShardId,
+    pub(crate) shards: usize,
+    pub(crate) settings: ServiceSettings,
+    pub(crate) ids: IdAllocator,
+    pub(crate) registry: Registry,
+    pub(crate) sessions: Sessions,
+    pub(crate) queues: Queues,
+    pub(crate) dedupe: Dedupe,
+    pub(crate) recent: RecentAcked,
+    pub(crate) groups: Groups,
+    pub(crate) presence: Presence,
+    pub(crate) random: RandomSource,
+    /// Records written since the last snapshot (compaction estimate).
+    pub(crate) records_since_snapshot: u64,
+}
+
+impl std::fmt::Debug for ShardState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardState")
+            .field("shard", &self.shard)
+            .field("online", &self.sessions.len())
+            .field("queued", &self.queues.total())
+            .finish()
+    }
+}
+
+impl ShardState {
+    /// Empty state for `shard` of `shards`.
+    pub fn new(
+        shard: ShardId,
+        shards: usize,
+        settings: ServiceSettings,
+        random: RandomSource,
+        now: u64,
+    ) -> Self {
+        ShardState {
+            shard,
+            shards,
+            settings,
+            ids: IdAllocator::new(shard, 0, now),
+            registry: Registry::default(),
+            sessions: Sessions::default(),
+            queues: Queues::default(),
+            dedupe: Dedupe::default(),
+            recent: RecentAcked::default(),
+            groups: Groups::default(),
+            presence: Presence::default(),
+            random,
+            records_since_snapshot: 0,
+        }
+    }
+
+    /// Home shard of a phone.
+    pub(crate) fn home(&self, phone: &str) -> ShardId {
+        home_of_phone(phone, self.shards)
+    }
+
+    /// Items queued on this shard.
+    pub fn queued_total(&self) -> usize {
+        self.queues.total()
+    }
+
+    /// Rebuilds state from the log's records, in order. Replayed items are durable.
+    pub fn replay(&mut self, records: Vec<Record>) {
+        let mut removed: HashMap<(String, u64), ()> = HashMap::new();
+        let mut items = Vec::new();
+        for r in records {
+            match r.kind {
+                Some(record::Kind::Account(a)) => {
+                    self.ids.observe(a.user_id);
+                    self.registry.apply(&a);
+                }
+                Some(record::Kind::Item(i)) => items.push(i),
+                Some(record::Kind::Removed(r)) => {
+                    removed.insert((r.user, r.id), ());
+                }
+                Some(record::Kind::Group(g)) => {
+                    self.ids.observe(g.group_id);
+                    self.groups.apply(&g);
+                }
+                Some(record::Kind::Dedupe(d)) => {
+                    self.ids.observe(d.server_msg_id);
+                    self.dedupe.insert_durable(&d);
+                }
+                None => {}
+            }
+        }
+        for i in items {
+            self.ids.observe(i.id);
+            if i.client_msg_id != 0 {
+                self.dedupe.insert_from_item(&i);
+            }
+            if removed.contains_key(&(i.user.clone(), i.id)) {
+                continue;
+            }
+            if let Some(item) = item_from_record(&i) {
+                // Replay never exceeds what was accepted before, but a lowered limit could:
+                // keep what is there rather than drop acknowledged messages.
+                let _ = self.queues.push(&i.user, item);
+            }
+        }
+    }
+
+    /// Every live fact, as records: what compaction writes.
+    pub fn snapshot(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = Vec::new();
+        out.extend(self.registry.snapshot().map(|a| Record {
+            kind: Some(record::Kind::Account(a)),
+        }));
+        out.extend(self.groups.records().into_iter().map(|g| Record {
+            kind: Some(record::Kind::Group(g)),
+        }));
+        out.extend(self.dedupe.records().map(|d| Record {
+            kind: Some(record::Kind::Dedupe(d)),
+        }));
+        for (user, item) in self.queues.iter() {
+            out.push(Record {
+                kind: Some(record::Kind::Item(item_record(user, item))),
+            });
+        }
+        out
+    }
+
+    /// A frame from `conn` (already validated against the wire limits).
+    pub fn on_frame(&mut self, now: u64, conn: ConnId, frame: ClientFrame, out: &mut Out) {
+        let Some(kind) = frame.kind else {
+            return out.fail(conn, ErrorCode::UnexpectedFrame, "empty frame");
+        };
+        use client_frame::Kind as K;
+        match kind {
+            K::Ping(p) => out.frame(
+                conn,
+                proto::v1::server_frame::Kind::Pong(proto::v1::Pong { nonce: p.nonce }),
+            ),
+            K::Register(r) => self.on_register(now, conn, r, out),
+            K::Verify(v) => self.on_verify(now, conn, v, out),
+            K::Login(l) => self.on_login(now, conn, l, out),
+            K::LoadTestLogin(l) => self.on_load_test_login(now, conn, l, out),
+            other => {
+                let Some(user) = self.sessions.user_of(conn).cloned() else {
+                    return out.error(conn, ErrorCode::NotLoggedIn, "log in first", 0);
+                };
+                self.on_user_frame(now, conn, user, other, out);
+            }
+        }
+    }
+
+    fn on_user_frame(
+        &mut self,
+        now: u64,
+        conn: ConnId,
+        user: String,
+        kind: client_frame::Kind,
+        out: &mut Out,
+    ) {
+        use client_frame::Kind as K;
+        match kind {
+            K::Send(s) => self.on_send(now, conn, user, s, out),
+            K::Ack(a) => self.on_ack(now, &user, a.server_msg_ids, out),
+            K::Read(r) => self.on_read(now, &user, r.server_msg_ids, out),
+            K::GroupCreate(g) => self.on_group_create(conn, user, g, out),
+            K::GroupAdd(g) => self.group_op(
+                user,
+                crate::mesh_msg::GroupOp::Add {
+                    group_id: g.group_id,
+                    members: g.members,
+                },
+                g.group_id,
+                out,
+            ),
+            K::GroupRemove(g) => self.group_op(
+                user,
+                crate::mesh_msg::GroupOp::Remove {
+                    group_id: g.group_id,
+                    members: g.members,
+                },
+                g.group_id,
+                out,
+            ),
+            K::GroupMembers(g) => self.group_op(
+                user,
+                crate::mesh_msg::GroupOp::Members {
+                    group_id: g.group_id,
+                },
+                g.group_id,
+                out,
+            ),
+            K::GroupSend(g) => self.on_group_send(now, user, g, out),
+            K::PresenceSubscribe(p) => self.on_presence_subscribe(user, p.contacts, out),
+            K::Ping(_) | K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_) => {
+                out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0)
+            }
+        }
+    }
+
+    /// `conn` is gone.
+    pub fn on_close(&mut self, now: u64, conn: ConnId, out: &mut Out) {
+        if let Some(user) = self.sessions.closed(conn) {
+            self.queues.session_ended(&user);
+            self.presence.went_offline(&user, now);
+            self.presence_changed(&user, false, now, out);
+        }
+    }
+
+    /// A message from another shard (or this one).
+    pub fn on_mesh(&mut self, now: u64, msg: ShardMsg, out: &mut Out) {
+        match msg {
+            ShardMsg::Adopt(_) => unreachable!("adoptions come through on_adopt"),
+            ShardMsg::Deliver(d) => self.on_deliver(now, *d, out),
+            ShardMsg::ToUser { user, frame } => {
+                if let Some(conn) = self.sessions.conn_of(&user) {
+                    out.frame(conn, frame);
+                }
+            }
+            ShardMsg::Receipt { sender, receipt } => self.on_receipt(now, sender, receipt, out),
+            ShardMsg::GroupSend(d) => self.on_group_send_at_home(now, *d, out),
+            ShardMsg::GroupCopyDone {
+                group_id,
+                sender,
+                client_msg_id,
+            } => self.on_group_copy_done(group_id, sender, client_msg_id, out),
+            ShardMsg::GroupOp { requester, op } => self.on_group_op_at_home(requester, op, out),
+            ShardMsg::PresenceSub {
+                contact,
+                subscriber,
+            } => self.on_presence_sub_at_home(contact, subscriber, out),
+        }
+    }
+
+    /// Records appended before this point are durable: release what waited for them.
+    pub fn on_durable(&mut self, after: AfterCommit, out: &mut Out) {
+        match after {
+            AfterCommit::Effect(e) => out.now.push(e),
+            AfterCommit::ItemDurable { user, id } => {
+                if !self.queues.mark_durable(&user, id) {
+                    return; // acked (or dropped) before it became durable
+                }
+                match self.sessions.conn_of(&user) {
+                    Some(_) => self.pump(&user, out),
+                    None => self.maybe_push(&user, out),
+                }
+            }
+        }
+    }
+
+    /// Sends `user` what is durable and unsent, within the window.
+    pub(crate) fn pump(&mut self, user: &str, out: &mut Out) {
+        let Some(conn) = self.sessions.conn_of(user) else {
+            return;
+        };
+        for frame in self.queues.take_sendable(user) {
+            out.frame(conn, frame);
+        }
+    }
+
+    fn maybe_push(&mut self, user: &str, out: &mut Out) {
+        if let Some(q) = self.queues.get_mut(user) {
+            if !q.push_notified {
+                q.push_notified = true;
+                out.now.push(crate::effect::Effect::Push {
+                    phone: user.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Queues `item` for `user` with its record; it is delivered once durable.
+    pub(crate) fn enqueue(
+        &mut self,
+        user: &str,
+        item: Item,
+        out: &mut Out,
+    ) -> Result<(), crate::offline::QueueFull> {
+        let rec = item_record(user, &item);
+        let id = item.id;
+        self.queues.push(user, item)?;
+        self.records_since_snapshot += 1;
+        out.records.push(Record {
+            kind: Some(record::Kind::Item(rec)),
+        });
+        out.after_commit.push(AfterCommit::ItemDurable {
+            user: user.to_string(),
+            id,
+        });
+        Ok(())
+    }
+}
+
+/// The record of a queued item.
+pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
+    use prost::Message;
+    let frame = proto::v1::ServerFrame {
+        kind: Some(item.frame.clone()),
+    };
+    ItemRec {
+        user: user.to_string(),
+        id: item.id,
+        frame: frame.encode_to_vec(),
+        sender: item.sender.clone(),
+        client_msg_id: item.client_msg_id,
+        group_id: item.group_id,
+    }
+}
+
+fn item_from_record(r: &ItemRec) -> Option<Item> {
+    let frame = proto::codec::decode_server(&r.frame).ok()?.kind?;
+    Some(Item {
+        id: r.id,
+        frame,
+        sender: r.sender.clone(),
+        client_msg_id: r.client_msg_id,
+        group_id: r.group_id,
+        durable: true,
+        sent: false,
+    })
+}
