@@ -47,6 +47,9 @@ impl TestServer {
             pin_cpus: false,
             max_connections: Some(2000),
             idle_timeout_ms: 60_000,
+            load_test_secret: Some("farm-secret".into()),
+            sms_webhook: None,
+            push_webhook: None,
         };
         let rt = shards::server::start(&cfg).expect("server starts");
         TestServer {
@@ -151,4 +154,143 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_nodelay(true).unwrap();
     s
+}
+
+/// The protocol version every test client speaks.
+pub const V: u32 = proto::PROTOCOL_VERSION;
+
+impl TestServer {
+    /// The last PIN the dev SMS outbox holds for `phone`.
+    pub fn pin_for(&self, phone: &str) -> String {
+        let path = self.cfg.data_dir.join("sms-outbox.txt");
+        let text = std::fs::read_to_string(&path).expect("sms outbox exists");
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with(&format!("{phone} ")))
+            .expect("a PIN was sent");
+        line.split(' ').nth(1).unwrap().to_string()
+    }
+
+    /// Registers `phone` on a fresh connection and returns its device key.
+    pub fn register(&self, phone: &str) -> Vec<u8> {
+        let mut c = self.client();
+        c.send(client_frame::Kind::Register(proto::v1::Register {
+            protocol_version: V,
+            phone: phone.into(),
+        }));
+        match c.recv() {
+            server_frame::Kind::PinSent(p) => assert_eq!(p.phone, phone),
+            other => panic!("expected PinSent, got {other:?}"),
+        }
+        let pin = self.pin_for(phone);
+        c.send(client_frame::Kind::Verify(proto::v1::Verify {
+            protocol_version: V,
+            phone: phone.into(),
+            pin,
+        }));
+        match c.recv() {
+            server_frame::Kind::Verified(v) => v.device_key,
+            other => panic!("expected Verified, got {other:?}"),
+        }
+    }
+
+    /// A logged-in client for `phone` with `key`.
+    pub fn login(&self, phone: &str, key: &[u8]) -> Client {
+        let mut c = self.client();
+        c.login(phone, key);
+        c
+    }
+}
+
+impl Client {
+    /// Logs in and returns how many items were queued.
+    pub fn login(&mut self, phone: &str, key: &[u8]) -> u32 {
+        self.send(client_frame::Kind::Login(proto::v1::Login {
+            protocol_version: V,
+            phone: phone.into(),
+            device_key: key.to_vec(),
+        }));
+        match self.recv() {
+            server_frame::Kind::LoggedIn(l) => l.queued,
+            other => panic!("expected LoggedIn for {phone}, got {other:?}"),
+        }
+    }
+
+    /// Load-test login (the server's secret is "farm-secret").
+    pub fn load_test_login(&mut self, phone: &str) -> u32 {
+        self.send(client_frame::Kind::LoadTestLogin(
+            proto::v1::LoadTestLogin {
+                protocol_version: V,
+                phone: phone.into(),
+                secret: b"farm-secret".to_vec(),
+            },
+        ));
+        match self.recv() {
+            server_frame::Kind::LoggedIn(l) => l.queued,
+            other => panic!("expected LoggedIn for {phone}, got {other:?}"),
+        }
+    }
+
+    pub fn send_text(&mut self, to: &str, client_msg_id: u64, body: &str) {
+        self.send(client_frame::Kind::Send(proto::v1::SendMessage {
+            to: to.into(),
+            client_msg_id,
+            body: body.as_bytes().to_vec(),
+            media: None,
+        }));
+    }
+
+    pub fn ack(&mut self, ids: Vec<u64>) {
+        self.send(client_frame::Kind::Ack(proto::v1::Ack {
+            server_msg_ids: ids,
+        }));
+    }
+
+    pub fn read(&mut self, ids: Vec<u64>) {
+        self.send(client_frame::Kind::Read(proto::v1::Read {
+            server_msg_ids: ids,
+        }));
+    }
+
+    pub fn expect_message(&mut self) -> proto::v1::Message {
+        match self.recv() {
+            server_frame::Kind::Message(m) => m,
+            other => panic!("expected a Message, got {other:?}"),
+        }
+    }
+
+    pub fn expect_error(&mut self) -> proto::v1::Error {
+        match self.recv() {
+            server_frame::Kind::Error(e) => e,
+            other => panic!("expected an Error, got {other:?}"),
+        }
+    }
+
+    /// The next `n` frames.
+    pub fn recv_n(&mut self, n: usize) -> Vec<server_frame::Kind> {
+        (0..n).map(|_| self.recv()).collect()
+    }
+
+    /// Sends a ping and reads up to its pong, returning every frame before it.
+    pub fn sync(&mut self) -> Vec<server_frame::Kind> {
+        let nonce = 0xfeed_0000 + std::process::id() as u64;
+        self.send(client_frame::Kind::Ping(proto::v1::Ping { nonce }));
+        let mut before = Vec::new();
+        loop {
+            match self.recv() {
+                server_frame::Kind::Pong(p) if p.nonce == nonce => return before,
+                other => before.push(other),
+            }
+        }
+    }
+}
+
+/// `n` phone numbers whose home is shard `shard` of `shards`, starting the search at `from`.
+pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String> {
+    (from..)
+        .map(|i| format!("+1555{i:07}"))
+        .filter(|p| shards::home::home_of_phone(p, shards).0 == shard)
+        .take(n)
+        .collect()
 }
