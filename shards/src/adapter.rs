@@ -173,15 +173,19 @@ impl Switchboard {
         }
     }
 
+    /// A snapshot to compact with, when the log is mostly garbage. Building a snapshot
+    /// costs a pass over the state, so it is only tried when the log has doubled or the
+    /// queues have shrunk to a quarter since the last try.
     fn compaction_due(&mut self) -> Option<Vec<u8>> {
         let len = self.journal.file.as_ref()?.len();
-        if self.journal.busy()
-            || len < self.env.compact_min_bytes
-            || len < 2 * self.journal.checked_len
-        {
+        let queued = self.state().queued_total();
+        let grew = len >= 2 * self.journal.checked_len;
+        let drained = queued * 4 < self.journal.checked_queued;
+        if self.journal.busy() || len < self.env.compact_min_bytes || !(grew || drained) {
             return None;
         }
         self.journal.checked_len = len;
+        self.journal.checked_queued = queued;
         let mut snapshot = Vec::new();
         for r in self.state().snapshot() {
             record::encode(&r, &mut snapshot);

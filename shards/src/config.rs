@@ -67,6 +67,9 @@ pub struct Cli {
     /// POST push notifications as JSON to this http:// URL (default: a log line).
     #[arg(long)]
     pub push_webhook: Option<String>,
+    /// Never compact a shard's log below this size (bytes).
+    #[arg(long)]
+    pub compact_min_bytes: Option<u64>,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -87,6 +90,7 @@ pub struct FileConfig {
     load_test_secret: Option<String>,
     sms_webhook: Option<String>,
     push_webhook: Option<String>,
+    compact_min_bytes: Option<u64>,
 }
 
 /// Settings after merging flags, file and defaults.
@@ -118,6 +122,8 @@ pub struct ServerConfig {
     pub sms_webhook: Option<String>,
     /// Push webhook URL (log line when `None`).
     pub push_webhook: Option<String>,
+    /// Logs smaller than this are never compacted.
+    pub compact_min_bytes: u64,
 }
 
 /// A configuration that cannot be used.
@@ -207,6 +213,10 @@ impl ServerConfig {
             load_test_secret: cli.load_test_secret.or(file.load_test_secret),
             sms_webhook: cli.sms_webhook.or(file.sms_webhook),
             push_webhook: cli.push_webhook.or(file.push_webhook),
+            compact_min_bytes: cli
+                .compact_min_bytes
+                .or(file.compact_min_bytes)
+                .unwrap_or(crate::limits::COMPACT_MIN_BYTES),
         })
     }
 }

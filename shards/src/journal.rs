@@ -34,6 +34,8 @@ pub struct Journal {
     pub file: Option<LogFile>,
     /// Log length at the last compaction check.
     pub checked_len: u64,
+    /// Items queued at the last compaction check.
+    pub checked_queued: usize,
     /// Batches that failed to write.
     pub failures: u64,
     /// Commits done.

@@ -36,4 +36,5 @@ pub mod registry;
 pub mod route;
 pub mod server;
 pub mod session;
+mod sim;
 pub mod state;

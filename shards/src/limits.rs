@@ -5,6 +5,10 @@
 pub const QUEUE_ITEMS_PER_USER_MAX: usize = 10_000;
 /// Items sent to a session and not yet acked; the rest wait for acks (flow control).
 pub const DELIVERY_WINDOW_ITEMS: usize = 256;
+/// Bytes sent to a session and not yet acked (with the item count above, whichever is hit
+/// first): a login with a long queue never floods the connection's output past the
+/// engine's limit, which would close it.
+pub const DELIVERY_WINDOW_BYTES: usize = 48 * 1024;
 /// A PIN is valid this long.
 pub const PIN_TTL_MS: u64 = 10 * 60 * 1000;
 /// PINs sent to one phone per hour.
@@ -29,4 +33,10 @@ pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 pub const COMPACT_GARBAGE_RATIO: u64 = 4;
 
 const _: () = assert!(DELIVERY_WINDOW_ITEMS <= QUEUE_ITEMS_PER_USER_MAX);
+// The window (plus the one item always allowed) takes at most half the engine's
+// per-connection output, leaving the rest for acks, receipts and presence.
+const _: () = assert!(
+    DELIVERY_WINDOW_BYTES + proto::limits::FRAME_BYTES_MAX + proto::limits::FRAME_HEADER_BYTES
+        < engine::shard_io::CONN_OUTPUT_BYTES_MAX / 2
+);
 const _: () = assert!(DELIVERY_WINDOW_ITEMS <= proto::limits::ACK_IDS_PER_FRAME_MAX);

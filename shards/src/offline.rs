@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use proto::v1::server_frame;
 
-use crate::limits::{DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX};
+use crate::limits::{DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX};
 
 /// One queued item.
 #[derive(Debug, Clone)]
@@ -32,6 +32,7 @@ pub struct Item {
 pub struct Queue {
     items: VecDeque<Item>,
     in_flight: usize,
+    in_flight_bytes: usize,
     /// The push provider was told since the user was last online.
     pub push_notified: bool,
 }
@@ -39,6 +40,16 @@ pub struct Queue {
 /// The queue is at `QUEUE_ITEMS_PER_USER_MAX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
+
+/// Bytes a frame takes on the wire (what the delivery window counts).
+fn frame_bytes(f: &server_frame::Kind) -> usize {
+    use prost::Message;
+    proto::limits::FRAME_HEADER_BYTES
+        + proto::v1::ServerFrame {
+            kind: Some(f.clone()),
+        }
+        .encoded_len()
+}
 
 /// All queues of users homed here.
 #[derive(Debug, Default)]
@@ -80,6 +91,7 @@ impl Queues {
         let item = q.items.remove(pos).expect("position is in range");
         if item.sent {
             q.in_flight -= 1;
+            q.in_flight_bytes -= frame_bytes(&item.frame);
         }
         self.total -= 1;
         if q.items.is_empty() && !q.push_notified {
@@ -99,11 +111,18 @@ impl Queues {
             if q.in_flight >= DELIVERY_WINDOW_ITEMS || !item.durable {
                 break;
             }
-            if !item.sent {
-                item.sent = true;
-                q.in_flight += 1;
-                out.push(item.frame.clone());
+            if item.sent {
+                continue;
             }
+            let bytes = frame_bytes(&item.frame);
+            // At least one item is always in flight, whatever its size.
+            if q.in_flight > 0 && q.in_flight_bytes + bytes > DELIVERY_WINDOW_BYTES {
+                break;
+            }
+            item.sent = true;
+            q.in_flight += 1;
+            q.in_flight_bytes += bytes;
+            out.push(item.frame.clone());
         }
         out
     }
@@ -113,6 +132,7 @@ impl Queues {
         if let Some(q) = self.by_user.get_mut(user) {
             q.items.iter_mut().for_each(|i| i.sent = false);
             q.in_flight = 0;
+            q.in_flight_bytes = 0;
         }
     }
 

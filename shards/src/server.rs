@@ -77,6 +77,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
 /// The service's shared settings and notifiers for this configuration.
 pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     let mut env = ServiceEnv::dev(cfg.data_dir.clone());
+    env.compact_min_bytes = cfg.compact_min_bytes;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(
             "load-test logins are ENABLED: anyone with the secret can log in as any number"

@@ -36,6 +36,15 @@ impl TestServer {
     }
 
     pub fn start_with(shards: usize, tls: bool, data_dir: PathBuf) -> TestServer {
+        Self::start_cfg(shards, tls, data_dir, |_| {})
+    }
+
+    pub fn start_cfg(
+        shards: usize,
+        tls: bool,
+        data_dir: PathBuf,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let cfg = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards,
@@ -50,7 +59,10 @@ impl TestServer {
             load_test_secret: Some("farm-secret".into()),
             sms_webhook: None,
             push_webhook: None,
+            compact_min_bytes: shards::limits::COMPACT_MIN_BYTES,
         };
+        let mut cfg = cfg;
+        tweak(&mut cfg);
         let rt = shards::server::start(&cfg).expect("server starts");
         TestServer {
             addr: rt.local_addr(),

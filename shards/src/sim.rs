@@ -1,0 +1,278 @@
+//! A simulated cluster for tests: N shard states, an in-memory mesh, connections that are
+//! just ids, fake time, and durability that happens when the test says so. Every service
+//! rule can be driven here deterministically, without sockets or files.
+#![cfg(test)]
+
+use std::collections::{HashMap, VecDeque};
+
+use engine::{ConnId, ShardId};
+use proto::v1::{client_frame, server_frame, ClientFrame};
+
+use crate::effect::{AfterCommit, Effect, Out};
+use crate::mesh_msg::ShardMsg;
+use crate::state::{ServiceSettings, ShardState};
+
+/// A simulated cluster.
+pub struct Sim {
+    pub shards: Vec<ShardState>,
+    /// Where each connection lives now (it moves on handoff).
+    pub conn_shard: HashMap<ConnId, usize>,
+    /// Frames each connection received.
+    pub inbox: HashMap<ConnId, Vec<server_frame::Kind>>,
+    pub closed: Vec<ConnId>,
+    pub pushes: Vec<String>,
+    pub sms: Vec<(String, String)>,
+    mesh: VecDeque<(usize, ShardMsg)>,
+    /// Effects waiting for "durability", per shard.
+    waiting: Vec<Vec<AfterCommit>>,
+    pub now: u64,
+    next_conn: u64,
+}
+
+impl Sim {
+    pub fn new(n: usize) -> Sim {
+        let mut seed = 1u64;
+        let shards = (0..n)
+            .map(|i| {
+                let random: crate::state::RandomSource = Box::new(move |buf: &mut [u8]| {
+                    for b in buf {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        *b = seed as u8;
+                    }
+                });
+                let settings = ServiceSettings {
+                    load_test_secret: Some(b"s".to_vec()),
+                };
+                ShardState::new(ShardId(i), n, settings, random, 1_800_000_000_000)
+            })
+            .collect();
+        Sim {
+            shards,
+            conn_shard: HashMap::new(),
+            inbox: HashMap::new(),
+            closed: Vec::new(),
+            pushes: Vec::new(),
+            sms: Vec::new(),
+            mesh: VecDeque::new(),
+            waiting: (0..n).map(|_| Vec::new()).collect(),
+            now: 1_800_000_000_000,
+            next_conn: 1,
+        }
+    }
+
+    /// A new connection accepted by `shard`.
+    pub fn connect(&mut self, shard: usize) -> ConnId {
+        let c = ConnId::from_u64(self.next_conn);
+        self.next_conn += 1;
+        self.conn_shard.insert(c, shard);
+        c
+    }
+
+    /// `conn` sends a frame; the cluster runs until quiet (durability not included).
+    pub fn send(&mut self, conn: ConnId, kind: client_frame::Kind) {
+        let shard = self.conn_shard[&conn];
+        let mut out = Out::default();
+        self.shards[shard].on_frame(self.now, conn, ClientFrame { kind: Some(kind) }, &mut out);
+        self.apply(shard, out);
+        self.run();
+    }
+
+    /// Closes `conn`.
+    pub fn close(&mut self, conn: ConnId) {
+        let shard = self.conn_shard[&conn];
+        let mut out = Out::default();
+        self.shards[shard].on_close(self.now, conn, &mut out);
+        self.apply(shard, out);
+        self.run();
+    }
+
+    /// Makes everything durable and runs until quiet.
+    pub fn commit(&mut self) {
+        loop {
+            let mut any = false;
+            for shard in 0..self.shards.len() {
+                for a in std::mem::take(&mut self.waiting[shard]) {
+                    any = true;
+                    let mut out = Out::default();
+                    self.shards[shard].on_durable(a, &mut out);
+                    self.apply(shard, out);
+                }
+            }
+            self.run();
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// Frames `conn` received since the last call.
+    pub fn take(&mut self, conn: ConnId) -> Vec<server_frame::Kind> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn apply(&mut self, shard: usize, out: Out) {
+        for e in out.now {
+            self.exec(shard, e);
+        }
+        self.waiting[shard].extend(out.after_commit);
+    }
+
+    fn exec(&mut self, shard: usize, e: Effect) {
+        match e {
+            Effect::Frame(c, f) => {
+                assert_eq!(
+                    self.conn_shard.get(&c),
+                    Some(&shard),
+                    "frames only to local connections"
+                );
+                self.inbox.entry(c).or_default().push(f);
+            }
+            Effect::Close(c) => self.closed.push(c),
+            Effect::Mesh(to, m) => self.mesh.push_back((to.0, m)),
+            Effect::HandOff(c, to, m) => {
+                self.conn_shard.insert(c, to.0);
+                let ShardMsg::Adopt(frame) = m else {
+                    panic!("handoff carries Adopt")
+                };
+                let mut out = Out::default();
+                self.shards[to.0].on_frame(self.now, c, *frame, &mut out);
+                self.apply(to.0, out);
+            }
+            Effect::Sms { phone, pin } => self.sms.push((phone, pin)),
+            Effect::Push { phone } => self.pushes.push(phone),
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some((to, msg)) = self.mesh.pop_front() {
+            let mut out = Out::default();
+            self.shards[to].on_mesh(self.now, msg, &mut out);
+            self.apply(to, out);
+        }
+    }
+
+    /// Logs `phone` in with the load-test path on a new connection at `shard`.
+    pub fn login(&mut self, phone: &str, shard: usize) -> ConnId {
+        let c = self.connect(shard);
+        self.send(
+            c,
+            client_frame::Kind::LoadTestLogin(proto::v1::LoadTestLogin {
+                protocol_version: proto::PROTOCOL_VERSION,
+                phone: phone.into(),
+                secret: b"s".to_vec(),
+            }),
+        );
+        self.commit();
+        let mut frames = self.take(c);
+        assert!(matches!(
+            frames.first(),
+            Some(server_frame::Kind::LoggedIn(_))
+        ));
+        frames.remove(0);
+        self.inbox.insert(c, frames);
+        c
+    }
+}
+
+pub fn text(to: &str, id: u64) -> client_frame::Kind {
+    client_frame::Kind::Send(proto::v1::SendMessage {
+        to: to.into(),
+        client_msg_id: id,
+        body: vec![b'x'],
+        media: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_acked_or_delivered_before_it_is_durable() {
+        let mut sim = Sim::new(3);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 1);
+        sim.send(a, text("+15550000002", 1));
+        assert!(sim.take(a).is_empty(), "no ServerAck before durability");
+        assert!(sim.take(b).is_empty(), "no delivery before durability");
+        sim.commit();
+        assert!(matches!(
+            sim.take(a)[..],
+            [server_frame::Kind::ServerAck(_)]
+        ));
+        assert!(matches!(sim.take(b)[..], [server_frame::Kind::Message(_)]));
+    }
+
+    #[test]
+    fn push_is_sent_once_per_burst_and_rearmed_by_login() {
+        let mut sim = Sim::new(2);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 0);
+        sim.close(b);
+        for id in 1..=5 {
+            sim.send(a, text("+15550000002", id));
+        }
+        sim.commit();
+        assert_eq!(
+            sim.pushes,
+            vec!["+15550000002".to_string()],
+            "one push for the burst"
+        );
+        let b = sim.login("+15550000002", 1);
+        assert_eq!(sim.take(b).len(), 5);
+        sim.close(b);
+        sim.send(a, text("+15550000002", 6));
+        sim.commit();
+        assert_eq!(
+            sim.pushes.len(),
+            2,
+            "a new burst after a login pushes again"
+        );
+    }
+
+    #[test]
+    fn replay_of_the_snapshot_rebuilds_queues_and_dedupe() {
+        let mut sim = Sim::new(1);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 0);
+        sim.close(b);
+        for id in 1..=3 {
+            sim.send(a, text("+15550000002", id));
+        }
+        sim.commit();
+        let acked: Vec<u64> = sim
+            .take(a)
+            .into_iter()
+            .filter_map(|f| match f {
+                server_frame::Kind::ServerAck(x) => Some(x.server_msg_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acked.len(), 3);
+        let snapshot = sim.shards[0].snapshot();
+        let mut fresh = Sim::new(1);
+        fresh.shards[0].replay(snapshot);
+        assert_eq!(fresh.shards[0].queued_total(), 3);
+        // A retry of message 2 after the "restart" gets the same id and stores nothing.
+        let a2 = fresh.login("+15550000001", 0);
+        fresh.send(a2, text("+15550000002", 2));
+        fresh.commit();
+        match &fresh.take(a2)[..] {
+            [server_frame::Kind::ServerAck(x)] => assert_eq!(x.server_msg_id, acked[1]),
+            other => panic!("expected one ServerAck, got {other:?}"),
+        }
+        assert_eq!(fresh.shards[0].queued_total(), 3);
+    }
+
+    #[test]
+    fn login_on_a_foreign_shard_hands_the_connection_home() {
+        let mut sim = Sim::new(4);
+        let phone = "+15550000009";
+        let home = crate::home::home_of_phone(phone, 4).0;
+        let other = (home + 1) % 4;
+        let c = sim.login(phone, other);
+        assert_eq!(sim.conn_shard[&c], home);
+    }
+}
