@@ -3,7 +3,7 @@
 //! Per wake-up, in this order:
 //! 1. take the slot's outbox (frames the service queued) into the transport and write;
 //! 2. if the slot is closing or handing off and everything is written, finish;
-//! 3. read what the socket has (into the shard's scratch buffer), decrypt, split frames and
+//! 3. read what the socket has (into the shard's scratch buffer), decrypt in place, split frames and
 //!    hand each to the service — stopping early if the service closes the connection or
 //!    hands it off mid-batch, so frames after that point travel with the socket;
 //! 4. repeat until the socket would block, at most `READS_PER_WAKE_MAX` reads per wake-up.
@@ -24,6 +24,7 @@ use crate::mesh::Envelope;
 use crate::service::{CloseReason, Service};
 use crate::shard::{now_ms, ShardCell};
 use crate::shard_io::SlotState;
+use crate::tls_session::{TLS_PENDING_BYTES_MAX, TLS_RECORD_BYTES_MAX};
 use crate::transport::{ReadOutcome, Transport};
 use crate::ShardId;
 
@@ -32,12 +33,18 @@ pub const READS_PER_WAKE_MAX: usize = 16;
 /// Bytes read from a socket in one go (the shard's scratch buffer).
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// The shard's read buffers: socket bytes (from the shard's buffer pool, huge-page backed
-/// when asked), and the plaintext they decrypt to. Shared by every connection on the shard,
-/// borrowed only inside one poll.
+// A connection's held-back TLS bytes go in front of a read, with room for a record after.
+const _: () = assert!(READ_CHUNK_BYTES >= TLS_PENDING_BYTES_MAX + TLS_RECORD_BYTES_MAX);
+
+/// The shard's I/O buffers: socket bytes (from the shard's buffer pool, huge-page backed
+/// when asked), the plaintext they decrypt to, and the wire bytes (TLS records) a connection
+/// is about to write. Shared by every connection on the shard, borrowed only inside one poll.
 struct Scratch {
     read: PoolBuf,
     plain: Vec<u8>,
+    /// Encrypted output on its way to one socket; what the socket does not take is copied
+    /// to that connection's transport. Grows to the largest burst, kept for the shard's life.
+    wire: Vec<u8>,
     _pool: BufferPool,
 }
 
@@ -50,10 +57,12 @@ pub(crate) fn install_scratch(huge: HugePages) -> Result<PoolBacking, PoolError>
     let (mut pool, backing) = BufferPool::new(READ_CHUNK_BYTES, 1, huge)?;
     let read = pool.take().expect("a fresh pool of one has one buffer");
     let plain = Vec::with_capacity(READ_CHUNK_BYTES);
+    let wire = Vec::with_capacity(READ_CHUNK_BYTES);
     SCRATCH.with(|s| {
         *s.borrow_mut() = Some(Scratch {
             read,
             plain,
+            wire,
             _pool: pool,
         })
     });
@@ -123,7 +132,7 @@ fn step<S: Service>(
     }
     for _ in 0..READS_PER_WAKE_MAX {
         // 1. Output.
-        let state = {
+        let (state, mut outbox) = {
             let mut c = cell.borrow_mut();
             let slot =
                 c.io.conns
@@ -132,17 +141,20 @@ fn step<S: Service>(
             if slot.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
                 slot.waker = Some(cx.waker().clone());
             }
-            if t.queue(&mut slot.outbox).is_err() {
-                return Poll::Ready(Outcome::Close(CloseReason::TlsError));
-            }
-            slot.state
+            (slot.state, std::mem::take(&mut slot.outbox))
         };
-        let flushed = match t.poll_flush(cx) {
+        let sent = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            // Installed by the shard before it accepts anything.
+            let wire = &mut s.as_mut().expect("scratch installed").wire;
+            t.poll_send(cx, &mut outbox, wire)
+        });
+        let flushed = match sent {
             Poll::Ready(Ok(n)) => {
                 cell.borrow_mut().io.counters.bytes_out += n;
                 true
             }
-            Poll::Ready(Err(_)) => return Poll::Ready(Outcome::Close(CloseReason::IoError)),
+            Poll::Ready(Err(e)) => return Poll::Ready(Outcome::Close(io_close_reason(&e))),
             Poll::Pending => false,
         };
         // 2. Ending.
@@ -175,10 +187,11 @@ fn read_and_dispatch<S: Service>(
         let Scratch {
             read: scratch,
             plain,
+            wire,
             ..
         } = s.as_mut().expect("scratch installed");
         plain.clear();
-        let outcome = match t.poll_read(cx, scratch, plain) {
+        let outcome = match t.poll_read(cx, scratch, plain, wire) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(o)) => o,
             Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -187,19 +200,38 @@ fn read_and_dispatch<S: Service>(
             }
             Poll::Ready(Err(_)) => return Poll::Ready(Err(Outcome::Close(CloseReason::IoError))),
         };
-        let (n, handshake_done) = match outcome {
-            ReadOutcome::Eof => return Poll::Ready(Err(Outcome::Close(CloseReason::PeerClosed))),
-            ReadOutcome::Bytes { n, handshake_done } => (n, handshake_done),
+        let ReadOutcome::Bytes {
+            n,
+            sent,
+            handshake_done,
+            peer_closed,
+        } = outcome
+        else {
+            return Poll::Ready(Err(Outcome::Close(CloseReason::PeerClosed)));
         };
         let mut c = cell.borrow_mut();
         c.io.now_ms = now_ms();
         c.io.counters.bytes_in += n as u64;
+        c.io.counters.bytes_out += sent;
         c.note_rx(id);
         if handshake_done {
             c.handshake_done(id);
         }
-        Poll::Ready(c.dispatch_frames(id, &mut t.unread, plain))
+        c.dispatch_frames(id, &mut t.unread, plain)?;
+        if peer_closed {
+            return Poll::Ready(Err(Outcome::Close(CloseReason::PeerClosed)));
+        }
+        Poll::Ready(Ok(()))
     })
+}
+
+/// Why a connection closes after a failed write: TLS refused to encrypt, or the socket.
+fn io_close_reason(e: &std::io::Error) -> CloseReason {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        CloseReason::TlsError
+    } else {
+        CloseReason::IoError
+    }
 }
 
 /// Frames that were already read when the connection arrived on this shard.
@@ -208,11 +240,8 @@ fn dispatch_buffered<S: Service>(
     id: ConnId,
     t: &mut Transport,
 ) -> Result<(), Outcome> {
-    let mut plain = Vec::new();
-    if t.take_buffered_plaintext(&mut plain).is_err() {
-        return Err(Outcome::Close(CloseReason::TlsError));
-    }
-    cell.borrow_mut().dispatch_frames(id, &mut t.unread, &plain)
+    // Plaintext is never buffered inside the TLS session: every read decrypts all it can.
+    cell.borrow_mut().dispatch_frames(id, &mut t.unread, &[])
 }
 
 impl<S: Service> ShardCell<S> {

@@ -2,23 +2,27 @@
 //!
 //! The old shard flushes the connection's queued output, duplicates its socket descriptor
 //! (so closing its own glommio socket does not close the connection), and packs the
-//! descriptor with the TLS session and any bytes read but not yet framed. The new shard
-//! builds its own glommio socket on that descriptor and carries on mid-session: the peer
-//! sees nothing.
+//! descriptor with the TLS session (including a partial record it held back) and any
+//! plaintext read but not yet framed. The new shard builds its own glommio socket on that
+//! descriptor and carries on mid-session: the peer sees nothing.
 //!
 //! Why it is safe: only the old shard's task touches the socket until it detaches, and only
-//! the new shard's task after it attaches; the rustls session is plain data (`Send`) and
-//! moves by value. This module owns the packing; it must not touch the mesh or the tables.
+//! the new shard's task after it attaches; the TLS session is plain data (`Send`) and moves
+//! by value; it never buffers decrypted plaintext, so `unread` is all the plaintext there
+//! is. This module owns the packing; it must not touch the mesh or the tables.
 
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
+use crate::tls_session::TlsSession;
 use crate::transport::Transport;
 
 /// A connection detached from its shard, ready to be adopted by another.
 #[derive(Debug)]
 pub struct Detached {
     pub(crate) fd: OwnedFd,
-    pub(crate) tls: Option<Box<rustls::ServerConnection>>,
+    /// The TLS session, with any partial record it held back.
+    pub(crate) tls: Option<Box<TlsSession>>,
+    /// Plaintext of a frame not yet complete.
     pub(crate) unread: Vec<u8>,
 }
 

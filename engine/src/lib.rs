@@ -30,6 +30,7 @@
 //! - [`timer_wheel`]: the per-shard hashed timer wheel (O(1) insert and cancel).
 //! - [`buffer_pool`]: fixed-size buffers from one arena, optionally huge-page backed.
 //! - [`tls`]: rustls configuration and the dev certificate.
+//! - [`tls_session`]: one server TLS session over rustls' unbuffered API; caller-owned buffers.
 //! - [`counters`]: per-shard counters.
 //! - [`realtime`]: SCHED_FIFO for shard threads.
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop.
@@ -53,6 +54,7 @@ pub mod shard_io;
 pub mod shutdown;
 pub mod timer_wheel;
 pub mod tls;
+pub mod tls_session;
 mod transport;
 
 pub use config::EngineConfig;

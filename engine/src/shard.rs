@@ -29,6 +29,7 @@ use crate::mesh::{Envelope, MeshOutbox, ShardEnds, ShardLinks};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ConnSlot, ShardIo, SlotState, TimerEntry};
 use crate::timer_wheel::TimerWheel;
+use crate::tls_session::TlsSession;
 use crate::transport::Transport;
 use crate::{EngineConfig, ShardId};
 
@@ -149,7 +150,7 @@ impl<S: Service> ShardCell<S> {
         self.io.counters.accepts += 1;
         self.io.now_ms = now_ms();
         let tls = match &self.tls {
-            Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+            Some(cfg) => match TlsSession::new(cfg.clone()) {
                 Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start TLS session");

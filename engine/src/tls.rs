@@ -11,7 +11,7 @@
 //! ## What it must not touch
 //! Sockets, I/O loops, connection state and buffers. This module only produces immutable
 //! configs, built once at startup and shared read-only (`Arc`) by every shard; driving a
-//! `rustls` connection over a socket belongs to `transport`.
+//! `rustls` connection belongs to `tls_session`, and the socket to `transport`.
 //!
 //! ## Choices and why
 //! - No session tickets (`send_tls13_tickets = 0`) and no server-side session cache: a phone

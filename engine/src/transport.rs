@@ -1,64 +1,57 @@
-//! A connection's bytes: a glommio socket, plaintext or wrapped in a rustls session.
+//! A connection's bytes: a glommio socket, plaintext or wrapped in a [`TlsSession`].
 //!
 //! Reads are readiness-first: glommio tries a non-blocking `recv` into the shard's scratch
 //! buffer and arms an io_uring poll only when nothing is there, so an idle connection pins
-//! no read buffer. Writes go straight to the socket (`send`), and only what the kernel does
-//! not take stays queued. This module owns the socket and TLS state of one connection; it
-//! must not touch the shard's tables or call the service.
+//! no read buffer. TLS records are decrypted in place in that scratch buffer (rustls'
+//! unbuffered API); only a record that has not fully arrived stays with the connection.
+//! Writes go straight to the socket (`send`) from the shard's wire buffer, and only what the
+//! kernel does not take is copied into `pending_out` (freed once drained).
+//!
+//! This module owns the socket, the TLS session and those two leftovers of one connection;
+//! it must not touch the shard's tables or call the service.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
+use crate::tls_session::{SessionError, TlsSession};
+
 /// What one read from the socket produced.
 pub(crate) enum ReadOutcome {
     /// The peer closed its side.
     Eof,
     /// `n` socket bytes were read; plaintext (if any) was appended to the caller's buffer.
-    Bytes { n: usize, handshake_done: bool },
+    Bytes {
+        /// Socket bytes read.
+        n: usize,
+        /// Socket bytes written in reply (TLS handshake records).
+        sent: u64,
+        /// The TLS handshake finished with these bytes.
+        handshake_done: bool,
+        /// The TLS peer sent close_notify: no more data will come.
+        peer_closed: bool,
+    },
 }
 
 /// One connection's socket and TLS session.
 #[derive(Debug)]
 pub(crate) struct Transport {
     stream: TcpStream,
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<Box<TlsSession>>,
     /// Bytes of a frame that has not fully arrived yet. Empty (no capacity) when idle.
     pub(crate) unread: Vec<u8>,
-    /// Plaintext bytes not yet taken by the kernel (plaintext connections only).
+    /// Wire bytes (ciphertext or plaintext) the kernel has not taken yet. Empty and
+    /// capacity-free unless the peer's receive window is full.
     pending_out: Vec<u8>,
-    /// Frames may be waiting in `unread` or inside the TLS session (after an adoption).
+    /// Frames may be waiting in `unread` (after an adoption).
     pub(crate) check_buffered: bool,
 }
 
-/// A `Write` over a glommio socket that never blocks: a pending write is `WouldBlock`.
-struct SockWriter<'a, 'b> {
-    stream: &'a mut TcpStream,
-    cx: &'a mut Context<'b>,
-    written: usize,
-}
-
-impl Write for SockWriter<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match Pin::new(&mut *self.stream).poll_write(self.cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                self.written += n;
-                Ok(n)
-            }
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Transport {
-    pub(crate) fn new(stream: TcpStream, tls: Option<Box<rustls::ServerConnection>>) -> Self {
+    pub(crate) fn new(stream: TcpStream, tls: Option<Box<TlsSession>>) -> Self {
         Transport {
             stream,
             tls,
@@ -70,7 +63,7 @@ impl Transport {
 
     pub(crate) fn from_parts(
         stream: TcpStream,
-        tls: Option<Box<rustls::ServerConnection>>,
+        tls: Option<Box<TlsSession>>,
         unread: Vec<u8>,
     ) -> Self {
         let mut t = Transport::new(stream, tls);
@@ -79,7 +72,12 @@ impl Transport {
         t
     }
 
-    pub(crate) fn into_parts(self) -> (TcpStream, Option<Box<rustls::ServerConnection>>, Vec<u8>) {
+    /// Splits the transport for a handoff. Its output must have been flushed.
+    pub(crate) fn into_parts(self) -> (TcpStream, Option<Box<TlsSession>>, Vec<u8>) {
+        assert!(
+            self.pending_out.is_empty(),
+            "handoff only after a full flush"
+        );
         (self.stream, self.tls, self.unread)
     }
 
@@ -87,61 +85,57 @@ impl Transport {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    /// Takes the service's queued plaintext (leaving `outbox` empty and capacity-free).
-    pub(crate) fn queue(&mut self, outbox: &mut Vec<u8>) -> io::Result<()> {
-        if outbox.is_empty() {
-            return Ok(());
-        }
-        match &mut self.tls {
-            Some(tls) => tls.writer().write_all(outbox)?,
-            None if self.pending_out.is_empty() => std::mem::swap(&mut self.pending_out, outbox),
-            None => self.pending_out.extend_from_slice(outbox),
-        }
-        *outbox = Vec::new();
-        Ok(())
-    }
-
-    /// Writes what is queued. `Ready(Ok(bytes))` once everything is on the socket.
-    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        let mut w = SockWriter {
-            stream: &mut self.stream,
-            cx,
-            written: 0,
-        };
-        match &mut self.tls {
-            Some(tls) => {
-                while tls.wants_write() {
-                    match tls.write_tls(&mut w) {
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
+    /// Takes the service's queued plaintext (leaving `outbox` empty and capacity-free),
+    /// encrypts it into `wire` (the shard's scratch) for TLS, and writes what the socket
+    /// takes. `Ready(Ok(bytes written))` once nothing is left queued. A TLS failure is an
+    /// `InvalidData` error.
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &mut Vec<u8>,
+        wire: &mut Vec<u8>,
+    ) -> Poll<io::Result<u64>> {
+        let mut sent = 0;
+        if !outbox.is_empty() {
+            let out = match &mut self.tls {
+                Some(tls) => {
+                    wire.clear();
+                    tls.encrypt(outbox, wire).map_err(invalid_data)?;
+                    &wire[..]
                 }
-            }
-            None => {
-                while !self.pending_out.is_empty() {
-                    match w.write(&self.pending_out) {
-                        Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                        Ok(n) => drop(self.pending_out.drain(..n)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
+                None => &outbox[..],
+            };
+            sent += send_or_keep(&mut self.stream, &mut self.pending_out, cx, out)?;
+            *outbox = Vec::new();
+        }
+        while !self.pending_out.is_empty() {
+            match poll_write(&mut self.stream, cx, &self.pending_out) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    sent += n as u64;
+                    drop(self.pending_out.drain(..n));
                 }
-                self.pending_out = Vec::new();
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
-        Poll::Ready(Ok(w.written as u64))
+        self.pending_out = Vec::new();
+        Poll::Ready(Ok(sent))
     }
 
-    /// Reads once from the socket into `scratch`; TLS records are decrypted and the
-    /// plaintext appended to `plain`. Plaintext connections append the bytes themselves.
+    /// Reads once from the socket into `scratch`. TLS: held-back bytes are moved in front,
+    /// records decrypted in place, plaintext appended to `plain`, handshake replies written
+    /// from `wire` (the shard's scratch). Plaintext connections append the bytes themselves.
+    /// A TLS failure is an `InvalidData` error (its alert already sent, best effort).
     pub(crate) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
         scratch: &mut [u8],
         plain: &mut Vec<u8>,
+        wire: &mut Vec<u8>,
     ) -> Poll<io::Result<ReadOutcome>> {
-        let n = match Pin::new(&mut self.stream).poll_read(cx, scratch) {
+        let held = self.tls.as_ref().map_or(0, |t| t.pending_in_len());
+        let n = match Pin::new(&mut self.stream).poll_read(cx, &mut scratch[held..]) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Ready(Ok(0)) => return Poll::Ready(Ok(ReadOutcome::Eof)),
@@ -151,36 +145,30 @@ impl Transport {
             plain.extend_from_slice(&scratch[..n]);
             return Poll::Ready(Ok(ReadOutcome::Bytes {
                 n,
+                sent: 0,
                 handshake_done: false,
+                peer_closed: false,
             }));
         };
-        let was_handshaking = tls.is_handshaking();
-        let mut input = &scratch[..n];
-        while !input.is_empty() {
-            tls.read_tls(&mut input)?;
-            if let Err(e) = tls.process_new_packets() {
-                // Queue the alert for the peer; the caller flushes it before closing.
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
-            }
-            drain_plaintext(tls, plain)?;
-        }
-        let handshake_done = was_handshaking && !tls.is_handshaking();
-        Poll::Ready(Ok(ReadOutcome::Bytes { n, handshake_done }))
-    }
-
-    /// Plaintext the TLS session decrypted but nobody has read yet (after an adoption).
-    pub(crate) fn take_buffered_plaintext(&mut self, plain: &mut Vec<u8>) -> io::Result<()> {
-        match &mut self.tls {
-            Some(tls) => drain_plaintext(tls, plain),
-            None => Ok(()),
-        }
+        let held = tls.take_pending_in(scratch);
+        wire.clear();
+        let read = tls.read(&mut scratch[..held + n], plain, wire);
+        let sent = send_or_keep(&mut self.stream, &mut self.pending_out, cx, wire)?;
+        let progress = read.map_err(invalid_data)?;
+        Poll::Ready(Ok(ReadOutcome::Bytes {
+            n,
+            sent,
+            handshake_done: progress.handshake_done,
+            peer_closed: progress.peer_closed,
+        }))
     }
 
     /// Best effort: tell a TLS peer we are closing, without waiting.
     pub(crate) fn send_close_notify(&mut self, cx: &mut Context<'_>) {
         if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
-            let _ = self.poll_flush(cx);
+            let mut wire = Vec::new();
+            tls.close_notify(&mut wire);
+            let _ = send_or_keep(&mut self.stream, &mut self.pending_out, cx, &wire);
         }
     }
 
@@ -191,14 +179,31 @@ impl Transport {
     }
 }
 
-fn drain_plaintext(tls: &mut rustls::ServerConnection, plain: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match tls.reader().read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => plain.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
+fn invalid_data(e: SessionError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn poll_write(stream: &mut TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    Pin::new(stream).poll_write(cx, buf)
+}
+
+/// Writes `bytes` to the socket now if nothing is queued ahead of them, and keeps whatever
+/// the kernel does not take in `pending_out`. Returns the bytes written.
+fn send_or_keep(
+    stream: &mut TcpStream,
+    pending_out: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+) -> io::Result<u64> {
+    let mut at = 0;
+    while pending_out.is_empty() && at < bytes.len() {
+        match poll_write(stream, cx, &bytes[at..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => at += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
         }
     }
+    pending_out.extend_from_slice(&bytes[at..]);
+    Ok(at as u64)
 }

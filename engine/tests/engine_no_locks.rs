@@ -4,6 +4,7 @@
 const HOT_PATH: &[&str] = &[
     "conn_task.rs",
     "transport.rs",
+    "tls_session.rs",
     "shard_io.rs",
     "shard.rs",
     "mesh.rs",
