@@ -16,3 +16,4 @@ lint:
 # Benchmarks (print numbers; never timed in tests).
 bench:
     cargo run --release -p perf --bin idle-conns -- --conns 15000
+    cargo run --release -p perf --bin tls-session-bytes
