@@ -8,6 +8,9 @@ pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 /// Default idle deadline: a connection that sent nothing for this long is closed.
 /// Clients heartbeat (ping) well inside it.
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// Default frame deadline: a frame whose first bytes arrived must be complete this soon
+/// (a slowloris client trickling bytes is closed; the idle timer alone would never fire).
+pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Open descriptors kept back from the connection cap for logs, listeners and rings.
 pub const FD_RESERVE: usize = 256;
 /// io_uring buffer memory glommio registers per shard (its default is 10 MiB, too much
@@ -35,6 +38,8 @@ pub struct EngineConfig {
     pub handshake_timeout_ms: u64,
     /// Idle deadline.
     pub idle_timeout_ms: u64,
+    /// Deadline for a started frame to finish.
+    pub frame_timeout_ms: u64,
     /// io_uring registered buffer memory per shard.
     pub io_memory_bytes: usize,
 }
@@ -51,6 +56,7 @@ impl Default for EngineConfig {
             connections_max: None,
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
         }
     }

@@ -218,6 +218,7 @@ fn read_and_dispatch<S: Service>(
             c.handshake_done(id);
         }
         c.dispatch_frames(id, &mut t.unread, plain)?;
+        c.note_partial(id, t.has_partial());
         if peer_closed {
             return Poll::Ready(Err(Outcome::Close(CloseReason::PeerClosed)));
         }

@@ -20,6 +20,8 @@ pub struct ShardCounters {
     pub closes: u64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
+    /// Connections closed because a frame took longer than the frame timeout to arrive.
+    pub slow_frames: u64,
     /// Frames handed to the service.
     pub frames_in: u64,
     /// Frame writes queued by the service.

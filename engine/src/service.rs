@@ -26,6 +26,8 @@ pub enum CloseReason {
     HandshakeTimeout,
     /// Nothing arrived within the idle timeout.
     IdleTimeout,
+    /// A frame was started but not finished within the frame timeout (slowloris).
+    SlowFrame,
     /// A frame's header announced more than the frame size limit.
     FrameTooLarge,
     /// The peer did not read and its pending output passed the limit.

@@ -84,11 +84,41 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn arm_idle(&mut self, id: ConnId) {
-        let deadline = self.io.now_ms + self.io.idle_timeout_ms;
+        self.arm_at(id, self.io.now_ms + self.io.idle_timeout_ms);
+    }
+
+    /// Sets `id`'s deadline timer (idle or frame) to fire at `deadline`.
+    fn arm_at(&mut self, id: ConnId, deadline: u64) {
         let timer = self.io.timers.insert(deadline, TimerEntry::Idle(id)).ok();
         if let Some(slot) = self.io.conns.get_mut(id) {
             slot.timer = timer;
+            slot.timer_at_ms = deadline;
         }
+    }
+
+    /// Part of a frame is (or is no longer) waiting: a started frame must finish within the
+    /// frame timeout, so a client trickling bytes cannot hold its connection forever.
+    pub(crate) fn note_partial(&mut self, id: ConnId, partial: bool) {
+        let now = self.io.now_ms;
+        let due = now + self.io.frame_timeout_ms;
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        if !partial {
+            slot.partial_since_ms = 0;
+            return;
+        }
+        if slot.partial_since_ms != 0 || slot.state != SlotState::Open {
+            return;
+        }
+        slot.partial_since_ms = now;
+        if slot.timer.is_some() && slot.timer_at_ms <= due {
+            return;
+        }
+        if let Some(t) = slot.timer.take() {
+            self.io.timers.cancel(t);
+        }
+        self.arm_at(id, due);
     }
 
     /// Removes `id` for good and tells the service.
@@ -230,12 +260,18 @@ impl<S: Service> ShardCell<S> {
         if slot.state != SlotState::Open {
             return;
         }
-        if now >= slot.last_rx_ms + idle {
+        let idle_due = slot.last_rx_ms + idle;
+        let frame_due = match slot.partial_since_ms {
+            0 => u64::MAX,
+            since => since + self.io.frame_timeout_ms,
+        };
+        if now >= frame_due {
+            self.io.counters.slow_frames += 1;
+            let _ = self.io.close_with(id, CloseReason::SlowFrame);
+        } else if now >= idle_due {
             let _ = self.io.close_with(id, CloseReason::IdleTimeout);
         } else {
-            let deadline = slot.last_rx_ms + idle;
-            let timer = self.io.timers.insert(deadline, TimerEntry::Idle(id)).ok();
-            self.io.conns.get_mut(id).expect("checked above").timer = timer;
+            self.arm_at(id, idle_due.min(frame_due));
         }
     }
 }
@@ -331,6 +367,7 @@ where
                 shard_count: config.shards,
                 now_ms: now,
                 idle_timeout_ms: config.idle_timeout_ms,
+                frame_timeout_ms: config.frame_timeout_ms,
                 conns: ConnTable::with_capacity(conns_max),
                 timers: TimerWheel::new(
                     TIMER_TICK_MS,

@@ -51,6 +51,10 @@ pub(crate) struct ConnSlot {
     pub(crate) last_rx_ms: u64,
     /// The handshake or idle timer of this connection in the wheel.
     pub(crate) timer: Option<TimerId>,
+    /// When that timer is due (wall clock, ms).
+    pub(crate) timer_at_ms: u64,
+    /// Since when part of a frame has been waiting for the rest (0: none).
+    pub(crate) partial_since_ms: u64,
     /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
     pub(crate) opened: bool,
 }
@@ -63,6 +67,8 @@ impl ConnSlot {
             state,
             last_rx_ms: now_ms,
             timer: None,
+            timer_at_ms: 0,
+            partial_since_ms: 0,
             opened: false,
         }
     }
@@ -100,6 +106,7 @@ pub struct ShardIo<S: Service> {
     pub(crate) shard_count: usize,
     pub(crate) now_ms: u64,
     pub(crate) idle_timeout_ms: u64,
+    pub(crate) frame_timeout_ms: u64,
     pub(crate) conns: ConnTable<ConnSlot>,
     pub(crate) timers: TimerWheel<TimerEntry<S::Timer>>,
     pub(crate) mesh: MeshOutbox<S::Msg>,

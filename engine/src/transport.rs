@@ -81,6 +81,11 @@ impl Transport {
         (self.stream, self.tls, self.unread)
     }
 
+    /// Bytes of an unfinished frame (or TLS record) are waiting for the rest.
+    pub(crate) fn has_partial(&self) -> bool {
+        !self.unread.is_empty() || self.tls.as_ref().is_some_and(|t| t.pending_in_len() > 0)
+    }
+
     pub(crate) fn is_handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }

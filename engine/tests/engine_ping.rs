@@ -220,3 +220,30 @@ fn port_taken_is_a_clear_error() {
     rt.stop();
     rt.join().unwrap();
 }
+
+#[test]
+fn slowloris_frame_is_closed_by_the_frame_deadline() {
+    let mut cfg = support::config(1);
+    cfg.frame_timeout_ms = 300;
+    let rt = engine::start(cfg, |_| Echo { remembered: None }).unwrap();
+    let mut good = Client::plain(rt.local_addr());
+    let mut slow = Client::plain(rt.local_addr());
+    // A header announcing 100 bytes, then one byte every 50 ms: the idle timer keeps being
+    // reset, but the frame never completes in time.
+    slow.write_raw(&100u32.to_be_bytes());
+    let t = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(50));
+        if slow.try_write_raw(b"x").is_err() {
+            closed = true;
+            break;
+        }
+        good.send(b"ping");
+        assert_eq!(good.recv_text(), "pong:0");
+    }
+    assert!(closed || slow.is_closed(), "slow frame not closed");
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    rt.stop();
+    rt.join().unwrap();
+}

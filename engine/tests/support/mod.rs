@@ -84,6 +84,11 @@ impl Client {
         false
     }
 
+    pub fn try_write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes)?;
+        self.io.flush()
+    }
+
     pub fn write_raw(&mut self, bytes: &[u8]) {
         self.io.write_all(bytes).expect("write");
         self.io.flush().unwrap();
