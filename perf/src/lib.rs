@@ -5,7 +5,18 @@
 //!
 //! ## Layout
 //! - [`proc_stats`]: reading a process's memory and CPU from /proc.
+//! - [`perf_event`]: raw `perf_event_open(2)` counters, and why one is unavailable.
+//! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
+//! - [`sampler`]: following every thread of a running process, sample by sample.
+//! - [`launch`]: starting a command held at a gate so counters see its whole run.
+//! - [`report`]: per-thread tables and JSON.
 //! - `bin/idle_conns.rs`: user-space bytes per idle connection (RSS delta / N).
+//! - `bin/pmc.rs`: pmcstat-like per-thread counters for a command or a running server.
 #![warn(missing_docs)]
 
+pub mod launch;
+pub mod perf_event;
 pub mod proc_stats;
+pub mod report;
+pub mod sampler;
+pub mod schedstat;

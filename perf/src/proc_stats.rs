@@ -27,7 +27,8 @@ pub fn cpu_us(pid: u32) -> std::io::Result<u64> {
     Ok((ticks(11) + ticks(12)) * 1_000_000 / hz)
 }
 
-fn clock_ticks_per_second() -> u64 {
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), the unit of /proc CPU times.
+pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 {
