@@ -4,6 +4,7 @@
 //! measured, how, and on what machine.
 //!
 //! ## Layout
+//! - [`plot`]: SVG line charts for RESULTS.md.
 //! - [`proc_stats`]: reading a process's memory and CPU from /proc.
 //! - [`perf_event`]: raw `perf_event_open(2)` counters, and why one is unavailable.
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
@@ -16,6 +17,7 @@
 
 pub mod launch;
 pub mod perf_event;
+pub mod plot;
 pub mod proc_stats;
 pub mod report;
 pub mod sampler;

@@ -51,6 +51,12 @@ pub fn tcp_mem_pages() -> Option<u64> {
     None
 }
 
+/// Kernel slab memory in bytes (Slab: in /proc/meminfo): sockets, inodes, dentries, files.
+pub fn slab_bytes() -> Option<u64> {
+    let m = fs::read_to_string("/proc/meminfo").ok()?;
+    field_kib(&m, "Slab:").map(|k| k * 1024)
+}
+
 fn field_kib(text: &str, name: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(name))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -87,12 +87,14 @@ fn measure(
     std::thread::sleep(Duration::from_millis(1500));
     let rss0 = perf::proc_stats::rss_bytes(pid)?;
     let tcp0 = perf::proc_stats::tcp_mem_pages().unwrap_or(0);
+    let slab0 = perf::proc_stats::slab_bytes().unwrap_or(0);
     let t = Instant::now();
     let conns = open_many(addr, tls, args.conns, args.threads, args.source_ips)?;
     let took = t.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let rss1 = perf::proc_stats::rss_bytes(pid)?;
     let tcp1 = perf::proc_stats::tcp_mem_pages().unwrap_or(0);
+    let slab1 = perf::proc_stats::slab_bytes().unwrap_or(0);
     let n = conns.len() as f64;
     let page = 4096.0;
     let report = format!(
@@ -100,7 +102,9 @@ fn measure(
          connect+{}ping rate: {:.0}/s ({:.2} s)\n\
          server RSS before: {} KiB, after: {} KiB\n\
          user-space bytes per idle connection: {:.0}\n\
-         kernel TCP memory per connection (sockstat, both ends on loopback): {:.0} bytes",
+         kernel TCP buffer memory per connection (sockstat, both ends on loopback): {:.0} bytes\n\
+         kernel slab per socket (Slab delta / 2N: each loopback connection is two sockets): {:.0} bytes\n\
+         RESULT idle mode={} conns={} user_bytes_per_conn={:.0} kernel_slab_bytes_per_socket={:.0} connect_rate={:.0}",
         if args.no_tls { "plaintext" } else { "tls1.3" },
         args.shards,
         conns.len(),
@@ -112,6 +116,12 @@ fn measure(
         rss1 / 1024,
         (rss1 as f64 - rss0 as f64) / n,
         (tcp1 as f64 - tcp0 as f64) * page / n,
+        (slab1 as f64 - slab0 as f64) / (2.0 * n),
+        if args.no_tls { "plaintext" } else { "tls" },
+        conns.len(),
+        (rss1 as f64 - rss0 as f64) / n,
+        (slab1 as f64 - slab0 as f64) / (2.0 * n),
+        n / took.as_secs_f64(),
     );
     drop(conns);
     Ok(report)

