@@ -1,0 +1,552 @@
+//! `chat`: a command-line Switchboard client for a person.
+//!
+//! ```text
+//! chat register +15551234567           # the server texts a PIN (dev: <data_dir>/sms-outbox.txt)
+//! chat verify +15551234567 123456      # stores this device's key in the config file
+//! chat send +15557654321 "hello"       # ✓ once the server has it durably
+//! chat listen --timeout 10             # prints messages and receipts (✓✓, read), acks them
+//! chat group create friends +1555… +1555…
+//! chat group send 42 "hi all"
+//! ```
+//!
+//! The config file (default `$XDG_CONFIG_HOME/switchboard/chat.toml` or
+//! `~/.config/switchboard/chat.toml`, mode 0600) keeps the phone, the device key, and the
+//! server and CA given at registration.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use proto::v1::{
+    server_frame::Kind, Ack, GroupAdd, GroupCreate, GroupMembersRequest, GroupRemove, GroupSend,
+    Ping, Read, ReceiptKind, Register, SendMessage, ServerFrame, Verify,
+};
+use proto::PROTOCOL_VERSION;
+use tools::chat_config::{self, ChatConfig};
+use tools::client::{Client, ClientError};
+use tools::net::TlsClient;
+
+/// Default server address.
+const SERVER_DEFAULT: &str = "127.0.0.1:5222";
+/// Where a server started in the current directory keeps its dev certificate.
+const DEV_CERT_DEFAULT: &str = "./switchboard-data/tls/dev-cert.pem";
+/// Heartbeat period while listening (the server closes connections idle for 300 s).
+const PING_EVERY: Duration = Duration::from_secs(60);
+/// After stdin closes, how long `listen` still waits for the queued frames to arrive.
+const QUEUED_GRACE: Duration = Duration::from_secs(3);
+
+/// A command-line Switchboard client.
+#[derive(Debug, Parser)]
+#[command(name = "chat", version)]
+struct Args {
+    /// Server address (default: from the config file, else 127.0.0.1:5222).
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Config file with this device's phone and key.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Certificate to trust (default: from the config file, else ./switchboard-data/tls/dev-cert.pem).
+    #[arg(long, global = true, conflicts_with = "no_tls")]
+    ca: Option<PathBuf>,
+    /// Plaintext (only for a server started with --no-tls).
+    #[arg(long, global = true)]
+    no_tls: bool,
+    /// Name the server certificate must carry.
+    #[arg(long, global = true, default_value = tools::net::SERVER_NAME_DEFAULT)]
+    server_name: String,
+    /// Seconds to wait for each answer.
+    #[arg(long, global = true, default_value_t = 10)]
+    wait: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Ask for a PIN for this phone number (E.164, e.g. +15551234567).
+    Register { phone: String },
+    /// Prove the number with its PIN; stores the device key.
+    Verify { phone: String, pin: String },
+    /// Send a message; prints ✓ when the server has it.
+    Send {
+        to: String,
+        text: String,
+        /// Also wait this many seconds for the ✓✓ delivery receipt.
+        #[arg(long)]
+        wait_delivered: Option<u64>,
+    },
+    /// Print incoming messages and receipts, ack them; stop at --timeout or when stdin closes.
+    Listen {
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Do not send read receipts.
+        #[arg(long)]
+        no_read: bool,
+    },
+    /// Group commands.
+    #[command(subcommand)]
+    Group(GroupCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCmd {
+    /// Create a group with these members (you are its admin).
+    Create { name: String, members: Vec<String> },
+    /// Add members (admin only).
+    Add { group: u64, members: Vec<String> },
+    /// Remove members (admin, or yourself to leave).
+    Remove { group: u64, members: Vec<String> },
+    /// Send to every member.
+    Send { group: u64, text: String },
+    /// Show name, admin and members.
+    Members { group: u64 },
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("chat: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Everything a command needs: the config and how to reach the server.
+struct Ctx {
+    path: PathBuf,
+    cfg: ChatConfig,
+    addr: SocketAddr,
+    tls: Option<TlsClient>,
+    wait: Duration,
+    server_flag: Option<String>,
+    ca_flag: Option<PathBuf>,
+}
+
+fn run(a: Args) -> anyhow::Result<()> {
+    let path = match &a.config {
+        Some(p) => p.clone(),
+        None => chat_config::default_path()?,
+    };
+    let cfg = ChatConfig::load(&path)?;
+    let server = a
+        .server
+        .clone()
+        .or_else(|| cfg.server.clone())
+        .unwrap_or_else(|| SERVER_DEFAULT.into());
+    let addr = server
+        .to_socket_addrs()
+        .with_context(|| format!("bad server address {server:?}"))?
+        .next()
+        .with_context(|| format!("server address {server:?} resolves to nothing"))?;
+    let tls = if a.no_tls {
+        None
+    } else {
+        let ca =
+            a.ca.clone()
+                .or_else(|| cfg.ca.clone())
+                .unwrap_or_else(|| DEV_CERT_DEFAULT.into());
+        if !ca.exists() {
+            bail!(
+                "no certificate to trust at {}: pass --ca FILE (a dev server keeps it in \
+                 <data_dir>/tls/dev-cert.pem), or --no-tls for a plaintext server",
+                ca.display()
+            );
+        }
+        Some(TlsClient::trusting(&ca, &a.server_name)?)
+    };
+    let mut ctx = Ctx {
+        path,
+        cfg,
+        addr,
+        tls,
+        wait: Duration::from_secs(a.wait.max(1)),
+        server_flag: a.server.clone(),
+        ca_flag: a.ca.clone(),
+    };
+    match a.cmd {
+        Cmd::Register { phone } => register(&mut ctx, &phone),
+        Cmd::Verify { phone, pin } => verify(&mut ctx, &phone, &pin),
+        Cmd::Send {
+            to,
+            text,
+            wait_delivered,
+        } => send(&mut ctx, &to, &text, wait_delivered),
+        Cmd::Listen { timeout, no_read } => listen(&mut ctx, timeout, !no_read),
+        Cmd::Group(g) => group(&mut ctx, g),
+    }
+}
+
+impl Ctx {
+    fn connect(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.addr, self.tls.as_ref(), self.wait)?)
+    }
+
+    /// Connects and logs in with the stored key.
+    fn login(&self) -> anyhow::Result<(Client, u32)> {
+        let (Some(phone), Some(key)) = (&self.cfg.phone, self.cfg.key_bytes(&self.path)?) else {
+            bail!(
+                "no registered device in {}: run `chat register PHONE`, then `chat verify PHONE PIN`",
+                self.path.display()
+            );
+        };
+        let mut c = self.connect()?;
+        match c.login(phone, &key, self.wait) {
+            Ok(l) => Ok((c, l.queued)),
+            Err(ClientError::Refused { name, .. }) if name == "BAD_KEY" => bail!(
+                "the server refused this device's key for {phone} (revoked, or the number was \
+                 registered on another device): run `chat register {phone}` and `chat verify` again"
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Remembers the server and CA given on the command line (at registration).
+    fn remember_server(&mut self) {
+        if let Some(s) = &self.server_flag {
+            self.cfg.server = Some(s.clone());
+        }
+        if let Some(ca) = &self.ca_flag {
+            self.cfg.ca = Some(std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone()));
+        }
+    }
+}
+
+fn check_phone(p: &str) -> anyhow::Result<()> {
+    if !proto::validate::is_e164(p) {
+        bail!("{p:?} is not an E.164 phone number (+ then 8 to 15 digits, e.g. +15551234567)");
+    }
+    Ok(())
+}
+
+fn register(ctx: &mut Ctx, phone: &str) -> anyhow::Result<()> {
+    check_phone(phone)?;
+    let mut c = ctx.connect()?;
+    c.send(Register {
+        protocol_version: PROTOCOL_VERSION,
+        phone: phone.into(),
+    })?;
+    let sent = c.wait_for(
+        ctx.wait,
+        "register",
+        |k| match k {
+            Kind::PinSent(p) => Some(p.clone()),
+            _ => None,
+        },
+        |_| true,
+        |_| {},
+    )?;
+    ctx.remember_server();
+    if ctx.cfg.phone.as_deref() != Some(phone) {
+        ctx.cfg.phone = Some(phone.into());
+        ctx.cfg.device_key = None;
+    }
+    ctx.cfg.save(&ctx.path)?;
+    println!(
+        "PIN sent to {} by SMS (valid {} s). Next: chat verify {} PIN",
+        sent.phone, sent.expires_in_s, sent.phone
+    );
+    Ok(())
+}
+
+fn verify(ctx: &mut Ctx, phone: &str, pin: &str) -> anyhow::Result<()> {
+    check_phone(phone)?;
+    let mut c = ctx.connect()?;
+    c.send(Verify {
+        protocol_version: PROTOCOL_VERSION,
+        phone: phone.into(),
+        pin: pin.into(),
+    })?;
+    let v = c.wait_for(
+        ctx.wait,
+        "verify",
+        |k| match k {
+            Kind::Verified(v) => Some(v.clone()),
+            _ => None,
+        },
+        |_| true,
+        |_| {},
+    )?;
+    ctx.remember_server();
+    ctx.cfg.phone = Some(v.phone.clone());
+    ctx.cfg.set_key(&v.device_key);
+    ctx.cfg.save(&ctx.path)?;
+    println!(
+        "verified {}; this device's key is saved in {}",
+        v.phone,
+        ctx.path.display()
+    );
+    Ok(())
+}
+
+fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> anyhow::Result<()> {
+    check_phone(to)?;
+    let (mut c, _) = ctx.login()?;
+    let cmid = ctx.cfg.take_client_msg_id();
+    ctx.cfg.save(&ctx.path)?;
+    c.send(SendMessage {
+        to: to.into(),
+        client_msg_id: cmid,
+        body: text.as_bytes().to_vec(),
+        media: None,
+    })?;
+    let server_id = c.wait_for(
+        ctx.wait,
+        "send",
+        |k| match k {
+            Kind::ServerAck(a) if a.client_msg_id == cmid => Some(a.server_msg_id),
+            _ => None,
+        },
+        |e| e.client_msg_id == cmid || e.client_msg_id == 0,
+        |_| {},
+    )?;
+    println!("✓ sent to {to} (message {server_id})");
+    if let Some(secs) = wait_delivered {
+        let r = c.wait_for(
+            Duration::from_secs(secs),
+            "delivery receipt",
+            |k| match k {
+                Kind::Receipt(r) if r.server_msg_id == server_id => Some(r.clone()),
+                _ => None,
+            },
+            |e| e.client_msg_id == 0,
+            |_| {},
+        )?;
+        println!("{}", receipt_line(&r));
+        if r.receipt_id != 0 {
+            c.send(Ack {
+                server_msg_ids: vec![r.receipt_id],
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `✓✓ delivered to +1555… (message 12)` or `read by …`.
+fn receipt_line(r: &proto::v1::Receipt) -> String {
+    let group = if r.group_id != 0 {
+        format!(" in group {}", r.group_id)
+    } else {
+        String::new()
+    };
+    match ReceiptKind::try_from(r.kind) {
+        Ok(ReceiptKind::Read) => {
+            format!("✓✓ read by {}{group} (message {})", r.by, r.server_msg_id)
+        }
+        _ => format!(
+            "✓✓ delivered to {}{group} (message {})",
+            r.by, r.server_msg_id
+        ),
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a Unix time in ms.
+fn clock(ms: u64) -> String {
+    let s = ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn listen(ctx: &mut Ctx, timeout: Option<u64>, send_read: bool) -> anyhow::Result<()> {
+    let (mut c, queued) = ctx.login()?;
+    let me = ctx.cfg.phone.clone().unwrap_or_default();
+    println!("logged in as {me}; {queued} waiting");
+    let stdin_closed = Arc::new(AtomicBool::new(false));
+    {
+        let flag = stdin_closed.clone();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            flag.store(true, Ordering::Release);
+        });
+    }
+    let start = Instant::now();
+    let end = timeout.map(|s| start + Duration::from_secs(s));
+    let mut seen_queued = 0u32;
+    let mut next_ping = start + PING_EVERY;
+    loop {
+        let now = Instant::now();
+        if end.is_some_and(|e| now >= e) {
+            break;
+        }
+        // Input closed: leave once the queued frames are printed (or after a grace period).
+        if stdin_closed.load(Ordering::Acquire)
+            && (seen_queued >= queued || now >= start + QUEUED_GRACE)
+        {
+            break;
+        }
+        if now >= next_ping {
+            c.send(Ping { nonce: 1 })?;
+            next_ping = now + PING_EVERY;
+        }
+        let slice = now + Duration::from_millis(200);
+        let f = match c.recv_until(end.map_or(slice, |e| e.min(slice))) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(ClientError::Closed) => bail!("the server closed the connection"),
+            Err(e) => return Err(e.into()),
+        };
+        seen_queued += show(&mut c, f, send_read)? as u32;
+    }
+    Ok(())
+}
+
+/// Prints one frame and acks what needs acking; true for a message or receipt.
+fn show(c: &mut Client, f: ServerFrame, send_read: bool) -> anyhow::Result<bool> {
+    let Some(k) = f.kind else { return Ok(false) };
+    match k {
+        Kind::Message(m) => {
+            let text = String::from_utf8_lossy(&m.body);
+            let group = if m.group_id != 0 {
+                format!("[group {}] ", m.group_id)
+            } else {
+                String::new()
+            };
+            println!("[{}] {group}{}: {text}", clock(m.sent_at_ms), m.from);
+            c.send(Ack {
+                server_msg_ids: vec![m.server_msg_id],
+            })?;
+            if send_read {
+                c.send(Read {
+                    server_msg_ids: vec![m.server_msg_id],
+                })?;
+            }
+            Ok(true)
+        }
+        Kind::Receipt(r) => {
+            println!("{}", receipt_line(&r));
+            if r.receipt_id != 0 {
+                c.send(Ack {
+                    server_msg_ids: vec![r.receipt_id],
+                })?;
+            }
+            Ok(true)
+        }
+        Kind::Presence(p) => {
+            if p.online {
+                println!("{} is online", p.phone);
+            } else {
+                println!("{} was last seen at {}", p.phone, clock(p.last_seen_ms));
+            }
+            Ok(false)
+        }
+        Kind::GroupUpdated(g) => {
+            println!("group {} members: {}", g.group_id, g.members.join(" "));
+            Ok(false)
+        }
+        Kind::Error(e) => {
+            let err = tools::client::refused(&e);
+            if let ClientError::Refused { name, .. } = &err {
+                if name == "SESSION_REPLACED" {
+                    bail!("this number logged in on another device; this session was closed");
+                }
+            }
+            eprintln!("chat: {err}");
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
+    let (mut c, _) = ctx.login()?;
+    let any_error = |_: &proto::v1::Error| true;
+    match g {
+        GroupCmd::Create { name, members } => {
+            members.iter().try_for_each(|m| check_phone(m))?;
+            let req = ctx.cfg.take_client_msg_id();
+            ctx.cfg.save(&ctx.path)?;
+            c.send(GroupCreate {
+                client_req_id: req,
+                name: name.clone(),
+                members,
+            })?;
+            let id = c.wait_for(
+                ctx.wait,
+                "group create",
+                |k| match k {
+                    Kind::GroupCreated(g) if g.client_req_id == req => Some(g.group_id),
+                    _ => None,
+                },
+                any_error,
+                |_| {},
+            )?;
+            println!("group {id} created: {name}");
+        }
+        GroupCmd::Add { group, members } | GroupCmd::Remove { group, members }
+            if members.is_empty() =>
+        {
+            bail!("name at least one member of group {group}");
+        }
+        GroupCmd::Add { group, members } => {
+            c.send(GroupAdd {
+                group_id: group,
+                members,
+            })?;
+            print_updated(&mut c, ctx.wait, group)?;
+        }
+        GroupCmd::Remove { group, members } => {
+            c.send(GroupRemove {
+                group_id: group,
+                members,
+            })?;
+            print_updated(&mut c, ctx.wait, group)?;
+        }
+        GroupCmd::Send { group, text } => {
+            let cmid = ctx.cfg.take_client_msg_id();
+            ctx.cfg.save(&ctx.path)?;
+            c.send(GroupSend {
+                group_id: group,
+                client_msg_id: cmid,
+                body: text.into_bytes(),
+                media: None,
+            })?;
+            let id = c.wait_for(
+                ctx.wait,
+                "group send",
+                |k| match k {
+                    Kind::ServerAck(a) if a.client_msg_id == cmid => Some(a.server_msg_id),
+                    _ => None,
+                },
+                |e| e.client_msg_id == cmid || e.client_msg_id == 0,
+                |_| {},
+            )?;
+            println!("✓ sent to group {group} (message {id})");
+        }
+        GroupCmd::Members { group } => {
+            c.send(GroupMembersRequest { group_id: group })?;
+            let m = c.wait_for(
+                ctx.wait,
+                "group members",
+                |k| match k {
+                    Kind::GroupMembers(m) if m.group_id == group => Some(m.clone()),
+                    _ => None,
+                },
+                any_error,
+                |_| {},
+            )?;
+            println!("group {} \"{}\" admin {}", m.group_id, m.name, m.admin);
+            for p in &m.members {
+                println!("  {p}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_updated(c: &mut Client, wait: Duration, group: u64) -> anyhow::Result<()> {
+    let members = c.wait_for(
+        wait,
+        "group update",
+        |k| match k {
+            Kind::GroupUpdated(g) if g.group_id == group => Some(g.members.clone()),
+            _ => None,
+        },
+        |_| true,
+        |_| {},
+    )?;
+    println!("group {group} members: {}", members.join(" "));
+    Ok(())
+}

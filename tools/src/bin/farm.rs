@@ -1,0 +1,212 @@
+//! `farm`: the Switchboard connection farm. See `tools::farm` and `farm --help`.
+//!
+//! The parent parses flags into a `Spec`, re-executes itself as `--procs` workers (the
+//! hidden `--worker` flag), gathers their results, prints a summary and writes `--report`.
+//! Exit status: 0, or 2 when messages were sent and exactly-once verification failed, or 1
+//! on a setup error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tools::farm::{fanout, worker};
+use tools::peers::PeerDist;
+use tools::source_ips::parse_source_ips;
+use tools::workload::{Mode, Spec};
+
+/// Synthetic phones for a Switchboard server: connect, log in, chat, measure.
+#[derive(Debug, Parser)]
+#[command(name = "farm", version)]
+struct Args {
+    /// Run as a worker (internal: the parent starts workers this way).
+    #[arg(long, hide = true)]
+    worker: bool,
+    /// Server address (loopback or an address you own).
+    #[arg(long, default_value = "127.0.0.1:5222")]
+    server: SocketAddr,
+    /// Connections (= synthetic users) in total.
+    #[arg(long, default_value_t = 1000)]
+    conns: u64,
+    /// Worker processes (each must stay under its open-file limit).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Event-loop threads per worker.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Source addresses, e.g. 127.0.0.2-127.0.0.200,10.0.0.7 (default: kernel's choice).
+    #[arg(long)]
+    source_ips: Option<String>,
+    /// New connections per second, whole farm.
+    #[arg(long, default_value_t = 2000.0)]
+    connect_rate: f64,
+    /// Seconds of the measured phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// idle (heartbeats only), steady (message mix), storm (mix + everyone reconnects at once).
+    #[arg(long, value_enum, default_value_t = Mode::Idle)]
+    mode: Mode,
+    /// 1:1 messages per second, whole farm (default: 100 when users log in, else 0).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Peer choice: uniform, zipf or zipf:S.
+    #[arg(long, default_value = "uniform")]
+    peers: PeerDist,
+    /// Bytes per message body (≥ 24).
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+    /// Fraction of received messages marked read.
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Fraction of sends that go to a group (0 = no groups).
+    #[arg(long, default_value_t = 0.0)]
+    group_ratio: f64,
+    /// Members per synthetic group.
+    #[arg(long, default_value_t = 8)]
+    group_size: usize,
+    /// TLS, trusting --ca (or <--data-dir>/tls/dev-cert.pem).
+    #[arg(long)]
+    tls: bool,
+    /// CA or certificate file to trust (implies --tls).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The server's data directory, to find its dev certificate.
+    #[arg(long, default_value = "./switchboard-data")]
+    data_dir: PathBuf,
+    /// Name the server certificate must carry.
+    #[arg(long, default_value = tools::net::SERVER_NAME_DEFAULT)]
+    server_name: String,
+    /// Log users in via the load-test path (must match the server's; UNSAFE in production).
+    /// Also read from $SWITCHBOARD_LOAD_TEST_SECRET.
+    #[arg(long)]
+    load_test_secret: Option<String>,
+    /// User i has phone +(phone_base + i).
+    #[arg(long, default_value_t = 19_990_000_000)]
+    phone_base: u64,
+    /// Heartbeat period per connection, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    ping_interval: f64,
+    /// Connect + handshake + login timeout, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Attempts per user during the ramp.
+    #[arg(long, default_value_t = 3)]
+    connect_attempts: u32,
+    /// Longest ramp, seconds (default: twice conns / connect-rate, plus 30).
+    #[arg(long)]
+    ramp_timeout: Option<f64>,
+    /// Longest wait for acks, then for deliveries, after sending stops, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
+    /// Storm mode: seconds into the measured phase when everyone drops (default: half).
+    #[arg(long)]
+    storm_at: Option<f64>,
+    /// Most unacknowledged sends per connection.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.worker {
+        if let Err(e) = worker::run_worker() {
+            eprintln!("farm worker: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    match run(args) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("farm: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn spec_from(a: &Args) -> anyhow::Result<Spec> {
+    let source_ips = match &a.source_ips {
+        Some(s) => parse_source_ips(s).context("--source-ips")?,
+        None => Vec::new(),
+    };
+    let tls_ca = match (&a.ca, a.tls) {
+        (Some(ca), _) => Some(ca.clone()),
+        (None, true) => Some(tools::net::dev_cert_in(&a.data_dir)),
+        (None, false) => None,
+    };
+    if let Some(ca) = &tls_ca {
+        anyhow::ensure!(
+            ca.exists(),
+            "CA file {} does not exist (pass --ca or --data-dir)",
+            ca.display()
+        );
+    }
+    let load_test_secret = a
+        .load_test_secret
+        .clone()
+        .or_else(|| std::env::var("SWITCHBOARD_LOAD_TEST_SECRET").ok())
+        .filter(|s| !s.is_empty());
+    let per_proc = a.conns / a.procs.max(1) as u64;
+    if per_proc > 19_000 {
+        eprintln!("farm: warning: {per_proc} connections per worker; this host allows ~20000 files per process (raise --procs)");
+    }
+    let spec = Spec {
+        server: a.server,
+        conns: a.conns,
+        procs: a.procs.max(1),
+        threads: a.threads.max(1),
+        source_ips,
+        connect_rate: a.connect_rate,
+        duration_s: a.duration,
+        mode: a.mode,
+        rate: match (a.mode, a.rate) {
+            (Mode::Idle, _) => 0.0,
+            (_, Some(r)) => r,
+            (_, None) if load_test_secret.is_some() => 100.0,
+            (_, None) => 0.0,
+        },
+        peers: a.peers,
+        body_bytes: a.body_bytes,
+        read_ratio: a.read_ratio.clamp(0.0, 1.0),
+        group_ratio: a.group_ratio.clamp(0.0, 1.0),
+        group_size: a.group_size,
+        tls_ca,
+        server_name: a.server_name.clone(),
+        load_test_secret,
+        phone_base: a.phone_base,
+        ping_interval_s: a.ping_interval,
+        connect_timeout_s: a.connect_timeout,
+        connect_attempts: a.connect_attempts.max(1),
+        ramp_timeout_s: a
+            .ramp_timeout
+            .unwrap_or(2.0 * a.conns as f64 / a.connect_rate.max(1e-3) + 30.0),
+        drain_s: a.drain,
+        storm_at_s: a.storm_at.unwrap_or(a.duration / 2.0),
+        inflight_per_conn_max: a.inflight.max(1),
+        seed: a.seed,
+    };
+    spec.check().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(spec)
+}
+
+fn run(a: Args) -> anyhow::Result<i32> {
+    let spec = spec_from(&a)?;
+    let exe = std::env::current_exe().context("finding this executable to start workers")?;
+    let report = fanout::run_farm(&spec, &exe, &["--worker"], a.quiet)?;
+    println!("{}", report.summary_text());
+    if let Some(path) = &a.report {
+        report.write(path)?;
+        println!("report written to {}", path.display());
+    }
+    let failed = !report.exactly_once && report.messages_sent > 0;
+    Ok(if failed { 2 } else { 0 })
+}

@@ -1,0 +1,17 @@
+//! The connection farm: worker processes, each running event-loop threads over a slice of
+//! the synthetic users.
+//!
+//! - [`fanout`]: the parent re-executes itself as `--procs` workers, drives their phases
+//!   through a line protocol on stdin/stdout, and gathers their results.
+//! - [`worker`]: one worker process: threads, the barrier between them, progress lines.
+//! - [`driver`]: one thread's epoll loop and phases.
+//! - [`user`]: one synthetic user's protocol behaviour.
+//! - [`transport`]: one connection's bytes (TCP, TLS, frames).
+//! - [`poller`]: the epoll wrapper.
+
+pub mod driver;
+pub mod fanout;
+pub mod poller;
+pub mod transport;
+pub mod user;
+pub mod worker;

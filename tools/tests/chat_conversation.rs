@@ -1,0 +1,133 @@
+//! The `chat` CLI against the real server: clear errors now, and (once the messaging service
+//! lands) a full register → verify → send → listen → receipt conversation and groups.
+
+mod support;
+
+use std::path::Path;
+
+use support::{chat, ok, pin_for, temp_dir, TestServer};
+
+const ALICE: &str = "+15550000001";
+const BOB: &str = "+15550000002";
+const CAROL: &str = "+15550000003";
+
+#[test]
+fn a_server_that_is_down_is_a_clear_error() {
+    let dir = temp_dir("chat-down");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--no-tls",
+            "--config",
+        ])
+        .arg(dir.join("c.toml"))
+        .args(["register", ALICE])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is the server running"), "{err}");
+}
+
+#[test]
+fn unregistered_device_is_told_what_to_do() {
+    let server = TestServer::start(true, &[]);
+    let dir = temp_dir("chat-unreg");
+    let out = chat(&server, &dir.join("c.toml"), &["send", BOB, "hi"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chat register"), "{err}");
+}
+
+fn sign_up(server: &TestServer, config: &Path, phone: &str) {
+    let out = ok(chat(server, config, &["register", phone]));
+    assert!(out.contains("PIN sent"), "{out}");
+    let pin = pin_for(server, phone);
+    let out = ok(chat(server, config, &["verify", phone, &pin]));
+    assert!(out.contains("verified"), "{out}");
+}
+
+#[test]
+#[ignore = "needs messaging server"]
+fn register_send_receive_and_receipts() {
+    let server = TestServer::start(true, &[]);
+    let dir = temp_dir("chat-conv");
+    let (a, b) = (dir.join("alice.toml"), dir.join("bob.toml"));
+    sign_up(&server, &a, ALICE);
+    sign_up(&server, &b, BOB);
+
+    let out = ok(chat(&server, &a, &["send", BOB, "hello bob"]));
+    assert!(out.contains("✓ sent"), "{out}");
+
+    // Bob's listen prints what is waiting and exits when stdin (null) closes.
+    let out = ok(chat(&server, &b, &["listen", "--timeout", "5"]));
+    assert!(out.contains(&format!("{ALICE}: hello bob")), "{out}");
+
+    // Alice sees two ticks, then read.
+    let out = ok(chat(&server, &a, &["listen", "--timeout", "3"]));
+    assert!(out.contains(&format!("✓✓ delivered to {BOB}")), "{out}");
+    assert!(out.contains(&format!("✓✓ read by {BOB}")), "{out}");
+
+    // Receipts were acked: a second listen shows nothing new.
+    let out = ok(chat(&server, &a, &["listen", "--timeout", "1"]));
+    assert!(!out.contains("✓✓"), "{out}");
+
+    // A tampered key is refused with advice.
+    let text = std::fs::read_to_string(&a).unwrap();
+    let bad = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("device_key") {
+                "device_key = \"00ff\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&a, bad).unwrap();
+    let out = chat(&server, &a, &["send", BOB, "again"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused this device's key"), "{err}");
+}
+
+#[test]
+#[ignore = "needs messaging server"]
+fn groups_from_the_command_line() {
+    let server = TestServer::start(false, &[]);
+    let dir = temp_dir("chat-group");
+    let (a, b, c) = (dir.join("a.toml"), dir.join("b.toml"), dir.join("c.toml"));
+    sign_up(&server, &a, ALICE);
+    sign_up(&server, &b, BOB);
+    sign_up(&server, &c, CAROL);
+    let out = ok(chat(&server, &a, &["group", "create", "friends", BOB]));
+    let gid: String = out
+        .split_whitespace()
+        .nth(1)
+        .expect("group <id> created")
+        .to_string();
+    let out = ok(chat(&server, &a, &["group", "add", &gid, CAROL]));
+    assert!(out.contains(CAROL), "{out}");
+    let out = ok(chat(&server, &a, &["group", "members", &gid]));
+    assert!(
+        out.contains(BOB) && out.contains(CAROL) && out.contains(ALICE),
+        "{out}"
+    );
+    let out = ok(chat(&server, &a, &["group", "send", &gid, "hi all"]));
+    assert!(out.contains("✓ sent to group"), "{out}");
+    for cfg in [&b, &c] {
+        let out = ok(chat(&server, cfg, &["listen", "--timeout", "3"]));
+        assert!(
+            out.contains(&format!("[group {gid}] {ALICE}: hi all")),
+            "{out}"
+        );
+    }
+    let out = ok(chat(&server, &a, &["group", "remove", &gid, CAROL]));
+    assert!(!out.contains(CAROL), "{out}");
+}

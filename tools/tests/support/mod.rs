@@ -1,0 +1,184 @@
+//! Shared helpers for the tools' integration tests: a real Switchboard server in this
+//! process (built from flags, so new server settings never break these tests), the farm and
+//! chat binaries as child processes, and a server-side view of connections from /proc.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::Parser;
+use shards::config::{Cli, ServerConfig};
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("sb-tools-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A server running in this process, stopped on drop.
+pub struct TestServer {
+    rt: Option<engine::Runtime>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: bool,
+}
+
+impl TestServer {
+    /// Starts a server with `switchboard` flags (listen, data dir, no pinning added here).
+    pub fn start(tls: bool, extra: &[&str]) -> TestServer {
+        let data_dir = temp_dir("server");
+        let mut args = vec![
+            "switchboard".to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--shards".into(),
+            "2".into(),
+            "--no-pin".into(),
+            "--max-connections".into(),
+            "4000".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        if !tls {
+            args.push("--no-tls".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let cli = Cli::try_parse_from(&args).expect("server flags parse");
+        let cfg = ServerConfig::from_cli(cli).expect("server config");
+        let rt = shards::server::start(&cfg).expect("server starts");
+        TestServer {
+            addr: rt.local_addr(),
+            rt: Some(rt),
+            data_dir,
+            tls,
+        }
+    }
+
+    /// The dev certificate clients trust.
+    pub fn cert(&self) -> PathBuf {
+        tools::net::dev_cert_in(&self.data_dir)
+    }
+
+    /// The farm's TLS flags for this server.
+    pub fn tls_args(&self) -> Vec<String> {
+        if self.tls {
+            vec!["--ca".into(), self.cert().display().to_string()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.stop();
+            let _ = rt.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Runs the farm binary with `args` plus `--report`, returns (output, report JSON).
+pub fn run_farm(args: &[String]) -> (Output, serde_json::Value) {
+    let dir = temp_dir("farm");
+    let report = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_farm"))
+        .args(args)
+        .arg("--quiet")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("farm runs");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); farm stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, serde_json::from_str(&text).expect("report is JSON"))
+}
+
+/// Strings from `&str`s.
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// ESTABLISHED TCP sockets whose local address is `127.0.0.1:port` (the server's accepted
+/// sockets) and whose peer is one of `peers`, from /proc/net/tcp: the kernel's count,
+/// independent of the farm's report. (Client sockets of concurrent tests can share the port
+/// number, since the listener uses SO_REUSEPORT; their peers are other servers.)
+pub fn server_side_established(port: u16, peers: &[std::net::Ipv4Addr]) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|ip| format!("{:08X}:", u32::from_le_bytes(ip.octets())))
+        .collect();
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // A read racing with socket churn can list a socket twice: count distinct 4-tuples.
+    let tuples: std::collections::HashSet<(String, String)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let ours = f.len() > 3
+                && f[3] == "01"
+                && f[1] == local
+                && peers.iter().any(|p| f[2].starts_with(p.as_str()));
+            ours.then(|| (f[1].to_owned(), f[2].to_owned()))
+        })
+        .collect();
+    tuples.len()
+}
+
+/// Runs `chat` with a config file and the server's connection flags.
+pub fn chat(server: &TestServer, config: &Path, a: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat"));
+    cmd.arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--config")
+        .arg(config)
+        .arg("--wait")
+        .arg("5");
+    if server.tls {
+        cmd.arg("--ca").arg(server.cert());
+    } else {
+        cmd.arg("--no-tls");
+    }
+    cmd.args(a).stdin(std::process::Stdio::null());
+    cmd.output().expect("chat runs")
+}
+
+/// stdout of a chat run that must succeed.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "chat failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The latest PIN the dev SMS gateway wrote for `phone` (`<data_dir>/sms-outbox.txt`, lines
+/// `<phone> <pin>`).
+pub fn pin_for(server: &TestServer, phone: &str) -> String {
+    let text = std::fs::read_to_string(server.data_dir.join("sms-outbox.txt")).expect("sms outbox");
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next() == Some(phone))
+                .then(|| it.next().map(str::to_owned))
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no PIN for {phone} in outbox:\n{text}"))
+}
