@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use clap::Parser;
 use shards::config::{Cli, ServerConfig};
 
+pub mod fake;
+
 /// A fresh directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
