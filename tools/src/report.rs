@@ -66,6 +66,9 @@ pub struct Report {
     pub login_errors: u64,
     /// Connect attempts started.
     pub connect_attempts: u64,
+    /// Users never tried: the ramp hit its timeout first (raise --ramp-timeout or lower
+    /// --conns when this is not 0).
+    pub ramp_unstarted: u64,
     /// Seconds from the first connect to the last worker ready.
     pub ramp_s: f64,
     /// connections_established / ramp_s.
@@ -137,6 +140,7 @@ impl Report {
             connect_errors: c.connect_errors,
             login_errors: c.login_errors,
             connect_attempts: c.connect_attempts,
+            ramp_unstarted: c.ramp_unstarted,
             ramp_s: t.ramp_s,
             connect_rate_achieved: per_s(c.connections_established, t.ramp_s),
             measured_s: t.measured_s,
@@ -190,7 +194,7 @@ impl Report {
     pub fn summary_text(&self) -> String {
         let l = &self.latency_us;
         format!(
-            "connections {}/{} up ({} connect errors, ramp {:.1}s, {:.0}/s)\n\
+            "connections {}/{} up ({} connect errors, {} never tried, ramp {:.1}s, {:.0}/s)\n\
              messages sent {} acked {} delivered {} lost {} duplicates {} ({:.0} acked/s)\n\
              ack latency µs p50 {} p99 {} p999 {} max {}\n\
              delivery latency µs p50 {} p99 {} p999 {} max {}\n\
@@ -198,6 +202,7 @@ impl Report {
             self.connections_established,
             self.connections_requested,
             self.connect_errors,
+            self.ramp_unstarted,
             self.ramp_s,
             self.connect_rate_achieved,
             self.messages_sent,

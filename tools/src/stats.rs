@@ -22,6 +22,8 @@ pub struct Counters {
     pub connections_established: u64,
     /// Attempts that failed (refused, timeout, TLS, login refused, closed early).
     pub connect_errors: u64,
+    /// Users never tried because the ramp hit `ramp_timeout_s` first.
+    pub ramp_unstarted: u64,
     /// Login refusals (a subset of connect_errors).
     pub login_errors: u64,
     /// Connections the server closed while up.

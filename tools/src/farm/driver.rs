@@ -286,6 +286,13 @@ impl Driver {
                     && self.connecting == 0
                     && !self.users.iter().any(|u| u.phase == Phase::Down);
                 if settled || now >= deadline {
+                    // Users the ramp never reached stay out of the run (counted), so the
+                    // measured phase is not also a ramp.
+                    for u in &mut self.users[self.next_to_connect..] {
+                        u.phase = Phase::Failed;
+                        self.stats.counters.ramp_unstarted += 1;
+                    }
+                    self.next_to_connect = self.users.len();
                     self.stage = Stage::HoldForGo;
                     let _ = self.events_out.send(ThreadEvent::Ready(self.id));
                 }

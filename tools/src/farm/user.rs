@@ -146,6 +146,12 @@ impl User {
         }
     }
 
+    /// True while connecting or logging in. A frame can arrive while still `Connecting`:
+    /// the read that finishes the TLS handshake may carry the answer to the login too.
+    pub fn awaiting_up(&self) -> bool {
+        matches!(self.phase, Phase::Connecting | Phase::WaitingUp)
+    }
+
     /// Queues a frame on the connection (dropped if there is none).
     pub fn queue(&mut self, f: impl Into<ClientFrame>) {
         if let Some(c) = &mut self.conn {
@@ -163,12 +169,12 @@ impl User {
         match kind {
             Kind::Pong(_) => {
                 c.pongs += 1;
-                if self.phase == Phase::WaitingUp && !t.spec.logs_in() {
+                if self.awaiting_up() && !t.spec.logs_in() {
                     return Outcome::CameUp;
                 }
             }
             Kind::LoggedIn(_) => {
-                if self.phase == Phase::WaitingUp {
+                if self.awaiting_up() {
                     return Outcome::CameUp;
                 }
             }
@@ -217,7 +223,7 @@ impl User {
             t.stats.error(format!("send:{name}"));
             return Outcome::Continue;
         }
-        if self.phase == Phase::WaitingUp {
+        if self.awaiting_up() {
             t.stats.error(format!("login:{name}"));
             return Outcome::LoginRefused;
         }
@@ -355,6 +361,35 @@ mod tests {
         assert_eq!(stats.counters.duplicates, 2);
         assert_eq!(stats.counters.redelivered, 1);
         assert_eq!(ledger.delivered, vec![(1, 1)]);
+    }
+
+    #[test]
+    fn logged_in_counts_even_before_the_handshake_was_noticed() {
+        let spec = test_spec();
+        let mut stats = Stats::default();
+        let mut ledger = Ledger::default();
+        let mut rng = Rng::new(1);
+        let groups = HashMap::new();
+        let now = Instant::now();
+        let mut last = now;
+        let mut t = Tally {
+            stats: &mut stats,
+            ledger: &mut ledger,
+            spec: &spec,
+            rng: &mut rng,
+            group_members: &groups,
+            last_activity: &mut last,
+        };
+        let mut u = User::new(1, now);
+        u.phase = Phase::Connecting;
+        let f: ServerFrame = proto::v1::LoggedIn {
+            user_id: 1,
+            queued: 0,
+        }
+        .into();
+        assert_eq!(u.on_frame(f.clone(), now, &mut t), Outcome::CameUp);
+        u.phase = Phase::Up;
+        assert_eq!(u.on_frame(f, now, &mut t), Outcome::Continue);
     }
 
     #[test]
