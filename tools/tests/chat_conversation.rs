@@ -53,7 +53,6 @@ fn sign_up(server: &TestServer, config: &Path, phone: &str) {
 }
 
 #[test]
-#[ignore = "needs messaging server"]
 fn register_send_receive_and_receipts() {
     let server = TestServer::start(true, &[]);
     let dir = temp_dir("chat-conv");
@@ -98,7 +97,6 @@ fn register_send_receive_and_receipts() {
 }
 
 #[test]
-#[ignore = "needs messaging server"]
 fn groups_from_the_command_line() {
     let server = TestServer::start(false, &[]);
     let dir = temp_dir("chat-group");

@@ -9,6 +9,7 @@
 //!    shards with every message crossing shards (server on both CPUs; the client competes).
 //! 3. farm scenarios (`farm` from tools/: steady latency at a fixed offered rate, group
 //!    fan-out, reconnect storm) when the `farm` binary is present.
+//!
 //! Bounded: each child has a timeout; the whole run takes a few minutes.
 
 use std::collections::BTreeMap;
