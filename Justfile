@@ -13,7 +13,18 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks (print numbers; never timed in tests).
-bench:
-    cargo run --release -p perf --bin idle-conns -- --conns 15000
-    cargo run --release -p perf --bin tls-session-bytes
+# The capacity report: runs every scenario (a few minutes) and rewrites perf/RESULTS.md.
+bench *ARGS:
+    cargo build --release -p shards -p perf -p tools
+    ./target/release/bench {{ARGS}}
+
+# Single measurements.
+bench-idle:
+    cargo build --release -p shards -p perf
+    ./target/release/idle-conns --conns 15000
+    ./target/release/tls-session-bytes
+
+# Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
+bench-2m *ARGS:
+    cargo build --release -p shards -p tools
+    perf/bench-2m.sh {{ARGS}}

@@ -7,6 +7,7 @@
 //! - [`plot`]: SVG line charts for RESULTS.md.
 //! - [`proc_stats`]: reading a process's memory and CPU from /proc.
 //! - [`perf_event`]: raw `perf_event_open(2)` counters, and why one is unavailable.
+//! - [`scenario`]: a server child plus a pinned farm run, for the bench.
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
 //! - [`sampler`]: following every thread of a running process, sample by sample.
 //! - [`launch`]: starting a command held at a gate so counters see its whole run.
@@ -21,4 +22,5 @@ pub mod plot;
 pub mod proc_stats;
 pub mod report;
 pub mod sampler;
+pub mod scenario;
 pub mod schedstat;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 use perf::plot::{line_chart, Series};
+use perf::scenario::{at, run_farm, Server};
 
 #[derive(Parser)]
 #[command(about = "Run the capacity scenarios and write perf/RESULTS.md")]
@@ -90,13 +91,19 @@ fn cmdline(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
 
-fn measure(runs: usize, name: &str, unit: &str, cmd: Vec<String>, key: &str, t: Duration) -> anyhow::Result<Figure> {
-    let mut values = Vec::new();
+/// Runs `cmd` `runs` times and makes one figure per (name, unit, key) from the same runs.
+fn measure(runs: usize, cmd: Vec<String>, keys: &[(&str, &str, &str)], t: Duration) -> anyhow::Result<Vec<Figure>> {
+    let mut results = Vec::new();
     for _ in 0..runs {
-        values.push(num(&run(&cmd, t)?, key)?);
+        results.push(run(&cmd, t)?);
     }
     let shown = cmd.iter().map(|s| s.rsplit('/').next().unwrap_or(s).to_string()).collect::<Vec<_>>().join(" ");
-    Ok(Figure { name: name.into(), unit: unit.into(), values, command: format!("target/release/{shown}") })
+    keys.iter()
+        .map(|(name, unit, key)| {
+            let values = results.iter().map(|r| num(r, key)).collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Figure { name: (*name).into(), unit: (*unit).into(), values, command: format!("target/release/{shown}") })
+        })
+        .collect()
 }
 
 fn open_file_limit() -> usize {
@@ -134,10 +141,22 @@ fn main() -> anyhow::Result<()> {
     let n = idle_n.to_string();
     let mut figures = Vec::new();
     eprintln!("bench: idle connections (N={idle_n})");
-    figures.push(measure(args.runs, "idle TLS connection, user space", "bytes", cmdline(&[&idle, "--conns", &n]), "user_bytes_per_conn", t)?);
-    figures.push(measure(args.runs, "idle plaintext connection, user space", "bytes", cmdline(&[&idle, "--conns", &n, "--no-tls"]), "user_bytes_per_conn", t)?);
-    figures.push(measure(args.runs, "kernel slab per socket (idle TLS)", "bytes", cmdline(&[&idle, "--conns", &n]), "kernel_slab_bytes_per_socket", t)?);
-    figures.push(measure(args.runs, "connect + TLS handshake + ping rate", "conns/s", cmdline(&[&idle, "--conns", &n]), "connect_rate", t)?);
+    figures.extend(measure(
+        args.runs,
+        cmdline(&[&idle, "--conns", &n]),
+        &[
+            ("idle TLS connection, user space", "bytes", "user_bytes_per_conn"),
+            ("kernel slab per socket (idle TLS)", "bytes", "kernel_slab_bytes_per_socket"),
+            ("connect + TLS handshake + ping rate", "conns/s", "connect_rate"),
+        ],
+        t,
+    )?);
+    figures.extend(measure(
+        args.runs,
+        cmdline(&[&idle, "--conns", &n, "--no-tls"]),
+        &[("idle plaintext connection, user space", "bytes", "user_bytes_per_conn")],
+        t,
+    )?);
     eprintln!("bench: memory vs connections");
     let mut curve = Vec::new();
     for k in [idle_n / 8, idle_n / 4, idle_n / 2, idle_n] {
@@ -146,23 +165,139 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("bench: routing");
     let secs = args.route_seconds.to_string();
-    let one = measure(args.runs, "1:1 full flow, 1 shard (saturation, closed loop)", "msgs/s", cmdline(&[&route, "--shards", "1", "--client-cpu", "1", "--seconds", &secs]), "msgs_per_s", t)?;
-    let one_cpu = measure(args.runs, "server CPU per message, 1 shard", "µs", cmdline(&[&route, "--shards", "1", "--client-cpu", "1", "--seconds", &secs]), "cpu_us_per_msg", t)?;
-    let two = measure(args.runs, "1:1 full flow, 2 shards, every message crosses shards", "msgs/s", cmdline(&[&route, "--shards", "2", "--seconds", &secs]), "msgs_per_s", t)?;
-    let two_cpu = measure(args.runs, "server CPU per message, 2 shards (cross-shard)", "µs", cmdline(&[&route, "--shards", "2", "--seconds", &secs]), "cpu_us_per_msg", t)?;
-    let ratio = two_cpu.median() / one_cpu.median();
-    let shards_curve = vec![(1.0, one.median()), (2.0, two.median())];
-    figures.extend([one, one_cpu, two, two_cpu]);
-    let extra = farm_scenarios(&args, t, &mut figures);
+    let one = measure(
+        args.runs,
+        cmdline(&[&route, "--shards", "1", "--client-cpu", "1", "--seconds", &secs]),
+        &[
+            ("1:1 full flow, 1 shard (closed loop)", "msgs/s", "msgs_per_s"),
+            ("server CPU per message, 1 shard", "µs", "cpu_us_per_msg"),
+        ],
+        t,
+    )?;
+    let two = measure(
+        args.runs,
+        cmdline(&[&route, "--shards", "2", "--seconds", &secs]),
+        &[
+            ("1:1 full flow, 2 shards, every message crosses shards", "msgs/s", "msgs_per_s"),
+            ("server CPU per message, 2 shards (cross-shard)", "µs", "cpu_us_per_msg"),
+        ],
+        t,
+    )?;
+    let ratio = two[1].median() / one[1].median();
+    let shards_curve = vec![(1.0, one[0].median()), (2.0, two[0].median())];
+    figures.extend(one);
+    figures.extend(two);
+    let extra = farm_scenarios(&args, t, &mut figures)?;
     write_report(&args, &dir, &figures, ratio, &curve, &shards_curve, idle_n, extra)
 }
 
-/// Farm-driven scenarios, when the farm binary exists; returns notes for the report.
-fn farm_scenarios(_args: &Args, _t: Duration, _figures: &mut Vec<Figure>) -> String {
-    if !bin("farm").exists() {
-        return "The farm scenarios (steady latency at a fixed offered rate, group fan-out, reconnect storm) need `target/release/farm` (tools/); it was not built for this run.\n".into();
+/// Farm-driven scenarios: steady latency at a fixed offered rate, the saturation sweep,
+/// group fan-out and a reconnect storm. Returns extra report text (latency curve included).
+fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow::Result<String> {
+    let farm = bin("farm");
+    if !farm.exists() {
+        return Ok("The farm scenarios need `target/release/farm` (`cargo build --release -p tools`); it was not built for this run.\n".into());
     }
-    String::new()
+    let server_bin = bin("switchboard");
+    let mut md = String::new();
+    // 2. Steady: 1,000 connections, 20,000 msgs/s offered, one shard on CPU 0, farm on CPU 1.
+    eprintln!("bench: steady 1:1 at 20,000 msgs/s offered");
+    let steady_args = ["--conns", "1000", "--threads", "1", "--mode", "steady", "--rate", "20000", "--duration", "5"];
+    let cmd = format!("farm {} (server: switchboard --shards 1 --no-tls; farm on CPU 1)", steady_args.join(" "));
+    let mut rows: Vec<(&str, &str, Vec<f64>)> = vec![
+        ("steady: delivery latency p50", "µs", vec![]),
+        ("steady: delivery latency p99", "µs", vec![]),
+        ("steady: delivery latency p999", "µs", vec![]),
+        ("steady: ServerAck latency p99", "µs", vec![]),
+        ("steady: delivered", "msgs/s", vec![]),
+        ("steady: server CPU per delivered message", "µs", vec![]),
+        ("steady: lost", "msgs", vec![]),
+        ("steady: duplicates", "msgs", vec![]),
+    ];
+    let mut curve = Vec::new();
+    for _ in 0..args.runs {
+        let server = Server::start(&server_bin, 1, false)?;
+        let (r, cpu) = run_farm(&farm, &server, "1", &steady_args, t)?;
+        let delivered = at(&r, &["delivered"]);
+        let vals = [
+            at(&r, &["latency_us", "delivery", "p50"]),
+            at(&r, &["latency_us", "delivery", "p99"]),
+            at(&r, &["latency_us", "delivery", "p999"]),
+            at(&r, &["latency_us", "ack", "p99"]),
+            delivered / at(&r, &["measured_s"]),
+            cpu as f64 / delivered.max(1.0),
+            at(&r, &["lost"]),
+            at(&r, &["duplicates"]),
+        ];
+        for (row, v) in rows.iter_mut().zip(vals) {
+            row.2.push(v);
+        }
+        curve = ["p50", "p99", "p999", "max"]
+            .iter()
+            .zip([50.0, 99.0, 99.9, 100.0])
+            .map(|(k, pct)| (pct, at(&r, &["latency_us", "delivery", k]) / 1000.0))
+            .collect();
+    }
+    for (name, unit, values) in rows {
+        figures.push(Figure { name: name.into(), unit: unit.into(), values, command: cmd.clone() });
+    }
+    let svg = line_chart(
+        "Delivery latency percentiles, 20,000 msgs/s offered, 1 shard",
+        "percentile",
+        "ms",
+        &[Series { name: "send → delivery".into(), points: curve }],
+        false,
+    );
+    std::fs::write(args.out.parent().unwrap_or(Path::new(".")).join("latency-percentiles.svg"), svg)?;
+    md.push_str("![latency percentiles](latency-percentiles.svg)\n\n");
+    md.push_str(&saturation_sweep(&farm, &server_bin, t)?);
+    // 5. Group fan-out: groups of 50.
+    eprintln!("bench: group fan-out (groups of 50)");
+    let group_args = ["--conns", "1000", "--threads", "1", "--mode", "steady", "--rate", "400", "--group-ratio", "1.0", "--group-size", "50", "--duration", "5"];
+    let mut values = Vec::new();
+    for _ in 0..args.runs {
+        let server = Server::start(&server_bin, 1, false)?;
+        let (r, _) = run_farm(&farm, &server, "1", &group_args, t)?;
+        values.push(at(&r, &["group", "delivered"]) / at(&r, &["measured_s"]));
+    }
+    figures.push(Figure { name: "group fan-out (50 members): member copies delivered".into(), unit: "msgs/s".into(), values, command: format!("farm {}", group_args.join(" ")) });
+    // 6. Reconnect storm.
+    eprintln!("bench: reconnect storm");
+    let storm_args = ["--conns", "4000", "--procs", "2", "--tls", "--mode", "storm", "--storm-at", "2", "--duration", "8"];
+    let mut values = Vec::new();
+    for _ in 0..args.runs {
+        let server = Server::start(&server_bin, 1, true)?;
+        let ca = engine::tls::dev_cert_path(&server.data.join("tls"));
+        let mut a: Vec<&str> = storm_args.to_vec();
+        let ca_s = ca.display().to_string();
+        a.extend(["--ca", &ca_s]);
+        let (r, _) = run_farm(&farm, &server, "1", &a, t)?;
+        values.push(at(&r, &["storm", "recovery_ms"]));
+    }
+    figures.push(Figure { name: "reconnect storm: 4,000 TLS clients back (all reconnected, queues flushed)".into(), unit: "ms".into(), values, command: format!("farm {} --ca <dev cert>", storm_args.join(" ")) });
+    Ok(md)
+}
+
+/// 3. The highest offered rate one shard delivers with p99 ≤ 10 ms (one run per rate).
+fn saturation_sweep(farm: &Path, server_bin: &Path, t: Duration) -> anyhow::Result<String> {
+    eprintln!("bench: saturation sweep");
+    let mut md = String::from("### Saturation sweep (one shard on CPU 0, farm on CPU 1, one run per rate)\n\n| offered msgs/s | delivered msgs/s | delivery p99 µs | within 10 ms |\n|---:|---:|---:|---|\n");
+    let mut best = 0.0f64;
+    for rate in [20_000, 40_000, 60_000, 80_000, 120_000] {
+        let server = Server::start(server_bin, 1, false)?;
+        let rate_s = rate.to_string();
+        let a = ["--conns", "1000", "--threads", "1", "--mode", "steady", "--rate", &rate_s, "--duration", "3"];
+        let (r, _) = run_farm(farm, &server, "1", &a, t)?;
+        let got = at(&r, &["delivered"]) / at(&r, &["measured_s"]);
+        let p99 = at(&r, &["latency_us", "delivery", "p99"]);
+        let ok = p99 <= 10_000.0;
+        if ok {
+            best = best.max(got);
+        }
+        let _ = writeln!(md, "| {rate} | {got:.0} | {p99:.0} | {} |", if ok { "yes" } else { "no" });
+    }
+    let _ = writeln!(md, "\nHighest delivered rate with p99 ≤ 10 ms: **{best:.0} msgs/s** (the farm's one thread on the other CPU is part of what limits it).\n");
+    Ok(md)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,99 @@
+//! Helpers for benchmark scenarios that drive a real server with the `farm`: start a
+//! `switchboard` child (pinned, plaintext or TLS, load-test logins on), run the farm pinned
+//! to other CPUs, read its JSON report and the server's CPU time. Bounded: every child has
+//! a timeout, and the server is stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The secret the scenarios' servers accept for load-test logins.
+pub const SECRET: &str = "bench-secret";
+
+/// A server child.
+pub struct Server {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory (removed on drop).
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts `bin` with `shards` shards (pinned to CPUs 0.. by the server itself).
+    pub fn start(bin: &Path, shards: usize, tls: bool) -> anyhow::Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let data = std::env::temp_dir().join(format!("sb-bench-{}-{port}", std::process::id()));
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", &addr.to_string(), "--shards", &shards.to_string()]);
+        cmd.args(["--load-test-secret", SECRET]).arg("--data-dir").arg(&data);
+        if !tls {
+            cmd.arg("--no-tls");
+        }
+        cmd.stderr(Stdio::null()).env("RUST_LOG", "warn");
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let server = Server { child, addr, data };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("server did not listen on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Runs the farm (pinned to `cpus`, e.g. "1") against `server` with `args`; returns its JSON
+/// report and the server CPU µs spent during the run.
+pub fn run_farm(farm: &Path, server: &Server, cpus: &str, args: &[&str], timeout: Duration) -> anyhow::Result<(serde_json::Value, u64)> {
+    let report = server.data.join(format!("farm-{}.json", Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&server.data)?;
+    let cpu0 = crate::proc_stats::cpu_us(server.pid())?;
+    let out = Command::new("timeout")
+        .arg(timeout.as_secs().to_string())
+        .args(["taskset", "-c", cpus])
+        .arg(farm)
+        .args(["--server", &server.addr.to_string(), "--load-test-secret", SECRET, "--report"])
+        .arg(&report)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running the farm")?;
+    let cpu = crate::proc_stats::cpu_us(server.pid())? - cpu0;
+    let text = std::fs::read_to_string(&report)
+        .with_context(|| format!("farm wrote no report ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)))?;
+    Ok((serde_json::from_str(&text)?, cpu))
+}
+
+/// A number from a JSON report by path, e.g. `["latency_us", "delivery", "p99"]`.
+pub fn at(v: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
+}
