@@ -29,13 +29,33 @@ fn nice_max(v: f64) -> f64 {
 }
 
 /// A line chart with axes from 0 (or `x_log` for a log10 x axis).
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], x_log: bool) -> String {
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    x_log: bool,
+) -> String {
     let fx = |x: f64| if x_log { x.max(1e-9).log10() } else { x };
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| fx(p.0))).collect();
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
-    let x_min = if x_log { xs.iter().cloned().fold(f64::INFINITY, f64::min).floor() } else { 0.0 };
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| fx(p.0)))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .collect();
+    let x_min = if x_log {
+        xs.iter().cloned().fold(f64::INFINITY, f64::min).floor()
+    } else {
+        0.0
+    };
     let x_max = if x_log {
-        xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max).ceil().max(x_min + 1.0)
+        xs.iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .ceil()
+            .max(x_min + 1.0)
     } else {
         nice_max(xs.iter().cloned().fold(0.0, f64::max))
     };
@@ -65,20 +85,53 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
     );
     for i in 0..=4 {
         let y = y_max * i as f64 / 4.0;
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, PAD - 4.0, py(y) + 4.0, fmt_num(y));
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            PAD - 4.0,
+            py(y) + 4.0,
+            fmt_num(y)
+        );
         let xv = x_min + (x_max - x_min) * i as f64 / 4.0;
-        let label = if x_log { fmt_num(10f64.powf(xv)) } else { fmt_num(xv) };
+        let label = if x_log {
+            fmt_num(10f64.powf(xv))
+        } else {
+            fmt_num(xv)
+        };
         let xpix = PAD + (xv - x_min) / (x_max - x_min) * (W - 2.0 * PAD);
-        let _ = writeln!(s, r#"<text x="{xpix}" y="{}" text-anchor="middle">{label}</text>"#, H - PAD + 16.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{xpix}" y="{}" text-anchor="middle">{label}</text>"#,
+            H - PAD + 16.0
+        );
     }
     for (i, se) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let pts: Vec<String> = se.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, pts.join(" "));
+        let pts: Vec<String> = se
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
         for &(x, y) in &se.points {
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, px(x), py(y));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
         }
-        let _ = writeln!(s, r#"<text x="{}" y="{}" fill="{color}">{}</text>"#, W - PAD - 150.0, PAD + 16.0 * i as f64, se.name);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
+            W - PAD - 150.0,
+            PAD + 16.0 * i as f64,
+            se.name
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -103,8 +156,14 @@ mod tests {
     #[test]
     fn chart_has_one_polyline_per_series_and_is_deterministic() {
         let series = vec![
-            Series { name: "a".into(), points: vec![(1.0, 2.0), (2.0, 4.0)] },
-            Series { name: "b".into(), points: vec![(1.0, 1.0), (2.0, 3.0)] },
+            Series {
+                name: "a".into(),
+                points: vec![(1.0, 2.0), (2.0, 4.0)],
+            },
+            Series {
+                name: "b".into(),
+                points: vec![(1.0, 1.0), (2.0, 3.0)],
+            },
         ];
         let svg = line_chart("t", "x", "y", &series, false);
         assert_eq!(svg.matches("<polyline").count(), 2);

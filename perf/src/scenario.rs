@@ -23,19 +23,38 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bin` with `shards` shards (pinned to CPUs 0.. by the server itself).
+    /// Starts `bin` with `shards` shards, pinned to CPUs 0.. by the server itself.
     pub fn start(bin: &Path, shards: usize, tls: bool) -> anyhow::Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::start_pinned(bin, shards, tls, true)
+    }
+
+    /// Starts `bin`; `pin` false lets the kernel place the shards.
+    pub fn start_pinned(bin: &Path, shards: usize, tls: bool, pin: bool) -> anyhow::Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let data = std::env::temp_dir().join(format!("sb-bench-{}-{port}", std::process::id()));
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", &addr.to_string(), "--shards", &shards.to_string()]);
-        cmd.args(["--load-test-secret", SECRET]).arg("--data-dir").arg(&data);
+        cmd.args([
+            "--listen",
+            &addr.to_string(),
+            "--shards",
+            &shards.to_string(),
+        ]);
+        cmd.args(["--load-test-secret", SECRET])
+            .arg("--data-dir")
+            .arg(&data);
         if !tls {
             cmd.arg("--no-tls");
         }
+        if !pin {
+            cmd.arg("--no-pin");
+        }
         cmd.stderr(Stdio::null()).env("RUST_LOG", "warn");
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let server = Server { child, addr, data };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
@@ -70,17 +89,40 @@ impl Drop for Server {
     }
 }
 
+/// `switchboard` beside the running binary, unless `given`.
+pub fn server_bin(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("own path")
+            .with_file_name("switchboard")
+    })
+}
+
 /// Runs the farm (pinned to `cpus`, e.g. "1") against `server` with `args`; returns its JSON
 /// report and the server CPU µs spent during the run.
-pub fn run_farm(farm: &Path, server: &Server, cpus: &str, args: &[&str], timeout: Duration) -> anyhow::Result<(serde_json::Value, u64)> {
-    let report = server.data.join(format!("farm-{}.json", Instant::now().elapsed().as_nanos()));
+pub fn run_farm(
+    farm: &Path,
+    server: &Server,
+    cpus: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<(serde_json::Value, u64)> {
+    let report = server
+        .data
+        .join(format!("farm-{}.json", Instant::now().elapsed().as_nanos()));
     std::fs::create_dir_all(&server.data)?;
     let cpu0 = crate::proc_stats::cpu_us(server.pid())?;
     let out = Command::new("timeout")
         .arg(timeout.as_secs().to_string())
         .args(["taskset", "-c", cpus])
         .arg(farm)
-        .args(["--server", &server.addr.to_string(), "--load-test-secret", SECRET, "--report"])
+        .args([
+            "--server",
+            &server.addr.to_string(),
+            "--load-test-secret",
+            SECRET,
+            "--report",
+        ])
         .arg(&report)
         .args(args)
         .stdout(Stdio::null())
@@ -88,12 +130,20 @@ pub fn run_farm(farm: &Path, server: &Server, cpus: &str, args: &[&str], timeout
         .output()
         .context("running the farm")?;
     let cpu = crate::proc_stats::cpu_us(server.pid())? - cpu0;
-    let text = std::fs::read_to_string(&report)
-        .with_context(|| format!("farm wrote no report ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)))?;
+    let text = std::fs::read_to_string(&report).with_context(|| {
+        format!(
+            "farm wrote no report ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     Ok((serde_json::from_str(&text)?, cpu))
 }
 
 /// A number from a JSON report by path, e.g. `["latency_us", "delivery", "p99"]`.
 pub fn at(v: &serde_json::Value, path: &[&str]) -> f64 {
-    path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_f64()
+        .unwrap_or(f64::NAN)
 }

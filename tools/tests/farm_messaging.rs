@@ -27,7 +27,10 @@ fn check_exactly_once(r: &serde_json::Value, conns: u64) {
     assert_eq!(r["exactly_once"], true, "{r:#}");
     // Group sends are timed too: one ack per group send, one delivery per member copy.
     let group = |k: &str| r["group"][k].as_u64().unwrap_or(0);
-    for (which, expected) in [("ack", acked + group("acked")), ("delivery", acked + group("delivered"))] {
+    for (which, expected) in [
+        ("ack", acked + group("acked")),
+        ("delivery", acked + group("delivered")),
+    ] {
         assert_eq!(
             r["latency_us"][which]["count"].as_u64().unwrap(),
             expected,

@@ -60,7 +60,10 @@ impl Figure {
         self.values.iter().cloned().fold(f64::INFINITY, f64::min)
     }
     fn max(&self) -> f64 {
-        self.values.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        self.values
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 }
 
@@ -77,14 +80,31 @@ fn run(cmd: &[String], timeout: Duration) -> anyhow::Result<Fields> {
         .with_context(|| format!("running {}", cmd.join(" ")))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("{} failed ({}): {}{}", cmd.join(" "), out.status, text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} failed ({}): {}{}",
+            cmd.join(" "),
+            out.status,
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let line = text.lines().find(|l| l.starts_with("RESULT ")).context("no RESULT line")?;
-    Ok(line.split_whitespace().skip(2).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect())
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT "))
+        .context("no RESULT line")?;
+    Ok(line
+        .split_whitespace()
+        .skip(2)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect())
 }
 
 fn num(f: &Fields, k: &str) -> anyhow::Result<f64> {
-    f.get(k).with_context(|| format!("missing {k}"))?.parse().with_context(|| format!("bad {k}"))
+    f.get(k)
+        .with_context(|| format!("missing {k}"))?
+        .parse()
+        .with_context(|| format!("bad {k}"))
 }
 
 fn cmdline(parts: &[&str]) -> Vec<String> {
@@ -92,22 +112,42 @@ fn cmdline(parts: &[&str]) -> Vec<String> {
 }
 
 /// Runs `cmd` `runs` times and makes one figure per (name, unit, key) from the same runs.
-fn measure(runs: usize, cmd: Vec<String>, keys: &[(&str, &str, &str)], t: Duration) -> anyhow::Result<Vec<Figure>> {
+fn measure(
+    runs: usize,
+    cmd: Vec<String>,
+    keys: &[(&str, &str, &str)],
+    t: Duration,
+) -> anyhow::Result<Vec<Figure>> {
     let mut results = Vec::new();
     for _ in 0..runs {
         results.push(run(&cmd, t)?);
     }
-    let shown = cmd.iter().map(|s| s.rsplit('/').next().unwrap_or(s).to_string()).collect::<Vec<_>>().join(" ");
+    let shown = cmd
+        .iter()
+        .map(|s| s.rsplit('/').next().unwrap_or(s).to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     keys.iter()
         .map(|(name, unit, key)| {
-            let values = results.iter().map(|r| num(r, key)).collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(Figure { name: (*name).into(), unit: (*unit).into(), values, command: format!("target/release/{shown}") })
+            let values = results
+                .iter()
+                .map(|r| num(r, key))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Figure {
+                name: (*name).into(),
+                unit: (*unit).into(),
+                values,
+                command: format!("target/release/{shown}"),
+            })
         })
         .collect()
 }
 
 fn open_file_limit() -> usize {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit on a local struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
     r.rlim_max as usize
@@ -116,13 +156,26 @@ fn open_file_limit() -> usize {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())).unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!(
         "{} CPUs ({cpu}), {:.1} GiB memory, Linux {}, open-file limit {} per process",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         mem.parse::<f64>().unwrap_or(0.0) / 1048576.0,
         kernel.trim(),
         open_file_limit()
@@ -134,7 +187,10 @@ fn main() -> anyhow::Result<()> {
     let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir)?;
     let limit = open_file_limit();
-    let idle_n = args.idle_conns.unwrap_or((limit.saturating_sub(400)).min(19_000) / 1000 * 1000).max(1000);
+    let idle_n = args
+        .idle_conns
+        .unwrap_or((limit.saturating_sub(400)).min(19_000) / 1000 * 1000)
+        .max(1000);
     let t = Duration::from_secs(300);
     let idle = bin("idle-conns").display().to_string();
     let route = bin("route-rate").display().to_string();
@@ -145,31 +201,62 @@ fn main() -> anyhow::Result<()> {
         args.runs,
         cmdline(&[&idle, "--conns", &n]),
         &[
-            ("idle TLS connection, user space", "bytes", "user_bytes_per_conn"),
-            ("kernel slab per socket (idle TLS)", "bytes", "kernel_slab_bytes_per_socket"),
-            ("connect + TLS handshake + ping rate", "conns/s", "connect_rate"),
+            (
+                "idle TLS connection, user space",
+                "bytes",
+                "user_bytes_per_conn",
+            ),
+            (
+                "kernel slab per socket (idle TLS)",
+                "bytes",
+                "kernel_slab_bytes_per_socket",
+            ),
+            (
+                "connect + TLS handshake + ping rate",
+                "conns/s",
+                "connect_rate",
+            ),
         ],
         t,
     )?);
     figures.extend(measure(
         args.runs,
         cmdline(&[&idle, "--conns", &n, "--no-tls"]),
-        &[("idle plaintext connection, user space", "bytes", "user_bytes_per_conn")],
+        &[(
+            "idle plaintext connection, user space",
+            "bytes",
+            "user_bytes_per_conn",
+        )],
         t,
     )?);
     eprintln!("bench: memory vs connections");
     let mut curve = Vec::new();
     for k in [idle_n / 8, idle_n / 4, idle_n / 2, idle_n] {
         let f = run(&cmdline(&[&idle, "--conns", &k.to_string()]), t)?;
-        curve.push((k as f64, num(&f, "user_bytes_per_conn")? * k as f64 / 1048576.0));
+        curve.push((
+            k as f64,
+            num(&f, "user_bytes_per_conn")? * k as f64 / 1048576.0,
+        ));
     }
     eprintln!("bench: routing");
     let secs = args.route_seconds.to_string();
     let one = measure(
         args.runs,
-        cmdline(&[&route, "--shards", "1", "--client-cpu", "1", "--seconds", &secs]),
+        cmdline(&[
+            &route,
+            "--shards",
+            "1",
+            "--client-cpu",
+            "1",
+            "--seconds",
+            &secs,
+        ]),
         &[
-            ("1:1 full flow, 1 shard (closed loop)", "msgs/s", "msgs_per_s"),
+            (
+                "1:1 full flow, 1 shard (closed loop)",
+                "msgs/s",
+                "msgs_per_s",
+            ),
             ("server CPU per message, 1 shard", "µs", "cpu_us_per_msg"),
         ],
         t,
@@ -178,8 +265,16 @@ fn main() -> anyhow::Result<()> {
         args.runs,
         cmdline(&[&route, "--shards", "2", "--seconds", &secs]),
         &[
-            ("1:1 full flow, 2 shards, every message crosses shards", "msgs/s", "msgs_per_s"),
-            ("server CPU per message, 2 shards (cross-shard)", "µs", "cpu_us_per_msg"),
+            (
+                "1:1 full flow, 2 shards, every message crosses shards",
+                "msgs/s",
+                "msgs_per_s",
+            ),
+            (
+                "server CPU per message, 2 shards (cross-shard)",
+                "µs",
+                "cpu_us_per_msg",
+            ),
         ],
         t,
     )?;
@@ -188,7 +283,16 @@ fn main() -> anyhow::Result<()> {
     figures.extend(one);
     figures.extend(two);
     let extra = farm_scenarios(&args, t, &mut figures)?;
-    write_report(&args, &dir, &figures, ratio, &curve, &shards_curve, idle_n, extra)
+    write_report(
+        &args,
+        &dir,
+        &figures,
+        ratio,
+        &curve,
+        &shards_curve,
+        idle_n,
+        extra,
+    )
 }
 
 /// Farm-driven scenarios: steady latency at a fixed offered rate, the saturation sweep,
@@ -202,8 +306,22 @@ fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow
     let mut md = String::new();
     // 2. Steady: 1,000 connections, 20,000 msgs/s offered, one shard on CPU 0, farm on CPU 1.
     eprintln!("bench: steady 1:1 at 20,000 msgs/s offered");
-    let steady_args = ["--conns", "1000", "--threads", "1", "--mode", "steady", "--rate", "20000", "--duration", "5"];
-    let cmd = format!("farm {} (server: switchboard --shards 1 --no-tls; farm on CPU 1)", steady_args.join(" "));
+    let steady_args = [
+        "--conns",
+        "1000",
+        "--threads",
+        "1",
+        "--mode",
+        "steady",
+        "--rate",
+        "20000",
+        "--duration",
+        "5",
+    ];
+    let cmd = format!(
+        "farm {} (server: switchboard --shards 1 --no-tls; farm on CPU 1)",
+        steady_args.join(" ")
+    );
     let mut rows: Vec<(&str, &str, Vec<f64>)> = vec![
         ("steady: delivery latency p50", "µs", vec![]),
         ("steady: delivery latency p99", "µs", vec![]),
@@ -239,31 +357,77 @@ fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow
             .collect();
     }
     for (name, unit, values) in rows {
-        figures.push(Figure { name: name.into(), unit: unit.into(), values, command: cmd.clone() });
+        figures.push(Figure {
+            name: name.into(),
+            unit: unit.into(),
+            values,
+            command: cmd.clone(),
+        });
     }
     let svg = line_chart(
         "Delivery latency percentiles, 20,000 msgs/s offered, 1 shard",
         "percentile",
         "ms",
-        &[Series { name: "send → delivery".into(), points: curve }],
+        &[Series {
+            name: "send → delivery".into(),
+            points: curve,
+        }],
         false,
     );
-    std::fs::write(args.out.parent().unwrap_or(Path::new(".")).join("latency-percentiles.svg"), svg)?;
+    std::fs::write(
+        args.out
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("latency-percentiles.svg"),
+        svg,
+    )?;
     md.push_str("![latency percentiles](latency-percentiles.svg)\n\n");
     md.push_str(&saturation_sweep(&farm, &server_bin, t)?);
     // 5. Group fan-out: groups of 50.
     eprintln!("bench: group fan-out (groups of 50)");
-    let group_args = ["--conns", "1000", "--threads", "1", "--mode", "steady", "--rate", "400", "--group-ratio", "1.0", "--group-size", "50", "--duration", "5"];
+    let group_args = [
+        "--conns",
+        "1000",
+        "--threads",
+        "1",
+        "--mode",
+        "steady",
+        "--rate",
+        "400",
+        "--group-ratio",
+        "1.0",
+        "--group-size",
+        "50",
+        "--duration",
+        "5",
+    ];
     let mut values = Vec::new();
     for _ in 0..args.runs {
         let server = Server::start(&server_bin, 1, false)?;
         let (r, _) = run_farm(&farm, &server, "1", &group_args, t)?;
         values.push(at(&r, &["group", "delivered"]) / at(&r, &["measured_s"]));
     }
-    figures.push(Figure { name: "group fan-out (50 members): member copies delivered".into(), unit: "msgs/s".into(), values, command: format!("farm {}", group_args.join(" ")) });
+    figures.push(Figure {
+        name: "group fan-out (50 members): member copies delivered".into(),
+        unit: "msgs/s".into(),
+        values,
+        command: format!("farm {}", group_args.join(" ")),
+    });
     // 6. Reconnect storm.
     eprintln!("bench: reconnect storm");
-    let storm_args = ["--conns", "4000", "--procs", "2", "--tls", "--mode", "storm", "--storm-at", "2", "--duration", "8"];
+    let storm_args = [
+        "--conns",
+        "4000",
+        "--procs",
+        "2",
+        "--tls",
+        "--mode",
+        "storm",
+        "--storm-at",
+        "2",
+        "--duration",
+        "8",
+    ];
     let mut values = Vec::new();
     for _ in 0..args.runs {
         let server = Server::start(&server_bin, 1, true)?;
@@ -274,7 +438,12 @@ fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow
         let (r, _) = run_farm(&farm, &server, "1", &a, t)?;
         values.push(at(&r, &["storm", "recovery_ms"]));
     }
-    figures.push(Figure { name: "reconnect storm: 4,000 TLS clients back (all reconnected, queues flushed)".into(), unit: "ms".into(), values, command: format!("farm {} --ca <dev cert>", storm_args.join(" ")) });
+    figures.push(Figure {
+        name: "reconnect storm: 4,000 TLS clients back (all reconnected, queues flushed)".into(),
+        unit: "ms".into(),
+        values,
+        command: format!("farm {} --ca <dev cert>", storm_args.join(" ")),
+    });
     Ok(md)
 }
 
@@ -286,7 +455,18 @@ fn saturation_sweep(farm: &Path, server_bin: &Path, t: Duration) -> anyhow::Resu
     for rate in [20_000, 40_000, 60_000, 80_000, 120_000] {
         let server = Server::start(server_bin, 1, false)?;
         let rate_s = rate.to_string();
-        let a = ["--conns", "1000", "--threads", "1", "--mode", "steady", "--rate", &rate_s, "--duration", "3"];
+        let a = [
+            "--conns",
+            "1000",
+            "--threads",
+            "1",
+            "--mode",
+            "steady",
+            "--rate",
+            &rate_s,
+            "--duration",
+            "3",
+        ];
         let (r, _) = run_farm(farm, &server, "1", &a, t)?;
         let got = at(&r, &["delivered"]) / at(&r, &["measured_s"]);
         let p99 = at(&r, &["latency_us", "delivery", "p99"]);
@@ -294,7 +474,11 @@ fn saturation_sweep(farm: &Path, server_bin: &Path, t: Duration) -> anyhow::Resu
         if ok {
             best = best.max(got);
         }
-        let _ = writeln!(md, "| {rate} | {got:.0} | {p99:.0} | {} |", if ok { "yes" } else { "no" });
+        let _ = writeln!(
+            md,
+            "| {rate} | {got:.0} | {p99:.0} | {} |",
+            if ok { "yes" } else { "no" }
+        );
     }
     let _ = writeln!(md, "\nHighest delivered rate with p99 ≤ 10 ms: **{best:.0} msgs/s** (the farm's one thread on the other CPU is part of what limits it).\n");
     Ok(md)
@@ -311,15 +495,33 @@ fn write_report(
     idle_n: usize,
     extra: String,
 ) -> anyhow::Result<()> {
-    let get = |name: &str| figures.iter().find(|f| f.name.starts_with(name)).map(|f| f.median()).unwrap_or(0.0);
+    let get = |name: &str| {
+        figures
+            .iter()
+            .find(|f| f.name.starts_with(name))
+            .map(|f| f.median())
+            .unwrap_or(0.0)
+    };
     let mut md = String::new();
     let _ = writeln!(md, "# Switchboard capacity results\n");
     let _ = writeln!(md, "Generated by `cargo run --release -p perf --bin bench` (`just bench`); do not edit by hand.\n");
     let _ = writeln!(md, "**Machine:** {}\n", machine());
     let _ = writeln!(md, "Each figure is the median of {} runs (min–max beside it). On this machine the load generator and the server share the CPUs: the one-shard runs pin the server to CPU 0 and the client to CPU 1; the two-shard runs use both CPUs for the server and the client competes with it.\n", args.runs);
-    let _ = writeln!(md, "| figure | median | min | max | unit | command |\n|---|---:|---:|---:|---|---|");
+    let _ = writeln!(
+        md,
+        "| figure | median | min | max | unit | command |\n|---|---:|---:|---:|---|---|"
+    );
     for f in figures {
-        let _ = writeln!(md, "| {} | {:.1} | {:.1} | {:.1} | {} | `{}` |", f.name, f.median(), f.min(), f.max(), f.unit, f.command);
+        let _ = writeln!(
+            md,
+            "| {} | {:.1} | {:.1} | {:.1} | {} | `{}` |",
+            f.name,
+            f.median(),
+            f.min(),
+            f.max(),
+            f.unit,
+            f.command
+        );
     }
     let _ = writeln!(md, "| mesh cost: CPU per message 2 shards / 1 shard | {mesh_ratio:.2} | | | ratio | (from the two CPU rows) |\n");
     let user = get("idle TLS connection");
@@ -330,17 +532,47 @@ fn write_report(
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
     let plain = get("idle plaintext");
-    let _ = writeln!(md, "| idle plaintext ≤ 900 B | {plain:.0} B | {} |", if plain <= 900.0 { "yes" } else { "no" });
-    let _ = writeln!(md, "| idle TLS ≤ 2 KB | {user:.0} B | {} |", if user <= 2048.0 { "yes" } else { "no" });
+    let _ = writeln!(
+        md,
+        "| idle plaintext ≤ 900 B | {plain:.0} B | {} |",
+        if plain <= 900.0 { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        md,
+        "| idle TLS ≤ 2 KB | {user:.0} B | {} |",
+        if user <= 2048.0 { "yes" } else { "no" }
+    );
     let cpu1 = get("server CPU per message, 1 shard");
     let _ = writeln!(md, "| CPU per message (full flow, 1 shard) ≤ 8 µs | {cpu1:.1} µs (closed loop at saturation, not 20k/s offered) | {} |", if cpu1 <= 8.0 { "yes" } else { "no" });
     let sat = get("1:1 full flow, 1 shard");
     let _ = writeln!(md, "| saturation ≥ 300,000 msgs/s on one shard | {sat:.0} msgs/s (client on the other CPU) | {} |", if sat >= 300_000.0 { "yes" } else { "no" });
-    let _ = writeln!(md, "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × | {} |\n", if mesh_ratio <= 1.15 { "yes" } else { "no" });
+    let _ = writeln!(
+        md,
+        "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × | {} |\n",
+        if mesh_ratio <= 1.15 { "yes" } else { "no" }
+    );
     let _ = writeln!(md, "{extra}");
-    let mem_svg = line_chart("Server memory vs idle TLS connections", "connections", "MiB (RSS delta)", &[Series { name: "TLS 1.3".into(), points: mem_curve.to_vec() }], false);
+    let mem_svg = line_chart(
+        "Server memory vs idle TLS connections",
+        "connections",
+        "MiB (RSS delta)",
+        &[Series {
+            name: "TLS 1.3".into(),
+            points: mem_curve.to_vec(),
+        }],
+        false,
+    );
     std::fs::write(dir.join("memory-vs-connections.svg"), mem_svg)?;
-    let thr_svg = line_chart("1:1 throughput vs shards (2-CPU machine)", "shards", "msgs/s", &[Series { name: "full flow".into(), points: shards_curve.to_vec() }], false);
+    let thr_svg = line_chart(
+        "1:1 throughput vs shards (2-CPU machine)",
+        "shards",
+        "msgs/s",
+        &[Series {
+            name: "full flow".into(),
+            points: shards_curve.to_vec(),
+        }],
+        false,
+    );
     std::fs::write(dir.join("throughput-vs-shards.svg"), thr_svg)?;
     let _ = writeln!(md, "## Plots\n\n![memory vs connections](memory-vs-connections.svg)\n\n![throughput vs shards](throughput-vs-shards.svg)\n");
     std::fs::write(&args.out, md)?;

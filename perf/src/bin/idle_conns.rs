@@ -9,11 +9,10 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use prost::Message;
 use proto::v1::{client_frame, ClientFrame, Ping};
@@ -47,23 +46,10 @@ impl<T: Read + Write + Send> ReadWriteSend for T {}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = args.server_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .unwrap()
-            .with_file_name("switchboard")
-    });
-    let data = std::env::temp_dir().join(format!("sb-idle-{}", std::process::id()));
-    let port = free_port()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut server = start_server(&bin, &args, addr, &data)?;
-    let result = measure(&args, addr, &data, &server);
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    let status = server.wait()?;
-    let _ = std::fs::remove_dir_all(&data);
-    let report = result?;
+    let bin = perf::scenario::server_bin(args.server_bin.clone());
+    let server = perf::scenario::Server::start_pinned(&bin, args.shards, !args.no_tls, false)?;
+    let report = measure(&args, server.addr, &server.data, server.pid())?;
     println!("{report}");
-    println!("server exit after SIGTERM: {status}");
     Ok(())
 }
 
@@ -71,9 +57,8 @@ fn measure(
     args: &Args,
     addr: SocketAddr,
     data: &std::path::Path,
-    server: &Child,
+    pid: u32,
 ) -> anyhow::Result<String> {
-    let pid = server.id();
     let tls = if args.no_tls {
         None
     } else {
@@ -125,40 +110,6 @@ fn measure(
     );
     drop(conns);
     Ok(report)
-}
-
-fn start_server(
-    bin: &PathBuf,
-    args: &Args,
-    addr: SocketAddr,
-    data: &std::path::Path,
-) -> anyhow::Result<Child> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--listen").arg(addr.to_string());
-    cmd.arg("--shards").arg(args.shards.to_string());
-    cmd.arg("--data-dir").arg(data);
-    cmd.arg("--no-pin");
-    if args.no_tls {
-        cmd.arg("--no-tls");
-    }
-    cmd.env("RUST_LOG", "warn");
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("server did not listen on {addr} within 20 s")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn open_many(

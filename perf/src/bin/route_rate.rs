@@ -11,7 +11,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -77,58 +76,11 @@ impl Conn {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let bin = args.server_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .unwrap()
-            .with_file_name("switchboard")
-    });
-    let data = std::env::temp_dir().join(format!("sb-route-{}", std::process::id()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut server = start(&bin, &args, addr, &data)?;
-    let r = run(&args, addr, server.id());
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
-    server.wait()?;
-    let _ = std::fs::remove_dir_all(&data);
-    println!("{}", r?);
+    let bin = perf::scenario::server_bin(args.server_bin.clone());
+    let pin = args.client_cpu.is_some();
+    let server = perf::scenario::Server::start_pinned(&bin, args.shards, false, pin)?;
+    println!("{}", run(&args, server.addr, server.pid())?);
     Ok(())
-}
-
-fn start(
-    bin: &PathBuf,
-    args: &Args,
-    addr: SocketAddr,
-    data: &std::path::Path,
-) -> anyhow::Result<Child> {
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--listen",
-        &addr.to_string(),
-        "--shards",
-        &args.shards.to_string(),
-        "--no-tls",
-    ]);
-    cmd.args(["--load-test-secret", "route-rate"])
-        .arg("--data-dir")
-        .arg(data);
-    if args.client_cpu.is_none() {
-        cmd.arg("--no-pin");
-    }
-    cmd.stderr(Stdio::null()).env("RUST_LOG", "warn");
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("server did not listen");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(child)
 }
 
 fn login(addr: SocketAddr, phone: &str) -> anyhow::Result<Conn> {
@@ -140,7 +92,7 @@ fn login(addr: SocketAddr, phone: &str) -> anyhow::Result<Conn> {
         proto::v1::LoadTestLogin {
             protocol_version: proto::PROTOCOL_VERSION,
             phone: phone.into(),
-            secret: b"route-rate".to_vec(),
+            secret: perf::scenario::SECRET.as_bytes().to_vec(),
         },
     )])?;
     match c.recv()? {
