@@ -72,6 +72,11 @@ impl<M> MeshOutbox<M> {
         Ok(())
     }
 
+    /// Messages queued for all peers and not yet taken by the flush task.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// True when the caller must spawn the flush task (none is scheduled yet).
     pub(crate) fn mark_flush_scheduled(&mut self) -> bool {
         !std::mem::replace(&mut self.flush_scheduled, true)

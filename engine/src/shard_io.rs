@@ -136,6 +136,12 @@ impl<S: Service> ShardIo<S> {
         &self.counters
     }
 
+    /// Messages this shard has queued on the mesh and not yet flushed to the peers' rings
+    /// (at most `mesh::MESH_OUTBOX_MSGS_MAX`): an overload signal for the service.
+    pub fn mesh_queued(&self) -> usize {
+        self.mesh.queued()
+    }
+
     /// Whether `conn` is a live, open connection on this shard.
     pub fn is_open(&self, conn: ConnId) -> bool {
         matches!(self.conns.get(conn), Some(s) if s.state == SlotState::Open)
