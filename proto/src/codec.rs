@@ -231,6 +231,7 @@ mod tests {
             crate::error_frame(ErrorCode::BadPin, "wrong pin", 0),
             Busy {
                 retry_after_ms: 250,
+                client_msg_id: 9,
             }
             .into(),
             PinSent {

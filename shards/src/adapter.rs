@@ -15,6 +15,7 @@ use crate::journal::{Job, Journal};
 use crate::limits::{COMPACT_GARBAGE_RATIO, COMPACT_MIN_BYTES};
 use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
+use crate::overload::{Load, OverloadLimits};
 use crate::record;
 use crate::state::{os_random, ServiceSettings, ShardState};
 
@@ -34,6 +35,8 @@ pub struct ServiceEnv {
     pub push: Arc<dyn PushProvider>,
     /// Log size below which compaction never runs.
     pub compact_min_bytes: u64,
+    /// When new sends are refused with `Busy`.
+    pub overload: OverloadLimits,
 }
 
 impl ServiceEnv {
@@ -46,6 +49,7 @@ impl ServiceEnv {
             sms: Arc::new(crate::notify::DevOutbox::new(outbox)),
             push: Arc::new(crate::notify::DevPush),
             compact_min_bytes: COMPACT_MIN_BYTES,
+            overload: OverloadLimits::default(),
         }
     }
 }
@@ -102,8 +106,21 @@ impl Switchboard {
 
     fn run(&mut self, io: &mut ShardIo<Self>, f: impl FnOnce(&mut ShardState, u64, &mut Out)) {
         let now = io.now_ms();
+        let load = Load {
+            journal_pending_bytes: self.journal.pending_bytes(),
+            mesh_queued: io.mesh_queued(),
+        };
+        let busy = self.env.overload.busy(load);
         let mut out = Out::default();
-        f(self.state(), now, &mut out);
+        let state = self.state();
+        state.set_busy(busy);
+        let rejects = state.busy_rejects();
+        f(state, now, &mut out);
+        let after = self.state().busy_rejects();
+        if (rejects + 1..=after).any(u64::is_power_of_two) {
+            // Logged at 1, 2, 4, 8... refusals, not per frame.
+            tracing::warn!(shard = io.shard_id().0, rejects = after, ?load, "overloaded: sends refused with Busy");
+        }
         self.apply(io, out);
     }
 

@@ -70,6 +70,15 @@ pub struct Cli {
     /// Never compact a shard's log below this size (bytes).
     #[arg(long)]
     pub compact_min_bytes: Option<u64>,
+    /// Close connections that have not finished the TLS handshake after this many seconds.
+    #[arg(long)]
+    pub handshake_timeout_s: Option<u64>,
+    /// Refuse new sends with Busy while a shard's log has more bytes than this not yet durable.
+    #[arg(long)]
+    pub journal_pending_bytes_max: Option<usize>,
+    /// Refuse new sends with Busy while a shard has more mesh messages than this unflushed.
+    #[arg(long)]
+    pub mesh_queued_max: Option<usize>,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -91,6 +100,9 @@ pub struct FileConfig {
     sms_webhook: Option<String>,
     push_webhook: Option<String>,
     compact_min_bytes: Option<u64>,
+    handshake_timeout_s: Option<u64>,
+    journal_pending_bytes_max: Option<usize>,
+    mesh_queued_max: Option<usize>,
 }
 
 /// Settings after merging flags, file and defaults.
@@ -124,6 +136,10 @@ pub struct ServerConfig {
     pub push_webhook: Option<String>,
     /// Logs smaller than this are never compacted.
     pub compact_min_bytes: u64,
+    /// TLS handshake deadline in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// When new sends are refused with `Busy`.
+    pub overload: crate::overload::OverloadLimits,
 }
 
 /// A configuration that cannot be used.
@@ -191,6 +207,23 @@ impl ServerConfig {
                 "idle_timeout_s must be at least 1".into(),
             ));
         }
+        let handshake_s = cli.handshake_timeout_s.or(file.handshake_timeout_s);
+        if handshake_s == Some(0) {
+            return Err(ConfigError::Invalid(
+                "handshake_timeout_s must be at least 1".into(),
+            ));
+        }
+        let overload_default = crate::overload::OverloadLimits::default();
+        let overload = crate::overload::OverloadLimits {
+            journal_pending_bytes_max: cli
+                .journal_pending_bytes_max
+                .or(file.journal_pending_bytes_max)
+                .unwrap_or(overload_default.journal_pending_bytes_max),
+            mesh_queued_max: cli
+                .mesh_queued_max
+                .or(file.mesh_queued_max)
+                .unwrap_or(overload_default.mesh_queued_max),
+        };
         Ok(ServerConfig {
             listen: cli
                 .listen
@@ -217,6 +250,10 @@ impl ServerConfig {
                 .compact_min_bytes
                 .or(file.compact_min_bytes)
                 .unwrap_or(crate::limits::COMPACT_MIN_BYTES),
+            handshake_timeout_ms: handshake_s
+                .map(|s| s * 1000)
+                .unwrap_or(engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT),
+            overload,
         })
     }
 }

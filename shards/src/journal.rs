@@ -73,6 +73,12 @@ impl Journal {
         Vec::new()
     }
 
+    /// Bytes appended by events and not yet durable (gathering, in flight, or kept after a
+    /// failed write): the overload signal of the log.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.len() + self.in_flight_bytes.len()
+    }
+
     /// The next append, if one is due and the file is free.
     pub fn next_append(&mut self) -> Option<Job> {
         if self.busy() || self.pending.is_empty() || self.retry_scheduled {

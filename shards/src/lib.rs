@@ -16,6 +16,7 @@
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider.
 //! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
+//! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
 #![warn(missing_docs)]
 
 pub mod adapter;
@@ -29,6 +30,7 @@ pub mod login;
 pub mod mesh_msg;
 pub mod notify;
 pub mod offline;
+pub mod overload;
 pub mod presence;
 pub mod receipt;
 pub mod record;
@@ -36,5 +38,10 @@ pub mod registry;
 pub mod route;
 pub mod server;
 pub mod session;
-mod sim;
+// The simulated cluster: for unit tests, and for fuzz targets and property tests outside the
+// crate with the `sim` feature. Not part of the service's API.
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod sim;
 pub mod state;

@@ -121,6 +121,17 @@ impl ShardState {
                 .extend(deferred.now.into_iter().map(AfterCommit::Effect));
             return;
         }
+        if let (Some(retry_after_ms), ReplyTo::Sender) = (self.busy, &d.reply) {
+            // Overloaded at the recipient's home: refuse before storing anything.
+            self.busy_rejects += 1;
+            let frame = crate::state::busy(retry_after_ms, d.client_msg_id);
+            let home = self.home(&d.from);
+            let msg = ShardMsg::ToUser {
+                user: d.from.clone(),
+                frame,
+            };
+            return out.mesh(home, msg);
+        }
         let id = self.ids.issue();
         let item = Item {
             id,

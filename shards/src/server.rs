@@ -66,6 +66,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         tls,
         connections_max: cfg.max_connections,
         idle_timeout_ms: cfg.idle_timeout_ms,
+        handshake_timeout_ms: cfg.handshake_timeout_ms,
         ..EngineConfig::default()
     };
     let env = service_env(cfg)?;
@@ -78,6 +79,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
 pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     let mut env = ServiceEnv::dev(cfg.data_dir.clone());
     env.compact_min_bytes = cfg.compact_min_bytes;
+    env.overload = cfg.overload;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(
             "load-test logins are ENABLED: anyone with the secret can log in as any number"

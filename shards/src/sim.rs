@@ -1,7 +1,6 @@
 //! A simulated cluster for tests: N shard states, an in-memory mesh, connections that are
 //! just ids, fake time, and durability that happens when the test says so. Every service
 //! rule can be driven here deterministically, without sockets or files.
-#![cfg(test)]
 
 use std::collections::{HashMap, VecDeque};
 

@@ -71,6 +71,11 @@ pub struct ShardState {
     pub(crate) random: RandomSource,
     /// Records written since the last snapshot (compaction estimate).
     pub(crate) records_since_snapshot: u64,
+    /// `Some(retry_after_ms)` while the shard is overloaded: new sends get `Busy`
+    /// (`overload.rs`). Set by the adapter (or the sim) before each event.
+    pub(crate) busy: Option<u32>,
+    /// Sends refused with `Busy` since start.
+    pub(crate) busy_rejects: u64,
 }
 
 impl std::fmt::Debug for ShardState {
@@ -106,6 +111,8 @@ impl ShardState {
             presence: Presence::default(),
             random,
             records_since_snapshot: 0,
+            busy: None,
+            busy_rejects: 0,
         }
     }
 
@@ -117,6 +124,26 @@ impl ShardState {
     /// Items queued on this shard.
     pub fn queued_total(&self) -> usize {
         self.queues.total()
+    }
+
+    /// Sets whether new sends are refused with `Busy { retry_after_ms }` (`None`: admitted).
+    pub fn set_busy(&mut self, retry_after_ms: Option<u32>) {
+        self.busy = retry_after_ms;
+    }
+
+    /// Sends refused with `Busy` since start.
+    pub fn busy_rejects(&self) -> u64 {
+        self.busy_rejects
+    }
+
+    /// Answers `client_msg_id` with `Busy` when the shard is overloaded; true if it did.
+    pub(crate) fn refused_busy(&mut self, conn: ConnId, client_msg_id: u64, out: &mut Out) -> bool {
+        let Some(retry_after_ms) = self.busy else {
+            return false;
+        };
+        self.busy_rejects += 1;
+        out.frame(conn, busy(retry_after_ms, client_msg_id));
+        true
     }
 
     /// Rebuilds state from the log's records, in order. Replayed items are durable.
@@ -214,6 +241,8 @@ impl ShardState {
     ) {
         use client_frame::Kind as K;
         match kind {
+            K::Send(s) if self.refused_busy(conn, s.client_msg_id, out) => {}
+            K::GroupSend(g) if self.refused_busy(conn, g.client_msg_id, out) => {}
             K::Send(s) => self.on_send(now, conn, user, s, out),
             K::Ack(a) => self.on_ack(now, &user, a.server_msg_ids, out),
             K::Read(r) => self.on_read(now, &user, r.server_msg_ids, out),
@@ -343,6 +372,14 @@ impl ShardState {
         });
         Ok(())
     }
+}
+
+/// A `Busy` frame for `client_msg_id`.
+pub(crate) fn busy(retry_after_ms: u32, client_msg_id: u64) -> proto::v1::server_frame::Kind {
+    proto::v1::server_frame::Kind::Busy(proto::v1::Busy {
+        retry_after_ms,
+        client_msg_id,
+    })
 }
 
 /// The record of a queued item.

@@ -60,6 +60,8 @@ impl TestServer {
             sms_webhook: None,
             push_webhook: None,
             compact_min_bytes: shards::limits::COMPACT_MIN_BYTES,
+            handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            overload: Default::default(),
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
