@@ -37,6 +37,8 @@ pub mod v1 {
 pub mod codec;
 mod envelope;
 mod frame_buffer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod validate;
 

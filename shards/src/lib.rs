@@ -44,4 +44,8 @@ pub mod session;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod sim;
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod sim_fuzz;
 pub mod state;

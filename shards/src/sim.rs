@@ -2,7 +2,7 @@
 //! just ids, fake time, and durability that happens when the test says so. Every service
 //! rule can be driven here deterministically, without sockets or files.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use engine::{ConnId, ShardId};
 use proto::v1::{client_frame, server_frame, ClientFrame};
@@ -19,6 +19,10 @@ pub struct Sim {
     /// Frames each connection received.
     pub inbox: HashMap<ConnId, Vec<server_frame::Kind>>,
     pub closed: Vec<ConnId>,
+    /// Connections whose `on_close` has run: a frame to one of them is a service bug.
+    pub dead: HashSet<ConnId>,
+    /// Post-commit replies addressed to a connection that closed before the commit.
+    pub replies_after_close: u64,
     pub pushes: Vec<String>,
     pub sms: Vec<(String, String)>,
     mesh: VecDeque<(usize, ShardMsg)>,
@@ -52,6 +56,8 @@ impl Sim {
             conn_shard: HashMap::new(),
             inbox: HashMap::new(),
             closed: Vec::new(),
+            dead: HashSet::new(),
+            replies_after_close: 0,
             pushes: Vec::new(),
             sms: Vec::new(),
             mesh: VecDeque::new(),
@@ -71,15 +77,21 @@ impl Sim {
 
     /// `conn` sends a frame; the cluster runs until quiet (durability not included).
     pub fn send(&mut self, conn: ConnId, kind: client_frame::Kind) {
+        self.send_frame(conn, ClientFrame { kind: Some(kind) });
+    }
+
+    /// `conn` sends a whole frame (which may carry no kind).
+    pub fn send_frame(&mut self, conn: ConnId, frame: ClientFrame) {
         let shard = self.conn_shard[&conn];
         let mut out = Out::default();
-        self.shards[shard].on_frame(self.now, conn, ClientFrame { kind: Some(kind) }, &mut out);
+        self.shards[shard].on_frame(self.now, conn, frame, &mut out);
         self.apply(shard, out);
         self.run();
     }
 
     /// Closes `conn`.
     pub fn close(&mut self, conn: ConnId) {
+        self.dead.insert(conn);
         let shard = self.conn_shard[&conn];
         let mut out = Out::default();
         self.shards[shard].on_close(self.now, conn, &mut out);
@@ -94,6 +106,16 @@ impl Sim {
             for shard in 0..self.shards.len() {
                 for a in std::mem::take(&mut self.waiting[shard]) {
                     any = true;
+                    if let AfterCommit::Effect(Effect::Frame(c, _)) = &a {
+                        if self.dead.contains(c) {
+                            // A reply to the connection that asked (GroupCreated, Verified),
+                            // released after the commit: that connection closed meanwhile.
+                            // The engine drops it too (generation-tagged ids never reach a
+                            // newer connection).
+                            self.replies_after_close += 1;
+                            continue;
+                        }
+                    }
                     let mut out = Out::default();
                     self.shards[shard].on_durable(a, &mut out);
                     self.apply(shard, out);
@@ -121,6 +143,7 @@ impl Sim {
     fn exec(&mut self, shard: usize, e: Effect) {
         match e {
             Effect::Frame(c, f) => {
+                assert!(!self.dead.contains(&c), "frame to closed connection {c:?}: {f:?}");
                 assert_eq!(
                     self.conn_shard.get(&c),
                     Some(&shard),
