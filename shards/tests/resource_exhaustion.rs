@@ -1,0 +1,270 @@
+//! Resource exhaustion: out of file descriptors (accept fails with EMFILE) and a full disk
+//! under the log. The server keeps serving existing connections, backs off, recovers when the
+//! resource returns, and never acks what it could not persist.
+//!
+//! Both need root-ish powers (prlimit on another process, mount); without them the test
+//! prints why and passes without checking.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use proto::codec::encode_frame;
+use proto::v1::{client_frame, server_frame, ClientFrame, Ping};
+use support::{Client, TestServer};
+
+fn spawn_server(data: &std::path::Path) -> (Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin", "--no-tls"])
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            if pong_within(&mut s, 1, Duration::from_secs(2)) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
+
+/// Sends a ping on a plaintext connection and waits for its pong.
+fn pong_within(s: &mut TcpStream, nonce: u64, within: Duration) -> bool {
+    let mut f = Vec::new();
+    let ping = ClientFrame {
+        kind: Some(client_frame::Kind::Ping(Ping { nonce })),
+    };
+    encode_frame(&ping, &mut f).unwrap();
+    if s.write_all(&f).is_err() {
+        return false;
+    }
+    wait_pong(s, nonce, within)
+}
+
+fn wait_pong(s: &mut TcpStream, nonce: u64, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut len = [0u8; 4];
+    if s.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    if s.read_exact(&mut body).is_err() {
+        return false;
+    }
+    matches!(
+        proto::codec::decode_server(&body).map(|f| f.kind),
+        Ok(Some(server_frame::Kind::Pong(p))) if p.nonce == nonce
+    )
+}
+
+/// The server child dies with the test, pass or fail.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
+}
+
+#[test]
+fn out_of_descriptors_keeps_existing_connections_and_recovers() {
+    let data = support::temp_dir("emfile");
+    let (server, addr) = spawn_server(&data);
+    let server = KillOnDrop(server);
+    let pid = server.0.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let base = open_fds(pid);
+    // Room for 10 more descriptors only.
+    let limit = libc::rlimit {
+        rlim_cur: base + 10,
+        rlim_max: base + 10,
+    };
+    // SAFETY: prlimit on a child we own, with a valid rlimit and no old-value pointer.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        eprintln!("SKIPPED: prlimit not permitted: {}", std::io::Error::last_os_error());
+        return;
+    }
+    // Connect until one is not served: the kernel completes its TCP handshake (backlog) but
+    // the server's accept fails with EMFILE. Its ping waits in the socket.
+    let mut held: Vec<TcpStream> = Vec::new();
+    let mut waiting = None;
+    for i in 0..40 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        if pong_within(&mut s, 500 + i, Duration::from_millis(500)) {
+            held.push(s);
+        } else {
+            waiting = Some((s, 500 + i));
+            break;
+        }
+    }
+    let (mut waiting, nonce) = waiting.expect("never ran out of descriptors");
+    assert!(held.len() >= 5, "only {} connections before EMFILE", held.len());
+    // A second one queues behind it.
+    let mut second = TcpStream::connect(addr).unwrap();
+    let mut f = Vec::new();
+    let ping = ClientFrame {
+        kind: Some(client_frame::Kind::Ping(Ping { nonce: 999 })),
+    };
+    encode_frame(&ping, &mut f).unwrap();
+    second.write_all(&f).unwrap();
+    // Existing connections keep working meanwhile.
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(pong_within(s, 200 + i as u64, Duration::from_secs(2)), "held {i} still served");
+    }
+    // Free descriptors: the waiting connections are accepted after the backoff.
+    let served_before = held.len();
+    held.truncate(served_before / 2);
+    let t = Instant::now();
+    assert!(
+        wait_pong(&mut waiting, nonce, Duration::from_secs(5)),
+        "waiting connection never served after descriptors came back"
+    );
+    assert!(wait_pong(&mut second, 999, Duration::from_secs(5)), "second waiting connection");
+    eprintln!(
+        "EMFILE: {served_before} served at the limit; recovered {:?} after descriptors came back",
+        t.elapsed()
+    );
+}
+
+fn fill(dir: &std::path::Path) -> u64 {
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0xaau8; 4096];
+    let mut n = 0;
+    while f.write_all(&chunk).is_ok() {
+        n += 4096;
+    }
+    let _ = f.sync_all();
+    n
+}
+
+#[test]
+fn a_full_disk_gets_no_acks_until_space_returns() {
+    let dir = support::temp_dir("diskfull");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root / CAP_SYS_ADMIN)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(dir.clone());
+    let mut server = TestServer::start_cfg(1, false, dir.clone(), |_| {});
+    let (sender, recipient) = ("+15558000001", "+15558000002");
+    Client::plain(server.addr).load_test_login(recipient);
+    let mut s = Client::plain(server.addr);
+    s.load_test_login(sender);
+    let filled = fill(&dir);
+    // The log's last page may still have room: send until a send is not acked.
+    let mut acked: Vec<u64> = Vec::new();
+    let mut cid = 0;
+    let mut unacked_from = None;
+    while unacked_from.is_none() {
+        cid += 1;
+        assert!(cid < 500, "the log never ran out of space");
+        s.send_text(recipient, cid, &format!("m{cid}"));
+        s.send(client_frame::Kind::Ping(Ping { nonce: cid }));
+        // The pong comes at once; an ack comes first only if the write succeeded.
+        let mut got_ack = false;
+        loop {
+            match s.recv() {
+                server_frame::Kind::ServerAck(a) => {
+                    acked.push(a.client_msg_id);
+                    got_ack = true;
+                }
+                server_frame::Kind::Pong(_) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if !got_ack {
+            std::thread::sleep(Duration::from_millis(50));
+            // Still nothing after a moment: the write failed.
+            let late = s.sync();
+            if late.is_empty() {
+                unacked_from = Some(cid);
+            } else {
+                acked.extend(late.iter().filter_map(|f| match f {
+                    server_frame::Kind::ServerAck(a) => Some(a.client_msg_id),
+                    _ => None,
+                }));
+            }
+        }
+    }
+    let first_unacked = unacked_from.unwrap();
+    // While full: more sends, no acks for 1.5 s (the log retries every second), pings served.
+    for _ in 0..3 {
+        cid += 1;
+        s.send_text(recipient, cid, &format!("m{cid}"));
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1_500) {
+        let frames = s.sync();
+        assert!(frames.is_empty(), "acked while the disk is full: {frames:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Space returns: everything is acked, in order, within a few retries.
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    let t = Instant::now();
+    let mut late = Vec::new();
+    while late.len() < (cid - first_unacked + 1) as usize {
+        assert!(t.elapsed() < Duration::from_secs(5), "acks never came after space returned");
+        for f in s.sync() {
+            match f {
+                server_frame::Kind::ServerAck(a) => late.push(a.client_msg_id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(late, (first_unacked..=cid).collect::<Vec<_>>());
+    eprintln!(
+        "disk full: filler {filled} bytes; acked before {}, held then acked {} after {:?}",
+        acked.len(),
+        late.len(),
+        t.elapsed()
+    );
+    // And everything is delivered, once.
+    let mut r = Client::plain(server.addr);
+    assert_eq!(r.load_test_login(recipient) as u64, cid);
+    for i in 1..=cid {
+        assert_eq!(r.expect_message().body, format!("m{i}").into_bytes());
+    }
+    server.stop();
+}
