@@ -39,9 +39,13 @@ pub fn frame_payload(payload: &[u8]) {
     let mut out = Vec::new();
     match encode_frame(&f, &mut out) {
         Ok(()) => {
-            let again = decode_client(&out[FRAME_HEADER_BYTES..]).expect("re-encoded frame decodes");
+            let again =
+                decode_client(&out[FRAME_HEADER_BYTES..]).expect("re-encoded frame decodes");
             assert_eq!(again, f, "decode(encode(f)) == f");
         }
-        Err(_) => assert!(!valid, "a frame that passed validation does not fit in a frame"),
+        Err(_) => assert!(
+            !valid,
+            "a frame that passed validation does not fit in a frame"
+        ),
     }
 }

@@ -2,7 +2,7 @@
 //! targets in `fuzz/` run): random bytes, and valid frames with random mutations, which
 //! reach far deeper into the decoder than pure noise. Seeded xorshift: deterministic.
 
-use proto::v1::{client_frame::Kind, ClientFrame};
+use proto::v1::client_frame::Kind;
 
 struct XorShift(u64);
 

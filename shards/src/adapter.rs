@@ -119,7 +119,12 @@ impl Switchboard {
         let after = self.state().busy_rejects();
         if (rejects + 1..=after).any(u64::is_power_of_two) {
             // Logged at 1, 2, 4, 8... refusals, not per frame.
-            tracing::warn!(shard = io.shard_id().0, rejects = after, ?load, "overloaded: sends refused with Busy");
+            tracing::warn!(
+                shard = io.shard_id().0,
+                rejects = after,
+                ?load,
+                "overloaded: sends refused with Busy"
+            );
         }
         self.apply(io, out);
     }

@@ -143,7 +143,10 @@ impl Sim {
     fn exec(&mut self, shard: usize, e: Effect) {
         match e {
             Effect::Frame(c, f) => {
-                assert!(!self.dead.contains(&c), "frame to closed connection {c:?}: {f:?}");
+                assert!(
+                    !self.dead.contains(&c),
+                    "frame to closed connection {c:?}: {f:?}"
+                );
                 assert_eq!(
                     self.conn_shard.get(&c),
                     Some(&shard),

@@ -26,7 +26,7 @@ pub struct XorShift(pub u64);
 
 impl XorShift {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -34,7 +34,7 @@ impl XorShift {
     }
     /// Uniform-ish in `0..n` (`n > 0`).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -273,7 +273,7 @@ impl Harness {
             if !seen.is_empty() && r.chance(80) {
                 seen[r.below(seen.len() as u64) as usize]
             } else {
-                r.next()
+                r.next_u64()
             }
         };
         let body = |r: &mut XorShift| -> Vec<u8> {
@@ -287,7 +287,9 @@ impl Harness {
         use proto::v1::*;
         let kind = match r.below(16) {
             0 => return ClientFrame { kind: None },
-            1 => K::Ping(Ping { nonce: r.next() }),
+            1 => K::Ping(Ping {
+                nonce: r.next_u64(),
+            }),
             2..=6 if !self.recent_sends.is_empty() && r.chance(10) => {
                 // A retry: the same frame again (a fresh client_msg_id always names one
                 // recipient, so ServerAcks map back to it).
@@ -316,7 +318,7 @@ impl Harness {
                 server_msg_ids: (0..r.below(4)).map(|_| id(r, &self.seen_ids)).collect(),
             }),
             10 => K::GroupCreate(GroupCreate {
-                client_req_id: r.next(),
+                client_req_id: r.next_u64(),
                 name: "g".into(),
                 members: (0..r.below(5)).map(|_| phone(r, &self.phones)).collect(),
             }),
@@ -341,7 +343,11 @@ impl Harness {
             14 => K::LoadTestLogin(LoadTestLogin {
                 protocol_version: proto::PROTOCOL_VERSION,
                 phone: phone(r, &self.phones),
-                secret: if r.chance(50) { b"s".to_vec() } else { b"wrong".to_vec() },
+                secret: if r.chance(50) {
+                    b"s".to_vec()
+                } else {
+                    b"wrong".to_vec()
+                },
             }),
             _ => match r.below(3) {
                 0 => K::Register(Register {
@@ -356,7 +362,7 @@ impl Harness {
                 _ => K::Login(Login {
                     protocol_version: proto::PROTOCOL_VERSION,
                     phone: phone(r, &self.phones),
-                    device_key: vec![r.next() as u8; 32],
+                    device_key: vec![r.next_u64() as u8; 32],
                 }),
             },
         };
@@ -365,7 +371,7 @@ impl Harness {
 
     /// One random step: mostly frames, sometimes connects, logins, closes, commits, overload.
     pub fn random_step(&mut self) {
-        let pick = self.rng.next() as usize;
+        let pick = self.rng.next_u64() as usize;
         match self.rng.below(100) {
             0..=69 => {
                 let f = self.random_frame();
@@ -455,7 +461,10 @@ mod tests {
         }
         eprintln!("{total:?}");
         assert!(total.frames >= 20_000);
-        assert!(total.server_acks > 500, "the run exercised too few sends: {total:?}");
+        assert!(
+            total.server_acks > 500,
+            "the run exercised too few sends: {total:?}"
+        );
         assert!(total.busy > 0 && total.messages > 500, "{total:?}");
     }
 
@@ -464,7 +473,7 @@ mod tests {
         let mut rng = XorShift(77);
         for _ in 0..200 {
             let len = rng.below(512) as usize;
-            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             run_bytes(&data);
         }
     }

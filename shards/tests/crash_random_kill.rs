@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use proto::codec::{decode_server, encode_frame};
@@ -65,13 +65,13 @@ fn read_frame(s: &mut TcpStream) -> Option<server_frame::Kind> {
     decode_server(&body).ok()?.kind
 }
 
-/// Sends to `recipients` in windows until the server dies, pushing acked client ids to
+/// Sends to `recipients` in windows until the server dies, passing acked client ids to
 /// `acked`; returns the next client id it would have used.
 fn sender(
     addr: SocketAddr,
     recipients: Vec<String>,
     first_cid: u64,
-    acked: Arc<Mutex<Vec<u64>>>,
+    acked: mpsc::Sender<u64>,
 ) -> u64 {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -83,7 +83,10 @@ fn sender(
         },
     )))
     .unwrap();
-    assert!(matches!(read_frame(&mut s), Some(server_frame::Kind::LoggedIn(_))));
+    assert!(matches!(
+        read_frame(&mut s),
+        Some(server_frame::Kind::LoggedIn(_))
+    ));
     let mut cid = first_cid;
     loop {
         let mut batch = Vec::new();
@@ -104,7 +107,7 @@ fn sender(
         while answered < WINDOW {
             match read_frame(&mut s) {
                 Some(server_frame::Kind::ServerAck(a)) => {
-                    acked.lock().unwrap().push(a.client_msg_id);
+                    let _ = acked.send(a.client_msg_id);
                     answered += 1;
                 }
                 // DELIVERED receipts for what the previous iteration drained.
@@ -124,7 +127,11 @@ fn register_with_pin(data: &Path, addr: SocketAddr) -> Vec<u8> {
     }));
     assert!(matches!(c.recv(), server_frame::Kind::PinSent(_)));
     let text = std::fs::read_to_string(data.join("sms-outbox.txt")).unwrap();
-    let line = text.lines().rev().find(|l| l.starts_with(PIN_USER)).unwrap();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(PIN_USER))
+        .unwrap();
     let pin = line.split(' ').nth(1).unwrap().to_string();
     c.send(client_frame::Kind::Verify(proto::v1::Verify {
         protocol_version: support::V,
@@ -156,11 +163,11 @@ fn sigkill_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let mut delivered: HashMap<u64, u64> = HashMap::new();
     let mut redelivered_same_id = 0u64;
     for it in 0..ITERATIONS {
-        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (acked_tx, acked_rx) = mpsc::channel();
         let first_cid = (it + 1) * 1_000_000;
         let t = {
-            let (acked, recipients) = (acked.clone(), recipients.clone());
-            std::thread::spawn(move || sender(addr, recipients, first_cid, acked))
+            let recipients = recipients.clone();
+            std::thread::spawn(move || sender(addr, recipients, first_cid, acked_tx))
         };
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -170,10 +177,14 @@ fn sigkill_at_random_moments_under_load_loses_and_duplicates_nothing() {
         server.kill().unwrap(); // SIGKILL
         server.wait().unwrap();
         let next_cid = t.join().unwrap();
-        let acked = std::mem::take(&mut *acked.lock().unwrap());
+        let acked: Vec<u64> = acked_rx.try_iter().collect();
 
         (server, addr) = spawn_server(&data);
-        assert_eq!(Client::plain(addr).login(PIN_USER, &key), 0, "registration survived");
+        assert_eq!(
+            Client::plain(addr).login(PIN_USER, &key),
+            0,
+            "registration survived"
+        );
         let mut this_round = 0;
         for r in &recipients {
             let mut c = Client::plain(addr);
@@ -195,7 +206,10 @@ fn sigkill_at_random_moments_under_load_loses_and_duplicates_nothing() {
             }
             assert!(c.sync().is_empty(), "{r}: nothing beyond what was queued");
         }
-        let lost: Vec<&u64> = acked.iter().filter(|c| !delivered.contains_key(c)).collect();
+        let lost: Vec<&u64> = acked
+            .iter()
+            .filter(|c| !delivered.contains_key(c))
+            .collect();
         eprintln!(
             "iteration {it}: killed after {kill_after:?}; sent {}, acked {}, delivered {this_round}",
             next_cid - first_cid,

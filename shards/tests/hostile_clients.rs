@@ -132,7 +132,10 @@ fn garbage_instead_of_tls_is_closed_and_nobody_else_notices() {
         ("http", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
         ("random", garbage.clone()),
         // A plausible TLS record header announcing a handshake record, then junk.
-        ("fake-record", [&[0x16, 0x03, 0x03, 0x40, 0x00][..], &garbage[..16_384]].concat()),
+        (
+            "fake-record",
+            [&[0x16, 0x03, 0x03, 0x40, 0x00][..], &garbage[..16_384]].concat(),
+        ),
         ("protobuf-frame", ping_frame(7)),
     ];
     for (name, bytes) in inputs {
@@ -141,7 +144,10 @@ fn garbage_instead_of_tls_is_closed_and_nobody_else_notices() {
         let _ = s.write_all(&bytes);
         let took = wait_closed(&mut s, Duration::from_secs(5))
             .unwrap_or_else(|| panic!("{name}: not closed"));
-        assert!(took < Duration::from_secs(3), "{name}: closed after {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{name}: closed after {took:?}"
+        );
         ping_rtt(&mut good, 2);
     }
     assert_server_serves(&server);
@@ -161,7 +167,8 @@ fn flood_never_reading(addr: SocketAddr, cert: &std::path::Path, stop: &AtomicBo
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
     }
-    sock.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let cfg = engine::tls::client_config_trusting(cert).unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(cfg, name).unwrap();
@@ -233,7 +240,10 @@ fn a_plaintext_client_that_never_reads_is_dropped() {
             break;
         }
     }
-    assert!(dropped, "never-reading plaintext client still connected after 15 s");
+    assert!(
+        dropped,
+        "never-reading plaintext client still connected after 15 s"
+    );
 }
 
 /// Slowloris: one frame trickled a byte at a time, each byte inside the idle timeout.

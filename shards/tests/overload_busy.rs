@@ -78,7 +78,10 @@ fn record(answers: &mut HashMap<u64, Outcome>, f: server_frame::Kind) {
         other => panic!("unexpected frame to the sender: {other:?}"),
     };
     assert!(cid != 0, "every answer names its message");
-    assert!(answers.insert(cid, o).is_none(), "message {cid} answered twice");
+    assert!(
+        answers.insert(cid, o).is_none(),
+        "message {cid} answered twice"
+    );
 }
 
 #[test]
@@ -98,11 +101,13 @@ fn flood_gets_busy_and_loses_or_duplicates_nothing() {
     s.set_nodelay(true).unwrap();
     let mut hello = Vec::new();
     let f = ClientFrame {
-        kind: Some(client_frame::Kind::LoadTestLogin(proto::v1::LoadTestLogin {
-            protocol_version: support::V,
-            phone: "+15553009999".into(),
-            secret: b"farm-secret".to_vec(),
-        })),
+        kind: Some(client_frame::Kind::LoadTestLogin(
+            proto::v1::LoadTestLogin {
+                protocol_version: support::V,
+                phone: "+15553009999".into(),
+                secret: b"farm-secret".to_vec(),
+            },
+        )),
     };
     encode_frame(&f, &mut hello).unwrap();
     s.write_all(&hello).unwrap();
@@ -209,9 +214,15 @@ fn flood_gets_busy_and_loses_or_duplicates_nothing() {
         .chain(retried.iter().copied())
         .collect();
     let got: HashSet<u64> = delivered.keys().copied().collect();
-    assert!(delivered.values().all(|&n| n == 1), "a message was delivered twice");
+    assert!(
+        delivered.values().all(|&n| n == 1),
+        "a message was delivered twice"
+    );
     let lost: Vec<_> = expected.difference(&got).take(5).collect();
     assert!(lost.is_empty(), "acked but never delivered: {lost:?}...");
     let extra: Vec<_> = got.difference(&expected).take(5).collect();
-    assert!(extra.is_empty(), "Busy'd (never acked) but delivered: {extra:?}...");
+    assert!(
+        extra.is_empty(),
+        "Busy'd (never acked) but delivered: {extra:?}..."
+    );
 }

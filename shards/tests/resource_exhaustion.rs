@@ -24,7 +24,14 @@ fn spawn_server(data: &std::path::Path) -> (Child, SocketAddr) {
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", &addr.to_string(), "--shards", "1", "--no-pin", "--no-tls"])
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--shards",
+            "1",
+            "--no-pin",
+            "--no-tls",
+        ])
         .arg("--data-dir")
         .arg(data)
         .stdout(Stdio::null())
@@ -84,7 +91,9 @@ impl Drop for KillOnDrop {
 }
 
 fn open_fds(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
 }
 
 #[test]
@@ -110,7 +119,10 @@ fn out_of_descriptors_keeps_existing_connections_and_recovers() {
         )
     };
     if rc != 0 {
-        eprintln!("SKIPPED: prlimit not permitted: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "SKIPPED: prlimit not permitted: {}",
+            std::io::Error::last_os_error()
+        );
         return;
     }
     // Connect until one is not served: the kernel completes its TCP handshake (backlog) but
@@ -127,7 +139,11 @@ fn out_of_descriptors_keeps_existing_connections_and_recovers() {
         }
     }
     let (mut waiting, nonce) = waiting.expect("never ran out of descriptors");
-    assert!(held.len() >= 5, "only {} connections before EMFILE", held.len());
+    assert!(
+        held.len() >= 5,
+        "only {} connections before EMFILE",
+        held.len()
+    );
     // A second one queues behind it.
     let mut second = TcpStream::connect(addr).unwrap();
     let mut f = Vec::new();
@@ -138,7 +154,10 @@ fn out_of_descriptors_keeps_existing_connections_and_recovers() {
     second.write_all(&f).unwrap();
     // Existing connections keep working meanwhile.
     for (i, s) in held.iter_mut().enumerate() {
-        assert!(pong_within(s, 200 + i as u64, Duration::from_secs(2)), "held {i} still served");
+        assert!(
+            pong_within(s, 200 + i as u64, Duration::from_secs(2)),
+            "held {i} still served"
+        );
     }
     // Free descriptors: the waiting connections are accepted after the backoff.
     let served_before = held.len();
@@ -148,7 +167,10 @@ fn out_of_descriptors_keeps_existing_connections_and_recovers() {
         wait_pong(&mut waiting, nonce, Duration::from_secs(5)),
         "waiting connection never served after descriptors came back"
     );
-    assert!(wait_pong(&mut second, 999, Duration::from_secs(5)), "second waiting connection");
+    assert!(
+        wait_pong(&mut second, 999, Duration::from_secs(5)),
+        "second waiting connection"
+    );
     eprintln!(
         "EMFILE: {served_before} served at the limit; recovered {:?} after descriptors came back",
         t.elapsed()
@@ -236,7 +258,10 @@ fn a_full_disk_gets_no_acks_until_space_returns() {
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(1_500) {
         let frames = s.sync();
-        assert!(frames.is_empty(), "acked while the disk is full: {frames:?}");
+        assert!(
+            frames.is_empty(),
+            "acked while the disk is full: {frames:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Space returns: everything is acked, in order, within a few retries.
@@ -244,7 +269,10 @@ fn a_full_disk_gets_no_acks_until_space_returns() {
     let t = Instant::now();
     let mut late = Vec::new();
     while late.len() < (cid - first_unacked + 1) as usize {
-        assert!(t.elapsed() < Duration::from_secs(5), "acks never came after space returned");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "acks never came after space returned"
+        );
         for f in s.sync() {
             match f {
                 server_frame::Kind::ServerAck(a) => late.push(a.client_msg_id),

@@ -45,13 +45,20 @@ fn acks_and_reads_of_another_users_items_do_nothing() {
         assert_eq!(thief.sync(), vec![], "the thief's queue is its own (empty)");
         thief.ack(ids.clone());
         thief.read(ids.clone());
-        assert!(thief.sync().is_empty(), "nothing comes back for foreign ids");
+        assert!(
+            thief.sync().is_empty(),
+            "nothing comes back for foreign ids"
+        );
     }
     // The sender got no DELIVERED or READ receipt out of that.
     assert!(s.sync().is_empty(), "no receipts for acks of foreign ids");
     // The victim still has every message, from the real sender.
     let mut v = server.client();
-    assert_eq!(v.load_test_login(&victim), 5, "the victim's queue is untouched");
+    assert_eq!(
+        v.load_test_login(&victim),
+        5,
+        "the victim's queue is untouched"
+    );
     for (i, id) in ids.iter().enumerate() {
         let m = v.expect_message();
         assert_eq!(m.server_msg_id, *id);
@@ -108,12 +115,14 @@ fn the_sender_is_always_the_sessions_phone_and_a_session_cannot_switch_users() {
 #[test]
 fn load_test_login_is_refused_unless_the_server_enables_it() {
     // The binary's defaults: TLS on, load-test logins off.
-    let cfg = shards::config::ServerConfig::from_cli(shards::config::Cli::parse_from([
-        "switchboard",
-    ]))
-    .unwrap();
+    let cfg =
+        shards::config::ServerConfig::from_cli(shards::config::Cli::parse_from(["switchboard"]))
+            .unwrap();
     assert!(cfg.tls, "TLS is on by default");
-    assert!(cfg.load_test_secret.is_none(), "load-test login is off by default");
+    assert!(
+        cfg.load_test_secret.is_none(),
+        "load-test login is off by default"
+    );
 
     let server = TestServer::start_cfg(1, true, support::temp_dir("no-load-test"), |cfg| {
         cfg.load_test_secret = None;
