@@ -272,3 +272,22 @@ fn slowloris_is_closed_by_a_partial_frame_deadline() {
     }
     panic!("a frame trickled at 3 bytes/s kept the connection open for 5 s");
 }
+
+/// A well-behaved client that pipelines many pings (and reads every pong) is not dropped:
+/// the output limits only catch clients that do not read. (Guards the transport handing a
+/// burst of output to rustls, whose own buffer limit is 64 KiB.)
+#[test]
+fn a_pipelining_tls_client_that_reads_is_not_dropped() {
+    let server = TestServer::start(1, true);
+    let mut c = server.client();
+    ping_rtt(&mut c, 1);
+    const N: u64 = 8_000; // ~16 bytes of pong each: ~128 KiB of output for one 64 KiB read
+    let batch: Vec<u8> = (1..=N).flat_map(ping_frame).collect();
+    c.write_raw(&batch);
+    for i in 1..=N {
+        match c.recv() {
+            server_frame::Kind::Pong(p) => assert_eq!(p.nonce, i),
+            other => panic!("expected Pong {i}, got {other:?}"),
+        }
+    }
+}
