@@ -73,6 +73,9 @@ pub struct Cli {
     /// Close connections that have not finished the TLS handshake after this many seconds.
     #[arg(long)]
     pub handshake_timeout_s: Option<u64>,
+    /// Close connections whose started frame is not complete after this many seconds.
+    #[arg(long)]
+    pub frame_timeout_s: Option<u64>,
     /// Refuse new sends with Busy while a shard's log has more bytes than this not yet durable.
     #[arg(long)]
     pub journal_pending_bytes_max: Option<usize>,
@@ -101,6 +104,7 @@ pub struct FileConfig {
     push_webhook: Option<String>,
     compact_min_bytes: Option<u64>,
     handshake_timeout_s: Option<u64>,
+    frame_timeout_s: Option<u64>,
     journal_pending_bytes_max: Option<usize>,
     mesh_queued_max: Option<usize>,
 }
@@ -138,6 +142,8 @@ pub struct ServerConfig {
     pub compact_min_bytes: u64,
     /// TLS handshake deadline in milliseconds.
     pub handshake_timeout_ms: u64,
+    /// A started frame must be complete within this many milliseconds (slowloris).
+    pub frame_timeout_ms: u64,
     /// When new sends are refused with `Busy`.
     pub overload: crate::overload::OverloadLimits,
 }
@@ -213,6 +219,12 @@ impl ServerConfig {
                 "handshake_timeout_s must be at least 1".into(),
             ));
         }
+        let frame_s = cli.frame_timeout_s.or(file.frame_timeout_s);
+        if frame_s == Some(0) {
+            return Err(ConfigError::Invalid(
+                "frame_timeout_s must be at least 1".into(),
+            ));
+        }
         let overload_default = crate::overload::OverloadLimits::default();
         let overload = crate::overload::OverloadLimits {
             journal_pending_bytes_max: cli
@@ -253,6 +265,9 @@ impl ServerConfig {
             handshake_timeout_ms: handshake_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT),
+            frame_timeout_ms: frame_s
+                .map(|s| s * 1000)
+                .unwrap_or(engine::config::FRAME_TIMEOUT_MS_DEFAULT),
             overload,
         })
     }

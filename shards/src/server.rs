@@ -67,6 +67,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         connections_max: cfg.max_connections,
         idle_timeout_ms: cfg.idle_timeout_ms,
         handshake_timeout_ms: cfg.handshake_timeout_ms,
+        frame_timeout_ms: cfg.frame_timeout_ms,
         ..EngineConfig::default()
     };
     let env = service_env(cfg)?;

@@ -61,6 +61,7 @@ impl TestServer {
             push_webhook: None,
             compact_min_bytes: shards::limits::COMPACT_MIN_BYTES,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
+            frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
             overload: Default::default(),
         };
         let mut cfg = cfg;
