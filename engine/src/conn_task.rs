@@ -23,7 +23,7 @@ use crate::handoff::Detached;
 use crate::mesh::Envelope;
 use crate::service::{CloseReason, Service};
 use crate::shard::{now_ms, ShardCell};
-use crate::shard_io::SlotState;
+use crate::shard_io::{SlotState, CONN_OUTPUT_BYTES_MAX};
 use crate::tls_session::{TLS_PENDING_BYTES_MAX, TLS_RECORD_BYTES_MAX};
 use crate::transport::{ReadOutcome, Transport};
 use crate::ShardId;
@@ -157,8 +157,19 @@ fn step<S: Service>(
             Poll::Ready(Err(e)) => return Poll::Ready(Outcome::Close(io_close_reason(&e))),
             Poll::Pending => false,
         };
-        // 2. Ending.
+        // A peer that does not read: what the kernel would not take counts against the cap.
+        let unsent = t.unsent_bytes();
+        if let Some(slot) = cell.borrow_mut().io.conns.get_mut(id) {
+            slot.unsent_bytes = unsent;
+        }
+        if unsent > CONN_OUTPUT_BYTES_MAX {
+            return Poll::Ready(Outcome::Close(CloseReason::OutputOverflow));
+        }
+        // 2. Ending. An overflowing peer is not waited for: it is not reading.
         match state {
+            SlotState::Closing(CloseReason::OutputOverflow) => {
+                return Poll::Ready(Outcome::Close(CloseReason::OutputOverflow))
+            }
             SlotState::Closing(r) if flushed => return Poll::Ready(Outcome::Close(r)),
             SlotState::HandingOff(to) if flushed => return Poll::Ready(Outcome::HandOff(to)),
             SlotState::Closing(_) | SlotState::HandingOff(_) => return Poll::Pending,

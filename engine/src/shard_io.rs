@@ -55,6 +55,8 @@ pub(crate) struct ConnSlot {
     pub(crate) timer_at_ms: u64,
     /// Since when part of a frame has been waiting for the rest (0: none).
     pub(crate) partial_since_ms: u64,
+    /// Bytes the transport holds that the kernel has not taken (updated by the task).
+    pub(crate) unsent_bytes: usize,
     /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
     pub(crate) opened: bool,
 }
@@ -69,6 +71,7 @@ impl ConnSlot {
             timer: None,
             timer_at_ms: 0,
             partial_since_ms: 0,
+            unsent_bytes: 0,
             opened: false,
         }
     }
@@ -164,7 +167,7 @@ impl<S: Service> ShardIo<S> {
             _ => return Err(ConnGone(conn)),
         };
         let r = write(&mut slot.outbox);
-        if slot.outbox.len() > CONN_OUTPUT_BYTES_MAX {
+        if slot.outbox.len() + slot.unsent_bytes > CONN_OUTPUT_BYTES_MAX {
             slot.state = SlotState::Closing(CloseReason::OutputOverflow);
         }
         self.counters.frames_out += 1;

@@ -91,6 +91,8 @@ pub struct TlsSession {
     /// capacity-free when none (the usual case for an idle connection); at most
     /// [`TLS_PENDING_BYTES_MAX`].
     pending_in: Vec<u8>,
+    /// The session failed (bad input, or rustls panicked): it is never driven again.
+    failed: bool,
 }
 
 impl std::fmt::Debug for TlsSession {
@@ -108,6 +110,7 @@ impl TlsSession {
         Ok(TlsSession {
             conn: UnbufferedServerConnection::new(config)?,
             pending_in: Vec::new(),
+            failed: false,
         })
     }
 
@@ -137,6 +140,34 @@ impl TlsSession {
     /// decrypts application data into `plain`, appends handshake records and alerts to
     /// `wire`, and keeps an incomplete tail for the next call.
     pub fn read(
+        &mut self,
+        incoming: &mut [u8],
+        plain: &mut Vec<u8>,
+        wire: &mut Vec<u8>,
+    ) -> Result<ReadProgress, SessionError> {
+        // rustls 0.23.46's unbuffered deframer panics (slice index out of range) on some
+        // malformed handshake records (a full-size record of junk). A panic here would take
+        // the whole shard down with every connection on it, so it is caught and becomes this
+        // connection's TLS error; the session is dropped with the connection.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.read_records(incoming, plain, wire)
+        }));
+        match caught {
+            Ok(Err(e)) => {
+                self.failed = true;
+                Err(e)
+            }
+            Ok(ok) => ok,
+            Err(_) => {
+                self.failed = true;
+                Err(SessionError::Tls(rustls::Error::General(
+                    "malformed TLS input (rustls panicked)".into(),
+                )))
+            }
+        }
+    }
+
+    fn read_records(
         &mut self,
         incoming: &mut [u8],
         plain: &mut Vec<u8>,
@@ -179,7 +210,7 @@ impl TlsSession {
             start += discard;
         };
         if let Err(e) = result {
-            return Err(self.fail(e, wire));
+            return Err(self.fail(e, &mut incoming[start..], wire));
         }
         let tail = &incoming[start..];
         if tail.len() > TLS_PENDING_BYTES_MAX {
@@ -222,6 +253,9 @@ impl TlsSession {
     /// Appends a close_notify alert to `wire`, if the session is far enough along to send
     /// one. Best effort: the connection is closing anyway.
     pub fn close_notify(&mut self, wire: &mut Vec<u8>) {
+        if self.failed {
+            return;
+        }
         let _ = self.with_write_traffic(wire, |w, out| {
             let at = out.len();
             out.resize(at + ENCODE_GUESS_BYTES, 0);
@@ -260,10 +294,13 @@ impl TlsSession {
 
     /// After rustls refused the peer's bytes: collect the alert it queued (if any) into
     /// `wire` so the caller can send it before closing.
-    fn fail(&mut self, e: rustls::Error, wire: &mut Vec<u8>) -> SessionError {
+    /// Encodes the alert rustls has for `e` into `wire`. `rest` is the input rustls has not
+    /// discarded: it may be tracking a handshake message inside it, so it must see the same
+    /// bytes again (an empty slice made rustls index past it and panic).
+    fn fail(&mut self, e: rustls::Error, rest: &mut [u8], wire: &mut Vec<u8>) -> SessionError {
         self.pending_in = Vec::new();
         for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut []);
+            let status = self.conn.process_tls_records(rest);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut enc)) => encode_into(wire, |b| enc.encode(b)),
                 Ok(ConnectionState::TransmitTlsData(t)) => t.done(),

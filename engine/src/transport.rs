@@ -81,6 +81,11 @@ impl Transport {
         (self.stream, self.tls, self.unread)
     }
 
+    /// Bytes the kernel has not taken yet (they count against the connection's output cap).
+    pub(crate) fn unsent_bytes(&self) -> usize {
+        self.pending_out.len()
+    }
+
     /// Bytes of an unfinished frame (or TLS record) are waiting for the rest.
     pub(crate) fn has_partial(&self) -> bool {
         !self.unread.is_empty() || self.tls.as_ref().is_some_and(|t| t.pending_in_len() > 0)
