@@ -147,7 +147,7 @@ mod ops {
             let rec = GroupRec {
                 group_id,
                 name: g.name,
-                admin: user,
+                admin: user.clone(),
                 members,
             };
             self.persist_group(rec, out);
@@ -155,8 +155,10 @@ mod ops {
                 client_req_id: g.client_req_id,
                 group_id,
             });
-            out.after_commit
-                .push(AfterCommit::Effect(Effect::Frame(conn, created)));
+            // To the user's session at commit time, not to `conn`: a client that reconnected
+            // meanwhile still learns its group's id.
+            let e = self.to_user(&user, created);
+            out.after_commit.push(AfterCommit::Effect(e));
         }
 
         fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {

@@ -300,4 +300,29 @@ mod tests {
         let c = sim.login(phone, other);
         assert_eq!(sim.conn_shard[&c], home);
     }
+
+    #[test]
+    fn group_created_reaches_the_session_that_is_current_at_commit() {
+        let mut sim = Sim::new(2);
+        let a = sim.login("+15550000001", 0);
+        sim.send(
+            a,
+            client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+                client_req_id: 3,
+                name: "g".into(),
+                members: vec!["+15550000002".into()],
+            }),
+        );
+        sim.close(a);
+        let a2 = sim.login("+15550000001", 1);
+        sim.commit();
+        assert!(sim.take(a).is_empty());
+        assert!(matches!(
+            sim.take(a2)[..],
+            [server_frame::Kind::GroupCreated(proto::v1::GroupCreated {
+                client_req_id: 3,
+                ..
+            })]
+        ));
+    }
 }
