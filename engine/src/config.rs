@@ -42,6 +42,14 @@ pub struct EngineConfig {
     pub frame_timeout_ms: u64,
     /// io_uring registered buffer memory per shard.
     pub io_memory_bytes: usize,
+    /// Address of the admin endpoint (`/metrics`, `/stats`); `None` serves none. The
+    /// library default is off; the server binary turns it on at 127.0.0.1:9100.
+    pub admin: Option<SocketAddr>,
+    /// Shards publish statistics once a second (`crate::stats`); off only to measure
+    /// what they cost.
+    pub stats: bool,
+    /// Alarm thresholds, checked when statistics are published.
+    pub alarms: crate::alarm::AlarmConfig,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +66,9 @@ impl Default for EngineConfig {
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
             io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+            admin: None,
+            stats: true,
+            alarms: crate::alarm::AlarmConfig::default(),
         }
     }
 }

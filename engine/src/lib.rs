@@ -32,10 +32,17 @@
 //! - [`tls`]: rustls configuration and the dev certificate.
 //! - [`tls_session`]: one server TLS session over rustls' unbuffered API; caller-owned buffers.
 //! - [`counters`]: per-shard counters.
+//! - [`stats`]: per-shard snapshots published once a second, decayed rates, utilisation.
+//! - [`alarm`]: thresholds on those statistics, logged once per period.
+//! - [`admin`]: the admin thread serving `/metrics` and `/stats`.
+//! - [`stats_text`]: Prometheus and JSON rendering of snapshots.
+//! - [`sync`]: the one sanctioned lock, counting acquisitions per thread.
 //! - [`realtime`]: SCHED_FIFO for shard threads.
 //! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop.
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod alarm;
 pub mod buffer_pool;
 pub mod config;
 pub mod conn_table;
@@ -52,6 +59,9 @@ pub mod service;
 mod shard;
 pub mod shard_io;
 pub mod shutdown;
+pub mod stats;
+pub mod stats_text;
+pub mod sync;
 pub mod timer_wheel;
 pub mod tls;
 pub mod tls_session;
@@ -65,6 +75,7 @@ pub use log_file::LogFile;
 pub use runtime::{start, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;
+pub use stats::ShardStats;
 
 /// A shard's index, `0..shard_count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -100,6 +100,11 @@ impl<M> MeshOutbox<M> {
         out
     }
 
+    /// Messages queued per peer shard (index = peer), waiting for the flush task.
+    pub(crate) fn len_per_peer(&self) -> impl Iterator<Item = usize> + '_ {
+        self.per_peer.iter().map(Vec::len)
+    }
+
     pub(crate) fn park_handoff(&mut self, conn: ConnId, msg: M) {
         self.handoffs.push((conn, msg));
     }

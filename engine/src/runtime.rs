@@ -12,10 +12,12 @@ use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::admin::AdminHandle;
 use crate::config::{online_cpus, EngineConfig, FD_RESERVE};
 use crate::mesh::MeshPlan;
 use crate::service::Service;
 use crate::shard::{self, ShardPlan};
+use crate::stats::{ShardStats, StatsBoard, StatsKeeper};
 use crate::ShardId;
 
 /// Why the engine could not start or did not stop cleanly.
@@ -43,6 +45,14 @@ pub enum EngineError {
         /// The bind error (address in use, permission denied...).
         source: std::io::Error,
     },
+    /// The admin endpoint's address could not be bound.
+    #[error("cannot serve the admin endpoint on {addr}: {source} (pick another with --admin ADDR, or --no-admin)")]
+    AdminBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
     /// Real-time priority was asked for and refused.
     #[error("{0}")]
     Realtime(std::io::Error),
@@ -66,6 +76,8 @@ pub struct Runtime {
     stop: Arc<AtomicBool>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
     connections_max: usize,
+    board: Option<Arc<StatsBoard>>,
+    admin: Option<AdminHandle>,
 }
 
 impl Runtime {
@@ -77,6 +89,20 @@ impl Runtime {
     /// The connection cap in force.
     pub fn connections_max(&self) -> usize {
         self.connections_max
+    }
+
+    /// The admin endpoint's address (the real port when 0 was asked for), if it serves.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::local_addr)
+    }
+
+    /// Every shard's latest published statistics, in shard order (`None` before a shard's
+    /// first publication, or when statistics are off).
+    pub fn stats(&self) -> Vec<Option<ShardStats>> {
+        match &self.board {
+            Some(b) => b.read_all(),
+            None => Vec::new(),
+        }
     }
 
     /// The flag that stops every shard; signal handlers may set it too.
@@ -99,6 +125,11 @@ impl Runtime {
                     detail: e.to_string(),
                 });
             }
+        }
+        if let Some(admin) = self.admin {
+            // Exits within its poll interval: the stop flag is set once shards have stopped.
+            self.stop.store(true, Ordering::Relaxed);
+            admin.join();
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -123,6 +154,15 @@ where
                 source,
             }
         })?;
+    let admin = config
+        .admin
+        .map(|addr| {
+            crate::admin::bind(addr).map_err(|source| EngineError::AdminBind { addr, source })
+        })
+        .transpose()?;
+    let board = config
+        .stats
+        .then(|| Arc::new(StatsBoard::new(config.shards)));
     if config.realtime {
         crate::realtime::enable_for_this_thread().map_err(EngineError::Realtime)?;
     }
@@ -143,6 +183,9 @@ where
             stop: stop.clone(),
             config: config.clone(),
             conns_max: per_shard,
+            stats: board
+                .as_ref()
+                .map(|b| StatsKeeper::new(i, b.clone(), config.alarms.clone())),
         };
         let placement = if config.pin_cpus {
             Placement::Fixed(i % cpus)
@@ -160,11 +203,22 @@ where
             })?;
         handles.push(h);
     }
+    let admin = match admin {
+        Some(l) => Some(
+            crate::admin::spawn(l, board.clone(), stop.clone()).map_err(|e| {
+                stop.store(true, Ordering::Relaxed);
+                EngineError::Config(format!("cannot start the admin thread: {e}"))
+            })?,
+        ),
+        None => None,
+    };
     Ok(Runtime {
         local_addr,
         stop,
         handles,
         connections_max,
+        board,
+        admin,
     })
 }
 

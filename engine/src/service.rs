@@ -82,4 +82,17 @@ pub trait Service: Sized + 'static {
 
     /// The shard is stopping: flush what must be flushed. Connections close after this.
     fn on_shutdown(&mut self, _io: &mut ShardIo<Self>) {}
+
+    /// Named statistics for this shard's published snapshot, asked once a second from the
+    /// housekeeping loop (never per frame). Names are `snake_case`, unique, and stable: they
+    /// become Prometheus metric names (`switchboard_<name>`) and alarm rule names.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
+    /// Who is responsible for statistic `stat` being high (the user with the longest queue,
+    /// say), for an alarm's warning. Asked only when an alarm is logged, so it may scan.
+    fn stat_offender(&self, _stat: &str) -> Option<String> {
+        None
+    }
 }

@@ -28,6 +28,7 @@ use crate::handoff::Detached;
 use crate::mesh::{Envelope, MeshOutbox, ShardEnds, ShardLinks};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ConnSlot, ShardIo, SlotState, TimerEntry};
+use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
 use crate::tls_session::TlsSession;
 use crate::transport::Transport;
@@ -327,6 +328,8 @@ pub(crate) struct ShardPlan<M: Send + 'static> {
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
     pub(crate) conns_max: usize,
+    /// Publishes this shard's statistics; `None` when statistics are off.
+    pub(crate) stats: Option<StatsKeeper>,
 }
 
 /// The shard's main future: set up, serve until stopped, drain.
@@ -342,6 +345,7 @@ where
         stop,
         config,
         conns_max,
+        stats,
     } = plan;
     let huge = if config.huge_pages {
         HugePages::On
@@ -395,7 +399,7 @@ where
     }
     let listener = crate::listener::attach(listener_fd);
     let acceptor = glommio::spawn_local(accept_loop(cell.clone(), listener));
-    housekeeping(&cell, &stop).await;
+    housekeeping(&cell, &stop, stats).await;
     drop(acceptor);
     drain(&cell).await;
 }
@@ -438,7 +442,11 @@ async fn accept_loop<S: Service>(cell: Rc<RefCell<ShardCell<S>>>, listener: TcpL
     }
 }
 
-async fn housekeeping<S: Service>(cell: &Rc<RefCell<ShardCell<S>>>, stop: &AtomicBool) {
+async fn housekeeping<S: Service>(
+    cell: &Rc<RefCell<ShardCell<S>>>,
+    stop: &AtomicBool,
+    mut stats: Option<StatsKeeper>,
+) {
     let mut fired = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let sleep_ms = {
@@ -449,6 +457,9 @@ async fn housekeeping<S: Service>(cell: &Rc<RefCell<ShardCell<S>>>, stop: &Atomi
         };
         glommio::timer::sleep(Duration::from_millis(sleep_ms)).await;
         cell.borrow_mut().fire_timers(&mut fired);
+        if let Some(k) = stats.as_mut() {
+            k.tick(&cell.borrow());
+        }
     }
 }
 
