@@ -11,7 +11,7 @@ use crate::counters::ShardCounters;
 use crate::stats::{ShardStats, RATED, RATE_WINDOWS_S};
 
 /// Every engine counter with its help text and whether it only grows.
-pub fn counter_fields(c: &ShardCounters) -> [(&'static str, &'static str, bool, u64); 21] {
+pub fn counter_fields(c: &ShardCounters) -> [(&'static str, &'static str, bool, u64); 22] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -22,6 +22,7 @@ pub fn counter_fields(c: &ShardCounters) -> [(&'static str, &'static str, bool, 
         conns_open,
         closes,
         idle_timeouts,
+        slow_frames,
         frames_in,
         frames_out,
         bytes_in,
@@ -49,6 +50,12 @@ pub fn counter_fields(c: &ShardCounters) -> [(&'static str, &'static str, bool, 
             "Connections refused: table full.",
             true,
             accepts_rejected_full,
+        ),
+        (
+            "slow_frames",
+            "Connections closed: frame not finished within the frame timeout.",
+            true,
+            slow_frames,
         ),
         ("handshakes", "TLS handshakes completed.", true, handshakes),
         (

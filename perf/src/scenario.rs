@@ -30,6 +30,17 @@ impl Server {
 
     /// Starts `bin`; `pin` false lets the kernel place the shards.
     pub fn start_pinned(bin: &Path, shards: usize, tls: bool, pin: bool) -> anyhow::Result<Server> {
+        Self::start_with(bin, shards, tls, pin, &[])
+    }
+
+    /// Starts `bin` with `extra` flags appended.
+    pub fn start_with(
+        bin: &Path,
+        shards: usize,
+        tls: bool,
+        pin: bool,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -45,6 +56,9 @@ impl Server {
         cmd.args(["--load-test-secret", SECRET])
             .arg("--data-dir")
             .arg(&data);
+        // Never the default admin port: several servers may run at once.
+        cmd.args(["--admin", "127.0.0.1:0"]);
+        cmd.args(extra);
         if !tls {
             cmd.arg("--no-tls");
         }

@@ -17,6 +17,7 @@ use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
 use crate::record;
+use crate::service_stats::{self, SyncLatency, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
 use crate::state::{os_random, ServiceSettings, ShardState};
 
 /// Delay before a failed log write is tried again.
@@ -67,6 +68,10 @@ pub struct Switchboard {
     state: Option<ShardState>,
     journal: Journal,
     log_path: PathBuf,
+    /// Latency of each log sync (append + fdatasync, or compaction), since start.
+    sync_latency: SyncLatency,
+    /// The log's length after the last finished job.
+    log_bytes: u64,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -96,6 +101,8 @@ impl Switchboard {
             state: None,
             journal: Journal::default(),
             log_path: PathBuf::new(),
+            sync_latency: SyncLatency::default(),
+            log_bytes: 0,
         }
     }
 
@@ -221,7 +228,10 @@ impl Switchboard {
         file: LogFile,
         result: std::io::Result<()>,
         compacted: bool,
+        took: std::time::Duration,
     ) {
+        self.sync_latency.record(took);
+        self.log_bytes = file.len();
         let ok = result.is_ok();
         if let Err(e) = &result {
             tracing::error!(shard = io.shard_id().0, path = %self.log_path.display(), "log write failed; nothing in it is acknowledged; retrying: {e}");
@@ -274,6 +284,7 @@ impl Switchboard {
 }
 
 async fn run_job(handle: ShardHandle<Switchboard>, job: Job) {
+    let started = std::time::Instant::now();
     let (file, result, compacted) = match job {
         Job::Append(mut file, bytes) => {
             let r = file.append_sync(bytes).await;
@@ -284,13 +295,15 @@ async fn run_job(handle: ShardHandle<Switchboard>, job: Job) {
             (file, r, true)
         }
     };
-    handle.with(|svc, io| svc.job_done(io, file, result, compacted));
+    let took = started.elapsed();
+    handle.with(|svc, io| svc.job_done(io, file, result, compacted, took));
 }
 
 async fn open_log(handle: ShardHandle<Switchboard>, path: PathBuf) {
     match LogFile::open(&path).await {
         Ok(file) => {
             handle.with(|svc, io| {
+                svc.log_bytes = file.len();
                 svc.journal.file = Some(file);
                 svc.kick(io);
             });
@@ -355,6 +368,32 @@ impl Service for Switchboard {
                 self.run(io, |s, now, out| s.on_frame(now, conn, *frame, out))
             }
             other => unreachable!("only Adopt travels with a connection: {other:?}"),
+        }
+    }
+
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        let Some(state) = &self.state else {
+            return Vec::new();
+        };
+        let g = service_stats::Gauges {
+            queue_items: state.queues.total() as u64,
+            queue_items_user_max: state.queues.longest_len() as u64,
+            queue_users: state.queues.users_queued() as u64,
+            log_bytes: self.log_bytes,
+            log_commits: self.journal.commits,
+            log_failures: self.journal.failures,
+        };
+        service_stats::report(g, &self.sync_latency)
+    }
+
+    fn stat_offender(&self, stat: &str) -> Option<String> {
+        let state = self.state.as_ref()?;
+        match stat {
+            STAT_QUEUE_ITEMS | STAT_QUEUE_ITEMS_USER_MAX => {
+                let (user, n) = state.queues.longest_user()?;
+                Some(format!("user {user} ({n} items)"))
+            }
+            _ => None,
         }
     }
 

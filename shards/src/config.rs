@@ -12,6 +12,16 @@ use serde::Deserialize;
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:5222";
 /// Default data directory (durable logs, dev certificate, dev SMS outbox).
 pub const DATA_DIR_DEFAULT: &str = "./switchboard-data";
+/// Default alarm: one user's queue holds more items than this (half its hard limit).
+pub const ALARM_QUEUE_USER_ITEMS_DEFAULT: u64 = crate::limits::QUEUE_ITEMS_PER_USER_MAX as u64 / 2;
+/// Default alarm: one shard's queues hold more items than this in all.
+pub const ALARM_QUEUE_SHARD_ITEMS_DEFAULT: u64 = 1_000_000;
+/// Default alarm: messages waiting in one shard's mesh outbox for one peer (half the cap).
+pub const ALARM_MESH_DEPTH_MSGS_DEFAULT: u64 = engine::mesh::MESH_OUTBOX_MSGS_MAX as u64 / 2;
+/// Default alarm: a shard busy more than this share of the last second.
+pub const ALARM_UTILISATION_PCT_DEFAULT: u64 = 90;
+/// Default least time between two warnings of one standing alarm.
+pub const ALARM_PERIOD_S_DEFAULT: u64 = 60;
 
 /// `switchboard`: the messaging switch.
 #[derive(Debug, Parser, Default)]
@@ -82,6 +92,30 @@ pub struct Cli {
     /// Refuse new sends with Busy while a shard has more mesh messages than this unflushed.
     #[arg(long)]
     pub mesh_queued_max: Option<usize>,
+    /// Admin endpoint (GET /metrics, /stats) address [default: 127.0.0.1:9100].
+    #[arg(long, conflicts_with = "no_admin")]
+    pub admin: Option<SocketAddr>,
+    /// Serve no admin endpoint.
+    #[arg(long)]
+    pub no_admin: bool,
+    /// Publish no per-shard statistics (to measure their cost; /metrics answers 503).
+    #[arg(long)]
+    pub no_stats: bool,
+    /// Alarm when one user's queue holds more items than this (0: off) [default: 5000].
+    #[arg(long)]
+    pub alarm_queue_user: Option<u64>,
+    /// Alarm when one shard's queues hold more items than this (0: off) [default: 1000000].
+    #[arg(long)]
+    pub alarm_queue_shard: Option<u64>,
+    /// Alarm when a mesh outbox to one peer holds more messages than this (0: off).
+    #[arg(long)]
+    pub alarm_mesh_depth: Option<u64>,
+    /// Alarm when a shard is busy more than this percent of a second (0: off) [default: 90].
+    #[arg(long)]
+    pub alarm_utilisation_pct: Option<u64>,
+    /// Repeat a standing alarm's warning at most this often, seconds [default: 60].
+    #[arg(long)]
+    pub alarm_period_s: Option<u64>,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -107,6 +141,62 @@ pub struct FileConfig {
     frame_timeout_s: Option<u64>,
     journal_pending_bytes_max: Option<usize>,
     mesh_queued_max: Option<usize>,
+    /// An address, or "off".
+    admin: Option<String>,
+    no_stats: Option<bool>,
+    alarm_queue_user: Option<u64>,
+    alarm_queue_shard: Option<u64>,
+    alarm_mesh_depth: Option<u64>,
+    alarm_utilisation_pct: Option<u64>,
+    alarm_period_s: Option<u64>,
+}
+
+/// Alarm thresholds; `None` is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmThresholds {
+    /// Items in one user's queue.
+    pub queue_user_items: Option<u64>,
+    /// Items in one shard's queues.
+    pub queue_shard_items: Option<u64>,
+    /// Messages in one mesh outbox.
+    pub mesh_depth_msgs: Option<u64>,
+    /// Busy percent of a second.
+    pub utilisation_pct: Option<u64>,
+    /// Least time between two warnings of one standing alarm.
+    pub period_ms: u64,
+}
+
+impl Default for AlarmThresholds {
+    fn default() -> Self {
+        AlarmThresholds {
+            queue_user_items: Some(ALARM_QUEUE_USER_ITEMS_DEFAULT),
+            queue_shard_items: Some(ALARM_QUEUE_SHARD_ITEMS_DEFAULT),
+            mesh_depth_msgs: Some(ALARM_MESH_DEPTH_MSGS_DEFAULT),
+            utilisation_pct: Some(ALARM_UTILISATION_PCT_DEFAULT),
+            period_ms: ALARM_PERIOD_S_DEFAULT * 1000,
+        }
+    }
+}
+
+impl AlarmThresholds {
+    /// The engine's rules for these thresholds.
+    pub fn to_engine(&self) -> engine::alarm::AlarmConfig {
+        use crate::service_stats::{STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
+        use engine::stats::{STAT_MESH_OUTBOX_DEPTH_MAX, STAT_UTILISATION_PCT};
+        let rules = [
+            (STAT_QUEUE_ITEMS_USER_MAX, self.queue_user_items),
+            (STAT_QUEUE_ITEMS, self.queue_shard_items),
+            (STAT_MESH_OUTBOX_DEPTH_MAX, self.mesh_depth_msgs),
+            (STAT_UTILISATION_PCT, self.utilisation_pct),
+        ]
+        .into_iter()
+        .filter_map(|(stat, max)| Some(engine::alarm::AlarmRule { stat, max: max? }))
+        .collect();
+        engine::alarm::AlarmConfig {
+            rules,
+            period_ms: self.period_ms,
+        }
+    }
 }
 
 /// Settings after merging flags, file and defaults.
@@ -146,6 +236,12 @@ pub struct ServerConfig {
     pub frame_timeout_ms: u64,
     /// When new sends are refused with `Busy`.
     pub overload: crate::overload::OverloadLimits,
+    /// Admin endpoint address; `None` serves none.
+    pub admin: Option<SocketAddr>,
+    /// Shards publish statistics.
+    pub stats: bool,
+    /// Alarm thresholds.
+    pub alarms: AlarmThresholds,
 }
 
 /// A configuration that cannot be used.
@@ -236,7 +332,44 @@ impl ServerConfig {
                 .or(file.mesh_queued_max)
                 .unwrap_or(overload_default.mesh_queued_max),
         };
+        let admin = admin_setting(cli.admin, cli.no_admin, file.admin.as_deref())?;
+        let threshold =
+            |flag: Option<u64>, key: Option<u64>, default: Option<u64>| match flag.or(key) {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => default,
+            };
+        let d = AlarmThresholds::default();
+        let alarms = AlarmThresholds {
+            queue_user_items: threshold(
+                cli.alarm_queue_user,
+                file.alarm_queue_user,
+                d.queue_user_items,
+            ),
+            queue_shard_items: threshold(
+                cli.alarm_queue_shard,
+                file.alarm_queue_shard,
+                d.queue_shard_items,
+            ),
+            mesh_depth_msgs: threshold(
+                cli.alarm_mesh_depth,
+                file.alarm_mesh_depth,
+                d.mesh_depth_msgs,
+            ),
+            utilisation_pct: threshold(
+                cli.alarm_utilisation_pct,
+                file.alarm_utilisation_pct,
+                d.utilisation_pct,
+            ),
+            period_ms: cli
+                .alarm_period_s
+                .or(file.alarm_period_s)
+                .map_or(d.period_ms, |s| s.max(1) * 1000),
+        };
         Ok(ServerConfig {
+            admin,
+            stats: !(cli.no_stats || file.no_stats.unwrap_or(false)),
+            alarms,
             listen: cli
                 .listen
                 .or(file.listen)
@@ -273,6 +406,31 @@ impl ServerConfig {
     }
 }
 
+/// The admin address from `--admin`/`--no-admin` over the file's `admin` over the default.
+fn admin_setting(
+    flag: Option<SocketAddr>,
+    off: bool,
+    file: Option<&str>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    if off {
+        return Ok(None);
+    }
+    if let Some(a) = flag {
+        return Ok(Some(a));
+    }
+    match file {
+        Some("off") => Ok(None),
+        Some(a) => a.parse().map(Some).map_err(|_| {
+            ConfigError::Invalid(format!("admin must be an address or \"off\", got {a:?}"))
+        }),
+        None => Ok(Some(
+            engine::admin::ADMIN_ADDR_DEFAULT
+                .parse()
+                .expect("valid default"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +457,48 @@ mod tests {
         assert!(!cfg.tls);
         assert_eq!(cfg.listen, "127.0.0.1:7000".parse().unwrap());
         assert_eq!(cfg.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        assert_eq!(cfg.admin, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(cfg.stats);
+        assert_eq!(cfg.alarms, AlarmThresholds::default());
+    }
+
+    #[test]
+    fn admin_and_alarm_settings() {
+        let dir = std::env::temp_dir().join(format!("sb-config-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin.toml");
+        std::fs::write(
+            &path,
+            "admin = \"off\"\nalarm_queue_user = 7\nalarm_utilisation_pct = 0\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cfg =
+            ServerConfig::from_cli(Cli::parse_from(["switchboard", "--config", file])).unwrap();
+        assert_eq!(cfg.admin, None);
+        assert_eq!(cfg.alarms.queue_user_items, Some(7));
+        assert_eq!(cfg.alarms.utilisation_pct, None, "0 turns an alarm off");
+        let rules = cfg.alarms.to_engine().rules;
+        assert_eq!(rules.len(), 3);
+        let cli = Cli::parse_from([
+            "switchboard",
+            "--config",
+            file,
+            "--admin",
+            "127.0.0.1:0",
+            "--no-stats",
+        ]);
+        let cfg = ServerConfig::from_cli(cli).unwrap();
+        assert_eq!(cfg.admin, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(!cfg.stats);
+        let cli = Cli::parse_from(["switchboard", "--no-admin"]);
+        assert_eq!(ServerConfig::from_cli(cli).unwrap().admin, None);
+        std::fs::write(&path, "admin = \"nowhere\"\n").unwrap();
+        let cli = Cli::parse_from(["switchboard", "--config", file]);
+        assert!(matches!(
+            ServerConfig::from_cli(cli),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

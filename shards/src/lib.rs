@@ -8,6 +8,7 @@
 //! ## Layout
 //! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
 //! - [`adapter`]: the `engine::Service` each shard runs; [`journal`]: group commit.
+//! - [`service_stats`]: what a shard reports once a second (queues, log, fsync latency).
 //! - [`state`]: one shard's service state and event entry points.
 //! - [`login`]: register → verify → login, at the phone's home shard.
 //! - [`route`]: 1:1 sends and dedupe. [`receipt`]: acks, reads, receipts.
@@ -37,6 +38,7 @@ pub mod record;
 pub mod registry;
 pub mod route;
 pub mod server;
+pub mod service_stats;
 pub mod session;
 // The simulated cluster: for unit tests, and for fuzz targets and property tests outside the
 // crate with the `sim` feature. Not part of the service's API.

@@ -23,6 +23,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     engine::shutdown::stop_on_signals(&rt.stop_flag())?;
     tracing::info!(
         addr = %rt.local_addr(),
+        admin = ?rt.admin_addr(),
         shards = cfg.shards,
         tls = cfg.tls,
         connections_max = rt.connections_max(),

@@ -56,6 +56,12 @@ fn frame_bytes(f: &server_frame::Kind) -> usize {
 pub struct Queues {
     by_user: HashMap<String, Queue>,
     total: usize,
+    /// `users_at_len[n]`: users whose queue holds exactly `n` items (n ≥ 1); sized
+    /// `QUEUE_ITEMS_PER_USER_MAX + 1` on first use, so the longest queue is known without a
+    /// scan of the users.
+    users_at_len: Vec<u32>,
+    /// The longest queue's length (0 when every queue is empty).
+    longest: usize,
 }
 
 impl Queues {
@@ -67,7 +73,48 @@ impl Queues {
         }
         q.items.push_back(item);
         self.total += 1;
+        let len = q.items.len();
+        self.resized(len - 1, len);
         Ok(())
+    }
+
+    /// Keeps `users_at_len` and `longest` in step with one queue going from `from` to `to`
+    /// items (they differ by one).
+    fn resized(&mut self, from: usize, to: usize) {
+        if self.users_at_len.is_empty() {
+            self.users_at_len = vec![0; QUEUE_ITEMS_PER_USER_MAX + 1];
+        }
+        if from > 0 {
+            self.users_at_len[from] -= 1;
+        }
+        if to > 0 {
+            self.users_at_len[to] += 1;
+        }
+        if to > self.longest {
+            self.longest = to;
+        }
+        while self.longest > 0 && self.users_at_len[self.longest] == 0 {
+            self.longest -= 1;
+        }
+    }
+
+    /// Items in the longest queue here.
+    pub fn longest_len(&self) -> usize {
+        self.longest
+    }
+
+    /// Users with at least one item queued.
+    pub fn users_queued(&self) -> usize {
+        self.users_at_len.iter().map(|&n| n as usize).sum()
+    }
+
+    /// The user with the longest queue and its length. Scans every queue: for alarms only.
+    pub fn longest_user(&self) -> Option<(&str, usize)> {
+        self.by_user
+            .iter()
+            .map(|(u, q)| (u.as_str(), q.items.len()))
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(_, n)| *n)
     }
 
     /// Marks item `id` durable; returns whether it exists.
@@ -94,7 +141,10 @@ impl Queues {
             q.in_flight_bytes -= frame_bytes(&item.frame);
         }
         self.total -= 1;
-        if q.items.is_empty() && !q.push_notified {
+        let len = q.items.len();
+        let drop_queue = q.items.is_empty() && !q.push_notified;
+        self.resized(len + 1, len);
+        if drop_queue {
             self.by_user.remove(user);
         }
         Some(item)
@@ -218,6 +268,25 @@ mod tests {
         assert_eq!(q.remove("u", 2).map(|i| i.id), Some(2));
         assert_eq!(q.len_of("u"), 2);
         assert_eq!(q.total(), 2);
+    }
+
+    #[test]
+    fn longest_queue_is_tracked_through_pushes_and_removals() {
+        let mut q = Queues::default();
+        assert_eq!((q.longest_len(), q.users_queued()), (0, 0));
+        for id in 1..=3 {
+            q.push("a", item(id)).unwrap();
+        }
+        q.push("b", item(10)).unwrap();
+        assert_eq!((q.longest_len(), q.users_queued()), (3, 2));
+        assert_eq!(q.longest_user(), Some(("a", 3)));
+        q.remove("a", 1);
+        q.remove("a", 2);
+        assert_eq!(q.longest_len(), 1);
+        q.remove("a", 3);
+        q.remove("b", 10);
+        assert_eq!((q.longest_len(), q.users_queued()), (0, 0));
+        assert_eq!(q.longest_user(), None);
     }
 
     #[test]

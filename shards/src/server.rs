@@ -68,6 +68,9 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         idle_timeout_ms: cfg.idle_timeout_ms,
         handshake_timeout_ms: cfg.handshake_timeout_ms,
         frame_timeout_ms: cfg.frame_timeout_ms,
+        admin: cfg.admin,
+        stats: cfg.stats,
+        alarms: cfg.alarms.to_engine(),
         ..EngineConfig::default()
     };
     let env = service_env(cfg)?;

@@ -37,7 +37,12 @@ fn spawn_server(data: &Path) -> (Child, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["--listen", &addr.to_string(), "--shards", "2", "--no-pin"])
-        .args(["--no-tls", "--load-test-secret", "farm-secret"])
+        .args([
+            "--no-tls",
+            "--no-admin",
+            "--load-test-secret",
+            "farm-secret",
+        ])
         .arg("--data-dir")
         .arg(data)
         .stderr(Stdio::null())

@@ -25,6 +25,7 @@ fn spawn_server(data: &Path) -> (Child, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["--listen", &addr.to_string(), "--shards", "2", "--no-pin"])
+        .args(["--admin", "127.0.0.1:0"]) // the default port would collide with the restart
         .args(["--load-test-secret", "farm-secret"])
         .arg("--data-dir")
         .arg(data)

@@ -31,6 +31,7 @@ fn spawn_server(data: &std::path::Path) -> (Child, SocketAddr) {
             "1",
             "--no-pin",
             "--no-tls",
+            "--no-admin",
         ])
         .arg("--data-dir")
         .arg(data)

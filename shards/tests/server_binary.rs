@@ -28,6 +28,8 @@ fn serves_tls_and_stops_cleanly_on_sigterm() {
             "--shards",
             "2",
             "--no-pin",
+            "--admin",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(&data)
@@ -56,7 +58,7 @@ fn taken_port_is_one_clear_line_and_exit_1() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", &addr.to_string(), "--no-tls"])
+        .args(["--listen", &addr.to_string(), "--no-tls", "--no-admin"])
         .arg("--data-dir")
         .arg(support::temp_dir("bin-taken"))
         .output()
@@ -71,12 +73,34 @@ fn taken_port_is_one_clear_line_and_exit_1() {
 }
 
 #[test]
+fn taken_admin_port_is_one_clear_line_and_exit_1() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = held.local_addr().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0", "--no-tls", "--no-pin"])
+        .args(["--admin", &admin.to_string()])
+        .arg("--data-dir")
+        .arg(support::temp_dir("bin-admin-taken"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with(&format!(
+            "switchboard: error: cannot serve the admin endpoint on {admin}"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_certificate_is_one_clear_line_and_exit_1() {
     let dir = support::temp_dir("bin-badcert");
     let cert = dir.join("cert.pem");
     std::fs::write(&cert, "not a certificate").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--no-admin"])
         .arg("--cert")
         .arg(&cert)
         .arg("--key")

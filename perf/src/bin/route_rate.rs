@@ -38,6 +38,9 @@ struct Args {
     /// The server binary (default: `switchboard` beside this one).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Run the server with `--no-stats` (to measure what per-shard statistics cost).
+    #[arg(long)]
+    no_stats: bool,
 }
 
 struct Conn(TcpStream, Vec<u8>);
@@ -78,7 +81,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin = perf::scenario::server_bin(args.server_bin.clone());
     let pin = args.client_cpu.is_some();
-    let server = perf::scenario::Server::start_pinned(&bin, args.shards, false, pin)?;
+    let extra: &[&str] = if args.no_stats { &["--no-stats"] } else { &[] };
+    let server = perf::scenario::Server::start_with(&bin, args.shards, false, pin, extra)?;
     println!("{}", run(&args, server.addr, server.pid())?);
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! blocking clients over real sockets, in protobuf frames.
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -63,6 +65,10 @@ impl TestServer {
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
             overload: Default::default(),
+            // Tests that read statistics turn the admin endpoint on (port 0) themselves.
+            admin: None,
+            stats: true,
+            alarms: shards::config::AlarmThresholds::default(),
         };
         let mut cfg = cfg;
         tweak(&mut cfg);

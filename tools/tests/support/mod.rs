@@ -42,6 +42,7 @@ impl TestServer {
             "--shards".into(),
             "2".into(),
             "--no-pin".into(),
+            "--no-admin".into(),
             "--max-connections".into(),
             "4000".into(),
             "--data-dir".into(),

@@ -1,0 +1,152 @@
+//! Talking to a test server's admin endpoint: a blocking HTTP GET, `/stats` as JSON, a
+//! strict little Prometheus text parser, and waiting for the shards' next publication.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// `GET path` → (status code, body).
+pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("admin response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    assert_eq!(len, body.len(), "Content-Length matches the body");
+    (status, body.to_string())
+}
+
+/// `/stats`' shard objects, in shard order (valid JSON or the test fails).
+pub fn stats(addr: SocketAddr) -> Vec<Value> {
+    let (status, body) = get(addr, "/stats");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("/stats is JSON");
+    v["shards"].as_array().expect("a shards array").clone()
+}
+
+/// A number field of a shard object.
+pub fn num(shard: &Value, field: &str) -> u64 {
+    shard[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not a number in {shard}"))
+}
+
+/// Sum of a field over every shard.
+pub fn sum(shards: &[Value], field: &str) -> u64 {
+    shards.iter().map(|s| num(s, field)).sum()
+}
+
+/// Waits until every one of `shards` shards has published after the moment of the call,
+/// and returns those snapshots. Anything the shards finished before the call is in them.
+pub fn fresh_stats(addr: SocketAddr, shards: usize) -> Vec<Value> {
+    let seen: Vec<u64> = {
+        let now = stats(addr);
+        (0..shards)
+            .map(|i| now.get(i).map_or(0, |s| num(s, "seq")))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = stats(addr);
+        if now.len() == shards && now.iter().zip(&seen).all(|(s, &q)| num(s, "seq") > q) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "shards stopped publishing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One Prometheus sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Parses Prometheus text exposition strictly: every sample's family has HELP and TYPE lines
+/// before it, names and label names are valid, label values are quoted, values are numbers.
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut typed: BTreeMap<String, String> = BTreeMap::new();
+    let mut helped = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest.split_once(' ').expect("HELP name text");
+            assert!(valid_name(name), "bad HELP name: {line}");
+            helped.insert(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad TYPE: {line}"
+            );
+            assert!(
+                typed.insert(name.into(), kind.into()).is_none(),
+                "TYPE twice: {line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.is_empty() && !line.starts_with('#'),
+            "stray line: {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}').expect("closing brace")),
+            None => (series, ""),
+        };
+        assert!(valid_name(name), "bad metric name: {line}");
+        assert!(
+            typed.contains_key(name) && helped.contains(name),
+            "no TYPE/HELP: {line}"
+        );
+        let mut map = BTreeMap::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').expect("label k=v");
+            assert!(valid_name(k), "bad label name: {line}");
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("unquoted label: {line}"));
+            map.insert(k.to_string(), v.to_string());
+        }
+        out.push(Sample {
+            name: name.into(),
+            labels: map,
+            value,
+        });
+    }
+    out
+}
+
+/// Sum over shards of one metric (samples without other labels than `shard`).
+pub fn metric_sum(samples: &[Sample], name: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.len() == 1)
+        .map(|s| s.value)
+        .sum()
+}
