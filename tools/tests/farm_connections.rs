@@ -76,8 +76,8 @@ fn idle_over_tls_across_procs_and_source_ips() {
 }
 
 #[test]
-fn idle_plaintext_in_one_process() {
-    let server = TestServer::start(false, &[]);
+fn idle_plaintext_in_one_process_matches_the_servers_own_counters() {
+    let server = TestServer::start(false, &["--admin", "127.0.0.1:0"]);
     let (out, r) = run_farm(&args(&[
         "--server",
         &server.addr.to_string(),
@@ -94,6 +94,25 @@ fn idle_plaintext_in_one_process() {
     assert_eq!(r["connections_established"], 50, "{r:#}");
     assert_eq!(r["connect_errors"], 0);
     assert!(r["params"]["tls_ca"].is_null());
+    // The server's own counters agree: one accept per connection the farm reports, and at
+    // least its login frame from each. Stats are published once a second.
+    let sum = |k: &str| -> u64 {
+        server
+            .shard_stats()
+            .iter()
+            .map(|s| s[k].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sum("accepts") < 50 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        sum("accepts"),
+        r["connect_attempts"].as_u64().unwrap(),
+        "server accepts vs farm"
+    );
+    assert!(sum("frames_in") >= 50);
 }
 
 #[test]

@@ -42,7 +42,6 @@ impl TestServer {
             "--shards".into(),
             "2".into(),
             "--no-pin".into(),
-            "--no-admin".into(),
             "--max-connections".into(),
             "4000".into(),
             "--data-dir".into(),
@@ -52,6 +51,10 @@ impl TestServer {
             args.push("--no-tls".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--admin") {
+            // Never the default admin port: tests run servers side by side.
+            args.push("--no-admin".into());
+        }
         let cli = Cli::try_parse_from(&args).expect("server flags parse");
         let cfg = ServerConfig::from_cli(cli).expect("server config");
         let rt = shards::server::start(&cfg).expect("server starts");
@@ -61,6 +64,23 @@ impl TestServer {
             data_dir,
             tls,
         }
+    }
+
+    /// The server's own `/stats` (per-shard JSON objects); needs `--admin` in `extra`.
+    pub fn shard_stats(&self) -> Vec<serde_json::Value> {
+        use std::io::{Read, Write};
+        let addr = self
+            .rt
+            .as_ref()
+            .and_then(|rt| rt.admin_addr())
+            .expect("started with --admin");
+        let mut s = std::net::TcpStream::connect(addr).expect("admin connect");
+        write!(s, "GET /stats HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").expect("headers").1;
+        let v: serde_json::Value = serde_json::from_str(body).expect("/stats is JSON");
+        v["shards"].as_array().expect("shards").clone()
     }
 
     /// The dev certificate clients trust.
