@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proto::codec::{decode_server, encode_frame};
 use proto::v1::{client_frame, server_frame, ClientFrame};
@@ -29,31 +29,7 @@ const PIN_USER: &str = "+15554008888";
 const WINDOW: u64 = 20;
 
 fn spawn_server(data: &Path) -> (Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", &addr.to_string(), "--shards", "2", "--no-pin"])
-        .args([
-            "--no-tls",
-            "--no-admin",
-            "--load-test-secret",
-            "farm-secret",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, addr)
+    support::spawn_binary(data, &["--no-tls"])
 }
 
 fn frame(kind: client_frame::Kind) -> Vec<u8> {

@@ -5,10 +5,9 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
 use proto::v1::server_frame;
 use support::Client;
@@ -17,27 +16,7 @@ const RECIPIENTS: usize = 10;
 const PER_RECIPIENT: u64 = 100;
 
 fn spawn_server(data: &Path) -> (Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", &addr.to_string(), "--shards", "2", "--no-pin"])
-        .args(["--admin", "127.0.0.1:0"]) // the default port would collide with the restart
-        .args(["--load-test-secret", "farm-secret"])
-        .arg("--data-dir")
-        .arg(data)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, addr)
+    support::spawn_binary(data, &[])
 }
 
 fn tls_client(data: &Path, addr: SocketAddr) -> Client {

@@ -315,3 +315,39 @@ pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String
         .take(n)
         .collect()
 }
+
+/// Starts the `switchboard` binary on a free loopback port (2 shards, unpinned, load-test
+/// secret "farm-secret", no admin endpoint) with `extra` flags, and waits until it listens.
+pub fn spawn_binary(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--shards",
+            "2",
+            "--no-pin",
+            "--no-admin",
+        ])
+        .args(["--load-test-secret", "farm-secret"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, addr)
+}
