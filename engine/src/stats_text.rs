@@ -281,7 +281,8 @@ pub fn prometheus(shards: &[ShardStats]) -> String {
     out
 }
 
-/// `s` as a JSON string literal.
+/// `s` as a JSON string literal (quote and backslash escaped, control characters as
+/// `\uXXXX`). The one escaper of the project's hand-written JSON (admin, pmc, webhooks).
 pub fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -289,9 +290,6 @@ pub fn json_str(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }

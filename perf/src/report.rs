@@ -178,23 +178,8 @@ pub fn process_totals(counts: &[(Event, u64)]) -> String {
     out
 }
 
-/// A JSON string literal.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// A JSON string literal (the engine's escaper, shared by all hand-written JSON).
+pub use engine::stats_text::json_str;
 
 fn json_opt(v: Option<u64>) -> String {
     v.map_or("null".into(), |x| x.to_string())
