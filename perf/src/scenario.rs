@@ -3,7 +3,8 @@
 //! to other CPUs, read its JSON report and the server's CPU time. Bounded: every child has
 //! a timeout, and the server is stopped (SIGTERM, then SIGKILL) when dropped.
 
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,18 +42,14 @@ impl Server {
         pin: bool,
         extra: &[&str],
     ) -> anyhow::Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let data = std::env::temp_dir().join(format!("sb-bench-{}-{port}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let data = std::env::temp_dir().join(format!("sb-bench-{}-{nanos}", std::process::id()));
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "--listen",
-            &addr.to_string(),
-            "--shards",
-            &shards.to_string(),
-        ]);
+        // Port 0: the server reports the port it got (a port found free here and passed in
+        // could be taken by another server starting at the same moment).
+        cmd.args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()]);
         cmd.args(["--load-test-secret", SECRET])
             .arg("--data-dir")
             .arg(&data);
@@ -65,19 +62,33 @@ impl Server {
         if !pin {
             cmd.arg("--no-pin");
         }
-        cmd.stderr(Stdio::null()).env("RUST_LOG", "warn");
-        let child = cmd
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "warn,switchboard=info")
+            .env("NO_COLOR", "1");
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let server = Server { child, addr, data };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("server did not listen on {addr}");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut seen = Vec::new();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => match shards::server::listening_addr(&line) {
+                    Some(addr) => break addr,
+                    None => seen.push(line),
+                },
+                _ => {
+                    let status = child.wait()?;
+                    bail!(
+                        "server exited ({status}) before listening:\n{}",
+                        seen.join("\n")
+                    );
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(server)
+        };
+        // Keep draining its log so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Server { child, addr, data })
     }
 
     /// The server's pid.

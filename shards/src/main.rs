@@ -28,7 +28,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         tls = cfg.tls,
         connections_max = rt.connections_max(),
         data_dir = %cfg.data_dir.display(),
-        "switchboard listening"
+        "{}",
+        shards::server::LISTENING
     );
     rt.join()?;
     tracing::info!("switchboard stopped");

@@ -39,6 +39,21 @@ pub fn tls_dir(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("tls")
 }
 
+/// The message of the log line the binary prints once it listens, with an `addr=` field.
+/// Scripts and tests that start it on port 0 read the real address from this line.
+pub const LISTENING: &str = "switchboard listening";
+
+/// The address in a [`LISTENING`] log line (plain, not ANSI-coloured: set `NO_COLOR=1`).
+pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
+    if !log_line.contains(LISTENING) {
+        return None;
+    }
+    log_line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+}
+
 /// Starts the shards; returns once they are listening.
 pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
@@ -97,4 +112,21 @@ pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
         env.push = Arc::new(Webhook::start(url).map_err(StartError::Webhook)?);
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_gives_its_address() {
+        let line = "2026-11-24T16:30:00.1Z  INFO switchboard: switchboard listening \
+                    addr=127.0.0.1:41234 admin=None shards=2 tls=true";
+        assert_eq!(
+            listening_addr(line),
+            Some("127.0.0.1:41234".parse().unwrap())
+        );
+        assert_eq!(listening_addr("INFO other line addr=127.0.0.1:1"), None);
+        assert_eq!(listening_addr("switchboard listening addr=nonsense"), None);
+    }
 }

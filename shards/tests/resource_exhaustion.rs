@@ -17,28 +17,8 @@ use proto::v1::{client_frame, server_frame, ClientFrame, Ping};
 use support::{Client, TestServer};
 
 fn spawn_server(data: &std::path::Path) -> (Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--shards",
-            "1",
-            "--no-pin",
-            "--no-tls",
-            "--no-admin",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (child, addr) =
+        support::spawn_switchboard(data, &["--shards", "1", "--no-tls", "--no-admin"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = TcpStream::connect(addr) {

@@ -3,45 +3,15 @@
 
 mod support;
 
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use proto::v1::{client_frame, server_frame, Ping};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn serves_tls_and_stops_cleanly_on_sigterm() {
     let data = support::temp_dir("bin");
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--shards",
-            "2",
-            "--no-pin",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut child, addr) =
+        support::spawn_switchboard(&data, &["--shards", "2", "--admin", "127.0.0.1:0"]);
     let cert = engine::tls::dev_cert_path(&shards::server::tls_dir(&data));
     let mut c = support::Client::tls(addr, &cert);
     c.send(client_frame::Kind::Ping(Ping { nonce: 42 }));

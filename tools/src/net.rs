@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -109,6 +109,54 @@ pub fn connect_from(
     Err(e)
 }
 
+/// A loopback TCP port held bound but never listening: connecting to it is refused, and no
+/// other socket can take the port while this lives. Tests use it as "the server is down"; a
+/// port merely found free and released could be handed to a test server running alongside.
+pub struct RefusingPort {
+    _socket: OwnedFd,
+    /// 127.0.0.1 and the held port.
+    pub addr: SocketAddr,
+}
+
+/// Binds a TCP socket to 127.0.0.1 on a port the kernel picks, without listening.
+pub fn refusing_port() -> io::Result<RefusingPort> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created socket nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut sa = sockaddr_v4(Ipv4Addr::LOCALHOST, 0);
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: sa is a valid sockaddr_in for the length given.
+    if unsafe {
+        libc::bind(
+            fd,
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sa and len are live and sized for a sockaddr_in.
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            &mut sa as *mut libc::sockaddr_in as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(RefusingPort {
+        _socket: socket,
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, u16::from_be(sa.sin_port))),
+    })
+}
+
 fn sockaddr_v4(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in; the fields are then set.
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
@@ -186,12 +234,8 @@ mod tests {
 
     #[test]
     fn refused_is_an_error() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let e = connect_from(None, dst, false).unwrap_err();
+        let down = refusing_port().unwrap();
+        let e = connect_from(None, down.addr, false).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

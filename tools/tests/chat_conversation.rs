@@ -14,17 +14,9 @@ const CAROL: &str = "+15550000003";
 #[test]
 fn a_server_that_is_down_is_a_clear_error() {
     let dir = temp_dir("chat-down");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let down = tools::net::refusing_port().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat"))
-        .args([
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--no-tls",
-            "--config",
-        ])
+        .args(["--server", &down.addr.to_string(), "--no-tls", "--config"])
         .arg(dir.join("c.toml"))
         .args(["register", ALICE])
         .output()

@@ -145,13 +145,10 @@ fn storm_drops_and_reconnects_everyone() {
 
 #[test]
 fn a_server_that_is_down_is_counted_not_hung() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let down = tools::net::refusing_port().unwrap();
     let (out, r) = run_farm(&args(&[
         "--server",
-        &format!("127.0.0.1:{port}"),
+        &down.addr.to_string(),
         "--conns",
         "20",
         "--procs",

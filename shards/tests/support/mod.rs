@@ -316,38 +316,53 @@ pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String
         .collect()
 }
 
-/// Starts the `switchboard` binary on a free loopback port (2 shards, unpinned, load-test
-/// secret "farm-secret", no admin endpoint) with `extra` flags, and waits until it listens.
+/// Starts the `switchboard` binary (2 shards, unpinned, load-test secret "farm-secret", no
+/// admin endpoint) with `extra` flags on a port the kernel picks, and returns once it listens.
 pub fn spawn_binary(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "--listen",
-            &addr.to_string(),
-            "--shards",
-            "2",
-            "--no-pin",
-            "--no-admin",
-        ])
-        .args(["--load-test-secret", "farm-secret"])
-        .args(extra)
+    let mut args = vec!["--shards", "2", "--no-admin"];
+    args.extend(["--load-test-secret", "farm-secret"]);
+    args.extend(extra);
+    spawn_switchboard(data, &args)
+}
+
+/// Starts the `switchboard` binary on `127.0.0.1:0` with `args` (plus `--no-pin` and
+/// `--data-dir`) and returns the child with the address it reports in its "switchboard
+/// listening" log line.
+///
+/// The port comes from the server itself: a test that picked a "free" port first and passed
+/// it in raced every other test doing the same, and once connected to another test's server.
+pub fn spawn_switchboard(
+    data: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0", "--no-pin"])
+        .args(args)
         .arg("--data-dir")
         .arg(data)
-        .stderr(std::process::Stdio::null())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait().unwrap();
+            panic!(
+                "switchboard exited ({status}) before listening:\n{}",
+                seen.join("\n")
+            );
+        };
+        if let Some(addr) = shards::server::listening_addr(&line) {
+            break addr;
+        }
+        seen.push(line);
+    };
+    // Keep draining its log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     (child, addr)
 }
