@@ -22,7 +22,7 @@
 //! - `conn_task`: the task that drives one connection.
 //! - [`mesh`]: batched SPSC rings between every ordered pair of shards.
 //! - [`listener`]: SO_REUSEPORT listeners, one per shard, bound before the shards start.
-//! - `transport`: a connection's bytes: plaintext or rustls TLS over a glommio socket.
+//! - `transport`: a connection's bytes: plaintext or TLS over a glommio socket.
 //! - [`handle`]: a way back into the shard from a task the service spawned.
 //! - [`log_file`]: the append-only, fdatasync'd file for a shard's durable log.
 //! - [`handoff`]: a live connection detached from one shard and adopted by another.
@@ -30,7 +30,9 @@
 //! - [`timer_wheel`]: the per-shard hashed timer wheel (O(1) insert and cancel).
 //! - [`buffer_pool`]: fixed-size buffers from one arena, optionally huge-page backed.
 //! - [`tls`]: rustls configuration and the dev certificate.
-//! - [`tls_session`]: one server TLS session over rustls' unbuffered API; caller-owned buffers.
+//! - [`tls_session`]: one server TLS session: rustls' unbuffered API for the handshake, then
+//!   [`tls_records`] with the keys rustls hands over; caller-owned buffers.
+//! - [`tls_records`]: TLS 1.3 record protection after the handshake (keys, IVs, sequences).
 //! - [`counters`]: per-shard counters.
 //! - [`stats`]: per-shard snapshots published once a second, decayed rates, utilisation.
 //! - [`alarm`]: thresholds on those statistics, logged once per period.
@@ -64,6 +66,7 @@ pub mod stats_text;
 pub mod sync;
 pub mod timer_wheel;
 pub mod tls;
+pub mod tls_records;
 pub mod tls_session;
 mod transport;
 

@@ -1,7 +1,9 @@
-//! One server TLS 1.3 session over rustls' unbuffered API, with caller-owned buffers.
+//! One server TLS 1.3 session: rustls' unbuffered API for the handshake, then our
+//! [`RecordLayer`] with the keys rustls hands over; caller-owned buffers throughout.
 //!
 //! ## What this module owns
-//! The rustls [`UnbufferedServerConnection`] of one connection and the only TLS bytes that
+//! The TLS state of one connection (the rustls [`UnbufferedServerConnection`] until the
+//! handshake is done, the [`RecordLayer`] after), when to switch, and the only TLS bytes that
 //! connection keeps between reads: a record that has not fully arrived yet (`pending_in`,
 //! empty and capacity-free otherwise). Everything else lives in the shard's scratch buffers,
 //! which the caller lends per call:
@@ -11,11 +13,13 @@
 //! - handshake records, alerts and encrypted application data are appended to the caller's
 //!   `wire` buffer, which the caller writes to the socket.
 //!
-//! So an idle connection after the handshake holds only rustls' traffic keys and state, never
-//! a deframer, plaintext or send buffer (the buffered `ServerConnection` keeps the
-//! capacities of all three, several KiB; see ARCHITECTURE.md "Decisions and numbers").
+//! Once the handshake is done (and no partial record is held back), the rustls session is
+//! dropped: its traffic keys and sequence numbers move into a [`RecordLayer`] (~110 bytes),
+//! which protects records from then on. So an idle connection after the handshake holds
+//! neither rustls' ~3.3 KB of session state nor a deframer, plaintext or send buffer (see
+//! ARCHITECTURE.md "Decisions and numbers").
 //!
-//! ## Protocol steps (one call to [`TlsSession::read`])
+//! ## Protocol steps (one call to [`TlsSession::read`] during the handshake)
 //! 1. `process_tls_records` on `incoming[start..]` returns a state and how many bytes to
 //!    discard; the state is handled (plaintext copied out, records encoded into `wire`) and
 //!    only then is `start` advanced — the order rustls requires.
@@ -31,6 +35,8 @@ use std::sync::Arc;
 
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+
+use crate::tls_records::{RecordError, RecordLayer};
 
 /// Most TLS bytes a connection may hold back between reads (a partial record or a handshake
 /// message split over records). Two full records: anything longer is not TLS we accept.
@@ -73,6 +79,10 @@ pub enum SessionError {
     /// The traffic keys are exhausted (2^64 records); the connection must end.
     #[error("cannot encrypt: traffic keys exhausted")]
     KeysExhausted,
+    /// After the handshake: the peer's records were refused, or a direction ran out of
+    /// records. An alert, if one is due, is already in `wire`.
+    #[error("TLS: {0}")]
+    Record(#[from] RecordError),
 }
 
 /// What one [`TlsSession::read`] produced besides plaintext and wire bytes.
@@ -86,7 +96,7 @@ pub struct ReadProgress {
 
 /// One connection's server TLS session. See the module doc for who owns which buffer.
 pub struct TlsSession {
-    conn: UnbufferedServerConnection,
+    phase: Phase,
     /// TLS bytes of a record not yet complete, exactly as rustls left them. Empty and
     /// capacity-free when none (the usual case for an idle connection); at most
     /// [`TLS_PENDING_BYTES_MAX`].
@@ -95,10 +105,26 @@ pub struct TlsSession {
     failed: bool,
 }
 
+/// Who protects the records now.
+enum Phase {
+    /// rustls, until the handshake is done (boxed: it is ~1.1 KB and goes away after).
+    Handshake {
+        conn: Box<UnbufferedServerConnection>,
+        /// The config allows handing the traffic keys over (`enable_secret_extraction`);
+        /// without it rustls keeps the session for its whole life.
+        hand_over: bool,
+    },
+    /// Our record layer with the keys rustls handed over.
+    Traffic(RecordLayer),
+    /// The hand-over failed; the connection is closing.
+    Failed,
+}
+
 impl std::fmt::Debug for TlsSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsSession")
-            .field("handshaking", &self.conn.is_handshaking())
+            .field("handshaking", &self.is_handshaking())
+            .field("record_layer", &matches!(self.phase, Phase::Traffic(_)))
             .field("pending_in", &self.pending_in.len())
             .finish_non_exhaustive()
     }
@@ -107,8 +133,12 @@ impl std::fmt::Debug for TlsSession {
 impl TlsSession {
     /// A new server session, before the handshake.
     pub fn new(config: Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+        let hand_over = config.enable_secret_extraction;
         Ok(TlsSession {
-            conn: UnbufferedServerConnection::new(config)?,
+            phase: Phase::Handshake {
+                conn: Box::new(UnbufferedServerConnection::new(config)?),
+                hand_over,
+            },
             pending_in: Vec::new(),
             failed: false,
         })
@@ -116,7 +146,16 @@ impl TlsSession {
 
     /// The handshake is not finished yet.
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        match &self.phase {
+            Phase::Handshake { conn, .. } => conn.is_handshaking(),
+            Phase::Traffic(_) | Phase::Failed => false,
+        }
+    }
+
+    /// The rustls session is gone and [`RecordLayer`] protects the records (the state an
+    /// idle connection should be in).
+    pub fn uses_record_layer(&self) -> bool {
+        matches!(self.phase, Phase::Traffic(_))
     }
 
     /// Bytes held back from earlier reads (a partial record).
@@ -145,75 +184,21 @@ impl TlsSession {
         plain: &mut Vec<u8>,
         wire: &mut Vec<u8>,
     ) -> Result<ReadProgress, SessionError> {
-        // rustls 0.23.46's unbuffered deframer panics (slice index out of range) on some
-        // malformed handshake records (a full-size record of junk). A panic here would take
-        // the whole shard down with every connection on it, so it is caught and becomes this
-        // connection's TLS error; the session is dropped with the connection.
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.read_records(incoming, plain, wire)
-        }));
-        match caught {
-            Ok(Err(e)) => {
-                self.failed = true;
-                Err(e)
-            }
-            Ok(ok) => ok,
-            Err(_) => {
-                self.failed = true;
-                Err(SessionError::Tls(rustls::Error::General(
-                    "malformed TLS input (rustls panicked)".into(),
-                )))
-            }
-        }
-    }
-
-    fn read_records(
-        &mut self,
-        incoming: &mut [u8],
-        plain: &mut Vec<u8>,
-        wire: &mut Vec<u8>,
-    ) -> Result<ReadProgress, SessionError> {
-        let was_handshaking = self.conn.is_handshaking();
-        let mut progress = ReadProgress {
-            handshake_done: false,
-            peer_closed: false,
+        let result = match &mut self.phase {
+            Phase::Traffic(records) => Self::read_traffic(records, incoming, plain, wire),
+            Phase::Handshake { .. } => self.read_handshake(incoming, plain, wire),
+            Phase::Failed => Err(SessionError::NotReady),
         };
-        let mut start = 0;
-        let result = loop {
-            let status = self.conn.process_tls_records(&mut incoming[start..]);
-            let mut discard = status.discard;
-            let state = match status.state {
-                Ok(state) => state,
-                Err(e) => break Err(e),
-            };
-            match state {
-                ConnectionState::ReadTraffic(mut traffic) => {
-                    if let Err(e) = drain_records(&mut traffic, plain, &mut discard) {
-                        break Err(e);
-                    }
-                }
-                ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b)),
-                // The caller writes `wire` to the socket after this call: it owns those bytes.
-                ConnectionState::TransmitTlsData(t) => t.done(),
-                ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    progress.peer_closed = true;
-                    start += discard;
-                    break Ok(());
-                }
-                ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
-                    start += discard;
-                    break Ok(());
-                }
-                // Early data is off (no tickets, no resumption); anything else is new.
-                _ => break Err(rustls::Error::General("unexpected TLS state".into())),
+        let (progress, tail_len) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
             }
-            start += discard;
         };
-        if let Err(e) = result {
-            return Err(self.fail(e, &mut incoming[start..], wire));
-        }
-        let tail = &incoming[start..];
+        let tail = &incoming[incoming.len() - tail_len..];
         if tail.len() > TLS_PENDING_BYTES_MAX {
+            self.failed = true;
             return Err(SessionError::PendingTooLarge {
                 len: tail.len(),
                 max: TLS_PENDING_BYTES_MAX,
@@ -222,14 +207,112 @@ impl TlsSession {
         if !tail.is_empty() {
             self.pending_in = tail.to_vec();
         }
-        progress.handshake_done = was_handshaking && !self.conn.is_handshaking();
+        if !progress.peer_closed {
+            self.hand_over_keys(wire)?;
+        }
         Ok(progress)
+    }
+
+    /// After the handshake: our record layer opens the records.
+    fn read_traffic(
+        records: &mut RecordLayer,
+        incoming: &mut [u8],
+        plain: &mut Vec<u8>,
+        wire: &mut Vec<u8>,
+    ) -> Result<(ReadProgress, usize), SessionError> {
+        match records.open(incoming, plain) {
+            Ok(opened) => Ok((
+                ReadProgress {
+                    handshake_done: false,
+                    peer_closed: opened.peer_closed,
+                },
+                if opened.peer_closed {
+                    0
+                } else {
+                    incoming.len() - opened.consumed
+                },
+            )),
+            Err(e) => {
+                if let Some(alert) = e.alert() {
+                    let _ = records.seal_alert(alert, wire);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// During the handshake: rustls reads. Returns the progress and the length of the tail
+    /// left unprocessed.
+    fn read_handshake(
+        &mut self,
+        incoming: &mut [u8],
+        plain: &mut Vec<u8>,
+        wire: &mut Vec<u8>,
+    ) -> Result<(ReadProgress, usize), SessionError> {
+        let Phase::Handshake { conn, .. } = &mut self.phase else {
+            unreachable!("read_handshake outside the handshake phase");
+        };
+        // rustls 0.23.46's unbuffered deframer panics (slice index out of range) on some
+        // malformed handshake records (a full-size record of junk). A panic here would take
+        // the whole shard down with every connection on it, so it is caught and becomes this
+        // connection's TLS error; the session is dropped with the connection.
+        // Collecting the alert after an error goes through rustls again, so it is inside too.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_records(conn, incoming, plain, wire)
+                .map_err(|(e, start)| fail(conn, e, &mut incoming[start..], wire))
+        }));
+        match caught {
+            Ok(done) => done,
+            Err(_) => Err(SessionError::Tls(rustls::Error::General(
+                "malformed TLS input (rustls panicked)".into(),
+            ))),
+        }
+    }
+
+    /// Once the handshake is done and no partial record is held back, trades the rustls
+    /// session for a [`RecordLayer`] with its traffic keys. Anything rustls still has to
+    /// send is encoded into `wire` first.
+    fn hand_over_keys(&mut self, wire: &mut Vec<u8>) -> Result<(), SessionError> {
+        let Phase::Handshake { conn, hand_over } = &mut self.phase else {
+            return Ok(());
+        };
+        if !*hand_over || conn.is_handshaking() || !self.pending_in.is_empty() {
+            return Ok(());
+        }
+        with_write_traffic(conn, &mut self.pending_in, wire, |_, _| Ok(()))?;
+        let Phase::Handshake { conn, .. } = std::mem::replace(&mut self.phase, Phase::Failed)
+        else {
+            unreachable!("checked above");
+        };
+        match conn.dangerous_into_kernel_connection() {
+            Ok((secrets, _kernel)) => match RecordLayer::new(&secrets) {
+                Some(records) => {
+                    self.phase = Phase::Traffic(records);
+                    Ok(())
+                }
+                None => {
+                    self.failed = true;
+                    Err(SessionError::Tls(rustls::Error::General(
+                        "negotiated cipher suite has no record layer here".into(),
+                    )))
+                }
+            },
+            Err(e) => {
+                self.failed = true;
+                Err(SessionError::Tls(e))
+            }
+        }
     }
 
     /// Encrypts `plaintext` as application data records appended to `wire`.
     pub fn encrypt(&mut self, plaintext: &[u8], wire: &mut Vec<u8>) -> Result<(), SessionError> {
+        let conn = match &mut self.phase {
+            Phase::Traffic(records) => return Ok(records.seal(plaintext, wire)?),
+            Phase::Handshake { conn, .. } => conn,
+            Phase::Failed => return Err(SessionError::NotReady),
+        };
         for chunk in plaintext.chunks(ENCRYPT_CHUNK_BYTES) {
-            self.with_write_traffic(wire, |w, out| {
+            with_write_traffic(conn, &mut self.pending_in, wire, |w, out| {
                 let at = out.len();
                 out.resize(at + chunk.len() + RECORD_OVERHEAD_BYTES, 0);
                 let n = match w.encrypt(chunk, &mut out[at..]) {
@@ -256,59 +339,120 @@ impl TlsSession {
         if self.failed {
             return;
         }
-        let _ = self.with_write_traffic(wire, |w, out| {
-            let at = out.len();
-            out.resize(at + ENCODE_GUESS_BYTES, 0);
-            let n = w.queue_close_notify(&mut out[at..]).unwrap_or(0);
-            out.truncate(at + n);
-            Ok(())
-        });
-    }
-
-    /// Brings the session to `WriteTraffic` (encoding anything rustls has queued, such as a
-    /// key update, into `wire` on the way) and runs `f` there.
-    fn with_write_traffic(
-        &mut self,
-        wire: &mut Vec<u8>,
-        f: impl FnOnce(
-            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
-            &mut Vec<u8>,
-        ) -> Result<(), SessionError>,
-    ) -> Result<(), SessionError> {
-        loop {
-            // Pass the held-back bytes, not an empty slice: rustls may be tracking a
-            // handshake message that is partly in them. They hold no complete record.
-            let status = self.conn.process_tls_records(&mut self.pending_in);
-            assert_eq!(
-                status.discard, 0,
-                "held-back TLS bytes hold no complete record"
-            );
-            match status.state? {
-                ConnectionState::WriteTraffic(mut w) => return f(&mut w, wire),
-                ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b)),
-                ConnectionState::TransmitTlsData(t) => t.done(),
-                _ => return Err(SessionError::NotReady),
+        match &mut self.phase {
+            Phase::Traffic(records) => {
+                let _ = records.seal_alert(0, wire);
             }
+            Phase::Handshake { conn, .. } => {
+                let _ = with_write_traffic(conn, &mut self.pending_in, wire, |w, out| {
+                    let at = out.len();
+                    out.resize(at + ENCODE_GUESS_BYTES, 0);
+                    let n = w.queue_close_notify(&mut out[at..]).unwrap_or(0);
+                    out.truncate(at + n);
+                    Ok(())
+                });
+            }
+            Phase::Failed => {}
         }
     }
+}
 
-    /// After rustls refused the peer's bytes: collect the alert it queued (if any) into
-    /// `wire` so the caller can send it before closing.
-    /// Encodes the alert rustls has for `e` into `wire`. `rest` is the input rustls has not
-    /// discarded: it may be tracking a handshake message inside it, so it must see the same
-    /// bytes again (an empty slice made rustls index past it and panic).
-    fn fail(&mut self, e: rustls::Error, rest: &mut [u8], wire: &mut Vec<u8>) -> SessionError {
-        self.pending_in = Vec::new();
-        for _ in 0..4 {
-            let status = self.conn.process_tls_records(rest);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut enc)) => encode_into(wire, |b| enc.encode(b)),
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                _ => break,
+/// rustls' side of [`TlsSession::read`]: steps 1–3 of the module doc. Returns the progress
+/// and the length of the unprocessed tail, or the error with where processing stopped.
+fn read_records(
+    conn: &mut UnbufferedServerConnection,
+    incoming: &mut [u8],
+    plain: &mut Vec<u8>,
+    wire: &mut Vec<u8>,
+) -> Result<(ReadProgress, usize), (rustls::Error, usize)> {
+    let was_handshaking = conn.is_handshaking();
+    let mut progress = ReadProgress {
+        handshake_done: false,
+        peer_closed: false,
+    };
+    let mut start = 0;
+    loop {
+        let status = conn.process_tls_records(&mut incoming[start..]);
+        let mut discard = status.discard;
+        let state = match status.state {
+            Ok(state) => state,
+            Err(e) => return Err((e, start)),
+        };
+        match state {
+            ConnectionState::ReadTraffic(mut traffic) => {
+                if let Err(e) = drain_records(&mut traffic, plain, &mut discard) {
+                    return Err((e, start));
+                }
             }
+            ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b)),
+            // The caller writes `wire` to the socket after this call: it owns those bytes.
+            ConnectionState::TransmitTlsData(t) => t.done(),
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                progress.peer_closed = true;
+                start += discard;
+                break;
+            }
+            ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
+                start += discard;
+                break;
+            }
+            // Early data is off (no tickets, no resumption); anything else is new.
+            _ => return Err((rustls::Error::General("unexpected TLS state".into()), start)),
         }
-        SessionError::Tls(e)
+        start += discard;
     }
+    progress.handshake_done = was_handshaking && !conn.is_handshaking();
+    Ok((progress, incoming.len() - start))
+}
+
+/// Brings the rustls session to `WriteTraffic` (encoding anything rustls has queued, such as
+/// a key update, into `wire` on the way) and runs `f` there. `pending_in` is the session's
+/// held-back bytes.
+fn with_write_traffic(
+    conn: &mut UnbufferedServerConnection,
+    pending_in: &mut [u8],
+    wire: &mut Vec<u8>,
+    f: impl FnOnce(
+        &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+        &mut Vec<u8>,
+    ) -> Result<(), SessionError>,
+) -> Result<(), SessionError> {
+    loop {
+        // Pass the held-back bytes, not an empty slice: rustls may be tracking a handshake
+        // message that is partly in them. They hold no complete record.
+        let status = conn.process_tls_records(pending_in);
+        assert_eq!(
+            status.discard, 0,
+            "held-back TLS bytes hold no complete record"
+        );
+        match status.state? {
+            ConnectionState::WriteTraffic(mut w) => return f(&mut w, wire),
+            ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b)),
+            ConnectionState::TransmitTlsData(t) => t.done(),
+            _ => return Err(SessionError::NotReady),
+        }
+    }
+}
+
+/// After rustls refused the peer's bytes: encodes the alert it has for `e` into `wire` so
+/// the caller can send it before closing. `rest` is the input rustls has not discarded: it
+/// may be tracking a handshake message inside it, so it must see the same bytes again (an
+/// empty slice made rustls index past it and panic).
+fn fail(
+    conn: &mut UnbufferedServerConnection,
+    e: rustls::Error,
+    rest: &mut [u8],
+    wire: &mut Vec<u8>,
+) -> SessionError {
+    for _ in 0..4 {
+        let status = conn.process_tls_records(rest);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut enc)) => encode_into(wire, |b| enc.encode(b)),
+            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+            _ => break,
+        }
+    }
+    SessionError::Tls(e)
 }
 
 /// Appends every decrypted record of `traffic` to `plain`, counting the bytes to discard.

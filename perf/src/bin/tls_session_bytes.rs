@@ -156,27 +156,16 @@ fn client_offering(
     suite: &str,
 ) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use rustls::crypto::ring::cipher_suite as cs;
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
     let suite = match suite {
         "aes128" => cs::TLS13_AES_128_GCM_SHA256,
         "aes256" => cs::TLS13_AES_256_GCM_SHA384,
         "chacha" => cs::TLS13_CHACHA20_POLY1305_SHA256,
         other => bail!("unknown suite {other} (aes128, aes256, chacha)"),
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(engine::tls::dev_cert_path(dir))? {
-        roots.add(cert?)?;
-    }
-    let provider = rustls::crypto::CryptoProvider {
-        cipher_suites: vec![suite],
-        ..rustls::crypto::ring::default_provider()
-    };
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![engine::tls::ALPN_PROTOCOL.to_vec()];
-    Ok(Arc::new(cfg))
+    Ok(engine::tls::client_config_offering(
+        &engine::tls::dev_cert_path(dir),
+        &[suite],
+    )?)
 }
 
 fn live() -> (isize, isize) {
