@@ -3,7 +3,8 @@
 //! Reads are readiness-first: glommio tries a non-blocking `recv` into the shard's scratch
 //! buffer and arms an io_uring poll only when nothing is there, so an idle connection pins
 //! no read buffer. TLS records are decrypted in place in that scratch buffer (rustls'
-//! unbuffered API); only a record that has not fully arrived stays with the connection.
+//! unbuffered API during the handshake, `tls_records` after); only a record that has not
+//! fully arrived stays with the connection.
 //! Writes go straight to the socket (`send`) from the shard's wire buffer, and only what the
 //! kernel does not take is copied into `pending_out` (freed once drained).
 //!
