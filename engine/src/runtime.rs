@@ -86,6 +86,11 @@ impl Runtime {
         self.local_addr
     }
 
+    /// How many shards run.
+    pub fn shards(&self) -> usize {
+        self.handles.len()
+    }
+
     /// The connection cap in force.
     pub fn connections_max(&self) -> usize {
         self.connections_max

@@ -204,8 +204,11 @@ impl AlarmThresholds {
 pub struct ServerConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Shards to run.
+    /// Shards to run (on existing data, the count it was written with: `data_layout`).
     pub shards: usize,
+    /// `shards` was asked for (flag or file), not defaulted from the CPU count; a data
+    /// directory written with another count then refuses to start instead of adopting it.
+    pub shards_explicit: bool,
     /// Durable state lives here.
     pub data_dir: PathBuf,
     /// TLS on (default) or plaintext.
@@ -294,6 +297,7 @@ impl ServerConfig {
             (None, None) => None,
             _ => return Err(ConfigError::Invalid("cert and key go together".into())),
         };
+        let shards_explicit = cli.shards.is_some() || file.shards.is_some();
         let shards = cli
             .shards
             .or(file.shards)
@@ -375,6 +379,7 @@ impl ServerConfig {
                 .or(file.listen)
                 .unwrap_or_else(|| LISTEN_DEFAULT.parse().expect("valid default")),
             shards,
+            shards_explicit,
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)

@@ -2,7 +2,8 @@
 //! made. Pure functions; no state.
 //!
 //! - A user's home is `fnv1a(phone) % shards`: stable across restarts with the same shard
-//!   count. (Changing the shard count needs a re-home of the logs; not supported yet.)
+//!   count. (Changing the shard count needs a re-home of the logs; not supported yet, so
+//!   `data_layout` pins a data directory to the count it was written with.)
 //! - Server ids (messages, receipts, groups) are `shard << 48 | sequence`, so an id names the
 //!   shard that made it (a group's home is the shard in its id). Sequences start, after a
 //!   restart, above both the largest id replayed from the log and a clock-derived floor, so

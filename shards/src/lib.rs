@@ -7,6 +7,7 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
+//! - [`data_layout`]: the shard count a data directory belongs to.
 //! - [`adapter`]: the `engine::Service` each shard runs; [`journal`]: group commit.
 //! - [`service_stats`]: what a shard reports once a second (queues, log, fsync latency).
 //! - [`state`]: one shard's service state and event entry points.
@@ -22,6 +23,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod data_layout;
 pub mod effect;
 pub mod group;
 pub mod home;

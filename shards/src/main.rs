@@ -24,7 +24,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(
         addr = %rt.local_addr(),
         admin = ?rt.admin_addr(),
-        shards = cfg.shards,
+        shards = rt.shards(),
         tls = cfg.tls,
         connections_max = rt.connections_max(),
         data_dir = %cfg.data_dir.display(),

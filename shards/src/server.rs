@@ -29,6 +29,9 @@ pub enum StartError {
     /// A webhook URL is unusable.
     #[error("webhook: {0}")]
     Webhook(String),
+    /// The data directory belongs to a different shard count, or its layout file is bad.
+    #[error("{0}")]
+    Layout(#[from] crate::data_layout::LayoutError),
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
@@ -60,6 +63,8 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         path: cfg.data_dir.clone(),
         source,
     })?;
+    let shards =
+        crate::data_layout::settle_shard_count(&cfg.data_dir, cfg.shards, cfg.shards_explicit)?;
     let tls = if cfg.tls {
         let source = match &cfg.cert_key {
             Some((cert, key)) => engine::tls::CertSource::Files {
@@ -74,7 +79,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     };
     let engine_cfg = EngineConfig {
         listen: cfg.listen,
-        shards: cfg.shards,
+        shards,
         pin_cpus: cfg.pin_cpus,
         realtime: cfg.realtime,
         huge_pages: cfg.huge_pages,

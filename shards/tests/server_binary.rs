@@ -84,3 +84,34 @@ fn bad_certificate_is_one_clear_line_and_exit_1() {
     assert!(err.contains("switchboard: error: TLS"), "{err}");
     assert!(err.contains("cert.pem"), "names the file: {err}");
 }
+
+#[test]
+fn data_written_by_other_shard_count_is_refused_or_adopted() {
+    let data = support::temp_dir("bin-layout");
+    let (mut first, line) =
+        support::spawn_until_listening(&data, &["--shards", "3", "--no-tls", "--no-admin"]);
+    assert!(line.contains("shards=3"), "{line}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // An explicit different count would look for every user on the wrong shard: refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--listen", "127.0.0.1:0", "--no-tls", "--no-pin", "--no-admin"])
+        .args(["--shards", "2", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("switchboard: error: data directory") && last.contains("--shards 3"),
+        "{err}"
+    );
+
+    // No count given (this machine's CPU count is the default): the data's count is used.
+    let (mut again, line) = support::spawn_until_listening(&data, &["--no-tls", "--no-admin"]);
+    assert!(line.contains("shards=3"), "{line}");
+    again.kill().unwrap();
+    again.wait().unwrap();
+}

@@ -50,6 +50,7 @@ impl TestServer {
         let cfg = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards,
+            shards_explicit: true,
             data_dir,
             tls,
             cert_key: None,
@@ -335,6 +336,16 @@ pub fn spawn_switchboard(
     data: &std::path::Path,
     args: &[&str],
 ) -> (std::process::Child, SocketAddr) {
+    let (child, line) = spawn_until_listening(data, args);
+    let addr = shards::server::listening_addr(&line).expect("the listening line has addr=");
+    (child, addr)
+}
+
+/// [`spawn_switchboard`], returning the whole "switchboard listening" log line.
+pub fn spawn_until_listening(
+    data: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["--listen", "127.0.0.1:0", "--no-pin"])
@@ -349,7 +360,7 @@ pub fn spawn_switchboard(
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
-    let addr = loop {
+    let line = loop {
         let Some(Ok(line)) = lines.next() else {
             let status = child.wait().unwrap();
             panic!(
@@ -357,12 +368,12 @@ pub fn spawn_switchboard(
                 seen.join("\n")
             );
         };
-        if let Some(addr) = shards::server::listening_addr(&line) {
-            break addr;
+        if shards::server::listening_addr(&line).is_some() {
+            break line;
         }
         seen.push(line);
     };
     // Keep draining its log so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+    (child, line)
 }
