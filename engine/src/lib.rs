@@ -50,6 +50,8 @@ pub mod config;
 pub mod conn_table;
 mod conn_task;
 pub mod counters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod handoff;
 pub mod listener;
