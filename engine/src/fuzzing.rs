@@ -43,7 +43,9 @@ pub fn records(data: &[u8]) {
     let mut wire = Vec::new();
     peer.seal(rest, &mut wire).expect("fresh keys seal");
     if *pick == 0 || wire.is_empty() {
-        let opened = server.open(&mut wire, &mut plain).expect("untouched records open");
+        let opened = server
+            .open(&mut wire, &mut plain)
+            .expect("untouched records open");
         assert_eq!(opened.consumed, wire.len());
         assert_eq!(plain, rest, "exactly what was sealed");
         return;

@@ -209,7 +209,11 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("--shards 3"), "{err}");
-        assert_eq!(read_layout(&d).unwrap(), Some(3), "unchanged by a refused start");
+        assert_eq!(
+            read_layout(&d).unwrap(),
+            Some(3),
+            "unchanged by a refused start"
+        );
     }
 
     #[test]

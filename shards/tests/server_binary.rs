@@ -96,7 +96,13 @@ fn data_written_by_other_shard_count_is_refused_or_adopted() {
 
     // An explicit different count would look for every user on the wrong shard: refused.
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0", "--no-tls", "--no-pin", "--no-admin"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-tls",
+            "--no-pin",
+            "--no-admin",
+        ])
         .args(["--shards", "2", "--data-dir"])
         .arg(&data)
         .output()
