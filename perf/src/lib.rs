@@ -10,12 +10,14 @@
 //! - [`scenario`]: a server child plus a pinned farm run, for the bench.
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
 //! - [`sampler`]: following every thread of a running process, sample by sample.
+//! - [`idle_clients`]: many idle loopback client connections, for the memory tools.
 //! - [`launch`]: starting a command held at a gate so counters see its whole run.
 //! - [`report`]: per-thread tables and JSON.
 //! - `bin/idle_conns.rs`: user-space bytes per idle connection (RSS delta / N).
 //! - `bin/pmc.rs`: pmcstat-like per-thread counters for a command or a running server.
 #![warn(missing_docs)]
 
+pub mod idle_clients;
 pub mod launch;
 pub mod perf_event;
 pub mod plot;

@@ -6,16 +6,11 @@
 //! Prints the delta divided by N, and the kernel's TCP memory (from /proc/net/sockstat).
 //! Bounded: N connections, each with a 10 s timeout, then the server is stopped.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use clap::Parser;
-use prost::Message;
-use proto::v1::{client_frame, ClientFrame, Ping};
 
 #[derive(Parser)]
 #[command(about = "Measure memory per idle connection on a real switchboard server")]
@@ -40,10 +35,6 @@ struct Args {
     source_ips: u8,
 }
 
-type Conn = Box<dyn ReadWriteSend>;
-trait ReadWriteSend: Read + Write + Send {}
-impl<T: Read + Write + Send> ReadWriteSend for T {}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin = perf::scenario::server_bin(args.server_bin.clone());
@@ -67,14 +58,16 @@ fn measure(
         )?)
     };
     // Warm up: allocator arenas, executor structures, rustls once.
-    let warm = open_many(addr, tls.clone(), 200, args.threads, args.source_ips)?;
+    let warm =
+        perf::idle_clients::open_many(addr, tls.clone(), 200, args.threads, args.source_ips)?;
     drop(warm);
     std::thread::sleep(Duration::from_millis(1500));
     let rss0 = perf::proc_stats::rss_bytes(pid)?;
     let tcp0 = perf::proc_stats::tcp_mem_pages().unwrap_or(0);
     let slab0 = perf::proc_stats::slab_bytes().unwrap_or(0);
     let t = Instant::now();
-    let conns = open_many(addr, tls, args.conns, args.threads, args.source_ips)?;
+    let conns =
+        perf::idle_clients::open_many(addr, tls, args.conns, args.threads, args.source_ips)?;
     let took = t.elapsed();
     std::thread::sleep(Duration::from_secs(2));
     let rss1 = perf::proc_stats::rss_bytes(pid)?;
@@ -110,109 +103,4 @@ fn measure(
     );
     drop(conns);
     Ok(report)
-}
-
-fn open_many(
-    addr: SocketAddr,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    n: usize,
-    threads: usize,
-    source_ips: u8,
-) -> anyhow::Result<Vec<Conn>> {
-    let per = n.div_ceil(threads.max(1));
-    let handles: Vec<_> = (0..threads.max(1))
-        .map(|t| {
-            let tls = tls.clone();
-            std::thread::spawn(move || -> anyhow::Result<Vec<Conn>> {
-                let mut v = Vec::with_capacity(per);
-                for i in (t * per)..((t + 1) * per).min(n) {
-                    let src = Ipv4Addr::new(127, 0, 0, 2 + (i % source_ips.max(1) as usize) as u8);
-                    v.push(open_one(addr, src, tls.clone())?);
-                }
-                Ok(v)
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(n);
-    for h in handles {
-        all.extend(h.join().expect("client thread")?);
-    }
-    Ok(all)
-}
-
-fn open_one(
-    addr: SocketAddr,
-    src: Ipv4Addr,
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> anyhow::Result<Conn> {
-    let s = connect_from(addr, src)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_nodelay(true)?;
-    let mut c: Conn = match tls {
-        Some(cfg) => {
-            let name = rustls::pki_types::ServerName::try_from("localhost")?;
-            Box::new(rustls::StreamOwned::new(
-                rustls::ClientConnection::new(cfg, name)?,
-                s,
-            ))
-        }
-        None => Box::new(s),
-    };
-    let ping = ClientFrame {
-        kind: Some(client_frame::Kind::Ping(Ping { nonce: 7 })),
-    };
-    let mut out = Vec::new();
-    proto::codec::encode_frame(&ping, &mut out)?;
-    c.write_all(&out)?;
-    let mut len = [0u8; 4];
-    c.read_exact(&mut len)?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    c.read_exact(&mut body)?;
-    let frame = proto::v1::ServerFrame::decode(body.as_slice())?;
-    if !matches!(frame.kind, Some(proto::v1::server_frame::Kind::Pong(_))) {
-        bail!("expected pong, got {frame:?}");
-    }
-    Ok(c)
-}
-
-fn connect_from(addr: SocketAddr, src: Ipv4Addr) -> anyhow::Result<TcpStream> {
-    // std has no bind-before-connect; do it with libc, then hand the fd to std.
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket(2); checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        bail!("socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: we own fd; TcpStream closes it on drop (also on the error paths below).
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let bind = sockaddr_in(SocketAddrV4::new(src, 0));
-    let SocketAddr::V4(dst) = addr else {
-        bail!("IPv4 only")
-    };
-    let dst = sockaddr_in(dst);
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: valid fd and sockaddr_in pointers of the stated length.
-    unsafe {
-        if libc::bind(fd, &bind as *const _ as *const libc::sockaddr, len) != 0 {
-            bail!("bind {src}: {}", std::io::Error::last_os_error());
-        }
-        if libc::connect(fd, &dst as *const _ as *const libc::sockaddr, len) != 0 {
-            bail!(
-                "connect {addr} from {src}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(stream)
-}
-
-fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(a.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
 }

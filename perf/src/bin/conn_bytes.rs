@@ -1,0 +1,213 @@
+//! `conn-bytes`: the server's heap per idle connection, counted exactly and by allocation
+//! size, to see *what* an idle connection costs (`idle-conns` sees only the RSS total).
+//!
+//! Runs the switchboard server in this process under a counting global allocator that
+//! keeps, for the server's threads only, live bytes and live allocations per size class.
+//! Client threads (the connections' other ends, in this process too) mark themselves and
+//! are not counted. After a warm-up it opens N connections (TLS handshake or plaintext, one
+//! ping/pong each, from source addresses spread over 127.0.0.0/8), waits for them to go
+//! idle, and prints the delta per connection: total, and by size class. With the RSS delta
+//! beside it, the difference is what the allocator and partly used pages add.
+//! Bounded: N connections with 10 s timeouts, then the server stops.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Size classes: 16-byte steps up to 4 KiB, then one class for everything larger.
+const CLASS_BYTES: usize = 16;
+const CLASSES: usize = 4096 / CLASS_BYTES + 1;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+static LIVE_BY_CLASS: [AtomicIsize; CLASSES] = [const { AtomicIsize::new(0) }; CLASSES];
+
+thread_local! {
+    /// False on client threads: their allocations are not the server's.
+    static COUNTED: Cell<bool> = const { Cell::new(true) };
+}
+
+fn class_of(size: usize) -> usize {
+    (size.saturating_sub(1) / CLASS_BYTES).min(CLASSES - 1)
+}
+
+fn counted() -> bool {
+    COUNTED.try_with(Cell::get).unwrap_or(false)
+}
+
+fn count(size: usize, sign: isize) {
+    LIVE_BYTES.fetch_add(sign * size as isize, Ordering::Relaxed);
+    LIVE_BY_CLASS[class_of(size)].fetch_add(sign, Ordering::Relaxed);
+}
+
+/// Counts the server threads' live heap; forwards everything to the system allocator.
+struct Counting;
+
+// SAFETY: forwards to the system allocator unchanged; only adds bookkeeping, which never
+// allocates (atomics and a const-initialised thread-local).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            count(layout.size(), 1);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            count(layout.size(), 1);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // A block freed on another thread than the one that made it would skew the counts;
+        // the server frees what its shards allocated on the same shard.
+        if counted() {
+            count(layout.size(), -1);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counted() {
+            count(layout.size(), -1);
+            count(new_size, 1);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Parser)]
+#[command(about = "The server's heap per idle connection, by allocation size")]
+struct Args {
+    /// Connections to open (both ends live in this process: 2 files each).
+    #[arg(long, default_value_t = 8_000)]
+    conns: usize,
+    /// Plaintext instead of TLS.
+    #[arg(long)]
+    no_tls: bool,
+    /// Client threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) spread the connections.
+    #[arg(long, default_value_t = 20)]
+    source_ips: u8,
+}
+
+fn snapshot() -> (isize, Vec<isize>) {
+    (
+        LIVE_BYTES.load(Ordering::Relaxed),
+        LIVE_BY_CLASS
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect(),
+    )
+}
+
+fn not_counted() {
+    COUNTED.with(|c| c.set(false));
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    not_counted();
+    let data = std::env::temp_dir().join(format!("sb-conn-bytes-{}", std::process::id()));
+    let mut cli = vec![
+        "switchboard",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--no-pin",
+        "--no-admin",
+    ];
+    if args.no_tls {
+        cli.push("--no-tls");
+    }
+    let cli = <shards::config::Cli as Parser>::parse_from(
+        cli.into_iter()
+            .map(String::from)
+            .chain(["--data-dir".into(), data.display().to_string()]),
+    );
+    let cfg = shards::config::ServerConfig::from_cli(cli)?;
+    let rt = shards::server::start(&cfg)?;
+    let addr = rt.local_addr();
+    let tls = if args.no_tls {
+        None
+    } else {
+        Some(engine::tls::client_config_trusting(
+            &engine::tls::dev_cert_path(&data.join("tls")),
+        )?)
+    };
+    let open = |n| {
+        perf::idle_clients::open_many_with(
+            addr,
+            tls.clone(),
+            n,
+            args.threads,
+            args.source_ips,
+            not_counted,
+        )
+    };
+    let warm = open(200)?;
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = std::process::id();
+    let (bytes0, classes0) = snapshot();
+    let rss0 = perf::proc_stats::rss_bytes(pid)?;
+    let conns = open(args.conns)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (bytes1, classes1) = snapshot();
+    let rss1 = perf::proc_stats::rss_bytes(pid)?;
+    let n = conns.len() as f64;
+    println!(
+        "conn-bytes: mode={} shards=1 conns={} (server in this process; client threads not counted)",
+        if args.no_tls { "plaintext" } else { "tls1.3" },
+        conns.len()
+    );
+    println!(
+        "server heap per idle connection: {:.0} B live (requested sizes, before allocator headers)",
+        (bytes1 - bytes0) as f64 / n
+    );
+    println!(
+        "process RSS per connection: {:.0} B (includes the client ends' own few bytes, allocator headers and partly used pages)",
+        (rss1 as f64 - rss0 as f64) / n
+    );
+    println!("live allocations per connection by requested size:");
+    let mut total = 0.0;
+    for (class, (a, b)) in classes0.iter().zip(&classes1).enumerate() {
+        let per = (b - a) as f64 / n;
+        if per.abs() < 0.05 {
+            continue;
+        }
+        total += per;
+        let hi = (class + 1) * CLASS_BYTES;
+        let range = if class == CLASSES - 1 {
+            "> 4096".to_string()
+        } else {
+            format!("{:>4}–{:<4}", hi - CLASS_BYTES + 1, hi)
+        };
+        println!("  {range} B: {per:+.2}");
+    }
+    println!("  total: {total:.2} allocations per connection");
+    println!(
+        "RESULT conn-bytes mode={} conns={} heap_bytes_per_conn={:.0} rss_bytes_per_conn={:.0} allocs_per_conn={:.2}",
+        if args.no_tls { "plaintext" } else { "tls" },
+        conns.len(),
+        (bytes1 - bytes0) as f64 / n,
+        (rss1 as f64 - rss0 as f64) / n,
+        total
+    );
+    drop(conns);
+    rt.stop();
+    rt.join()?;
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
