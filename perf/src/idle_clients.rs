@@ -18,6 +18,20 @@ pub type Conn = Box<dyn ReadWriteSend>;
 pub trait ReadWriteSend: Read + Write + Send {}
 impl<T: Read + Write + Send> ReadWriteSend for T {}
 
+/// The client TLS config for a server started on `data_dir` with its dev certificate, or
+/// `None` for plaintext.
+pub fn client_tls(
+    data_dir: &std::path::Path,
+    tls: bool,
+) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if !tls {
+        return Ok(None);
+    }
+    Ok(Some(engine::tls::client_config_trusting(
+        &engine::tls::dev_cert_path(&data_dir.join("tls")),
+    )?))
+}
+
 /// Opens `n` connections to `addr` over `threads` client threads, source addresses
 /// 127.0.0.2 .. 127.0.0.(1 + `source_ips`) in turn.
 pub fn open_many(

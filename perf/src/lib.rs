@@ -10,6 +10,7 @@
 //! - [`scenario`]: a server child plus a pinned farm run, for the bench.
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
 //! - [`sampler`]: following every thread of a running process, sample by sample.
+//! - [`counting_alloc`]: a counting global allocator (live bytes per size class).
 //! - [`idle_clients`]: many idle loopback client connections, for the memory tools.
 //! - [`launch`]: starting a command held at a gate so counters see its whole run.
 //! - [`report`]: per-thread tables and JSON.
@@ -17,6 +18,7 @@
 //! - `bin/pmc.rs`: pmcstat-like per-thread counters for a command or a running server.
 #![warn(missing_docs)]
 
+pub mod counting_alloc;
 pub mod idle_clients;
 pub mod launch;
 pub mod perf_event;

@@ -10,76 +10,10 @@
 //! beside it, the difference is what the allocator and partly used pages add.
 //! Bounded: N connections with 10 s timeouts, then the server stops.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-
-/// Size classes: 16-byte steps up to 4 KiB, then one class for everything larger.
-const CLASS_BYTES: usize = 16;
-const CLASSES: usize = 4096 / CLASS_BYTES + 1;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static LIVE_BY_CLASS: [AtomicIsize; CLASSES] = [const { AtomicIsize::new(0) }; CLASSES];
-
-thread_local! {
-    /// False on client threads: their allocations are not the server's.
-    static COUNTED: Cell<bool> = const { Cell::new(true) };
-}
-
-fn class_of(size: usize) -> usize {
-    (size.saturating_sub(1) / CLASS_BYTES).min(CLASSES - 1)
-}
-
-fn counted() -> bool {
-    COUNTED.try_with(Cell::get).unwrap_or(false)
-}
-
-fn count(size: usize, sign: isize) {
-    LIVE_BYTES.fetch_add(sign * size as isize, Ordering::Relaxed);
-    LIVE_BY_CLASS[class_of(size)].fetch_add(sign, Ordering::Relaxed);
-}
-
-/// Counts the server threads' live heap; forwards everything to the system allocator.
-struct Counting;
-
-// SAFETY: forwards to the system allocator unchanged; only adds bookkeeping, which never
-// allocates (atomics and a const-initialised thread-local).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counted() {
-            count(layout.size(), 1);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if counted() {
-            count(layout.size(), 1);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // A block freed on another thread than the one that made it would skew the counts;
-        // the server frees what its shards allocated on the same shard.
-        if counted() {
-            count(layout.size(), -1);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counted() {
-            count(layout.size(), -1);
-            count(new_size, 1);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use perf::counting_alloc::{class_range, not_counted, Counting, Snapshot};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -99,20 +33,6 @@ struct Args {
     /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) spread the connections.
     #[arg(long, default_value_t = 20)]
     source_ips: u8,
-}
-
-fn snapshot() -> (isize, Vec<isize>) {
-    (
-        LIVE_BYTES.load(Ordering::Relaxed),
-        LIVE_BY_CLASS
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect(),
-    )
-}
-
-fn not_counted() {
-    COUNTED.with(|c| c.set(false));
 }
 
 fn main() -> anyhow::Result<()> {
@@ -139,13 +59,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = shards::config::ServerConfig::from_cli(cli)?;
     let rt = shards::server::start(&cfg)?;
     let addr = rt.local_addr();
-    let tls = if args.no_tls {
-        None
-    } else {
-        Some(engine::tls::client_config_trusting(
-            &engine::tls::dev_cert_path(&data.join("tls")),
-        )?)
-    };
+    let tls = perf::idle_clients::client_tls(&data, !args.no_tls)?;
     let open = |n| {
         perf::idle_clients::open_many_with(
             addr,
@@ -160,11 +74,11 @@ fn main() -> anyhow::Result<()> {
     drop(warm);
     std::thread::sleep(Duration::from_millis(1500));
     let pid = std::process::id();
-    let (bytes0, classes0) = snapshot();
+    let before = Snapshot::take();
     let rss0 = perf::proc_stats::rss_bytes(pid)?;
     let conns = open(args.conns)?;
     std::thread::sleep(Duration::from_secs(2));
-    let (bytes1, classes1) = snapshot();
+    let after = Snapshot::take();
     let rss1 = perf::proc_stats::rss_bytes(pid)?;
     let n = conns.len() as f64;
     println!(
@@ -174,7 +88,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "server heap per idle connection: {:.0} B live (requested sizes, before allocator headers)",
-        (bytes1 - bytes0) as f64 / n
+        (after.bytes - before.bytes) as f64 / n
     );
     println!(
         "process RSS per connection: {:.0} B (includes the client ends' own few bytes, allocator headers and partly used pages)",
@@ -182,26 +96,20 @@ fn main() -> anyhow::Result<()> {
     );
     println!("live allocations per connection by requested size:");
     let mut total = 0.0;
-    for (class, (a, b)) in classes0.iter().zip(&classes1).enumerate() {
+    for (class, (a, b)) in before.by_class.iter().zip(&after.by_class).enumerate() {
         let per = (b - a) as f64 / n;
         if per.abs() < 0.05 {
             continue;
         }
         total += per;
-        let hi = (class + 1) * CLASS_BYTES;
-        let range = if class == CLASSES - 1 {
-            "> 4096".to_string()
-        } else {
-            format!("{:>4}–{:<4}", hi - CLASS_BYTES + 1, hi)
-        };
-        println!("  {range} B: {per:+.2}");
+        println!("  {:>9} B: {per:+.2}", class_range(class));
     }
     println!("  total: {total:.2} allocations per connection");
     println!(
         "RESULT conn-bytes mode={} conns={} heap_bytes_per_conn={:.0} rss_bytes_per_conn={:.0} allocs_per_conn={:.2}",
         if args.no_tls { "plaintext" } else { "tls" },
         conns.len(),
-        (bytes1 - bytes0) as f64 / n,
+        (after.bytes - before.bytes) as f64 / n,
         (rss1 as f64 - rss0 as f64) / n,
         total
     );

@@ -50,13 +50,7 @@ fn measure(
     data: &std::path::Path,
     pid: u32,
 ) -> anyhow::Result<String> {
-    let tls = if args.no_tls {
-        None
-    } else {
-        Some(engine::tls::client_config_trusting(
-            &engine::tls::dev_cert_path(&data.join("tls")),
-        )?)
-    };
+    let tls = perf::idle_clients::client_tls(data, !args.no_tls)?;
     // Warm up: allocator arenas, executor structures, rustls once.
     let warm =
         perf::idle_clients::open_many(addr, tls.clone(), 200, args.threads, args.source_ips)?;

@@ -7,47 +7,15 @@
 //! also sees (compare with `idle-conns`). `--buffered` measures rustls' buffered
 //! `ServerConnection` instead, the engine's previous choice.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use engine::tls_session::TlsSession;
 
-/// Counts live heap bytes and allocations (this binary only; one thread does the work).
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static LIVE_ALLOCS: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only adds bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        LIVE_ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        LIVE_ALLOCS.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: perf::counting_alloc::Counting = perf::counting_alloc::Counting;
 
 #[derive(Parser)]
 #[command(about = "Heap bytes per idle server TLS session, counted exactly")]
@@ -169,10 +137,8 @@ fn client_offering(
 }
 
 fn live() -> (isize, isize) {
-    (
-        LIVE_BYTES.load(Ordering::Relaxed),
-        LIVE_ALLOCS.load(Ordering::Relaxed),
-    )
+    let now = perf::counting_alloc::Snapshot::take();
+    (now.bytes, now.allocations())
 }
 
 /// One handshake plus one request/reply; returns the idle server session.
