@@ -22,6 +22,8 @@ bench *ARGS:
 bench-idle:
     cargo build --release -p shards -p perf
     ./target/release/idle-conns --conns 15000
+    ./target/release/idle-conns --conns 15000 --no-tls
+    ./target/release/conn-bytes --no-tls
     ./target/release/tls-session-bytes
 
 # Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
