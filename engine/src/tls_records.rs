@@ -15,12 +15,21 @@
 //! rustls already uses); this module only frames: header as additional data, nonce = IV XOR
 //! sequence number, inner content type and zero padding.
 //!
+//! Once a record fails (or the peer's close_notify arrived), the layer is finished: every
+//! later `open` and `seal` is refused, so a record can never be accepted after one that
+//! failed or was missing (deletion), nor after the peer closed.
+//!
 //! ## What it does not do
 //! Post-handshake handshake messages: a client KeyUpdate (sent by TLS stacks only near the
 //! AES-GCM record limit) ends the connection with `unexpected_message`, and the client
-//! reconnects. The server never sends tickets (`engine::tls`), so nothing else is expected.
-//! Each direction stops at [`Aead::records_max`] records and the connection closes, well
-//! inside the AEAD's confidentiality limit. No sockets, no clock, no shard state.
+//! reconnects (deriving the next keys needs the traffic secret, which rustls keeps in the
+//! ~1 KB `KernelConnection` we drop). The server never sends tickets (`engine::tls`), so
+//! nothing else is expected. Our sending direction stops at [`Aead::records_max`] records
+//! (a close_notify still fits) and the connection closes, inside the AEAD's
+//! confidentiality limit; the receiving direction only guards the 2^64 sequence space (one
+//! forgery ends the connection, so no integrity limit applies to it). Keys are zeroed when
+//! the layer drops; the AEAD key context *ring* builds on the stack per batch of records is
+//! not (as in rustls). No sockets, no clock, no shard state.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use rustls::ConnectionTrafficSecrets;
@@ -41,9 +50,13 @@ pub const PLAINTEXT_MAX: usize = 1 << 14;
 /// Most ciphertext in one record (RFC 8446 §5.2).
 const CIPHERTEXT_MAX: usize = PLAINTEXT_MAX + 256;
 
-/// Alert descriptions we send (RFC 8446 §6).
+/// Alert levels and the descriptions we act on (RFC 8446 §6).
+const WARNING: u8 = 1;
+const FATAL: u8 = 2;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
+/// Warning alerts (user_canceled) tolerated before the peer is misbehaving (as rustls).
+const WARNING_ALERTS_MAX: u8 = 4;
 
 /// Why the peer's records (or our own limits) end the connection.
 #[non_exhaustive]
@@ -65,6 +78,13 @@ pub enum RecordError {
     /// The peer sent a fatal alert.
     #[error("peer sent TLS alert {0}")]
     PeerAlert(u8),
+    /// An alert that is not two bytes, or has a level other than warning or fatal, or more
+    /// warnings than [`WARNING_ALERTS_MAX`].
+    #[error("malformed TLS alert from the peer")]
+    BadAlert,
+    /// The layer already failed or the peer already closed: nothing more is accepted.
+    #[error("TLS session already ended")]
+    Ended,
     /// A direction used up its records; the connection must end (clients reconnect).
     #[error("TLS traffic keys used for the most records allowed")]
     KeysExhausted,
@@ -77,7 +97,8 @@ impl RecordError {
             RecordError::BadRecordMac => Some(20),
             RecordError::RecordOverflow => Some(22),
             RecordError::UnexpectedMessage(_) | RecordError::PostHandshakeMessage(_) => Some(10),
-            RecordError::PeerAlert(_) => None,
+            RecordError::BadAlert => Some(50),
+            RecordError::PeerAlert(_) | RecordError::Ended => None,
             RecordError::KeysExhausted => Some(CLOSE_NOTIFY),
         }
     }
@@ -103,9 +124,10 @@ impl Aead {
         }
     }
 
-    /// Records one direction may carry before the connection closes: 2^24 for AES-GCM
-    /// (RFC 8446 §5.5 allows ~2^24.5 full-size records; rustls would send a KeyUpdate at the
-    /// same point), 2^48 for ChaCha20-Poly1305 (far below its 2^64 sequence space).
+    /// Records we send before the connection closes: 2^24 for AES-GCM (RFC 8446 §5.5
+    /// allows ~2^24.5 full-size records; rustls would send a KeyUpdate at the same point),
+    /// 2^48 for ChaCha20-Poly1305 (far below its 2^64 sequence space). The last one is kept
+    /// for close_notify.
     pub fn records_max(self) -> u64 {
         match self {
             Aead::Aes128Gcm | Aead::Aes256Gcm => 1 << 24,
@@ -153,9 +175,10 @@ impl Direction {
         LessSafeKey::new(unbound)
     }
 
-    /// The nonce for the next record, and the sequence number moves on.
-    fn next_nonce(&mut self, aead: Aead) -> Result<Nonce, RecordError> {
-        if self.seq >= aead.records_max() {
+    /// The nonce for the next record, and the sequence number moves on; refused once the
+    /// sequence number reaches `limit`.
+    fn next_nonce(&mut self, limit: u64) -> Result<Nonce, RecordError> {
+        if self.seq >= limit {
             return Err(RecordError::KeysExhausted);
         }
         let nonce = nonce_for(&self.iv, self.seq);
@@ -193,6 +216,10 @@ pub struct Opened {
 /// Record protection for both directions of one established TLS 1.3 connection.
 pub struct RecordLayer {
     aead: Aead,
+    /// A record failed or the peer closed: nothing more is opened or sealed.
+    ended: bool,
+    /// Warning alerts received so far.
+    warnings: u8,
     tx: Direction,
     rx: Direction,
 }
@@ -213,7 +240,13 @@ impl RecordLayer {
     pub fn new(secrets: &rustls::ExtractedSecrets) -> Option<RecordLayer> {
         let (aead, tx) = Direction::new(secrets.tx.0, &secrets.tx.1)?;
         let (rx_aead, rx) = Direction::new(secrets.rx.0, &secrets.rx.1)?;
-        (aead == rx_aead).then_some(RecordLayer { aead, tx, rx })
+        (aead == rx_aead).then_some(RecordLayer {
+            aead,
+            ended: false,
+            warnings: 0,
+            tx,
+            rx,
+        })
     }
 
     /// The negotiated AEAD.
@@ -221,9 +254,36 @@ impl RecordLayer {
         self.aead
     }
 
+    /// The peer's close_notify arrived, or a record failed: the layer takes nothing more.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
     /// Decrypts every whole record at the front of `incoming` in place, appending
-    /// application data to `plain`. Stops after close_notify.
+    /// application data to `plain`. Stops after close_notify. After an error or a
+    /// close_notify every later call is refused with [`RecordError::Ended`].
     pub fn open(
+        &mut self,
+        incoming: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Opened, RecordError> {
+        if self.ended {
+            return Err(RecordError::Ended);
+        }
+        let result = self.open_records(incoming, plain);
+        if !matches!(
+            result,
+            Ok(Opened {
+                peer_closed: false,
+                ..
+            })
+        ) {
+            self.ended = true;
+        }
+        result
+    }
+
+    fn open_records(
         &mut self,
         incoming: &mut [u8],
         plain: &mut Vec<u8>,
@@ -243,31 +303,36 @@ impl RecordLayer {
             if rest.len() < HEADER_BYTES + len {
                 break;
             }
-            let nonce = self.rx.next_nonce(self.aead)?;
+            let nonce = self.rx.next_nonce(u64::MAX)?;
             let key = key.get_or_insert_with(|| self.rx.key(self.aead));
             let inner = key
                 .open_in_place(nonce, Aad::from(header), &mut rest[HEADER_BYTES..][..len])
                 .map_err(|_| RecordError::BadRecordMac)?;
             at += HEADER_BYTES + len;
-            // Inner plaintext: content, content type, zero padding.
+            // Inner plaintext: content, content type, zero padding; at most 2^14 + 1 bytes
+            // with the padding (RFC 8446 §5.4).
+            if inner.len() > PLAINTEXT_MAX + 1 {
+                return Err(RecordError::RecordOverflow);
+            }
             let Some(type_at) = inner.iter().rposition(|&b| b != 0) else {
                 return Err(RecordError::UnexpectedMessage(0));
             };
             let (content, content_type) = (&inner[..type_at], inner[type_at]);
-            if content.len() > PLAINTEXT_MAX {
-                return Err(RecordError::RecordOverflow);
-            }
             match (content_type, content) {
                 (APPLICATION_DATA, data) => plain.extend_from_slice(data),
-                (ALERT, [_, CLOSE_NOTIFY]) => {
+                // close_notify at either level (RFC 8446 §6.1).
+                (ALERT, [WARNING | FATAL, CLOSE_NOTIFY]) => {
                     return Ok(Opened {
                         consumed: at,
                         peer_closed: true,
                     })
                 }
-                // A warning before close_notify (RFC 8446 §6.1): nothing to do.
-                (ALERT, [_, USER_CANCELED]) => {}
-                (ALERT, [_, description]) => return Err(RecordError::PeerAlert(*description)),
+                // A warning before close_notify (RFC 8446 §6.1): tolerated a few times.
+                (ALERT, [WARNING, USER_CANCELED]) if self.warnings < WARNING_ALERTS_MAX => {
+                    self.warnings += 1;
+                }
+                (ALERT, [FATAL, description]) => return Err(RecordError::PeerAlert(*description)),
+                (ALERT, _) => return Err(RecordError::BadAlert),
                 (HANDSHAKE, [msg_type, ..]) => {
                     return Err(RecordError::PostHandshakeMessage(*msg_type))
                 }
@@ -281,10 +346,19 @@ impl RecordLayer {
     }
 
     /// Appends `plaintext` to `wire` as application data records of at most
-    /// [`PLAINTEXT_MAX`] bytes each.
+    /// [`PLAINTEXT_MAX`] bytes each. Refused after the layer ended; on an error nothing is
+    /// appended.
     pub fn seal(&mut self, plaintext: &[u8], wire: &mut Vec<u8>) -> Result<(), RecordError> {
+        if self.ended {
+            return Err(RecordError::Ended);
+        }
         if plaintext.is_empty() {
             return Ok(());
+        }
+        let records = plaintext.len().div_ceil(PLAINTEXT_MAX) as u64;
+        // The last record of the direction is kept for close_notify.
+        if self.tx.seq.saturating_add(records) > self.aead.records_max() - 1 {
+            return Err(RecordError::KeysExhausted);
         }
         let key = self.tx.key(self.aead);
         for chunk in plaintext.chunks(PLAINTEXT_MAX) {
@@ -294,11 +368,28 @@ impl RecordLayer {
     }
 
     /// Appends an alert record with `description` (close_notify is a warning, anything
-    /// else fatal) to `wire`.
+    /// else fatal) to `wire`. After a fatal alert, nothing more is sealed or opened.
     pub fn seal_alert(&mut self, description: u8, wire: &mut Vec<u8>) -> Result<(), RecordError> {
-        let level = if description == CLOSE_NOTIFY { 1 } else { 2 };
+        let level = if description == CLOSE_NOTIFY {
+            WARNING
+        } else {
+            FATAL
+        };
         let key = self.tx.key(self.aead);
-        self.seal_one(&key, ALERT, &[level, description], wire)
+        let sealed = self.seal_one(&key, ALERT, &[level, description], wire);
+        self.ended |= level == FATAL;
+        sealed
+    }
+
+    /// Seals one record of `content_type` (for the fuzz entry points and tests).
+    pub(crate) fn seal_record(
+        &mut self,
+        content_type: u8,
+        content: &[u8],
+        wire: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        let key = self.tx.key(self.aead);
+        self.seal_one(&key, content_type, content, wire)
     }
 
     fn seal_one(
@@ -308,7 +399,7 @@ impl RecordLayer {
         content: &[u8],
         wire: &mut Vec<u8>,
     ) -> Result<(), RecordError> {
-        let nonce = self.tx.next_nonce(self.aead)?;
+        let nonce = self.tx.next_nonce(self.aead.records_max())?;
         let len = content.len() + 1 + TAG_BYTES;
         let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
         let at = wire.len();
@@ -352,6 +443,23 @@ mod tests {
         (server, client)
     }
 
+    /// A record with exactly `inner` as its inner plaintext (content, type, padding), sealed
+    /// with `layer`'s next sending sequence number and no limit: what a peer could send.
+    fn raw_record(layer: &mut RecordLayer, inner: &[u8]) -> Vec<u8> {
+        let key = layer.tx.key(layer.aead);
+        let nonce = layer.tx.next_nonce(u64::MAX).unwrap();
+        let len = inner.len() + TAG_BYTES;
+        let header = [APPLICATION_DATA, 3, 3, (len >> 8) as u8, len as u8];
+        let mut body = inner.to_vec();
+        let tag = key
+            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut body)
+            .unwrap();
+        let mut record = header.to_vec();
+        record.extend_from_slice(&body);
+        record.extend_from_slice(tag.as_ref());
+        record
+    }
+
     #[test]
     fn nonces_are_what_rustls_computes() {
         let iv = [0xa5u8; NONCE_LEN];
@@ -381,47 +489,35 @@ mod tests {
     #[test]
     fn padding_is_stripped_and_all_padding_is_refused() {
         let (mut server, mut client) = pair(7);
-        let key = client.tx.key(client.aead);
-        // Content that itself ends in zeros: only what follows the content type is padding.
-        let mut wire = Vec::new();
-        client
-            .seal_one(&key, APPLICATION_DATA, b"hi\x17\0\0\0", &mut wire)
-            .unwrap();
-        // "hi", content type 23, three zeros of padding, sealed by hand as a padding peer
-        // would.
-        let mut padded = Vec::new();
-        let nonce = client.tx.next_nonce(client.aead).unwrap();
-        let mut inner = b"hi\x17\0\0\0".to_vec();
-        let len = inner.len() + TAG_BYTES;
-        let header = [APPLICATION_DATA, 3, 3, 0, len as u8];
-        let tag = key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut inner)
-            .unwrap();
-        padded.extend_from_slice(&header);
-        padded.extend_from_slice(&inner);
-        padded.extend_from_slice(tag.as_ref());
         let mut plain = Vec::new();
+        // Content that itself ends in zeros: only what follows the content type is padding.
+        let mut wire = raw_record(&mut client, b"hi\x17\0\0\0\x17");
         server.open(&mut wire, &mut plain).unwrap();
-        assert_eq!(
-            plain, b"hi\x17\0\0\0",
-            "inner type is the last non-zero byte"
-        );
+        assert_eq!(plain, b"hi\x17\0\0\0");
         plain.clear();
+        let mut padded = raw_record(&mut client, b"hi\x17\0\0\0");
         server.open(&mut padded, &mut plain).unwrap();
         assert_eq!(plain, b"hi");
-        // Nothing but zeros: no content type at all.
-        let nonce = client.tx.next_nonce(client.aead).unwrap();
-        let mut zeros = vec![0u8; 4];
-        let header = [APPLICATION_DATA, 3, 3, 0, (4 + TAG_BYTES) as u8];
-        let tag = key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), &mut zeros)
-            .unwrap();
-        let mut record = header.to_vec();
-        record.extend_from_slice(&zeros);
-        record.extend_from_slice(tag.as_ref());
+        let mut zeros = raw_record(&mut client, &[0; 4]);
         assert_eq!(
-            server.open(&mut record, &mut plain),
-            Err(RecordError::UnexpectedMessage(0))
+            server.open(&mut zeros, &mut plain),
+            Err(RecordError::UnexpectedMessage(0)),
+            "no content type at all"
+        );
+    }
+
+    #[test]
+    fn inner_plaintext_over_the_limit_is_refused_even_as_padding() {
+        let (mut server, mut client) = pair(0);
+        let mut inner = vec![b'x'; PLAINTEXT_MAX];
+        inner.push(APPLICATION_DATA);
+        let mut full = raw_record(&mut client, &inner);
+        server.open(&mut full, &mut Vec::new()).unwrap();
+        inner.extend_from_slice(&[0; 200]);
+        let mut padded = raw_record(&mut client, &inner);
+        assert_eq!(
+            server.open(&mut padded, &mut Vec::new()),
+            Err(RecordError::RecordOverflow)
         );
     }
 
@@ -434,6 +530,7 @@ mod tests {
             server.open(&mut handshake, &mut plain),
             Err(RecordError::UnexpectedMessage(22))
         );
+        let (mut server, _) = pair(0);
         let long = (CIPHERTEXT_MAX + 1) as u16;
         let mut header = [23u8, 3, 3, (long >> 8) as u8, long as u8];
         assert_eq!(
@@ -444,23 +541,126 @@ mod tests {
     }
 
     #[test]
-    fn a_direction_stops_at_its_record_limit() {
+    fn after_a_failure_nothing_more_is_opened_or_sealed() {
+        let (mut server, mut client) = pair(0);
+        let mut first = Vec::new();
+        client.seal(b"first", &mut first).unwrap();
+        let mut second = Vec::new();
+        client.seal(b"second", &mut second).unwrap();
+        let last = first.len() - 1;
+        first[last] ^= 1;
+        let mut plain = Vec::new();
+        assert_eq!(
+            server.open(&mut first, &mut plain),
+            Err(RecordError::BadRecordMac)
+        );
+        assert_eq!(
+            server.open(&mut second, &mut plain),
+            Err(RecordError::Ended),
+            "the record after a missing one is never accepted"
+        );
+        assert!(plain.is_empty());
+        let mut alert = Vec::new();
+        server.seal_alert(20, &mut alert).unwrap();
+        assert_eq!(
+            server.seal(b"more", &mut Vec::new()),
+            Err(RecordError::Ended)
+        );
+    }
+
+    #[test]
+    fn after_close_notify_nothing_more_is_opened() {
+        let (mut server, mut client) = pair(0);
+        let mut wire = Vec::new();
+        client.seal(b"bye", &mut wire).unwrap();
+        client.seal_alert(CLOSE_NOTIFY, &mut wire).unwrap();
+        let mut plain = Vec::new();
+        let opened = server.open(&mut wire, &mut plain).unwrap();
+        assert!(opened.peer_closed);
+        assert_eq!(plain, b"bye");
+        let mut late = raw_record(&mut client, b"late\x17");
+        assert_eq!(server.open(&mut late, &mut plain), Err(RecordError::Ended));
+        assert_eq!(plain, b"bye");
+        // Our own close_notify still goes out.
+        assert!(server.seal_alert(CLOSE_NOTIFY, &mut Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn alerts_follow_rfc_8446() {
+        let mut plain = Vec::new();
+        // user_canceled at warning level is tolerated a few times, then refused.
+        let (mut server, mut client) = pair(0);
+        for _ in 0..WARNING_ALERTS_MAX {
+            let mut r = raw_record(&mut client, &[WARNING, USER_CANCELED, ALERT]);
+            server.open(&mut r, &mut plain).unwrap();
+        }
+        let mut r = raw_record(&mut client, &[WARNING, USER_CANCELED, ALERT]);
+        assert_eq!(server.open(&mut r, &mut plain), Err(RecordError::BadAlert));
+        // Fatal user_canceled, and any fatal alert, ends the session.
+        let (mut server, mut client) = pair(0);
+        let mut r = raw_record(&mut client, &[FATAL, USER_CANCELED, ALERT]);
+        assert_eq!(
+            server.open(&mut r, &mut plain),
+            Err(RecordError::PeerAlert(USER_CANCELED))
+        );
+        // Wrong length or level: decode_error back.
+        for body in [
+            &[WARNING, 0, 0, ALERT][..],
+            &[3, 40, ALERT],
+            &[WARNING, 40, ALERT],
+        ] {
+            let (mut server, mut client) = pair(0);
+            let mut r = raw_record(&mut client, body);
+            let err = server.open(&mut r, &mut plain).unwrap_err();
+            assert_eq!(err, RecordError::BadAlert, "{body:?}");
+            assert_eq!(err.alert(), Some(50));
+        }
+        // close_notify at fatal level still closes.
+        let (mut server, mut client) = pair(0);
+        let mut r = raw_record(&mut client, &[FATAL, CLOSE_NOTIFY, ALERT]);
+        assert!(server.open(&mut r, &mut plain).unwrap().peer_closed);
+        assert!(plain.is_empty());
+    }
+
+    #[test]
+    fn sending_stops_at_the_limit_with_room_for_close_notify() {
         let limit = Aead::Aes256Gcm.records_max();
-        let (mut server, mut client) = pair(limit - 1);
+        let (mut server, mut client) = pair(limit - 2);
         let mut wire = Vec::new();
         client.seal(b"last", &mut wire).unwrap();
         assert_eq!(
-            client.seal(b"one too many", &mut Vec::new()),
+            client.seal(b"one too many", &mut wire),
             Err(RecordError::KeysExhausted)
         );
+        client.seal_alert(CLOSE_NOTIFY, &mut wire).unwrap();
         let mut plain = Vec::new();
-        server.open(&mut wire, &mut plain).unwrap();
+        let opened = server.open(&mut wire, &mut plain).unwrap();
+        assert!(opened.peer_closed);
         assert_eq!(plain, b"last");
+    }
+
+    #[test]
+    fn receiving_is_not_held_to_the_sending_limit() {
+        // A peer may send its record 2^24 under the old key before its KeyUpdate; only the
+        // sequence space bounds what we receive.
+        let limit = Aead::Aes256Gcm.records_max();
+        let (mut server, mut client) = pair(limit + 10);
+        let mut r = raw_record(&mut client, b"still fine\x17");
+        let mut plain = Vec::new();
+        server.open(&mut r, &mut plain).unwrap();
+        assert_eq!(plain, b"still fine");
+    }
+
+    #[test]
+    fn a_multi_record_seal_that_would_pass_the_limit_appends_nothing() {
+        let limit = Aead::Aes256Gcm.records_max();
+        let (_, mut client) = pair(limit - 2);
+        let mut wire = Vec::new();
         assert_eq!(
-            server.seal_alert(CLOSE_NOTIFY, &mut Vec::new()),
-            Ok(()),
-            "the other direction has its own count"
+            client.seal(&vec![0u8; PLAINTEXT_MAX + 1], &mut wire),
+            Err(RecordError::KeysExhausted)
         );
+        assert!(wire.is_empty());
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! - handshake records, alerts and encrypted application data are appended to the caller's
 //!   `wire` buffer, which the caller writes to the socket.
 //!
-//! Once the handshake is done (and no partial record is held back), the rustls session is
-//! dropped: its traffic keys and sequence numbers move into a [`RecordLayer`] (~110 bytes),
-//! which protects records from then on. So an idle connection after the handshake holds
+//! After the handshake, at the first application data the server sends (rustls encrypts it,
+//! which also flushes a KeyUpdate reply rustls may still owe the client) and with no partial
+//! record held back, the rustls session is dropped: its traffic keys and sequence numbers
+//! move into a [`RecordLayer`] (~110 bytes), which protects records from then on. So an idle connection after the handshake holds
 //! neither rustls' ~3.3 KB of session state nor a deframer, plaintext or send buffer (see
 //! ARCHITECTURE.md "Decisions and numbers").
 //!
@@ -76,9 +77,12 @@ pub enum SessionError {
     /// Application data was queued before the handshake finished (an engine bug).
     #[error("cannot encrypt: handshake not complete")]
     NotReady,
-    /// The traffic keys are exhausted (2^64 records); the connection must end.
+    /// rustls refused to encrypt (its traffic keys are exhausted); the connection must end.
     #[error("cannot encrypt: traffic keys exhausted")]
     KeysExhausted,
+    /// The session already failed; it is never driven again.
+    #[error("TLS session already failed")]
+    Failed,
     /// After the handshake: the peer's records were refused, or a direction ran out of
     /// records. An alert, if one is due, is already in `wire`.
     #[error("TLS: {0}")]
@@ -184,6 +188,9 @@ impl TlsSession {
         plain: &mut Vec<u8>,
         wire: &mut Vec<u8>,
     ) -> Result<ReadProgress, SessionError> {
+        if self.failed {
+            return Err(SessionError::Failed);
+        }
         let result = match &mut self.phase {
             Phase::Traffic(records) => Self::read_traffic(records, incoming, plain, wire),
             Phase::Handshake { .. } => self.read_handshake(incoming, plain, wire),
@@ -193,6 +200,8 @@ impl TlsSession {
             Ok(done) => done,
             Err(e) => {
                 self.failed = true;
+                // Drop (and zero) the keys at once; the alert is already in `wire`.
+                self.phase = Phase::Failed;
                 return Err(e);
             }
         };
@@ -206,9 +215,6 @@ impl TlsSession {
         }
         if !tail.is_empty() {
             self.pending_in = tail.to_vec();
-        }
-        if !progress.peer_closed {
-            self.hand_over_keys(wire)?;
         }
         Ok(progress)
     }
@@ -269,22 +275,32 @@ impl TlsSession {
         }
     }
 
-    /// Once the handshake is done and no partial record is held back, trades the rustls
-    /// session for a [`RecordLayer`] with its traffic keys. Anything rustls still has to
-    /// send is encoded into `wire` first.
-    fn hand_over_keys(&mut self, wire: &mut Vec<u8>) -> Result<(), SessionError> {
+    /// Right after rustls encrypted application data, and with no partial record held back,
+    /// trades the rustls session for a [`RecordLayer`] with its traffic keys.
+    ///
+    /// Why only then: when a client KeyUpdate asks for one back, rustls switches its sending
+    /// key at once but writes the KeyUpdate that announces it only with its next application
+    /// data (`queued_key_update_message`), and `dangerous_into_kernel_connection` does not
+    /// check for it. Handing over at any other moment could drop that message, and the
+    /// client would fail every later record.
+    fn hand_over_keys(&mut self) -> Result<(), SessionError> {
         let Phase::Handshake { conn, hand_over } = &mut self.phase else {
             return Ok(());
         };
         if !*hand_over || conn.is_handshaking() || !self.pending_in.is_empty() {
             return Ok(());
         }
-        with_write_traffic(conn, &mut self.pending_in, wire, |_, _| Ok(()))?;
         let Phase::Handshake { conn, .. } = std::mem::replace(&mut self.phase, Phase::Failed)
         else {
             unreachable!("checked above");
         };
         match conn.dangerous_into_kernel_connection() {
+            Ok((_, kernel)) if kernel.protocol_version() != rustls::ProtocolVersion::TLSv1_3 => {
+                self.failed = true;
+                Err(SessionError::Tls(rustls::Error::General(
+                    "the record layer speaks TLS 1.3 only".into(),
+                )))
+            }
             Ok((secrets, _kernel)) => match RecordLayer::new(&secrets) {
                 Some(records) => {
                     self.phase = Phase::Traffic(records);
@@ -304,12 +320,16 @@ impl TlsSession {
         }
     }
 
-    /// Encrypts `plaintext` as application data records appended to `wire`.
+    /// Encrypts `plaintext` as application data records appended to `wire`. The first
+    /// time after the handshake, this is also where the keys are handed over.
     pub fn encrypt(&mut self, plaintext: &[u8], wire: &mut Vec<u8>) -> Result<(), SessionError> {
+        if self.failed {
+            return Err(SessionError::Failed);
+        }
         let conn = match &mut self.phase {
             Phase::Traffic(records) => return Ok(records.seal(plaintext, wire)?),
             Phase::Handshake { conn, .. } => conn,
-            Phase::Failed => return Err(SessionError::NotReady),
+            Phase::Failed => return Err(SessionError::Failed),
         };
         for chunk in plaintext.chunks(ENCRYPT_CHUNK_BYTES) {
             with_write_traffic(conn, &mut self.pending_in, wire, |w, out| {
@@ -329,6 +349,9 @@ impl TlsSession {
                 out.truncate(at + n);
                 Ok(())
             })?;
+        }
+        if !plaintext.is_empty() {
+            self.hand_over_keys()?;
         }
         Ok(())
     }
@@ -388,9 +411,9 @@ fn read_records(
             // The caller writes `wire` to the socket after this call: it owns those bytes.
             ConnectionState::TransmitTlsData(t) => t.done(),
             ConnectionState::PeerClosed | ConnectionState::Closed => {
+                // Anything after close_notify is ignored (RFC 8446 §6.1), never held back.
                 progress.peer_closed = true;
-                start += discard;
-                break;
+                return Ok((progress, 0));
             }
             ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_) => {
                 start += discard;

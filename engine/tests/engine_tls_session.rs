@@ -340,3 +340,89 @@ fn close_notify_works_both_ways_on_the_record_layer() {
     let mut rest = Vec::new();
     assert_eq!(c.reader().read_to_end(&mut rest).unwrap(), 0);
 }
+
+/// Handshakes in memory without any application data either way (no hand-over yet).
+fn handshake_only(server: &mut TlsSession, c: &mut rustls::ClientConnection) {
+    let mut plain = Vec::new();
+    let mut to_server = pump_client(c, &[]);
+    for _ in 0..4 {
+        let to_client = feed(server, &to_server, usize::MAX, &mut plain).unwrap();
+        to_server = pump_client(c, &to_client);
+        if !server.is_handshaking() && !c.is_handshaking() {
+            break;
+        }
+    }
+    feed(server, &to_server, usize::MAX, &mut plain).unwrap();
+    assert!(!server.is_handshaking() && !server.uses_record_layer());
+}
+
+#[test]
+fn a_key_update_before_the_hand_over_is_answered_before_the_keys_move() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    handshake_only(&mut server, &mut c);
+    // The client updates its keys (asking for ours too) before the server has said a word;
+    // rustls switches its sending key and owes the client a KeyUpdate.
+    c.refresh_traffic_keys().unwrap();
+    c.writer().write_all(b"after update").unwrap();
+    let records = pump_client(&mut c, &[]);
+    let mut plain = Vec::new();
+    feed(&mut server, &records, usize::MAX, &mut plain).unwrap();
+    assert_eq!(plain, b"after update");
+    // The first reply carries rustls' KeyUpdate, then the keys are handed over.
+    assert_eq!(round_trip(&mut server, &mut c, b"reply 1"), b"reply 1");
+    assert!(server.uses_record_layer());
+    for i in 0..20 {
+        let msg = format!("after the hand-over {i}");
+        assert_eq!(
+            round_trip(&mut server, &mut c, msg.as_bytes()),
+            msg.as_bytes()
+        );
+    }
+}
+
+#[test]
+fn a_failed_session_is_never_driven_again() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    c.writer().write_all(b"one").unwrap();
+    let mut first = pump_client(&mut c, &[]);
+    c.writer().write_all(b"two").unwrap();
+    let mut second = pump_client(&mut c, &[]);
+    let last = first.len() - 1;
+    first[last] ^= 1;
+    let (mut plain, mut wire) = (Vec::new(), Vec::new());
+    assert!(server.read(&mut first, &mut plain, &mut wire).is_err());
+    assert!(matches!(
+        server.read(&mut second, &mut plain, &mut wire),
+        Err(SessionError::Failed)
+    ));
+    assert!(
+        plain.is_empty(),
+        "the record after a missing one is never accepted"
+    );
+    assert!(matches!(
+        server.encrypt(b"late", &mut wire),
+        Err(SessionError::Failed)
+    ));
+}
+
+#[test]
+fn bytes_after_close_notify_during_the_handshake_phase_are_ignored() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    handshake_only(&mut server, &mut c);
+    c.writer().write_all(b"last words").unwrap();
+    c.send_close_notify();
+    let mut bytes = pump_client(&mut c, &[]);
+    bytes.extend(std::iter::repeat_n(0x17, 40_000));
+    let (mut plain, mut wire) = (Vec::new(), Vec::new());
+    let progress = server.read(&mut bytes, &mut plain, &mut wire).unwrap();
+    assert!(progress.peer_closed);
+    assert_eq!(plain, b"last words");
+    assert_eq!(server.pending_in_len(), 0);
+}
