@@ -3,22 +3,195 @@
 //! `append_sync` writes a batch at the end of the file and `fdatasync`s it before it
 //! returns, so a caller that acknowledges after it returns never acknowledges what a crash
 //! could lose. Group commit is the caller's: while one `append_sync` is in flight, the
-//! caller gathers the next batch. `replace_with` atomically swaps the whole file for new
-//! contents (write a temporary file, sync it, rename over, sync the directory): compaction.
+//! caller gathers the next batch. `replace_with` swaps the whole file for new contents
+//! (compaction), in these steps:
 //!
-//! Reading happens once, at shard start, with plain blocking reads (`read_all`). This module
-//! owns the file; it must not know what the bytes mean.
+//! 1. write the snapshot to `<log>.compact` and `fdatasync` it; a short write is an error,
+//!    and any error here leaves the log untouched ([`ReplaceError::NotReplaced`]);
+//! 2. rename it over the log (atomic), then **switch to the new file's handle at once**:
+//!    from here on nothing is ever written through the old handle, whose file is now
+//!    deleted (appends there would be acknowledged and then lost);
+//! 3. `fsync` the directory so the rename survives a crash. If that fails the snapshot is in
+//!    place but not yet durable ([`ReplaceError::NotDurable`]): the directory sync is
+//!    retried first by every later `append_sync`, so nothing is acknowledged on top of a
+//!    rename a crash could undo.
+//!
+//! A failed or short append leaves the file's known length unchanged; the next append first
+//! cuts anything a partial write left past it, so a retry never leaves garbage mid-file.
+//! Creating the log (or its directory) syncs the parent directory, so a new log's name is as
+//! durable as its contents. Every error keeps its operation, path and `io::ErrorKind`
+//! ([`LogError`]), so a full disk stays `StorageFull`.
+//!
+//! Reading happens once, at shard start, with plain blocking reads (`read_all`). Faults can
+//! be injected for tests ([`LogFaults`]); production passes none. This module owns the
+//! file; it must not know what the bytes mean.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-use glommio::io::{BufferedFile, OpenOptions};
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+
+/// The step of a log operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogOp {
+    /// Creating the data directory.
+    CreateDir,
+    /// Opening (or creating) the log.
+    Open,
+    /// Reading the log's size.
+    Size,
+    /// Reading the whole log at start.
+    Read,
+    /// Cutting the log (torn tail, or a partial write before a retry).
+    Truncate,
+    /// Writing a batch at the end.
+    Append,
+    /// `fdatasync` of the log.
+    Sync,
+    /// Creating the compaction file.
+    CreateSnapshot,
+    /// Writing the snapshot.
+    WriteSnapshot,
+    /// `fdatasync` of the snapshot.
+    SyncSnapshot,
+    /// Renaming the snapshot over the log.
+    Rename,
+    /// `fsync` of the directory after a rename or a create.
+    SyncDir,
+}
+
+impl std::fmt::Display for LogOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            LogOp::CreateDir => "creating directory",
+            LogOp::Open => "opening",
+            LogOp::Size => "sizing",
+            LogOp::Read => "reading",
+            LogOp::Truncate => "truncating",
+            LogOp::Append => "appending to",
+            LogOp::Sync => "syncing",
+            LogOp::CreateSnapshot => "creating",
+            LogOp::WriteSnapshot => "writing",
+            LogOp::SyncSnapshot => "syncing",
+            LogOp::Rename => "renaming over",
+            LogOp::SyncDir => "syncing the directory of",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A log operation that failed: which step, on which path, and the OS error (its kind kept).
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct LogError {
+    /// The step.
+    pub op: LogOp,
+    /// The file (or directory) it was done on.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl LogError {
+    fn new(op: LogOp, path: &Path, source: impl Into<io::Error>) -> Self {
+        LogError {
+            op,
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
+    /// The OS error's kind (`StorageFull` for a full disk, ...).
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+}
+
+/// How a compaction failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplaceError {
+    /// Nothing changed: the log is as it was, and still the file in use.
+    #[error("compaction not done: {0}")]
+    NotReplaced(LogError),
+    /// The snapshot replaced the log and is the file in use, but the rename may not survive
+    /// a crash until a directory sync succeeds (every later append retries it first).
+    #[error("compaction done but not yet durable: {0}")]
+    NotDurable(LogError),
+}
+
+/// A fault that tests can inject into the log-file layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Fault {
+    /// An append's write fails with EIO.
+    AppendWrite,
+    /// An append's write takes only half the bytes.
+    AppendShort,
+    /// The log's `fdatasync` fails with EIO.
+    Sync,
+    /// The snapshot's write takes only part of the bytes (as a full disk does).
+    SnapshotShort,
+    /// The rename over the log fails.
+    Rename,
+    /// A directory sync fails with EIO.
+    SyncDir,
+}
+
+const FAULTS: usize = 6;
+
+/// Faults armed by a test: each counts how many of the next operations of its kind fail.
+/// Shared (`Arc`) between the test and the shards' log files. Production passes `None`, so
+/// the only cost on the normal path is one `Option` check per log operation.
+#[derive(Debug, Default)]
+pub struct LogFaults {
+    armed: [AtomicU32; FAULTS],
+    hit: [AtomicU32; FAULTS],
+}
+
+impl LogFaults {
+    /// Makes the next `times` operations of kind `fault` fail.
+    pub fn arm(&self, fault: Fault, times: u32) {
+        self.armed[fault as usize].store(times, Ordering::SeqCst);
+    }
+
+    /// How many operations of kind `fault` were made to fail so far.
+    pub fn hits(&self, fault: Fault) -> u32 {
+        self.hit[fault as usize].load(Ordering::SeqCst)
+    }
+
+    /// Whether the operation about to run should fail (and counts it).
+    fn fire(&self, fault: Fault) -> bool {
+        let slot = &self.armed[fault as usize];
+        let fired = slot
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fired {
+            self.hit[fault as usize].fetch_add(1, Ordering::SeqCst);
+        }
+        fired
+    }
+}
+
+fn injected() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
+}
 
 /// One shard's append-only log file.
 pub struct LogFile {
     file: BufferedFile,
     path: PathBuf,
+    /// Bytes known to be written (and synced, once `append_sync` returned).
     len: u64,
+    /// A partial write may have left bytes past `len`: cut them before the next write.
+    dirty_tail: bool,
+    /// A rename happened whose directory entry is not yet known durable.
+    dir_sync_pending: bool,
+    faults: Option<Arc<LogFaults>>,
 }
 
 impl std::fmt::Debug for LogFile {
@@ -26,55 +199,101 @@ impl std::fmt::Debug for LogFile {
         f.debug_struct("LogFile")
             .field("path", &self.path)
             .field("len", &self.len)
+            .field("dir_sync_pending", &self.dir_sync_pending)
             .finish()
     }
 }
 
-fn glommio_err(op: &str, path: &Path, e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::other(format!("{op} {}: {e}", path.display()))
-}
-
 /// The whole file, or nothing if it does not exist yet (blocking; for start-up replay).
-pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read_all(path: &Path) -> Result<Vec<u8>, LogError> {
     match std::fs::read(path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("reading {}: {e}", path.display()),
-        )),
+        Err(e) => Err(LogError::new(LogOp::Read, path, e)),
     }
 }
 
-/// Cuts a file to `len` bytes (blocking; start-up only, to drop a torn tail).
-pub fn truncate(path: &Path, len: u64) -> io::Result<()> {
-    let f = std::fs::OpenOptions::new().write(true).open(path)?;
-    f.set_len(len)?;
-    f.sync_all()
+/// Cuts a file to `len` bytes and syncs it (blocking; start-up only, to drop a torn tail).
+pub fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| LogError::new(LogOp::Truncate, path, e))?;
+    f.set_len(len)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| LogError::new(LogOp::Truncate, path, e))
+}
+
+/// `fsync`s a directory (blocking; start-up and tools only).
+pub fn sync_dir_blocking(dir: &Path) -> Result<(), LogError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::new(LogOp::SyncDir, dir, e))
+}
+
+/// Creates `dir` and any missing parents with mode 0700, syncing each new entry's parent so
+/// the directory survives a crash (blocking; start-up only).
+pub fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        missing.push(d);
+        at = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o700).create(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(LogError::new(LogOp::CreateDir, d, e)),
+        }
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir_blocking(parent)?;
+        }
+    }
+    Ok(())
 }
 
 impl LogFile {
-    /// Opens (creating if needed) the log at `path` for appending.
-    pub async fn open(path: &Path) -> io::Result<LogFile> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+    /// Opens (creating if needed, mode 0600) the log at `path` for appending. A new log's
+    /// directory entry is synced before this returns.
+    pub async fn open(path: &Path) -> Result<LogFile, LogError> {
+        Self::open_with(path, None).await
+    }
+
+    /// `open`, with faults a test armed.
+    pub async fn open_with(
+        path: &Path,
+        faults: Option<Arc<LogFaults>>,
+    ) -> Result<LogFile, LogError> {
+        let dir = parent_of(path);
+        create_dir_durable(&dir)?;
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
+            .mode(0o600)
             .buffered_open(path)
             .await
-            .map_err(|e| glommio_err("opening", path, e))?;
+            .map_err(|e| LogError::new(LogOp::Open, path, e))?;
         let len = file
             .file_size()
             .await
-            .map_err(|e| glommio_err("sizing", path, e))?;
-        Ok(LogFile {
+            .map_err(|e| LogError::new(LogOp::Size, path, e))?;
+        let mut log = LogFile {
             file,
             path: path.to_path_buf(),
             len,
-        })
+            dirty_tail: false,
+            dir_sync_pending: !existed,
+            faults,
+        };
+        log.sync_dir_if_pending().await?;
+        Ok(log)
     }
 
     /// Bytes in the file.
@@ -87,58 +306,176 @@ impl LogFile {
         self.len == 0
     }
 
-    /// Appends `bytes` and makes them durable before returning.
-    pub async fn append_sync(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+    /// Whether a directory sync is still owed (after a compaction whose sync failed).
+    pub fn dir_sync_pending(&self) -> bool {
+        self.dir_sync_pending
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fire(&self, fault: Fault) -> bool {
+        self.faults.as_ref().is_some_and(|f| f.fire(fault))
+    }
+
+    /// Appends `bytes` (possibly none: then only the syncs owed) and makes them durable
+    /// before returning. On error nothing of `bytes` counts as written.
+    pub async fn append_sync(&mut self, bytes: Vec<u8>) -> Result<(), LogError> {
+        self.sync_dir_if_pending().await?;
+        if self.dirty_tail {
+            self.file
+                .truncate(self.len)
+                .await
+                .map_err(|e| LogError::new(LogOp::Truncate, &self.path, e))?;
+            self.dirty_tail = false;
+        }
         let n = bytes.len();
-        let written = self
-            .file
-            .write_at(bytes, self.len)
-            .await
-            .map_err(|e| glommio_err("appending to", &self.path, e))?;
-        if written != n {
-            // glommio writes the whole buffer or fails; a short write means a full disk.
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!(
-                    "short write to {} ({written} of {n} bytes)",
-                    self.path.display()
-                ),
-            ));
+        if n > 0 {
+            // From here until the sync succeeds, part of the batch may be on disk.
+            self.dirty_tail = true;
+            let written = if self.fire(Fault::AppendWrite) {
+                return Err(LogError::new(LogOp::Append, &self.path, injected()));
+            } else if self.fire(Fault::AppendShort) {
+                let half = bytes[..n / 2].to_vec();
+                self.write(half, self.len).await?
+            } else {
+                self.write(bytes, self.len).await?
+            };
+            if written != n {
+                return Err(short_write(LogOp::Append, &self.path, written, n));
+            }
+        }
+        if self.fire(Fault::Sync) {
+            return Err(LogError::new(LogOp::Sync, &self.path, injected()));
         }
         self.file
             .fdatasync()
             .await
-            .map_err(|e| glommio_err("syncing", &self.path, e))?;
+            .map_err(|e| LogError::new(LogOp::Sync, &self.path, e))?;
         self.len += n as u64;
+        self.dirty_tail = false;
         Ok(())
     }
 
-    /// Replaces the whole file with `bytes`, atomically and durably.
-    pub async fn replace_with(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+    async fn write(&self, bytes: Vec<u8>, at: u64) -> Result<usize, LogError> {
+        self.file
+            .write_at(bytes, at)
+            .await
+            .map_err(|e| LogError::new(LogOp::Append, &self.path, e))
+    }
+
+    /// Replaces the whole file with `bytes` (see the module doc for the steps and what
+    /// each error means).
+    pub async fn replace_with(&mut self, bytes: Vec<u8>) -> Result<(), ReplaceError> {
         let tmp = self.path.with_extension("compact");
-        let n = bytes.len() as u64;
-        {
-            let f = BufferedFile::create(&tmp)
+        let new = self
+            .write_snapshot(&tmp, bytes)
+            .await
+            .map_err(ReplaceError::NotReplaced)?;
+        let (mut new_file, n) = new;
+        let renamed = if self.fire(Fault::Rename) {
+            Err(LogError::new(LogOp::Rename, &self.path, injected()))
+        } else {
+            new_file
+                .rename(&self.path)
                 .await
-                .map_err(|e| glommio_err("creating", &tmp, e))?;
-            f.write_at(bytes, 0)
+                .map_err(|e| LogError::new(LogOp::Rename, &self.path, e))
+        };
+        if let Err(e) = renamed {
+            let _ = new_file.close().await;
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ReplaceError::NotReplaced(e));
+        }
+        // The path now names the snapshot: switch before anything else can fail.
+        let old = std::mem::replace(&mut self.file, new_file);
+        self.len = n;
+        self.dirty_tail = false;
+        self.dir_sync_pending = true;
+        let _ = old.close().await;
+        self.sync_dir_if_pending()
+            .await
+            .map_err(ReplaceError::NotDurable)
+    }
+
+    /// Writes and syncs the snapshot file; returns it open, with its length.
+    async fn write_snapshot(
+        &self,
+        tmp: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<(BufferedFile, u64), LogError> {
+        let n = bytes.len();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .buffered_open(tmp)
+            .await
+            .map_err(|e| LogError::new(LogOp::CreateSnapshot, tmp, e))?;
+        let result = async {
+            let bytes = if self.fire(Fault::SnapshotShort) {
+                bytes[..n / 3].to_vec()
+            } else {
+                bytes
+            };
+            let written = f
+                .write_at(bytes, 0)
                 .await
-                .map_err(|e| glommio_err("writing", &tmp, e))?;
+                .map_err(|e| LogError::new(LogOp::WriteSnapshot, tmp, e))?;
+            if written != n {
+                return Err(short_write(LogOp::WriteSnapshot, tmp, written, n));
+            }
             f.fdatasync()
                 .await
-                .map_err(|e| glommio_err("syncing", &tmp, e))?;
-            f.close()
-                .await
-                .map_err(|e| glommio_err("closing", &tmp, e))?;
+                .map_err(|e| LogError::new(LogOp::SyncSnapshot, tmp, e))
         }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
+        .await;
+        match result {
+            Ok(()) => Ok((f, n as u64)),
+            Err(e) => {
+                let _ = f.close().await;
+                let _ = std::fs::remove_file(tmp);
+                Err(e)
+            }
         }
-        let reopened = LogFile::open(&self.path).await?;
-        let old = std::mem::replace(self, reopened);
-        let _ = old.file.close().await;
-        debug_assert_eq!(self.len, n);
+    }
+
+    async fn sync_dir_if_pending(&mut self) -> Result<(), LogError> {
+        if !self.dir_sync_pending {
+            return Ok(());
+        }
+        let dir = parent_of(&self.path);
+        if self.fire(Fault::SyncDir) {
+            return Err(LogError::new(LogOp::SyncDir, &dir, injected()));
+        }
+        let d = Directory::open(&dir)
+            .await
+            .map_err(|e| LogError::new(LogOp::SyncDir, &dir, e))?;
+        let synced = d.sync().await;
+        let _ = d.close().await;
+        synced.map_err(|e| LogError::new(LogOp::SyncDir, &dir, e))?;
+        self.dir_sync_pending = false;
         Ok(())
     }
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn short_write(op: LogOp, path: &Path, written: usize, wanted: usize) -> LogError {
+    LogError::new(
+        op,
+        path,
+        io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write ({written} of {wanted} bytes; disk full?)"),
+        ),
+    )
 }

@@ -6,13 +6,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use engine::log_file::{LogFaults, ReplaceError};
 use engine::{CloseReason, ConnId, LogFile, Service, ShardHandle, ShardId, ShardIo};
 use proto::codec::{decode_client, encode_frame, FrameError};
 use proto::v1::{server_frame, ServerFrame};
 
 use crate::effect::{AfterCommit, Effect, Out};
-use crate::journal::{Job, Journal};
-use crate::limits::{COMPACT_GARBAGE_RATIO, COMPACT_MIN_BYTES};
+use crate::journal::{Job, Journal, Outcome};
+use crate::limits::COMPACT_MIN_BYTES;
 use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
@@ -38,6 +39,10 @@ pub struct ServiceEnv {
     pub compact_min_bytes: u64,
     /// When new sends are refused with `Busy`.
     pub overload: OverloadLimits,
+    /// The data directory's lock, held while any shard runs (`None` in tests without one).
+    pub data_dir_lock: Option<Arc<crate::data_lock::DataDirLock>>,
+    /// Faults injected into the log files (tests only).
+    pub log_faults: Option<Arc<LogFaults>>,
 }
 
 impl ServiceEnv {
@@ -51,6 +56,8 @@ impl ServiceEnv {
             push: Arc::new(crate::notify::DevPush),
             compact_min_bytes: COMPACT_MIN_BYTES,
             overload: OverloadLimits::default(),
+            data_dir_lock: None,
+            log_faults: None,
         }
     }
 }
@@ -66,8 +73,10 @@ pub enum ServiceTimer {
 pub struct Switchboard {
     env: ServiceEnv,
     state: Option<ShardState>,
-    journal: Journal,
+    journal: Journal<LogFile>,
     log_path: PathBuf,
+    /// Bytes of the log replayed at start.
+    replayed_len: u64,
     /// Latency of each log sync (append + fdatasync, or compaction), since start.
     sync_latency: SyncLatency,
     /// The log's length after the last finished job.
@@ -97,10 +106,11 @@ impl Switchboard {
     /// The service for one shard; its state is loaded in `on_start`.
     pub fn new(env: ServiceEnv) -> Self {
         Switchboard {
+            journal: Journal::new(env.compact_min_bytes),
             env,
             state: None,
-            journal: Journal::default(),
             log_path: PathBuf::new(),
+            replayed_len: 0,
             sync_latency: SyncLatency::default(),
             log_bytes: 0,
         }
@@ -193,8 +203,8 @@ impl Switchboard {
     fn kick(&mut self, io: &mut ShardIo<Self>) {
         let unblocked = self.journal.take_unblocked();
         self.release(io, unblocked);
-        let job = match self.compaction_due() {
-            Some(snapshot) => self.journal.start_compaction(snapshot),
+        let job = match self.compaction_job() {
+            Some(job) => Some(job),
             None => self.journal.next_append(),
         };
         if let Some(job) = job {
@@ -202,66 +212,72 @@ impl Switchboard {
         }
     }
 
-    /// A snapshot to compact with, when the log is mostly garbage. Building a snapshot
-    /// costs a pass over the state, so it is only tried when the log has doubled or the
-    /// queues have shrunk to a quarter since the last try.
-    fn compaction_due(&mut self) -> Option<Vec<u8>> {
-        let len = self.journal.file.as_ref()?.len();
+    /// A compaction, when the journal's policy says the log is worth compacting.
+    fn compaction_job(&mut self) -> Option<Job<LogFile>> {
+        let len = self.journal.file()?.len();
         let queued = self.state().queued_total();
-        let grew = len >= 2 * self.journal.checked_len;
-        let drained = queued * 4 < self.journal.checked_queued;
-        if self.journal.busy() || len < self.env.compact_min_bytes || !(grew || drained) {
+        if !self.journal.compaction_due(len, queued) {
             return None;
         }
-        self.journal.checked_len = len;
-        self.journal.checked_queued = queued;
         let mut snapshot = Vec::new();
         for r in self.state().snapshot() {
             record::encode(&r, &mut snapshot);
         }
-        (snapshot.len() as u64 * COMPACT_GARBAGE_RATIO <= len).then_some(snapshot)
+        self.journal.start_compaction(len, snapshot)
     }
 
-    fn job_done(
-        &mut self,
-        io: &mut ShardIo<Self>,
-        file: LogFile,
-        result: std::io::Result<()>,
-        compacted: bool,
-        took: std::time::Duration,
-    ) {
+    fn job_done(&mut self, io: &mut ShardIo<Self>, done: JobDone) {
+        let JobDone {
+            file,
+            outcome,
+            error,
+            took,
+        } = done;
         self.sync_latency.record(took);
         self.log_bytes = file.len();
-        let ok = result.is_ok();
-        if let Err(e) = &result {
-            tracing::error!(shard = io.shard_id().0, path = %self.log_path.display(), "log write failed; nothing in it is acknowledged; retrying: {e}");
+        let shard = io.shard_id().0;
+        if let Some(e) = &error {
+            tracing::error!(
+                shard,
+                ?outcome,
+                "log job failed; nothing waiting on it is acknowledged; retrying: {e}"
+            );
         }
-        if ok && compacted {
-            self.journal.checked_len = file.len();
-            tracing::info!(shard = io.shard_id().0, bytes = file.len(), "log compacted");
+        if outcome == Outcome::Compacted {
+            tracing::info!(shard, bytes = file.len(), "log compacted");
         }
-        let released = self.journal.finished(file, ok);
+        let len = file.len();
+        let released = self.journal.finished(file, len, outcome);
         self.release(io, released);
-        if ok {
+        if outcome.durable() {
             self.kick(io);
-        } else if !self.journal.retry_scheduled {
-            self.journal.retry_scheduled = true;
+        } else if self.journal.schedule_retry() {
             let _ = io.set_timer(io.now_ms() + COMMIT_RETRY_MS, ServiceTimer::RetryCommit);
         }
     }
 
-    fn load(&mut self, io: &mut ShardIo<Self>) -> std::io::Result<ShardState> {
+    fn load(&mut self, io: &mut ShardIo<Self>) -> Result<ShardState, engine::log_file::LogError> {
         let shard = io.shard_id();
-        self.log_path = self.env.data_dir.join(format!("shard-{}.log", shard.0));
+        self.log_path = crate::log_check::log_path(&self.env.data_dir, shard.0);
         let bytes = engine::log_file::read_all(&self.log_path)?;
         let replay = record::replay(&bytes);
-        if replay.valid_len < bytes.len() as u64 {
-            tracing::warn!(
-                path = %self.log_path.display(),
-                dropped = bytes.len() as u64 - replay.valid_len,
-                "torn tail at the end of the log (a crash mid-write); truncating"
-            );
-            engine::log_file::truncate(&self.log_path, replay.valid_len)?;
+        match replay.tail {
+            record::Tail::Clean => {}
+            record::Tail::Torn { at } => {
+                tracing::warn!(
+                    path = %self.log_path.display(),
+                    at,
+                    dropped = bytes.len() as u64 - at,
+                    "torn tail at the end of the log (a crash mid-write); truncating"
+                );
+                engine::log_file::truncate(&self.log_path, at)?;
+            }
+            // `log_check` refuses or salvages such a log before any shard starts, and the
+            // data-directory lock keeps anyone else from writing it since.
+            record::Tail::Corrupt { at, .. } => panic!(
+                "{}: damaged at byte {at} after the start-up check",
+                self.log_path.display()
+            ),
         }
         let mut state = ShardState::new(
             shard,
@@ -278,38 +294,57 @@ impl Switchboard {
             queued = state.queued_total(),
             "log replayed"
         );
-        self.journal.checked_len = replay.valid_len;
+        self.replayed_len = replay.valid_len;
         Ok(state)
     }
 }
 
-async fn run_job(handle: ShardHandle<Switchboard>, job: Job) {
-    let started = std::time::Instant::now();
-    let (file, result, compacted) = match job {
-        Job::Append(mut file, bytes) => {
-            let r = file.append_sync(bytes).await;
-            (file, r, false)
-        }
-        Job::Compact(mut file, bytes) => {
-            let r = file.replace_with(bytes).await;
-            (file, r, true)
-        }
-    };
-    let took = started.elapsed();
-    handle.with(|svc, io| svc.job_done(io, file, result, compacted, took));
+/// A finished log job, back on the shard.
+struct JobDone {
+    file: LogFile,
+    outcome: Outcome,
+    error: Option<String>,
+    took: std::time::Duration,
 }
 
-async fn open_log(handle: ShardHandle<Switchboard>, path: PathBuf) {
-    match LogFile::open(&path).await {
+async fn run_job(handle: ShardHandle<Switchboard>, job: Job<LogFile>) {
+    let started = std::time::Instant::now();
+    let (file, outcome, error) = match job {
+        Job::Append(mut file, bytes) => match file.append_sync(bytes).await {
+            Ok(()) => (file, Outcome::Appended, None),
+            Err(e) => (file, Outcome::AppendFailed, Some(e.to_string())),
+        },
+        Job::Compact(mut file, bytes) => match file.replace_with(bytes).await {
+            Ok(()) => (file, Outcome::Compacted, None),
+            Err(e @ ReplaceError::NotReplaced(_)) => {
+                (file, Outcome::NotCompacted, Some(e.to_string()))
+            }
+            Err(e @ ReplaceError::NotDurable(_)) => {
+                (file, Outcome::CompactedNotDurable, Some(e.to_string()))
+            }
+            Err(e) => (file, Outcome::NotCompacted, Some(e.to_string())),
+        },
+    };
+    let done = JobDone {
+        file,
+        outcome,
+        error,
+        took: started.elapsed(),
+    };
+    handle.with(|svc, io| svc.job_done(io, done));
+}
+
+async fn open_log(handle: ShardHandle<Switchboard>, path: PathBuf, faults: Option<Arc<LogFaults>>) {
+    match LogFile::open_with(&path, faults).await {
         Ok(file) => {
             handle.with(|svc, io| {
                 svc.log_bytes = file.len();
-                svc.journal.file = Some(file);
+                svc.journal.opened(file, svc.replayed_len);
                 svc.kick(io);
             });
         }
         // Without its log a shard cannot acknowledge anything: stop loudly.
-        Err(e) => panic!("cannot open the shard log {}: {e}", path.display()),
+        Err(e) => panic!("cannot open the shard log: {e}"),
     }
 }
 
@@ -324,7 +359,11 @@ impl Service for Switchboard {
             // rather than serve without it.
             Err(e) => panic!("shard {}: cannot read its log: {e}", io.shard_id().0),
         }
-        io.spawn(open_log(io.handle(), self.log_path.clone()));
+        io.spawn(open_log(
+            io.handle(),
+            self.log_path.clone(),
+            self.env.log_faults.clone(),
+        ));
     }
 
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
@@ -380,8 +419,8 @@ impl Service for Switchboard {
             queue_items_user_max: state.queues.longest_len() as u64,
             queue_users: state.queues.users_queued() as u64,
             log_bytes: self.log_bytes,
-            log_commits: self.journal.commits,
-            log_failures: self.journal.failures,
+            log_commits: self.journal.commits(),
+            log_failures: self.journal.failures(),
         };
         service_stats::report(g, &self.sync_latency)
     }
@@ -400,7 +439,7 @@ impl Service for Switchboard {
     fn on_timer(&mut self, io: &mut ShardIo<Self>, timer: ServiceTimer) {
         match timer {
             ServiceTimer::RetryCommit => {
-                self.journal.retry_scheduled = false;
+                self.journal.retry_due();
                 self.kick(io);
             }
         }

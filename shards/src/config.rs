@@ -80,6 +80,11 @@ pub struct Cli {
     /// Never compact a shard's log below this size (bytes).
     #[arg(long)]
     pub compact_min_bytes: Option<u64>,
+    /// Start even when a shard log is damaged before its end: the damaged log is set aside
+    /// (renamed, never truncated) and the shard starts from every record that still passes
+    /// its checksum; what was skipped is reported. Without it such a server refuses to start.
+    #[arg(long)]
+    pub salvage: bool,
     /// Close connections that have not finished the TLS handshake after this many seconds.
     #[arg(long)]
     pub handshake_timeout_s: Option<u64>,
@@ -233,6 +238,10 @@ pub struct ServerConfig {
     pub push_webhook: Option<String>,
     /// Logs smaller than this are never compacted.
     pub compact_min_bytes: u64,
+    /// Start from what is readable when a log is damaged mid-file (`--salvage`).
+    pub salvage: bool,
+    /// Faults injected into the log files (tests only; always `None` from the command line).
+    pub log_faults: Option<std::sync::Arc<engine::log_file::LogFaults>>,
     /// TLS handshake deadline in milliseconds.
     pub handshake_timeout_ms: u64,
     /// A started frame must be complete within this many milliseconds (slowloris).
@@ -400,6 +409,8 @@ impl ServerConfig {
                 .compact_min_bytes
                 .or(file.compact_min_bytes)
                 .unwrap_or(crate::limits::COMPACT_MIN_BYTES),
+            salvage: cli.salvage,
+            log_faults: None,
             handshake_timeout_ms: handshake_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT),

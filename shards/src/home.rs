@@ -59,6 +59,16 @@ impl IdAllocator {
         id
     }
 
+    /// The sequence the next id gets (written into snapshots as the high-water mark).
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Keeps future sequences at or above `seq` (replay of a high-water mark).
+    pub fn observe_next_seq(&mut self, seq: u64) {
+        self.next = self.next.max(seq);
+    }
+
     /// Keeps future ids above `id` (replay).
     pub fn observe(&mut self, id: u64) {
         let seq = id & ((1 << ID_SEQUENCE_BITS) - 1);

@@ -1,50 +1,133 @@
-//! Group commit for the shard's durable log.
+//! Group commit and compaction policy for the shard's durable log.
 //!
 //! Records produced by events are encoded into `pending`; the effects that must wait for
-//! them (acks, deliveries) go to `pending_after`. One commit at a time is in flight: it
-//! takes the whole pending batch, appends it and `fdatasync`s it, and only then are the
-//! batch's effects released. While it is in flight the next batch gathers, so under load one
-//! fsync covers many messages. A failed write keeps the batch (nothing is acked) and is
-//! retried; the shard keeps serving. Compaction replaces the log with a snapshot of the
-//! state, which covers the pending batch too. Pure bookkeeping: the adapter does the I/O.
-
-use engine::LogFile;
+//! them (acks, deliveries) go to `pending_after`. One job at a time is in flight: it takes
+//! the whole pending batch, appends it and `fdatasync`s it, and only then are the batch's
+//! effects released. While it is in flight the next batch gathers, so under load one sync
+//! covers many messages.
+//!
+//! Failures, and why each is safe:
+//! - an append fails: nothing of the batch counts as written; its bytes go back in front of
+//!   what gathered since and its effects wait; the adapter retries after a delay. Nothing is
+//!   acknowledged meanwhile. The file layer cuts any partial write before the retry.
+//! - a compaction fails before its rename: the log is unchanged, so the same as above.
+//! - a compaction renamed its snapshot but the directory sync failed: the snapshot (which
+//!   covers the batch) is the log now, but a crash could bring back the old one, which lacks
+//!   the batch. The batch's bytes are dropped (they are in the snapshot) and its effects
+//!   wait for a sync that is owed even with nothing to write: the next job retries the
+//!   directory sync first, and nothing is released until it succeeds.
+//!
+//! Compaction replaces the log with a snapshot of the state when the log is mostly garbage
+//! ([`Journal::compaction_due`], [`Journal::start_compaction`]). Pure bookkeeping, generic
+//! over the file so it is tested without I/O: the adapter does the I/O.
 
 use crate::effect::AfterCommit;
 use crate::record::{self, Record};
 
 /// What the commit task should do next.
-pub enum Job {
-    /// Append these bytes and sync.
-    Append(LogFile, Vec<u8>),
+pub enum Job<F> {
+    /// Append these bytes (possibly none: only the syncs owed) and sync.
+    Append(F, Vec<u8>),
     /// Replace the log with this snapshot.
-    Compact(LogFile, Vec<u8>),
+    Compact(F, Vec<u8>),
+}
+
+/// How a job ended (the file layer's result, as the journal needs it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The batch is durable.
+    Appended,
+    /// The append failed; nothing of it counts as written.
+    AppendFailed,
+    /// The snapshot is the log and durable.
+    Compacted,
+    /// The compaction failed before its rename: the log is as it was.
+    NotCompacted,
+    /// The snapshot is the log but its rename is not yet durable.
+    CompactedNotDurable,
+}
+
+impl Outcome {
+    /// Whether the job's effects may be released.
+    pub fn durable(self) -> bool {
+        matches!(self, Outcome::Appended | Outcome::Compacted)
+    }
+}
+
+/// When compaction is worth trying.
+#[derive(Debug, Clone, Copy)]
+struct CompactionPolicy {
+    /// Logs smaller than this are never compacted.
+    min_bytes: u64,
+    /// Log length at the last check.
+    checked_len: u64,
+    /// Items queued at the last check.
+    checked_queued: usize,
 }
 
 /// The shard's log bookkeeping.
-#[derive(Default)]
-pub struct Journal {
+pub struct Journal<F> {
     pending: Vec<u8>,
     pending_after: Vec<AfterCommit>,
-    /// Effects of the batch in flight.
+    /// Effects of the job in flight.
     in_flight_after: Option<Vec<AfterCommit>>,
-    /// Bytes of the batch in flight (kept to retry after a failure).
+    /// Bytes of the append in flight (kept to retry after a failure).
     in_flight_bytes: Vec<u8>,
-    /// The log, when no commit holds it (None while opening and while in flight).
-    pub file: Option<LogFile>,
-    /// Log length at the last compaction check.
-    pub checked_len: u64,
-    /// Items queued at the last compaction check.
-    pub checked_queued: usize,
-    /// Batches that failed to write.
-    pub failures: u64,
-    /// Commits done.
-    pub commits: u64,
+    /// The log, when no job holds it (None while opening and while in flight).
+    file: Option<F>,
+    /// A sync is owed even with nothing new to write (a compaction's directory sync failed).
+    sync_owed: bool,
+    policy: CompactionPolicy,
+    /// Jobs that failed.
+    failures: u64,
+    /// Jobs that made their batch durable.
+    commits: u64,
     /// A retry is scheduled after a failure.
-    pub retry_scheduled: bool,
+    retry_scheduled: bool,
 }
 
-impl Journal {
+impl<F> Journal<F> {
+    /// An empty journal; logs under `compact_min_bytes` are never compacted.
+    pub fn new(compact_min_bytes: u64) -> Self {
+        Journal {
+            pending: Vec::new(),
+            pending_after: Vec::new(),
+            in_flight_after: None,
+            in_flight_bytes: Vec::new(),
+            file: None,
+            sync_owed: false,
+            policy: CompactionPolicy {
+                min_bytes: compact_min_bytes,
+                checked_len: 0,
+                checked_queued: 0,
+            },
+            failures: 0,
+            commits: 0,
+            retry_scheduled: false,
+        }
+    }
+
+    /// The log was opened (or replayed to `replayed_len` bytes).
+    pub fn opened(&mut self, file: F, replayed_len: u64) {
+        self.file = Some(file);
+        self.policy.checked_len = replayed_len;
+    }
+
+    /// The log, when no job holds it.
+    pub fn file(&self) -> Option<&F> {
+        self.file.as_ref()
+    }
+
+    /// Jobs that made their batch durable.
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    /// Jobs that failed.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
     /// Adds an event's records and waiting effects; returns effects that need not wait.
     pub fn add(&mut self, records: Vec<Record>, after: Vec<AfterCommit>) -> Vec<AfterCommit> {
         for r in &records {
@@ -53,6 +136,7 @@ impl Journal {
         if self.pending.is_empty()
             && self.in_flight_after.is_none()
             && self.pending_after.is_empty()
+            && !self.sync_owed
         {
             return after;
         }
@@ -60,14 +144,14 @@ impl Journal {
         Vec::new()
     }
 
-    /// Whether a commit is in flight.
+    /// Whether a job is in flight.
     pub fn busy(&self) -> bool {
         self.in_flight_after.is_some()
     }
 
-    /// Effects waiting with nothing to write (released when nothing is in flight).
+    /// Effects waiting with nothing to write (released when nothing is in flight or owed).
     pub fn take_unblocked(&mut self) -> Vec<AfterCommit> {
-        if self.pending.is_empty() && !self.busy() {
+        if self.pending.is_empty() && !self.busy() && !self.sync_owed {
             return std::mem::take(&mut self.pending_after);
         }
         Vec::new()
@@ -80,8 +164,8 @@ impl Journal {
     }
 
     /// The next append, if one is due and the file is free.
-    pub fn next_append(&mut self) -> Option<Job> {
-        if self.busy() || self.pending.is_empty() || self.retry_scheduled {
+    pub fn next_append(&mut self) -> Option<Job<F>> {
+        if self.busy() || self.retry_scheduled || (self.pending.is_empty() && !self.sync_owed) {
             return None;
         }
         let file = self.file.take()?;
@@ -91,36 +175,83 @@ impl Journal {
         Some(Job::Append(file, bytes))
     }
 
-    /// A compaction with `snapshot` (which covers everything pending, too).
-    pub fn start_compaction(&mut self, snapshot: Vec<u8>) -> Option<Job> {
-        if self.busy() || self.retry_scheduled {
+    /// Whether a snapshot should be built now: the log (`log_len` bytes) is past the
+    /// minimum and has doubled, or the queues (`queued` items) shrank to a quarter, since
+    /// the last check. Building a snapshot costs a pass over the state, hence the check.
+    pub fn compaction_due(&mut self, log_len: u64, queued: usize) -> bool {
+        let p = &mut self.policy;
+        let grew = log_len >= 2 * p.checked_len;
+        let drained = queued * 4 < p.checked_queued;
+        if self.in_flight_after.is_some()
+            || self.retry_scheduled
+            || self.sync_owed
+            || log_len < p.min_bytes
+            || !(grew || drained)
+        {
+            return false;
+        }
+        p.checked_len = log_len;
+        p.checked_queued = queued;
+        true
+    }
+
+    /// A compaction with `snapshot` (which covers everything pending, too), if the log of
+    /// `log_len` bytes is at least `COMPACT_GARBAGE_RATIO` times its size.
+    pub fn start_compaction(&mut self, log_len: u64, snapshot: Vec<u8>) -> Option<Job<F>> {
+        let worth = snapshot.len() as u64 * crate::limits::COMPACT_GARBAGE_RATIO <= log_len;
+        if !worth || self.busy() || self.retry_scheduled || self.sync_owed {
             return None;
         }
         let file = self.file.take()?;
-        // Kept in case the compaction fails: then they are appended as usual.
+        // Kept in case the compaction fails before its rename: then they are appended.
         self.in_flight_bytes = std::mem::take(&mut self.pending);
         self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
         Some(Job::Compact(file, snapshot))
     }
 
-    /// The job finished. On success returns the effects to release; on failure puts the
-    /// batch back in front of what gathered since (the caller schedules a retry).
-    pub fn finished(&mut self, file: LogFile, ok: bool) -> Vec<AfterCommit> {
+    /// The job finished with `outcome`; the log is now `file` (`log_len` bytes). Returns
+    /// the effects to release. After a failure the caller schedules a retry
+    /// ([`Journal::retry_scheduled`]).
+    pub fn finished(&mut self, file: F, log_len: u64, outcome: Outcome) -> Vec<AfterCommit> {
         self.file = Some(file);
         let after = self.in_flight_after.take().expect("a job was in flight");
-        if ok {
-            self.commits += 1;
-            self.in_flight_bytes.clear();
-            return after;
+        match outcome {
+            Outcome::Appended | Outcome::Compacted => {
+                self.commits += 1;
+                self.in_flight_bytes.clear();
+                self.sync_owed = false;
+                if outcome == Outcome::Compacted {
+                    self.policy.checked_len = log_len;
+                }
+                return after;
+            }
+            Outcome::AppendFailed | Outcome::NotCompacted => {
+                let mut bytes = std::mem::take(&mut self.in_flight_bytes);
+                bytes.extend_from_slice(&self.pending);
+                self.pending = bytes;
+            }
+            Outcome::CompactedNotDurable => {
+                // The snapshot holds these bytes already; what is owed is the sync.
+                self.in_flight_bytes.clear();
+                self.sync_owed = true;
+                self.policy.checked_len = log_len;
+            }
         }
         self.failures += 1;
-        let mut bytes = std::mem::take(&mut self.in_flight_bytes);
-        bytes.extend_from_slice(&self.pending);
-        self.pending = bytes;
         let mut waiting = after;
         waiting.append(&mut self.pending_after);
         self.pending_after = waiting;
         Vec::new()
+    }
+
+    /// Marks a retry as scheduled; false if one already was.
+    pub fn schedule_retry(&mut self) -> bool {
+        !std::mem::replace(&mut self.retry_scheduled, true)
+    }
+
+    /// The scheduled retry is due: jobs may start again.
+    pub fn retry_due(&mut self) {
+        self.retry_scheduled = false;
     }
 }
 
@@ -129,6 +260,10 @@ mod tests {
     use super::*;
     use crate::effect::Effect;
     use crate::record::{record, RemovedRec};
+
+    /// A stand-in for the log file: the journal only passes it around.
+    #[derive(Debug, PartialEq)]
+    struct File;
 
     fn rec(id: u64) -> Record {
         Record {
@@ -145,9 +280,34 @@ mod tests {
         })
     }
 
+    fn phones(after: &[AfterCommit]) -> Vec<String> {
+        after
+            .iter()
+            .map(|a| match a {
+                AfterCommit::Effect(Effect::Push { phone }) => phone.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    fn encoded(ids: &[u64]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &id in ids {
+            crate::record::encode(&rec(id), &mut out);
+        }
+        out
+    }
+
+    fn append_bytes(job: Option<Job<File>>) -> Vec<u8> {
+        match job {
+            Some(Job::Append(File, bytes)) => bytes,
+            _ => panic!("expected an append"),
+        }
+    }
+
     #[test]
     fn effects_wait_for_their_batch_and_batches_group() {
-        let mut j = Journal::default();
+        let mut j = Journal::new(0);
         // Nothing pending and nothing in flight: an effect without records goes at once.
         assert_eq!(j.add(vec![], vec![push("a")]).len(), 1);
         // With records, it waits; no file yet, so no job either.
@@ -158,5 +318,103 @@ mod tests {
             j.take_unblocked().is_empty(),
             "records are pending: nothing unblocks"
         );
+        j.opened(File, 0);
+        assert_eq!(append_bytes(j.next_append()), encoded(&[1, 2]));
+        assert_eq!(phones(&j.finished(File, 10, Outcome::Appended)), ["b", "c"]);
+        assert_eq!(j.commits(), 1);
+    }
+
+    #[test]
+    fn a_failed_append_keeps_its_batch_in_front_and_releases_nothing_until_retried() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![rec(1)], vec![push("first")]);
+        assert_eq!(append_bytes(j.next_append()), encoded(&[1]));
+        // While it is in flight the next batch gathers.
+        j.add(vec![rec(2)], vec![push("second")]);
+        assert!(j.finished(File, 0, Outcome::AppendFailed).is_empty());
+        assert_eq!(j.failures(), 1);
+        assert_eq!(j.pending_bytes(), encoded(&[1, 2]).len());
+        // Retry scheduled: no job, and an effect without records must wait too.
+        assert!(j.schedule_retry());
+        assert!(!j.schedule_retry(), "one retry at a time");
+        assert!(j.next_append().is_none());
+        assert!(j.add(vec![], vec![push("third")]).is_empty());
+        assert!(j.take_unblocked().is_empty());
+        j.retry_due();
+        assert_eq!(
+            append_bytes(j.next_append()),
+            encoded(&[1, 2]),
+            "the failed batch first, in order"
+        );
+        assert_eq!(
+            phones(&j.finished(File, 20, Outcome::Appended)),
+            ["first", "second", "third"]
+        );
+        assert_eq!(j.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn a_compaction_that_failed_before_its_rename_appends_the_batch_as_usual() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![rec(1)], vec![push("a")]);
+        assert!(j.compaction_due(1000, 0));
+        let Some(Job::Compact(File, _)) = j.start_compaction(1000, vec![0; 10]) else {
+            panic!("expected a compaction");
+        };
+        assert!(j.finished(File, 1000, Outcome::NotCompacted).is_empty());
+        j.retry_due();
+        assert_eq!(append_bytes(j.next_append()), encoded(&[1]));
+        assert_eq!(phones(&j.finished(File, 1010, Outcome::Appended)), ["a"]);
+    }
+
+    #[test]
+    fn a_compaction_renamed_but_not_durable_owes_a_sync_before_anything_is_released() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![rec(1)], vec![push("in-snapshot")]);
+        assert!(j.compaction_due(1000, 0));
+        assert!(j.start_compaction(1000, vec![0; 10]).is_some());
+        assert!(j
+            .finished(File, 10, Outcome::CompactedNotDurable)
+            .is_empty());
+        assert_eq!(j.pending_bytes(), 0, "the snapshot holds the batch");
+        // Effects with no records of their own still wait for the owed sync.
+        assert!(j.add(vec![], vec![push("later")]).is_empty());
+        assert!(j.take_unblocked().is_empty());
+        assert!(
+            !j.compaction_due(10_000, 0),
+            "no compaction while a sync is owed"
+        );
+        j.retry_due();
+        assert_eq!(
+            append_bytes(j.next_append()),
+            Vec::<u8>::new(),
+            "a sync-only job: nothing rewritten"
+        );
+        assert_eq!(
+            phones(&j.finished(File, 10, Outcome::Appended)),
+            ["in-snapshot", "later"]
+        );
+        assert_eq!(j.add(vec![], vec![push("now")]).len(), 1, "nothing owed");
+    }
+
+    #[test]
+    fn compaction_is_tried_when_the_log_doubles_or_the_queues_drain_and_only_if_it_pays() {
+        let mut j: Journal<File> = Journal::new(100);
+        j.opened(File, 0);
+        assert!(!j.compaction_due(50, 0), "below the minimum");
+        assert!(j.compaction_due(200, 40));
+        assert!(!j.compaction_due(300, 40), "neither doubled nor drained");
+        assert!(
+            j.compaction_due(300, 9),
+            "queues drained to under a quarter"
+        );
+        assert!(
+            j.start_compaction(300, vec![0; 100]).is_none(),
+            "a snapshot over a quarter of the log is not worth it"
+        );
+        assert!(j.start_compaction(400, vec![0; 100]).is_some());
     }
 }

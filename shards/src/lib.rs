@@ -7,7 +7,8 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
-//! - [`data_layout`]: the shard count a data directory belongs to.
+//! - [`data_layout`]: the shard count a data directory belongs to. [`data_lock`]: one
+//!   server per data directory. [`log_check`]: damaged logs stop the start (or `--salvage`).
 //! - [`adapter`]: the `engine::Service` each shard runs; [`journal`]: group commit.
 //! - [`service_stats`]: what a shard reports once a second (queues, log, fsync latency).
 //! - [`state`]: one shard's service state and event entry points.
@@ -24,11 +25,13 @@
 pub mod adapter;
 pub mod config;
 pub mod data_layout;
+pub mod data_lock;
 pub mod effect;
 pub mod group;
 pub mod home;
 pub mod journal;
 pub mod limits;
+pub mod log_check;
 pub mod login;
 pub mod mesh_msg;
 pub mod notify;

@@ -1,12 +1,19 @@
 //! What the shard's durable log holds, and its on-disk framing.
 //!
 //! A record is a protobuf message (prost, no .proto file needed) framed as
-//! `[u32 length BE][u32 crc32 BE][payload]`. Replay stops at the first frame that is short
-//! or fails its checksum (a torn tail from a crash mid-write: nothing in it was ever
-//! acknowledged, because acks wait for `fdatasync`) and reports where to truncate.
+//! `[u32 length BE][u32 crc32 BE][payload]`. Replay stops at the first frame that is short,
+//! empty, fails its checksum or holds no record kind (a zero-filled region reads as length 0
+//! and is refused), and then tells two cases apart ([`Tail`]):
+//! - **torn**: nothing valid follows the bad frame. A crash mid-write leaves exactly this,
+//!   and nothing in it was acknowledged (acks wait for `fdatasync`): truncate it.
+//! - **corrupt**: some valid record follows. A torn write can only be the last thing in the
+//!   file, so this is damage to data that was synced and acknowledged: refuse to start and
+//!   name the offset; `--salvage` keeps every record that still passes its checksum
+//!   ([`salvage`]).
 //!
 //! Records are facts, applied in order: an account's current key hash, a queued item, the
-//! removal of an item, a group's full state, a dedupe entry. Pure: no I/O.
+//! removal of an item, a group's full state, a dedupe entry, the id high-water mark. Pure:
+//! no I/O.
 
 use prost::Message;
 
@@ -19,7 +26,7 @@ pub const RECORD_HEADER_BYTES: usize = 8;
 #[derive(Clone, PartialEq, Message)]
 pub struct Record {
     /// What the fact is.
-    #[prost(oneof = "record::Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "record::Kind", tags = "1, 2, 3, 4, 5, 6")]
     pub kind: Option<record::Kind>,
 }
 
@@ -44,6 +51,9 @@ pub mod record {
         /// A dedupe entry that outlived its message (written by compaction).
         #[prost(message, tag = "5")]
         Dedupe(super::DedupeRec),
+        /// The shard's next id sequence (written into every snapshot).
+        #[prost(message, tag = "6")]
+        IdMark(super::IdMarkRec),
     }
 }
 
@@ -132,6 +142,16 @@ pub struct DedupeRec {
     pub recipient: String,
 }
 
+/// The id high-water mark: compaction drops the records of removed items, and with them the
+/// largest ids issued; this keeps new ids above every id ever issued even if the clock that
+/// seeds them after a restart stepped back.
+#[derive(Clone, PartialEq, Message)]
+pub struct IdMarkRec {
+    /// The next sequence the shard would have issued (ids are `shard << 48 | sequence`).
+    #[prost(uint64, tag = "1")]
+    pub next_seq: u64,
+}
+
 /// Appends `rec` to `out`, framed.
 pub fn encode(rec: &Record, out: &mut Vec<u8>) {
     let len = rec.encoded_len();
@@ -145,40 +165,117 @@ pub fn encode(rec: &Record, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Result of replaying a log.
-#[derive(Debug, Default)]
-pub struct Replay {
-    /// Records in order.
-    pub records: Vec<Record>,
-    /// Bytes of well-formed records; anything after is a torn tail to truncate.
-    pub valid_len: u64,
+/// What follows the last good record of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// Every byte is a valid record.
+    Clean,
+    /// Bytes from `at` on hold no valid record: a torn write, safe to truncate.
+    Torn {
+        /// Offset of the first bad byte.
+        at: u64,
+    },
+    /// The frame at `at` is bad but a valid record starts at `next_valid_at`: damage to
+    /// synced data.
+    Corrupt {
+        /// Offset of the first bad frame.
+        at: u64,
+        /// Offset of the first valid record after it.
+        next_valid_at: u64,
+    },
 }
 
-/// Parses every well-formed record of `bytes`, stopping at the first bad one.
+/// Result of replaying a log.
+#[derive(Debug)]
+pub struct Replay {
+    /// Records in order, up to the first bad frame.
+    pub records: Vec<Record>,
+    /// Bytes of well-formed records before the first bad frame.
+    pub valid_len: u64,
+    /// What comes after them.
+    pub tail: Tail,
+}
+
+/// The record framed at `at`, and where the next frame starts, if the frame is valid.
+fn frame_at(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
+    let header = bytes.get(at..at.checked_add(RECORD_HEADER_BYTES)?)?;
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 || len > RECORD_BYTES_MAX {
+        return None;
+    }
+    let body_at = at + RECORD_HEADER_BYTES;
+    let body = bytes.get(body_at..body_at + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let record = Record::decode(body).ok().filter(|r| r.kind.is_some())?;
+    Some((record, body_at + len))
+}
+
+/// The first offset after `from` where a valid record starts.
+fn next_valid(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len().saturating_sub(RECORD_HEADER_BYTES))
+        .find(|&at| frame_at(bytes, at).is_some())
+}
+
+/// Parses every well-formed record of `bytes` up to the first bad frame, and classifies
+/// what follows it.
 pub fn replay(bytes: &[u8]) -> Replay {
     let mut at = 0usize;
     let mut records = Vec::new();
-    while bytes.len() - at >= RECORD_HEADER_BYTES {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        let body_at = at + RECORD_HEADER_BYTES;
-        if len > RECORD_BYTES_MAX || bytes.len() - body_at < len {
-            break;
-        }
-        let body = &bytes[body_at..body_at + len];
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        match Record::decode(body) {
-            Ok(r) => records.push(r),
-            Err(_) => break,
-        }
-        at = body_at + len;
+    while let Some((record, next)) = frame_at(bytes, at) {
+        records.push(record);
+        at = next;
     }
+    let tail = if at == bytes.len() {
+        Tail::Clean
+    } else {
+        match next_valid(bytes, at + 1) {
+            Some(next) => Tail::Corrupt {
+                at: at as u64,
+                next_valid_at: next as u64,
+            },
+            None => Tail::Torn { at: at as u64 },
+        }
+    };
     Replay {
         records,
         valid_len: at as u64,
+        tail,
     }
+}
+
+/// What [`salvage`] kept and skipped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Salvage {
+    /// The valid records, re-framed, in their original order.
+    pub kept: Vec<u8>,
+    /// How many records were kept.
+    pub records: usize,
+    /// Damaged regions skipped: (offset, bytes).
+    pub skipped: Vec<(u64, u64)>,
+}
+
+/// Every record of `bytes` that still passes its checksum, skipping damaged regions.
+pub fn salvage(bytes: &[u8]) -> Salvage {
+    let mut out = Salvage::default();
+    let mut at = 0usize;
+    while at < bytes.len() {
+        match frame_at(bytes, at) {
+            Some((_, next)) => {
+                out.kept.extend_from_slice(&bytes[at..next]);
+                out.records += 1;
+                at = next;
+            }
+            None => {
+                let resume = next_valid(bytes, at + 1).unwrap_or(bytes.len());
+                out.skipped.push((at as u64, (resume - at) as u64));
+                at = resume;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -230,5 +327,53 @@ mod tests {
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         huge.extend_from_slice(&[0; 4]);
         assert_eq!(replay(&huge).records.len(), 1);
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_not_records() {
+        let mut log = Vec::new();
+        encode(&item(1), &mut log);
+        let good = log.len() as u64;
+        log.extend_from_slice(&[0u8; 4096]);
+        let r = replay(&log);
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.valid_len, good);
+        assert_eq!(r.tail, Tail::Torn { at: good });
+        // A frame with a valid checksum but no record kind is refused too.
+        let mut empty_kind = log[..good as usize].to_vec();
+        encode(&Record { kind: None }, &mut empty_kind);
+        assert_eq!(replay(&empty_kind).tail, Tail::Torn { at: good });
+    }
+
+    #[test]
+    fn a_flipped_bit_with_records_after_it_is_corruption_not_a_tail() {
+        let mut log = Vec::new();
+        let mut starts = Vec::new();
+        for i in 1..=10 {
+            starts.push(log.len());
+            encode(&item(i), &mut log);
+        }
+        let mut bad = log.clone();
+        bad[starts[4] + RECORD_HEADER_BYTES + 3] ^= 0x10;
+        let r = replay(&bad);
+        assert_eq!(r.records.len(), 4, "records before the damage");
+        assert_eq!(
+            r.tail,
+            Tail::Corrupt {
+                at: starts[4] as u64,
+                next_valid_at: starts[5] as u64
+            }
+        );
+        let s = salvage(&bad);
+        assert_eq!(s.records, 9, "every record but the damaged one");
+        assert_eq!(
+            s.skipped,
+            vec![(starts[4] as u64, (starts[5] - starts[4]) as u64)]
+        );
+        let again = replay(&s.kept);
+        assert_eq!(again.tail, Tail::Clean);
+        assert_eq!(again.records[4], item(6));
+        // An undamaged log salvages to itself.
+        assert_eq!(salvage(&log).kept, log);
     }
 }

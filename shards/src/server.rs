@@ -29,6 +29,12 @@ pub enum StartError {
     /// A webhook URL is unusable.
     #[error("webhook: {0}")]
     Webhook(String),
+    /// Another server holds the data directory.
+    #[error("{0}")]
+    Lock(#[from] crate::data_lock::LockError),
+    /// A shard log is damaged mid-file (and `--salvage` was not given), or unreadable.
+    #[error("{0}")]
+    LogCheck(#[from] crate::log_check::LogCheckError),
     /// The data directory belongs to a different shard count, or its layout file is bad.
     #[error("{0}")]
     Layout(#[from] crate::data_layout::LayoutError),
@@ -59,12 +65,15 @@ pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
 
 /// Starts the shards; returns once they are listening.
 pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+    engine::log_file::create_dir_durable(&cfg.data_dir).map_err(|e| StartError::DataDir {
         path: cfg.data_dir.clone(),
-        source,
+        source: e.source,
     })?;
+    // Held by every shard's service; released when the last one is dropped.
+    let lock = Arc::new(crate::data_lock::lock(&cfg.data_dir)?);
     let shards =
         crate::data_layout::settle_shard_count(&cfg.data_dir, cfg.shards, cfg.shards_explicit)?;
+    crate::log_check::check_logs(&cfg.data_dir, shards, cfg.salvage)?;
     let tls = if cfg.tls {
         let source = match &cfg.cert_key {
             Some((cert, key)) => engine::tls::CertSource::Files {
@@ -93,7 +102,8 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         alarms: cfg.alarms.to_engine(),
         ..EngineConfig::default()
     };
-    let env = service_env(cfg)?;
+    let mut env = service_env(cfg)?;
+    env.data_dir_lock = Some(lock);
     Ok(engine::start(engine_cfg, move |_shard| {
         Switchboard::new(env.clone())
     })?)
@@ -103,6 +113,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
 pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     let mut env = ServiceEnv::dev(cfg.data_dir.clone());
     env.compact_min_bytes = cfg.compact_min_bytes;
+    env.log_faults = cfg.log_faults.clone();
     env.overload = cfg.overload;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(

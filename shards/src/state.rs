@@ -158,8 +158,10 @@ impl ShardState {
                 }
                 Some(record::Kind::Item(i)) => items.push(i),
                 Some(record::Kind::Removed(r)) => {
+                    self.ids.observe(r.id);
                     removed.insert((r.user, r.id), ());
                 }
+                Some(record::Kind::IdMark(m)) => self.ids.observe_next_seq(m.next_seq),
                 Some(record::Kind::Group(g)) => {
                     self.ids.observe(g.group_id);
                     self.groups.apply(&g);
@@ -189,7 +191,12 @@ impl ShardState {
 
     /// Every live fact, as records: what compaction writes.
     pub fn snapshot(&self) -> Vec<Record> {
-        let mut out: Vec<Record> = Vec::new();
+        // First, so that the ids of items the snapshot drops are never issued again.
+        let mut out: Vec<Record> = vec![Record {
+            kind: Some(record::Kind::IdMark(crate::record::IdMarkRec {
+                next_seq: self.ids.next_seq(),
+            })),
+        }];
         out.extend(self.registry.snapshot().map(|a| Record {
             kind: Some(record::Kind::Account(a)),
         }));

@@ -63,6 +63,8 @@ impl TestServer {
             sms_webhook: None,
             push_webhook: None,
             compact_min_bytes: shards::limits::COMPACT_MIN_BYTES,
+            salvage: false,
+            log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
             overload: Default::default(),

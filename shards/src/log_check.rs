@@ -1,0 +1,148 @@
+//! The shard logs' check before any shard starts: damage mid-file stops the server.
+//!
+//! A crash mid-write can only tear the end of a log, and each shard truncates such a tail
+//! itself when it replays ([`crate::record::Tail::Torn`]). A bad record with valid ones after
+//! it is something else (a flipped bit, a bad sector, a stray write): those later records
+//! were synced and acknowledged, and truncating would drop them silently. So:
+//! - without `--salvage` the server refuses to start with one line naming the file and the
+//!   offset, and changes nothing;
+//! - with `--salvage` the damaged log is set aside as `shard-N.log.damaged-<unix time>`
+//!   (renamed, never truncated), a new log holding every record that still passes its
+//!   checksum takes its place (written, synced, renamed, directory synced), and what was
+//!   skipped is reported.
+//!
+//! Runs once at start-up, before the engine, with blocking I/O. This module owns that
+//! decision only; replay itself is [`crate::record`]'s, and the shard's log is its journal's.
+
+use std::path::{Path, PathBuf};
+
+use engine::log_file::{self, LogError};
+
+use crate::record::{self, Tail};
+
+/// Why the logs cannot be used as they are.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogCheckError {
+    /// A shard log is damaged before its end.
+    #[error(
+        "shard log {path} is damaged at byte {at} of {len} and a valid record follows at byte \
+         {next_valid_at}: truncating would lose acknowledged messages, so the server will \
+         not start; restore the file, or start with --salvage to set it aside and keep \
+         every readable record"
+    )]
+    Corrupt {
+        /// The log.
+        path: PathBuf,
+        /// Offset of the first bad frame.
+        at: u64,
+        /// Offset of the first valid record after it.
+        next_valid_at: u64,
+        /// The file's length.
+        len: u64,
+    },
+    /// Reading, writing or renaming failed.
+    #[error("{0}")]
+    Io(#[from] LogError),
+    /// Setting the damaged log aside failed.
+    #[error("setting {path} aside: {source}")]
+    SetAside {
+        /// The log.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What salvaging one log did.
+#[derive(Debug)]
+pub struct Salvaged {
+    /// The log that now holds the readable records.
+    pub path: PathBuf,
+    /// Where the damaged original went.
+    pub set_aside: PathBuf,
+    /// Records kept.
+    pub records: usize,
+    /// Damaged regions skipped: (offset, bytes).
+    pub skipped: Vec<(u64, u64)>,
+}
+
+/// The log file of shard `shard` in `data_dir`.
+pub fn log_path(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard}.log"))
+}
+
+/// Checks every shard's log; salvages damaged ones when `salvage` is set.
+pub fn check_logs(
+    data_dir: &Path,
+    shards: usize,
+    salvage: bool,
+) -> Result<Vec<Salvaged>, LogCheckError> {
+    let mut done = Vec::new();
+    for shard in 0..shards {
+        let path = log_path(data_dir, shard);
+        let bytes = log_file::read_all(&path)?;
+        let Tail::Corrupt { at, next_valid_at } = record::replay(&bytes).tail else {
+            continue;
+        };
+        if !salvage {
+            return Err(LogCheckError::Corrupt {
+                path,
+                at,
+                next_valid_at,
+                len: bytes.len() as u64,
+            });
+        }
+        let s = salvage_log(&path, &bytes)?;
+        tracing::warn!(
+            path = %s.path.display(),
+            set_aside = %s.set_aside.display(),
+            records_kept = s.records,
+            damaged_regions = ?s.skipped,
+            bytes_skipped = s.skipped.iter().map(|r| r.1).sum::<u64>(),
+            "salvaged a damaged shard log: records inside the damaged regions are lost"
+        );
+        done.push(s);
+    }
+    Ok(done)
+}
+
+fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
+    use std::io::Write;
+    let s = record::salvage(bytes);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = path.with_extension(format!("log.damaged-{now}"));
+    let tmp = path.with_extension("salvage");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&s.kept)?;
+        f.sync_all()
+    };
+    write().map_err(|source| LogCheckError::SetAside {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(path, &aside).map_err(|source| LogCheckError::SetAside {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| LogCheckError::SetAside {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    log_file::sync_dir_blocking(dir)?;
+    Ok(Salvaged {
+        path: path.to_path_buf(),
+        set_aside: aside,
+        records: s.records,
+        skipped: s.skipped,
+    })
+}
