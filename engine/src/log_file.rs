@@ -18,8 +18,8 @@
 //!
 //! A failed or short append leaves the file's known length unchanged; the next append first
 //! cuts anything a partial write left past it, so a retry never leaves garbage mid-file.
-//! Creating the log (or its directory) syncs the parent directory, so a new log's name is as
-//! durable as its contents. Every error keeps its operation, path and `io::ErrorKind`
+//! Opening the log (and creating its directory) syncs the parent directory, so a new log's
+//! name is as durable as its contents. Every error keeps its operation, path and `io::ErrorKind`
 //! ([`LogError`]), so a full disk stays `StorageFull`.
 //!
 //! Reading happens once, at shard start, with plain blocking reads (`read_all`). Faults can
@@ -258,8 +258,9 @@ pub fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
 }
 
 impl LogFile {
-    /// Opens (creating if needed, mode 0600) the log at `path` for appending. A new log's
-    /// directory entry is synced before this returns.
+    /// Opens (creating if needed, mode 0600) the log at `path` for appending. The directory
+    /// is synced before this returns, so a new log's name (or one created by an earlier
+    /// open that failed before its sync) is durable before anything is acknowledged.
     pub async fn open(path: &Path) -> Result<LogFile, LogError> {
         Self::open_with(path, None).await
     }
@@ -271,7 +272,6 @@ impl LogFile {
     ) -> Result<LogFile, LogError> {
         let dir = parent_of(path);
         create_dir_durable(&dir)?;
-        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -289,7 +289,7 @@ impl LogFile {
             path: path.to_path_buf(),
             len,
             dirty_tail: false,
-            dir_sync_pending: !existed,
+            dir_sync_pending: true,
             faults,
         };
         log.sync_dir_if_pending().await?;

@@ -213,6 +213,7 @@ pub fn text(to: &str, id: u64) -> client_frame::Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Record;
 
     #[test]
     fn nothing_is_acked_or_delivered_before_it_is_durable() {
@@ -289,6 +290,40 @@ mod tests {
             other => panic!("expected one ServerAck, got {other:?}"),
         }
         assert_eq!(fresh.shards[0].queued_total(), 3);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_new_ids_above_every_issued_one_when_the_clock_steps_back() {
+        let mut sim = Sim::new(1);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 0);
+        sim.close(b);
+        for id in 1..=3 {
+            sim.send(a, text("+15550000002", id));
+        }
+        sim.commit();
+        let issued = sim.shards[0].ids.issue();
+        // What compaction keeps once the items and their dedupe entries are gone: the mark.
+        let marks: Vec<Record> = sim.shards[0]
+            .snapshot()
+            .into_iter()
+            .filter(|r| matches!(r.kind, Some(crate::record::record::Kind::IdMark(_))))
+            .collect();
+        assert_eq!(marks.len(), 1, "every snapshot carries the id mark");
+        // A restart an hour earlier by the wall clock (stepped back).
+        let random: crate::state::RandomSource = Box::new(|buf: &mut [u8]| buf.fill(7));
+        let mut fresh = ShardState::new(
+            ShardId(0),
+            1,
+            ServiceSettings::default(),
+            random,
+            sim.now - 3_600_000,
+        );
+        fresh.replay(marks);
+        assert!(
+            fresh.ids.issue() > issued,
+            "an id issued before the restart would be issued again"
+        );
     }
 
     #[test]

@@ -1,0 +1,192 @@
+//! The log file's failure paths, each with the fault injected: a failed directory sync after
+//! a compaction's rename, short and failed writes, a failed rename, a real full disk (a small
+//! tmpfs), and the directory sync owed when a log is first created.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::log_file::{Fault, LogError, LogFaults, LogFile, LogOp, ReplaceError};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("sb-logfile-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `f` on a glommio executor (the log file does its I/O through the shard's ring).
+fn on_shard<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move { f().await })
+        .expect("executor starts")
+        .join()
+        .expect("test body ran");
+}
+
+async fn open(path: &Path, faults: &Arc<LogFaults>) -> LogFile {
+    LogFile::open_with(path, Some(faults.clone()))
+        .await
+        .expect("log opens")
+}
+
+#[test]
+fn after_a_renamed_compaction_whose_directory_sync_failed_appends_go_to_the_new_file() {
+    let dir = temp_dir("dirsync");
+    let path = dir.join("shard-0.log");
+    on_shard(move || async move {
+        let faults = Arc::new(LogFaults::default());
+        let mut log = open(&path, &faults).await;
+        log.append_sync(b"old-garbage-".to_vec()).await.unwrap();
+        faults.arm(Fault::SyncDir, 2);
+        match log.replace_with(b"SNAPSHOT".to_vec()).await {
+            Err(ReplaceError::NotDurable(e)) => assert_eq!(e.op, LogOp::SyncDir),
+            other => panic!("expected NotDurable, got {other:?}"),
+        }
+        assert!(log.dir_sync_pending());
+        assert_eq!(std::fs::read(&path).unwrap(), b"SNAPSHOT", "renamed");
+        // The next append retries the directory sync first, and fails with it.
+        let e = log.append_sync(b"+A".to_vec()).await.unwrap_err();
+        assert_eq!(e.op, LogOp::SyncDir);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"SNAPSHOT",
+            "nothing written"
+        );
+        // Then it goes through, into the file the path names (not the deleted old one).
+        log.append_sync(b"+A".to_vec()).await.unwrap();
+        assert!(!log.dir_sync_pending());
+        assert_eq!(faults.hits(Fault::SyncDir), 2);
+        log.append_sync(b"+B".to_vec()).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"SNAPSHOT+A+B");
+        assert_eq!(log.len(), 12);
+    });
+}
+
+#[test]
+fn a_short_or_failed_snapshot_write_or_rename_leaves_the_log_untouched() {
+    let dir = temp_dir("snapshort");
+    let path = dir.join("shard-0.log");
+    on_shard(move || async move {
+        let faults = Arc::new(LogFaults::default());
+        let mut log = open(&path, &faults).await;
+        log.append_sync(b"kept".to_vec()).await.unwrap();
+        for fault in [Fault::SnapshotShort, Fault::Rename] {
+            faults.arm(fault, 1);
+            match log.replace_with(vec![b'S'; 40_000]).await {
+                Err(ReplaceError::NotReplaced(e)) => {
+                    if fault == Fault::SnapshotShort {
+                        assert_eq!(e.op, LogOp::WriteSnapshot);
+                        assert_eq!(e.kind(), std::io::ErrorKind::WriteZero, "{e}");
+                    }
+                }
+                other => panic!("{fault:?}: expected NotReplaced, got {other:?}"),
+            }
+            assert_eq!(faults.hits(fault), 1);
+            assert!(
+                !path.with_extension("compact").exists(),
+                "temp file removed"
+            );
+            log.append_sync(b"+".to_vec()).await.unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept++");
+    });
+}
+
+#[test]
+fn a_failed_or_short_append_is_cut_before_the_retry_so_no_garbage_stays_mid_file() {
+    let dir = temp_dir("appendshort");
+    let path = dir.join("shard-0.log");
+    on_shard(move || async move {
+        let faults = Arc::new(LogFaults::default());
+        let mut log = open(&path, &faults).await;
+        log.append_sync(b"one|".to_vec()).await.unwrap();
+        for fault in [Fault::AppendShort, Fault::AppendWrite, Fault::Sync] {
+            faults.arm(fault, 1);
+            let e: LogError = log.append_sync(b"two-long|".to_vec()).await.unwrap_err();
+            assert_eq!(log.len(), 4, "{fault:?}: nothing counted as written ({e})");
+        }
+        // A retry of a different (shorter) batch: what the short write left is gone.
+        log.append_sync(b"2|".to_vec()).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"one|2|");
+    });
+}
+
+#[test]
+fn a_new_log_syncs_its_directory_and_a_failure_there_is_an_error() {
+    let dir = temp_dir("create");
+    let nested = dir.join("a/b");
+    let path = nested.join("shard-0.log");
+    on_shard(move || async move {
+        let faults = Arc::new(LogFaults::default());
+        faults.arm(Fault::SyncDir, 1);
+        let e = LogFile::open_with(&path, Some(faults.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.op, LogOp::SyncDir, "{e}");
+        // Opening again syncs the directory that the failed open left unsynced.
+        let log = LogFile::open_with(&path, Some(faults.clone()))
+            .await
+            .unwrap();
+        assert!(!log.dir_sync_pending());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "the log is the owner's only");
+        assert_eq!(mode(&nested), 0o700);
+    });
+}
+
+#[test]
+fn a_full_disk_under_a_compaction_keeps_the_log_whole() {
+    let dir = temp_dir("tmpfs");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must be able to mount a tmpfs"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root / CAP_SYS_ADMIN)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(dir.clone());
+    let path = dir.join("shard-0.log");
+    let filler = dir.join("filler");
+    on_shard(move || async move {
+        let mut log = LogFile::open(&path).await.unwrap();
+        log.append_sync(vec![b'L'; 8_192]).await.unwrap();
+        // Leave less room than the snapshot needs.
+        std::fs::write(&filler, vec![0u8; 40 * 1024]).unwrap_or(());
+        let err = log.replace_with(vec![b'S'; 40_000]).await.unwrap_err();
+        assert!(matches!(err, ReplaceError::NotReplaced(_)), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            vec![b'L'; 8_192],
+            "log untouched"
+        );
+        assert!(!path.with_extension("compact").exists());
+        // Appends still work once space returns.
+        std::fs::remove_file(&filler).unwrap();
+        log.append_sync(b"tail".to_vec()).await.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8_196);
+    });
+}
