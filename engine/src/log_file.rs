@@ -143,10 +143,12 @@ pub enum Fault {
 }
 
 const FAULTS: usize = 6;
+const _: () = assert!(Fault::SyncDir as usize + 1 == FAULTS, "one slot per fault");
 
 /// Faults armed by a test: each counts how many of the next operations of its kind fail.
-/// Shared (`Arc`) between the test and the shards' log files. Production passes `None`, so
-/// the only cost on the normal path is one `Option` check per log operation.
+/// Shared (`Arc`) between the test and the shards' log files, hence atomics. Production
+/// passes `None`, so the only cost on the normal path is one `Option` check per log
+/// operation (per batch, not per frame).
 #[derive(Debug, Default)]
 pub struct LogFaults {
     armed: [AtomicU32; FAULTS],

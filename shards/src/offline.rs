@@ -1,6 +1,7 @@
 //! Per-user queues of items (messages, and receipts for offline senders) for the users homed
-//! on this shard. An item stays until the user acks it; it is delivered only once durable,
-//! in queue order, at most `DELIVERY_WINDOW_ITEMS` unacked at a time. Pure state.
+//! on this shard. An item stays until the user acks it; it is delivered as soon as it is
+//! queued (its record may still be on its way to the disk), in queue order, at most
+//! `DELIVERY_WINDOW_ITEMS` unacked at a time. Pure state.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,6 +24,10 @@ pub struct Item {
     pub group_id: u64,
     /// The record holding it has been fsynced.
     pub durable: bool,
+    /// Whoever waits for the outcome (the sender's `ServerAck`, or the group home) was told:
+    /// at durability or at the recipient's ack, whichever came first. Receipts and replayed
+    /// items start answered.
+    pub answered: bool,
     /// Sent on the current session and not yet acked.
     pub sent: bool,
 }
@@ -117,18 +122,12 @@ impl Queues {
             .max_by_key(|(_, n)| *n)
     }
 
-    /// Marks item `id` durable; returns whether it exists.
-    pub fn mark_durable(&mut self, user: &str, id: u64) -> bool {
-        let Some(q) = self.by_user.get_mut(user) else {
-            return false;
-        };
-        match q.items.iter_mut().rev().find(|i| i.id == id) {
-            Some(i) => {
-                i.durable = true;
-                true
-            }
-            None => false,
-        }
+    /// Marks item `id` durable; returns it, if it is still queued.
+    pub fn mark_durable(&mut self, user: &str, id: u64) -> Option<&mut Item> {
+        let q = self.by_user.get_mut(user)?;
+        let item = q.items.iter_mut().rev().find(|i| i.id == id)?;
+        item.durable = true;
+        Some(item)
     }
 
     /// Removes item `id` (acked); returns it.
@@ -150,15 +149,14 @@ impl Queues {
         Some(item)
     }
 
-    /// Items to send now to `user` (durable, unsent, in order, within the window); marks
-    /// them sent.
+    /// Items to send now to `user` (unsent, in order, within the window); marks them sent.
     pub fn take_sendable(&mut self, user: &str) -> Vec<server_frame::Kind> {
         let Some(q) = self.by_user.get_mut(user) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for item in q.items.iter_mut() {
-            if q.in_flight >= DELIVERY_WINDOW_ITEMS || !item.durable {
+            if q.in_flight >= DELIVERY_WINDOW_ITEMS {
                 break;
             }
             if item.sent {
@@ -233,6 +231,7 @@ mod tests {
             client_msg_id: id,
             group_id: 0,
             durable: false,
+            answered: false,
             sent: false,
         }
     }
@@ -247,19 +246,18 @@ mod tests {
     }
 
     #[test]
-    fn only_durable_items_go_out_in_order_once() {
+    fn items_go_out_in_order_once_per_session_durable_or_not() {
         let mut q = Queues::default();
-        for id in 1..=3 {
+        for id in 1..=2 {
             q.push("u", item(id)).unwrap();
         }
-        assert!(q.take_sendable("u").is_empty(), "nothing durable yet");
-        q.mark_durable("u", 2);
-        assert!(q.take_sendable("u").is_empty(), "item 1 blocks order");
-        q.mark_durable("u", 1);
+        assert!(q.mark_durable("u", 2).is_some());
         assert_eq!(nonces(q.take_sendable("u")), vec![1, 2]);
         assert!(q.take_sendable("u").is_empty(), "sent once per session");
+        q.push("u", item(3)).unwrap();
+        assert_eq!(nonces(q.take_sendable("u")), vec![3], "sent before durable");
         q.session_ended("u");
-        q.mark_durable("u", 3);
+        assert!(q.mark_durable("u", 4).is_none(), "no such item");
         assert_eq!(
             nonces(q.take_sendable("u")),
             vec![1, 2, 3],

@@ -65,6 +65,12 @@ impl ShardState {
             if item.sender.is_empty() {
                 continue; // a receipt: nothing to report back
             }
+            if !item.answered {
+                // Acked before its record was durable: the recipient holds it, so the sender
+                // may count it as stored. The answer leaves before the receipt, on the same
+                // path, so the sender never sees DELIVERED before its ServerAck.
+                self.answer_stored(&item.sender, item.client_msg_id, item.group_id, id, out);
+            }
             let acked = AckedMsg {
                 sender: item.sender,
                 client_msg_id: item.client_msg_id,
@@ -133,6 +139,7 @@ impl ShardState {
             client_msg_id: 0,
             group_id: 0,
             durable: false,
+            answered: true,
             sent: false,
         };
         if self.enqueue(&sender, item, out).is_err() {

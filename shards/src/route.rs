@@ -106,7 +106,8 @@ impl ShardState {
         out.mesh(home, ShardMsg::Deliver(Box::new(d)));
     }
 
-    /// `Deliver` at the recipient's home: dedupe, store, answer once durable.
+    /// `Deliver` at the recipient's home: dedupe, store, deliver at once if the recipient is
+    /// online; answer once durable or acked by the recipient, whichever is first.
     pub(crate) fn on_deliver(&mut self, _now: u64, d: Delivery, out: &mut Out) {
         if !self.registry.exists(&d.to) {
             return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
@@ -138,6 +139,7 @@ impl ShardState {
             frame: server_frame::Kind::Message(proto::v1::Message {
                 from: d.from.clone(),
                 server_msg_id: id,
+                client_msg_id: d.client_msg_id,
                 sent_at_ms: d.sent_at_ms,
                 body: d.body.clone(),
                 media: d.media.clone(),
@@ -147,6 +149,7 @@ impl ShardState {
             client_msg_id: d.client_msg_id,
             group_id: d.group_id,
             durable: false,
+            answered: false,
             sent: false,
         };
         if self.enqueue(&d.to, item, out).is_err() {
@@ -157,10 +160,40 @@ impl ShardState {
             );
         }
         self.dedupe.insert(key, id);
-        let mut answer = Out::default();
-        self.answer(&d, Ok(id), &mut answer);
-        out.after_commit
-            .extend(answer.now.into_iter().map(AfterCommit::Effect));
+    }
+
+    /// Tells whoever waits for a stored item that it is stored: the sender (`ServerAck`,
+    /// through its home) for a 1:1 message, the group home for a group copy.
+    pub(crate) fn answer_stored(
+        &self,
+        sender: &str,
+        client_msg_id: u64,
+        group_id: u64,
+        id: u64,
+        out: &mut Out,
+    ) {
+        let msg = if group_id == 0 {
+            ShardMsg::ToUser {
+                user: sender.to_string(),
+                frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
+                    client_msg_id,
+                    server_msg_id: id,
+                    group_id: 0,
+                }),
+            }
+        } else {
+            ShardMsg::GroupCopyDone {
+                group_id,
+                sender: sender.to_string(),
+                client_msg_id,
+            }
+        };
+        let to = if group_id == 0 {
+            self.home(sender)
+        } else {
+            home_of_id(group_id)
+        };
+        out.now.push(Effect::Mesh(to, msg));
     }
 
     /// Tells whoever waits for `d`'s outcome.

@@ -216,19 +216,50 @@ mod tests {
     use crate::record::Record;
 
     #[test]
-    fn nothing_is_acked_or_delivered_before_it_is_durable() {
+    fn delivery_does_not_wait_for_the_disk_but_the_server_ack_does() {
         let mut sim = Sim::new(3);
         let a = sim.login("+15550000001", 0);
         let b = sim.login("+15550000002", 1);
-        sim.send(a, text("+15550000002", 1));
+        sim.send(a, text("+15550000002", 7));
         assert!(sim.take(a).is_empty(), "no ServerAck before durability");
-        assert!(sim.take(b).is_empty(), "no delivery before durability");
+        match &sim.take(b)[..] {
+            [server_frame::Kind::Message(m)] => {
+                assert_eq!(m.client_msg_id, 7, "the sender's id travels with it")
+            }
+            other => panic!("expected the message at once, got {other:?}"),
+        }
         sim.commit();
         assert!(matches!(
             sim.take(a)[..],
             [server_frame::Kind::ServerAck(_)]
         ));
-        assert!(matches!(sim.take(b)[..], [server_frame::Kind::Message(_)]));
+        assert!(sim.take(b).is_empty(), "delivered once");
+    }
+
+    #[test]
+    fn an_ack_before_durability_answers_the_sender_then_reports_delivered_once() {
+        let mut sim = Sim::new(3);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 1);
+        sim.send(a, text("+15550000002", 1));
+        let [server_frame::Kind::Message(m)] = &sim.take(b)[..] else {
+            panic!("expected the message");
+        };
+        sim.send(
+            b,
+            client_frame::Kind::Ack(proto::v1::Ack {
+                server_msg_ids: vec![m.server_msg_id],
+            }),
+        );
+        match &sim.take(a)[..] {
+            [server_frame::Kind::ServerAck(x), server_frame::Kind::Receipt(r)] => {
+                assert_eq!(x.server_msg_id, m.server_msg_id);
+                assert_eq!(r.server_msg_id, m.server_msg_id);
+            }
+            other => panic!("expected ServerAck then DELIVERED, before any sync: {other:?}"),
+        }
+        sim.commit();
+        assert!(sim.take(a).is_empty(), "answered once");
     }
 
     #[test]

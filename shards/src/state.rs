@@ -327,18 +327,23 @@ impl ShardState {
         match after {
             AfterCommit::Effect(e) => out.now.push(e),
             AfterCommit::ItemDurable { user, id } => {
-                if !self.queues.mark_durable(&user, id) {
-                    return; // acked (or dropped) before it became durable
+                let Some(item) = self.queues.mark_durable(&user, id) else {
+                    return; // acked (and answered then) before it became durable
+                };
+                if !item.answered {
+                    item.answered = true;
+                    let (sender, client_msg_id, group_id) =
+                        (item.sender.clone(), item.client_msg_id, item.group_id);
+                    self.answer_stored(&sender, client_msg_id, group_id, id, out);
                 }
-                match self.sessions.conn_of(&user) {
-                    Some(_) => self.pump(&user, out),
-                    None => self.maybe_push(&user, out),
+                if self.sessions.conn_of(&user).is_none() {
+                    self.maybe_push(&user, out);
                 }
             }
         }
     }
 
-    /// Sends `user` what is durable and unsent, within the window.
+    /// Sends `user` what is unsent, within the window.
     pub(crate) fn pump(&mut self, user: &str, out: &mut Out) {
         let Some(conn) = self.sessions.conn_of(user) else {
             return;
@@ -359,7 +364,8 @@ impl ShardState {
         }
     }
 
-    /// Queues `item` for `user` with its record; it is delivered once durable.
+    /// Queues `item` for `user` with its record, and sends it at once if `user` is online
+    /// (delivery does not wait for the disk; the sender's answer does, or for the ack).
     pub(crate) fn enqueue(
         &mut self,
         user: &str,
@@ -377,6 +383,7 @@ impl ShardState {
             user: user.to_string(),
             id,
         });
+        self.pump(user, out);
         Ok(())
     }
 }
@@ -414,6 +421,7 @@ fn item_from_record(r: &ItemRec) -> Option<Item> {
         client_msg_id: r.client_msg_id,
         group_id: r.group_id,
         durable: true,
+        answered: true,
         sent: false,
     })
 }
