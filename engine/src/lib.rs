@@ -72,6 +72,12 @@ pub mod tls_records;
 pub mod tls_session;
 mod transport;
 
+/// Sleeps on the current shard's reactor for `d`: finer than the timer wheel's tick, for
+/// short and rare waits (the log's commit window), never one per connection.
+pub async fn sleep(d: std::time::Duration) {
+    glommio::timer::sleep(d).await;
+}
+
 pub use config::EngineConfig;
 pub use conn_table::ConnId;
 pub use counters::ShardCounters;

@@ -43,6 +43,8 @@ pub struct ServiceEnv {
     pub data_dir_lock: Option<Arc<crate::data_lock::DataDirLock>>,
     /// Faults injected into the log files (tests only).
     pub log_faults: Option<Arc<LogFaults>>,
+    /// How long a commit gathers before it starts when none is in flight.
+    pub commit_window: std::time::Duration,
 }
 
 impl ServiceEnv {
@@ -58,6 +60,9 @@ impl ServiceEnv {
             overload: OverloadLimits::default(),
             data_dir_lock: None,
             log_faults: None,
+            commit_window: std::time::Duration::from_micros(
+                crate::limits::COMMIT_WINDOW_US_DEFAULT,
+            ),
         }
     }
 }
@@ -67,6 +72,8 @@ impl ServiceEnv {
 pub enum ServiceTimer {
     /// Try the failed log write again.
     RetryCommit,
+    /// Write the tombstones that had nothing else to ride on.
+    FlushTombstones,
 }
 
 /// The service of one shard.
@@ -77,6 +84,10 @@ pub struct Switchboard {
     log_path: PathBuf,
     /// Bytes of the log replayed at start.
     replayed_len: u64,
+    /// A commit window is running (its task starts the commit when it ends).
+    window_armed: bool,
+    /// A tombstone flush timer is set.
+    tombstone_timer_set: bool,
     /// Latency of each log sync (append + fdatasync, or compaction), since start.
     sync_latency: SyncLatency,
     /// The log's length after the last finished job.
@@ -111,6 +122,8 @@ impl Switchboard {
             state: None,
             log_path: PathBuf::new(),
             replayed_len: 0,
+            window_armed: false,
+            tombstone_timer_set: false,
             sync_latency: SyncLatency::default(),
             log_bytes: 0,
         }
@@ -161,7 +174,7 @@ impl Switchboard {
         }
         let ready = self.journal.add(records, after_commit);
         self.release(io, ready);
-        self.kick(io);
+        self.kick(io, Start::AfterWindow);
     }
 
     fn release(&mut self, io: &mut ShardIo<Self>, after: Vec<AfterCommit>) {
@@ -199,16 +212,30 @@ impl Switchboard {
         }
     }
 
-    /// Starts the next log job if one is due and none is running.
-    fn kick(&mut self, io: &mut ShardIo<Self>) {
+    /// Starts the next log job if one is due and none is running: a compaction when it is
+    /// worth it; else an append, at once (`Start::Now`: its records waited for a job in
+    /// flight, or its window ended) or after the commit window; and sets the tombstone
+    /// flush timer when tombstones have nothing else to ride on.
+    fn kick(&mut self, io: &mut ShardIo<Self>, start: Start) {
         let unblocked = self.journal.take_unblocked();
         self.release(io, unblocked);
-        let job = match self.compaction_job() {
-            Some(job) => Some(job),
-            None => self.journal.next_append(),
-        };
-        if let Some(job) = job {
-            io.spawn(run_job(io.handle(), job));
+        if let Some(job) = self.compaction_job() {
+            return io.spawn(run_job(io.handle(), job));
+        }
+        if self.journal.append_due() {
+            let wait = start == Start::AfterWindow && !self.env.commit_window.is_zero();
+            if !wait {
+                if let Some(job) = self.journal.next_append() {
+                    io.spawn(run_job(io.handle(), job));
+                }
+            } else if !self.window_armed {
+                self.window_armed = true;
+                io.spawn(commit_window(io.handle(), self.env.commit_window));
+            }
+        } else if self.journal.lazy_waiting() && !self.tombstone_timer_set {
+            self.tombstone_timer_set = true;
+            let at = io.now_ms() + crate::limits::TOMBSTONE_FLUSH_MS;
+            let _ = io.set_timer(at, ServiceTimer::FlushTombstones);
         }
     }
 
@@ -250,7 +277,7 @@ impl Switchboard {
         let released = self.journal.finished(file, len, outcome);
         self.release(io, released);
         if outcome.durable() {
-            self.kick(io);
+            self.kick(io, Start::Now);
         } else if self.journal.schedule_retry() {
             let _ = io.set_timer(io.now_ms() + COMMIT_RETRY_MS, ServiceTimer::RetryCommit);
         }
@@ -299,6 +326,24 @@ impl Switchboard {
     }
 }
 
+/// When a due append may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Now: its records already waited (for a job in flight, a window, a retry).
+    Now,
+    /// After the commit window, so that more records (and acks that cancel them) gather.
+    AfterWindow,
+}
+
+/// Ends the commit window: the gathered batch starts.
+async fn commit_window(handle: ShardHandle<Switchboard>, window: std::time::Duration) {
+    engine::sleep(window).await;
+    handle.with(|svc, io| {
+        svc.window_armed = false;
+        svc.kick(io, Start::Now);
+    });
+}
+
 /// A finished log job, back on the shard.
 struct JobDone {
     file: LogFile,
@@ -340,7 +385,7 @@ async fn open_log(handle: ShardHandle<Switchboard>, path: PathBuf, faults: Optio
             handle.with(|svc, io| {
                 svc.log_bytes = file.len();
                 svc.journal.opened(file, svc.replayed_len);
-                svc.kick(io);
+                svc.kick(io, Start::Now);
             });
         }
         // Without its log a shard cannot acknowledge anything: stop loudly.
@@ -421,6 +466,7 @@ impl Service for Switchboard {
             log_bytes: self.log_bytes,
             log_commits: self.journal.commits(),
             log_failures: self.journal.failures(),
+            log_items_skipped: self.journal.skipped_items(),
         };
         service_stats::report(g, &self.sync_latency)
     }
@@ -440,7 +486,12 @@ impl Service for Switchboard {
         match timer {
             ServiceTimer::RetryCommit => {
                 self.journal.retry_due();
-                self.kick(io);
+                self.kick(io, Start::Now);
+            }
+            ServiceTimer::FlushTombstones => {
+                self.tombstone_timer_set = false;
+                self.journal.request_lazy_flush();
+                self.kick(io, Start::Now);
             }
         }
     }

@@ -80,6 +80,10 @@ pub struct Cli {
     /// Never compact a shard's log below this size (bytes).
     #[arg(long)]
     pub compact_min_bytes: Option<u64>,
+    /// Microseconds a log commit gathers before it starts when none is in flight (0: start
+    /// at once).
+    #[arg(long)]
+    pub commit_window_us: Option<u64>,
     /// Start even when a shard log is damaged before its end: the damaged log is set aside
     /// (renamed, never truncated) and the shard starts from every record that still passes
     /// its checksum; what was skipped is reported. Without it such a server refuses to start.
@@ -142,6 +146,7 @@ pub struct FileConfig {
     sms_webhook: Option<String>,
     push_webhook: Option<String>,
     compact_min_bytes: Option<u64>,
+    commit_window_us: Option<u64>,
     handshake_timeout_s: Option<u64>,
     frame_timeout_s: Option<u64>,
     journal_pending_bytes_max: Option<usize>,
@@ -238,6 +243,8 @@ pub struct ServerConfig {
     pub push_webhook: Option<String>,
     /// Logs smaller than this are never compacted.
     pub compact_min_bytes: u64,
+    /// Microseconds a log commit gathers before it starts when none is in flight.
+    pub commit_window_us: u64,
     /// Start from what is readable when a log is damaged mid-file (`--salvage`).
     pub salvage: bool,
     /// Faults injected into the log files (tests only; always `None` from the command line).
@@ -409,6 +416,7 @@ impl ServerConfig {
                 .compact_min_bytes
                 .or(file.compact_min_bytes)
                 .unwrap_or(crate::limits::COMPACT_MIN_BYTES),
+            commit_window_us: commit_window_us(cli.commit_window_us.or(file.commit_window_us))?,
             salvage: cli.salvage,
             log_faults: None,
             handshake_timeout_ms: handshake_s
@@ -419,6 +427,18 @@ impl ServerConfig {
                 .unwrap_or(engine::config::FRAME_TIMEOUT_MS_DEFAULT),
             overload,
         })
+    }
+}
+
+/// The commit window, defaulted and bounded.
+fn commit_window_us(v: Option<u64>) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(crate::limits::COMMIT_WINDOW_US_DEFAULT),
+        Some(us) if us <= crate::limits::COMMIT_WINDOW_US_MAX => Ok(us),
+        Some(us) => Err(ConfigError::Invalid(format!(
+            "commit_window_us must be at most {} (got {us})",
+            crate::limits::COMMIT_WINDOW_US_MAX
+        ))),
     }
 }
 

@@ -1,10 +1,20 @@
 //! Group commit and compaction policy for the shard's durable log.
 //!
-//! Records produced by events are encoded into `pending`; the effects that must wait for
-//! them (acks, deliveries) go to `pending_after`. One job at a time is in flight: it takes
-//! the whole pending batch, appends it and `fdatasync`s it, and only then are the batch's
+//! Records produced by events gather in `pending`; the effects that must wait for them
+//! (acks, replies) go to `pending_after`. One job at a time is in flight: it takes the whole
+//! pending batch, encodes, appends and `fdatasync`s it, and only then are the batch's
 //! effects released. While it is in flight the next batch gathers, so under load one sync
 //! covers many messages.
+//!
+//! What need not be written is not:
+//! - an item acked by its recipient before its record left `pending` (the usual case for
+//!   an online recipient) is dropped from the batch together with its tombstone: neither
+//!   costs a byte or a sync;
+//! - any other tombstone (`Removed`) is **lazy**: nothing waits for it, so it never starts
+//!   a job of its own; it rides on the next batch, or is flushed when the adapter asks
+//!   ([`Journal::request_lazy_flush`]) after a bounded delay. A crash before it is written
+//!   brings the item back, and it is delivered again (clients drop a
+//!   `(from, client_msg_id)` they already showed).
 //!
 //! Failures, and why each is safe:
 //! - an append fails: nothing of the batch counts as written; its bytes go back in front of
@@ -21,8 +31,16 @@
 //! ([`Journal::compaction_due`], [`Journal::start_compaction`]). Pure bookkeeping, generic
 //! over the file so it is tested without I/O: the adapter does the I/O.
 
+use std::collections::HashMap;
+
 use crate::effect::AfterCommit;
 use crate::record::{self, Record};
+
+/// Encoded size of a framed record.
+fn framed_len(r: &Record) -> usize {
+    use prost::Message;
+    record::RECORD_HEADER_BYTES + r.encoded_len()
+}
 
 /// What the commit task should do next.
 pub enum Job<F> {
@@ -67,7 +85,20 @@ struct CompactionPolicy {
 
 /// The shard's log bookkeeping.
 pub struct Journal<F> {
-    pending: Vec<u8>,
+    /// Records gathering for the next batch; `None` where an item was cancelled.
+    pending: Vec<Option<Record>>,
+    /// Item id → its record's index in `pending` (only items can be cancelled).
+    pending_items: HashMap<u64, usize>,
+    /// Encoded bytes of the live records in `pending`.
+    pending_len: usize,
+    /// Tombstones that ride on the next batch.
+    lazy: Vec<Record>,
+    /// Encoded bytes of `lazy`.
+    lazy_len: usize,
+    /// The adapter asked for the lazy tombstones to be written even with nothing else.
+    lazy_flush: bool,
+    /// A failed batch's bytes, written first by the next job.
+    retry: Vec<u8>,
     pending_after: Vec<AfterCommit>,
     /// Effects of the job in flight.
     in_flight_after: Option<Vec<AfterCommit>>,
@@ -82,6 +113,8 @@ pub struct Journal<F> {
     failures: u64,
     /// Jobs that made their batch durable.
     commits: u64,
+    /// Item records (and their tombstones) never written: acked before their batch left.
+    skipped_items: u64,
     /// A retry is scheduled after a failure.
     retry_scheduled: bool,
 }
@@ -91,6 +124,12 @@ impl<F> Journal<F> {
     pub fn new(compact_min_bytes: u64) -> Self {
         Journal {
             pending: Vec::new(),
+            pending_items: HashMap::new(),
+            pending_len: 0,
+            lazy: Vec::new(),
+            lazy_len: 0,
+            lazy_flush: false,
+            retry: Vec::new(),
             pending_after: Vec::new(),
             in_flight_after: None,
             in_flight_bytes: Vec::new(),
@@ -103,6 +142,7 @@ impl<F> Journal<F> {
             },
             failures: 0,
             commits: 0,
+            skipped_items: 0,
             retry_scheduled: false,
         }
     }
@@ -128,12 +168,32 @@ impl<F> Journal<F> {
         self.failures
     }
 
+    /// Items never written because their recipient acked them first.
+    pub fn skipped_items(&self) -> u64 {
+        self.skipped_items
+    }
+
+    /// Whether records that something waits for are gathering (not just lazy tombstones).
+    fn has_pending(&self) -> bool {
+        self.pending_len > 0 || !self.retry.is_empty()
+    }
+
+    /// Whether lazy tombstones wait with nothing else to carry them.
+    pub fn lazy_waiting(&self) -> bool {
+        !self.lazy.is_empty() && !self.has_pending()
+    }
+
+    /// Lets the next job write the lazy tombstones even with nothing else pending.
+    pub fn request_lazy_flush(&mut self) {
+        self.lazy_flush = true;
+    }
+
     /// Adds an event's records and waiting effects; returns effects that need not wait.
     pub fn add(&mut self, records: Vec<Record>, after: Vec<AfterCommit>) -> Vec<AfterCommit> {
-        for r in &records {
-            record::encode(r, &mut self.pending);
+        for r in records {
+            self.add_record(r);
         }
-        if self.pending.is_empty()
+        if !self.has_pending()
             && self.in_flight_after.is_none()
             && self.pending_after.is_empty()
             && !self.sync_owed
@@ -144,6 +204,45 @@ impl<F> Journal<F> {
         Vec::new()
     }
 
+    fn add_record(&mut self, r: Record) {
+        match &r.kind {
+            Some(record::record::Kind::Removed(rm)) => {
+                if let Some(at) = self.pending_items.remove(&rm.id) {
+                    let item = self.pending[at].take().expect("indexed records are live");
+                    self.pending_len -= framed_len(&item);
+                    self.skipped_items += 1;
+                } else {
+                    self.lazy_len += framed_len(&r);
+                    self.lazy.push(r);
+                }
+                return;
+            }
+            Some(record::record::Kind::Item(i)) => {
+                self.pending_items.insert(i.id, self.pending.len());
+            }
+            _ => {}
+        }
+        self.pending_len += framed_len(&r);
+        self.pending.push(Some(r));
+    }
+
+    /// Encodes the batch: a failed batch first, then what gathered, then lazy tombstones.
+    fn take_batch(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.retry);
+        out.reserve(self.pending_len + self.lazy_len);
+        for r in self.pending.drain(..).flatten() {
+            record::encode(&r, &mut out);
+        }
+        for r in self.lazy.drain(..) {
+            record::encode(&r, &mut out);
+        }
+        self.pending_items.clear();
+        self.pending_len = 0;
+        self.lazy_len = 0;
+        self.lazy_flush = false;
+        out
+    }
+
     /// Whether a job is in flight.
     pub fn busy(&self) -> bool {
         self.in_flight_after.is_some()
@@ -151,7 +250,7 @@ impl<F> Journal<F> {
 
     /// Effects waiting with nothing to write (released when nothing is in flight or owed).
     pub fn take_unblocked(&mut self) -> Vec<AfterCommit> {
-        if self.pending.is_empty() && !self.busy() && !self.sync_owed {
+        if !self.has_pending() && !self.busy() && !self.sync_owed {
             return std::mem::take(&mut self.pending_after);
         }
         Vec::new()
@@ -160,16 +259,23 @@ impl<F> Journal<F> {
     /// Bytes appended by events and not yet durable (gathering, in flight, or kept after a
     /// failed write): the overload signal of the log.
     pub fn pending_bytes(&self) -> usize {
-        self.pending.len() + self.in_flight_bytes.len()
+        self.pending_len + self.lazy_len + self.retry.len() + self.in_flight_bytes.len()
+    }
+
+    /// Whether an append would start now if the file were free.
+    pub fn append_due(&self) -> bool {
+        !self.busy()
+            && !self.retry_scheduled
+            && (self.has_pending() || self.sync_owed || (self.lazy_flush && !self.lazy.is_empty()))
     }
 
     /// The next append, if one is due and the file is free.
     pub fn next_append(&mut self) -> Option<Job<F>> {
-        if self.busy() || self.retry_scheduled || (self.pending.is_empty() && !self.sync_owed) {
+        if !self.append_due() {
             return None;
         }
         let file = self.file.take()?;
-        let bytes = std::mem::take(&mut self.pending);
+        let bytes = self.take_batch();
         self.in_flight_bytes = bytes.clone();
         self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
         Some(Job::Append(file, bytes))
@@ -204,7 +310,7 @@ impl<F> Journal<F> {
         }
         let file = self.file.take()?;
         // Kept in case the compaction fails before its rename: then they are appended.
-        self.in_flight_bytes = std::mem::take(&mut self.pending);
+        self.in_flight_bytes = self.take_batch();
         self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
         Some(Job::Compact(file, snapshot))
     }
@@ -226,9 +332,8 @@ impl<F> Journal<F> {
                 return after;
             }
             Outcome::AppendFailed | Outcome::NotCompacted => {
-                let mut bytes = std::mem::take(&mut self.in_flight_bytes);
-                bytes.extend_from_slice(&self.pending);
-                self.pending = bytes;
+                // Submitted once: written first next time, never cancelled.
+                self.retry = std::mem::take(&mut self.in_flight_bytes);
             }
             Outcome::CompactedNotDurable => {
                 // The snapshot holds these bytes already; what is owed is the sync.
@@ -259,13 +364,37 @@ impl<F> Journal<F> {
 mod tests {
     use super::*;
     use crate::effect::Effect;
-    use crate::record::{record, RemovedRec};
+    use crate::record::{record, AccountRec, ItemRec, RemovedRec};
 
     /// A stand-in for the log file: the journal only passes it around.
     #[derive(Debug, PartialEq)]
     struct File;
 
+    /// A record something waits for.
     fn rec(id: u64) -> Record {
+        Record {
+            kind: Some(record::Kind::Account(AccountRec {
+                phone: "+15550000001".into(),
+                user_id: id,
+                key_hash: vec![1; 32],
+            })),
+        }
+    }
+
+    fn item(id: u64) -> Record {
+        Record {
+            kind: Some(record::Kind::Item(ItemRec {
+                user: "u".into(),
+                id,
+                frame: vec![1, 2, 3],
+                sender: "s".into(),
+                client_msg_id: id,
+                group_id: 0,
+            })),
+        }
+    }
+
+    fn removed(id: u64) -> Record {
         Record {
             kind: Some(record::Kind::Removed(RemovedRec {
                 user: "u".into(),
@@ -291,9 +420,13 @@ mod tests {
     }
 
     fn encoded(ids: &[u64]) -> Vec<u8> {
+        encoded_records(&ids.iter().map(|&id| rec(id)).collect::<Vec<_>>())
+    }
+
+    fn encoded_records(records: &[Record]) -> Vec<u8> {
         let mut out = Vec::new();
-        for &id in ids {
-            crate::record::encode(&rec(id), &mut out);
+        for r in records {
+            crate::record::encode(r, &mut out);
         }
         out
     }
@@ -416,5 +549,59 @@ mod tests {
             "a snapshot over a quarter of the log is not worth it"
         );
         assert!(j.start_compaction(400, vec![0; 100]).is_some());
+    }
+
+    #[test]
+    fn an_item_acked_before_its_batch_left_costs_no_write_and_no_tombstone() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![item(1), item(2)], vec![push("a")]);
+        j.add(vec![removed(1)], vec![]);
+        assert_eq!(j.skipped_items(), 1);
+        assert_eq!(j.pending_bytes(), encoded_records(&[item(2)]).len());
+        assert_eq!(
+            append_bytes(j.next_append()),
+            encoded_records(&[item(2)]),
+            "item 1 and its tombstone are gone; item 2 stays"
+        );
+        // Both acked before anything was written: nothing to write, nothing to wait for.
+        j.finished(File, 10, Outcome::Appended);
+        j.add(vec![item(3)], vec![push("b")]);
+        assert!(j.take_unblocked().is_empty());
+        j.add(vec![removed(3)], vec![]);
+        assert!(!j.append_due(), "nothing left to write");
+        assert_eq!(phones(&j.take_unblocked()), ["b"]);
+    }
+
+    #[test]
+    fn tombstones_of_written_items_ride_on_the_next_batch_or_a_requested_flush() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![item(1)], vec![]);
+        assert!(j.next_append().is_some());
+        // Acked while its record is in flight: the tombstone is needed, but lazy.
+        j.add(vec![removed(1)], vec![]);
+        j.finished(File, 10, Outcome::Appended);
+        assert!(j.lazy_waiting());
+        assert_eq!(
+            j.add(vec![], vec![push("now")]).len(),
+            1,
+            "nothing waits for a lazy tombstone"
+        );
+        assert!(!j.append_due(), "a tombstone alone starts no job");
+        j.add(vec![rec(5)], vec![]);
+        assert_eq!(
+            append_bytes(j.next_append()),
+            encoded_records(&[rec(5), removed(1)]),
+            "it rides on the next batch"
+        );
+        j.finished(File, 20, Outcome::Appended);
+        j.add(vec![removed(9)], vec![]);
+        assert!(!j.append_due());
+        j.request_lazy_flush();
+        assert_eq!(
+            append_bytes(j.next_append()),
+            encoded_records(&[removed(9)])
+        );
     }
 }

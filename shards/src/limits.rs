@@ -29,6 +29,15 @@ pub const PRESENCE_SUBSCRIBERS_PER_USER_MAX: usize = 10_000;
 pub const GROUP_FANOUTS_IN_FLIGHT_MAX: usize = 100_000;
 /// Log bytes below which compaction never runs.
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a commit gathers after its first record before it starts, when no commit is in
+/// flight (a commit in flight gathers the next batch anyway): long enough that an online
+/// recipient's ack usually arrives first and the item is never written, short enough to
+/// keep a sender's ServerAck for an offline recipient prompt. Measured in perf/RESULTS.md.
+pub const COMMIT_WINDOW_US_DEFAULT: u64 = 2_000;
+/// Upper bound for the commit window (a larger one would only delay ServerAcks).
+pub const COMMIT_WINDOW_US_MAX: u64 = 100_000;
+/// A tombstone with nothing else to carry it is written after at most this long.
+pub const TOMBSTONE_FLUSH_MS: u64 = 1_000;
 /// Compact when the log is this many times larger than a snapshot would be.
 pub const COMPACT_GARBAGE_RATIO: u64 = 4;
 

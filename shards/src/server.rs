@@ -114,6 +114,7 @@ pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     let mut env = ServiceEnv::dev(cfg.data_dir.clone());
     env.compact_min_bytes = cfg.compact_min_bytes;
     env.log_faults = cfg.log_faults.clone();
+    env.commit_window = std::time::Duration::from_micros(cfg.commit_window_us);
     env.overload = cfg.overload;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(

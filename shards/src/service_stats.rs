@@ -60,6 +60,8 @@ pub struct Gauges {
     pub log_commits: u64,
     /// Batches that failed to write.
     pub log_failures: u64,
+    /// Items never written: acked by their recipient before their batch left.
+    pub log_items_skipped: u64,
 }
 
 /// The service's statistics, by name.
@@ -79,6 +81,7 @@ pub fn report(g: Gauges, sync: &SyncLatency) -> Vec<(&'static str, u64)> {
         ("log_bytes", g.log_bytes),
         ("log_commits", g.log_commits),
         ("log_failures", g.log_failures),
+        ("log_items_skipped", g.log_items_skipped),
         ("fsyncs", h.len()),
         ("fsync_us_p50", q(0.50)),
         ("fsync_us_p99", q(0.99)),
