@@ -289,6 +289,7 @@ mod tests {
                 phone: p(),
                 online: false,
                 last_seen_ms: 99,
+                hidden: false,
             }
             .into(),
             GroupUpdated {

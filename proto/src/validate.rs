@@ -94,6 +94,12 @@ pub fn check_client_frame(f: &ClientFrame) -> Result<(), Rejection> {
             }
             p.contacts.iter().try_for_each(|c| phone(c))
         }
+        Some(Kind::PresencePrivacy(p)) => {
+            match crate::v1::PresenceVisibility::try_from(p.visibility) {
+                Ok(_) => Ok(()),
+                Err(_) => Err((ErrorCode::MalformedFrame, "unknown presence visibility")),
+            }
+        }
     }
 }
 
