@@ -327,7 +327,10 @@ impl Service for Switchboard {
         io.spawn(open_log(io.handle(), self.log_path.clone()));
     }
 
-    fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
+    fn on_open(&mut self, io: &mut ShardIo<Self>, conn: ConnId) {
+        let peer = io.peer_ip(conn);
+        self.state().on_open(conn, peer);
+    }
 
     fn on_frame(&mut self, io: &mut ShardIo<Self>, conn: ConnId, payload: &[u8]) {
         let frame = match decode_client(payload) {
@@ -364,9 +367,7 @@ impl Service for Switchboard {
 
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Adopt(frame) => {
-                self.run(io, |s, now, out| s.on_frame(now, conn, *frame, out))
-            }
+            ShardMsg::Adopt(a) => self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out)),
             other => unreachable!("only Adopt travels with a connection: {other:?}"),
         }
     }
@@ -383,7 +384,9 @@ impl Service for Switchboard {
             log_commits: self.journal.commits,
             log_failures: self.journal.failures,
         };
-        service_stats::report(g, &self.sync_latency)
+        let mut stats = service_stats::report(g, &self.sync_latency);
+        stats.extend(state.abuse_stats());
+        stats
     }
 
     fn stat_offender(&self, stat: &str) -> Option<String> {

@@ -104,6 +104,7 @@ pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     let mut env = ServiceEnv::dev(cfg.data_dir.clone());
     env.compact_min_bytes = cfg.compact_min_bytes;
     env.overload = cfg.overload;
+    env.settings.signup = cfg.signup;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(
             "load-test logins are ENABLED: anyone with the secret can log in as any number"

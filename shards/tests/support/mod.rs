@@ -70,6 +70,7 @@ impl TestServer {
             admin: None,
             stats: true,
             alarms: shards::config::AlarmThresholds::default(),
+            signup: Default::default(),
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
