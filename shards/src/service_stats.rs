@@ -1,7 +1,9 @@
 //! What a shard's service reports in its statistics once a second: queue lengths (total,
 //! longest, users waiting), the durable log's size, commits and failures, and the latency
 //! of each log sync (append + `fdatasync`, or a compaction's replace) as an HDR histogram
-//! summary since start.
+//! summary since start; and what the abuse limits did ([`AbuseCounters`]: refusals per
+//! sign-up budget as `refused_<budget>`, PINs sent and pending, pre-login closes, fair-queue
+//! refusals, presence subscriptions).
 //!
 //! Names here are stable: they become `switchboard_<name>` metrics and the names alarm
 //! rules watch ([`STAT_QUEUE_ITEMS`], [`STAT_QUEUE_ITEMS_USER_MAX`]). Pure bookkeeping on one
