@@ -327,10 +327,7 @@ impl Service for Switchboard {
         io.spawn(open_log(io.handle(), self.log_path.clone()));
     }
 
-    fn on_open(&mut self, io: &mut ShardIo<Self>, conn: ConnId) {
-        let peer = io.peer_ip(conn);
-        self.state().on_open(conn, peer);
-    }
+    fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
 
     fn on_frame(&mut self, io: &mut ShardIo<Self>, conn: ConnId, payload: &[u8]) {
         let frame = match decode_client(payload) {
@@ -346,7 +343,13 @@ impl Service for Switchboard {
             out.error(conn, code, detail, client_msg_id_of(&frame));
             return self.apply(io, out);
         }
-        self.run(io, |s, now, out| s.on_frame(now, conn, frame, out));
+        let peer = crate::login::is_prelogin(&frame).then(|| io.peer_ip(conn));
+        self.run(io, |s, now, out| {
+            if let Some(peer) = peer {
+                s.note_peer(conn, peer);
+            }
+            s.on_frame(now, conn, frame, out)
+        });
     }
 
     fn on_frame_error(&mut self, io: &mut ShardIo<Self>, conn: ConnId, error: FrameError) {

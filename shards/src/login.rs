@@ -4,9 +4,12 @@
 //! stays there for the rest of its life.
 //!
 //! Before login, step by step (the abuse limits; ARCHITECTURE.md's reliability table):
-//! 1. `on_open` records the connection's peer address; every sign-up budget is charged to
-//!    it and its prefix (`budget.rs`). The record travels with a hand-over, and is dropped at
-//!    login or close, so it costs nothing for a logged-in connection.
+//! 1. The first pre-login frame records the connection's peer address ([`note_peer`],
+//!    called by the adapter); every sign-up budget is charged to it and its prefix
+//!    (`budget.rs`). The record travels with a hand-over and is dropped at login or close,
+//!    so neither a logged-in connection nor an idle one that never logs in pays for it.
+//!
+//! [`note_peer`]: ShardState::note_peer
 //! 2. `Register`: the phone's back-off (`pins.rs`), then the PIN budgets (source, prefix,
 //!    number range, this shard's share of the box), checked all before any is charged.
 //! 3. `Verify` and a wrong load-test secret spend the guess budgets (source, prefix, box);
@@ -31,6 +34,16 @@ use crate::record::{record, AccountRec, Record};
 use crate::registry::{constant_time_eq, hash_key};
 use crate::state::ShardState;
 
+/// Whether `frame` names a phone before a session exists (Register, Verify, Login,
+/// LoadTestLogin): the frames whose connection's peer address the budgets need.
+pub fn is_prelogin(frame: &ClientFrame) -> bool {
+    use proto::v1::client_frame::Kind as K;
+    matches!(
+        frame.kind,
+        Some(K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_))
+    )
+}
+
 /// At most one log line per period for refused pre-login frames.
 #[derive(Debug, Default)]
 pub struct RefusalLog {
@@ -53,13 +66,17 @@ impl RefusalLog {
 }
 
 impl ShardState {
-    /// A connection opened on this shard, from `peer`.
-    pub fn on_open(&mut self, conn: ConnId, peer: Option<std::net::IpAddr>) {
-        let guard = PreLogin {
+    /// `conn` sends a pre-login frame ([`is_prelogin`]) from `peer`: remembers where it
+    /// comes from, once. Only such connections get an entry, so an idle connection that never
+    /// logs in costs nothing here, and a logged-in one has none.
+    pub fn note_peer(&mut self, conn: ConnId, peer: Option<std::net::IpAddr>) {
+        if self.sessions.user_of(conn).is_some() {
+            return;
+        }
+        self.prelogin.entry(conn).or_insert(PreLogin {
             peer,
             ..PreLogin::default()
-        };
-        self.prelogin.insert(conn, guard);
+        });
     }
 
     /// A connection handed over by another shard, with its first frame here.

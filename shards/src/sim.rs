@@ -31,6 +31,8 @@ pub struct Sim {
     pub now: u64,
     /// Connections handed between shards so far.
     pub handoffs: u64,
+    /// Each connection's peer address (what the engine's slot holds).
+    peers: HashMap<ConnId, std::net::IpAddr>,
     next_conn: u64,
 }
 
@@ -74,6 +76,7 @@ impl Sim {
             waiting: (0..n).map(|_| Vec::new()).collect(),
             now: 1_800_000_000_000,
             handoffs: 0,
+            peers: HashMap::new(),
             next_conn: 1,
         }
     }
@@ -91,7 +94,7 @@ impl Sim {
         let c = ConnId::from_u64(self.next_conn);
         self.next_conn += 1;
         self.conn_shard.insert(c, shard);
-        self.shards[shard].on_open(c, Some(peer));
+        self.peers.insert(c, peer);
         c
     }
 
@@ -103,6 +106,10 @@ impl Sim {
     /// `conn` sends a whole frame (which may carry no kind).
     pub fn send_frame(&mut self, conn: ConnId, frame: ClientFrame) {
         let shard = self.conn_shard[&conn];
+        if crate::login::is_prelogin(&frame) {
+            // As the adapter does, from the engine's slot.
+            self.shards[shard].note_peer(conn, self.peers.get(&conn).copied());
+        }
         let mut out = Out::default();
         self.shards[shard].on_frame(self.now, conn, frame, &mut out);
         self.apply(shard, out);

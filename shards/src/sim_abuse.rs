@@ -460,3 +460,31 @@ fn the_load_test_secret_is_limited_in_attempts_like_any_key() {
     sim.send(ok, guess(b"s"));
     assert!(matches!(sim.take(ok)[..], [S::LoggedIn(_)]));
 }
+
+#[test]
+fn only_connections_signing_up_are_tracked_and_only_until_login() {
+    let mut sim = Sim::new(1);
+    let idle = sim.connect(0);
+    sim.send(idle, K::Ping(proto::v1::Ping { nonce: 1 }));
+    assert!(sim.shards[0].prelogin.is_empty(), "a ping leaves no entry");
+    let c = sim.connect(0);
+    sim.send(c, register("+15550004444"));
+    assert_eq!(sim.shards[0].prelogin.len(), 1);
+    let pin = pin_of(&sim, "+15550004444");
+    sim.send(c, verify("+15550004444", &pin));
+    sim.commit();
+    let key = match &sim.take(c)[..] {
+        [S::PinSent(_), S::Verified(v)] => v.device_key.clone(),
+        other => panic!("expected PinSent, Verified: {other:?}"),
+    };
+    sim.send(
+        c,
+        K::Login(proto::v1::Login {
+            protocol_version: proto::PROTOCOL_VERSION,
+            phone: "+15550004444".into(),
+            device_key: key,
+        }),
+    );
+    assert!(matches!(sim.take(c)[..], [S::LoggedIn(_)]));
+    assert!(sim.shards[0].prelogin.is_empty(), "dropped at login");
+}
