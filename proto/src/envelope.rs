@@ -32,6 +32,7 @@ envelope_from!(ClientFrame, client_frame {
     GroupMembersRequest => GroupMembers,
     PresenceSubscribe => PresenceSubscribe,
     LoadTestLogin => LoadTestLogin,
+    PresencePrivacy => PresencePrivacy,
 });
 
 envelope_from!(ServerFrame, server_frame {
