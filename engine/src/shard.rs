@@ -149,7 +149,8 @@ impl<S: Service> ShardCell<S> {
         } else {
             SlotState::Open
         };
-        let id = match self.io.conns.insert(ConnSlot::new(state, now)) {
+        let peer = t.peer_ip();
+        let id = match self.io.conns.insert(ConnSlot::new(state, now, peer)) {
             Ok(id) => id,
             Err(_) => {
                 self.io.counters.accepts_rejected_full += 1;

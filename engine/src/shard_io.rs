@@ -59,10 +59,13 @@ pub(crate) struct ConnSlot {
     pub(crate) unsent_bytes: usize,
     /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
     pub(crate) opened: bool,
+    /// The peer's address (IPv4 mapped into IPv6; `::` when the socket could not say), read
+    /// once at accept or adoption: services budget sign-ups per source address.
+    pub(crate) peer: std::net::Ipv6Addr,
 }
 
 impl ConnSlot {
-    pub(crate) fn new(state: SlotState, now_ms: u64) -> Self {
+    pub(crate) fn new(state: SlotState, now_ms: u64, peer: std::net::Ipv6Addr) -> Self {
         ConnSlot {
             outbox: Vec::new(),
             waker: None,
@@ -73,6 +76,7 @@ impl ConnSlot {
             partial_since_ms: 0,
             unsent_bytes: 0,
             opened: false,
+            peer,
         }
     }
 
@@ -148,6 +152,13 @@ impl<S: Service> ShardIo<S> {
     /// Whether `conn` is a live, open connection on this shard.
     pub fn is_open(&self, conn: ConnId) -> bool {
         matches!(self.conns.get(conn), Some(s) if s.state == SlotState::Open)
+    }
+
+    /// The peer address of `conn` (IPv4 as itself, not mapped); `None` when `conn` is gone
+    /// or the socket could not say.
+    pub fn peer_ip(&self, conn: ConnId) -> Option<std::net::IpAddr> {
+        let peer = self.conns.get(conn)?.peer;
+        (!peer.is_unspecified()).then(|| peer.to_canonical())
     }
 
     /// Number of connections in this shard's table (any state).

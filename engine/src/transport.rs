@@ -183,6 +183,15 @@ impl Transport {
         }
     }
 
+    /// The peer's address, IPv4 as an IPv4-mapped IPv6 address (`::` when unknown).
+    pub(crate) fn peer_ip(&self) -> std::net::Ipv6Addr {
+        match self.stream.peer_addr().map(|a| a.ip()) {
+            Ok(std::net::IpAddr::V4(a)) => a.to_ipv6_mapped(),
+            Ok(std::net::IpAddr::V6(a)) => a,
+            Err(_) => std::net::Ipv6Addr::UNSPECIFIED,
+        }
+    }
+
     pub(crate) fn set_nodelay(&self) -> io::Result<()> {
         self.stream
             .set_nodelay(true)

@@ -262,6 +262,7 @@ mod tests {
                 body: b"hi".to_vec(),
                 media: media(),
                 group_id: 9,
+                client_msg_id: 4,
             }
             .into(),
             Receipt {
@@ -289,6 +290,7 @@ mod tests {
                 phone: p(),
                 online: false,
                 last_seen_ms: 99,
+                hidden: false,
             }
             .into(),
             GroupUpdated {

@@ -32,6 +32,7 @@ envelope_from!(ClientFrame, client_frame {
     GroupMembersRequest => GroupMembers,
     PresenceSubscribe => PresenceSubscribe,
     LoadTestLogin => LoadTestLogin,
+    PresencePrivacy => PresencePrivacy,
 });
 
 envelope_from!(ServerFrame, server_frame {
@@ -70,6 +71,7 @@ impl ClientFrame {
             Some(Kind::GroupMembers(_)) => "group_members",
             Some(Kind::PresenceSubscribe(_)) => "presence_subscribe",
             Some(Kind::LoadTestLogin(_)) => "load_test_login",
+            Some(Kind::PresencePrivacy(_)) => "presence_privacy",
         }
     }
 }
@@ -103,6 +105,7 @@ pub fn error_frame(code: v1::ErrorCode, detail: &str, client_msg_id: u64) -> Ser
         code: code as i32,
         detail: detail.to_owned(),
         client_msg_id,
+        retry_after_ms: 0,
     }
     .into()
 }

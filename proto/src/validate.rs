@@ -94,6 +94,12 @@ pub fn check_client_frame(f: &ClientFrame) -> Result<(), Rejection> {
             }
             p.contacts.iter().try_for_each(|c| phone(c))
         }
+        Some(Kind::PresencePrivacy(p)) => {
+            match crate::v1::PresenceVisibility::try_from(p.visibility) {
+                Ok(_) => Ok(()),
+                Err(_) => Err((ErrorCode::MalformedFrame, "unknown presence visibility")),
+            }
+        }
     }
 }
 
@@ -502,6 +508,12 @@ mod tests {
         assert_eq!(code(sub(phones(PRESENCE_CONTACTS_PER_FRAME_MAX))), None);
         assert_eq!(code(sub(phones(PRESENCE_CONTACTS_PER_FRAME_MAX + 1))), mf);
         assert_eq!(code(sub(vec!["+1".into()])), Some(ErrorCode::BadPhone));
+        let privacy = |visibility| crate::v1::PresencePrivacy { visibility };
+        assert_eq!(
+            code(privacy(crate::v1::PresenceVisibility::Nobody as i32)),
+            None
+        );
+        assert_eq!(code(privacy(3)), mf, "an unknown visibility is refused");
     }
 
     #[test]

@@ -427,7 +427,13 @@ impl Service for Switchboard {
             out.error(conn, code, detail, client_msg_id_of(&frame));
             return self.apply(io, out);
         }
-        self.run(io, |s, now, out| s.on_frame(now, conn, frame, out));
+        let peer = crate::login::is_prelogin(&frame).then(|| io.peer_ip(conn));
+        self.run(io, |s, now, out| {
+            if let Some(peer) = peer {
+                s.note_peer(conn, peer);
+            }
+            s.on_frame(now, conn, frame, out)
+        });
     }
 
     fn on_frame_error(&mut self, io: &mut ShardIo<Self>, conn: ConnId, error: FrameError) {
@@ -448,9 +454,7 @@ impl Service for Switchboard {
 
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Adopt(frame) => {
-                self.run(io, |s, now, out| s.on_frame(now, conn, *frame, out))
-            }
+            ShardMsg::Adopt(a) => self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out)),
             other => unreachable!("only Adopt travels with a connection: {other:?}"),
         }
     }
@@ -468,7 +472,9 @@ impl Service for Switchboard {
             log_failures: self.journal.failures(),
             log_items_skipped: self.journal.skipped_items(),
         };
-        service_stats::report(g, &self.sync_latency)
+        let mut stats = service_stats::report(g, &self.sync_latency);
+        stats.extend(state.abuse_stats());
+        stats
     }
 
     fn stat_offender(&self, stat: &str) -> Option<String> {

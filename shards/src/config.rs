@@ -125,6 +125,27 @@ pub struct Cli {
     /// Repeat a standing alarm's warning at most this often, seconds [default: 60].
     #[arg(long)]
     pub alarm_period_s: Option<u64>,
+    /// PINs sent per source address per hour, per shard (0: off) [default: 5].
+    #[arg(long)]
+    pub pin_sends_source_per_hour: Option<u32>,
+    /// PINs sent per source prefix (IPv4 /24, IPv6 /48) per hour, per shard (0: off) [default: 30].
+    #[arg(long)]
+    pub pin_sends_prefix_per_hour: Option<u32>,
+    /// PINs sent per number range (first 6 digits) per hour, per shard (0: off) [default: 30].
+    #[arg(long)]
+    pub pin_sends_range_per_hour: Option<u32>,
+    /// PINs sent by the whole box per minute, split over the shards (0: off) [default: 600].
+    #[arg(long)]
+    pub pin_sends_box_per_minute: Option<u32>,
+    /// Verify attempts and wrong load-test secrets per source per hour, per shard (0: off) [default: 20].
+    #[arg(long)]
+    pub guesses_source_per_hour: Option<u32>,
+    /// The same per source prefix per hour, per shard (0: off) [default: 100].
+    #[arg(long)]
+    pub guesses_prefix_per_hour: Option<u32>,
+    /// The same for the whole box per minute, split over the shards (0: off) [default: 1200].
+    #[arg(long)]
+    pub guesses_box_per_minute: Option<u32>,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -159,6 +180,13 @@ pub struct FileConfig {
     alarm_mesh_depth: Option<u64>,
     alarm_utilisation_pct: Option<u64>,
     alarm_period_s: Option<u64>,
+    pin_sends_source_per_hour: Option<u32>,
+    pin_sends_prefix_per_hour: Option<u32>,
+    pin_sends_range_per_hour: Option<u32>,
+    pin_sends_box_per_minute: Option<u32>,
+    guesses_source_per_hour: Option<u32>,
+    guesses_prefix_per_hour: Option<u32>,
+    guesses_box_per_minute: Option<u32>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -261,6 +289,8 @@ pub struct ServerConfig {
     pub stats: bool,
     /// Alarm thresholds.
     pub alarms: AlarmThresholds,
+    /// Sign-up budgets (box-wide; see `budget.rs`).
+    pub signup: crate::budget::SignupLimits,
 }
 
 /// A configuration that cannot be used.
@@ -386,7 +416,39 @@ impl ServerConfig {
                 .or(file.alarm_period_s)
                 .map_or(d.period_ms, |s| s.max(1) * 1000),
         };
+        let sd = crate::budget::SignupLimits::default();
+        let signup = crate::budget::SignupLimits {
+            pin_sends_source_per_hour: cli
+                .pin_sends_source_per_hour
+                .or(file.pin_sends_source_per_hour)
+                .unwrap_or(sd.pin_sends_source_per_hour),
+            pin_sends_prefix_per_hour: cli
+                .pin_sends_prefix_per_hour
+                .or(file.pin_sends_prefix_per_hour)
+                .unwrap_or(sd.pin_sends_prefix_per_hour),
+            pin_sends_range_per_hour: cli
+                .pin_sends_range_per_hour
+                .or(file.pin_sends_range_per_hour)
+                .unwrap_or(sd.pin_sends_range_per_hour),
+            pin_sends_box_per_minute: cli
+                .pin_sends_box_per_minute
+                .or(file.pin_sends_box_per_minute)
+                .unwrap_or(sd.pin_sends_box_per_minute),
+            guesses_source_per_hour: cli
+                .guesses_source_per_hour
+                .or(file.guesses_source_per_hour)
+                .unwrap_or(sd.guesses_source_per_hour),
+            guesses_prefix_per_hour: cli
+                .guesses_prefix_per_hour
+                .or(file.guesses_prefix_per_hour)
+                .unwrap_or(sd.guesses_prefix_per_hour),
+            guesses_box_per_minute: cli
+                .guesses_box_per_minute
+                .or(file.guesses_box_per_minute)
+                .unwrap_or(sd.guesses_box_per_minute),
+        };
         Ok(ServerConfig {
+            signup,
             admin,
             stats: !(cli.no_stats || file.no_stats.unwrap_or(false)),
             alarms,
@@ -496,6 +558,35 @@ mod tests {
         assert_eq!(cfg.admin, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(cfg.stats);
         assert_eq!(cfg.alarms, AlarmThresholds::default());
+        assert_eq!(cfg.signup, crate::budget::SignupLimits::default());
+    }
+
+    #[test]
+    fn signup_budgets_from_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("sb-config-signup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("signup.toml");
+        std::fs::write(
+            &path,
+            "pin_sends_source_per_hour = 2\nguesses_box_per_minute = 0\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::parse_from([
+            "switchboard",
+            "--config",
+            file,
+            "--pin-sends-range-per-hour",
+            "9",
+        ]);
+        let s = ServerConfig::from_cli(cli).unwrap().signup;
+        assert_eq!(s.pin_sends_source_per_hour, 2);
+        assert_eq!(s.pin_sends_range_per_hour, 9);
+        assert_eq!(s.guesses_box_per_minute, 0, "0 turns a budget off");
+        assert_eq!(
+            s.pin_sends_box_per_minute,
+            crate::budget::PIN_SENDS_BOX_PER_MINUTE_DEFAULT
+        );
     }
 
     #[test]

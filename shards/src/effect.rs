@@ -93,5 +93,16 @@ pub fn error(code: proto::v1::ErrorCode, detail: &str, client_msg_id: u64) -> se
         code: code as i32,
         detail: detail.into(),
         client_msg_id,
+        retry_after_ms: 0,
+    })
+}
+
+/// A `RATE_LIMITED` error frame with the time until the refusing budget admits the frame.
+pub fn rate_limited(detail: &str, retry_after_ms: u64) -> server_frame::Kind {
+    server_frame::Kind::Error(proto::v1::Error {
+        code: proto::v1::ErrorCode::RateLimited as i32,
+        detail: detail.into(),
+        client_msg_id: 0,
+        retry_after_ms,
     })
 }

@@ -20,9 +20,12 @@
 //! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
+//! - [`budget`]: sign-up budgets per source, prefix, number range and box; [`pins`]:
+//!   outstanding PINs and per-phone back-off.
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod budget;
 pub mod config;
 pub mod data_layout;
 pub mod data_lock;
@@ -37,6 +40,7 @@ pub mod mesh_msg;
 pub mod notify;
 pub mod offline;
 pub mod overload;
+pub mod pins;
 pub mod presence;
 pub mod receipt;
 pub mod record;
@@ -51,6 +55,8 @@ pub mod session;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod sim;
+#[cfg(test)]
+mod sim_abuse;
 #[cfg(any(test, feature = "sim"))]
 #[doc(hidden)]
 #[allow(missing_docs)]

@@ -9,14 +9,8 @@ pub const DELIVERY_WINDOW_ITEMS: usize = 256;
 /// first): a login with a long queue never floods the connection's output past the
 /// engine's limit, which would close it.
 pub const DELIVERY_WINDOW_BYTES: usize = 48 * 1024;
-/// A PIN is valid this long.
-pub const PIN_TTL_MS: u64 = 10 * 60 * 1000;
-/// PINs sent to one phone per hour.
-pub const PIN_SENDS_PER_HOUR_MAX: usize = 5;
-/// Wrong PINs accepted per phone per hour before RATE_LIMITED.
-pub const PIN_ATTEMPTS_PER_HOUR_MAX: usize = 5;
-/// One hour, the window of the PIN limits.
-pub const RATE_WINDOW_MS: u64 = 60 * 60 * 1000;
+// Sign-up limits (PINs per number, per source, per prefix, per range, per box; guesses)
+// live with their rules: `pins.rs` and `budget.rs`. Pre-login and presence limits below.
 /// Device key length.
 pub const DEVICE_KEY_BYTES: usize = 32;
 /// (sender, client_msg_id) pairs a shard remembers to answer retries with the same id.
@@ -25,6 +19,27 @@ pub const DEDUPE_ENTRIES_MAX: usize = 1 << 20;
 pub const RECENT_ACKED_MAX: usize = 1 << 18;
 /// Subscribers one user's presence may have.
 pub const PRESENCE_SUBSCRIBERS_PER_USER_MAX: usize = 10_000;
+/// Contacts one user may follow (presence subscriptions per subscriber); more are refused
+/// with RATE_LIMITED until some expire.
+pub const PRESENCE_SUBSCRIPTIONS_PER_USER_MAX: usize = 2_000;
+/// A presence subscription lapses this long after it was last made (clients subscribe again
+/// after each login).
+pub const PRESENCE_SUBSCRIPTION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Messages (not receipts) one user's queue may hold; the rest of
+/// `QUEUE_ITEMS_PER_USER_MAX` is kept for receipts, which messages can therefore never
+/// crowd out.
+pub const QUEUE_MESSAGES_PER_USER_MAX: usize = QUEUE_ITEMS_PER_USER_MAX * 3 / 4;
+/// Messages from one sender that one user's queue may hold: one sender cannot fill a queue
+/// for everyone (QUEUE_FULL to that sender only).
+pub const QUEUE_MESSAGES_PER_SENDER_MAX: usize = 1_000;
+/// Frames refused before login (bad PIN, over a budget, wrong secret...) after which the
+/// connection is closed instead of answered again.
+pub const PRELOGIN_REFUSALS_MAX: u32 = 8;
+/// Times a connection may be handed to another shard before it logs in (one is enough for
+/// any honest client); past it the connection is closed.
+pub const PRELOGIN_HANDOFFS_MAX: u32 = 2;
+/// At most one refusal log line per shard per this period (with the count since the last).
+pub const REFUSAL_LOG_PERIOD_MS: u64 = 1_000;
 /// Group sends whose fan-out is still being confirmed, per shard.
 pub const GROUP_FANOUTS_IN_FLIGHT_MAX: usize = 100_000;
 /// Log bytes below which compaction never runs.
@@ -42,6 +57,10 @@ pub const TOMBSTONE_FLUSH_MS: u64 = 1_000;
 pub const COMPACT_GARBAGE_RATIO: u64 = 4;
 
 const _: () = assert!(DELIVERY_WINDOW_ITEMS <= QUEUE_ITEMS_PER_USER_MAX);
+const _: () = assert!(QUEUE_MESSAGES_PER_SENDER_MAX <= QUEUE_MESSAGES_PER_USER_MAX);
+const _: () = assert!(QUEUE_MESSAGES_PER_USER_MAX < QUEUE_ITEMS_PER_USER_MAX);
+const _: () =
+    assert!(PRESENCE_SUBSCRIPTIONS_PER_USER_MAX >= proto::limits::PRESENCE_CONTACTS_PER_FRAME_MAX);
 // The window (plus the one item always allowed) takes at most half the engine's
 // per-connection output, leaving the rest for acks, receipts and presence.
 const _: () = assert!(

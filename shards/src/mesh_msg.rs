@@ -15,8 +15,9 @@ pub enum ReplyTo {
 /// A message between shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A connection handed to the home of the phone its first frame names, with that frame.
-    Adopt(Box<ClientFrame>),
+    /// A connection handed to the home of the phone its frame names, with that frame and
+    /// what the old shard knew about it.
+    Adopt(Box<Adoption>),
     /// Store and deliver a message to `to` (the receiving shard is `to`'s home).
     Deliver(Box<Delivery>),
     /// A frame for `user`, delivered if they are online (replies, receipts, presence).
@@ -58,6 +59,28 @@ pub enum ShardMsg {
         /// Who wants it.
         subscriber: String,
     },
+}
+
+/// A connection on its way to another shard before login.
+#[derive(Debug)]
+pub struct Adoption {
+    /// The frame that named a phone homed there.
+    pub frame: ClientFrame,
+    /// What travels with the connection.
+    pub guard: PreLogin,
+}
+
+/// What a shard knows about a connection that has not logged in: where it comes from (its
+/// sign-up budgets are charged to that address) and how often it was refused or handed
+/// over (`PRELOGIN_REFUSALS_MAX`, `PRELOGIN_HANDOFFS_MAX`). Dropped at login and close.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PreLogin {
+    /// The peer's address (`None` when the engine could not say).
+    pub peer: Option<std::net::IpAddr>,
+    /// Frames refused so far.
+    pub refusals: u32,
+    /// Hand-overs so far.
+    pub handoffs: u32,
 }
 
 /// A message on its way to one recipient.

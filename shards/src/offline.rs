@@ -2,12 +2,21 @@
 //! on this shard. An item stays until the user acks it; it is delivered as soon as it is
 //! queued (its record may still be on its way to the disk), in queue order, at most
 //! `DELIVERY_WINDOW_ITEMS` unacked at a time. Pure state.
+//!
+//! Fair shares: a queue holds at most `QUEUE_ITEMS_PER_USER_MAX` items, of which at most
+//! `QUEUE_MESSAGES_PER_USER_MAX` messages and at most `QUEUE_MESSAGES_PER_SENDER_MAX` from
+//! any one sender. So one sender filling a queue gets QUEUE_FULL alone (others still get
+//! through), and messages can never take the room receipts need: receipts are refused only
+//! when the whole queue is full, which messages alone cannot make it.
 
 use std::collections::{HashMap, VecDeque};
 
 use proto::v1::server_frame;
 
-use crate::limits::{DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX};
+use crate::limits::{
+    DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX,
+    QUEUE_MESSAGES_PER_SENDER_MAX, QUEUE_MESSAGES_PER_USER_MAX,
+};
 
 /// One queued item.
 #[derive(Debug, Clone)]
@@ -38,13 +47,24 @@ pub struct Queue {
     items: VecDeque<Item>,
     in_flight: usize,
     in_flight_bytes: usize,
+    /// Messages (items with a sender) held, per sender; a sender leaves at 0. At most
+    /// `QUEUE_MESSAGES_PER_USER_MAX` in all.
+    by_sender: HashMap<String, u32>,
+    /// The sum of `by_sender`.
+    messages: usize,
     /// The push provider was told since the user was last online.
     pub push_notified: bool,
 }
 
-/// The queue is at `QUEUE_ITEMS_PER_USER_MAX`.
+/// Why an item was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueFull;
+pub enum QueueFull {
+    /// The queue is at `QUEUE_ITEMS_PER_USER_MAX` (or, for a message,
+    /// `QUEUE_MESSAGES_PER_USER_MAX` messages).
+    Queue,
+    /// The sender holds `QUEUE_MESSAGES_PER_SENDER_MAX` messages in it.
+    SenderShare,
+}
 
 /// Bytes a frame takes on the wire (what the delivery window counts).
 fn frame_bytes(f: &server_frame::Kind) -> usize {
@@ -70,11 +90,32 @@ pub struct Queues {
 }
 
 impl Queues {
-    /// Appends an item (not yet durable unless replayed).
+    /// Appends an item (not yet durable unless replayed) within the queue's shares.
     pub fn push(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
+        if let Some(q) = self.by_user.get(user) {
+            if !item.sender.is_empty() {
+                if q.messages >= QUEUE_MESSAGES_PER_USER_MAX {
+                    return Err(QueueFull::Queue);
+                }
+                let held = q.by_sender.get(&item.sender).copied().unwrap_or(0);
+                if held as usize >= QUEUE_MESSAGES_PER_SENDER_MAX {
+                    return Err(QueueFull::SenderShare);
+                }
+            }
+        }
+        self.restore(user, item)
+    }
+
+    /// Appends an item within the queue's hard limit only: replay keeps what was accepted
+    /// under the shares of its time.
+    pub fn restore(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
         let q = self.by_user.entry(user.to_string()).or_default();
         if q.items.len() >= QUEUE_ITEMS_PER_USER_MAX {
-            return Err(QueueFull);
+            return Err(QueueFull::Queue);
+        }
+        if !item.sender.is_empty() {
+            *q.by_sender.entry(item.sender.clone()).or_default() += 1;
+            q.messages += 1;
         }
         q.items.push_back(item);
         self.total += 1;
@@ -138,6 +179,17 @@ impl Queues {
         if item.sent {
             q.in_flight -= 1;
             q.in_flight_bytes -= frame_bytes(&item.frame);
+        }
+        if !item.sender.is_empty() {
+            q.messages -= 1;
+            let held = q
+                .by_sender
+                .get_mut(&item.sender)
+                .expect("every queued message is counted under its sender");
+            *held -= 1;
+            if *held == 0 {
+                q.by_sender.remove(&item.sender);
+            }
         }
         self.total -= 1;
         let len = q.items.len();
@@ -287,14 +339,52 @@ mod tests {
         assert_eq!(q.longest_user(), None);
     }
 
+    fn from(sender: &str, id: u64) -> Item {
+        Item {
+            sender: sender.into(),
+            ..item(id)
+        }
+    }
+
+    #[test]
+    fn one_sender_gets_its_share_and_receipts_keep_their_room() {
+        let mut q = Queues::default();
+        let per = QUEUE_MESSAGES_PER_SENDER_MAX as u64;
+        for id in 0..per {
+            q.push("u", from("mallory", id)).unwrap();
+        }
+        assert_eq!(
+            q.push("u", from("mallory", per)),
+            Err(QueueFull::SenderShare)
+        );
+        q.push("u", from("alice", per + 1))
+            .expect("another sender still gets through");
+        // Enough senders fill the message share, never the receipts' room.
+        let mut id = per + 2;
+        'fill: for s in 0.. {
+            for _ in 0..per {
+                if q.len_of("u") >= QUEUE_MESSAGES_PER_USER_MAX {
+                    break 'fill;
+                }
+                q.push("u", from(&format!("s{s}"), id)).unwrap();
+                id += 1;
+            }
+        }
+        assert_eq!(q.push("u", from("bob", id)), Err(QueueFull::Queue));
+        q.push("u", from("", id + 1)).expect("a receipt still fits");
+        assert_eq!(q.remove("u", 0).map(|i| i.id), Some(0));
+        q.push("u", from("mallory", id + 2))
+            .expect("an ack frees one of the sender's share");
+    }
+
     #[test]
     fn window_and_capacity_are_bounded() {
         let mut q = Queues::default();
         for id in 0..QUEUE_ITEMS_PER_USER_MAX as u64 {
-            q.push("u", item(id)).unwrap();
+            q.push("u", from("", id)).unwrap();
             q.mark_durable("u", id);
         }
-        assert_eq!(q.push("u", item(u64::MAX)), Err(QueueFull));
+        assert_eq!(q.push("u", from("", u64::MAX)), Err(QueueFull::Queue));
         assert_eq!(q.take_sendable("u").len(), DELIVERY_WINDOW_ITEMS);
         q.remove("u", 0);
         assert_eq!(q.take_sendable("u").len(), 1, "an ack opens one slot");

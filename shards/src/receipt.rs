@@ -143,6 +143,7 @@ impl ShardState {
             sent: false,
         };
         if self.enqueue(&sender, item, out).is_err() {
+            self.abuse.receipts_dropped += 1;
             tracing::warn!(user = %sender, "receipt dropped: queue full");
         }
     }

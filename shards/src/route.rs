@@ -152,7 +152,10 @@ impl ShardState {
             answered: false,
             sent: false,
         };
-        if self.enqueue(&d.to, item, out).is_err() {
+        if let Err(full) = self.enqueue(&d.to, item, out) {
+            if full == crate::offline::QueueFull::SenderShare {
+                self.abuse.queue_sender_share_full += 1;
+            }
             return self.answer(
                 &d,
                 Err((ErrorCode::QueueFull, "recipient's queue is full")),

@@ -1,13 +1,17 @@
 //! What a shard's service reports in its statistics once a second: queue lengths (total,
 //! longest, users waiting), the durable log's size, commits and failures, and the latency
 //! of each log sync (append + `fdatasync`, or a compaction's replace) as an HDR histogram
-//! summary since start.
+//! summary since start; and what the abuse limits did ([`AbuseCounters`]: refusals per
+//! sign-up budget as `refused_<budget>`, PINs sent and pending, pre-login closes, fair-queue
+//! refusals, presence subscriptions).
 //!
 //! Names here are stable: they become `switchboard_<name>` metrics and the names alarm
 //! rules watch ([`STAT_QUEUE_ITEMS`], [`STAT_QUEUE_ITEMS_USER_MAX`]). Pure bookkeeping on one
 //! shard: recording a sync is one histogram increment; nothing here runs per frame.
 
 use hdrhistogram::Histogram;
+
+use crate::budget::BudgetKind;
 
 /// Items queued on the shard (alarm rule: items per shard).
 pub const STAT_QUEUE_ITEMS: &str = "queue_items";
@@ -88,6 +92,57 @@ pub fn report(g: Gauges, sync: &SyncLatency) -> Vec<(&'static str, u64)> {
         ("fsync_us_p999", q(0.999)),
         ("fsync_us_max", if h.is_empty() { 0 } else { h.max() }),
     ]
+}
+
+/// What the abuse limits did on one shard since start (plain counters, bumped by the state
+/// machines; see `budget.rs`, `pins.rs`, `login.rs`, `offline.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct AbuseCounters {
+    /// Refusals per budget, indexed by `BudgetKind as usize`.
+    pub refused: [u64; BudgetKind::ALL.len()],
+    /// PINs sent.
+    pub pins_sent: u64,
+    /// Pre-login connections closed for too many refusals or hand-overs.
+    pub prelogin_closed: u64,
+    /// Messages refused with QUEUE_FULL because the sender holds its share of the queue.
+    pub queue_sender_share_full: u64,
+    /// Receipts that found their user's queue full (kept at 0 by the receipt reserve).
+    pub receipts_dropped: u64,
+}
+
+/// Sizes of the abuse limits' state on one shard now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AbuseGauges {
+    /// Phones with an outstanding PIN or back-off.
+    pub pins_pending: u64,
+    /// Keys tracked by the sign-up budgets.
+    pub budget_keys: u64,
+    /// Pre-login connections tracked.
+    pub prelogin_conns: u64,
+    /// Presence subscriptions held (follower and followed side).
+    pub presence_subscriptions: u64,
+    /// Presence subscriptions refused at the per-subscriber cap.
+    pub presence_refused: u64,
+}
+
+/// The abuse limits' statistics, by name (`refused_<budget>` per budget, then the rest).
+pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64)> {
+    let mut v: Vec<(&'static str, u64)> = BudgetKind::ALL
+        .iter()
+        .map(|k| (k.stat(), c.refused[*k as usize]))
+        .collect();
+    v.extend([
+        ("pins_sent", c.pins_sent),
+        ("pins_pending", g.pins_pending),
+        ("budget_keys", g.budget_keys),
+        ("prelogin_conns", g.prelogin_conns),
+        ("prelogin_closed", c.prelogin_closed),
+        ("queue_sender_share_full", c.queue_sender_share_full),
+        ("receipts_dropped", c.receipts_dropped),
+        ("presence_subscriptions", g.presence_subscriptions),
+        ("presence_refused", g.presence_refused),
+    ]);
+    v
 }
 
 #[cfg(test)]

@@ -29,11 +29,26 @@ pub struct Sim {
     /// Effects waiting for "durability", per shard.
     waiting: Vec<Vec<AfterCommit>>,
     pub now: u64,
+    /// Connections handed between shards so far.
+    pub handoffs: u64,
+    /// Each connection's peer address (what the engine's slot holds).
+    peers: HashMap<ConnId, std::net::IpAddr>,
     next_conn: u64,
 }
 
 impl Sim {
     pub fn new(n: usize) -> Sim {
+        Sim::with_settings(
+            n,
+            ServiceSettings {
+                load_test_secret: Some(b"s".to_vec()),
+                ..ServiceSettings::default()
+            },
+        )
+    }
+
+    /// A cluster of `n` shards with these settings.
+    pub fn with_settings(n: usize, settings: ServiceSettings) -> Sim {
         let mut seed = 1u64;
         let shards = (0..n)
             .map(|i| {
@@ -45,10 +60,7 @@ impl Sim {
                         *b = seed as u8;
                     }
                 });
-                let settings = ServiceSettings {
-                    load_test_secret: Some(b"s".to_vec()),
-                };
-                ShardState::new(ShardId(i), n, settings, random, 1_800_000_000_000)
+                ShardState::new(ShardId(i), n, settings.clone(), random, 1_800_000_000_000)
             })
             .collect();
         Sim {
@@ -63,15 +75,26 @@ impl Sim {
             mesh: VecDeque::new(),
             waiting: (0..n).map(|_| Vec::new()).collect(),
             now: 1_800_000_000_000,
+            handoffs: 0,
+            peers: HashMap::new(),
             next_conn: 1,
         }
     }
 
-    /// A new connection accepted by `shard`.
+    /// A new connection accepted by `shard`, from an address of its own in a /24 of its own
+    /// (10.x.y.1), so budgets per source and prefix never join two `connect`s.
     pub fn connect(&mut self, shard: usize) -> ConnId {
+        let n = self.next_conn;
+        let peer = std::net::Ipv4Addr::new(10, (n >> 8) as u8, n as u8, 1);
+        self.connect_from(shard, peer.into())
+    }
+
+    /// A new connection from `peer` accepted by `shard`.
+    pub fn connect_from(&mut self, shard: usize, peer: std::net::IpAddr) -> ConnId {
         let c = ConnId::from_u64(self.next_conn);
         self.next_conn += 1;
         self.conn_shard.insert(c, shard);
+        self.peers.insert(c, peer);
         c
     }
 
@@ -83,6 +106,10 @@ impl Sim {
     /// `conn` sends a whole frame (which may carry no kind).
     pub fn send_frame(&mut self, conn: ConnId, frame: ClientFrame) {
         let shard = self.conn_shard[&conn];
+        if crate::login::is_prelogin(&frame) {
+            // As the adapter does, from the engine's slot.
+            self.shards[shard].note_peer(conn, self.peers.get(&conn).copied());
+        }
         let mut out = Out::default();
         self.shards[shard].on_frame(self.now, conn, frame, &mut out);
         self.apply(shard, out);
@@ -157,12 +184,13 @@ impl Sim {
             Effect::Close(c) => self.closed.push(c),
             Effect::Mesh(to, m) => self.mesh.push_back((to.0, m)),
             Effect::HandOff(c, to, m) => {
+                self.handoffs += 1;
                 self.conn_shard.insert(c, to.0);
-                let ShardMsg::Adopt(frame) = m else {
+                let ShardMsg::Adopt(a) = m else {
                     panic!("handoff carries Adopt")
                 };
                 let mut out = Out::default();
-                self.shards[to.0].on_frame(self.now, c, *frame, &mut out);
+                self.shards[to.0].on_adopt(self.now, c, *a, &mut out);
                 self.apply(to.0, out);
             }
             Effect::Sms { phone, pin } => self.sms.push((phone, pin)),

@@ -337,6 +337,9 @@ impl Harness {
                     _ => K::GroupMembers(GroupMembersRequest { group_id }),
                 }
             }
+            13 if r.chance(25) => K::PresencePrivacy(proto::v1::PresencePrivacy {
+                visibility: r.below(4) as i32,
+            }),
             13 => K::PresenceSubscribe(PresenceSubscribe {
                 contacts: (0..r.below(4)).map(|_| phone(r, &self.phones)).collect(),
             }),

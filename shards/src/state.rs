@@ -33,6 +33,8 @@ use crate::session::Sessions;
 pub struct ServiceSettings {
     /// Enables `LoadTestLogin` when set (unsafe in production: anyone with it is anyone).
     pub load_test_secret: Option<Vec<u8>>,
+    /// Sign-up budgets, box-wide (each shard takes its share of the box ones).
+    pub signup: crate::budget::SignupLimits,
 }
 
 /// Fills a buffer with random bytes (the OS's in production, a seeded one in tests).
@@ -76,6 +78,17 @@ pub struct ShardState {
     pub(crate) busy: Option<u32>,
     /// Sends refused with `Busy` since start.
     pub(crate) busy_rejects: u64,
+    /// Outstanding PINs and per-phone back-off.
+    pub(crate) pins: crate::pins::Pins,
+    /// Sign-up budgets (per source, prefix, range, this shard's share of the box).
+    pub(crate) budgets: crate::budget::SignupBudgets,
+    /// Connections on this shard that have not logged in: peer, refusals, hand-overs.
+    /// Bounded by the engine's connection table; dropped at login and close.
+    pub(crate) prelogin: HashMap<ConnId, crate::mesh_msg::PreLogin>,
+    /// Rate limit of the refusal log lines.
+    pub(crate) refusal_log: crate::login::RefusalLog,
+    /// What the abuse limits did since start.
+    pub(crate) abuse: crate::service_stats::AbuseCounters,
 }
 
 impl std::fmt::Debug for ShardState {
@@ -100,6 +113,11 @@ impl ShardState {
         ShardState {
             shard,
             shards,
+            budgets: crate::budget::SignupBudgets::new(settings.signup, shards),
+            pins: crate::pins::Pins::default(),
+            prelogin: HashMap::new(),
+            refusal_log: crate::login::RefusalLog::default(),
+            abuse: crate::service_stats::AbuseCounters::default(),
             settings,
             ids: IdAllocator::new(shard, 0, now),
             registry: Registry::default(),
@@ -134,6 +152,18 @@ impl ShardState {
     /// Sends refused with `Busy` since start.
     pub fn busy_rejects(&self) -> u64 {
         self.busy_rejects
+    }
+
+    /// The abuse limits' statistics (`service_stats::abuse_report`).
+    pub fn abuse_stats(&self) -> Vec<(&'static str, u64)> {
+        let g = crate::service_stats::AbuseGauges {
+            pins_pending: self.pins.len() as u64,
+            budget_keys: self.budgets.keys() as u64,
+            prelogin_conns: self.prelogin.len() as u64,
+            presence_subscriptions: self.presence.entries() as u64,
+            presence_refused: self.presence.refused,
+        };
+        crate::service_stats::abuse_report(&self.abuse, g)
     }
 
     /// Answers `client_msg_id` with `Busy` when the shard is overloaded; true if it did.
@@ -184,7 +214,7 @@ impl ShardState {
             if let Some(item) = item_from_record(&i) {
                 // Replay never exceeds what was accepted before, but a lowered limit could:
                 // keep what is there rather than drop acknowledged messages.
-                let _ = self.queues.push(&i.user, item);
+                let _ = self.queues.restore(&i.user, item);
             }
         }
     }
@@ -281,7 +311,12 @@ impl ShardState {
                 out,
             ),
             K::GroupSend(g) => self.on_group_send(now, user, g, out),
-            K::PresenceSubscribe(p) => self.on_presence_subscribe(user, p.contacts, out),
+            K::PresenceSubscribe(p) => self.on_presence_subscribe(now, conn, user, p.contacts, out),
+            K::PresencePrivacy(p) => {
+                // Validated: the value is a known visibility.
+                let v = proto::v1::PresenceVisibility::try_from(p.visibility).unwrap_or_default();
+                self.on_presence_privacy(&user, v)
+            }
             K::Ping(_) | K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_) => {
                 out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0)
             }
@@ -290,6 +325,7 @@ impl ShardState {
 
     /// `conn` is gone.
     pub fn on_close(&mut self, now: u64, conn: ConnId, out: &mut Out) {
+        self.prelogin.remove(&conn);
         if let Some(user) = self.sessions.closed(conn) {
             self.queues.session_ended(&user);
             self.presence.went_offline(&user, now);
@@ -318,7 +354,7 @@ impl ShardState {
             ShardMsg::PresenceSub {
                 contact,
                 subscriber,
-            } => self.on_presence_sub_at_home(contact, subscriber, out),
+            } => self.on_presence_sub_at_home(now, contact, subscriber, out),
         }
     }
 

@@ -82,7 +82,7 @@ fn each_bad_input_gets_its_error_and_others_are_untouched() {
 }
 
 #[test]
-fn bad_pins_are_refused_then_rate_limited() {
+fn bad_pins_are_refused_then_the_pin_is_burned() {
     let server = TestServer::start(1, true);
     let phone = "+15550000200";
     let mut c = server.client();
@@ -97,21 +97,28 @@ fn bad_pins_are_refused_then_rate_limited() {
     } else {
         "000000"
     };
-    for _ in 0..shards::limits::PIN_ATTEMPTS_PER_HOUR_MAX {
+    let wrong_pin = |c: &mut support::Client| {
         c.send(client_frame::Kind::Verify(proto::v1::Verify {
             protocol_version: V,
             phone: phone.into(),
             pin: wrong.into(),
         }));
-        assert_eq!(code(&c.expect_error()), ErrorCode::BadPin);
+        c.expect_error()
+    };
+    for _ in 1..shards::pins::PIN_WRONG_TRIES_MAX {
+        assert_eq!(code(&wrong_pin(&mut c)), ErrorCode::BadPin);
     }
-    // Even the right PIN is refused now: the limit holds for the hour.
+    // The last wrong try burns the PIN and says when a new one may be asked for.
+    let burned = wrong_pin(&mut c);
+    assert_eq!(code(&burned), ErrorCode::RateLimited);
+    assert!(burned.retry_after_ms > 0);
+    // Even the right PIN is refused now: it is burned.
     c.send(client_frame::Kind::Verify(proto::v1::Verify {
         protocol_version: V,
         phone: phone.into(),
         pin: right,
     }));
-    assert_eq!(code(&c.expect_error()), ErrorCode::RateLimited);
+    assert_eq!(code(&c.expect_error()), ErrorCode::BadPin);
     // A malformed phone is refused before anything else.
     c.send(client_frame::Kind::Register(proto::v1::Register {
         protocol_version: V,

@@ -115,13 +115,24 @@ fn presence_reaches_subscribers() {
     watcher.load_test_login("+15554440001");
     let mut friend = server.client();
     friend.load_test_login("+15554440002");
+    // Presence goes to mutual contacts only: the friend follows the watcher first (and sees
+    // nothing yet, the watcher not following back).
+    friend.send(client_frame::Kind::PresenceSubscribe(
+        proto::v1::PresenceSubscribe {
+            contacts: vec!["+15554440001".into()],
+        },
+    ));
+    match friend.recv() {
+        server_frame::Kind::Presence(p) => assert!(p.hidden && !p.online),
+        other => panic!("expected hidden presence, got {other:?}"),
+    }
     watcher.send(client_frame::Kind::PresenceSubscribe(
         proto::v1::PresenceSubscribe {
             contacts: vec!["+15554440002".into()],
         },
     ));
     match watcher.recv() {
-        server_frame::Kind::Presence(p) => assert!(p.online),
+        server_frame::Kind::Presence(p) => assert!(p.online && !p.hidden),
         other => panic!("expected presence, got {other:?}"),
     }
     drop(friend);

@@ -73,6 +73,7 @@ impl TestServer {
             admin: None,
             stats: true,
             alarms: shards::config::AlarmThresholds::default(),
+            signup: Default::default(),
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
@@ -90,6 +91,20 @@ impl TestServer {
             Client::tls(self.addr, &cert)
         } else {
             Client::plain(self.addr)
+        }
+    }
+
+    /// A client whose connection comes from `src` (all of 127.0.0.0/8 is loopback), so
+    /// budgets per source address and prefix can be tested on one box.
+    pub fn client_from(&self, src: std::net::Ipv4Addr) -> Client {
+        let stream = connect_from(src, self.addr);
+        if self.cfg.tls {
+            let cert = engine::tls::dev_cert_path(&shards::server::tls_dir(&self.cfg.data_dir));
+            Client::tls_over(stream, &cert)
+        } else {
+            Client {
+                io: Box::new(stream),
+            }
         }
     }
 
@@ -123,11 +138,15 @@ impl Client {
     }
 
     pub fn tls(addr: SocketAddr, cert: &std::path::Path) -> Client {
+        Client::tls_over(connect(addr), cert)
+    }
+
+    fn tls_over(stream: TcpStream, cert: &std::path::Path) -> Client {
         let cfg = engine::tls::client_config_trusting(cert).expect("client config");
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let conn = rustls::ClientConnection::new(cfg, name).unwrap();
         Client {
-            io: Box::new(rustls::StreamOwned::new(conn, connect(addr))),
+            io: Box::new(rustls::StreamOwned::new(conn, stream)),
         }
     }
 
@@ -149,6 +168,26 @@ impl Client {
         self.io.read_exact(&mut body).expect("frame body");
         let frame: ServerFrame = decode_server(&body).expect("server frame decodes");
         frame.kind.expect("server frames are never empty")
+    }
+
+    /// The next frame, or `None` once the server has closed the connection.
+    pub fn try_recv(&mut self) -> Option<server_frame::Kind> {
+        let mut len = [0u8; 4];
+        self.io.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.io.read_exact(&mut body).ok()?;
+        let frame: ServerFrame = decode_server(&body).expect("server frame decodes");
+        frame.kind
+    }
+
+    /// Writes a frame; false when the server has closed the connection.
+    pub fn try_send(&mut self, kind: client_frame::Kind) -> bool {
+        let mut out = Vec::new();
+        encode_frame(&ClientFrame { kind: Some(kind) }, &mut out).unwrap();
+        self.io
+            .write_all(&out)
+            .and_then(|()| self.io.flush())
+            .is_ok()
     }
 
     /// True when the server closed the connection within the read timeout (bytes before the
@@ -176,6 +215,38 @@ impl Client {
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A TCP connection to `addr` (IPv4) from `src`, port chosen by the kernel.
+fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = addr else {
+        panic!("an IPv4 source needs an IPv4 server")
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket(2); the result is checked, then owned by the TcpStream.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    let (from, to) = (sockaddr(src, 0), sockaddr(*dst.ip(), dst.port()));
+    // SAFETY: both sockaddrs are valid sockaddr_in values of `len` bytes.
+    let bound = unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) };
+    assert_eq!(bound, 0, "bind {src}: {}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    let connected = unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) };
+    assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_nodelay(true).unwrap();
     s

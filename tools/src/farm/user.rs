@@ -327,6 +327,7 @@ mod tests {
             .encode(32),
             media: None,
             group_id: 0,
+            client_msg_id: cmid,
         }
         .into()
     }

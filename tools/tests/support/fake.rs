@@ -157,6 +157,7 @@ impl Router {
                             body: s.body,
                             media: None,
                             group_id: 0,
+                            client_msg_id: s.client_msg_id,
                         };
                         self.push(&s.to, sid, m.into());
                         sid
@@ -203,6 +204,7 @@ impl Router {
                         body: s.body.clone(),
                         media: None,
                         group_id: s.group_id,
+                        client_msg_id: s.client_msg_id,
                     };
                     self.push(m, sid, msg.into());
                 }
