@@ -10,16 +10,15 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use proto::codec::{decode_server, encode_frame};
-use proto::v1::{client_frame, server_frame, ClientFrame};
-use support::Client;
+use proto::v1::{client_frame, server_frame};
+use support::{raw_frame as frame, read_raw_frame as read_frame, Client};
 
 const ITERATIONS: u64 = 3;
 const RECIPIENTS: usize = 10;
@@ -30,20 +29,6 @@ const WINDOW: u64 = 20;
 
 fn spawn_server(data: &Path) -> (Child, SocketAddr) {
     support::spawn_binary(data, &["--no-tls"])
-}
-
-fn frame(kind: client_frame::Kind) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_frame(&ClientFrame { kind: Some(kind) }, &mut out).unwrap();
-    out
-}
-
-fn read_frame(s: &mut TcpStream) -> Option<server_frame::Kind> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    decode_server(&body).ok()?.kind
 }
 
 /// Sends to `recipients` in windows until the server dies, passing acked client ids to

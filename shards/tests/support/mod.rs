@@ -451,3 +451,19 @@ pub fn spawn_until_listening(
     std::thread::spawn(move || lines.for_each(drop));
     (child, line)
 }
+
+/// One client frame, encoded for the wire (for tests that drive raw sockets).
+pub fn raw_frame(kind: client_frame::Kind) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(&ClientFrame { kind: Some(kind) }, &mut out).unwrap();
+    out
+}
+
+/// The next server frame on a raw socket; `None` once the connection is gone.
+pub fn read_raw_frame(s: &mut TcpStream) -> Option<server_frame::Kind> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    decode_server(&body).ok()?.kind
+}
