@@ -35,6 +35,7 @@ pub mod net;
 pub mod peers;
 pub mod progress;
 pub mod report;
+pub mod shown;
 pub mod source_ips;
 pub mod stats;
 pub mod workload;

@@ -365,6 +365,7 @@ fn listen(ctx: &mut Ctx, timeout: Option<u64>, send_read: bool) -> anyhow::Resul
     let start = Instant::now();
     let end = timeout.map(|s| start + Duration::from_secs(s));
     let mut seen_queued = 0u32;
+    let mut shown = tools::shown::Shown::load(&tools::shown::Shown::path_for(&ctx.path));
     let mut next_ping = start + PING_EVERY;
     loop {
         let now = Instant::now();
@@ -388,15 +389,28 @@ fn listen(ctx: &mut Ctx, timeout: Option<u64>, send_read: bool) -> anyhow::Resul
             Err(ClientError::Closed) => bail!("the server closed the connection"),
             Err(e) => return Err(e.into()),
         };
-        seen_queued += show(&mut c, f, send_read)? as u32;
+        seen_queued += show(&mut c, f, send_read, &mut shown)? as u32;
     }
     Ok(())
 }
 
-/// Prints one frame and acks what needs acking; true for a message or receipt.
-fn show(c: &mut Client, f: ServerFrame, send_read: bool) -> anyhow::Result<bool> {
+/// Prints one frame and acks what needs acking; true for a message or receipt. A message
+/// already shown (a redelivery after a server crash: same sender and client id) is acked
+/// and not printed again.
+fn show(
+    c: &mut Client,
+    f: ServerFrame,
+    send_read: bool,
+    shown: &mut tools::shown::Shown,
+) -> anyhow::Result<bool> {
     let Some(k) = f.kind else { return Ok(false) };
     match k {
+        Kind::Message(m) if !shown.first_time(&m.from, m.client_msg_id) => {
+            c.send(Ack {
+                server_msg_ids: vec![m.server_msg_id],
+            })?;
+            Ok(true)
+        }
         Kind::Message(m) => {
             let text = String::from_utf8_lossy(&m.body);
             let group = if m.group_id != 0 {
