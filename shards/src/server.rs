@@ -59,7 +59,7 @@ pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
 
 /// Starts the shards; returns once they are listening.
 pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+    crate::data_layout::create_data_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source,
     })?;
