@@ -53,17 +53,16 @@ impl ShardState {
         let pin = format!("{:06}", u32::from_le_bytes(digits) % 1_000_000);
         match self.registry.start(&r.phone, pin.clone(), now) {
             Ok(expires_in_s) => {
+                // PinSent goes out only once the gateway reports the PIN sent.
                 out.now.push(Effect::Sms {
+                    conn,
                     phone: r.phone.clone(),
                     pin,
-                });
-                out.frame(
-                    conn,
-                    server_frame::Kind::PinSent(proto::v1::PinSent {
+                    on_sent: server_frame::Kind::PinSent(proto::v1::PinSent {
                         phone: r.phone,
                         expires_in_s: expires_in_s as u32,
                     }),
-                );
+                });
             }
             Err(e) => {
                 tracing::warn!(phone = %r.phone, "registration refused: {e}");
