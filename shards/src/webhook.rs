@@ -94,8 +94,38 @@ impl Webhook {
         Webhook::start_with(url, WebhookLimits::default())
     }
 
-    /// Starts `limits.workers` workers for `url`.
+    /// Starts `limits.workers` workers for `url`, trusting the web PKI roots for `https://`.
     pub fn start_with(url: &str, limits: WebhookLimits) -> Result<Webhook, String> {
+        Webhook::start_inner(url, limits, None)
+    }
+
+    /// As [`Webhook::start_with`], trusting only the certificates in the PEM file `ca` (a
+    /// gateway behind a private CA).
+    pub fn start_trusting(
+        url: &str,
+        limits: WebhookLimits,
+        ca: &std::path::Path,
+    ) -> Result<Webhook, String> {
+        let pem = std::fs::read(ca).map_err(|e| format!("webhook CA {}: {e}", ca.display()))?;
+        let roots = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("webhook CA {}: {e}", ca.display()))?;
+        if roots.is_empty() {
+            return Err(format!("webhook CA {}: no certificate", ca.display()));
+        }
+        Webhook::start_inner(url, limits, Some(roots))
+    }
+
+    fn start_inner(
+        url: &str,
+        limits: WebhookLimits,
+        roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+    ) -> Result<Webhook, String> {
         let uri: ureq::http::Uri = url.parse().map_err(|e| format!("webhook URL {url}: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(format!(
@@ -105,7 +135,7 @@ impl Webhook {
         if limits.workers == 0 || limits.queue_max == 0 {
             return Err("a webhook needs at least one worker and one queue slot".into());
         }
-        let agent = agent(&limits);
+        let agent = agent(&limits, roots);
         let (tx, rx) = crossbeam::channel::bounded::<Job>(limits.queue_max);
         for i in 0..limits.workers {
             let (rx, agent, url) = (rx.clone(), agent.clone(), url.to_string());
@@ -151,9 +181,18 @@ impl Webhook {
     }
 }
 
-/// The workers' shared client: one deadline per request, no redirects, errors as values.
-fn agent(limits: &WebhookLimits) -> ureq::Agent {
+/// The workers' shared client: one deadline per request, no redirects, errors as values;
+/// TLS through rustls with *ring*, trusting `roots` if given, else the web PKI.
+fn agent(
+    limits: &WebhookLimits,
+    roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
+    if let Some(roots) = roots {
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
+    }
     ureq::Agent::config_builder()
+        .tls_config(tls.build())
         .timeout_global(Some(Duration::from_millis(limits.deadline_ms)))
         .http_status_as_error(false)
         .max_redirects(0)

@@ -56,8 +56,17 @@ fn serve(
     requests: &AtomicUsize,
     bodies: &mpsc::Sender<String>,
 ) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
+    serve_on(&mut BufReader::new(stream), slow, status, requests, bodies);
+}
+
+/// Requests from `reader` (whose inner stream also takes the replies).
+fn serve_on<S: Read + Write>(
+    reader: &mut BufReader<S>,
+    slow: Slow,
+    status: u16,
+    requests: &AtomicUsize,
+    bodies: &mpsc::Sender<String>,
+) {
     loop {
         let mut len = 0;
         let mut line = String::new();
@@ -90,7 +99,7 @@ fn serve(
                 Slow::Trickle => {
                     for b in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".repeat(2) {
                         std::thread::sleep(Duration::from_millis(250));
-                        if out.write_all(&[b]).is_err() {
+                        if reader.get_mut().write_all(&[b]).is_err() {
                             return;
                         }
                     }
@@ -104,7 +113,7 @@ fn serve(
             return;
         }
         let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
-        if out.write_all(reply.as_bytes()).is_err() {
+        if reader.get_mut().write_all(reply.as_bytes()).is_err() {
             return;
         }
     }
@@ -265,4 +274,56 @@ fn urls_other_than_http_and_https_are_refused_at_start() {
         assert!(Webhook::start(url).is_err(), "{url}");
     }
     assert!(Webhook::start("https://127.0.0.1:9/hook").is_ok());
+}
+
+/// A loopback HTTPS server with the dev certificate in `dir`, answering 200.
+fn tls_server(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let config =
+        engine::tls::server_config(&engine::tls::CertSource::DevInDir(dir.into())).unwrap();
+    let mut config = (*config).clone();
+    config.alpn_protocols.clear(); // an HTTP server, not a Switchboard one
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "https://localhost:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            std::thread::spawn(move || {
+                let (requests, (tx, _rx)) = (AtomicUsize::new(0), mpsc::channel());
+                let tls = rustls::StreamOwned::new(conn, stream);
+                serve_on(&mut BufReader::new(tls), Slow::Hang, 200, &requests, &tx);
+            });
+        }
+    });
+    (url, engine::tls::dev_cert_path(dir))
+}
+
+#[test]
+fn https_gateways_are_verified() {
+    let dir = std::env::temp_dir().join(format!("sb-webhook-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (url, ca) = tls_server(&dir);
+    let (tx, rx) = mpsc::channel();
+    // Trusting the gateway's CA: sent over TLS.
+    let trusting = Webhook::start_trusting(&url, limits(1, 4, 5_000, 10_000), &ca).unwrap();
+    trusting
+        .send_pin("+15550000001", "1", PinReply::new(1, tx.clone()))
+        .unwrap();
+    assert_eq!(next(&rx).result, Ok(()));
+    // The web PKI does not know a self-signed certificate: refused, not sent.
+    let public = Webhook::start_with(&url, limits(1, 4, 5_000, 10_000)).unwrap();
+    public
+        .send_pin("+15550000001", "2", PinReply::new(2, tx))
+        .unwrap();
+    let refused = next(&rx);
+    assert!(
+        matches!(&refused.result, Err(SmsError::Transport(e)) if e.contains("ertificate")),
+        "{:?}",
+        refused.result
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
