@@ -751,3 +751,79 @@ fn after_a_write_error_no_close_notify_is_sealed() {
         assert!(wire.is_empty());
     }
 }
+
+/// Answers every frame with `pong`.
+struct Pong;
+
+impl engine::Service for Pong {
+    type Msg = ();
+    type Timer = ();
+
+    fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: engine::ConnId) {}
+
+    fn on_frame(&mut self, io: &mut engine::ShardIo<Self>, conn: engine::ConnId, _p: &[u8]) {
+        let _ = io.send_with(conn, |out| out.extend_from_slice(&support::frame(b"pong")));
+    }
+
+    fn on_close(
+        &mut self,
+        _io: &mut engine::ShardIo<Self>,
+        _conn: engine::ConnId,
+        _reason: engine::CloseReason,
+    ) {
+    }
+
+    fn on_mesh(&mut self, _io: &mut engine::ShardIo<Self>, _from: engine::ShardId, _msg: ()) {}
+
+    fn on_adopt(
+        &mut self,
+        _io: &mut engine::ShardIo<Self>,
+        _from: engine::ShardId,
+        _conn: engine::ConnId,
+        _msg: (),
+    ) {
+    }
+
+    fn on_timer(&mut self, _io: &mut engine::ShardIo<Self>, _t: ()) {}
+}
+
+#[test]
+fn an_empty_record_flood_on_a_real_socket_closes_only_that_connection() {
+    let (tls, cert) = support::dev_tls();
+    let mut cfg = support::config(1);
+    cfg.tls = Some(tls);
+    let rt = engine::start(cfg, |_| Pong).expect("start");
+    let mut good = support::Client::tls(rt.local_addr(), &cert);
+    good.send(b"ping");
+    assert_eq!(good.recv(), b"pong");
+
+    // The attacker: a real handshake and one request (the server hands its keys over with
+    // the reply), then the test takes the client's keys and floods empty records.
+    let tcp = std::net::TcpStream::connect(rt.local_addr()).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(extractable_client(&cert), tcp);
+    stream.write_all(&support::frame(b"ping")).unwrap();
+    let mut reply = [0u8; 8];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"\0\0\0\x04pong");
+    let rustls::StreamOwned { conn, sock, .. } = stream;
+    let (mut peer, mut tcp) = (into_raw_peer(conn), sock);
+    let mut flood = Vec::new();
+    for _ in 0..=EMPTY_RECORDS_IN_A_ROW_MAX {
+        peer.seal_record(23, &[], &mut flood).unwrap();
+    }
+    tcp.write_all(&flood).unwrap();
+    let mut back = Vec::new();
+    tcp.read_to_end(&mut back).expect("closed by the server");
+    assert_eq!(
+        peer_opens(&mut peer, &back),
+        Err(RecordError::PeerAlert(10)),
+        "unexpected_message, then the connection closed"
+    );
+
+    good.send(b"ping");
+    assert_eq!(good.recv(), b"pong", "the shard goes on");
+    rt.stop();
+    rt.join().unwrap();
+}
