@@ -217,7 +217,12 @@ fn work(
                 max_ms: limits.queue_wait_max_ms,
             })
         } else {
-            post(agent, url, &job.body, limits.deadline_ms)
+            // A panic in the HTTP client costs this request, not the worker (a dead worker
+            // would leave its PINs to time out and the pool one thread short).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                post(agent, url, &job.body, limits.deadline_ms)
+            }))
+            .unwrap_or_else(|_| Err(SmsError::Transport("HTTP client panicked".into())))
         };
         if let Err(e) = &result {
             tracing::warn!(endpoint = %url, "webhook POST failed: {e}");
