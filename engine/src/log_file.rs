@@ -248,7 +248,12 @@ pub fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
     }
     for d in missing.iter().rev() {
         match std::fs::DirBuilder::new().mode(0o700).create(d) {
-            Ok(()) => {}
+            // The umask can only have removed bits: set exactly 0700.
+            Ok(()) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| LogError::new(LogOp::CreateDir, d, e))?;
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(LogError::new(LogOp::CreateDir, d, e)),
         }

@@ -15,6 +15,14 @@
 //! rustls already uses); this module only frames: header as additional data, nonce = IV XOR
 //! sequence number, inner content type and zero padding.
 //!
+//! ## What it refuses, before spending an AEAD open where it can
+//! - a header that is not application data (23) with `legacy_record_version` 0x0303, or
+//!   announces more than 2^14 + 256 bytes: from the header alone;
+//! - more than [`EMPTY_RECORDS_IN_A_ROW_MAX`] zero-length application-data records in a row
+//!   (`unexpected_message`, as rustls);
+//! - any alert but close_notify and a few user_canceled warnings: an error alert from the
+//!   peer whatever its level (RFC 8446 §6.2), answered with nothing.
+//!
 //! Once a record fails (or the peer's close_notify arrived), the layer is finished: every
 //! later `open` and `seal` is refused, so a record can never be accepted after one that
 //! failed or was missing (deletion), nor after the peer closed.
@@ -57,6 +65,11 @@ const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
 /// Warning alerts (user_canceled) tolerated before the peer is misbehaving (as rustls).
 const WARNING_ALERTS_MAX: u8 = 4;
+/// Zero-length application-data records accepted in a row (as rustls' deframer): a peer
+/// that sends nothing but empty records costs an AEAD open each and moves no frame along.
+pub const EMPTY_RECORDS_IN_A_ROW_MAX: u8 = 32;
+/// The only `legacy_record_version` a TLS 1.3 record carries (RFC 8446 §5.2).
+const LEGACY_RECORD_VERSION: [u8; 2] = [3, 3];
 
 /// Why the peer's records (or our own limits) end the connection.
 #[non_exhaustive]
@@ -71,15 +84,31 @@ pub enum RecordError {
     /// A record that is not application data, an alert or a handshake message.
     #[error("unexpected TLS record after the handshake (content type {0})")]
     UnexpectedMessage(u8),
+    /// A record header whose `legacy_record_version` is not 0x0303; refused before any
+    /// decryption.
+    #[error("TLS record version {version:#06x} (only 0x0303 after the handshake)")]
+    BadRecordVersion {
+        /// The version the header carried.
+        version: u16,
+    },
+    /// More than [`EMPTY_RECORDS_IN_A_ROW_MAX`] zero-length application-data records in a
+    /// row.
+    #[error("more than {max} empty TLS records in a row")]
+    TooManyEmptyRecords {
+        /// The limit.
+        max: u8,
+    },
     /// A handshake message after the handshake: a KeyUpdate (type 24), which this server
     /// does not support; the client reconnects.
     #[error("TLS handshake message type {0} after the handshake (KeyUpdate is not supported)")]
     PostHandshakeMessage(u8),
-    /// The peer sent a fatal alert.
+    /// The peer sent an error alert: any fatal one, or a warning other than close_notify
+    /// and user_canceled (RFC 8446 §6.2: treated as fatal whatever its level). Nothing is
+    /// sent back.
     #[error("peer sent TLS alert {0}")]
     PeerAlert(u8),
     /// An alert that is not two bytes, or has a level other than warning or fatal, or more
-    /// warnings than [`WARNING_ALERTS_MAX`].
+    /// user_canceled warnings than [`WARNING_ALERTS_MAX`].
     #[error("malformed TLS alert from the peer")]
     BadAlert,
     /// The layer already failed or the peer already closed: nothing more is accepted.
@@ -96,8 +125,10 @@ impl RecordError {
         match self {
             RecordError::BadRecordMac => Some(20),
             RecordError::RecordOverflow => Some(22),
-            RecordError::UnexpectedMessage(_) | RecordError::PostHandshakeMessage(_) => Some(10),
-            RecordError::BadAlert => Some(50),
+            RecordError::UnexpectedMessage(_)
+            | RecordError::PostHandshakeMessage(_)
+            | RecordError::TooManyEmptyRecords { .. } => Some(10),
+            RecordError::BadAlert | RecordError::BadRecordVersion { .. } => Some(50),
             RecordError::PeerAlert(_) | RecordError::Ended => None,
             RecordError::KeysExhausted => Some(CLOSE_NOTIFY),
         }
@@ -220,6 +251,9 @@ pub struct RecordLayer {
     ended: bool,
     /// Warning alerts received so far.
     warnings: u8,
+    /// Zero-length application-data records received since the last non-empty record; at
+    /// most [`EMPTY_RECORDS_IN_A_ROW_MAX`].
+    empty_in_a_row: u8,
     tx: Direction,
     rx: Direction,
 }
@@ -244,6 +278,7 @@ impl RecordLayer {
             aead,
             ended: false,
             warnings: 0,
+            empty_in_a_row: 0,
             tx,
             rx,
         })
@@ -296,6 +331,11 @@ impl RecordLayer {
             if header[0] != APPLICATION_DATA {
                 return Err(RecordError::UnexpectedMessage(header[0]));
             }
+            if header[1..3] != LEGACY_RECORD_VERSION {
+                return Err(RecordError::BadRecordVersion {
+                    version: u16::from_be_bytes([header[1], header[2]]),
+                });
+            }
             let len = u16::from_be_bytes([header[3], header[4]]) as usize;
             if len > CIPHERTEXT_MAX {
                 return Err(RecordError::RecordOverflow);
@@ -319,7 +359,18 @@ impl RecordLayer {
             };
             let (content, content_type) = (&inner[..type_at], inner[type_at]);
             match (content_type, content) {
-                (APPLICATION_DATA, data) => plain.extend_from_slice(data),
+                (APPLICATION_DATA, []) => {
+                    if self.empty_in_a_row >= EMPTY_RECORDS_IN_A_ROW_MAX {
+                        return Err(RecordError::TooManyEmptyRecords {
+                            max: EMPTY_RECORDS_IN_A_ROW_MAX,
+                        });
+                    }
+                    self.empty_in_a_row += 1;
+                }
+                (APPLICATION_DATA, data) => {
+                    self.empty_in_a_row = 0;
+                    plain.extend_from_slice(data);
+                }
                 // close_notify at either level (RFC 8446 §6.1).
                 (ALERT, [WARNING | FATAL, CLOSE_NOTIFY]) => {
                     return Ok(Opened {
@@ -331,7 +382,12 @@ impl RecordLayer {
                 (ALERT, [WARNING, USER_CANCELED]) if self.warnings < WARNING_ALERTS_MAX => {
                     self.warnings += 1;
                 }
-                (ALERT, [FATAL, description]) => return Err(RecordError::PeerAlert(*description)),
+                (ALERT, [WARNING, USER_CANCELED]) => return Err(RecordError::BadAlert),
+                // Every other alert is an error alert, whatever its level (RFC 8446 §6.2),
+                // and the peer has already given up: nothing goes back.
+                (ALERT, [WARNING | FATAL, description]) => {
+                    return Err(RecordError::PeerAlert(*description))
+                }
                 (ALERT, _) => return Err(RecordError::BadAlert),
                 (HANDSHAKE, [msg_type, ..]) => {
                     return Err(RecordError::PostHandshakeMessage(*msg_type))
@@ -381,8 +437,10 @@ impl RecordLayer {
         sealed
     }
 
-    /// Seals one record of `content_type` (for the fuzz entry points and tests).
-    pub(crate) fn seal_record(
+    /// Seals one record with `content` and `content_type` as given, whatever they are:
+    /// what a peer could send (for the fuzz entry points and tests, never the server).
+    #[doc(hidden)]
+    pub fn seal_record(
         &mut self,
         content_type: u8,
         content: &[u8],
@@ -603,11 +661,20 @@ mod tests {
             server.open(&mut r, &mut plain),
             Err(RecordError::PeerAlert(USER_CANCELED))
         );
+        // Any other warning is an error alert from the peer: nothing goes back.
+        for description in [10, 40, 42, 46, 80, 255] {
+            let (mut server, mut client) = pair(0);
+            let mut r = raw_record(&mut client, &[WARNING, description, ALERT]);
+            let err = server.open(&mut r, &mut plain).unwrap_err();
+            assert_eq!(err, RecordError::PeerAlert(description));
+            assert_eq!(err.alert(), None, "no alert answers an alert");
+            assert!(server.is_ended());
+        }
         // Wrong length or level: decode_error back.
         for body in [
             &[WARNING, 0, 0, ALERT][..],
             &[3, 40, ALERT],
-            &[WARNING, 40, ALERT],
+            &[WARNING, ALERT],
         ] {
             let (mut server, mut client) = pair(0);
             let mut r = raw_record(&mut client, body);
@@ -661,6 +728,69 @@ mod tests {
             Err(RecordError::KeysExhausted)
         );
         assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn empty_records_are_limited_in_a_row() {
+        let (mut server, mut client) = pair(0);
+        let mut plain = Vec::new();
+        // Up to the limit, twice, with data in between resetting the count.
+        for _ in 0..2 {
+            let mut wire = Vec::new();
+            for _ in 0..EMPTY_RECORDS_IN_A_ROW_MAX {
+                wire.extend(raw_record(&mut client, &[APPLICATION_DATA, 0, 0]));
+            }
+            wire.extend(raw_record(&mut client, b"x\x17"));
+            server.open(&mut wire, &mut plain).unwrap();
+        }
+        assert_eq!(plain, b"xx");
+        // The count spans reads: the limit in one, one more in the next.
+        let mut wire = Vec::new();
+        for _ in 0..EMPTY_RECORDS_IN_A_ROW_MAX {
+            wire.extend(raw_record(&mut client, &[APPLICATION_DATA]));
+        }
+        server.open(&mut wire, &mut plain).unwrap();
+        let mut one_more = raw_record(&mut client, &[APPLICATION_DATA]);
+        let err = server.open(&mut one_more, &mut plain).unwrap_err();
+        assert_eq!(
+            err,
+            RecordError::TooManyEmptyRecords {
+                max: EMPTY_RECORDS_IN_A_ROW_MAX
+            }
+        );
+        assert_eq!(err.alert(), Some(10), "unexpected_message");
+        assert!(server.is_ended());
+        assert_eq!(plain, b"xx");
+    }
+
+    #[test]
+    fn record_versions_other_than_0x0303_are_refused_before_decrypting() {
+        for version in [
+            [3u8, 1],
+            [3, 4],
+            [3, 0],
+            [2, 0],
+            [0, 0],
+            [0x7f, 0x1c],
+            [3, 0xff],
+        ] {
+            let (mut server, mut client) = pair(0);
+            let mut record = raw_record(&mut client, b"hi\x17");
+            record[1..3].copy_from_slice(&version);
+            let err = server.open(&mut record, &mut Vec::new()).unwrap_err();
+            assert_eq!(
+                err,
+                RecordError::BadRecordVersion {
+                    version: u16::from_be_bytes(version)
+                }
+            );
+            assert_eq!(err.alert(), Some(50), "decode_error");
+            assert_eq!(server.rx.seq, 0, "refused before any decryption");
+            // Even a partial header is refused at once, not held back.
+            let (mut server, _) = pair(0);
+            let mut header = [APPLICATION_DATA, version[0], version[1], 0x40, 0];
+            assert!(server.open(&mut header, &mut Vec::new()).is_err());
+        }
     }
 
     #[test]

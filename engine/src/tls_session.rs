@@ -28,6 +28,19 @@
 //! 3. The undiscarded tail (a partial record, possibly already partly decrypted in place —
 //!    rustls tracks that, so the bytes are kept exactly as they are) becomes `pending_in`.
 //!
+//! ## rustls never takes a shard down
+//! Every call into rustls that the peer's bytes can reach — reading records, encrypting
+//! (which first drives rustls through what it has queued), close_notify and the key
+//! hand-over — runs inside [`guarded`]: a panic in rustls (0.23.46 had one in its
+//! deframer) becomes this connection's [`SessionError::RustlsFailed`], the session is
+//! failed and dropped, and the shard goes on. Nothing on that path asserts; what rustls
+//! does against its own contract is an error, not a panic.
+//!
+//! ## After a write error
+//! [`TlsSession::write_failed`]: records already sealed never reached the peer, so a
+//! close_notify sealed after them would follow a gap (the peer would see a bad record,
+//! not a clean end); the session seals nothing more.
+//!
 //! ## What it must not touch
 //! Sockets, the shard's tables, the service. No I/O, no clock, no locks: a plain state
 //! machine that moves with its connection when it is handed to another shard.
@@ -57,6 +70,10 @@ const RECORD_OVERHEAD_BYTES: usize = 5 + 1 + 16;
 /// Room for one handshake record or alert before rustls tells us its exact size.
 const ENCODE_GUESS_BYTES: usize = 4096;
 
+/// Records rustls may ask us to encode before it is ready to write or has its alert out:
+/// the server's handshake flight is a handful, a key update and an alert one each.
+const ENCODE_ROUNDS_MAX: usize = 16;
+
 /// Why a TLS session cannot go on. The connection closes; no other connection notices.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +97,16 @@ pub enum SessionError {
     /// rustls refused to encrypt (its traffic keys are exhausted); the connection must end.
     #[error("cannot encrypt: traffic keys exhausted")]
     KeysExhausted,
-    /// The session already failed; it is never driven again.
+    /// The session already failed (or a write failed); it is never driven again.
     #[error("TLS session already failed")]
     Failed,
+    /// rustls panicked, or broke its own API contract, during `op`: a bug in rustls (or in
+    /// how we drive it) reached through this connection's bytes. Only this connection ends.
+    #[error("TLS: rustls failed inside {op} (panic or broken contract)")]
+    RustlsFailed {
+        /// What we asked rustls to do.
+        op: &'static str,
+    },
     /// After the handshake: the peer's records were refused, or a direction ran out of
     /// records. An alert, if one is due, is already in `wire`.
     #[error("TLS: {0}")]
@@ -105,7 +129,8 @@ pub struct TlsSession {
     /// capacity-free when none (the usual case for an idle connection); at most
     /// [`TLS_PENDING_BYTES_MAX`].
     pending_in: Vec<u8>,
-    /// The session failed (bad input, or rustls panicked): it is never driven again.
+    /// The session failed (bad input, rustls panicked, or a write of its records failed):
+    /// it is never driven again, and seals nothing more, not even close_notify.
     failed: bool,
 }
 
@@ -199,15 +224,14 @@ impl TlsSession {
         let (progress, tail_len) = match result {
             Ok(done) => done,
             Err(e) => {
-                self.failed = true;
                 // Drop (and zero) the keys at once; the alert is already in `wire`.
-                self.phase = Phase::Failed;
+                self.fail_now();
                 return Err(e);
             }
         };
         let tail = &incoming[incoming.len() - tail_len..];
         if tail.len() > TLS_PENDING_BYTES_MAX {
-            self.failed = true;
+            self.fail_now();
             return Err(SessionError::PendingTooLarge {
                 len: tail.len(),
                 max: TLS_PENDING_BYTES_MAX,
@@ -259,20 +283,13 @@ impl TlsSession {
             unreachable!("read_handshake outside the handshake phase");
         };
         // rustls 0.23.46's unbuffered deframer panics (slice index out of range) on some
-        // malformed handshake records (a full-size record of junk). A panic here would take
-        // the whole shard down with every connection on it, so it is caught and becomes this
-        // connection's TLS error; the session is dropped with the connection.
-        // Collecting the alert after an error goes through rustls again, so it is inside too.
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // malformed handshake records (a full-size record of junk): caught, this
+        // connection's error. Collecting the alert after an error goes through rustls
+        // again, so it is inside too.
+        guarded("process_tls_records", || {
             read_records(conn, incoming, plain, wire)
                 .map_err(|(e, start)| fail(conn, e, &mut incoming[start..], wire))
-        }));
-        match caught {
-            Ok(done) => done,
-            Err(_) => Err(SessionError::Tls(rustls::Error::General(
-                "malformed TLS input (rustls panicked)".into(),
-            ))),
-        }
+        })
     }
 
     /// Right after rustls encrypted application data, and with no partial record held back,
@@ -294,7 +311,17 @@ impl TlsSession {
         else {
             unreachable!("checked above");
         };
-        match conn.dangerous_into_kernel_connection() {
+        let handed = guarded("dangerous_into_kernel_connection", || {
+            Ok(conn.dangerous_into_kernel_connection())
+        });
+        let handed = match handed {
+            Ok(handed) => handed,
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+        };
+        match handed {
             Ok((_, kernel)) if kernel.protocol_version() != rustls::ProtocolVersion::TLSv1_3 => {
                 self.failed = true;
                 Err(SessionError::Tls(rustls::Error::General(
@@ -322,6 +349,11 @@ impl TlsSession {
 
     /// Encrypts `plaintext` as application data records appended to `wire`. The first
     /// time after the handshake, this is also where the keys are handed over.
+    ///
+    /// On an error the caller drops `wire`. While rustls still protects the records, some
+    /// of them may already be sealed into it, so the session is failed (nothing sealed
+    /// after a gap); the record layer appends nothing on an error and stays usable for a
+    /// last close_notify.
     pub fn encrypt(&mut self, plaintext: &[u8], wire: &mut Vec<u8>) -> Result<(), SessionError> {
         if self.failed {
             return Err(SessionError::Failed);
@@ -331,24 +363,18 @@ impl TlsSession {
             Phase::Handshake { conn, .. } => conn,
             Phase::Failed => return Err(SessionError::Failed),
         };
-        for chunk in plaintext.chunks(ENCRYPT_CHUNK_BYTES) {
-            with_write_traffic(conn, &mut self.pending_in, wire, |w, out| {
-                let at = out.len();
-                out.resize(at + chunk.len() + RECORD_OVERHEAD_BYTES, 0);
-                let n = match w.encrypt(chunk, &mut out[at..]) {
-                    Ok(n) => n,
-                    Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                        required_size,
-                    })) => {
-                        out.resize(at + required_size, 0);
-                        w.encrypt(chunk, &mut out[at..])
-                            .map_err(|_| SessionError::KeysExhausted)?
-                    }
-                    Err(_) => return Err(SessionError::KeysExhausted),
-                };
-                out.truncate(at + n);
-                Ok(())
-            })?;
+        let pending_in = &mut self.pending_in;
+        let sealed = guarded("encrypt", || {
+            for chunk in plaintext.chunks(ENCRYPT_CHUNK_BYTES) {
+                with_write_traffic(conn, pending_in, wire, |w, out| {
+                    encrypt_chunk(w, chunk, out)
+                })?;
+            }
+            Ok(())
+        });
+        if let Err(e) = sealed {
+            self.fail_now();
+            return Err(e);
         }
         if !plaintext.is_empty() {
             self.hand_over_keys()?;
@@ -357,7 +383,7 @@ impl TlsSession {
     }
 
     /// Appends a close_notify alert to `wire`, if the session is far enough along to send
-    /// one. Best effort: the connection is closing anyway.
+    /// one and nothing it sealed was lost. Best effort: the connection is closing anyway.
     pub fn close_notify(&mut self, wire: &mut Vec<u8>) {
         if self.failed {
             return;
@@ -367,17 +393,73 @@ impl TlsSession {
                 let _ = records.seal_alert(0, wire);
             }
             Phase::Handshake { conn, .. } => {
-                let _ = with_write_traffic(conn, &mut self.pending_in, wire, |w, out| {
-                    let at = out.len();
-                    out.resize(at + ENCODE_GUESS_BYTES, 0);
-                    let n = w.queue_close_notify(&mut out[at..]).unwrap_or(0);
-                    out.truncate(at + n);
-                    Ok(())
+                let pending_in = &mut self.pending_in;
+                let at = wire.len();
+                let queued = guarded("queue_close_notify", || {
+                    with_write_traffic(conn, pending_in, wire, |w, out| {
+                        let at = out.len();
+                        out.resize(at + ENCODE_GUESS_BYTES, 0);
+                        let n = w.queue_close_notify(&mut out[at..]).unwrap_or(0);
+                        out.truncate(at + n);
+                        Ok(())
+                    })
                 });
+                if queued.is_err() {
+                    wire.truncate(at);
+                    self.fail_now();
+                }
             }
             Phase::Failed => {}
         }
     }
+
+    /// Writing this session's records to the socket failed: what was sealed never reached
+    /// the peer, so nothing more is sealed (a close_notify after the gap would reach the
+    /// peer as a bad record) and the keys are dropped. The connection is closing.
+    pub fn write_failed(&mut self) {
+        self.fail_now();
+    }
+
+    /// The session has failed: never driven again, nothing more sealed, keys dropped (and
+    /// zeroed) now.
+    fn fail_now(&mut self) {
+        self.failed = true;
+        self.phase = Phase::Failed;
+    }
+}
+
+/// Runs `f`, a call into rustls that the peer's bytes can reach, so that a panic inside
+/// rustls ends this connection (as [`SessionError::RustlsFailed`]) instead of unwinding
+/// through the shard's executor and taking every connection on it down. The caller fails
+/// the session on any error, so state rustls left half-updated is never used again.
+fn guarded<T>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, SessionError>,
+) -> Result<T, SessionError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or(Err(SessionError::RustlsFailed { op }))
+}
+
+/// Encrypts one chunk (at most one record of plaintext) into `out`, growing it once if
+/// rustls asks for more room.
+fn encrypt_chunk(
+    w: &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    let at = out.len();
+    out.resize(at + chunk.len() + RECORD_OVERHEAD_BYTES, 0);
+    let n = match w.encrypt(chunk, &mut out[at..]) {
+        Ok(n) => n,
+        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+            out.resize(at + required_size, 0);
+            w.encrypt(chunk, &mut out[at..])
+                .map_err(|_| SessionError::KeysExhausted)?
+        }
+        Err(_) => return Err(SessionError::KeysExhausted),
+    };
+    out.truncate(at + n);
+    Ok(())
 }
 
 /// rustls' side of [`TlsSession::read`]: steps 1–3 of the module doc. Returns the progress
@@ -407,7 +489,11 @@ fn read_records(
                     return Err((e, start));
                 }
             }
-            ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b)),
+            ConnectionState::EncodeTlsData(mut enc) => {
+                if let Err(e) = encode_into(wire, |b| enc.encode(b)) {
+                    return Err((rustls::Error::General(e.to_string()), start));
+                }
+            }
             // The caller writes `wire` to the socket after this call: it owns those bytes.
             ConnectionState::TransmitTlsData(t) => t.done(),
             ConnectionState::PeerClosed | ConnectionState::Closed => {
@@ -440,40 +526,48 @@ fn with_write_traffic(
         &mut Vec<u8>,
     ) -> Result<(), SessionError>,
 ) -> Result<(), SessionError> {
-    loop {
+    // A bound, not a loop forever: rustls queues at most a key update and its own alert.
+    for _ in 0..ENCODE_ROUNDS_MAX {
         // Pass the held-back bytes, not an empty slice: rustls may be tracking a handshake
-        // message that is partly in them. They hold no complete record.
+        // message that is partly in them. They hold no complete record, so rustls has nothing
+        // to discard; if it says otherwise, it is not in a state we can write from.
         let status = conn.process_tls_records(pending_in);
-        assert_eq!(
-            status.discard, 0,
-            "held-back TLS bytes hold no complete record"
-        );
+        if status.discard != 0 {
+            return Err(SessionError::RustlsFailed {
+                op: "process_tls_records on held-back bytes",
+            });
+        }
         match status.state? {
             ConnectionState::WriteTraffic(mut w) => return f(&mut w, wire),
-            ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b)),
+            ConnectionState::EncodeTlsData(mut enc) => encode_into(wire, |b| enc.encode(b))?,
             ConnectionState::TransmitTlsData(t) => t.done(),
             _ => return Err(SessionError::NotReady),
         }
     }
+    Err(SessionError::RustlsFailed {
+        op: "process_tls_records: never ready to write",
+    })
 }
 
-/// After rustls refused the peer's bytes: encodes the alert it has for `e` into `wire` so
+/// After rustls refused the peer's bytes: encodes the alert it queued for `e` into `wire` so
 /// the caller can send it before closing. `rest` is the input rustls has not discarded: it
 /// may be tracking a handshake message inside it, so it must see the same bytes again (an
 /// empty slice made rustls index past it and panic).
+///
+/// One call only: rustls hands out what it queued (the alert) before it looks at the input
+/// again, and looking again would deframe the same bad bytes and queue a second fatal alert
+/// (a `debug_assert!` in rustls; found when that panic stopped being mistaken for a TLS
+/// error).
 fn fail(
     conn: &mut UnbufferedServerConnection,
     e: rustls::Error,
     rest: &mut [u8],
     wire: &mut Vec<u8>,
 ) -> SessionError {
-    for _ in 0..4 {
-        let status = conn.process_tls_records(rest);
-        match status.state {
-            Ok(ConnectionState::EncodeTlsData(mut enc)) => encode_into(wire, |b| enc.encode(b)),
-            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-            _ => break,
-        }
+    let status = conn.process_tls_records(rest);
+    if let Ok(ConnectionState::EncodeTlsData(mut enc)) = status.state {
+        // Best effort: without the alert the connection still closes.
+        let _ = encode_into(wire, |b| enc.encode(b));
     }
     SessionError::Tls(e)
 }
@@ -493,22 +587,67 @@ fn drain_records(
 }
 
 /// Runs rustls' `encode` into spare room at the end of `wire`, growing it once if rustls
-/// says the record is larger.
+/// says the record is larger. An encode that fails with the room rustls asked for (or twice)
+/// breaks rustls' contract: an error, and `wire` is left as it was.
 fn encode_into(
     wire: &mut Vec<u8>,
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) {
+) -> Result<(), SessionError> {
     let at = wire.len();
     wire.resize(at + ENCODE_GUESS_BYTES, 0);
-    let n = match encode(&mut wire[at..]) {
-        Ok(n) => n,
+    let encoded = match encode(&mut wire[at..]) {
         Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
             wire.resize(at + required_size, 0);
-            // The second try has exactly the room rustls asked for.
-            encode(&mut wire[at..]).expect("encode into the size rustls asked for")
+            encode(&mut wire[at..])
         }
-        // Each EncodeTlsData is encoded once, just above.
-        Err(EncodeError::AlreadyEncoded) => unreachable!("record encoded twice"),
+        first => first,
     };
-    wire.truncate(at + n);
+    match encoded {
+        Ok(n) => {
+            wire.truncate(at + n);
+            Ok(())
+        }
+        Err(_) => {
+            wire.truncate(at);
+            Err(SessionError::RustlsFailed { op: "encode" })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_guard_is_this_connections_error() {
+        let caught: Result<(), SessionError> = guarded("encrypt", || panic!("inside rustls"));
+        assert!(
+            matches!(caught, Err(SessionError::RustlsFailed { op: "encrypt" })),
+            "{caught:?}"
+        );
+        let passed = guarded("encrypt", || Ok(7));
+        assert!(matches!(passed, Ok(7)));
+        let refused: Result<(), _> = guarded("encrypt", || Err(SessionError::KeysExhausted));
+        assert!(matches!(refused, Err(SessionError::KeysExhausted)));
+    }
+
+    #[test]
+    fn an_encode_that_breaks_rustls_contract_is_an_error_and_leaves_wire_as_it_was() {
+        let mut wire = b"before".to_vec();
+        let twice = encode_into(&mut wire, |_| Err(EncodeError::AlreadyEncoded));
+        assert!(matches!(
+            twice,
+            Err(SessionError::RustlsFailed { op: "encode" })
+        ));
+        let mut asks = 0;
+        let never_fits = encode_into(&mut wire, |_| {
+            asks += 1;
+            Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                required_size: 10_000,
+            }))
+        });
+        assert!(never_fits.is_err());
+        assert_eq!(asks, 2, "grown once, then refused");
+        assert_eq!(wire, b"before");
+    }
 }

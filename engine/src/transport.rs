@@ -106,6 +106,21 @@ impl Transport {
         outbox: &mut Vec<u8>,
         wire: &mut Vec<u8>,
     ) -> Poll<io::Result<u64>> {
+        let sent = self.poll_send_inner(cx, outbox, wire);
+        if let Poll::Ready(Err(e)) = &sent {
+            if e.kind() != io::ErrorKind::InvalidData {
+                self.write_failed();
+            }
+        }
+        sent
+    }
+
+    fn poll_send_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &mut Vec<u8>,
+        wire: &mut Vec<u8>,
+    ) -> Poll<io::Result<u64>> {
         let mut sent = 0;
         if !outbox.is_empty() {
             let out = match &mut self.tls {
@@ -164,7 +179,13 @@ impl Transport {
         let held = tls.take_pending_in(scratch);
         wire.clear();
         let read = tls.read(&mut scratch[..held + n], plain, wire);
-        let sent = send_or_keep(&mut self.stream, &mut self.pending_out, cx, wire)?;
+        let sent = match send_or_keep(&mut self.stream, &mut self.pending_out, cx, wire) {
+            Ok(sent) => sent,
+            Err(e) => {
+                tls.write_failed();
+                return Poll::Ready(Err(e));
+            }
+        };
         let progress = read.map_err(invalid_data)?;
         Poll::Ready(Ok(ReadOutcome::Bytes {
             n,
@@ -174,7 +195,16 @@ impl Transport {
         }))
     }
 
-    /// Best effort: tell a TLS peer we are closing, without waiting.
+    /// A write to the socket failed: sealed records may be lost, so the TLS session seals
+    /// nothing more (no close_notify after a gap).
+    fn write_failed(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.write_failed();
+        }
+    }
+
+    /// Best effort: tell a TLS peer we are closing, without waiting. Nothing after a write
+    /// error ([`TlsSession::write_failed`]).
     pub(crate) fn send_close_notify(&mut self, cx: &mut Context<'_>) {
         if let Some(tls) = &mut self.tls {
             let mut wire = Vec::new();

@@ -6,6 +6,7 @@ mod support;
 
 use std::io::{Read, Write};
 
+use engine::tls_records::{RecordError, RecordLayer, EMPTY_RECORDS_IN_A_ROW_MAX};
 use engine::tls_session::{SessionError, TlsSession};
 
 /// Feeds `bytes` to `server` `step` bytes at a time, as a shard would: held-back bytes
@@ -416,4 +417,413 @@ fn bytes_after_close_notify_during_the_handshake_phase_are_ignored() {
     assert!(progress.peer_closed);
     assert_eq!(plain, b"last words");
     assert_eq!(server.pending_in_len(), 0);
+}
+
+/// A client whose config lets the test take its traffic keys, to play a peer that sends
+/// what rustls never would (split handshake messages, empty records, warning alerts).
+fn extractable_client(cert: &std::path::Path) -> rustls::ClientConnection {
+    let mut cfg = (*engine::tls::client_config_trusting(cert).unwrap()).clone();
+    cfg.enable_secret_extraction = true;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap()
+}
+
+/// The client's keys and sequence numbers as a record layer: from now on the test is the
+/// client and can seal any record.
+fn into_raw_peer(c: rustls::ClientConnection) -> RecordLayer {
+    let secrets = c.dangerous_extract_secrets().unwrap();
+    RecordLayer::new(&secrets).expect("a suite the record layer implements")
+}
+
+/// Feeds `bytes` to `server` in one read; returns the result and the wire bytes it wrote.
+fn read_all(
+    server: &mut TlsSession,
+    bytes: &[u8],
+    plain: &mut Vec<u8>,
+) -> (
+    Result<engine::tls_session::ReadProgress, SessionError>,
+    Vec<u8>,
+) {
+    let mut scratch = vec![0u8; 64 * 1024];
+    let held = server.take_pending_in(&mut scratch);
+    scratch[held..held + bytes.len()].copy_from_slice(bytes);
+    let mut wire = Vec::new();
+    let result = server.read(&mut scratch[..held + bytes.len()], plain, &mut wire);
+    (result, wire)
+}
+
+/// What the raw peer makes of the server's `wire` bytes.
+fn peer_opens(peer: &mut RecordLayer, wire: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let mut wire = wire.to_vec();
+    let mut plain = Vec::new();
+    let opened = peer.open(&mut wire, &mut plain)?;
+    assert_eq!(opened.consumed, wire.len(), "whole records only");
+    Ok(plain)
+}
+
+/// KeyUpdate(update_not_requested): type 24, length 1, one byte.
+const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
+
+#[test]
+fn a_key_update_split_across_records_before_the_hand_over_is_taken_whole() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = extractable_client(&cert);
+    handshake_only(&mut server, &mut c);
+    let mut peer = into_raw_peer(c);
+    let mut first = Vec::new();
+    peer.seal_record(22, &KEY_UPDATE[..3], &mut first).unwrap();
+    let mut second = Vec::new();
+    peer.seal_record(22, &KEY_UPDATE[3..], &mut second).unwrap();
+
+    let mut plain = Vec::new();
+    let (read, wire) = read_all(&mut server, &first, &mut plain);
+    read.unwrap();
+    assert!(wire.is_empty() && plain.is_empty());
+    assert_eq!(
+        server.pending_in_len(),
+        first.len(),
+        "rustls keeps the first half of the message in the held-back bytes"
+    );
+    // The server's first write while half a handshake message is held: sent by rustls,
+    // keys not handed over (the message would be lost with the rustls session).
+    let mut reply = Vec::new();
+    server.encrypt(b"while split", &mut reply).unwrap();
+    assert!(!server.uses_record_layer());
+    assert_eq!(peer_opens(&mut peer, &reply).unwrap(), b"while split");
+
+    let (read, wire) = read_all(&mut server, &second, &mut plain);
+    read.unwrap();
+    assert!(wire.is_empty() && plain.is_empty());
+    assert_eq!(server.pending_in_len(), 0);
+    let mut reply = Vec::new();
+    server.encrypt(b"after", &mut reply).unwrap();
+    assert!(
+        server.uses_record_layer(),
+        "handed over once the message is whole"
+    );
+    assert_eq!(peer_opens(&mut peer, &reply).unwrap(), b"after");
+    // rustls took the whole KeyUpdate: the client's old key no longer opens.
+    let mut stale = Vec::new();
+    peer.seal(b"old key", &mut stale).unwrap();
+    let (read, _) = read_all(&mut server, &stale, &mut plain);
+    assert!(
+        matches!(read, Err(SessionError::Record(RecordError::BadRecordMac))),
+        "{read:?}"
+    );
+    assert!(plain.is_empty());
+}
+
+#[test]
+fn a_key_update_split_across_records_after_the_hand_over_ends_at_its_first_part() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg.clone()).unwrap();
+    let mut c = extractable_client(&cert);
+    establish(&mut server, &mut c);
+    assert!(server.uses_record_layer());
+    let mut peer = into_raw_peer(c);
+    for part in [&KEY_UPDATE[..1], &KEY_UPDATE[..3]] {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = extractable_client(&cert);
+        establish(&mut server, &mut c);
+        let mut peer = into_raw_peer(c);
+        let mut first = Vec::new();
+        peer.seal_record(22, part, &mut first).unwrap();
+        let (read, wire) = read_all(&mut server, &first, &mut Vec::new());
+        assert!(
+            matches!(
+                read,
+                Err(SessionError::Record(RecordError::PostHandshakeMessage(24)))
+            ),
+            "{read:?}"
+        );
+        assert_eq!(server.pending_in_len(), 0, "nothing held for the rest");
+        assert_eq!(
+            peer_opens(&mut peer, &wire),
+            Err(RecordError::PeerAlert(10)),
+            "unexpected_message"
+        );
+    }
+    // An empty handshake record is no message at all.
+    let mut empty = Vec::new();
+    peer.seal_record(22, &[], &mut empty).unwrap();
+    let (read, _) = read_all(&mut server, &empty, &mut Vec::new());
+    assert!(
+        matches!(
+            read,
+            Err(SessionError::Record(RecordError::UnexpectedMessage(22)))
+        ),
+        "{read:?}"
+    );
+}
+
+#[test]
+fn a_partial_record_held_during_the_first_write_delays_the_hand_over() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    handshake_only(&mut server, &mut c);
+    c.writer().write_all(b"request in two reads").unwrap();
+    let request = pump_client(&mut c, &[]);
+    let mut plain = Vec::new();
+    feed(
+        &mut server,
+        &request[..request.len() - 3],
+        usize::MAX,
+        &mut plain,
+    )
+    .unwrap();
+    assert_eq!(server.pending_in_len(), request.len() - 3);
+    // The first write with a partial record held: rustls encrypts it, keys stay with rustls.
+    let mut reply = Vec::new();
+    server.encrypt(b"first reply", &mut reply).unwrap();
+    assert!(!server.uses_record_layer());
+    assert_eq!(
+        server.pending_in_len(),
+        request.len() - 3,
+        "held bytes kept"
+    );
+    pump_client(&mut c, &reply);
+    let mut got = [0u8; 11];
+    c.reader().read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"first reply");
+    // The rest of the record arrives: it opens, and the next write hands over.
+    feed(
+        &mut server,
+        &request[request.len() - 3..],
+        usize::MAX,
+        &mut plain,
+    )
+    .unwrap();
+    assert_eq!(plain, b"request in two reads");
+    assert_eq!(server.pending_in_len(), 0);
+    assert_eq!(round_trip(&mut server, &mut c, b"second"), b"second");
+    assert!(server.uses_record_layer());
+    for i in 0..20 {
+        let msg = format!("after the hand-over {i}");
+        assert_eq!(
+            round_trip(&mut server, &mut c, msg.as_bytes()),
+            msg.as_bytes()
+        );
+    }
+}
+
+#[test]
+fn odd_record_versions_are_refused_with_decode_error() {
+    let (cfg, cert) = support::dev_tls();
+    for version in [[3u8, 1], [3, 4], [3, 0], [0x7f, 0x1c], [0, 0]] {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = client(&cert);
+        establish(&mut server, &mut c);
+        c.writer().write_all(b"odd version").unwrap();
+        let mut record = pump_client(&mut c, &[]);
+        record[1..3].copy_from_slice(&version);
+        let (err, client_err) = refused(&mut server, &mut c, &record);
+        let expected = RecordError::BadRecordVersion {
+            version: u16::from_be_bytes(version),
+        };
+        assert!(
+            matches!(err, SessionError::Record(e) if e == expected),
+            "{version:?}: {err}"
+        );
+        assert_eq!(
+            client_err,
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::DecodeError
+            ))
+        );
+    }
+    // Before the hand-over rustls protects the records, and it ignores the field (RFC 8446
+    // §5.1 allows that: it authenticates every record as 0x0303), so the record opens to
+    // exactly what the client sealed, and the record after it too.
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    handshake_only(&mut server, &mut c);
+    c.writer().write_all(b"odd version").unwrap();
+    let mut record = pump_client(&mut c, &[]);
+    record[2] = 1;
+    let mut plain = Vec::new();
+    feed(&mut server, &record, usize::MAX, &mut plain).unwrap();
+    assert_eq!(plain, b"odd version");
+    assert_eq!(round_trip(&mut server, &mut c, b"next"), b"next");
+    assert!(server.uses_record_layer());
+}
+
+#[test]
+fn an_empty_record_flood_ends_with_unexpected_message() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = extractable_client(&cert);
+    establish(&mut server, &mut c);
+    let mut peer = into_raw_peer(c);
+    let mut plain = Vec::new();
+    // Up to the limit is fine (rustls allows as many), and data resets the count.
+    let mut wire = Vec::new();
+    for _ in 0..EMPTY_RECORDS_IN_A_ROW_MAX {
+        peer.seal_record(23, &[], &mut wire).unwrap();
+    }
+    peer.seal(b"data", &mut wire).unwrap();
+    let (read, reply) = read_all(&mut server, &wire, &mut plain);
+    read.unwrap();
+    assert!(reply.is_empty());
+    assert_eq!(plain, b"data");
+    // A flood: a thousand empty records in one read.
+    let mut flood = Vec::new();
+    for _ in 0..1000 {
+        peer.seal_record(23, &[], &mut flood).unwrap();
+    }
+    let (read, reply) = read_all(&mut server, &flood, &mut plain);
+    assert!(
+        matches!(
+            read,
+            Err(SessionError::Record(RecordError::TooManyEmptyRecords {
+                max: EMPTY_RECORDS_IN_A_ROW_MAX
+            }))
+        ),
+        "{read:?}"
+    );
+    assert_eq!(
+        peer_opens(&mut peer, &reply),
+        Err(RecordError::PeerAlert(10))
+    );
+    assert_eq!(plain, b"data");
+}
+
+#[test]
+fn a_warning_alert_is_an_error_and_gets_no_reply() {
+    let (cfg, cert) = support::dev_tls();
+    for description in [40u8, 42, 80] {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = extractable_client(&cert);
+        establish(&mut server, &mut c);
+        let mut peer = into_raw_peer(c);
+        let mut alert = Vec::new();
+        peer.seal_record(21, &[1, description], &mut alert).unwrap();
+        let (read, reply) = read_all(&mut server, &alert, &mut Vec::new());
+        assert!(
+            matches!(
+                read,
+                Err(SessionError::Record(RecordError::PeerAlert(d))) if d == description
+            ),
+            "{read:?}"
+        );
+        assert!(reply.is_empty(), "nothing answers an error alert");
+        let mut wire = Vec::new();
+        server.close_notify(&mut wire);
+        assert!(wire.is_empty(), "the session is over");
+    }
+}
+
+#[test]
+fn after_a_write_error_no_close_notify_is_sealed() {
+    let (cfg, cert) = support::dev_tls();
+    // On the record layer and while rustls still holds the keys.
+    for handed_over in [true, false] {
+        let session = || {
+            let mut server = TlsSession::new(cfg.clone()).unwrap();
+            let mut c = client(&cert);
+            if handed_over {
+                establish(&mut server, &mut c);
+            } else {
+                handshake_only(&mut server, &mut c);
+            }
+            (server, c)
+        };
+        // Without a write error, close_notify goes out and the client sees a clean end.
+        let (mut server, mut c) = session();
+        let mut wire = Vec::new();
+        server.close_notify(&mut wire);
+        assert!(!wire.is_empty());
+        pump_client(&mut c, &wire);
+        assert_eq!(c.reader().read_to_end(&mut Vec::new()).unwrap(), 0);
+        // A reply sealed and lost on the socket: nothing more is sealed after the gap.
+        let (mut server, _c) = session();
+        let mut lost = Vec::new();
+        server.encrypt(b"never arrives", &mut lost).unwrap();
+        server.write_failed();
+        let mut wire = Vec::new();
+        server.close_notify(&mut wire);
+        assert!(wire.is_empty(), "handed over: {handed_over}");
+        assert!(matches!(
+            server.encrypt(b"more", &mut wire),
+            Err(SessionError::Failed)
+        ));
+        assert!(wire.is_empty());
+    }
+}
+
+/// Answers every frame with `pong`.
+struct Pong;
+
+impl engine::Service for Pong {
+    type Msg = ();
+    type Timer = ();
+
+    fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: engine::ConnId) {}
+
+    fn on_frame(&mut self, io: &mut engine::ShardIo<Self>, conn: engine::ConnId, _p: &[u8]) {
+        let _ = io.send_with(conn, |out| out.extend_from_slice(&support::frame(b"pong")));
+    }
+
+    fn on_close(
+        &mut self,
+        _io: &mut engine::ShardIo<Self>,
+        _conn: engine::ConnId,
+        _reason: engine::CloseReason,
+    ) {
+    }
+
+    fn on_mesh(&mut self, _io: &mut engine::ShardIo<Self>, _from: engine::ShardId, _msg: ()) {}
+
+    fn on_adopt(
+        &mut self,
+        _io: &mut engine::ShardIo<Self>,
+        _from: engine::ShardId,
+        _conn: engine::ConnId,
+        _msg: (),
+    ) {
+    }
+
+    fn on_timer(&mut self, _io: &mut engine::ShardIo<Self>, _t: ()) {}
+}
+
+#[test]
+fn an_empty_record_flood_on_a_real_socket_closes_only_that_connection() {
+    let (tls, cert) = support::dev_tls();
+    let mut cfg = support::config(1);
+    cfg.tls = Some(tls);
+    let rt = engine::start(cfg, |_| Pong).expect("start");
+    let mut good = support::Client::tls(rt.local_addr(), &cert);
+    good.send(b"ping");
+    assert_eq!(good.recv(), b"pong");
+
+    // The attacker: a real handshake and one request (the server hands its keys over with
+    // the reply), then the test takes the client's keys and floods empty records.
+    let tcp = std::net::TcpStream::connect(rt.local_addr()).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(extractable_client(&cert), tcp);
+    stream.write_all(&support::frame(b"ping")).unwrap();
+    let mut reply = [0u8; 8];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"\0\0\0\x04pong");
+    let rustls::StreamOwned { conn, sock, .. } = stream;
+    let (mut peer, mut tcp) = (into_raw_peer(conn), sock);
+    let mut flood = Vec::new();
+    for _ in 0..=EMPTY_RECORDS_IN_A_ROW_MAX {
+        peer.seal_record(23, &[], &mut flood).unwrap();
+    }
+    tcp.write_all(&flood).unwrap();
+    let mut back = Vec::new();
+    tcp.read_to_end(&mut back).expect("closed by the server");
+    assert_eq!(
+        peer_opens(&mut peer, &back),
+        Err(RecordError::PeerAlert(10)),
+        "unexpected_message, then the connection closed"
+    );
+
+    good.send(b"ping");
+    assert_eq!(good.recv(), b"pong", "the shard goes on");
+    rt.stop();
+    rt.join().unwrap();
 }

@@ -17,6 +17,7 @@ use crate::limits::COMPACT_MIN_BYTES;
 use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
+use crate::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
 use crate::record;
 use crate::service_stats::{self, SyncLatency, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
 use crate::state::{os_random, ServiceSettings, ShardState};
@@ -74,6 +75,8 @@ pub enum ServiceTimer {
     RetryCommit,
     /// Write the tombstones that had nothing else to ride on.
     FlushTombstones,
+    /// Look for reports of PINs sent (while registrations wait for them).
+    PinReplies,
 }
 
 /// The service of one shard.
@@ -92,6 +95,10 @@ pub struct Switchboard {
     sync_latency: SyncLatency,
     /// The log's length after the last finished job.
     log_bytes: u64,
+    /// Registrations waiting to hear whether their PIN went out.
+    pins: PinReplies,
+    /// A [`ServiceTimer::PinReplies`] is set.
+    pins_timer: bool,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -126,6 +133,18 @@ impl Switchboard {
             tombstone_timer_set: false,
             sync_latency: SyncLatency::default(),
             log_bytes: 0,
+            pins: PinReplies::default(),
+            pins_timer: false,
+        }
+    }
+
+    /// Polls for PIN reports in [`PIN_REPLY_POLL_MS`] unless a poll is already set. A full
+    /// timer wheel leaves it unset: the next PIN sent tries again, and every waiting
+    /// registration still hears at its deadline once a poll runs.
+    fn poll_pins_later(&mut self, io: &mut ShardIo<Self>) {
+        if !self.pins_timer {
+            let at = io.now_ms() + PIN_REPLY_POLL_MS;
+            self.pins_timer = io.set_timer(at, ServiceTimer::PinReplies).is_ok();
         }
     }
 
@@ -207,7 +226,21 @@ impl Switchboard {
             Effect::HandOff(conn, to, msg) => {
                 let _ = io.hand_off(conn, to, msg);
             }
-            Effect::Sms { phone, pin } => self.env.sms.send_pin(&phone, &pin),
+            Effect::Sms {
+                conn,
+                phone,
+                pin,
+                on_sent,
+            } => {
+                let now = io.now_ms();
+                let refused =
+                    self.pins
+                        .send(self.env.sms.as_ref(), now, conn, (&phone, &pin), on_sent);
+                match refused {
+                    Some(frame) => send_frame(io, conn, frame),
+                    None => self.poll_pins_later(io),
+                }
+            }
             Effect::Push { phone } => self.env.push.notify(&phone),
         }
     }
@@ -498,6 +531,15 @@ impl Service for Switchboard {
                 self.tombstone_timer_set = false;
                 self.journal.request_lazy_flush();
                 self.kick(io, Start::Now);
+            }
+            ServiceTimer::PinReplies => {
+                self.pins_timer = false;
+                for (conn, frame) in self.pins.poll(io.now_ms()) {
+                    send_frame(io, conn, frame);
+                }
+                if self.pins.waiting() > 0 {
+                    self.poll_pins_later(io);
+                }
             }
         }
     }

@@ -71,7 +71,8 @@ pub struct Cli {
     /// anyone holding it can log in as any phone number.
     #[arg(long)]
     pub load_test_secret: Option<String>,
-    /// POST registration PINs as JSON to this http:// URL (default: dev outbox file).
+    /// POST registration PINs as JSON to this http:// or https:// URL (default: dev outbox
+    /// file).
     #[arg(long)]
     pub sms_webhook: Option<String>,
     /// POST push notifications as JSON to this http:// URL (default: a log line).

@@ -10,10 +10,46 @@
 //! - a later start with a different explicit count is refused with one clear line.
 //!
 //! A directory written before this file existed is recognised by its `shard-N.log` files.
-//! This module owns `layout.toml` only; it must not read or change the logs themselves.
+//! This module owns the directory's creation and `layout.toml` only; it must not read or
+//! change the logs themselves.
+//!
+//! The directory holds message bodies and PINs, so [`create_data_dir`] makes it 0700 (and
+//! says so if an existing one is open to others); `layout.toml` is 0600.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Permissions of a data directory the server creates: its own user only.
+pub const DATA_DIR_MODE: u32 = 0o700;
+/// Permissions of the files this module writes.
+const FILE_MODE: u32 = 0o600;
+
+/// Creates `data_dir` (and missing parents) with mode [`DATA_DIR_MODE`], whatever the
+/// umask. An existing directory is left as it is (the operator chose its mode), with a
+/// warning when group or others may enter it.
+pub fn create_data_dir(data_dir: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(data_dir) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %data_dir.display(),
+                    mode = format!("{mode:o}"),
+                    "data directory is open to other users (it holds messages and PINs);                      chmod 700 it"
+                );
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DATA_DIR_MODE)
+        .create(data_dir)?;
+    // The umask can only have removed bits; set exactly 0700 on the directory itself.
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(DATA_DIR_MODE))
+}
 
 /// The file, inside the data directory.
 pub const LAYOUT_FILE: &str = "layout.toml";
@@ -160,7 +196,13 @@ fn write_layout(data_dir: &Path, shards: usize) -> Result<(), LayoutError> {
          # Do not change: the logs in this directory belong to this many shards.\n\
          shards = {shards}\n"
     );
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(io)?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&tmp, &path))
@@ -226,6 +268,27 @@ mod tests {
         assert!(settle_shard_count(&d, 4, true).is_err());
         assert_eq!(settle_shard_count(&d, 4, false).unwrap(), 2);
         assert_eq!(read_layout(&d).unwrap(), Some(2), "recorded from now on");
+    }
+
+    #[test]
+    fn a_new_data_dir_is_private_and_an_existing_one_is_left_alone() {
+        let parent = dir("mode");
+        let d = parent.join("a").join("data");
+        create_data_dir(&d).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d), DATA_DIR_MODE);
+        assert_eq!(
+            mode(&parent.join("a")),
+            DATA_DIR_MODE,
+            "parents it creates too"
+        );
+        settle_shard_count(&d, 2, false).unwrap();
+        assert_eq!(mode(&d.join(LAYOUT_FILE)), 0o600);
+        // An operator's choice stands (a warning says it is open).
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        create_data_dir(&d).unwrap();
+        assert_eq!(mode(&d), 0o750);
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 
     #[test]

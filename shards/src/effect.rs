@@ -19,12 +19,17 @@ pub enum Effect {
     Mesh(ShardId, ShardMsg),
     /// Move a connection to another shard with a message about it.
     HandOff(ConnId, ShardId, ShardMsg),
-    /// Send a registration PIN by SMS.
+    /// Send a registration PIN by SMS, then answer `conn`: `on_sent` (`PinSent`) once the
+    /// gateway reports it sent, an error frame if it could not be sent.
     Sms {
+        /// The connection that asked.
+        conn: ConnId,
         /// The phone.
         phone: String,
         /// The PIN.
         pin: String,
+        /// The frame for `conn` once the PIN is out.
+        on_sent: server_frame::Kind,
     },
     /// Tell the push provider a user has messages waiting.
     Push {

@@ -216,9 +216,17 @@ mod ops {
                     refuse(self, out, ErrorCode::NotGroupMember, "not a member")
                 }
                 GroupOp::Add { members, .. } if requester == group.admin => {
+                    // Each name once, however often the request repeats it (`dedup` only
+                    // caught neighbours); stop looking once past the limit.
                     let mut new = group.members.clone();
-                    new.extend(members.into_iter().filter(|m| !group.members.contains(m)));
-                    new.dedup();
+                    for m in members {
+                        if new.len() > GROUP_MEMBERS_MAX {
+                            break;
+                        }
+                        if !new.contains(&m) {
+                            new.push(m);
+                        }
+                    }
                     if new.len() > GROUP_MEMBERS_MAX {
                         return refuse(self, out, ErrorCode::GroupTooLarge, "too many members");
                     }
@@ -365,5 +373,58 @@ mod ops {
                     .push(self.group_ack(&key.1, client_msg_id, ack_id, group_id));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::v1::{client_frame, server_frame};
+
+    use crate::sim::Sim;
+
+    const A: &str = "+15550000001";
+    const B: &str = "+15550000002";
+    const C: &str = "+15550000003";
+    const D: &str = "+15550000004";
+
+    /// The members the admin's session last heard of, after creating a group with B.
+    fn members_after_add(add: &[&str]) -> Vec<String> {
+        let mut sim = Sim::new(2);
+        let a = sim.login(A, 0);
+        sim.send(
+            a,
+            client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+                client_req_id: 1,
+                name: "g".into(),
+                members: vec![B.into()],
+            }),
+        );
+        sim.commit();
+        let created = sim.take(a);
+        let [server_frame::Kind::GroupCreated(g)] = &created[..] else {
+            panic!("{created:?}")
+        };
+        sim.send(
+            a,
+            client_frame::Kind::GroupAdd(proto::v1::GroupAdd {
+                group_id: g.group_id,
+                members: add.iter().map(|m| m.to_string()).collect(),
+            }),
+        );
+        sim.commit();
+        sim.take(a)
+            .into_iter()
+            .find_map(|f| match f {
+                server_frame::Kind::GroupUpdated(u) => Some(u.members),
+                _ => None,
+            })
+            .expect("GroupUpdated")
+    }
+
+    #[test]
+    fn repeated_members_in_one_add_are_added_once() {
+        // Not only neighbours: C and D alternate, B and A are already members.
+        let members = members_after_add(&[C, D, C, B, D, C, A]);
+        assert_eq!(members, vec![A, B, C, D]);
     }
 }

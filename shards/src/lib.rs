@@ -16,7 +16,8 @@
 //! - [`route`]: 1:1 sends and dedupe. [`receipt`]: acks, reads, receipts.
 //! - [`offline`]: per-user queues. [`session`]: who is online where.
 //! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
-//! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider.
+//! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
+//!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
 //! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
@@ -40,6 +41,7 @@ pub mod mesh_msg;
 pub mod notify;
 pub mod offline;
 pub mod overload;
+pub mod pin_replies;
 pub mod pins;
 pub mod presence;
 pub mod receipt;
@@ -62,3 +64,4 @@ mod sim_abuse;
 #[allow(missing_docs)]
 pub mod sim_fuzz;
 pub mod state;
+pub mod webhook;

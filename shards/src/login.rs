@@ -196,17 +196,16 @@ impl ShardState {
         let pin = format!("{:06}", u32::from_le_bytes(digits) % 1_000_000);
         let expires_in_s = self.pins.sent(&r.phone, pin.clone(), now);
         self.abuse.pins_sent += 1;
+        // PinSent goes out only once the gateway reports the PIN sent.
         out.now.push(Effect::Sms {
+            conn,
             phone: r.phone.clone(),
             pin,
-        });
-        out.frame(
-            conn,
-            server_frame::Kind::PinSent(proto::v1::PinSent {
+            on_sent: server_frame::Kind::PinSent(proto::v1::PinSent {
                 phone: r.phone,
                 expires_in_s: expires_in_s as u32,
             }),
-        );
+        });
     }
 
     pub(crate) fn on_verify(&mut self, now: u64, conn: ConnId, v: Verify, out: &mut Out) {

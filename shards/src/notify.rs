@@ -1,27 +1,114 @@
 //! The two outside services a shard notifies: the SMS gateway (registration PINs) and the
 //! push provider (an offline user has messages). Each is a trait with a dev implementation
-//! (a file and a log line) and an HTTP webhook.
+//! (a file and a log line) and an HTTP webhook ([`crate::webhook`]).
 //!
-//! Webhooks never block a shard: a POST is queued to one background worker thread (bounded;
-//! a full queue drops the notification and counts it) that does blocking HTTP/1.1 to a
-//! plain `http://host:port/path` endpoint (put TLS in front with a local proxy).
+//! ## A PIN is answered only once it is out
+//! A shard never blocks on a notifier. [`SmsGateway::send_pin`] either refuses at once (its
+//! queue is full, its worker is gone) or takes the PIN with a [`PinReply`] and reports, from
+//! its own thread, how the send ended — exactly once, within [`SMS_REPLY_WAIT_MAX_MS`]. The
+//! shard answers the client `PinSent` on success and an error frame otherwise
+//! ([`crate::pin_replies`]), so a client is never told a PIN went out when it did not.
+//!
+//! Push notifications are fire and forget: a full queue drops one and counts it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc;
 
-/// Notifications a webhook worker holds before it drops new ones.
-pub const WEBHOOK_QUEUE_MAX: usize = 10_000;
-/// Connect/read/write timeout of one webhook POST.
-pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+pub use crate::webhook::Webhook;
+
+/// The longest a gateway may take to report how a PIN it took ended. The shard gives up
+/// waiting after this and tells the client the PIN was not sent.
+pub const SMS_REPLY_WAIT_MAX_MS: u64 = 20_000;
+
+/// PINs the dev outbox holds before it refuses new ones.
+pub const DEV_OUTBOX_QUEUE_MAX: usize = 1_024;
+
+/// Permissions of the dev outbox: it holds PINs, readable by the server's user only.
+const DEV_OUTBOX_MODE: u32 = 0o600;
+
+/// Why a PIN did not go out.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmsError {
+    /// The gateway's queue is full: it is slower than the PINs asked for.
+    #[error("SMS queue full ({max} waiting)")]
+    QueueFull {
+        /// The queue's capacity.
+        max: usize,
+    },
+    /// The PIN waited in the queue past the limit and was not sent.
+    #[error("SMS waited {waited_ms} ms in the queue (max {max_ms} ms); not sent")]
+    Stale {
+        /// How long it waited.
+        waited_ms: u64,
+        /// The limit.
+        max_ms: u64,
+    },
+    /// The gateway answered with a status other than 2xx.
+    #[error("SMS gateway answered HTTP {status}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The request did not complete within its deadline (DNS, connect, TLS, send, read).
+    #[error("SMS gateway did not answer within {deadline_ms} ms")]
+    Deadline {
+        /// The deadline of one request.
+        deadline_ms: u64,
+    },
+    /// The request failed: DNS, connection, TLS or protocol error.
+    #[error("SMS gateway request failed: {0}")]
+    Transport(String),
+    /// Writing the dev outbox failed.
+    #[error("dev SMS outbox: {0}")]
+    Outbox(String),
+    /// The gateway's worker is gone (it could not start, or the server is stopping).
+    #[error("SMS gateway stopped")]
+    Stopped,
+    /// The gateway did not report within [`SMS_REPLY_WAIT_MAX_MS`].
+    #[error("SMS gateway did not report within {0} ms")]
+    NoReport(u64),
+}
+
+/// How one PIN send ended, as the gateway reports it to the shard that asked.
+#[derive(Debug)]
+pub struct PinOutcome {
+    /// The shard's token for this send.
+    pub token: u64,
+    /// Sent, or why not.
+    pub result: Result<(), SmsError>,
+}
+
+/// The way back to the shard for one PIN: a token and the shard's outcome channel. Dropped
+/// without [`PinReply::done`] (a worker that died), the shard's wait runs out instead.
+#[derive(Debug)]
+pub struct PinReply {
+    token: u64,
+    to: mpsc::Sender<PinOutcome>,
+}
+
+impl PinReply {
+    /// A reply for the send with `token`, reported into `to`.
+    pub fn new(token: u64, to: mpsc::Sender<PinOutcome>) -> Self {
+        PinReply { token, to }
+    }
+
+    /// Reports how the send ended. A shard that stopped listening is no error.
+    pub fn done(self, result: Result<(), SmsError>) {
+        let _ = self.to.send(PinOutcome {
+            token: self.token,
+            result,
+        });
+    }
+}
 
 /// Sends a registration PIN to a phone.
 pub trait SmsGateway: Send + Sync + std::fmt::Debug {
-    /// Sends `pin` to `phone`; must not block for long.
-    fn send_pin(&self, phone: &str, pin: &str);
+    /// Takes `pin` for `phone` without blocking: `Err` refuses it now; `Ok` promises that
+    /// `reply` is told how the send ended, within [`SMS_REPLY_WAIT_MAX_MS`].
+    fn send_pin(&self, phone: &str, pin: &str, reply: PinReply) -> Result<(), SmsError>;
 }
 
 /// Tells a phone's push service it has messages waiting.
@@ -30,31 +117,67 @@ pub trait PushProvider: Send + Sync + std::fmt::Debug {
     fn notify(&self, phone: &str);
 }
 
-/// Dev SMS: appends `<phone> <pin>` to a file (the dev outbox) and logs it.
-#[derive(Debug)]
+/// Dev SMS: appends `<phone> <pin>` to a file (the dev outbox, mode 0600) from a thread of
+/// its own, so a shard never does file I/O for it, and reports once the line is written.
+#[derive(Debug, Clone)]
 pub struct DevOutbox {
     path: PathBuf,
+    /// The writer thread's queue; `None` if the thread could not start.
+    tx: Option<crossbeam::channel::Sender<(String, PinReply)>>,
 }
 
 impl DevOutbox {
-    /// The outbox at `path`.
+    /// The outbox at `path`; its writer thread starts now.
     pub fn new(path: PathBuf) -> Self {
-        DevOutbox { path }
+        let (tx, rx) = crossbeam::channel::bounded::<(String, PinReply)>(DEV_OUTBOX_QUEUE_MAX);
+        let writer_path = path.clone();
+        let started = std::thread::Builder::new()
+            .name("sms-outbox".into())
+            .spawn(move || {
+                // Ends when every DevOutbox handle is dropped.
+                while let Ok((line, reply)) = rx.recv() {
+                    reply.done(append_private(&writer_path, &line).map_err(|e| {
+                        tracing::error!(path = %writer_path.display(), "dev SMS outbox: {e}");
+                        SmsError::Outbox(e.to_string())
+                    }));
+                }
+            });
+        if let Err(e) = &started {
+            tracing::error!("dev SMS outbox: cannot start its writer thread: {e}");
+        }
+        DevOutbox {
+            path,
+            tx: started.ok().map(|_| tx),
+        }
     }
 }
 
+/// Appends `line` to `path`, created 0600; an older, wider file is narrowed to 0600.
+fn append_private(path: &std::path::Path, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(DEV_OUTBOX_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o777 != DEV_OUTBOX_MODE {
+        f.set_permissions(std::fs::Permissions::from_mode(DEV_OUTBOX_MODE))?;
+    }
+    f.write_all(line.as_bytes())
+}
+
 impl SmsGateway for DevOutbox {
-    fn send_pin(&self, phone: &str, pin: &str) {
-        tracing::info!(%phone, outbox = %self.path.display(), "dev SMS: PIN written to outbox");
-        let line = format!("{phone} {pin}\n");
-        let res = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = res {
-            tracing::error!(path = %self.path.display(), "dev SMS outbox: {e}");
-        }
+    fn send_pin(&self, phone: &str, pin: &str, reply: PinReply) -> Result<(), SmsError> {
+        let tx = self.tx.as_ref().ok_or(SmsError::Stopped)?;
+        tx.try_send((format!("{phone} {pin}\n"), reply))
+            .map_err(|e| match e {
+                crossbeam::channel::TrySendError::Full(_) => SmsError::QueueFull {
+                    max: DEV_OUTBOX_QUEUE_MAX,
+                },
+                crossbeam::channel::TrySendError::Disconnected(_) => SmsError::Stopped,
+            })?;
+        tracing::info!(%phone, outbox = %self.path.display(), "dev SMS: PIN queued for the outbox");
+        Ok(())
     }
 }
 
@@ -68,150 +191,68 @@ impl PushProvider for DevPush {
     }
 }
 
-/// POSTs JSON to an HTTP endpoint from a background thread.
-#[derive(Debug, Clone)]
-pub struct Webhook {
-    tx: webhook_queue::Sender,
-    dropped: Arc<AtomicU64>,
-}
-
-mod webhook_queue {
-    /// The worker's queue (std's bounded channel: the notify path is not a hot path).
-    pub type Sender = std::sync::mpsc::SyncSender<String>;
-}
-
-impl Webhook {
-    /// Starts the worker for `url` (`http://host:port/path`).
-    pub fn start(url: &str) -> Result<Webhook, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("webhook URL must be http://host:port/path, got {url}"))?;
-        let (hostport, path) = match rest.split_once('/') {
-            Some((h, p)) => (h.to_string(), format!("/{p}")),
-            None => (rest.to_string(), "/".to_string()),
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(WEBHOOK_QUEUE_MAX);
-        let dropped = Arc::new(AtomicU64::new(0));
-        std::thread::Builder::new()
-            .name("webhook".into())
-            .spawn(move || {
-                while let Ok(body) = rx.recv() {
-                    if let Err(e) = post(&hostport, &path, &body) {
-                        tracing::warn!(endpoint = %hostport, "webhook POST failed: {e}");
-                    }
-                }
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(Webhook { tx, dropped })
-    }
-
-    fn send(&self, body: String) {
-        if self.tx.try_send(body).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(dropped = n, "webhook queue full; notifications dropped");
-            }
-        }
-    }
-
-    /// Notifications dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-use engine::stats_text::json_str;
-
-impl SmsGateway for Webhook {
-    fn send_pin(&self, phone: &str, pin: &str) {
-        self.send(format!(
-            "{{\"kind\":\"pin\",\"phone\":{},\"pin\":{}}}",
-            json_str(phone),
-            json_str(pin)
-        ));
-    }
-}
-
-impl PushProvider for Webhook {
-    fn notify(&self, phone: &str) {
-        self.send(format!(
-            "{{\"kind\":\"push\",\"phone\":{}}}",
-            json_str(phone)
-        ));
-    }
-}
-
-fn post(hostport: &str, path: &str, body: &str) -> std::io::Result<()> {
-    use std::net::ToSocketAddrs;
-    let addr = hostport
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
-    let t = Duration::from_millis(WEBHOOK_TIMEOUT_MS);
-    let mut s = TcpStream::connect_timeout(&addr, t)?;
-    s.set_read_timeout(Some(t))?;
-    s.set_write_timeout(Some(t))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    let status = std::str::from_utf8(&head[9..12]).unwrap_or("000");
-    if !status.starts_with('2') {
-        return Err(std::io::Error::other(format!("HTTP status {status}")));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
 
-    #[test]
-    fn webhook_posts_json_to_a_loopback_endpoint() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let hook = Webhook::start(&url).unwrap();
-        SmsGateway::send_pin(&hook, "+15550001111", "123456");
-        let (mut conn, _) = listener.accept().unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-        let mut request_line = String::new();
-        reader.read_line(&mut request_line).unwrap();
-        assert_eq!(request_line, "POST /hook HTTP/1.1\r\n");
-        let mut len = 0;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).unwrap();
-            if h == "\r\n" {
-                break;
-            }
-            if let Some(v) = h.strip_prefix("Content-Length: ") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0u8; len];
-        reader.read_exact(&mut body).unwrap();
-        assert_eq!(
-            String::from_utf8(body).unwrap(),
-            r#"{"kind":"pin","phone":"+15550001111","pin":"123456"}"#
-        );
-        conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+    fn dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sb-outbox-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Sends `pin` and waits for the outbox's report.
+    fn send(o: &DevOutbox, phone: &str, pin: &str) -> Result<(), SmsError> {
+        let (tx, rx) = mpsc::channel();
+        o.send_pin(phone, pin, PinReply::new(7, tx))?;
+        let outcome = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the outbox reports");
+        assert_eq!(outcome.token, 7);
+        outcome.result
     }
 
     #[test]
-    fn dev_outbox_appends_lines() {
-        let dir = std::env::temp_dir().join(format!("sb-outbox-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    fn dev_outbox_appends_lines_privately_and_reports_once_written() {
+        let dir = dir("lines");
         let path = dir.join("sms-outbox.txt");
-        let _ = std::fs::remove_file(&path);
         let o = DevOutbox::new(path.clone());
-        o.send_pin("+15550001111", "000001");
-        o.send_pin("+15550002222", "000002");
+        send(&o, "+15550001111", "000001").unwrap();
+        // Reported only after the write: the line is there now.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "+15550001111 000001\n"
+        );
+        send(&o, "+15550002222", "000002").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "+15550001111 000001\n+15550002222 000002\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_old_world_readable_outbox_is_narrowed_and_a_symlink_is_refused() {
+        let dir = dir("modes");
+        let path = dir.join("sms-outbox.txt");
+        std::fs::write(&path, "old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = DevOutbox::new(path.clone());
+        send(&o, "+15550001111", "000001").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A symlink planted at the outbox path: refused, reported as an error, victim intact.
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "victim").unwrap();
+        let linked = dir.join("linked-outbox.txt");
+        std::os::unix::fs::symlink(&victim, &linked).unwrap();
+        let o = DevOutbox::new(linked);
+        assert!(matches!(
+            send(&o, "+15550001111", "000002"),
+            Err(SmsError::Outbox(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -69,6 +69,11 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         path: cfg.data_dir.clone(),
         source: e.source,
     })?;
+    // Warns when an existing directory is open to other users.
+    crate::data_layout::create_data_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
     // Held by every shard's service; released when the last one is dropped.
     let lock = Arc::new(crate::data_lock::lock(&cfg.data_dir)?);
     let shards =

@@ -193,7 +193,16 @@ impl Sim {
                 self.shards[to.0].on_adopt(self.now, c, *a, &mut out);
                 self.apply(to.0, out);
             }
-            Effect::Sms { phone, pin } => self.sms.push((phone, pin)),
+            Effect::Sms {
+                conn,
+                phone,
+                pin,
+                on_sent,
+            } => {
+                // The simulated gateway sends every PIN at once.
+                self.sms.push((phone, pin));
+                self.exec(shard, Effect::Frame(conn, on_sent));
+            }
             Effect::Push { phone } => self.pushes.push(phone),
         }
     }

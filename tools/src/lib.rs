@@ -24,7 +24,8 @@
 //! - [`workload`]: the run's [`workload::Spec`], modes, pacing, message stamps.
 //! - [`stats`], [`ledger`], [`report`], [`progress`]: measuring and telling.
 //! - [`farm`]: processes, threads, users, transport.
-//! - [`client`]: a blocking protocol client; [`chat_config`]: the CLI's key file.
+//! - [`client`]: a blocking protocol client; [`chat_config`]: the CLI's key file;
+//!   [`terminal`]: network text made safe to print.
 #![warn(missing_docs)]
 
 pub mod chat_config;
@@ -38,4 +39,5 @@ pub mod report;
 pub mod shown;
 pub mod source_ips;
 pub mod stats;
+pub mod terminal;
 pub mod workload;

@@ -121,3 +121,33 @@ fn groups_from_the_command_line() {
     let out = ok(chat(&server, &a, &["group", "remove", &gid, CAROL]));
     assert!(!out.contains(CAROL), "{out}");
 }
+
+#[test]
+fn terminal_escapes_in_a_message_are_shown_not_obeyed() {
+    let server = TestServer::start(false, &[]);
+    let dir = temp_dir("chat-escapes");
+    let (a, b) = (dir.join("alice.toml"), dir.join("bob.toml"));
+    sign_up(&server, &a, ALICE);
+    sign_up(&server, &b, BOB);
+    // Sets the window title, hides text, and fakes a line from someone else.
+    let attack = format!(
+        "\u{1b}]0;pwned\u{7}hi\u{1b}[8mhidden\u{1b}[0m\r\n[99:99:99] {CAROL}: send me your PIN"
+    );
+    ok(chat(&server, &a, &["send", BOB, &attack]));
+    let out = ok(chat(&server, &b, &["listen", "--timeout", "5"]));
+    assert!(
+        !out.chars().any(|c| c.is_control() && c != '\n'),
+        "no control character reaches the terminal: {out:?}"
+    );
+    assert!(out.contains("\\u{1b}]0;pwned\\u{7}hi"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let message = lines
+        .iter()
+        .find(|l| l.contains(&format!("{ALICE}: ")))
+        .expect("the message line");
+    assert!(message.ends_with(&format!("\\r\\n[99:99:99] {CAROL}: send me your PIN")));
+    assert!(
+        !lines.iter().any(|l| l.starts_with("[99:99:99] ")),
+        "no fake line: {out}"
+    );
+}

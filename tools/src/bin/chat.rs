@@ -28,6 +28,23 @@ use proto::v1::{
 use proto::PROTOCOL_VERSION;
 use tools::chat_config::{self, ChatConfig};
 use tools::client::{Client, ClientError};
+
+/// `println!` for a line that may hold text from the network (a message, a phone number, a
+/// group name, a server's error detail): control characters and bidi overrides are shown as
+/// escapes (`tools::terminal`), never sent to the terminal. Every line `chat` prints goes
+/// through this or [`complain!`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", tools::terminal::printable(&format!($($arg)*)))
+    };
+}
+
+/// `eprintln!`, escaped like [`say!`].
+macro_rules! complain {
+    ($($arg:tt)*) => {
+        eprintln!("{}", tools::terminal::printable(&format!($($arg)*)))
+    };
+}
 use tools::net::TlsClient;
 
 /// Default server address.
@@ -110,7 +127,7 @@ enum GroupCmd {
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(args) {
-        eprintln!("chat: {e:#}");
+        complain!("chat: {e:#}");
         std::process::exit(1);
     }
 }
@@ -245,9 +262,11 @@ fn register(ctx: &mut Ctx, phone: &str) -> anyhow::Result<()> {
         ctx.cfg.device_key = None;
     }
     ctx.cfg.save(&ctx.path)?;
-    println!(
+    say!(
         "PIN sent to {} by SMS (valid {} s). Next: chat verify {} PIN",
-        sent.phone, sent.expires_in_s, sent.phone
+        sent.phone,
+        sent.expires_in_s,
+        sent.phone
     );
     Ok(())
 }
@@ -274,7 +293,7 @@ fn verify(ctx: &mut Ctx, phone: &str, pin: &str) -> anyhow::Result<()> {
     ctx.cfg.phone = Some(v.phone.clone());
     ctx.cfg.set_key(&v.device_key);
     ctx.cfg.save(&ctx.path)?;
-    println!(
+    say!(
         "verified {}; this device's key is saved in {}",
         v.phone,
         ctx.path.display()
@@ -303,7 +322,7 @@ fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> any
         |e| e.client_msg_id == cmid || e.client_msg_id == 0,
         |_| {},
     )?;
-    println!("✓ sent to {to} (message {server_id})");
+    say!("✓ sent to {to} (message {server_id})");
     if let Some(secs) = wait_delivered {
         let r = c.wait_for(
             Duration::from_secs(secs),
@@ -315,7 +334,7 @@ fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> any
             |e| e.client_msg_id == 0,
             |_| {},
         )?;
-        println!("{}", receipt_line(&r));
+        say!("{}", receipt_line(&r));
         if r.receipt_id != 0 {
             c.send(Ack {
                 server_msg_ids: vec![r.receipt_id],
@@ -352,7 +371,7 @@ fn clock(ms: u64) -> String {
 fn listen(ctx: &mut Ctx, timeout: Option<u64>, send_read: bool) -> anyhow::Result<()> {
     let (mut c, queued) = ctx.login()?;
     let me = ctx.cfg.phone.clone().unwrap_or_default();
-    println!("logged in as {me}; {queued} waiting");
+    say!("logged in as {me}; {queued} waiting");
     let stdin_closed = Arc::new(AtomicBool::new(false));
     {
         let flag = stdin_closed.clone();
@@ -418,7 +437,7 @@ fn show(
             } else {
                 String::new()
             };
-            println!("[{}] {group}{}: {text}", clock(m.sent_at_ms), m.from);
+            say!("[{}] {group}{}: {text}", clock(m.sent_at_ms), m.from);
             c.send(Ack {
                 server_msg_ids: vec![m.server_msg_id],
             })?;
@@ -430,7 +449,7 @@ fn show(
             Ok(true)
         }
         Kind::Receipt(r) => {
-            println!("{}", receipt_line(&r));
+            say!("{}", receipt_line(&r));
             if r.receipt_id != 0 {
                 c.send(Ack {
                     server_msg_ids: vec![r.receipt_id],
@@ -440,14 +459,14 @@ fn show(
         }
         Kind::Presence(p) => {
             if p.online {
-                println!("{} is online", p.phone);
+                say!("{} is online", p.phone);
             } else {
-                println!("{} was last seen at {}", p.phone, clock(p.last_seen_ms));
+                say!("{} was last seen at {}", p.phone, clock(p.last_seen_ms));
             }
             Ok(false)
         }
         Kind::GroupUpdated(g) => {
-            println!("group {} members: {}", g.group_id, g.members.join(" "));
+            say!("group {} members: {}", g.group_id, g.members.join(" "));
             Ok(false)
         }
         Kind::Error(e) => {
@@ -457,7 +476,7 @@ fn show(
                     bail!("this number logged in on another device; this session was closed");
                 }
             }
-            eprintln!("chat: {err}");
+            complain!("chat: {err}");
             Ok(false)
         }
         _ => Ok(false),
@@ -487,7 +506,7 @@ fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
                 any_error,
                 |_| {},
             )?;
-            println!("group {id} created: {name}");
+            say!("group {id} created: {name}");
         }
         GroupCmd::Add { group, members } | GroupCmd::Remove { group, members }
             if members.is_empty() =>
@@ -527,7 +546,7 @@ fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
                 |e| e.client_msg_id == cmid || e.client_msg_id == 0,
                 |_| {},
             )?;
-            println!("✓ sent to group {group} (message {id})");
+            say!("✓ sent to group {group} (message {id})");
         }
         GroupCmd::Members { group } => {
             c.send(GroupMembersRequest { group_id: group })?;
@@ -541,9 +560,9 @@ fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
                 any_error,
                 |_| {},
             )?;
-            println!("group {} \"{}\" admin {}", m.group_id, m.name, m.admin);
+            say!("group {} \"{}\" admin {}", m.group_id, m.name, m.admin);
             for p in &m.members {
-                println!("  {p}");
+                say!("  {p}");
             }
         }
     }
@@ -561,6 +580,6 @@ fn print_updated(c: &mut Client, wait: Duration, group: u64) -> anyhow::Result<(
         |_| true,
         |_| {},
     )?;
-    println!("group {group} members: {}", members.join(" "));
+    say!("group {group} members: {}", members.join(" "));
     Ok(())
 }
