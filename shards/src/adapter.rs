@@ -17,7 +17,7 @@ use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
 use crate::record;
-use crate::service_stats::{self, SyncLatency, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
+use crate::service_stats::{self, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
 use crate::state::{os_random, ServiceSettings, ShardState};
 
 /// Delay before a failed log write is tried again.
@@ -68,8 +68,8 @@ pub struct Switchboard {
     state: Option<ShardState>,
     journal: Journal,
     log_path: PathBuf,
-    /// Latency of each log sync (append + fdatasync, or compaction), since start.
-    sync_latency: SyncLatency,
+    /// Log-sync and delivery latencies, since start.
+    latency: service_stats::Latency,
     /// The log's length after the last finished job.
     log_bytes: u64,
 }
@@ -101,7 +101,7 @@ impl Switchboard {
             state: None,
             journal: Journal::default(),
             log_path: PathBuf::new(),
-            sync_latency: SyncLatency::default(),
+            latency: Default::default(),
             log_bytes: 0,
         }
     }
@@ -161,6 +161,7 @@ impl Switchboard {
             // on_durable only emits effects, never records.
             debug_assert!(out.records.is_empty() && out.after_commit.is_empty());
             for e in out.now {
+                self.latency.note_delivery(&e, service_stats::wall_ms);
                 self.exec(io, e);
             }
         }
@@ -230,7 +231,7 @@ impl Switchboard {
         compacted: bool,
         took: std::time::Duration,
     ) {
-        self.sync_latency.record(took);
+        self.latency.record_sync(took);
         self.log_bytes = file.len();
         let ok = result.is_ok();
         if let Err(e) = &result {
@@ -383,15 +384,25 @@ impl Service for Switchboard {
             log_commits: self.journal.commits,
             log_failures: self.journal.failures,
         };
-        service_stats::report(g, &self.sync_latency)
+        service_stats::report(g)
+    }
+
+    fn stat_help(&self) -> &'static [(&'static str, &'static str)] {
+        service_stats::HELP
+    }
+
+    fn histograms(&self) -> Vec<engine::histogram::NamedHistogram> {
+        self.latency.named()
     }
 
     fn stat_offender(&self, stat: &str) -> Option<String> {
         let state = self.state.as_ref()?;
         match stat {
             STAT_QUEUE_ITEMS | STAT_QUEUE_ITEMS_USER_MAX => {
+                // The server-issued id, never the phone number (shown in /stats).
                 let (user, n) = state.queues.longest_user()?;
-                Some(format!("user {user} ({n} items)"))
+                let id = state.registry.verified(user).map_or(0, |a| a.user_id);
+                Some(format!("user id {id} ({n} items)"))
             }
             _ => None,
         }
