@@ -7,6 +7,7 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
+//! - [`config_show`]: `--check-config`'s effective settings. [`log_format`]: JSON log lines.
 //! - [`data_layout`]: the shard count a data directory belongs to.
 //! - [`adapter`]: the `engine::Service` each shard runs; [`journal`]: group commit.
 //! - [`service_stats`]: what a shard reports once a second (queues, log, fsync latency).
@@ -23,12 +24,14 @@
 
 pub mod adapter;
 pub mod config;
+pub mod config_show;
 pub mod data_layout;
 pub mod effect;
 pub mod group;
 pub mod home;
 pub mod journal;
 pub mod limits;
+pub mod log_format;
 pub mod login;
 pub mod mesh_msg;
 pub mod notify;

@@ -179,7 +179,8 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert!(names.contains(&"log_commits_total"));
-        assert!(!names.iter().any(|n| n.contains("_us") || n.contains("_ms")));
+        let abbreviated = |n: &&str| n.split('_').any(|w| ["us", "ms", "ns", "pct"].contains(&w));
+        assert!(!names.iter().any(abbreviated), "base units only: {names:?}");
     }
 
     #[test]
