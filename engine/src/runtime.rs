@@ -13,7 +13,7 @@ use std::sync::Arc;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::admin::AdminHandle;
-use crate::config::{online_cpus, EngineConfig, FD_RESERVE};
+use crate::config::{allowed_cpus, EngineConfig, FD_RESERVE};
 use crate::health::Health;
 use crate::mesh::MeshPlan;
 use crate::service::Service;
@@ -181,7 +181,9 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(Health::new(config.shards, stop.clone()));
     let make = Arc::new(make);
-    let cpus = online_cpus();
+    // Shard i runs on the i-th CPU of the process's affinity mask (wrapping), so
+    // `taskset` and systemd's CPUAffinity= decide which cores the shards take.
+    let cpus = allowed_cpus();
     let per_shard = connections_max.div_ceil(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
     for (i, (fd, ends)) in fds
@@ -202,7 +204,7 @@ where
             health: health.clone(),
         };
         let placement = if config.pin_cpus {
-            Placement::Fixed(i % cpus)
+            Placement::Fixed(cpus[i % cpus.len()])
         } else {
             Placement::Unbound
         };

@@ -114,3 +114,92 @@ fn check_config_prints_effective_settings_and_starts_nothing() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn shards_pin_inside_the_affinity_mask_systemd_or_taskset_gives() {
+    let cpus = engine::config::allowed_cpus();
+    let last = *cpus.last().unwrap();
+    let data = support::temp_dir("bin-affinity");
+    let mut child = Command::new("taskset")
+        .args(["-c", &last.to_string()])
+        .arg(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-tls",
+            "--no-admin",
+            "--shards",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("taskset (util-linux) runs");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // Both shards have run their service (so their executors are placed) and the process
+    // listens.
+    let mut seen: Vec<String> = Vec::new();
+    while !(seen.iter().filter(|l| l.contains("log replayed")).count() == 2
+        && seen
+            .iter()
+            .any(|l| shards::server::listening_addr(l).is_some()))
+    {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            panic!("exited before listening:\n{}", seen.join("\n"));
+        };
+        seen.push(line);
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    // A shard thread names itself once it runs: wait until both have.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pinned = loop {
+        let pinned = shard_threads(child.id());
+        let named = |p: &str| pinned.iter().any(|(n, _)| n.starts_with(p));
+        if named("shard-0-") && named("shard-1-") {
+            break pinned;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pinned:?}");
+        std::thread::yield_now();
+    };
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // glommio names a shard's threads `shard-<i>-<executor id>`.
+    for shard in ["shard-0-", "shard-1-"] {
+        assert!(
+            pinned.iter().any(|(n, _)| n.starts_with(shard)),
+            "{shard} runs: {pinned:?}"
+        );
+    }
+    assert!(
+        pinned.iter().all(|(_, cpus)| *cpus == last.to_string()),
+        "every shard thread on CPU {last}, the one allowed: {pinned:?}"
+    );
+}
+
+/// (thread name, allowed CPUs) of every `shard-*` thread of process `pid`.
+fn shard_threads(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(status) = std::fs::read_to_string(task.unwrap().path().join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let name = field("Name:");
+        if name.starts_with("shard-") {
+            out.push((name, field("Cpus_allowed_list:")));
+        }
+    }
+    out
+}

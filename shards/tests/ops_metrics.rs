@@ -204,6 +204,24 @@ fn every_metric_the_dashboard_queries_is_served() {
 }
 
 #[test]
+fn every_served_metric_is_in_the_reference_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/METRICS.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let (_server, admin) = server_after_traffic();
+    let text = get(admin, "/metrics").1;
+    let served = families(&text);
+    assert!(served.len() >= 30, "{served:?}");
+    let undocumented: Vec<_> = served
+        .iter()
+        .filter(|(name, kind)| !doc.contains(&format!("| `{name}` | {kind} |")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "add a row (name, type, unit, meaning) to docs/METRICS.md for: {undocumented:?}"
+    );
+}
+
+#[test]
 fn healthz_and_readyz_follow_the_servers_life() {
     let mut server = TestServer::start_cfg(1, false, temp_dir("ops-ready"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
