@@ -36,7 +36,11 @@ fn the_unit_sets_what_a_real_box_needs() {
     assert_eq!(one("Restart"), "always");
     assert_eq!(one("ProtectSystem"), "strict");
     assert_eq!(one("NoNewPrivileges"), "true");
-    assert_eq!(one("RestrictRealtime"), "false", "SCHED_FIFO must stay allowed");
+    assert_eq!(
+        one("RestrictRealtime"),
+        "false",
+        "SCHED_FIFO must stay allowed"
+    );
     assert_eq!(one("ReadWritePaths"), "/var/lib/switchboard");
     assert!(one("ExecStart").contains("--log-format json"));
     assert!(one("ExecStartPre").contains("--check-config"));
@@ -77,11 +81,20 @@ fn the_units_command_lines_are_accepted_by_the_binary() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("shards = 14\n") && text.contains("realtime = true\n"), "{text}");
+    assert!(
+        text.contains("shards = 14\n") && text.contains("realtime = true\n"),
+        "{text}"
+    );
     // ExecStart's flags, checked without starting: --config becomes --check-config.
     let start: Vec<String> = command_line("ExecStart", &data)
         .into_iter()
-        .map(|w| if w == "--config" { "--check-config".into() } else { w })
+        .map(|w| {
+            if w == "--config" {
+                "--check-config".into()
+            } else {
+                w
+            }
+        })
         .collect();
     let out = Command::new(&start[0]).args(&start[1..]).output().unwrap();
     assert!(
