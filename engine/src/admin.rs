@@ -222,9 +222,15 @@ fn accept_all(listener: &TcpListener, clients: &mut Vec<Client>) {
 fn step(c: &mut Client, view: &AdminView) -> Step {
     if c.answer.is_none() {
         let mut buf = [0u8; 1024];
+        // The client may close its side right after its request (HTTP/1.0 style): it
+        // still gets the answer.
+        let mut eof = false;
         loop {
             match c.stream.read(&mut buf) {
-                Ok(0) => return Step::Done,
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => c.head.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -235,6 +241,7 @@ fn step(c: &mut Client, view: &AdminView) -> Step {
             }
         }
         match parse_head(&c.head) {
+            Head::Partial if eof => return Step::Done,
             Head::Partial => return Step::Open,
             Head::TooLarge => c.answer = Some(respond(Response::too_large())),
             Head::Request { method, path } => {
@@ -393,6 +400,28 @@ mod tests {
         // No end of head in sight: answered once the cap is passed, not at the deadline.
         let big = format!("GET /{}", "a".repeat(REQUEST_BYTES_MAX));
         assert!(get(addr, &big).starts_with("HTTP/1.1 400"));
+        h.stop_and_join();
+    }
+
+    #[test]
+    fn a_client_that_closes_its_side_after_the_request_is_answered() {
+        let (h, _stop, _) = serve_test(1);
+        let mut c = TcpStream::connect(h.local_addr()).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("ok\n"),
+            "{out}"
+        );
+        // Half a head and then EOF: closed without an answer.
+        let mut c = TcpStream::connect(h.local_addr()).unwrap();
+        c.write_all(b"GET /heal").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "");
         h.stop_and_join();
     }
 
