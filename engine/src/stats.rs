@@ -7,8 +7,11 @@
 //!    touched only by the shard's thread (no atomics, no locks on the per-frame path).
 //! 2. Every [`STATS_PERIOD_MS`], the housekeeping loop (never a frame callback) reads those
 //!    counters, the timer wheel's and mesh outboxes' lengths, glommio's executor statistics
-//!    (for utilisation) and the service's [`crate::Service::stats`], computes the decayed
-//!    rates and checks the alarms — all shard-locally — and builds one `ShardStats`.
+//!    (for utilisation), the service's [`crate::Service::stats`] and the latency histograms
+//!    (the engine's TLS handshake and mesh hop, and [`crate::Service::histograms`]),
+//!    computes the decayed rates and checks the alarms — all shard-locally — and builds one
+//!    `ShardStats`. The first one goes out at the shard's first tick, right after the
+//!    service started, so the board is never empty for long.
 //! 3. It publishes the snapshot into a one-slot lock-free queue (`ArrayQueue::force_push`):
 //!    one compare-exchange per second and no lock, so the shard's `locks_taken` stays zero.
 //!    The snapshot it displaces is freed on the shard.

@@ -62,6 +62,10 @@ pub const DELIVERY_BOUNDS_NS: &[u64] = &[
     30 * S,
 ];
 
+// Built at compile time: bounds that do not fit or do not increase fail the build.
+const _: Histogram = Histogram::new(FSYNC_BOUNDS_NS);
+const _: Histogram = Histogram::new(DELIVERY_BOUNDS_NS);
+
 /// Help text per statistic, for `/metrics`.
 pub const HELP: &[(&str, &str)] = &[
     (STAT_QUEUE_ITEMS, "Items queued for users on this shard."),
