@@ -135,31 +135,39 @@ fn promtool_is_not_a_rubber_stamp() {
     assert!(said.contains("_total"), "{said}");
 }
 
-/// Every `switchboard_*` name in the dashboard's queries.
-fn dashboard_metrics() -> BTreeSet<String> {
+/// The PromQL of every panel target in the dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    let mut exprs = Vec::new();
+    for p in dashboard()["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().expect("a target has an expr");
+            exprs.push(e.to_string());
+        }
+    }
+    assert!(exprs.len() >= 20, "a dashboard worth the name: {exprs:?}");
+    exprs
+}
+
+fn dashboard() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../ops/grafana/switchboard.json"
     );
     let text = std::fs::read_to_string(path).unwrap();
-    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
-    let mut exprs = Vec::new();
-    for p in dash["panels"].as_array().expect("panels") {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            exprs.push(
-                t["expr"]
-                    .as_str()
-                    .expect("a target has an expr")
-                    .to_string(),
-            );
-        }
-    }
-    for v in dash["templating"]["list"].as_array().expect("variables") {
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every `switchboard_*` name in the dashboard's queries and variables.
+fn dashboard_metrics() -> BTreeSet<String> {
+    let mut exprs = dashboard_exprs();
+    for v in dashboard()["templating"]["list"]
+        .as_array()
+        .expect("variables")
+    {
         if let Some(q) = v["definition"].as_str() {
             exprs.push(q.to_string());
         }
     }
-    assert!(exprs.len() >= 20, "a dashboard worth the name: {exprs:?}");
     let mut names = BTreeSet::new();
     for e in &exprs {
         let mut rest = e.as_str();
@@ -201,6 +209,42 @@ fn every_metric_the_dashboard_queries_is_served() {
         .collect();
     let missing: Vec<_> = queried.difference(&served).collect();
     assert!(missing.is_empty(), "queried but not served: {missing:?}");
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    let Some(tool) = promtool() else { return };
+    // Grafana's variables become what they stand for, and each query a recording rule,
+    // which `promtool check rules` parses.
+    let exprs = dashboard_exprs();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
+            .replace("$shard", ".*");
+        let quoted = serde_json::to_string(&e).unwrap(); // a JSON string is a YAML string
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let path = temp_dir("dash-rules").join("rules.yml");
+    std::fs::write(&path, &rules).unwrap();
+    let out = Command::new(tool)
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}\n{rules}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{said}"
+    );
 }
 
 #[test]
