@@ -21,8 +21,9 @@ struct Args {
     /// Log lines as text or as one JSON object per line (levels from RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Validate this config file (merged with the other flags), print the effective
-    /// settings as TOML and exit: 0 when valid, 1 with the reason otherwise.
+    /// Validate this config file (merged with the other flags; a given certificate and key
+    /// must load), print the effective settings as TOML and exit: 0 when valid, 1 with the
+    /// reason otherwise.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
 }
@@ -32,9 +33,9 @@ fn main() {
     init_logs(args.log_format);
     if let Some(file) = args.check_config.take() {
         args.cli.config = Some(file);
-        match ServerConfig::from_cli(args.cli) {
-            Ok(cfg) => {
-                print!("{}", shards::config_show::effective_toml(&cfg));
+        match check_config(args.cli) {
+            Ok(effective) => {
+                print!("{effective}");
                 return;
             }
             Err(e) => {
@@ -47,6 +48,18 @@ fn main() {
         eprintln!("switchboard: error: {e}");
         std::process::exit(1);
     }
+}
+
+/// The settings `cli` resolves to, after checking that a given certificate and key load.
+fn check_config(cli: Cli) -> anyhow::Result<String> {
+    let cfg = ServerConfig::from_cli(cli)?;
+    if let (true, Some((cert, key))) = (cfg.tls, &cfg.cert_key) {
+        engine::tls::server_config(&engine::tls::CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        })?;
+    }
+    Ok(shards::config_show::effective_toml(&cfg))
 }
 
 fn init_logs(format: LogFormat) {

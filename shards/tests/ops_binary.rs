@@ -113,6 +113,28 @@ fn check_config_prints_effective_settings_and_starts_nothing() {
         "switchboard: error: bad setting: shards must be 1..=1024, got 0"
     );
     assert!(out.stdout.is_empty());
+
+    // A certificate that does not load fails the check, as it would fail the start.
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "cert = {:?}\nkey = {:?}\n",
+            cert.display().to_string(),
+            cert.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("switchboard: error: "), "{err}");
+    assert!(err.contains("cert.pem"), "names the file: {err}");
 }
 
 #[test]
