@@ -1,6 +1,8 @@
 //! The operator's view of a real server: `/metrics` passes `promtool check metrics` with no
 //! complaint after real traffic (every latency histogram has observations), every metric the
-//! Grafana dashboard queries is served, and `/healthz` / `/readyz` follow the server's life.
+//! Grafana dashboard and the alert rules query is served (and their PromQL parses; the
+//! alerts' unit tests pass), every served metric is in docs/METRICS.md, and `/healthz` /
+//! `/readyz` follow the server's life.
 //!
 //! promtool comes from Debian's `prometheus` package (.ci/run installs it). Under `CI=true`
 //! a missing promtool fails the test; elsewhere the test says why it skipped.
@@ -168,8 +170,13 @@ fn dashboard_metrics() -> BTreeSet<String> {
             exprs.push(q.to_string());
         }
     }
+    switchboard_names(&exprs)
+}
+
+/// Every `switchboard_*` name in `texts`.
+fn switchboard_names(texts: &[String]) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for e in &exprs {
+    for e in texts {
         let mut rest = e.as_str();
         while let Some(i) = rest.find("switchboard_") {
             let tail = &rest[i..];
@@ -184,7 +191,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
 }
 
 #[test]
-fn every_metric_the_dashboard_queries_is_served() {
+fn every_metric_the_dashboard_and_alerts_query_is_served() {
     let queried = dashboard_metrics();
     for wanted in [
         "switchboard_connections_open",
@@ -200,6 +207,8 @@ fn every_metric_the_dashboard_queries_is_served() {
     ] {
         assert!(queried.contains(wanted), "the dashboard shows {wanted}");
     }
+    let alerts = switchboard_names(&[std::fs::read_to_string(ALERTS).unwrap()]);
+    assert!(alerts.len() >= 6, "{alerts:?}");
     let (_server, admin) = server_after_traffic();
     let text = get(admin, "/metrics").1;
     let served: BTreeSet<String> = parse_prometheus(&text)
@@ -209,6 +218,35 @@ fn every_metric_the_dashboard_queries_is_served() {
         .collect();
     let missing: Vec<_> = queried.difference(&served).collect();
     assert!(missing.is_empty(), "queried but not served: {missing:?}");
+    let missing: Vec<_> = alerts.difference(&served).collect();
+    assert!(missing.is_empty(), "alerted on but not served: {missing:?}");
+}
+
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/prometheus/alerts.yml");
+
+#[test]
+fn alert_rules_parse_and_fire_on_their_unit_tests() {
+    let Some(tool) = promtool() else { return };
+    let check = Command::new(tool)
+        .args(["check", "rules", ALERTS])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && said.contains("SUCCESS"), "{said}");
+    let test = Command::new(tool)
+        .args(["test", "rules"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../ops/prometheus/alerts_test.yml"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
 }
 
 #[test]
