@@ -184,9 +184,10 @@ fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-/// Takes every pending connection; a full table drops its oldest client for each.
+/// Takes the pending connections, at most a table's worth per wake-up (so a connect flood
+/// cannot keep the thread from serving); a full table drops its oldest client for each.
 fn accept_all(listener: &TcpListener, clients: &mut Vec<Client>) {
-    loop {
+    for _ in 0..ADMIN_CONNS_MAX {
         match listener.accept() {
             Ok((stream, _)) => {
                 if stream.set_nonblocking(true).is_err() {
