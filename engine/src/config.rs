@@ -73,6 +73,30 @@ impl Default for EngineConfig {
     }
 }
 
+/// The CPU ids this process may run on (its affinity mask, as `taskset` or systemd's
+/// `CPUAffinity=` set it), ascending. Shards pin to these, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills at most
+    // `size_of::<cpu_set_t>()` bytes of it for the calling thread (pid 0).
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..online_cpus()).collect();
+        }
+        set
+    };
+    let n = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET reads bit `c` of a valid set; `c` < the set's size in bits.
+    let cpus: Vec<usize> = (0..n)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect();
+    if cpus.is_empty() {
+        (0..online_cpus()).collect()
+    } else {
+        cpus
+    }
+}
+
 /// CPUs this process may run on.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()

@@ -36,7 +36,10 @@
 //! - [`counters`]: per-shard counters.
 //! - [`stats`]: per-shard snapshots published once a second, decayed rates, utilisation.
 //! - [`alarm`]: thresholds on those statistics, logged once per period.
-//! - [`admin`]: the admin thread serving `/metrics` and `/stats`.
+//! - [`admin`]: the admin thread serving `/metrics`, `/stats`, `/healthz` and `/readyz`.
+//! - [`health`]: readiness (every shard started, not stopping).
+//! - [`histogram`]: fixed-bucket latency histograms (TLS handshake, mesh hop, and the
+//!   service's own).
 //! - [`stats_text`]: Prometheus and JSON rendering of snapshots.
 //! - [`sync`]: the one sanctioned lock, counting acquisitions per thread.
 //! - [`realtime`]: SCHED_FIFO for shard threads.
@@ -54,6 +57,8 @@ pub mod counters;
 pub mod fuzzing;
 pub mod handle;
 pub mod handoff;
+pub mod health;
+pub mod histogram;
 pub mod listener;
 pub mod log_file;
 pub mod mesh;

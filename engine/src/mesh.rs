@@ -42,6 +42,12 @@ pub(crate) enum Envelope<M> {
 /// One batch: the unit pushed into a ring.
 pub(crate) type Batch<M> = Vec<Envelope<M>>;
 
+/// A batch in a ring, stamped when it was pushed (for the mesh-hop latency).
+pub(crate) struct Sent<M> {
+    pub(crate) at: std::time::Instant,
+    pub(crate) batch: Batch<M>,
+}
+
 /// This shard's outgoing messages, per destination shard, waiting for the flush task.
 #[derive(Debug)]
 pub(crate) struct MeshOutbox<M> {
@@ -118,21 +124,21 @@ impl<M> MeshOutbox<M> {
 /// The unconnected ends of every ring, built on the main thread before shards start.
 pub(crate) struct MeshPlan<M: Send + 'static> {
     /// `senders[from][to]`: the producer end of ring from→to (None on the diagonal).
-    senders: Vec<Vec<Option<shared_channel::SharedSender<Batch<M>>>>>,
+    senders: Vec<Vec<Option<shared_channel::SharedSender<Sent<M>>>>>,
     /// `receivers[to][from]`: the consumer end of ring from→to.
-    receivers: Vec<Vec<Option<shared_channel::SharedReceiver<Batch<M>>>>>,
+    receivers: Vec<Vec<Option<shared_channel::SharedReceiver<Sent<M>>>>>,
 }
 
 /// One shard's connected ends.
 pub(crate) struct ShardLinks<M: Send + 'static> {
-    pub(crate) senders: Vec<Option<ConnectedSender<Batch<M>>>>,
-    pub(crate) receivers: Vec<(ShardId, ConnectedReceiver<Batch<M>>)>,
+    pub(crate) senders: Vec<Option<ConnectedSender<Sent<M>>>>,
+    pub(crate) receivers: Vec<(ShardId, ConnectedReceiver<Sent<M>>)>,
 }
 
 /// One shard's unconnected ends, moved into its thread.
 pub(crate) struct ShardEnds<M: Send + 'static> {
-    senders: Vec<Option<shared_channel::SharedSender<Batch<M>>>>,
-    receivers: Vec<Option<shared_channel::SharedReceiver<Batch<M>>>>,
+    senders: Vec<Option<shared_channel::SharedSender<Sent<M>>>>,
+    receivers: Vec<Option<shared_channel::SharedReceiver<Sent<M>>>>,
 }
 
 impl<M: Send + 'static> MeshPlan<M> {

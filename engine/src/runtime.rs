@@ -13,7 +13,8 @@ use std::sync::Arc;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::admin::AdminHandle;
-use crate::config::{online_cpus, EngineConfig, FD_RESERVE};
+use crate::config::{allowed_cpus, EngineConfig, FD_RESERVE};
+use crate::health::Health;
 use crate::mesh::MeshPlan;
 use crate::service::Service;
 use crate::shard::{self, ShardPlan};
@@ -78,6 +79,7 @@ pub struct Runtime {
     connections_max: usize,
     board: Option<Arc<StatsBoard>>,
     admin: Option<AdminHandle>,
+    health: Arc<Health>,
 }
 
 impl Runtime {
@@ -110,6 +112,11 @@ impl Runtime {
         }
     }
 
+    /// Whether every shard has started and the runtime is not stopping (`/readyz`).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
     /// The flag that stops every shard; signal handlers may set it too.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
@@ -132,9 +139,9 @@ impl Runtime {
             }
         }
         if let Some(admin) = self.admin {
-            // Exits within its poll interval: the stop flag is set once shards have stopped.
+            // It answered `/readyz` with 503 while the shards drained; now it goes too.
             self.stop.store(true, Ordering::Relaxed);
-            admin.join();
+            admin.stop_and_join();
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -172,8 +179,11 @@ where
         crate::realtime::enable_for_this_thread().map_err(EngineError::Realtime)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(config.shards, stop.clone()));
     let make = Arc::new(make);
-    let cpus = online_cpus();
+    // Shard i runs on the i-th CPU of the process's affinity mask (wrapping), so
+    // `taskset` and systemd's CPUAffinity= decide which cores the shards take.
+    let cpus = allowed_cpus();
     let per_shard = connections_max.div_ceil(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
     for (i, (fd, ends)) in fds
@@ -191,9 +201,10 @@ where
             stats: board
                 .as_ref()
                 .map(|b| StatsKeeper::new(i, b.clone(), config.alarms.clone())),
+            health: health.clone(),
         };
         let placement = if config.pin_cpus {
-            Placement::Fixed(i % cpus)
+            Placement::Fixed(cpus[i % cpus.len()])
         } else {
             Placement::Unbound
         };
@@ -210,7 +221,7 @@ where
     }
     let admin = match admin {
         Some(l) => Some(
-            crate::admin::spawn(l, board.clone(), stop.clone()).map_err(|e| {
+            crate::admin::spawn(l, board.clone(), health.clone()).map_err(|e| {
                 stop.store(true, Ordering::Relaxed);
                 EngineError::Config(format!("cannot start the admin thread: {e}"))
             })?,
@@ -224,6 +235,7 @@ where
         connections_max,
         board,
         admin,
+        health,
     })
 }
 

@@ -90,8 +90,23 @@ pub trait Service: Sized + 'static {
         Vec::new()
     }
 
+    /// Help text for the statistics [`Service::stats`] reports, by name, for `/metrics`'
+    /// `# HELP` lines. A statistic whose name ends in `_total` only grows (a Prometheus
+    /// counter); any other is a gauge. Units are base units at the end of the name.
+    fn stat_help(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// Latency histograms the service keeps, copied into the snapshot once a second from the
+    /// housekeeping loop. Names end in `_seconds` and are unique.
+    fn histograms(&self) -> Vec<crate::histogram::NamedHistogram> {
+        Vec::new()
+    }
+
     /// Who is responsible for statistic `stat` being high (the user with the longest queue,
-    /// say), for an alarm's warning. Asked only when an alarm is logged, so it may scan.
+    /// say), for an alarm's warning and `/stats`. Asked only when an alarm is logged, so it
+    /// may scan. It is shown to operators: name no phone number or other personal data
+    /// (a shard-local id or a hash).
     fn stat_offender(&self, _stat: &str) -> Option<String> {
         None
     }

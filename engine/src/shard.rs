@@ -25,7 +25,7 @@ use crate::conn_table::{ConnId, ConnTable};
 use crate::conn_task;
 use crate::counters::ShardCounters;
 use crate::handoff::Detached;
-use crate::mesh::{Envelope, MeshOutbox, ShardEnds, ShardLinks};
+use crate::mesh::{Envelope, MeshOutbox, Sent, ShardEnds, ShardLinks};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ConnSlot, ShardIo, SlotState, TimerEntry};
 use crate::stats::StatsKeeper;
@@ -75,6 +75,10 @@ impl<S: Service> ShardCell<S> {
         self.io.counters.handshakes += 1;
         let slot = self.io.conns.get_mut(id).expect("handshaking slot exists");
         assert_eq!(slot.state, SlotState::Handshaking);
+        // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
+        let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
+        let took_ms = self.io.now_ms.saturating_sub(accepted_ms);
+        self.io.latency.tls_handshake.record_ns(took_ms * 1_000_000);
         slot.state = SlotState::Open;
         if let Some(t) = slot.timer.take() {
             self.io.timers.cancel(t);
@@ -165,7 +169,9 @@ impl<S: Service> ShardCell<S> {
                 .timers
                 .insert(deadline, TimerEntry::Handshake(id))
                 .ok();
-            self.io.conns.get_mut(id).expect("just inserted").timer = timer;
+            let slot = self.io.conns.get_mut(id).expect("just inserted");
+            slot.timer = timer;
+            slot.timer_at_ms = deadline;
         } else {
             self.arm_idle(id);
         }
@@ -217,6 +223,16 @@ impl<S: Service> ShardCell<S> {
 
     fn deliver(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
         self.io.now_ms = now_ms();
+        self.deliver_batch(from, batch);
+    }
+
+    /// A batch from a peer's ring: its hop is timed from the peer's push.
+    fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg>) {
+        self.io.latency.mesh_hop.record(sent.at.elapsed());
+        self.deliver(from, sent.batch);
+    }
+
+    fn deliver_batch(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
         for env in batch {
             match env {
                 Envelope::Service(m) => {
@@ -342,7 +358,11 @@ pub(crate) fn spawn_mesh_flush<S: Service>(cell: Weak<RefCell<ShardCell<S>>>) {
                 let sender = links.senders[to.0]
                     .as_ref()
                     .expect("ring to every other shard");
-                if sender.send(batch).await.is_err() {
+                let sent = Sent {
+                    at: std::time::Instant::now(),
+                    batch,
+                };
+                if sender.send(sent).await.is_err() {
                     tracing::warn!(shard = me.0, peer = to.0, "mesh ring closed; batch dropped");
                 }
                 cell.borrow_mut().io.counters.mesh_batches_sent += 1;
@@ -362,6 +382,8 @@ pub(crate) struct ShardPlan<M: Send + 'static> {
     pub(crate) conns_max: usize,
     /// Publishes this shard's statistics; `None` when statistics are off.
     pub(crate) stats: Option<StatsKeeper>,
+    /// Told once the service has started and the accept loop runs (`/readyz`).
+    pub(crate) health: Arc<crate::health::Health>,
 }
 
 /// The shard's main future: set up, serve until stopped, drain.
@@ -378,6 +400,7 @@ where
         config,
         conns_max,
         stats,
+        health,
     } = plan;
     let huge = if config.huge_pages {
         HugePages::On
@@ -413,6 +436,7 @@ where
                 ),
                 mesh: MeshOutbox::new(config.shards),
                 counters: ShardCounters::default(),
+                latency: Default::default(),
                 cell: weak.clone(),
             },
             tls: config.tls.clone(),
@@ -431,6 +455,7 @@ where
     }
     let listener = crate::listener::attach(listener_fd);
     let acceptor = glommio::spawn_local(accept_loop(cell.clone(), listener));
+    health.shard_started();
     housekeeping(&cell, &stop, stats).await;
     drop(acceptor);
     drain(&cell).await;
@@ -448,8 +473,8 @@ fn spawn_receiver<S: Service>(
             .find(|(f, _)| *f == from)
             .expect("ring exists")
             .1;
-        while let Some(batch) = rx.recv().await {
-            cell.borrow_mut().deliver(from, batch);
+        while let Some(sent) = rx.recv().await {
+            cell.borrow_mut().deliver_sent(from, sent);
         }
     })
     .detach();

@@ -118,6 +118,8 @@ pub struct ShardIo<S: Service> {
     pub(crate) timers: TimerWheel<TimerEntry<S::Timer>>,
     pub(crate) mesh: MeshOutbox<S::Msg>,
     pub(crate) counters: ShardCounters,
+    /// Handshake and mesh-hop latencies (recorded per handshake and per batch, not per frame).
+    pub(crate) latency: crate::histogram::EngineLatency,
     /// The cell this struct lives in, for tasks spawned from callbacks (mesh flushes).
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
 }

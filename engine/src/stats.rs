@@ -7,8 +7,11 @@
 //!    touched only by the shard's thread (no atomics, no locks on the per-frame path).
 //! 2. Every [`STATS_PERIOD_MS`], the housekeeping loop (never a frame callback) reads those
 //!    counters, the timer wheel's and mesh outboxes' lengths, glommio's executor statistics
-//!    (for utilisation) and the service's [`crate::Service::stats`], computes the decayed
-//!    rates and checks the alarms — all shard-locally — and builds one `ShardStats`.
+//!    (for utilisation), the service's [`crate::Service::stats`] and the latency histograms
+//!    (the engine's TLS handshake and mesh hop, and [`crate::Service::histograms`]),
+//!    computes the decayed rates and checks the alarms — all shard-locally — and builds one
+//!    `ShardStats`. The first one goes out at the shard's first tick, right after the
+//!    service started, so the board is never empty for long.
 //! 3. It publishes the snapshot into a one-slot lock-free queue (`ArrayQueue::force_push`):
 //!    one compare-exchange per second and no lock, so the shard's `locks_taken` stays zero.
 //!    The snapshot it displaces is freed on the shard.
@@ -31,6 +34,7 @@ use crossbeam::queue::ArrayQueue;
 
 use crate::alarm::{ActiveAlarm, AlarmConfig, Alarms};
 use crate::counters::ShardCounters;
+use crate::histogram::{EngineLatency, NamedHistogram};
 use crate::service::Service;
 use crate::shard::ShardCell;
 
@@ -107,11 +111,27 @@ pub struct ShardStats {
     pub locks_taken: u64,
     /// What the service reported ([`crate::Service::stats`]).
     pub service: Vec<(&'static str, u64)>,
+    /// Help text for the service's statistics ([`crate::Service::stat_help`]).
+    pub service_help: &'static [(&'static str, &'static str)],
+    /// Latency histograms since start: the engine's, then the service's
+    /// ([`crate::Service::histograms`]).
+    pub histograms: Vec<NamedHistogram>,
     /// Alarms over their threshold now.
     pub alarms: Vec<ActiveAlarm>,
 }
 
 impl ShardStats {
+    /// What a shard that has not published yet shows: every engine number zero, its engine
+    /// histograms empty, nothing from its service (which has not reported yet).
+    pub fn zero(shard: usize, shards: usize) -> Self {
+        ShardStats {
+            shard,
+            mesh_outbox: vec![0; shards],
+            histograms: EngineLatency::default().named().to_vec(),
+            ..Default::default()
+        }
+    }
+
     /// The deepest outbox and its peer.
     pub fn mesh_outbox_max(&self) -> (u64, usize) {
         let mut best = (0, 0);
@@ -239,6 +259,10 @@ impl StatsKeeper {
             self.last_ms = now;
             // Start utilisation from here: the executor's startup is not load.
             let _ = glommio::executor().executor_stats();
+            // Publish at once, so the service's statistics are on the board from the
+            // shard's first moment rather than a period later (its rates start at zero).
+            let stats = self.build(cell, now);
+            self.board.publish(stats);
             return;
         }
         if now < self.last_ms + STATS_PERIOD_MS {
@@ -266,7 +290,11 @@ impl StatsKeeper {
         let busy = ex.total_runtime().as_nanos() as u64;
         self.busy_ns += busy;
         self.tasks_run += ex.tasks_executed();
-        let utilisation_pct = (busy as f64 / (dt_s * 1e9) * 100.0).clamp(0.0, 100.0);
+        let utilisation_pct = if dt_s > 0.0 {
+            (busy as f64 / (dt_s * 1e9) * 100.0).clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
         self.utilisation.fold(utilisation_pct, dt_s);
         let mut stats = ShardStats {
             shard: self.shard,
@@ -282,6 +310,14 @@ impl StatsKeeper {
             rates: self.rates,
             locks_taken: crate::sync::locks_taken(),
             service: cell.service.stats(),
+            service_help: cell.service.stat_help(),
+            histograms: cell
+                .io
+                .latency
+                .named()
+                .into_iter()
+                .chain(cell.service.histograms())
+                .collect(),
             alarms: Vec::new(),
         };
         stats.alarms = self.check_alarms(&stats, &cell.service, now);

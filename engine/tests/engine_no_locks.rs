@@ -13,6 +13,7 @@ const HOT_PATH: &[&str] = &[
     "buffer_pool.rs",
     "handoff.rs",
     "counters.rs",
+    "histogram.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[

@@ -19,7 +19,7 @@ use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
 use crate::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
 use crate::record;
-use crate::service_stats::{self, SyncLatency, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
+use crate::service_stats::{self, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
 use crate::state::{os_random, ServiceSettings, ShardState};
 
 /// Delay before a failed log write is tried again.
@@ -91,8 +91,8 @@ pub struct Switchboard {
     window_armed: bool,
     /// A tombstone flush timer is set.
     tombstone_timer_set: bool,
-    /// Latency of each log sync (append + fdatasync, or compaction), since start.
-    sync_latency: SyncLatency,
+    /// Log-sync and delivery latencies, since start.
+    latency: service_stats::Latency,
     /// The log's length after the last finished job.
     log_bytes: u64,
     /// Registrations waiting to hear whether their PIN went out.
@@ -131,7 +131,7 @@ impl Switchboard {
             replayed_len: 0,
             window_armed: false,
             tombstone_timer_set: false,
-            sync_latency: SyncLatency::default(),
+            latency: Default::default(),
             log_bytes: 0,
             pins: PinReplies::default(),
             pins_timer: false,
@@ -209,6 +209,7 @@ impl Switchboard {
     }
 
     fn exec(&mut self, io: &mut ShardIo<Self>, e: Effect) {
+        self.latency.note_delivery(&e, service_stats::wall_ms);
         match e {
             Effect::Frame(conn, kind) => send_frame(io, conn, kind),
             Effect::Close(conn) => {
@@ -293,7 +294,7 @@ impl Switchboard {
             error,
             took,
         } = done;
-        self.sync_latency.record(took);
+        self.latency.record_sync(took);
         self.log_bytes = file.len();
         let shard = io.shard_id().0;
         if let Some(e) = &error {
@@ -505,17 +506,27 @@ impl Service for Switchboard {
             log_failures: self.journal.failures(),
             log_items_skipped: self.journal.skipped_items(),
         };
-        let mut stats = service_stats::report(g, &self.sync_latency);
+        let mut stats = service_stats::report(g);
         stats.extend(state.abuse_stats());
         stats
+    }
+
+    fn stat_help(&self) -> &'static [(&'static str, &'static str)] {
+        service_stats::HELP
+    }
+
+    fn histograms(&self) -> Vec<engine::histogram::NamedHistogram> {
+        self.latency.named()
     }
 
     fn stat_offender(&self, stat: &str) -> Option<String> {
         let state = self.state.as_ref()?;
         match stat {
             STAT_QUEUE_ITEMS | STAT_QUEUE_ITEMS_USER_MAX => {
+                // The server-issued id, never the phone number (shown in /stats).
                 let (user, n) = state.queues.longest_user()?;
-                Some(format!("user {user} ({n} items)"))
+                let id = state.registry.verified(user).map_or(0, |a| a.user_id);
+                Some(format!("user id {id} ({n} items)"))
             }
             _ => None,
         }

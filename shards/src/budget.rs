@@ -158,15 +158,15 @@ impl BudgetKind {
     /// The statistic counting this budget's refusals.
     pub fn stat(self) -> &'static str {
         match self {
-            BudgetKind::PinSource => "refused_pin_source",
-            BudgetKind::PinPrefix => "refused_pin_prefix",
-            BudgetKind::PinRange => "refused_pin_range",
-            BudgetKind::PinBox => "refused_pin_box",
-            BudgetKind::PinNumber => "refused_pin_number",
-            BudgetKind::GuessSource => "refused_guess_source",
-            BudgetKind::GuessPrefix => "refused_guess_prefix",
-            BudgetKind::GuessBox => "refused_guess_box",
-            BudgetKind::GuessNumber => "refused_guess_number",
+            BudgetKind::PinSource => "refused_pin_source_total",
+            BudgetKind::PinPrefix => "refused_pin_prefix_total",
+            BudgetKind::PinRange => "refused_pin_range_total",
+            BudgetKind::PinBox => "refused_pin_box_total",
+            BudgetKind::PinNumber => "refused_pin_number_total",
+            BudgetKind::GuessSource => "refused_guess_source_total",
+            BudgetKind::GuessPrefix => "refused_guess_prefix_total",
+            BudgetKind::GuessBox => "refused_guess_box_total",
+            BudgetKind::GuessNumber => "refused_guess_number_total",
         }
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! ## Layout
 //! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
+//! - [`config_show`]: `--check-config`'s effective settings. [`log_format`]: JSON log lines.
 //! - [`data_layout`]: the shard count a data directory belongs to. [`data_lock`]: one
 //!   server per data directory. [`log_check`]: damaged logs stop the start (or `--salvage`).
 //! - [`adapter`]: the `engine::Service` each shard runs; [`journal`]: group commit.
@@ -28,6 +29,7 @@
 pub mod adapter;
 pub mod budget;
 pub mod config;
+pub mod config_show;
 pub mod data_layout;
 pub mod data_lock;
 pub mod effect;
@@ -36,6 +38,7 @@ pub mod home;
 pub mod journal;
 pub mod limits;
 pub mod log_check;
+pub mod log_format;
 pub mod login;
 pub mod mesh_msg;
 pub mod notify;

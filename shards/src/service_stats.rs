@@ -1,15 +1,20 @@
 //! What a shard's service reports in its statistics once a second: queue lengths (total,
-//! longest, users waiting), the durable log's size, commits and failures, and the latency
-//! of each log sync (append + `fdatasync`, or a compaction's replace) as an HDR histogram
-//! summary since start; and what the abuse limits did ([`AbuseCounters`]: refusals per
-//! sign-up budget as `refused_<budget>`, PINs sent and pending, pre-login closes, fair-queue
-//! refusals, presence subscriptions).
+//! longest, users waiting), the durable log's size, commits, failures and items never
+//! written, and two latency histograms since start: each log sync (append + `fdatasync`, or
+//! a compaction's replace), and each message's delivery at the recipient's home; and what
+//! the abuse limits did ([`AbuseCounters`]: refusals per sign-up budget as
+//! `refused_<budget>_total`, PINs sent and pending, pre-login closes, fair-queue refusals,
+//! presence subscriptions).
 //!
 //! Names here are stable: they become `switchboard_<name>` metrics and the names alarm
-//! rules watch ([`STAT_QUEUE_ITEMS`], [`STAT_QUEUE_ITEMS_USER_MAX`]). Pure bookkeeping on one
-//! shard: recording a sync is one histogram increment; nothing here runs per frame.
+//! rules watch ([`STAT_QUEUE_ITEMS`], [`STAT_QUEUE_ITEMS_USER_MAX`]). A name ending in
+//! `_total` only grows (a Prometheus counter); the others are gauges. Pure bookkeeping on one
+//! shard: recording is one bucket increment, per log sync or per delivered message.
 
-use hdrhistogram::Histogram;
+use engine::histogram::{Histogram, NamedHistogram};
+use proto::v1::server_frame;
+
+use crate::effect::Effect;
 
 use crate::budget::BudgetKind;
 
@@ -17,35 +22,181 @@ use crate::budget::BudgetKind;
 pub const STAT_QUEUE_ITEMS: &str = "queue_items";
 /// Items in the longest single user's queue (alarm rule: items per user).
 pub const STAT_QUEUE_ITEMS_USER_MAX: &str = "queue_items_user_max";
-/// Log syncs slower than this are recorded as this (µs).
-pub const SYNC_US_MAX: u64 = 60_000_000;
 
-/// The log-sync latency record.
-#[derive(Debug)]
-pub struct SyncLatency {
-    us: Histogram<u64>,
+const US: u64 = 1_000;
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+
+/// Log sync buckets: tens of microseconds (a page cache or NVMe with a write cache) to
+/// seconds (a saturated or failing disk).
+pub const FSYNC_BOUNDS_NS: &[u64] = &[
+    50 * US,
+    100 * US,
+    250 * US,
+    500 * US,
+    MS,
+    2_500 * US,
+    5 * MS,
+    10 * MS,
+    25 * MS,
+    50 * MS,
+    100 * MS,
+    250 * MS,
+    500 * MS,
+    S,
+    2_500 * MS,
+    10 * S,
+];
+
+/// Delivery buckets: the sender's frame (millisecond clock) to the message leaving for the
+/// online recipient; sub-millisecond deliveries land in the first bucket.
+pub const DELIVERY_BOUNDS_NS: &[u64] = &[
+    MS,
+    2 * MS,
+    5 * MS,
+    10 * MS,
+    20 * MS,
+    50 * MS,
+    100 * MS,
+    200 * MS,
+    500 * MS,
+    S,
+    2 * S,
+    5 * S,
+    10 * S,
+    30 * S,
+];
+
+// Built at compile time: bounds that do not fit or do not increase fail the build.
+const _: Histogram = Histogram::new(FSYNC_BOUNDS_NS);
+const _: Histogram = Histogram::new(DELIVERY_BOUNDS_NS);
+
+/// Help text per statistic, for `/metrics`.
+pub const HELP: &[(&str, &str)] = &[
+    (STAT_QUEUE_ITEMS, "Items queued for users on this shard."),
+    (
+        STAT_QUEUE_ITEMS_USER_MAX,
+        "Items in the longest single user's queue.",
+    ),
+    ("queue_users", "Users with items waiting."),
+    ("log_bytes", "Bytes in the shard's durable log."),
+    ("log_commits_total", "Log batches committed."),
+    ("log_failures_total", "Log batches that failed to write."),
+    (
+        "log_items_skipped_total",
+        "Queued items never written: their recipient acked them before their batch left.",
+    ),
+    (
+        "refused_pin_source_total",
+        "PIN sends refused: the source address's budget.",
+    ),
+    (
+        "refused_pin_prefix_total",
+        "PIN sends refused: the source prefix's budget (/24, /48).",
+    ),
+    (
+        "refused_pin_range_total",
+        "PIN sends refused: the number range's budget.",
+    ),
+    (
+        "refused_pin_box_total",
+        "PIN sends refused: this shard's share of the box budget.",
+    ),
+    (
+        "refused_pin_number_total",
+        "PIN sends refused: the number's back-off.",
+    ),
+    (
+        "refused_guess_source_total",
+        "Verify attempts refused: the source address's budget.",
+    ),
+    (
+        "refused_guess_prefix_total",
+        "Verify attempts refused: the source prefix's budget.",
+    ),
+    (
+        "refused_guess_box_total",
+        "Verify attempts refused: this shard's share of the box budget.",
+    ),
+    (
+        "refused_guess_number_total",
+        "Verify attempts refused: the PIN was burned.",
+    ),
+    ("pins_sent_total", "PINs handed to the SMS gateway."),
+    (
+        "pins_pending",
+        "Numbers with an outstanding PIN or back-off.",
+    ),
+    ("budget_keys", "Keys tracked by the sign-up budgets."),
+    ("prelogin_conns", "Pre-login connections tracked."),
+    (
+        "prelogin_closed_total",
+        "Pre-login connections closed for refusals or hand-overs.",
+    ),
+    (
+        "queue_sender_share_full_total",
+        "Messages refused: the sender holds its share of the recipient's queue.",
+    ),
+    (
+        "receipts_dropped_total",
+        "Receipts that found their user's queue full.",
+    ),
+    ("presence_subscriptions", "Presence subscriptions held."),
+    (
+        "presence_refused",
+        "Presence subscriptions refused at the per-subscriber cap.",
+    ),
+];
+
+/// The service's latency histograms.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Each log sync: append + fdatasync, or a compaction's replace.
+    pub fsync: Histogram,
+    /// Each message handed to its online recipient (which does not wait for the log): from
+    /// the sender's frame at the sender's home to here (milliseconds, wall clock).
+    pub delivery: Histogram,
 }
 
-impl Default for SyncLatency {
+impl Default for Latency {
     fn default() -> Self {
-        SyncLatency {
-            // 1 µs .. 60 s at 2 significant digits: a few KiB per shard.
-            us: Histogram::new_with_bounds(1, SYNC_US_MAX, 2)
-                .expect("constant histogram bounds are valid"),
+        Latency {
+            fsync: Histogram::new(FSYNC_BOUNDS_NS),
+            delivery: Histogram::new(DELIVERY_BOUNDS_NS),
         }
     }
 }
 
-impl SyncLatency {
+impl Latency {
     /// One sync that took `d`.
-    pub fn record(&mut self, d: std::time::Duration) {
-        self.us
-            .saturating_record((d.as_micros() as u64).clamp(1, SYNC_US_MAX));
+    pub fn record_sync(&mut self, d: std::time::Duration) {
+        self.fsync.record(d);
     }
 
-    /// Syncs recorded.
-    pub fn count(&self) -> u64 {
-        self.us.len()
+    /// If `e` hands a message to its recipient, records its delivery latency; `now_ms` is
+    /// asked for only then (a clock read per delivered message, none otherwise).
+    pub fn note_delivery(&mut self, e: &Effect, now_ms: impl FnOnce() -> u64) {
+        if let Effect::Frame(_, server_frame::Kind::Message(m)) = e {
+            let ms = now_ms().saturating_sub(m.sent_at_ms);
+            self.delivery.record_ns(ms.saturating_mul(MS));
+        }
+    }
+
+    /// Both, named for publication.
+    pub fn named(&self) -> Vec<NamedHistogram> {
+        vec![
+            NamedHistogram {
+                name: "fsync_seconds",
+                help: "Each log sync: append + fdatasync, or a compaction's replace.",
+                hist: self.fsync,
+            },
+            NamedHistogram {
+                name: "delivery_seconds",
+                help: "Sender's frame to the message leaving the recipient's home for the \
+                       online recipient (millisecond clock).",
+                hist: self.delivery,
+            },
+        ]
     }
 }
 
@@ -69,28 +220,15 @@ pub struct Gauges {
 }
 
 /// The service's statistics, by name.
-pub fn report(g: Gauges, sync: &SyncLatency) -> Vec<(&'static str, u64)> {
-    let h = &sync.us;
-    let q = |p: f64| {
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(p)
-        }
-    };
+pub fn report(g: Gauges) -> Vec<(&'static str, u64)> {
     vec![
         (STAT_QUEUE_ITEMS, g.queue_items),
         (STAT_QUEUE_ITEMS_USER_MAX, g.queue_items_user_max),
         ("queue_users", g.queue_users),
         ("log_bytes", g.log_bytes),
-        ("log_commits", g.log_commits),
-        ("log_failures", g.log_failures),
-        ("log_items_skipped", g.log_items_skipped),
-        ("fsyncs", h.len()),
-        ("fsync_us_p50", q(0.50)),
-        ("fsync_us_p99", q(0.99)),
-        ("fsync_us_p999", q(0.999)),
-        ("fsync_us_max", if h.is_empty() { 0 } else { h.max() }),
+        ("log_commits_total", g.log_commits),
+        ("log_failures_total", g.log_failures),
+        ("log_items_skipped_total", g.log_items_skipped),
     ]
 }
 
@@ -132,36 +270,72 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         .map(|k| (k.stat(), c.refused[*k as usize]))
         .collect();
     v.extend([
-        ("pins_sent", c.pins_sent),
+        ("pins_sent_total", c.pins_sent),
         ("pins_pending", g.pins_pending),
         ("budget_keys", g.budget_keys),
         ("prelogin_conns", g.prelogin_conns),
-        ("prelogin_closed", c.prelogin_closed),
-        ("queue_sender_share_full", c.queue_sender_share_full),
-        ("receipts_dropped", c.receipts_dropped),
+        ("prelogin_closed_total", c.prelogin_closed),
+        ("queue_sender_share_full_total", c.queue_sender_share_full),
+        ("receipts_dropped_total", c.receipts_dropped),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
     ]);
     v
 }
 
+/// Wall-clock milliseconds since the Unix epoch (the clock `sent_at_ms` is on).
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engine::ConnId;
     use std::time::Duration;
 
     #[test]
-    fn reports_quantiles_of_recorded_syncs() {
-        let mut s = SyncLatency::default();
-        let empty = report(Gauges::default(), &s);
-        assert!(empty.iter().all(|(_, v)| *v == 0));
-        for us in 1..=100 {
-            s.record(Duration::from_micros(us * 10));
+    fn every_reported_stat_has_help_and_counters_end_in_total() {
+        for (name, _) in report(Gauges::default()) {
+            assert!(HELP.iter().any(|(n, _)| *n == name), "{name} has no help");
         }
-        let r = report(Gauges::default(), &s);
-        let get = |n: &str| r.iter().find(|(k, _)| *k == n).unwrap().1;
-        assert_eq!(get("fsyncs"), 100);
-        assert!((495..=505).contains(&get("fsync_us_p50")), "{r:?}");
-        assert!((995..=1005).contains(&get("fsync_us_max")), "{r:?}");
+        let names: Vec<_> = report(Gauges::default())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.contains(&"log_commits_total"));
+        let abbreviated = |n: &&str| n.split('_').any(|w| ["us", "ms", "ns", "pct"].contains(&w));
+        assert!(!names.iter().any(abbreviated), "base units only: {names:?}");
+    }
+
+    #[test]
+    fn syncs_and_deliveries_land_in_their_buckets() {
+        let mut l = Latency::default();
+        for us in [40, 300, 7_000] {
+            l.record_sync(Duration::from_micros(us));
+        }
+        assert_eq!(l.fsync.count(), 3);
+        assert_eq!(l.fsync.quantile_bound_seconds(0.5), 500e-6);
+        let msg = |sent_at_ms| {
+            Effect::Frame(
+                ConnId::from_u64(1),
+                server_frame::Kind::Message(proto::v1::Message {
+                    sent_at_ms,
+                    ..Default::default()
+                }),
+            )
+        };
+        l.note_delivery(&msg(1_000), || 1_003);
+        l.note_delivery(&msg(1_000), || 1_000);
+        l.note_delivery(&Effect::Close(ConnId::from_u64(1)), || {
+            unreachable!("no clock read")
+        });
+        assert_eq!(l.delivery.count(), 2);
+        assert_eq!(l.delivery.quantile_bound_seconds(1.0), 0.005);
+        assert_eq!(l.delivery.quantile_bound_seconds(0.5), 0.001);
+        let names: Vec<_> = l.named().iter().map(|h| h.name).collect();
+        assert_eq!(names, ["fsync_seconds", "delivery_seconds"]);
     }
 }

@@ -110,10 +110,13 @@ fn pin_sends_from_one_address_are_budgeted_and_counted_other_addresses_unaffecte
     let other = phones_on(0, 2, 1, 9_000_000).remove(0);
     legit_registration(&server, ip("127.0.1.2"), &other);
     let stats = fresh_stats(admin, 2);
-    assert_eq!(sum(&stats, "refused_pin_source"), 7);
-    assert_eq!(sum(&stats, "pins_sent"), 6);
+    assert_eq!(sum(&stats, "refused_pin_source_total"), 7);
+    assert_eq!(sum(&stats, "pins_sent_total"), 6);
     let metrics = parse_prometheus(&get(admin, "/metrics").1);
-    assert_eq!(metric_sum(&metrics, "switchboard_refused_pin_source"), 7.0);
+    assert_eq!(
+        metric_sum(&metrics, "switchboard_refused_pin_source_total"),
+        7.0
+    );
 }
 
 #[test]
@@ -155,7 +158,7 @@ fn refused_verify_frames_close_the_connection_instead_of_bouncing_it() {
     assert_eq!(refusals, shards::limits::PRELOGIN_REFUSALS_MAX);
     assert!(c.is_closed());
     let stats = fresh_stats(admin, 2);
-    assert_eq!(sum(&stats, "prelogin_closed"), 2);
+    assert_eq!(sum(&stats, "prelogin_closed_total"), 2);
     assert_eq!(
         sum(&stats, "pins_pending"),
         0,
@@ -199,7 +202,7 @@ fn load_test_secret_guesses_are_budgeted_per_source() {
         "another address is unaffected"
     );
     let stats = fresh_stats(admin, 2);
-    assert_eq!(sum(&stats, "refused_guess_source"), 1);
+    assert_eq!(sum(&stats, "refused_guess_source_total"), 1);
 }
 
 #[test]
@@ -267,5 +270,5 @@ fn one_sender_cannot_fill_an_offline_users_queue_for_everyone() {
     carol.send_text(bob, 1, "hello");
     assert!(matches!(carol.recv(), server_frame::Kind::ServerAck(_)));
     let stats = fresh_stats(admin, 1);
-    assert_eq!(sum(&stats, "queue_sender_share_full"), 10);
+    assert_eq!(sum(&stats, "queue_sender_share_full_total"), 10);
 }

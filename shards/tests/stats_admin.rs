@@ -55,29 +55,39 @@ fn metrics_parse_as_prometheus_and_counters_move_with_traffic() {
     let moved = |name: &str| metric_sum(&after, name) - metric_sum(&before, name);
     // Register (2 frames) and login (1 frame) per user, 5 sends and 5 acks, 2 pings.
     assert!(
-        moved("switchboard_frames_in") >= 18.0,
+        moved("switchboard_frames_in_total") >= 18.0,
         "{}",
-        moved("switchboard_frames_in")
+        moved("switchboard_frames_in_total")
     );
-    assert!(moved("switchboard_frames_out") >= 18.0);
+    assert!(moved("switchboard_frames_out_total") >= 18.0);
     assert!(
-        moved("switchboard_handshakes") >= 4.0,
+        moved("switchboard_tls_handshakes_total") >= 4.0,
         "two registrations, two logins"
     );
-    assert!(moved("switchboard_accepts") >= 4.0);
+    assert!(moved("switchboard_accepts_total") >= 4.0);
     assert!(
-        moved("switchboard_mesh_msgs_sent") >= 5.0,
+        moved("switchboard_mesh_messages_sent_total") >= 5.0,
         "the users live on different shards"
     );
-    assert!(metric_sum(&after, "switchboard_fsyncs") > 0.0);
+    assert!(metric_sum(&after, "switchboard_fsync_seconds_count") > 0.0);
     assert!(metric_sum(&after, "switchboard_log_bytes") > 0.0);
-    assert_eq!(metric_sum(&after, "switchboard_conns_open"), 2.0);
-    let windows: Vec<_> = after
-        .iter()
-        .filter(|s| s.name == "switchboard_frames_in_rate" && s.labels["shard"] == "0")
-        .map(|s| s.labels["window"].clone())
-        .collect();
-    assert_eq!(windows, ["1s", "10s", "100s"]);
+    assert_eq!(metric_sum(&after, "switchboard_connections_open"), 2.0);
+    assert!(
+        moved("switchboard_tls_handshake_seconds_count") >= 4.0,
+        "every handshake timed"
+    );
+    assert!(
+        moved("switchboard_mesh_hop_seconds_count") >= 5.0,
+        "every batch between the shards timed"
+    );
+    assert_eq!(
+        moved("switchboard_delivery_seconds_count"),
+        5.0,
+        "each message delivered to its online recipient once"
+    );
+    for s in after.iter().filter(|s| s.name.ends_with("_bucket")) {
+        assert!(s.labels.contains_key("le"), "{s:?}");
+    }
     let (status, _) = get(admin, "/nothing-here");
     assert_eq!(status, 404);
 }
@@ -118,6 +128,10 @@ fn stats_per_shard_numbers_match_what_the_test_sent() {
         assert_eq!(num(s, "shard"), i as u64);
         assert_eq!(s["mesh_outbox_depth"].as_array().unwrap().len(), 2);
         assert!(s["rates"]["frames_in"]["1s"].as_f64().is_some());
+        assert!(
+            s["latency"]["fsync_seconds"]["count"].as_u64().is_some(),
+            "{s}"
+        );
         assert!(s["service"]["queue_items"].as_u64().is_some());
         assert!(s["alarms"].as_array().unwrap().is_empty(), "{s}");
     }

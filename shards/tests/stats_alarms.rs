@@ -1,5 +1,6 @@
 //! Alarms on a real server: a user's queue passing a (low) threshold shows as an active
-//! alarm naming that user in /stats and /metrics, and clears once the queue drains.
+//! alarm naming that user (by server-issued id, never by phone number) in /stats and
+//! /metrics, and clears once the queue drains.
 
 mod support;
 
@@ -8,7 +9,7 @@ use support::admin::{fresh_stats, get, parse_prometheus};
 use support::{temp_dir, TestServer};
 
 #[test]
-fn queue_alarm_names_the_user_and_clears_when_drained() {
+fn queue_alarm_names_the_user_by_id_and_clears_when_drained() {
     let server = TestServer::start_cfg(1, false, temp_dir("alarm"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.alarms = AlarmThresholds {
@@ -38,10 +39,23 @@ fn queue_alarm_names_the_user_and_clears_when_drained() {
     );
     let offender = alarms[0]["offender"].as_str().unwrap();
     assert!(
-        offender.contains(b),
-        "names the user with the longest queue: {offender}"
+        offender.starts_with("user id ") && offender.ends_with("(5 items)"),
+        "names the user with the longest queue by id: {offender}"
     );
-    let metrics = parse_prometheus(&get(admin, "/metrics").1);
+    let id: u64 = offender["user id ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(id, 0, "a verified user has a server-issued id");
+    // Neither endpoint shows the phone number, in any spelling.
+    let (_, stats_body) = get(admin, "/stats");
+    let (_, metrics_body) = get(admin, "/metrics");
+    for body in [&stats_body, &metrics_body] {
+        assert!(!body.contains(&b[1..]), "a phone number leaked: {body}");
+    }
+    let metrics = parse_prometheus(&metrics_body);
     assert!(metrics.iter().any(|s| s.name == "switchboard_alarm_active"
         && s.labels.get("stat").map(String::as_str) == Some("queue_items_user_max")));
 

@@ -119,8 +119,9 @@ pub fn parse_prometheus(text: &str) -> Vec<Sample> {
             None => (series, ""),
         };
         assert!(valid_name(name), "bad metric name: {line}");
+        let family = family_of(name, &typed);
         assert!(
-            typed.contains_key(name) && helped.contains(name),
+            typed.contains_key(family) && helped.contains(family),
             "no TYPE/HELP: {line}"
         );
         let mut map = BTreeMap::new();
@@ -140,6 +141,28 @@ pub fn parse_prometheus(text: &str) -> Vec<Sample> {
         });
     }
     out
+}
+
+/// The family a sample belongs to: a histogram's `_bucket`, `_sum` and `_count` samples
+/// belong to the name its TYPE line declared.
+fn family_of<'a>(name: &'a str, typed: &BTreeMap<String, String>) -> &'a str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            if typed.get(base).map(String::as_str) == Some("histogram") {
+                return base;
+            }
+        }
+    }
+    name
+}
+
+/// Metric family names declared by `# TYPE` lines, with their types.
+pub fn families(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|r| r.split_once(' '))
+        .map(|(n, k)| (n.to_string(), k.to_string()))
+        .collect()
 }
 
 /// Sum over shards of one metric (samples without other labels than `shard`).

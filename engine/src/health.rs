@@ -1,0 +1,93 @@
+//! Liveness and readiness, for `/healthz` and `/readyz`.
+//!
+//! Ready means: every shard has run its service's `on_start` (for Switchboard: the log is
+//! replayed) and attached its accept loop to its already-bound listener, and the runtime is
+//! not stopping. Each shard marks itself started once, from its own thread, after both; the
+//! admin thread reads the count. One atomic add per shard per process life: nothing here is
+//! on the per-frame path.
+//!
+//! This module holds no shard state; it must not be written from a frame callback.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Why the server is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotReady {
+    /// Some shards have not finished starting (replaying their log).
+    #[error("starting: {started} of {shards} shards ready")]
+    Starting {
+        /// Shards that finished starting.
+        started: usize,
+        /// Shards in all.
+        shards: usize,
+    },
+    /// The stop flag is set: the server is draining.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// What the shards report about their start and the runtime about its stop.
+#[derive(Debug)]
+pub struct Health {
+    shards: usize,
+    started: AtomicUsize,
+    stop: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Health of a runtime of `shards` shards stopped by `stop`.
+    pub fn new(shards: usize, stop: Arc<AtomicBool>) -> Self {
+        Health {
+            shards,
+            started: AtomicUsize::new(0),
+            stop,
+        }
+    }
+
+    /// One shard finished starting (called once per shard).
+    pub(crate) fn shard_started(&self) {
+        let before = self.started.fetch_add(1, Ordering::Release);
+        assert!(before < self.shards, "a shard started twice");
+    }
+
+    /// Ready to take traffic, or why not.
+    pub fn ready(&self) -> Result<(), NotReady> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(NotReady::ShuttingDown);
+        }
+        let started = self.started.load(Ordering::Acquire);
+        if started < self.shards {
+            return Err(NotReady::Starting {
+                started,
+                shards: self.shards,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_between_every_start_and_the_stop() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = Health::new(2, stop.clone());
+        assert_eq!(
+            h.ready(),
+            Err(NotReady::Starting {
+                started: 0,
+                shards: 2
+            })
+        );
+        h.shard_started();
+        assert!(h.ready().is_err());
+        h.shard_started();
+        assert_eq!(h.ready(), Ok(()));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(h.ready(), Err(NotReady::ShuttingDown));
+    }
+}
