@@ -18,6 +18,12 @@
 //!
 //! A failed or short append leaves the file's known length unchanged; the next append first
 //! cuts anything a partial write left past it, so a retry never leaves garbage mid-file.
+//!
+//! Preallocation: appends overwrite zeros written ahead of them in `LOG_PREALLOC_BYTES`
+//! chunks, so the file's size and block map change once per chunk and most `fdatasync`s
+//! write data only, no metadata (with `fallocate` alone, ext4 would still convert unwritten
+//! extents and grow the size on every sync). The zeros after the last record read as a
+//! torn tail at start and are cut (`record.rs` refuses zero-length frames).
 //! Opening the log (and creating its directory) syncs the parent directory, so a new log's
 //! name is as durable as its contents. Every error keeps its operation, path and `io::ErrorKind`
 //! ([`LogError`]), so a full disk stays `StorageFull`.
@@ -179,6 +185,9 @@ impl LogFaults {
     }
 }
 
+/// Zeros written ahead of the log's end at a time.
+pub const LOG_PREALLOC_BYTES: u64 = 1 << 20;
+
 fn injected() -> io::Error {
     io::Error::from_raw_os_error(libc::EIO)
 }
@@ -191,6 +200,8 @@ pub struct LogFile {
     len: u64,
     /// A partial write may have left bytes past `len`: cut them before the next write.
     dirty_tail: bool,
+    /// Zeros are written up to here (≥ `len`): appends below it change no metadata.
+    prepared_to: u64,
     /// A rename happened whose directory entry is not yet known durable.
     dir_sync_pending: bool,
     faults: Option<Arc<LogFaults>>,
@@ -265,7 +276,8 @@ pub fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
 }
 
 impl LogFile {
-    /// Opens (creating if needed, mode 0600) the log at `path` for appending. The directory
+    /// Opens (creating if needed, mode 0600) the log at `path` for appending; it must hold
+    /// whole records only (a torn tail is cut before, see `truncate`). The directory
     /// is synced before this returns, so a new log's name (or one created by an earlier
     /// open that failed before its sync) is durable before anything is acknowledged.
     pub async fn open(path: &Path) -> Result<LogFile, LogError> {
@@ -296,6 +308,7 @@ impl LogFile {
             path: path.to_path_buf(),
             len,
             dirty_tail: false,
+            prepared_to: len,
             dir_sync_pending: true,
             faults,
         };
@@ -337,6 +350,7 @@ impl LogFile {
                 .await
                 .map_err(|e| LogError::new(LogOp::Truncate, &self.path, e))?;
             self.dirty_tail = false;
+            self.prepared_to = self.len;
         }
         let n = bytes.len();
         if n > 0 {
@@ -353,6 +367,10 @@ impl LogFile {
             if written != n {
                 return Err(short_write(LogOp::Append, &self.path, written, n));
             }
+            let end = self.len + n as u64;
+            if end > self.prepared_to {
+                self.prepare_from(end).await;
+            }
         }
         if self.fire(Fault::Sync) {
             return Err(LogError::new(LogOp::Sync, &self.path, injected()));
@@ -364,6 +382,16 @@ impl LogFile {
         self.len += n as u64;
         self.dirty_tail = false;
         Ok(())
+    }
+
+    /// Writes zeros from `end` up to the next chunk boundary past it (synced with the batch
+    /// by the caller's `fdatasync`). Best effort: a full disk leaves the rest unprepared
+    /// and the batch's own bytes are written all the same.
+    async fn prepare_from(&mut self, end: u64) {
+        let to = (end / LOG_PREALLOC_BYTES + 1) * LOG_PREALLOC_BYTES;
+        let zeros = vec![0u8; (to - end) as usize];
+        let written = self.file.write_at(zeros, end).await.unwrap_or(0);
+        self.prepared_to = end + written as u64;
     }
 
     async fn write(&self, bytes: Vec<u8>, at: u64) -> Result<usize, LogError> {
@@ -398,6 +426,7 @@ impl LogFile {
         // The path now names the snapshot: switch before anything else can fail.
         let old = std::mem::replace(&mut self.file, new_file);
         self.len = n;
+        self.prepared_to = n;
         self.dirty_tail = false;
         self.dir_sync_pending = true;
         let _ = old.close().await;

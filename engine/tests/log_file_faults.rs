@@ -30,6 +30,15 @@ where
         .expect("test body ran");
 }
 
+/// The file's bytes without the zeros the log writes ahead of its end (preallocation).
+fn logical(path: &Path) -> Vec<u8> {
+    let mut b = std::fs::read(path).unwrap();
+    while b.last() == Some(&0) {
+        b.pop();
+    }
+    b
+}
+
 async fn open(path: &Path, faults: &Arc<LogFaults>) -> LogFile {
     LogFile::open_with(path, Some(faults.clone()))
         .await
@@ -50,21 +59,17 @@ fn after_a_renamed_compaction_whose_directory_sync_failed_appends_go_to_the_new_
             other => panic!("expected NotDurable, got {other:?}"),
         }
         assert!(log.dir_sync_pending());
-        assert_eq!(std::fs::read(&path).unwrap(), b"SNAPSHOT", "renamed");
+        assert_eq!(logical(&path), b"SNAPSHOT", "renamed");
         // The next append retries the directory sync first, and fails with it.
         let e = log.append_sync(b"+A".to_vec()).await.unwrap_err();
         assert_eq!(e.op, LogOp::SyncDir);
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            b"SNAPSHOT",
-            "nothing written"
-        );
+        assert_eq!(logical(&path), b"SNAPSHOT", "nothing written");
         // Then it goes through, into the file the path names (not the deleted old one).
         log.append_sync(b"+A".to_vec()).await.unwrap();
         assert!(!log.dir_sync_pending());
         assert_eq!(faults.hits(Fault::SyncDir), 2);
         log.append_sync(b"+B".to_vec()).await.unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"SNAPSHOT+A+B");
+        assert_eq!(logical(&path), b"SNAPSHOT+A+B");
         assert_eq!(log.len(), 12);
     });
 }
@@ -95,7 +100,7 @@ fn a_short_or_failed_snapshot_write_or_rename_leaves_the_log_untouched() {
             );
             log.append_sync(b"+".to_vec()).await.unwrap();
         }
-        assert_eq!(std::fs::read(&path).unwrap(), b"kept++");
+        assert_eq!(logical(&path), b"kept++");
     });
 }
 
@@ -114,7 +119,7 @@ fn a_failed_or_short_append_is_cut_before_the_retry_so_no_garbage_stays_mid_file
         }
         // A retry of a different (shorter) batch: what the short write left is gone.
         log.append_sync(b"2|".to_vec()).await.unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"one|2|");
+        assert_eq!(logical(&path), b"one|2|");
     });
 }
 
@@ -178,15 +183,43 @@ fn a_full_disk_under_a_compaction_keeps_the_log_whole() {
         std::fs::write(&filler, vec![0u8; 40 * 1024]).unwrap_or(());
         let err = log.replace_with(vec![b'S'; 40_000]).await.unwrap_err();
         assert!(matches!(err, ReplaceError::NotReplaced(_)), "{err}");
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            vec![b'L'; 8_192],
-            "log untouched"
-        );
+        assert_eq!(logical(&path), vec![b'L'; 8_192], "log untouched");
         assert!(!path.with_extension("compact").exists());
         // Appends still work once space returns.
         std::fs::remove_file(&filler).unwrap();
         log.append_sync(b"tail".to_vec()).await.unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8_196);
+        assert_eq!(logical(&path).len(), 8_196);
+        assert_eq!(log.len(), 8_196);
+    });
+}
+
+#[test]
+fn appends_overwrite_zeros_written_ahead_so_the_size_changes_once_per_chunk() {
+    use engine::log_file::LOG_PREALLOC_BYTES;
+    let dir = temp_dir("prealloc");
+    let path = dir.join("shard-0.log");
+    on_shard(move || async move {
+        let mut log = LogFile::open(&path).await.unwrap();
+        log.append_sync(b"first".to_vec()).await.unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size, LOG_PREALLOC_BYTES, "zeros up to the chunk boundary");
+        for _ in 0..100 {
+            log.append_sync(vec![b'x'; 1000]).await.unwrap();
+        }
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            size,
+            "no growth inside"
+        );
+        assert_eq!(log.len(), 5 + 100_000);
+        assert_eq!(logical(&path).len(), 5 + 100_000);
+        log.append_sync(vec![b'y'; LOG_PREALLOC_BYTES as usize])
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            2 * LOG_PREALLOC_BYTES,
+            "past the end: the next boundary after the batch"
+        );
     });
 }

@@ -325,12 +325,18 @@ impl Switchboard {
         match replay.tail {
             record::Tail::Clean => {}
             record::Tail::Torn { at } => {
-                tracing::warn!(
-                    path = %self.log_path.display(),
-                    at,
-                    dropped = bytes.len() as u64 - at,
-                    "torn tail at the end of the log (a crash mid-write); truncating"
-                );
+                let tail = &bytes[at as usize..];
+                if tail.iter().all(|&b| b == 0) {
+                    // The zeros the log writes ahead of its end (preallocation).
+                    tracing::debug!(path = %self.log_path.display(), at, "cutting preallocated zeros");
+                } else {
+                    tracing::warn!(
+                        path = %self.log_path.display(),
+                        at,
+                        dropped = tail.len(),
+                        "torn tail at the end of the log (a crash mid-write); truncating"
+                    );
+                }
                 engine::log_file::truncate(&self.log_path, at)?;
             }
             // `log_check` refuses or salvages such a log before any shard starts, and the
