@@ -83,6 +83,12 @@ pub trait Service: Sized + 'static {
     /// The shard is stopping: flush what must be flushed. Connections close after this.
     fn on_shutdown(&mut self, _io: &mut ShardIo<Self>) {}
 
+    /// Whether a flush started by `on_shutdown` is still running: the shard's drain waits
+    /// for it (within its bound) as it waits for connections to close.
+    fn flushing(&self) -> bool {
+        false
+    }
+
     /// Named statistics for this shard's published snapshot, asked once a second from the
     /// housekeeping loop (never per frame). Names are `snake_case`, unique, and stable: they
     /// become Prometheus metric names (`switchboard_<name>`) and alarm rule names.

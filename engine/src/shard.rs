@@ -6,8 +6,8 @@
 //! the timer wheel and watches for shutdown.
 //!
 //! Shutdown, in order: stop accepting → the service flushes (`on_shutdown`) → every
-//! connection flushes its output and closes → the shard exits once its table is empty or
-//! `SHUTDOWN_DRAIN_MS` has passed.
+//! connection flushes its output and closes → the shard exits once its table is empty and
+//! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed.
 //!
 //! This module owns the shard's task structure. It must not reach into another shard's
 //! state: everything cross-shard goes through the mesh.
@@ -530,7 +530,8 @@ async fn drain<S: Service>(cell: &Rc<RefCell<ShardCell<S>>>) {
         }
     }
     let deadline = now_ms() + SHUTDOWN_DRAIN_MS;
-    while !cell.borrow().io.conns.is_empty() && now_ms() < deadline {
+    let busy = |c: &ShardCell<S>| !c.io.conns.is_empty() || c.service.flushing();
+    while busy(&cell.borrow()) && now_ms() < deadline {
         glommio::timer::sleep(Duration::from_millis(TIMER_TICK_MS)).await;
     }
 }

@@ -267,9 +267,10 @@ impl Switchboard {
                 io.spawn(commit_window(io.handle(), self.env.commit_window));
             }
         } else if self.journal.lazy_waiting() && !self.tombstone_timer_set {
-            self.tombstone_timer_set = true;
+            // A full timer wheel leaves it unset: the next kick tries again, and the
+            // tombstones ride on the next batch meanwhile.
             let at = io.now_ms() + crate::limits::TOMBSTONE_FLUSH_MS;
-            let _ = io.set_timer(at, ServiceTimer::FlushTombstones);
+            self.tombstone_timer_set = io.set_timer(at, ServiceTimer::FlushTombstones).is_ok();
         }
     }
 
@@ -452,6 +453,17 @@ impl Service for Switchboard {
     }
 
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
+
+    /// Writes what gathers, lazy tombstones included, without waiting for a window: a
+    /// graceful restart should not redeliver what was acked just before it.
+    fn on_shutdown(&mut self, io: &mut ShardIo<Self>) {
+        self.journal.request_lazy_flush();
+        self.kick(io, Start::Now);
+    }
+
+    fn flushing(&self) -> bool {
+        self.journal.busy() || self.journal.append_due()
+    }
 
     fn on_frame(&mut self, io: &mut ShardIo<Self>, conn: ConnId, payload: &[u8]) {
         let frame = match decode_client(payload) {
