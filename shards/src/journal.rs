@@ -17,8 +17,9 @@
 //!   `(from, client_msg_id)` they already showed).
 //!
 //! Failures, and why each is safe:
-//! - an append fails: nothing of the batch counts as written; its bytes go back in front of
-//!   what gathered since and its effects wait; the adapter retries after a delay. Nothing is
+//! - an append fails: nothing of the batch counts as written; its records (kept while it
+//!   was in flight, so no batch is copied for a retry) go back in front of what gathered
+//!   since and its effects wait; the adapter retries after a delay. Nothing is
 //!   acknowledged meanwhile. The file layer cuts any partial write before the retry.
 //! - a compaction fails before its rename: the log is unchanged, so the same as above.
 //! - a compaction renamed its snapshot but the directory sync failed: the snapshot (which
@@ -97,13 +98,18 @@ pub struct Journal<F> {
     lazy_len: usize,
     /// The adapter asked for the lazy tombstones to be written even with nothing else.
     lazy_flush: bool,
-    /// A failed batch's bytes, written first by the next job.
-    retry: Vec<u8>,
+    /// A failed batch's records, written first by the next job (never cancelled: they
+    /// were submitted once).
+    retry: Vec<Record>,
     pending_after: Vec<AfterCommit>,
     /// Effects of the job in flight.
     in_flight_after: Option<Vec<AfterCommit>>,
-    /// Bytes of the append in flight (kept to retry after a failure).
-    in_flight_bytes: Vec<u8>,
+    /// Records of the job in flight, kept (not a copy of its bytes) to be encoded again
+    /// after a failure.
+    in_flight: Vec<Record>,
+    /// Encoded bytes of `retry` and of `in_flight`.
+    retry_len: usize,
+    in_flight_len: usize,
     /// The log, when no job holds it (None while opening and while in flight).
     file: Option<F>,
     /// A sync is owed even with nothing new to write (a compaction's directory sync failed).
@@ -132,7 +138,9 @@ impl<F> Journal<F> {
             retry: Vec::new(),
             pending_after: Vec::new(),
             in_flight_after: None,
-            in_flight_bytes: Vec::new(),
+            in_flight: Vec::new(),
+            retry_len: 0,
+            in_flight_len: 0,
             file: None,
             sync_owed: false,
             policy: CompactionPolicy {
@@ -175,7 +183,7 @@ impl<F> Journal<F> {
 
     /// Whether records that something waits for are gathering (not just lazy tombstones).
     fn has_pending(&self) -> bool {
-        self.pending_len > 0 || !self.retry.is_empty()
+        self.pending_len > 0 || self.retry_len > 0
     }
 
     /// Whether lazy tombstones wait with nothing else to carry them.
@@ -226,20 +234,29 @@ impl<F> Journal<F> {
         self.pending.push(Some(r));
     }
 
-    /// Encodes the batch: a failed batch first, then what gathered, then lazy tombstones.
-    fn take_batch(&mut self) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.retry);
-        out.reserve(self.pending_len + self.lazy_len);
-        for r in self.pending.drain(..).flatten() {
-            record::encode(&r, &mut out);
-        }
-        for r in self.lazy.drain(..) {
-            record::encode(&r, &mut out);
-        }
+    /// Moves the batch (a failed batch first, then what gathered, then lazy tombstones)
+    /// into the job in flight.
+    fn hold_batch(&mut self) {
+        let mut batch = std::mem::take(&mut self.retry);
+        batch.extend(self.pending.drain(..).flatten());
+        batch.append(&mut self.lazy);
+        self.in_flight = batch;
+        self.in_flight_len = self.retry_len + self.pending_len + self.lazy_len;
         self.pending_items.clear();
+        self.retry_len = 0;
         self.pending_len = 0;
         self.lazy_len = 0;
         self.lazy_flush = false;
+    }
+
+    /// [`Journal::hold_batch`], encoded for an append.
+    fn take_batch(&mut self) -> Vec<u8> {
+        self.hold_batch();
+        let mut out = Vec::with_capacity(self.in_flight_len);
+        for r in &self.in_flight {
+            record::encode(r, &mut out);
+        }
+        debug_assert_eq!(out.len(), self.in_flight_len);
         out
     }
 
@@ -259,7 +276,7 @@ impl<F> Journal<F> {
     /// Bytes appended by events and not yet durable (gathering, in flight, or kept after a
     /// failed write): the overload signal of the log.
     pub fn pending_bytes(&self) -> usize {
-        self.pending_len + self.lazy_len + self.retry.len() + self.in_flight_bytes.len()
+        self.pending_len + self.lazy_len + self.retry_len + self.in_flight_len
     }
 
     /// Whether an append would start now if the file were free.
@@ -276,7 +293,6 @@ impl<F> Journal<F> {
         }
         let file = self.file.take()?;
         let bytes = self.take_batch();
-        self.in_flight_bytes = bytes.clone();
         self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
         Some(Job::Append(file, bytes))
     }
@@ -310,7 +326,7 @@ impl<F> Journal<F> {
         }
         let file = self.file.take()?;
         // Kept in case the compaction fails before its rename: then they are appended.
-        self.in_flight_bytes = self.take_batch();
+        self.hold_batch();
         self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
         Some(Job::Compact(file, snapshot))
     }
@@ -324,7 +340,8 @@ impl<F> Journal<F> {
         match outcome {
             Outcome::Appended | Outcome::Compacted => {
                 self.commits += 1;
-                self.in_flight_bytes.clear();
+                self.in_flight.clear();
+                self.in_flight_len = 0;
                 self.sync_owed = false;
                 if outcome == Outcome::Compacted {
                     self.policy.checked_len = log_len;
@@ -333,11 +350,13 @@ impl<F> Journal<F> {
             }
             Outcome::AppendFailed | Outcome::NotCompacted => {
                 // Submitted once: written first next time, never cancelled.
-                self.retry = std::mem::take(&mut self.in_flight_bytes);
+                self.retry = std::mem::take(&mut self.in_flight);
+                self.retry_len = std::mem::take(&mut self.in_flight_len);
             }
             Outcome::CompactedNotDurable => {
-                // The snapshot holds these bytes already; what is owed is the sync.
-                self.in_flight_bytes.clear();
+                // The snapshot holds these records already; what is owed is the sync.
+                self.in_flight.clear();
+                self.in_flight_len = 0;
                 self.sync_owed = true;
                 self.policy.checked_len = log_len;
             }
