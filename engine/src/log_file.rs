@@ -289,6 +289,10 @@ impl LogFile {
         path: &Path,
         faults: Option<Arc<LogFaults>>,
     ) -> Result<LogFile, LogError> {
+        // Absolute, so that the directory (and a compaction's temporary file) are found
+        // whatever the working directory; glommio opens a relative directory path against
+        // no directory at all (EBADF).
+        let path = &std::path::absolute(path).map_err(|e| LogError::new(LogOp::Open, path, e))?;
         let dir = parent_of(path);
         create_dir_durable(&dir)?;
         let file = OpenOptions::new()

@@ -121,3 +121,45 @@ fn data_written_by_other_shard_count_is_refused_or_adopted() {
     again.kill().unwrap();
     again.wait().unwrap();
 }
+
+#[test]
+fn the_default_relative_data_dir_works_from_any_working_directory() {
+    use std::io::BufRead;
+    // The README's start command: no --data-dir, so ./switchboard-data, a relative path.
+    let cwd = support::temp_dir("relative");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(&cwd)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--no-admin",
+            "--no-tls",
+        ])
+        .args(["--shards", "2", "--load-test-secret", "farm-secret"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("log line before exit").unwrap();
+        if let Some(a) = shards::server::listening_addr(&line) {
+            break a;
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    // A message to an offline user is acked only once its record is durable: the logs of
+    // both shards must have opened under the relative path.
+    let mut b = support::Client::plain(addr);
+    b.load_test_login("+15557200002");
+    drop(b);
+    let mut a = support::Client::plain(addr);
+    a.load_test_login("+15557200001");
+    a.send_text("+15557200002", 1, "hi");
+    assert!(matches!(a.recv(), server_frame::Kind::ServerAck(_)));
+    assert!(cwd.join("switchboard-data/shard-0.log").exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
