@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -160,11 +161,9 @@ where
     probe_io_uring().map_err(EngineError::NoIoUring)?;
     let connections_max = check_fd_limit(config.connections_max)?;
     let (fds, local_addr) =
-        crate::listener::bind_shards(config.listen, config.shards).map_err(|source| {
-            EngineError::Bind {
-                addr: config.listen,
-                source,
-            }
+        bind_retrying(config.listen, config.shards).map_err(|source| EngineError::Bind {
+            addr: config.listen,
+            source,
         })?;
     let admin = config
         .admin
@@ -278,4 +277,56 @@ fn probe_io_uring() -> std::io::Result<()> {
     // SAFETY: closing the descriptor we just got.
     unsafe { libc::close(fd as i32) };
     Ok(())
+}
+
+/// How long a start retries a listen address that is in use: a server killed with SIGKILL
+/// holds its listener (in its ring) for a moment while the kernel tears it down, and a
+/// supervisor's immediate restart should not fail on that.
+pub const BIND_RETRY_MS: u64 = 3_000;
+/// Pause between tries.
+const BIND_RETRY_PAUSE_MS: u64 = 50;
+
+/// [`crate::listener::bind_shards`], retried while the address is in use for up to
+/// [`BIND_RETRY_MS`], with one log line.
+fn bind_retrying(
+    addr: SocketAddr,
+    shards: usize,
+) -> std::io::Result<(Vec<std::os::fd::OwnedFd>, SocketAddr)> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(BIND_RETRY_MS);
+    let mut said = false;
+    loop {
+        match crate::listener::bind_shards(addr, shards) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::warn!(%addr, "address in use; retrying for up to {BIND_RETRY_MS} ms (a previous server may still be going away)");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(BIND_RETRY_PAUSE_MS));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listen_address_in_use_is_retried_until_it_frees_up() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let started = std::time::Instant::now();
+        let freer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let (fds, bound) = bind_retrying(addr, 2).expect("bound once the port was freed");
+        freer.join().unwrap();
+        assert_eq!((fds.len(), bound), (2, addr));
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
 }

@@ -163,3 +163,25 @@ fn the_default_relative_data_dir_works_from_any_working_directory() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn an_immediate_restart_after_sigkill_gets_its_port_back() {
+    // What a supervisor does (`Restart=always`): kill -9, start again on the same port and
+    // data directory at once.
+    let data = support::temp_dir("restart");
+    let (mut first, addr) = support::spawn_binary(&data, &["--no-tls"]);
+    let mut c = support::Client::plain(addr);
+    c.send(client_frame::Kind::Ping(Ping { nonce: 1 }));
+    assert!(matches!(c.recv(), server_frame::Kind::Pong(_)));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let listen = addr.to_string();
+    let (mut second, again) =
+        support::spawn_binary(&data, &["--no-tls", "--listen", listen.as_str()]);
+    assert_eq!(again, addr);
+    let mut c = support::Client::plain(again);
+    c.send(client_frame::Kind::Ping(Ping { nonce: 2 }));
+    assert!(matches!(c.recv(), server_frame::Kind::Pong(_)));
+    second.kill().unwrap();
+    second.wait().unwrap();
+}

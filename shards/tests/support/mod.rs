@@ -421,8 +421,15 @@ pub fn spawn_until_listening(
     args: &[&str],
 ) -> (std::process::Child, String) {
     use std::io::BufRead;
+    // Port 0 unless the caller names an address.
+    let listen: &[&str] = if args.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--listen", "127.0.0.1:0", "--no-pin"])
+        .args(listen)
+        .arg("--no-pin")
         .args(args)
         .arg("--data-dir")
         .arg(data)
