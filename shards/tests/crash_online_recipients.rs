@@ -162,12 +162,7 @@ fn meant_for(cid: u64, recipients: &[String]) -> Vec<usize> {
 #[test]
 fn sigkill_with_online_recipients_loses_nothing_acked_and_shows_nothing_twice() {
     let data = support::temp_dir("crash-online");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash_online_recipients seed {seed}");
+    let mut moments = support::KillMoments::new("crash_online_recipients");
     let (mut server, mut addr) = spawn_server(&data);
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555410{i:04}")).collect();
     for r in &recipients {
@@ -195,10 +190,7 @@ fn sigkill_with_online_recipients_loses_nothing_acked_and_shows_nothing_twice() 
             let recipients = recipients.clone();
             std::thread::spawn(move || sender(addr, &recipients, group_id, first_cid))
         };
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = Duration::from_millis(50 + seed % 351);
+        let kill_after = moments.next();
         std::thread::sleep(kill_after);
         server.kill().unwrap(); // SIGKILL
         server.wait().unwrap();

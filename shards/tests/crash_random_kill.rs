@@ -113,12 +113,7 @@ fn register_with_pin(data: &Path, addr: SocketAddr) -> Vec<u8> {
 #[test]
 fn sigkill_at_random_moments_under_load_loses_and_duplicates_nothing() {
     let data = support::temp_dir("crash-random");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("crash_random_kill seed {seed}");
+    let mut moments = support::KillMoments::new("crash_random_kill");
     let (mut server, mut addr) = spawn_server(&data);
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555400{i:04}")).collect();
     for r in &recipients {
@@ -135,10 +130,7 @@ fn sigkill_at_random_moments_under_load_loses_and_duplicates_nothing() {
             let recipients = recipients.clone();
             std::thread::spawn(move || sender(addr, recipients, first_cid, acked_tx))
         };
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = Duration::from_millis(50 + seed % 351);
+        let kill_after = moments.next();
         std::thread::sleep(kill_after);
         server.kill().unwrap(); // SIGKILL
         server.wait().unwrap();

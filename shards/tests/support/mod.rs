@@ -474,3 +474,28 @@ pub fn read_raw_frame(s: &mut TcpStream) -> Option<server_frame::Kind> {
     s.read_exact(&mut body).ok()?;
     decode_server(&body).ok()?.kind
 }
+
+/// Pseudo-random moments to SIGKILL a server at: 50–400 ms apart, from a seed printed once
+/// (so a failing run can be read back from its log).
+pub struct KillMoments(u64);
+
+impl KillMoments {
+    pub fn new(test: &str) -> KillMoments {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("{test} seed {seed}");
+        KillMoments(seed)
+    }
+
+    /// How long to let the next round run before the kill.
+    pub fn next(&mut self) -> Duration {
+        let s = &mut self.0;
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        Duration::from_millis(50 + *s % 351)
+    }
+}
