@@ -17,6 +17,17 @@ pub struct Group {
     pub members: Vec<String>,
 }
 
+/// A group send as its fan-out is known: the group, the sender and the sender's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FanoutKey {
+    /// The group.
+    pub group_id: u64,
+    /// The sender's phone.
+    pub sender: String,
+    /// The sender's id for the send.
+    pub client_msg_id: u64,
+}
+
 /// A group send waiting for its copies.
 #[derive(Debug)]
 struct Fanout {
@@ -28,7 +39,7 @@ struct Fanout {
 #[derive(Debug, Default)]
 pub struct Groups {
     groups: HashMap<u64, Group>,
-    fanouts: HashMap<(u64, String, u64), Fanout>,
+    fanouts: HashMap<FanoutKey, Fanout>,
 }
 
 impl Groups {
@@ -65,7 +76,7 @@ impl Groups {
 
     /// Starts counting the copies of a group send. False if one is already counting (a
     /// retry while the first is in flight) or too many are in flight.
-    pub fn start_fanout(&mut self, key: (u64, String, u64), copies: usize, ack_id: u64) -> bool {
+    pub fn start_fanout(&mut self, key: FanoutKey, copies: usize, ack_id: u64) -> bool {
         if self.fanouts.len() >= GROUP_FANOUTS_IN_FLIGHT_MAX || self.fanouts.contains_key(&key) {
             return false;
         }
@@ -80,7 +91,7 @@ impl Groups {
     }
 
     /// One copy is stored; returns the send's ack id when it was the last.
-    pub fn copy_done(&mut self, key: &(u64, String, u64)) -> Option<u64> {
+    pub fn copy_done(&mut self, key: &FanoutKey) -> Option<u64> {
         let f = self.fanouts.get_mut(key)?;
         f.remaining -= 1;
         if f.remaining == 0 {
@@ -111,6 +122,8 @@ mod ops {
     use crate::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
     use crate::record::{record, GroupRec, Record};
     use crate::state::ShardState;
+
+    use super::FanoutKey;
 
     impl ShardState {
         fn to_user(&self, user: &str, frame: server_frame::Kind) -> Effect {
@@ -327,7 +340,11 @@ mod ops {
                 .cloned()
                 .collect();
             let ack_id = self.ids.issue();
-            let key = (d.group_id, d.from.clone(), d.client_msg_id);
+            let key = FanoutKey {
+                group_id: d.group_id,
+                sender: d.from.clone(),
+                client_msg_id: d.client_msg_id,
+            };
             if copies.is_empty() {
                 return out
                     .now
@@ -367,10 +384,14 @@ mod ops {
             client_msg_id: u64,
             out: &mut Out,
         ) {
-            let key = (group_id, sender, client_msg_id);
+            let key = FanoutKey {
+                group_id,
+                sender,
+                client_msg_id,
+            };
             if let Some(ack_id) = self.groups.copy_done(&key) {
                 out.now
-                    .push(self.group_ack(&key.1, client_msg_id, ack_id, group_id));
+                    .push(self.group_ack(&key.sender, client_msg_id, ack_id, group_id));
             }
         }
     }

@@ -23,16 +23,28 @@ pub struct AckedMsg {
     group_id: u64,
 }
 
-/// Recently acked messages, by (reader, id), bounded FIFO.
+/// An acked message as its reader names it in a later `Read`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReadKey {
+    /// Who acked (and may read) it.
+    reader: String,
+    /// Its server id.
+    id: u64,
+}
+
+/// Recently acked messages, by reader and id, bounded FIFO.
 #[derive(Debug, Default)]
 pub struct RecentAcked {
-    by_id: HashMap<(String, u64), AckedMsg>,
-    order: VecDeque<(String, u64)>,
+    by_id: HashMap<ReadKey, AckedMsg>,
+    order: VecDeque<ReadKey>,
 }
 
 impl RecentAcked {
     fn insert(&mut self, reader: &str, id: u64, m: AckedMsg) {
-        let key = (reader.to_string(), id);
+        let key = ReadKey {
+            reader: reader.to_string(),
+            id,
+        };
         if self.by_id.insert(key.clone(), m).is_none() {
             self.order.push_back(key);
             if self.order.len() > RECENT_ACKED_MAX {
@@ -44,7 +56,10 @@ impl RecentAcked {
     }
 
     fn take(&mut self, reader: &str, id: u64) -> Option<AckedMsg> {
-        self.by_id.remove(&(reader.to_string(), id))
+        self.by_id.remove(&ReadKey {
+            reader: reader.to_string(),
+            id,
+        })
     }
 }
 

@@ -15,7 +15,19 @@ use crate::offline::Item;
 use crate::record::{DedupeRec, ItemRec};
 use crate::state::ShardState;
 
-type DedupeKey = (String, u64, u64, String);
+/// One send as dedupe knows it: who sent it, under which client id, to which group (0 for
+/// 1:1) and for whom (a group send is one copy per member).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupeKey {
+    /// The sender's phone.
+    pub sender: String,
+    /// The sender's id for the send.
+    pub client_msg_id: u64,
+    /// The group, or 0.
+    pub group_id: u64,
+    /// The recipient's phone.
+    pub recipient: String,
+}
 
 /// Remembered sends.
 #[derive(Debug, Default)]
@@ -44,39 +56,35 @@ impl Dedupe {
 
     /// Replay of a dedupe record.
     pub fn insert_durable(&mut self, d: &DedupeRec) {
-        self.insert(
-            (
-                d.sender.clone(),
-                d.client_msg_id,
-                d.group_id,
-                d.recipient.clone(),
-            ),
-            d.server_msg_id,
-        );
+        let key = DedupeKey {
+            sender: d.sender.clone(),
+            client_msg_id: d.client_msg_id,
+            group_id: d.group_id,
+            recipient: d.recipient.clone(),
+        };
+        self.insert(key, d.server_msg_id);
     }
 
     /// Replay of an item record.
     pub fn insert_from_item(&mut self, i: &ItemRec) {
-        self.insert(
-            (
-                i.sender.clone(),
-                i.client_msg_id,
-                i.group_id,
-                i.user.clone(),
-            ),
-            i.id,
-        );
+        let key = DedupeKey {
+            sender: i.sender.clone(),
+            client_msg_id: i.client_msg_id,
+            group_id: i.group_id,
+            recipient: i.user.clone(),
+        };
+        self.insert(key, i.id);
     }
 
     /// Every entry, for a snapshot.
     pub fn records(&self) -> impl Iterator<Item = DedupeRec> + '_ {
         self.order.iter().filter_map(|k| {
             Some(DedupeRec {
-                sender: k.0.clone(),
-                client_msg_id: k.1,
-                group_id: k.2,
+                sender: k.sender.clone(),
+                client_msg_id: k.client_msg_id,
+                group_id: k.group_id,
                 server_msg_id: *self.ids.get(k)?,
-                recipient: k.3.clone(),
+                recipient: k.recipient.clone(),
             })
         })
     }
@@ -112,7 +120,12 @@ impl ShardState {
         if !self.registry.exists(&d.to) {
             return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
         }
-        let key = (d.from.clone(), d.client_msg_id, d.group_id, d.to.clone());
+        let key = DedupeKey {
+            sender: d.from.clone(),
+            client_msg_id: d.client_msg_id,
+            group_id: d.group_id,
+            recipient: d.to.clone(),
+        };
         if let Some(id) = self.dedupe.get(&key) {
             // A retry: same answer, nothing stored. It waits like any answer, so it never
             // overtakes the durability of the original.

@@ -178,7 +178,8 @@ impl ShardState {
 
     /// Rebuilds state from the log's records, in order. Replayed items are durable.
     pub fn replay(&mut self, records: Vec<Record>) {
-        let mut removed: HashMap<(String, u64), ()> = HashMap::new();
+        // Items removed: server id → whose queue it was removed from.
+        let mut removed: HashMap<u64, String> = HashMap::new();
         let mut items = Vec::new();
         for r in records {
             match r.kind {
@@ -189,7 +190,7 @@ impl ShardState {
                 Some(record::Kind::Item(i)) => items.push(i),
                 Some(record::Kind::Removed(r)) => {
                     self.ids.observe(r.id);
-                    removed.insert((r.user, r.id), ());
+                    removed.insert(r.id, r.user);
                 }
                 Some(record::Kind::IdMark(m)) => self.ids.observe_next_seq(m.next_seq),
                 Some(record::Kind::Group(g)) => {
@@ -208,7 +209,7 @@ impl ShardState {
             if i.client_msg_id != 0 {
                 self.dedupe.insert_from_item(&i);
             }
-            if removed.contains_key(&(i.user.clone(), i.id)) {
+            if removed.get(&i.id) == Some(&i.user) {
                 continue;
             }
             if let Some(item) = item_from_record(&i) {
