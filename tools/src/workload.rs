@@ -26,11 +26,30 @@ pub enum Mode {
     Storm,
 }
 
+/// The protocol the farm speaks: Switchboard's, or a broker people would otherwise pick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    /// Switchboard frames (login, ServerAck, receipts, groups).
+    #[default]
+    Switchboard,
+    /// MQTT 3.1.1 at `--qos` 0 or 1: each user subscribes to its own topic.
+    Mqtt,
+    /// NATS core pub/sub (text protocol): each user subscribes to its own subject.
+    Nats,
+}
+
 /// One farm run, identical in every worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
     /// The server (loopback or an address the operator gave).
     pub server: SocketAddr,
+    /// The protocol spoken.
+    #[serde(default)]
+    pub proto: Proto,
+    /// MQTT QoS (0 or 1) of publishes and subscriptions; unused by other protocols.
+    #[serde(default)]
+    pub qos: u8,
     /// Connections (= synthetic users) in the whole farm.
     pub conns: u64,
     /// Worker processes.
@@ -84,9 +103,21 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Whether sessions log in (and so can send and receive messages).
+    /// Whether sessions log in (and so can send and receive messages). MQTT and NATS users
+    /// always do: their "login" is the subscription to their own topic.
     pub fn logs_in(&self) -> bool {
-        self.load_test_secret.is_some()
+        self.proto != Proto::Switchboard || self.load_test_secret.is_some()
+    }
+
+    /// Whether the server acknowledges each message (Switchboard's ServerAck, MQTT QoS 1
+    /// PUBACK). Without (MQTT QoS 0, core NATS) a message counts as accepted once written, so
+    /// a message the server drops counts as lost.
+    pub fn server_acks(&self) -> bool {
+        match self.proto {
+            Proto::Switchboard => true,
+            Proto::Mqtt => self.qos >= 1,
+            Proto::Nats => false,
+        }
     }
 
     /// Whether the measured phase sends messages.
@@ -150,6 +181,24 @@ impl Spec {
             && !(2..=proto::limits::GROUP_MEMBERS_MAX).contains(&self.group_size)
         {
             return Err("--group-size must be 2..=256".into());
+        }
+        if self.proto != Proto::Switchboard {
+            if self.group_ratio > 0.0 {
+                return Err(
+                    "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
+                );
+            }
+            if self.tls_ca.is_some() {
+                return Err(
+                    "the farm speaks MQTT and NATS in plaintext only (drop --tls/--ca)".into(),
+                );
+            }
+        }
+        if self.qos > 1 {
+            return Err("--qos must be 0 or 1".into());
+        }
+        if self.inflight_per_conn_max >= u16::MAX as usize {
+            return Err("--inflight must be below 65535 (MQTT packet ids)".into());
         }
         if self.connect_rate <= 0.0 || self.duration_s < 0.0 || self.ping_interval_s <= 0.0 {
             return Err("rates and durations must be positive".into());
@@ -248,6 +297,8 @@ pub fn secs(s: f64) -> Duration {
 pub(crate) fn test_spec() -> Spec {
     Spec {
         server: "127.0.0.1:5222".parse().unwrap(),
+        proto: Proto::Switchboard,
+        qos: 1,
         conns: 100,
         procs: 2,
         threads: 2,

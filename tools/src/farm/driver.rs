@@ -33,6 +33,7 @@ use crate::workload::{secs, wall_us, BodyStamp, Mode, Pacer, Spec};
 use super::poller::{Event, Poller};
 use super::transport::{Transport, TransportError};
 use super::user::{Outcome, Pending, Phase, Tally, User};
+use super::wire::Wire;
 
 /// Most connects in flight per thread (ramp and storm alike).
 pub const CONNECTS_INFLIGHT_MAX: usize = 512;
@@ -356,19 +357,22 @@ impl Driver {
         u.started = now;
         self.stats.counters.connect_attempts += 1;
         let src = source_ips::pick(&spec.source_ips, u.idx);
-        match Transport::start(src, spec.server, self.tls.as_ref()) {
+        match Transport::start(src, spec.server, self.tls.as_ref(), Wire::for_spec(&spec)) {
             Ok(mut t) => {
-                // The first frame rides right behind the handshake.
-                match &spec.load_test_secret {
-                    Some(secret) => t.queue(
+                // The first frame rides right behind the handshake (MQTT/NATS: connect and
+                // subscribe to the user's own topic).
+                if spec.logs_in() {
+                    let secret = spec.load_test_secret.as_deref().unwrap_or("");
+                    t.queue(
                         &LoadTestLogin {
                             protocol_version: PROTOCOL_VERSION,
                             phone: spec.phone(u.idx),
                             secret: secret.as_bytes().to_vec(),
                         }
                         .into(),
-                    ),
-                    None => t.queue(&Ping { nonce: u.idx }.into()),
+                    );
+                } else {
+                    t.queue(&Ping { nonce: u.idx }.into());
                 }
                 let token = (i as u64) << 32 | u.gen as u64;
                 if let Err(e) = self.poller.add(t.fd(), token, true) {
@@ -649,8 +653,20 @@ impl Driver {
                 media: None,
             });
             self.stats.counters.messages_sent += 1;
+            if !self.spec.server_acks() {
+                self.accepted_unacknowledged(i, cmid);
+            }
             self.after_io(i, now);
         }
+    }
+
+    /// A protocol without acknowledgements (MQTT QoS 0, NATS): the message counts as accepted
+    /// once written, so the ledger calls it lost if it never arrives. No ack latency.
+    fn accepted_unacknowledged(&mut self, i: usize, cmid: u64) {
+        let u = &mut self.users[i];
+        u.pending.remove(&cmid);
+        self.stats.counters.server_acked += 1;
+        self.ledger.acked.push((u.idx, cmid));
     }
 
     /// Takes the next client_msg_id of user `i` and records it pending; `None` (counted) if
