@@ -38,7 +38,8 @@ pub struct Counters {
     pub server_acked: u64,
     /// 1:1 sends refused with an Error frame.
     pub send_errors: u64,
-    /// Sends skipped because the connection had too many unacknowledged messages.
+    /// Scheduled sends that could not go (in-flight cap, no user up, no group yet); each is
+    /// also recorded in the delivery histogram as late (schedule → end of the drain).
     pub sends_skipped: u64,
     /// 1:1 messages delivered (first time per message).
     pub delivered: u64,
@@ -83,6 +84,7 @@ impl Counters {
             connect_attempts,
             connections_established,
             connect_errors,
+            ramp_unstarted,
             login_errors,
             closed_by_server,
             pings,
@@ -204,10 +206,14 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// send → ServerAck, µs.
     pub ack: Latency,
-    /// send → delivery (sender's stamp to receiver's clock), µs.
+    /// scheduled send time → delivery (sender's stamp to receiver's clock), µs; sends that
+    /// never went are in it too, as late (see `Counters::sends_skipped`).
     pub delivery: Latency,
     /// connect start → connection up (TCP + TLS + login or first Pong), µs.
     pub connect: Latency,
+    /// Scheduled send time → the farm getting to it, µs: the farm's own lag (its event loop
+    /// saturating shows here first).
+    pub send_lag: Latency,
     /// Storm mode: drop → every dropped connection back up, ms (max over threads).
     pub storm_recovery_ms: u64,
 }
@@ -227,6 +233,7 @@ impl Stats {
         self.ack.merge(&o.ack);
         self.delivery.merge(&o.delivery);
         self.connect.merge(&o.connect);
+        self.send_lag.merge(&o.send_lag);
         self.storm_recovery_ms = self.storm_recovery_ms.max(o.storm_recovery_ms);
     }
 
@@ -238,6 +245,7 @@ impl Stats {
             ack: self.ack.to_pairs(),
             delivery: self.delivery.to_pairs(),
             connect: self.connect.to_pairs(),
+            send_lag: self.send_lag.to_pairs(),
             storm_recovery_ms: self.storm_recovery_ms,
         }
     }
@@ -250,6 +258,7 @@ impl Stats {
             ack: Latency::from_pairs(&w.ack),
             delivery: Latency::from_pairs(&w.delivery),
             connect: Latency::from_pairs(&w.connect),
+            send_lag: Latency::from_pairs(&w.send_lag),
             storm_recovery_ms: w.storm_recovery_ms,
         }
     }
@@ -268,6 +277,9 @@ pub struct StatsWire {
     pub delivery: Vec<(u64, u64)>,
     /// connect → up histogram as (µs, count).
     pub connect: Vec<(u64, u64)>,
+    /// scheduled → sent histogram as (µs, count).
+    #[serde(default)]
+    pub send_lag: Vec<(u64, u64)>,
     /// Storm recovery, ms.
     pub storm_recovery_ms: u64,
 }

@@ -288,6 +288,60 @@ impl Pacer {
     }
 }
 
+/// Open-loop send schedule: event `k` is due at `start + k / rate`, whatever happened to the
+/// ones before it. A late farm sends the backlog at once, each stamped with its scheduled
+/// time, so its lateness shows in the latencies (no coordinated omission).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    start: Instant,
+    start_wall_us: u64,
+    rate: f64,
+    next: u64,
+}
+
+/// One scheduled event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// When it was due.
+    pub at: Instant,
+    /// The same moment in µs since the Unix epoch (for message stamps).
+    pub wall_us: u64,
+}
+
+impl Schedule {
+    /// `rate` events per second from `start` (= `start_wall_us` on the wall clock).
+    pub fn new(rate: f64, start: Instant, start_wall_us: u64) -> Schedule {
+        Schedule {
+            start,
+            start_wall_us,
+            rate,
+            next: 0,
+        }
+    }
+
+    /// The next event due by `now`, if any (taken).
+    pub fn next_due(&mut self, now: Instant) -> Option<Scheduled> {
+        if self.rate.is_nan() || self.rate <= 0.0 {
+            return None;
+        }
+        let offset = Duration::from_secs_f64(self.next as f64 / self.rate);
+        let at = self.start + offset;
+        if at > now {
+            return None;
+        }
+        self.next += 1;
+        Some(Scheduled {
+            at,
+            wall_us: self.start_wall_us + offset.as_micros() as u64,
+        })
+    }
+
+    /// Events taken so far.
+    pub fn taken(&self) -> u64 {
+        self.next
+    }
+}
+
 /// `s` seconds as a Duration (negative or NaN counts as zero).
 pub fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
@@ -378,6 +432,25 @@ mod tests {
         let mut p = Pacer::new(100.0, 10.0, t0);
         assert_eq!(p.take(t0 + Duration::from_millis(50)), 5);
         assert_eq!(p.take(t0 + Duration::from_secs(10)), 10);
+    }
+
+    #[test]
+    fn schedule_keeps_its_times_when_taken_late() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(1000.0, t0, 5_000_000);
+        assert_eq!(s.next_due(t0).map(|e| e.wall_us), Some(5_000_000));
+        assert_eq!(s.next_due(t0), None, "the next one is due 1 ms later");
+        // Taken 10 ms late: all ten due events come, each with its own scheduled time.
+        let late = t0 + Duration::from_millis(10);
+        let got: Vec<u64> = std::iter::from_fn(|| s.next_due(late))
+            .map(|e| e.wall_us)
+            .collect();
+        assert_eq!(
+            got,
+            (1..=10).map(|k| 5_000_000 + k * 1000).collect::<Vec<_>>()
+        );
+        assert_eq!(s.taken(), 11);
+        assert_eq!(Schedule::new(0.0, t0, 0).next_due(late), None);
     }
 
     #[test]
