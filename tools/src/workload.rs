@@ -336,6 +336,14 @@ impl Schedule {
         })
     }
 
+    /// When the next event is due.
+    pub fn next_at(&self) -> Instant {
+        if self.rate.is_nan() || self.rate <= 0.0 {
+            return self.start + Duration::from_secs(3600);
+        }
+        self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
+    }
+
     /// Events taken so far.
     pub fn taken(&self) -> u64 {
         self.next
@@ -450,6 +458,7 @@ mod tests {
             (1..=10).map(|k| 5_000_000 + k * 1000).collect::<Vec<_>>()
         );
         assert_eq!(s.taken(), 11);
+        assert_eq!(s.next_at(), t0 + Duration::from_millis(11));
         assert_eq!(Schedule::new(0.0, t0, 0).next_due(late), None);
     }
 

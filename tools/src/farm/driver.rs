@@ -204,7 +204,15 @@ impl Driver {
         let mut next_scan = Instant::now();
         let mut next_progress = Instant::now() + PROGRESS_EVERY;
         loop {
-            if let Err(e) = self.poller.wait(TICK, &mut self.events) {
+            // Wake for the next scheduled send, not only every tick: a send is never late
+            // by the farm's own sleep.
+            let wait = match (&self.stage, &self.send_schedule) {
+                (Stage::Run { .. }, Some(s)) => {
+                    TICK.min(s.next_at().saturating_duration_since(Instant::now()))
+                }
+                _ => TICK,
+            };
+            if let Err(e) = self.poller.wait(wait, &mut self.events) {
                 self.stats.error(format!("epoll:{e}"));
             }
             let now = Instant::now();
