@@ -113,12 +113,19 @@ pub struct Report {
     pub redelivered: u64,
     /// Delivered messages whose ServerAck the sender never saw.
     pub delivered_unacked: u64,
+    /// 1:1 messages delivered to someone other than their recipient.
+    #[serde(default)]
+    pub misdelivered: u64,
+    /// 1:1 messages sent and never acked, refused or delivered (allowed only in storm mode,
+    /// where the connection they were sent on was cut).
+    #[serde(default)]
+    pub unanswered: u64,
     /// Sends refused by an Error frame.
     pub send_errors: u64,
     /// server_acked / measured_s.
     pub acked_per_s: f64,
-    /// True when every acked message arrived exactly once (and something was sent), or
-    /// nothing was sent.
+    /// True when every acked message arrived exactly once, at its recipient, every sent one
+    /// was answered (except in storm mode), and something was acked; or nothing was sent.
     pub exactly_once: bool,
     /// Latencies, µs.
     pub latency_us: Latencies,
@@ -182,9 +189,13 @@ impl Report {
             duplicates: c.duplicates,
             redelivered: c.redelivered,
             delivered_unacked: verdict.delivered_unacked,
+            misdelivered: verdict.misdelivered,
+            unanswered: verdict.unanswered,
             send_errors: c.send_errors,
             acked_per_s: per_s(c.server_acked, t.measured_s),
             exactly_once: verdict.lost == 0
+                && verdict.misdelivered == 0
+                && (verdict.unanswered == 0 || spec.mode == crate::workload::Mode::Storm)
                 && c.duplicates == 0
                 && worker_failures == 0
                 && (c.messages_sent == 0 || c.server_acked > 0),

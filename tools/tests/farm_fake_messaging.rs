@@ -179,6 +179,7 @@ fn unsent_scheduled_messages_count_as_late() {
     assert_eq!(r["connections_established"], 4, "{r:#}");
     assert_eq!(r["messages_sent"], 8, "2 in flight × 4 users: {r:#}");
     assert_eq!(r["server_acked"], 0, "{r:#}");
+    assert_eq!(r["unanswered"], 8, "sent, never acked nor delivered: {r:#}");
     let skipped = r["sends_skipped"].as_u64().unwrap();
     assert!(
         (190..=202).contains(&(skipped + 8)),

@@ -48,6 +48,8 @@ fn qos1_every_published_message_is_pubacked_and_delivered_once() {
     assert_eq!(r["delivered"], sent, "{r:#}");
     assert_eq!(r["lost"], 0, "{r:#}");
     assert_eq!(r["duplicates"], 0, "{r:#}");
+    assert_eq!(r["misdelivered"], 0, "{r:#}");
+    assert_eq!(r["unanswered"], 0, "{r:#}");
     assert_eq!(r["exactly_once"], true, "{r:#}");
     assert_eq!(r["counters"]["foreign_messages"], 0, "{r:#}");
     assert_eq!(r["latency_us"]["ack"]["count"], sent, "{r:#}");

@@ -690,6 +690,7 @@ impl Driver {
             body,
             media: None,
         });
+        self.ledger.sent.push(((u.idx, cmid), to));
         self.stats.counters.messages_sent += 1;
         if !self.spec.server_acks() {
             self.accepted_unacknowledged(i, cmid);
