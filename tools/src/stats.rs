@@ -130,10 +130,16 @@ pub struct Summary {
     pub count: u64,
     /// Median.
     pub p50: u64,
+    /// 90th percentile.
+    #[serde(default)]
+    pub p90: u64,
     /// 99th percentile.
     pub p99: u64,
     /// 99.9th percentile.
     pub p999: u64,
+    /// 99.99th percentile.
+    #[serde(default)]
+    pub p9999: u64,
     /// Largest.
     pub max: u64,
 }
@@ -171,8 +177,10 @@ impl Latency {
         Summary {
             count: self.0.len(),
             p50: self.0.value_at_quantile(0.5),
+            p90: self.0.value_at_quantile(0.9),
             p99: self.0.value_at_quantile(0.99),
             p999: self.0.value_at_quantile(0.999),
+            p9999: self.0.value_at_quantile(0.9999),
             max: self.0.max(),
         }
     }

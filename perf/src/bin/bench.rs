@@ -445,9 +445,11 @@ fn versus_section(
 
 Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: same workload generator, ledger and latency histograms; send times are the scheduled ones, so a late farm or server shows as latency and unsent messages count as late). CPU, syscalls and context switches are sampled from /proc over the sending window only. Peers: {}.\n", versus::versions(&lineup));
     let mut curves = Vec::new();
+    let mut per_rate_runs = Vec::new();
     for &rate in &plan.rates {
         let (text, runs) = versus::steady_at(&farm, &server_bin, &lineup, &plan, rate)?;
         md.push_str(&text);
+        per_rate_runs.push((rate, percentile_series(&runs)));
         for (sys, rs) in &runs {
             let p99: Vec<f64> = rs
                 .iter()
@@ -489,6 +491,7 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
     }
     let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     md.push_str(&versus_plots(&dir, &curves)?);
+    md.push_str(&percentile_plots(&dir, &per_rate_runs)?);
     let (text, held) = versus::sweep(&farm, &server_bin, &lineup, &plan)?;
     md.push_str(&text);
     if let Some((_, v)) = held.iter().find(|(s, _)| *s == System::Switchboard) {
@@ -552,6 +555,47 @@ fn versus_plots(dir: &Path, curves: &[Curve]) -> anyhow::Result<String> {
     );
     std::fs::write(dir.join("versus-cpu.svg"), cpu)?;
     Ok("![p99 vs offered rate](versus-p99.svg)\n\n![CPU per message vs offered rate](versus-cpu.svg)\n\n".into())
+}
+
+/// Every run of every system as delivery latency (ms) against percentile.
+fn percentile_series(runs: &versus::SystemRuns) -> Vec<Series> {
+    let mut out = Vec::new();
+    for (sys, rs) in runs {
+        for (k, w) in rs.iter().enumerate() {
+            let points = [
+                (50.0, "p50"),
+                (90.0, "p90"),
+                (99.0, "p99"),
+                (99.9, "p999"),
+                (99.99, "p9999"),
+            ]
+            .iter()
+            .map(|(p, key)| (*p, w.at(&["latency_us", "delivery", key]) / 1000.0))
+            .collect();
+            out.push(Series {
+                name: format!("{} (run {})", sys.name(), k + 1),
+                points,
+            });
+        }
+    }
+    out
+}
+
+/// One latency-percentile chart per offered rate, every system and run on it, on the
+/// HdrHistogram axis.
+fn percentile_plots(dir: &Path, per_rate: &[(u64, Vec<Series>)]) -> anyhow::Result<String> {
+    let mut md = String::new();
+    for (rate, series) in per_rate {
+        let name = format!("versus-percentiles-{rate}.svg");
+        let svg = perf::plot::percentile_chart(
+            &format!("Delivery latency by percentile, {rate} msgs/s offered (every run)"),
+            "ms",
+            series,
+        );
+        std::fs::write(dir.join(&name), svg)?;
+        let _ = writeln!(md, "![latency percentiles at {rate} msgs/s]({name})\n");
+    }
+    Ok(md)
 }
 
 /// Bytes per idle connection, one bar-like point per system.
