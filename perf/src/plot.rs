@@ -74,7 +74,7 @@ pub fn percentile_chart(title: &str, y_label: &str, series: &[Series]) -> String
         series,
         &percentile_x,
         &label,
-        Some((0.0, 4.0)),
+        Some((0.0, 4.0, 5)),
     )
 }
 
@@ -85,7 +85,7 @@ fn draw(
     series: &[Series],
     map: &dyn Fn(f64) -> f64,
     x_fmt: &dyn Fn(&f64) -> String,
-    x_range: Option<(f64, f64)>,
+    x_range: Option<(f64, f64, usize)>,
 ) -> String {
     let mapped: Vec<(String, Vec<(f64, f64)>)> = series
         .iter()
@@ -100,7 +100,8 @@ fn draw(
         })
         .collect();
     let all = || mapped.iter().flat_map(|s| s.1.iter());
-    let (x0, x1) = x_range.unwrap_or_else(|| {
+    let x_ticks = x_range.map_or(10, |r| r.2);
+    let (x0, x1) = x_range.map(|r| (r.0, r.1)).unwrap_or_else(|| {
         let lo = all().map(|p| p.0).fold(f64::INFINITY, f64::min);
         let hi = all().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
         if lo.is_finite() && hi > lo {
@@ -121,7 +122,7 @@ fn draw(
         x_label,
         y_label,
         &mapped,
-        (x0, x1),
+        (x0, x1, x_ticks),
         y1,
         x_fmt,
     )
@@ -136,7 +137,7 @@ fn render(
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-    (x0, x1): (f64, f64),
+    (x0, x1, x_ticks): (f64, f64, usize),
     y1: f64,
     x_fmt: &dyn Fn(&f64) -> String,
 ) -> Result<(), String> {
@@ -151,6 +152,7 @@ fn render(
         .map_err(err)?;
     chart
         .configure_mesh()
+        .x_labels(x_ticks)
         .x_desc(x_label)
         .y_desc(y_label)
         .x_label_formatter(x_fmt)
@@ -244,7 +246,10 @@ mod tests {
         }
         assert!((percentile_x(50.0) - 2f64.log10()).abs() < 1e-12);
         let svg = percentile_chart("p", "ms", &two());
-        assert!(svg.contains("99.9 %"), "tick labels name the percentiles");
+        for tick in ["90 %", "99 %", "99.9 %", "99.99 %"] {
+            assert!(svg.contains(&format!("\n{tick}\n")), "tick {tick}: {svg}");
+        }
+        assert!(!svg.contains("96.84 %"), "no ticks between the nines");
     }
 
     #[test]
