@@ -242,9 +242,14 @@ fn main() -> anyhow::Result<()> {
                 "kernel_slab_bytes_per_socket",
             ),
             (
-                "connect + TLS handshake + ping rate",
+                "connect + TLS handshake + ping rate (the client harness's: 2 blocking threads doing client TLS)",
                 "conns/s",
                 "connect_rate",
+            ),
+            (
+                "server CPU per connect + TLS handshake + ping",
+                "µs",
+                "server_cpu_us_per_conn",
             ),
         ],
         t,
