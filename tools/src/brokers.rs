@@ -52,10 +52,21 @@ impl BrokerKind {
         self.program()
     }
 
-    fn config(self, port: u16, dir: &Path) -> String {
+    fn config(self, port: u16, dir: &Path, tls: bool) -> String {
+        // The certificate and key were copied into `dir` (readable by the user mosquitto
+        // drops to when started as root).
+        let tls_lines = if tls {
+            format!(
+                "certfile {}\nkeyfile {}\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            )
+        } else {
+            String::new()
+        };
         match self {
             BrokerKind::Mosquitto => format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\n{tls_lines}allow_anonymous true\npersistence false\n\
                  max_connections -1\nmax_queued_messages 100000\nset_tcp_nodelay true\n\
                  log_dest file {}\nlog_type error\nlog_type warning\n",
                 dir.join("broker.log").display()
@@ -122,6 +133,15 @@ pub fn install(kind: BrokerKind) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// A certificate and its key for a broker's TLS listener (PEM files).
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
 /// A running broker, stopped on drop.
 #[derive(Debug)]
 pub struct Broker {
@@ -136,9 +156,22 @@ pub struct Broker {
 impl Broker {
     /// Starts `kind` from `bin`, pinned to `cpus` (a `taskset -c` list) when given.
     pub fn start(kind: BrokerKind, bin: &Path, cpus: Option<&str>) -> anyhow::Result<Broker> {
+        Self::start_with(kind, bin, cpus, None)
+    }
+
+    /// Like [`Broker::start`], with a TLS listener when `tls` is given (mosquitto only).
+    pub fn start_with(
+        kind: BrokerKind,
+        bin: &Path,
+        cpus: Option<&str>,
+        tls: Option<&BrokerTls>,
+    ) -> anyhow::Result<Broker> {
+        if tls.is_some() && kind != BrokerKind::Mosquitto {
+            bail!("TLS is set up for mosquitto only");
+        }
         let mut last = None;
         for _ in 0..START_ATTEMPTS_MAX {
-            match Self::start_once(kind, bin, cpus) {
+            match Self::start_once(kind, bin, cpus, tls) {
                 Ok(b) => return Ok(b),
                 Err(e) => last = Some(e),
             }
@@ -147,14 +180,27 @@ impl Broker {
         Err(last.expect("at least one attempt"))
     }
 
-    fn start_once(kind: BrokerKind, bin: &Path, cpus: Option<&str>) -> anyhow::Result<Broker> {
+    fn start_once(
+        kind: BrokerKind,
+        bin: &Path,
+        cpus: Option<&str>,
+        tls: Option<&BrokerTls>,
+    ) -> anyhow::Result<Broker> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("finding a free loopback port")?
             .port();
         let dir = fresh_dir(kind.program())?;
+        if let Some(t) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (from, to) in [(&t.cert, "cert.pem"), (&t.key, "key.pem")] {
+                let to = dir.join(to);
+                std::fs::copy(from, &to).with_context(|| format!("copying {}", from.display()))?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))?;
+            }
+        }
         let conf = dir.join("broker.conf");
-        std::fs::write(&conf, kind.config(port, &dir))
+        std::fs::write(&conf, kind.config(port, &dir, tls.is_some()))
             .with_context(|| format!("writing {}", conf.display()))?;
         let mut cmd = match cpus {
             Some(c) => {

@@ -188,10 +188,8 @@ impl Spec {
                     "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
                 );
             }
-            if self.tls_ca.is_some() {
-                return Err(
-                    "the farm speaks MQTT and NATS in plaintext only (drop --tls/--ca)".into(),
-                );
+            if self.tls_ca.is_some() && self.proto == Proto::Nats {
+                return Err("the farm speaks NATS in plaintext only (drop --tls/--ca)".into());
             }
         }
         if self.qos > 1 {

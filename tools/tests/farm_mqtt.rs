@@ -7,8 +7,8 @@
 
 mod support;
 
-use support::{args, broker, run_farm};
-use tools::brokers::BrokerKind;
+use support::{args, broker, broker_with, run_farm, TestServer};
+use tools::brokers::{BrokerKind, BrokerTls};
 
 fn steady(addr: &str, qos: &str) -> Vec<String> {
     args(&[
@@ -114,18 +114,59 @@ fn a_dead_broker_is_counted_as_connect_errors() {
 }
 
 #[test]
-fn groups_and_tls_are_refused_for_mqtt() {
-    for extra in [
-        &["--group-ratio", "0.5"][..],
-        &["--tls", "--ca", "/dev/null"][..],
+fn qos1_over_tls_with_the_dev_certificate() {
+    // The server's dev certificate and key (the same dev CA the farm trusts for Switchboard).
+    let server = TestServer::start(true, &[]);
+    let tls = BrokerTls {
+        cert: server.cert(),
+        key: server.data_dir.join("tls").join(engine::tls::DEV_KEY_FILE),
+    };
+    let Some(b) = broker_with(BrokerKind::Mosquitto, Some(&tls)) else {
+        return;
+    };
+    let mut a = steady(&b.addr.to_string(), "1");
+    a.extend(server.tls_args());
+    let (out, r) = run_farm(&a);
+    assert!(out.status.success(), "exit {:?}: {r:#}", out.status);
+    assert_eq!(r["connections_established"], 60, "{r:#}");
+    let sent = r["messages_sent"].as_u64().unwrap();
+    assert!(sent > 400, "{r:#}");
+    assert_eq!(r["server_acked"], sent, "{r:#}");
+    assert_eq!(r["delivered"], sent, "{r:#}");
+    assert_eq!(r["exactly_once"], true, "{r:#}");
+    // Plaintext against the TLS listener gets nowhere: the encryption is real.
+    let (_, r) = run_farm(&args(&[
+        "--proto",
+        "mqtt",
+        "--server",
+        &b.addr.to_string(),
+        "--conns",
+        "2",
+        "--mode",
+        "idle",
+        "--duration",
+        "0",
+        "--connect-attempts",
+        "1",
+        "--connect-timeout",
+        "2",
+    ]));
+    assert_eq!(r["connections_established"], 0, "{r:#}");
+}
+
+#[test]
+fn groups_are_refused_for_mqtt_and_tls_for_nats() {
+    for (proto, extra) in [
+        ("mqtt", &["--group-ratio", "0.5"][..]),
+        ("nats", &["--tls", "--ca", "/dev/null"][..]),
     ] {
-        let mut a = args(&["--proto", "mqtt", "--mode", "steady", "--conns", "4"]);
+        let mut a = args(&["--proto", proto, "--mode", "steady", "--conns", "4"]);
         a.extend(args(extra));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_farm"))
             .args(&a)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert_eq!(out.status.code(), Some(1), "{proto} {extra:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("switchboard") || err.contains("plaintext"),

@@ -210,6 +210,14 @@ pub fn pin_for(server: &TestServer, phone: &str) -> String {
 /// not installed here. Under `CI=true` a missing broker fails the test: CI installs both
 /// (.ci/run), so a skip there would hide a regression.
 pub fn broker(kind: tools::brokers::BrokerKind) -> Option<tools::brokers::Broker> {
+    broker_with(kind, None)
+}
+
+/// [`broker`] with a TLS listener using `tls`'s certificate and key.
+pub fn broker_with(
+    kind: tools::brokers::BrokerKind,
+    tls: Option<&tools::brokers::BrokerTls>,
+) -> Option<tools::brokers::Broker> {
     let Some(bin) = tools::brokers::find(kind) else {
         let why = format!(
             "{} is not installed (apt-get install -y {})",
@@ -222,5 +230,5 @@ pub fn broker(kind: tools::brokers::BrokerKind) -> Option<tools::brokers::Broker
         eprintln!("skipping: {why}");
         return None;
     };
-    Some(tools::brokers::Broker::start(kind, &bin, None).expect("broker starts"))
+    Some(tools::brokers::Broker::start_with(kind, &bin, None, tls).expect("broker starts"))
 }
