@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tools::brokers::{Broker, BrokerKind};
+use tools::brokers::{Broker, BrokerKind, BrokerTls};
 
 use crate::proc_stats::{sample_tree, ProcSample};
 use crate::scenario::{Server, SECRET};
@@ -107,31 +107,38 @@ pub struct Target {
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// With TLS: the certificate the farm must trust.
+    pub ca: Option<std::path::PathBuf>,
     _keep: Keep,
 }
 
 /// Starts `system` pinned to [`SERVER_CPUS`]. `broker_bin` is the broker's executable
-/// (ignored for Switchboard).
+/// (ignored for Switchboard). With `tls`, Switchboard serves TLS with its own dev
+/// certificate and a broker with `tls`'s certificate (mosquitto only).
 pub fn start(
     system: System,
     server_bin: &Path,
     broker_bin: Option<&Path>,
+    tls: Option<&BrokerTls>,
 ) -> anyhow::Result<Target> {
     match system.broker() {
         None => {
-            let s = Server::start(server_bin, 1, false)?;
+            let s = Server::start(server_bin, 1, tls.is_some())?;
+            let ca = tls.map(|_| engine::tls::dev_cert_path(&s.data.join("tls")));
             Ok(Target {
                 pid: s.pid(),
                 addr: s.addr,
+                ca,
                 _keep: Keep::Server(s),
             })
         }
         Some(kind) => {
             let bin = broker_bin.context("no broker executable")?;
-            let b = Broker::start(kind, bin, Some(SERVER_CPUS))?;
+            let b = Broker::start_with(kind, bin, Some(SERVER_CPUS), tls)?;
             Ok(Target {
                 pid: b.pid(),
                 addr: b.addr,
+                ca: tls.map(|t| t.cert.clone()),
                 _keep: Keep::Broker(b),
             })
         }
@@ -212,6 +219,12 @@ pub fn run_window(
         .args(["--server", &target.addr.to_string(), "--quiet", "--report"])
         .arg(&report_path)
         .args(system.farm_args())
+        .args(
+            target
+                .ca
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--ca"), c.as_os_str()]),
+        )
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tools::brokers::{self, BrokerKind};
+use tools::brokers::{self, BrokerKind, BrokerTls};
 
 use crate::compare::{run_window, start, System, WindowRun, SYSTEMS};
 
@@ -120,8 +120,9 @@ fn one_run(
     (system, broker): &(System, Option<PathBuf>),
     args: &[&str],
     plan: &Plan,
+    tls: Option<&BrokerTls>,
 ) -> anyhow::Result<WindowRun> {
-    let target = start(*system, server_bin, broker.as_deref())?;
+    let target = start(*system, server_bin, broker.as_deref(), tls)?;
     run_window(farm, &target, *system, args, plan.timeout)
 }
 
@@ -178,13 +179,15 @@ fn ratio(values: &[(System, f64)]) -> String {
     }
 }
 
-/// The steady scenario at `rate`: a Markdown section, and (system, p-curve) for the plot.
+/// The steady scenario at `rate`: a Markdown section, and every run for the plots. With
+/// `tls`, only the systems that serve TLS here run (Switchboard and mosquitto), over TLS.
 pub fn steady_at(
     farm: &Path,
     server_bin: &Path,
     lineup: &Lineup,
     plan: &Plan,
     rate: u64,
+    tls: Option<&BrokerTls>,
 ) -> anyhow::Result<(String, SystemRuns)> {
     let (c, r, d) = (
         plan.conns.to_string(),
@@ -193,17 +196,23 @@ pub fn steady_at(
     );
     let args = steady_args(&c, &r, &d);
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let systems: Vec<&(System, Option<PathBuf>)> = lineup
+        .systems
+        .iter()
+        .filter(|s| tls.is_none() || s.0 != System::Nats)
+        .collect();
+    let over = if tls.is_some() { " over TLS" } else { "" };
     let mut all = Vec::new();
-    for sys in &lineup.systems {
-        eprintln!("bench: {} at {rate} msgs/s offered", sys.0.name());
+    for sys in &systems {
+        eprintln!("bench: {} at {rate} msgs/s offered{over}", sys.0.name());
         let mut runs = Vec::new();
         for _ in 0..plan.runs {
-            runs.push(one_run(farm, server_bin, sys, &a, plan)?);
+            runs.push(one_run(farm, server_bin, sys, &a, plan, tls)?);
         }
         all.push((sys.0, runs));
     }
     let mut md = format!(
-        "### Steady 1:1 at {rate} msgs/s offered ({} connections, server on CPU 0, farm on CPU 1, {} s window, {} run(s) each: median (min–max))\n\n",
+        "### Steady 1:1 at {rate} msgs/s offered{over} ({} connections, server on CPU 0, farm on CPU 1, {} s window, {} run(s) each: median (min–max))\n\n",
         plan.conns, plan.duration_s, plan.runs
     );
     md.push_str("| system | offered/s | sent/s | skipped | delivered/s | lost | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | user µs/msg | kernel µs/msg | syscalls/msg | ctx switches/msg | server CPU % | farm CPU % | farm lag p99 ms | Switchboard ÷ best peer |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
@@ -252,10 +261,18 @@ pub fn steady_at(
         );
     }
     let _ = writeln!(md, "\nCommands (each run starts a fresh server):\n");
-    for (sys, _) in &lineup.systems {
+    let (tls_server, tls_farm) = if tls.is_some() {
+        (
+            " with TLS (Switchboard: its dev certificate; mosquitto: certfile/keyfile from the same dev CA code)",
+            " --ca <that certificate>",
+        )
+    } else {
+        ("", "")
+    };
+    for (sys, _) in &systems {
         let _ = writeln!(
             md,
-            "- {}: server `{}`; `taskset -c 1 farm {} {}`",
+            "- {}: server `{}`{tls_server}; `taskset -c 1 farm {} {}{tls_farm}`",
             sys.name(),
             sys.server_command(),
             sys.farm_args().join(" "),
@@ -297,7 +314,7 @@ pub fn sweep(
                 &plan.sweep_duration_s.to_string(),
             );
             let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-            let w = one_run(farm, server_bin, sys, &a, plan)?;
+            let w = one_run(farm, server_bin, sys, &a, plan, None)?;
             let ok = holds(&w);
             probes.push(format!(
                 "{rate:.0} → {:.2}, {:.0} %, {:.0} %{}",
@@ -391,13 +408,13 @@ pub fn idle_and_heartbeat(
     let mut cpu = Vec::new();
     for sys in &lineup.systems {
         eprintln!("bench: idle memory and heartbeats, {}", sys.0.name());
-        let w = one_run(farm, server_bin, sys, &idle, plan)?;
+        let w = one_run(farm, server_bin, sys, &idle, plan, None)?;
         let up = w.at(&["connections_established"]).max(1.0);
         mem.push((
             sys.0,
             w.server_rss_connected.saturating_sub(w.server_rss_before) as f64 / up,
         ));
-        let w = one_run(farm, server_bin, sys, &hb, plan)?;
+        let w = one_run(farm, server_bin, sys, &hb, plan, None)?;
         // Pings of the whole run; the first comes 0.5–1.5 periods after a connection is up,
         // so nearly all fall in the window.
         let pings = w.at(&["counters", "pings"]).max(1.0);

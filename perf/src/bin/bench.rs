@@ -486,7 +486,7 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
     let mut curves = Vec::new();
     let mut per_rate_runs = Vec::new();
     for &rate in &plan.rates {
-        let (text, runs) = versus::steady_at(&farm, &server_bin, &lineup, &plan, rate)?;
+        let (text, runs) = versus::steady_at(&farm, &server_bin, &lineup, &plan, rate, None)?;
         md.push_str(&text);
         per_rate_runs.push((rate, percentile_series(&runs)));
         for (sys, rs) in &runs {
@@ -528,6 +528,20 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
             }
         }
     }
+    // The same over TLS where the peer serves it (mosquitto), one certificate from the dev
+    // CA code for the broker; Switchboard uses its own dev certificate.
+    let cert_dir = std::env::temp_dir().join(format!("sb-bench-tls-{}", std::process::id()));
+    engine::tls::server_config(&engine::tls::CertSource::DevInDir(cert_dir.clone()))
+        .context("generating a dev certificate for the brokers")?;
+    let tls = tools::brokers::BrokerTls {
+        cert: engine::tls::dev_cert_path(&cert_dir),
+        key: cert_dir.join(engine::tls::DEV_KEY_FILE),
+    };
+    for &rate in &plan.rates {
+        let (text, _) = versus::steady_at(&farm, &server_bin, &lineup, &plan, rate, Some(&tls))?;
+        md.push_str(&text);
+    }
+    let _ = std::fs::remove_dir_all(&cert_dir);
     let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     md.push_str(&versus_plots(&dir, &curves)?);
     md.push_str(&percentile_plots(&dir, &per_rate_runs)?);
