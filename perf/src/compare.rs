@@ -198,10 +198,12 @@ pub fn run_window(
     args: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<WindowRun> {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run_no = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
-        "sb-compare-{}-{}",
+        "sb-compare-{}-{run_no}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ u128::from(target.pid)
+        target.pid
     ));
     std::fs::create_dir_all(&dir)?;
     let report_path = dir.join("farm.json");
@@ -231,6 +233,13 @@ pub fn run_window(
         .spawn()
         .context("starting the farm")?;
     let farm_pid = child.id();
+    // Drain stderr meanwhile: a farm blocked on a full stderr pipe would never close stdout.
+    let mut stderr = child.stderr.take().context("farm stderr")?;
+    let errs = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    });
     let mut lines = BufReader::new(child.stdout.take().context("farm stdout")?).lines();
     let mut window = None;
     for line in lines.by_ref() {
@@ -253,24 +262,17 @@ pub fn run_window(
         }
     }
     lines.for_each(drop);
-    let out = child.wait_with_output().context("waiting for the farm")?;
+    let status = child.wait().context("waiting for the farm")?;
+    let stderr = errs.join().unwrap_or_default();
     let text = std::fs::read_to_string(&report_path);
     let _ = std::fs::remove_dir_all(&dir);
-    let text = text.with_context(|| {
-        format!(
-            "farm wrote no report ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
+    let text = text.with_context(|| format!("farm wrote no report ({status}): {stderr}"))?;
     let Some((server, farm_s, took, rss_connected)) = window else {
-        bail!(
-            "the farm never started sending: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("the farm never started sending ({status}): {stderr}");
     };
     Ok(WindowRun {
-        report: serde_json::from_str(&text)?,
+        report: serde_json::from_str(&text)
+            .with_context(|| format!("farm report unreadable ({status}): {stderr}"))?,
         server,
         farm: farm_s,
         server_rss_before,

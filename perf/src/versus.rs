@@ -16,6 +16,13 @@ use tools::brokers::{self, BrokerKind, BrokerTls};
 
 use crate::compare::{run_window, start, System, WindowRun, SYSTEMS};
 
+static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Farm runs that failed once and were run again (the report states the count).
+pub fn retries() -> usize {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Every run of each system in one scenario.
 pub type SystemRuns = Vec<(System, Vec<WindowRun>)>;
 
@@ -122,8 +129,17 @@ fn one_run(
     plan: &Plan,
     tls: Option<&BrokerTls>,
 ) -> anyhow::Result<WindowRun> {
-    let target = start(*system, server_bin, broker.as_deref(), tls)?;
-    run_window(farm, &target, *system, args, plan.timeout)
+    let attempt = || -> anyhow::Result<WindowRun> {
+        let target = start(*system, server_bin, broker.as_deref(), tls)?;
+        run_window(farm, &target, *system, args, plan.timeout)
+    };
+    // One retry, said out loud: on a shared machine a run can fail for reasons that are not
+    // the system's (a timeout under load); a second failure stops the bench.
+    attempt().or_else(|e| {
+        eprintln!("bench: {} run failed, retrying once: {e:#}", system.name());
+        RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        attempt()
+    })
 }
 
 fn steady_args(conns: &str, rate: &str, duration: &str) -> Vec<String> {

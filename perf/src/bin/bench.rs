@@ -571,6 +571,11 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
             ),
         });
     }
+    let _ = writeln!(
+        md,
+        "Farm runs that failed once and were retried in this section: {}.\n",
+        versus::retries()
+    );
     Ok(md)
 }
 
