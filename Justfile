@@ -13,7 +13,9 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# The capacity report: runs every scenario (a few minutes) and rewrites perf/RESULTS.md.
+# The capacity report: runs every scenario and rewrites perf/RESULTS.md, with mosquitto and
+# nats-server measured beside Switchboard (apt-installed when missing). `just bench --quick`
+# finishes in a few minutes.
 bench *ARGS:
     cargo build --release -p shards -p perf -p tools
     ./target/release/bench {{ARGS}}

@@ -8,6 +8,8 @@
 //! - [`proc_stats`]: reading a process's memory and CPU from /proc.
 //! - [`perf_event`]: raw `perf_event_open(2)` counters, and why one is unavailable.
 //! - [`scenario`]: a server child plus a pinned farm run, for the bench.
+//! - [`compare`]: Switchboard, mosquitto (QoS 1/0) and nats-server as systems under test,
+//!   one farm run sampled over its sending window; [`versus`]: the side-by-side scenarios.
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
 //! - [`sampler`]: following every thread of a running process, sample by sample.
 //! - [`counting_alloc`]: a counting global allocator (live bytes per size class).
@@ -18,6 +20,7 @@
 //! - `bin/pmc.rs`: pmcstat-like per-thread counters for a command or a running server.
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod counting_alloc;
 pub mod idle_clients;
 pub mod launch;
@@ -28,3 +31,4 @@ pub mod report;
 pub mod sampler;
 pub mod scenario;
 pub mod schedstat;
+pub mod versus;

@@ -1,6 +1,13 @@
-//! Minimal SVG line charts for RESULTS.md: no plotting dependency, deterministic output.
+//! SVG charts for RESULTS.md, drawn with `plotters` (SVG backend only: deterministic text
+//! output, no fonts or image codecs needed).
+//!
+//! - [`line_chart`]: y against x, linear or log10 x, one line per series (every system on
+//!   one chart).
+//! - [`percentile_chart`]: latency against percentile on the HdrHistogram axis, where x is
+//!   log10(1 / (1 − p)) so 50 %, 90 %, 99 %, 99.9 % and 99.99 % are evenly apart (p50 and
+//!   p99.9 no longer nearly touch).
 
-use std::fmt::Write;
+use plotters::prelude::*;
 
 /// One named series of (x, y) points.
 pub struct Series {
@@ -10,13 +17,18 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const W: f64 = 640.0;
-const H: f64 = 360.0;
-const PAD: f64 = 56.0;
-const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+const SIZE: (u32, u32) = (720, 405);
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x8c, 0x56, 0x4b),
+];
 
 fn nice_max(v: f64) -> f64 {
-    if v <= 0.0 {
+    if v.is_nan() || v <= 0.0 {
         return 1.0;
     }
     let mag = 10f64.powf(v.log10().floor());
@@ -28,7 +40,13 @@ fn nice_max(v: f64) -> f64 {
     10.0 * mag
 }
 
-/// A line chart with axes from 0 (or `x_log` for a log10 x axis).
+/// The HdrHistogram percentile axis: `p` in percent → log10(1 / (1 − p/100)).
+pub fn percentile_x(p: f64) -> f64 {
+    let q = (p / 100.0).clamp(0.0, 0.999_999);
+    (1.0 / (1.0 - q)).log10()
+}
+
+/// A line chart; with `x_log` the x axis is log10 (points with x ≤ 0 are dropped).
 pub fn line_chart(
     title: &str,
     x_label: &str,
@@ -36,113 +54,152 @@ pub fn line_chart(
     series: &[Series],
     x_log: bool,
 ) -> String {
-    let fx = |x: f64| if x_log { x.max(1e-9).log10() } else { x };
-    let xs: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| fx(p.0)))
-        .collect();
-    let ys: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .collect();
-    let x_min = if x_log {
-        xs.iter().cloned().fold(f64::INFINITY, f64::min).floor()
-    } else {
-        0.0
+    let map = |x: f64| if x_log { x.log10() } else { x };
+    let label = |v: &f64| fmt_num(if x_log { 10f64.powf(*v) } else { *v });
+    draw(title, x_label, y_label, series, &map, &label, None)
+}
+
+/// Values against percentiles (points are (percentile in %, value)) on the HdrHistogram
+/// axis, ticks at 50, 90, 99, 99.9 and 99.99 %.
+pub fn percentile_chart(title: &str, y_label: &str, series: &[Series]) -> String {
+    let label = |v: &f64| {
+        let p = 100.0 * (1.0 - 10f64.powf(-*v));
+        let s = format!("{p:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string() + " %"
     };
-    let x_max = if x_log {
-        xs.iter()
-            .cloned()
-            .fold(f64::NEG_INFINITY, f64::max)
-            .ceil()
-            .max(x_min + 1.0)
-    } else {
-        nice_max(xs.iter().cloned().fold(0.0, f64::max))
-    };
-    let y_max = nice_max(ys.iter().cloned().fold(0.0, f64::max));
-    let px = |x: f64| PAD + (fx(x) - x_min) / (x_max - x_min) * (W - 2.0 * PAD);
-    let py = |y: f64| H - PAD - y / y_max * (H - 2.0 * PAD);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="20" text-anchor="middle" font-size="14">{title}</text>
-<line x1="{PAD}" y1="{}" x2="{}" y2="{}" stroke="black"/>
-<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{}" stroke="black"/>
-<text x="{}" y="{}" text-anchor="middle">{x_label}</text>
-<text x="14" y="{}" text-anchor="middle" transform="rotate(-90 14 {})">{y_label}</text>
-"#,
-        W / 2.0,
-        H - PAD,
-        W - PAD,
-        H - PAD,
-        H - PAD,
-        W / 2.0,
-        H - 12.0,
-        H / 2.0,
-        H / 2.0
-    );
-    for i in 0..=4 {
-        let y = y_max * i as f64 / 4.0;
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-            PAD - 4.0,
-            py(y) + 4.0,
-            fmt_num(y)
-        );
-        let xv = x_min + (x_max - x_min) * i as f64 / 4.0;
-        let label = if x_log {
-            fmt_num(10f64.powf(xv))
+    draw(
+        title,
+        "percentile",
+        y_label,
+        series,
+        &percentile_x,
+        &label,
+        Some((0.0, 4.0, 5)),
+    )
+}
+
+fn draw(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    map: &dyn Fn(f64) -> f64,
+    x_fmt: &dyn Fn(&f64) -> String,
+    x_range: Option<(f64, f64, usize)>,
+) -> String {
+    let mapped: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|s| {
+            let pts = s
+                .points
+                .iter()
+                .map(|&(x, y)| (map(x), y))
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            (s.name.clone(), pts)
+        })
+        .collect();
+    let all = || mapped.iter().flat_map(|s| s.1.iter());
+    let x_ticks = x_range.map_or(10, |r| r.2);
+    let (x0, x1) = x_range.map(|r| (r.0, r.1)).unwrap_or_else(|| {
+        let lo = all().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let hi = all().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() && hi > lo {
+            let pad = (hi - lo) * 0.05;
+            (lo - pad, hi + pad)
+        } else if lo.is_finite() {
+            (lo - 1.0, lo + 1.0)
         } else {
-            fmt_num(xv)
-        };
-        let xpix = PAD + (xv - x_min) / (x_max - x_min) * (W - 2.0 * PAD);
-        let _ = writeln!(
-            s,
-            r#"<text x="{xpix}" y="{}" text-anchor="middle">{label}</text>"#,
-            H - PAD + 16.0
-        );
-    }
-    for (i, se) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let pts: Vec<String> = se
-            .points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            pts.join(" ")
-        );
-        for &(x, y) in &se.points {
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
-                px(x),
-                py(y)
-            );
+            (0.0, 1.0)
         }
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
-            W - PAD - 150.0,
-            PAD + 16.0 * i as f64,
-            se.name
-        );
+    });
+    let y1 = nice_max(all().map(|p| p.1).fold(0.0, f64::max));
+    let mut svg = String::new();
+    // Invariant: drawing into a String cannot fail (no I/O, no fonts to load).
+    render(
+        &mut svg,
+        title,
+        x_label,
+        y_label,
+        &mapped,
+        (x0, x1, x_ticks),
+        y1,
+        x_fmt,
+    )
+    .expect("drawing an SVG into a String");
+    svg
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    svg: &mut String,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    (x0, x1, x_ticks): (f64, f64, usize),
+    y1: f64,
+    x_fmt: &dyn Fn(&f64) -> String,
+) -> Result<(), String> {
+    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, 0.0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_labels(x_ticks)
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(x_fmt)
+        .y_label_formatter(&|v| fmt_num(*v))
+        .draw()
+        .map_err(err)?;
+    // Series named "X (run k)" share X's colour: every run of one system in one colour.
+    let family = |name: &str| name.split(" (run").next().unwrap_or(name).to_string();
+    let mut families: Vec<String> = Vec::new();
+    for (name, pts) in series {
+        let f = family(name);
+        let i = families.iter().position(|x| *x == f).unwrap_or_else(|| {
+            families.push(f);
+            families.len() - 1
+        });
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
     }
-    s.push_str("</svg>\n");
-    s
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
 }
 
 fn fmt_num(v: f64) -> String {
-    if v >= 1e6 {
+    let a = v.abs();
+    if a >= 1e6 {
         format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
+    } else if a >= 1e3 {
         format!("{:.0}k", v / 1e3)
-    } else if v >= 10.0 || v == 0.0 {
+    } else if a >= 10.0 || v == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -153,9 +210,8 @@ fn fmt_num(v: f64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chart_has_one_polyline_per_series_and_is_deterministic() {
-        let series = vec![
+    fn two() -> Vec<Series> {
+        vec![
             Series {
                 name: "a".into(),
                 points: vec![(1.0, 2.0), (2.0, 4.0)],
@@ -164,11 +220,36 @@ mod tests {
                 name: "b".into(),
                 points: vec![(1.0, 1.0), (2.0, 3.0)],
             },
-        ];
-        let svg = line_chart("t", "x", "y", &series, false);
-        assert_eq!(svg.matches("<polyline").count(), 2);
-        assert_eq!(svg, line_chart("t", "x", "y", &series, false));
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        ]
+    }
+
+    #[test]
+    fn chart_has_one_line_per_series_both_named_and_is_deterministic() {
+        let svg = line_chart("t", "x", "y", &two(), false);
+        for color in ["#1F77B4", "#D62728"] {
+            let line = format!(r#"stroke="{color}" stroke-width="2""#);
+            assert_eq!(svg.matches(&line).count(), 1, "one line per series: {svg}");
+        }
+        assert!(
+            svg.contains("\na\n") && svg.contains("\nb\n"),
+            "legend names"
+        );
+        assert_eq!(svg, line_chart("t", "x", "y", &two(), false));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn percentile_axis_spaces_nines_evenly() {
+        let xs: Vec<f64> = [90.0, 99.0, 99.9, 99.99].map(percentile_x).to_vec();
+        for w in xs.windows(2) {
+            assert!((w[1] - w[0] - 1.0).abs() < 1e-9, "{xs:?}");
+        }
+        assert!((percentile_x(50.0) - 2f64.log10()).abs() < 1e-12);
+        let svg = percentile_chart("p", "ms", &two());
+        for tick in ["90 %", "99 %", "99.9 %", "99.99 %"] {
+            assert!(svg.contains(&format!("\n{tick}\n")), "tick {tick}: {svg}");
+        }
+        assert!(!svg.contains("96.84 %"), "no ticks between the nines");
     }
 
     #[test]

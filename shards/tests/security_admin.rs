@@ -71,7 +71,7 @@ fn a_slowloris_is_cut_at_the_request_deadline_and_never_blocks_metrics() {
         "cut by the deadline, not before: {cut_after:?}"
     );
     assert!(
-        worst < Duration::from_millis(REQUEST_DEADLINE_MS / 2),
+        worst < Duration::from_millis(REQUEST_DEADLINE_MS * 9 / 10),
         "/metrics waited {worst:?} behind a slowloris"
     );
 }
@@ -80,14 +80,16 @@ fn a_slowloris_is_cut_at_the_request_deadline_and_never_blocks_metrics() {
 fn more_idle_connections_than_slots_do_not_lock_scrapers_out() {
     let (_server, admin) = server();
     let attackers: Vec<TcpStream> = (0..ADMIN_CONNS_MAX * 2).map(|_| half_open(admin)).collect();
-    // Scrapers in parallel, each answered within a fraction of the request deadline.
+    // Scrapers in parallel, each answered before the request deadline: one stuck behind an
+    // attacker would wait for the attacker's cut at the deadline (the margin is for a loaded
+    // machine; the 1 s used before failed at 1.03 s with two builds running).
     let scrapers: Vec<_> = (0..8)
         .map(|_| std::thread::spawn(move || (0..5).map(|_| scrape_quickly(admin)).max().unwrap()))
         .collect();
     for s in scrapers {
         let worst = s.join().unwrap();
         assert!(
-            worst < Duration::from_millis(REQUEST_DEADLINE_MS / 2),
+            worst < Duration::from_millis(REQUEST_DEADLINE_MS * 9 / 10),
             "a scraper waited {worst:?}"
         );
     }

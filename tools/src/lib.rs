@@ -10,7 +10,8 @@
 //!   [`chat_config`]).
 //!
 //! ## Promises
-//! - Only the server address given is contacted, from the source addresses given.
+//! - Only the server address given is contacted, from the source addresses given; the
+//!   brokers [`brokers`] starts listen on loopback only.
 //! - Every loop is bounded by a count or a deadline; every queue by a limit
 //!   (`inflight_per_conn_max`, [`farm::driver::CONNECTS_INFLIGHT_MAX`]).
 //! - No async runtime: the farm is threads with epoll and non-blocking sockets; the CLI is
@@ -26,8 +27,10 @@
 //! - [`farm`]: processes, threads, users, transport.
 //! - [`client`]: a blocking protocol client; [`chat_config`]: the CLI's key file;
 //!   [`terminal`]: network text made safe to print.
+//! - [`brokers`]: mosquitto and nats-server as children, for the farm's tests and the bench.
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod chat_config;
 pub mod client;
 pub mod farm;

@@ -14,6 +14,10 @@ use crate::ledger::Verdict;
 use crate::stats::{Counters, Stats, Summary};
 use crate::workload::Spec;
 
+/// Send lag p99 above which the farm counts as saturated, µs: its event loop was more than
+/// two ticks behind its schedule for over 1 % of sends.
+pub const FARM_LAG_US_MAX: u64 = 10_000;
+
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latencies {
@@ -23,6 +27,9 @@ pub struct Latencies {
     pub ack: Summary,
     /// connect start → up (TCP, TLS, login or first Pong).
     pub connect: Summary,
+    /// scheduled send → the farm getting to it: the farm's own lag.
+    #[serde(default)]
+    pub send_lag: Summary,
 }
 
 /// Group-message outcome.
@@ -75,6 +82,23 @@ pub struct Report {
     pub connect_rate_achieved: f64,
     /// Seconds of the measured phase.
     pub measured_s: f64,
+    /// The offered rate: sends scheduled per second over the sending window (1:1 and group).
+    #[serde(default)]
+    pub offered_per_s: f64,
+    /// Sends that went, per second of the sending window (1:1 and group).
+    #[serde(default)]
+    pub sent_per_s: f64,
+    /// Scheduled sends that could not go; each counts as late in the delivery latency.
+    #[serde(default)]
+    pub sends_skipped: u64,
+    /// Deliveries (1:1 first copies and group member copies) of messages sent in the
+    /// sending window, per second of that window (`--duration`).
+    #[serde(default)]
+    pub delivered_per_s: f64,
+    /// True when the farm itself fell behind its schedule (send lag p99 over
+    /// [`FARM_LAG_US_MAX`]): latencies then include the farm's own delay.
+    #[serde(default)]
+    pub farm_saturated: bool,
     /// 1:1 messages sent.
     pub messages_sent: u64,
     /// 1:1 messages the server acknowledged.
@@ -89,12 +113,19 @@ pub struct Report {
     pub redelivered: u64,
     /// Delivered messages whose ServerAck the sender never saw.
     pub delivered_unacked: u64,
+    /// 1:1 messages delivered to someone other than their recipient.
+    #[serde(default)]
+    pub misdelivered: u64,
+    /// 1:1 messages sent and never acked, refused or delivered (allowed only in storm mode,
+    /// where the connection they were sent on was cut).
+    #[serde(default)]
+    pub unanswered: u64,
     /// Sends refused by an Error frame.
     pub send_errors: u64,
     /// server_acked / measured_s.
     pub acked_per_s: f64,
-    /// True when every acked message arrived exactly once (and something was sent), or
-    /// nothing was sent.
+    /// True when every acked message arrived exactly once, at its recipient, every sent one
+    /// was answered (except in storm mode), and something was acked; or nothing was sent.
     pub exactly_once: bool,
     /// Latencies, µs.
     pub latency_us: Latencies,
@@ -134,6 +165,8 @@ impl Report {
     ) -> Report {
         let c = &stats.counters;
         let per_s = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+        let window = spec.duration_s;
+        let send_lag = stats.send_lag.summary();
         Report {
             connections_requested: spec.conns,
             connections_established: c.connections_established,
@@ -144,6 +177,11 @@ impl Report {
             ramp_s: t.ramp_s,
             connect_rate_achieved: per_s(c.connections_established, t.ramp_s),
             measured_s: t.measured_s,
+            offered_per_s: if spec.sends() { spec.rate } else { 0.0 },
+            sent_per_s: per_s(c.messages_sent + c.group_sent, window),
+            sends_skipped: c.sends_skipped,
+            delivered_per_s: per_s(c.delivered + c.group_delivered, window),
+            farm_saturated: send_lag.p99 > FARM_LAG_US_MAX,
             messages_sent: c.messages_sent,
             server_acked: c.server_acked,
             delivered: c.delivered,
@@ -151,9 +189,13 @@ impl Report {
             duplicates: c.duplicates,
             redelivered: c.redelivered,
             delivered_unacked: verdict.delivered_unacked,
+            misdelivered: verdict.misdelivered,
+            unanswered: verdict.unanswered,
             send_errors: c.send_errors,
             acked_per_s: per_s(c.server_acked, t.measured_s),
             exactly_once: verdict.lost == 0
+                && verdict.misdelivered == 0
+                && (verdict.unanswered == 0 || spec.mode == crate::workload::Mode::Storm)
                 && c.duplicates == 0
                 && worker_failures == 0
                 && (c.messages_sent == 0 || c.server_acked > 0),
@@ -161,6 +203,7 @@ impl Report {
                 delivery: stats.delivery.summary(),
                 ack: stats.ack.summary(),
                 connect: stats.connect.summary(),
+                send_lag,
             },
             group: GroupReport {
                 created: c.groups_created,
@@ -195,6 +238,7 @@ impl Report {
         let l = &self.latency_us;
         format!(
             "connections {}/{} up ({} connect errors, {} never tried, ramp {:.1}s, {:.0}/s)\n\
+             offered {:.0}/s sent {:.0}/s skipped {} delivered {:.0}/s{}\n\
              messages sent {} acked {} delivered {} lost {} duplicates {} ({:.0} acked/s)\n\
              ack latency µs p50 {} p99 {} p999 {} max {}\n\
              delivery latency µs p50 {} p99 {} p999 {} max {}\n\
@@ -205,6 +249,15 @@ impl Report {
             self.ramp_unstarted,
             self.ramp_s,
             self.connect_rate_achieved,
+            self.offered_per_s,
+            self.sent_per_s,
+            self.sends_skipped,
+            self.delivered_per_s,
+            if self.farm_saturated {
+                " (farm saturated: send lag p99 over 10 ms)"
+            } else {
+                ""
+            },
             self.messages_sent,
             self.server_acked,
             self.delivered,

@@ -38,7 +38,8 @@ pub struct Counters {
     pub server_acked: u64,
     /// 1:1 sends refused with an Error frame.
     pub send_errors: u64,
-    /// Sends skipped because the connection had too many unacknowledged messages.
+    /// Scheduled sends that could not go (in-flight cap, no user up, no group yet); each is
+    /// also recorded in the delivery histogram as late (schedule → end of the drain).
     pub sends_skipped: u64,
     /// 1:1 messages delivered (first time per message).
     pub delivered: u64,
@@ -83,6 +84,7 @@ impl Counters {
             connect_attempts,
             connections_established,
             connect_errors,
+            ramp_unstarted,
             login_errors,
             closed_by_server,
             pings,
@@ -128,10 +130,16 @@ pub struct Summary {
     pub count: u64,
     /// Median.
     pub p50: u64,
+    /// 90th percentile.
+    #[serde(default)]
+    pub p90: u64,
     /// 99th percentile.
     pub p99: u64,
     /// 99.9th percentile.
     pub p999: u64,
+    /// 99.99th percentile.
+    #[serde(default)]
+    pub p9999: u64,
     /// Largest.
     pub max: u64,
 }
@@ -169,8 +177,10 @@ impl Latency {
         Summary {
             count: self.0.len(),
             p50: self.0.value_at_quantile(0.5),
+            p90: self.0.value_at_quantile(0.9),
             p99: self.0.value_at_quantile(0.99),
             p999: self.0.value_at_quantile(0.999),
+            p9999: self.0.value_at_quantile(0.9999),
             max: self.0.max(),
         }
     }
@@ -204,10 +214,14 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// send → ServerAck, µs.
     pub ack: Latency,
-    /// send → delivery (sender's stamp to receiver's clock), µs.
+    /// scheduled send time → delivery (sender's stamp to receiver's clock), µs; sends that
+    /// never went are in it too, as late (see `Counters::sends_skipped`).
     pub delivery: Latency,
     /// connect start → connection up (TCP + TLS + login or first Pong), µs.
     pub connect: Latency,
+    /// Scheduled send time → the farm getting to it, µs: the farm's own lag (its event loop
+    /// saturating shows here first).
+    pub send_lag: Latency,
     /// Storm mode: drop → every dropped connection back up, ms (max over threads).
     pub storm_recovery_ms: u64,
 }
@@ -227,6 +241,7 @@ impl Stats {
         self.ack.merge(&o.ack);
         self.delivery.merge(&o.delivery);
         self.connect.merge(&o.connect);
+        self.send_lag.merge(&o.send_lag);
         self.storm_recovery_ms = self.storm_recovery_ms.max(o.storm_recovery_ms);
     }
 
@@ -238,6 +253,7 @@ impl Stats {
             ack: self.ack.to_pairs(),
             delivery: self.delivery.to_pairs(),
             connect: self.connect.to_pairs(),
+            send_lag: self.send_lag.to_pairs(),
             storm_recovery_ms: self.storm_recovery_ms,
         }
     }
@@ -250,6 +266,7 @@ impl Stats {
             ack: Latency::from_pairs(&w.ack),
             delivery: Latency::from_pairs(&w.delivery),
             connect: Latency::from_pairs(&w.connect),
+            send_lag: Latency::from_pairs(&w.send_lag),
             storm_recovery_ms: w.storm_recovery_ms,
         }
     }
@@ -268,6 +285,9 @@ pub struct StatsWire {
     pub delivery: Vec<(u64, u64)>,
     /// connect → up histogram as (µs, count).
     pub connect: Vec<(u64, u64)>,
+    /// scheduled → sent histogram as (µs, count).
+    #[serde(default)]
+    pub send_lag: Vec<(u64, u64)>,
     /// Storm recovery, ms.
     pub storm_recovery_ms: u64,
 }

@@ -26,11 +26,30 @@ pub enum Mode {
     Storm,
 }
 
+/// The protocol the farm speaks: Switchboard's, or a broker people would otherwise pick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    /// Switchboard frames (login, ServerAck, receipts, groups).
+    #[default]
+    Switchboard,
+    /// MQTT 3.1.1 at `--qos` 0 or 1: each user subscribes to its own topic.
+    Mqtt,
+    /// NATS core pub/sub (text protocol): each user subscribes to its own subject.
+    Nats,
+}
+
 /// One farm run, identical in every worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
     /// The server (loopback or an address the operator gave).
     pub server: SocketAddr,
+    /// The protocol spoken.
+    #[serde(default)]
+    pub proto: Proto,
+    /// MQTT QoS (0 or 1) of publishes and subscriptions; unused by other protocols.
+    #[serde(default)]
+    pub qos: u8,
     /// Connections (= synthetic users) in the whole farm.
     pub conns: u64,
     /// Worker processes.
@@ -84,9 +103,21 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Whether sessions log in (and so can send and receive messages).
+    /// Whether sessions log in (and so can send and receive messages). MQTT and NATS users
+    /// always do: their "login" is the subscription to their own topic.
     pub fn logs_in(&self) -> bool {
-        self.load_test_secret.is_some()
+        self.proto != Proto::Switchboard || self.load_test_secret.is_some()
+    }
+
+    /// Whether the server acknowledges each message (Switchboard's ServerAck, MQTT QoS 1
+    /// PUBACK). Without (MQTT QoS 0, core NATS) a message counts as accepted once written, so
+    /// a message the server drops counts as lost.
+    pub fn server_acks(&self) -> bool {
+        match self.proto {
+            Proto::Switchboard => true,
+            Proto::Mqtt => self.qos >= 1,
+            Proto::Nats => false,
+        }
     }
 
     /// Whether the measured phase sends messages.
@@ -150,6 +181,22 @@ impl Spec {
             && !(2..=proto::limits::GROUP_MEMBERS_MAX).contains(&self.group_size)
         {
             return Err("--group-size must be 2..=256".into());
+        }
+        if self.proto != Proto::Switchboard {
+            if self.group_ratio > 0.0 {
+                return Err(
+                    "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
+                );
+            }
+            if self.tls_ca.is_some() && self.proto == Proto::Nats {
+                return Err("the farm speaks NATS in plaintext only (drop --tls/--ca)".into());
+            }
+        }
+        if self.qos > 1 {
+            return Err("--qos must be 0 or 1".into());
+        }
+        if self.inflight_per_conn_max >= u16::MAX as usize {
+            return Err("--inflight must be below 65535 (MQTT packet ids)".into());
         }
         if self.connect_rate <= 0.0 || self.duration_s < 0.0 || self.ping_interval_s <= 0.0 {
             return Err("rates and durations must be positive".into());
@@ -239,6 +286,68 @@ impl Pacer {
     }
 }
 
+/// Open-loop send schedule: event `k` is due at `start + k / rate`, whatever happened to the
+/// ones before it. A late farm sends the backlog at once, each stamped with its scheduled
+/// time, so its lateness shows in the latencies (no coordinated omission).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    start: Instant,
+    start_wall_us: u64,
+    rate: f64,
+    next: u64,
+}
+
+/// One scheduled event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// When it was due.
+    pub at: Instant,
+    /// The same moment in µs since the Unix epoch (for message stamps).
+    pub wall_us: u64,
+}
+
+impl Schedule {
+    /// `rate` events per second from `start` (= `start_wall_us` on the wall clock).
+    pub fn new(rate: f64, start: Instant, start_wall_us: u64) -> Schedule {
+        Schedule {
+            start,
+            start_wall_us,
+            rate,
+            next: 0,
+        }
+    }
+
+    /// The next event due by `now`, if any (taken).
+    pub fn next_due(&mut self, now: Instant) -> Option<Scheduled> {
+        if self.rate.is_nan() || self.rate <= 0.0 {
+            return None;
+        }
+        let offset = Duration::from_secs_f64(self.next as f64 / self.rate);
+        let at = self.start + offset;
+        if at > now {
+            return None;
+        }
+        self.next += 1;
+        Some(Scheduled {
+            at,
+            wall_us: self.start_wall_us + offset.as_micros() as u64,
+        })
+    }
+
+    /// When the next event is due.
+    pub fn next_at(&self) -> Instant {
+        if self.rate.is_nan() || self.rate <= 0.0 {
+            return self.start + Duration::from_secs(3600);
+        }
+        self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
+    }
+
+    /// Events taken so far.
+    pub fn taken(&self) -> u64 {
+        self.next
+    }
+}
+
 /// `s` seconds as a Duration (negative or NaN counts as zero).
 pub fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
@@ -248,6 +357,8 @@ pub fn secs(s: f64) -> Duration {
 pub(crate) fn test_spec() -> Spec {
     Spec {
         server: "127.0.0.1:5222".parse().unwrap(),
+        proto: Proto::Switchboard,
+        qos: 1,
         conns: 100,
         procs: 2,
         threads: 2,
@@ -327,6 +438,26 @@ mod tests {
         let mut p = Pacer::new(100.0, 10.0, t0);
         assert_eq!(p.take(t0 + Duration::from_millis(50)), 5);
         assert_eq!(p.take(t0 + Duration::from_secs(10)), 10);
+    }
+
+    #[test]
+    fn schedule_keeps_its_times_when_taken_late() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(1000.0, t0, 5_000_000);
+        assert_eq!(s.next_due(t0).map(|e| e.wall_us), Some(5_000_000));
+        assert_eq!(s.next_due(t0), None, "the next one is due 1 ms later");
+        // Taken 10 ms late: all ten due events come, each with its own scheduled time.
+        let late = t0 + Duration::from_millis(10);
+        let got: Vec<u64> = std::iter::from_fn(|| s.next_due(late))
+            .map(|e| e.wall_us)
+            .collect();
+        assert_eq!(
+            got,
+            (1..=10).map(|k| 5_000_000 + k * 1000).collect::<Vec<_>>()
+        );
+        assert_eq!(s.taken(), 11);
+        assert_eq!(s.next_at(), t0 + Duration::from_millis(11));
+        assert_eq!(Schedule::new(0.0, t0, 0).next_due(late), None);
     }
 
     #[test]

@@ -42,7 +42,11 @@ fn steady_two_procs_every_acked_message_once() {
     assert_eq!(r["duplicates"], 0);
     assert_eq!(r["exactly_once"], true);
     assert_eq!(r["latency_us"]["ack"]["count"], acked);
+    assert_eq!(r["sends_skipped"], 0, "{r:#}");
     assert_eq!(r["latency_us"]["delivery"]["count"], acked);
+    assert_eq!(r["offered_per_s"], 300.0, "{r:#}");
+    let sent_per_s = r["sent_per_s"].as_f64().unwrap();
+    assert!((acked as f64 / 2.0 - sent_per_s).abs() < 1e-6, "{r:#}");
     assert_eq!(r["counters"]["receipts_delivered"], acked, "{r:#}");
     assert_eq!(r["counters"]["receipts_read"], acked, "{r:#}");
 }
@@ -108,4 +112,83 @@ fn storm_mid_traffic_keeps_acked_messages() {
     assert_eq!(r["lost"], 0, "{r:#}");
     assert_eq!(r["duplicates"], 0, "{r:#}");
     assert_eq!(r["exactly_once"], true, "{r:#}");
+}
+
+/// A server that logs everyone in and then never answers: sends pile up at the in-flight
+/// cap, and the farm must count every scheduled send it could not make as late instead of
+/// leaving it out (coordinated omission).
+fn start_mute_server() -> std::net::SocketAddr {
+    use proto::codec::{decode_client, encode_frame};
+    use proto::v1::client_frame::Kind;
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut fb = proto::FrameBuffer::new();
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    fb.extend(&buf[..n]);
+                    while let Ok(Some(p)) = fb.next_frame() {
+                        if let Ok(proto::ClientFrame {
+                            kind: Some(Kind::LoadTestLogin(_)),
+                        }) = decode_client(p)
+                        {
+                            let mut out = Vec::new();
+                            let f: proto::ServerFrame = proto::v1::LoggedIn {
+                                user_id: 1,
+                                queued: 0,
+                            }
+                            .into();
+                            encode_frame(&f, &mut out).unwrap();
+                            let _ = s.write_all(&out);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn unsent_scheduled_messages_count_as_late() {
+    let addr = start_mute_server();
+    let (out, r) = run_farm(&args(&[
+        "--server",
+        &addr.to_string(),
+        "--conns",
+        "4",
+        "--mode",
+        "steady",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--inflight",
+        "2",
+        "--drain",
+        "0.5",
+        "--load-test-secret",
+        "x",
+    ]));
+    // Sent, never acked: not exactly-once, so exit 2.
+    assert_eq!(out.status.code(), Some(2), "{r:#}");
+    assert_eq!(r["connections_established"], 4, "{r:#}");
+    assert_eq!(r["messages_sent"], 8, "2 in flight × 4 users: {r:#}");
+    assert_eq!(r["server_acked"], 0, "{r:#}");
+    assert_eq!(r["unanswered"], 8, "sent, never acked nor delivered: {r:#}");
+    let skipped = r["sends_skipped"].as_u64().unwrap();
+    assert!(
+        (190..=202).contains(&(skipped + 8)),
+        "every one of the ~200 scheduled sends is sent or skipped: {r:#}"
+    );
+    assert_eq!(r["offered_per_s"], 200.0, "{r:#}");
+    assert_eq!(r["sent_per_s"], 8.0, "{r:#}");
+    // Each skipped send is in the delivery latency, at least the drain late.
+    let d = &r["latency_us"]["delivery"];
+    assert_eq!(d["count"], skipped, "{r:#}");
+    assert!(d["p50"].as_u64().unwrap() >= 500_000, "{r:#}");
 }

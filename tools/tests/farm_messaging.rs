@@ -29,7 +29,10 @@ fn check_exactly_once(r: &serde_json::Value, conns: u64) {
     let group = |k: &str| r["group"][k].as_u64().unwrap_or(0);
     for (which, expected) in [
         ("ack", acked + group("acked")),
-        ("delivery", acked + group("delivered")),
+        (
+            "delivery",
+            acked + group("delivered") + r["sends_skipped"].as_u64().unwrap(),
+        ),
     ] {
         assert_eq!(
             r["latency_us"][which]["count"].as_u64().unwrap(),

@@ -59,10 +59,14 @@ fn measure(
     let rss0 = perf::proc_stats::rss_bytes(pid)?;
     let tcp0 = perf::proc_stats::tcp_mem_pages().unwrap_or(0);
     let slab0 = perf::proc_stats::slab_bytes().unwrap_or(0);
+    let cpu0 = perf::proc_stats::cpu_us(pid)?;
     let t = Instant::now();
     let conns =
         perf::idle_clients::open_many(addr, tls, args.conns, args.threads, args.source_ips)?;
     let took = t.elapsed();
+    // The rate above is the harness's (blocking client threads doing client TLS); what the
+    // server pays per connection is its own CPU over the same span.
+    let server_cpu_us = perf::proc_stats::cpu_us(pid)?.saturating_sub(cpu0);
     std::thread::sleep(Duration::from_secs(2));
     let rss1 = perf::proc_stats::rss_bytes(pid)?;
     let tcp1 = perf::proc_stats::tcp_mem_pages().unwrap_or(0);
@@ -71,12 +75,13 @@ fn measure(
     let page = 4096.0;
     let report = format!(
         "idle-conns: mode={} shards={} conns={} source_ips={}\n\
-         connect+{}ping rate: {:.0}/s ({:.2} s)\n\
+         connect+{}ping rate: {:.0}/s ({:.2} s; the client harness's rate)\n\
+         server CPU per connect+{}ping: {:.1} µs\n\
          server RSS before: {} KiB, after: {} KiB\n\
          user-space bytes per idle connection: {:.0}\n\
          kernel TCP buffer memory per connection (sockstat, both ends on loopback): {:.0} bytes\n\
          kernel slab per socket (Slab delta / 2N: each loopback connection is two sockets): {:.0} bytes\n\
-         RESULT idle mode={} conns={} user_bytes_per_conn={:.0} kernel_slab_bytes_per_socket={:.0} connect_rate={:.0}",
+         RESULT idle mode={} conns={} user_bytes_per_conn={:.0} kernel_slab_bytes_per_socket={:.0} connect_rate={:.0} server_cpu_us_per_conn={:.1}",
         if args.no_tls { "plaintext" } else { "tls1.3" },
         args.shards,
         conns.len(),
@@ -84,6 +89,8 @@ fn measure(
         if args.no_tls { "" } else { "handshake+" },
         n / took.as_secs_f64(),
         took.as_secs_f64(),
+        if args.no_tls { "" } else { "handshake+" },
+        server_cpu_us as f64 / n,
         rss0 / 1024,
         rss1 / 1024,
         (rss1 as f64 - rss0 as f64) / n,
@@ -94,6 +101,7 @@ fn measure(
         (rss1 as f64 - rss0 as f64) / n,
         (slab1 as f64 - slab0 as f64) / (2.0 * n),
         n / took.as_secs_f64(),
+        server_cpu_us as f64 / n,
     );
     drop(conns);
     Ok(report)

@@ -13,7 +13,7 @@ use clap::Parser;
 use tools::farm::{fanout, worker};
 use tools::peers::PeerDist;
 use tools::source_ips::parse_source_ips;
-use tools::workload::{Mode, Spec};
+use tools::workload::{Mode, Proto, Spec};
 
 /// Synthetic phones for a Switchboard server: connect, log in, chat, measure.
 #[derive(Debug, Parser)]
@@ -25,6 +25,12 @@ struct Args {
     /// Server address (loopback or an address you own).
     #[arg(long, default_value = "127.0.0.1:5222")]
     server: SocketAddr,
+    /// Protocol: switchboard, mqtt (3.1.1, see --qos) or nats (core pub/sub, text protocol).
+    #[arg(long, value_enum, default_value_t = Proto::Switchboard)]
+    proto: Proto,
+    /// MQTT QoS of publishes and subscriptions: 1 (PUBACK per message) or 0.
+    #[arg(long, default_value_t = 1)]
+    qos: u8,
     /// Connections (= synthetic users) in total.
     #[arg(long, default_value_t = 1000)]
     conns: u64,
@@ -159,8 +165,11 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
     if per_proc > 19_000 {
         eprintln!("farm: warning: {per_proc} connections per worker; this host allows ~20000 files per process (raise --procs)");
     }
+    let logs_in = load_test_secret.is_some() || a.proto != Proto::Switchboard;
     let spec = Spec {
         server: a.server,
+        proto: a.proto,
+        qos: a.qos,
         conns: a.conns,
         procs: a.procs.max(1),
         threads: a.threads.max(1),
@@ -171,7 +180,7 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
         rate: match (a.mode, a.rate) {
             (Mode::Idle, _) => 0.0,
             (_, Some(r)) => r,
-            (_, None) if load_test_secret.is_some() => 100.0,
+            (_, None) if logs_in => 100.0,
             (_, None) => 0.0,
         },
         peers: a.peers,

@@ -28,11 +28,12 @@ use crate::net::TlsClient;
 use crate::peers::{PeerPicker, Rng};
 use crate::source_ips;
 use crate::stats::{Counters, Stats};
-use crate::workload::{secs, wall_us, BodyStamp, Mode, Pacer, Spec};
+use crate::workload::{secs, wall_us, BodyStamp, Mode, Pacer, Schedule, Scheduled, Spec};
 
 use super::poller::{Event, Poller};
 use super::transport::{Transport, TransportError};
 use super::user::{Outcome, Pending, Phase, Tally, User};
+use super::wire::Wire;
 
 /// Most connects in flight per thread (ramp and storm alike).
 pub const CONNECTS_INFLIGHT_MAX: usize = 512;
@@ -48,6 +49,8 @@ pub const QUIET: Duration = Duration::from_secs(1);
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// Events per epoll_wait.
 const EVENTS_PER_WAIT: usize = 1024;
+/// Most scheduled sends handled per loop turn (a farm far behind still reads and writes).
+const SENDS_PER_TURN_MAX: usize = 4096;
 /// Read buffer per thread.
 const SCRATCH_BYTES: usize = 64 * 1024;
 
@@ -129,7 +132,8 @@ pub struct Driver {
     rng: Rng,
     picker: Option<PeerPicker>,
     connect_pacer: Pacer,
-    send_pacer: Pacer,
+    /// The open-loop send schedule, from `Go`.
+    send_schedule: Option<Schedule>,
     next_to_connect: usize,
     connecting: usize,
     up: usize,
@@ -162,7 +166,6 @@ impl Driver {
             .sends()
             .then(|| PeerPicker::new(spec.conns, spec.peers));
         let connect_rate = spec.per_thread(spec.connect_rate);
-        let send_rate = spec.per_thread(spec.rate);
         Ok(Driver {
             id: thread,
             tls,
@@ -178,7 +181,7 @@ impl Driver {
             ),
             picker,
             connect_pacer: Pacer::new(connect_rate, (connect_rate / 20.0).max(1.0), now),
-            send_pacer: Pacer::new(send_rate, (send_rate / 10.0).max(1.0), now),
+            send_schedule: None,
             next_to_connect: 0,
             connecting: 0,
             up: 0,
@@ -201,7 +204,15 @@ impl Driver {
         let mut next_scan = Instant::now();
         let mut next_progress = Instant::now() + PROGRESS_EVERY;
         loop {
-            if let Err(e) = self.poller.wait(TICK, &mut self.events) {
+            // Wake for the next scheduled send, not only every tick: a send is never late
+            // by the farm's own sleep.
+            let wait = match (&self.stage, &self.send_schedule) {
+                (Stage::Run { .. }, Some(s)) => {
+                    TICK.min(s.next_at().saturating_duration_since(Instant::now()))
+                }
+                _ => TICK,
+            };
+            if let Err(e) = self.poller.wait(wait, &mut self.events) {
                 self.stats.error(format!("epoll:{e}"));
             }
             let now = Instant::now();
@@ -218,8 +229,8 @@ impl Driver {
                 self.scan(now);
                 next_scan = now + SCAN_EVERY;
             }
-            if matches!(self.stage, Stage::Run { .. }) {
-                self.send_due(now);
+            if let Stage::Run { until, .. } = self.stage {
+                self.send_due(now.min(until), until);
             }
             if now >= next_progress {
                 let _ = self
@@ -268,11 +279,10 @@ impl Driver {
             until: now + secs(self.spec.duration_s),
             storm_at,
         };
-        self.send_pacer = Pacer::new(
-            self.spec.per_thread(self.spec.rate),
-            (self.spec.per_thread(self.spec.rate) / 10.0).max(1.0),
-            now,
-        );
+        if self.spec.sends() {
+            let rate = self.spec.per_thread(self.spec.rate);
+            self.send_schedule = Some(Schedule::new(rate, now, wall_us()));
+        }
         if self.spec.sends() && self.spec.group_ratio > 0.0 {
             self.create_groups();
         }
@@ -306,6 +316,8 @@ impl Driver {
                     };
                 }
                 if now >= until {
+                    // Everything due up to the end of the window goes (or counts as late).
+                    self.send_due(until, until);
                     self.stage = Stage::Acking {
                         deadline: now + secs(self.spec.drain_s),
                     };
@@ -356,19 +368,22 @@ impl Driver {
         u.started = now;
         self.stats.counters.connect_attempts += 1;
         let src = source_ips::pick(&spec.source_ips, u.idx);
-        match Transport::start(src, spec.server, self.tls.as_ref()) {
+        match Transport::start(src, spec.server, self.tls.as_ref(), Wire::for_spec(&spec)) {
             Ok(mut t) => {
-                // The first frame rides right behind the handshake.
-                match &spec.load_test_secret {
-                    Some(secret) => t.queue(
+                // The first frame rides right behind the handshake (MQTT/NATS: connect and
+                // subscribe to the user's own topic).
+                if spec.logs_in() {
+                    let secret = spec.load_test_secret.as_deref().unwrap_or("");
+                    t.queue(
                         &LoadTestLogin {
                             protocol_version: PROTOCOL_VERSION,
                             phone: spec.phone(u.idx),
                             secret: secret.as_bytes().to_vec(),
                         }
                         .into(),
-                    ),
-                    None => t.queue(&Ping { nonce: u.idx }.into()),
+                    );
+                } else {
+                    t.queue(&Ping { nonce: u.idx }.into());
                 }
                 let token = (i as u64) << 32 | u.gen as u64;
                 if let Err(e) = self.poller.add(t.fd(), token, true) {
@@ -618,52 +633,97 @@ impl Driver {
         }
     }
 
-    fn send_due(&mut self, now: Instant) {
+    /// Sends every message the open-loop schedule has made due, each stamped with its
+    /// scheduled time. One that cannot go (no user up, the in-flight cap, no group yet) is
+    /// counted in `sends_skipped` and recorded as late: its delivery latency is at least the
+    /// time from its schedule to the end of the drain, when the farm stops waiting.
+    fn send_due(&mut self, now: Instant, until: Instant) {
         let Some(picker) = self.picker.clone() else {
             return;
         };
-        let due = self.send_pacer.take(now);
-        for _ in 0..due {
-            if self.spec.group_ratio > 0.0 && self.rng.unit() < self.spec.group_ratio {
-                self.send_group(now);
-                continue;
-            }
-            let Some(i) = self.random_up_user() else {
-                return;
+        let Some(mut schedule) = self.send_schedule.take() else {
+            return;
+        };
+        for _ in 0..SENDS_PER_TURN_MAX {
+            let Some(due) = schedule.next_due(now) else {
+                break;
             };
-            let to = picker.pick(self.users[i].idx, &mut self.rng);
-            let Some(cmid) = self.reserve(i, now, 0) else {
-                continue;
+            self.stats
+                .send_lag
+                .record(now.saturating_duration_since(due.at).as_micros() as u64);
+            let group = self.spec.group_ratio > 0.0 && self.rng.unit() < self.spec.group_ratio;
+            let sent = if group {
+                self.send_group(due, now)
+            } else {
+                self.send_one(&picker, due, now)
             };
-            let u = &mut self.users[i];
-            let body = BodyStamp {
-                sender: u.idx,
-                client_msg_id: cmid,
-                sent_at_us: wall_us(),
+            if !sent {
+                self.stats.counters.sends_skipped += 1;
+                let gave_up = until + secs(self.spec.drain_s);
+                self.stats
+                    .delivery
+                    .record(gave_up.saturating_duration_since(due.at).as_micros() as u64);
             }
-            .encode(self.spec.body_bytes);
-            u.queue(SendMessage {
-                to: self.spec.phone(to),
-                client_msg_id: cmid,
-                body,
-                media: None,
-            });
-            self.stats.counters.messages_sent += 1;
-            self.after_io(i, now);
         }
+        self.send_schedule = Some(schedule);
     }
 
-    /// Takes the next client_msg_id of user `i` and records it pending; `None` (counted) if
-    /// the user already has the most in flight.
-    fn reserve(&mut self, i: usize, now: Instant, group_id: u64) -> Option<u64> {
+    /// One 1:1 message from a random user that is up; false if none could send.
+    fn send_one(&mut self, picker: &PeerPicker, due: Scheduled, now: Instant) -> bool {
+        let Some(i) = self.random_up_user() else {
+            return false;
+        };
+        let to = picker.pick(self.users[i].idx, &mut self.rng);
+        let Some(cmid) = self.reserve(i, due, 0) else {
+            return false;
+        };
+        let u = &mut self.users[i];
+        let body = BodyStamp {
+            sender: u.idx,
+            client_msg_id: cmid,
+            sent_at_us: due.wall_us,
+        }
+        .encode(self.spec.body_bytes);
+        u.queue(SendMessage {
+            to: self.spec.phone(to),
+            client_msg_id: cmid,
+            body,
+            media: None,
+        });
+        self.ledger.sent.push(((u.idx, cmid), to));
+        self.stats.counters.messages_sent += 1;
+        if !self.spec.server_acks() {
+            self.accepted_unacknowledged(i, cmid);
+        }
+        self.after_io(i, now);
+        true
+    }
+
+    /// A protocol without acknowledgements (MQTT QoS 0, NATS): the message counts as accepted
+    /// once written, so the ledger calls it lost if it never arrives. No ack latency.
+    fn accepted_unacknowledged(&mut self, i: usize, cmid: u64) {
+        let u = &mut self.users[i];
+        u.pending.remove(&cmid);
+        self.stats.counters.server_acked += 1;
+        self.ledger.acked.push((u.idx, cmid));
+    }
+
+    /// Takes the next client_msg_id of user `i` and records it pending since its scheduled
+    /// time; `None` if the user already has the most in flight.
+    fn reserve(&mut self, i: usize, due: Scheduled, group_id: u64) -> Option<u64> {
         let u = &mut self.users[i];
         if u.pending.len() >= self.spec.inflight_per_conn_max {
-            self.stats.counters.sends_skipped += 1;
             return None;
         }
         let cmid = u.next_cmid;
         u.next_cmid += 1;
-        u.pending.insert(cmid, Pending { at: now, group_id });
+        u.pending.insert(
+            cmid,
+            Pending {
+                at: due.at,
+                group_id,
+            },
+        );
         Some(cmid)
     }
 
@@ -711,28 +771,30 @@ impl Driver {
         }
     }
 
-    fn send_group(&mut self, now: Instant) {
+    /// One group message from a random member of a random created group; false if it could
+    /// not go.
+    fn send_group(&mut self, due: Scheduled, now: Instant) -> bool {
         let ready: Vec<usize> = (0..self.groups.len())
             .filter(|&g| self.groups[g].id != 0)
             .collect();
         if ready.is_empty() {
-            return;
+            return false;
         }
         let g = ready[self.rng.below(ready.len() as u64) as usize];
         let members = &self.groups[g].members;
         let i = members[self.rng.below(members.len() as u64) as usize];
         let group_id = self.groups[g].id;
         if self.users[i].phase != Phase::Up {
-            return;
+            return false;
         }
-        let Some(cmid) = self.reserve(i, now, group_id) else {
-            return;
+        let Some(cmid) = self.reserve(i, due, group_id) else {
+            return false;
         };
         let u = &mut self.users[i];
         let body = BodyStamp {
             sender: u.idx,
             client_msg_id: cmid,
-            sent_at_us: wall_us(),
+            sent_at_us: due.wall_us,
         }
         .encode(self.spec.body_bytes);
         u.queue(GroupSend {
@@ -743,6 +805,7 @@ impl Driver {
         });
         self.stats.counters.group_sent += 1;
         self.after_io(i, now);
+        true
     }
 
     /// Closes every connection cleanly and reports.

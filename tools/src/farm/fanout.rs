@@ -170,6 +170,10 @@ fn drive(
             timings.ramp_s = start.elapsed().as_secs_f64();
             run_start = Instant::now();
             workers.iter_mut().for_each(|w| w.say("go"));
+            // Observers (the bench) sample CPU over exactly the sending window from here.
+            println!("farm: sending started ({:.3} s)", spec.duration_s);
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
             stage = Stage::Run;
         } else if stage == Stage::Run && live(|w| w.sent) {
             timings.measured_s = run_start.elapsed().as_secs_f64();

@@ -6,12 +6,16 @@
 //! - [`worker`]: one worker process: threads, the barrier between them, progress lines.
 //! - [`driver`]: one thread's epoll loop and phases.
 //! - [`user`]: one synthetic user's protocol behaviour.
-//! - [`transport`]: one connection's bytes (TCP, TLS, frames).
+//! - [`transport`]: one connection's bytes (TCP, TLS), encoded by its [`wire`] protocol:
+//!   Switchboard frames, [`mqtt`] 3.1.1 or [`nats`], all presented as Switchboard frames.
 //! - [`poller`]: the epoll wrapper.
 
 pub mod driver;
 pub mod fanout;
+pub mod mqtt;
+pub mod nats;
 pub mod poller;
 pub mod transport;
 pub mod user;
+pub mod wire;
 pub mod worker;

@@ -19,6 +19,8 @@ pub struct Event {
 pub struct Poller {
     epfd: RawFd,
     events: Vec<libc::epoll_event>,
+    /// epoll_pwait2 (µs timeouts, Linux ≥ 5.11) works here; cleared on the first ENOSYS.
+    precise: bool,
 }
 
 impl Poller {
@@ -32,7 +34,40 @@ impl Poller {
         Ok(Poller {
             epfd,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; batch.max(1)],
+            precise: true,
         })
+    }
+
+    /// Waits at most `timeout`, to the microsecond where the kernel has epoll_pwait2 (the
+    /// send schedule needs better than epoll_wait's milliseconds), else rounded up to 1 ms.
+    fn epoll_wait(&mut self, timeout: Duration) -> i32 {
+        let len = self.events.len() as i32;
+        if self.precise {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: events points at `len` initialised epoll_event slots we own; `ts` is a
+            // valid timespec for the call's duration; a null sigmask means none.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    self.epfd,
+                    self.events.as_mut_ptr(),
+                    len,
+                    &ts as *const libc::timespec,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0usize,
+                )
+            } as i32;
+            if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+                return n;
+            }
+            self.precise = false;
+        }
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: events points at `len` initialised epoll_event slots we own.
+        unsafe { libc::epoll_wait(self.epfd, self.events.as_mut_ptr(), len, ms) }
     }
 
     fn ctl(&self, op: i32, fd: RawFd, token: u64, write: bool) -> io::Result<()> {
@@ -71,15 +106,7 @@ impl Poller {
     /// Waits up to `timeout` and appends ready events to `out` (cleared first).
     pub fn wait(&mut self, timeout: Duration, out: &mut Vec<Event>) -> io::Result<()> {
         out.clear();
-        // SAFETY: events points at `len` initialised epoll_event slots we own.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.epfd,
-                self.events.as_mut_ptr(),
-                self.events.len() as i32,
-                timeout.as_millis().min(i32::MAX as u128) as i32,
-            )
-        };
+        let n = self.epoll_wait(timeout);
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

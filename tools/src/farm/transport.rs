@@ -11,10 +11,11 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 
-use proto::codec::{decode_server, encode_frame};
-use proto::{ClientFrame, FrameBuffer, FrameError, ServerFrame};
+use proto::{ClientFrame, ServerFrame};
 
 use crate::net::{connect_from, Connecting, TlsClient};
+
+use super::wire::{Wire, WireError};
 
 /// Why a connection failed; [`TransportError::kind`] names it for the error table.
 #[non_exhaustive]
@@ -29,9 +30,9 @@ pub enum TransportError {
     /// TLS failed (certificate, protocol).
     #[error("tls: {0}")]
     Tls(rustls::Error),
-    /// The server sent bytes that are not frames.
-    #[error("frame: {0}")]
-    Frame(FrameError),
+    /// The server sent bytes that are not valid in the connection's protocol.
+    #[error("wire: {0}")]
+    Wire(WireError),
     /// The server closed the connection.
     #[error("closed by server")]
     Eof,
@@ -55,7 +56,7 @@ impl TransportError {
             TransportError::Connect(e) => format!("connect:{}", io_kind(e)),
             TransportError::Io(e) => format!("io:{}", io_kind(e)),
             TransportError::Tls(_) => "tls".into(),
-            TransportError::Frame(_) => "frame".into(),
+            TransportError::Wire(_) => "frame".into(),
             TransportError::Eof => "eof".into(),
         }
     }
@@ -67,9 +68,9 @@ impl From<rustls::Error> for TransportError {
     }
 }
 
-impl From<FrameError> for TransportError {
-    fn from(e: FrameError) -> Self {
-        TransportError::Frame(e)
+impl From<WireError> for TransportError {
+    fn from(e: WireError) -> Self {
+        TransportError::Wire(e)
     }
 }
 
@@ -80,9 +81,9 @@ pub struct Transport {
     tls: Option<rustls::ClientConnection>,
     /// Plaintext bytes waiting for the socket (plaintext mode only; rustls buffers its own).
     tx: Vec<u8>,
-    /// Frames split across reads.
-    rx: FrameBuffer,
-    /// Scratch for encoding one frame.
+    /// The protocol: encodes frames, decodes bytes (keeping what is split across reads).
+    wire: Wire,
+    /// Scratch for encoding one frame or a protocol's own replies.
     enc: Vec<u8>,
 }
 
@@ -92,6 +93,7 @@ impl Transport {
         src: Option<Ipv4Addr>,
         dst: SocketAddr,
         tls: Option<&TlsClient>,
+        wire: Wire,
     ) -> Result<Transport, TransportError> {
         let (stream, how) = connect_from(src, dst, true).map_err(TransportError::Connect)?;
         let tls = match tls {
@@ -108,7 +110,7 @@ impl Transport {
             connected: how == Connecting::Done,
             tls,
             tx: Vec::new(),
-            rx: FrameBuffer::new(),
+            wire,
             enc: Vec::new(),
         })
     }
@@ -140,9 +142,15 @@ impl Transport {
     /// Queues one frame (sent by the next [`Transport::flush`]).
     pub fn queue(&mut self, frame: &ClientFrame) {
         self.enc.clear();
-        // Invariant: the farm only builds frames far below FRAME_BYTES_MAX (body_bytes is
-        // checked against BODY_BYTES_MAX, ack batches against ACK_IDS_PER_FRAME_MAX).
-        encode_frame(frame, &mut self.enc).expect("farm frames fit in one frame");
+        self.wire.encode(frame, &mut self.enc);
+        self.queue_enc();
+    }
+
+    /// Queues the bytes in `enc`.
+    fn queue_enc(&mut self) {
+        if self.enc.is_empty() {
+            return;
+        }
         match &mut self.tls {
             // Invariant: the buffer limit is off, so the writer takes every byte.
             Some(t) => t
@@ -215,6 +223,7 @@ impl Transport {
             return Ok(());
         }
         let mut eof = false;
+        self.enc.clear();
         // Bounded: at most 64 socket reads per readiness event, the rest next time.
         for _ in 0..64 {
             let n = match &mut self.tls {
@@ -236,7 +245,7 @@ impl Transport {
                         0
                     }
                     Ok(n) => {
-                        self.rx.extend(&scratch[..n]);
+                        self.wire.decode(&scratch[..n], frames, &mut self.enc)?;
                         n
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -250,7 +259,7 @@ impl Transport {
                             eof = true;
                             break;
                         }
-                        Ok(k) => self.rx.extend(&scratch[..k]),
+                        Ok(k) => self.wire.decode(&scratch[..k], frames, &mut self.enc)?,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                             eof = true;
@@ -260,22 +269,24 @@ impl Transport {
                     }
                 }
             }
-            while let Some(payload) = self.rx.next_frame()? {
-                frames.push(decode_server(payload)?);
-            }
             if eof || n == 0 {
                 break;
             }
         }
+        // The protocol's own answers (NATS PONG) go out with the next flush.
+        self.queue_enc();
         if eof {
             return Err(TransportError::Eof);
         }
         Ok(())
     }
 
-    /// Orderly close: TLS close_notify, flush what we can, FIN. Errors are ignored (the
+    /// Orderly close: the protocol's goodbye (MQTT DISCONNECT), TLS close_notify, flush what we can, FIN. Errors are ignored (the
     /// connection is going away either way).
     pub fn close_clean(mut self) {
+        self.enc.clear();
+        self.wire.goodbye(&mut self.enc);
+        self.queue_enc();
         if let Some(t) = &mut self.tls {
             t.send_close_notify();
         }

@@ -36,7 +36,7 @@ pub enum Phase {
 /// A message this user sent and has no ServerAck for yet.
 #[derive(Debug, Clone, Copy)]
 pub struct Pending {
-    /// When it was sent.
+    /// When it was due (its scheduled send time).
     pub at: Instant,
     /// Its group, 0 for 1:1.
     pub group_id: u64,
@@ -219,6 +219,7 @@ impl User {
         if e.client_msg_id != 0 {
             if self.pending.remove(&e.client_msg_id).is_some() {
                 t.stats.counters.send_errors += 1;
+                t.ledger.refused.push((self.idx, e.client_msg_id));
             }
             t.stats.error(format!("send:{name}"));
             return Outcome::Continue;
@@ -293,7 +294,7 @@ impl User {
         match self.seen.insert(key, self.session_no) {
             None => {
                 t.stats.counters.delivered += 1;
-                t.ledger.delivered.push(key);
+                t.ledger.delivered.push((key, self.idx));
                 true
             }
             Some(first_session) => {
@@ -361,7 +362,7 @@ mod tests {
         assert_eq!(stats.counters.delivered, 1);
         assert_eq!(stats.counters.duplicates, 2);
         assert_eq!(stats.counters.redelivered, 1);
-        assert_eq!(ledger.delivered, vec![(1, 1)]);
+        assert_eq!(ledger.delivered, vec![((1, 1), 5)]);
     }
 
     #[test]

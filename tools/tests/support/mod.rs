@@ -205,3 +205,30 @@ pub fn pin_for(server: &TestServer, phone: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no PIN for {phone} in outbox:\n{text}"))
 }
+
+/// A broker for the farm's MQTT/NATS tests, or `None` (with the reason printed) when it is
+/// not installed here. Under `CI=true` a missing broker fails the test: CI installs both
+/// (.ci/run), so a skip there would hide a regression.
+pub fn broker(kind: tools::brokers::BrokerKind) -> Option<tools::brokers::Broker> {
+    broker_with(kind, None)
+}
+
+/// [`broker`] with a TLS listener using `tls`'s certificate and key.
+pub fn broker_with(
+    kind: tools::brokers::BrokerKind,
+    tls: Option<&tools::brokers::BrokerTls>,
+) -> Option<tools::brokers::Broker> {
+    let Some(bin) = tools::brokers::find(kind) else {
+        let why = format!(
+            "{} is not installed (apt-get install -y {})",
+            kind.program(),
+            kind.package()
+        );
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{why}; CI must install it");
+        }
+        eprintln!("skipping: {why}");
+        return None;
+    };
+    Some(tools::brokers::Broker::start_with(kind, &bin, None, tls).expect("broker starts"))
+}
