@@ -45,8 +45,10 @@ pub struct Counters {
     pub delivered: u64,
     /// Messages delivered again within one session or after a clean reconnect (a bug).
     pub duplicates: u64,
-    /// Messages delivered again after an abrupt drop before their Ack reached the server
-    /// (allowed: at-least-once on the wire, exactly-once after client dedupe).
+    /// Messages delivered again after an abrupt drop (the client's, or the server's crash:
+    /// delivery does not wait for the disk) before their Ack was durable; suppressed by the
+    /// (sender, client_msg_id) dedupe, never shown (allowed: at-least-once on the wire,
+    /// exactly-once after client dedupe).
     pub redelivered: u64,
     /// Deliveries whose body was not a farm stamp or came from an unknown sender.
     pub foreign_messages: u64,

@@ -259,7 +259,11 @@ impl User {
         });
         let stamp = BodyStamp::decode(&m.body);
         let from = t.spec.user_of(&m.from);
-        let Some(stamp) = stamp.filter(|s| Some(s.sender) == from) else {
+        // The server names the sender's id for the message (0 from peers that cannot);
+        // dedupe is by (sender, client_msg_id), so a copy under another id is foreign.
+        let Some(stamp) = stamp.filter(|s| {
+            Some(s.sender) == from && (m.client_msg_id == 0 || m.client_msg_id == s.client_msg_id)
+        }) else {
             t.stats.counters.foreign_messages += 1;
             return;
         };
