@@ -42,7 +42,8 @@ fn login(addr: SocketAddr, phone: &str) -> TcpStream {
 }
 
 /// A login that the kill may cut short (the sender's races it: the kill can come first).
-fn try_login(addr: SocketAddr, phone: &str) -> Result<TcpStream, Option<server_frame::Kind>> {
+/// `Err(None)`: the server is gone; `Err(Some(frame))`: it answered something else.
+fn try_login(addr: SocketAddr, phone: &str) -> Result<TcpStream, Option<String>> {
     let mut s = TcpStream::connect(addr).map_err(|_| None)?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let login = frame(client_frame::Kind::LoadTestLogin(
@@ -55,7 +56,8 @@ fn try_login(addr: SocketAddr, phone: &str) -> Result<TcpStream, Option<server_f
     s.write_all(&login).map_err(|_| None)?;
     match read_frame(&mut s) {
         Some(server_frame::Kind::LoggedIn(_)) => Ok(s),
-        other => Err(other),
+        None => Err(None),
+        Some(other) => Err(Some(format!("{other:?}"))),
     }
 }
 
