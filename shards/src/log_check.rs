@@ -7,7 +7,7 @@
 //! - without `--salvage` the server refuses to start with one line naming the file and the
 //!   offset, and changes nothing;
 //! - with `--salvage` the damaged log is set aside as `shard-N.log.damaged-<unix time>`
-//!   (renamed, never truncated), a new log holding every record that still passes its
+//!   (linked under that name, never truncated), a new log holding every record that still passes its
 //!   checksum takes its place (written, synced, renamed, directory synced), and what was
 //!   skipped is reported.
 //!
@@ -118,7 +118,9 @@ fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
     let aside = path.with_extension(format!("log.damaged-{now}"));
     let tmp = path.with_extension("salvage");
     let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
+            .mode(0o600)
             .write(true)
             .create(true)
             .truncate(true)
@@ -130,7 +132,11 @@ fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
         path: tmp.clone(),
         source,
     })?;
-    std::fs::rename(path, &aside).map_err(|source| LogCheckError::SetAside {
+    // A second name for the damaged log, then one atomic rename over the first: at no
+    // moment (crash or power loss included) is there no log at `path`, which a restart
+    // would replay as an empty shard. A crash before the rename leaves the damaged log in
+    // place, refused or salvaged again at the next start.
+    std::fs::hard_link(path, &aside).map_err(|source| LogCheckError::SetAside {
         path: path.to_path_buf(),
         source,
     })?;
@@ -145,4 +151,55 @@ fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
         records: s.records,
         skipped: s.skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{encode, record::Kind, AccountRec, Record};
+
+    fn account(id: u64) -> Record {
+        Record {
+            kind: Some(Kind::Account(AccountRec {
+                phone: format!("+1555000{id:04}"),
+                user_id: id,
+                key_hash: vec![1; 32],
+            })),
+        }
+    }
+
+    #[test]
+    fn salvage_keeps_the_damaged_log_aside_and_never_leaves_the_log_missing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sb-logcheck-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = log_path(&dir, 0);
+        let mut log = Vec::new();
+        let mut starts = Vec::new();
+        for id in 1..=3 {
+            starts.push(log.len());
+            encode(&account(id), &mut log);
+        }
+        log[starts[1] + 10] ^= 0x10;
+        std::fs::write(&path, &log).unwrap();
+        assert!(matches!(
+            check_logs(&dir, 1, false),
+            Err(LogCheckError::Corrupt { .. })
+        ));
+        let done = check_logs(&dir, 1, true).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            std::fs::read(&done[0].set_aside).unwrap(),
+            log,
+            "kept as it was"
+        );
+        let kept = std::fs::read(&path).unwrap();
+        let r = crate::record::replay(&kept);
+        assert_eq!(r.records, vec![account(1), account(3)]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the salvaged log is private like any log");
+        assert!(check_logs(&dir, 1, false).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

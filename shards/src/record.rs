@@ -4,12 +4,15 @@
 //! `[u32 length BE][u32 crc32 BE][payload]`. Replay stops at the first frame that is short,
 //! empty, fails its checksum or holds no record kind (a zero-filled region reads as length 0
 //! and is refused), and then tells two cases apart ([`Tail`]):
-//! - **torn**: nothing valid follows the bad frame. A crash mid-write leaves exactly this,
-//!   and nothing in it was acknowledged (acks wait for `fdatasync`): truncate it.
+//! - **torn**: nothing valid follows the bad frame, or only frames inside its own declared
+//!   length that stop short of the end of the data (a message body is its sender's bytes,
+//!   and may hold framed records). A crash mid-write leaves exactly this, and nothing in it
+//!   was acknowledged (acks wait for `fdatasync`): truncate it.
 //! - **corrupt**: some valid record follows. A torn write can only be the last thing in the
 //!   file, so this is damage to data that was synced and acknowledged: refuse to start and
 //!   name the offset; `--salvage` keeps every record that still passes its checksum
-//!   ([`salvage`]).
+//!   ([`salvage`]), resuming after a bad frame where its length says it ends when a record
+//!   starts there, never at a frame inside its body.
 //!
 //! Records are facts, applied in order: an account's current key hash, a queued item, the
 //! removal of an item, a group's full state, a dedupe entry, the id high-water mark. Pure:
@@ -219,6 +222,31 @@ fn next_valid(bytes: &[u8], from: usize) -> Option<usize> {
         .find(|&at| frame_at(bytes, at).is_some())
 }
 
+/// Where the frame at `at` says it ends, if its length is plausible.
+fn declared_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let header = bytes.get(at..at.checked_add(RECORD_HEADER_BYTES)?)?;
+    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    (len > 0 && len <= RECORD_BYTES_MAX).then_some(at + RECORD_HEADER_BYTES + len)
+}
+
+/// Whether the bad frame at `at` is a torn last record and the valid frame at `inner` lies
+/// in its body: every byte left that is not a preallocated zero lies within the bad frame's
+/// declared length, and the frames from `inner` on stop short of that data's end (records
+/// written after a damaged one would run to it). A message body holds whatever its sender
+/// chose, framed records included, so a frame found inside one proves nothing.
+fn torn_around(bytes: &[u8], at: usize, inner: usize) -> bool {
+    let data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    match declared_end(bytes, at) {
+        Some(end) if end >= data_end => {}
+        _ => return false,
+    }
+    let mut chain_end = inner;
+    while let Some((_, next)) = frame_at(bytes, chain_end) {
+        chain_end = next;
+    }
+    chain_end < data_end
+}
+
 /// Parses every well-formed record of `bytes` up to the first bad frame, and classifies
 /// what follows it.
 pub fn replay(bytes: &[u8]) -> Replay {
@@ -232,11 +260,11 @@ pub fn replay(bytes: &[u8]) -> Replay {
         Tail::Clean
     } else {
         match next_valid(bytes, at + 1) {
-            Some(next) => Tail::Corrupt {
+            Some(next) if !torn_around(bytes, at, next) => Tail::Corrupt {
                 at: at as u64,
                 next_valid_at: next as u64,
             },
-            None => Tail::Torn { at: at as u64 },
+            _ => Tail::Torn { at: at as u64 },
         }
     };
     Replay {
@@ -269,7 +297,15 @@ pub fn salvage(bytes: &[u8]) -> Salvage {
                 at = next;
             }
             None => {
-                let resume = next_valid(bytes, at + 1).unwrap_or(bytes.len());
+                // A bad body with a right length ends where the next record starts: resume
+                // there, not at a frame inside the body (a sender's bytes).
+                let resume = match declared_end(bytes, at) {
+                    Some(end) if frame_at(bytes, end).is_some() => end,
+                    _ => match next_valid(bytes, at + 1) {
+                        Some(next) if !torn_around(bytes, at, next) => next,
+                        _ => bytes.len(),
+                    },
+                };
                 out.skipped.push((at as u64, (resume - at) as u64));
                 at = resume;
             }
@@ -375,5 +411,116 @@ mod tests {
         assert_eq!(again.records[4], item(6));
         // An undamaged log salvages to itself.
         assert_eq!(salvage(&log).kept, log);
+    }
+
+    /// An item holding a message whose body the sender chose (`body` appears verbatim in the
+    /// item's encoded frame, and so in the log).
+    fn item_with_body(id: u64, body: Vec<u8>) -> Record {
+        use proto::v1::{server_frame, Message as Msg, ServerFrame};
+        let frame = ServerFrame {
+            kind: Some(server_frame::Kind::Message(Msg {
+                from: "+15550000002".into(),
+                server_msg_id: id,
+                body,
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec();
+        Record {
+            kind: Some(record::Kind::Item(ItemRec {
+                user: "+15550000001".into(),
+                id,
+                frame,
+                sender: "+15550000002".into(),
+                client_msg_id: id,
+                group_id: 0,
+            })),
+        }
+    }
+
+    /// A framed account record giving a victim's number the sender's device key: what a
+    /// sender can put inside a message body.
+    fn forged_frame() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(
+            &Record {
+                kind: Some(record::Kind::Account(AccountRec {
+                    phone: "+15550000009".into(),
+                    user_id: 9,
+                    key_hash: vec![0xee; 32],
+                })),
+            },
+            &mut out,
+        );
+        out
+    }
+
+    fn offset_of(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the body is in the log verbatim")
+    }
+
+    #[test]
+    fn a_torn_record_whose_body_holds_a_framed_record_is_still_a_torn_tail() {
+        let forged = forged_frame();
+        let mut log = Vec::new();
+        encode(&item(1), &mut log);
+        let good = log.len();
+        encode(&item_with_body(2, forged.clone()), &mut log);
+        // The crash (or power loss) kept the last record up to just past the bytes of the
+        // body, and the preallocated zeros after it: a torn tail, nothing of it acked.
+        let cut = offset_of(&log, &forged) + forged.len() + 1;
+        let mut torn = log[..cut].to_vec();
+        torn.resize(cut + 4096, 0);
+        assert_eq!(
+            replay(&torn).tail,
+            Tail::Torn { at: good as u64 },
+            "a torn last record must not refuse the start (nor be salvaged into records)"
+        );
+    }
+
+    #[test]
+    fn salvage_never_keeps_a_record_forged_inside_a_damaged_message() {
+        let mut log = Vec::new();
+        encode(&item(1), &mut log);
+        let at = log.len();
+        encode(&item_with_body(2, forged_frame()), &mut log);
+        encode(&item(3), &mut log);
+        let mut bad = log.clone();
+        bad[at + RECORD_HEADER_BYTES + 3] ^= 0x10; // damage in item 2's body
+        assert!(matches!(replay(&bad).tail, Tail::Corrupt { .. }));
+        let kept = replay(&salvage(&bad).kept).records;
+        let forged: Vec<_> = kept
+            .iter()
+            .filter(|r| matches!(r.kind, Some(record::Kind::Account(_))))
+            .collect();
+        assert!(
+            forged.is_empty(),
+            "salvage kept a record no shard wrote (from a message body): {forged:?}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_length_that_swallows_the_records_after_it_is_still_corruption() {
+        let mut log = Vec::new();
+        let mut starts = Vec::new();
+        for i in 1..=10 {
+            starts.push(log.len());
+            encode(&item(i), &mut log);
+        }
+        // Record 8's length now reaches past the end of the data, preallocated zeros after.
+        let reach = (log.len() - starts[7] + 100) as u32;
+        log[starts[7]..starts[7] + 4].copy_from_slice(&reach.to_be_bytes());
+        log.resize(log.len() + 4096, 0);
+        assert_eq!(
+            replay(&log).tail,
+            Tail::Corrupt {
+                at: starts[7] as u64,
+                next_valid_at: starts[8] as u64
+            },
+            "records 9 and 10 run to the end of the data: acknowledged, not a torn body"
+        );
+        assert_eq!(salvage(&log).records, 9);
     }
 }

@@ -395,6 +395,45 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "finding: an id a phone saw before its record was durable is issued again"]
+    fn an_id_delivered_before_durability_is_not_issued_again_after_a_crash() {
+        let (a_phone, b_phone, c_phone) = ("+15550000001", "+15550000002", "+15550000003");
+        let mut sim = Sim::new(1);
+        let a = sim.login(a_phone, 0);
+        let b = sim.login(b_phone, 0);
+        sim.login(c_phone, 0);
+        // The most a log can hold at the crash: a snapshot, id mark included.
+        let durable = sim.shards[0].snapshot();
+        sim.send(a, text(b_phone, 1));
+        let [server_frame::Kind::Message(m1)] = &sim.take(b)[..] else {
+            panic!("delivered before durable");
+        };
+        // SIGKILL before m1's record is durable (A got no ServerAck: fine). B's phone holds
+        // m1 under its server id. The restart finds the clock stepped back an hour.
+        let mut fresh = Sim::new(1);
+        let random: crate::state::RandomSource = Box::new(|buf: &mut [u8]| buf.fill(7));
+        let settings = ServiceSettings {
+            load_test_secret: Some(b"s".to_vec()),
+            ..ServiceSettings::default()
+        };
+        fresh.shards[0] = ShardState::new(ShardId(0), 1, settings, random, sim.now - 3_600_000);
+        fresh.shards[0].replay(durable);
+        let c = fresh.login(c_phone, 0);
+        fresh.send(c, text(b_phone, 1));
+        fresh.commit();
+        let b2 = fresh.login(b_phone, 0);
+        let [server_frame::Kind::Message(m2)] = &fresh.take(b2)[..] else {
+            panic!("C's message queued for B");
+        };
+        // B's phone now holds two different messages under one server id: its Read or Ack
+        // of m1 (sent late, after a reconnect) would remove m2 and tell C it was read.
+        assert_ne!(
+            m2.server_msg_id, m1.server_msg_id,
+            "a server id B's phone already holds was issued again"
+        );
+    }
+
+    #[test]
     fn login_on_a_foreign_shard_hands_the_connection_home() {
         let mut sim = Sim::new(4);
         let phone = "+15550000009";

@@ -35,19 +35,29 @@ fn spawn_server(data: &Path) -> (Child, SocketAddr) {
 }
 
 fn login(addr: SocketAddr, phone: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
+    match try_login(addr, phone) {
+        Ok(s) => s,
+        Err(other) => panic!("expected LoggedIn for {phone}, got {other:?}"),
+    }
+}
+
+/// A login that the kill may cut short (the sender's races it: the kill can come first).
+/// `Err(None)`: the server is gone; `Err(Some(frame))`: it answered something else.
+fn try_login(addr: SocketAddr, phone: &str) -> Result<TcpStream, Option<String>> {
+    let mut s = TcpStream::connect(addr).map_err(|_| None)?;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&frame(client_frame::Kind::LoadTestLogin(
+    let login = frame(client_frame::Kind::LoadTestLogin(
         proto::v1::LoadTestLogin {
             protocol_version: support::V,
             phone: phone.into(),
             secret: b"farm-secret".to_vec(),
         },
-    )))
-    .unwrap();
+    ));
+    s.write_all(&login).map_err(|_| None)?;
     match read_frame(&mut s) {
-        Some(server_frame::Kind::LoggedIn(_)) => s,
-        other => panic!("expected LoggedIn for {phone}, got {other:?}"),
+        Some(server_frame::Kind::LoggedIn(_)) => Ok(s),
+        None => Err(None),
+        Some(other) => Err(Some(format!("{other:?}"))),
     }
 }
 
@@ -94,7 +104,12 @@ fn sender(
     group_id: u64,
     first_cid: u64,
 ) -> (u64, Vec<u64>) {
-    let mut s = login(addr, SENDER);
+    let mut s = match try_login(addr, SENDER) {
+        Ok(s) => s,
+        // Killed before the login finished (a loaded machine, a short draw): nothing sent.
+        Err(None) => return (first_cid, Vec::new()),
+        Err(Some(other)) => panic!("expected LoggedIn for the sender, got {other:?}"),
+    };
     let mut acked = Vec::new();
     let mut cid = first_cid;
     loop {
