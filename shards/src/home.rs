@@ -8,6 +8,13 @@
 //!   shard that made it (a group's home is the shard in its id). Sequences start, after a
 //!   restart, above both the largest id replayed from the log and a clock-derived floor, so
 //!   an id is never issued twice even for ids that were never persisted.
+//! - Ids are exposed before they are durable (a message is delivered before its record is
+//!   written, and an item acked first is never written), so the log also holds a
+//!   **reservation**: an id mark `ID_RESERVE_BLOCK` ahead of the next id, renewed when half
+//!   of it is used, written in the batch of the event that renews it. A restart starts above
+//!   the last durable reservation, hence above every id a phone may have seen, whatever the
+//!   clock did and however fast ids were issued (as long as the log keeps up with half a
+//!   block: 512 K ids).
 
 use engine::ShardId;
 
@@ -33,11 +40,17 @@ pub fn home_of_id(id: u64) -> ShardId {
     ShardId((id >> ID_SEQUENCE_BITS) as usize)
 }
 
+/// Sequences a reservation covers ahead of the next id.
+pub const ID_RESERVE_BLOCK: u64 = 1 << 20;
+
 /// Issues ids for one shard.
 #[derive(Debug)]
 pub struct IdAllocator {
     shard: u64,
     next: u64,
+    /// Sequences below this are covered by a reservation recorded in the log (or on its
+    /// way there); 0 until the first one.
+    reserved: u64,
 }
 
 impl IdAllocator {
@@ -49,6 +62,7 @@ impl IdAllocator {
         IdAllocator {
             shard: shard.0 as u64,
             next,
+            reserved: 0,
         }
     }
 
@@ -59,9 +73,24 @@ impl IdAllocator {
         id
     }
 
-    /// The sequence the next id gets (written into snapshots as the high-water mark).
+    /// The sequence the next id gets.
     pub fn next_seq(&self) -> u64 {
         self.next
+    }
+
+    /// The mark a snapshot records: above every id issued and every reservation made.
+    pub fn mark(&self) -> u64 {
+        self.next.max(self.reserved)
+    }
+
+    /// A new reservation to record, when less than half a block is left: the caller writes
+    /// it as an id mark record.
+    pub fn reservation_due(&mut self) -> Option<u64> {
+        if self.next + ID_RESERVE_BLOCK / 2 <= self.reserved {
+            return None;
+        }
+        self.reserved = self.next + ID_RESERVE_BLOCK;
+        Some(self.reserved)
     }
 
     /// Keeps future sequences at or above `seq` (replay of a high-water mark).

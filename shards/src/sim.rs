@@ -395,7 +395,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "finding: an id a phone saw before its record was durable is issued again"]
     fn an_id_delivered_before_durability_is_not_issued_again_after_a_crash() {
         let (a_phone, b_phone, c_phone) = ("+15550000001", "+15550000002", "+15550000003");
         let mut sim = Sim::new(1);

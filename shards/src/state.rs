@@ -225,7 +225,7 @@ impl ShardState {
         // First, so that the ids of items the snapshot drops are never issued again.
         let mut out: Vec<Record> = vec![Record {
             kind: Some(record::Kind::IdMark(crate::record::IdMarkRec {
-                next_seq: self.ids.next_seq(),
+                next_seq: self.ids.mark(),
             })),
         }];
         out.extend(self.registry.snapshot().map(|a| Record {
@@ -247,6 +247,7 @@ impl ShardState {
 
     /// A frame from `conn` (already validated against the wire limits).
     pub fn on_frame(&mut self, now: u64, conn: ConnId, frame: ClientFrame, out: &mut Out) {
+        self.reserve_ids(out);
         let Some(kind) = frame.kind else {
             return out.fail(conn, ErrorCode::UnexpectedFrame, "empty frame");
         };
@@ -324,6 +325,17 @@ impl ShardState {
         }
     }
 
+    /// Records a new id reservation when the current one is half used (before the event's
+    /// own records, so that none of its ids is durable without it). An event issues at most
+    /// a group's worth of ids, far less than the half block left.
+    fn reserve_ids(&mut self, out: &mut Out) {
+        if let Some(next_seq) = self.ids.reservation_due() {
+            out.records.push(Record {
+                kind: Some(record::Kind::IdMark(crate::record::IdMarkRec { next_seq })),
+            });
+        }
+    }
+
     /// `conn` is gone.
     pub fn on_close(&mut self, now: u64, conn: ConnId, out: &mut Out) {
         self.prelogin.remove(&conn);
@@ -336,6 +348,7 @@ impl ShardState {
 
     /// A message from another shard (or this one).
     pub fn on_mesh(&mut self, now: u64, msg: ShardMsg, out: &mut Out) {
+        self.reserve_ids(out);
         match msg {
             ShardMsg::Adopt(_) => unreachable!("adoptions come through on_adopt"),
             ShardMsg::Deliver(d) => self.on_deliver(now, *d, out),
