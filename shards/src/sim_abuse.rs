@@ -488,3 +488,47 @@ fn only_connections_signing_up_are_tracked_and_only_until_login() {
     assert!(matches!(sim.take(c)[..], [S::LoggedIn(_)]));
     assert!(sim.shards[0].prelogin.is_empty(), "dropped at login");
 }
+
+/// Found in review: a logged-in connection has no pre-login record, so a `LoadTestLogin` on
+/// it was charged to the box budget alone. From one address, an account holder (logging in
+/// with its own key, which no budget counts) could spend the shard's whole guess budget and
+/// have every owner's `Verify` refused, and guess the secret 1,200 times a minute.
+#[test]
+fn load_test_guesses_on_a_logged_in_connection_do_not_spend_the_box_budget() {
+    let mut sim = Sim::new(1);
+    let (attacker, phone) = (ip("203.0.113.50"), "+15550005555");
+    assert_eq!(once(&mut sim, attacker, register(phone)), Answer::PinSent);
+    let c = sim.connect_from(0, attacker);
+    sim.send(c, verify(phone, &pin_of(&sim, phone)));
+    sim.commit();
+    let key = match &sim.take(c)[..] {
+        [S::Verified(v)] => v.device_key.clone(),
+        other => panic!("expected Verified: {other:?}"),
+    };
+    let login = K::Login(proto::v1::Login {
+        protocol_version: proto::PROTOCOL_VERSION,
+        phone: phone.into(),
+        device_key: key,
+    });
+    let guess = K::LoadTestLogin(proto::v1::LoadTestLogin {
+        protocol_version: proto::PROTOCOL_VERSION,
+        phone: phone.into(),
+        secret: b"guess".to_vec(),
+    });
+    for _ in 0..GUESSES_BOX_PER_MINUTE_DEFAULT {
+        let c = sim.connect_from(0, attacker);
+        sim.send(c, login.clone());
+        sim.send(c, guess.clone());
+        sim.take(c);
+    }
+    assert_eq!(refused(&sim, BudgetKind::GuessBox), 0);
+    legit_user_registers(&mut sim, "198.51.100.7", "+15550001234");
+    let c = sim.connect_from(0, attacker);
+    sim.send(c, login);
+    sim.send(c, guess);
+    assert!(
+        matches!(&sim.take(c)[..], [S::LoggedIn(_), .., S::Error(e)] if e.code == ErrorCode::UnexpectedFrame as i32),
+        "refused as any pre-login frame on a logged-in connection"
+    );
+    assert!(!sim.closed.contains(&c), "the session goes on");
+}
