@@ -148,6 +148,13 @@ impl Switchboard {
         }
     }
 
+    /// PINs that certainly never reached their phone no longer hold its back-off.
+    fn lift_unsent_backoffs(&mut self, now: u64) {
+        for phone in self.pins.take_unsent() {
+            self.state().pins.not_sent(&phone, now);
+        }
+    }
+
     fn state(&mut self) -> &mut ShardState {
         // Set in on_start, which the engine calls before any other callback.
         self.state.as_mut().expect("state loaded in on_start")
@@ -238,7 +245,10 @@ impl Switchboard {
                     self.pins
                         .send(self.env.sms.as_ref(), now, conn, (&phone, &pin), on_sent);
                 match refused {
-                    Some(frame) => send_frame(io, conn, frame),
+                    Some(frame) => {
+                        send_frame(io, conn, frame);
+                        self.lift_unsent_backoffs(now);
+                    }
                     None => self.poll_pins_later(io),
                 }
             }
@@ -566,6 +576,7 @@ impl Service for Switchboard {
                 for (conn, frame) in self.pins.poll(io.now_ms()) {
                     send_frame(io, conn, frame);
                 }
+                self.lift_unsent_backoffs(io.now_ms());
                 if self.pins.waiting() > 0 {
                     self.poll_pins_later(io);
                 }

@@ -80,7 +80,8 @@ pub struct SignupLimits {
     pub pin_sends_range_per_hour: u32,
     /// PINs sent by the box per minute (each shard gets its share).
     pub pin_sends_box_per_minute: u32,
-    /// Verify attempts, wrong device keys and wrong load-test secrets per source per hour.
+    /// Verify attempts and wrong load-test secrets per source per hour. (A wrong device key
+    /// is not counted: it closes its connection, and a 256-bit key is not guessed.)
     pub guesses_source_per_hour: u32,
     /// The same per source prefix per hour.
     pub guesses_prefix_per_hour: u32,
@@ -313,7 +314,7 @@ pub enum Spend<'a> {
         /// The phone the PIN goes to.
         phone: &'a str,
     },
-    /// A Verify attempt, a wrong device key or a wrong load-test secret.
+    /// A Verify attempt or a wrong load-test secret.
     Guess,
 }
 

@@ -308,6 +308,11 @@ impl ShardState {
                 "load-test logins are disabled",
             );
         };
+        // A logged-in connection has no pre-login record: its guesses would be charged to
+        // the box budget alone, so one address could spend every owner's Verify.
+        if self.sessions.user_of(conn).is_some() {
+            return out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0);
+        }
         if self.route_home(
             now,
             conn,

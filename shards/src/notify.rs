@@ -72,6 +72,22 @@ pub enum SmsError {
     NoReport(u64),
 }
 
+impl SmsError {
+    /// Whether the PIN certainly never reached the phone: it never left the queue, or the
+    /// gateway did not take it. A missed deadline, a transport error or a missing report may
+    /// hide an SMS that went out.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            SmsError::QueueFull { .. }
+                | SmsError::Stale { .. }
+                | SmsError::Status { .. }
+                | SmsError::Outbox(_)
+                | SmsError::Stopped
+        )
+    }
+}
+
 /// How one PIN send ended, as the gateway reports it to the shard that asked.
 #[derive(Debug)]
 pub struct PinOutcome {

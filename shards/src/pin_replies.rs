@@ -28,6 +28,8 @@ pub const PIN_REPLY_POLL_MS: u64 = 10;
 #[derive(Debug)]
 struct Waiting {
     conn: ConnId,
+    /// The phone the PIN went to.
+    phone: String,
     /// `PinSent`, released when the gateway reports success.
     on_sent: server_frame::Kind,
     deadline_ms: u64,
@@ -40,6 +42,9 @@ pub struct PinReplies {
     rx: mpsc::Receiver<PinOutcome>,
     waiting: HashMap<u64, Waiting>,
     next_token: u64,
+    /// Phones whose PIN certainly never went out ([`SmsError::never_sent`]), until the
+    /// shard takes them ([`PinReplies::take_unsent`]) to lift the back-off that send set.
+    unsent: Vec<String>,
 }
 
 impl Default for PinReplies {
@@ -50,6 +55,7 @@ impl Default for PinReplies {
             rx,
             waiting: HashMap::new(),
             next_token: 0,
+            unsent: Vec::new(),
         }
     }
 }
@@ -82,6 +88,7 @@ impl PinReplies {
                     token,
                     Waiting {
                         conn,
+                        phone: phone.to_string(),
                         on_sent,
                         deadline_ms: now_ms + SMS_REPLY_WAIT_MAX_MS,
                     },
@@ -90,6 +97,9 @@ impl PinReplies {
             }
             Err(e) => {
                 tracing::warn!(%phone, "PIN not sent: {e}");
+                if e.never_sent() {
+                    self.unsent.push(phone.to_string());
+                }
                 Some(not_sent(&e))
             }
         }
@@ -106,6 +116,9 @@ impl PinReplies {
                 Ok(()) => (w.conn, w.on_sent),
                 Err(e) => {
                     tracing::warn!("PIN not sent: {e}");
+                    if e.never_sent() {
+                        self.unsent.push(w.phone);
+                    }
                     (w.conn, not_sent(&e))
                 }
             });
@@ -122,6 +135,11 @@ impl PinReplies {
             ready.push((w.conn, not_sent(&SmsError::NoReport(SMS_REPLY_WAIT_MAX_MS))));
         }
         ready
+    }
+
+    /// The phones whose PIN certainly never went out since the last call.
+    pub fn take_unsent(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.unsent)
     }
 
     /// Registrations still waiting (the shard keeps polling while there are any).
@@ -185,6 +203,10 @@ mod tests {
         assert_eq!(ready[1].0, conn(2));
         assert!(is_error(&ready[1].1), "{:?}", ready[1].1);
         assert_eq!(p.waiting(), 0);
+        assert!(
+            p.take_unsent().is_empty(),
+            "a missed deadline may hide a sent SMS"
+        );
         assert!(p.poll(20).is_empty(), "each client hears once");
     }
 
@@ -198,6 +220,12 @@ mod tests {
         let now = p.send(&refusing, 0, conn(1), ("+1", "1"), pin_sent());
         assert!(now.as_ref().is_some_and(is_error), "{now:?}");
         assert_eq!(p.waiting(), 0);
+        assert_eq!(
+            p.take_unsent(),
+            vec!["+1".to_string()],
+            "certainly not sent"
+        );
+        assert!(p.take_unsent().is_empty());
         let silent = Arc::new(Fake::default());
         assert!(p
             .send(&silent, 100, conn(2), ("+2", "2"), pin_sent())

@@ -136,6 +136,17 @@ impl Pins {
         PIN_TTL_MS / 1000
     }
 
+    /// The PIN last sent to `phone` certainly never reached it (the gateway's queue or the
+    /// gateway refused it): it is void and no longer holds the phone's back-off, so the
+    /// owner told "PIN not sent; try again" can. The budgets it spent stay spent.
+    pub fn not_sent(&mut self, phone: &str, now: u64) {
+        if let Some(p) = self.by_phone.get_mut(phone) {
+            p.pin = None;
+            p.sends = p.sends.saturating_sub(1);
+            p.next_send_ms = p.next_send_ms.min(now);
+        }
+    }
+
     /// Checks `pin` for `phone`; on success the entry is gone and the caller issues a key.
     pub fn verify(&mut self, phone: &str, pin: &str, now: u64) -> Result<(), PinError> {
         self.sweep(now);
@@ -208,6 +219,23 @@ mod tests {
             Ok(()),
             "the owner is not locked out"
         );
+    }
+
+    #[test]
+    fn a_pin_that_never_went_out_voids_and_lifts_its_back_off() {
+        let mut p = Pins::default();
+        p.sent(P, "123456".into(), 0);
+        p.not_sent(P, 5);
+        assert_eq!(p.verify(P, "123456", 6), Err(PinError::BadPin), "void");
+        p.may_send(P, 6).unwrap();
+        p.sent(P, "222222".into(), 6);
+        let wait = p.may_send(P, 6).unwrap_err().retry_after_ms;
+        assert_eq!(
+            wait, PIN_BACKOFF_BASE_MS,
+            "the first back-off again, not the second"
+        );
+        p.not_sent("+15550009999", 7);
+        assert_eq!(p.len(), 1, "no entry for a phone without one");
     }
 
     #[test]

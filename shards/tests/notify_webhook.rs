@@ -132,3 +132,19 @@ fn a_trickling_gateway_fails_one_pin_at_the_deadline_and_others_still_go_out() {
     // Cut at the deadline, not after the 19 s trickle (room for a loaded machine).
     assert!(took >= deadline && took < deadline * 2, "{took:?}");
 }
+
+/// Found in review: a PIN the gateway refused (503 here; likewise a full queue or a PIN gone
+/// stale in it) started the number's back-off, so the owner told "PIN not sent; try again
+/// later" who tried again was refused for a minute, then 2, 4 … 32 as an outage went on.
+#[test]
+fn a_pin_that_was_not_sent_does_not_start_the_numbers_back_off() {
+    let (server, _bodies) = server_with_gateway();
+    for attempt in 0..3 {
+        let mut c = register(&server, FAILING);
+        let e = c.expect_error();
+        assert!(
+            e.code == ErrorCode::Internal as i32 && e.detail.contains("PIN not sent"),
+            "attempt {attempt}: {e:?}"
+        );
+    }
+}
