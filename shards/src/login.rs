@@ -224,7 +224,10 @@ impl ShardState {
         if let Err(refused) = self.budgets.admit(Spend::Guess, self.source_of(conn), now) {
             return self.refuse_budget(now, conn, refused, out);
         }
-        if let Err(e) = self.pins.verify(&v.phone, &v.pin, now) {
+        if let Err(e) = self
+            .pins
+            .verify(&v.phone, &v.pin, self.source_of(conn), now)
+        {
             let code = match e {
                 PinError::Burned { retry_after_ms } => {
                     let refused = Refused {

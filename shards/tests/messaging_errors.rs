@@ -82,7 +82,7 @@ fn each_bad_input_gets_its_error_and_others_are_untouched() {
 }
 
 #[test]
-fn bad_pins_are_refused_then_the_pin_is_burned() {
+fn bad_pins_are_refused_then_this_source_may_not_try_again() {
     let server = TestServer::start(1, true);
     let phone = "+15550000200";
     let mut c = server.client();
@@ -105,20 +105,21 @@ fn bad_pins_are_refused_then_the_pin_is_burned() {
         }));
         c.expect_error()
     };
-    for _ in 1..shards::pins::PIN_WRONG_TRIES_MAX {
+    for _ in 1..shards::pins::PIN_WRONG_TRIES_PER_PREFIX_MAX {
         assert_eq!(code(&wrong_pin(&mut c)), ErrorCode::BadPin);
     }
-    // The last wrong try burns the PIN and says when a new one may be asked for.
-    let burned = wrong_pin(&mut c);
-    assert_eq!(code(&burned), ErrorCode::RateLimited);
-    assert!(burned.retry_after_ms > 0);
-    // Even the right PIN is refused now: it is burned.
+    // The last wrong try this source prefix may make says when a new PIN may be asked for.
+    let spent = wrong_pin(&mut c);
+    assert_eq!(code(&spent), ErrorCode::RateLimited);
+    assert!(spent.retry_after_ms > 0);
+    // Even the right PIN is refused from here now (another prefix could still use it:
+    // sim_abuse.rs row4).
     c.send(client_frame::Kind::Verify(proto::v1::Verify {
         protocol_version: V,
         phone: phone.into(),
         pin: right,
     }));
-    assert_eq!(code(&c.expect_error()), ErrorCode::BadPin);
+    assert_eq!(code(&c.expect_error()), ErrorCode::RateLimited);
     // A malformed phone is refused before anything else.
     c.send(client_frame::Kind::Register(proto::v1::Register {
         protocol_version: V,
