@@ -38,6 +38,10 @@ pub struct Counters {
     pub server_acked: u64,
     /// 1:1 sends refused with an Error frame.
     pub send_errors: u64,
+    /// Sends the open-loop schedule made due in the window: every one is sent (1:1 or group)
+    /// or skipped, so `messages_sent + group_sent + sends_skipped == sends_due`.
+    #[serde(default)]
+    pub sends_due: u64,
     /// Scheduled sends that could not go (in-flight cap, no user up, no group yet); each is
     /// also recorded in the delivery histogram as late (schedule → end of the drain).
     pub sends_skipped: u64,
@@ -95,6 +99,7 @@ impl Counters {
             server_acked,
             send_errors,
             sends_skipped,
+            sends_due,
             delivered,
             duplicates,
             redelivered,

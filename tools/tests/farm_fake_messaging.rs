@@ -5,6 +5,18 @@
 
 mod support;
 
+/// Every send the schedule made due was sent or skipped (none silently dropped).
+fn every_due_send_accounted(r: &serde_json::Value) {
+    let c = &r["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert!(n("sends_due") > 0, "{r:#}");
+    assert_eq!(
+        n("messages_sent") + n("group_sent") + n("sends_skipped"),
+        n("sends_due"),
+        "{r:#}"
+    );
+}
+
 use support::{args, fake, run_farm};
 
 #[test]
@@ -33,6 +45,7 @@ fn steady_two_procs_every_acked_message_once() {
         "1.0",
     ]));
     assert!(out.status.success(), "{r:#}");
+    every_due_send_accounted(&r);
     assert_eq!(r["connections_established"], 60, "{r:#}");
     let acked = r["server_acked"].as_u64().unwrap();
     assert!(acked > 300, "{r:#}");
@@ -176,6 +189,7 @@ fn unsent_scheduled_messages_count_as_late() {
     ]));
     // Sent, never acked: not exactly-once, so exit 2.
     assert_eq!(out.status.code(), Some(2), "{r:#}");
+    every_due_send_accounted(&r);
     assert_eq!(r["connections_established"], 4, "{r:#}");
     assert_eq!(r["messages_sent"], 8, "2 in flight × 4 users: {r:#}");
     assert_eq!(r["server_acked"], 0, "{r:#}");

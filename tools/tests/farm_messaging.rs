@@ -5,6 +5,18 @@
 
 mod support;
 
+/// Every send the schedule made due was sent or skipped (none silently dropped).
+fn every_due_send_accounted(r: &serde_json::Value) {
+    let c = &r["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert!(n("sends_due") > 0, "{r:#}");
+    assert_eq!(
+        n("messages_sent") + n("group_sent") + n("sends_skipped"),
+        n("sends_due"),
+        "{r:#}"
+    );
+}
+
 use support::{args, run_farm, TestServer};
 
 const SECRET: &str = "farm-test-secret";
@@ -14,6 +26,7 @@ fn messaging_server(tls: bool) -> TestServer {
 }
 
 fn check_exactly_once(r: &serde_json::Value, conns: u64) {
+    every_due_send_accounted(r);
     assert_eq!(r["connections_established"], conns, "{r:#}");
     assert_eq!(r["login_errors"], 0, "{r:#}");
     let sent = r["messages_sent"].as_u64().unwrap();

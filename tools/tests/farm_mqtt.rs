@@ -7,6 +7,18 @@
 
 mod support;
 
+/// Every send the schedule made due was sent or skipped (none silently dropped).
+fn every_due_send_accounted(r: &serde_json::Value) {
+    let c = &r["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert!(n("sends_due") > 0, "{r:#}");
+    assert_eq!(
+        n("messages_sent") + n("group_sent") + n("sends_skipped"),
+        n("sends_due"),
+        "{r:#}"
+    );
+}
+
 use support::{args, broker, broker_with, run_farm, TestServer};
 use tools::brokers::{BrokerKind, BrokerTls};
 
@@ -40,6 +52,7 @@ fn qos1_every_published_message_is_pubacked_and_delivered_once() {
     };
     let (out, r) = run_farm(&steady(&b.addr.to_string(), "1"));
     assert!(out.status.success(), "exit {:?}: {r:#}", out.status);
+    every_due_send_accounted(&r);
     assert_eq!(r["connections_established"], 60, "{r:#}");
     assert_eq!(r["connect_errors"], 0, "{r:#}");
     let sent = r["messages_sent"].as_u64().unwrap();
@@ -74,6 +87,7 @@ fn qos0_messages_count_as_accepted_when_written_and_arrive() {
     };
     let (out, r) = run_farm(&steady(&b.addr.to_string(), "0"));
     assert!(out.status.success(), "exit {:?}: {r:#}", out.status);
+    every_due_send_accounted(&r);
     let sent = r["messages_sent"].as_u64().unwrap();
     assert!(sent > 400, "{r:#}");
     assert_eq!(r["server_acked"], sent, "{r:#}");

@@ -7,6 +7,18 @@
 
 mod support;
 
+/// Every send the schedule made due was sent or skipped (none silently dropped).
+fn every_due_send_accounted(r: &serde_json::Value) {
+    let c = &r["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert!(n("sends_due") > 0, "{r:#}");
+    assert_eq!(
+        n("messages_sent") + n("group_sent") + n("sends_skipped"),
+        n("sends_due"),
+        "{r:#}"
+    );
+}
+
 use support::{args, broker, run_farm};
 use tools::brokers::BrokerKind;
 
@@ -36,6 +48,7 @@ fn every_published_message_is_delivered_once() {
         "0.5",
     ]));
     assert!(out.status.success(), "exit {:?}: {r:#}", out.status);
+    every_due_send_accounted(&r);
     assert_eq!(r["connections_established"], 60, "{r:#}");
     let sent = r["messages_sent"].as_u64().unwrap();
     assert!(sent > 400, "about 800 due in 2 s at 400/s: {r:#}");

@@ -316,8 +316,16 @@ impl Driver {
                     };
                 }
                 if now >= until {
-                    // Everything due up to the end of the window goes (or counts as late).
-                    self.send_due(until, until);
+                    // Everything due up to the end of the window goes (or counts as late),
+                    // however far behind the farm is: no per-turn cap here. Bounded: each
+                    // call takes at least one due send, and none is due after `until`.
+                    while self
+                        .send_schedule
+                        .as_ref()
+                        .is_some_and(|s| s.next_at() <= until)
+                    {
+                        self.send_due(until, until);
+                    }
                     self.stage = Stage::Acking {
                         deadline: now + secs(self.spec.drain_s),
                     };
@@ -648,6 +656,7 @@ impl Driver {
             let Some(due) = schedule.next_due(now) else {
                 break;
             };
+            self.stats.counters.sends_due += 1;
             self.stats
                 .send_lag
                 .record(now.saturating_duration_since(due.at).as_micros() as u64);
