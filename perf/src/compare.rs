@@ -6,8 +6,10 @@
 //!    the config `tools::brokers` writes (plaintext, persistence off, limits raised).
 //! 2. The farm runs under `taskset -c 1` with `--proto` for the system. When it prints
 //!    `farm: sending started`, the server's and the farm's /proc counters are sampled; again
-//!    `--duration` seconds later. CPU, syscalls and context switches are therefore those of
-//!    the sending window only: not the ramp, the logins or the drain.
+//!    `--duration` seconds later, while `perf stat -e raw_syscalls:sys_enter -p SERVER`
+//!    counts every syscall the server enters (/proc/PID/io's `syscr`/`syscw` would miss
+//!    `sendto`, `recvfrom` and `io_uring_enter`). CPU, syscalls and context switches are
+//!    therefore those of the sending window only: not the ramp, the logins or the drain.
 //! 3. The farm's JSON report gives the latencies (stamped at the scheduled send time), the
 //!    offered, sent and delivered rates, skipped sends and losses.
 //!
@@ -160,6 +162,10 @@ pub struct WindowRun {
     pub server_rss_connected: u64,
     /// Length of the sampled window, seconds (measured).
     pub window_s: f64,
+    /// Every syscall the server's threads entered over the window (perf's
+    /// `raw_syscalls:sys_enter` tracepoint, counted in the kernel: `io_uring_enter`,
+    /// `sendto` and `recvfrom` included); `None` where perf could not count it.
+    pub server_syscalls: Option<u64>,
 }
 
 impl WindowRun {
@@ -250,13 +256,20 @@ pub fn run_window(
                 sample_tree(farm_pid),
                 Instant::now(),
             );
-            std::thread::sleep(Duration::from_secs_f64(duration));
+            // perf counts for the window (and sleeps it); without perf, just the sleep.
+            let syscalls = count_syscalls(target.pid, duration);
+            if syscalls.is_none() {
+                std::thread::sleep(
+                    Duration::from_secs_f64(duration).saturating_sub(s0.2.elapsed()),
+                );
+            }
             let s1 = (sample_tree(target.pid), sample_tree(farm_pid));
             window = Some((
                 s1.0.since(&s0.0),
                 s1.1.since(&s0.1),
                 s0.2.elapsed(),
                 s0.0.rss_bytes,
+                syscalls,
             ));
             break;
         }
@@ -267,7 +280,7 @@ pub fn run_window(
     let text = std::fs::read_to_string(&report_path);
     let _ = std::fs::remove_dir_all(&dir);
     let text = text.with_context(|| format!("farm wrote no report ({status}): {stderr}"))?;
-    let Some((server, farm_s, took, rss_connected)) = window else {
+    let Some((server, farm_s, took, rss_connected, server_syscalls)) = window else {
         bail!("the farm never started sending ({status}): {stderr}");
     };
     Ok(WindowRun {
@@ -278,5 +291,26 @@ pub fn run_window(
         server_rss_before,
         server_rss_connected: rss_connected,
         window_s: took.as_secs_f64(),
+        server_syscalls,
     })
+}
+
+/// Syscalls entered by `pid`'s threads over the next `seconds` (blocks that long), from
+/// `perf stat -e raw_syscalls:sys_enter -p PID`: counted in the kernel, no per-event cost
+/// beyond the tracepoint's. `None` where perf is missing or refuses the tracepoint.
+pub fn count_syscalls(pid: u32, seconds: f64) -> Option<u64> {
+    let out = Command::new("perf")
+        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
+        .arg(pid.to_string())
+        .args(["--", "sleep"])
+        .arg(format!("{seconds}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.contains("raw_syscalls:sys_enter"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -269,7 +269,11 @@ pub fn steady_at(
             spread(&col(runs, &|w| w.per_msg(w.server.cpu_us())), 1.0, 1),
             spread(&col(runs, &|w| w.per_msg(w.server.user_us)), 1.0, 1),
             spread(&col(runs, &|w| w.per_msg(w.server.sys_us)), 1.0, 1),
-            spread(&col(runs, &|w| w.per_msg(w.server.syscalls)), 1.0, 2),
+            spread(
+                &col(runs, &|w| w.server_syscalls.map_or(f64::NAN, |n| w.per_msg(n))),
+                1.0,
+                2,
+            ),
             spread(&col(runs, &|w| w.per_msg(w.server.ctx_switches)), 1.0, 3),
             spread(&col(runs, &|w| w.cpu_pct(&w.server)), 1.0, 0),
             spread(&col(runs, &|w| w.cpu_pct(&w.farm)), 1.0, 0),

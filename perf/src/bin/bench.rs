@@ -482,7 +482,7 @@ fn versus_section(
     }
     let _ = writeln!(md, "## Switchboard beside mosquitto and NATS
 
-Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: same workload generator, ledger and latency histograms; send times are the scheduled ones, so a late farm or server shows as latency and unsent messages count as late). CPU, syscalls and context switches are sampled from /proc over the sending window only. Peers: {}.\n", versus::versions(&lineup));
+Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: same workload generator, ledger and latency histograms; send times are the scheduled ones, so a late farm or server shows as latency and unsent messages count as late). CPU and context switches are sampled from /proc, and syscalls (every one the server's threads enter: `io_uring_enter`, `sendto`, `recvfrom`, `read`, `write`...) counted by perf's `raw_syscalls:sys_enter` tracepoint, over the sending window only. Peers: {}.\n", versus::versions(&lineup));
     let mut curves = Vec::new();
     let mut per_rate_runs = Vec::new();
     for &rate in &plan.rates {
