@@ -170,6 +170,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn spread(v: &[f64], scale: f64, digits: usize) -> String {
+    if v.iter().any(|x| x.is_nan()) {
+        return "n/a".into(); // not measured (perf missing, nothing delivered)
+    }
     let m = median(v.to_vec()) / scale;
     if v.len() < 2 {
         return format!("{m:.digits$}");
@@ -506,6 +509,11 @@ mod tests {
         ];
         assert_eq!(ratio(&v), "2.00 × (vs mosquitto QoS 0)");
         assert_eq!(ratio(&v[..1]), "–", "no peer, no ratio");
+    }
+
+    #[test]
+    fn an_unmeasured_figure_reads_n_a() {
+        assert_eq!(spread(&[1.0, f64::NAN], 1.0, 1), "n/a");
     }
 
     #[test]
