@@ -25,12 +25,10 @@
 
 use std::collections::HashMap;
 
-use proto::v1::{client_frame, ErrorCode, LoggedIn, Message, Pong, ServerAck};
+use proto::v1::{client_frame, ErrorCode, LoggedIn, Pong, ServerAck};
 use proto::{ClientFrame, ServerFrame};
 
-use crate::workload::BodyStamp;
-
-use super::wire::WireError;
+use super::wire::{stamped_message, WireError};
 
 /// Largest inbound MQTT packet accepted (fixed header excluded), bytes.
 pub const PACKET_BYTES_MAX: usize = 256 * 1024;
@@ -212,20 +210,7 @@ impl MqttCodec {
         };
         let payload = &body[at.min(body.len())..];
         let ours = topic == self.topic.as_bytes();
-        let (from, client_msg_id) = match BodyStamp::decode(payload) {
-            Some(s) if ours => (format!("+{}", self.phone_base + s.sender), s.client_msg_id),
-            _ => (String::new(), 0),
-        };
-        Ok(Message {
-            from,
-            server_msg_id: id,
-            sent_at_ms: 0,
-            body: payload.to_vec(),
-            media: None,
-            group_id: 0,
-            client_msg_id,
-        }
-        .into())
+        Ok(stamped_message(payload, ours, self.phone_base, id).into())
     }
 }
 
@@ -285,6 +270,7 @@ fn packet_at(b: &[u8]) -> Result<Option<(u8, usize, usize)>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::BodyStamp;
     use proto::v1::{server_frame::Kind, Ack, LoadTestLogin, Ping, SendMessage};
 
     fn login(c: &mut MqttCodec) -> Vec<u8> {

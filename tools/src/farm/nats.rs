@@ -18,12 +18,10 @@
 //! Bounded: a control line longer than [`LINE_BYTES_MAX`] or a payload longer than
 //! [`PAYLOAD_BYTES_MAX`] is an error, so `rx` never grows without limit.
 
-use proto::v1::{client_frame, ErrorCode, LoggedIn, Message, Pong};
+use proto::v1::{client_frame, ErrorCode, LoggedIn, Pong};
 use proto::{ClientFrame, ServerFrame};
 
-use crate::workload::BodyStamp;
-
-use super::wire::WireError;
+use super::wire::{stamped_message, WireError};
 
 /// Longest control line accepted (INFO is the longest the server sends), bytes.
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -146,24 +144,7 @@ impl NatsCodec {
                 }
                 let payload = &buf[used..used + n];
                 let ours = subject == self.subject;
-                let (from, client_msg_id) = match BodyStamp::decode(payload) {
-                    Some(s) if ours => {
-                        (format!("+{}", self.phone_base + s.sender), s.client_msg_id)
-                    }
-                    _ => (String::new(), 0),
-                };
-                frames.push(
-                    Message {
-                        from,
-                        server_msg_id: 0,
-                        sent_at_ms: 0,
-                        body: payload.to_vec(),
-                        media: None,
-                        group_id: 0,
-                        client_msg_id,
-                    }
-                    .into(),
-                );
+                frames.push(stamped_message(payload, ours, self.phone_base, 0).into());
                 return Ok(Some(used + n + 2));
             }
             "PING" => replies.extend_from_slice(b"PONG\r\n"),
@@ -197,6 +178,7 @@ impl NatsCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::BodyStamp;
     use proto::v1::{server_frame::Kind, LoadTestLogin, Ping, SendMessage};
 
     fn logged_in() -> NatsCodec {

@@ -101,3 +101,27 @@ impl Wire {
 pub fn mqtt_keepalive_s(ping_interval_s: f64) -> u16 {
     (ping_interval_s * 2.0).ceil().clamp(1.0, u16::MAX as f64) as u16
 }
+
+/// A message a broker delivered, as a Switchboard `Message`: `payload` is the farm's body
+/// stamp; on the user's own topic (`ours`) the stamp names the sender and its
+/// `client_msg_id`, elsewhere it counts as foreign (no sender).
+pub(super) fn stamped_message(
+    payload: &[u8],
+    ours: bool,
+    phone_base: u64,
+    server_msg_id: u64,
+) -> proto::v1::Message {
+    let (from, client_msg_id) = match crate::workload::BodyStamp::decode(payload) {
+        Some(s) if ours => (format!("+{}", phone_base + s.sender), s.client_msg_id),
+        _ => (String::new(), 0),
+    };
+    proto::v1::Message {
+        from,
+        server_msg_id,
+        sent_at_ms: 0,
+        body: payload.to_vec(),
+        media: None,
+        group_id: 0,
+        client_msg_id,
+    }
+}
