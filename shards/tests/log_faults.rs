@@ -5,7 +5,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -174,21 +174,11 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 /// Runs the binary on `data` expecting it to exit by itself; returns (code, stderr).
 fn run_expecting_exit(data: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--no-admin",
-            "--no-tls",
-        ])
-        .args(["--shards", "2"])
-        .args(extra)
+    let mut args = vec!["--no-admin", "--no-tls", "--shards", "2"];
+    args.extend(extra);
+    let mut child = support::switchboard_command(&args)
         .arg("--data-dir")
         .arg(data)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(20));

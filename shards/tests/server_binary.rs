@@ -124,32 +124,19 @@ fn data_written_by_other_shard_count_is_refused_or_adopted() {
 
 #[test]
 fn the_default_relative_data_dir_works_from_any_working_directory() {
-    use std::io::BufRead;
     // The README's start command: no --data-dir, so ./switchboard-data, a relative path.
     let cwd = support::temp_dir("relative");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .current_dir(&cwd)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
-            "--no-admin",
-            "--no-tls",
-        ])
-        .args(["--shards", "2", "--load-test-secret", "farm-secret"])
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("log line before exit").unwrap();
-        if let Some(a) = shards::server::listening_addr(&line) {
-            break a;
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut cmd = support::switchboard_command(&[
+        "--no-admin",
+        "--no-tls",
+        "--shards",
+        "2",
+        "--load-test-secret",
+        "farm-secret",
+    ]);
+    cmd.current_dir(&cwd);
+    let (mut child, line) = support::listening(cmd);
+    let addr = shards::server::listening_addr(&line).unwrap();
     // A message to an offline user is acked only once its record is durable: the logs of
     // both shards must have opened under the relative path.
     let mut b = support::Client::plain(addr);

@@ -420,25 +420,35 @@ pub fn spawn_until_listening(
     data: &std::path::Path,
     args: &[&str],
 ) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    // Port 0 unless the caller names an address.
+    let mut cmd = switchboard_command(args);
+    cmd.arg("--data-dir").arg(data);
+    listening(cmd)
+}
+
+/// The `switchboard` binary with `args`, `--no-pin`, on `127.0.0.1:0` unless `args` names a
+/// `--listen` address, logging plain text at info to a piped stderr.
+pub fn switchboard_command(args: &[&str]) -> std::process::Command {
     let listen: &[&str] = if args.contains(&"--listen") {
         &[]
     } else {
         &["--listen", "127.0.0.1:0"]
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(listen)
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.args(listen)
         .arg("--no-pin")
         .args(args)
-        .arg("--data-dir")
-        .arg(data)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Starts `cmd` (from [`switchboard_command`]) and returns once it logs its "switchboard
+/// listening" line, with that line; its log keeps being drained.
+pub fn listening(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd.spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     let line = loop {
