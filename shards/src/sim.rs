@@ -252,6 +252,19 @@ mod tests {
     use super::*;
     use crate::record::Record;
 
+    /// +15550000001 (on shard 0) sends `n` messages to +15550000002, who logged in once and
+    /// left, and they are committed; returns the sender's connection.
+    fn sends_to_offline(sim: &mut Sim, n: u64) -> ConnId {
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 0);
+        sim.close(b);
+        for id in 1..=n {
+            sim.send(a, text("+15550000002", id));
+        }
+        sim.commit();
+        a
+    }
+
     #[test]
     fn delivery_does_not_wait_for_the_disk_but_the_server_ack_does() {
         let mut sim = Sim::new(3);
@@ -302,13 +315,7 @@ mod tests {
     #[test]
     fn push_is_sent_once_per_burst_and_rearmed_by_login() {
         let mut sim = Sim::new(2);
-        let a = sim.login("+15550000001", 0);
-        let b = sim.login("+15550000002", 0);
-        sim.close(b);
-        for id in 1..=5 {
-            sim.send(a, text("+15550000002", id));
-        }
-        sim.commit();
+        let a = sends_to_offline(&mut sim, 5);
         assert_eq!(
             sim.pushes,
             vec!["+15550000002".to_string()],
@@ -329,13 +336,7 @@ mod tests {
     #[test]
     fn replay_of_the_snapshot_rebuilds_queues_and_dedupe() {
         let mut sim = Sim::new(1);
-        let a = sim.login("+15550000001", 0);
-        let b = sim.login("+15550000002", 0);
-        sim.close(b);
-        for id in 1..=3 {
-            sim.send(a, text("+15550000002", id));
-        }
-        sim.commit();
+        let a = sends_to_offline(&mut sim, 3);
         let acked: Vec<u64> = sim
             .take(a)
             .into_iter()
@@ -363,13 +364,7 @@ mod tests {
     #[test]
     fn a_snapshot_keeps_new_ids_above_every_issued_one_when_the_clock_steps_back() {
         let mut sim = Sim::new(1);
-        let a = sim.login("+15550000001", 0);
-        let b = sim.login("+15550000002", 0);
-        sim.close(b);
-        for id in 1..=3 {
-            sim.send(a, text("+15550000002", id));
-        }
-        sim.commit();
+        sends_to_offline(&mut sim, 3);
         let issued = sim.shards[0].ids.issue();
         // What compaction keeps once the items and their dedupe entries are gone: the mark.
         let marks: Vec<Record> = sim.shards[0]
