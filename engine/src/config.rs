@@ -13,9 +13,11 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Open descriptors kept back from the connection cap for logs, listeners and rings.
 pub const FD_RESERVE: usize = 256;
-/// io_uring buffer memory glommio registers per shard (its default is 10 MiB, too much
-/// under an 8 MiB locked-memory limit with several shards).
-pub const IO_MEMORY_BYTES_DEFAULT: usize = 1024 * 1024;
+/// Default batching wait of a shard's loop under low load (µs; 0 = off): see
+/// [`EngineConfig::coalesce_us`].
+pub const COALESCE_US_DEFAULT: u64 = 0;
+/// Longest batching wait allowed: beyond it the latency cost is plain.
+pub const COALESCE_US_MAX: u64 = 10_000;
 
 /// How the engine runs.
 #[derive(Clone, Debug)]
@@ -40,8 +42,10 @@ pub struct EngineConfig {
     pub idle_timeout_ms: u64,
     /// Deadline for a started frame to finish.
     pub frame_timeout_ms: u64,
-    /// io_uring registered buffer memory per shard.
-    pub io_memory_bytes: usize,
+    /// Once a shard's wait in the kernel has seen a first completion, it may wait up to this
+    /// many µs more for others to join it (the kernel's min-wait, Linux 6.12+; ignored on
+    /// older kernels), so that at low load one wake-up serves several events. 0: off.
+    pub coalesce_us: u64,
     /// Address of the admin endpoint (`/metrics`, `/stats`); `None` serves none. The
     /// library default is off; the server binary turns it on at 127.0.0.1:9100.
     pub admin: Option<SocketAddr>,
@@ -65,7 +69,7 @@ impl Default for EngineConfig {
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
-            io_memory_bytes: IO_MEMORY_BYTES_DEFAULT,
+            coalesce_us: COALESCE_US_DEFAULT,
             admin: None,
             stats: true,
             alarms: crate::alarm::AlarmConfig::default(),

@@ -141,6 +141,11 @@ impl<T> ConnTable<T> {
         }
     }
 
+    /// Whether [`ConnTable::insert`] would refuse (every usable slot is taken).
+    pub fn is_full(&self) -> bool {
+        self.free_head == NIL && self.slots.len() >= self.max
+    }
+
     /// Stores `value` and returns its id, or [`TableFull`] when every usable slot is taken.
     pub fn insert(&mut self, value: T) -> Result<ConnId, TableFull> {
         let index = if self.free_head != NIL {
@@ -172,6 +177,21 @@ impl<T> ConnTable<T> {
                 generation,
                 entry: Entry::Occupied(value),
             }) if *generation == id.generation => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The id of whoever occupies slot `index` now, if anyone (completions from the kernel
+    /// name a slot by index; the slot cannot change hands while they are in flight).
+    pub fn id_at(&self, index: u32) -> Option<ConnId> {
+        match self.slots.get(index as usize) {
+            Some(Slot {
+                generation,
+                entry: Entry::Occupied(_),
+            }) => Some(ConnId {
+                index,
+                generation: *generation,
+            }),
             _ => None,
         }
     }

@@ -48,4 +48,11 @@ pub struct ShardCounters {
     pub handoff_failures: u64,
     /// Engine and service timers that fired.
     pub timers_fired: u64,
+    /// Receives the kernel ended because every provided buffer was out (re-armed at once;
+    /// a steady rise means the shard's buffer ring is too small for its load).
+    pub recv_no_buffers: u64,
+    /// `io_uring_enter` calls (submit and wait), the shard's only blocking point.
+    pub ring_enters: u64,
+    /// Completions reaped from the shard's ring.
+    pub completions: u64,
 }

@@ -47,6 +47,6 @@ impl<S: Service> ShardIo<S> {
 
     /// Runs `fut` on this shard, starting after the current callback returns.
     pub fn spawn(&self, fut: impl Future<Output = ()> + 'static) {
-        crate::shard::spawn_deferred(fut);
+        crate::ring::exec::spawn(fut);
     }
 }

@@ -1,7 +1,7 @@
 //! # engine — Switchboard's thread-per-core runtime
 //!
-//! A generic runtime that knows nothing about chat. It runs one glommio executor per shard,
-//! each pinned to its own CPU, and gives the service on top a small API ([`Service`] and
+//! A generic runtime that knows nothing about chat. It runs one loop per shard on its own
+//! io_uring, each on a thread pinned to its own CPU, and gives the service on top a small API ([`Service`] and
 //! [`ShardIo`]): accept connections (TLS or plaintext), receive whole frames, queue frames
 //! to a connection, set timers, send typed messages or whole live connections to another
 //! shard.
@@ -11,18 +11,23 @@
 //!   wheel, buffers and counters. Cross-shard work travels as messages on the mesh.
 //! - No `Mutex`, `RwLock` or atomic read-modify-write on the per-frame path (checked by
 //!   `tests/engine_no_locks.rs`, which scans the hot-path modules, and by `clippy.toml`).
-//! - The service crate never imports glommio: everything it needs is here.
+//! - The service crate sees no ring and no futures executor: everything it needs is here.
+//! - Per event, few syscalls: a shard's sends, receives, accepts, log writes and waits all go
+//!   through its one ring, one `io_uring_enter` per loop turn (ARCHITECTURE.md, "The shard
+//!   loop").
 //!
 //! ## Layout
 //! - [`config`]: runtime settings (shard count, pinning, huge pages, real-time priority).
 //! - [`runtime`]: checks, binds and starts the shards; stops and joins them.
 //! - [`service`]: the callbacks a service implements.
 //! - [`shard_io`]: the per-shard state a service acts through.
-//! - `shard`: one shard's tasks (accept, connections, mesh receive, housekeeping).
-//! - `conn_task`: the task that drives one connection.
+//! - `shard`: one shard's loop (completions, timers, mesh, flushes, drain).
+//! - [`ring`]: the shard's io_uring, its provided-buffer ring, file operations as futures,
+//!   and the small executor for the service's background futures.
+//! - `net`: a connection on the ring: its socket state (`net::wire`) and what each
+//!   completion and each end of turn does for it (`net::conn_io`).
 //! - [`mesh`]: batched SPSC rings between every ordered pair of shards.
 //! - [`listener`]: SO_REUSEPORT listeners, one per shard, bound before the shards start.
-//! - `transport`: a connection's bytes: plaintext or TLS over a glommio socket.
 //! - [`handle`]: a way back into the shard from a task the service spawned.
 //! - [`log_file`]: the append-only, fdatasync'd file for a shard's durable log.
 //! - [`handoff`]: a live connection detached from one shard and adopted by another.
@@ -51,7 +56,6 @@ pub mod alarm;
 pub mod buffer_pool;
 pub mod config;
 pub mod conn_table;
-mod conn_task;
 pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -62,7 +66,9 @@ pub mod histogram;
 pub mod listener;
 pub mod log_file;
 pub mod mesh;
+mod net;
 pub mod realtime;
+pub mod ring;
 pub mod runtime;
 pub mod service;
 mod shard;
@@ -75,13 +81,14 @@ pub mod timer_wheel;
 pub mod tls;
 pub mod tls_records;
 pub mod tls_session;
-mod transport;
 
-/// Sleeps on the current shard's reactor for `d`: finer than the timer wheel's tick, for
+/// Sleeps on the current shard's loop for `d`: finer than the timer wheel's tick, for
 /// short and rare waits (the log's commit window), never one per connection.
 pub async fn sleep(d: std::time::Duration) {
-    glommio::timer::sleep(d).await;
+    ring::exec::sleep(d).await;
 }
+
+pub use ring::exec::block_on;
 
 pub use config::EngineConfig;
 pub use conn_table::ConnId;

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Pending connections the kernel queues per shard socket (capped by net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -102,12 +102,6 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     };
     (storage, len as libc::socklen_t)
-}
-
-/// Wraps a bound listening socket in the calling shard's reactor.
-pub(crate) fn attach(fd: OwnedFd) -> glommio::net::TcpListener {
-    // SAFETY: we own `fd`, a bound and listening TCP socket; the listener takes it over.
-    unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) }
 }
 
 #[cfg(test)]

@@ -33,11 +33,13 @@
 //! file; it must not know what the bytes mean.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use crate::ring::ops;
+
 
 /// The step of a log operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +196,7 @@ fn injected() -> io::Error {
 
 /// One shard's append-only log file.
 pub struct LogFile {
-    file: BufferedFile,
+    file: OwnedFd,
     path: PathBuf,
     /// Bytes known to be written (and synced, once `append_sync` returned).
     len: u64,
@@ -290,23 +292,16 @@ impl LogFile {
         faults: Option<Arc<LogFaults>>,
     ) -> Result<LogFile, LogError> {
         // Absolute, so that the directory (and a compaction's temporary file) are found
-        // whatever the working directory; glommio opens a relative directory path against
-        // no directory at all (EBADF).
+        // whatever the working directory.
         let path = &std::path::absolute(path).map_err(|e| LogError::new(LogOp::Open, path, e))?;
         let dir = parent_of(path);
         create_dir_durable(&dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .buffered_open(path)
+        let file = ops::open(path, libc::O_RDWR | libc::O_CREAT, 0o600)
             .await
             .map_err(|e| LogError::new(LogOp::Open, path, e))?;
-        let len = file
-            .file_size()
-            .await
-            .map_err(|e| LogError::new(LogOp::Size, path, e))?;
+        // SAFETY: a descriptor the open just returned, owned by nobody else.
+        let file = unsafe { OwnedFd::from_raw_fd(file) };
+        let len = file_len(&file).map_err(|e| LogError::new(LogOp::Size, path, e))?;
         let mut log = LogFile {
             file,
             path: path.to_path_buf(),
@@ -349,8 +344,7 @@ impl LogFile {
     pub async fn append_sync(&mut self, bytes: Vec<u8>) -> Result<(), LogError> {
         self.sync_dir_if_pending().await?;
         if self.dirty_tail {
-            self.file
-                .truncate(self.len)
+            ops::truncate(self.file.as_raw_fd(), self.len)
                 .await
                 .map_err(|e| LogError::new(LogOp::Truncate, &self.path, e))?;
             self.dirty_tail = false;
@@ -379,8 +373,7 @@ impl LogFile {
         if self.fire(Fault::Sync) {
             return Err(LogError::new(LogOp::Sync, &self.path, injected()));
         }
-        self.file
-            .fdatasync()
+        ops::sync(self.file.as_raw_fd(), false)
             .await
             .map_err(|e| LogError::new(LogOp::Sync, &self.path, e))?;
         self.len += n as u64;
@@ -394,14 +387,17 @@ impl LogFile {
     async fn prepare_from(&mut self, end: u64) {
         let to = (end / LOG_PREALLOC_BYTES + 1) * LOG_PREALLOC_BYTES;
         let zeros = vec![0u8; (to - end) as usize];
-        let written = self.file.write_at(zeros, end).await.unwrap_or(0);
+        let written = ops::write_at(self.file.as_raw_fd(), zeros, end)
+            .await
+            .0
+            .unwrap_or(0);
         self.prepared_to = end + written as u64;
     }
 
     async fn write(&self, bytes: Vec<u8>, at: u64) -> Result<usize, LogError> {
-        self.file
-            .write_at(bytes, at)
+        ops::write_at(self.file.as_raw_fd(), bytes, at)
             .await
+            .0
             .map_err(|e| LogError::new(LogOp::Append, &self.path, e))
     }
 
@@ -413,17 +409,16 @@ impl LogFile {
             .write_snapshot(&tmp, bytes)
             .await
             .map_err(ReplaceError::NotReplaced)?;
-        let (mut new_file, n) = new;
+        let (new_file, n) = new;
         let renamed = if self.fire(Fault::Rename) {
             Err(LogError::new(LogOp::Rename, &self.path, injected()))
         } else {
-            new_file
-                .rename(&self.path)
+            ops::rename(&tmp, &self.path)
                 .await
                 .map_err(|e| LogError::new(LogOp::Rename, &self.path, e))
         };
         if let Err(e) = renamed {
-            let _ = new_file.close().await;
+            let _ = ops::close(new_file.into_raw_fd()).await;
             let _ = std::fs::remove_file(&tmp);
             return Err(ReplaceError::NotReplaced(e));
         }
@@ -433,7 +428,7 @@ impl LogFile {
         self.prepared_to = n;
         self.dirty_tail = false;
         self.dir_sync_pending = true;
-        let _ = old.close().await;
+        let _ = ops::close(old.into_raw_fd()).await;
         self.sync_dir_if_pending()
             .await
             .map_err(ReplaceError::NotDurable)
@@ -444,31 +439,27 @@ impl LogFile {
         &self,
         tmp: &Path,
         bytes: Vec<u8>,
-    ) -> Result<(BufferedFile, u64), LogError> {
+    ) -> Result<(OwnedFd, u64), LogError> {
         let n = bytes.len();
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .buffered_open(tmp)
+        let f = ops::open(tmp, libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o600)
             .await
             .map_err(|e| LogError::new(LogOp::CreateSnapshot, tmp, e))?;
+        // SAFETY: a descriptor the open just returned, owned by nobody else.
+        let f = unsafe { OwnedFd::from_raw_fd(f) };
         let result = async {
             let bytes = if self.fire(Fault::SnapshotShort) {
                 bytes[..n / 3].to_vec()
             } else {
                 bytes
             };
-            let written = f
-                .write_at(bytes, 0)
+            let written = ops::write_at(f.as_raw_fd(), bytes, 0)
                 .await
+                .0
                 .map_err(|e| LogError::new(LogOp::WriteSnapshot, tmp, e))?;
             if written != n {
                 return Err(short_write(LogOp::WriteSnapshot, tmp, written, n));
             }
-            f.fdatasync()
+            ops::sync(f.as_raw_fd(), false)
                 .await
                 .map_err(|e| LogError::new(LogOp::SyncSnapshot, tmp, e))
         }
@@ -476,7 +467,7 @@ impl LogFile {
         match result {
             Ok(()) => Ok((f, n as u64)),
             Err(e) => {
-                let _ = f.close().await;
+                let _ = ops::close(f.into_raw_fd()).await;
                 let _ = std::fs::remove_file(tmp);
                 Err(e)
             }
@@ -491,14 +482,26 @@ impl LogFile {
         if self.fire(Fault::SyncDir) {
             return Err(LogError::new(LogOp::SyncDir, &dir, injected()));
         }
-        let d = Directory::open(&dir)
+        let d = ops::open(&dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)
             .await
             .map_err(|e| LogError::new(LogOp::SyncDir, &dir, e))?;
-        let synced = d.sync().await;
-        let _ = d.close().await;
+        let synced = ops::sync(d, true).await;
+        let _ = ops::close(d).await;
         synced.map_err(|e| LogError::new(LogOp::SyncDir, &dir, e))?;
         self.dir_sync_pending = false;
         Ok(())
+    }
+}
+
+/// The file's size (`fstat`: metadata already in memory, it does not wait on the disk).
+fn file_len(f: &OwnedFd) -> io::Result<u64> {
+    // SAFETY: fstat into a zeroed stat struct on a descriptor we own.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(f.as_raw_fd(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_size as u64)
     }
 }
 

@@ -2,22 +2,33 @@
 //!
 //! Protocol:
 //! 1. A service callback calls `ShardIo::mesh_send(to, msg)`; the message is appended to
-//!    this shard's outbox for `to` (a plain `Vec`, no synchronisation) and, if no flush is
-//!    scheduled yet, one flush task is spawned.
-//! 2. The flush task runs after the current batch of work on this shard, so every message
-//!    queued meanwhile leaves in one batch: one ring push per peer, and at most one eventfd
-//!    wake of a parked peer, however many messages the batch holds.
-//! 3. The peer's receive task pops the batch and hands each message to its service in
-//!    order. Messages from one shard to another arrive in the order sent.
+//!    this shard's outbox for `to` (a plain `Vec`, no synchronisation).
+//! 2. At the end of every loop turn the shard flushes its outboxes: every message queued
+//!    during the turn leaves in one batch, one ring push per peer, and at most one eventfd
+//!    write per peer — only when that peer is parked in the kernel.
+//! 3. The peer's loop pops batches from its rings each turn and hands each message to its
+//!    service in order. Messages from one shard to another arrive in the order sent.
 //!
 //! Why it is safe: each ring has exactly one producer thread and one consumer thread
-//! (glommio's `shared_channel`, whose head and tail live on separate cache lines); a full
-//! ring makes the flush task wait for room — it never drops or spins. Messages to this
-//! shard itself skip the ring but keep the same batching and order.
+//! (a bounded `crossbeam` queue). There is one flusher per shard — the loop itself — so a
+//! batch that does not fit a full ring goes back to the front of its outbox and is retried
+//! next turn, still counted against [`MESH_OUTBOX_MSGS_MAX`]: nothing is dropped, reordered
+//! or held outside the cap. Messages to this shard itself skip the ring but keep the same
+//! batching and order.
 //!
-//! This module owns the outboxes and the rings; it must not touch connections or timers.
+//! Parking ([`ShardWake`]): before a shard blocks in `io_uring_enter` it sets `parked`, then
+//! looks at its rings once more; a producer pushes, then reads `parked` (both sequentially
+//! consistent), and writes the eventfd only if it is set. Either the consumer sees the batch
+//! or the producer sees the flag: a batch never waits for the consumer's timeout.
+//!
+//! This module owns the outboxes, the rings and the wake-ups; it must not touch connections
+//! or timers.
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
 
 use crate::conn_table::ConnId;
 use crate::handoff::Detached;
@@ -53,7 +64,6 @@ pub(crate) struct Sent<M> {
 pub(crate) struct MeshOutbox<M> {
     per_peer: Vec<Batch<M>>,
     queued: usize,
-    flush_scheduled: bool,
     /// Service messages for connections being handed off, until their sockets detach.
     handoffs: Vec<(ConnId, M)>,
 }
@@ -63,7 +73,6 @@ impl<M> MeshOutbox<M> {
         MeshOutbox {
             per_peer: (0..shard_count).map(|_| Vec::new()).collect(),
             queued: 0,
-            flush_scheduled: false,
             handoffs: Vec::new(),
         }
     }
@@ -78,32 +87,44 @@ impl<M> MeshOutbox<M> {
         Ok(())
     }
 
+    /// Whether nothing is queued for any shard.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
     /// Messages queued for all peers and not yet taken by the flush task.
     pub(crate) fn queued(&self) -> usize {
         self.queued
     }
 
-    /// True when the caller must spawn the flush task (none is scheduled yet).
-    pub(crate) fn mark_flush_scheduled(&mut self) -> bool {
-        !std::mem::replace(&mut self.flush_scheduled, true)
+    /// Takes up to [`MESH_BATCH_MSGS_MAX`] of the messages queued for `to`, oldest first.
+    /// They still count against the cap until [`MeshOutbox::sent`].
+    pub(crate) fn take_batch(&mut self, to: ShardId) -> Batch<M> {
+        let q = &mut self.per_peer[to.0];
+        if q.len() <= MESH_BATCH_MSGS_MAX {
+            std::mem::take(q)
+        } else {
+            let rest = q.split_off(MESH_BATCH_MSGS_MAX);
+            std::mem::replace(q, rest)
+        }
     }
 
-    /// Takes every queued batch; the next push schedules a new flush.
-    pub(crate) fn take_batches(&mut self) -> Vec<(ShardId, Batch<M>)> {
-        self.flush_scheduled = false;
-        self.queued = 0;
-        let mut out = Vec::new();
-        for (i, q) in self.per_peer.iter_mut().enumerate() {
-            while !q.is_empty() {
-                let rest = if q.len() > MESH_BATCH_MSGS_MAX {
-                    q.split_off(MESH_BATCH_MSGS_MAX)
-                } else {
-                    Vec::new()
-                };
-                out.push((ShardId(i), std::mem::replace(q, rest)));
-            }
-        }
-        out
+    /// A batch taken by [`MeshOutbox::take_batch`] could not be pushed: it goes back in
+    /// front of whatever was queued since, so order holds.
+    pub(crate) fn put_back(&mut self, to: ShardId, mut batch: Batch<M>) {
+        let q = &mut self.per_peer[to.0];
+        batch.append(q);
+        *q = batch;
+    }
+
+    /// `n` taken messages left (pushed into a ring or delivered here).
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.queued -= n;
+    }
+
+    /// Whether anything is queued for `to`.
+    pub(crate) fn has_for(&self, to: ShardId) -> bool {
+        !self.per_peer[to.0].is_empty()
     }
 
     /// Messages queued per peer shard (index = peer), waiting for the flush task.
@@ -121,83 +142,86 @@ impl<M> MeshOutbox<M> {
     }
 }
 
-/// The unconnected ends of every ring, built on the main thread before shards start.
-pub(crate) struct MeshPlan<M: Send + 'static> {
-    /// `senders[from][to]`: the producer end of ring from→to (None on the diagonal).
-    senders: Vec<Vec<Option<shared_channel::SharedSender<Sent<M>>>>>,
-    /// `receivers[to][from]`: the consumer end of ring from→to.
-    receivers: Vec<Vec<Option<shared_channel::SharedReceiver<Sent<M>>>>>,
+/// Wakes a shard parked in `io_uring_enter`: an eventfd its ring keeps a read armed on, and
+/// the flag that says whether writing it is needed.
+#[derive(Debug)]
+pub(crate) struct ShardWake {
+    fd: OwnedFd,
+    parked: AtomicBool,
 }
 
-/// One shard's connected ends.
+impl ShardWake {
+    pub(crate) fn new() -> std::io::Result<ShardWake> {
+        // SAFETY: eventfd(2) with plain flags; the result is checked, then owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ShardWake {
+            // SAFETY: a fresh descriptor nobody else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            parked: AtomicBool::new(false),
+        })
+    }
+
+    /// The eventfd the shard's ring reads.
+    pub(crate) fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// The consumer is about to block (`true`) or is awake again (`false`).
+    pub(crate) fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::SeqCst);
+    }
+
+    /// Called by a producer after its pushes: wakes the consumer if it is parked.
+    pub(crate) fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: an 8-byte write from a live u64 to our eventfd. A full counter
+            // (EAGAIN) already means "wake up".
+            unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+}
+
+/// A ring between two shards.
+pub(crate) type Ring<M> = Arc<ArrayQueue<Sent<M>>>;
+
+/// One shard's ends of the mesh.
 pub(crate) struct ShardLinks<M: Send + 'static> {
-    pub(crate) senders: Vec<Option<ConnectedSender<Sent<M>>>>,
-    pub(crate) receivers: Vec<(ShardId, ConnectedReceiver<Sent<M>>)>,
+    /// `senders[to]`: the ring to shard `to` and its wake-up (None for this shard).
+    pub(crate) senders: Vec<Option<(Ring<M>, Arc<ShardWake>)>>,
+    /// The rings from every other shard.
+    pub(crate) receivers: Vec<(ShardId, Ring<M>)>,
+    /// This shard's own wake-up.
+    pub(crate) wake: Arc<ShardWake>,
 }
 
-/// One shard's unconnected ends, moved into its thread.
-pub(crate) struct ShardEnds<M: Send + 'static> {
-    senders: Vec<Option<shared_channel::SharedSender<Sent<M>>>>,
-    receivers: Vec<Option<shared_channel::SharedReceiver<Sent<M>>>>,
-}
-
-impl<M: Send + 'static> MeshPlan<M> {
-    pub(crate) fn new(n: usize) -> Self {
-        let mut senders: Vec<Vec<_>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        let mut receivers: Vec<Vec<_>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        for from in 0..n {
-            for to in 0..n {
-                if from != to {
-                    let (s, r) = shared_channel::new_bounded(MESH_RING_BATCHES);
-                    senders[from][to] = Some(s);
-                    receivers[to][from] = Some(r);
-                }
+/// Builds every ring and wake-up; returns each shard's ends, in shard order.
+pub(crate) fn build<M: Send + 'static>(n: usize) -> std::io::Result<Vec<ShardLinks<M>>> {
+    let wakes: Vec<Arc<ShardWake>> = (0..n)
+        .map(|_| ShardWake::new().map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    let mut links: Vec<ShardLinks<M>> = wakes
+        .iter()
+        .map(|w| ShardLinks {
+            senders: (0..n).map(|_| None).collect(),
+            receivers: Vec::new(),
+            wake: w.clone(),
+        })
+        .collect();
+    for from in 0..n {
+        for to in 0..n {
+            if from != to {
+                let ring: Ring<M> = Arc::new(ArrayQueue::new(MESH_RING_BATCHES));
+                links[from].senders[to] = Some((ring.clone(), wakes[to].clone()));
+                links[to].receivers.push((ShardId(from), ring));
             }
         }
-        MeshPlan { senders, receivers }
     }
-
-    /// Splits the plan into each shard's ends, in shard order.
-    pub(crate) fn into_shards(self) -> Vec<ShardEnds<M>> {
-        self.senders
-            .into_iter()
-            .zip(self.receivers)
-            .map(|(senders, receivers)| ShardEnds { senders, receivers })
-            .collect()
-    }
-}
-
-impl<M: Send + 'static> ShardEnds<M> {
-    /// Connects every end on the calling shard's executor. Each end's `connect` waits for
-    /// its peer's, so all are started at once (as tasks) before any is awaited: connecting
-    /// them one by one would deadlock two shards each waiting on the other.
-    pub(crate) async fn connect(self) -> ShardLinks<M> {
-        let senders: Vec<_> = self
-            .senders
-            .into_iter()
-            .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
-            .collect();
-        let receivers: Vec<_> = self
-            .receivers
-            .into_iter()
-            .enumerate()
-            .filter_map(|(from, r)| Some((ShardId(from), glommio::spawn_local(r?.connect()))))
-            .collect();
-        let mut links = ShardLinks {
-            senders: Vec::new(),
-            receivers: Vec::new(),
-        };
-        for s in senders {
-            links.senders.push(match s {
-                Some(task) => Some(task.await),
-                None => None,
-            });
-        }
-        for (from, task) in receivers {
-            links.receivers.push((from, task.await));
-        }
-        links
-    }
+    Ok(links)
 }
 
 #[cfg(test)]
@@ -210,25 +234,24 @@ mod tests {
         for i in 0..(MESH_BATCH_MSGS_MAX as u32 + 10) {
             o.push(ShardId(1), Envelope::Service(i)).unwrap();
         }
-        assert!(o.mark_flush_scheduled());
-        assert!(!o.mark_flush_scheduled());
-        let batches = o.take_batches();
-        assert_eq!(batches.len(), 2);
-        let all: Vec<u32> = batches
-            .into_iter()
-            .flat_map(|(to, b)| {
-                assert_eq!(to, ShardId(1));
-                b.into_iter().map(|e| match e {
-                    Envelope::Service(i) => i,
-                    Envelope::Adopt(..) => unreachable!(),
-                })
-            })
-            .collect();
-        assert_eq!(
-            all,
-            (0..(MESH_BATCH_MSGS_MAX as u32 + 10)).collect::<Vec<_>>()
-        );
-        assert!(o.mark_flush_scheduled(), "taking batches re-arms the flush");
+        let first = o.take_batch(ShardId(1));
+        assert_eq!(first.len(), MESH_BATCH_MSGS_MAX);
+        o.push(ShardId(1), Envelope::Service(u32::MAX)).unwrap();
+        // The ring was full: the batch goes back in front of what came since.
+        o.put_back(ShardId(1), first);
+        let mut all = Vec::new();
+        while o.has_for(ShardId(1)) {
+            let b = o.take_batch(ShardId(1));
+            o.sent(b.len());
+            all.extend(b.into_iter().map(|e| match e {
+                Envelope::Service(i) => i,
+                Envelope::Adopt(..) => unreachable!(),
+            }));
+        }
+        let mut want: Vec<u32> = (0..(MESH_BATCH_MSGS_MAX as u32 + 10)).collect();
+        want.push(u32::MAX);
+        assert_eq!(all, want);
+        assert_eq!(o.queued(), 0, "every message left");
     }
 
     #[test]

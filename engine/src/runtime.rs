@@ -3,7 +3,8 @@
 //! `start` checks everything that can fail before any shard runs — io_uring present, the
 //! open-file limit against the connection cap, the port free, real-time priority allowed —
 //! and answers each with one clear [`EngineError`]. Then it binds one SO_REUSEPORT socket
-//! per shard, builds the mesh rings, and spawns one pinned glommio executor per shard.
+//! per shard, builds the mesh rings, and spawns one pinned thread per shard, each running
+//! its own loop on its own io_uring (`shard.rs`).
 //! This module must not touch a shard's state once it runs.
 
 use std::net::SocketAddr;
@@ -11,12 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
-
 use crate::admin::AdminHandle;
 use crate::config::{allowed_cpus, EngineConfig, FD_RESERVE};
 use crate::health::Health;
-use crate::mesh::MeshPlan;
+
 use crate::service::Service;
 use crate::shard::{self, ShardPlan};
 use crate::stats::{ShardStats, StatsBoard, StatsKeeper};
@@ -63,7 +62,7 @@ pub enum EngineError {
     Shard {
         /// Which shard.
         shard: usize,
-        /// What glommio said.
+        /// What went wrong.
         detail: String,
     },
     /// The configuration is inconsistent.
@@ -76,7 +75,7 @@ pub enum EngineError {
 pub struct Runtime {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
     connections_max: usize,
     board: Option<Arc<StatsBoard>>,
     admin: Option<AdminHandle>,
@@ -133,10 +132,12 @@ impl Runtime {
         let mut first_err = None;
         for (i, h) in self.handles.into_iter().enumerate() {
             if let Err(e) = h.join() {
-                first_err.get_or_insert(EngineError::Shard {
-                    shard: i,
-                    detail: e.to_string(),
-                });
+                let detail = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into());
+                first_err.get_or_insert(EngineError::Shard { shard: i, detail });
             }
         }
         if let Some(admin) = self.admin {
@@ -187,13 +188,16 @@ where
     let mut handles = Vec::with_capacity(config.shards);
     for (i, (fd, ends)) in fds
         .into_iter()
-        .zip(MeshPlan::new(config.shards).into_shards())
+        .zip(crate::mesh::build(config.shards).map_err(|e| EngineError::Shard {
+            shard: 0,
+            detail: format!("cannot make the mesh's eventfds: {e}"),
+        })?)
         .enumerate()
     {
         let plan = ShardPlan {
             id: ShardId(i),
             listener_fd: fd,
-            ends,
+            links: ends,
             stop: stop.clone(),
             config: config.clone(),
             conns_max: per_shard,
@@ -202,16 +206,18 @@ where
                 .map(|b| StatsKeeper::new(i, b.clone(), config.alarms.clone())),
             health: health.clone(),
         };
-        let placement = if config.pin_cpus {
-            Placement::Fixed(cpus[i % cpus.len()])
-        } else {
-            Placement::Unbound
-        };
+        let cpu = config.pin_cpus.then(|| cpus[i % cpus.len()]);
         let make = make.clone();
-        let h = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{i}"))
-            .io_memory(config.io_memory_bytes)
-            .spawn(move || shard::run::<S, F>(plan, make))
+        let h = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        tracing::warn!(shard = i, cpu, "cannot pin the shard to its CPU");
+                    }
+                }
+                shard::run::<S, F>(plan, make)
+            })
             .map_err(|e| EngineError::Shard {
                 shard: i,
                 detail: e.to_string(),

@@ -1,59 +1,81 @@
-//! One shard: its service, its engine state, and the tasks that run them on one executor.
+//! One shard: its service, its engine state, and the loop that runs them on one thread.
 //!
-//! Tasks per shard: one accept loop on the shard's own SO_REUSEPORT listener, one task per
-//! connection (`conn_task`), one receive task per peer ring, a mesh flush task when
-//! something is queued, and the housekeeping loop (the shard's main future) that advances
-//! the timer wheel and watches for shutdown.
+//! The loop owns the shard's io_uring and is the only place the thread blocks. Each turn:
+//! 1. run the futures the service spawned that are ready (log jobs), and due sleeps;
+//! 2. fire due timers (connection deadlines, service timers);
+//! 3. take batches from the peers' mesh rings and hand them to the service;
+//! 4. flush: this shard's mesh outboxes into the peers' rings (one eventfd write per parked
+//!    peer), then every connection the service touched (one send each);
+//! 5. submit everything and wait in one `io_uring_enter` — not at all if work is left, else
+//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`];
+//! 6. handle every completion: accepts, receives (frames to the service), sends, file
+//!    operations (wake their futures), the mesh eventfd.
+//!
+//! There is no task and no reactor source per connection: a connection is its table slot.
 //!
 //! Shutdown, in order: stop accepting → the service flushes (`on_shutdown`) → every
 //! connection flushes its output and closes → the shard exits once its table is empty and
 //! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed.
 //!
-//! This module owns the shard's task structure. It must not reach into another shard's
-//! state: everything cross-shard goes through the mesh.
+//! This module owns the shard's loop. It must not reach into another shard's state:
+//! everything cross-shard goes through the mesh.
 
 use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use glommio::net::{TcpListener, TcpStream};
+use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
 use crate::conn_table::{ConnId, ConnTable};
-use crate::conn_task;
 use crate::counters::ShardCounters;
 use crate::handoff::Detached;
-use crate::mesh::{Envelope, MeshOutbox, Sent, ShardEnds, ShardLinks};
+use crate::mesh::{Envelope, MeshOutbox, Sent, ShardLinks};
+use crate::net::conn_io::Scratch;
+use crate::net::wire::{peer_ip, set_nodelay, Wire};
+use crate::ring::buf_ring::BufRing;
+use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{ConnSlot, ShardIo, SlotState, TimerEntry};
+use crate::shard_io::{mark_dirty, ConnSlot, ShardIo, SlotState, TimerEntry};
 use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
 use crate::tls_session::TlsSession;
-use crate::transport::Transport;
 use crate::{EngineConfig, ShardId};
 
 /// Granularity of the shard's timer wheel.
 pub const TIMER_TICK_MS: u64 = 10;
 /// Slots in the timer wheel (one revolution = slots × tick).
 pub const TIMER_SLOTS: usize = 4096;
-/// Longest the housekeeping loop sleeps, so shutdown is noticed promptly.
+/// Longest the loop waits in the kernel, so shutdown is noticed promptly.
 pub const HOUSEKEEPING_SLEEP_MS_MAX: u64 = 100;
-/// After an accept error (EMFILE, ENOMEM...), wait this long before accepting again.
+/// After an accept error (EMFILE, ENFILE, ENOMEM...), wait this long before accepting again.
 pub const ACCEPT_BACKOFF_MS: u64 = 50;
 /// Service timers a shard may hold beyond one engine timer per connection.
 pub const SERVICE_TIMERS_MAX: usize = 65_536;
 /// How long shutdown waits for connections to flush and close.
 pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
+/// Buffers in the shard's provided-buffer ring (a power of two) ...
+pub const RECV_BUFS: u16 = 512;
+/// ... and the bytes of each: one receive reads at most this much.
+pub const RECV_BUF_BYTES: usize = 16 * 1024;
+/// Batches taken from one peer's ring per turn, so one busy peer cannot starve the rest.
+pub const MESH_BATCHES_PER_TURN_MAX: usize = 64;
+/// While a batch waits for room in a full peer ring, the loop looks again this often.
+pub const MESH_RETRY_US: u64 = 200;
+/// Rounds of delivering this shard's messages to itself per turn (each may queue more).
+const LOCAL_ROUNDS_MAX: usize = 4;
 
-/// A shard's service and engine state, shared by the shard's tasks (one thread only).
+const _: () = assert!(RECV_BUFS.is_power_of_two());
+
+/// A shard's service and engine state (one thread only).
 pub(crate) struct ShardCell<S: Service> {
     pub(crate) service: S,
     pub(crate) io: ShardIo<S>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) handshake_timeout_ms: u64,
-    pub(crate) links: Rc<ShardLinks<S::Msg>>,
 }
 
 /// Wall-clock milliseconds since the Unix epoch.
@@ -145,22 +167,25 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    /// Puts a new socket in the table and starts its task. `None` when the table is full.
-    fn register(&mut self, t: Transport, handshaking: bool) -> Option<ConnId> {
+    /// Puts a new socket in the table and arms its receive. `None` when the table is full
+    /// (the caller closes the socket).
+    fn register(&mut self, wire: Wire, handshaking: bool) -> Result<ConnId, Wire> {
         let now = self.io.now_ms;
         let state = if handshaking {
             SlotState::Handshaking
         } else {
             SlotState::Open
         };
-        let peer = t.peer_ip();
-        let id = match self.io.conns.insert(ConnSlot::new(state, now, peer)) {
-            Ok(id) => id,
-            Err(_) => {
-                self.io.counters.accepts_rejected_full += 1;
-                return None;
-            }
-        };
+        if self.io.conns.is_full() {
+            self.io.counters.accepts_rejected_full += 1;
+            return Err(wire);
+        }
+        let peer = peer_ip(wire.fd);
+        let id = self
+            .io
+            .conns
+            .insert(ConnSlot::new(state, now, peer, wire))
+            .expect("checked: the table has room");
         self.io.counters.conns_open += 1;
         if handshaking {
             let deadline = now + self.handshake_timeout_ms;
@@ -175,16 +200,13 @@ impl<S: Service> ShardCell<S> {
         } else {
             self.arm_idle(id);
         }
-        let cell = self
-            .io
-            .cell
-            .upgrade()
-            .expect("shard cell alive while its tasks run");
-        spawn_deferred(conn_task::drive(cell, id, t));
-        Some(id)
+        let slot = self.io.conns.get_mut(id).expect("just inserted");
+        slot.wire.arm_recv(id.index());
+        Ok(id)
     }
 
-    fn accept(&mut self, stream: TcpStream) {
+    /// A connection the listener accepted: descriptor `fd`, owned from here.
+    pub(crate) fn accept(&mut self, fd: RawFd) {
         self.io.counters.accepts += 1;
         self.io.now_ms = now_ms();
         let tls = match &self.tls {
@@ -192,32 +214,50 @@ impl<S: Service> ShardCell<S> {
                 Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start TLS session");
+                    // SAFETY: closing the descriptor we were just given.
+                    unsafe { libc::close(fd) };
                     return;
                 }
             },
             None => None,
         };
+        set_nodelay(fd);
         let handshaking = tls.is_some();
-        let t = Transport::new(stream, tls);
-        let _ = t.set_nodelay();
-        if let Some(id) = self.register(t, handshaking) {
-            if !handshaking {
+        match self.register(Wire::new(fd, tls, Vec::new()), handshaking) {
+            Ok(id) if !handshaking => {
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
                 self.service.on_open(&mut self.io, id);
             }
+            Ok(_) => {}
+            // SAFETY: the table refused it; nothing else references the descriptor.
+            Err(wire) => unsafe {
+                libc::close(wire.fd);
+            },
         }
     }
 
     fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
         self.io.now_ms = now_ms();
-        let t = detached.into_transport();
-        match self.register(t, false) {
-            Some(id) => {
+        match self.register(detached.into_wire(), false) {
+            Ok(id) => {
                 self.io.counters.handoffs_in += 1;
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
                 self.service.on_adopt(&mut self.io, from, id, msg);
+                // Frames that were read before the move are dispatched now, in order.
+                let slot = self.io.conns.get_mut(id);
+                if let Some(slot) = slot {
+                    let mut unread = std::mem::take(&mut slot.wire.unread);
+                    self.dispatch_frames(id, &mut unread, &[]);
+                    if let Some(slot) = self.io.conns.get_mut(id) {
+                        slot.wire.unread = unread;
+                    }
+                }
             }
-            None => self.io.counters.handoff_failures += 1,
+            Err(wire) => {
+                self.io.counters.handoff_failures += 1;
+                // SAFETY: the table refused it; nothing else references the descriptor.
+                unsafe { libc::close(wire.fd) };
+            }
         }
     }
 
@@ -227,7 +267,7 @@ impl<S: Service> ShardCell<S> {
     }
 
     /// A batch from a peer's ring: its hop is timed from the peer's push.
-    fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg>) {
+    pub(crate) fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg>) {
         self.io.latency.mesh_hop.record(sent.at.elapsed());
         self.deliver(from, sent.batch);
     }
@@ -244,7 +284,7 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    fn fire_timers(
+    pub(crate) fn fire_timers(
         &mut self,
         fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
     ) {
@@ -258,7 +298,7 @@ impl<S: Service> ShardCell<S> {
                         slot.timer = None;
                         if slot.state == SlotState::Handshaking {
                             slot.state = SlotState::Closing(CloseReason::HandshakeTimeout);
-                            slot.wake();
+                            mark_dirty(slot, &mut self.io.dirty, id);
                         }
                     }
                 }
@@ -294,100 +334,74 @@ impl<S: Service> ShardCell<S> {
     }
 }
 
-/// Spawns `fut` to start on a later turn of the executor, never inside the caller.
-///
-/// glommio runs a freshly spawned task right away, inside `spawn_local`. Callers here hold
-/// the shard cell's borrow (they are service callbacks or run under one), and the task
-/// borrows the cell first thing, so it must not start until the caller has returned.
-pub(crate) fn spawn_deferred(fut: impl std::future::Future<Output = ()> + 'static) {
-    glommio::spawn_local(Deferred {
-        yielded: false,
-        fut,
-    })
-    .detach();
-}
-
-pin_project_lite::pin_project! {
-    /// `fut`, after first yielding once to the executor.
-    ///
-    /// A hand-written future rather than `async move { yield_now().await; fut.await }`:
-    /// rustc lays out such a block with the captured `fut` and the awaited `fut` in separate
-    /// slots, so every connection task carried its future twice (872 B instead of 432 B,
-    /// measured with `conn-bytes`).
-    struct Deferred<F> {
-        yielded: bool,
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F: std::future::Future> std::future::Future for Deferred<F> {
-    type Output = F::Output;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        let this = self.project();
-        if !*this.yielded {
-            *this.yielded = true;
-            cx.waker().wake_by_ref();
-            return std::task::Poll::Pending;
-        }
-        this.fut.poll(cx)
-    }
-}
-
-/// Sends every queued batch; spawned by `ShardIo::schedule_mesh_flush`.
-pub(crate) fn spawn_mesh_flush<S: Service>(cell: Weak<RefCell<ShardCell<S>>>) {
-    spawn_deferred(async move {
-        let Some(cell) = cell.upgrade() else { return };
-        loop {
-            let (me, batches, links) = {
-                let mut c = cell.borrow_mut();
-                (c.io.shard, c.io.mesh.take_batches(), c.links.clone())
-            };
-            if batches.is_empty() {
-                return;
-            }
-            for (to, batch) in batches {
-                if to == me {
-                    cell.borrow_mut().deliver(me, batch);
-                    continue;
-                }
-                let sender = links.senders[to.0]
-                    .as_ref()
-                    .expect("ring to every other shard");
-                let sent = Sent {
-                    at: std::time::Instant::now(),
-                    batch,
-                };
-                if sender.send(sent).await.is_err() {
-                    tracing::warn!(shard = me.0, peer = to.0, "mesh ring closed; batch dropped");
-                }
-                cell.borrow_mut().io.counters.mesh_batches_sent += 1;
-            }
-        }
-    });
-}
-
 /// Everything one shard needs, moved into its thread.
 pub(crate) struct ShardPlan<M: Send + 'static> {
     pub(crate) id: ShardId,
-    pub(crate) listener_fd: std::os::fd::OwnedFd,
-    pub(crate) ends: ShardEnds<M>,
+    pub(crate) listener_fd: OwnedFd,
+    pub(crate) links: ShardLinks<M>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
     pub(crate) conns_max: usize,
     /// Publishes this shard's statistics; `None` when statistics are off.
     pub(crate) stats: Option<StatsKeeper>,
-    /// Told once the service has started and the accept loop runs (`/readyz`).
+    /// Told once the service has started and the listener is armed (`/readyz`).
     pub(crate) health: Arc<crate::health::Health>,
 }
 
-/// The shard's main future: set up, serve until stopped, drain.
-pub(crate) async fn run<S, F>(plan: ShardPlan<S::Msg>, make: Arc<F>)
+/// The loop's own state, beside the shard cell.
+struct Loop<M: Send + 'static> {
+    links: ShardLinks<M>,
+    listener: OwnedFd,
+    accept_armed: bool,
+    accept_retry_at_ms: u64,
+    /// The mesh eventfd's read target (the kernel writes 8 bytes here).
+    wake_buf: Box<u64>,
+    bufs: BufRing,
+    scratch: Scratch,
+    completions: Vec<Completion>,
+    min_wait: Duration,
+}
+
+impl<M: Send + 'static> Loop<M> {
+    fn arm_accept(&mut self) {
+        let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(Tag::Accept, 0));
+        // SAFETY: points at no memory; the listener outlives the ring (dropped after it).
+        ring::with(|r| unsafe { r.push(&sqe) });
+        self.accept_armed = true;
+    }
+
+    fn cancel_accept(&mut self) {
+        let sqe = opcode::AsyncCancel2::new(
+            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
+        )
+        .build()
+        .user_data(user_data(Tag::Ignore, 0));
+        // SAFETY: a cancel points at no memory.
+        ring::with(|r| unsafe { r.push(&sqe) });
+    }
+
+    fn arm_wake(&mut self) {
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let sqe = opcode::Read::new(types::Fd(self.links.wake.fd()), buf.cast(), 8)
+            .build()
+            .user_data(user_data(Tag::Wake, 0));
+        // SAFETY: `wake_buf` is boxed (stable) and lives as long as the loop, which drops
+        // the ring first; the eventfd lives in `links`, also dropped after the ring.
+        ring::with(|r| unsafe { r.push(&sqe) });
+    }
+
+    /// Whether a peer has pushed a batch this shard has not taken yet.
+    fn inbound_waiting(&self) -> bool {
+        self.links.receivers.iter().any(|(_, r)| !r.is_empty())
+    }
+}
+
+/// Runs shard `plan.id` on the calling thread until it is stopped and drained.
+pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg>, make: Arc<F>)
 where
     S: Service,
     F: Fn(ShardId) -> S + Send + Sync + 'static,
@@ -395,28 +409,39 @@ where
     let ShardPlan {
         id,
         listener_fd,
-        ends,
+        links,
         stop,
         config,
         conns_max,
-        stats,
+        mut stats,
         health,
     } = plan;
+    let features =
+        ring::install().unwrap_or_else(|e| panic!("shard {}: cannot set up io_uring: {e}", id.0));
+    if id.0 == 0 {
+        tracing::info!(%features, "io_uring features found");
+    }
     let huge = if config.huge_pages {
         HugePages::On
     } else {
         HugePages::Off
     };
-    match conn_task::install_scratch(huge) {
-        Ok(backing) if config.huge_pages && backing != PoolBacking::HugeTlb => tracing::warn!(
-            shard = id.0,
-            ?backing,
-            "huge pages asked for but none reserved; set /proc/sys/vm/nr_hugepages"
+    let bufs = match BufRing::new(RECV_BUFS, RECV_BUF_BYTES, huge) {
+        Ok((bufs, backing)) => {
+            if config.huge_pages && backing != PoolBacking::HugeTlb {
+                tracing::warn!(
+                    shard = id.0,
+                    ?backing,
+                    "huge pages asked for but none reserved; set /proc/sys/vm/nr_hugepages"
+                );
+            }
+            bufs
+        }
+        Err(e) => panic!(
+            "shard {}: cannot set up its receive buffer ring (Linux 6.0+ needed): {e}",
+            id.0
         ),
-        Ok(backing) => tracing::debug!(shard = id.0, ?backing, "shard buffers mapped"),
-        Err(e) => panic!("shard {}: cannot map its read buffers: {e}", id.0),
-    }
-    let links = Rc::new(ends.connect().await);
+    };
     let now = now_ms();
     let cell = Rc::new_cyclic(|weak| {
         RefCell::new(ShardCell {
@@ -438,100 +463,219 @@ where
                 counters: ShardCounters::default(),
                 latency: Default::default(),
                 cell: weak.clone(),
+                dirty: Vec::new(),
+                busy_ns: 0,
+                turn_max_ns: 0,
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
-            links: links.clone(),
         })
     });
-    // The service starts before anything can reach it: glommio runs a spawned task at once,
-    // so an accept or a mesh batch could otherwise arrive ahead of `on_start`.
+    // The service starts before anything can reach it.
     {
         let c = &mut *cell.borrow_mut();
         c.service.on_start(&mut c.io);
     }
-    for (from, _) in &links.receivers {
-        spawn_receiver(cell.clone(), links.clone(), *from);
-    }
-    let listener = crate::listener::attach(listener_fd);
-    let acceptor = glommio::spawn_local(accept_loop(cell.clone(), listener));
+    let mut lp = Loop {
+        links,
+        listener: listener_fd,
+        accept_armed: false,
+        accept_retry_at_ms: 0,
+        wake_buf: Box::new(0),
+        bufs,
+        scratch: Scratch {
+            incoming: Vec::new(),
+            plain: Vec::new(),
+            spare: Vec::new(),
+        },
+        completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
+        min_wait: Duration::from_micros(config.coalesce_us),
+    };
+    lp.arm_accept();
+    lp.arm_wake();
     health.shard_started();
-    housekeeping(&cell, &stop, stats).await;
-    drop(acceptor);
-    drain(&cell).await;
-}
-
-fn spawn_receiver<S: Service>(
-    cell: Rc<RefCell<ShardCell<S>>>,
-    links: Rc<ShardLinks<S::Msg>>,
-    from: ShardId,
-) {
-    glommio::spawn_local(async move {
-        let rx = &links
-            .receivers
-            .iter()
-            .find(|(f, _)| *f == from)
-            .expect("ring exists")
-            .1;
-        while let Some(sent) = rx.recv().await {
-            cell.borrow_mut().deliver_sent(from, sent);
-        }
-    })
-    .detach();
-}
-
-async fn accept_loop<S: Service>(cell: Rc<RefCell<ShardCell<S>>>, listener: TcpListener) {
+    let mut fired = Vec::new();
+    let mut drain_until: Option<u64> = None;
+    let mut last_stats = Instant::now() - Duration::from_secs(1);
     loop {
-        match listener.accept().await {
-            Ok(stream) => cell.borrow_mut().accept(stream),
-            Err(e) => {
-                let errors = {
-                    let mut c = cell.borrow_mut();
-                    c.io.counters.accept_errors += 1;
-                    c.io.counters.accept_errors
-                };
-                if errors.is_power_of_two() {
-                    tracing::warn!(error = %e, errors, "accept failed; backing off");
-                }
-                glommio::timer::sleep(Duration::from_millis(ACCEPT_BACKOFF_MS)).await;
+        let turn = Instant::now();
+        // 1. Futures and sleeps.
+        let next_sleep = exec::fire_sleeps(turn);
+        exec::run_ready();
+        let c = &mut *cell.borrow_mut();
+        // 2. Timers.
+        c.fire_timers(&mut fired);
+        // 3. Peers' batches.
+        for (from, r) in &lp.links.receivers {
+            for _ in 0..MESH_BATCHES_PER_TURN_MAX {
+                let Some(sent) = r.pop() else { break };
+                c.deliver_sent(*from, sent);
+            }
+        }
+        // 4. Flush.
+        flush_mesh(c, &lp.links);
+        c.flush_dirty(&mut lp.scratch);
+        if !c.io.mesh.is_empty() {
+            // A handoff queued an adoption while flushing: send it this turn.
+            flush_mesh(c, &lp.links);
+        }
+        if !lp.accept_armed && drain_until.is_none() && c.io.now_ms >= lp.accept_retry_at_ms {
+            lp.arm_accept();
+        }
+        // Statistics, at most every few ticks (the keeper publishes once a period).
+        if let Some(k) = stats.as_mut() {
+            if last_stats.elapsed() >= Duration::from_millis(TIMER_TICK_MS) {
+                last_stats = Instant::now();
+                k.tick(c);
+            }
+        }
+        // Stop and drain.
+        if drain_until.is_none() && stop.load(Ordering::Relaxed) {
+            drain_until = Some(now_ms() + SHUTDOWN_DRAIN_MS);
+            lp.cancel_accept();
+            c.service.on_shutdown(&mut c.io);
+            let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
+            for id in ids {
+                let _ = c.io.close_with(id, CloseReason::Shutdown);
+            }
+            c.flush_dirty(&mut lp.scratch);
+        }
+        if let Some(until) = drain_until {
+            let busy = !c.io.conns.is_empty() || c.service.flushing();
+            if !busy || now_ms() >= until {
+                break;
+            }
+        }
+        // 5. Wait.
+        let mut timeout = if exec::has_ready() || !c.io.dirty.is_empty() {
+            Duration::ZERO
+        } else {
+            let next_timer = c.io.timers.next_deadline_ms().unwrap_or(u64::MAX);
+            let ms = next_timer
+                .saturating_sub(now_ms())
+                .min(HOUSEKEEPING_SLEEP_MS_MAX);
+            let mut t = Duration::from_millis(ms);
+            if let Some(at) = next_sleep {
+                t = t.min(at.saturating_duration_since(Instant::now()));
+            }
+            if c.io.mesh.queued() > 0 {
+                t = t.min(Duration::from_micros(MESH_RETRY_US));
+            }
+            if !lp.accept_armed && drain_until.is_none() {
+                t = t.min(Duration::from_millis(ACCEPT_BACKOFF_MS));
+            }
+            t
+        };
+        if !timeout.is_zero() {
+            lp.links.wake.set_parked(true);
+            if lp.inbound_waiting() {
+                timeout = Duration::ZERO;
+            }
+        }
+        let work_ns = turn.elapsed().as_nanos() as u64;
+        let waited = Instant::now();
+        let entered = ring::with(|r| r.enter(timeout, lp.min_wait, &mut lp.completions));
+        let waited_ns = waited.elapsed().as_nanos() as u64;
+        lp.links.wake.set_parked(false);
+        if let Err(e) = entered {
+            panic!("shard {}: io_uring_enter failed: {e}", id.0);
+        }
+        c.io.counters.ring_enters += 1;
+        // 6. Completions.
+        let started = Instant::now();
+        c.io.counters.completions += lp.completions.len() as u64;
+        let mut completions = std::mem::take(&mut lp.completions);
+        for cqe in completions.drain(..) {
+            handle_completion(c, &mut lp, cqe);
+        }
+        lp.completions = completions;
+        lp.bufs.publish();
+        let handled_ns = started.elapsed().as_nanos() as u64;
+        let busy = work_ns + handled_ns + if timeout.is_zero() { waited_ns } else { 0 };
+        c.io.busy_ns += busy;
+        c.io.turn_max_ns = c.io.turn_max_ns.max(work_ns + handled_ns);
+    }
+    // Whatever did not close within the drain bound goes now.
+    {
+        let c = &mut *cell.borrow_mut();
+        for (_, slot) in c.io.conns.iter() {
+            if slot.wire.fd >= 0 {
+                // SAFETY: the shard is exiting; nothing else will use the descriptor.
+                unsafe { libc::close(slot.wire.fd) };
             }
         }
     }
+    // The ring goes first (the kernel lets go of every buffer), then the buffers.
+    ring::uninstall();
+    drop(lp);
+    drop(cell);
 }
 
-async fn housekeeping<S: Service>(
-    cell: &Rc<RefCell<ShardCell<S>>>,
-    stop: &AtomicBool,
-    mut stats: Option<StatsKeeper>,
-) {
-    let mut fired = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let sleep_ms = {
-            let c = cell.borrow();
-            let next = c.io.timers.next_deadline_ms().unwrap_or(u64::MAX);
-            next.saturating_sub(c.io.now_ms)
-                .clamp(TIMER_TICK_MS, HOUSEKEEPING_SLEEP_MS_MAX)
-        };
-        glommio::timer::sleep(Duration::from_millis(sleep_ms)).await;
-        cell.borrow_mut().fire_timers(&mut fired);
-        if let Some(k) = stats.as_mut() {
-            k.tick(&cell.borrow());
+fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cqe: Completion) {
+    let (tag, low) = ring::split(cqe.user_data);
+    match tag {
+        Some(Tag::Op) => ops::complete(low, cqe.result),
+        Some(Tag::Recv) => c.on_recv(low as u32, cqe, &mut lp.bufs, &mut lp.scratch),
+        Some(Tag::Send) => c.on_send(low as u32, cqe, &mut lp.scratch),
+        Some(Tag::Accept) => {
+            if !cqe.more() {
+                lp.accept_armed = false;
+            }
+            if cqe.result >= 0 {
+                c.accept(cqe.result as RawFd);
+            } else if cqe.result != -libc::ECANCELED {
+                c.io.counters.accept_errors += 1;
+                let errors = c.io.counters.accept_errors;
+                if errors.is_power_of_two() {
+                    let e = std::io::Error::from_raw_os_error(-cqe.result);
+                    tracing::warn!(error = %e, errors, "accept failed; backing off");
+                }
+                lp.accept_retry_at_ms = now_ms() + ACCEPT_BACKOFF_MS;
+            }
         }
+        Some(Tag::Wake) => lp.arm_wake(),
+        Some(Tag::Ignore) | None => {}
     }
 }
 
-async fn drain<S: Service>(cell: &Rc<RefCell<ShardCell<S>>>) {
-    {
-        let c = &mut *cell.borrow_mut();
-        c.service.on_shutdown(&mut c.io);
-        let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
-        for id in ids {
-            let _ = c.io.close_with(id, CloseReason::Shutdown);
+/// Moves every queued mesh message on: to this shard's own service, or into the peers'
+/// rings (waking each parked peer once). A batch that finds a ring full goes back in front
+/// and is retried next turn.
+fn flush_mesh<S: Service>(c: &mut ShardCell<S>, links: &ShardLinks<S::Msg>) {
+    let me = c.io.shard;
+    for _ in 0..LOCAL_ROUNDS_MAX {
+        if !c.io.mesh.has_for(me) {
+            break;
         }
+        let batch = c.io.mesh.take_batch(me);
+        c.io.mesh.sent(batch.len());
+        c.deliver(me, batch);
     }
-    let deadline = now_ms() + SHUTDOWN_DRAIN_MS;
-    let busy = |c: &ShardCell<S>| !c.io.conns.is_empty() || c.service.flushing();
-    while busy(&cell.borrow()) && now_ms() < deadline {
-        glommio::timer::sleep(Duration::from_millis(TIMER_TICK_MS)).await;
+    for (to, sender) in links.senders.iter().enumerate() {
+        let Some((ring, wake)) = sender else { continue };
+        let to = ShardId(to);
+        let mut pushed = false;
+        while c.io.mesh.has_for(to) {
+            let batch = c.io.mesh.take_batch(to);
+            let n = batch.len();
+            let sent = Sent {
+                at: Instant::now(),
+                batch,
+            };
+            match ring.push(sent) {
+                Ok(()) => {
+                    c.io.mesh.sent(n);
+                    c.io.counters.mesh_batches_sent += 1;
+                    pushed = true;
+                }
+                Err(sent) => {
+                    c.io.mesh.put_back(to, sent.batch);
+                    break;
+                }
+            }
+        }
+        if pushed {
+            wake.notify();
+        }
     }
 }

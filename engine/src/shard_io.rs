@@ -2,20 +2,22 @@
 //! the timer wheel, the mesh outbox, the cached clock and the shard's counters.
 //!
 //! Everything here is owned by one shard thread and touched only from it: plain integers,
-//! no locks, no atomics. Sockets are not here — each connection's task owns its socket and
-//! TLS state and only meets this struct through its slot (outbox, waker, state).
+//! no locks, no atomics. A connection is its slot: the service's queued frames, the socket
+//! and TLS state ([`Wire`]), its deadline and its state. There is no task per connection: a
+//! slot the service touched goes on the `dirty` list, and the shard loop flushes every dirty
+//! slot once per turn, so all of a turn's sends leave in one `io_uring_enter`.
 //!
 //! Lifecycle of a slot: inserted at accept (or adoption) → `open` after the TLS handshake →
-//! `Closing`/`HandingOff` when someone asks → removed by the connection's task once its
-//! outbox is flushed. Removal bumps the slot's generation, so a stale [`ConnId`] never
+//! `Closing`/`HandingOff` when someone asks → removed by the shard loop once its output is
+//! flushed and nothing is in flight on its socket. Removal bumps the slot's generation, so a stale [`ConnId`] never
 //! reaches the next connection in that slot.
 
 use std::rc::Weak;
-use std::task::Waker;
 
 use crate::conn_table::{ConnId, ConnTable};
 use crate::counters::ShardCounters;
 use crate::mesh::{Envelope, MeshOutbox};
+use crate::net::wire::Wire;
 use crate::service::{CloseReason, Service};
 use crate::shard::ShardCell;
 use crate::timer_wheel::{TimerId, TimerWheel};
@@ -44,8 +46,10 @@ pub(crate) struct ConnSlot {
     /// Encoded frames waiting to go out (plaintext; TLS encrypts on flush). Empty and
     /// capacity-free while the connection is idle.
     pub(crate) outbox: Vec<u8>,
-    /// Wakes the connection's task when there is something to write or do.
-    pub(crate) waker: Option<Waker>,
+    /// The socket, TLS session and bytes in transit.
+    pub(crate) wire: Wire,
+    /// On the shard's dirty list (flushed at the end of this turn).
+    pub(crate) dirty: bool,
     pub(crate) state: SlotState,
     /// Cached clock at the last bytes received; the idle timer re-arms from it.
     pub(crate) last_rx_ms: u64,
@@ -55,8 +59,6 @@ pub(crate) struct ConnSlot {
     pub(crate) timer_at_ms: u64,
     /// Since when part of a frame has been waiting for the rest (0: none).
     pub(crate) partial_since_ms: u64,
-    /// Bytes the transport holds that the kernel has not taken (updated by the task).
-    pub(crate) unsent_bytes: usize,
     /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
     pub(crate) opened: bool,
     /// The peer's address (IPv4 mapped into IPv6; `::` when the socket could not say), read
@@ -65,25 +67,28 @@ pub(crate) struct ConnSlot {
 }
 
 impl ConnSlot {
-    pub(crate) fn new(state: SlotState, now_ms: u64, peer: std::net::Ipv6Addr) -> Self {
+    pub(crate) fn new(state: SlotState, now_ms: u64, peer: std::net::Ipv6Addr, wire: Wire) -> Self {
         ConnSlot {
             outbox: Vec::new(),
-            waker: None,
+            wire,
+            dirty: false,
             state,
             last_rx_ms: now_ms,
             timer: None,
             timer_at_ms: 0,
             partial_since_ms: 0,
-            unsent_bytes: 0,
             opened: false,
             peer,
         }
     }
 
-    pub(crate) fn wake(&mut self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
+}
+
+/// Puts `id` on the dirty list once: the shard loop flushes it at the end of the turn.
+pub(crate) fn mark_dirty(slot: &mut ConnSlot, dirty: &mut Vec<ConnId>, id: ConnId) {
+    if !slot.dirty {
+        slot.dirty = true;
+        dirty.push(id);
     }
 }
 
@@ -120,8 +125,15 @@ pub struct ShardIo<S: Service> {
     pub(crate) counters: ShardCounters,
     /// Handshake and mesh-hop latencies (recorded per handshake and per batch, not per frame).
     pub(crate) latency: crate::histogram::EngineLatency,
-    /// The cell this struct lives in, for tasks spawned from callbacks (mesh flushes).
+    /// The cell this struct lives in, for handles given to tasks the service spawns.
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
+    /// Connections with output to flush or a state change to act on, this turn.
+    pub(crate) dirty: Vec<ConnId>,
+    /// Time the loop spent working (not waiting in the kernel) since the last statistics
+    /// period; read and reset by the statistics keeper.
+    pub(crate) busy_ns: u64,
+    /// The longest stretch of work between two waits in the kernel, since the last period.
+    pub(crate) turn_max_ns: u64,
 }
 
 impl<S: Service> ShardIo<S> {
@@ -180,11 +192,11 @@ impl<S: Service> ShardIo<S> {
             _ => return Err(ConnGone(conn)),
         };
         let r = write(&mut slot.outbox);
-        if slot.outbox.len() + slot.unsent_bytes > CONN_OUTPUT_BYTES_MAX {
+        if slot.outbox.len() + slot.wire.unsent() > CONN_OUTPUT_BYTES_MAX {
             slot.state = SlotState::Closing(CloseReason::OutputOverflow);
         }
         self.counters.frames_out += 1;
-        slot.wake();
+        mark_dirty(slot, &mut self.dirty, conn);
         Ok(r)
     }
 
@@ -200,7 +212,7 @@ impl<S: Service> ShardIo<S> {
             _ => return Err(ConnGone(conn)),
         };
         slot.state = SlotState::Closing(reason);
-        slot.wake();
+        mark_dirty(slot, &mut self.dirty, conn);
         Ok(())
     }
 
@@ -210,7 +222,6 @@ impl<S: Service> ShardIo<S> {
         match self.mesh.push(to, Envelope::Service(msg)) {
             Ok(()) => {
                 self.counters.mesh_msgs_sent += 1;
-                self.schedule_mesh_flush();
                 Ok(())
             }
             Err(Envelope::Service(m)) => {
@@ -235,7 +246,7 @@ impl<S: Service> ShardIo<S> {
             _ => return Err(ConnGone(conn)),
         };
         slot.state = SlotState::HandingOff(to);
-        slot.wake();
+        mark_dirty(slot, &mut self.dirty, conn);
         self.mesh.park_handoff(conn, msg);
         Ok(())
     }
@@ -254,13 +265,6 @@ impl<S: Service> ShardIo<S> {
             TimerEntry::Service(t) => Some(t),
             // Engine timers never leak their ids to the service.
             _ => unreachable!("service cancelled an engine timer"),
-        }
-    }
-
-    pub(crate) fn schedule_mesh_flush(&mut self) {
-        if self.mesh.mark_flush_scheduled() {
-            let cell = self.cell.clone();
-            crate::shard::spawn_mesh_flush(cell);
         }
     }
 }

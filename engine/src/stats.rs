@@ -6,7 +6,7 @@
 //! 1. Everything counted between snapshots is a plain `u64` in the shard's `ShardCounters`,
 //!    touched only by the shard's thread (no atomics, no locks on the per-frame path).
 //! 2. Every [`STATS_PERIOD_MS`], the housekeeping loop (never a frame callback) reads those
-//!    counters, the timer wheel's and mesh outboxes' lengths, glommio's executor statistics
+//!    counters, the timer wheel's and mesh outboxes' lengths, the loop's busy time
 //!    (for utilisation), the service's [`crate::Service::stats`] and the latency histograms
 //!    (the engine's TLS handshake and mesh hop, and [`crate::Service::histograms`]),
 //!    computes the decayed rates and checks the alarms — all shard-locally — and builds one
@@ -19,10 +19,10 @@
 //!    a newer one meanwhile, in which case the clone is merely a second old). Only readers
 //!    pop, so a shard never waits on a reader and a reader never sees a torn snapshot.
 //!
-//! Utilisation comes from glommio's `executor_stats()`: its `total_runtime` is the time the
-//! executor spent polling I/O and running tasks, excluding time parked in the reactor (and
-//! spin-before-park, which we do not enable). `executor_stats()` resets on read, so only this
-//! module may call it.
+//! Utilisation comes from the shard loop's own clock: the time each turn spent working, not
+//! waiting in `io_uring_enter` (`ShardIo::busy_ns`, reset here each period). The longest
+//! stretch of work between two waits (`ShardIo::turn_max_ns`) is published as
+//! `turn_max_us`: every connection of the shard waited at least that long once.
 //!
 //! This module must not be called from the per-frame path, and must not touch another
 //! shard's state: each shard publishes only its own slot.
@@ -46,6 +46,9 @@ pub const RATE_WINDOWS_S: [u64; 3] = [1, 10, 100];
 pub const STAT_MESH_OUTBOX_DEPTH_MAX: &str = "mesh_outbox_depth_max";
 /// Engine statistic an alarm may watch: utilisation over the last period, percent.
 pub const STAT_UTILISATION_PCT: &str = "utilisation_pct";
+/// Engine statistic an alarm may watch: the longest stretch of work between two waits in
+/// the kernel over the last period, ms (every connection of the shard waited that long).
+pub const STAT_TURN_MAX_MS: &str = "turn_max_ms";
 /// How many times a reader retries a slot another reader is holding.
 const READ_RETRIES_MAX: usize = 1_000;
 
@@ -97,10 +100,13 @@ pub struct ShardStats {
     /// Messages queued in this shard's outbox per peer shard (index = peer), waiting for the
     /// flush task; it grows while a full ring makes the flush wait.
     pub mesh_outbox: Vec<u64>,
-    /// Time the executor was not parked, since start, in nanoseconds.
+    /// Time the shard's loop spent working (not waiting in the kernel), since start, ns.
     pub busy_ns: u64,
-    /// Tasks the executor ran since start.
+    /// Turns of the shard's loop (`io_uring_enter` calls) since start.
     pub tasks_run: u64,
+    /// The longest stretch of work between two waits in the kernel over the last period,
+    /// in µs: the worst stall any connection of the shard saw.
+    pub turn_max_us: u64,
     /// Busy time over the last period, percent of wall time.
     pub utilisation_pct: f64,
     /// `utilisation_pct` decayed over the rate windows.
@@ -253,12 +259,13 @@ impl StatsKeeper {
 
     /// Publishes a snapshot if a period has passed since the last one (the first call starts
     /// the clock).
-    pub(crate) fn tick<S: Service>(&mut self, cell: &ShardCell<S>) {
+    pub(crate) fn tick<S: Service>(&mut self, cell: &mut ShardCell<S>) {
         let now = cell.io.now_ms;
         if self.last_ms == 0 {
             self.last_ms = now;
-            // Start utilisation from here: the executor's startup is not load.
-            let _ = glommio::executor().executor_stats();
+            // Start utilisation from here: the shard's startup is not load.
+            cell.io.busy_ns = 0;
+            cell.io.turn_max_ns = 0;
             // Publish at once, so the service's statistics are on the board from the
             // shard's first moment rather than a period later (its rates start at zero).
             let stats = self.build(cell, now);
@@ -272,7 +279,7 @@ impl StatsKeeper {
         self.board.publish(stats);
     }
 
-    fn build<S: Service>(&mut self, cell: &ShardCell<S>, now: u64) -> ShardStats {
+    fn build<S: Service>(&mut self, cell: &mut ShardCell<S>, now: u64) -> ShardStats {
         let dt_s = (now - self.last_ms) as f64 / 1000.0;
         self.last_ms = now;
         self.seq += 1;
@@ -286,10 +293,10 @@ impl StatsKeeper {
             rate.update(v.saturating_sub(*last), dt_s);
             *last = v;
         }
-        let ex = glommio::executor().executor_stats();
-        let busy = ex.total_runtime().as_nanos() as u64;
+        let busy = std::mem::take(&mut cell.io.busy_ns);
+        let turn_max_ns = std::mem::take(&mut cell.io.turn_max_ns);
         self.busy_ns += busy;
-        self.tasks_run += ex.tasks_executed();
+        self.tasks_run = counters.ring_enters;
         let utilisation_pct = if dt_s > 0.0 {
             (busy as f64 / (dt_s * 1e9) * 100.0).clamp(0.0, 100.0)
         } else {
@@ -305,6 +312,7 @@ impl StatsKeeper {
             mesh_outbox: cell.io.mesh.len_per_peer().map(|n| n as u64).collect(),
             busy_ns: self.busy_ns,
             tasks_run: self.tasks_run,
+            turn_max_us: turn_max_ns / 1000,
             utilisation_pct,
             utilisation: self.utilisation,
             rates: self.rates,
@@ -333,11 +341,12 @@ impl StatsKeeper {
         let value = |stat: &str| match stat {
             STAT_MESH_OUTBOX_DEPTH_MAX => Some(stats.mesh_outbox_max().0),
             STAT_UTILISATION_PCT => Some(stats.utilisation_pct as u64),
+            STAT_TURN_MAX_MS => Some(stats.turn_max_us / 1000),
             other => stats.service_stat(other),
         };
         let offender = |stat: &str| match stat {
             STAT_MESH_OUTBOX_DEPTH_MAX => format!("peer shard {}", stats.mesh_outbox_max().1),
-            STAT_UTILISATION_PCT => format!("shard {}", stats.shard),
+            STAT_UTILISATION_PCT | STAT_TURN_MAX_MS => format!("shard {}", stats.shard),
             other => service.stat_offender(other).unwrap_or_default(),
         };
         self.alarms.check(self.shard, now, value, offender)

@@ -46,7 +46,7 @@ const fn field(
 }
 
 /// Every engine counter, in a fixed order.
-pub fn counter_fields(c: &ShardCounters) -> [Field; 22] {
+pub fn counter_fields(c: &ShardCounters) -> [Field; 25] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -71,6 +71,9 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 22] {
         handoffs_in,
         handoff_failures,
         timers_fired,
+        recv_no_buffers,
+        ring_enters,
+        completions,
     } = c.clone();
     #[rustfmt::skip]
     let fields = [
@@ -96,17 +99,21 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 22] {
         field("handoffs_in", "handoffs_in_total", "Connections adopted from another shard.", true, handoffs_in as f64),
         field("handoff_failures", "handoff_failures_total", "Handoffs that failed.", true, handoff_failures as f64),
         field("timers_fired", "timers_fired_total", "Timers that fired.", true, timers_fired as f64),
+        field("recv_no_buffers", "recv_no_buffers_total", "Receives ended because every provided buffer was out.", true, recv_no_buffers as f64),
+        field("ring_enters", "ring_enters_total", "io_uring_enter calls (submit and wait).", true, ring_enters as f64),
+        field("completions", "ring_completions_total", "Completions reaped from the shard's ring.", true, completions as f64),
     ];
     fields
 }
 
 /// Engine gauges and counters beyond `ShardCounters`.
-pub fn engine_fields(s: &ShardStats) -> [Field; 6] {
+pub fn engine_fields(s: &ShardStats) -> [Field; 7] {
     #[rustfmt::skip]
     let fields = [
         field("timers", "timer_entries", "Entries in the timer wheel.", false, s.timers as f64),
-        field("busy_seconds", "busy_seconds_total", "Time the executor was not parked.", true, s.busy_ns as f64 / 1e9),
-        field("tasks_run", "tasks_run_total", "Tasks the executor ran.", true, s.tasks_run as f64),
+        field("busy_seconds", "busy_seconds_total", "Time the shard loop spent working, not waiting in the kernel.", true, s.busy_ns as f64 / 1e9),
+        field("tasks_run", "loop_turns_total", "Turns of the shard loop (io_uring_enter calls).", true, s.tasks_run as f64),
+        Field { prom_scale: 1e-6, ..field("turn_max_us", "loop_turn_max_seconds", "Longest stretch of work between two waits in the kernel over the last period.", false, s.turn_max_us as f64) },
         Field { prom_scale: 0.01, ..field("utilisation_pct", "utilisation_ratio", "Busy share of the last statistics period, 0 to 1.", false, s.utilisation_pct) },
         field("locks_taken", "locks_taken_total", "Locks the shard thread took via engine::sync.", true, s.locks_taken as f64),
         field("alarms_active", "alarms_active", "Alarms over their threshold now.", false, s.alarms.len() as f64),

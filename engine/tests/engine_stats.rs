@@ -65,7 +65,9 @@ fn counted_locks_and_frames_reach_the_shard_snapshot_and_admin() {
     let mut c = Client::plain(rt.local_addr());
     c.send(b"hello");
     assert_eq!(c.recv(), b"ok");
-    let before = next_after(&rt, 0);
+    // A snapshot published after "hello" was handled (the first may predate it).
+    let seen = next_after(&rt, 0).seq;
+    let before = next_after(&rt, seen);
     for _ in 0..7 {
         c.send(b"lock");
         assert_eq!(c.recv(), b"ok");

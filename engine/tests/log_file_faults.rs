@@ -17,15 +17,14 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Runs `f` on a glommio executor (the log file does its I/O through the shard's ring).
+/// Runs `f` on a thread of its own with its own ring (the log file does its I/O through the
+/// calling thread's io_uring, as on a shard).
 fn on_shard<F, Fut>(f: F)
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
-    glommio::LocalExecutorBuilder::default()
-        .spawn(move || async move { f().await })
-        .expect("executor starts")
+    std::thread::spawn(move || engine::block_on(async move { f().await }).expect("ring starts"))
         .join()
         .expect("test body ran");
 }

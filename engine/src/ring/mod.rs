@@ -1,0 +1,274 @@
+//! The shard's own io_uring: one ring per shard thread, set up once, through which every
+//! socket, file and wake-up of the shard goes.
+//!
+//! What lives here: the ring and the features the kernel offered ([`Features`], logged once
+//! at start), the `user_data` tags that tell a completion's owner ([`Tag`]), and the one
+//! place the shard thread blocks ([`Ring::enter`]). Submodules: [`exec`] (the few futures a
+//! shard runs: log jobs and short sleeps), [`ops`] (file operations as futures), [`buf_ring`]
+//! (the provided-buffer ring multishot receives read into).
+//!
+//! The ring is thread-local: only the thread that made it touches it (`SINGLE_ISSUER`), and a
+//! borrow of it never spans a callback. This module must not know about connections or the
+//! service; it moves submissions in and completions out.
+
+pub(crate) mod buf_ring;
+pub mod exec;
+pub(crate) mod ops;
+
+use std::cell::RefCell;
+use std::io;
+use std::time::Duration;
+
+use io_uring::{cqueue, squeue, types, IoUring};
+
+/// Submission queue entries per ring (completions get twice as many).
+pub const RING_ENTRIES: u32 = 4096;
+/// With a batching wait, how many completions make a batch worth returning for early.
+pub const COALESCE_BATCH: usize = 32;
+
+/// Whose completion this is: the top byte of `user_data`; the low 56 bits are the owner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Tag {
+    /// A file operation a future awaits ([`ops`]); low bits: its slot.
+    Op = 1,
+    /// The listener's multishot accept.
+    Accept = 2,
+    /// A connection's multishot receive; low bits: its table index.
+    Recv = 3,
+    /// A connection's send; low bits: its table index.
+    Send = 4,
+    /// The shard's wake-up eventfd read (mesh batches, stop).
+    Wake = 5,
+    /// Nothing to do on completion (cancels, closes).
+    Ignore = 6,
+}
+
+const LOW_BITS: u64 = (1 << 56) - 1;
+
+/// Packs a tag and its owner's number into `user_data`.
+pub(crate) fn user_data(tag: Tag, low: u64) -> u64 {
+    debug_assert!(low <= LOW_BITS);
+    ((tag as u64) << 56) | (low & LOW_BITS)
+}
+
+/// Splits `user_data` back into its tag (if known) and the owner's number.
+pub(crate) fn split(user_data: u64) -> (Option<Tag>, u64) {
+    let tag = match user_data >> 56 {
+        1 => Some(Tag::Op),
+        2 => Some(Tag::Accept),
+        3 => Some(Tag::Recv),
+        4 => Some(Tag::Send),
+        5 => Some(Tag::Wake),
+        6 => Some(Tag::Ignore),
+        _ => None,
+    };
+    (tag, user_data & LOW_BITS)
+}
+
+/// What the kernel offered when the ring was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `IORING_SETUP_SINGLE_ISSUER` (6.0): the kernel may skip submission locking.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN` (6.1): completion work runs only when the shard waits,
+    /// never interrupting it.
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19): no inter-processor interrupt per completion.
+    pub coop_taskrun: bool,
+    /// `IORING_FEAT_MIN_TIMEOUT` (6.12): a wait may ask for a batch for up to N µs.
+    pub min_timeout: bool,
+    /// The ring fd is registered, so each `io_uring_enter` skips the fd lookup.
+    pub registered_ring: bool,
+}
+
+impl std::fmt::Display for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "single_issuer={} defer_taskrun={} coop_taskrun={} min_timeout={} registered_ring={}",
+            yes(self.single_issuer),
+            yes(self.defer_taskrun),
+            yes(self.coop_taskrun),
+            yes(self.min_timeout),
+            yes(self.registered_ring)
+        )
+    }
+}
+
+/// One completion, copied out of the ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    pub(crate) user_data: u64,
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    /// More completions will follow for this (multishot) request.
+    pub(crate) fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The provided buffer this completion filled, if any.
+    pub(crate) fn buffer(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+}
+
+/// The shard's ring.
+pub(crate) struct Ring {
+    uring: IoUring,
+    features: Features,
+    /// `io_uring_enter` calls made (counted for the shard's statistics).
+    pub(crate) enters: u64,
+}
+
+thread_local! {
+    static RING: RefCell<Option<Ring>> = const { RefCell::new(None) };
+}
+
+/// Makes this thread's ring (once); returns the features found.
+pub(crate) fn install() -> io::Result<Features> {
+    if let Some(f) = RING.with(|r| r.borrow().as_ref().map(|r| r.features)) {
+        return Ok(f);
+    }
+    let ring = Ring::new()?;
+    let f = ring.features;
+    RING.with(|r| *r.borrow_mut() = Some(ring));
+    Ok(f)
+}
+
+/// Whether this thread has a ring.
+pub(crate) fn installed() -> bool {
+    RING.with(|r| r.borrow().is_some())
+}
+
+/// Runs `f` with this thread's ring. Panics when none is installed (an engine bug: every
+/// shard thread installs one before anything can submit).
+pub(crate) fn with<R>(f: impl FnOnce(&mut Ring) -> R) -> R {
+    RING.with(|r| {
+        let mut r = r.borrow_mut();
+        f(r.as_mut().expect("this thread's ring is installed"))
+    })
+}
+
+/// Drops this thread's ring (shard exit).
+pub(crate) fn uninstall() {
+    RING.with(|r| drop(r.borrow_mut().take()));
+}
+
+impl Ring {
+    fn new() -> io::Result<Ring> {
+        // Newest first; each step drops what an older kernel refuses.
+        let tries: [(bool, bool, bool); 4] = [
+            (true, true, true),
+            (true, false, true),
+            (false, false, true),
+            (false, false, false),
+        ];
+        let mut last = None;
+        for (single, defer, coop) in tries {
+            let mut b = IoUring::builder();
+            b.setup_cqsize(RING_ENTRIES * 2).setup_submit_all();
+            if single {
+                b.setup_single_issuer();
+            }
+            if defer {
+                b.setup_defer_taskrun();
+            }
+            if coop {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            match b.build(RING_ENTRIES) {
+                Ok(uring) => {
+                    let min_timeout = uring.params().is_feature_min_timeout();
+                    let registered_ring = uring.submitter().register_ring_fd().is_ok();
+                    return Ok(Ring {
+                        uring,
+                        features: Features {
+                            single_issuer: single,
+                            defer_taskrun: defer,
+                            coop_taskrun: coop,
+                            min_timeout,
+                            registered_ring,
+                        },
+                        enters: 0,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one try"))
+    }
+
+    /// Queues `sqe`, submitting first if the submission queue is full.
+    ///
+    /// # Safety
+    /// Every buffer, path or descriptor `sqe` points to must stay valid until its completion
+    /// is reaped.
+    pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller keeps what `sqe` points to alive until its completion.
+            if unsafe { self.uring.submission().push(sqe) }.is_ok() {
+                return;
+            }
+            self.enters += 1;
+            // The queue is full: hand it to the kernel (no wait) and retry.
+            if let Err(e) = self.uring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR)
+                {
+                    panic!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Submits what is queued and waits up to `timeout` for at least one completion (no
+    /// wait when `timeout` is zero), asking the kernel to batch for up to `min_wait` first
+    /// when it can. Then copies every completion into `out`.
+    pub(crate) fn enter(
+        &mut self,
+        timeout: Duration,
+        min_wait: Duration,
+        out: &mut Vec<Completion>,
+    ) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let mut args = types::SubmitArgs::new().timespec(&ts);
+        let mut want = 1;
+        if self.features.min_timeout && !min_wait.is_zero() && !timeout.is_zero() {
+            // Wait for a batch until `min_wait` has passed, then for any one completion.
+            args = args.min_wait_usec(min_wait.as_micros().min(u128::from(u32::MAX)) as u32);
+            want = COALESCE_BATCH;
+        }
+        self.enters += 1;
+        match self.uring.submitter().submit_with_args(want, &args) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap(out);
+        Ok(())
+    }
+
+    /// Copies every completion waiting in the queue into `out` (no syscall).
+    pub(crate) fn reap(&mut self, out: &mut Vec<Completion>) {
+        for cqe in self.uring.completion() {
+            out.push(Completion {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            });
+        }
+    }
+
+    /// The submitter, for registrations (buffer rings).
+    pub(crate) fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.uring.submitter()
+    }
+}

@@ -1,0 +1,257 @@
+//! File operations on the shard's ring, as futures: open, write at an offset, `fdatasync`,
+//! `fsync`, rename, truncate, close. The log file is built from these, so an append and its
+//! sync never block the shard thread.
+//!
+//! An operation's buffers and paths move into the op's slot when it is submitted and stay
+//! there until its completion is reaped, even if the awaiting future is dropped first (the
+//! kernel may still be reading them); the future gets them back with the result.
+//!
+//! This module must not touch sockets, connections or the service.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::future::Future;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{opcode, squeue, types};
+
+use super::{user_data, Tag};
+
+/// What an operation keeps alive while the kernel works on it.
+#[derive(Debug, Default)]
+pub(crate) struct Keep {
+    pub(crate) buf: Vec<u8>,
+    /// Held, never read here: the kernel reads them.
+    #[allow(dead_code)]
+    pub(crate) paths: Vec<CString>,
+}
+
+enum Slot {
+    Free,
+    Waiting { waker: Option<Waker>, keep: Keep },
+    Done { result: i32, keep: Keep },
+    /// Its future was dropped: free the slot (and what it kept) when the completion comes.
+    Orphan { _keep: Keep },
+}
+
+thread_local! {
+    static SLOTS: RefCell<(Vec<Slot>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// An operation in flight; resolves to its result (`-errno` on failure) and what it kept.
+pub(crate) struct Op {
+    index: u32,
+    done: bool,
+}
+
+impl Future for Op {
+    type Output = (i32, Keep);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<(i32, Keep)> {
+        let index = self.index as usize;
+        let ready = SLOTS.with(|s| {
+            let slots = &mut s.borrow_mut().0;
+            match std::mem::replace(&mut slots[index], Slot::Free) {
+                Slot::Done { result, keep } => Some((result, keep)),
+                Slot::Waiting { keep, .. } => {
+                    slots[index] = Slot::Waiting {
+                        waker: Some(cx.waker().clone()),
+                        keep,
+                    };
+                    None
+                }
+                Slot::Free | Slot::Orphan { .. } => unreachable!("an op polled after it finished"),
+            }
+        });
+        match ready {
+            Some(out) => {
+                self.done = true;
+                SLOTS.with(|s| s.borrow_mut().1.push(self.index));
+                Poll::Ready(out)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        SLOTS.with(|s| {
+            let mut s = s.borrow_mut();
+            let index = self.index as usize;
+            match std::mem::replace(&mut s.0[index], Slot::Free) {
+                // Completed but never polled again: free it now.
+                Slot::Done { .. } => s.1.push(self.index),
+                // Still in the kernel: its buffers stay until the completion.
+                Slot::Waiting { keep, .. } => s.0[index] = Slot::Orphan { _keep: keep },
+                other => s.0[index] = other,
+            }
+        });
+    }
+}
+
+/// Records the completion of op `index` and wakes its future.
+pub(crate) fn complete(index: u64, result: i32) {
+    let index = index as u32;
+    let waker = SLOTS.with(|s| {
+        let mut s = s.borrow_mut();
+        match std::mem::replace(&mut s.0[index as usize], Slot::Free) {
+            Slot::Waiting { waker, keep } => {
+                s.0[index as usize] = Slot::Done { result, keep };
+                waker
+            }
+            Slot::Orphan { .. } => {
+                s.1.push(index);
+                None
+            }
+            other => {
+                s.0[index as usize] = other;
+                None
+            }
+        }
+    });
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+/// Submits `sqe` (built with the slot's `user_data`), keeping `keep` alive for the kernel.
+fn submit(sqe: impl FnOnce() -> squeue::Entry, keep: Keep) -> Op {
+    let index = SLOTS.with(|s| {
+        let mut s = s.borrow_mut();
+        let index = match s.1.pop() {
+            Some(i) => i,
+            None => {
+                s.0.push(Slot::Free);
+                (s.0.len() - 1) as u32
+            }
+        };
+        s.0[index as usize] = Slot::Waiting { waker: None, keep };
+        index
+    });
+    let sqe = sqe().user_data(user_data(Tag::Op, u64::from(index)));
+    // SAFETY: the buffers and paths `sqe` points into were moved into slot `index` (their heap
+    // storage does not move) and stay there until `complete` sees this op's completion.
+    super::with(|r| unsafe { r.push(&sqe) });
+    Op { index, done: false }
+}
+
+fn result(res: i32) -> io::Result<u32> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res as u32)
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+/// `openat(AT_FDCWD, path, flags | O_CLOEXEC, mode)`.
+pub(crate) async fn open(path: &Path, flags: i32, mode: u32) -> io::Result<RawFd> {
+    let p = c_path(path)?;
+    let ptr = p.as_ptr();
+    let keep = Keep {
+        buf: Vec::new(),
+        paths: vec![p],
+    };
+    let (res, _) = submit(
+        || {
+            opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), ptr)
+                .flags(flags | libc::O_CLOEXEC)
+                .mode(mode)
+                .build()
+        },
+        keep,
+    )
+    .await;
+    result(res).map(|fd| fd as RawFd)
+}
+
+/// Writes `buf` at `offset`; returns the bytes written and the buffer.
+pub(crate) async fn write_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> (io::Result<usize>, Vec<u8>) {
+    let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+    let keep = Keep {
+        buf,
+        paths: Vec::new(),
+    };
+    let (res, keep) = submit(
+        || {
+            opcode::Write::new(types::Fd(fd), ptr, len)
+                .offset(offset)
+                .build()
+        },
+        keep,
+    )
+    .await;
+    (result(res).map(|n| n as usize), keep.buf)
+}
+
+/// `fdatasync(fd)`, or `fsync(fd)` when `all` (directories).
+pub(crate) async fn sync(fd: RawFd, all: bool) -> io::Result<()> {
+    let flags = if all {
+        types::FsyncFlags::empty()
+    } else {
+        types::FsyncFlags::DATASYNC
+    };
+    let (res, _) = submit(
+        || opcode::Fsync::new(types::Fd(fd)).flags(flags).build(),
+        Keep::default(),
+    )
+    .await;
+    result(res).map(drop)
+}
+
+/// `rename(from, to)`.
+pub(crate) async fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (c_path(from)?, c_path(to)?);
+    let (fp, tp) = (f.as_ptr(), t.as_ptr());
+    let keep = Keep {
+        buf: Vec::new(),
+        paths: vec![f, t],
+    };
+    let (res, _) = submit(
+        || {
+            opcode::RenameAt::new(types::Fd(libc::AT_FDCWD), fp, types::Fd(libc::AT_FDCWD), tp)
+                .build()
+        },
+        keep,
+    )
+    .await;
+    result(res).map(drop)
+}
+
+/// `ftruncate(fd, len)` on the ring (Linux 6.9+), or a plain call on older kernels.
+pub(crate) async fn truncate(fd: RawFd, len: u64) -> io::Result<()> {
+    let (res, _) = submit(
+        || opcode::Ftruncate::new(types::Fd(fd), len).build(),
+        Keep::default(),
+    )
+    .await;
+    if res == -libc::EINVAL || res == -libc::EOPNOTSUPP {
+        // SAFETY: ftruncate on a descriptor the caller owns.
+        let rc = unsafe { libc::ftruncate(fd, len as libc::off_t) };
+        return if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
+    }
+    result(res).map(drop)
+}
+
+/// Closes `fd` on the ring.
+pub(crate) async fn close(fd: RawFd) -> io::Result<()> {
+    let (res, _) = submit(|| opcode::Close::new(types::Fd(fd)).build(), Keep::default()).await;
+    result(res).map(drop)
+}
