@@ -40,7 +40,6 @@ use std::sync::Arc;
 
 use crate::ring::ops;
 
-
 /// The step of a log operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -435,11 +434,7 @@ impl LogFile {
     }
 
     /// Writes and syncs the snapshot file; returns it open, with its length.
-    async fn write_snapshot(
-        &self,
-        tmp: &Path,
-        bytes: Vec<u8>,
-    ) -> Result<(OwnedFd, u64), LogError> {
+    async fn write_snapshot(&self, tmp: &Path, bytes: Vec<u8>) -> Result<(OwnedFd, u64), LogError> {
         let n = bytes.len();
         let f = ops::open(tmp, libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC, 0o600)
             .await

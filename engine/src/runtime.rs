@@ -188,10 +188,12 @@ where
     let mut handles = Vec::with_capacity(config.shards);
     for (i, (fd, ends)) in fds
         .into_iter()
-        .zip(crate::mesh::build(config.shards).map_err(|e| EngineError::Shard {
-            shard: 0,
-            detail: format!("cannot make the mesh's eventfds: {e}"),
-        })?)
+        .zip(
+            crate::mesh::build(config.shards).map_err(|e| EngineError::Shard {
+                shard: 0,
+                detail: format!("cannot make the mesh's eventfds: {e}"),
+            })?,
+        )
         .enumerate()
     {
         let plan = ShardPlan {

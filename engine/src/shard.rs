@@ -355,6 +355,9 @@ struct Loop<M: Send + 'static> {
     listener: OwnedFd,
     accept_armed: bool,
     accept_retry_at_ms: u64,
+    /// RLIMIT_NOFILE when the accept was armed: the kernel takes the limit then, so a
+    /// `prlimit` on the live process applies only once the accept is re-armed.
+    accept_nofile: u64,
     /// The mesh eventfd's read target (the kernel writes 8 bytes here).
     wake_buf: Box<u64>,
     bufs: BufRing,
@@ -365,6 +368,7 @@ struct Loop<M: Send + 'static> {
 
 impl<M: Send + 'static> Loop<M> {
     fn arm_accept(&mut self) {
+        self.accept_nofile = nofile_limit();
         let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
@@ -481,6 +485,7 @@ where
         listener: listener_fd,
         accept_armed: false,
         accept_retry_at_ms: 0,
+        accept_nofile: 0,
         wake_buf: Box::new(0),
         bufs,
         scratch: Scratch {
@@ -500,7 +505,7 @@ where
     loop {
         let turn = Instant::now();
         // 1. Futures and sleeps.
-        let next_sleep = exec::fire_sleeps(turn);
+        exec::fire_sleeps(turn);
         exec::run_ready();
         let c = &mut *cell.borrow_mut();
         // 2. Timers.
@@ -546,7 +551,8 @@ where
                 break;
             }
         }
-        // 5. Wait.
+        // 5. Wait. Sleeps set during this turn count too.
+        let next_sleep = exec::fire_sleeps(Instant::now());
         let mut timeout = if exec::has_ready() || !c.io.dirty.is_empty() {
             Duration::ZERO
         } else {
@@ -605,10 +611,23 @@ where
             }
         }
     }
-    // The ring goes first (the kernel lets go of every buffer), then the buffers.
+    // The service's unfinished futures go while what they hold still exists; then the ring
+    // (the kernel lets go of every buffer), then the buffers.
+    exec::drop_all();
     ring::uninstall();
     drop(lp);
     drop(cell);
+}
+
+/// The process's open-file limit now.
+fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r.rlim_cur
 }
 
 fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cqe: Completion) {
@@ -623,6 +642,11 @@ fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cq
             }
             if cqe.result >= 0 {
                 c.accept(cqe.result as RawFd);
+                // An operator's `prlimit` on the live process (raising the limit, say) takes
+                // effect from the next accept on: re-arm under the new limit.
+                if lp.accept_armed && nofile_limit() != lp.accept_nofile {
+                    lp.cancel_accept();
+                }
             } else if cqe.result != -libc::ECANCELED {
                 c.io.counters.accept_errors += 1;
                 let errors = c.io.counters.accept_errors;

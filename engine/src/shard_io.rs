@@ -81,7 +81,6 @@ impl ConnSlot {
             peer,
         }
     }
-
 }
 
 /// Puts `id` on the dirty list once: the shard loop flushes it at the end of the turn.

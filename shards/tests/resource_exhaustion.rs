@@ -158,6 +158,20 @@ fn out_of_descriptors_keeps_existing_connections_and_recovers() {
     );
 }
 
+/// Padding that makes each test message about 2 KiB.
+const BODY_PAD_BYTES: usize = 2_000;
+
+/// Appends to the filler file until the disk is full again.
+fn fill_more(dir: &std::path::Path) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("filler"))
+        .unwrap();
+    let chunk = vec![0xaau8; 512];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
 fn fill(dir: &std::path::Path) -> u64 {
     let mut f = std::fs::File::create(dir.join("filler")).unwrap();
     let chunk = vec![0xaau8; 4096];
@@ -195,46 +209,53 @@ fn a_full_disk_gets_no_acks_until_space_returns() {
     let mut s = Client::plain(server.addr);
     s.load_test_login(sender);
     let filled = fill(&dir);
-    // The log's last page may still have room: send until a send is not acked.
+    // Bodies big enough that whatever the log prepared ahead of its end (zeros written before
+    // the disk filled) is used up within a few sends.
+    let body = |cid: u64| format!("m{cid}-{}", "x".repeat(BODY_PAD_BYTES));
+    // Send until one is not acked.
     let mut acked: Vec<u64> = Vec::new();
     let mut cid = 0;
     let mut unacked_from = None;
     while unacked_from.is_none() {
         cid += 1;
         assert!(cid < 500, "the log never ran out of space");
-        s.send_text(recipient, cid, &format!("m{cid}"));
+        s.send_text(recipient, cid, &body(cid));
         s.send(client_frame::Kind::Ping(Ping { nonce: cid }));
-        // The pong comes at once; an ack comes first only if the write succeeded.
-        let mut got_ack = false;
         loop {
             match s.recv() {
-                server_frame::Kind::ServerAck(a) => {
-                    acked.push(a.client_msg_id);
-                    got_ack = true;
-                }
+                server_frame::Kind::ServerAck(a) => acked.push(a.client_msg_id),
                 server_frame::Kind::Pong(_) => break,
                 other => panic!("unexpected {other:?}"),
             }
         }
-        if !got_ack {
-            std::thread::sleep(Duration::from_millis(50));
-            // Still nothing after a moment: the write failed.
-            let late = s.sync();
-            if late.is_empty() {
-                unacked_from = Some(cid);
-            } else {
-                acked.extend(late.iter().filter_map(|f| match f {
-                    server_frame::Kind::ServerAck(a) => Some(a.client_msg_id),
-                    _ => None,
-                }));
+        // An ack normally follows within milliseconds; a failed batch is retried only
+        // after a second (COMMIT_RETRY_MS), so one not there by then was not written.
+        let t = Instant::now();
+        while !acked.contains(&cid) && t.elapsed() < Duration::from_millis(900) {
+            std::thread::sleep(Duration::from_millis(20));
+            for f in s.sync() {
+                if let server_frame::Kind::ServerAck(a) = f {
+                    acked.push(a.client_msg_id);
+                }
             }
         }
+        if !acked.contains(&cid) {
+            unacked_from = Some(cid);
+        }
     }
-    let first_unacked = unacked_from.unwrap();
-    // While full: more sends, no acks for 1.5 s (the log retries every second), pings served.
+    // A failed batch is cut off the log's end, which can free what the log had prepared
+    // there and let its retry succeed: fill again, so from here the disk stays full.
+    fill_more(&dir);
+    std::thread::sleep(Duration::from_millis(50));
+    for f in s.sync() {
+        if let server_frame::Kind::ServerAck(a) = f {
+            acked.push(a.client_msg_id);
+        }
+    }
+    // While full: more sends, no acks for 1.5 s (the log retries every second).
     for _ in 0..3 {
         cid += 1;
-        s.send_text(recipient, cid, &format!("m{cid}"));
+        s.send_text(recipient, cid, &body(cid));
     }
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(1_500) {
@@ -246,10 +267,19 @@ fn a_full_disk_gets_no_acks_until_space_returns() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Space returns: everything is acked, in order, within a few retries.
-    std::fs::remove_file(dir.join("filler")).unwrap();
+    let held: Vec<u64> = (1..=cid).filter(|c| !acked.contains(c)).collect();
+    assert!(held.len() >= 3, "the sends while full are held: {held:?}");
+    // Space returns: the filesystem grows (removing the filler alone frees nothing when the
+    // log itself took the space, preparing its tail before the filler was written).
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=4m"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(grown, "remount the tmpfs bigger");
     let t = Instant::now();
     let mut late = Vec::new();
-    while late.len() < (cid - first_unacked + 1) as usize {
+    while late.len() < held.len() {
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "acks never came after space returned"
@@ -262,18 +292,22 @@ fn a_full_disk_gets_no_acks_until_space_returns() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(late, (first_unacked..=cid).collect::<Vec<_>>());
+    assert_eq!(late, held);
     eprintln!(
         "disk full: filler {filled} bytes; acked before {}, held then acked {} after {:?}",
         acked.len(),
         late.len(),
         t.elapsed()
     );
+    let _ = unacked_from;
     // And everything is delivered, once.
     let mut r = Client::plain(server.addr);
     assert_eq!(r.load_test_login(recipient) as u64, cid);
     for i in 1..=cid {
-        assert_eq!(r.expect_message().body, format!("m{i}").into_bytes());
+        let m = r.expect_message();
+        assert_eq!(m.body, body(i).into_bytes());
+        // Acked as read: the delivery window holds only so many bytes unacked.
+        r.ack(vec![m.server_msg_id]);
     }
     server.stop();
 }

@@ -285,7 +285,12 @@ impl<S: Service> ShardCell<S> {
         );
         let detached = Detached::from_wire(wire);
         self.io.counters.handoffs_out += 1;
-        if self.io.mesh.push(to, Envelope::Adopt(detached, msg)).is_err() {
+        if self
+            .io
+            .mesh
+            .push(to, Envelope::Adopt(detached, msg))
+            .is_err()
+        {
             self.io.counters.handoff_failures += 1;
         }
         self.finish(id, CloseReason::HandedOff);

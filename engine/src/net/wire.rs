@@ -232,7 +232,11 @@ pub(crate) fn peer_ip(fd: RawFd) -> std::net::Ipv6Addr {
     unsafe {
         let mut ss: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getpeername(fd, (&mut ss as *mut libc::sockaddr_storage).cast(), &mut len) != 0
+        if libc::getpeername(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
         {
             return std::net::Ipv6Addr::UNSPECIFIED;
         }

@@ -43,17 +43,18 @@ impl BufRing {
         buf_bytes: usize,
         huge: HugePages,
     ) -> io::Result<(BufRing, PoolBacking)> {
-        assert!(count.is_power_of_two(), "buffer ring size is a power of two");
+        assert!(
+            count.is_power_of_two(),
+            "buffer ring size is a power of two"
+        );
         let (mut pool, backing) =
             BufferPool::new(buf_bytes, count as usize, huge).map_err(io::Error::other)?;
         let bufs: Vec<PoolBuf> = (0..count)
             .map(|_| pool.take().expect("a fresh pool has every buffer"))
             .collect();
-        let layout = Layout::from_size_align(
-            count as usize * std::mem::size_of::<BufRingEntry>(),
-            4096,
-        )
-        .expect("valid layout");
+        let layout =
+            Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
+                .expect("valid layout");
         // SAFETY: a non-zero size (count ≥ 1) and a valid alignment.
         let entries = unsafe { alloc_zeroed(layout) }.cast::<BufRingEntry>();
         assert!(!entries.is_null(), "out of memory for the buffer ring");

@@ -113,6 +113,15 @@ pub(crate) fn spawn(fut: impl Future<Output = ()> + 'static) {
     READY.with(|r| r.borrow_mut().push_back(word));
 }
 
+/// Drops every task of this thread (shard exit), while the thread's other state (the ops'
+/// slots their futures hold) still exists.
+pub(crate) fn drop_all() {
+    let tasks = TASKS.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    drop(tasks);
+    READY.with(|r| r.borrow_mut().clear());
+    SLEEPS.with(|s| s.borrow_mut().clear());
+}
+
 /// Whether a task is waiting to run.
 pub(crate) fn has_ready() -> bool {
     READY.with(|r| !r.borrow().is_empty())

@@ -217,8 +217,7 @@ impl Ring {
             self.enters += 1;
             // The queue is full: hand it to the kernel (no wait) and retry.
             if let Err(e) = self.uring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR)
-                {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
                     panic!("io_uring submit failed: {e}");
                 }
             }

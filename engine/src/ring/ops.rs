@@ -33,10 +33,18 @@ pub(crate) struct Keep {
 
 enum Slot {
     Free,
-    Waiting { waker: Option<Waker>, keep: Keep },
-    Done { result: i32, keep: Keep },
+    Waiting {
+        waker: Option<Waker>,
+        keep: Keep,
+    },
+    Done {
+        result: i32,
+        keep: Keep,
+    },
     /// Its future was dropped: free the slot (and what it kept) when the completion comes.
-    Orphan { _keep: Keep },
+    Orphan {
+        _keep: Keep,
+    },
 }
 
 thread_local! {
@@ -84,7 +92,8 @@ impl Drop for Op {
         if self.done {
             return;
         }
-        SLOTS.with(|s| {
+        // At thread exit the slots may already be gone (and the ring with them).
+        let _ = SLOTS.try_with(|s| {
             let mut s = s.borrow_mut();
             let index = self.index as usize;
             match std::mem::replace(&mut s.0[index], Slot::Free) {
@@ -252,6 +261,10 @@ pub(crate) async fn truncate(fd: RawFd, len: u64) -> io::Result<()> {
 
 /// Closes `fd` on the ring.
 pub(crate) async fn close(fd: RawFd) -> io::Result<()> {
-    let (res, _) = submit(|| opcode::Close::new(types::Fd(fd)).build(), Keep::default()).await;
+    let (res, _) = submit(
+        || opcode::Close::new(types::Fd(fd)).build(),
+        Keep::default(),
+    )
+    .await;
     result(res).map(drop)
 }
