@@ -102,10 +102,10 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         idle_timeout_ms: cfg.idle_timeout_ms,
         handshake_timeout_ms: cfg.handshake_timeout_ms,
         frame_timeout_ms: cfg.frame_timeout_ms,
+        coalesce_us: cfg.coalesce_us,
         admin: cfg.admin,
         stats: cfg.stats,
         alarms: cfg.alarms.to_engine(),
-        ..EngineConfig::default()
     };
     let mut env = service_env(cfg)?;
     env.data_dir_lock = Some(lock);

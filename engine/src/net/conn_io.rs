@@ -250,7 +250,9 @@ impl<S: Service> ShardCell<S> {
                 if flush && slot.wire.unsent() > 0 {
                     return; // the send's completion brings us back
                 }
-                if !slot.wire.abort && !slot.wire.cancel_sent {
+                // Not behind a send still in flight (an overflowing peer): the alert would
+                // land in the middle of a record.
+                if !slot.wire.abort && !slot.wire.cancel_sent && !slot.wire.send_armed {
                     slot.wire.send_close_notify();
                 }
                 if slot.wire.in_flight() {

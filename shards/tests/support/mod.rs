@@ -64,6 +64,7 @@ impl TestServer {
             push_webhook: None,
             compact_min_bytes: shards::limits::COMPACT_MIN_BYTES,
             commit_window_us: shards::limits::COMMIT_WINDOW_US_DEFAULT,
+            coalesce_us: 0,
             salvage: false,
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
