@@ -234,11 +234,11 @@ impl<S: Service> ShardCell<S> {
         };
         if flush {
             let mut outbox = std::mem::take(&mut slot.outbox);
-            if slot.wire.stage(&mut outbox).is_err() {
+            if slot.wire.stage(&mut outbox, &mut scratch.spare).is_err() {
                 self.close_now(id, CloseReason::TlsError);
                 return self.progress(id, scratch);
             }
-            slot.wire.start_send(id.index(), &mut scratch.spare);
+            slot.wire.start_send(id.index());
             if slot.wire.unsent() > CONN_OUTPUT_BYTES_MAX {
                 slot.state = SlotState::Closing(CloseReason::OutputOverflow);
                 return self.progress(id, scratch);

@@ -120,14 +120,23 @@ impl Wire {
         self.recv_armed = true;
     }
 
-    /// Moves the service's queued plaintext into `pending` (encrypted for TLS), leaving
-    /// `outbox` empty and capacity-free.
-    pub(crate) fn stage(&mut self, outbox: &mut Vec<u8>) -> Result<(), SessionError> {
+    /// Moves the service's queued plaintext into `pending` (encrypted for TLS, into a spare
+    /// buffer when `pending` has none), leaving `outbox` empty and capacity-free.
+    pub(crate) fn stage(
+        &mut self,
+        outbox: &mut Vec<u8>,
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<(), SessionError> {
         if outbox.is_empty() {
             return Ok(());
         }
         match &mut self.tls {
-            Some(tls) => tls.encrypt(outbox, &mut self.pending)?,
+            Some(tls) => {
+                if self.pending.capacity() == 0 {
+                    self.pending = spare.pop().unwrap_or_default();
+                }
+                tls.encrypt(outbox, &mut self.pending)?
+            }
             None if self.pending.is_empty() => std::mem::swap(&mut self.pending, outbox),
             None => self.pending.extend_from_slice(outbox),
         }
@@ -136,12 +145,12 @@ impl Wire {
     }
 
     /// Submits a send of everything pending, unless one is in flight or nothing is pending.
-    pub(crate) fn start_send(&mut self, index: u32, spare: &mut Vec<Vec<u8>>) {
+    /// `pending` is left capacity-free: an idle connection holds no buffer.
+    pub(crate) fn start_send(&mut self, index: u32) {
         if self.send_armed || self.pending.is_empty() {
             return;
         }
-        let next = spare.pop().unwrap_or_default();
-        self.inflight = std::mem::replace(&mut self.pending, next);
+        self.inflight = std::mem::take(&mut self.pending);
         self.inflight_at = 0;
         self.submit_send(index);
     }
