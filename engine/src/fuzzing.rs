@@ -5,7 +5,7 @@
 use rustls::crypto::cipher::{AeadKey, Iv};
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets};
 
-use crate::tls_records::{Opened, RecordLayer};
+use crate::tls::records::{Opened, RecordLayer};
 
 /// Peer bytes after the TLS handshake, through [`RecordLayer::open`]. `data[0]` picks how:
 /// - even: the rest as they are, fed in two reads split at a point `data[1]` picks, the

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::rc::Weak;
 
 use crate::service::Service;
-use crate::shard::ShardCell;
+use crate::shard_io::ShardCell;
 use crate::shard_io::ShardIo;
 
 /// A weak handle to the calling shard's service and engine state.

@@ -16,57 +16,41 @@
 //!   through its one ring, one `io_uring_enter` per loop turn (ARCHITECTURE.md, "The shard
 //!   loop").
 //!
-//! ## Layout
-//! - [`config`]: runtime settings (shard count, pinning, huge pages, real-time priority).
-//! - [`runtime`]: checks, binds and starts the shards; stops and joins them.
-//! - [`service`]: the callbacks a service implements.
-//! - [`shard_io`]: the per-shard state a service acts through.
-//! - `shard`: one shard's loop (completions, timers, mesh, flushes, drain).
+//! ## Layout (folders group what one concern owns)
+//! - The runtime: [`config`] (settings), [`runtime`] (checks, binds, starts and joins the
+//!   shards), `shard` (one shard's loop: completions, timers, mesh, flushes, drain),
+//!   [`service`] (the callbacks a service implements), [`shard_io`] (the per-shard state a
+//!   service acts through), [`handle`] (a way back into the shard from a spawned future),
+//!   [`shutdown`], [`realtime`], [`sync`] (the one sanctioned lock, counted).
 //! - [`ring`]: the shard's io_uring, its provided-buffer ring, file operations as futures,
 //!   and the small executor for the service's background futures.
-//! - `net`: a connection on the ring: its socket state (`net::wire`) and what each
-//!   completion and each end of turn does for it (`net::conn_io`).
-//! - [`mesh`]: batched SPSC rings between every ordered pair of shards.
-//! - [`listener`]: SO_REUSEPORT listeners, one per shard, bound before the shards start.
-//! - [`handle`]: a way back into the shard from a task the service spawned.
-//! - [`log_file`]: the append-only, fdatasync'd file for a shard's durable log.
-//! - [`handoff`]: a live connection detached from one shard and adopted by another.
-//! - [`conn_table`]: the per-shard slab of connections with generation-tagged ids.
-//! - [`timer_wheel`]: the per-shard hashed timer wheel (O(1) insert and cancel).
-//! - [`buffer_pool`]: fixed-size buffers from one arena, optionally huge-page backed.
-//! - [`tls`]: rustls configuration and the dev certificate.
-//! - [`tls_session`]: one server TLS session: rustls' unbuffered API for the handshake, then
-//!   [`tls_records`] with the keys rustls hands over; caller-owned buffers.
-//! - [`tls_records`]: TLS 1.3 record protection after the handshake (keys, IVs, sequences).
-//! - [`counters`]: per-shard counters.
-//! - [`stats`]: per-shard snapshots published once a second, decayed rates, utilisation.
-//! - [`alarm`]: thresholds on those statistics, logged once per period.
-//! - [`admin`]: the admin thread serving `/metrics`, `/stats`, `/healthz` and `/readyz`.
-//! - [`health`]: readiness (every shard started, not stopping).
-//! - [`histogram`]: fixed-bucket latency histograms (TLS handshake, mesh hop, and the
-//!   service's own).
-//! - [`stats_text`]: Prometheus and JSON rendering of snapshots.
-//! - [`sync`]: the one sanctioned lock, counting acquisitions per thread.
-//! - [`realtime`]: SCHED_FIFO for shard threads.
-//! - [`shutdown`]: SIGINT/SIGTERM to an orderly stop.
+//! - [`net`]: connections: [`net::listener`] (SO_REUSEPORT listeners bound before the shards
+//!   start), `net::wire` (one socket's state on the ring), `net::conn_io` (what each
+//!   completion and each end of turn does for a connection), [`net::handoff`] (a live
+//!   connection moving to another shard).
+//! - [`tls`]: rustls configuration and the dev certificate; [`tls::session`] (one server
+//!   session: rustls' unbuffered API for the handshake, then [`tls::records`], TLS 1.3
+//!   record protection with the keys rustls hands over).
+//! - Per-shard data structures: [`conn_table`] (slab with generation-tagged ids),
+//!   [`timer_wheel`] (hashed, O(1) insert and cancel), [`buffer_pool`] (fixed-size buffers
+//!   from one arena, optionally huge-page backed), [`mesh`] (batched SPSC rings between
+//!   every ordered pair of shards), [`log_file`] (the append-only, fdatasync'd log).
+//! - [`observe`]: what operators see: [`counters`], [`stats`] (per-shard snapshots once a
+//!   second, rates, utilisation), [`alarm`], [`histogram`], [`stats_text`] (Prometheus and
+//!   JSON), [`admin`] (the thread serving `/metrics`, `/stats`, `/healthz`, `/readyz`),
+//!   [`health`]. Re-exported at the crate root under their own names.
 #![warn(missing_docs)]
 
-pub mod admin;
-pub mod alarm;
 pub mod buffer_pool;
 pub mod config;
 pub mod conn_table;
-pub mod counters;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handle;
-pub mod handoff;
-pub mod health;
-pub mod histogram;
-pub mod listener;
 pub mod log_file;
 pub mod mesh;
-mod net;
+pub mod net;
+pub mod observe;
 pub mod realtime;
 pub mod ring;
 pub mod runtime;
@@ -74,13 +58,12 @@ pub mod service;
 mod shard;
 pub mod shard_io;
 pub mod shutdown;
-pub mod stats;
-pub mod stats_text;
 pub mod sync;
 pub mod timer_wheel;
 pub mod tls;
-pub mod tls_records;
-pub mod tls_session;
+
+pub use net::{handoff, listener};
+pub use observe::{admin, alarm, counters, health, histogram, stats, stats_text};
 
 /// Sleeps on the current shard's loop for `d`: finer than the timer wheel's tick, for
 /// short and rare waits (the log's commit window), never one per connection.

@@ -16,7 +16,7 @@
 //! or held outside the cap. Messages to this shard itself skip the ring but keep the same
 //! batching and order.
 //!
-//! Parking ([`ShardWake`]): before a shard blocks in `io_uring_enter` it sets `parked`, then
+//! Parking (`ShardWake`): before a shard blocks in `io_uring_enter` it sets `parked`, then
 //! looks at its rings once more; a producer pushes, then reads `parked` (both sequentially
 //! consistent), and writes the eventfd only if it is set. Either the consumer sees the batch
 //! or the producer sees the flag: a batch never waits for the consumer's timeout.

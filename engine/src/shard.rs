@@ -39,10 +39,10 @@ use crate::net::wire::{peer_ip, set_nodelay, Wire};
 use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{mark_dirty, ConnSlot, ShardIo, SlotState, TimerEntry};
+use crate::shard_io::{mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry};
 use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
-use crate::tls_session::TlsSession;
+use crate::tls::session::TlsSession;
 use crate::{EngineConfig, ShardId};
 
 /// Granularity of the shard's timer wheel.
@@ -69,20 +69,6 @@ pub const MESH_RETRY_US: u64 = 200;
 const LOCAL_ROUNDS_MAX: usize = 4;
 
 const _: () = assert!(RECV_BUFS.is_power_of_two());
-
-/// A shard's service and engine state (one thread only).
-pub(crate) struct ShardCell<S: Service> {
-    pub(crate) service: S,
-    pub(crate) io: ShardIo<S>,
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) handshake_timeout_ms: u64,
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-    d.map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 impl<S: Service> ShardCell<S> {
     pub(crate) fn note_rx(&mut self, id: ConnId) {

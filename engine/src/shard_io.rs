@@ -3,7 +3,7 @@
 //!
 //! Everything here is owned by one shard thread and touched only from it: plain integers,
 //! no locks, no atomics. A connection is its slot: the service's queued frames, the socket
-//! and TLS state ([`Wire`]), its deadline and its state. There is no task per connection: a
+//! and TLS state (`net::wire::Wire`), its deadline and its state. There is no task per connection: a
 //! slot the service touched goes on the `dirty` list, and the shard loop flushes every dirty
 //! slot once per turn, so all of a turn's sends leave in one `io_uring_enter`.
 //!
@@ -19,7 +19,6 @@ use crate::counters::ShardCounters;
 use crate::mesh::{Envelope, MeshOutbox};
 use crate::net::wire::Wire;
 use crate::service::{CloseReason, Service};
-use crate::shard::ShardCell;
 use crate::timer_wheel::{TimerId, TimerWheel};
 use crate::ShardId;
 
@@ -266,4 +265,21 @@ impl<S: Service> ShardIo<S> {
             _ => unreachable!("service cancelled an engine timer"),
         }
     }
+}
+
+/// A shard's service and engine state (one thread only).
+/// A shard's service and its engine state, owned by the shard's thread: what the loop, the
+/// connection code, the statistics keeper and handles all act on. Here, beside `ShardIo`,
+/// so that none of them needs another's module.
+pub(crate) struct ShardCell<S: Service> {
+    pub(crate) service: S,
+    pub(crate) io: ShardIo<S>,
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub(crate) handshake_timeout_ms: u64,
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    d.map(|d| d.as_millis() as u64).unwrap_or(0)
 }

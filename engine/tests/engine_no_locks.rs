@@ -7,16 +7,16 @@ const HOT_PATH: &[&str] = &[
     "ring/mod.rs",
     "ring/buf_ring.rs",
     "ring/ops.rs",
-    "tls_session.rs",
+    "tls/session.rs",
     "shard_io.rs",
     "shard.rs",
     "mesh.rs",
     "conn_table.rs",
     "timer_wheel.rs",
     "buffer_pool.rs",
-    "handoff.rs",
-    "counters.rs",
-    "histogram.rs",
+    "net/handoff.rs",
+    "observe/counters.rs",
+    "observe/histogram.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[

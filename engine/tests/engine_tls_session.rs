@@ -6,8 +6,8 @@ mod support;
 
 use std::io::{Read, Write};
 
-use engine::tls_records::{RecordError, RecordLayer, EMPTY_RECORDS_IN_A_ROW_MAX};
-use engine::tls_session::{SessionError, TlsSession};
+use engine::tls::records::{RecordError, RecordLayer, EMPTY_RECORDS_IN_A_ROW_MAX};
+use engine::tls::session::{SessionError, TlsSession};
 
 /// Feeds `bytes` to `server` `step` bytes at a time, as a shard would: held-back bytes
 /// first, then the fresh ones, in one scratch buffer.
@@ -245,7 +245,7 @@ fn a_tampered_record_is_refused_with_bad_record_mac() {
     assert!(
         matches!(
             err,
-            SessionError::Record(engine::tls_records::RecordError::BadRecordMac)
+            SessionError::Record(engine::tls::records::RecordError::BadRecordMac)
         ),
         "{err}"
     );
@@ -272,7 +272,7 @@ fn a_replayed_record_is_refused() {
     assert!(
         matches!(
             err,
-            SessionError::Record(engine::tls_records::RecordError::BadRecordMac)
+            SessionError::Record(engine::tls::records::RecordError::BadRecordMac)
         ),
         "the sequence number moved on: {err}"
     );
@@ -290,7 +290,7 @@ fn a_client_key_update_ends_the_session_with_unexpected_message() {
     assert!(
         matches!(
             err,
-            SessionError::Record(engine::tls_records::RecordError::PostHandshakeMessage(24))
+            SessionError::Record(engine::tls::records::RecordError::PostHandshakeMessage(24))
         ),
         "{err}"
     );
@@ -441,7 +441,7 @@ fn read_all(
     bytes: &[u8],
     plain: &mut Vec<u8>,
 ) -> (
-    Result<engine::tls_session::ReadProgress, SessionError>,
+    Result<engine::tls::session::ReadProgress, SessionError>,
     Vec<u8>,
 ) {
     let mut scratch = vec![0u8; 64 * 1024];

@@ -4,7 +4,7 @@
 //! model check of the record layer's limits: random runs of data, empty records, warnings
 //! and odd record versions, fed in random splits, end exactly where the model says.
 
-use engine::tls_records::{RecordError, RecordLayer, EMPTY_RECORDS_IN_A_ROW_MAX};
+use engine::tls::records::{RecordError, RecordLayer, EMPTY_RECORDS_IN_A_ROW_MAX};
 use rustls::crypto::cipher::{AeadKey, Iv};
 use rustls::{ConnectionTrafficSecrets, ExtractedSecrets};
 

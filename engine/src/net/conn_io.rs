@@ -21,8 +21,8 @@ use crate::mesh::Envelope;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};
-use crate::shard::{now_ms, ShardCell};
 use crate::shard_io::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX};
+use crate::shard_io::{now_ms, ShardCell};
 
 /// The shard's reusable byte buffers for connection I/O.
 pub(crate) struct Scratch {

@@ -1,6 +1,9 @@
-//! A connection on the shard's ring: its socket state ([`wire`]) and what each completion and
-//! each end of a loop turn does for it ([`conn_io`]). The listener and the handoff packing
-//! stay in their own modules; this one never touches the mesh rings or another shard.
+//! Connections: the listening sockets ([`listener`]), one socket's state on the shard's ring
+//! (`wire`), what each completion and each end of a loop turn does for a connection
+//! (`conn_io`), and a live connection moving to another shard ([`handoff`]). Nothing here
+//! touches the mesh rings or another shard's state.
 
 pub(crate) mod conn_io;
+pub mod handoff;
+pub mod listener;
 pub(crate) mod wire;

@@ -21,7 +21,7 @@ use io_uring::{opcode, types};
 
 use crate::ring::buf_ring::BUF_GROUP;
 use crate::ring::{self, user_data, Tag};
-use crate::tls_session::{ReadProgress, SessionError, TlsSession, TLS_PENDING_BYTES_MAX};
+use crate::tls::session::{ReadProgress, SessionError, TlsSession, TLS_PENDING_BYTES_MAX};
 
 /// Spare send buffers a shard keeps for reuse (each at most [`SPARE_BUF_BYTES_MAX`]).
 pub(crate) const SPARE_BUFS_MAX: usize = 256;

@@ -2,9 +2,9 @@
 //! socket, file and wake-up of the shard goes.
 //!
 //! What lives here: the ring and the features the kernel offered ([`Features`], logged once
-//! at start), the `user_data` tags that tell a completion's owner ([`Tag`]), and the one
-//! place the shard thread blocks ([`Ring::enter`]). Submodules: [`exec`] (the few futures a
-//! shard runs: log jobs and short sleeps), [`ops`] (file operations as futures), [`buf_ring`]
+//! at start), the `user_data` tags that tell a completion's owner (`Tag`), and the one
+//! place the shard thread blocks (`Ring::enter`). Submodules: [`exec`] (the few futures a
+//! shard runs: log jobs and short sleeps), `ops` (file operations as futures), `buf_ring`
 //! (the provided-buffer ring multishot receives read into).
 //!
 //! The ring is thread-local: only the thread that made it touches it (`SINGLE_ISSUER`), and a

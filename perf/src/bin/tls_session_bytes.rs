@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use engine::tls_session::TlsSession;
+use engine::tls::session::TlsSession;
 
 #[global_allocator]
 static GLOBAL: perf::counting_alloc::Counting = perf::counting_alloc::Counting;

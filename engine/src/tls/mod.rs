@@ -11,7 +11,7 @@
 //! ## What it must not touch
 //! Sockets, I/O loops, connection state and buffers. This module only produces immutable
 //! configs, built once at startup and shared read-only (`Arc`) by every shard; driving a
-//! `rustls` connection belongs to `tls_session`, and the socket to `transport`.
+//! `rustls` connection belongs to [`session`], and the socket to the shard's `net` module.
 //!
 //! ## Choices and why
 //! - No session tickets (`send_tls13_tickets = 0`) and no server-side session cache: a phone
@@ -21,8 +21,11 @@
 //!   default), so a phone without AES instructions can pick ChaCha20-Poly1305.
 //! - No client certificates: users authenticate inside the protocol, after the handshake.
 //! - `enable_secret_extraction = true`: after the handshake the session hands its traffic
-//!   keys to `tls_records` and the rustls session (~3.3 KB) is dropped; an idle connection
+//!   keys to [`records`] and the rustls session (~3.3 KB) is dropped; an idle connection
 //!   keeps ~110 bytes of TLS state instead. The keys never leave the shard's memory.
+
+pub mod records;
+pub mod session;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

@@ -36,7 +36,7 @@ use crate::alarm::{ActiveAlarm, AlarmConfig, Alarms};
 use crate::counters::ShardCounters;
 use crate::histogram::{EngineLatency, NamedHistogram};
 use crate::service::Service;
-use crate::shard::ShardCell;
+use crate::shard_io::ShardCell;
 
 /// How often a shard publishes its statistics.
 pub const STATS_PERIOD_MS: u64 = 1_000;

@@ -15,7 +15,7 @@
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 
 use crate::net::wire::Wire;
-use crate::tls_session::TlsSession;
+use crate::tls::session::TlsSession;
 
 /// A connection detached from its shard, ready to be adopted by another.
 #[derive(Debug)]

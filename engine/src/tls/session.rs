@@ -50,7 +50,7 @@ use std::sync::Arc;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 
-use crate::tls_records::{RecordError, RecordLayer};
+use crate::tls::records::{RecordError, RecordLayer};
 
 /// Most TLS bytes a connection may hold back between reads (a partial record or a handshake
 /// message split over records). Two full records: anything longer is not TLS we accept.
