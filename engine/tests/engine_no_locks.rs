@@ -1,5 +1,6 @@
 //! The per-frame path takes no lock and does no atomic read-modify-write. This scans the
-//! engine's sources (clippy.toml bans the lock types as well; this also catches atomics).
+//! engine's sources (clippy.toml bans the lock types and atomic read-modify-write methods
+//! in engine and shards as well; this scan also catches atomic types in the hot-path files).
 
 const HOT_PATH: &[&str] = &[
     "net/wire.rs",

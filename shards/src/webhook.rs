@@ -160,6 +160,8 @@ impl Webhook {
         };
         self.tx.try_send(job).map_err(|e| match e {
             crossbeam::channel::TrySendError::Full(job) => {
+                // Only when the queue is full (a refusal, logged): shared with the stats.
+                #[allow(clippy::disallowed_methods)]
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(refused = n, "webhook queue full; notifications refused");

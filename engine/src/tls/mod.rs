@@ -390,6 +390,7 @@ mod tests {
     impl TempDir {
         fn new(name: &str) -> Self {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
+            #[allow(clippy::disallowed_methods)] // a test's unique names, not a shard's path
             let unique = NEXT.fetch_add(1, Ordering::Relaxed);
             let dir = std::env::temp_dir().join(format!(
                 "switchboard-tls-{name}-{}-{unique}",
