@@ -173,6 +173,11 @@ impl LogFaults {
         self.hit[fault as usize].load(Ordering::SeqCst)
     }
 
+    /// Whether any fault is armed and has not fired yet.
+    fn any_armed(&self) -> bool {
+        self.armed.iter().any(|a| a.load(Ordering::SeqCst) > 0)
+    }
+
     /// Whether the operation about to run should fail (and counts it).
     fn fire(&self, fault: Fault) -> bool {
         let slot = &self.armed[fault as usize];
@@ -340,6 +345,12 @@ impl LogFile {
         self.faults.as_ref().is_some_and(|f| f.fire(fault))
     }
 
+    /// Whether a test armed any fault still to fire (the linked fast path has no failpoints
+    /// between its write and its sync, so it steps aside).
+    fn faults_armed(&self) -> bool {
+        self.faults.as_ref().is_some_and(|f| f.any_armed())
+    }
+
     /// Appends `bytes` (possibly none: then only the syncs owed) and makes them durable
     /// before returning. On error nothing of `bytes` counts as written.
     pub async fn append_sync(&mut self, bytes: Vec<u8>) -> Result<(), LogError> {
@@ -355,9 +366,34 @@ impl LogFile {
         if n > 0 {
             // From here until the sync succeeds, part of the batch may be on disk.
             self.dirty_tail = true;
-            let written = if self.fire(Fault::AppendWrite) {
+            if self.fire(Fault::AppendWrite) {
                 return Err(LogError::new(LogOp::Append, &self.path, injected()));
-            } else if self.fire(Fault::AppendShort) {
+            }
+            let short = self.fire(Fault::AppendShort);
+            let end = self.len + n as u64;
+            // The common case: the batch lands in prepared space, so the write and its sync
+            // go to the kernel as one linked submission (no round trip between them).
+            if !short && end <= self.prepared_to && !self.faults_armed() {
+                return match ops::write_then_sync(self.file.as_raw_fd(), bytes, self.len).await {
+                    Ok(()) => {
+                        self.len = end;
+                        self.dirty_tail = false;
+                        Ok(())
+                    }
+                    Err(ops::LinkedError::Write) => Err(LogError::new(
+                        LogOp::Append,
+                        &self.path,
+                        io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("write of {n} bytes failed or was short (disk full?)"),
+                        ),
+                    )),
+                    Err(ops::LinkedError::Sync(e)) => {
+                        Err(LogError::new(LogOp::Sync, &self.path, e))
+                    }
+                };
+            }
+            let written = if short {
                 let half = bytes[..n / 2].to_vec();
                 self.write(half, self.len).await?
             } else {

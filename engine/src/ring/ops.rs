@@ -206,6 +206,56 @@ pub(crate) async fn write_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> (io::Resul
     (result(res).map(|n| n as usize), keep.buf)
 }
 
+/// How a linked write-then-sync failed.
+#[derive(Debug)]
+pub(crate) enum LinkedError {
+    /// The write failed or wrote less than asked (the link broke; the sync never ran).
+    Write,
+    /// The write went through whole, the sync failed.
+    Sync(io::Error),
+}
+
+/// Writes `buf` at `offset`, then `fdatasync`s, as one linked submission: the sync starts in
+/// the kernel the moment the write is done, with no trip back to the shard in between. A
+/// failed or short write breaks the link and the sync comes back cancelled. (The write's
+/// own completion is ignored. `IOSQE_CQE_SKIP_SUCCESS` on it would save that completion,
+/// but on Linux 6.18 a failed write so marked left its cancelled sync without a completion
+/// at all: `a_failed_linked_write_cancels_its_sync_and_says_so` hung.)
+pub(crate) async fn write_then_sync(
+    fd: RawFd,
+    buf: Vec<u8>,
+    offset: u64,
+) -> Result<(), LinkedError> {
+    let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+    let write = opcode::Write::new(types::Fd(fd), ptr, len)
+        .offset(offset)
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(user_data(Tag::Ignore, 0));
+    // SAFETY: the write reads `buf`, which moves into the sync's slot below and stays there
+    // until the sync's completion — which the kernel posts only after the linked write is
+    // done (or cancelled with it).
+    super::with(|r| unsafe { r.push(&write) });
+    let keep = Keep {
+        buf,
+        paths: Vec::new(),
+    };
+    let (res, _) = submit(
+        || {
+            opcode::Fsync::new(types::Fd(fd))
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+        },
+        keep,
+    )
+    .await;
+    match res {
+        0.. => Ok(()),
+        e if e == -libc::ECANCELED => Err(LinkedError::Write),
+        e => Err(LinkedError::Sync(io::Error::from_raw_os_error(-e))),
+    }
+}
+
 /// `fdatasync(fd)`, or `fsync(fd)` when `all` (directories).
 pub(crate) async fn sync(fd: RawFd, all: bool) -> io::Result<()> {
     let flags = if all {
@@ -267,4 +317,52 @@ pub(crate) async fn close(fd: RawFd) -> io::Result<()> {
     )
     .await;
     result(res).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn temp_file(tag: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        std::env::temp_dir().join(format!("sb-ops-{tag}-{}-{nanos}", std::process::id()))
+    }
+
+    #[test]
+    fn a_linked_write_and_sync_lands_whole() {
+        let path = temp_file("linked");
+        let f = std::fs::File::create(&path).unwrap();
+        let fd = f.as_raw_fd();
+        let done = std::thread::spawn(move || {
+            crate::block_on(async move { write_then_sync(fd, b"hello".to_vec(), 3).await }).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0hello");
+        drop(f);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_linked_write_cancels_its_sync_and_says_so() {
+        let path = temp_file("linked-ro");
+        std::fs::write(&path, b"x").unwrap();
+        // Read-only: the write fails, the link breaks, the sync never runs.
+        let f = std::fs::File::open(&path).unwrap();
+        let fd = f.as_raw_fd();
+        let done = std::thread::spawn(move || {
+            crate::block_on(async move { write_then_sync(fd, b"hello".to_vec(), 0).await }).unwrap()
+        })
+        .join()
+        .unwrap();
+        assert!(matches!(done, Err(LinkedError::Write)), "{done:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        drop(f);
+        std::fs::remove_file(&path).unwrap();
+    }
 }
