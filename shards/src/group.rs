@@ -311,9 +311,11 @@ mod ops {
                 let e = error(ErrorCode::UnknownGroup, "no such group", g.client_msg_id);
                 return out.now.push(self.to_user(&user, e));
             }
+            let device = self.device_of(&user);
             let d = Delivery {
                 to: String::new(),
                 from: user,
+                device,
                 client_msg_id: g.client_msg_id,
                 group_id: g.group_id,
                 body: g.body,

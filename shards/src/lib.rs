@@ -14,7 +14,7 @@
 //! - [`service_stats`]: what a shard reports once a second (queues, log, fsync latency).
 //! - [`state`]: one shard's service state and event entry points.
 //! - [`login`]: register → verify → login, at the phone's home shard.
-//! - [`route`]: 1:1 sends and dedupe. [`receipt`]: acks, reads, receipts.
+//! - [`route`]: 1:1 sends; [`dedupe`]: retries, per sender. [`receipt`]: acks, reads, receipts.
 //! - [`offline`]: per-user queues. [`session`]: who is online where.
 //! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
@@ -32,6 +32,7 @@ pub mod config;
 pub mod config_show;
 pub mod data_layout;
 pub mod data_lock;
+pub mod dedupe;
 pub mod effect;
 pub mod group;
 pub mod home;
@@ -62,6 +63,8 @@ pub mod session;
 pub mod sim;
 #[cfg(test)]
 mod sim_abuse;
+#[cfg(test)]
+mod sim_dedupe;
 #[cfg(any(test, feature = "sim"))]
 #[doc(hidden)]
 #[allow(missing_docs)]

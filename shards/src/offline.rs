@@ -27,6 +27,8 @@ pub struct Item {
     pub frame: server_frame::Kind,
     /// For messages: the sender (receipts go back there); empty for receipts.
     pub sender: String,
+    /// For messages: the sender's device (`dedupe::device_of`).
+    pub sender_device: u32,
     /// For messages: the sender's id.
     pub client_msg_id: u64,
     /// For group messages: the group.
@@ -280,6 +282,7 @@ mod tests {
             id,
             frame: server_frame::Kind::Pong(proto::v1::Pong { nonce: id }),
             sender: "+15550000002".into(),
+            sender_device: 0,
             client_msg_id: id,
             group_id: 0,
             durable: false,

@@ -151,6 +151,7 @@ impl ShardState {
             id: receipt.receipt_id,
             frame: server_frame::Kind::Receipt(receipt),
             sender: String::new(),
+            sender_device: 0,
             client_msg_id: 0,
             group_id: 0,
             durable: false,

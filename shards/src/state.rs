@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use engine::{ConnId, ShardId};
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
 
+use crate::dedupe::Dedupe;
 use crate::effect::{AfterCommit, Out};
 use crate::group::Groups;
 use crate::home::{home_of_phone, IdAllocator};
@@ -25,7 +26,6 @@ use crate::presence::Presence;
 use crate::receipt::RecentAcked;
 use crate::record::{record, ItemRec, Record};
 use crate::registry::Registry;
-use crate::route::Dedupe;
 use crate::session::Sessions;
 
 /// Settings the state machines need.
@@ -459,6 +459,7 @@ pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
         sender: item.sender.clone(),
         client_msg_id: item.client_msg_id,
         group_id: item.group_id,
+        sender_device: item.sender_device,
     }
 }
 
@@ -468,6 +469,7 @@ fn item_from_record(r: &ItemRec) -> Option<Item> {
         id: r.id,
         frame,
         sender: r.sender.clone(),
+        sender_device: r.sender_device,
         client_msg_id: r.client_msg_id,
         group_id: r.group_id,
         durable: true,
