@@ -16,8 +16,9 @@ pub const DEVICE_KEY_BYTES: usize = 32;
 /// Stored copies a shard remembers exactly per (sender, group) to answer a retry with the
 /// same server id; older ones are known by the sender's floor (`dedupe.rs`).
 pub const DEDUPE_WINDOW_PER_SENDER: usize = 8;
-/// Acked messages a shard remembers so a later Read can still produce a READ receipt.
-pub const RECENT_ACKED_MAX: usize = 1 << 18;
+/// Acked messages a shard remembers per online user so a later Read can still produce a
+/// READ receipt (32 bytes each: 2 KiB per online user at most).
+pub const RECENT_ACKED_PER_USER_MAX: usize = 64;
 /// Subscribers one user's presence may have.
 pub const PRESENCE_SUBSCRIBERS_PER_USER_MAX: usize = 10_000;
 /// Contacts one user may follow (presence subscriptions per subscriber); more are refused

@@ -340,6 +340,9 @@ impl ShardState {
     pub fn on_close(&mut self, now: u64, conn: ConnId, out: &mut Out) {
         self.prelogin.remove(&conn);
         if let Some(user) = self.sessions.closed(conn) {
+            if self.sessions.conn_of(&user).is_none() {
+                self.recent.forget(&user);
+            }
             self.queues.session_ended(&user);
             self.presence.went_offline(&user, now);
             self.presence_changed(&user, false, now, out);
