@@ -36,7 +36,6 @@ pub struct Presence {
     following: HashMap<String, Expiring>,
     /// Users homed here who chose other than CONTACTS.
     visibility: HashMap<String, PresenceVisibility>,
-    last_seen_ms: HashMap<String, u64>,
     /// Subscriptions refused because the subscriber follows the most allowed.
     pub refused: u64,
 }
@@ -125,16 +124,6 @@ impl Presence {
         subs.into_iter()
             .filter(|s| self.allows(contact, s, now))
             .collect()
-    }
-
-    /// `user` went offline at `now`.
-    pub fn went_offline(&mut self, user: &str, now: u64) {
-        self.last_seen_ms.insert(user.to_string(), now);
-    }
-
-    /// When `user` was last online (0 if unknown).
-    pub fn last_seen(&self, user: &str) -> u64 {
-        self.last_seen_ms.get(user).copied().unwrap_or(0)
     }
 
     /// Subscriptions held here (both sides), a gauge for the statistics.
@@ -251,7 +240,7 @@ mod ops {
                 let last_seen_ms = if online {
                     0
                 } else {
-                    self.presence.last_seen(&contact)
+                    self.registry.last_seen(&contact)
                 };
                 presence_frame(&contact, online, last_seen_ms)
             } else {

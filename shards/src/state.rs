@@ -344,7 +344,7 @@ impl ShardState {
                 self.recent.forget(&user);
             }
             self.queues.session_ended(&user);
-            self.presence.went_offline(&user, now);
+            self.registry.went_offline(&user, now);
             self.presence_changed(&user, false, now, out);
         }
     }
