@@ -67,11 +67,12 @@ pub fn device_of(key_hash: &[u8]) -> u32 {
         .map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
 }
 
-/// A remembered copy: 32 bytes, no heap.
+/// A remembered copy: 24 bytes, no heap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct StoredCopy {
     client_msg_id: u64,
-    recipient: Phone,
+    /// `None` only in the unused slots of a window.
+    recipient: Option<Phone>,
     server_msg_id: u64,
 }
 
@@ -101,7 +102,7 @@ impl SenderWindow {
     fn find(&self, client_msg_id: u64, recipient: Phone) -> Option<u64> {
         self.copies[..self.len as usize]
             .iter()
-            .find(|c| c.client_msg_id == client_msg_id && c.recipient == recipient)
+            .find(|c| c.client_msg_id == client_msg_id && c.recipient == Some(recipient))
             .map(|c| c.server_msg_id)
     }
 
@@ -179,7 +180,7 @@ impl Dedupe {
         }
         w.push(StoredCopy {
             client_msg_id: key.client_msg_id,
-            recipient: key.recipient,
+            recipient: Some(key.recipient),
             server_msg_id,
         });
     }
@@ -236,7 +237,7 @@ impl Dedupe {
                 client_msg_id: c.client_msg_id,
                 group_id: p.group_id,
                 server_msg_id: c.server_msg_id,
-                recipient: c.recipient.to_string(),
+                recipient: c.recipient.map(|r| r.to_string()).unwrap_or_default(),
                 floor: w.floor,
                 sender_device: w.device,
             })

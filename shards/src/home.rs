@@ -28,8 +28,9 @@ pub const ID_EPOCH_MS: u64 = 1_735_689_600_000;
 /// A phone number as an integer: the digits of its E.164 form (`+`, then 8..=15 digits, the
 /// first not 0, so the digits alone are unique), 8 bytes instead of a `String`. Parsed once
 /// where a phone enters the state; `Display` writes the E.164 form back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Phone(u64);
+/// Never 0 (an E.164 number's first digit is not 0), so `Option<Phone>` is 8 bytes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Phone(std::num::NonZeroU64);
 
 impl Phone {
     /// The phone `s` names, if it is E.164 (every phone past `proto::validate` is).
@@ -43,7 +44,12 @@ impl Phone {
 
     /// The digits as a number.
     pub fn get(self) -> u64 {
-        self.0
+        self.0.get()
+    }
+
+    /// Bytes of the E.164 form (`+` and the digits).
+    pub fn e164_len(self) -> usize {
+        self.0.ilog10() as usize + 2
     }
 }
 
@@ -155,6 +161,7 @@ mod tests {
     fn phones_parse_to_their_digits_and_print_back() {
         for p in ["+15550000001", "+44123456", "+999999999999999"] {
             assert_eq!(Phone::parse(p).map(|x| x.to_string()).as_deref(), Some(p));
+            assert_eq!(Phone::parse(p).map(Phone::e164_len), Some(p.len()));
         }
         for bad in ["15550000001", "+0555000000", "+1", "+1555000000a"] {
             assert_eq!(Phone::parse(bad), None, "{bad}");

@@ -13,26 +13,28 @@ use std::collections::{HashMap, VecDeque};
 
 use proto::v1::server_frame;
 
+use crate::home::Phone;
 use crate::limits::{
     DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX,
     QUEUE_MESSAGES_PER_SENDER_MAX, QUEUE_MESSAGES_PER_USER_MAX,
 };
 
-/// One queued item.
+/// One queued item: a fixed 48-byte header and one allocation for the rest (the body of a
+/// plain message, or the encoded frame of a receipt or of a message with media).
 #[derive(Debug, Clone)]
 pub struct Item {
     /// Server id (the message's id, or the receipt's id).
     pub id: u64,
-    /// What to deliver.
-    pub frame: server_frame::Kind,
-    /// For messages: the sender (receipts go back there); empty for receipts.
-    pub sender: String,
-    /// For messages: the sender's device (`dedupe::device_of`).
-    pub sender_device: u32,
+    /// For messages: the sender (receipts go back there); `None` for receipts.
+    pub sender: Option<Phone>,
     /// For messages: the sender's id.
     pub client_msg_id: u64,
     /// For group messages: the group.
     pub group_id: u64,
+    /// For messages: when the sender's home accepted it (ms).
+    sent_at_ms: u64,
+    /// For messages: the sender's device (`dedupe::device_of`).
+    pub sender_device: u32,
     /// The record holding it has been fsynced.
     pub durable: bool,
     /// Whoever waits for the outcome (the sender's `ServerAck`, or the group home) was told:
@@ -41,6 +43,171 @@ pub struct Item {
     pub answered: bool,
     /// Sent on the current session and not yet acked.
     pub sent: bool,
+    /// `payload` is an encoded `ServerFrame`, not a message body.
+    is_frame: bool,
+    payload: Box<[u8]>,
+}
+
+/// What a message item is made of.
+#[derive(Debug, Clone)]
+pub struct MessageParts {
+    /// Server id.
+    pub id: u64,
+    /// Sender.
+    pub sender: Phone,
+    /// The sender's device.
+    pub sender_device: u32,
+    /// The sender's id for it.
+    pub client_msg_id: u64,
+    /// Group, or 0.
+    pub group_id: u64,
+    /// When the sender's home accepted it (ms).
+    pub sent_at_ms: u64,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Media reference.
+    pub media: Option<proto::v1::Media>,
+}
+
+/// Bytes of a length-delimited field with a one-byte key holding `len` bytes (0 if empty:
+/// proto3 leaves empty fields out).
+fn field_bytes(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(len as u64) + len
+    }
+}
+
+impl Item {
+    /// A message, not yet durable nor answered.
+    pub fn message(m: MessageParts) -> Item {
+        let (is_frame, payload) = match m.media {
+            None => (false, m.body.into_boxed_slice()),
+            Some(media) => {
+                let frame = server_frame::Kind::Message(proto::v1::Message {
+                    from: m.sender.to_string(),
+                    server_msg_id: m.id,
+                    client_msg_id: m.client_msg_id,
+                    sent_at_ms: m.sent_at_ms,
+                    body: m.body,
+                    media: Some(media),
+                    group_id: m.group_id,
+                });
+                (true, encode(frame))
+            }
+        };
+        Item {
+            id: m.id,
+            sender: Some(m.sender),
+            client_msg_id: m.client_msg_id,
+            group_id: m.group_id,
+            sent_at_ms: m.sent_at_ms,
+            sender_device: m.sender_device,
+            durable: false,
+            answered: false,
+            sent: false,
+            is_frame,
+            payload,
+        }
+    }
+
+    /// Any other frame (a receipt): no sender, answered from the start.
+    pub fn frame_only(id: u64, frame: server_frame::Kind) -> Item {
+        Item {
+            id,
+            sender: None,
+            client_msg_id: 0,
+            group_id: 0,
+            sent_at_ms: 0,
+            sender_device: 0,
+            durable: false,
+            answered: true,
+            sent: false,
+            is_frame: true,
+            payload: encode(frame),
+        }
+    }
+
+    /// The item an item record holds (replayed: durable and answered), if its frame decodes.
+    pub fn from_record(r: &crate::record::ItemRec) -> Option<Item> {
+        let frame = proto::codec::decode_server(&r.frame).ok()?.kind?;
+        let sender = Phone::parse(&r.sender);
+        let mut item = match (frame, sender) {
+            (server_frame::Kind::Message(m), Some(sender)) => Item::message(MessageParts {
+                id: r.id,
+                sender,
+                sender_device: r.sender_device,
+                client_msg_id: r.client_msg_id,
+                group_id: r.group_id,
+                sent_at_ms: m.sent_at_ms,
+                body: m.body,
+                media: m.media,
+            }),
+            (frame, _) => Item::frame_only(r.id, frame),
+        };
+        item.durable = true;
+        item.answered = true;
+        Some(item)
+    }
+
+    /// The frame to deliver.
+    pub fn frame(&self) -> server_frame::Kind {
+        if self.is_frame {
+            // Encoded by `encode` above: it decodes.
+            return proto::codec::decode_server(&self.payload)
+                .ok()
+                .and_then(|f| f.kind)
+                .expect("an item's own encoding decodes");
+        }
+        let from = self.sender.map(|s| s.to_string());
+        server_frame::Kind::Message(self.header(from, self.payload.to_vec()))
+    }
+
+    /// The frame, encoded (`ServerFrame`), for its record.
+    pub fn encoded_frame(&self) -> Vec<u8> {
+        if self.is_frame {
+            return self.payload.to_vec();
+        }
+        encode(self.frame()).into_vec()
+    }
+
+    /// A plain message's fields, with `from` and `body` as given.
+    fn header(&self, from: Option<String>, body: Vec<u8>) -> proto::v1::Message {
+        proto::v1::Message {
+            from: from.unwrap_or_default(),
+            server_msg_id: self.id,
+            client_msg_id: self.client_msg_id,
+            sent_at_ms: self.sent_at_ms,
+            body,
+            media: None,
+            group_id: self.group_id,
+        }
+    }
+
+    /// Bytes the frame takes on the wire (what the delivery window counts), computed
+    /// without building it.
+    pub fn wire_bytes(&self) -> usize {
+        let frame = if self.is_frame {
+            self.payload.len()
+        } else {
+            use prost::Message;
+            let from = self.sender.map_or(0, Phone::e164_len);
+            let inner = self.header(None, Vec::new()).encoded_len()
+                + field_bytes(from)
+                + field_bytes(self.payload.len());
+            1 + prost::encoding::encoded_len_varint(inner as u64) + inner
+        };
+        proto::limits::FRAME_HEADER_BYTES + frame
+    }
+}
+
+/// `frame` as an encoded `ServerFrame`.
+fn encode(frame: server_frame::Kind) -> Box<[u8]> {
+    use prost::Message;
+    proto::v1::ServerFrame { kind: Some(frame) }
+        .encode_to_vec()
+        .into_boxed_slice()
 }
 
 /// One user's queue.
@@ -51,7 +218,7 @@ pub struct Queue {
     in_flight_bytes: usize,
     /// Messages (items with a sender) held, per sender; a sender leaves at 0. At most
     /// `QUEUE_MESSAGES_PER_USER_MAX` in all.
-    by_sender: HashMap<String, u32>,
+    by_sender: HashMap<Phone, u32>,
     /// The sum of `by_sender`.
     messages: usize,
     /// The push provider was told since the user was last online.
@@ -66,16 +233,6 @@ pub enum QueueFull {
     Queue,
     /// The sender holds `QUEUE_MESSAGES_PER_SENDER_MAX` messages in it.
     SenderShare,
-}
-
-/// Bytes a frame takes on the wire (what the delivery window counts).
-fn frame_bytes(f: &server_frame::Kind) -> usize {
-    use prost::Message;
-    proto::limits::FRAME_HEADER_BYTES
-        + proto::v1::ServerFrame {
-            kind: Some(f.clone()),
-        }
-        .encoded_len()
 }
 
 /// All queues of users homed here.
@@ -95,11 +252,11 @@ impl Queues {
     /// Appends an item (not yet durable unless replayed) within the queue's shares.
     pub fn push(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
         if let Some(q) = self.by_user.get(user) {
-            if !item.sender.is_empty() {
+            if let Some(sender) = item.sender {
                 if q.messages >= QUEUE_MESSAGES_PER_USER_MAX {
                     return Err(QueueFull::Queue);
                 }
-                let held = q.by_sender.get(&item.sender).copied().unwrap_or(0);
+                let held = q.by_sender.get(&sender).copied().unwrap_or(0);
                 if held as usize >= QUEUE_MESSAGES_PER_SENDER_MAX {
                     return Err(QueueFull::SenderShare);
                 }
@@ -115,8 +272,8 @@ impl Queues {
         if q.items.len() >= QUEUE_ITEMS_PER_USER_MAX {
             return Err(QueueFull::Queue);
         }
-        if !item.sender.is_empty() {
-            *q.by_sender.entry(item.sender.clone()).or_default() += 1;
+        if let Some(sender) = item.sender {
+            *q.by_sender.entry(sender).or_default() += 1;
             q.messages += 1;
         }
         q.items.push_back(item);
@@ -180,17 +337,17 @@ impl Queues {
         let item = q.items.remove(pos).expect("position is in range");
         if item.sent {
             q.in_flight -= 1;
-            q.in_flight_bytes -= frame_bytes(&item.frame);
+            q.in_flight_bytes -= item.wire_bytes();
         }
-        if !item.sender.is_empty() {
+        if let Some(sender) = item.sender {
             q.messages -= 1;
             let held = q
                 .by_sender
-                .get_mut(&item.sender)
+                .get_mut(&sender)
                 .expect("every queued message is counted under its sender");
             *held -= 1;
             if *held == 0 {
-                q.by_sender.remove(&item.sender);
+                q.by_sender.remove(&sender);
             }
         }
         self.total -= 1;
@@ -216,7 +373,7 @@ impl Queues {
             if item.sent {
                 continue;
             }
-            let bytes = frame_bytes(&item.frame);
+            let bytes = item.wire_bytes();
             // At least one item is always in flight, whatever its size.
             if q.in_flight > 0 && q.in_flight_bytes + bytes > DELIVERY_WINDOW_BYTES {
                 break;
@@ -224,7 +381,7 @@ impl Queues {
             item.sent = true;
             q.in_flight += 1;
             q.in_flight_bytes += bytes;
-            out.push(item.frame.clone());
+            out.push(item.frame());
         }
         out
     }
@@ -278,22 +435,13 @@ mod tests {
     use super::*;
 
     fn item(id: u64) -> Item {
-        Item {
-            id,
-            frame: server_frame::Kind::Pong(proto::v1::Pong { nonce: id }),
-            sender: "+15550000002".into(),
-            sender_device: 0,
-            client_msg_id: id,
-            group_id: 0,
-            durable: false,
-            answered: false,
-            sent: false,
-        }
+        from("+15550000002", id)
     }
 
     fn nonces(v: Vec<server_frame::Kind>) -> Vec<u64> {
         v.into_iter()
             .map(|k| match k {
+                server_frame::Kind::Message(m) => m.server_msg_id,
                 server_frame::Kind::Pong(p) => p.nonce,
                 _ => unreachable!(),
             })
@@ -342,25 +490,79 @@ mod tests {
         assert_eq!(q.longest_user(), None);
     }
 
+    /// A message from `sender`, or a receipt-like item when `sender` is empty.
     fn from(sender: &str, id: u64) -> Item {
-        Item {
-            sender: sender.into(),
-            ..item(id)
+        let Some(sender) = Phone::parse(sender) else {
+            return Item::frame_only(id, server_frame::Kind::Pong(proto::v1::Pong { nonce: id }));
+        };
+        Item::message(MessageParts {
+            id,
+            sender,
+            sender_device: 0,
+            client_msg_id: id,
+            group_id: 0,
+            sent_at_ms: 1,
+            body: vec![b'x'; 64],
+            media: None,
+        })
+    }
+
+    #[test]
+    fn an_item_is_small_and_gives_back_the_frame_it_was_made_of() {
+        assert_eq!(std::mem::size_of::<Item>(), 64);
+        for media in [None, Some(proto::v1::Media::default())] {
+            let mut m = from("+15550000002", 300);
+            if media.is_some() {
+                m = Item::message(MessageParts {
+                    id: 300,
+                    sender: Phone::parse("+15550000002").unwrap(),
+                    sender_device: 0,
+                    client_msg_id: 300,
+                    group_id: 7,
+                    sent_at_ms: 1,
+                    body: vec![b'x'; 200],
+                    media: media.clone(),
+                });
+            }
+            let frame = m.frame();
+            let server_frame::Kind::Message(msg) = &frame else {
+                panic!("{frame:?}")
+            };
+            assert_eq!(
+                (msg.from.as_str(), msg.server_msg_id),
+                ("+15550000002", 300)
+            );
+            assert_eq!(msg.media, media);
+            let encoded = m.encoded_frame();
+            assert_eq!(
+                m.wire_bytes(),
+                proto::limits::FRAME_HEADER_BYTES + encoded.len()
+            );
+            let rec = crate::record::ItemRec {
+                user: "+15550000001".into(),
+                id: 300,
+                frame: encoded,
+                sender: "+15550000002".into(),
+                client_msg_id: 300,
+                group_id: msg.group_id,
+                sender_device: 0,
+            };
+            let back = Item::from_record(&rec).expect("decodes");
+            assert_eq!(back.frame(), frame);
+            assert!(back.durable && back.answered);
         }
     }
 
     #[test]
     fn one_sender_gets_its_share_and_receipts_keep_their_room() {
+        const MALLORY: &str = "+15550000666";
         let mut q = Queues::default();
         let per = QUEUE_MESSAGES_PER_SENDER_MAX as u64;
         for id in 0..per {
-            q.push("u", from("mallory", id)).unwrap();
+            q.push("u", from(MALLORY, id)).unwrap();
         }
-        assert_eq!(
-            q.push("u", from("mallory", per)),
-            Err(QueueFull::SenderShare)
-        );
-        q.push("u", from("alice", per + 1))
+        assert_eq!(q.push("u", from(MALLORY, per)), Err(QueueFull::SenderShare));
+        q.push("u", from("+15550000777", per + 1))
             .expect("another sender still gets through");
         // Enough senders fill the message share, never the receipts' room.
         let mut id = per + 2;
@@ -369,14 +571,14 @@ mod tests {
                 if q.len_of("u") >= QUEUE_MESSAGES_PER_USER_MAX {
                     break 'fill;
                 }
-                q.push("u", from(&format!("s{s}"), id)).unwrap();
+                q.push("u", from(&format!("+1555100{s:04}"), id)).unwrap();
                 id += 1;
             }
         }
-        assert_eq!(q.push("u", from("bob", id)), Err(QueueFull::Queue));
+        assert_eq!(q.push("u", from("+15550000888", id)), Err(QueueFull::Queue));
         q.push("u", from("", id + 1)).expect("a receipt still fits");
         assert_eq!(q.remove("u", 0).map(|i| i.id), Some(0));
-        q.push("u", from("mallory", id + 2))
+        q.push("u", from(MALLORY, id + 2))
             .expect("an ack frees one of the sender's share");
     }
 

@@ -21,7 +21,7 @@ use crate::state::ShardState;
 /// What a receipt needs to know about an acked message.
 #[derive(Debug, Clone)]
 pub struct AckedMsg {
-    sender: String,
+    sender: Phone,
     client_msg_id: u64,
     group_id: u64,
 }
@@ -45,9 +45,10 @@ pub struct RecentAcked {
 
 impl RecentAcked {
     fn insert(&mut self, reader: &str, id: u64, m: &AckedMsg) {
-        let (Some(reader), Some(sender)) = (Phone::parse(reader), Phone::parse(&m.sender)) else {
-            return; // users and senders of stored messages are E.164
+        let Some(reader) = Phone::parse(reader) else {
+            return; // users of stored messages are E.164
         };
+        let sender = m.sender;
         let acked = self.by_reader.entry(reader).or_default();
         if acked.len() == RECENT_ACKED_PER_USER_MAX {
             acked.pop_front();
@@ -65,7 +66,7 @@ impl RecentAcked {
         let at = acked.iter().position(|a| a.id == id)?;
         let a = acked.remove(at)?;
         Some(AckedMsg {
-            sender: a.sender.to_string(),
+            sender: a.sender,
             client_msg_id: a.client_msg_id,
             group_id: a.group_id,
         })
@@ -103,17 +104,18 @@ impl ShardState {
                     id,
                 })),
             });
-            if item.sender.is_empty() {
+            let Some(sender) = item.sender else {
                 continue; // a receipt: nothing to report back
-            }
+            };
             if !item.answered {
                 // Acked before its record was durable: the recipient holds it, so the sender
                 // may count it as stored. The answer leaves before the receipt, on the same
                 // path, so the sender never sees DELIVERED before its ServerAck.
-                self.answer_stored(&item.sender, item.client_msg_id, item.group_id, id, out);
+                let sender = sender.to_string();
+                self.answer_stored(&sender, item.client_msg_id, item.group_id, id, out);
             }
             let acked = AckedMsg {
-                sender: item.sender,
+                sender,
                 client_msg_id: item.client_msg_id,
                 group_id: item.group_id,
             };
@@ -149,13 +151,8 @@ impl ShardState {
             group_id: m.group_id,
             receipt_id: 0,
         };
-        out.mesh(
-            self.home(&m.sender),
-            ShardMsg::Receipt {
-                sender: m.sender.clone(),
-                receipt,
-            },
-        );
+        let sender = m.sender.to_string();
+        out.mesh(self.home(&sender), ShardMsg::Receipt { sender, receipt });
     }
 
     /// A receipt for `sender`, at the sender's home.
@@ -173,17 +170,7 @@ impl ShardState {
             return;
         }
         receipt.receipt_id = self.ids.issue();
-        let item = Item {
-            id: receipt.receipt_id,
-            frame: server_frame::Kind::Receipt(receipt),
-            sender: String::new(),
-            sender_device: 0,
-            client_msg_id: 0,
-            group_id: 0,
-            durable: false,
-            answered: true,
-            sent: false,
-        };
+        let item = Item::frame_only(receipt.receipt_id, server_frame::Kind::Receipt(receipt));
         if self.enqueue(&sender, item, out).is_err() {
             self.abuse.receipts_dropped += 1;
             tracing::warn!(user = %sender, "receipt dropped: queue full");
@@ -197,7 +184,7 @@ mod tests {
 
     fn msg(cmid: u64) -> AckedMsg {
         AckedMsg {
-            sender: "+15550000001".into(),
+            sender: Phone::parse("+15550000001").unwrap(),
             client_msg_id: cmid,
             group_id: 0,
         }
@@ -215,7 +202,10 @@ mod tests {
         assert_eq!(r.len(), RECENT_ACKED_PER_USER_MAX + 1, "bounded per reader");
         assert!(r.take(R, 10).is_none(), "the oldest are forgotten");
         let m = r.take(R, n).expect("the newest are kept");
-        assert_eq!((m.sender.as_str(), m.client_msg_id), ("+15550000001", n));
+        assert_eq!(
+            (m.sender.to_string(), m.client_msg_id),
+            ("+15550000001".into(), n)
+        );
         assert!(r.take(R, n).is_none(), "a Read reports once");
         r.forget(R);
         assert!(r.take(R, n - 1).is_none());

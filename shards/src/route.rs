@@ -9,7 +9,7 @@ use crate::effect::{error, AfterCommit, Effect, Out};
 use crate::home::home_of_id;
 use crate::home::Phone;
 use crate::mesh_msg::{Delivery, ReplyTo, ShardMsg};
-use crate::offline::Item;
+use crate::offline::{Item, MessageParts};
 use crate::state::ShardState;
 
 impl ShardState {
@@ -40,7 +40,7 @@ impl ShardState {
 
     /// `Deliver` at the recipient's home: dedupe, store, deliver at once if the recipient is
     /// online; answer once durable or acked by the recipient, whichever is first.
-    pub(crate) fn on_deliver(&mut self, _now: u64, d: Delivery, out: &mut Out) {
+    pub(crate) fn on_deliver(&mut self, _now: u64, mut d: Delivery, out: &mut Out) {
         if !self.registry.exists(&d.to) {
             return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
         }
@@ -80,25 +80,16 @@ impl ShardState {
             return out.mesh(home, msg);
         }
         let id = self.ids.issue();
-        let item = Item {
+        let item = Item::message(MessageParts {
             id,
-            frame: server_frame::Kind::Message(proto::v1::Message {
-                from: d.from.clone(),
-                server_msg_id: id,
-                client_msg_id: d.client_msg_id,
-                sent_at_ms: d.sent_at_ms,
-                body: d.body.clone(),
-                media: d.media.clone(),
-                group_id: d.group_id,
-            }),
-            sender: d.from.clone(),
+            sender,
             sender_device: d.device,
             client_msg_id: d.client_msg_id,
             group_id: d.group_id,
-            durable: false,
-            answered: false,
-            sent: false,
-        };
+            sent_at_ms: d.sent_at_ms,
+            body: std::mem::take(&mut d.body),
+            media: d.media.take(),
+        });
         if let Err(full) = self.enqueue(&d.to, item, out) {
             if full == crate::offline::QueueFull::SenderShare {
                 self.abuse.queue_sender_share_full += 1;

@@ -212,7 +212,7 @@ impl ShardState {
             if removed.get(&i.id) == Some(&i.user) {
                 continue;
             }
-            if let Some(item) = item_from_record(&i) {
+            if let Some(item) = Item::from_record(&i) {
                 // Replay never exceeds what was accepted before, but a lowered limit could:
                 // keep what is there rather than drop acknowledged messages.
                 let _ = self.queues.restore(&i.user, item);
@@ -386,7 +386,9 @@ impl ShardState {
                 if !item.answered {
                     item.answered = true;
                     let (sender, client_msg_id, group_id) =
-                        (item.sender.clone(), item.client_msg_id, item.group_id);
+                        (item.sender, item.client_msg_id, item.group_id);
+                    // Receipts start answered: an unanswered item is a message.
+                    let sender = sender.map(|s| s.to_string()).unwrap_or_default();
                     self.answer_stored(&sender, client_msg_id, group_id, id, out);
                 }
                 if self.sessions.conn_of(&user).is_none() {
@@ -451,32 +453,13 @@ pub(crate) fn busy(retry_after_ms: u32, client_msg_id: u64) -> proto::v1::server
 
 /// The record of a queued item.
 pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
-    use prost::Message;
-    let frame = proto::v1::ServerFrame {
-        kind: Some(item.frame.clone()),
-    };
     ItemRec {
         user: user.to_string(),
         id: item.id,
-        frame: frame.encode_to_vec(),
-        sender: item.sender.clone(),
+        frame: item.encoded_frame(),
+        sender: item.sender.map(|s| s.to_string()).unwrap_or_default(),
         client_msg_id: item.client_msg_id,
         group_id: item.group_id,
         sender_device: item.sender_device,
     }
-}
-
-fn item_from_record(r: &ItemRec) -> Option<Item> {
-    let frame = proto::codec::decode_server(&r.frame).ok()?.kind?;
-    Some(Item {
-        id: r.id,
-        frame,
-        sender: r.sender.clone(),
-        sender_device: r.sender_device,
-        client_msg_id: r.client_msg_id,
-        group_id: r.group_id,
-        durable: true,
-        answered: true,
-        sent: false,
-    })
 }
