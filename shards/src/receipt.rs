@@ -112,12 +112,12 @@ impl ShardState {
                 // may count it as stored. The answer leaves before the receipt, on the same
                 // path, so the sender never sees DELIVERED before its ServerAck.
                 let sender = sender.to_string();
-                self.answer_stored(&sender, item.client_msg_id, item.group_id, id, out);
+                self.answer_stored(&sender, item.client_msg_id, item.group_id(), id, out);
             }
             let acked = AckedMsg {
                 sender,
                 client_msg_id: item.client_msg_id,
-                group_id: item.group_id,
+                group_id: item.group_id(),
             };
             self.send_receipt(user, id, &acked, ReceiptKind::Delivered, out);
             self.recent.insert(user, id, &acked);

@@ -239,7 +239,7 @@ impl ShardState {
         }));
         for (user, item) in self.queues.iter() {
             out.push(Record {
-                kind: Some(record::Kind::Item(item_record(user, item))),
+                kind: Some(record::Kind::Item(item_record(&user.to_string(), item))),
             });
         }
         out
@@ -386,7 +386,7 @@ impl ShardState {
                 if !item.answered {
                     item.answered = true;
                     let (sender, client_msg_id, group_id) =
-                        (item.sender, item.client_msg_id, item.group_id);
+                        (item.sender, item.client_msg_id, item.group_id());
                     // Receipts start answered: an unanswered item is a message.
                     let sender = sender.map(|s| s.to_string()).unwrap_or_default();
                     self.answer_stored(&sender, client_msg_id, group_id, id, out);
@@ -459,7 +459,7 @@ pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
         frame: item.encoded_frame(),
         sender: item.sender.map(|s| s.to_string()).unwrap_or_default(),
         client_msg_id: item.client_msg_id,
-        group_id: item.group_id,
+        group_id: item.group_id(),
         sender_device: item.sender_device,
     }
 }
