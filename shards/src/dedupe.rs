@@ -27,11 +27,10 @@
 //! send to a group with more than `DEDUPE_WINDOW_PER_SENDER` members homed here may store
 //! those members' copies again (clients show a `(from, client_msg_id)` once).
 
-use std::collections::HashMap;
-
 use crate::home::Phone;
 use crate::limits::DEDUPE_WINDOW_PER_SENDER;
 use crate::record::{DedupeRec, ItemRec};
+use crate::steady_map::SteadyMap;
 
 /// One copy of a send as dedupe knows it: who sent it from which device, under which
 /// client id, to which group (0 for 1:1) and for whom (a group send is one copy per member).
@@ -136,7 +135,7 @@ struct PathKey {
 /// Remembered sends, per (sender, group).
 #[derive(Debug, Default)]
 pub struct Dedupe {
-    windows: HashMap<PathKey, SenderWindow>,
+    windows: SteadyMap<PathKey, SenderWindow>,
 }
 
 impl Dedupe {
@@ -173,8 +172,7 @@ impl Dedupe {
         };
         let w = self
             .windows
-            .entry(path)
-            .or_insert_with(|| SenderWindow::new(key.device));
+            .get_or_insert_with(path, || SenderWindow::new(key.device));
         if w.device != key.device {
             *w = SenderWindow::new(key.device);
         }

@@ -21,6 +21,7 @@
 //!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
 //! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
+//! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
 //! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
 //! - [`budget`]: sign-up budgets per source, prefix, number range and box; [`pins`]:
 //!   outstanding PINs and per-phone back-off.
@@ -70,4 +71,5 @@ mod sim_dedupe;
 #[allow(missing_docs)]
 pub mod sim_fuzz;
 pub mod state;
+pub mod steady_map;
 pub mod webhook;

@@ -18,6 +18,7 @@ use crate::limits::{
     DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX,
     QUEUE_MESSAGES_PER_SENDER_MAX, QUEUE_MESSAGES_PER_USER_MAX,
 };
+use crate::steady_map::SteadyMap;
 
 /// One queued item: 56 bytes in its queue and one allocation for the rest (the body of a
 /// plain message, then its group id if it has one; or the encoded frame of a receipt or of
@@ -291,7 +292,7 @@ fn count_senders(items: &VecDeque<Item>) -> HashMap<Phone, u32> {
 /// All queues of users homed here.
 #[derive(Debug, Default)]
 pub struct Queues {
-    by_user: HashMap<Phone, Queue>,
+    by_user: SteadyMap<Phone, Queue>,
     total: usize,
     /// `users_at_len[n]`: users whose queue holds exactly `n` items (n ≥ 1); sized
     /// `QUEUE_ITEMS_PER_USER_MAX + 1` on first use, so the longest queue is known without a
@@ -324,7 +325,7 @@ impl Queues {
         let Some(user) = Phone::parse(user) else {
             return Err(QueueFull::Queue); // users homed here are E.164
         };
-        let q = self.by_user.entry(user).or_default();
+        let q = self.by_user.get_or_insert_with(user, Queue::default);
         if q.items.len() >= QUEUE_ITEMS_PER_USER_MAX {
             return Err(QueueFull::Queue);
         }

@@ -6,7 +6,7 @@
 //! ends) so a `Read` after the `Ack` still finds the sender: an acked message leaves
 //! nothing behind past that window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use proto::v1::{server_frame, Receipt, ReceiptKind};
 
@@ -17,6 +17,7 @@ use crate::mesh_msg::ShardMsg;
 use crate::offline::Item;
 use crate::record::{record, Record, RemovedRec};
 use crate::state::ShardState;
+use crate::steady_map::SteadyMap;
 
 /// What a receipt needs to know about an acked message.
 #[derive(Debug, Clone)]
@@ -40,7 +41,7 @@ struct Acked {
 /// when their session ends (a `Read` names what the phone just showed).
 #[derive(Debug, Default)]
 pub struct RecentAcked {
-    by_reader: HashMap<Phone, VecDeque<Acked>>,
+    by_reader: SteadyMap<Phone, VecDeque<Acked>>,
 }
 
 impl RecentAcked {
@@ -49,7 +50,7 @@ impl RecentAcked {
             return; // users of stored messages are E.164
         };
         let sender = m.sender;
-        let acked = self.by_reader.entry(reader).or_default();
+        let acked = self.by_reader.get_or_insert_with(reader, VecDeque::new);
         if acked.len() == RECENT_ACKED_PER_USER_MAX {
             acked.pop_front();
         }

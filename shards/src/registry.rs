@@ -7,10 +7,9 @@
 //! constant time. Accounts are fixed-size records keyed by the phone as an integer, with
 //! the user's last-seen time. Pure state.
 
-use std::collections::HashMap;
-
 use crate::home::Phone;
 use crate::record::AccountRec;
+use crate::steady_map::SteadyMap;
 
 /// Bytes of a device key's SHA-256 kept: a 128-bit prefix (guessing a key that matches it
 /// is still 2^128 work), so an account is a fixed-size record with no heap of its own.
@@ -30,7 +29,7 @@ pub struct Account {
 /// All accounts homed here.
 #[derive(Debug, Default)]
 pub struct Registry {
-    accounts: HashMap<Phone, Account>,
+    accounts: SteadyMap<Phone, Account>,
 }
 
 /// SHA-256 of a device key.
@@ -74,7 +73,7 @@ impl Registry {
         let Some(phone) = Phone::parse(&rec.phone) else {
             return; // no shard writes an account for a phone that is not E.164
         };
-        let acc = self.accounts.entry(phone).or_default();
+        let acc = self.accounts.get_or_insert_with(phone, Account::default);
         acc.user_id = rec.user_id;
         acc.key_hash = kept(&rec.key_hash);
     }

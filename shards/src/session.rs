@@ -1,15 +1,15 @@
 //! Who is logged in on this shard, on which connection. One active session per user: a new
 //! login replaces the old one. Pure state.
 
-use std::collections::HashMap;
+use crate::steady_map::SteadyMap;
 
 use engine::ConnId;
 
 /// Sessions of users homed here.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_user: HashMap<String, ConnId>,
-    by_conn: HashMap<ConnId, String>,
+    by_user: SteadyMap<String, ConnId>,
+    by_conn: SteadyMap<ConnId, String>,
 }
 
 impl Sessions {
