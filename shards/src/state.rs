@@ -262,7 +262,7 @@ impl ShardState {
             K::Login(l) => self.on_login(now, conn, l, out),
             K::LoadTestLogin(l) => self.on_load_test_login(now, conn, l, out),
             other => {
-                let Some(user) = self.sessions.user_of(conn).cloned() else {
+                let Some(user) = self.sessions.user_of(conn).map(|u| u.to_string()) else {
                     return out.error(conn, ErrorCode::NotLoggedIn, "log in first", 0);
                 };
                 self.on_user_frame(now, conn, user, other, out);
