@@ -28,6 +28,12 @@ bench-idle:
     ./target/release/conn-bytes --no-tls
     ./target/release/tls-session-bytes
 
+# A shard's state bytes per registered offline user and per queued message, what an acked
+# message leaves behind, and the longest event and snapshot (in process, no sockets).
+bench-state *ARGS:
+    cargo build --release -p perf --bin state-bytes
+    ./target/release/state-bytes {{ARGS}}
+
 # Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
 bench-2m *ARGS:
     cargo build --release -p shards -p tools

@@ -1,12 +1,14 @@
 //! Groups homed on this shard (a group's home is the shard in its id): members, admin, and
-//! the fan-outs of group sends still waiting for every member's copy to be stored. Pure state.
+//! the fan-outs of group sends still waiting for every member's copy to be stored. Phones
+//! are kept as integers and given to the operations as strings. Pure state.
 
 use std::collections::HashMap;
 
+use crate::home::Phone;
 use crate::limits::GROUP_FANOUTS_IN_FLIGHT_MAX;
 use crate::record::GroupRec;
 
-/// One group.
+/// One group, as the group operations read it (phones as strings).
 #[derive(Debug, Clone)]
 pub struct Group {
     /// Display name.
@@ -17,13 +19,21 @@ pub struct Group {
     pub members: Vec<String>,
 }
 
+/// One group as it is kept: phones as integers.
+#[derive(Debug)]
+struct StoredGroup {
+    name: String,
+    admin: Phone,
+    members: Vec<Phone>,
+}
+
 /// A group send as its fan-out is known: the group, the sender and the sender's id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FanoutKey {
     /// The group.
     pub group_id: u64,
-    /// The sender's phone.
-    pub sender: String,
+    /// The sender.
+    pub sender: Phone,
     /// The sender's id for the send.
     pub client_msg_id: u64,
 }
@@ -38,39 +48,47 @@ struct Fanout {
 /// Groups homed here.
 #[derive(Debug, Default)]
 pub struct Groups {
-    groups: HashMap<u64, Group>,
+    groups: HashMap<u64, StoredGroup>,
     fanouts: HashMap<FanoutKey, Fanout>,
 }
 
 impl Groups {
     /// The group, if it exists.
-    pub fn get(&self, id: u64) -> Option<&Group> {
-        self.groups.get(&id)
+    pub fn get(&self, id: u64) -> Option<Group> {
+        self.groups.get(&id).map(|g| Group {
+            name: g.name.clone(),
+            admin: g.admin.to_string(),
+            members: g.members.iter().map(Phone::to_string).collect(),
+        })
     }
 
     /// Sets a group's state (creation, change, replay); no members deletes it.
     pub fn apply(&mut self, rec: &GroupRec) {
-        if rec.members.is_empty() {
-            self.groups.remove(&rec.group_id);
-        } else {
-            self.groups.insert(
-                rec.group_id,
-                Group {
+        // Phones in group records were validated before they were written.
+        let members: Vec<Phone> = rec.members.iter().filter_map(|m| Phone::parse(m)).collect();
+        match Phone::parse(&rec.admin) {
+            Some(admin) if !members.is_empty() => {
+                let g = StoredGroup {
                     name: rec.name.clone(),
-                    admin: rec.admin.clone(),
-                    members: rec.members.clone(),
-                },
-            );
+                    admin,
+                    members,
+                };
+                self.groups.insert(rec.group_id, g);
+            }
+            _ => {
+                self.groups.remove(&rec.group_id);
+            }
         }
     }
 
     /// The record for a group's current state.
     pub fn record(&self, id: u64) -> Option<GroupRec> {
-        self.groups.get(&id).map(|g| GroupRec {
+        let g = self.get(id)?;
+        Some(GroupRec {
             group_id: id,
-            name: g.name.clone(),
-            admin: g.admin.clone(),
-            members: g.members.clone(),
+            name: g.name,
+            admin: g.admin,
+            members: g.members,
         })
     }
 
@@ -207,7 +225,7 @@ mod ops {
                 | GroupOp::Remove { group_id, .. }
                 | GroupOp::Members { group_id } => *group_id,
             };
-            let Some(group) = self.groups.get(group_id).cloned() else {
+            let Some(group) = self.groups.get(group_id) else {
                 let e = error(ErrorCode::UnknownGroup, "no such group", 0);
                 return out.now.push(self.to_user(&requester, e));
             };
@@ -311,9 +329,11 @@ mod ops {
                 let e = error(ErrorCode::UnknownGroup, "no such group", g.client_msg_id);
                 return out.now.push(self.to_user(&user, e));
             }
+            let device = self.device_of(&user);
             let d = Delivery {
                 to: String::new(),
                 from: user,
+                device,
                 client_msg_id: g.client_msg_id,
                 group_id: g.group_id,
                 body: g.body,
@@ -339,10 +359,13 @@ mod ops {
                 .filter(|m| **m != d.from)
                 .cloned()
                 .collect();
+            let Some(sender) = crate::home::Phone::parse(&d.from) else {
+                return; // a member: E.164
+            };
             let ack_id = self.ids.issue();
             let key = FanoutKey {
                 group_id: d.group_id,
-                sender: d.from.clone(),
+                sender,
                 client_msg_id: d.client_msg_id,
             };
             if copies.is_empty() {
@@ -384,14 +407,17 @@ mod ops {
             client_msg_id: u64,
             out: &mut Out,
         ) {
+            let Some(phone) = crate::home::Phone::parse(&sender) else {
+                return; // senders of group copies are members: E.164
+            };
             let key = FanoutKey {
                 group_id,
-                sender,
+                sender: phone,
                 client_msg_id,
             };
             if let Some(ack_id) = self.groups.copy_done(&key) {
                 out.now
-                    .push(self.group_ack(&key.sender, client_msg_id, ack_id, group_id));
+                    .push(self.group_ack(&sender, client_msg_id, ack_id, group_id));
             }
         }
     }

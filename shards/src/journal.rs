@@ -409,6 +409,7 @@ mod tests {
                 sender: "s".into(),
                 client_msg_id: id,
                 group_id: 0,
+                sender_device: 0,
             })),
         }
     }

@@ -14,13 +14,14 @@
 //! - [`service_stats`]: what a shard reports once a second (queues, log, fsync latency).
 //! - [`state`]: one shard's service state and event entry points.
 //! - [`login`]: register → verify → login, at the phone's home shard.
-//! - [`route`]: 1:1 sends and dedupe. [`receipt`]: acks, reads, receipts.
+//! - [`route`]: 1:1 sends; [`dedupe`]: retries, per sender. [`receipt`]: acks, reads, receipts.
 //! - [`offline`]: per-user queues. [`session`]: who is online where.
 //! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
 //!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
 //! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
+//! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
 //! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
 //! - [`budget`]: sign-up budgets per source, prefix, number range and box; [`pins`]:
 //!   outstanding PINs and per-phone back-off.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod config_show;
 pub mod data_layout;
 pub mod data_lock;
+pub mod dedupe;
 pub mod effect;
 pub mod group;
 pub mod home;
@@ -62,9 +64,12 @@ pub mod session;
 pub mod sim;
 #[cfg(test)]
 mod sim_abuse;
+#[cfg(test)]
+mod sim_dedupe;
 #[cfg(any(test, feature = "sim"))]
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod sim_fuzz;
 pub mod state;
+pub mod steady_map;
 pub mod webhook;

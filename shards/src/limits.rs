@@ -13,10 +13,12 @@ pub const DELIVERY_WINDOW_BYTES: usize = 48 * 1024;
 // live with their rules: `pins.rs` and `budget.rs`. Pre-login and presence limits below.
 /// Device key length.
 pub const DEVICE_KEY_BYTES: usize = 32;
-/// (sender, client_msg_id) pairs a shard remembers to answer retries with the same id.
-pub const DEDUPE_ENTRIES_MAX: usize = 1 << 20;
-/// Acked messages a shard remembers so a later Read can still produce a READ receipt.
-pub const RECENT_ACKED_MAX: usize = 1 << 18;
+/// Stored copies a shard remembers exactly per (sender, group) to answer a retry with the
+/// same server id; older ones are known by the sender's floor (`dedupe.rs`).
+pub const DEDUPE_WINDOW_PER_SENDER: usize = 8;
+/// Acked messages a shard remembers per online user so a later Read can still produce a
+/// READ receipt (32 bytes each: 2 KiB per online user at most).
+pub const RECENT_ACKED_PER_USER_MAX: usize = 64;
 /// Subscribers one user's presence may have.
 pub const PRESENCE_SUBSCRIBERS_PER_USER_MAX: usize = 10_000;
 /// Contacts one user may follow (presence subscriptions per subscriber); more are refused
@@ -57,6 +59,8 @@ pub const TOMBSTONE_FLUSH_MS: u64 = 1_000;
 pub const COMPACT_GARBAGE_RATIO: u64 = 4;
 
 const _: () = assert!(DELIVERY_WINDOW_ITEMS <= QUEUE_ITEMS_PER_USER_MAX);
+const _: () =
+    assert!(DEDUPE_WINDOW_PER_SENDER >= 1 && DEDUPE_WINDOW_PER_SENDER <= u8::MAX as usize);
 const _: () = assert!(QUEUE_MESSAGES_PER_SENDER_MAX <= QUEUE_MESSAGES_PER_USER_MAX);
 const _: () = assert!(QUEUE_MESSAGES_PER_USER_MAX < QUEUE_ITEMS_PER_USER_MAX);
 const _: () =

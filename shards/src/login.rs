@@ -347,7 +347,7 @@ impl ShardState {
 
     fn start_session(&mut self, now: u64, conn: ConnId, phone: String, out: &mut Out) {
         if let Some(other) = self.sessions.user_of(conn) {
-            if *other != phone {
+            if Some(other) != crate::home::Phone::parse(&phone) {
                 return out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0);
             }
         }

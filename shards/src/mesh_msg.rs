@@ -90,6 +90,8 @@ pub struct Delivery {
     pub to: String,
     /// Sender.
     pub from: String,
+    /// The sender's device (`dedupe::device_of` its key hash), set at the sender's home.
+    pub device: u32,
     /// The sender's id for it.
     pub client_msg_id: u64,
     /// Group, or 0.

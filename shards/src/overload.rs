@@ -10,7 +10,9 @@
 //!   limit a peer is not draining its ring.
 //!
 //! Why refusing is safe: a refused send stores nothing, gets no id and enters no dedupe
-//! table, so a retry with the same `client_msg_id` is simply a fresh send. Retries of sends
+//! window, so a retry with the same `client_msg_id` is a fresh send until the sender's
+//! dedupe floor passes it (`dedupe.rs`: `DEDUPE_WINDOW_PER_SENDER` later sends from that
+//! sender stored at that home, which a busy home stores none of). Retries of sends
 //! already stored are still answered with their `ServerAck` (the dedupe hit costs nothing).
 //! Group copies of an admitted group send are never refused (the group send was admitted
 //! as a whole at the sender's home). Pure: no I/O, no clock.

@@ -19,67 +19,89 @@ use std::collections::HashMap;
 
 use proto::v1::PresenceVisibility;
 
+use crate::home::Phone;
 use crate::limits::{
     PRESENCE_SUBSCRIBERS_PER_USER_MAX, PRESENCE_SUBSCRIPTIONS_PER_USER_MAX,
     PRESENCE_SUBSCRIPTION_TTL_MS,
 };
+use crate::steady_map::SteadyMap;
 
 /// Phone → time its entry lapses.
-type Expiring = HashMap<String, u64>;
+type Expiring = HashMap<Phone, u64>;
 
-/// Presence state.
+/// Presence state. Phones are held as integers (`Phone`); the frames' strings are parsed
+/// once here (every phone past validation is E.164; anything else has no presence).
 #[derive(Debug, Default)]
 pub struct Presence {
     /// Contact (homed here) → its subscribers, each with its lapse time.
-    subscribers: HashMap<String, Expiring>,
+    subscribers: SteadyMap<Phone, Expiring>,
     /// User (homed here) → the contacts they follow, each with its lapse time.
-    following: HashMap<String, Expiring>,
+    following: SteadyMap<Phone, Expiring>,
     /// Users homed here who chose other than CONTACTS.
-    visibility: HashMap<String, PresenceVisibility>,
-    last_seen_ms: HashMap<String, u64>,
+    visibility: HashMap<Phone, PresenceVisibility>,
+    /// Entries in all of `subscribers` and `following`: a gauge kept as they change, so
+    /// the statistics never walk every user.
+    entries: usize,
     /// Subscriptions refused because the subscriber follows the most allowed.
     pub refused: u64,
 }
 
-fn prune(set: &mut Expiring, now: u64) {
+/// Drops lapsed entries; returns how many.
+fn prune(set: &mut Expiring, now: u64) -> usize {
+    let before = set.len();
     set.retain(|_, lapses| *lapses > now);
+    before - set.len()
+}
+
+/// Adds or renews `who` in `set` unless it is at `max` after pruning; returns (added or
+/// renewed, entries dropped by pruning, entry new).
+fn add(set: &mut Expiring, who: Phone, max: usize, now: u64) -> (bool, usize, bool) {
+    let mut pruned = 0;
+    if !set.contains_key(&who) && set.len() >= max {
+        pruned = prune(set, now);
+        if set.len() >= max {
+            return (false, pruned, false);
+        }
+    }
+    let new = set
+        .insert(who, now + PRESENCE_SUBSCRIPTION_TTL_MS)
+        .is_none();
+    (true, pruned, new)
 }
 
 impl Presence {
     /// `user` follows `contact` from `now`; false when `user` follows the most allowed
     /// (a renewal of an existing one is always accepted).
     pub fn follow(&mut self, user: &str, contact: &str, now: u64) -> bool {
-        let set = self.following.entry(user.to_string()).or_default();
-        if !set.contains_key(contact) && set.len() >= PRESENCE_SUBSCRIPTIONS_PER_USER_MAX {
-            prune(set, now);
-            if set.len() >= PRESENCE_SUBSCRIPTIONS_PER_USER_MAX {
-                self.refused += 1;
-                return false;
-            }
+        let (Some(user), Some(contact)) = (Phone::parse(user), Phone::parse(contact)) else {
+            return false;
+        };
+        let set = self.following.get_or_insert_with(user, HashMap::new);
+        let max = PRESENCE_SUBSCRIPTIONS_PER_USER_MAX;
+        let (added, pruned, new) = add(set, contact, max, now);
+        self.entries = self.entries - pruned + usize::from(new);
+        if !added {
+            self.refused += 1;
         }
-        set.insert(contact.to_string(), now + PRESENCE_SUBSCRIPTION_TTL_MS);
-        true
+        added
     }
 
     /// `subscriber` follows `contact` (homed here); false when `contact` has too many.
     pub fn subscribe(&mut self, contact: &str, subscriber: &str, now: u64) -> bool {
-        let set = self.subscribers.entry(contact.to_string()).or_default();
-        if !set.contains_key(subscriber) && set.len() >= PRESENCE_SUBSCRIBERS_PER_USER_MAX {
-            prune(set, now);
-            if set.len() >= PRESENCE_SUBSCRIBERS_PER_USER_MAX {
-                return false;
-            }
-        }
-        set.insert(subscriber.to_string(), now + PRESENCE_SUBSCRIPTION_TTL_MS);
-        true
+        let (Some(contact), Some(subscriber)) = (Phone::parse(contact), Phone::parse(subscriber))
+        else {
+            return false;
+        };
+        let set = self.subscribers.get_or_insert_with(contact, HashMap::new);
+        let max = PRESENCE_SUBSCRIBERS_PER_USER_MAX;
+        let (added, pruned, new) = add(set, subscriber, max, now);
+        self.entries = self.entries - pruned + usize::from(new);
+        added
     }
 
     /// Whether `subscriber` currently subscribes to `contact` (homed here).
     pub fn is_subscribed(&self, contact: &str, subscriber: &str, now: u64) -> bool {
-        self.subscribers
-            .get(contact)
-            .and_then(|s| s.get(subscriber))
-            .is_some_and(|&lapses| lapses > now)
+        lapses(&self.subscribers, contact, subscriber).is_some_and(|l| l > now)
     }
 
     /// Whether `contact` (homed here) lets `subscriber` see its presence now.
@@ -87,61 +109,59 @@ impl Presence {
         match self.visibility_of(contact) {
             PresenceVisibility::Everyone => true,
             PresenceVisibility::Nobody => false,
-            PresenceVisibility::Contacts => self
-                .following
-                .get(contact)
-                .and_then(|s| s.get(subscriber))
-                .is_some_and(|&lapses| lapses > now),
+            PresenceVisibility::Contacts => {
+                lapses(&self.following, contact, subscriber).is_some_and(|l| l > now)
+            }
         }
     }
 
     /// `user`'s privacy setting.
     pub fn visibility_of(&self, user: &str) -> PresenceVisibility {
-        self.visibility
-            .get(user)
-            .copied()
+        Phone::parse(user)
+            .and_then(|u| self.visibility.get(&u).copied())
             .unwrap_or(PresenceVisibility::Contacts)
     }
 
     /// Sets `user`'s privacy setting.
     pub fn set_visibility(&mut self, user: &str, v: PresenceVisibility) {
+        let Some(user) = Phone::parse(user) else {
+            return;
+        };
         match v {
-            PresenceVisibility::Contacts => self.visibility.remove(user),
-            v => self.visibility.insert(user.to_string(), v),
+            PresenceVisibility::Contacts => self.visibility.remove(&user),
+            v => self.visibility.insert(user, v),
         };
     }
 
     /// Who follows `contact` and may see it now; lapsed subscriptions are dropped.
     pub fn audience_of(&mut self, contact: &str, now: u64) -> Vec<String> {
-        let Some(set) = self.subscribers.get_mut(contact) else {
+        let Some(phone) = Phone::parse(contact) else {
             return Vec::new();
         };
-        prune(set, now);
+        let Some(set) = self.subscribers.get_mut(&phone) else {
+            return Vec::new();
+        };
+        self.entries -= prune(set, now);
         if set.is_empty() {
-            self.subscribers.remove(contact);
+            self.subscribers.remove(&phone);
             return Vec::new();
         }
-        let subs: Vec<String> = set.keys().cloned().collect();
+        let subs: Vec<String> = set.keys().map(|s| s.to_string()).collect();
         subs.into_iter()
             .filter(|s| self.allows(contact, s, now))
             .collect()
     }
 
-    /// `user` went offline at `now`.
-    pub fn went_offline(&mut self, user: &str, now: u64) {
-        self.last_seen_ms.insert(user.to_string(), now);
-    }
-
-    /// When `user` was last online (0 if unknown).
-    pub fn last_seen(&self, user: &str) -> u64 {
-        self.last_seen_ms.get(user).copied().unwrap_or(0)
-    }
-
     /// Subscriptions held here (both sides), a gauge for the statistics.
     pub fn entries(&self) -> usize {
-        self.subscribers.values().map(HashMap::len).sum::<usize>()
-            + self.following.values().map(HashMap::len).sum::<usize>()
+        self.entries
     }
+}
+
+/// When `b`'s entry under `a` lapses, if it has one.
+fn lapses(map: &SteadyMap<Phone, Expiring>, a: &str, b: &str) -> Option<u64> {
+    let (a, b) = (Phone::parse(a)?, Phone::parse(b)?);
+    map.get(&a)?.get(&b).copied()
 }
 
 mod ops {
@@ -251,7 +271,7 @@ mod ops {
                 let last_seen_ms = if online {
                     0
                 } else {
-                    self.presence.last_seen(&contact)
+                    self.registry.last_seen(&contact)
                 };
                 presence_frame(&contact, online, last_seen_ms)
             } else {
@@ -286,21 +306,24 @@ mod ops {
 mod tests {
     use super::*;
 
+    const C: &str = "+15550000001";
+    const S: &str = "+15550000002";
+
     #[test]
     fn only_mutual_contacts_see_presence_by_default() {
         let mut p = Presence::default();
-        assert!(p.subscribe("c", "s", 0));
-        assert!(!p.allows("c", "s", 0), "a one-way follower sees nothing");
-        assert!(p.audience_of("c", 0).is_empty());
-        p.follow("c", "s", 0);
-        assert!(p.allows("c", "s", 0));
-        assert_eq!(p.audience_of("c", 0), vec!["s".to_string()]);
-        p.set_visibility("c", PresenceVisibility::Nobody);
-        assert!(p.audience_of("c", 0).is_empty());
-        p.set_visibility("c", PresenceVisibility::Everyone);
-        assert!(p.allows("c", "stranger", 0));
+        assert!(p.subscribe(C, S, 0));
+        assert!(!p.allows(C, S, 0), "a one-way follower sees nothing");
+        assert!(p.audience_of(C, 0).is_empty());
+        p.follow(C, S, 0);
+        assert!(p.allows(C, S, 0));
+        assert_eq!(p.audience_of(C, 0), vec![S.to_string()]);
+        p.set_visibility(C, PresenceVisibility::Nobody);
+        assert!(p.audience_of(C, 0).is_empty());
+        p.set_visibility(C, PresenceVisibility::Everyone);
+        assert!(p.allows(C, "+15550000003", 0));
         assert!(
-            p.audience_of("c", PRESENCE_SUBSCRIPTION_TTL_MS).is_empty(),
+            p.audience_of(C, PRESENCE_SUBSCRIPTION_TTL_MS).is_empty(),
             "subscriptions lapse"
         );
         assert_eq!(p.entries(), 1, "only c's following entry is left");
@@ -310,11 +333,11 @@ mod tests {
     fn follows_are_capped_per_subscriber_until_they_lapse() {
         let mut p = Presence::default();
         for i in 0..PRESENCE_SUBSCRIPTIONS_PER_USER_MAX {
-            assert!(p.follow("s", &format!("+1555{i:07}"), 0));
+            assert!(p.follow(S, &format!("+1555{i:07}"), 0));
         }
-        assert!(!p.follow("s", "+15559999999", 1));
-        assert!(p.follow("s", "+15550000000", 1), "renewals are fine");
-        assert!(p.follow("s", "+15559999999", PRESENCE_SUBSCRIPTION_TTL_MS));
+        assert!(!p.follow(S, "+15559999999", 1));
+        assert!(p.follow(S, "+15550000000", 1), "renewals are fine");
+        assert!(p.follow(S, "+15559999999", PRESENCE_SUBSCRIPTION_TTL_MS));
         assert_eq!(p.refused, 1);
     }
 }

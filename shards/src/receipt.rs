@@ -1,65 +1,93 @@
 //! Acks, reads and receipts. An `Ack` removes items from the acker's queue (a tombstone
 //! record) and sends a DELIVERED receipt to each message's sender's home; a `Read` sends
 //! READ. At the sender's home a receipt is sent at once if the sender is online, else
-//! queued durably with its own id (the client acks it like a message). Recently acked
-//! messages are remembered (bounded) so a `Read` after the `Ack` still finds the sender.
+//! queued durably with its own id (the client acks it like a message). The messages a user
+//! acked last are remembered (at most `RECENT_ACKED_PER_USER_MAX`, until their session
+//! ends) so a `Read` after the `Ack` still finds the sender: an acked message leaves
+//! nothing behind past that window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use proto::v1::{server_frame, Receipt, ReceiptKind};
 
 use crate::effect::Out;
-use crate::limits::RECENT_ACKED_MAX;
+use crate::home::Phone;
+use crate::limits::RECENT_ACKED_PER_USER_MAX;
 use crate::mesh_msg::ShardMsg;
 use crate::offline::Item;
 use crate::record::{record, Record, RemovedRec};
 use crate::state::ShardState;
+use crate::steady_map::SteadyMap;
 
 /// What a receipt needs to know about an acked message.
 #[derive(Debug, Clone)]
 pub struct AckedMsg {
-    sender: String,
+    sender: Phone,
     client_msg_id: u64,
     group_id: u64,
 }
 
-/// An acked message as its reader names it in a later `Read`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ReadKey {
-    /// Who acked (and may read) it.
-    reader: String,
-    /// Its server id.
+/// One acked message as its reader may name it in a `Read`: 32 bytes, no heap.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
     id: u64,
+    sender: Phone,
+    client_msg_id: u64,
+    group_id: u64,
 }
 
-/// Recently acked messages, by reader and id, bounded FIFO.
+/// The messages each user acked last, while they are online: at most
+/// `RECENT_ACKED_PER_USER_MAX` per user, oldest forgotten first, all of a user's forgotten
+/// when their session ends (a `Read` names what the phone just showed).
 #[derive(Debug, Default)]
 pub struct RecentAcked {
-    by_id: HashMap<ReadKey, AckedMsg>,
-    order: VecDeque<ReadKey>,
+    by_reader: SteadyMap<Phone, VecDeque<Acked>>,
 }
 
 impl RecentAcked {
-    fn insert(&mut self, reader: &str, id: u64, m: AckedMsg) {
-        let key = ReadKey {
-            reader: reader.to_string(),
-            id,
+    fn insert(&mut self, reader: &str, id: u64, m: &AckedMsg) {
+        let Some(reader) = Phone::parse(reader) else {
+            return; // users of stored messages are E.164
         };
-        if self.by_id.insert(key.clone(), m).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > RECENT_ACKED_MAX {
-                if let Some(old) = self.order.pop_front() {
-                    self.by_id.remove(&old);
-                }
-            }
+        let sender = m.sender;
+        let acked = self.by_reader.get_or_insert_with(reader, VecDeque::new);
+        if acked.len() == RECENT_ACKED_PER_USER_MAX {
+            acked.pop_front();
         }
+        acked.push_back(Acked {
+            id,
+            sender,
+            client_msg_id: m.client_msg_id,
+            group_id: m.group_id,
+        });
     }
 
     fn take(&mut self, reader: &str, id: u64) -> Option<AckedMsg> {
-        self.by_id.remove(&ReadKey {
-            reader: reader.to_string(),
-            id,
+        let acked = self.by_reader.get_mut(&Phone::parse(reader)?)?;
+        let at = acked.iter().position(|a| a.id == id)?;
+        let a = acked.remove(at)?;
+        Some(AckedMsg {
+            sender: a.sender,
+            client_msg_id: a.client_msg_id,
+            group_id: a.group_id,
         })
+    }
+
+    /// `reader`'s session ended: forget what they acked.
+    pub fn forget(&mut self, reader: &str) {
+        if let Some(r) = Phone::parse(reader) {
+            self.by_reader.remove(&r);
+        }
+    }
+
+    /// Acked messages remembered, all users.
+    pub fn len(&self) -> usize {
+        self.by_reader.values().map(VecDeque::len).sum()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_reader.is_empty()
     }
 }
 
@@ -77,22 +105,23 @@ impl ShardState {
                     id,
                 })),
             });
-            if item.sender.is_empty() {
+            let Some(sender) = item.sender else {
                 continue; // a receipt: nothing to report back
-            }
+            };
             if !item.answered {
                 // Acked before its record was durable: the recipient holds it, so the sender
                 // may count it as stored. The answer leaves before the receipt, on the same
                 // path, so the sender never sees DELIVERED before its ServerAck.
-                self.answer_stored(&item.sender, item.client_msg_id, item.group_id, id, out);
+                let sender = sender.to_string();
+                self.answer_stored(&sender, item.client_msg_id, item.group_id(), id, out);
             }
             let acked = AckedMsg {
-                sender: item.sender,
+                sender,
                 client_msg_id: item.client_msg_id,
-                group_id: item.group_id,
+                group_id: item.group_id(),
             };
             self.send_receipt(user, id, &acked, ReceiptKind::Delivered, out);
-            self.recent.insert(user, id, acked);
+            self.recent.insert(user, id, &acked);
         }
         self.pump(user, out);
     }
@@ -123,13 +152,8 @@ impl ShardState {
             group_id: m.group_id,
             receipt_id: 0,
         };
-        out.mesh(
-            self.home(&m.sender),
-            ShardMsg::Receipt {
-                sender: m.sender.clone(),
-                receipt,
-            },
-        );
+        let sender = m.sender.to_string();
+        out.mesh(self.home(&sender), ShardMsg::Receipt { sender, receipt });
     }
 
     /// A receipt for `sender`, at the sender's home.
@@ -147,19 +171,45 @@ impl ShardState {
             return;
         }
         receipt.receipt_id = self.ids.issue();
-        let item = Item {
-            id: receipt.receipt_id,
-            frame: server_frame::Kind::Receipt(receipt),
-            sender: String::new(),
-            client_msg_id: 0,
-            group_id: 0,
-            durable: false,
-            answered: true,
-            sent: false,
-        };
+        let item = Item::frame_only(receipt.receipt_id, server_frame::Kind::Receipt(receipt));
         if self.enqueue(&sender, item, out).is_err() {
             self.abuse.receipts_dropped += 1;
             tracing::warn!(user = %sender, "receipt dropped: queue full");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(cmid: u64) -> AckedMsg {
+        AckedMsg {
+            sender: Phone::parse("+15550000001").unwrap(),
+            client_msg_id: cmid,
+            group_id: 0,
+        }
+    }
+
+    #[test]
+    fn each_reader_keeps_its_last_acks_until_its_session_ends() {
+        const R: &str = "+15550000002";
+        let mut r = RecentAcked::default();
+        let n = RECENT_ACKED_PER_USER_MAX as u64 + 10;
+        for id in 1..=n {
+            r.insert(R, id, &msg(id));
+        }
+        r.insert("+15550000003", 1, &msg(1));
+        assert_eq!(r.len(), RECENT_ACKED_PER_USER_MAX + 1, "bounded per reader");
+        assert!(r.take(R, 10).is_none(), "the oldest are forgotten");
+        let m = r.take(R, n).expect("the newest are kept");
+        assert_eq!(
+            (m.sender.to_string(), m.client_msg_id),
+            ("+15550000001".into(), n)
+        );
+        assert!(r.take(R, n).is_none(), "a Read reports once");
+        r.forget(R);
+        assert!(r.take(R, n - 1).is_none());
+        assert_eq!(r.len(), 1, "others keep theirs");
     }
 }

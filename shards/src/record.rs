@@ -95,6 +95,9 @@ pub struct ItemRec {
     /// For group messages: the group.
     #[prost(uint64, tag = "6")]
     pub group_id: u64,
+    /// For messages: the sender's device (`dedupe::device_of`; 0 in logs written before it).
+    #[prost(uint32, tag = "7")]
+    pub sender_device: u32,
 }
 
 /// An item removed from a user's queue.
@@ -125,7 +128,8 @@ pub struct GroupRec {
     pub members: Vec<String>,
 }
 
-/// A remembered (sender, client_msg_id) → server id, so a late retry is not stored twice.
+/// A remembered (sender, client_msg_id) → server id, so a late retry is not stored twice:
+/// compaction writes one per copy in a sender's dedupe window, each with the window's floor.
 #[derive(Clone, PartialEq, Message)]
 pub struct DedupeRec {
     /// The sender.
@@ -143,6 +147,13 @@ pub struct DedupeRec {
     /// The recipient (dedupe is per recipient copy for groups).
     #[prost(string, tag = "5")]
     pub recipient: String,
+    /// The floor of the sender's window for this group (`dedupe.rs`): client ids below it
+    /// were seen (0 in logs written before it).
+    #[prost(uint64, tag = "6")]
+    pub floor: u64,
+    /// The sender's device (`dedupe::device_of`).
+    #[prost(uint32, tag = "7")]
+    pub sender_device: u32,
 }
 
 /// The id high-water mark: compaction drops the records of removed items, and with them the
@@ -327,6 +338,7 @@ mod tests {
                 sender: "+15550000002".into(),
                 client_msg_id: id,
                 group_id: 0,
+                sender_device: 0,
             })),
         }
     }
@@ -434,6 +446,7 @@ mod tests {
                 sender: "+15550000002".into(),
                 client_msg_id: id,
                 group_id: 0,
+                sender_device: 0,
             })),
         }
     }

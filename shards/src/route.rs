@@ -1,94 +1,16 @@
 //! 1:1 routing: a send at the sender's home becomes a `Deliver` at the recipient's home,
-//! which dedupes, stores and answers. Also the dedupe memory: (sender, client_msg_id, group,
-//! recipient) → server id, bounded FIFO, rebuilt from the log at start.
-
-use std::collections::{HashMap, VecDeque};
+//! which dedupes (`dedupe.rs`), stores and answers.
 
 use engine::ConnId;
 use proto::v1::{server_frame, ErrorCode, SendMessage};
 
+use crate::dedupe::{device_of, DedupeKey, Seen};
 use crate::effect::{error, AfterCommit, Effect, Out};
 use crate::home::home_of_id;
-use crate::limits::DEDUPE_ENTRIES_MAX;
+use crate::home::Phone;
 use crate::mesh_msg::{Delivery, ReplyTo, ShardMsg};
-use crate::offline::Item;
-use crate::record::{DedupeRec, ItemRec};
+use crate::offline::{Item, MessageParts};
 use crate::state::ShardState;
-
-/// One send as dedupe knows it: who sent it, under which client id, to which group (0 for
-/// 1:1) and for whom (a group send is one copy per member).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DedupeKey {
-    /// The sender's phone.
-    pub sender: String,
-    /// The sender's id for the send.
-    pub client_msg_id: u64,
-    /// The group, or 0.
-    pub group_id: u64,
-    /// The recipient's phone.
-    pub recipient: String,
-}
-
-/// Remembered sends.
-#[derive(Debug, Default)]
-pub struct Dedupe {
-    ids: HashMap<DedupeKey, u64>,
-    order: VecDeque<DedupeKey>,
-}
-
-impl Dedupe {
-    /// The server id a (sender, client id, group, recipient) already got.
-    pub fn get(&self, key: &DedupeKey) -> Option<u64> {
-        self.ids.get(key).copied()
-    }
-
-    /// Remembers a new send, forgetting the oldest past `DEDUPE_ENTRIES_MAX`.
-    pub fn insert(&mut self, key: DedupeKey, id: u64) {
-        if self.ids.insert(key.clone(), id).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > DEDUPE_ENTRIES_MAX {
-                if let Some(old) = self.order.pop_front() {
-                    self.ids.remove(&old);
-                }
-            }
-        }
-    }
-
-    /// Replay of a dedupe record.
-    pub fn insert_durable(&mut self, d: &DedupeRec) {
-        let key = DedupeKey {
-            sender: d.sender.clone(),
-            client_msg_id: d.client_msg_id,
-            group_id: d.group_id,
-            recipient: d.recipient.clone(),
-        };
-        self.insert(key, d.server_msg_id);
-    }
-
-    /// Replay of an item record.
-    pub fn insert_from_item(&mut self, i: &ItemRec) {
-        let key = DedupeKey {
-            sender: i.sender.clone(),
-            client_msg_id: i.client_msg_id,
-            group_id: i.group_id,
-            recipient: i.user.clone(),
-        };
-        self.insert(key, i.id);
-    }
-
-    /// Every entry, for a snapshot.
-    pub fn records(&self) -> impl Iterator<Item = DedupeRec> + '_ {
-        self.order.iter().filter_map(|k| {
-            Some(DedupeRec {
-                sender: k.sender.clone(),
-                client_msg_id: k.client_msg_id,
-                group_id: k.group_id,
-                server_msg_id: *self.ids.get(k)?,
-                recipient: k.recipient.clone(),
-            })
-        })
-    }
-}
 
 impl ShardState {
     /// `SendMessage` at the sender's home: forward to the recipient's home.
@@ -101,9 +23,11 @@ impl ShardState {
         out: &mut Out,
     ) {
         let home = self.home(&s.to);
+        let device = self.device_of(&user);
         let d = Delivery {
             to: s.to,
             from: user,
+            device,
             client_msg_id: s.client_msg_id,
             group_id: 0,
             body: s.body,
@@ -116,19 +40,28 @@ impl ShardState {
 
     /// `Deliver` at the recipient's home: dedupe, store, deliver at once if the recipient is
     /// online; answer once durable or acked by the recipient, whichever is first.
-    pub(crate) fn on_deliver(&mut self, _now: u64, d: Delivery, out: &mut Out) {
+    pub(crate) fn on_deliver(&mut self, _now: u64, mut d: Delivery, out: &mut Out) {
         if !self.registry.exists(&d.to) {
             return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
         }
+        let (Some(sender), Some(recipient)) = (Phone::parse(&d.from), Phone::parse(&d.to)) else {
+            return; // phones on the mesh were validated where they entered
+        };
         let key = DedupeKey {
-            sender: d.from.clone(),
+            sender,
+            device: d.device,
             client_msg_id: d.client_msg_id,
             group_id: d.group_id,
-            recipient: d.to.clone(),
+            recipient,
         };
-        if let Some(id) = self.dedupe.get(&key) {
-            // A retry: same answer, nothing stored. It waits like any answer, so it never
-            // overtakes the durability of the original.
+        let seen = match self.dedupe.check(&key) {
+            Seen::New => None,
+            Seen::Same(id) => Some(id),
+            Seen::Forgotten => Some(0),
+        };
+        if let Some(id) = seen {
+            // A retry: same answer (server id 0 when it is forgotten), nothing stored. It
+            // waits like any answer, so it never overtakes the durability of the original.
             let mut deferred = Out::default();
             self.answer(&d, Ok(id), &mut deferred);
             out.after_commit
@@ -147,24 +80,16 @@ impl ShardState {
             return out.mesh(home, msg);
         }
         let id = self.ids.issue();
-        let item = Item {
+        let item = Item::message(MessageParts {
             id,
-            frame: server_frame::Kind::Message(proto::v1::Message {
-                from: d.from.clone(),
-                server_msg_id: id,
-                client_msg_id: d.client_msg_id,
-                sent_at_ms: d.sent_at_ms,
-                body: d.body.clone(),
-                media: d.media.clone(),
-                group_id: d.group_id,
-            }),
-            sender: d.from.clone(),
+            sender,
+            sender_device: d.device,
             client_msg_id: d.client_msg_id,
             group_id: d.group_id,
-            durable: false,
-            answered: false,
-            sent: false,
-        };
+            sent_at_ms: d.sent_at_ms,
+            body: std::mem::take(&mut d.body),
+            media: d.media.take(),
+        });
         if let Err(full) = self.enqueue(&d.to, item, out) {
             if full == crate::offline::QueueFull::SenderShare {
                 self.abuse.queue_sender_share_full += 1;
@@ -176,6 +101,13 @@ impl ShardState {
             );
         }
         self.dedupe.insert(key, id);
+    }
+
+    /// The device `user` (homed here) sends from: 0 if it has no account.
+    pub(crate) fn device_of(&self, user: &str) -> u32 {
+        self.registry
+            .verified(user)
+            .map_or(0, |a| device_of(&a.key_hash))
     }
 
     /// Tells whoever waits for a stored item that it is stored: the sender (`ServerAck`,

@@ -1,36 +1,41 @@
 //! Who is logged in on this shard, on which connection. One active session per user: a new
-//! login replaces the old one. Pure state.
+//! login replaces the old one. Users are held as phone integers (8 bytes, no heap). Pure
+//! state.
 
-use std::collections::HashMap;
+use crate::home::Phone;
+use crate::steady_map::SteadyMap;
 
 use engine::ConnId;
 
 /// Sessions of users homed here.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    by_user: HashMap<String, ConnId>,
-    by_conn: HashMap<ConnId, String>,
+    by_user: SteadyMap<Phone, ConnId>,
+    by_conn: SteadyMap<ConnId, Phone>,
 }
 
 impl Sessions {
     /// Logs `user` in on `conn`; returns the connection of the session it replaces.
+    /// Logs `user` in on `conn`; returns the connection of the session it replaces.
     pub fn login(&mut self, user: &str, conn: ConnId) -> Option<ConnId> {
-        let old = self.by_user.insert(user.to_string(), conn);
+        // Logins name phones that passed validation: E.164.
+        let user = Phone::parse(user)?;
+        let old = self.by_user.insert(user, conn);
         if let Some(old) = old {
             self.by_conn.remove(&old);
         }
-        self.by_conn.insert(conn, user.to_string());
+        self.by_conn.insert(conn, user);
         old.filter(|o| *o != conn)
     }
 
     /// The user logged in on `conn`.
-    pub fn user_of(&self, conn: ConnId) -> Option<&String> {
-        self.by_conn.get(&conn)
+    pub fn user_of(&self, conn: ConnId) -> Option<Phone> {
+        self.by_conn.get(&conn).copied()
     }
 
     /// The connection of `user`'s session.
     pub fn conn_of(&self, user: &str) -> Option<ConnId> {
-        self.by_user.get(user).copied()
+        self.by_user.get(&Phone::parse(user)?).copied()
     }
 
     /// `conn` closed: returns the user whose session it was (not one it was replaced by).
@@ -39,7 +44,7 @@ impl Sessions {
         if self.by_user.get(&user) == Some(&conn) {
             self.by_user.remove(&user);
         }
-        Some(user)
+        Some(user.to_string())
     }
 
     /// Users online here.
@@ -62,15 +67,16 @@ mod tests {
         let mut s = Sessions::default();
         let a = ConnId::from_u64(1);
         let b = ConnId::from_u64(2);
-        assert_eq!(s.login("u", a), None);
-        assert_eq!(s.login("u", b), Some(a));
+        const U: &str = "+15550000001";
+        assert_eq!(s.login(U, a), None);
+        assert_eq!(s.login(U, b), Some(a));
         assert_eq!(
             s.closed(a),
             None,
             "the replaced connection no longer owns the session"
         );
-        assert_eq!(s.conn_of("u"), Some(b));
-        assert_eq!(s.closed(b), Some("u".to_string()));
+        assert_eq!(s.conn_of(U), Some(b));
+        assert_eq!(s.closed(b), Some(U.to_string()));
         assert!(s.is_empty());
     }
 }

@@ -28,6 +28,9 @@ pub struct Sim {
     mesh: VecDeque<(usize, ShardMsg)>,
     /// Effects waiting for "durability", per shard.
     waiting: Vec<Vec<AfterCommit>>,
+    /// Every record each shard appended, in order: its log (see `restart`).
+    pub logs: Vec<Vec<crate::record::Record>>,
+    settings: ServiceSettings,
     pub now: u64,
     /// Connections handed between shards so far.
     pub handoffs: u64,
@@ -49,21 +52,13 @@ impl Sim {
 
     /// A cluster of `n` shards with these settings.
     pub fn with_settings(n: usize, settings: ServiceSettings) -> Sim {
-        let mut seed = 1u64;
+        let now = 1_800_000_000_000;
         let shards = (0..n)
-            .map(|i| {
-                let random: crate::state::RandomSource = Box::new(move |buf: &mut [u8]| {
-                    for b in buf {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        *b = seed as u8;
-                    }
-                });
-                ShardState::new(ShardId(i), n, settings.clone(), random, 1_800_000_000_000)
-            })
+            .map(|i| ShardState::new(ShardId(i), n, settings.clone(), seeded(1), now))
             .collect();
         Sim {
+            logs: (0..n).map(|_| Vec::new()).collect(),
+            settings,
             shards,
             conn_shard: HashMap::new(),
             inbox: HashMap::new(),
@@ -74,7 +69,7 @@ impl Sim {
             sms: Vec::new(),
             mesh: VecDeque::new(),
             waiting: (0..n).map(|_| Vec::new()).collect(),
-            now: 1_800_000_000_000,
+            now,
             handoffs: 0,
             peers: HashMap::new(),
             next_conn: 1,
@@ -160,7 +155,26 @@ impl Sim {
         self.inbox.remove(&conn).unwrap_or_default()
     }
 
+    /// A crash and restart of every shard at `now`: what was not committed is lost (frames,
+    /// mesh messages, answers waiting for durability), every connection is gone, and each
+    /// shard replays its log (every record appended before the crash: the log as the kernel
+    /// has it, synced or not).
+    pub fn restart(&mut self) {
+        let n = self.shards.len();
+        self.mesh.clear();
+        self.waiting.iter_mut().for_each(Vec::clear);
+        self.dead.extend(self.conn_shard.keys().copied());
+        self.conn_shard.clear();
+        for i in 0..n {
+            let mut fresh =
+                ShardState::new(ShardId(i), n, self.settings.clone(), seeded(2), self.now);
+            fresh.replay(self.logs[i].clone());
+            self.shards[i] = fresh;
+        }
+    }
+
     fn apply(&mut self, shard: usize, out: Out) {
+        self.logs[shard].extend(out.records);
         for e in out.now {
             self.exec(shard, e);
         }
@@ -236,6 +250,18 @@ impl Sim {
         self.inbox.insert(c, frames);
         c
     }
+}
+
+/// A deterministic random source (xorshift from `seed`).
+fn seeded(mut seed: u64) -> crate::state::RandomSource {
+    Box::new(move |buf: &mut [u8]| {
+        for b in buf {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+    })
 }
 
 pub fn text(to: &str, id: u64) -> client_frame::Kind {

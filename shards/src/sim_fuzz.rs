@@ -229,14 +229,14 @@ impl Harness {
 
     /// Checks the invariants that need a look at every shard's state.
     pub fn check(&self) {
-        let mut queued: HashSet<(&str, u64)> = HashSet::new();
-        let mut per_user: HashMap<&str, usize> = HashMap::new();
+        let mut queued: HashSet<(String, u64)> = HashSet::new();
+        let mut per_user: HashMap<String, usize> = HashMap::new();
         let mut sessions = 0;
         for s in &self.sim.shards {
             sessions += s.sessions.len();
             for (user, item) in s.queues.iter() {
-                queued.insert((user.as_str(), item.id));
-                *per_user.entry(user.as_str()).or_default() += 1;
+                queued.insert((user.to_string(), item.id));
+                *per_user.entry(user.to_string()).or_default() += 1;
             }
         }
         for (user, n) in per_user {
@@ -252,7 +252,7 @@ impl Harness {
         );
         for (to, id) in &self.server_acked {
             assert!(
-                queued.contains(&(to.as_str(), *id))
+                queued.contains(&(to.clone(), *id))
                     || self.client_acked.contains(&(to.clone(), *id)),
                 "message {id} to {to} was ServerAck'd but is neither queued nor acked by {to}"
             );

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use engine::{ConnId, ShardId};
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
 
+use crate::dedupe::Dedupe;
 use crate::effect::{AfterCommit, Out};
 use crate::group::Groups;
 use crate::home::{home_of_phone, IdAllocator};
@@ -25,7 +26,6 @@ use crate::presence::Presence;
 use crate::receipt::RecentAcked;
 use crate::record::{record, ItemRec, Record};
 use crate::registry::Registry;
-use crate::route::Dedupe;
 use crate::session::Sessions;
 
 /// Settings the state machines need.
@@ -212,7 +212,7 @@ impl ShardState {
             if removed.get(&i.id) == Some(&i.user) {
                 continue;
             }
-            if let Some(item) = item_from_record(&i) {
+            if let Some(item) = Item::from_record(&i) {
                 // Replay never exceeds what was accepted before, but a lowered limit could:
                 // keep what is there rather than drop acknowledged messages.
                 let _ = self.queues.restore(&i.user, item);
@@ -239,7 +239,7 @@ impl ShardState {
         }));
         for (user, item) in self.queues.iter() {
             out.push(Record {
-                kind: Some(record::Kind::Item(item_record(user, item))),
+                kind: Some(record::Kind::Item(item_record(&user.to_string(), item))),
             });
         }
         out
@@ -262,7 +262,7 @@ impl ShardState {
             K::Login(l) => self.on_login(now, conn, l, out),
             K::LoadTestLogin(l) => self.on_load_test_login(now, conn, l, out),
             other => {
-                let Some(user) = self.sessions.user_of(conn).cloned() else {
+                let Some(user) = self.sessions.user_of(conn).map(|u| u.to_string()) else {
                     return out.error(conn, ErrorCode::NotLoggedIn, "log in first", 0);
                 };
                 self.on_user_frame(now, conn, user, other, out);
@@ -340,8 +340,11 @@ impl ShardState {
     pub fn on_close(&mut self, now: u64, conn: ConnId, out: &mut Out) {
         self.prelogin.remove(&conn);
         if let Some(user) = self.sessions.closed(conn) {
+            if self.sessions.conn_of(&user).is_none() {
+                self.recent.forget(&user);
+            }
             self.queues.session_ended(&user);
-            self.presence.went_offline(&user, now);
+            self.registry.went_offline(&user, now);
             self.presence_changed(&user, false, now, out);
         }
     }
@@ -383,7 +386,9 @@ impl ShardState {
                 if !item.answered {
                     item.answered = true;
                     let (sender, client_msg_id, group_id) =
-                        (item.sender.clone(), item.client_msg_id, item.group_id);
+                        (item.sender, item.client_msg_id, item.group_id());
+                    // Receipts start answered: an unanswered item is a message.
+                    let sender = sender.map(|s| s.to_string()).unwrap_or_default();
                     self.answer_stored(&sender, client_msg_id, group_id, id, out);
                 }
                 if self.sessions.conn_of(&user).is_none() {
@@ -448,30 +453,13 @@ pub(crate) fn busy(retry_after_ms: u32, client_msg_id: u64) -> proto::v1::server
 
 /// The record of a queued item.
 pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
-    use prost::Message;
-    let frame = proto::v1::ServerFrame {
-        kind: Some(item.frame.clone()),
-    };
     ItemRec {
         user: user.to_string(),
         id: item.id,
-        frame: frame.encode_to_vec(),
-        sender: item.sender.clone(),
+        frame: item.encoded_frame(),
+        sender: item.sender.map(|s| s.to_string()).unwrap_or_default(),
         client_msg_id: item.client_msg_id,
-        group_id: item.group_id,
+        group_id: item.group_id(),
+        sender_device: item.sender_device,
     }
-}
-
-fn item_from_record(r: &ItemRec) -> Option<Item> {
-    let frame = proto::codec::decode_server(&r.frame).ok()?.kind?;
-    Some(Item {
-        id: r.id,
-        frame,
-        sender: r.sender.clone(),
-        client_msg_id: r.client_msg_id,
-        group_id: r.group_id,
-        durable: true,
-        answered: true,
-        sent: false,
-    })
 }

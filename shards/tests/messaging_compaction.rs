@@ -1,5 +1,6 @@
 //! The log is compacted once acked messages make it mostly garbage, and the compacted log
-//! restores the same state: accounts, queues, and dedupe of old client ids.
+//! restores the same state: accounts, queues, and dedupe of old client ids (the sender's
+//! window and floor: an old retry is recognised, a recent one gets its server id again).
 
 mod support;
 
@@ -17,7 +18,7 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
     let log = data.join("shard-0.log");
     let (a, b) = ("+15556000001", "+15556000002");
     let body = "y".repeat(1000);
-    let first_ack;
+    let last_ack;
     {
         let server = TestServer::start_cfg(1, false, data.clone(), |c| c.compact_min_bytes = 1);
         let mut ca = server.client();
@@ -29,10 +30,7 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
             ca.send_text(b, i, &body);
         }
         let acks = ca.recv_n(300);
-        first_ack = match &acks[0] {
-            server_frame::Kind::ServerAck(x) => x.server_msg_id,
-            other => panic!("expected ServerAck, got {other:?}"),
-        };
+        assert!(matches!(&acks[0], server_frame::Kind::ServerAck(_)));
         let before = log_len(&log);
         assert!(before > 300_000, "log holds the bodies: {before}");
         let mut cb = server.client();
@@ -45,7 +43,10 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
         // More traffic drives the next commit, which finds the log mostly garbage.
         ca.recv_n(300); // the DELIVERED receipts
         ca.send_text(b, 301, "after");
-        assert!(matches!(ca.recv(), server_frame::Kind::ServerAck(_)));
+        last_ack = match ca.recv() {
+            server_frame::Kind::ServerAck(x) => x.server_msg_id,
+            other => panic!("expected ServerAck, got {other:?}"),
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while log_len(&log) * 4 > before {
             assert!(std::time::Instant::now() < deadline, "log never compacted");
@@ -62,7 +63,17 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
     ca.send_text(b, 1, &body);
     match ca.recv() {
         server_frame::Kind::ServerAck(x) => {
-            assert_eq!(x.server_msg_id, first_ack, "dedupe survived")
+            assert_eq!(
+                x.server_msg_id, 0,
+                "recognised below the floor: stored before"
+            )
+        }
+        other => panic!("expected ServerAck, got {other:?}"),
+    }
+    ca.send_text(b, 301, "after");
+    match ca.recv() {
+        server_frame::Kind::ServerAck(x) => {
+            assert_eq!(x.server_msg_id, last_ack, "the window survived")
         }
         other => panic!("expected ServerAck, got {other:?}"),
     }

@@ -1,7 +1,8 @@
 //! Overload fast reject: with a low journal limit, a sender flooding without waiting gets
 //! explicit `Busy` frames for what the shard cannot take now. Every `ServerAck`ed message is
-//! delivered exactly once, no `Busy`ed one is ever delivered (a retry with the same id is a
-//! fresh send, delivered once), and the server's memory stays bounded.
+//! delivered exactly once, no `Busy`ed one is ever delivered (sent again under a new id, as
+//! the protocol's client_msg_id rule asks, it is delivered once), and the server's memory
+//! stays bounded.
 
 mod support;
 
@@ -29,11 +30,16 @@ fn vm_rss_kib() -> u64 {
 }
 
 fn send_frame(cid: u64, to: &str) -> Vec<u8> {
+    send_frame_as(cid, cid, to)
+}
+
+/// Message `m{msg}` under client id `cid`.
+fn send_frame_as(cid: u64, msg: u64, to: &str) -> Vec<u8> {
     let f = ClientFrame {
         kind: Some(client_frame::Kind::Send(SendMessage {
             to: to.into(),
             client_msg_id: cid,
-            body: format!("m{cid}").into_bytes(),
+            body: format!("m{msg}").into_bytes(),
             media: None,
         })),
     };
@@ -162,7 +168,8 @@ fn flood_gets_busy_and_loses_or_duplicates_nothing() {
         rss_after - rss_before
     );
 
-    // Retry some Busy'd sends, one at a time, with the same client ids.
+    // Send some Busy'd messages again, one at a time, each under a new client id (the
+    // protocol's rule: a refused send was not stored; ids keep increasing).
     let mut busy_ids: Vec<u64> = answers
         .iter()
         .filter(|(_, &o)| o == Outcome::Busy)
@@ -170,11 +177,18 @@ fn flood_gets_busy_and_loses_or_duplicates_nothing() {
         .collect();
     busy_ids.sort();
     let retried: Vec<u64> = busy_ids.iter().copied().take(RETRIES).collect();
-    for &cid in &retried {
+    let mut next_cid = sent + 1;
+    for &msg in &retried {
         for attempt in 0.. {
-            assert!(attempt < 50, "retry of {cid} kept getting Busy");
-            s.write_all(&send_frame(cid, &recipients[cid as usize % RECIPIENTS]))
-                .unwrap();
+            assert!(attempt < 50, "retry of {msg} kept getting Busy");
+            let cid = next_cid;
+            next_cid += 1;
+            s.write_all(&send_frame_as(
+                cid,
+                msg,
+                &recipients[msg as usize % RECIPIENTS],
+            ))
+            .unwrap();
             match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
                 server_frame::Kind::ServerAck(a) => {
                     assert_eq!(a.client_msg_id, cid);

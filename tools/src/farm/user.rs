@@ -122,6 +122,15 @@ pub fn error_name(code: i32) -> String {
     }
 }
 
+/// The first client_msg_id of this farm process's users: the wall clock in µs. A user's ids
+/// count up from it, so a later farm run against the same server (same phones, same
+/// device key) keeps counting up as the protocol's client_msg_id rule asks; ids counted
+/// from 1 again would be taken for retries of what the last run sent.
+fn first_client_msg_id() -> u64 {
+    static FIRST: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FIRST.get_or_init(|| wall_us().max(1))
+}
+
 impl User {
     /// A user that has not connected yet.
     pub fn new(idx: u64, now: Instant) -> User {
@@ -139,7 +148,7 @@ impl User {
             session_no: 0,
             last_abrupt: 0,
             next_ping: now,
-            next_cmid: 1,
+            next_cmid: first_client_msg_id(),
             pending: HashMap::new(),
             seen: HashMap::new(),
             seen_group: HashSet::new(),
