@@ -93,6 +93,12 @@ fn groups_deliver_to_every_other_member() {
     assert!(g["acked"].as_u64().unwrap() > 0, "{r:#}");
     assert_eq!(g["expected"], g["acked"].as_u64().unwrap() * 3, "{r:#}");
     assert_eq!(g["delivered"], g["expected"], "{r:#}");
+    // The ledger checked each member's copy of each acked group message.
+    assert_eq!(
+        (&g["lost"], &g["misdelivered"]),
+        (&0.into(), &0.into()),
+        "{r:#}"
+    );
     assert_eq!(r["exactly_once"], true, "{r:#}");
 }
 

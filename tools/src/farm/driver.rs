@@ -500,6 +500,8 @@ impl Driver {
                     if let Some(g) = self.groups.get_mut(req as usize) {
                         g.id = group_id;
                         self.group_members.insert(group_id, g.members.len());
+                        let idx = g.members.iter().map(|&m| self.users[m].idx).collect();
+                        self.ledger.groups.push((group_id, idx));
                     }
                 }
             }
@@ -813,6 +815,7 @@ impl Driver {
             media: None,
         });
         self.stats.counters.group_sent += 1;
+        self.ledger.group_sent.push(((u.idx, cmid), group_id));
         self.after_io(i, now);
         true
     }

@@ -150,7 +150,7 @@ fn drive(
                     ledger: l,
                 } => {
                     stats.merge(&Stats::from_wire(&s));
-                    ledger.merge(l);
+                    ledger.merge(*l);
                     workers[w].done = true;
                 }
                 WorkerEvent::Failed { error } => eprintln!("farm: worker {w} failed: {error}"),

@@ -43,8 +43,8 @@ pub enum WorkerEvent {
     Result {
         /// Everything measured.
         stats: StatsWire,
-        /// Exactly-once records.
-        ledger: Ledger,
+        /// Exactly-once records (boxed: the largest variant by far).
+        ledger: Box<Ledger>,
     },
     /// The worker could not run.
     Failed {
@@ -121,7 +121,7 @@ fn work(hello: Hello) -> anyhow::Result<()> {
     let (stats, ledger) = result?;
     emit(&WorkerEvent::Result {
         stats: stats.to_wire(),
-        ledger,
+        ledger: Box::new(ledger),
     });
     Ok(())
 }
