@@ -100,6 +100,9 @@ pub struct Spec {
     pub inflight_per_conn_max: usize,
     /// PRNG seed (each thread derives its own).
     pub seed: u64,
+    /// Seconds between interval lines on stdout (`farm::interval`); 0 prints none.
+    #[serde(default)]
+    pub interval_s: f64,
 }
 
 impl Spec {
@@ -197,6 +200,9 @@ impl Spec {
         }
         if self.inflight_per_conn_max >= u16::MAX as usize {
             return Err("--inflight must be below 65535 (MQTT packet ids)".into());
+        }
+        if !(self.interval_s == 0.0 || self.interval_s >= 0.1 && self.interval_s.is_finite()) {
+            return Err("--interval must be 0 (off) or at least 0.1 s".into());
         }
         if self.connect_rate <= 0.0 || self.duration_s < 0.0 || self.ping_interval_s <= 0.0 {
             return Err("rates and durations must be positive".into());
@@ -384,6 +390,7 @@ pub(crate) fn test_spec() -> Spec {
         storm_at_s: 0.5,
         inflight_per_conn_max: 64,
         seed: 1,
+        interval_s: 0.0,
     }
 }
 

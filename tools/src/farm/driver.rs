@@ -78,6 +78,9 @@ pub struct Snapshot {
     pub ack_p99_us: u64,
     /// send → delivery p99 so far, µs.
     pub delivery_p99_us: u64,
+    /// The cumulative send → delivery histogram as (µs, count); only with `--interval`.
+    #[serde(default)]
+    pub delivery: Vec<(u64, u64)>,
 }
 
 /// From a thread to the worker.
@@ -252,6 +255,11 @@ impl Driver {
             counters: self.stats.counters.clone(),
             ack_p99_us: self.stats.ack.summary().p99,
             delivery_p99_us: self.stats.delivery.summary().p99,
+            delivery: if self.spec.interval_s > 0.0 {
+                self.stats.delivery.to_pairs()
+            } else {
+                Vec::new()
+            },
         }
     }
 

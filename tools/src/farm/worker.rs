@@ -200,9 +200,16 @@ fn gather(spec: &Spec, ev_rx: mpsc::Receiver<ThreadEvent>) -> anyhow::Result<(St
     Ok((stats, ledger))
 }
 
-/// Adds thread snapshots (p99s: the worst thread's).
+/// Adds thread snapshots (p99s: the worst thread's; histograms merged).
 pub fn sum(snaps: &[Snapshot]) -> Snapshot {
     let mut total = Snapshot::default();
+    if snaps.iter().any(|s| !s.delivery.is_empty()) {
+        let mut h = crate::stats::Latency::default();
+        snaps
+            .iter()
+            .for_each(|s| h.merge(&crate::stats::Latency::from_pairs(&s.delivery)));
+        total.delivery = h.to_pairs();
+    }
     for s in snaps {
         total.up += s.up;
         total.connecting += s.connecting;
