@@ -2,7 +2,9 @@
 //! rendered as one Markdown table with a ratio column (Switchboard ÷ best peer) and the
 //! commands behind the numbers:
 //! - steady 1:1 at fixed offered rates: latency, loss, CPU per delivered message (user and
-//!   kernel), syscalls and context switches per message, both processes' CPU;
+//!   kernel), syscalls and context switches per message, both processes' CPU; then perf's
+//!   software counters and, from one more run per system, the syscalls by name
+//!   ([`crate::counter_tables`]);
 //! - the saturation sweep: the highest offered rate with p99 ≤ 10 ms, found by bisection;
 //! - idle memory per connection and heartbeat CPU.
 //!
@@ -15,6 +17,7 @@ use std::time::Duration;
 use tools::brokers::{self, BrokerKind, BrokerTls};
 
 use crate::compare::{run_window, start, System, WindowRun, SYSTEMS};
+use crate::perf_stat::WINDOW_EVENTS;
 
 static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -124,14 +127,27 @@ pub fn lineup(install: bool) -> Lineup {
 fn one_run(
     farm: &Path,
     server_bin: &Path,
-    (system, broker): &(System, Option<PathBuf>),
+    sys: &(System, Option<PathBuf>),
     args: &[&str],
     plan: &Plan,
     tls: Option<&BrokerTls>,
 ) -> anyhow::Result<WindowRun> {
+    counted_run(farm, server_bin, sys, args, plan, tls, &WINDOW_EVENTS)
+}
+
+/// [`one_run`] counting `events` of the server over the window.
+fn counted_run<S: AsRef<str>>(
+    farm: &Path,
+    server_bin: &Path,
+    (system, broker): &(System, Option<PathBuf>),
+    args: &[&str],
+    plan: &Plan,
+    tls: Option<&BrokerTls>,
+    events: &[S],
+) -> anyhow::Result<WindowRun> {
     let attempt = || -> anyhow::Result<WindowRun> {
         let target = start(*system, server_bin, broker.as_deref(), tls)?;
-        run_window(farm, &target, *system, args, plan.timeout)
+        run_window(farm, &target, *system, args, plan.timeout, events)
     };
     // One retry, said out loud: on a shared machine a run can fail for reasons that are not
     // the system's (a timeout under load); a second failure stops the bench.
@@ -160,7 +176,8 @@ fn steady_args(conns: &str, rate: &str, duration: &str) -> Vec<String> {
     .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median, NaNs left out (NaN when nothing is left).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return f64::NAN;
@@ -169,7 +186,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn spread(v: &[f64], scale: f64, digits: usize) -> String {
+/// `median (min–max)` of `v / scale`; "n/a" when any run was not measured.
+pub(crate) fn spread(v: &[f64], scale: f64, digits: usize) -> String {
     if v.iter().any(|x| x.is_nan()) {
         return "n/a".into(); // not measured (perf missing, nothing delivered)
     }
@@ -273,7 +291,7 @@ pub fn steady_at(
             spread(&col(runs, &|w| w.per_msg(w.server.user_us)), 1.0, 1),
             spread(&col(runs, &|w| w.per_msg(w.server.sys_us)), 1.0, 1),
             spread(
-                &col(runs, &|w| w.server_syscalls.map_or(f64::NAN, |n| w.per_msg(n))),
+                &col(runs, &|w| w.server_syscalls().map_or(f64::NAN, |n| w.per_msg(n))),
                 1.0,
                 2,
             ),
@@ -283,7 +301,25 @@ pub fn steady_at(
             spread(&col(runs, &|w| w.at(&["latency_us", "send_lag", "p99"])), 1000.0, 2),
         );
     }
-    let _ = writeln!(md, "\nCommands (each run starts a fresh server):\n");
+    md.push('\n');
+    md.push_str(&crate::counter_tables::software_table(&all));
+    let mut counted = Vec::new();
+    // By name only in plaintext: the TLS tables differ by the crypto, not the calls.
+    for sys in systems.iter().filter(|_| tls.is_none()) {
+        eprintln!(
+            "bench: {} at {rate} msgs/s{over}, syscalls by name",
+            sys.0.name()
+        );
+        let events = crate::perf_stat::syscall_events();
+        counted.push((
+            sys.0,
+            counted_run(farm, server_bin, sys, &a, plan, tls, &events)?,
+        ));
+    }
+    if !counted.is_empty() {
+        md.push_str(&crate::counter_tables::syscall_table(&counted, &all));
+    }
+    let _ = writeln!(md, "Commands (each run starts a fresh server):\n");
     let (tls_server, tls_farm) = if tls.is_some() {
         (
             " with TLS (Switchboard: its dev certificate; mosquitto: certfile/keyfile from the same dev CA code)",
