@@ -165,6 +165,9 @@ pub struct WindowRun {
     pub server_rss_connected: u64,
     /// Length of the sampled window, seconds (measured).
     pub window_s: f64,
+    /// The server's peak RSS (VmHWM) when the sending window started, bytes: with the
+    /// connected RSS it shows map-resize and ramp peaks that an RSS delta hides.
+    pub server_hwm_connected: u64,
     /// `perf stat` over the window, for the events the run asked for (every thread of the
     /// server, counted in the kernel).
     pub server_perf: PerfCounts,
@@ -281,6 +284,7 @@ pub fn run_window<S: AsRef<str>>(
                 sample_tree(farm_pid),
                 Instant::now(),
             );
+            let hwm = crate::proc_stats::peak_rss_bytes(target.pid).unwrap_or(0);
             // perf counts for the window (and sleeps it); without perf, just the sleep.
             let counts = crate::perf_stat::count(target.pid, events, duration);
             if counts.error.is_some() {
@@ -293,7 +297,7 @@ pub fn run_window<S: AsRef<str>>(
                 s1.0.since(&s0.0),
                 s1.1.since(&s0.1),
                 s0.2.elapsed(),
-                s0.0.rss_bytes,
+                (s0.0.rss_bytes, hwm),
                 counts,
             ));
             break;
@@ -305,7 +309,7 @@ pub fn run_window<S: AsRef<str>>(
     let text = std::fs::read_to_string(&report_path);
     let _ = std::fs::remove_dir_all(&dir);
     let text = text.with_context(|| format!("farm wrote no report ({status}): {stderr}"))?;
-    let Some((server, farm_s, took, rss_connected, server_perf)) = window else {
+    let Some((server, farm_s, took, (rss_connected, hwm), server_perf)) = window else {
         bail!("the farm never started sending ({status}): {stderr}");
     };
     Ok(WindowRun {
@@ -316,6 +320,7 @@ pub fn run_window<S: AsRef<str>>(
         server_rss_before,
         server_rss_connected: rss_connected,
         window_s: took.as_secs_f64(),
+        server_hwm_connected: hwm,
         server_perf,
     })
 }

@@ -117,6 +117,7 @@ mod tests {
             server_rss_before: 0,
             server_rss_connected: 0,
             window_s: 10.0,
+            server_hwm_connected: 0,
             server_perf: parse(text),
         }
     }

@@ -464,14 +464,17 @@ pub fn idle_and_heartbeat(
         "5000",
     ];
     let mut mem = Vec::new();
+    let mut peaks = Vec::new();
     let mut cpu = Vec::new();
     for sys in &lineup.systems {
         eprintln!("bench: idle memory and heartbeats, {}", sys.0.name());
         let w = one_run(farm, server_bin, sys, &idle, plan, None)?;
         let up = w.at(&["connections_established"]).max(1.0);
-        mem.push((
-            sys.0,
-            w.server_rss_connected.saturating_sub(w.server_rss_before) as f64 / up,
+        let per_conn = |b: u64| b.saturating_sub(w.server_rss_before) as f64 / up;
+        mem.push((sys.0, per_conn(w.server_rss_connected)));
+        peaks.push((
+            per_conn(w.server_hwm_connected),
+            per_conn(w.server.rss_bytes),
         ));
         let w = one_run(farm, server_bin, sys, &hb, plan, None)?;
         // Pings of the whole run; the first comes 0.5–1.5 periods after a connection is up,
@@ -483,9 +486,9 @@ pub fn idle_and_heartbeat(
             w.cpu_pct(&w.server),
         ));
     }
-    let mut md = format!("### Idle connections and heartbeats\n\n| system | user-space bytes per idle subscribed connection ({} conns, RSS delta) | server CPU µs per heartbeat ({hb_n} conns, one ping each per {hb_period} s, 10 s window) | server CPU % | Switchboard ÷ best peer |\n|---|---:|---:|---:|---|\n", plan.idle_conns);
+    let mut md = format!("### Idle connections and heartbeats\n\n| system | user-space bytes per idle subscribed connection ({} conns, RSS delta) | peak during the ramp (VmHWM) / settled 1 s later, bytes per conn | server CPU µs per heartbeat ({hb_n} conns, one ping each per {hb_period} s, 10 s window) | server CPU % | Switchboard ÷ best peer |\n|---|---:|---:|---:|---:|---|\n", plan.idle_conns);
     let cpu_pairs: Vec<(System, f64)> = cpu.iter().map(|c| (c.0, c.1)).collect();
-    for ((sys, bytes), (_, us, pct)) in mem.iter().zip(&cpu) {
+    for (((sys, bytes), (_, us, pct)), (peak, settled)) in mem.iter().zip(&cpu).zip(&peaks) {
         let r = if *sys == System::Switchboard {
             format!(
                 "memory {}; heartbeat CPU {}",
@@ -497,11 +500,11 @@ pub fn idle_and_heartbeat(
         };
         let _ = writeln!(
             md,
-            "| {} | {bytes:.0} | {us:.1} | {pct:.1} | {r} |",
+            "| {} | {bytes:.0} | {peak:.0} / {settled:.0} | {us:.1} | {pct:.1} | {r} |",
             sys.name()
         );
     }
-    let _ = writeln!(md, "\nCommands: server as in the steady tables; `taskset -c 1 farm <proto flags> {}` (memory: server RSS after every connection is up minus before, over connections up; Switchboard's users are logged in, the brokers' subscribed to their own topic) and `taskset -c 1 farm <proto flags> {}`. Kernel socket memory is the same for every system and is in the Switchboard-only table (`idle-conns`).\n", idle.join(" "), hb.join(" "));
+    let _ = writeln!(md, "\nCommands: server as in the steady tables; `taskset -c 1 farm <proto flags> {}` (memory: server RSS after every connection is up minus before, over connections up; Switchboard's users are logged in, the brokers' subscribed to their own topic; the peak is the server's VmHWM when the last connection was up, which catches a hash map's old and new tables both resident while it grows, and \"settled\" its RSS at the end of the 1 s idle window) and `taskset -c 1 farm <proto flags> {}`. Kernel socket memory is the same for every system and is in the Switchboard-only table (`idle-conns`).\n", idle.join(" "), hb.join(" "));
     Ok((md, mem))
 }
 
