@@ -13,6 +13,7 @@
 //! - [`compare`]: Switchboard, mosquitto (QoS 1/0) and nats-server as systems under test,
 //!   one farm run sampled over its sending window; [`versus`]: the side-by-side scenarios;
 //!   [`counter_tables`]: their perf software counters and syscalls by name.
+//! - [`soak`]: one shard under steady load for minutes, sampled as it goes (issue 14).
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
 //! - [`sampler`]: following every thread of a running process, sample by sample.
 //! - [`counting_alloc`]: a counting global allocator (live bytes per size class).
@@ -36,4 +37,5 @@ pub mod report;
 pub mod sampler;
 pub mod scenario;
 pub mod schedstat;
+pub mod soak;
 pub mod versus;

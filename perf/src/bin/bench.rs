@@ -7,8 +7,8 @@
 //!    plus memory vs connections at several N.
 //! 2. routing: `route-rate` on one shard (server pinned to CPU 0, client to CPU 1) and on two
 //!    shards with every message crossing shards (server on both CPUs; the client competes).
-//! 3. farm scenarios (`farm` from tools/: steady latency at a fixed offered rate, group
-//!    fan-out, reconnect storm) when the `farm` binary is present.
+//! 3. farm scenarios (`farm` from tools/: Switchboard beside mosquitto and NATS, the soak,
+//!    group fan-out, reconnect storm) when the `farm` binary is present.
 //!
 //! Bounded: each child has a timeout; the whole run takes a few minutes.
 
@@ -51,6 +51,9 @@ struct Args {
     /// nothing else.
     #[arg(long)]
     only_versus: bool,
+    /// Only the soak (issue 14); the report then holds nothing else.
+    #[arg(long)]
+    only_soak: bool,
 }
 
 type Fields = BTreeMap<String, String>;
@@ -204,6 +207,17 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir)?;
+    if args.only_soak {
+        let (md, targets) = soak_section(&args, &dir)?;
+        let head = format!(
+            "# Switchboard soak (`bench --only-soak{}`)\n\n**Machine:** {}\n\n## Targets\n\n| target | measured | met |\n|---|---|---|\n{targets}\n",
+            if args.quick { " --quick" } else { "" },
+            machine()
+        );
+        std::fs::write(&args.out, head + &md)?;
+        eprintln!("bench: wrote {}", args.out.display());
+        return Ok(());
+    }
     if args.only_versus {
         let mut figures = Vec::new();
         let md = versus_section(&args, &bin("farm"), &bin("switchboard"), &mut figures)?;
@@ -355,7 +369,7 @@ fn main() -> anyhow::Result<()> {
         values: vec![single_ratio],
         command: "(from the two one-message-per-write CPU rows)".into(),
     });
-    let extra = farm_scenarios(&args, t, &mut figures)?;
+    let (extra, soak_targets) = farm_scenarios(&args, t, &mut figures)?;
     write_report(
         &args,
         &dir,
@@ -365,19 +379,38 @@ fn main() -> anyhow::Result<()> {
         &shards_curve,
         idle_n,
         extra,
+        &soak_targets,
     )
 }
 
+/// The soak and memory per offline user: (section, Targets rows).
+fn soak_section(args: &Args, dir: &Path) -> anyhow::Result<(String, String)> {
+    let plan = if args.quick {
+        perf::soak::SoakPlan::quick()
+    } else {
+        perf::soak::SoakPlan::full()
+    };
+    perf::soak::bench_section(&bin("farm"), &bin("switchboard"), dir, &plan)
+}
+
 /// Farm-driven scenarios: steady latency at a fixed offered rate, the saturation sweep,
-/// group fan-out and a reconnect storm. Returns extra report text (latency curve included).
-fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow::Result<String> {
+/// group fan-out and a reconnect storm. Returns extra report text (latency curve included)
+/// and the soak's rows of the Targets table.
+fn farm_scenarios(
+    args: &Args,
+    t: Duration,
+    figures: &mut Vec<Figure>,
+) -> anyhow::Result<(String, String)> {
     let farm = bin("farm");
     if !farm.exists() {
-        return Ok("The farm scenarios need `target/release/farm` (`cargo build --release -p tools`); it was not built for this run.\n".into());
+        return Ok(("The farm scenarios need `target/release/farm` (`cargo build --release -p tools`); it was not built for this run.\n".into(), String::new()));
     }
     let server_bin = bin("switchboard");
     let mut md = String::new();
     md.push_str(&versus_section(args, &farm, &server_bin, figures)?);
+    let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let (soak_md, soak_targets) = soak_section(args, &dir)?;
+    md.push_str(&soak_md);
     // 5. Group fan-out: groups of 50.
     eprintln!("bench: group fan-out (groups of 50)");
     let group_args = [
@@ -459,7 +492,7 @@ fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow
         values,
         command: format!("farm {} --ca <dev cert>", storm_args.join(" ")),
     });
-    Ok(md)
+    Ok((md, soak_targets))
 }
 
 /// 2–4. Every system side by side: steady rates, the saturation sweep, idle and heartbeats.
@@ -698,6 +731,7 @@ fn write_report(
     shards_curve: &[(f64, f64)],
     idle_n: usize,
     extra: String,
+    soak_targets: &str,
 ) -> anyhow::Result<()> {
     let get = |name: &str| {
         figures
@@ -765,11 +799,11 @@ fn write_report(
     let _ = writeln!(md, "| saturation with p99 ≤ 10 ms ≥ 300,000 msgs/s on one shard | {sat:.0} msgs/s open loop with p99 ≤ 10 ms (bisected, farm on the other CPU; see the sweep); {closed:.0} msgs/s closed loop with 40 connections writing 50 messages per write, latency not held | {} |", if sat >= 300_000.0 { "yes" } else { "no" });
     let _ = writeln!(
         md,
-        "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × with 50 messages per write; {:.2} × one message per write | {} |\n",
+        "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × with 50 messages per write; {:.2} × one message per write | {} |",
         get("mesh cost, one message per write"),
         if mesh_ratio <= 1.15 { "yes" } else { "no" }
     );
-    let _ = writeln!(md, "{extra}");
+    let _ = writeln!(md, "{soak_targets}\n{extra}");
     let mem_svg = line_chart(
         "Server memory vs idle TLS connections",
         "connections",
