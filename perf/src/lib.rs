@@ -12,7 +12,8 @@
 //! - [`scenario`]: a server child plus a pinned farm run, for the bench.
 //! - [`compare`]: Switchboard, mosquitto (QoS 1/0) and nats-server as systems under test,
 //!   one farm run sampled over its sending window; [`versus`]: the side-by-side scenarios;
-//!   [`counter_tables`]: their perf software counters and syscalls by name.
+//!   [`counter_tables`]: their perf software counters and syscalls by name;
+//!   [`versus_plots`]: their charts.
 //! - [`soak`]: one shard under steady load for minutes, sampled as it goes (issue 14).
 //! - [`schedstat`]: per-thread scheduler and fault counts from /proc/PID/task/TID.
 //! - [`sampler`]: following every thread of a running process, sample by sample.
@@ -39,3 +40,4 @@ pub mod scenario;
 pub mod schedstat;
 pub mod soak;
 pub mod versus;
+pub mod versus_plots;

@@ -10,7 +10,8 @@
 //! 3. farm scenarios (`farm` from tools/: Switchboard beside mosquitto and NATS, the soak,
 //!    group fan-out, reconnect storm) when the `farm` binary is present.
 //!
-//! Bounded: each child has a timeout; the whole run takes a few minutes.
+//! Bounded: each child has a timeout. `--quick` takes about 15 minutes on a 2-CPU machine;
+//! the full run about an hour (perf/README.md).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +25,7 @@ use perf::compare::System;
 use perf::plot::{line_chart, Series};
 use perf::scenario::{at, run_farm, Server};
 use perf::versus::{self, Plan};
+use perf::versus_plots::{memory_plot, percentile_plots, percentile_series, versus_plots, Curve};
 
 #[derive(Parser)]
 #[command(about = "Run the capacity scenarios and write perf/RESULTS.md")]
@@ -199,6 +201,7 @@ fn machine() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let mut args = Args::parse();
     if args.quick {
         args.runs = 1;
@@ -332,7 +335,17 @@ fn main() -> anyhow::Result<()> {
         t,
     )?;
     let ratio = two[1].median() / one[1].median();
-    let shards_curve = vec![(1.0, one[0].median()), (2.0, two[0].median())];
+    // Every run on the chart, one line per run, not only the median.
+    let shards_curve: Vec<Series> = one[0]
+        .values
+        .iter()
+        .zip(&two[0].values)
+        .enumerate()
+        .map(|(k, (a, b))| Series {
+            name: format!("run {}", k + 1),
+            points: vec![(1.0, *a), (2.0, *b)],
+        })
+        .collect();
     figures.extend(one);
     figures.extend(two);
     // The same without pipelining: one message per write (window 1), both shard counts.
@@ -380,7 +393,17 @@ fn main() -> anyhow::Result<()> {
         idle_n,
         extra,
         &soak_targets,
-    )
+    )?;
+    // Appended, so that the report says how long the run that wrote it took.
+    let mut md = std::fs::read_to_string(&args.out)?;
+    let _ = writeln!(
+        md,
+        "This run took {:.0} minutes (`bench{}`).",
+        started.elapsed().as_secs_f64() / 60.0,
+        if args.quick { " --quick" } else { "" }
+    );
+    std::fs::write(&args.out, md)?;
+    Ok(())
 }
 
 /// The soak and memory per offline user: (section, Targets rows).
@@ -612,115 +635,6 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
     Ok(md)
 }
 
-/// Every run's delivery p99 (µs) and server CPU per message (µs) of one system at one rate.
-struct Curve {
-    system: System,
-    rate: f64,
-    p99: Vec<f64>,
-    cpu: Vec<f64>,
-}
-
-/// One chart per measure with every system on it: delivery p99 and server CPU per message
-/// against the offered rate (every run plotted, not only the last).
-fn versus_plots(dir: &Path, curves: &[Curve]) -> anyhow::Result<String> {
-    let series = |pick: &dyn Fn(&Curve) -> &Vec<f64>, scale: f64| {
-        perf::compare::SYSTEMS
-            .iter()
-            .filter_map(|sys| {
-                let points: Vec<(f64, f64)> = curves
-                    .iter()
-                    .filter(|c| c.system == *sys)
-                    .flat_map(|c| pick(c).iter().map(move |v| (c.rate, v / scale)))
-                    .filter(|p| p.1.is_finite())
-                    .collect();
-                (!points.is_empty()).then(|| Series {
-                    name: sys.name().into(),
-                    points,
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    let p99 = line_chart(
-        "Delivery p99 vs offered rate (every run)",
-        "offered msgs/s (log)",
-        "ms",
-        &series(&|c| &c.p99, 1000.0),
-        true,
-    );
-    std::fs::write(dir.join("versus-p99.svg"), p99)?;
-    let cpu = line_chart(
-        "Server CPU per delivered message vs offered rate (every run)",
-        "offered msgs/s (log)",
-        "µs",
-        &series(&|c| &c.cpu, 1.0),
-        true,
-    );
-    std::fs::write(dir.join("versus-cpu.svg"), cpu)?;
-    Ok("![p99 vs offered rate](versus-p99.svg)\n\n![CPU per message vs offered rate](versus-cpu.svg)\n\n".into())
-}
-
-/// Every run of every system as delivery latency (ms) against percentile.
-fn percentile_series(runs: &versus::SystemRuns) -> Vec<Series> {
-    let mut out = Vec::new();
-    for (sys, rs) in runs {
-        for (k, w) in rs.iter().enumerate() {
-            let points = [
-                (50.0, "p50"),
-                (90.0, "p90"),
-                (99.0, "p99"),
-                (99.9, "p999"),
-                (99.99, "p9999"),
-            ]
-            .iter()
-            .map(|(p, key)| (*p, w.at(&["latency_us", "delivery", key]) / 1000.0))
-            .collect();
-            out.push(Series {
-                name: format!("{} (run {})", sys.name(), k + 1),
-                points,
-            });
-        }
-    }
-    out
-}
-
-/// One latency-percentile chart per offered rate, every system and run on it, on the
-/// HdrHistogram axis.
-fn percentile_plots(dir: &Path, per_rate: &[(u64, Vec<Series>)]) -> anyhow::Result<String> {
-    let mut md = String::new();
-    for (rate, series) in per_rate {
-        let name = format!("versus-percentiles-{rate}.svg");
-        let svg = perf::plot::percentile_chart(
-            &format!("Delivery latency by percentile, {rate} msgs/s offered (every run)"),
-            "ms",
-            series,
-        );
-        std::fs::write(dir.join(&name), svg)?;
-        let _ = writeln!(md, "![latency percentiles at {rate} msgs/s]({name})\n");
-    }
-    Ok(md)
-}
-
-/// Bytes per idle connection, one bar-like point per system.
-fn memory_plot(dir: &Path, mem: &[(System, f64)]) -> anyhow::Result<String> {
-    let series: Vec<Series> = mem
-        .iter()
-        .enumerate()
-        .map(|(i, (s, b))| Series {
-            name: s.name().into(),
-            points: vec![(i as f64 + 1.0, *b)],
-        })
-        .collect();
-    let svg = line_chart(
-        "User-space bytes per idle connection (system 1..n as in the legend)",
-        "system",
-        "bytes",
-        &series,
-        false,
-    );
-    std::fs::write(dir.join("versus-idle-memory.svg"), svg)?;
-    Ok("![bytes per idle connection](versus-idle-memory.svg)\n\n".into())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn write_report(
     args: &Args,
@@ -728,7 +642,7 @@ fn write_report(
     figures: &[Figure],
     mesh_ratio: f64,
     mem_curve: &[(f64, f64)],
-    shards_curve: &[(f64, f64)],
+    shards_curve: &[Series],
     idle_n: usize,
     extra: String,
     soak_targets: &str,
@@ -816,13 +730,10 @@ fn write_report(
     );
     std::fs::write(dir.join("memory-vs-connections.svg"), mem_svg)?;
     let thr_svg = line_chart(
-        "1:1 throughput vs shards (2-CPU machine)",
+        "1:1 throughput vs shards, every run (2-CPU machine)",
         "shards",
         "msgs/s",
-        &[Series {
-            name: "full flow".into(),
-            points: shards_curve.to_vec(),
-        }],
+        shards_curve,
         false,
     );
     std::fs::write(dir.join("throughput-vs-shards.svg"), thr_svg)?;
