@@ -17,7 +17,7 @@ pub const TOP_SYSCALLS: usize = 6;
 
 /// The software-counter table of one scenario's main runs.
 pub fn software_table(all: &SystemRuns) -> String {
-    let mut md = String::from("perf software counters of the server over the same sending windows (`perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter,cycles,instructions -p PID`, every thread, counted in the kernel):\n\n| system | task-clock µs/msg | CPU µs/msg (/proc) | context switches/msg | CPU migrations (window) | page faults/msg | syscalls/msg | counters not readable here |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+    let mut md = String::from("perf software counters of the server over the same sending windows (`perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter,cycles,instructions -p PID`, every thread, counted in the kernel; task-clock runs from perf's start to the window's end, while the /proc column spans the whole window at 10 ms tick resolution, perf's start-up included):\n\n| system | task-clock µs/msg | CPU µs/msg (/proc) | context switches/msg | CPU migrations (window) | page faults/msg | syscalls/msg | counters not readable here |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
     for (sys, runs) in all {
         let col = |f: &dyn Fn(&WindowRun) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
         let mut missing: Vec<String> = runs
@@ -56,20 +56,30 @@ pub fn software_table(all: &SystemRuns) -> String {
     md
 }
 
-/// `name n.nn` for the top syscalls per delivered message, the rest summed.
+/// Calls per delivered message below this are summed into "rest" rather than named.
+const NAMED_PER_MSG_MIN: f64 = 0.01;
+
+/// `name n.nn` for the top syscalls per delivered message (at least
+/// [`NAMED_PER_MSG_MIN`] each), the rest summed.
 fn top_syscalls(w: &WindowRun) -> String {
     let all = w.server_perf.syscalls_by_name();
     if all.is_empty() {
         return "n/a".into();
     }
-    let mut parts: Vec<String> = all
+    let named = all
         .iter()
         .take(TOP_SYSCALLS)
+        .take_while(|(_, n)| w.per_msg_f(*n) >= NAMED_PER_MSG_MIN)
+        .count();
+    let mut parts: Vec<String> = all[..named]
+        .iter()
         .map(|(name, n)| format!("{name} {:.2}", w.per_msg_f(*n)))
         .collect();
-    let rest: f64 = all.iter().skip(TOP_SYSCALLS).map(|x| x.1).sum();
-    if rest > 0.0 {
-        parts.push(format!("rest {:.2}", w.per_msg_f(rest)));
+    let rest = w.per_msg_f(all[named..].iter().map(|x| x.1).sum());
+    if rest >= NAMED_PER_MSG_MIN {
+        parts.push(format!("rest {rest:.2}"));
+    } else if rest > 0.0 {
+        parts.push(format!("rest < {NAMED_PER_MSG_MIN}"));
     }
     parts.join(", ")
 }
@@ -135,6 +145,12 @@ mod tests {
         assert!(s.starts_with("writev 0.80, readv 0.70, "), "{s}");
         assert!(s.contains("other 0.40"), "{s}");
         assert!(s.ends_with("rest 0.60"), "300 + 200 + 100: {s}");
+    }
+
+    #[test]
+    fn calls_too_rare_to_show_are_summed_as_rest() {
+        let w = run("3000,,syscalls:sys_enter_read,1,100.00,,\n4,,syscalls:sys_enter_mmap,1,100.00,,\n3004,,raw_syscalls:sys_enter,1,100.00,,\n");
+        assert_eq!(top_syscalls(&w), "read 3.00, rest < 0.01");
     }
 
     #[test]
