@@ -119,7 +119,7 @@ pub struct Target {
 
 /// Starts `system` pinned to [`SERVER_CPUS`]. `broker_bin` is the broker's executable
 /// (ignored for Switchboard). With `tls`, Switchboard serves TLS with its own dev
-/// certificate and a broker with `tls`'s certificate (mosquitto only).
+/// certificate and a broker with `tls`'s certificate.
 pub fn start(
     system: System,
     server_bin: &Path,

@@ -217,7 +217,7 @@ fn ratio(values: &[(System, f64)]) -> String {
 }
 
 /// The steady scenario at `rate`: a Markdown section, and every run for the plots. With
-/// `tls`, only the systems that serve TLS here run (Switchboard and mosquitto), over TLS.
+/// `tls`, every system runs over TLS (NATS starting it after its plaintext INFO line).
 pub fn steady_at(
     farm: &Path,
     server_bin: &Path,
@@ -233,11 +233,7 @@ pub fn steady_at(
     );
     let args = steady_args(&c, &r, &d);
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let systems: Vec<&(System, Option<PathBuf>)> = lineup
-        .systems
-        .iter()
-        .filter(|s| tls.is_none() || s.0 != System::Nats)
-        .collect();
+    let systems: Vec<&(System, Option<PathBuf>)> = lineup.systems.iter().collect();
     let over = if tls.is_some() { " over TLS" } else { "" };
     let mut all = Vec::new();
     for sys in &systems {
@@ -322,7 +318,7 @@ pub fn steady_at(
     let _ = writeln!(md, "Commands (each run starts a fresh server):\n");
     let (tls_server, tls_farm) = if tls.is_some() {
         (
-            " with TLS (Switchboard: its dev certificate; mosquitto: certfile/keyfile from the same dev CA code)",
+            " with TLS (Switchboard: its dev certificate; mosquitto: certfile/keyfile, nats-server: a tls block with cert_file/key_file, both from the same dev CA code; NATS clients start TLS after the server's plaintext INFO line, as nats-server 2.9 requires)",
             " --ca <that certificate>",
         )
     } else {

@@ -185,15 +185,10 @@ impl Spec {
         {
             return Err("--group-size must be 2..=256".into());
         }
-        if self.proto != Proto::Switchboard {
-            if self.group_ratio > 0.0 {
-                return Err(
-                    "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
-                );
-            }
-            if self.tls_ca.is_some() && self.proto == Proto::Nats {
-                return Err("the farm speaks NATS in plaintext only (drop --tls/--ca)".into());
-            }
+        if self.proto != Proto::Switchboard && self.group_ratio > 0.0 {
+            return Err(
+                "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
+            );
         }
         if self.qos > 1 {
             return Err("--qos must be 0 or 1".into());

@@ -584,8 +584,8 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
             }
         }
     }
-    // The same over TLS where the peer serves it (mosquitto), one certificate from the dev
-    // CA code for the broker; Switchboard uses its own dev certificate.
+    // The same over TLS, one certificate from the dev CA code for both brokers; Switchboard
+    // uses its own dev certificate.
     let cert_dir = std::env::temp_dir().join(format!("sb-bench-tls-{}", std::process::id()));
     engine::tls::server_config(&engine::tls::CertSource::DevInDir(cert_dir.clone()))
         .context("generating a dev certificate for the brokers")?;
