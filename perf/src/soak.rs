@@ -100,6 +100,30 @@ pub struct SoakRow {
     pub latency: Summary,
 }
 
+impl SoakRow {
+    /// The row for interval `iv`, with the server's RSS now and its CPU since the previous
+    /// row, when `delivered_before` messages had been delivered.
+    pub fn of_interval(
+        iv: &IntervalLine,
+        rss_bytes: u64,
+        cpu_us: u64,
+        delivered_before: u64,
+    ) -> SoakRow {
+        let delivered = iv.delivered.saturating_sub(delivered_before);
+        SoakRow {
+            t_s: iv.t_s,
+            rss_bytes,
+            cpu_us_per_msg: if delivered > 0 {
+                cpu_us as f64 / delivered as f64
+            } else {
+                f64::NAN
+            },
+            delivered,
+            latency: iv.latency.clone(),
+        }
+    }
+}
+
 /// What the soak measured.
 #[derive(Debug, Clone)]
 pub struct Soak {
@@ -198,19 +222,12 @@ pub fn run_soak(farm: &Path, server_bin: &Path, plan: &SoakPlan) -> anyhow::Resu
             });
             last = Some((now.0, 0));
         } else if let (Some(iv), Some((cpu0, delivered0))) = (IntervalLine::parse(&line), &last) {
-            let delivered = iv.delivered.saturating_sub(*delivered0);
-            let cpu = now.0.since(cpu0).cpu_us() as f64;
-            rows.push(SoakRow {
-                t_s: iv.t_s,
-                rss_bytes: now.1,
-                cpu_us_per_msg: if delivered > 0 {
-                    cpu / delivered as f64
-                } else {
-                    f64::NAN
-                },
-                delivered,
-                latency: iv.latency,
-            });
+            rows.push(SoakRow::of_interval(
+                &iv,
+                now.1,
+                now.0.since(cpu0).cpu_us(),
+                *delivered0,
+            ));
             last = Some((now.0, iv.delivered));
         }
     }
@@ -412,6 +429,14 @@ pub fn section(
         Ok((bytes, first)) => writeln!(md, "Memory per registered offline user: {bytes:.0} B (RSS delta over a second round of users registered with `farm --mode idle --duration 1` and disconnected, after a first round that left {first:.0} B per user, connection memory included; fresh server, 1 shard).\n"),
         Err(e) => writeln!(md, "Memory per registered offline user: not measured ({e:#}).\n"),
     };
+    md.push_str(&charts(dir, s)?);
+    Ok(md)
+}
+
+/// RSS and p99/p99.9 over time, as `soak-rss.svg` and `soak-latency.svg` in `dir`; the
+/// Markdown that shows them.
+fn charts(dir: &Path, s: &Soak) -> anyhow::Result<String> {
+    let ms = |us: u64| us as f64 / 1000.0;
     let series = |name: &str, f: &dyn Fn(&SoakRow) -> f64| crate::plot::Series {
         name: name.into(),
         points: s
@@ -442,8 +467,7 @@ pub fn section(
         false,
     );
     std::fs::write(dir.join("soak-latency.svg"), latency)?;
-    md.push_str("![soak RSS over time](soak-rss.svg)\n\n![soak p99 and p99.9 over time](soak-latency.svg)\n\n");
-    Ok(md)
+    Ok("![soak RSS over time](soak-rss.svg)\n\n![soak p99 and p99.9 over time](soak-latency.svg)\n\n".into())
 }
 
 /// Everything `bench` reports of the soak: (section, rows for the Targets table). A run that
@@ -498,6 +522,25 @@ mod tests {
                 ..Summary::default()
             },
         }
+    }
+
+    #[test]
+    fn a_row_divides_the_interval_s_cpu_by_its_deliveries() {
+        let iv = IntervalLine {
+            t_s: 10.0,
+            dt_s: 5.0,
+            sent: 90,
+            delivered: 80,
+            latency: Summary {
+                count: 30,
+                ..Summary::default()
+            },
+        };
+        let r = SoakRow::of_interval(&iv, 1 << 20, 600, 50);
+        assert_eq!((r.delivered, r.cpu_us_per_msg), (30, 20.0));
+        assert!(SoakRow::of_interval(&iv, 0, 600, 80)
+            .cpu_us_per_msg
+            .is_nan());
     }
 
     #[test]
