@@ -15,11 +15,21 @@ use crate::versus::{median, spread, SystemRuns};
 /// Syscalls named per system in [`syscall_table`]; the rest are summed as "rest".
 pub const TOP_SYSCALLS: usize = 6;
 
-/// The software-counter table of one scenario's main runs.
+/// The software-counter table of one scenario's main runs, per delivered message.
 pub fn software_table(all: &SystemRuns) -> String {
-    let mut md = String::from("perf software counters of the server over the same sending windows (`perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter,cycles,instructions -p PID`, every thread, counted in the kernel; task-clock runs from perf's start to the window's end, while the /proc column spans the whole window at 10 ms tick resolution, perf's start-up included):\n\n| system | task-clock µs/msg | CPU µs/msg (/proc) | context switches/msg | CPU migrations (window) | page faults/msg | syscalls/msg | counters not readable here |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+    software_table_per(all, "msg", &|w| w.delivered())
+}
+
+/// The software-counter table of one scenario's runs, per `unit` (`per` of them in a run).
+pub fn software_table_per(all: &SystemRuns, unit: &str, per: &dyn Fn(&WindowRun) -> f64) -> String {
+    let mut md = format!("perf software counters of the server over the same windows (`perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter,cycles,instructions -p PID`, every thread, counted in the kernel; task-clock runs from perf's start to the window's end, while the /proc column spans the whole window at 10 ms tick resolution, perf's start-up included):\n\n| system | task-clock µs/{unit} | CPU µs/{unit} (/proc) | context switches/{unit} | CPU migrations (window) | page faults/{unit} | syscalls/{unit} | counters not readable here |\n|---|---:|---:|---:|---:|---:|---:|---|\n");
+    let each = |w: &WindowRun, x: Option<f64>| match (x, per(w)) {
+        (Some(x), n) if n > 0.0 => x / n,
+        _ => f64::NAN,
+    };
     for (sys, runs) in all {
         let col = |f: &dyn Fn(&WindowRun) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
+        let perf = |event: &'static str| col(&move |w| each(w, w.server_perf.get(event)));
         let mut missing: Vec<String> = runs
             .iter()
             .flat_map(|w| w.server_perf.unreadable())
@@ -31,20 +41,16 @@ pub fn software_table(all: &SystemRuns) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             sys.name(),
             // task-clock is in ms.
-            spread(&col(&|w| w.perf_per_msg("task-clock") * 1000.0), 1.0, 1),
-            spread(&col(&|w| w.per_msg(w.server.cpu_us())), 1.0, 1),
-            spread(&col(&|w| w.perf_per_msg("context-switches")), 1.0, 3),
+            spread(&perf("task-clock"), 0.001, 1),
+            spread(&col(&|w| each(w, Some(w.server.cpu_us() as f64))), 1.0, 1),
+            spread(&perf("context-switches"), 1.0, 3),
             spread(
                 &col(&|w| w.server_perf.get("cpu-migrations").unwrap_or(f64::NAN)),
                 1.0,
                 0
             ),
-            spread(&col(&|w| w.perf_per_msg("page-faults")), 1.0, 4),
-            spread(
-                &col(&|w| w.perf_per_msg(crate::perf_stat::SYSCALLS_ALL)),
-                1.0,
-                2
-            ),
+            spread(&perf("page-faults"), 1.0, 4),
+            spread(&perf(crate::perf_stat::SYSCALLS_ALL), 1.0, 2),
             if missing.is_empty() {
                 "none".to_string()
             } else {

@@ -462,6 +462,7 @@ pub fn idle_and_heartbeat(
     let mut mem = Vec::new();
     let mut peaks = Vec::new();
     let mut cpu = Vec::new();
+    let mut hb_runs = Vec::new();
     for sys in &lineup.systems {
         eprintln!("bench: idle memory and heartbeats, {}", sys.0.name());
         let w = one_run(farm, server_bin, sys, &idle, plan, None)?;
@@ -481,6 +482,7 @@ pub fn idle_and_heartbeat(
             w.server.cpu_us() as f64 / pings,
             w.cpu_pct(&w.server),
         ));
+        hb_runs.push((sys.0, vec![w]));
     }
     let mut md = format!("### Idle connections and heartbeats\n\n| system | user-space bytes per idle subscribed connection ({} conns, RSS delta) | peak during the ramp (VmHWM) / settled 1 s later, bytes per conn | server CPU µs per heartbeat ({hb_n} conns, one ping each per {hb_period} s, 10 s window) | server CPU % | Switchboard ÷ best peer |\n|---|---:|---:|---:|---:|---|\n", plan.idle_conns);
     let cpu_pairs: Vec<(System, f64)> = cpu.iter().map(|c| (c.0, c.1)).collect();
@@ -501,6 +503,12 @@ pub fn idle_and_heartbeat(
         );
     }
     let _ = writeln!(md, "\nCommands: server as in the steady tables; `taskset -c 1 farm <proto flags> {}` (memory: server RSS after every connection is up minus before, over connections up; Switchboard's users are logged in, the brokers' subscribed to their own topic; the peak is the server's VmHWM when the last connection was up, which catches a hash map's old and new tables both resident while it grows, and \"settled\" its RSS at the end of the 1 s idle window) and `taskset -c 1 farm <proto flags> {}`. Kernel socket memory is the same for every system and is in the Switchboard-only table (`idle-conns`).\n", idle.join(" "), hb.join(" "));
+    md.push_str("Heartbeats, per ping of the run: ");
+    md.push_str(&crate::counter_tables::software_table_per(
+        &hb_runs,
+        "ping",
+        &|w| w.at(&["counters", "pings"]),
+    ));
     Ok((md, mem))
 }
 
