@@ -410,7 +410,7 @@ pub fn section(
     let n = |k: &str| crate::scenario::at(&s.report, &[k]);
     let _ = writeln!(
         md,
-        "\nLedger: {} sent, {} acked, {} delivered, {} skipped, {} lost, {} duplicates, {} unanswered; exactly once: {}. RSS growth from the first row to the last: {:+.1} MiB. Longest task poll: {}.\n",
+        "\nLedger: {} sent, {} acked, {} delivered, {} skipped, {} lost, {} duplicates, {} unanswered; exactly once: {}. RSS growth from the first row to the last: {:+.1} MiB ({:.0} B per delivered message). Longest task poll: {}.\n",
         n("messages_sent"),
         n("server_acked"),
         s.delivered(),
@@ -420,6 +420,7 @@ pub fn section(
         n("unanswered"),
         if s.clean() { "yes" } else { "NO" },
         s.rss_growth() as f64 / 1048576.0,
+        s.rss_growth() as f64 / s.delivered().max(1) as f64,
         match &s.longest_poll {
             Some((k, v)) => format!("{v} (`/stats` field `{k}`)"),
             None => "not reported by this server (`/stats` has no `poll_max`/`longest_poll` field yet)".into(),
