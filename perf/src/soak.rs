@@ -447,11 +447,28 @@ fn charts(dir: &Path, s: &Soak) -> anyhow::Result<String> {
             .filter(|p| p.1.is_finite())
             .collect(),
     };
+    // A target as a flat line across the run.
+    let target = |name: &str, y: f64| crate::plot::Series {
+        name: name.into(),
+        points: [s.rows.first(), s.rows.last()]
+            .iter()
+            .flatten()
+            .map(|r| (r.t_s, y))
+            .collect(),
+    };
     let rss = crate::plot::line_chart(
         "Soak: server RSS over time",
         "seconds since sending started",
         "MiB",
-        &[series("RSS", &|r| r.rss_bytes as f64 / 1048576.0)],
+        &[
+            series("RSS", &|r| r.rss_bytes as f64 / 1048576.0),
+            target(
+                "start + 32 MB (target)",
+                s.rows.first().map_or(0.0, |r| {
+                    (r.rss_bytes + RSS_GROWTH_BYTES_MAX) as f64 / 1048576.0
+                }),
+            ),
+        ],
         false,
     );
     std::fs::write(dir.join("soak-rss.svg"), rss)?;
@@ -464,7 +481,11 @@ fn charts(dir: &Path, s: &Soak) -> anyhow::Result<String> {
         "Soak: delivery latency per interval",
         "seconds since sending started",
         "ms",
-        &[pick("p99", |l| l.p99), pick("p99.9", |l| l.p999)],
+        &[
+            pick("p99", |l| l.p99),
+            pick("p99.9", |l| l.p999),
+            target("p99.9 target", ms(P999_US_MAX)),
+        ],
         false,
     );
     std::fs::write(dir.join("soak-latency.svg"), latency)?;
