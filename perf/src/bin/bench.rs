@@ -161,6 +161,13 @@ fn measure(
         .collect()
 }
 
+/// The 1, 5 and 15 minute load averages from /proc/loadavg, e.g. `4.41 / 4.58 / 4.50`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn open_file_limit() -> usize {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -202,6 +209,7 @@ fn machine() -> String {
 
 fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let load_at_start = load_average();
     let mut args = Args::parse();
     if args.quick {
         args.runs = 1;
@@ -398,9 +406,10 @@ fn main() -> anyhow::Result<()> {
     let mut md = std::fs::read_to_string(&args.out)?;
     let _ = writeln!(
         md,
-        "This run took {:.0} minutes (`bench{}`).",
+        "This run took {:.0} minutes (`bench{}`). Load average (1, 5, 15 min) at its start {load_at_start}, at its end {}: on 2 CPUs, anything above the bench's own ~2 is other work sharing the machine.",
         started.elapsed().as_secs_f64() / 60.0,
-        if args.quick { " --quick" } else { "" }
+        if args.quick { " --quick" } else { "" },
+        load_average()
     );
     std::fs::write(&args.out, md)?;
     Ok(())
