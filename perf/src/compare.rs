@@ -6,10 +6,12 @@
 //!    the config `tools::brokers` writes (plaintext, persistence off, limits raised).
 //! 2. The farm runs under `taskset -c 1` with `--proto` for the system. When it prints
 //!    `farm: sending started`, the server's and the farm's /proc counters are sampled; again
-//!    `--duration` seconds later, while `perf stat -e raw_syscalls:sys_enter -p SERVER`
-//!    counts every syscall the server enters (/proc/PID/io's `syscr`/`syscw` would miss
-//!    `sendto`, `recvfrom` and `io_uring_enter`). CPU, syscalls and context switches are
-//!    therefore those of the sending window only: not the ramp, the logins or the drain.
+//!    `--duration` seconds later, while `perf stat -e EVENTS -p SERVER` counts the window's
+//!    events ([`crate::perf_stat`]): the software counters and every syscall the server
+//!    enters (/proc/PID/io's `syscr`/`syscw` would miss `sendto`, `recvfrom` and
+//!    `io_uring_enter`), or in a separate run the syscalls one by one. CPU, syscalls and
+//!    context switches are therefore those of the sending window only: not the ramp, the
+//!    logins or the drain.
 //! 3. The farm's JSON report gives the latencies (stamped at the scheduled send time), the
 //!    offered, sent and delivered rates, skipped sends and losses.
 //!
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tools::brokers::{Broker, BrokerKind, BrokerTls};
 
+use crate::perf_stat::Counts as PerfCounts;
 use crate::proc_stats::{sample_tree, ProcSample};
 use crate::scenario::{Server, SECRET};
 
@@ -116,7 +119,7 @@ pub struct Target {
 
 /// Starts `system` pinned to [`SERVER_CPUS`]. `broker_bin` is the broker's executable
 /// (ignored for Switchboard). With `tls`, Switchboard serves TLS with its own dev
-/// certificate and a broker with `tls`'s certificate (mosquitto only).
+/// certificate and a broker with `tls`'s certificate.
 pub fn start(
     system: System,
     server_bin: &Path,
@@ -162,10 +165,12 @@ pub struct WindowRun {
     pub server_rss_connected: u64,
     /// Length of the sampled window, seconds (measured).
     pub window_s: f64,
-    /// Every syscall the server's threads entered over the window (perf's
-    /// `raw_syscalls:sys_enter` tracepoint, counted in the kernel: `io_uring_enter`,
-    /// `sendto` and `recvfrom` included); `None` where perf could not count it.
-    pub server_syscalls: Option<u64>,
+    /// The server's peak RSS (VmHWM) when the sending window started, bytes: with the
+    /// connected RSS it shows map-resize and ramp peaks that an RSS delta hides.
+    pub server_hwm_connected: u64,
+    /// `perf stat` over the window, for the events the run asked for (every thread of the
+    /// server, counted in the kernel).
+    pub server_perf: PerfCounts,
 }
 
 impl WindowRun {
@@ -181,9 +186,30 @@ impl WindowRun {
 
     /// `x / delivered` (NaN when nothing was delivered).
     pub fn per_msg(&self, x: u64) -> f64 {
+        self.per_msg_f(x as f64)
+    }
+
+    /// Every syscall the server's threads entered over the window (perf's
+    /// `raw_syscalls:sys_enter` tracepoint: `io_uring_enter`, `sendto` and `recvfrom`
+    /// included); `None` where perf could not count it.
+    pub fn server_syscalls(&self) -> Option<u64> {
+        self.server_perf
+            .get(crate::perf_stat::SYSCALLS_ALL)
+            .map(|v| v as u64)
+    }
+
+    /// A perf count of the server per delivered message (NaN where it was not read).
+    pub fn perf_per_msg(&self, event: &str) -> f64 {
+        self.server_perf
+            .get(event)
+            .map_or(f64::NAN, |v| self.per_msg_f(v))
+    }
+
+    /// `x / delivered` (NaN when nothing was delivered).
+    pub fn per_msg_f(&self, x: f64) -> f64 {
         let d = self.delivered();
         if d > 0.0 {
-            x as f64 / d
+            x / d
         } else {
             f64::NAN
         }
@@ -196,13 +222,15 @@ impl WindowRun {
 }
 
 /// Runs the farm (pinned to [`FARM_CPUS`]) against `target` with `system`'s protocol and
-/// `args` (which must include `--duration`), sampling both processes over the sending window.
-pub fn run_window(
+/// `args` (which must include `--duration`), sampling both processes over the sending window
+/// and counting `events` of the server with `perf stat` over it.
+pub fn run_window<S: AsRef<str>>(
     farm: &Path,
     target: &Target,
     system: System,
     args: &[&str],
     timeout: Duration,
+    events: &[S],
 ) -> anyhow::Result<WindowRun> {
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run_no = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -256,9 +284,10 @@ pub fn run_window(
                 sample_tree(farm_pid),
                 Instant::now(),
             );
+            let hwm = crate::proc_stats::peak_rss_bytes(target.pid).unwrap_or(0);
             // perf counts for the window (and sleeps it); without perf, just the sleep.
-            let syscalls = count_syscalls(target.pid, duration);
-            if syscalls.is_none() {
+            let counts = crate::perf_stat::count(target.pid, events, duration);
+            if counts.error.is_some() {
                 std::thread::sleep(
                     Duration::from_secs_f64(duration).saturating_sub(s0.2.elapsed()),
                 );
@@ -268,8 +297,8 @@ pub fn run_window(
                 s1.0.since(&s0.0),
                 s1.1.since(&s0.1),
                 s0.2.elapsed(),
-                s0.0.rss_bytes,
-                syscalls,
+                (s0.0.rss_bytes, hwm),
+                counts,
             ));
             break;
         }
@@ -280,7 +309,7 @@ pub fn run_window(
     let text = std::fs::read_to_string(&report_path);
     let _ = std::fs::remove_dir_all(&dir);
     let text = text.with_context(|| format!("farm wrote no report ({status}): {stderr}"))?;
-    let Some((server, farm_s, took, rss_connected, server_syscalls)) = window else {
+    let Some((server, farm_s, took, (rss_connected, hwm), server_perf)) = window else {
         bail!("the farm never started sending ({status}): {stderr}");
     };
     Ok(WindowRun {
@@ -291,26 +320,7 @@ pub fn run_window(
         server_rss_before,
         server_rss_connected: rss_connected,
         window_s: took.as_secs_f64(),
-        server_syscalls,
+        server_hwm_connected: hwm,
+        server_perf,
     })
-}
-
-/// Syscalls entered by `pid`'s threads over the next `seconds` (blocks that long), from
-/// `perf stat -e raw_syscalls:sys_enter -p PID`: counted in the kernel, no per-event cost
-/// beyond the tracepoint's. `None` where perf is missing or refuses the tracepoint.
-pub fn count_syscalls(pid: u32, seconds: f64) -> Option<u64> {
-    let out = Command::new("perf")
-        .args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
-        .arg(pid.to_string())
-        .args(["--", "sleep"])
-        .arg(format!("{seconds}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .find(|l| l.contains("raw_syscalls:sys_enter"))
-        .and_then(|l| l.split(',').next())
-        .and_then(|v| v.trim().parse().ok())
 }

@@ -15,6 +15,20 @@ pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
         })
 }
 
+/// Peak resident set size of `pid` over its life so far in bytes (VmHWM): catches peaks such
+/// as a hash map's old and new tables both resident while it resizes.
+pub fn peak_rss_bytes(pid: u32) -> std::io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    field_kib(&status, "VmHWM:")
+        .map(|k| k * 1024)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no VmHWM in /proc/PID/status",
+            )
+        })
+}
+
 /// User + system CPU time of `pid`, in microseconds.
 pub fn cpu_us(pid: u32) -> std::io::Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -178,6 +192,10 @@ mod tests {
     fn reads_own_rss_and_cpu() {
         let pid = std::process::id();
         let rss = rss_bytes(pid).unwrap();
+        assert!(
+            peak_rss_bytes(pid).unwrap() >= rss,
+            "the peak is never below now"
+        );
         assert!(
             rss > 100 * 1024,
             "a Rust test process has more than 100 KiB resident: {rss}"

@@ -21,6 +21,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Its data directory (removed on drop).
     pub data: PathBuf,
+    /// Its admin endpoint (`/stats`), from the same log line.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Server {
@@ -71,10 +73,10 @@ impl Server {
             .with_context(|| format!("starting {}", bin.display()))?;
         let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
         let mut seen = Vec::new();
-        let addr = loop {
+        let (addr, admin) = loop {
             match lines.next() {
                 Some(Ok(line)) => match shards::server::listening_addr(&line) {
-                    Some(addr) => break addr,
+                    Some(addr) => break (addr, admin_addr(&line)),
                     None => seen.push(line),
                 },
                 _ => {
@@ -88,7 +90,12 @@ impl Server {
         };
         // Keep draining its log so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(Server { child, addr, data })
+        Ok(Server {
+            child,
+            addr,
+            data,
+            admin,
+        })
     }
 
     /// The server's pid.
@@ -112,6 +119,14 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data);
     }
+}
+
+/// The admin address in the server's listening line (`admin=Some(127.0.0.1:9100)`).
+pub fn admin_addr(line: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("admin=Some("))
+        .and_then(|a| a.strip_suffix(')'))
+        .and_then(|a| a.parse().ok())
 }
 
 /// `switchboard` beside the running binary, unless `given`.
@@ -171,4 +186,19 @@ pub fn at(v: &serde_json::Value, path: &[&str]) -> f64 {
         .fold(v, |v, k| &v[*k])
         .as_f64()
         .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_comes_from_the_listening_line() {
+        let line = "INFO switchboard: switchboard listening addr=127.0.0.1:4 admin=Some(127.0.0.1:9100) shards=1";
+        assert_eq!(admin_addr(line), Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            admin_addr("switchboard listening addr=127.0.0.1:4 admin=None"),
+            None
+        );
+    }
 }

@@ -2,7 +2,9 @@
 //! rendered as one Markdown table with a ratio column (Switchboard ÷ best peer) and the
 //! commands behind the numbers:
 //! - steady 1:1 at fixed offered rates: latency, loss, CPU per delivered message (user and
-//!   kernel), syscalls and context switches per message, both processes' CPU;
+//!   kernel), syscalls and context switches per message, both processes' CPU; then perf's
+//!   software counters and, from one more run per system, the syscalls by name
+//!   ([`crate::counter_tables`]);
 //! - the saturation sweep: the highest offered rate with p99 ≤ 10 ms, found by bisection;
 //! - idle memory per connection and heartbeat CPU.
 //!
@@ -15,6 +17,7 @@ use std::time::Duration;
 use tools::brokers::{self, BrokerKind, BrokerTls};
 
 use crate::compare::{run_window, start, System, WindowRun, SYSTEMS};
+use crate::perf_stat::WINDOW_EVENTS;
 
 static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -124,14 +127,27 @@ pub fn lineup(install: bool) -> Lineup {
 fn one_run(
     farm: &Path,
     server_bin: &Path,
-    (system, broker): &(System, Option<PathBuf>),
+    sys: &(System, Option<PathBuf>),
     args: &[&str],
     plan: &Plan,
     tls: Option<&BrokerTls>,
 ) -> anyhow::Result<WindowRun> {
+    counted_run(farm, server_bin, sys, args, plan, tls, &WINDOW_EVENTS)
+}
+
+/// [`one_run`] counting `events` of the server over the window.
+fn counted_run<S: AsRef<str>>(
+    farm: &Path,
+    server_bin: &Path,
+    (system, broker): &(System, Option<PathBuf>),
+    args: &[&str],
+    plan: &Plan,
+    tls: Option<&BrokerTls>,
+    events: &[S],
+) -> anyhow::Result<WindowRun> {
     let attempt = || -> anyhow::Result<WindowRun> {
         let target = start(*system, server_bin, broker.as_deref(), tls)?;
-        run_window(farm, &target, *system, args, plan.timeout)
+        run_window(farm, &target, *system, args, plan.timeout, events)
     };
     // One retry, said out loud: on a shared machine a run can fail for reasons that are not
     // the system's (a timeout under load); a second failure stops the bench.
@@ -160,7 +176,8 @@ fn steady_args(conns: &str, rate: &str, duration: &str) -> Vec<String> {
     .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median, NaNs left out (NaN when nothing is left).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return f64::NAN;
@@ -169,7 +186,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn spread(v: &[f64], scale: f64, digits: usize) -> String {
+/// `median (min–max)` of `v / scale`; "n/a" when any run was not measured.
+pub(crate) fn spread(v: &[f64], scale: f64, digits: usize) -> String {
     if v.iter().any(|x| x.is_nan()) {
         return "n/a".into(); // not measured (perf missing, nothing delivered)
     }
@@ -199,7 +217,7 @@ fn ratio(values: &[(System, f64)]) -> String {
 }
 
 /// The steady scenario at `rate`: a Markdown section, and every run for the plots. With
-/// `tls`, only the systems that serve TLS here run (Switchboard and mosquitto), over TLS.
+/// `tls`, every system runs over TLS (NATS starting it after its plaintext INFO line).
 pub fn steady_at(
     farm: &Path,
     server_bin: &Path,
@@ -215,11 +233,7 @@ pub fn steady_at(
     );
     let args = steady_args(&c, &r, &d);
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let systems: Vec<&(System, Option<PathBuf>)> = lineup
-        .systems
-        .iter()
-        .filter(|s| tls.is_none() || s.0 != System::Nats)
-        .collect();
+    let systems: Vec<&(System, Option<PathBuf>)> = lineup.systems.iter().collect();
     let over = if tls.is_some() { " over TLS" } else { "" };
     let mut all = Vec::new();
     for sys in &systems {
@@ -273,7 +287,7 @@ pub fn steady_at(
             spread(&col(runs, &|w| w.per_msg(w.server.user_us)), 1.0, 1),
             spread(&col(runs, &|w| w.per_msg(w.server.sys_us)), 1.0, 1),
             spread(
-                &col(runs, &|w| w.server_syscalls.map_or(f64::NAN, |n| w.per_msg(n))),
+                &col(runs, &|w| w.server_syscalls().map_or(f64::NAN, |n| w.per_msg(n))),
                 1.0,
                 2,
             ),
@@ -283,10 +297,28 @@ pub fn steady_at(
             spread(&col(runs, &|w| w.at(&["latency_us", "send_lag", "p99"])), 1000.0, 2),
         );
     }
-    let _ = writeln!(md, "\nCommands (each run starts a fresh server):\n");
+    md.push('\n');
+    md.push_str(&crate::counter_tables::software_table(&all));
+    let mut counted = Vec::new();
+    // By name only in plaintext: the TLS tables differ by the crypto, not the calls.
+    for sys in systems.iter().filter(|_| tls.is_none()) {
+        eprintln!(
+            "bench: {} at {rate} msgs/s{over}, syscalls by name",
+            sys.0.name()
+        );
+        let events = crate::perf_stat::syscall_events();
+        counted.push((
+            sys.0,
+            counted_run(farm, server_bin, sys, &a, plan, tls, &events)?,
+        ));
+    }
+    if !counted.is_empty() {
+        md.push_str(&crate::counter_tables::syscall_table(&counted, &all));
+    }
+    let _ = writeln!(md, "Commands (each run starts a fresh server):\n");
     let (tls_server, tls_farm) = if tls.is_some() {
         (
-            " with TLS (Switchboard: its dev certificate; mosquitto: certfile/keyfile from the same dev CA code)",
+            " with TLS (Switchboard: its dev certificate; mosquitto: certfile/keyfile, nats-server: a tls block with cert_file/key_file, both from the same dev CA code; NATS clients start TLS after the server's plaintext INFO line, as nats-server 2.9 requires)",
             " --ca <that certificate>",
         )
     } else {
@@ -428,14 +460,18 @@ pub fn idle_and_heartbeat(
         "5000",
     ];
     let mut mem = Vec::new();
+    let mut peaks = Vec::new();
     let mut cpu = Vec::new();
+    let mut hb_runs = Vec::new();
     for sys in &lineup.systems {
         eprintln!("bench: idle memory and heartbeats, {}", sys.0.name());
         let w = one_run(farm, server_bin, sys, &idle, plan, None)?;
         let up = w.at(&["connections_established"]).max(1.0);
-        mem.push((
-            sys.0,
-            w.server_rss_connected.saturating_sub(w.server_rss_before) as f64 / up,
+        let per_conn = |b: u64| b.saturating_sub(w.server_rss_before) as f64 / up;
+        mem.push((sys.0, per_conn(w.server_rss_connected)));
+        peaks.push((
+            per_conn(w.server_hwm_connected),
+            per_conn(w.server.rss_bytes),
         ));
         let w = one_run(farm, server_bin, sys, &hb, plan, None)?;
         // Pings of the whole run; the first comes 0.5–1.5 periods after a connection is up,
@@ -446,10 +482,11 @@ pub fn idle_and_heartbeat(
             w.server.cpu_us() as f64 / pings,
             w.cpu_pct(&w.server),
         ));
+        hb_runs.push((sys.0, vec![w]));
     }
-    let mut md = format!("### Idle connections and heartbeats\n\n| system | user-space bytes per idle subscribed connection ({} conns, RSS delta) | server CPU µs per heartbeat ({hb_n} conns, one ping each per {hb_period} s, 10 s window) | server CPU % | Switchboard ÷ best peer |\n|---|---:|---:|---:|---|\n", plan.idle_conns);
+    let mut md = format!("### Idle connections and heartbeats\n\n| system | user-space bytes per idle subscribed connection ({} conns, RSS delta) | peak during the ramp (VmHWM) / settled 1 s later, bytes per conn | server CPU µs per heartbeat ({hb_n} conns, one ping each per {hb_period} s, 10 s window) | server CPU % | Switchboard ÷ best peer |\n|---|---:|---:|---:|---:|---|\n", plan.idle_conns);
     let cpu_pairs: Vec<(System, f64)> = cpu.iter().map(|c| (c.0, c.1)).collect();
-    for ((sys, bytes), (_, us, pct)) in mem.iter().zip(&cpu) {
+    for (((sys, bytes), (_, us, pct)), (peak, settled)) in mem.iter().zip(&cpu).zip(&peaks) {
         let r = if *sys == System::Switchboard {
             format!(
                 "memory {}; heartbeat CPU {}",
@@ -461,11 +498,17 @@ pub fn idle_and_heartbeat(
         };
         let _ = writeln!(
             md,
-            "| {} | {bytes:.0} | {us:.1} | {pct:.1} | {r} |",
+            "| {} | {bytes:.0} | {peak:.0} / {settled:.0} | {us:.1} | {pct:.1} | {r} |",
             sys.name()
         );
     }
-    let _ = writeln!(md, "\nCommands: server as in the steady tables; `taskset -c 1 farm <proto flags> {}` (memory: server RSS after every connection is up minus before, over connections up; Switchboard's users are logged in, the brokers' subscribed to their own topic) and `taskset -c 1 farm <proto flags> {}`. Kernel socket memory is the same for every system and is in the Switchboard-only table (`idle-conns`).\n", idle.join(" "), hb.join(" "));
+    let _ = writeln!(md, "\nCommands: server as in the steady tables; `taskset -c 1 farm <proto flags> {}` (memory: server RSS after every connection is up minus before, over connections up; Switchboard's users are logged in, the brokers' subscribed to their own topic; the peak is the server's VmHWM when the last connection was up, which catches a hash map's old and new tables both resident while it grows, and \"settled\" its RSS at the end of the 1 s idle window) and `taskset -c 1 farm <proto flags> {}`. Kernel socket memory is the same for every system and is in the Switchboard-only table (`idle-conns`).\n", idle.join(" "), hb.join(" "));
+    md.push_str("Heartbeats, per ping of the run: ");
+    md.push_str(&crate::counter_tables::software_table_per(
+        &hb_runs,
+        "ping",
+        &|w| w.at(&["counters", "pings"]),
+    ));
     Ok((md, mem))
 }
 

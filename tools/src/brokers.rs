@@ -73,8 +73,18 @@ impl BrokerKind {
             ),
             BrokerKind::Nats => format!(
                 "listen: \"127.0.0.1:{port}\"\nmax_connections: 1000000\nmax_pending: 67108864\n\
-                 write_deadline: \"10s\"\nlog_file: \"{}\"\n",
-                dir.join("broker.log").display()
+                 write_deadline: \"10s\"\nlog_file: \"{}\"\n{}",
+                dir.join("broker.log").display(),
+                if tls {
+                    // A generous handshake timeout: 1,000 clients connect at once on a busy box.
+                    format!(
+                        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  timeout: 5\n}}\n",
+                        dir.join("cert.pem").display(),
+                        dir.join("key.pem").display()
+                    )
+                } else {
+                    String::new()
+                }
             ),
         }
     }
@@ -159,16 +169,13 @@ impl Broker {
         Self::start_with(kind, bin, cpus, None)
     }
 
-    /// Like [`Broker::start`], with a TLS listener when `tls` is given (mosquitto only).
+    /// Like [`Broker::start`], with a TLS listener when `tls` is given.
     pub fn start_with(
         kind: BrokerKind,
         bin: &Path,
         cpus: Option<&str>,
         tls: Option<&BrokerTls>,
     ) -> anyhow::Result<Broker> {
-        if tls.is_some() && kind != BrokerKind::Mosquitto {
-            bail!("TLS is set up for mosquitto only");
-        }
         let mut last = None;
         for _ in 0..START_ATTEMPTS_MAX {
             match Self::start_once(kind, bin, cpus, tls) {

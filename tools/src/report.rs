@@ -45,6 +45,12 @@ pub struct GroupReport {
     pub expected: u64,
     /// Deliveries received.
     pub delivered: u64,
+    /// (acked message, member) pairs never delivered, from the ledger.
+    #[serde(default)]
+    pub lost: u64,
+    /// Copies received by their sender or by a non-member, from the ledger.
+    #[serde(default)]
+    pub misdelivered: u64,
 }
 
 /// Storm-mode outcome.
@@ -195,6 +201,8 @@ impl Report {
             acked_per_s: per_s(c.server_acked, t.measured_s),
             exactly_once: verdict.lost == 0
                 && verdict.misdelivered == 0
+                && verdict.group_lost == 0
+                && verdict.group_misdelivered == 0
                 && (verdict.unanswered == 0 || spec.mode == crate::workload::Mode::Storm)
                 && c.duplicates == 0
                 && worker_failures == 0
@@ -211,6 +219,8 @@ impl Report {
                 acked: c.group_acked,
                 expected: c.group_expected,
                 delivered: c.group_delivered,
+                lost: verdict.group_lost,
+                misdelivered: verdict.group_misdelivered,
             },
             storm: StormReport {
                 drops: c.storm_drops,
@@ -235,13 +245,22 @@ impl Report {
 
     /// A few human lines.
     pub fn summary_text(&self) -> String {
+        let g = &self.group;
+        let groups = if g.sent > 0 {
+            format!(
+                "\ngroup messages sent {} acked {}; member copies delivered {} of {} expected, lost {}, misdelivered {}",
+                g.sent, g.acked, g.delivered, g.expected, g.lost, g.misdelivered
+            )
+        } else {
+            String::new()
+        };
         let l = &self.latency_us;
         format!(
             "connections {}/{} up ({} connect errors, {} never tried, ramp {:.1}s, {:.0}/s)\n\
              offered {:.0}/s sent {:.0}/s skipped {} delivered {:.0}/s{}\n\
              messages sent {} acked {} delivered {} lost {} duplicates {} ({:.0} acked/s)\n\
              ack latency µs p50 {} p99 {} p999 {} max {}\n\
-             delivery latency µs p50 {} p99 {} p999 {} max {}\n\
+             delivery latency µs p50 {} p99 {} p999 {} max {}{groups}\n\
              exactly once: {}",
             self.connections_established,
             self.connections_requested,

@@ -200,6 +200,17 @@ impl Latency {
             .collect()
     }
 
+    /// The samples of `self` that `earlier` (an older copy of the same cumulative histogram)
+    /// does not hold. Should `earlier` hold a value `self` lacks (not an older copy), all of
+    /// `self`.
+    pub fn since(&self, earlier: &Latency) -> Latency {
+        let mut h = self.clone();
+        match h.0.subtract(&earlier.0) {
+            Ok(()) => h,
+            Err(_) => self.clone(),
+        }
+    }
+
     /// Rebuilds from [`Latency::to_pairs`] output.
     pub fn from_pairs(pairs: &[(u64, u64)]) -> Latency {
         let mut h = Latency::default();

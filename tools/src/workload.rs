@@ -100,6 +100,9 @@ pub struct Spec {
     pub inflight_per_conn_max: usize,
     /// PRNG seed (each thread derives its own).
     pub seed: u64,
+    /// Seconds between interval lines on stdout (`farm::interval`); 0 prints none.
+    #[serde(default)]
+    pub interval_s: f64,
 }
 
 impl Spec {
@@ -182,21 +185,19 @@ impl Spec {
         {
             return Err("--group-size must be 2..=256".into());
         }
-        if self.proto != Proto::Switchboard {
-            if self.group_ratio > 0.0 {
-                return Err(
-                    "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
-                );
-            }
-            if self.tls_ca.is_some() && self.proto == Proto::Nats {
-                return Err("the farm speaks NATS in plaintext only (drop --tls/--ca)".into());
-            }
+        if self.proto != Proto::Switchboard && self.group_ratio > 0.0 {
+            return Err(
+                "groups are Switchboard-only (--group-ratio needs --proto switchboard)".into(),
+            );
         }
         if self.qos > 1 {
             return Err("--qos must be 0 or 1".into());
         }
         if self.inflight_per_conn_max >= u16::MAX as usize {
             return Err("--inflight must be below 65535 (MQTT packet ids)".into());
+        }
+        if !(self.interval_s == 0.0 || self.interval_s >= 0.1 && self.interval_s.is_finite()) {
+            return Err("--interval must be 0 (off) or at least 0.1 s".into());
         }
         if self.connect_rate <= 0.0 || self.duration_s < 0.0 || self.ping_interval_s <= 0.0 {
             return Err("rates and durations must be positive".into());
@@ -384,6 +385,7 @@ pub(crate) fn test_spec() -> Spec {
         storm_at_s: 0.5,
         inflight_per_conn_max: 64,
         seed: 1,
+        interval_s: 0.0,
     }
 }
 

@@ -93,7 +93,50 @@ fn groups_deliver_to_every_other_member() {
     assert!(g["acked"].as_u64().unwrap() > 0, "{r:#}");
     assert_eq!(g["expected"], g["acked"].as_u64().unwrap() * 3, "{r:#}");
     assert_eq!(g["delivered"], g["expected"], "{r:#}");
+    // The ledger checked each member's copy of each acked group message.
+    assert_eq!(
+        (&g["lost"], &g["misdelivered"]),
+        (&0.into(), &0.into()),
+        "{r:#}"
+    );
     assert_eq!(r["exactly_once"], true, "{r:#}");
+}
+
+#[test]
+fn interval_lines_split_the_deliveries_without_counting_one_twice() {
+    let addr = fake::start();
+    let (out, r) = run_farm(&args(&[
+        "--server",
+        &addr.to_string(),
+        "--conns",
+        "20",
+        "--mode",
+        "steady",
+        "--rate",
+        "200",
+        "--duration",
+        "1.5",
+        "--interval",
+        "0.5",
+        "--load-test-secret",
+        "x",
+    ]));
+    assert!(out.status.success(), "{r:#}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<_> = stdout
+        .lines()
+        .filter_map(tools::farm::interval::IntervalLine::parse)
+        .collect();
+    assert!(!lines.is_empty(), "{stdout}");
+    assert!(lines
+        .windows(2)
+        .all(|w| w[0].t_s < w[1].t_s && w[0].delivered <= w[1].delivered));
+    let in_lines: u64 = lines.iter().map(|l| l.latency.count).sum();
+    let total = r["latency_us"]["delivery"]["count"].as_u64().unwrap();
+    assert!(
+        in_lines > 0 && in_lines <= total,
+        "{in_lines} of {total}: {stdout}"
+    );
 }
 
 #[test]

@@ -38,6 +38,9 @@ fn check_exactly_once(r: &serde_json::Value, conns: u64) {
     assert_eq!(r["duplicates"], 0, "{r:#}");
     assert_eq!(r["delivered"].as_u64().unwrap(), acked, "{r:#}");
     assert_eq!(r["exactly_once"], true, "{r:#}");
+    // Group copies are in the ledger too, per member.
+    assert_eq!(r["group"]["lost"], 0, "{r:#}");
+    assert_eq!(r["group"]["misdelivered"], 0, "{r:#}");
     // Group sends are timed too: one ack per group send, one delivery per member copy.
     let group = |k: &str| r["group"][k].as_u64().unwrap_or(0);
     for (which, expected) in [

@@ -98,3 +98,48 @@ fn idle_connections_hold_and_close_cleanly() {
     assert_eq!(r["counters"]["closed_by_server"], 0, "{r:#}");
     assert_eq!(r["messages_sent"], 0, "{r:#}");
 }
+
+#[test]
+fn over_tls_after_the_plaintext_info_with_the_dev_certificate() {
+    // The dev certificate and key of a Switchboard server (the dev CA the farm trusts).
+    let server = support::TestServer::start(true, &[]);
+    let tls = tools::brokers::BrokerTls {
+        cert: server.cert(),
+        key: server.data_dir.join("tls").join(engine::tls::DEV_KEY_FILE),
+    };
+    let Some(b) = support::broker_with(BrokerKind::Nats, Some(&tls)) else {
+        return;
+    };
+    let steady = |extra: &[String]| {
+        let mut a = args(&[
+            "--proto",
+            "nats",
+            "--server",
+            &b.addr.to_string(),
+            "--conns",
+            "40",
+            "--mode",
+            "steady",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--connect-attempts",
+            "1",
+            "--connect-timeout",
+            "3",
+        ]);
+        a.extend_from_slice(extra);
+        run_farm(&a)
+    };
+    let (out, r) = steady(&server.tls_args());
+    assert!(out.status.success(), "exit {:?}: {r:#}", out.status);
+    assert_eq!(r["connections_established"], 40, "{r:#}");
+    let sent = r["messages_sent"].as_u64().unwrap();
+    assert!(sent > 100, "{r:#}");
+    assert_eq!(r["delivered"], sent, "{r:#}");
+    assert_eq!(r["exactly_once"], true, "{r:#}");
+    // Plaintext against the TLS listener gets nowhere: the server requires TLS.
+    let (_, r) = steady(&[]);
+    assert_eq!(r["connections_established"], 0, "{r:#}");
+}

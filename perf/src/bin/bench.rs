@@ -7,10 +7,11 @@
 //!    plus memory vs connections at several N.
 //! 2. routing: `route-rate` on one shard (server pinned to CPU 0, client to CPU 1) and on two
 //!    shards with every message crossing shards (server on both CPUs; the client competes).
-//! 3. farm scenarios (`farm` from tools/: steady latency at a fixed offered rate, group
-//!    fan-out, reconnect storm) when the `farm` binary is present.
+//! 3. farm scenarios (`farm` from tools/: Switchboard beside mosquitto and NATS, the soak,
+//!    group fan-out, reconnect storm) when the `farm` binary is present.
 //!
-//! Bounded: each child has a timeout; the whole run takes a few minutes.
+//! Bounded: each child has a timeout. The report ends with how long the run took
+//! (perf/README.md has both modes' times on a 2-CPU machine).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +25,7 @@ use perf::compare::System;
 use perf::plot::{line_chart, Series};
 use perf::scenario::{at, run_farm, Server};
 use perf::versus::{self, Plan};
+use perf::versus_plots::{memory_plot, percentile_plots, percentile_series, versus_plots, Curve};
 
 #[derive(Parser)]
 #[command(about = "Run the capacity scenarios and write perf/RESULTS.md")]
@@ -51,6 +53,9 @@ struct Args {
     /// nothing else.
     #[arg(long)]
     only_versus: bool,
+    /// Only the soak (issue 14); the report then holds nothing else.
+    #[arg(long)]
+    only_soak: bool,
 }
 
 type Fields = BTreeMap<String, String>;
@@ -156,6 +161,13 @@ fn measure(
         .collect()
 }
 
+/// The 1, 5 and 15 minute load averages from /proc/loadavg, e.g. `4.41 / 4.58 / 4.50`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn open_file_limit() -> usize {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -196,6 +208,8 @@ fn machine() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let load_at_start = load_average();
     let mut args = Args::parse();
     if args.quick {
         args.runs = 1;
@@ -204,6 +218,17 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir)?;
+    if args.only_soak {
+        let (md, targets) = soak_section(&args, &dir)?;
+        let head = format!(
+            "# Switchboard soak (`bench --only-soak{}`)\n\n**Machine:** {}\n\n## Targets\n\n| target | measured | met |\n|---|---|---|\n{targets}\n",
+            if args.quick { " --quick" } else { "" },
+            machine()
+        );
+        std::fs::write(&args.out, head + &md)?;
+        eprintln!("bench: wrote {}", args.out.display());
+        return Ok(());
+    }
     if args.only_versus {
         let mut figures = Vec::new();
         let md = versus_section(&args, &bin("farm"), &bin("switchboard"), &mut figures)?;
@@ -318,7 +343,17 @@ fn main() -> anyhow::Result<()> {
         t,
     )?;
     let ratio = two[1].median() / one[1].median();
-    let shards_curve = vec![(1.0, one[0].median()), (2.0, two[0].median())];
+    // Every run on the chart, one line per run, not only the median.
+    let shards_curve: Vec<Series> = one[0]
+        .values
+        .iter()
+        .zip(&two[0].values)
+        .enumerate()
+        .map(|(k, (a, b))| Series {
+            name: format!("run {}", k + 1),
+            points: vec![(1.0, *a), (2.0, *b)],
+        })
+        .collect();
     figures.extend(one);
     figures.extend(two);
     // The same without pipelining: one message per write (window 1), both shard counts.
@@ -355,7 +390,7 @@ fn main() -> anyhow::Result<()> {
         values: vec![single_ratio],
         command: "(from the two one-message-per-write CPU rows)".into(),
     });
-    let extra = farm_scenarios(&args, t, &mut figures)?;
+    let (extra, soak_targets) = farm_scenarios(&args, t, &mut figures)?;
     write_report(
         &args,
         &dir,
@@ -365,19 +400,49 @@ fn main() -> anyhow::Result<()> {
         &shards_curve,
         idle_n,
         extra,
-    )
+        &soak_targets,
+    )?;
+    // Appended, so that the report says how long the run that wrote it took.
+    let mut md = std::fs::read_to_string(&args.out)?;
+    let _ = writeln!(
+        md,
+        "This run took {:.0} minutes (`bench{}`). Load average (1, 5, 15 min) at its start {load_at_start}, at its end {}: on 2 CPUs, anything above the bench's own ~2 is other work sharing the machine.",
+        started.elapsed().as_secs_f64() / 60.0,
+        if args.quick { " --quick" } else { "" },
+        load_average()
+    );
+    std::fs::write(&args.out, md)?;
+    Ok(())
+}
+
+/// The soak and memory per offline user: (section, Targets rows).
+fn soak_section(args: &Args, dir: &Path) -> anyhow::Result<(String, String)> {
+    let plan = if args.quick {
+        perf::soak::SoakPlan::quick()
+    } else {
+        perf::soak::SoakPlan::full()
+    };
+    perf::soak::bench_section(&bin("farm"), &bin("switchboard"), dir, &plan)
 }
 
 /// Farm-driven scenarios: steady latency at a fixed offered rate, the saturation sweep,
-/// group fan-out and a reconnect storm. Returns extra report text (latency curve included).
-fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow::Result<String> {
+/// group fan-out and a reconnect storm. Returns extra report text (latency curve included)
+/// and the soak's rows of the Targets table.
+fn farm_scenarios(
+    args: &Args,
+    t: Duration,
+    figures: &mut Vec<Figure>,
+) -> anyhow::Result<(String, String)> {
     let farm = bin("farm");
     if !farm.exists() {
-        return Ok("The farm scenarios need `target/release/farm` (`cargo build --release -p tools`); it was not built for this run.\n".into());
+        return Ok(("The farm scenarios need `target/release/farm` (`cargo build --release -p tools`); it was not built for this run.\n".into(), String::new()));
     }
     let server_bin = bin("switchboard");
     let mut md = String::new();
     md.push_str(&versus_section(args, &farm, &server_bin, figures)?);
+    let dir = args.out.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let (soak_md, soak_targets) = soak_section(args, &dir)?;
+    md.push_str(&soak_md);
     // 5. Group fan-out: groups of 50.
     eprintln!("bench: group fan-out (groups of 50)");
     let group_args = [
@@ -397,13 +462,29 @@ fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow
         "5",
     ];
     let mut values = Vec::new();
+    let mut unclean = Vec::new();
     for _ in 0..args.runs {
         let server = Server::start(&server_bin, 1, false)?;
         let (r, _) = run_farm(&farm, &server, "1", &group_args, t)?;
         values.push(at(&r, &["group", "delivered"]) / at(&r, &["measured_s"]));
+        // The ledger checks every member's copy of every acked group message.
+        if r["exactly_once"] != true {
+            unclean.push(format!(
+                "{} member copies lost, {} misdelivered",
+                r["group"]["lost"], r["group"]["misdelivered"]
+            ));
+        }
     }
+    let verdict = if unclean.is_empty() {
+        format!(
+            "every member got each acked message exactly once, checked in each of {} runs",
+            args.runs
+        )
+    } else {
+        format!("NOT exactly once: {}", unclean.join("; "))
+    };
     figures.push(Figure {
-        name: "group fan-out (50 members): member copies delivered".into(),
+        name: format!("group fan-out (50 members): member copies delivered ({verdict})"),
         unit: "msgs/s".into(),
         values,
         command: format!("farm {}", group_args.join(" ")),
@@ -459,7 +540,7 @@ fn farm_scenarios(args: &Args, t: Duration, figures: &mut Vec<Figure>) -> anyhow
         values,
         command: format!("farm {} --ca <dev cert>", storm_args.join(" ")),
     });
-    Ok(md)
+    Ok((md, soak_targets))
 }
 
 /// 2–4. Every system side by side: steady rates, the saturation sweep, idle and heartbeats.
@@ -528,8 +609,8 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
             }
         }
     }
-    // The same over TLS where the peer serves it (mosquitto), one certificate from the dev
-    // CA code for the broker; Switchboard uses its own dev certificate.
+    // The same over TLS, one certificate from the dev CA code for both brokers; Switchboard
+    // uses its own dev certificate.
     let cert_dir = std::env::temp_dir().join(format!("sb-bench-tls-{}", std::process::id()));
     engine::tls::server_config(&engine::tls::CertSource::DevInDir(cert_dir.clone()))
         .context("generating a dev certificate for the brokers")?;
@@ -579,115 +660,6 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
     Ok(md)
 }
 
-/// Every run's delivery p99 (µs) and server CPU per message (µs) of one system at one rate.
-struct Curve {
-    system: System,
-    rate: f64,
-    p99: Vec<f64>,
-    cpu: Vec<f64>,
-}
-
-/// One chart per measure with every system on it: delivery p99 and server CPU per message
-/// against the offered rate (every run plotted, not only the last).
-fn versus_plots(dir: &Path, curves: &[Curve]) -> anyhow::Result<String> {
-    let series = |pick: &dyn Fn(&Curve) -> &Vec<f64>, scale: f64| {
-        perf::compare::SYSTEMS
-            .iter()
-            .filter_map(|sys| {
-                let points: Vec<(f64, f64)> = curves
-                    .iter()
-                    .filter(|c| c.system == *sys)
-                    .flat_map(|c| pick(c).iter().map(move |v| (c.rate, v / scale)))
-                    .filter(|p| p.1.is_finite())
-                    .collect();
-                (!points.is_empty()).then(|| Series {
-                    name: sys.name().into(),
-                    points,
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    let p99 = line_chart(
-        "Delivery p99 vs offered rate (every run)",
-        "offered msgs/s (log)",
-        "ms",
-        &series(&|c| &c.p99, 1000.0),
-        true,
-    );
-    std::fs::write(dir.join("versus-p99.svg"), p99)?;
-    let cpu = line_chart(
-        "Server CPU per delivered message vs offered rate (every run)",
-        "offered msgs/s (log)",
-        "µs",
-        &series(&|c| &c.cpu, 1.0),
-        true,
-    );
-    std::fs::write(dir.join("versus-cpu.svg"), cpu)?;
-    Ok("![p99 vs offered rate](versus-p99.svg)\n\n![CPU per message vs offered rate](versus-cpu.svg)\n\n".into())
-}
-
-/// Every run of every system as delivery latency (ms) against percentile.
-fn percentile_series(runs: &versus::SystemRuns) -> Vec<Series> {
-    let mut out = Vec::new();
-    for (sys, rs) in runs {
-        for (k, w) in rs.iter().enumerate() {
-            let points = [
-                (50.0, "p50"),
-                (90.0, "p90"),
-                (99.0, "p99"),
-                (99.9, "p999"),
-                (99.99, "p9999"),
-            ]
-            .iter()
-            .map(|(p, key)| (*p, w.at(&["latency_us", "delivery", key]) / 1000.0))
-            .collect();
-            out.push(Series {
-                name: format!("{} (run {})", sys.name(), k + 1),
-                points,
-            });
-        }
-    }
-    out
-}
-
-/// One latency-percentile chart per offered rate, every system and run on it, on the
-/// HdrHistogram axis.
-fn percentile_plots(dir: &Path, per_rate: &[(u64, Vec<Series>)]) -> anyhow::Result<String> {
-    let mut md = String::new();
-    for (rate, series) in per_rate {
-        let name = format!("versus-percentiles-{rate}.svg");
-        let svg = perf::plot::percentile_chart(
-            &format!("Delivery latency by percentile, {rate} msgs/s offered (every run)"),
-            "ms",
-            series,
-        );
-        std::fs::write(dir.join(&name), svg)?;
-        let _ = writeln!(md, "![latency percentiles at {rate} msgs/s]({name})\n");
-    }
-    Ok(md)
-}
-
-/// Bytes per idle connection, one bar-like point per system.
-fn memory_plot(dir: &Path, mem: &[(System, f64)]) -> anyhow::Result<String> {
-    let series: Vec<Series> = mem
-        .iter()
-        .enumerate()
-        .map(|(i, (s, b))| Series {
-            name: s.name().into(),
-            points: vec![(i as f64 + 1.0, *b)],
-        })
-        .collect();
-    let svg = line_chart(
-        "User-space bytes per idle connection (system 1..n as in the legend)",
-        "system",
-        "bytes",
-        &series,
-        false,
-    );
-    std::fs::write(dir.join("versus-idle-memory.svg"), svg)?;
-    Ok("![bytes per idle connection](versus-idle-memory.svg)\n\n".into())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn write_report(
     args: &Args,
@@ -695,9 +667,10 @@ fn write_report(
     figures: &[Figure],
     mesh_ratio: f64,
     mem_curve: &[(f64, f64)],
-    shards_curve: &[(f64, f64)],
+    shards_curve: &[Series],
     idle_n: usize,
     extra: String,
+    soak_targets: &str,
 ) -> anyhow::Result<()> {
     let get = |name: &str| {
         figures
@@ -743,7 +716,7 @@ fn write_report(
     };
     let total_gib = 2e6 * (user + kernel) / (1u64 << 30) as f64;
     let _ = writeln!(md, "## What 2M connections cost\n");
-    let _ = writeln!(md, "2,000,000 idle logged-in TLS users × ({user:.0} B user space (the logged-in plaintext figure from the idle table plus TLS's extra bytes over plaintext from `idle-conns`; RSS deltas, so map-resize peaks are not included) + {kernel:.0} B kernel slab per socket) = **{total_gib:.1} GiB**, plus 2,000,256 open files (`fs.nr_open`, `ulimit -n`) and socket buffers only while data is queued. Measured at N = {idle_n} here (the open-file limit of one process), so the per-connection figures are the ones to scale.\n");
+    let _ = writeln!(md, "2,000,000 idle logged-in TLS users × ({user:.0} B user space (the logged-in plaintext figure from the idle table plus TLS's extra bytes over plaintext from `idle-conns`; RSS deltas: the idle table's peak column shows what a map resize adds during a ramp) + {kernel:.0} B kernel slab per socket) = **{total_gib:.1} GiB**, plus 2,000,256 open files (`fs.nr_open`, `ulimit -n`) and socket buffers only while data is queued. Measured at N = {idle_n} here (the open-file limit of one process), so the per-connection figures are the ones to scale.\n");
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
     let plain = get("idle plaintext");
@@ -765,11 +738,11 @@ fn write_report(
     let _ = writeln!(md, "| saturation with p99 ≤ 10 ms ≥ 300,000 msgs/s on one shard | {sat:.0} msgs/s open loop with p99 ≤ 10 ms (bisected, farm on the other CPU; see the sweep); {closed:.0} msgs/s closed loop with 40 connections writing 50 messages per write, latency not held | {} |", if sat >= 300_000.0 { "yes" } else { "no" });
     let _ = writeln!(
         md,
-        "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × with 50 messages per write; {:.2} × one message per write | {} |\n",
+        "| mesh cost ≤ 1.15 × one shard | {mesh_ratio:.2} × with 50 messages per write; {:.2} × one message per write | {} |",
         get("mesh cost, one message per write"),
         if mesh_ratio <= 1.15 { "yes" } else { "no" }
     );
-    let _ = writeln!(md, "{extra}");
+    let _ = writeln!(md, "{soak_targets}\n{extra}");
     let mem_svg = line_chart(
         "Server memory vs idle TLS connections",
         "connections",
@@ -782,13 +755,10 @@ fn write_report(
     );
     std::fs::write(dir.join("memory-vs-connections.svg"), mem_svg)?;
     let thr_svg = line_chart(
-        "1:1 throughput vs shards (2-CPU machine)",
+        "1:1 throughput vs shards, every run (2-CPU machine)",
         "shards",
         "msgs/s",
-        &[Series {
-            name: "full flow".into(),
-            points: shards_curve.to_vec(),
-        }],
+        shards_curve,
         false,
     );
     std::fs::write(dir.join("throughput-vs-shards.svg"), thr_svg)?;

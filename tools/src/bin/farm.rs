@@ -113,6 +113,9 @@ struct Args {
     /// PRNG seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Print delivery percentiles of the last S seconds every S seconds of the run (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    interval: f64,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -202,6 +205,7 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
         storm_at_s: a.storm_at.unwrap_or(a.duration / 2.0),
         inflight_per_conn_max: a.inflight.max(1),
         seed: a.seed,
+        interval_s: a.interval,
     };
     spec.check().map_err(|e| anyhow::anyhow!(e))?;
     Ok(spec)

@@ -78,6 +78,9 @@ pub struct Snapshot {
     pub ack_p99_us: u64,
     /// send → delivery p99 so far, µs.
     pub delivery_p99_us: u64,
+    /// The cumulative send → delivery histogram as (µs, count); only with `--interval`.
+    #[serde(default)]
+    pub delivery: Vec<(u64, u64)>,
 }
 
 /// From a thread to the worker.
@@ -252,6 +255,11 @@ impl Driver {
             counters: self.stats.counters.clone(),
             ack_p99_us: self.stats.ack.summary().p99,
             delivery_p99_us: self.stats.delivery.summary().p99,
+            delivery: if self.spec.interval_s > 0.0 {
+                self.stats.delivery.to_pairs()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -500,6 +508,8 @@ impl Driver {
                     if let Some(g) = self.groups.get_mut(req as usize) {
                         g.id = group_id;
                         self.group_members.insert(group_id, g.members.len());
+                        let idx = g.members.iter().map(|&m| self.users[m].idx).collect();
+                        self.ledger.groups.push((group_id, idx));
                     }
                 }
             }
@@ -813,6 +823,7 @@ impl Driver {
             media: None,
         });
         self.stats.counters.group_sent += 1;
+        self.ledger.group_sent.push(((u.idx, cmid), group_id));
         self.after_io(i, now);
         true
     }

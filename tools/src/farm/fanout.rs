@@ -23,6 +23,7 @@ use crate::stats::Stats;
 use crate::workload::{secs, Spec};
 
 use super::driver::Snapshot;
+use super::interval::Intervals;
 use super::worker::{sum, Hello, WorkerEvent};
 
 /// Slack on top of the run's phases before the parent stops the workers.
@@ -129,6 +130,7 @@ fn drive(
     let mut ledger = Ledger::default();
     let mut failures = 0u64;
     let mut progress = Progress::new(spec.conns, quiet);
+    let mut intervals = None;
     while workers.iter().any(|w| !w.done) {
         let now = Instant::now();
         if now >= stop_at && !stopped {
@@ -150,7 +152,7 @@ fn drive(
                     ledger: l,
                 } => {
                     stats.merge(&Stats::from_wire(&s));
-                    ledger.merge(l);
+                    ledger.merge(*l);
                     workers[w].done = true;
                 }
                 WorkerEvent::Failed { error } => eprintln!("farm: worker {w} failed: {error}"),
@@ -172,6 +174,7 @@ fn drive(
             workers.iter_mut().for_each(|w| w.say("go"));
             // Observers (the bench) sample CPU over exactly the sending window from here.
             println!("farm: sending started ({:.3} s)", spec.duration_s);
+            intervals = (spec.interval_s > 0.0).then(|| Intervals::new(spec.interval_s, run_start));
             use std::io::Write as _;
             let _ = std::io::stdout().flush();
             stage = Stage::Run;
@@ -185,7 +188,15 @@ fn drive(
             Stage::Run => "run",
             Stage::Drain => "drain",
         };
-        progress.show(name, &sum(&snaps));
+        let total = sum(&snaps);
+        if let Some(line) = intervals
+            .as_mut()
+            .and_then(|i| i.tick(Instant::now(), &total))
+        {
+            println!("{}", line.render());
+            let _ = std::io::stdout().flush();
+        }
+        progress.show(name, &total);
     }
     progress.finish();
     if timings.measured_s == 0.0 && stage != Stage::Ramp {

@@ -9,9 +9,11 @@
 //! - [`transport`]: one connection's bytes (TCP, TLS), encoded by its [`wire`] protocol:
 //!   Switchboard frames, [`mqtt`] 3.1.1 or [`nats`], all presented as Switchboard frames.
 //! - [`poller`]: the epoll wrapper.
+//! - [`interval`]: `--interval` lines, delivery percentiles per interval of a long run.
 
 pub mod driver;
 pub mod fanout;
+pub mod interval;
 pub mod mqtt;
 pub mod nats;
 pub mod poller;

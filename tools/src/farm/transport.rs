@@ -6,6 +6,11 @@
 //! notices the connect finished → bytes flow both ways (TLS handshake first, driven by the
 //! same reads and writes) → [`Transport::close_clean`] (TLS close_notify, FIN) or drop
 //! (abrupt, like a network blip).
+//!
+//! A protocol whose server greets in plaintext before TLS (NATS: `INFO`, see
+//! [`Wire::tls_after_greeting`]) keeps its TLS session aside until the greeting's line end
+//! has been read in the clear; frames queued meanwhile wait, encrypted later, in that
+//! session's buffer, so nothing but the greeting ever crosses unencrypted.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
@@ -79,6 +84,8 @@ pub struct Transport {
     stream: TcpStream,
     connected: bool,
     tls: Option<rustls::ClientConnection>,
+    /// A TLS session that starts once the server's plaintext greeting line has been read.
+    tls_after_greeting: Option<rustls::ClientConnection>,
     /// Plaintext bytes waiting for the socket (plaintext mode only; rustls buffers its own).
     tx: Vec<u8>,
     /// The protocol: encodes frames, decodes bytes (keeping what is split across reads).
@@ -105,10 +112,16 @@ impl Transport {
             }
             None => None,
         };
+        let (tls, tls_after_greeting) = if wire.tls_after_greeting() {
+            (None, tls)
+        } else {
+            (tls, None)
+        };
         Ok(Transport {
             stream,
             connected: how == Connecting::Done,
             tls,
+            tls_after_greeting,
             tx: Vec::new(),
             wire,
             enc: Vec::new(),
@@ -127,15 +140,19 @@ impl Transport {
 
     /// True once TLS (if any) finished its handshake.
     pub fn handshake_done(&self) -> bool {
-        self.connected && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
+        self.connected
+            && self.tls_after_greeting.is_none()
+            && self.tls.as_ref().is_none_or(|t| !t.is_handshaking())
     }
 
     /// True if bytes are waiting for the socket (or the connect is pending).
     pub fn wants_write(&self) -> bool {
         !self.connected
-            || match &self.tls {
-                Some(t) => t.wants_write(),
-                None => !self.tx.is_empty(),
+            || match (&self.tls, &self.tls_after_greeting) {
+                (Some(t), _) => t.wants_write(),
+                // Waiting for the greeting: nothing may go out yet.
+                (None, Some(_)) => false,
+                (None, None) => !self.tx.is_empty(),
             }
     }
 
@@ -151,7 +168,7 @@ impl Transport {
         if self.enc.is_empty() {
             return;
         }
-        match &mut self.tls {
+        match self.tls.as_mut().or(self.tls_after_greeting.as_mut()) {
             // Invariant: the buffer limit is off, so the writer takes every byte.
             Some(t) => t
                 .writer()
@@ -179,7 +196,7 @@ impl Transport {
 
     /// Writes as much as the socket takes now.
     pub fn flush(&mut self) -> Result<(), TransportError> {
-        if !self.connected {
+        if !self.connected || self.tls_after_greeting.is_some() {
             return Ok(());
         }
         match &mut self.tls {
@@ -246,6 +263,11 @@ impl Transport {
                     }
                     Ok(n) => {
                         self.wire.decode(&scratch[..n], frames, &mut self.enc)?;
+                        // The greeting ends at its line end; the server sends nothing more
+                        // until the client's TLS handshake, so no TLS byte was read here.
+                        if self.tls_after_greeting.is_some() && scratch[..n].contains(&b'\n') {
+                            self.tls = self.tls_after_greeting.take();
+                        }
                         n
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

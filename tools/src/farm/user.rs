@@ -254,6 +254,7 @@ impl User {
             t.ledger.acked.push((self.idx, a.client_msg_id));
         } else {
             t.stats.counters.group_acked += 1;
+            t.ledger.group_acked.push((self.idx, a.client_msg_id));
             let members = t.group_members.get(&p.group_id).copied().unwrap_or(1);
             t.stats.counters.group_expected += members.saturating_sub(1) as u64;
         }
@@ -282,6 +283,9 @@ impl User {
                 .insert((m.group_id, stamp.sender, stamp.client_msg_id));
             if fresh {
                 t.stats.counters.group_delivered += 1;
+                t.ledger
+                    .group_delivered
+                    .push(((stamp.sender, stamp.client_msg_id), self.idx));
             } else {
                 t.stats.counters.duplicates += 1;
             }

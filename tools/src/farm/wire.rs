@@ -56,6 +56,13 @@ impl Wire {
         }
     }
 
+    /// True when TLS starts only after the server's plaintext greeting line: nats-server
+    /// sends `INFO {…}` in the clear, then expects the client's TLS handshake (TLS-first,
+    /// `handshake_first`, came with nats-server 2.10).
+    pub fn tls_after_greeting(&self) -> bool {
+        matches!(self, Wire::Nats(_))
+    }
+
     /// Appends `f`'s bytes to `out`.
     pub fn encode(&mut self, f: &ClientFrame, out: &mut Vec<u8>) {
         match self {

@@ -43,8 +43,8 @@ pub enum WorkerEvent {
     Result {
         /// Everything measured.
         stats: StatsWire,
-        /// Exactly-once records.
-        ledger: Ledger,
+        /// Exactly-once records (boxed: the largest variant by far).
+        ledger: Box<Ledger>,
     },
     /// The worker could not run.
     Failed {
@@ -121,7 +121,7 @@ fn work(hello: Hello) -> anyhow::Result<()> {
     let (stats, ledger) = result?;
     emit(&WorkerEvent::Result {
         stats: stats.to_wire(),
-        ledger,
+        ledger: Box::new(ledger),
     });
     Ok(())
 }
@@ -200,9 +200,16 @@ fn gather(spec: &Spec, ev_rx: mpsc::Receiver<ThreadEvent>) -> anyhow::Result<(St
     Ok((stats, ledger))
 }
 
-/// Adds thread snapshots (p99s: the worst thread's).
+/// Adds thread snapshots (p99s: the worst thread's; histograms merged).
 pub fn sum(snaps: &[Snapshot]) -> Snapshot {
     let mut total = Snapshot::default();
+    if snaps.iter().any(|s| !s.delivery.is_empty()) {
+        let mut h = crate::stats::Latency::default();
+        snaps
+            .iter()
+            .for_each(|s| h.merge(&crate::stats::Latency::from_pairs(&s.delivery)));
+        total.delivery = h.to_pairs();
+    }
     for s in snaps {
         total.up += s.up;
         total.connecting += s.connecting;
