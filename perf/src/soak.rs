@@ -208,9 +208,21 @@ pub fn run_soak(farm: &Path, server_bin: &Path, plan: &SoakPlan) -> anyhow::Resu
     });
     let mut rows = Vec::new();
     let mut last = None;
+    // The server's longest stretch of work per second, sampled at every interval line: the
+    // worst of the run, not of its last second.
+    let mut longest_poll: Option<(String, f64)> = None;
     // Bounded: the farm's stdout closes when it exits, at most `timeout` from now.
     for line in BufReader::new(child.stdout.take().context("farm stdout")?).lines() {
         let Ok(line) = line else { break };
+        if let Some(seen) = server
+            .admin
+            .and_then(|a| admin_stats(a).ok())
+            .and_then(|v| self::longest_poll(&v))
+        {
+            if longest_poll.as_ref().is_none_or(|b| seen.1 > b.1) {
+                longest_poll = Some(seen);
+            }
+        }
         let now = (sample_tree(pid), rss_bytes(pid).unwrap_or(0));
         if line.starts_with("farm: sending started") {
             rows.push(SoakRow {
@@ -235,10 +247,6 @@ pub fn run_soak(farm: &Path, server_bin: &Path, plan: &SoakPlan) -> anyhow::Resu
     let stderr = errs.join().unwrap_or_default();
     let text = std::fs::read_to_string(&report_path)
         .with_context(|| format!("farm wrote no report ({status}): {stderr}"))?;
-    let longest_poll = server
-        .admin
-        .and_then(|a| admin_stats(a).ok())
-        .and_then(|v| longest_poll(&v));
     Ok(Soak {
         rows,
         report: serde_json::from_str(&text)?,
@@ -258,8 +266,9 @@ pub fn admin_stats(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(body)?)
 }
 
-/// The largest value under a key named like `poll_max` or `longest_poll`, anywhere in `v`
-/// (one per shard: the worst shard's).
+/// The largest value under a key named like `turn_max_us` (the engine's longest stretch of
+/// work between two waits in the kernel, per shard and second), `poll_max` or
+/// `longest_poll`, anywhere in `v` (one per shard: the worst shard's).
 pub fn longest_poll(v: &serde_json::Value) -> Option<(String, f64)> {
     let mut best: Option<(String, f64)> = None;
     let mut stack = vec![v];
@@ -269,7 +278,9 @@ pub fn longest_poll(v: &serde_json::Value) -> Option<(String, f64)> {
             serde_json::Value::Object(m) => {
                 for (k, x) in m {
                     let key = k.to_ascii_lowercase();
-                    let named = key.contains("poll_max") || key.contains("longest_poll");
+                    let named = key.contains("turn_max")
+                        || key.contains("poll_max")
+                        || key.contains("longest_poll");
                     if let (true, Some(n)) = (named, x.as_f64()) {
                         if best.as_ref().is_none_or(|b| n > b.1) {
                             best = Some((k.clone(), n));
@@ -422,8 +433,8 @@ pub fn section(
         s.rss_growth() as f64 / 1048576.0,
         s.rss_growth() as f64 / s.delivered().max(1) as f64,
         match &s.longest_poll {
-            Some((k, v)) => format!("{v} (`/stats` field `{k}`)"),
-            None => "not reported by this server (`/stats` has no `poll_max`/`longest_poll` field yet)".into(),
+            Some((k, v)) => format!("{v} (`/stats` field `{k}`, worst sample)"),
+            None => "not reported by this server (`/stats` has no `turn_max_us` field)".into(),
         }
     );
     let _ = match offline {
