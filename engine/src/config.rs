@@ -15,7 +15,7 @@ pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const FD_RESERVE: usize = 256;
 /// Default batching wait of a shard's loop under low load (µs; 0 = off): see
 /// [`EngineConfig::coalesce_us`].
-pub const COALESCE_US_DEFAULT: u64 = 0;
+pub const COALESCE_US_DEFAULT: u64 = 250;
 /// Longest batching wait allowed: beyond it the latency cost is plain.
 pub const COALESCE_US_MAX: u64 = 10_000;
 

@@ -341,6 +341,8 @@ struct Loop<M: Send + 'static> {
     listener: OwnedFd,
     accept_armed: bool,
     accept_retry_at_ms: u64,
+    /// The shard is draining: a connection accepted before the cancel landed is closed.
+    draining: bool,
     /// RLIMIT_NOFILE when the accept was armed: the kernel takes the limit then, so a
     /// `prlimit` on the live process applies only once the accept is re-armed.
     accept_nofile: u64,
@@ -471,6 +473,7 @@ where
         listener: listener_fd,
         accept_armed: false,
         accept_retry_at_ms: 0,
+        draining: false,
         accept_nofile: 0,
         wake_buf: Box::new(0),
         bufs,
@@ -523,6 +526,7 @@ where
         // Stop and drain.
         if drain_until.is_none() && stop.load(Ordering::Relaxed) {
             drain_until = Some(now_ms() + SHUTDOWN_DRAIN_MS);
+            lp.draining = true;
             lp.cancel_accept();
             c.service.on_shutdown(&mut c.io);
             let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
@@ -626,7 +630,10 @@ fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cq
             if !cqe.more() {
                 lp.accept_armed = false;
             }
-            if cqe.result >= 0 {
+            if cqe.result >= 0 && lp.draining {
+                // SAFETY: a descriptor the accept just gave us, referenced nowhere else.
+                unsafe { libc::close(cqe.result) };
+            } else if cqe.result >= 0 {
                 c.accept(cqe.result as RawFd);
                 // An operator's `prlimit` on the live process (raising the limit, say) takes
                 // effect from the next accept on: re-arm under the new limit.

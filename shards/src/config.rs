@@ -20,6 +20,9 @@ pub const ALARM_QUEUE_SHARD_ITEMS_DEFAULT: u64 = 1_000_000;
 pub const ALARM_MESH_DEPTH_MSGS_DEFAULT: u64 = engine::mesh::MESH_OUTBOX_MSGS_MAX as u64 / 2;
 /// Default alarm: a shard busy more than this share of the last second.
 pub const ALARM_UTILISATION_PCT_DEFAULT: u64 = 90;
+/// Default alarm: a shard worked this long (ms) between two waits in the kernel, so every
+/// connection on it waited that long once (a stall).
+pub const ALARM_TURN_MAX_MS_DEFAULT: u64 = 10;
 /// Default least time between two warnings of one standing alarm.
 pub const ALARM_PERIOD_S_DEFAULT: u64 = 60;
 
@@ -127,6 +130,10 @@ pub struct Cli {
     /// Alarm when a shard is busy more than this percent of a second (0: off) [default: 90].
     #[arg(long)]
     pub alarm_utilisation_pct: Option<u64>,
+    /// Alarm when a shard works longer than this many ms without waiting for I/O, a stall
+    /// every connection on it feels (0: off) [default: 10].
+    #[arg(long)]
+    pub alarm_turn_max_ms: Option<u64>,
     /// Repeat a standing alarm's warning at most this often, seconds [default: 60].
     #[arg(long)]
     pub alarm_period_s: Option<u64>,
@@ -185,6 +192,7 @@ pub struct FileConfig {
     alarm_queue_shard: Option<u64>,
     alarm_mesh_depth: Option<u64>,
     alarm_utilisation_pct: Option<u64>,
+    alarm_turn_max_ms: Option<u64>,
     alarm_period_s: Option<u64>,
     pin_sends_source_per_hour: Option<u32>,
     pin_sends_prefix_per_hour: Option<u32>,
@@ -206,6 +214,8 @@ pub struct AlarmThresholds {
     pub mesh_depth_msgs: Option<u64>,
     /// Busy percent of a second.
     pub utilisation_pct: Option<u64>,
+    /// Longest stretch of work between two waits in the kernel, ms.
+    pub turn_max_ms: Option<u64>,
     /// Least time between two warnings of one standing alarm.
     pub period_ms: u64,
 }
@@ -217,6 +227,7 @@ impl Default for AlarmThresholds {
             queue_shard_items: Some(ALARM_QUEUE_SHARD_ITEMS_DEFAULT),
             mesh_depth_msgs: Some(ALARM_MESH_DEPTH_MSGS_DEFAULT),
             utilisation_pct: Some(ALARM_UTILISATION_PCT_DEFAULT),
+            turn_max_ms: Some(ALARM_TURN_MAX_MS_DEFAULT),
             period_ms: ALARM_PERIOD_S_DEFAULT * 1000,
         }
     }
@@ -226,12 +237,13 @@ impl AlarmThresholds {
     /// The engine's rules for these thresholds.
     pub fn to_engine(&self) -> engine::alarm::AlarmConfig {
         use crate::service_stats::{STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
-        use engine::stats::{STAT_MESH_OUTBOX_DEPTH_MAX, STAT_UTILISATION_PCT};
+        use engine::stats::{STAT_MESH_OUTBOX_DEPTH_MAX, STAT_TURN_MAX_MS, STAT_UTILISATION_PCT};
         let rules = [
             (STAT_QUEUE_ITEMS_USER_MAX, self.queue_user_items),
             (STAT_QUEUE_ITEMS, self.queue_shard_items),
             (STAT_MESH_OUTBOX_DEPTH_MAX, self.mesh_depth_msgs),
             (STAT_UTILISATION_PCT, self.utilisation_pct),
+            (STAT_TURN_MAX_MS, self.turn_max_ms),
         ]
         .into_iter()
         .filter_map(|(stat, max)| Some(engine::alarm::AlarmRule { stat, max: max? }))
@@ -419,6 +431,7 @@ impl ServerConfig {
                 file.alarm_utilisation_pct,
                 d.utilisation_pct,
             ),
+            turn_max_ms: threshold(cli.alarm_turn_max_ms, file.alarm_turn_max_ms, d.turn_max_ms),
             period_ms: cli
                 .alarm_period_s
                 .or(file.alarm_period_s)
@@ -627,7 +640,8 @@ mod tests {
         assert_eq!(cfg.alarms.queue_user_items, Some(7));
         assert_eq!(cfg.alarms.utilisation_pct, None, "0 turns an alarm off");
         let rules = cfg.alarms.to_engine().rules;
-        assert_eq!(rules.len(), 3);
+        // Queue per user, queue per shard, mesh depth, turn length: utilisation is off.
+        assert_eq!(rules.len(), 4);
         let cli = Cli::parse_from([
             "switchboard",
             "--config",

@@ -67,6 +67,8 @@ pub fn effective_toml(c: &ServerConfig) -> String {
     );
     kv("frame_timeout_s", val((c.frame_timeout_ms / 1000) as i64));
     kv("compact_min_bytes", val(c.compact_min_bytes as i64));
+    kv("commit_window_us", val(c.commit_window_us as i64));
+    kv("coalesce_us", val(c.coalesce_us as i64));
     kv(
         "journal_pending_bytes_max",
         val(c.overload.journal_pending_bytes_max as i64),
@@ -81,6 +83,7 @@ pub fn effective_toml(c: &ServerConfig) -> String {
     kv("alarm_queue_shard", threshold(c.alarms.queue_shard_items));
     kv("alarm_mesh_depth", threshold(c.alarms.mesh_depth_msgs));
     kv("alarm_utilisation_pct", threshold(c.alarms.utilisation_pct));
+    kv("alarm_turn_max_ms", threshold(c.alarms.turn_max_ms));
     kv("alarm_period_s", val((c.alarms.period_ms / 1000) as i64));
     if c.max_connections.is_none() {
         let _ = writeln!(o, "# max_connections: the open-file limit less a reserve");

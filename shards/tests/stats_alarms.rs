@@ -17,6 +17,7 @@ fn queue_alarm_names_the_user_by_id_and_clears_when_drained() {
             queue_shard_items: None,
             mesh_depth_msgs: None,
             utilisation_pct: None,
+            turn_max_ms: None,
             period_ms: 60_000,
         };
     });

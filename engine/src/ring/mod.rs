@@ -271,3 +271,38 @@ impl Ring {
         self.uring.submitter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a batching wait, one completion ends the wait once `min_wait` has passed: the
+    /// kernel does not hold it until the timeout for a full batch. (A 10 s timeout against a
+    /// 1 ms batching wait: returning at all before the timeout is the point, not speed.)
+    #[test]
+    fn a_batching_wait_returns_with_one_completion_long_before_the_timeout() {
+        std::thread::spawn(|| {
+            let features = install().unwrap();
+            if !features.min_timeout {
+                eprintln!("SKIPPED: this kernel has no min-wait (6.12+)");
+                return;
+            }
+            let nop = io_uring::opcode::Nop::new()
+                .build()
+                .user_data(user_data(Tag::Ignore, 7));
+            // SAFETY: a no-op points at no memory.
+            with(|r| unsafe { r.push(&nop) });
+            let mut out = Vec::new();
+            let started = std::time::Instant::now();
+            with(|r| r.enter(Duration::from_secs(10), Duration::from_millis(1), &mut out)).unwrap();
+            assert_eq!(out.len(), 1, "the no-op's completion");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "waited for the timeout instead of returning with one completion"
+            );
+            uninstall();
+        })
+        .join()
+        .unwrap();
+    }
+}
