@@ -481,6 +481,7 @@ where
             incoming: Vec::new(),
             plain: Vec::new(),
             spare: Vec::new(),
+            dirty: Vec::new(),
         },
         completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
         min_wait: Duration::from_micros(config.coalesce_us),

@@ -32,6 +32,8 @@ pub(crate) struct Scratch {
     pub(crate) plain: Vec<u8>,
     /// Emptied send buffers kept for the next sends.
     pub(crate) spare: Vec<Vec<u8>>,
+    /// The dirty list being worked through (the shard's own list keeps filling meanwhile).
+    pub(crate) dirty: Vec<ConnId>,
 }
 
 impl<S: Service> ShardCell<S> {
@@ -215,10 +217,14 @@ impl<S: Service> ShardCell<S> {
     pub(crate) fn flush_dirty(&mut self, scratch: &mut Scratch) {
         // Progress may dirty more (a handoff's finish, a close's service callback).
         while !self.io.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.io.dirty);
-            for id in dirty {
+            // Swapped with the scratch list, not taken: both keep their capacity, so a busy
+            // turn allocates nothing here.
+            let mut dirty = std::mem::take(&mut scratch.dirty);
+            std::mem::swap(&mut dirty, &mut self.io.dirty);
+            for id in dirty.drain(..) {
                 self.progress(id, scratch);
             }
+            scratch.dirty = dirty;
         }
     }
 
