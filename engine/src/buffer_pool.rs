@@ -8,7 +8,7 @@
 //! pool's size bounds the shard's frame memory however many connections it holds.
 //!
 //! ## What it must not touch
-//! No glommio, no locks, no atomics, no file I/O: just `mmap`/`madvise`/`munmap` on its own
+//! No ring, no locks, no atomics, no file I/O: just `mmap`/`madvise`/`munmap` on its own
 //! arena. It is single-threaded: [`BufferPool`] and [`PoolBuf`] are neither `Send` nor `Sync`,
 //! so a buffer can never leave the shard whose pool made it.
 //!

@@ -8,7 +8,7 @@
 //! refer to a connection without holding a reference to it.
 //!
 //! ## What it must not touch
-//! No I/O, no clock, no glommio, no locks, no atomics. It is single-threaded by construction:
+//! No I/O, no clock, no ring, no locks, no atomics. It is single-threaded by construction:
 //! a table belongs to one shard and is never shared (another shard sends a mesh message instead).
 //!
 //! ## Capacity and lifecycle

@@ -6,7 +6,7 @@
 //! connection to another shard. Callbacks never block and never await, so a service is a
 //! state machine that can be tested without sockets.
 //!
-//! This module must not touch glommio: it is the whole surface the service sees.
+//! This module must not touch the ring or sockets: it is the whole surface the service sees.
 
 use crate::conn_table::ConnId;
 use crate::shard_io::ShardIo;

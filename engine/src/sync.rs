@@ -11,7 +11,7 @@
 //!   shares nothing between threads. A shard reads its own count when it publishes its
 //!   statistics; the admin thread's locks land in the admin thread's count, never a shard's.
 //!
-//! What it cannot see: locks taken inside dependencies (glommio's internals, rustls, the
+//! What it cannot see: locks taken inside dependencies (rustls, crossbeam, the
 //! allocator, `std` itself — `std::sync::mpsc`, stdout, the environment) and atomic
 //! read-modify-writes. Those are covered, as far as they are, by `tests/engine_no_locks.rs`
 //! (no lock types and no atomic RMW in the hot-path modules) and by reading the dependency.

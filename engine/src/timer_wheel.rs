@@ -7,7 +7,7 @@
 //! to do), named by a generation-tagged [`TimerId`] that a connection keeps in its slab entry.
 //!
 //! ## What it must not touch
-//! No clock, no I/O, no glommio, no locks, no atomics. Time comes in as `now_ms` arguments, so
+//! No clock, no I/O, no ring, no locks, no atomics. Time comes in as `now_ms` arguments, so
 //! tests drive it with fake time. Single-threaded: a wheel belongs to one shard (`!Sync`).
 //!
 //! ## Layout

@@ -3,7 +3,7 @@
 //! The service logic of Switchboard and the `switchboard` binary that runs it on the engine.
 //! Service rules are state machines without I/O ([`state`] and the modules it dispatches
 //! to); [`adapter`] connects them to the engine, the durable log and the notifiers. This
-//! crate never imports glommio and takes no locks on a shard's path.
+//! crate never touches the ring or sockets and takes no locks on a shard's path.
 //!
 //! ## Layout
 //! - [`config`]: flags, TOML file, defaults. [`server`]: wiring it all together.
