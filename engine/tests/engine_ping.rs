@@ -247,3 +247,51 @@ fn slowloris_frame_is_closed_by_the_frame_deadline() {
     rt.stop();
     rt.join().unwrap();
 }
+
+/// A client that keeps writing while its connection moves: every frame written after "move",
+/// in separate writes that race the old shard's cancel of its receive and the new shard's
+/// first one, is answered once, in order, by the new shard.
+fn hand_off_while_the_client_keeps_writing(tls: bool) {
+    let (cfg, cert) = support::dev_tls();
+    let rt = start(3, tls.then_some(cfg));
+    let mut c = if tls {
+        Client::tls(rt.local_addr(), &cert)
+    } else {
+        Client::plain(rt.local_addr())
+    };
+    c.send(b"ping");
+    let mut at: usize = c
+        .recv_text()
+        .strip_prefix("pong:")
+        .unwrap()
+        .parse()
+        .unwrap();
+    for _ in 0..20 {
+        c.send(b"move");
+        for _ in 0..50 {
+            c.send(b"ping");
+        }
+        let to = (at + 1) % 3;
+        assert_eq!(c.recv_text(), format!("moved:{at}->{to}"));
+        for i in 0..50 {
+            assert_eq!(
+                c.recv_text(),
+                format!("pong:{to}"),
+                "reply {i} after the move"
+            );
+        }
+        at = to;
+    }
+    rt.stop();
+    rt.join().unwrap();
+}
+
+#[test]
+fn hand_off_while_the_client_keeps_writing_plaintext() {
+    hand_off_while_the_client_keeps_writing(false);
+}
+
+#[test]
+fn hand_off_while_the_client_keeps_writing_tls() {
+    hand_off_while_the_client_keeps_writing(true);
+}
