@@ -5,19 +5,7 @@
 
 mod support;
 
-/// Every send the schedule made due was sent or skipped (none silently dropped).
-fn every_due_send_accounted(r: &serde_json::Value) {
-    let c = &r["counters"];
-    let n = |k: &str| c[k].as_u64().unwrap();
-    assert!(n("sends_due") > 0, "{r:#}");
-    assert_eq!(
-        n("messages_sent") + n("group_sent") + n("sends_skipped"),
-        n("sends_due"),
-        "{r:#}"
-    );
-}
-
-use support::{args, fake, run_farm};
+use support::{args, every_due_send_accounted, fake, run_farm};
 
 #[test]
 fn steady_two_procs_every_acked_message_once() {

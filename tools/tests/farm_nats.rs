@@ -7,19 +7,7 @@
 
 mod support;
 
-/// Every send the schedule made due was sent or skipped (none silently dropped).
-fn every_due_send_accounted(r: &serde_json::Value) {
-    let c = &r["counters"];
-    let n = |k: &str| c[k].as_u64().unwrap();
-    assert!(n("sends_due") > 0, "{r:#}");
-    assert_eq!(
-        n("messages_sent") + n("group_sent") + n("sends_skipped"),
-        n("sends_due"),
-        "{r:#}"
-    );
-}
-
-use support::{args, broker, run_farm};
+use support::{args, broker, every_due_send_accounted, run_farm};
 use tools::brokers::BrokerKind;
 
 #[test]

@@ -131,6 +131,18 @@ pub fn run_farm(args: &[String]) -> (Output, serde_json::Value) {
 }
 
 /// Strings from `&str`s.
+/// Every send the schedule made due was sent or skipped (none silently dropped).
+pub fn every_due_send_accounted(r: &serde_json::Value) {
+    let c = &r["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap();
+    assert!(n("sends_due") > 0, "{r:#}");
+    assert_eq!(
+        n("messages_sent") + n("group_sent") + n("sends_skipped"),
+        n("sends_due"),
+        "{r:#}"
+    );
+}
+
 pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
