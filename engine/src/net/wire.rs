@@ -15,7 +15,7 @@
 //! the shard's tables or call the service.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 
 use io_uring::{opcode, types};
 
@@ -234,46 +234,24 @@ impl Wire {
     }
 }
 
+/// Borrows `fd` as a std `TcpStream` for the socket calls std already has; never closes it.
+fn as_stream(fd: RawFd) -> std::mem::ManuallyDrop<std::net::TcpStream> {
+    // SAFETY: `fd` is an open TCP socket the caller owns for the borrow's length, and
+    // `ManuallyDrop` keeps the stream from closing it.
+    std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) })
+}
+
 /// The peer's address of socket `fd`, IPv4 as an IPv4-mapped IPv6 address (`::` when the
 /// socket cannot say).
 pub(crate) fn peer_ip(fd: RawFd) -> std::net::Ipv6Addr {
-    // SAFETY: getpeername into a zeroed sockaddr_storage of the stated size.
-    unsafe {
-        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getpeername(
-            fd,
-            (&mut ss as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        ) != 0
-        {
-            return std::net::Ipv6Addr::UNSPECIFIED;
-        }
-        match ss.ss_family as i32 {
-            libc::AF_INET => {
-                let a = &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).to_ipv6_mapped()
-            }
-            libc::AF_INET6 => {
-                let a = &*(&ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)
-            }
-            _ => std::net::Ipv6Addr::UNSPECIFIED,
-        }
+    match as_stream(fd).peer_addr().map(|a| a.ip()) {
+        Ok(std::net::IpAddr::V4(a)) => a.to_ipv6_mapped(),
+        Ok(std::net::IpAddr::V6(a)) => a,
+        Err(_) => std::net::Ipv6Addr::UNSPECIFIED,
     }
 }
 
 /// Turns Nagle off on `fd` (frames are whole; latency matters more than packet count).
 pub(crate) fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int of the stated size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    let _ = as_stream(fd).set_nodelay(true);
 }
