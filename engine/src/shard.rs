@@ -458,6 +458,7 @@ where
                 dirty: Vec::new(),
                 busy_ns: 0,
                 turn_max_ns: 0,
+                turns: 0,
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
@@ -577,7 +578,9 @@ where
         if let Err(e) = entered {
             panic!("shard {}: io_uring_enter failed: {e}", id.0);
         }
-        c.io.counters.ring_enters += 1;
+        c.io.turns += 1;
+        // Every enter, those a full submission queue forced mid-turn included.
+        c.io.counters.ring_enters = ring::with(|r| r.enters);
         // 6. Completions.
         let started = Instant::now();
         c.io.counters.completions += lp.completions.len() as u64;

@@ -132,6 +132,8 @@ pub struct ShardIo<S: Service> {
     pub(crate) busy_ns: u64,
     /// The longest stretch of work between two waits in the kernel, since the last period.
     pub(crate) turn_max_ns: u64,
+    /// Turns of the loop since the shard started.
+    pub(crate) turns: u64,
 }
 
 impl<S: Service> ShardIo<S> {

@@ -51,7 +51,8 @@ pub struct ShardCounters {
     /// Receives the kernel ended because every provided buffer was out (re-armed at once;
     /// a steady rise means the shard's buffer ring is too small for its load).
     pub recv_no_buffers: u64,
-    /// `io_uring_enter` calls (submit and wait), the shard's only blocking point.
+    /// `io_uring_enter` calls: one wait per loop turn, plus any submit a full submission
+    /// queue forced mid-turn.
     pub ring_enters: u64,
     /// Completions reaped from the shard's ring.
     pub completions: u64,

@@ -296,7 +296,7 @@ impl StatsKeeper {
         let busy = std::mem::take(&mut cell.io.busy_ns);
         let turn_max_ns = std::mem::take(&mut cell.io.turn_max_ns);
         self.busy_ns += busy;
-        self.tasks_run = counters.ring_enters;
+        self.tasks_run = cell.io.turns;
         let utilisation_pct = if dt_s > 0.0 {
             (busy as f64 / (dt_s * 1e9) * 100.0).clamp(0.0, 100.0)
         } else {

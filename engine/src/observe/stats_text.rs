@@ -100,7 +100,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 25] {
         field("handoff_failures", "handoff_failures_total", "Handoffs that failed.", true, handoff_failures as f64),
         field("timers_fired", "timers_fired_total", "Timers that fired.", true, timers_fired as f64),
         field("recv_no_buffers", "recv_no_buffers_total", "Receives ended because every provided buffer was out.", true, recv_no_buffers as f64),
-        field("ring_enters", "ring_enters_total", "io_uring_enter calls (submit and wait).", true, ring_enters as f64),
+        field("ring_enters", "ring_enters_total", "io_uring_enter calls: one wait per loop turn, plus submits a full submission queue forced.", true, ring_enters as f64),
         field("completions", "ring_completions_total", "Completions reaped from the shard's ring.", true, completions as f64),
     ];
     fields
