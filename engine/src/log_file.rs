@@ -402,7 +402,6 @@ impl LogFile {
             if written != n {
                 return Err(short_write(LogOp::Append, &self.path, written, n));
             }
-            let end = self.len + n as u64;
             if end > self.prepared_to {
                 self.prepare_from(end).await;
             }
