@@ -4,8 +4,10 @@
 //! matters: 32 bytes inline and **no heap capacity while no partial frame is held**.
 //!
 //! Two ways to use it:
-//! - [`FrameBuffer::feed`] (the server's path): hand it each chunk read from the socket (a
-//!   slice of a per-shard pool buffer) and a callback. Whole frames inside the chunk are passed
+//! - [`FrameBuffer::feed`] (for a reader of socket chunks; the engine does not use it yet — its
+//!   `net::conn_io::dispatch_frames` must stop mid-chunk when a connection closes or moves
+//!   and keep the rest, which `feed` cannot): hand it each chunk read from the socket and a
+//!   callback. Whole frames inside the chunk are passed
 //!   to the callback straight from the chunk, never copied; only a frame split across reads is
 //!   copied into the buffer, and the buffer is freed as soon as that frame completes.
 //! - [`FrameBuffer::extend`] then [`FrameBuffer::next_frame`] in a loop (simple clients, tests):
