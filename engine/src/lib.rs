@@ -71,6 +71,12 @@ pub async fn sleep(d: std::time::Duration) {
     ring::exec::sleep(d).await;
 }
 
+/// Gives the rest of this loop turn back: resolves at the next turn, after the loop has
+/// been to the kernel once, so a long job done in slices never holds up I/O.
+pub async fn yield_turn() {
+    ring::exec::yield_turn().await;
+}
+
 pub use ring::exec::block_on;
 
 pub use config::EngineConfig;

@@ -77,7 +77,7 @@ struct StoredCopy {
 
 /// What one (sender, group) pair left here: fixed size, whatever it sent.
 #[derive(Debug, Clone)]
-struct SenderWindow {
+pub(crate) struct SenderWindow {
     device: u32,
     /// Copies stored, oldest first from `next` (a ring; `len` of them valid).
     copies: [StoredCopy; DEDUPE_WINDOW_PER_SENDER],
@@ -116,6 +116,27 @@ impl SenderWindow {
         self.next = ((at + 1) % DEDUPE_WINDOW_PER_SENDER) as u8;
     }
 
+    /// The window's records, oldest copy first, each with the floor.
+    pub(crate) fn records<'a>(&'a self, p: &'a PathKey) -> impl Iterator<Item = DedupeRec> + 'a {
+        self.oldest_first().map(move |c| DedupeRec {
+            sender: p.sender.to_string(),
+            client_msg_id: c.client_msg_id,
+            group_id: p.group_id,
+            server_msg_id: c.server_msg_id,
+            recipient: c.recipient.map(|r| r.to_string()).unwrap_or_default(),
+            floor: self.floor,
+            sender_device: self.device,
+        })
+    }
+
+    /// The largest server id in the window (0 when it holds none).
+    fn newest_server_id(&self) -> u64 {
+        self.oldest_first()
+            .map(|c| c.server_msg_id)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The copies, oldest first.
     fn oldest_first(&self) -> impl Iterator<Item = &StoredCopy> {
         let len = self.len as usize;
@@ -127,7 +148,7 @@ impl SenderWindow {
 
 /// A window's map key: the sender and the path its sends take (1:1, or one group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PathKey {
+pub(crate) struct PathKey {
     sender: Phone,
     group_id: u64,
 }
@@ -135,7 +156,8 @@ struct PathKey {
 /// Remembered sends, per (sender, group).
 #[derive(Debug, Default)]
 pub struct Dedupe {
-    windows: SteadyMap<PathKey, SenderWindow>,
+    /// A snapshot walks it between events (`snapshot.rs`).
+    pub(crate) windows: SteadyMap<PathKey, SenderWindow>,
 }
 
 impl Dedupe {
@@ -162,48 +184,84 @@ impl Dedupe {
 
     /// Remembers a stored copy. Idempotent: replay meets a copy in its dedupe record and
     /// again in its item record, and meets queued items older than the window it rebuilt.
+    /// A window is told its copies in the order of their server ids (they come from this
+    /// shard's allocator, and each is issued as its copy is stored), so a copy whose id is
+    /// not above the window's newest was already counted in it (or in its floor, or before a
+    /// device change): it changes nothing, whatever order replay meets it in.
     pub fn insert(&mut self, key: DedupeKey, server_msg_id: u64) {
-        if self.check(&key) != Seen::New {
-            return;
-        }
         let path = PathKey {
             sender: key.sender,
             group_id: key.group_id,
         };
-        let w = self
+        if self
             .windows
-            .get_or_insert_with(path, || SenderWindow::new(key.device));
-        if w.device != key.device {
-            *w = SenderWindow::new(key.device);
+            .get(&path)
+            .is_some_and(|w| server_msg_id <= w.newest_server_id())
+        {
+            return;
         }
-        w.push(StoredCopy {
-            client_msg_id: key.client_msg_id,
-            recipient: Some(key.recipient),
+        if self.check(&key) != Seen::New {
+            return;
+        }
+        self.push(
+            path,
+            key.device,
+            key.client_msg_id,
+            key.recipient,
             server_msg_id,
-        });
+        );
     }
 
-    /// Replay of a dedupe record.
+    /// Adds a copy to its window (a new window, or a fresh one if the device changed).
+    fn push(
+        &mut self,
+        path: PathKey,
+        device: u32,
+        client_msg_id: u64,
+        recipient: Phone,
+        server_msg_id: u64,
+    ) -> &mut SenderWindow {
+        let w = self
+            .windows
+            .get_or_insert_with(path, || SenderWindow::new(device));
+        if w.device != device {
+            *w = SenderWindow::new(device);
+        }
+        w.push(StoredCopy {
+            client_msg_id,
+            recipient: Some(recipient),
+            server_msg_id,
+        });
+        w
+    }
+
+    /// Replay of a dedupe record: the window is rebuilt as it was written, copy by copy
+    /// (oldest first), whatever its floor says of them (a client that broke the
+    /// increasing-id rule can leave copies below it).
     pub fn insert_durable(&mut self, d: &DedupeRec) {
         let (Some(sender), Some(recipient)) = (Phone::parse(&d.sender), Phone::parse(&d.recipient))
         else {
             return; // written by no shard: phones in records are E.164
         };
-        let key = DedupeKey {
-            sender,
-            device: d.sender_device,
-            client_msg_id: d.client_msg_id,
-            group_id: d.group_id,
-            recipient,
-        };
-        self.insert(key, d.server_msg_id);
         let path = PathKey {
             sender,
             group_id: d.group_id,
         };
-        if let Some(w) = self.windows.get_mut(&path) {
-            w.floor = w.floor.max(d.floor);
+        if self
+            .windows
+            .get(&path)
+            .is_some_and(|w| d.server_msg_id <= w.newest_server_id())
+        {
+            return;
         }
+        let w = self.push(
+            path,
+            d.sender_device,
+            d.client_msg_id,
+            recipient,
+            d.server_msg_id,
+        );
+        w.floor = w.floor.max(d.floor);
     }
 
     /// Replay of an item record (a message: it has a sender and a client id).
@@ -229,17 +287,7 @@ impl Dedupe {
 
     /// Every window, oldest copy first, each record with its window's floor: a snapshot.
     pub fn records(&self) -> impl Iterator<Item = DedupeRec> + '_ {
-        self.windows.iter().flat_map(|(p, w)| {
-            w.oldest_first().map(move |c| DedupeRec {
-                sender: p.sender.to_string(),
-                client_msg_id: c.client_msg_id,
-                group_id: p.group_id,
-                server_msg_id: c.server_msg_id,
-                recipient: c.recipient.map(|r| r.to_string()).unwrap_or_default(),
-                floor: w.floor,
-                sender_device: w.device,
-            })
-        })
+        self.windows.iter().flat_map(|(p, w)| w.records(p))
     }
 }
 
@@ -280,8 +328,33 @@ mod tests {
             ..key(1, 0, B)
         };
         assert_eq!(d.check(&other), Seen::New);
-        d.insert(other, 5);
-        assert_eq!(d.check(&other), Seen::Same(5));
+        d.insert(other, 2000);
+        assert_eq!(d.check(&other), Seen::Same(2000));
+    }
+
+    #[test]
+    fn copies_met_out_of_order_by_replay_change_nothing() {
+        let mut live = Dedupe::default();
+        for cmid in 1..=20 {
+            live.insert(key(cmid, 0, B), 100 + cmid);
+        }
+        // A snapshot's windows, then queued items older than them (a snapshot lists queued
+        // items after the windows), then an old device's copy.
+        let mut again = Dedupe::default();
+        for r in live.records() {
+            again.insert_durable(&r);
+        }
+        for cmid in [3, 20, 15, 19] {
+            again.insert(key(cmid, 0, B), 100 + cmid);
+        }
+        let old_device = DedupeKey {
+            device: 6,
+            ..key(1, 0, B)
+        };
+        again.insert(old_device, 50);
+        let a: Vec<DedupeRec> = again.records().collect();
+        let l: Vec<DedupeRec> = live.records().collect();
+        assert_eq!(a, l, "the window is the one that was written");
     }
 
     #[test]

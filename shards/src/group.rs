@@ -21,10 +21,22 @@ pub struct Group {
 
 /// One group as it is kept: phones as integers.
 #[derive(Debug)]
-struct StoredGroup {
+pub(crate) struct StoredGroup {
     name: String,
     admin: Phone,
     members: Vec<Phone>,
+}
+
+impl StoredGroup {
+    /// The record of this group's state.
+    pub(crate) fn record(&self, group_id: u64) -> GroupRec {
+        GroupRec {
+            group_id,
+            name: self.name.clone(),
+            admin: self.admin.to_string(),
+            members: self.members.iter().map(Phone::to_string).collect(),
+        }
+    }
 }
 
 /// A group send as its fan-out is known: the group, the sender and the sender's id.
@@ -48,7 +60,8 @@ struct Fanout {
 /// Groups homed here.
 #[derive(Debug, Default)]
 pub struct Groups {
-    groups: HashMap<u64, StoredGroup>,
+    /// Grows in slices, and a snapshot walks it between events (`steady_map.rs`).
+    pub(crate) groups: crate::steady_map::SteadyMap<u64, StoredGroup>,
     fanouts: HashMap<FanoutKey, Fanout>,
 }
 
@@ -83,13 +96,7 @@ impl Groups {
 
     /// The record for a group's current state.
     pub fn record(&self, id: u64) -> Option<GroupRec> {
-        let g = self.get(id)?;
-        Some(GroupRec {
-            group_id: id,
-            name: g.name,
-            admin: g.admin,
-            members: g.members,
-        })
+        self.groups.get(&id).map(|g| g.record(id))
     }
 
     /// Starts counting the copies of a group send. False if one is already counting (a
@@ -120,10 +127,7 @@ impl Groups {
 
     /// Every group, for a snapshot.
     pub fn records(&self) -> Vec<GroupRec> {
-        self.groups
-            .keys()
-            .filter_map(|id| self.record(*id))
-            .collect()
+        self.groups.iter().map(|(id, g)| g.record(*id)).collect()
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
 //!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
 //! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
+//! - [`snapshot`]: what compaction writes, built in slices between events.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
 //! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
@@ -70,6 +71,7 @@ mod sim_dedupe;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod sim_fuzz;
+pub mod snapshot;
 pub mod state;
 pub mod steady_map;
 pub mod webhook;

@@ -270,6 +270,13 @@ pub struct Queue {
     pub push_notified: bool,
 }
 
+impl Queue {
+    /// The items, in order.
+    pub(crate) fn items(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter()
+    }
+}
+
 /// Why an item was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueFull {
@@ -292,7 +299,8 @@ fn count_senders(items: &VecDeque<Item>) -> HashMap<Phone, u32> {
 /// All queues of users homed here.
 #[derive(Debug, Default)]
 pub struct Queues {
-    by_user: SteadyMap<Phone, Queue>,
+    /// A snapshot walks it between events (`snapshot.rs`).
+    pub(crate) by_user: SteadyMap<Phone, Queue>,
     total: usize,
     /// `users_at_len[n]`: users whose queue holds exactly `n` items (n ≥ 1); sized
     /// `QUEUE_ITEMS_PER_USER_MAX + 1` on first use, so the longest queue is known without a
@@ -494,7 +502,7 @@ impl Queues {
         self.total
     }
 
-    /// Every item, for a snapshot.
+    /// Every item (tests).
     pub fn iter(&self) -> impl Iterator<Item = (Phone, &Item)> {
         self.by_user
             .iter()

@@ -26,10 +26,22 @@ pub struct Account {
     pub last_seen_ms: u64,
 }
 
+impl Account {
+    /// The record of `phone`'s account, if it is verified.
+    pub(crate) fn record(&self, phone: Phone) -> Option<AccountRec> {
+        (self.user_id != 0).then(|| AccountRec {
+            phone: phone.to_string(),
+            user_id: self.user_id,
+            key_hash: self.key_hash.to_vec(),
+        })
+    }
+}
+
 /// All accounts homed here.
 #[derive(Debug, Default)]
 pub struct Registry {
-    accounts: SteadyMap<Phone, Account>,
+    /// A snapshot walks it between events (`snapshot.rs`).
+    pub(crate) accounts: SteadyMap<Phone, Account>,
 }
 
 /// SHA-256 of a device key.
@@ -115,14 +127,7 @@ impl Registry {
 
     /// Every verified account, for a snapshot.
     pub fn snapshot(&self) -> impl Iterator<Item = AccountRec> + '_ {
-        self.accounts
-            .iter()
-            .filter(|(_, a)| a.user_id != 0)
-            .map(|(p, a)| AccountRec {
-                phone: p.to_string(),
-                user_id: a.user_id,
-                key_hash: a.key_hash.to_vec(),
-            })
+        self.accounts.iter().filter_map(|(p, a)| a.record(*p))
     }
 }
 

@@ -11,7 +11,7 @@
 //!    sender's home, which sends it or, if the sender is offline, queues it durably.
 //!    `Read` does the same with READ.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use engine::{ConnId, ShardId};
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
@@ -204,8 +204,14 @@ impl ShardState {
                 None => {}
             }
         }
+        // An item a snapshot holds may come again in the records appended while it was
+        // built (`snapshot.rs`): the first is kept, in its place in the queue.
+        let mut seen: HashSet<u64> = HashSet::with_capacity(items.len());
         for i in items {
             self.ids.observe(i.id);
+            if !seen.insert(i.id) {
+                continue;
+            }
             if i.client_msg_id != 0 {
                 self.dedupe.insert_from_item(&i);
             }
@@ -218,31 +224,6 @@ impl ShardState {
                 let _ = self.queues.restore(&i.user, item);
             }
         }
-    }
-
-    /// Every live fact, as records: what compaction writes.
-    pub fn snapshot(&self) -> Vec<Record> {
-        // First, so that the ids of items the snapshot drops are never issued again.
-        let mut out: Vec<Record> = vec![Record {
-            kind: Some(record::Kind::IdMark(crate::record::IdMarkRec {
-                next_seq: self.ids.mark(),
-            })),
-        }];
-        out.extend(self.registry.snapshot().map(|a| Record {
-            kind: Some(record::Kind::Account(a)),
-        }));
-        out.extend(self.groups.records().into_iter().map(|g| Record {
-            kind: Some(record::Kind::Group(g)),
-        }));
-        out.extend(self.dedupe.records().map(|d| Record {
-            kind: Some(record::Kind::Dedupe(d)),
-        }));
-        for (user, item) in self.queues.iter() {
-            out.push(Record {
-                kind: Some(record::Kind::Item(item_record(&user.to_string(), item))),
-            });
-        }
-        out
     }
 
     /// A frame from `conn` (already validated against the wire limits).

@@ -15,6 +15,20 @@
 //!    reads look in `new`, then `old`.
 //!
 //! Iteration visits both tables (order is unspecified, as for any hash map).
+//!
+//! A **walk** ([`SteadyMap::begin_walk`], [`SteadyMap::walk_step`]) visits, in slices
+//! between changes, every entry that is in the map from the walk's start to its end, each
+//! once, with its value at the time of the visit: what a snapshot built between events
+//! needs. It reuses the two tables: at the start every entry moves (by swapping the
+//! tables, nothing is copied) into `old`, which then holds exactly the entries not yet
+//! visited; each step visits a slice of `old` and moves it to `new`. While a walk runs:
+//! - changes never move an entry between the tables (no growth steps; an insert or update
+//!   of a key still in `old` changes it there), so nothing leaves `old` unvisited except
+//!   by removal;
+//! - a new key goes into `new` (it is not visited: whoever walks for a snapshot has its
+//!   record from the change), or into `old` when `new` is full (visited later: once too
+//!   many, which a snapshot's reader tolerates);
+//! - a walk starts only when no growth is under way; `begin_walk` helps that along.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, RandomState};
@@ -29,6 +43,8 @@ pub const STEADY_MAP_MOVE_PER_OP: usize = 1024;
 pub struct SteadyMap<K, V> {
     new: HashMap<K, V, RandomState>,
     old: HashMap<K, V, RandomState>,
+    /// A walk is under way: `old` holds the entries it has not visited yet.
+    walking: bool,
 }
 
 impl<K, V> Default for SteadyMap<K, V> {
@@ -36,6 +52,7 @@ impl<K, V> Default for SteadyMap<K, V> {
         SteadyMap {
             new: HashMap::with_hasher(RandomState::new()),
             old: HashMap::with_hasher(RandomState::new()),
+            walking: false,
         }
     }
 }
@@ -75,6 +92,16 @@ impl<K: Hash + Eq, V> SteadyMap<K, V> {
     /// Sets `k` to `v`; returns the value it had.
     pub fn insert(&mut self, k: K, v: V) -> Option<V> {
         self.step();
+        if self.walking {
+            if let Some(slot) = self.old.get_mut(&k) {
+                return Some(std::mem::replace(slot, v));
+            }
+            if let Some(slot) = self.new.get_mut(&k) {
+                return Some(std::mem::replace(slot, v));
+            }
+            self.table_for_a_new_key().insert(k, v);
+            return None;
+        }
         let before = self.old.remove(&k);
         if before.is_none() && !self.new.contains_key(&k) {
             self.make_room();
@@ -85,6 +112,15 @@ impl<K: Hash + Eq, V> SteadyMap<K, V> {
     /// The value of `k`, inserted with `f` if there is none.
     pub fn get_or_insert_with(&mut self, k: K, f: impl FnOnce() -> V) -> &mut V {
         self.step();
+        if self.walking {
+            if self.old.contains_key(&k) {
+                return self.old.get_mut(&k).expect("just found");
+            }
+            if self.new.contains_key(&k) {
+                return self.new.get_mut(&k).expect("just found");
+            }
+            return self.table_for_a_new_key().entry(k).or_insert_with(f);
+        }
         if !self.new.contains_key(&k) {
             let moved = self.old.remove(&k);
             if moved.is_none() {
@@ -125,9 +161,76 @@ impl<K: Hash + Eq, V> SteadyMap<K, V> {
         self.new.values().chain(self.old.values())
     }
 
-    /// Moves a slice of the old table into the new one.
+    /// Where a key in neither table goes during a walk: `new` while it has room, else
+    /// `old` (visited later) while that has room, else `new` after growing in place (one
+    /// rehash of what is there: only if the walk is starved of steps, never in normal
+    /// running).
+    fn table_for_a_new_key(&mut self) -> &mut HashMap<K, V, RandomState> {
+        if self.new.len() < self.new.capacity() {
+            return &mut self.new;
+        }
+        if self.old.len() < self.old.capacity() {
+            return &mut self.old;
+        }
+        self.new.reserve(self.new.len().max(8));
+        &mut self.new
+    }
+
+    /// Whether a walk is under way.
+    pub fn walking(&self) -> bool {
+        self.walking
+    }
+
+    /// Starts a walk (module docs); false, after moving a slice, while a growth is still
+    /// under way: call again later. Costs one allocation of an empty table the size of the
+    /// present one (its control bytes are set: about one byte per entry).
+    pub fn begin_walk(&mut self) -> bool {
+        assert!(!self.walking, "one walk at a time");
+        if !self.old.is_empty() {
+            self.step();
+            return false;
+        }
+        // Room for every entry and an eighth more (keys added while the walk runs), so
+        // that a walk leaves the table about the size growth alone would have made it.
+        let want = self.new.len() + self.new.len() / 8 + 8;
+        let fresh = HashMap::with_capacity_and_hasher(want, self.new.hasher().clone());
+        self.old = std::mem::replace(&mut self.new, fresh);
+        self.walking = true;
+        true
+    }
+
+    /// Visits up to `budget` units of entries not visited yet (`visit` says what each
+    /// costs); returns true when the walk is over (every entry visited).
+    pub fn walk_step(&mut self, budget: usize, mut visit: impl FnMut(&K, &V) -> usize) -> bool {
+        assert!(self.walking, "walk_step outside a walk");
+        let mut spent = 0;
+        let mut moving = Vec::new();
+        let mut slice = self.old.extract_if(|_, _| true);
+        while spent < budget {
+            let Some((k, v)) = slice.next() else { break };
+            spent += visit(&k, &v).max(1);
+            moving.push((k, v));
+        }
+        drop(slice);
+        for (k, v) in moving {
+            if self.new.len() == self.new.capacity() {
+                // Only when keys added during the walk outgrew the eighth planned for them.
+                self.new.reserve(self.new.len().max(8));
+            }
+            self.new.insert(k, v);
+        }
+        if !self.old.is_empty() {
+            return false;
+        }
+        self.old = HashMap::with_hasher(self.old.hasher().clone());
+        self.walking = false;
+        true
+    }
+
+    /// Moves a slice of the old table into the new one (never during a walk: the walk
+    /// moves `old` itself, visiting what it moves).
     fn step(&mut self) {
-        if self.old.is_empty() {
+        if self.old.is_empty() || self.walking {
             return;
         }
         let moving: Vec<(K, V)> = self
@@ -208,5 +311,108 @@ mod tests {
         all.sort();
         want.sort();
         assert_eq!(all, want);
+    }
+
+    /// A xorshift step: deterministic keys for the tests.
+    fn next(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    #[test]
+    fn a_walk_visits_every_entry_present_throughout_once_with_its_value_then() {
+        for (seed, budget) in [(1u64, 1usize), (7, 5), (99, 64)] {
+            let mut m: SteadyMap<u64, u64> = SteadyMap::default();
+            let mut mirror = std::collections::HashMap::new();
+            let mut x = seed;
+            for i in 0..3_000u64 {
+                let k = next(&mut x) % 5_000;
+                m.insert(k, i);
+                mirror.insert(k, i);
+            }
+            // A growth may be under way: the walk starts once it is done.
+            while !m.begin_walk() {}
+            assert!(m.walking());
+            let at_start: std::collections::HashSet<u64> = mirror.keys().copied().collect();
+            let mut removed = std::collections::HashSet::new();
+            let mut visits: std::collections::HashMap<u64, u32> = Default::default();
+            let mut i = 10_000u64;
+            loop {
+                // A few changes between slices: updates, removals, many new keys (more
+                // than the eighth planned for them, so both fallbacks run).
+                for _ in 0..6 {
+                    i += 1;
+                    let k = next(&mut x) % 12_000;
+                    match i % 4 {
+                        0 => {
+                            assert_eq!(m.remove(&k), mirror.remove(&k));
+                            removed.insert(k);
+                        }
+                        1 => {
+                            *m.get_or_insert_with(k, || 0) += 1;
+                            *mirror.entry(k).or_insert(0) += 1;
+                        }
+                        2 => {
+                            if let Some(v) = m.get_mut(&k) {
+                                *v += 10;
+                            }
+                            if let Some(v) = mirror.get_mut(&k) {
+                                *v += 10;
+                            }
+                        }
+                        _ => assert_eq!(m.insert(k, i), mirror.insert(k, i)),
+                    }
+                    assert_eq!(m.get(&k), mirror.get(&k));
+                }
+                let done = m.walk_step(budget, |k, v| {
+                    assert_eq!(mirror.get(k), Some(v), "visited with its value now");
+                    *visits.entry(*k).or_default() += 1;
+                    1
+                });
+                if done {
+                    break;
+                }
+            }
+            assert!(!m.walking());
+            for k in &at_start {
+                if !removed.contains(k) {
+                    assert_eq!(visits.get(k), Some(&1), "{k} present throughout");
+                }
+            }
+            assert!(visits.values().all(|&n| n == 1), "nothing visited twice");
+            let mut all: Vec<(u64, u64)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+            let mut want: Vec<(u64, u64)> = mirror.into_iter().collect();
+            all.sort();
+            want.sort();
+            assert_eq!(all, want, "the map is intact after the walk");
+        }
+    }
+
+    #[test]
+    fn a_walk_waits_for_a_growth_under_way_and_grows_again_after() {
+        let mut m: SteadyMap<u64, u64> = SteadyMap::default();
+        let mut k = 0;
+        // Fill until a growth is under way.
+        while m.old.is_empty() || m.new.is_empty() || m.old.len() < 2 * STEADY_MAP_MOVE_PER_OP {
+            k += 1;
+            m.insert(k, k);
+        }
+        assert!(
+            !m.begin_walk(),
+            "not while the old table still holds entries"
+        );
+        while !m.begin_walk() {}
+        let mut seen = 0;
+        while !m.walk_step(100, |_, _| {
+            seen += 1;
+            1
+        }) {}
+        assert_eq!(seen, k as usize);
+        for more in k + 1..k + 100_000 {
+            m.insert(more, more);
+        }
+        assert_eq!(m.len(), (k + 99_999) as usize);
     }
 }

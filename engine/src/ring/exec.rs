@@ -38,6 +38,9 @@ thread_local! {
     static TASKS: RefCell<Tasks> = RefCell::new(Tasks::default());
     static READY: RefCell<VecDeque<u64>> = const { RefCell::new(VecDeque::new()) };
     static SLEEPS: RefCell<Vec<(Instant, Waker)>> = const { RefCell::new(Vec::new()) };
+    /// Tasks that yielded the rest of this turn ([`yield_turn`]): woken by the next
+    /// [`run_ready`], after the loop has been to the kernel once.
+    static NEXT_TURN: RefCell<Vec<Waker>> = const { RefCell::new(Vec::new()) };
     /// A number unique to this thread, carried in its wakers.
     static THREAD_TAG: Cell<u64> = const { Cell::new(0) };
 }
@@ -120,16 +123,19 @@ pub(crate) fn drop_all() {
     drop(tasks);
     READY.with(|r| r.borrow_mut().clear());
     SLEEPS.with(|s| s.borrow_mut().clear());
+    NEXT_TURN.with(|n| n.borrow_mut().clear());
 }
 
-/// Whether a task is waiting to run.
+/// Whether a task is waiting to run (now, or at the next turn).
 pub(crate) fn has_ready() -> bool {
-    READY.with(|r| !r.borrow().is_empty())
+    READY.with(|r| !r.borrow().is_empty()) || NEXT_TURN.with(|n| !n.borrow().is_empty())
 }
 
 /// Polls every ready task once (tasks woken meanwhile run too, up to a bound); returns how
 /// many polls it made.
 pub(crate) fn run_ready() -> usize {
+    let yielded = NEXT_TURN.with(|n| std::mem::take(&mut *n.borrow_mut()));
+    yielded.into_iter().for_each(Waker::wake);
     let mut polls = 0;
     // A task that wakes itself on every poll must not starve the shard's I/O.
     let bound = READY.with(|r| r.borrow().len()) + 64;
@@ -213,6 +219,32 @@ impl Future for Sleep {
     }
 }
 
+/// Resolves at the next turn of the loop, after it has been to the kernel (without
+/// waiting there, since a task is due): for work done in slices between events, so that
+/// I/O completions and frames are handled between any two slices.
+pub fn yield_turn() -> YieldTurn {
+    YieldTurn { yielded: false }
+}
+
+/// The future [`yield_turn`] returns.
+#[derive(Debug)]
+pub struct YieldTurn {
+    yielded: bool,
+}
+
+impl Future for YieldTurn {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        NEXT_TURN.with(|n| n.borrow_mut().push(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
 /// Runs `fut` to completion on the calling thread, with a ring of the thread's own for its
 /// I/O: for tools and tests that use the log file outside a shard. Must not be called on a
 /// shard thread.
@@ -244,5 +276,36 @@ pub fn block_on<T: 'static>(fut: impl Future<Output = T> + 'static) -> std::io::
                 super::ops::complete(low, c.result);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn a_yielding_task_runs_once_per_turn_and_keeps_the_loop_from_waiting() {
+        let polls = Rc::new(Cell::new(0u32));
+        let seen = polls.clone();
+        spawn(async move {
+            for _ in 0..3 {
+                seen.set(seen.get() + 1);
+                yield_turn().await;
+            }
+            seen.set(seen.get() + 1);
+        });
+        for turn in 1..=3 {
+            run_ready();
+            assert_eq!(polls.get(), turn, "one slice per turn, not one per pass");
+            assert!(
+                has_ready(),
+                "a yielded task must keep the loop from waiting"
+            );
+        }
+        run_ready();
+        assert_eq!(polls.get(), 4);
+        assert!(!has_ready(), "finished: nothing left to run");
+        drop_all();
     }
 }
