@@ -225,6 +225,10 @@ impl std::fmt::Debug for LogFile {
     }
 }
 
+/// A snapshot is written in pieces of this size, one ring operation each (a piece's copy
+/// into the page cache is what one loop turn may wait for: about 0.1–0.3 ms).
+pub const SNAPSHOT_WRITE_PIECE_BYTES: usize = 1 << 20;
+
 /// The whole file, or nothing if it does not exist yet (blocking; for start-up replay).
 pub fn read_all(path: &Path) -> Result<Vec<u8>, LogError> {
     match std::fs::read(path) {
@@ -484,12 +488,23 @@ impl LogFile {
             } else {
                 bytes
             };
-            let written = ops::write_at(f.as_raw_fd(), bytes, 0)
-                .await
-                .0
-                .map_err(|e| LogError::new(LogOp::WriteSnapshot, tmp, e))?;
-            if written != n {
-                return Err(short_write(LogOp::WriteSnapshot, tmp, written, n));
+            // In pieces: a buffered write's copy into the page cache runs inside the
+            // shard's io_uring_enter, so one piece is all a turn ever waits for.
+            let mut bytes = bytes;
+            let mut at = 0;
+            while at < bytes.len() {
+                let end = (at + SNAPSHOT_WRITE_PIECE_BYTES).min(bytes.len());
+                let (written, back) =
+                    ops::write_part_at(f.as_raw_fd(), bytes, at..end, at as u64).await;
+                bytes = back;
+                let written = written.map_err(|e| LogError::new(LogOp::WriteSnapshot, tmp, e))?;
+                if written != end - at {
+                    return Err(short_write(LogOp::WriteSnapshot, tmp, at + written, n));
+                }
+                at = end;
+            }
+            if at != n {
+                return Err(short_write(LogOp::WriteSnapshot, tmp, at, n));
             }
             ops::sync(f.as_raw_fd(), false)
                 .await

@@ -222,3 +222,25 @@ fn appends_overwrite_zeros_written_ahead_so_the_size_changes_once_per_chunk() {
         );
     });
 }
+
+#[test]
+fn a_snapshot_larger_than_a_write_piece_lands_whole_and_appends_follow_it() {
+    let dir = temp_dir("pieces");
+    let path = dir.join("shard-0.log");
+    let piece = engine::log_file::SNAPSHOT_WRITE_PIECE_BYTES;
+    // Two and a half pieces of bytes that differ from piece to piece (and never zero).
+    let snapshot: Vec<u8> = (0..piece * 5 / 2).map(|i| (i % 251 + 1) as u8).collect();
+    let want = snapshot.clone();
+    let check = path.clone();
+    on_shard(move || async move {
+        let faults = Arc::new(LogFaults::default());
+        let mut log = open(&path, &faults).await;
+        log.append_sync(b"old".to_vec()).await.unwrap();
+        log.replace_with(snapshot).await.expect("replaced");
+        assert_eq!(log.len(), (piece * 5 / 2) as u64);
+        log.append_sync(b"+A".to_vec()).await.unwrap();
+    });
+    let mut all = want;
+    all.extend_from_slice(b"+A");
+    assert_eq!(logical(&check), all);
+}

@@ -20,6 +20,7 @@ use crate::overload::{Load, OverloadLimits};
 use crate::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
 use crate::record;
 use crate::service_stats::{self, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
+use crate::snapshot::SnapshotWalk;
 use crate::state::{os_random, ServiceSettings, ShardState};
 
 /// Delay before a failed log write is tried again.
@@ -99,6 +100,19 @@ pub struct Switchboard {
     pins: PinReplies,
     /// A [`ServiceTimer::PinReplies`] is set.
     pins_timer: bool,
+    /// The compaction snapshot being built, a slice per loop turn (`snapshot.rs`).
+    snapshot: Option<SnapshotBuild>,
+    /// A finished snapshot, waiting for the log to be free.
+    snapshot_ready: Option<Vec<u8>>,
+    /// Snapshots finished and slices taken, since start.
+    snapshots: u64,
+    snapshot_slices: u64,
+}
+
+/// A snapshot under way and the bytes it has written so far.
+struct SnapshotBuild {
+    walk: SnapshotWalk,
+    bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for Switchboard {
@@ -135,6 +149,10 @@ impl Switchboard {
             log_bytes: 0,
             pins: PinReplies::default(),
             pins_timer: false,
+            snapshot: None,
+            snapshot_ready: None,
+            snapshots: 0,
+            snapshot_slices: 0,
         }
     }
 
@@ -256,14 +274,15 @@ impl Switchboard {
         }
     }
 
-    /// Starts the next log job if one is due and none is running: a compaction when it is
-    /// worth it; else an append, at once (`Start::Now`: its records waited for a job in
+    /// Starts the next log job if one is due and none is running: a compaction when a
+    /// snapshot is ready and worth it (and starts building one when the policy says so);
+    /// else an append, at once (`Start::Now`: its records waited for a job in
     /// flight, or its window ended) or after the commit window; and sets the tombstone
     /// flush timer when tombstones have nothing else to ride on.
     fn kick(&mut self, io: &mut ShardIo<Self>, start: Start) {
         let unblocked = self.journal.take_unblocked();
         self.release(io, unblocked);
-        if let Some(job) = self.compaction_job() {
+        if let Some(job) = self.compaction_job(io) {
             return io.spawn(run_job(io.handle(), job));
         }
         if self.journal.append_due() {
@@ -284,18 +303,65 @@ impl Switchboard {
         }
     }
 
-    /// A compaction, when the journal's policy says the log is worth compacting.
-    fn compaction_job(&mut self) -> Option<Job<LogFile>> {
+    /// A compaction, when a finished snapshot waits and the log is free; otherwise, when
+    /// the journal's policy says the log is worth compacting, starts building a snapshot
+    /// in slices (the log keeps taking appends meanwhile).
+    fn compaction_job(&mut self, io: &mut ShardIo<Self>) -> Option<Job<LogFile>> {
         let len = self.journal.file()?.len();
+        if self.snapshot_ready.is_some() {
+            if !self.journal.can_compact() {
+                return None;
+            }
+            let bytes = self.snapshot_ready.take()?;
+            return self.journal.start_compaction(len, bytes);
+        }
+        if self.snapshot.is_some() {
+            return None;
+        }
         let queued = self.state().queued_total();
         if !self.journal.compaction_due(len, queued) {
             return None;
         }
-        let mut snapshot = Vec::new();
-        for r in self.state().snapshot() {
-            record::encode(&r, &mut snapshot);
+        // A snapshot that pays is at most a quarter of the log: room for it, so the buffer
+        // never moves while it fills (its pages are touched only as it does).
+        let mut bytes = Vec::with_capacity((len / crate::limits::COMPACT_GARBAGE_RATIO) as usize);
+        let walk = self
+            .state()
+            .begin_snapshot(&mut |r| record::encode_counted(&r, &mut bytes));
+        self.journal.snapshot_began();
+        self.snapshot = Some(SnapshotBuild { walk, bytes });
+        io.spawn(build_snapshot(io.handle()));
+        None
+    }
+
+    /// One slice of the snapshot under way; true when it is finished (then the
+    /// compaction starts as soon as the log is free).
+    fn snapshot_slice(&mut self, io: &mut ShardIo<Self>) -> bool {
+        let Some(mut build) = self.snapshot.take() else {
+            return true;
+        };
+        self.snapshot_slices += 1;
+        let state = self.state.as_mut().expect("state loaded in on_start");
+        let done = state.snapshot_step(
+            &mut build.walk,
+            crate::limits::SNAPSHOT_SLICE_BYTES,
+            &mut |r| record::encode_counted(&r, &mut build.bytes),
+        );
+        if !done {
+            self.snapshot = Some(build);
+            return false;
         }
-        self.journal.start_compaction(len, snapshot)
+        self.snapshots += 1;
+        tracing::debug!(
+            shard = io.shard_id().0,
+            bytes = build.bytes.len(),
+            slices = build.walk.slices,
+            trailing = self.journal.trailing_bytes(),
+            "snapshot built"
+        );
+        self.snapshot_ready = Some(build.bytes);
+        self.kick(io, Start::Now);
+        true
     }
 
     fn job_done(&mut self, io: &mut ShardIo<Self>, done: JobDone) {
@@ -393,6 +459,21 @@ async fn commit_window(handle: ShardHandle<Switchboard>, window: std::time::Dura
         svc.window_armed = false;
         svc.kick(io, Start::Now);
     });
+}
+
+/// Builds the compaction snapshot, one slice per loop turn, so frames and completions are
+/// handled between any two slices.
+async fn build_snapshot(handle: ShardHandle<Switchboard>) {
+    loop {
+        engine::yield_turn().await;
+        // None: the shard is gone (shutdown).
+        if handle
+            .with(|svc, io| svc.snapshot_slice(io))
+            .unwrap_or(true)
+        {
+            return;
+        }
+    }
 }
 
 /// A finished log job, back on the shard.
@@ -533,6 +614,8 @@ impl Service for Switchboard {
             log_commits: self.journal.commits(),
             log_failures: self.journal.failures(),
             log_items_skipped: self.journal.skipped_items(),
+            log_snapshots: self.snapshots,
+            log_snapshot_slices: self.snapshot_slices,
         };
         let mut stats = service_stats::report(g);
         stats.extend(state.abuse_stats());

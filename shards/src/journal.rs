@@ -29,8 +29,12 @@
 //!   directory sync first, and nothing is released until it succeeds.
 //!
 //! Compaction replaces the log with a snapshot of the state when the log is mostly garbage
-//! ([`Journal::compaction_due`], [`Journal::start_compaction`]). Pure bookkeeping, generic
-//! over the file so it is tested without I/O: the adapter does the I/O.
+//! ([`Journal::compaction_due`], [`Journal::start_compaction`]). The snapshot is built in
+//! slices while events go on (`snapshot.rs`), so it is fuzzy: from
+//! [`Journal::snapshot_began`] the journal keeps a copy of every batch it appends, and the
+//! compacted log is the snapshot, then those batches, then what is pending at the switch
+//! (held as usual, in case the compaction fails). Pure bookkeeping, generic over the file
+//! so it is tested without I/O: the adapter does the I/O.
 
 use std::collections::HashMap;
 
@@ -123,6 +127,12 @@ pub struct Journal<F> {
     skipped_items: u64,
     /// A retry is scheduled after a failure.
     retry_scheduled: bool,
+    /// While a snapshot is being built: the bytes of every batch appended since it began,
+    /// which the compacted log holds after the snapshot.
+    trailing: Option<Vec<u8>>,
+    /// A copy of the append in flight, when it started while a snapshot was being built
+    /// (it joins `trailing` once durable).
+    in_flight_copy: Option<Vec<u8>>,
 }
 
 impl<F> Journal<F> {
@@ -152,6 +162,8 @@ impl<F> Journal<F> {
             commits: 0,
             skipped_items: 0,
             retry_scheduled: false,
+            trailing: None,
+            in_flight_copy: None,
         }
     }
 
@@ -257,6 +269,9 @@ impl<F> Journal<F> {
             record::encode(r, &mut out);
         }
         debug_assert_eq!(out.len(), self.in_flight_len);
+        if self.trailing.is_some() {
+            self.in_flight_copy = Some(out.clone());
+        }
         out
     }
 
@@ -307,6 +322,7 @@ impl<F> Journal<F> {
         if self.in_flight_after.is_some()
             || self.retry_scheduled
             || self.sync_owed
+            || self.trailing.is_some()
             || log_len < p.min_bytes
             || !(grew || drained)
         {
@@ -317,16 +333,45 @@ impl<F> Journal<F> {
         true
     }
 
-    /// A compaction with `snapshot` (which covers everything pending, too), if the log of
-    /// `log_len` bytes is at least `COMPACT_GARBAGE_RATIO` times its size.
-    pub fn start_compaction(&mut self, log_len: u64, snapshot: Vec<u8>) -> Option<Job<F>> {
-        let worth = snapshot.len() as u64 * crate::limits::COMPACT_GARBAGE_RATIO <= log_len;
-        if !worth || self.busy() || self.retry_scheduled || self.sync_owed {
+    /// A snapshot is being built from now on: every batch appended from here is kept for
+    /// the compacted log (and no other compaction is due meanwhile).
+    pub fn snapshot_began(&mut self) {
+        self.trailing = Some(Vec::new());
+    }
+
+    /// Bytes kept for the snapshot being built (0 when none is).
+    pub fn trailing_bytes(&self) -> usize {
+        self.trailing.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Whether a finished snapshot can replace the log now: no job in flight, no retry
+    /// waiting, no directory sync owed.
+    pub fn can_compact(&self) -> bool {
+        !self.busy() && !self.retry_scheduled && !self.sync_owed && self.file.is_some()
+    }
+
+    /// Replaces the log (`log_len` bytes) with `snapshot`, then every batch appended since
+    /// the snapshot began, then what is pending now; `None` (and the snapshot is dropped)
+    /// unless the log is at least `COMPACT_GARBAGE_RATIO` times that, or if
+    /// [`Journal::can_compact`] says no.
+    pub fn start_compaction(&mut self, log_len: u64, mut snapshot: Vec<u8>) -> Option<Job<F>> {
+        let trailing = self.trailing.take().unwrap_or_default();
+        if !self.can_compact() {
+            return None;
+        }
+        let pending = self.retry_len + self.pending_len + self.lazy_len;
+        let total = (snapshot.len() + trailing.len() + pending) as u64;
+        if total * crate::limits::COMPACT_GARBAGE_RATIO > log_len {
             return None;
         }
         let file = self.file.take()?;
-        // Kept in case the compaction fails before its rename: then they are appended.
+        snapshot.extend_from_slice(&trailing);
+        // Held as well, in case the compaction fails before its rename: then they are
+        // appended to the old log.
         self.hold_batch();
+        for r in &self.in_flight {
+            record::encode(r, &mut snapshot);
+        }
         self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
         Some(Job::Compact(file, snapshot))
     }
@@ -337,6 +382,11 @@ impl<F> Journal<F> {
     pub fn finished(&mut self, file: F, log_len: u64, outcome: Outcome) -> Vec<AfterCommit> {
         self.file = Some(file);
         let after = self.in_flight_after.take().expect("a job was in flight");
+        let copy = self.in_flight_copy.take();
+        if let (Some(trailing), Some(copy), Outcome::Appended) = (&mut self.trailing, copy, outcome)
+        {
+            trailing.extend_from_slice(&copy);
+        }
         match outcome {
             Outcome::Appended | Outcome::Compacted => {
                 self.commits += 1;
@@ -623,5 +673,71 @@ mod tests {
             append_bytes(j.next_append()),
             encoded_records(&[removed(9)])
         );
+    }
+
+    fn compact_bytes(job: Option<Job<File>>) -> Vec<u8> {
+        match job {
+            Some(Job::Compact(File, bytes)) => bytes,
+            _ => panic!("expected a compaction"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_built_during_appends_is_followed_by_every_batch_appended_since_it_began() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        // In flight when the snapshot begins: the state the snapshot reads already holds it.
+        j.add(vec![rec(1)], vec![]);
+        assert!(j.compaction_due(1000, 0));
+        assert!(j.next_append().is_some());
+        j.snapshot_began();
+        assert!(!j.compaction_due(1_000_000, 0), "one snapshot at a time");
+        j.add(vec![rec(2)], vec![push("two")]);
+        j.finished(File, 10, Outcome::Appended);
+        assert_eq!(j.trailing_bytes(), 0, "began before the snapshot");
+        // Appended during the snapshot: kept. A failed append is kept once, when it lands.
+        assert!(j.next_append().is_some());
+        assert!(j.finished(File, 10, Outcome::AppendFailed).is_empty());
+        assert_eq!(j.trailing_bytes(), 0, "nothing of a failed append");
+        j.schedule_retry();
+        assert!(!j.can_compact(), "not while a retry waits");
+        j.retry_due();
+        j.add(vec![rec(3)], vec![]);
+        assert_eq!(append_bytes(j.next_append()), encoded(&[2, 3]));
+        assert!(!j.can_compact(), "not while an append is in flight");
+        assert_eq!(phones(&j.finished(File, 20, Outcome::Appended)), ["two"]);
+        assert_eq!(j.trailing_bytes(), encoded(&[2, 3]).len());
+        // Pending at the switch: written after them, and held in case it fails.
+        j.add(vec![rec(4)], vec![push("four")]);
+        assert!(j.can_compact());
+        let mut want = b"SNAPSHOT".to_vec();
+        want.extend(encoded(&[2, 3, 4]));
+        assert_eq!(
+            compact_bytes(j.start_compaction(1000, b"SNAPSHOT".to_vec())),
+            want
+        );
+        assert!(j.finished(File, 40, Outcome::NotCompacted).is_empty());
+        j.retry_due();
+        assert_eq!(
+            append_bytes(j.next_append()),
+            encoded(&[4]),
+            "a failed compaction appends what it held to the old log"
+        );
+        assert_eq!(phones(&j.finished(File, 50, Outcome::Appended)), ["four"]);
+        assert_eq!(j.trailing_bytes(), 0, "the snapshot is over");
+    }
+
+    #[test]
+    fn a_snapshot_that_would_not_pay_is_dropped_with_what_it_kept() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.snapshot_began();
+        j.add(vec![rec(1)], vec![]);
+        assert!(j.next_append().is_some());
+        j.finished(File, 10, Outcome::Appended);
+        assert!(j.trailing_bytes() > 0);
+        assert!(j.start_compaction(100, vec![0; 30]).is_none());
+        assert_eq!(j.trailing_bytes(), 0);
+        assert!(j.compaction_due(1000, 0), "another may begin");
     }
 }

@@ -179,6 +179,13 @@ pub fn encode(rec: &Record, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// [`encode`], returning the bytes it added.
+pub fn encode_counted(rec: &Record, out: &mut Vec<u8>) -> usize {
+    let before = out.len();
+    encode(rec, out);
+    out.len() - before
+}
+
 /// What follows the last good record of a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tail {

@@ -87,6 +87,14 @@ pub const HELP: &[(&str, &str)] = &[
         "Queued items never written: their recipient acked them before their batch left.",
     ),
     (
+        "log_snapshots_total",
+        "Compaction snapshots built (in slices between events).",
+    ),
+    (
+        "log_snapshot_slices_total",
+        "Slices compaction snapshots were built in, one per loop turn at most.",
+    ),
+    (
         "refused_pin_source_total",
         "PIN sends refused: the source address's budget.",
     ),
@@ -217,6 +225,10 @@ pub struct Gauges {
     pub log_failures: u64,
     /// Items never written: acked by their recipient before their batch left.
     pub log_items_skipped: u64,
+    /// Compaction snapshots finished.
+    pub log_snapshots: u64,
+    /// Slices those snapshots (and one under way) were built in.
+    pub log_snapshot_slices: u64,
 }
 
 /// The service's statistics, by name.
@@ -229,6 +241,8 @@ pub fn report(g: Gauges) -> Vec<(&'static str, u64)> {
         ("log_commits_total", g.log_commits),
         ("log_failures_total", g.log_failures),
         ("log_items_skipped_total", g.log_items_skipped),
+        ("log_snapshots_total", g.log_snapshots),
+        ("log_snapshot_slices_total", g.log_snapshot_slices),
     ]
 }
 

@@ -82,3 +82,125 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
         "the old message is not delivered again"
     );
 }
+
+/// A compaction whose snapshot is built in slices while a sender keeps sending to queued
+/// users: after a restart on the compacted log, every message the sender was told is stored
+/// is there once, in order, and the snapshot really was built in more than one slice.
+#[test]
+fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
+    use std::collections::BTreeMap;
+    use support::admin::{fresh_stats, num};
+    let data = support::temp_dir("compact-flow");
+    let log = data.join("shard-0.log");
+    let (a, b) = ("+15556000011", "+15556000012");
+    // Offline users whose queues stay: their walk takes several slices, and sends to them
+    // go on meanwhile.
+    let cs: Vec<String> = (0..40).map(|i| format!("+155560010{i:02}")).collect();
+    let body = "z".repeat(1000);
+    let mut want: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    // One device's client ids only grow, whoever they go to.
+    let cid = std::cell::Cell::new(0u64);
+    let next = || {
+        cid.set(cid.get() + 1);
+        cid.get()
+    };
+    {
+        let server = TestServer::start_cfg(1, false, data.clone(), |cfg| {
+            cfg.compact_min_bytes = 1;
+            cfg.admin = Some("127.0.0.1:0".parse().unwrap());
+        });
+        let admin = server
+            .rt
+            .as_ref()
+            .unwrap()
+            .admin_addr()
+            .expect("admin serves");
+        let mut ca = server.client();
+        ca.load_test_login(a);
+        for user in cs.iter().map(String::as_str).chain([b]) {
+            let mut cl = server.client();
+            cl.load_test_login(user);
+        }
+        let mut send_to_c = |ca: &mut support::Client, text: &str| {
+            let id = next();
+            let to = &cs[id as usize % cs.len()];
+            ca.send_text(to, id, text);
+            want.entry(to.clone()).or_default().push(id);
+        };
+        for _ in 0..80 {
+            send_to_c(&mut ca, &body);
+        }
+        ca.recv_n(80);
+        // B's messages (as many as one sender may queue for one user) become garbage once
+        // B acks them: the log pays to compact.
+        for _ in 0..900 {
+            ca.send_text(b, next(), &body);
+        }
+        assert!(ca
+            .recv_n(900)
+            .iter()
+            .all(|f| matches!(f, server_frame::Kind::ServerAck(_))));
+        let before = log_len(&log);
+        let mut cb = server.client();
+        assert_eq!(cb.load_test_login(b), 900);
+        // B acks in batches while A keeps sending to the Cs: the queues drain, a snapshot
+        // starts, and records land in the log while it is built.
+        for _ in 0..30 {
+            // Within the delivery window (what B may hold unacked).
+            let ids: Vec<u64> = (0..30).map(|_| cb.expect_message().server_msg_id).collect();
+            cb.ack(ids);
+            for _ in 0..4 {
+                send_to_c(&mut ca, &body);
+            }
+        }
+        // A's answers: 120 ServerAcks, among 900 DELIVERED receipts.
+        let mut server_acks = 0;
+        while server_acks < 120 {
+            if let server_frame::Kind::ServerAck(x) = ca.recv() {
+                assert_ne!(x.server_msg_id, 0, "each send is new");
+                server_acks += 1;
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            // More sends drive the commits that find the log mostly garbage, and land
+            // while later snapshots are built.
+            for _ in 0..20 {
+                send_to_c(&mut ca, "tick");
+            }
+            let mut acks = 0;
+            while acks < 20 {
+                if let server_frame::Kind::ServerAck(_) = ca.recv() {
+                    acks += 1;
+                }
+            }
+            if log_len(&log) * 2 < before {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "log never compacted");
+        }
+        let s = &fresh_stats(admin, 1)[0]["service"];
+        let (snapshots, slices) = (
+            num(s, "log_snapshots_total"),
+            num(s, "log_snapshot_slices_total"),
+        );
+        assert!(snapshots >= 1, "{s:?}");
+        assert!(
+            slices > snapshots,
+            "built in slices: {slices} for {snapshots}"
+        );
+    }
+    let server = TestServer::start_with(1, false, data);
+    for (user, want) in want {
+        let mut cc = server.client();
+        assert_eq!(cc.load_test_login(&user) as usize, want.len(), "{user}");
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let m = cc.expect_message();
+            got.push(m.client_msg_id);
+            cc.ack(vec![m.server_msg_id]);
+        }
+        assert_eq!(got, want, "{user}: every stored message once, in order");
+        assert!(cc.sync().is_empty(), "{user}: nothing more");
+    }
+}

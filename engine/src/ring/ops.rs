@@ -189,7 +189,19 @@ pub(crate) async fn open(path: &Path, flags: i32, mode: u32) -> io::Result<RawFd
 
 /// Writes `buf` at `offset`; returns the bytes written and the buffer.
 pub(crate) async fn write_at(fd: RawFd, buf: Vec<u8>, offset: u64) -> (io::Result<usize>, Vec<u8>) {
-    let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+    let len = buf.len();
+    write_part_at(fd, buf, 0..len, offset).await
+}
+
+/// Writes `buf[part]` at `offset`; returns the bytes written and the whole buffer.
+pub(crate) async fn write_part_at(
+    fd: RawFd,
+    buf: Vec<u8>,
+    part: std::ops::Range<usize>,
+    offset: u64,
+) -> (io::Result<usize>, Vec<u8>) {
+    let bytes = &buf[part];
+    let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
     let keep = Keep {
         buf,
         paths: Vec::new(),
