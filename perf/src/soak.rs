@@ -433,6 +433,11 @@ pub fn section(
         s.rss_growth() as f64 / 1048576.0,
         s.rss_growth() as f64 / s.delivered().max(1) as f64,
         match &s.longest_poll {
+            Some((k, v)) if k.ends_with("_us") => format!(
+                "{:.2} ms (`/stats` field `{k}`, worst sample; target ≤ 5 ms: {})",
+                v / 1000.0,
+                if *v <= 5000.0 { "met" } else { "not met" }
+            ),
             Some((k, v)) => format!("{v} (`/stats` field `{k}`, worst sample)"),
             None => "not reported by this server (`/stats` has no `turn_max_us` field)".into(),
         }
