@@ -23,6 +23,7 @@
 //! - [`snapshot`]: what compaction writes, built in slices between events.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
+//!   [`table_thread`]: makes and frees its big tables off the shard threads.
 //! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
 //! - [`budget`]: sign-up budgets per source, prefix, number range and box; [`pins`]:
 //!   outstanding PINs and per-phone back-off.
@@ -74,4 +75,5 @@ pub mod sim_fuzz;
 pub mod snapshot;
 pub mod state;
 pub mod steady_map;
+pub mod table_thread;
 pub mod webhook;

@@ -30,41 +30,21 @@
 //!   many, which a snapshot's reader tolerates);
 //! - a walk starts only when no growth is under way; `begin_walk` helps that along.
 //!
-//! An emptied table of a large map is freed on a thread of its own ([`free_off_thread`]):
-//! giving tens of MiB of touched pages back to the kernel takes about 9 ms per million
-//! entries (measured), far longer than any event may take.
+//! A large map's tables are made and freed on the table thread (`table_thread.rs`): the
+//! next, bigger table is asked for when the present one is three quarters full, and a
+//! walk waits a slice or two for its table; an emptied table is freed there. So the shard
+//! never waits for the kernel's page work (9 ms to give back a table of a million entries,
+//! 1–2 ms to make one).
 
 use std::borrow::Borrow;
 use std::hash::{Hash, RandomState};
 
 use hashbrown::HashMap;
 
+use crate::table_thread::{self, Coming, Made};
+
 /// Entries moved from the old table per change while one is being emptied.
 pub const STEADY_MAP_MOVE_PER_OP: usize = 1024;
-
-/// Emptied tables at least this large are freed off the shard thread.
-pub const FREE_OFF_THREAD_BYTES: usize = 1 << 20;
-
-/// Frees `table` (of about `bytes`) on the freeing thread when it is large, so that the
-/// shard never waits for the kernel to take the pages back; small ones go at once.
-pub fn free_off_thread<T: Send + 'static>(table: T, bytes: usize) {
-    type Freed = Box<dyn Send>;
-    static FREER: std::sync::OnceLock<std::sync::mpsc::Sender<Freed>> = std::sync::OnceLock::new();
-    if bytes < FREE_OFF_THREAD_BYTES {
-        return drop(table);
-    }
-    let freer = FREER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Freed>();
-        // If the thread cannot start, tables are freed where they are (a stall, not a loss).
-        let _ = std::thread::Builder::new()
-            .name("sb-free".into())
-            .spawn(move || rx.into_iter().for_each(drop));
-        tx
-    });
-    if let Err(back) = freer.send(Box::new(table)) {
-        drop(back.0);
-    }
-}
 
 /// A hash map that grows in slices (module docs).
 #[derive(Debug)]
@@ -73,6 +53,8 @@ pub struct SteadyMap<K, V> {
     old: HashMap<K, V, RandomState>,
     /// A walk is under way: `old` holds the entries it has not visited yet.
     walking: bool,
+    /// The next table, being made on the table thread.
+    coming: Option<Coming<HashMap<K, V, RandomState>>>,
 }
 
 impl<K, V> Default for SteadyMap<K, V> {
@@ -81,6 +63,7 @@ impl<K, V> Default for SteadyMap<K, V> {
             new: HashMap::with_hasher(RandomState::new()),
             old: HashMap::with_hasher(RandomState::new()),
             walking: false,
+            coming: None,
         }
     }
 }
@@ -210,8 +193,8 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
     }
 
     /// Starts a walk (module docs); false, after moving a slice, while a growth is still
-    /// under way: call again later. Costs one allocation of an empty table the size of the
-    /// present one (its control bytes are set: about one byte per entry).
+    /// under way, or while the table thread makes the table the walk fills: call again
+    /// later.
     pub fn begin_walk(&mut self) -> bool {
         assert!(!self.walking, "one walk at a time");
         if !self.old.is_empty() {
@@ -221,7 +204,11 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
         // Room for every entry and an eighth more (keys added while the walk runs), so
         // that a walk leaves the table about the size growth alone would have made it.
         let want = self.new.len() + self.new.len() / 8 + 8;
-        let fresh = HashMap::with_capacity_and_hasher(want, self.new.hasher().clone());
+        self.prepare(want);
+        if self.table_pending() {
+            return false;
+        }
+        let fresh = self.table_for(want);
         self.old = std::mem::replace(&mut self.new, fresh);
         self.walking = true;
         true
@@ -278,19 +265,23 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
         }
     }
 
-    /// Replaces the emptied old table with an unallocated one, freeing it off the thread.
+    /// Replaces the emptied old table with an unallocated one, freeing it on the table
+    /// thread when it is large.
     fn free_old(&mut self) {
         let bytes = self.old.allocation_size();
         let fresh = HashMap::with_hasher(self.old.hasher().clone());
         let emptied = std::mem::replace(&mut self.old, fresh);
-        free_off_thread(emptied, bytes);
+        table_thread::free(emptied, bytes);
     }
 
     /// Before an insert of a new key: if `new` is full, it becomes `old` (then empty,
     /// since a full table only starts moving after the previous one emptied) and a table
-    /// twice its size takes its place.
+    /// twice its size takes its place. At three quarters full, that table is asked for.
     fn make_room(&mut self) {
         if self.new.len() < self.new.capacity() {
+            if self.old.is_empty() && self.new.len() * 4 >= self.new.capacity() * 3 {
+                self.prepare((self.new.capacity() * 2).max(8));
+            }
             return;
         }
         // `new` filled at least as many inserts after the last swap as `old` had entries,
@@ -298,11 +289,46 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
         while !self.old.is_empty() {
             self.step();
         }
-        let bigger = HashMap::with_capacity_and_hasher(
-            (self.new.capacity() * 2).max(8),
-            self.new.hasher().clone(),
-        );
+        let bigger = self.table_for((self.new.capacity() * 2).max(8));
         self.old = std::mem::replace(&mut self.new, bigger);
+    }
+
+    /// Bytes a table for `capacity` entries takes (buckets and their control bytes).
+    fn table_bytes(capacity: usize) -> usize {
+        capacity * 8 / 7 * (std::mem::size_of::<(K, V)>() + 1)
+    }
+
+    /// Asks the table thread for an empty table for `capacity` entries, if it is large and
+    /// none is coming.
+    fn prepare(&mut self, capacity: usize) {
+        if self.coming.is_some() || Self::table_bytes(capacity) < table_thread::OFF_THREAD_BYTES {
+            return;
+        }
+        let hasher = self.new.hasher().clone();
+        self.coming =
+            table_thread::make(move || HashMap::with_capacity_and_hasher(capacity, hasher));
+    }
+
+    /// An empty table for at least `capacity` entries: the one the table thread made if it
+    /// is ready and large enough, else one made here.
+    fn table_for(&mut self, capacity: usize) -> HashMap<K, V, RandomState> {
+        if let Some(mut coming) = self.coming.take() {
+            match coming.try_take() {
+                Made::Ready(t) if t.capacity() >= capacity => return t,
+                Made::Ready(t) => {
+                    let bytes = t.allocation_size();
+                    table_thread::free(t, bytes);
+                }
+                // Not made yet: it is dropped on the table thread when it is.
+                Made::Pending | Made::Lost => {}
+            }
+        }
+        HashMap::with_capacity_and_hasher(capacity, self.new.hasher().clone())
+    }
+
+    /// Whether a table asked of the table thread is still being made.
+    fn table_pending(&mut self) -> bool {
+        self.coming.as_mut().is_some_and(Coming::pending)
     }
 }
 
@@ -450,5 +476,35 @@ mod tests {
             m.insert(more, more);
         }
         assert_eq!(m.len(), (k + 99_999) as usize);
+    }
+
+    #[test]
+    fn a_large_map_gets_its_tables_from_the_table_thread_and_stays_whole() {
+        let mut m: SteadyMap<u64, [u8; 64]> = SteadyMap::default();
+        let mut asked = 0;
+        for k in 0..120_000u64 {
+            let had = m.coming.is_some();
+            m.insert(k, [k as u8; 64]);
+            asked += usize::from(!had && m.coming.is_some());
+        }
+        assert!(
+            asked >= 2,
+            "tables of over 1 MiB are asked for ahead: {asked}"
+        );
+        let mut tries = 0;
+        while !m.begin_walk() {
+            tries += 1;
+            std::thread::yield_now();
+        }
+        let mut seen = 0u64;
+        while !m.walk_step(1000, |k, v| {
+            assert_eq!(v[0], *k as u8);
+            seen += 1;
+            1
+        }) {}
+        assert_eq!(seen, 120_000, "after {tries} tries to begin");
+        for k in 0..120_000u64 {
+            assert_eq!(m.get(&k).map(|v| v[0]), Some(k as u8));
+        }
     }
 }
