@@ -318,8 +318,8 @@ impl Switchboard {
         if self.snapshot.is_some() {
             return None;
         }
-        let queued = self.state().queued_total();
-        if !self.journal.compaction_due(len, queued) {
+        let queued_bytes = self.state().queues.bytes();
+        if !self.journal.compaction_due(len, queued_bytes) {
             return None;
         }
         // A snapshot that pays is at most a quarter of the log: room for it, so the buffer

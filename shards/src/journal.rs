@@ -84,8 +84,10 @@ struct CompactionPolicy {
     min_bytes: u64,
     /// Log length at the last check.
     checked_len: u64,
-    /// Items queued at the last check.
+    /// Bytes queued at the last check.
     checked_queued: usize,
+    /// The last snapshot that did not pay: its bytes, and the bytes queued when it began.
+    dropped: Option<(u64, usize)>,
 }
 
 /// The shard's log bookkeeping.
@@ -157,6 +159,7 @@ impl<F> Journal<F> {
                 min_bytes: compact_min_bytes,
                 checked_len: 0,
                 checked_queued: 0,
+                dropped: None,
             },
             failures: 0,
             commits: 0,
@@ -313,18 +316,30 @@ impl<F> Journal<F> {
     }
 
     /// Whether a snapshot should be built now: the log (`log_len` bytes) is past the
-    /// minimum and has doubled, or the queues (`queued` items) shrank to a quarter, since
-    /// the last check. Building a snapshot costs a pass over the state, hence the check.
+    /// minimum and has doubled, or the queues (`queued` wire bytes of items, about what a
+    /// snapshot writes for them) shrank to a quarter, since the last check; or, after a
+    /// snapshot that did not pay, the queues shrank since it began enough that one scaled
+    /// to them would pay with a quarter to spare (each such try needs a fifth less queued
+    /// than the last, so they cannot repeat for long).
+    /// Building a snapshot costs a pass over the state, hence the check.
     pub fn compaction_due(&mut self, log_len: u64, queued: usize) -> bool {
         let p = &mut self.policy;
         let grew = log_len >= 2 * p.checked_len;
         let drained = queued * 4 < p.checked_queued;
+        let would_pay = p.dropped.is_some_and(|(bytes, then)| {
+            // In u128: bytes times bytes.
+            queued < then
+                && queued as u128
+                    * bytes as u128
+                    * (crate::limits::COMPACT_GARBAGE_RATIO as u128 + 1)
+                    <= log_len as u128 * then as u128
+        });
         if self.in_flight_after.is_some()
             || self.retry_scheduled
             || self.sync_owed
             || self.trailing.is_some()
             || log_len < p.min_bytes
-            || !(grew || drained)
+            || !(grew || drained || would_pay)
         {
             return false;
         }
@@ -362,8 +377,10 @@ impl<F> Journal<F> {
         let pending = self.retry_len + self.pending_len + self.lazy_len;
         let total = (snapshot.len() + trailing.len() + pending) as u64;
         if total * crate::limits::COMPACT_GARBAGE_RATIO > log_len {
+            self.policy.dropped = Some((total, self.policy.checked_queued));
             return None;
         }
+        self.policy.dropped = None;
         let file = self.file.take()?;
         snapshot.extend_from_slice(&trailing);
         // Held as well, in case the compaction fails before its rename: then they are
@@ -739,5 +756,42 @@ mod tests {
         assert!(j.start_compaction(100, vec![0; 30]).is_none());
         assert_eq!(j.trailing_bytes(), 0);
         assert!(j.compaction_due(1000, 0), "another may begin");
+    }
+
+    #[test]
+    fn after_a_snapshot_that_did_not_pay_another_is_tried_once_the_queues_shrink_enough() {
+        let mut j: Journal<File> = Journal::new(0);
+        j.opened(File, 0);
+        assert!(j.compaction_due(1000, 400));
+        j.snapshot_began();
+        assert!(
+            j.start_compaction(1000, vec![0; 300]).is_none(),
+            "300 B of 1,000 does not pay"
+        );
+        // Neither doubled nor drained to a quarter: only the estimate can call it.
+        assert!(
+            !j.compaction_due(1100, 300),
+            "300 items of 300 B each would not pay"
+        );
+        assert!(
+            !j.compaction_due(1100, 400),
+            "no less queued than when it began"
+        );
+        assert!(
+            j.compaction_due(1100, 200),
+            "200 items: ~150 B, pays with room"
+        );
+        j.snapshot_began();
+        assert!(
+            j.start_compaction(1100, vec![0; 300]).is_none(),
+            "it did not"
+        );
+        assert!(
+            !j.compaction_due(1100, 190),
+            "each try needs a fifth less queued than the last"
+        );
+        assert!(j.compaction_due(1100, 100));
+        j.snapshot_began();
+        assert!(j.start_compaction(1100, vec![0; 100]).is_some());
     }
 }

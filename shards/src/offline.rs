@@ -302,6 +302,9 @@ pub struct Queues {
     /// A snapshot walks it between events (`snapshot.rs`).
     pub(crate) by_user: SteadyMap<Phone, Queue>,
     total: usize,
+    /// Wire bytes of every item queued: about what a snapshot writes for them (the
+    /// compaction policy's measure).
+    bytes: usize,
     /// `users_at_len[n]`: users whose queue holds exactly `n` items (n ≥ 1); sized
     /// `QUEUE_ITEMS_PER_USER_MAX + 1` on first use, so the longest queue is known without a
     /// scan of the users.
@@ -349,6 +352,7 @@ impl Queues {
             }
             q.messages += 1;
         }
+        self.bytes += item.wire_bytes();
         q.items.push_back(item);
         if q.by_sender.is_none() && q.messages >= QUEUE_MESSAGES_PER_SENDER_MAX {
             q.by_sender = Some(Box::new(count_senders(&q.items)));
@@ -435,6 +439,7 @@ impl Queues {
             q.items.shrink_to(q.items.len() + q.items.len() / 16 + 4);
         }
         self.total -= 1;
+        self.bytes -= item.wire_bytes();
         let len = q.items.len();
         let drop_queue = q.items.is_empty() && !q.push_notified;
         self.resized(len + 1, len);
@@ -496,6 +501,11 @@ impl Queues {
         Phone::parse(user)
             .and_then(|u| self.by_user.get(&u))
             .is_some_and(|q| q.items.iter().any(|i| i.id == id))
+    }
+
+    /// Wire bytes of the items queued on this shard.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Items queued on this shard.

@@ -83,27 +83,23 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
     );
 }
 
-/// A compaction whose snapshot is built in slices while a sender keeps sending to queued
-/// users: after a restart on the compacted log, every message the sender was told is stored
-/// is there once, in order, and the snapshot really was built in more than one slice.
+/// A compaction whose snapshot is built in slices while senders keep sending to queued
+/// users: after a restart on the compacted log, every message the senders were told is
+/// stored is there once, in order, and the snapshot really was built in more than one
+/// slice. One sender writes without waiting for answers, so its records land in the log
+/// while snapshots are being built (the compacted log must carry them after the snapshot).
 #[test]
 fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
     use std::collections::BTreeMap;
     use support::admin::{fresh_stats, num};
     let data = support::temp_dir("compact-flow");
     let log = data.join("shard-0.log");
-    let (a, b) = ("+15556000011", "+15556000012");
-    // Offline users whose queues stay: their walk takes several slices, and sends to them
-    // go on meanwhile.
+    let (a, b, e) = ("+15556000011", "+15556000012", "+15556000014");
+    // Offline users whose queues stay: their walk takes several slices.
     let cs: Vec<String> = (0..40).map(|i| format!("+155560010{i:02}")).collect();
     let body = "z".repeat(1000);
-    let mut want: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    // One device's client ids only grow, whoever they go to.
-    let cid = std::cell::Cell::new(0u64);
-    let next = || {
-        cid.set(cid.get() + 1);
-        cid.get()
-    };
+    // (recipient, sender) → client ids, in the order sent.
+    let mut want: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     {
         let server = TestServer::start_cfg(1, false, data.clone(), |cfg| {
             cfg.compact_min_bytes = 1;
@@ -117,40 +113,79 @@ fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
             .expect("admin serves");
         let mut ca = server.client();
         ca.load_test_login(a);
+        let mut ce = server.client();
+        ce.load_test_login(e);
         for user in cs.iter().map(String::as_str).chain([b]) {
             let mut cl = server.client();
             cl.load_test_login(user);
         }
-        let mut send_to_c = |ca: &mut support::Client, text: &str| {
-            let id = next();
+        // One device's client ids only grow, whoever they go to.
+        let a_cid = std::cell::Cell::new(0u64);
+        let next_a = || {
+            a_cid.set(a_cid.get() + 1);
+            a_cid.get()
+        };
+        type Want = BTreeMap<(String, String), Vec<u64>>;
+        let mut send_to_c = |ca: &mut support::Client, want: &mut Want, text: &str| {
+            let id = next_a();
             let to = &cs[id as usize % cs.len()];
             ca.send_text(to, id, text);
-            want.entry(to.clone()).or_default().push(id);
+            want.entry((to.clone(), a.to_string()))
+                .or_default()
+                .push(id);
         };
         for _ in 0..80 {
-            send_to_c(&mut ca, &body);
+            send_to_c(&mut ca, &mut want, &body);
         }
         ca.recv_n(80);
-        // B's messages (as many as one sender may queue for one user) become garbage once
-        // B acks them: the log pays to compact.
-        for _ in 0..900 {
-            ca.send_text(b, next(), &body);
+        // B's messages (900 from each of two senders: a sender's share of one queue is
+        // 1,000) become garbage once B acks them: the log pays to compact.
+        for i in 0..900u64 {
+            ca.send_text(b, next_a(), &body);
+            ce.send_text(b, 10_000 + i, &body);
         }
-        assert!(ca
-            .recv_n(900)
-            .iter()
-            .all(|f| matches!(f, server_frame::Kind::ServerAck(_))));
+        for c in [&mut ca, &mut ce] {
+            assert!(c
+                .recv_n(900)
+                .iter()
+                .all(|f| matches!(f, server_frame::Kind::ServerAck(_))));
+        }
         let before = log_len(&log);
+        // E now writes 1,500 short sends to the Cs without waiting for answers.
+        let e_sends: Vec<(String, u64)> = (0..1500u64)
+            .map(|i| (cs[(i * 7) as usize % cs.len()].clone(), 20_000 + i))
+            .collect();
+        for (to, id) in &e_sends {
+            want.entry((to.clone(), e.to_string()))
+                .or_default()
+                .push(*id);
+        }
+        let writer = std::thread::spawn(move || {
+            for (to, id) in &e_sends {
+                ce.send_text(to, *id, "short");
+            }
+            let mut acks = 0;
+            while acks < e_sends.len() {
+                match ce.recv() {
+                    server_frame::Kind::ServerAck(x) => {
+                        assert_ne!(x.server_msg_id, 0, "each send is new");
+                        acks += 1;
+                    }
+                    server_frame::Kind::Receipt(_) => {}
+                    other => panic!("E got {other:?}"),
+                }
+            }
+        });
         let mut cb = server.client();
-        assert_eq!(cb.load_test_login(b), 900);
-        // B acks in batches while A keeps sending to the Cs: the queues drain, a snapshot
-        // starts, and records land in the log while it is built.
-        for _ in 0..30 {
+        assert_eq!(cb.load_test_login(b), 1800);
+        // B acks in batches while A keeps sending to the Cs: the queues drain and
+        // snapshots start while E's records land.
+        for _ in 0..60 {
             // Within the delivery window (what B may hold unacked).
             let ids: Vec<u64> = (0..30).map(|_| cb.expect_message().server_msg_id).collect();
             cb.ack(ids);
-            for _ in 0..4 {
-                send_to_c(&mut ca, &body);
+            for _ in 0..2 {
+                send_to_c(&mut ca, &mut want, &body);
             }
         }
         // A's answers: 120 ServerAcks, among 900 DELIVERED receipts.
@@ -161,12 +196,12 @@ fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
                 server_acks += 1;
             }
         }
+        writer.join().expect("E's sends all answered");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            // More sends drive the commits that find the log mostly garbage, and land
-            // while later snapshots are built.
+            // More sends drive the commits that find the log mostly garbage.
             for _ in 0..20 {
-                send_to_c(&mut ca, "tick");
+                send_to_c(&mut ca, &mut want, "tick");
             }
             let mut acks = 0;
             while acks < 20 {
@@ -191,16 +226,25 @@ fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
         );
     }
     let server = TestServer::start_with(1, false, data);
-    for (user, want) in want {
+    let mut got: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for user in &cs {
         let mut cc = server.client();
-        assert_eq!(cc.load_test_login(&user) as usize, want.len(), "{user}");
-        let mut got = Vec::new();
-        while got.len() < want.len() {
+        let n = cc.load_test_login(user) as usize;
+        for _ in 0..n {
             let m = cc.expect_message();
-            got.push(m.client_msg_id);
+            got.entry((user.clone(), m.from.clone()))
+                .or_default()
+                .push(m.client_msg_id);
             cc.ack(vec![m.server_msg_id]);
         }
-        assert_eq!(got, want, "{user}: every stored message once, in order");
         assert!(cc.sync().is_empty(), "{user}: nothing more");
     }
+    for (key, ids) in &want {
+        assert_eq!(
+            got.get(key),
+            Some(ids),
+            "{key:?}: every stored message once, in order"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "nothing from anyone else");
 }
