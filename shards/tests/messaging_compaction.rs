@@ -126,7 +126,7 @@ fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
             a_cid.get()
         };
         type Want = BTreeMap<(String, String), Vec<u64>>;
-        let mut send_to_c = |ca: &mut support::Client, want: &mut Want, text: &str| {
+        let send_to_c = |ca: &mut support::Client, want: &mut Want, text: &str| {
             let id = next_a();
             let to = &cs[id as usize % cs.len()];
             ca.send_text(to, id, text);
