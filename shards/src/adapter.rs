@@ -322,9 +322,10 @@ impl Switchboard {
         if !self.journal.compaction_due(len, queued_bytes) {
             return None;
         }
-        // A snapshot that pays is at most a quarter of the log: room for it, so the buffer
-        // never moves while it fills (its pages are touched only as it does).
-        let mut bytes = Vec::with_capacity((len / crate::limits::COMPACT_GARBAGE_RATIO) as usize);
+        // A snapshot that pays is at most a quarter of the log: room for it (up to 1 GiB),
+        // so the buffer never moves while it fills (its pages are touched only as it does).
+        let room = (len / crate::limits::COMPACT_GARBAGE_RATIO).min(1 << 30);
+        let mut bytes = Vec::with_capacity(room as usize);
         let walk = self
             .state()
             .begin_snapshot(&mut |r| record::encode_counted(&r, &mut bytes));
