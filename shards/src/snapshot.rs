@@ -9,7 +9,9 @@
 //!   (`SteadyMap`'s walk), with its value at some moment after the start; every change
 //!   after the start has its record among those that follow;
 //! - accounts, groups and the id mark are "latest wins", so a later record corrects an
-//!   older value; dedupe windows are idempotent and drop a stale device's copy;
+//!   older value; a dedupe window ignores a copy whose server id is not above its newest
+//!   (`dedupe.rs`: ids only grow per window), so the order replay meets copies in does
+//!   not matter;
 //! - an item the snapshot holds may come again in the records after it: replay keeps the
 //!   first and skips the rest (`ShardState::replay`); a removal names its id, so it works
 //!   wherever the item stands.
@@ -18,6 +20,10 @@
 //! accounts, groups, queued items, and dedupe windows last, so that every queued item the
 //! snapshot holds was seen by its window before the window was written (replay then meets
 //! each item as already known, and later ones in the order they came).
+//!
+//! A slice ends once it has written `SNAPSHOT_SLICE_BYTES`, but never inside one user's
+//! queue, which is written whole (at most `QUEUE_ITEMS_PER_USER_MAX` items: a longer
+//! slice for a user at the cap).
 //!
 //! This module reads the state's maps (and moves their entries between a map's two tables,
 //! which is how a walk keeps its place); it changes no value.
