@@ -130,7 +130,8 @@ pub struct ShardIo<S: Service> {
     /// Time the loop spent working (not waiting in the kernel) since the last statistics
     /// period; read and reset by the statistics keeper.
     pub(crate) busy_ns: u64,
-    /// The longest stretch of work between two waits in the kernel, since the last period.
+    /// The longest loop turn since the last period: its work, and its `io_uring_enter` when
+    /// it did not wait there (the kernel's inline work on its submissions).
     pub(crate) turn_max_ns: u64,
     /// Turns of the loop since the shard started.
     pub(crate) turns: u64,

@@ -266,8 +266,8 @@ pub fn admin_stats(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(body)?)
 }
 
-/// The largest value under a key named like `turn_max_us` (the engine's longest stretch of
-/// work between two waits in the kernel, per shard and second), `poll_max` or
+/// The largest value under a key named like `turn_max_us` (the engine's longest loop turn,
+/// per shard and second), `poll_max` or
 /// `longest_poll`, anywhere in `v` (one per shard: the worst shard's).
 pub fn longest_poll(v: &serde_json::Value) -> Option<(String, f64)> {
     let mut best: Option<(String, f64)> = None;

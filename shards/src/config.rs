@@ -20,8 +20,8 @@ pub const ALARM_QUEUE_SHARD_ITEMS_DEFAULT: u64 = 1_000_000;
 pub const ALARM_MESH_DEPTH_MSGS_DEFAULT: u64 = engine::mesh::MESH_OUTBOX_MSGS_MAX as u64 / 2;
 /// Default alarm: a shard busy more than this share of the last second.
 pub const ALARM_UTILISATION_PCT_DEFAULT: u64 = 90;
-/// Default alarm: a shard worked this long (ms) between two waits in the kernel, so every
-/// connection on it waited that long once (a stall).
+/// Default alarm: one turn of a shard's loop took this long (ms), its work and the kernel's
+/// inline work on its submissions, so every connection on it waited that long once.
 pub const ALARM_TURN_MAX_MS_DEFAULT: u64 = 10;
 /// Default least time between two warnings of one standing alarm.
 pub const ALARM_PERIOD_S_DEFAULT: u64 = 60;
@@ -214,7 +214,7 @@ pub struct AlarmThresholds {
     pub mesh_depth_msgs: Option<u64>,
     /// Busy percent of a second.
     pub utilisation_pct: Option<u64>,
-    /// Longest stretch of work between two waits in the kernel, ms.
+    /// Longest turn of a shard's loop, ms.
     pub turn_max_ms: Option<u64>,
     /// Least time between two warnings of one standing alarm.
     pub period_ms: u64,

@@ -21,7 +21,8 @@
 //!
 //! Utilisation comes from the shard loop's own clock: the time each turn spent working, not
 //! waiting in `io_uring_enter` (`ShardIo::busy_ns`, reset here each period). The longest
-//! stretch of work between two waits (`ShardIo::turn_max_ns`) is published as
+//! turn (`ShardIo::turn_max_ns`: its work, and its `io_uring_enter` when it did not wait
+//! there, which is the kernel's inline work on its submissions) is published as
 //! `turn_max_us`: every connection of the shard waited at least that long once.
 //!
 //! This module must not be called from the per-frame path, and must not touch another
@@ -46,8 +47,9 @@ pub const RATE_WINDOWS_S: [u64; 3] = [1, 10, 100];
 pub const STAT_MESH_OUTBOX_DEPTH_MAX: &str = "mesh_outbox_depth_max";
 /// Engine statistic an alarm may watch: utilisation over the last period, percent.
 pub const STAT_UTILISATION_PCT: &str = "utilisation_pct";
-/// Engine statistic an alarm may watch: the longest stretch of work between two waits in
-/// the kernel over the last period, ms (every connection of the shard waited that long).
+/// Engine statistic an alarm may watch: the longest loop turn over the last period (its
+/// work, and its `io_uring_enter` when it did not wait), ms (every connection of the shard
+/// waited that long).
 pub const STAT_TURN_MAX_MS: &str = "turn_max_ms";
 /// How many times a reader retries a slot another reader is holding.
 const READ_RETRIES_MAX: usize = 1_000;
@@ -104,8 +106,8 @@ pub struct ShardStats {
     pub busy_ns: u64,
     /// Turns of the shard's loop (`io_uring_enter` calls) since start.
     pub tasks_run: u64,
-    /// The longest stretch of work between two waits in the kernel over the last period,
-    /// in µs: the worst stall any connection of the shard saw.
+    /// The longest loop turn over the last period (its work, and its `io_uring_enter`
+    /// when it did not wait), in µs: the worst stall any connection of the shard saw.
     pub turn_max_us: u64,
     /// Busy time over the last period, percent of wall time.
     pub utilisation_pct: f64,

@@ -113,7 +113,7 @@ pub fn engine_fields(s: &ShardStats) -> [Field; 7] {
         field("timers", "timer_entries", "Entries in the timer wheel.", false, s.timers as f64),
         field("busy_seconds", "busy_seconds_total", "Time the shard loop spent working, not waiting in the kernel.", true, s.busy_ns as f64 / 1e9),
         field("tasks_run", "loop_turns_total", "Turns of the shard loop (io_uring_enter calls).", true, s.tasks_run as f64),
-        Field { prom_scale: 1e-6, ..field("turn_max_us", "loop_turn_max_seconds", "Longest stretch of work between two waits in the kernel over the last period.", false, s.turn_max_us as f64) },
+        Field { prom_scale: 1e-6, ..field("turn_max_us", "loop_turn_max_seconds", "Longest loop turn over the last period (work, and io_uring_enter when it did not wait).", false, s.turn_max_us as f64) },
         Field { prom_scale: 0.01, ..field("utilisation_pct", "utilisation_ratio", "Busy share of the last statistics period, 0 to 1.", false, s.utilisation_pct) },
         field("locks_taken", "locks_taken_total", "Locks the shard thread took via engine::sync.", true, s.locks_taken as f64),
         field("alarms_active", "alarms_active", "Alarms over their threshold now.", false, s.alarms.len() as f64),
