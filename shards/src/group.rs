@@ -94,11 +94,6 @@ impl Groups {
         }
     }
 
-    /// The record for a group's current state.
-    pub fn record(&self, id: u64) -> Option<GroupRec> {
-        self.groups.get(&id).map(|g| g.record(id))
-    }
-
     /// Starts counting the copies of a group send. False if one is already counting (a
     /// retry while the first is in flight) or too many are in flight.
     pub fn start_fanout(&mut self, key: FanoutKey, copies: usize, ack_id: u64) -> bool {
@@ -123,11 +118,6 @@ impl Groups {
             return self.fanouts.remove(key).map(|f| f.ack_id);
         }
         None
-    }
-
-    /// Every group, for a snapshot.
-    pub fn records(&self) -> Vec<GroupRec> {
-        self.groups.iter().map(|(id, g)| g.record(*id)).collect()
     }
 }
 

@@ -416,9 +416,10 @@ impl Queues {
         let q = self.by_user.get_mut(&user)?;
         let pos = q.items.iter().position(|i| i.id == id)?;
         let item = q.items.remove(pos).expect("position is in range");
+        let bytes = item.wire_bytes();
         if item.sent {
             q.in_flight -= 1;
-            q.in_flight_bytes -= item.wire_bytes();
+            q.in_flight_bytes -= bytes;
         }
         if let Some(sender) = item.sender {
             q.messages -= 1;
@@ -439,7 +440,7 @@ impl Queues {
             q.items.shrink_to(q.items.len() + q.items.len() / 16 + 4);
         }
         self.total -= 1;
-        self.bytes -= item.wire_bytes();
+        self.bytes -= bytes;
         let len = q.items.len();
         let drop_queue = q.items.is_empty() && !q.push_notified;
         self.resized(len + 1, len);
@@ -513,7 +514,7 @@ impl Queues {
         self.total
     }
 
-    /// Every item (tests).
+    /// Every item (invariant checks and tests; a snapshot walks the map instead).
     pub fn iter(&self) -> impl Iterator<Item = (Phone, &Item)> {
         self.by_user
             .iter()

@@ -173,9 +173,7 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
     }
 
     /// Where a key in neither table goes during a walk: `new` while it has room, else
-    /// `old` (visited later) while that has room, else `new` after growing in place (one
-    /// rehash of what is there: only if the walk is starved of steps, never in normal
-    /// running).
+    /// `old` (visited later) while that has room, else `new` grown in place.
     fn table_for_a_new_key(&mut self) -> &mut HashMap<K, V, RandomState> {
         if self.new.len() < self.new.capacity() {
             return &mut self.new;
@@ -183,13 +181,15 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
         if self.old.len() < self.old.capacity() {
             return &mut self.old;
         }
-        self.new.reserve(self.new.len().max(8));
+        self.grow_new_in_place();
         &mut self.new
     }
 
-    /// Whether a walk is under way.
-    pub fn walking(&self) -> bool {
-        self.walking
+    /// Doubles `new` where it is during a walk: one rehash of what it holds, a stall. Only
+    /// when keys added during the walk outgrew the room planned for them (the walk starved
+    /// of steps), never in normal running.
+    fn grow_new_in_place(&mut self) {
+        self.new.reserve(self.new.len().max(8));
     }
 
     /// Starts a walk (module docs); false, after moving a slice, while a growth is still
@@ -229,8 +229,7 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
         drop(slice);
         for (k, v) in moving {
             if self.new.len() == self.new.capacity() {
-                // Only when keys added during the walk outgrew the eighth planned for them.
-                self.new.reserve(self.new.len().max(8));
+                self.grow_new_in_place();
             }
             self.new.insert(k, v);
         }
@@ -396,7 +395,7 @@ mod tests {
             }
             // A growth may be under way: the walk starts once it is done.
             while !m.begin_walk() {}
-            assert!(m.walking());
+            assert!(m.walking);
             let at_start: std::collections::HashSet<u64> = mirror.keys().copied().collect();
             let mut removed = std::collections::HashSet::new();
             let mut visits: std::collections::HashMap<u64, u32> = Default::default();
@@ -437,7 +436,7 @@ mod tests {
                     break;
                 }
             }
-            assert!(!m.walking());
+            assert!(!m.walking);
             for k in &at_start {
                 if !removed.contains(k) {
                     assert_eq!(visits.get(k), Some(&1), "{k} present throughout");
