@@ -126,6 +126,8 @@ pub struct ShardStats {
     pub histograms: Vec<NamedHistogram>,
     /// Alarms over their threshold now.
     pub alarms: Vec<ActiveAlarm>,
+    /// The statistics an alarm rule watches, active or not (each exported as 0 or 1).
+    pub alarms_watched: Vec<&'static str>,
 }
 
 impl ShardStats {
@@ -329,6 +331,7 @@ impl StatsKeeper {
                 .chain(cell.service.histograms())
                 .collect(),
             alarms: Vec::new(),
+            alarms_watched: self.alarms.watched(),
         };
         stats.alarms = self.check_alarms(&stats, &cell.service, now);
         stats

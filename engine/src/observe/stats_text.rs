@@ -278,11 +278,20 @@ pub fn prometheus(shards: &[ShardStats]) -> String {
         );
     }
     for s in shards {
-        for a in &s.alarms {
+        let quiet = s
+            .alarms_watched
+            .iter()
+            .filter(|w| !s.alarms.iter().any(|a| a.stat == **w));
+        let samples = s
+            .alarms
+            .iter()
+            .map(|a| (a.stat, 1))
+            .chain(quiet.map(|w| (*w, 0)));
+        for (stat, active) in samples {
             let _ = writeln!(
                 out,
-                "switchboard_alarm_active{{shard=\"{}\",stat=\"{}\"}} 1",
-                s.shard, a.stat
+                "switchboard_alarm_active{{shard=\"{}\",stat=\"{stat}\"}} {active}",
+                s.shard
             );
         }
     }
@@ -407,6 +416,7 @@ mod tests {
             service: vec![("queue_items", 7), ("sends_total", 2)],
             service_help: &[("queue_items", "Items queued.")],
             utilisation_pct: 25.0,
+            alarms_watched: vec!["queue_items", "utilisation_pct"],
             ..Default::default()
         };
         s.counters.frames_in = 42;
@@ -433,6 +443,8 @@ mod tests {
         assert!(text.contains("# TYPE switchboard_sends_total counter\n"));
         assert!(text.contains("# HELP switchboard_sends_total Reported by the service.\n"));
         assert!(text.contains("switchboard_alarm_active{shard=\"1\",stat=\"queue_items\"} 1\n"));
+        // A watched statistic with no alarm still has a sample (dashboards, `absent()` alerts).
+        assert!(text.contains("switchboard_alarm_active{shard=\"1\",stat=\"utilisation_pct\"} 0\n"));
         assert!(text.contains("switchboard_alarms_active{shard=\"1\"} 1\n"));
         assert!(prometheus(&[]).is_empty());
     }
