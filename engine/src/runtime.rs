@@ -27,7 +27,7 @@ use crate::ShardId;
 pub enum EngineError {
     /// The kernel refused io_uring (too old, or disabled by kernel.io_uring_disabled).
     #[error(
-        "io_uring is not available: {0} (Linux 5.8+ needed; check sysctl kernel.io_uring_disabled)"
+        "io_uring is not available: {0} (Linux 6.0+ needed; check sysctl kernel.io_uring_disabled)"
     )]
     NoIoUring(std::io::Error),
     /// The configured connection cap does not fit the open-file limit.
