@@ -12,6 +12,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 # The capacity report: runs every scenario and rewrites perf/RESULTS.md, with mosquitto and
 # nats-server measured beside Switchboard (apt-installed when missing). `just bench --quick`
