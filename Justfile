@@ -14,6 +14,10 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+# The cargo-fuzz targets build (nightly; fuzz/README.md says how to run them).
+fuzz-build:
+    cd fuzz && cargo +nightly build --locked
+
 # The capacity report: runs every scenario and rewrites perf/RESULTS.md, with mosquitto and
 # nats-server measured beside Switchboard (apt-installed when missing). `just bench --quick`
 # finishes in a few minutes.
