@@ -26,6 +26,16 @@ pub const RING_ENTRIES: u32 = 4096;
 /// With a batching wait, how many completions make a batch worth returning for early.
 pub const COALESCE_BATCH: usize = 32;
 
+/// An `io_uring_enter` error that means "try again": interrupted, or the kernel is short of
+/// completion room (`EBUSY`) or of memory for the submission (`EAGAIN`). The next turn
+/// reaps what completed and submits again.
+fn submit_retryable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+    )
+}
+
 /// Whose completion this is: the top byte of `user_data`; the low 56 bits are the owner's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -140,6 +150,16 @@ pub(crate) fn install() -> io::Result<Features> {
     Ok(f)
 }
 
+/// Makes this thread's ring with a submission queue of `entries` (tests that need a queue
+/// they can fill).
+#[cfg(test)]
+pub(crate) fn install_sized(entries: u32) -> io::Result<Features> {
+    let ring = Ring::with_entries(entries)?;
+    let f = ring.features;
+    RING.with(|r| *r.borrow_mut() = Some(ring));
+    Ok(f)
+}
+
 /// Whether this thread has a ring.
 pub(crate) fn installed() -> bool {
     RING.with(|r| r.borrow().is_some())
@@ -161,6 +181,10 @@ pub(crate) fn uninstall() {
 
 impl Ring {
     fn new() -> io::Result<Ring> {
+        Ring::with_entries(RING_ENTRIES)
+    }
+
+    fn with_entries(entries: u32) -> io::Result<Ring> {
         // Newest first; each step drops what an older kernel refuses.
         let tries: [(bool, bool, bool); 4] = [
             (true, true, true),
@@ -171,7 +195,7 @@ impl Ring {
         let mut last = None;
         for (single, defer, coop) in tries {
             let mut b = IoUring::builder();
-            b.setup_cqsize(RING_ENTRIES * 2).setup_submit_all();
+            b.setup_cqsize(entries * 2).setup_submit_all();
             if single {
                 b.setup_single_issuer();
             }
@@ -181,7 +205,7 @@ impl Ring {
             if coop {
                 b.setup_coop_taskrun().setup_taskrun_flag();
             }
-            match b.build(RING_ENTRIES) {
+            match b.build(entries) {
                 Ok(uring) => {
                     let min_timeout = uring.params().is_feature_min_timeout();
                     let registered_ring = uring.submitter().register_ring_fd().is_ok();
@@ -209,17 +233,37 @@ impl Ring {
     /// Every buffer, path or descriptor `sqe` points to must stay valid until its completion
     /// is reaped.
     pub(crate) unsafe fn push(&mut self, sqe: &squeue::Entry) {
+        // SAFETY: passed on from the caller.
+        unsafe { self.push_chain(std::slice::from_ref(sqe)) }
+    }
+
+    /// Queues `sqes` together, all or nothing: when the submission queue has no room for
+    /// every one, what is queued goes to the kernel first. A chain of linked entries
+    /// (`IO_LINK`) must go this way: links never span two submissions, so a chain split at
+    /// a full queue would run its tail unlinked (a sync before its write).
+    ///
+    /// # Safety
+    /// As [`Ring::push`], for every entry.
+    pub(crate) unsafe fn push_chain(&mut self, sqes: &[squeue::Entry]) {
+        assert!(
+            sqes.len() <= self.uring.params().sq_entries() as usize,
+            "a chain longer than the submission queue"
+        );
         loop {
-            // SAFETY: the caller keeps what `sqe` points to alive until its completion.
-            if unsafe { self.uring.submission().push(sqe) }.is_ok() {
+            // SAFETY: the caller keeps what the entries point to alive until their
+            // completions; `push_multiple` queues all of them or none.
+            if unsafe { self.uring.submission().push_multiple(sqes) }.is_ok() {
                 return;
             }
             self.enters += 1;
-            // The queue is full: hand it to the kernel (no wait) and retry.
+            // No room for the whole chain: hand the queue to the kernel (no wait) and retry.
             if let Err(e) = self.uring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                if !submit_retryable(&e) {
                     panic!("io_uring submit failed: {e}");
                 }
+                // Short of completion room or memory: the kernel works off what it holds
+                // meanwhile; let it run, then try again.
+                std::thread::yield_now();
             }
         }
     }
@@ -244,11 +288,7 @@ impl Ring {
         self.enters += 1;
         match self.uring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                ) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) || submit_retryable(&e) => {}
             Err(e) => return Err(e),
         }
         self.reap(out);
@@ -275,6 +315,48 @@ impl Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Room for one entry left, and a chain of two: the queue goes to the kernel first and
+    /// the chain is queued whole behind it, never split across two submissions.
+    #[test]
+    fn a_chain_is_queued_whole_or_after_a_submit() {
+        std::thread::spawn(|| {
+            install_sized(4).unwrap();
+            let nop = |n| {
+                io_uring::opcode::Nop::new()
+                    .build()
+                    .user_data(user_data(Tag::Ignore, n))
+            };
+            with(|r| {
+                for n in 0..3 {
+                    // SAFETY: a no-op points at no memory.
+                    unsafe { r.push(&nop(n)) };
+                }
+                assert_eq!(r.uring.submission().len(), 3);
+                let chain = [nop(10).flags(squeue::Flags::IO_LINK), nop(11)];
+                // SAFETY: no-ops point at no memory.
+                unsafe { r.push_chain(&chain) };
+                assert_eq!(
+                    r.uring.submission().len(),
+                    2,
+                    "the three no-ops left first; both links wait for the same submission"
+                );
+            });
+            uninstall();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn eagain_and_ebusy_from_the_kernel_are_retried_not_fatal() {
+        for errno in [libc::EAGAIN, libc::EBUSY, libc::EINTR] {
+            assert!(submit_retryable(&io::Error::from_raw_os_error(errno)));
+        }
+        assert!(!submit_retryable(&io::Error::from_raw_os_error(
+            libc::EBADF
+        )));
+    }
 
     /// With a batching wait, one completion ends the wait once `min_wait` has passed: the
     /// kernel does not hold it until the timeout for a full batch. (A 10 s timeout against a
