@@ -39,7 +39,10 @@ use crate::net::wire::{peer_ip, set_nodelay, Wire};
 use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry};
+use crate::shard_io::{
+    mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, CONN_LINGER_MS,
+    SERVICE_TIMERS_MAX,
+};
 use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
 use crate::tls::session::TlsSession;
@@ -53,8 +56,6 @@ pub const TIMER_SLOTS: usize = 4096;
 pub const HOUSEKEEPING_SLEEP_MS_MAX: u64 = 100;
 /// After an accept error (EMFILE, ENFILE, ENOMEM...), wait this long before accepting again.
 pub const ACCEPT_BACKOFF_MS: u64 = 50;
-/// Service timers a shard may hold beyond one engine timer per connection.
-pub const SERVICE_TIMERS_MAX: usize = 65_536;
 /// How long shutdown waits for connections to flush and close.
 pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
 /// Buffers in the shard's provided-buffer ring (a power of two) ...
@@ -65,6 +66,11 @@ pub const RECV_BUF_BYTES: usize = 16 * 1024;
 pub const MESH_BATCHES_PER_TURN_MAX: usize = 64;
 /// While a batch waits for room in a full peer ring, the loop looks again this often.
 pub const MESH_RETRY_US: u64 = 200;
+/// A shard's connection table holds this many times its share of the connection cap:
+/// accepts stop at the share, and the rest is room for connections handed to it (a user's
+/// home shard adopts at login), so an adoption is not refused because accepts filled the
+/// table.
+pub const ADOPT_TABLE_FACTOR: usize = 2;
 /// Rounds of delivering this shard's messages to itself per turn (each may queue more).
 const LOCAL_ROUNDS_MAX: usize = 4;
 
@@ -80,9 +86,16 @@ impl<S: Service> ShardCell<S> {
 
     /// The TLS handshake of `id` completed: swap its handshake timer for the idle timer.
     pub(crate) fn handshake_done(&mut self, id: ConnId) {
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        // Peer bytes decide when a handshake finishes: one that finishes after its slot was
+        // told to close (timeout, shutdown) is not an engine bug, and the slot goes on
+        // closing.
+        if slot.state != SlotState::Handshaking {
+            return;
+        }
         self.io.counters.handshakes += 1;
-        let slot = self.io.conns.get_mut(id).expect("handshaking slot exists");
-        assert_eq!(slot.state, SlotState::Handshaking);
         // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
         let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
         let took_ms = self.io.now_ms.saturating_sub(accepted_ms);
@@ -102,9 +115,14 @@ impl<S: Service> ShardCell<S> {
 
     /// Sets `id`'s deadline timer (idle or frame) to fire at `deadline`.
     fn arm_at(&mut self, id: ConnId, deadline: u64) {
-        let timer = self.io.timers.insert(deadline, TimerEntry::Idle(id)).ok();
+        // The wheel holds one engine timer per table slot beside the service's capped share.
+        let timer = self
+            .io
+            .timers
+            .insert(deadline, TimerEntry::Idle(id))
+            .expect("the wheel keeps room for every connection's deadline");
         if let Some(slot) = self.io.conns.get_mut(id) {
-            slot.timer = timer;
+            slot.timer = Some(timer);
             slot.timer_at_ms = deadline;
         }
     }
@@ -134,6 +152,65 @@ impl<S: Service> ShardCell<S> {
         self.arm_at(id, due);
     }
 
+    /// `id` left `Open`: arm its linger deadline, once, in place of its idle or frame timer.
+    pub(crate) fn start_linger(&mut self, id: ConnId) {
+        let due = self.io.now_ms + CONN_LINGER_MS;
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        if slot.lingering {
+            return;
+        }
+        slot.lingering = true;
+        if let Some(t) = slot.timer.take() {
+            self.io.timers.cancel(t);
+        }
+        // The wheel keeps room for one engine timer per table slot (`SERVICE_TIMERS_MAX`).
+        let timer = self.io.timers.insert(due, TimerEntry::Linger(id));
+        slot.timer = Some(timer.expect("the wheel keeps room for every connection's deadline"));
+        slot.timer_at_ms = due;
+    }
+
+    /// `id`'s linger deadline passed: drop what it still owes, cancel what is in flight on
+    /// its socket, and close it as soon as the kernel lets go.
+    fn linger_expired(&mut self, id: ConnId) {
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        slot.timer = None;
+        if matches!(slot.state, SlotState::Open | SlotState::Handshaking) {
+            return;
+        }
+        self.io.counters.linger_aborts += 1;
+        // A handoff that could not flush: the peer is not reading.
+        self.set_closing(id, CloseReason::OutputOverflow);
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        slot.outbox = Vec::new();
+        slot.wire.abort_output();
+        mark_dirty(slot, &mut self.io.dirty, id);
+    }
+
+    /// Moves `id` to `Closing(reason)` from any state but `Closing`; a handoff it was making
+    /// is called off (its parked message dropped; the service hears `on_close(reason)`
+    /// instead of `HandedOff`).
+    pub(crate) fn set_closing(&mut self, id: ConnId, reason: CloseReason) {
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        match slot.state {
+            SlotState::Closing(_) => return,
+            SlotState::HandingOff(_) => {
+                self.io.counters.handoff_failures += 1;
+                drop(self.io.mesh.take_handoff(id));
+            }
+            SlotState::Open | SlotState::Handshaking => {}
+        }
+        slot.state = SlotState::Closing(reason);
+        mark_dirty(slot, &mut self.io.dirty, id);
+    }
+
     /// Removes `id` for good and tells the service.
     pub(crate) fn finish(&mut self, id: ConnId, reason: CloseReason) {
         let slot = self.io.conns.remove(id).expect("finishing a live slot");
@@ -153,17 +230,28 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    /// Puts a new socket in the table and arms its receive. `None` when the table is full
-    /// (the caller closes the socket).
-    fn register(&mut self, wire: Wire, handshaking: bool) -> Result<ConnId, Wire> {
+    /// Puts a new socket in the table and arms its receive. `Err` (the wire back) when the
+    /// table is full, or, for an `accepted` socket, when this shard's share of the
+    /// connection cap is taken (the caller closes the socket).
+    pub(crate) fn register(
+        &mut self,
+        wire: Wire,
+        handshaking: bool,
+        accepted: bool,
+    ) -> Result<ConnId, Wire> {
         let now = self.io.now_ms;
         let state = if handshaking {
             SlotState::Handshaking
         } else {
             SlotState::Open
         };
-        if self.io.conns.is_full() {
-            self.io.counters.accepts_rejected_full += 1;
+        // Accepts stop at the shard's share of the connection cap; the table's room beyond
+        // it is kept for adoptions, so a handoff is not refused by a shard whose share is
+        // taken (see `ADOPT_TABLE_FACTOR`).
+        if self.io.conns.is_full() || (accepted && self.io.conns.len() >= self.accept_max) {
+            if accepted {
+                self.io.counters.accepts_rejected_full += 1;
+            }
             return Err(wire);
         }
         let peer = peer_ip(wire.fd);
@@ -179,9 +267,9 @@ impl<S: Service> ShardCell<S> {
                 .io
                 .timers
                 .insert(deadline, TimerEntry::Handshake(id))
-                .ok();
+                .expect("the wheel keeps room for every connection's deadline");
             let slot = self.io.conns.get_mut(id).expect("just inserted");
-            slot.timer = timer;
+            slot.timer = Some(timer);
             slot.timer_at_ms = deadline;
         } else {
             self.arm_idle(id);
@@ -209,7 +297,7 @@ impl<S: Service> ShardCell<S> {
         };
         set_nodelay(fd);
         let handshaking = tls.is_some();
-        match self.register(Wire::new(fd, tls, Vec::new()), handshaking) {
+        match self.register(Wire::new(fd, tls, Vec::new()), handshaking, true) {
             Ok(id) if !handshaking => {
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
                 self.service.on_open(&mut self.io, id);
@@ -224,7 +312,7 @@ impl<S: Service> ShardCell<S> {
 
     fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
         self.io.now_ms = now_ms();
-        match self.register(detached.into_wire(), false) {
+        match self.register(detached.into_wire(), false, false) {
             Ok(id) => {
                 self.io.counters.handoffs_in += 1;
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
@@ -236,10 +324,18 @@ impl<S: Service> ShardCell<S> {
                     self.dispatch_frames(id, &mut unread, &[]);
                     if let Some(slot) = self.io.conns.get_mut(id) {
                         slot.wire.unread = unread;
+                        // A frame begun before the move keeps its deadline running here.
+                        let partial = slot.wire.has_partial();
+                        self.note_partial(id, partial);
                     }
                 }
             }
             Err(wire) => {
+                // Only when this shard's whole table (its share twice over) is taken.
+                tracing::warn!(
+                    shard = self.io.shard.0,
+                    "connection table full: an adopted connection is closed"
+                );
                 self.io.counters.handoff_failures += 1;
                 // SAFETY: the table refused it; nothing else references the descriptor.
                 unsafe { libc::close(wire.fd) };
@@ -274,7 +370,16 @@ impl<S: Service> ShardCell<S> {
         &mut self,
         fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
     ) {
-        self.io.now_ms = now_ms();
+        self.fire_timers_at(now_ms(), fired);
+    }
+
+    /// Fires every timer due at `now` (ms, the shard's clock).
+    pub(crate) fn fire_timers_at(
+        &mut self,
+        now: u64,
+        fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
+    ) {
+        self.io.now_ms = now;
         self.io.timers.advance(self.io.now_ms, fired);
         for (_, entry) in fired.drain(..) {
             self.io.counters.timers_fired += 1;
@@ -289,7 +394,11 @@ impl<S: Service> ShardCell<S> {
                     }
                 }
                 TimerEntry::Idle(id) => self.idle_check(id),
-                TimerEntry::Service(t) => self.service.on_timer(&mut self.io, t),
+                TimerEntry::Linger(id) => self.linger_expired(id),
+                TimerEntry::Service(t) => {
+                    self.io.service_timers -= 1;
+                    self.service.on_timer(&mut self.io, t)
+                }
             }
         }
     }
@@ -444,11 +553,11 @@ where
                 now_ms: now,
                 idle_timeout_ms: config.idle_timeout_ms,
                 frame_timeout_ms: config.frame_timeout_ms,
-                conns: ConnTable::with_capacity(conns_max),
+                conns: ConnTable::with_capacity(conns_max * ADOPT_TABLE_FACTOR),
                 timers: TimerWheel::new(
                     TIMER_TICK_MS,
                     TIMER_SLOTS,
-                    conns_max + SERVICE_TIMERS_MAX,
+                    conns_max * ADOPT_TABLE_FACTOR + SERVICE_TIMERS_MAX,
                     now,
                 ),
                 mesh: MeshOutbox::new(config.shards),
@@ -456,12 +565,14 @@ where
                 latency: Default::default(),
                 cell: weak.clone(),
                 dirty: Vec::new(),
+                service_timers: 0,
                 busy_ns: 0,
                 turn_max_ns: 0,
                 turns: 0,
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
+            accept_max: conns_max,
         })
     });
     // The service starts before anything can reach it.

@@ -26,6 +26,22 @@ use crate::ShardId;
 /// that stops reading is closed ([`CloseReason::OutputOverflow`]) rather than let grow.
 pub const CONN_OUTPUT_BYTES_MAX: usize = 256 * 1024;
 
+/// How long a connection that left `Open` (closing, or being handed off) may take to flush
+/// what it owes and let go of its socket. Past it the slot aborts: its output is dropped,
+/// everything in flight on the socket is cancelled, and the socket closes. A peer that stops
+/// reading cannot hold a slot beyond it.
+pub const CONN_LINGER_MS: u64 = 5_000;
+
+/// Most plaintext a connection being handed off may buffer while its socket detaches: one
+/// whole frame. A peer that sends more in that window is closed.
+pub const HANDOFF_UNREAD_BYTES_MAX: usize =
+    proto::limits::FRAME_HEADER_BYTES + proto::limits::FRAME_BYTES_MAX;
+
+/// Service timers a shard may hold at once. The wheel has room for these beside one engine
+/// timer per connection slot, so a service that sets many timers never leaves a connection
+/// without its deadline; past it `set_timer` answers [`TimersFull`].
+pub const SERVICE_TIMERS_MAX: usize = 65_536;
+
 /// What a connection slot is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotState {
@@ -60,6 +76,8 @@ pub(crate) struct ConnSlot {
     pub(crate) partial_since_ms: u64,
     /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
     pub(crate) opened: bool,
+    /// It left `Open` and its linger deadline ([`CONN_LINGER_MS`]) is armed.
+    pub(crate) lingering: bool,
     /// The peer's address (IPv4 mapped into IPv6; `::` when the socket could not say), read
     /// once at accept or adoption: services budget sign-ups per source address.
     pub(crate) peer: std::net::Ipv6Addr,
@@ -77,6 +95,7 @@ impl ConnSlot {
             timer_at_ms: 0,
             partial_since_ms: 0,
             opened: false,
+            lingering: false,
             peer,
         }
     }
@@ -96,6 +115,8 @@ pub(crate) enum TimerEntry<T> {
     Handshake(ConnId),
     /// This connection must have received something since `last_rx_ms + idle`.
     Idle(ConnId),
+    /// This connection left `Open` and must be gone by now ([`CONN_LINGER_MS`]).
+    Linger(ConnId),
     /// A timer the service set.
     Service(T),
 }
@@ -127,6 +148,8 @@ pub struct ShardIo<S: Service> {
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
     /// Connections with output to flush or a state change to act on, this turn.
     pub(crate) dirty: Vec<ConnId>,
+    /// Service timers in the wheel (at most [`SERVICE_TIMERS_MAX`]).
+    pub(crate) service_timers: usize,
     /// Time the loop spent working (not waiting in the kernel) since the last statistics
     /// period; read and reset by the statistics keeper.
     pub(crate) busy_ns: u64,
@@ -254,16 +277,27 @@ impl<S: Service> ShardIo<S> {
 
     /// Sets a service timer that fires at `deadline_ms` (wall clock, ms) or within one wheel
     /// tick after it.
+    /// At most [`SERVICE_TIMERS_MAX`] service timers are held at once.
     pub fn set_timer(&mut self, deadline_ms: u64, timer: S::Timer) -> Result<TimerId, TimersFull> {
-        self.timers
+        if self.service_timers >= SERVICE_TIMERS_MAX {
+            self.counters.service_timers_refused += 1;
+            return Err(TimersFull);
+        }
+        let id = self
+            .timers
             .insert(deadline_ms, TimerEntry::Service(timer))
-            .map_err(|_| TimersFull)
+            .map_err(|_| TimersFull)?;
+        self.service_timers += 1;
+        Ok(id)
     }
 
     /// Cancels a service timer; `None` when it already fired or was cancelled.
     pub fn cancel_timer(&mut self, id: TimerId) -> Option<S::Timer> {
         match self.timers.cancel(id)? {
-            TimerEntry::Service(t) => Some(t),
+            TimerEntry::Service(t) => {
+                self.service_timers -= 1;
+                Some(t)
+            }
             // Engine timers never leak their ids to the service.
             _ => unreachable!("service cancelled an engine timer"),
         }
@@ -279,6 +313,9 @@ pub(crate) struct ShardCell<S: Service> {
     pub(crate) io: ShardIo<S>,
     pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub(crate) handshake_timeout_ms: u64,
+    /// This shard's share of the connection cap: accepts stop here (the table has room
+    /// beyond it for adoptions).
+    pub(crate) accept_max: usize,
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

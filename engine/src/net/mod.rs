@@ -4,6 +4,8 @@
 //! touches the mesh rings or another shard's state.
 
 pub(crate) mod conn_io;
+#[cfg(test)]
+mod failure_tests;
 pub mod handoff;
 pub mod listener;
 pub(crate) mod wire;
