@@ -78,7 +78,7 @@ const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
     pub(crate) fn note_rx(&mut self, id: ConnId) {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         if let Some(slot) = self.io.conns.get_mut(id) {
             slot.last_rx_ms = now;
         }
@@ -98,7 +98,7 @@ impl<S: Service> ShardCell<S> {
         self.io.counters.handshakes += 1;
         // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
         let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
-        let took_ms = self.io.now_ms.saturating_sub(accepted_ms);
+        let took_ms = self.io.mono_ms.saturating_sub(accepted_ms);
         self.io.latency.tls_handshake.record_ns(took_ms * 1_000_000);
         slot.state = SlotState::Open;
         if let Some(t) = slot.timer.take() {
@@ -110,7 +110,7 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn arm_idle(&mut self, id: ConnId) {
-        self.arm_at(id, self.io.now_ms + self.io.idle_timeout_ms);
+        self.arm_at(id, self.io.mono_ms + self.io.idle_timeout_ms);
     }
 
     /// Sets `id`'s deadline timer (idle or frame) to fire at `deadline`.
@@ -130,7 +130,7 @@ impl<S: Service> ShardCell<S> {
     /// Part of a frame is (or is no longer) waiting: a started frame must finish within the
     /// frame timeout, so a client trickling bytes cannot hold its connection forever.
     pub(crate) fn note_partial(&mut self, id: ConnId, partial: bool) {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         let due = now + self.io.frame_timeout_ms;
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
@@ -154,7 +154,7 @@ impl<S: Service> ShardCell<S> {
 
     /// `id` left `Open`: arm its linger deadline, once, in place of its idle or frame timer.
     pub(crate) fn start_linger(&mut self, id: ConnId) {
-        let due = self.io.now_ms + CONN_LINGER_MS;
+        let due = self.io.mono_ms + CONN_LINGER_MS;
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
@@ -239,7 +239,7 @@ impl<S: Service> ShardCell<S> {
         handshaking: bool,
         accepted: bool,
     ) -> Result<ConnId, Wire> {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         let state = if handshaking {
             SlotState::Handshaking
         } else {
@@ -282,7 +282,7 @@ impl<S: Service> ShardCell<S> {
     /// A connection the listener accepted: descriptor `fd`, owned from here.
     pub(crate) fn accept(&mut self, fd: RawFd) {
         self.io.counters.accepts += 1;
-        self.io.now_ms = now_ms();
+        self.io.tick_clock();
         let tls = match &self.tls {
             Some(cfg) => match TlsSession::new(cfg.clone()) {
                 Ok(c) => Some(Box::new(c)),
@@ -311,7 +311,7 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
-        self.io.now_ms = now_ms();
+        self.io.tick_clock();
         match self.register(detached.into_wire(), false, false) {
             Ok(id) => {
                 self.io.counters.handoffs_in += 1;
@@ -344,7 +344,7 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn deliver(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
-        self.io.now_ms = now_ms();
+        self.io.tick_clock();
         self.deliver_batch(from, batch);
     }
 
@@ -370,17 +370,18 @@ impl<S: Service> ShardCell<S> {
         &mut self,
         fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
     ) {
-        self.fire_timers_at(now_ms(), fired);
+        self.io.sync_wall();
+        self.fire_timers_at(self.io.mono_ms, fired);
     }
 
-    /// Fires every timer due at `now` (ms, the shard's clock).
+    /// Fires every timer due at `now` (the shard's monotonic clock, ms).
     pub(crate) fn fire_timers_at(
         &mut self,
         now: u64,
         fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
     ) {
-        self.io.now_ms = now;
-        self.io.timers.advance(self.io.now_ms, fired);
+        self.io.mono_ms = now;
+        self.io.timers.advance(now, fired);
         for (_, entry) in fired.drain(..) {
             self.io.counters.timers_fired += 1;
             match entry {
@@ -404,7 +405,7 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn idle_check(&mut self, id: ConnId) {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         let idle = self.io.idle_timeout_ms;
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
@@ -543,14 +544,19 @@ where
             id.0
         ),
     };
-    let now = now_ms();
+    let clock_base = Instant::now();
+    let now = 1;
     let cell = Rc::new_cyclic(|weak| {
         RefCell::new(ShardCell {
             service: make(id),
             io: ShardIo {
                 shard: id,
                 shard_count: config.shards,
-                now_ms: now,
+                now_ms: now_ms(),
+                mono_ms: now,
+                clock_base,
+                wall_offset_ms: now_ms() as i64 - now as i64,
+                wall_step_ms: 0,
                 idle_timeout_ms: config.idle_timeout_ms,
                 frame_timeout_ms: config.frame_timeout_ms,
                 conns: ConnTable::with_capacity(conns_max * ADOPT_TABLE_FACTOR),
@@ -626,7 +632,7 @@ where
             // A handoff queued an adoption while flushing: send it this turn.
             flush_mesh(c, &lp.links);
         }
-        if !lp.accept_armed && drain_until.is_none() && c.io.now_ms >= lp.accept_retry_at_ms {
+        if !lp.accept_armed && drain_until.is_none() && c.io.mono_ms >= lp.accept_retry_at_ms {
             lp.arm_accept();
         }
         // Statistics, at most every few ticks (the keeper publishes once a period).
@@ -638,7 +644,7 @@ where
         }
         // Stop and drain.
         if drain_until.is_none() && stop.load(Ordering::Relaxed) {
-            drain_until = Some(now_ms() + SHUTDOWN_DRAIN_MS);
+            drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
             lp.draining = true;
             lp.cancel_accept();
             c.service.on_shutdown(&mut c.io);
@@ -650,7 +656,7 @@ where
         }
         if let Some(until) = drain_until {
             let busy = !c.io.conns.is_empty() || c.service.flushing();
-            if !busy || now_ms() >= until {
+            if !busy || c.io.mono_now() >= until {
                 break;
             }
         }
@@ -661,7 +667,7 @@ where
         } else {
             let next_timer = c.io.timers.next_deadline_ms().unwrap_or(u64::MAX);
             let ms = next_timer
-                .saturating_sub(now_ms())
+                .saturating_sub(c.io.mono_now())
                 .min(HOUSEKEEPING_SLEEP_MS_MAX);
             let mut t = Duration::from_millis(ms);
             if let Some(at) = next_sleep {
@@ -764,7 +770,7 @@ fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cq
                     let e = std::io::Error::from_raw_os_error(-cqe.result);
                     tracing::warn!(error = %e, errors, "accept failed; backing off");
                 }
-                lp.accept_retry_at_ms = now_ms() + ACCEPT_BACKOFF_MS;
+                lp.accept_retry_at_ms = c.io.mono_now() + ACCEPT_BACKOFF_MS;
             }
         }
         Some(Tag::Wake) => lp.arm_wake(),

@@ -70,7 +70,7 @@ pub(crate) struct ConnSlot {
     pub(crate) last_rx_ms: u64,
     /// The handshake or idle timer of this connection in the wheel.
     pub(crate) timer: Option<TimerId>,
-    /// When that timer is due (wall clock, ms).
+    /// When that timer is due (the shard's monotonic clock, ms).
     pub(crate) timer_at_ms: u64,
     /// Since when part of a frame has been waiting for the rest (0: none).
     pub(crate) partial_since_ms: u64,
@@ -135,7 +135,19 @@ pub struct TimersFull;
 pub struct ShardIo<S: Service> {
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
+    /// Wall-clock ms since the Unix epoch, for the service (timestamps that leave the box,
+    /// and the deadlines it gives `set_timer`): `mono_ms` plus `wall_offset_ms`.
     pub(crate) now_ms: u64,
+    /// The engine's clock: monotonic ms since the shard started (plus one, so 0 is never a
+    /// time). Every deadline in the wheel and every connection's timestamps are on it, so a
+    /// step of the wall clock (NTP, an operator) neither stalls nor fires them.
+    pub(crate) mono_ms: u64,
+    /// The origin of `mono_ms`.
+    pub(crate) clock_base: std::time::Instant,
+    /// Wall clock minus monotonic clock, read once per loop turn ([`ShardIo::sync_wall`]).
+    pub(crate) wall_offset_ms: i64,
+    /// Added to the wall clock when it is read: a step, for tests. Always 0 in production.
+    pub(crate) wall_step_ms: i64,
     pub(crate) idle_timeout_ms: u64,
     pub(crate) frame_timeout_ms: u64,
     pub(crate) conns: ConnTable<ConnSlot>,
@@ -174,6 +186,25 @@ impl<S: Service> ShardIo<S> {
     /// Wall-clock milliseconds since the Unix epoch, read once per event batch.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The monotonic clock now (ms; see `mono_ms`), without storing it.
+    pub(crate) fn mono_now(&self) -> u64 {
+        self.clock_base.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Reads the monotonic clock (once per event batch) and moves both clocks to it.
+    pub(crate) fn tick_clock(&mut self) {
+        self.mono_ms = self.mono_now();
+        self.now_ms = self.mono_ms.saturating_add_signed(self.wall_offset_ms);
+    }
+
+    /// Reads both clocks (once per loop turn): the wall clock may have stepped since.
+    pub(crate) fn sync_wall(&mut self) {
+        self.mono_ms = self.mono_now();
+        let wall = now_ms().saturating_add_signed(self.wall_step_ms);
+        self.wall_offset_ms = wall as i64 - self.mono_ms as i64;
+        self.now_ms = wall;
     }
 
     /// The shard's counters (read-only for the service; the engine keeps them).
@@ -275,17 +306,19 @@ impl<S: Service> ShardIo<S> {
         Ok(())
     }
 
-    /// Sets a service timer that fires at `deadline_ms` (wall clock, ms) or within one wheel
-    /// tick after it.
+    /// Sets a service timer that fires at `deadline_ms` (wall clock, ms, as [`ShardIo::now_ms`]
+    /// gives it) or within one wheel tick after it. The wheel keeps the time left until it
+    /// on the monotonic clock: a later step of the wall clock does not move the timer.
     /// At most [`SERVICE_TIMERS_MAX`] service timers are held at once.
     pub fn set_timer(&mut self, deadline_ms: u64, timer: S::Timer) -> Result<TimerId, TimersFull> {
         if self.service_timers >= SERVICE_TIMERS_MAX {
             self.counters.service_timers_refused += 1;
             return Err(TimersFull);
         }
+        let due = self.mono_ms + deadline_ms.saturating_sub(self.now_ms);
         let id = self
             .timers
-            .insert(deadline_ms, TimerEntry::Service(timer))
+            .insert(due, TimerEntry::Service(timer))
             .map_err(|_| TimersFull)?;
         self.service_timers += 1;
         Ok(id)

@@ -20,8 +20,8 @@ use crate::handoff::Detached;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};
+use crate::shard_io::ShardCell;
 use crate::shard_io::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
-use crate::shard_io::{now_ms, ShardCell};
 
 /// The shard's reusable byte buffers for connection I/O.
 pub(crate) struct Scratch {
@@ -121,7 +121,7 @@ impl<S: Service> ShardCell<S> {
 
     /// `n` bytes arrived on `id`, in `data` (a provided buffer this call may scribble on).
     pub(crate) fn received(&mut self, id: ConnId, data: &mut [u8], scratch: &mut Scratch) {
-        self.io.now_ms = now_ms();
+        self.io.tick_clock();
         self.io.counters.bytes_in += data.len() as u64;
         self.note_rx(id);
         let slot = self.io.conns.get_mut(id).expect("caller checked the id");

@@ -50,6 +50,10 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             shard: ShardId(0),
             shard_count: 2,
             now_ms: NOW_MS,
+            mono_ms: NOW_MS,
+            clock_base: std::time::Instant::now(),
+            wall_offset_ms: 0,
+            wall_step_ms: 0,
             idle_timeout_ms: 60_000,
             frame_timeout_ms: 30_000,
             conns: ConnTable::with_capacity(conns * 2),
@@ -292,5 +296,41 @@ fn an_output_overflow_aborts_without_waiting_for_the_linger_deadline() {
     c.flush_dirty(&mut s);
     assert!(c.io.conns.get(id).is_none());
     assert_eq!(c.service.closes, [CloseReason::OutputOverflow]);
+    done();
+}
+
+/// Item 6: the wheel runs on the monotonic clock. A step of the wall clock (NTP, an
+/// operator) used to fire every idle deadline at once (forward) or stall every deadline
+/// (back); now connection deadlines and service timers keep their time.
+#[test]
+fn a_wall_clock_step_neither_fires_nor_stalls_the_deadlines() {
+    let mut c = cell(4);
+    c.io.timers = TimerWheel::new(10, 4096, 8 + SERVICE_TIMERS_MAX, 1);
+    c.io.mono_ms = 1;
+    c.io.sync_wall();
+    let (id, _peer) = open_conn(&mut c, false);
+    let idle_due = c.io.mono_ms + c.io.idle_timeout_ms;
+    let mut fired = Vec::new();
+    // A day ahead: nothing is due.
+    c.io.wall_step_ms = 86_400_000;
+    c.fire_timers(&mut fired);
+    assert_eq!(c.io.conns.get(id).unwrap().state, SlotState::Open);
+    // A service timer one second ahead on the (stepped) wall clock...
+    let wall = c.io.now_ms();
+    c.io.set_timer(wall + 1_000, 5).unwrap();
+    // ...and the wall clock steps two days back: the timer still fires a second later, and
+    // the connection's idle deadline still comes on time.
+    c.io.wall_step_ms = -2 * 86_400_000;
+    c.fire_timers(&mut fired);
+    assert_eq!(c.io.service_timers, 1, "not yet due");
+    let mono = c.io.mono_ms;
+    c.fire_timers_at(mono + 1_100, &mut fired);
+    assert_eq!(c.io.service_timers, 0, "fired a second later");
+    assert_eq!(c.io.conns.get(id).unwrap().state, SlotState::Open);
+    c.fire_timers_at(idle_due + 20, &mut fired);
+    assert_eq!(
+        c.io.conns.get(id).unwrap().state,
+        SlotState::Closing(CloseReason::IdleTimeout)
+    );
     done();
 }
