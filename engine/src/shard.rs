@@ -15,7 +15,11 @@
 //!
 //! Shutdown, in order: stop accepting → the service flushes (`on_shutdown`) → every
 //! connection flushes its output and closes → the shard exits once its table is empty and
-//! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed.
+//! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed →
+//! everything still in flight on the ring is cancelled and reaped (`ring::RING_DRAIN_MS`;
+//! past it, the ring and every buffer it may use are leaked, never freed under the kernel)
+//! → the ring closes and the buffers go. A panic never gets here: the process exits from
+//! the panic hook before unwinding (`runtime`, fail-fast).
 //!
 //! This module owns the shard's loop. It must not reach into another shard's state:
 //! everything cross-shard goes through the mesh.
@@ -714,6 +718,16 @@ where
         c.io.busy_ns += busy;
         c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
     }
+    // Everything still in flight (receives, sends, the accept, log writes) is cancelled and
+    // reaped before any memory it points at goes: closing the ring's descriptor alone does
+    // not wait for the kernel to let go.
+    let drained = ring::with(|r| {
+        r.drain(Duration::from_millis(ring::RING_DRAIN_MS), |cqe| {
+            if let (Some(Tag::Op), low) = ring::split(cqe.user_data) {
+                ops::complete(low, cqe.result);
+            }
+        })
+    });
     // Whatever did not close within the drain bound goes now.
     {
         let c = &mut *cell.borrow_mut();
@@ -724,12 +738,28 @@ where
             }
         }
     }
-    // The service's unfinished futures go while what they hold still exists; then the ring
-    // (the kernel lets go of every buffer), then the buffers.
+    // The service's unfinished futures go while what they hold still exists; then the ring,
+    // then the buffers.
     exec::drop_all();
-    ring::uninstall();
-    drop(lp);
-    drop(cell);
+    if drained {
+        ring::uninstall();
+        drop(lp);
+        drop(cell);
+    } else {
+        // The kernel still holds requests: keep the ring open and every buffer they may use
+        // (the receive buffers, send buffers, log writes) allocated for the process's life.
+        let in_flight = ring::with(|r| r.in_flight());
+        tracing::warn!(
+            shard = id.0,
+            in_flight,
+            "requests still in flight after {} ms: their buffers are leaked, not freed",
+            ring::RING_DRAIN_MS
+        );
+        ring::leak();
+        ops::leak_slots();
+        std::mem::forget(lp);
+        std::mem::forget(cell);
+    }
 }
 
 /// The process's open-file limit now.

@@ -19,10 +19,14 @@ use std::cell::RefCell;
 use std::io;
 use std::time::Duration;
 
-use io_uring::{cqueue, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 /// Submission queue entries per ring (completions get twice as many).
 pub const RING_ENTRIES: u32 = 4096;
+/// How long a shard's exit waits for the kernel to give back everything still in flight on
+/// its ring (cancelled first). Past it, what is still out is leaked on purpose (the ring
+/// fd, the buffers the kernel may still use), never freed under the kernel.
+pub const RING_DRAIN_MS: u64 = 1_000;
 /// With a batching wait, how many completions make a batch worth returning for early.
 pub const COALESCE_BATCH: usize = 32;
 
@@ -133,6 +137,9 @@ pub(crate) struct Ring {
     features: Features,
     /// `io_uring_enter` calls made (counted for the shard's statistics).
     pub(crate) enters: u64,
+    /// Requests queued or in the kernel whose last completion has not been reaped: +1 per
+    /// entry pushed, -1 per completion that ends its request (no `MORE` flag).
+    in_flight: u64,
 }
 
 thread_local! {
@@ -179,6 +186,12 @@ pub(crate) fn uninstall() {
     RING.with(|r| drop(r.borrow_mut().take()));
 }
 
+/// Forgets this thread's ring without closing it: the kernel keeps every request (and the
+/// memory they point at stays mapped) until the process exits. For a drain that timed out.
+pub(crate) fn leak() {
+    RING.with(|r| std::mem::forget(r.borrow_mut().take()));
+}
+
 impl Ring {
     fn new() -> io::Result<Ring> {
         Ring::with_entries(RING_ENTRIES)
@@ -219,6 +232,7 @@ impl Ring {
                             registered_ring,
                         },
                         enters: 0,
+                        in_flight: 0,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -253,6 +267,7 @@ impl Ring {
             // SAFETY: the caller keeps what the entries point to alive until their
             // completions; `push_multiple` queues all of them or none.
             if unsafe { self.uring.submission().push_multiple(sqes) }.is_ok() {
+                self.in_flight += sqes.len() as u64;
                 return;
             }
             self.enters += 1;
@@ -298,12 +313,46 @@ impl Ring {
     /// Copies every completion waiting in the queue into `out` (no syscall).
     pub(crate) fn reap(&mut self, out: &mut Vec<Completion>) {
         for cqe in self.uring.completion() {
+            if !cqueue::more(cqe.flags()) {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
             out.push(Completion {
                 user_data: cqe.user_data(),
                 result: cqe.result(),
                 flags: cqe.flags(),
             });
         }
+    }
+
+    /// Requests whose last completion has not been reaped yet.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// Cancels everything in flight and reaps until the kernel has given every request back
+    /// or `bound` has passed. Completions are handed to `each` (ops' futures may want
+    /// theirs). True when nothing is left in flight.
+    pub(crate) fn drain(&mut self, bound: Duration, mut each: impl FnMut(Completion)) -> bool {
+        let deadline = std::time::Instant::now() + bound;
+        if self.in_flight > 0 {
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(user_data(Tag::Ignore, 0));
+            // SAFETY: a cancel points at no memory.
+            unsafe { self.push(&cancel) };
+        }
+        let mut out = Vec::new();
+        while self.in_flight > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if self.enter(left, Duration::ZERO, &mut out).is_err() {
+                return false;
+            }
+            out.drain(..).for_each(&mut each);
+        }
+        true
     }
 
     /// The submitter, for registrations (buffer rings).
@@ -342,6 +391,43 @@ mod tests {
                     "the three no-ops left first; both links wait for the same submission"
                 );
             });
+            uninstall();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Item 7: a read still waiting in the kernel (an empty pipe) is cancelled and reaped
+    /// before the ring goes, so its buffer is never freed under the kernel.
+    #[test]
+    fn a_drain_cancels_and_reaps_everything_in_flight() {
+        std::thread::spawn(|| {
+            install().unwrap();
+            let (rx, _tx) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut buf = vec![0u8; 64];
+            let read = io_uring::opcode::Read::new(
+                types::Fd(std::os::fd::AsRawFd::as_raw_fd(&rx)),
+                buf.as_mut_ptr(),
+                64,
+            )
+            .build()
+            .user_data(user_data(Tag::Op, 3));
+            let mut seen = Vec::new();
+            with(|r| {
+                // SAFETY: `buf` outlives the drain below, which reaps the read.
+                unsafe { r.push(&read) };
+                let mut out = Vec::new();
+                r.enter(Duration::ZERO, Duration::ZERO, &mut out).unwrap();
+                assert!(out.is_empty(), "nothing to read yet");
+                assert_eq!(r.in_flight(), 1);
+                assert!(r.drain(Duration::from_secs(10), |c| seen.push(c)));
+                assert_eq!(r.in_flight(), 0);
+            });
+            let read_done = seen
+                .iter()
+                .find(|c| split(c.user_data) == (Some(Tag::Op), 3));
+            assert_eq!(read_done.map(|c| c.result), Some(-libc::ECANCELED));
+            drop(buf);
             uninstall();
         })
         .join()

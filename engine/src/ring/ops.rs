@@ -107,6 +107,12 @@ impl Drop for Op {
     }
 }
 
+/// Forgets every op slot and what it keeps: for a shard exit whose ring could not be
+/// drained (the kernel may still use those buffers).
+pub(crate) fn leak_slots() {
+    SLOTS.with(|s| std::mem::forget(std::mem::take(&mut s.borrow_mut().0)));
+}
+
 /// Records the completion of op `index` and wakes its future.
 pub(crate) fn complete(index: u64, result: i32) {
     let index = index as u32;
