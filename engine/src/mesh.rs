@@ -13,7 +13,8 @@
 //! (a bounded `crossbeam` queue). There is one flusher per shard — the loop itself — so a
 //! batch that does not fit a full ring goes back to the front of its outbox and is retried
 //! next turn, still counted against [`MESH_OUTBOX_MSGS_MAX`]: nothing is dropped, reordered
-//! or held outside the cap. Messages to this shard itself skip the ring but keep the same
+//! or held outside the cap. The one exception to the cap is an adoption (a live connection
+//! in transit): it is never refused, and there is at most one per connection. Messages to this shard itself skip the ring but keep the same
 //! batching and order.
 //!
 //! Parking (`ShardWake`): before a shard blocks in `io_uring_enter` it sets `parked`, then

@@ -9,7 +9,8 @@
 //!
 //! Lifecycle of a slot: inserted at accept (or adoption) → `open` after the TLS handshake →
 //! `Closing`/`HandingOff` when someone asks → removed by the shard loop once its output is
-//! flushed and nothing is in flight on its socket. Removal bumps the slot's generation, so a stale [`ConnId`] never
+//! flushed and nothing is in flight on its socket, or aborted at its linger deadline
+//! ([`CONN_LINGER_MS`]) if that takes too long. Removal bumps the slot's generation, so a stale [`ConnId`] never
 //! reaches the next connection in that slot.
 
 use std::rc::Weak;
@@ -289,7 +290,13 @@ impl<S: Service> ShardIo<S> {
 
     /// Moves live connection `conn` to shard `to`: its queued output is flushed here, then
     /// its socket, TLS state and unread bytes travel with `msg`, and `to` hears `on_adopt`.
-    /// This shard hears `on_close(conn, HandedOff)`.
+    /// This shard hears `on_close(conn, HandedOff)` — or `on_close` with another reason if
+    /// the move is called off (a send fails, the output overflows, the linger deadline or
+    /// the one-frame input cap is passed meanwhile); then `msg` is dropped.
+    ///
+    /// Ordering: the adoption leaves once the socket has detached, a turn or more later, so
+    /// a `mesh_send` to `to` made after this call may reach `to` before `on_adopt`. Send what
+    /// `to` needs about the connection in `msg` itself.
     pub fn hand_off(&mut self, conn: ConnId, to: ShardId, msg: S::Msg) -> Result<(), ConnGone> {
         assert!(
             to.0 < self.shard_count,

@@ -11,7 +11,9 @@
 //! (encrypted) and one send submitted per connection, so the turn's sends all leave in the
 //! next `io_uring_enter`. A closing slot is flushed, then everything in flight on its socket
 //! is cancelled, and once the last completion is in, its descriptor is closed and the slot
-//! removed. A slot being handed off does the same but detaches its socket instead.
+//! removed. A slot being handed off does the same but detaches its socket instead. Either
+//! has `CONN_LINGER_MS` to finish, then aborts; a closing slot reads nothing more, a
+//! departing one at most one frame.
 //!
 //! This module must not touch the listener, the mesh rings or the timer wheel directly.
 
