@@ -44,8 +44,7 @@ use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{
-    mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, CONN_LINGER_MS,
-    SERVICE_TIMERS_MAX,
+    mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, SERVICE_TIMERS_MAX,
 };
 use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
@@ -154,65 +153,6 @@ impl<S: Service> ShardCell<S> {
             self.io.timers.cancel(t);
         }
         self.arm_at(id, due);
-    }
-
-    /// `id` left `Open`: arm its linger deadline, once, in place of its idle or frame timer.
-    pub(crate) fn start_linger(&mut self, id: ConnId) {
-        let due = self.io.mono_ms + CONN_LINGER_MS;
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        if slot.lingering {
-            return;
-        }
-        slot.lingering = true;
-        if let Some(t) = slot.timer.take() {
-            self.io.timers.cancel(t);
-        }
-        // The wheel keeps room for one engine timer per table slot (`SERVICE_TIMERS_MAX`).
-        let timer = self.io.timers.insert(due, TimerEntry::Linger(id));
-        slot.timer = Some(timer.expect("the wheel keeps room for every connection's deadline"));
-        slot.timer_at_ms = due;
-    }
-
-    /// `id`'s linger deadline passed: drop what it still owes, cancel what is in flight on
-    /// its socket, and close it as soon as the kernel lets go.
-    fn linger_expired(&mut self, id: ConnId) {
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        slot.timer = None;
-        if matches!(slot.state, SlotState::Open | SlotState::Handshaking) {
-            return;
-        }
-        self.io.counters.linger_aborts += 1;
-        // A handoff that could not flush: the peer is not reading.
-        self.set_closing(id, CloseReason::OutputOverflow);
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        slot.outbox = Vec::new();
-        slot.wire.abort_output();
-        mark_dirty(slot, &mut self.io.dirty, id);
-    }
-
-    /// Moves `id` to `Closing(reason)` from any state but `Closing`; a handoff it was making
-    /// is called off (its parked message dropped; the service hears `on_close(reason)`
-    /// instead of `HandedOff`).
-    pub(crate) fn set_closing(&mut self, id: ConnId, reason: CloseReason) {
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        match slot.state {
-            SlotState::Closing(_) => return,
-            SlotState::HandingOff(_) => {
-                self.io.counters.handoff_failures += 1;
-                drop(self.io.mesh.take_handoff(id));
-            }
-            SlotState::Open | SlotState::Handshaking => {}
-        }
-        slot.state = SlotState::Closing(reason);
-        mark_dirty(slot, &mut self.io.dirty, id);
     }
 
     /// Removes `id` for good and tells the service.
@@ -336,11 +276,15 @@ impl<S: Service> ShardCell<S> {
             }
             Err(wire) => {
                 // Only when this shard's whole table (its share twice over) is taken.
-                tracing::warn!(
-                    shard = self.io.shard.0,
-                    "connection table full: an adopted connection is closed"
-                );
                 self.io.counters.handoff_failures += 1;
+                let failures = self.io.counters.handoff_failures;
+                if failures.is_power_of_two() {
+                    tracing::warn!(
+                        shard = self.io.shard.0,
+                        failures,
+                        "connection table full: an adopted connection is closed"
+                    );
+                }
                 // SAFETY: the table refused it; nothing else references the descriptor.
                 unsafe { libc::close(wire.fd) };
             }
