@@ -242,16 +242,14 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn progress(&mut self, id: ConnId, scratch: &mut Scratch) {
-        let leaving = self.io.conns.get(id).is_some_and(|s| {
-            !s.lingering && !matches!(s.state, SlotState::Open | SlotState::Handshaking)
-        });
-        if leaving {
-            // Closing or departing from here on, within the linger deadline.
-            self.start_linger(id);
-        }
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
+        if !slot.lingering && !matches!(slot.state, SlotState::Open | SlotState::Handshaking) {
+            // Closing or departing from here on, within the linger deadline.
+            self.start_linger(id);
+            return self.progress(id, scratch);
+        }
         slot.dirty = false;
         let flush = match slot.state {
             SlotState::Closing(CloseReason::OutputOverflow) => false,
