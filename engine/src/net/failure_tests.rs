@@ -140,6 +140,60 @@ fn a_handshake_that_finishes_on_a_closing_slot_does_not_panic_the_shard() {
     done();
 }
 
+/// Item 2 with real TLS bytes: a client whose Finished arrives after its slot was told to
+/// close (here, the handshake timeout) used to panic the shard through
+/// `handshake_done`'s assert. Its bytes are now dropped, and the slot goes on closing.
+#[test]
+fn a_client_finished_after_the_handshake_timeout_is_dropped() {
+    let dir = std::env::temp_dir().join(format!(
+        "sb-failure-tls-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server_cfg = crate::tls::server_config(&crate::tls::CertSource::DevInDir(dir.clone()))
+        .expect("dev certificate");
+    let client_cfg = crate::tls::client_config_trusting(&crate::tls::dev_cert_path(&dir))
+        .expect("client config");
+    let mut c = cell(4);
+    let mut s = scratch();
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let session = crate::tls::session::TlsSession::new(server_cfg).unwrap();
+    let id = c
+        .register(
+            Wire::new(a.into_raw_fd(), Some(Box::new(session)), Vec::new()),
+            true,
+            true,
+        )
+        .unwrap_or_else(|_| panic!("room in the table"));
+    c.io.conns.get_mut(id).unwrap().wire.recv_armed = false;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(client_cfg, name).unwrap();
+    // ClientHello in, the server's flight out.
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    c.received(id, &mut hello, &mut s);
+    let flight = c.io.conns.get_mut(id).unwrap().wire.take_pending();
+    assert!(!flight.is_empty(), "the server answered the ClientHello");
+    client.read_tls(&mut &flight[..]).unwrap();
+    client.process_new_packets().unwrap();
+    let mut finished = Vec::new();
+    client.write_tls(&mut finished).unwrap();
+    assert!(!finished.is_empty(), "the client's Finished");
+    // The handshake deadline passes before the Finished arrives.
+    c.io.conns.get_mut(id).unwrap().state = SlotState::Closing(CloseReason::HandshakeTimeout);
+    c.received(id, &mut finished, &mut s);
+    let slot = c.io.conns.get(id).unwrap();
+    assert_eq!(
+        slot.state,
+        SlotState::Closing(CloseReason::HandshakeTimeout)
+    );
+    assert_eq!(c.io.counters.handshakes, 0);
+    assert!(c.service.closes.is_empty() && c.service.frames.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+    done();
+}
+
 /// Item 3: input to a closing slot is dropped, not buffered (it used to pile up in the
 /// slot's unread bytes without bound).
 #[test]

@@ -71,6 +71,12 @@ impl Wire {
         self.pending.len() + self.inflight.len() - self.inflight_at as usize
     }
 
+    /// Takes the wire bytes produced and not yet submitted (tests that play the peer).
+    #[cfg(test)]
+    pub(crate) fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Bytes of an unfinished frame (or TLS record) are waiting for the rest.
     pub(crate) fn has_partial(&self) -> bool {
         !self.unread.is_empty() || self.tls.as_ref().is_some_and(|t| t.pending_in_len() > 0)
