@@ -140,6 +140,9 @@ pub(crate) struct Ring {
     /// Requests queued or in the kernel whose last completion has not been reaped: +1 per
     /// entry pushed, -1 per completion that ends its request (no `MORE` flag).
     in_flight: u64,
+    /// An error the next `enter` answers instead of the kernel's (tests).
+    #[cfg(test)]
+    fail_next_enter: Option<i32>,
 }
 
 thread_local! {
@@ -233,6 +236,8 @@ impl Ring {
                         },
                         enters: 0,
                         in_flight: 0,
+                        #[cfg(test)]
+                        fail_next_enter: None,
                     });
                 }
                 Err(e) => last = Some(e),
@@ -301,7 +306,13 @@ impl Ring {
             want = COALESCE_BATCH;
         }
         self.enters += 1;
-        match self.uring.submitter().submit_with_args(want, &args) {
+        let entered = self.uring.submitter().submit_with_args(want, &args);
+        #[cfg(test)]
+        let entered = match self.fail_next_enter.take() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => entered,
+        };
+        match entered {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ETIME) || submit_retryable(&e) => {}
             Err(e) => return Err(e),
@@ -434,6 +445,9 @@ mod tests {
         .unwrap();
     }
 
+    /// Item 9: `EAGAIN` from `io_uring_enter` (the kernel short of memory for a submission)
+    /// used to come back as an error, and the shard loop panics on one. Now the wait returns
+    /// as after `EBUSY`, and the next turn reaps and submits again.
     #[test]
     fn eagain_and_ebusy_from_the_kernel_are_retried_not_fatal() {
         for errno in [libc::EAGAIN, libc::EBUSY, libc::EINTR] {
@@ -442,6 +456,25 @@ mod tests {
         assert!(!submit_retryable(&io::Error::from_raw_os_error(
             libc::EBADF
         )));
+        std::thread::spawn(|| {
+            install().unwrap();
+            let mut out = Vec::new();
+            for errno in [libc::EAGAIN, libc::EBUSY] {
+                with(|r| {
+                    r.fail_next_enter = Some(errno);
+                    r.enter(Duration::ZERO, Duration::ZERO, &mut out)
+                })
+                .unwrap_or_else(|e| panic!("errno {errno} is fatal: {e}"));
+            }
+            let bad = with(|r| {
+                r.fail_next_enter = Some(libc::EBADF);
+                r.enter(Duration::ZERO, Duration::ZERO, &mut out)
+            });
+            assert!(bad.is_err(), "other errors still come back");
+            uninstall();
+        })
+        .join()
+        .unwrap();
     }
 
     /// With a batching wait, one completion ends the wait once `min_wait` has passed: the
