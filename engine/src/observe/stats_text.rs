@@ -46,7 +46,7 @@ const fn field(
 }
 
 /// Every engine counter, in a fixed order.
-pub fn counter_fields(c: &ShardCounters) -> [Field; 25] {
+pub fn counter_fields(c: &ShardCounters) -> [Field; 27] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -70,6 +70,8 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 25] {
         handoffs_out,
         handoffs_in,
         handoff_failures,
+        linger_aborts,
+        service_timers_refused,
         timers_fired,
         recv_no_buffers,
         ring_enters,
@@ -98,6 +100,8 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 25] {
         field("handoffs_out", "handoffs_out_total", "Connections handed to another shard.", true, handoffs_out as f64),
         field("handoffs_in", "handoffs_in_total", "Connections adopted from another shard.", true, handoffs_in as f64),
         field("handoff_failures", "handoff_failures_total", "Handoffs that failed.", true, handoff_failures as f64),
+        field("linger_aborts", "linger_aborts_total", "Closing or departing connections aborted: not gone within the linger deadline.", true, linger_aborts as f64),
+        field("service_timers_refused", "service_timers_refused_total", "Service timers refused: the service's share of the wheel is taken.", true, service_timers_refused as f64),
         field("timers_fired", "timers_fired_total", "Timers that fired.", true, timers_fired as f64),
         field("recv_no_buffers", "recv_no_buffers_total", "Receives ended because every provided buffer was out.", true, recv_no_buffers as f64),
         field("ring_enters", "ring_enters_total", "io_uring_enter calls: one wait per loop turn, plus submits a full submission queue forced.", true, ring_enters as f64),
