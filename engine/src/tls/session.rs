@@ -18,7 +18,7 @@
 //! record held back, the rustls session is dropped: its traffic keys and sequence numbers
 //! move into a [`RecordLayer`] (~110 bytes), which protects records from then on. So an idle connection after the handshake holds
 //! neither rustls' ~3.3 KB of session state nor a deframer, plaintext or send buffer (see
-//! ARCHITECTURE.md "Decisions and numbers").
+//! `docs/decisions/tls-unbuffered-api.md`).
 //!
 //! ## Protocol steps (one call to [`TlsSession::read`] during the handshake)
 //! 1. `process_tls_records` on `incoming[start..]` returns a state and how many bytes to
