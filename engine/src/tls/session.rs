@@ -436,8 +436,7 @@ fn guarded<T>(
     op: &'static str,
     f: impl FnOnce() -> Result<T, SessionError>,
 ) -> Result<T, SessionError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or(Err(SessionError::RustlsFailed { op }))
+    crate::runtime::contain_panics(f).unwrap_or(Err(SessionError::RustlsFailed { op }))
 }
 
 /// Encrypts one chunk (at most one record of plaintext) into `out`, growing it once if
