@@ -19,7 +19,8 @@
 //! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
 //!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
-//! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
+//! - [`record`]: what the log holds. [`replay`]: start-up replay, streamed through a
+//!   bounded window. [`effect`]: what state machines ask for.
 //! - [`snapshot`]: what compaction writes, built in slices between events.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
@@ -54,6 +55,7 @@ pub mod presence;
 pub mod receipt;
 pub mod record;
 pub mod registry;
+pub mod replay;
 pub mod route;
 pub mod server;
 pub mod service_stats;

@@ -11,7 +11,7 @@
 //!    sender's home, which sends it or, if the sender is offline, queues it durably.
 //!    `Read` does the same with READ.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use engine::{ConnId, ShardId};
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
@@ -174,56 +174,6 @@ impl ShardState {
         self.busy_rejects += 1;
         out.frame(conn, busy(retry_after_ms, client_msg_id));
         true
-    }
-
-    /// Rebuilds state from the log's records, in order. Replayed items are durable.
-    pub fn replay(&mut self, records: Vec<Record>) {
-        // Items removed: server id → whose queue it was removed from.
-        let mut removed: HashMap<u64, String> = HashMap::new();
-        let mut items = Vec::new();
-        for r in records {
-            match r.kind {
-                Some(record::Kind::Account(a)) => {
-                    self.ids.observe(a.user_id);
-                    self.registry.apply(&a);
-                }
-                Some(record::Kind::Item(i)) => items.push(i),
-                Some(record::Kind::Removed(r)) => {
-                    self.ids.observe(r.id);
-                    removed.insert(r.id, r.user);
-                }
-                Some(record::Kind::IdMark(m)) => self.ids.observe_next_seq(m.next_seq),
-                Some(record::Kind::Group(g)) => {
-                    self.ids.observe(g.group_id);
-                    self.groups.apply(&g);
-                }
-                Some(record::Kind::Dedupe(d)) => {
-                    self.ids.observe(d.server_msg_id);
-                    self.dedupe.insert_durable(&d);
-                }
-                None => {}
-            }
-        }
-        // An item a snapshot holds may come again in the records appended while it was
-        // built (`snapshot.rs`): the first is kept, in its place in the queue.
-        let mut seen: HashSet<u64> = HashSet::with_capacity(items.len());
-        for i in items {
-            self.ids.observe(i.id);
-            if !seen.insert(i.id) {
-                continue;
-            }
-            if i.client_msg_id != 0 {
-                self.dedupe.insert_from_item(&i);
-            }
-            if removed.get(&i.id) == Some(&i.user) {
-                continue;
-            }
-            if let Some(item) = Item::from_record(&i) {
-                // Replay never exceeds what was accepted before, but a lowered limit could:
-                // keep what is there rather than drop acknowledged messages.
-                let _ = self.queues.restore(&i.user, item);
-            }
-        }
     }
 
     /// A frame from `conn` (already validated against the wire limits).
