@@ -63,6 +63,9 @@ pub struct Groups {
     /// Grows in slices, and a snapshot walks it between events (`steady_map.rs`).
     pub(crate) groups: crate::steady_map::SteadyMap<u64, StoredGroup>,
     fanouts: HashMap<FanoutKey, Fanout>,
+    /// Admin → groups here they administer (kept as groups change, replay included), for
+    /// `GROUPS_ADMINISTERED_PER_USER_MAX`. At most one entry per group.
+    administered: HashMap<Phone, u32>,
 }
 
 impl Groups {
@@ -75,21 +78,37 @@ impl Groups {
         })
     }
 
+    /// Groups here that `user` administers.
+    pub fn administered_by(&self, user: &str) -> usize {
+        Phone::parse(user)
+            .and_then(|u| self.administered.get(&u))
+            .map_or(0, |&n| n as usize)
+    }
+
     /// Sets a group's state (creation, change, replay); no members deletes it.
     pub fn apply(&mut self, rec: &GroupRec) {
         // Phones in group records were validated before they were written.
         let members: Vec<Phone> = rec.members.iter().filter_map(|m| Phone::parse(m)).collect();
-        match Phone::parse(&rec.admin) {
+        let old = match Phone::parse(&rec.admin) {
             Some(admin) if !members.is_empty() => {
                 let g = StoredGroup {
                     name: rec.name.clone(),
                     admin,
                     members,
                 };
-                self.groups.insert(rec.group_id, g);
+                *self.administered.entry(admin).or_default() += 1;
+                self.groups.insert(rec.group_id, g)
             }
-            _ => {
-                self.groups.remove(&rec.group_id);
+            _ => self.groups.remove(&rec.group_id),
+        };
+        if let Some(old) = old {
+            if let std::collections::hash_map::Entry::Occupied(mut e) =
+                self.administered.entry(old.admin)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
             }
         }
     }
@@ -129,8 +148,9 @@ mod ops {
     use proto::limits::GROUP_MEMBERS_MAX;
     use proto::v1::{server_frame, ErrorCode, GroupCreate, GroupSend};
 
-    use crate::effect::{error, AfterCommit, Effect, Out};
-    use crate::home::home_of_id;
+    use crate::effect::{error, rate_limited, AfterCommit, Effect, Out};
+    use crate::home::{home_of_id, Phone};
+    use crate::limits::GROUPS_ADMINISTERED_PER_USER_MAX;
     use crate::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
     use crate::record::{record, GroupRec, Record};
     use crate::state::ShardState;
@@ -154,6 +174,7 @@ mod ops {
 
         pub(crate) fn on_group_create(
             &mut self,
+            now: u64,
             conn: ConnId,
             user: String,
             g: GroupCreate,
@@ -167,6 +188,19 @@ mod ops {
             }
             if members.len() > GROUP_MEMBERS_MAX {
                 return out.error(conn, ErrorCode::GroupTooLarge, "too many members", 0);
+            }
+            if self.groups.administered_by(&user) >= GROUPS_ADMINISTERED_PER_USER_MAX {
+                self.abuse.groups_per_user_full += 1;
+                return out.error(conn, ErrorCode::TooManyGroups, "too many groups", 0);
+            }
+            // The user is logged in here, so the phone is valid.
+            if let Some(phone) = Phone::parse(&user) {
+                if let Err(r) = self.user_budgets.admit_group_create(phone, now) {
+                    self.abuse.refused[r.kind as usize] += 1;
+                    let frame =
+                        rate_limited("too many new groups; try again later", r.retry_after_ms);
+                    return out.frame(conn, frame);
+                }
             }
             let group_id = self.ids.issue();
             let rec = GroupRec {

@@ -74,6 +74,8 @@ mod sim_dedupe;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod sim_fuzz;
+#[cfg(test)]
+mod sim_groups;
 pub mod snapshot;
 pub mod state;
 pub mod steady_map;

@@ -130,6 +130,14 @@ pub const HELP: &[(&str, &str)] = &[
         "refused_guess_number_total",
         "Verify attempts refused: the PIN was burned.",
     ),
+    (
+        "refused_group_create_total",
+        "Group creations refused: the user's hourly budget.",
+    ),
+    (
+        "groups_per_user_full_total",
+        "Group creations refused: the user administers the most groups allowed.",
+    ),
     ("pins_sent_total", "PINs handed to the SMS gateway."),
     (
         "pins_pending",
@@ -260,6 +268,8 @@ pub struct AbuseCounters {
     pub queue_sender_share_full: u64,
     /// Receipts that found their user's queue full (kept at 0 by the receipt reserve).
     pub receipts_dropped: u64,
+    /// Group creations refused: the creator administers `GROUPS_ADMINISTERED_PER_USER_MAX`.
+    pub groups_per_user_full: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -291,6 +301,7 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("prelogin_closed_total", c.prelogin_closed),
         ("queue_sender_share_full_total", c.queue_sender_share_full),
         ("receipts_dropped_total", c.receipts_dropped),
+        ("groups_per_user_full_total", c.groups_per_user_full),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
     ]);

@@ -82,6 +82,8 @@ pub struct ShardState {
     pub(crate) pins: crate::pins::Pins,
     /// Sign-up budgets (per source, prefix, range, this shard's share of the box).
     pub(crate) budgets: crate::budget::SignupBudgets,
+    /// Logged-in users' budgets (group creations), per user homed here.
+    pub(crate) user_budgets: crate::budget::UserBudgets,
     /// Connections on this shard that have not logged in: peer, refusals, hand-overs.
     /// Bounded by the engine's connection table; dropped at login and close.
     pub(crate) prelogin: HashMap<ConnId, crate::mesh_msg::PreLogin>,
@@ -115,6 +117,7 @@ impl ShardState {
             shards,
             budgets: crate::budget::SignupBudgets::new(settings.signup, shards),
             pins: crate::pins::Pins::default(),
+            user_budgets: crate::budget::UserBudgets::default(),
             prelogin: HashMap::new(),
             refusal_log: crate::login::RefusalLog::default(),
             abuse: crate::service_stats::AbuseCounters::default(),
@@ -158,7 +161,7 @@ impl ShardState {
     pub fn abuse_stats(&self) -> Vec<(&'static str, u64)> {
         let g = crate::service_stats::AbuseGauges {
             pins_pending: self.pins.len() as u64,
-            budget_keys: self.budgets.keys() as u64,
+            budget_keys: (self.budgets.keys() + self.user_budgets.keys()) as u64,
             prelogin_conns: self.prelogin.len() as u64,
             presence_subscriptions: self.presence.entries() as u64,
             presence_refused: self.presence.refused,
@@ -216,7 +219,7 @@ impl ShardState {
             K::Send(s) => self.on_send(now, conn, user, s, out),
             K::Ack(a) => self.on_ack(now, &user, a.server_msg_ids, out),
             K::Read(r) => self.on_read(now, &user, r.server_msg_ids, out),
-            K::GroupCreate(g) => self.on_group_create(conn, user, g, out),
+            K::GroupCreate(g) => self.on_group_create(now, conn, user, g, out),
             K::GroupAdd(g) => self.group_op(
                 user,
                 crate::mesh_msg::GroupOp::Add {
