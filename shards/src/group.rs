@@ -209,6 +209,10 @@ mod ops {
                 admin: user.clone(),
                 members,
             };
+            if rec.members.len() > 1 {
+                // The others are asked first (`group_consent.rs`).
+                return self.start_pending_create(now, conn, rec, g.client_req_id, out);
+            }
             self.persist_group(rec, out);
             let created = server_frame::Kind::GroupCreated(proto::v1::GroupCreated {
                 client_req_id: g.client_req_id,
@@ -220,7 +224,7 @@ mod ops {
             out.after_commit.push(AfterCommit::Effect(e));
         }
 
-        fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {
+        pub(crate) fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {
             self.groups.apply(&rec);
             self.records_since_snapshot += 1;
             out.records.push(Record {
@@ -289,7 +293,9 @@ mod ops {
                     if new.len() > GROUP_MEMBERS_MAX {
                         return refuse(self, out, ErrorCode::GroupTooLarge, "too many members");
                     }
-                    self.change_members(group_id, group, new, out);
+                    // Added once their homes say they accept (`group_consent.rs`).
+                    let asked = new.split_off(group.members.len());
+                    self.ask_member_homes(group_id, &requester, asked, out);
                 }
                 GroupOp::Remove { members, .. }
                     if requester == group.admin
@@ -320,7 +326,7 @@ mod ops {
             }
         }
 
-        fn change_members(
+        pub(crate) fn change_members(
             &mut self,
             group_id: u64,
             old: super::Group,
@@ -465,6 +471,9 @@ mod tests {
     /// The members the admin's session last heard of, after creating a group with B.
     fn members_after_add(add: &[&str]) -> Vec<String> {
         let mut sim = Sim::new(2);
+        for m in [B, C, D] {
+            sim.login_open_to_groups(m, 1);
+        }
         let a = sim.login(A, 0);
         sim.send(
             a,
@@ -487,8 +496,10 @@ mod tests {
             }),
         );
         sim.commit();
+        // Each member's home answers on its own: one update per home.
         sim.take(a)
             .into_iter()
+            .rev()
             .find_map(|f| match f {
                 server_frame::Kind::GroupUpdated(u) => Some(u.members),
                 _ => None,
@@ -499,7 +510,9 @@ mod tests {
     #[test]
     fn repeated_members_in_one_add_are_added_once() {
         // Not only neighbours: C and D alternate, B and A are already members.
-        let members = members_after_add(&[C, D, C, B, D, C, A]);
+        let mut members = members_after_add(&[C, D, C, B, D, C, A]);
+        // Members join in the order their homes answer.
+        members.sort();
         assert_eq!(members, vec![A, B, C, D]);
     }
 }

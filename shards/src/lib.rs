@@ -16,7 +16,8 @@
 //! - [`login`]: register → verify → login, at the phone's home shard.
 //! - [`route`]: 1:1 sends; [`dedupe`]: retries, per sender. [`receipt`]: acks, reads, receipts.
 //! - [`offline`]: per-user queues. [`session`]: who is online where.
-//! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
+//! - [`group`]: groups and fan-out; [`group_consent`]: who may add whom to a group.
+//!   [`presence`]: subscriptions and last seen.
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
 //!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
 //! - [`record`]: what the log holds. [`replay`]: start-up replay, streamed through a
@@ -39,6 +40,7 @@ pub mod data_lock;
 pub mod dedupe;
 pub mod effect;
 pub mod group;
+pub mod group_consent;
 pub mod home;
 pub mod journal;
 pub mod limits;

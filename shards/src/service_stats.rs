@@ -138,6 +138,18 @@ pub const HELP: &[(&str, &str)] = &[
         "groups_per_user_full_total",
         "Group creations refused: the user administers the most groups allowed.",
     ),
+    (
+        "group_adds_refused_total",
+        "Members not added to a group: they do not accept adds from the adder.",
+    ),
+    (
+        "group_creates_pending_full_total",
+        "Group creations refused: too many wait for their members' answers.",
+    ),
+    (
+        "group_creates_pending",
+        "Group creations waiting for their members' answers.",
+    ),
     ("pins_sent_total", "PINs handed to the SMS gateway."),
     (
         "pins_pending",
@@ -270,6 +282,10 @@ pub struct AbuseCounters {
     pub receipts_dropped: u64,
     /// Group creations refused: the creator administers `GROUPS_ADMINISTERED_PER_USER_MAX`.
     pub groups_per_user_full: u64,
+    /// Members not added to a group: they do not accept adds from the adder.
+    pub group_adds_refused: u64,
+    /// Group creations refused: `GROUP_CREATES_PENDING_MAX` wait already.
+    pub group_creates_pending_full: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -285,6 +301,8 @@ pub struct AbuseGauges {
     pub presence_subscriptions: u64,
     /// Presence subscriptions refused at the per-subscriber cap.
     pub presence_refused: u64,
+    /// Group creations waiting for their members' answers.
+    pub group_creates_pending: u64,
 }
 
 /// The abuse limits' statistics, by name (`refused_<budget>` per budget, then the rest).
@@ -302,6 +320,12 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("queue_sender_share_full_total", c.queue_sender_share_full),
         ("receipts_dropped_total", c.receipts_dropped),
         ("groups_per_user_full_total", c.groups_per_user_full),
+        ("group_adds_refused_total", c.group_adds_refused),
+        (
+            "group_creates_pending_full_total",
+            c.group_creates_pending_full,
+        ),
+        ("group_creates_pending", g.group_creates_pending),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
     ]);

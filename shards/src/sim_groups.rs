@@ -115,3 +115,209 @@ fn item3_group_creation_is_held_per_user_per_hour_and_in_all() {
         "{stats:?}"
     );
 }
+
+fn privacy(p: proto::v1::GroupAddPolicy) -> K {
+    K::GroupPrivacy(proto::v1::GroupPrivacy {
+        who_can_add: p as i32,
+    })
+}
+
+fn follow(contacts: &[&str]) -> K {
+    K::PresenceSubscribe(proto::v1::PresenceSubscribe {
+        contacts: contacts.iter().map(|c| c.to_string()).collect(),
+    })
+}
+
+/// The group's members as its admin reads them.
+fn members_of(sim: &mut Sim, admin: engine::ConnId, group_id: u64) -> Vec<String> {
+    sim.take(admin);
+    sim.send(
+        admin,
+        K::GroupMembers(proto::v1::GroupMembersRequest { group_id }),
+    );
+    sim.commit();
+    sim.take(admin)
+        .into_iter()
+        .find_map(|f| match f {
+            S::GroupMembers(m) => Some(m.members),
+            _ => None,
+        })
+        .expect("GroupMembers")
+}
+
+/// The details of the GROUP_ADD_REFUSED errors in `frames`.
+fn add_refusals(frames: &[S]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            S::Error(e) if e.code == ErrorCode::GroupAddRefused as i32 => Some(e.detail.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn adds_refused(sim: &Sim) -> u64 {
+    sim.shards.iter().map(|s| s.abuse.group_adds_refused).sum()
+}
+
+#[test]
+fn item9_a_stranger_cannot_add_anyone_and_learns_nothing_about_who_is_registered() {
+    let mut sim = Sim::new(2);
+    let (v, s, nobody) = ("+15550000001", "+15550000002", "+15559999999");
+    let victim = sim.login(v, 0);
+    let stranger = sim.login(s, 1);
+    sim.send(stranger, create(1, &[v]));
+    sim.commit();
+    let frames = sim.take(stranger);
+    let [group_id] = created(&frames)[..] else {
+        panic!("{frames:?}")
+    };
+    let refusals = add_refusals(&frames);
+    assert_eq!(refusals.len(), 1, "{frames:?}");
+    assert!(refusals[0].contains(v));
+    assert_eq!(
+        members_of(&mut sim, stranger, group_id),
+        vec![s.to_string()]
+    );
+    assert!(sim.take(victim).is_empty(), "the victim hears nothing");
+    assert_eq!(adds_refused(&sim), 1);
+
+    // A number nobody has gets the very same answer.
+    sim.send(
+        stranger,
+        K::GroupAdd(proto::v1::GroupAdd {
+            group_id,
+            members: vec![nobody.into()],
+        }),
+    );
+    sim.commit();
+    let other = add_refusals(&sim.take(stranger));
+    assert_eq!(other, vec![refusals[0].replace(v, nobody)]);
+    assert_eq!(
+        members_of(&mut sim, stranger, group_id),
+        vec![s.to_string()]
+    );
+    assert_eq!(adds_refused(&sim), 2);
+}
+
+#[test]
+fn item9_a_member_who_left_is_not_added_back_by_a_stranger() {
+    let mut sim = Sim::new(2);
+    let (v, s) = ("+15550000001", "+15550000002");
+    // The victim was in the group once (they allowed everyone then).
+    let victim = sim.login_open_to_groups(v, 0);
+    let stranger = sim.login(s, 1);
+    let group_id = try_create(&mut sim, stranger, 1, &[v]).unwrap();
+    assert_eq!(members_of(&mut sim, stranger, group_id), vec![s, v]);
+    sim.send(victim, privacy(proto::v1::GroupAddPolicy::Contacts));
+    sim.send(
+        victim,
+        K::GroupRemove(proto::v1::GroupRemove {
+            group_id,
+            members: vec![v.into()],
+        }),
+    );
+    sim.commit();
+    sim.take(victim);
+    // Re-added at once: refused, and the victim sees no member list.
+    sim.send(
+        stranger,
+        K::GroupAdd(proto::v1::GroupAdd {
+            group_id,
+            members: vec![v.into()],
+        }),
+    );
+    sim.commit();
+    assert_eq!(add_refusals(&sim.take(stranger)).len(), 1);
+    assert_eq!(members_of(&mut sim, stranger, group_id), vec![s]);
+    assert!(
+        !sim.take(victim)
+            .iter()
+            .any(|f| matches!(f, S::GroupUpdated(_) | S::GroupMembers(_))),
+        "the victim learns no member's number"
+    );
+}
+
+#[test]
+fn item9_contacts_may_add_by_default_everyone_and_nobody_as_chosen() {
+    let mut sim = Sim::new(2);
+    let (m, friend, s) = ("+15550000001", "+15550000002", "+15550000003");
+    let member = sim.login(m, 0);
+    let friend_c = sim.login(friend, 1);
+    let stranger = sim.login(s, 1);
+    // The member has the friend in their address book.
+    sim.send(member, follow(&[friend]));
+    sim.commit();
+    let by_friend = try_create(&mut sim, friend_c, 1, &[m]).unwrap();
+    assert_eq!(members_of(&mut sim, friend_c, by_friend), vec![friend, m]);
+    // NOBODY: not even the friend.
+    sim.send(member, privacy(proto::v1::GroupAddPolicy::Nobody));
+    sim.send(friend_c, create(2, &[m]));
+    sim.commit();
+    assert_eq!(add_refusals(&sim.take(friend_c)).len(), 1);
+    // EVERYONE: the stranger too.
+    sim.send(member, privacy(proto::v1::GroupAddPolicy::Everyone));
+    let by_stranger = try_create(&mut sim, stranger, 3, &[m]).unwrap();
+    assert_eq!(members_of(&mut sim, stranger, by_stranger), vec![s, m]);
+    // The address book lapses with the subscription: back to CONTACTS, a day later the
+    // friend is a stranger until the member subscribes again.
+    sim.send(member, privacy(proto::v1::GroupAddPolicy::Contacts));
+    sim.now += crate::limits::PRESENCE_SUBSCRIPTION_TTL_MS;
+    sim.send(friend_c, create(4, &[m]));
+    sim.commit();
+    assert_eq!(add_refusals(&sim.take(friend_c)).len(), 1);
+    assert_eq!(adds_refused(&sim), 2);
+}
+
+#[test]
+fn item9_a_creation_waits_for_every_home_and_is_written_once() {
+    let mut sim = Sim::new(4);
+    let members: Vec<String> = (2..40).map(|i| format!("+155500000{i:02}")).collect();
+    for (i, m) in members.iter().enumerate() {
+        if i % 3 != 0 {
+            sim.login_open_to_groups(m, i % 4);
+        }
+    }
+    let admin = sim.login("+15550000001", 0);
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let records_before: usize = sim.logs.iter().map(Vec::len).sum();
+    sim.send(admin, create(1, &refs));
+    sim.commit();
+    let frames = sim.take(admin);
+    let [group_id] = created(&frames)[..] else {
+        panic!("{frames:?}")
+    };
+    let refused: usize = add_refusals(&frames)
+        .iter()
+        .map(|d| d.matches('+').count())
+        .sum();
+    assert_eq!(refused, members.len().div_ceil(3), "{frames:?}");
+    let groups_written = sim
+        .logs
+        .iter()
+        .flatten()
+        .filter(|r| matches!(r.kind, Some(crate::record::record::Kind::Group(_))))
+        .count();
+    assert_eq!(groups_written, 1, "one record for the creation");
+    assert!(sim.logs.iter().map(Vec::len).sum::<usize>() > records_before);
+    let mut want: Vec<String> = vec!["+15550000001".into()];
+    want.extend(
+        members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, m)| m.clone()),
+    );
+    assert_eq!(
+        members_of(&mut sim, admin, group_id),
+        want,
+        "in request order"
+    );
+    assert_eq!(
+        sim.shards
+            .iter()
+            .map(|s| s.consent.pending())
+            .sum::<usize>(),
+        0
+    );
+}

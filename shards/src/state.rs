@@ -70,6 +70,8 @@ pub struct ShardState {
     pub(crate) recent: RecentAcked,
     pub(crate) groups: Groups,
     pub(crate) presence: Presence,
+    /// Who may add users homed here to groups; creations waiting for members' answers.
+    pub(crate) consent: crate::group_consent::GroupConsent,
     pub(crate) random: RandomSource,
     /// Records written since the last snapshot (compaction estimate).
     pub(crate) records_since_snapshot: u64,
@@ -130,6 +132,7 @@ impl ShardState {
             recent: RecentAcked::default(),
             groups: Groups::default(),
             presence: Presence::default(),
+            consent: crate::group_consent::GroupConsent::default(),
             random,
             records_since_snapshot: 0,
             busy: None,
@@ -165,6 +168,7 @@ impl ShardState {
             prelogin_conns: self.prelogin.len() as u64,
             presence_subscriptions: self.presence.entries() as u64,
             presence_refused: self.presence.refused,
+            group_creates_pending: self.consent.pending() as u64,
         };
         crate::service_stats::abuse_report(&self.abuse, g)
     }
@@ -253,6 +257,11 @@ impl ShardState {
                 let v = proto::v1::PresenceVisibility::try_from(p.visibility).unwrap_or_default();
                 self.on_presence_privacy(&user, v)
             }
+            K::GroupPrivacy(p) => {
+                // Validated: the value is a known policy.
+                let p = proto::v1::GroupAddPolicy::try_from(p.who_can_add).unwrap_or_default();
+                self.on_group_privacy(&user, p)
+            }
             K::Ping(_) | K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_) => {
                 out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0)
             }
@@ -306,6 +315,16 @@ impl ShardState {
                 contact,
                 subscriber,
             } => self.on_presence_sub_at_home(now, contact, subscriber, out),
+            ShardMsg::GroupAddAsk {
+                group_id,
+                adder,
+                members,
+            } => self.on_group_add_ask(now, group_id, adder, members, out),
+            ShardMsg::GroupAddAnswer {
+                group_id,
+                adder,
+                accepted,
+            } => self.on_group_add_answer(group_id, adder, accepted, out),
         }
     }
 
