@@ -508,6 +508,30 @@ mod tests {
     }
 
     #[test]
+    fn the_groups_an_admin_holds_are_counted_through_changes_and_deletion() {
+        use crate::record::GroupRec;
+        let rec = |id: u64, admin: &str, members: &[&str]| GroupRec {
+            group_id: id,
+            name: "g".into(),
+            admin: admin.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        let mut g = super::Groups::default();
+        g.apply(&rec(1, A, &[A, B]));
+        g.apply(&rec(2, A, &[A]));
+        g.apply(&rec(3, B, &[B]));
+        assert_eq!((g.administered_by(A), g.administered_by(B)), (2, 1));
+        g.apply(&rec(1, A, &[A, B, C]));
+        assert_eq!(g.administered_by(A), 2, "a change is not a new group");
+        g.apply(&rec(2, A, &[]));
+        g.apply(&rec(9, A, &[]));
+        assert_eq!(g.administered_by(A), 1, "deleted (or never there)");
+        g.apply(&rec(1, A, &[]));
+        assert_eq!(g.administered_by(A), 0);
+        assert!(g.administered.len() == 1, "no entry left for A");
+    }
+
+    #[test]
     fn repeated_members_in_one_add_are_added_once() {
         // Not only neighbours: C and D alternate, B and A are already members.
         let mut members = members_after_add(&[C, D, C, B, D, C, A]);
