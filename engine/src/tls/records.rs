@@ -3,7 +3,7 @@
 //!
 //! ## Why
 //! After its handshake a rustls session keeps ~3.3 KB per connection (session object, key
-//! schedule, two AEAD key contexts; ARCHITECTURE.md "Decisions and numbers"). A switch holds
+//! schedule, two AEAD key contexts; `docs/decisions/tls-record-layer.md`). A switch holds
 //! millions of idle connections, so once the handshake is over [`crate::tls::session`] keeps
 //! only what protecting records needs: per direction the AEAD key, the static IV and the
 //! sequence number (~110 bytes together). The AEAD key context is built on the stack for each
@@ -108,7 +108,7 @@ pub enum RecordError {
     #[error("peer sent TLS alert {0}")]
     PeerAlert(u8),
     /// An alert that is not two bytes, or has a level other than warning or fatal, or more
-    /// user_canceled warnings than [`WARNING_ALERTS_MAX`].
+    /// user_canceled warnings than `WARNING_ALERTS_MAX`.
     #[error("malformed TLS alert from the peer")]
     BadAlert,
     /// The layer already failed or the peer already closed: nothing more is accepted.

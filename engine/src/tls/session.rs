@@ -18,7 +18,7 @@
 //! record held back, the rustls session is dropped: its traffic keys and sequence numbers
 //! move into a [`RecordLayer`] (~110 bytes), which protects records from then on. So an idle connection after the handshake holds
 //! neither rustls' ~3.3 KB of session state nor a deframer, plaintext or send buffer (see
-//! ARCHITECTURE.md "Decisions and numbers").
+//! `docs/decisions/tls-unbuffered-api.md`).
 //!
 //! ## Protocol steps (one call to [`TlsSession::read`] during the handshake)
 //! 1. `process_tls_records` on `incoming[start..]` returns a state and how many bytes to
@@ -31,7 +31,7 @@
 //! ## rustls never takes a shard down
 //! Every call into rustls that the peer's bytes can reach — reading records, encrypting
 //! (which first drives rustls through what it has queued), close_notify and the key
-//! hand-over — runs inside [`guarded`]: a panic in rustls (0.23.46 had one in its
+//! hand-over — runs inside `guarded`: a panic in rustls (0.23.46 had one in its
 //! deframer) becomes this connection's [`SessionError::RustlsFailed`], the session is
 //! failed and dropped, and the shard goes on. Nothing on that path asserts; what rustls
 //! does against its own contract is an error, not a panic.
