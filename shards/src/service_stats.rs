@@ -155,7 +155,10 @@ pub const HELP: &[(&str, &str)] = &[
         "pins_pending",
         "Numbers with an outstanding PIN or back-off.",
     ),
-    ("budget_keys", "Keys tracked by the sign-up budgets."),
+    (
+        "budget_keys",
+        "Keys tracked by the sign-up and per-user budgets.",
+    ),
     ("prelogin_conns", "Pre-login connections tracked."),
     (
         "prelogin_closed_total",
@@ -293,7 +296,7 @@ pub struct AbuseCounters {
 pub struct AbuseGauges {
     /// Phones with an outstanding PIN or back-off.
     pub pins_pending: u64,
-    /// Keys tracked by the sign-up budgets.
+    /// Keys tracked by the sign-up and per-user budgets.
     pub budget_keys: u64,
     /// Pre-login connections tracked.
     pub prelogin_conns: u64,
