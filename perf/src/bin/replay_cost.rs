@@ -14,6 +14,7 @@
 //! The log is read from the page cache (it was just written): the seconds are replay's
 //! CPU, not a cold disk's.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -187,6 +188,7 @@ fn main() -> anyhow::Result<()> {
         a.kept_per_mille
     );
     println!("mode    replay_s  peak_rss_mib  buffer_bytes  queued");
+    let mut result = format!("RESULT replay log_mb={:.1}", len as f64 / 1e6);
     for mode in ["stream", "whole"] {
         let out = std::process::Command::new(std::env::current_exe()?)
             .args(["--child", mode])
@@ -205,7 +207,16 @@ fn main() -> anyhow::Result<()> {
             v["buffer_bytes"],
             v["queued"],
         );
+        let _ = write!(
+            result,
+            " {mode}_s={:.3} {mode}_peak_rss_mib={:.0} {mode}_buffer_bytes={}",
+            v["replay_s"].as_f64().unwrap_or(0.0),
+            v["peak_rss_mib"].as_f64().unwrap_or(0.0),
+            v["buffer_bytes"],
+        );
     }
+    // For `bench`.
+    println!("{result}");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
