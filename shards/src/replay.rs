@@ -14,8 +14,8 @@
 //!    moment, an item that a later tombstone removes, so replay never meets a queue limit
 //!    that the live shard did not.
 //!
-//! A record straddling the window's end is read again from its start (positioned reads:
-//! nothing is copied). Reading is blocking: it happens once, before the shard serves.
+//! A record straddling the window's end moves the window to the part that did not fit, read
+//! again from the file (positioned reads: nothing is copied, at most one record re-read). Reading is blocking: it happens once, before the shard serves.
 //! This module owns the window and the replay order; the framing and its damage rules are
 //! [`crate::record`]'s, the file is `engine::log_file`'s.
 
