@@ -189,7 +189,9 @@ mod ops {
             if members.len() > GROUP_MEMBERS_MAX {
                 return out.error(conn, ErrorCode::GroupTooLarge, "too many members", 0);
             }
-            if self.groups.administered_by(&user) >= GROUPS_ADMINISTERED_PER_USER_MAX {
+            // Creations still waiting for their members count too: the cap is exact.
+            let held = self.groups.administered_by(&user) + self.consent.pending_by(&user);
+            if held >= GROUPS_ADMINISTERED_PER_USER_MAX {
                 self.abuse.groups_per_user_full += 1;
                 return out.error(conn, ErrorCode::TooManyGroups, "too many groups", 0);
             }

@@ -85,6 +85,15 @@ impl GroupConsent {
         self.pending.len()
     }
 
+    /// Creations by `creator` waiting for answers (a scan: creations are budgeted per user,
+    /// so this runs at most `GROUP_CREATES_PER_USER_PER_HOUR` times an hour per user).
+    pub fn pending_by(&self, creator: &str) -> usize {
+        self.pending
+            .values()
+            .filter(|p| p.creator == creator)
+            .count()
+    }
+
     /// Whether one more creation may wait, dropping expired ones if the table is full.
     fn room(&mut self, now: u64) -> bool {
         if self.pending.len() >= GROUP_CREATES_PENDING_MAX {
@@ -284,5 +293,49 @@ impl ShardState {
             return out.mesh(self.home(&adder), to);
         }
         self.change_members(group_id, group, new, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::v1::{server_frame, ErrorCode, GroupCreate};
+
+    use crate::effect::{Effect, Out};
+    use crate::limits::GROUPS_ADMINISTERED_PER_USER_MAX;
+    use crate::record::GroupRec;
+    use crate::state::{ServiceSettings, ShardState};
+
+    const U: &str = "+15550000001";
+
+    #[test]
+    fn creations_waiting_for_answers_count_against_the_cap_on_groups() {
+        let random: crate::state::RandomSource = Box::new(|b: &mut [u8]| b.fill(1));
+        let mut s = ShardState::new(engine::ShardId(0), 1, ServiceSettings::default(), random, 0);
+        for id in 1..GROUPS_ADMINISTERED_PER_USER_MAX as u64 {
+            s.groups.apply(&GroupRec {
+                group_id: id,
+                name: "g".into(),
+                admin: U.into(),
+                members: vec![U.into()],
+            });
+        }
+        let conn = engine::ConnId::from_u64(1);
+        let create = |req| GroupCreate {
+            client_req_id: req,
+            name: "g".into(),
+            members: vec!["+15550000002".into()],
+        };
+        // One more is allowed: it waits for its member's home (the ask is never answered).
+        let mut out = Out::default();
+        s.on_group_create(0, conn, U.into(), create(1), &mut out);
+        assert_eq!(s.consent.pending_by(U), 1);
+        let mut out = Out::default();
+        s.on_group_create(0, conn, U.into(), create(2), &mut out);
+        let refused = out.now.iter().any(|e| {
+            matches!(e, Effect::Frame(_, server_frame::Kind::Error(x))
+                if x.code == ErrorCode::TooManyGroups as i32)
+        });
+        assert!(refused, "{:?}", out.now);
+        assert_eq!(s.abuse.groups_per_user_full, 1);
     }
 }
