@@ -150,8 +150,8 @@ impl ShardState {
         asked
     }
 
-    /// A creation with members: it waits for their homes' answers. False (and `user` told)
-    /// if too many creations wait already.
+    /// A creation with members: it waits for their homes' answers (refused with
+    /// RATE_LIMITED when `GROUP_CREATES_PENDING_MAX` wait already).
     pub(crate) fn start_pending_create(
         &mut self,
         now: u64,
