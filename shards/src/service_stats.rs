@@ -154,6 +154,50 @@ pub const HELP: &[(&str, &str)] = &[
         "presence_refused",
         "Presence subscriptions refused at the per-subscriber cap.",
     ),
+    (
+        "refused_presence_fanout_total",
+        "PresenceSubscribe frames refused: the user's presence fan-out budget.",
+    ),
+    (
+        "presence_updates_skipped_total",
+        "Presence changes not fanned out: the shard was overloaded.",
+    ),
+    (
+        "refused_new_recipient_total",
+        "Sends refused: the sender's budget of new recipients per hour.",
+    ),
+    (
+        "recipient_ties",
+        "Sender-recipient pairs that write for free.",
+    ),
+    (
+        "sends_to_unknown_total",
+        "Sends to numbers nobody has, answered as if stored and dropped.",
+    ),
+    (
+        "mesh_handed_back_total",
+        "Mesh messages the full outbox handed back to the service.",
+    ),
+    (
+        "mesh_answered_busy_total",
+        "Handed-back sends answered Busy at the sender's home.",
+    ),
+    (
+        "mesh_presence_dropped_total",
+        "Handed-back presence messages dropped (nobody is owed them).",
+    ),
+    (
+        "mesh_held_total",
+        "Handed-back owed messages held and sent again once the outbox had room.",
+    ),
+    (
+        "mesh_owed_dropped_total",
+        "Owed mesh messages dropped: the hold was full too (should stay 0).",
+    ),
+    (
+        "mesh_held",
+        "Owed mesh messages held now, waiting for outbox room.",
+    ),
 ];
 
 /// The service's latency histograms.
@@ -260,6 +304,14 @@ pub struct AbuseCounters {
     pub queue_sender_share_full: u64,
     /// Receipts that found their user's queue full (kept at 0 by the receipt reserve).
     pub receipts_dropped: u64,
+    /// `PresenceSubscribe` frames refused by the user's fan-out budget.
+    pub refused_presence_fanout: u64,
+    /// Presence changes not fanned out while the shard was overloaded.
+    pub presence_updates_skipped: u64,
+    /// Sends refused by the sender's new-recipient budget.
+    pub refused_new_recipient: u64,
+    /// Sends to numbers nobody has (answered as if stored).
+    pub sends_to_unknown: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -275,6 +327,8 @@ pub struct AbuseGauges {
     pub presence_subscriptions: u64,
     /// Presence subscriptions refused at the per-subscriber cap.
     pub presence_refused: u64,
+    /// Sender-recipient ties held.
+    pub recipient_ties: u64,
 }
 
 /// The abuse limits' statistics, by name (`refused_<budget>` per budget, then the rest).
@@ -293,8 +347,28 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("receipts_dropped_total", c.receipts_dropped),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
+        ("refused_presence_fanout_total", c.refused_presence_fanout),
+        ("presence_updates_skipped_total", c.presence_updates_skipped),
+        ("refused_new_recipient_total", c.refused_new_recipient),
+        ("recipient_ties", g.recipient_ties),
+        ("sends_to_unknown_total", c.sends_to_unknown),
     ]);
     v
+}
+
+/// What the mesh handed back, by name (`mesh_back.rs`), with the messages held now.
+pub fn mesh_back_report(
+    c: crate::mesh_back::MeshBackCounters,
+    held_now: u64,
+) -> Vec<(&'static str, u64)> {
+    vec![
+        ("mesh_handed_back_total", c.handed_back),
+        ("mesh_answered_busy_total", c.answered_busy),
+        ("mesh_presence_dropped_total", c.presence_dropped),
+        ("mesh_held_total", c.held),
+        ("mesh_owed_dropped_total", c.owed_dropped),
+        ("mesh_held", held_now),
+    ]
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the clock `sent_at_ms` is on).
