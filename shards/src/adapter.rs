@@ -13,8 +13,8 @@ use proto::v1::{server_frame, ServerFrame};
 
 use crate::effect::{AfterCommit, Effect, Out};
 use crate::journal::{Job, Journal, Outcome};
-use crate::limits::{COMPACT_MIN_BYTES, MESH_HELD_MSGS_MAX, MESH_HELD_RETRY_MS};
-use crate::mesh_back::HandedBack;
+use crate::limits::{COMPACT_MIN_BYTES, MESH_HELD_RETRY_MS};
+use crate::mesh_back::{HandedBack, Held};
 use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
@@ -108,9 +108,8 @@ pub struct Switchboard {
     /// Snapshots finished and slices taken, since start.
     snapshots: u64,
     snapshot_slices: u64,
-    /// Owed mesh messages the full outbox handed back, in order, waiting for room
-    /// (`mesh_back.rs`); at most `MESH_HELD_MSGS_MAX`.
-    held: std::collections::VecDeque<(ShardId, crate::mesh_msg::ShardMsg)>,
+    /// Owed mesh messages the full outbox handed back, waiting for room (`mesh_back.rs`).
+    held: Held,
     /// A task sends the held messages again (one at a time).
     held_task: bool,
     /// Rate limit of the handed-back log lines.
@@ -279,26 +278,23 @@ impl Switchboard {
 
     /// Sends `msg` to shard `to`; while the outbox is full, or older messages are held, the
     /// service decides what becomes of it (`mesh_back.rs`): answered, dropped or held.
+    // The mesh hands a message back unboxed (no allocation per send).
+    #[allow(clippy::result_large_err)]
     fn mesh_send(&mut self, io: &mut ShardIo<Self>, to: ShardId, msg: ShardMsg) {
-        let msg = if self.held.is_empty() {
-            match io.mesh_send(to, msg) {
-                Ok(()) => return,
-                Err(msg) => msg,
-            }
-        } else {
-            msg
+        let Err(msg) = self.held.send(to, msg, |to, m| io.mesh_send(to, m)) else {
+            return;
         };
         let mut out = Out::default();
         match self.state().on_mesh_refused(msg, &mut out) {
             HandedBack::Answered | HandedBack::Dropped => {}
-            HandedBack::Hold(msg) if self.held.len() < MESH_HELD_MSGS_MAX => {
-                self.held.push_back((to, msg));
-                if !self.held_task {
+            HandedBack::Hold(msg) => {
+                if self.held.hold(to, msg).is_err() {
+                    self.state().note_owed_dropped();
+                } else if !self.held_task {
                     self.held_task = true;
                     io.spawn(send_held(io.handle()));
                 }
             }
-            HandedBack::Hold(_) => self.state().note_owed_dropped(),
         }
         // Busy answers to local connections only.
         for e in out.now {
@@ -321,17 +317,12 @@ impl Switchboard {
         }
     }
 
-    /// Sends held messages again, oldest first, while the outbox takes them; true when none
-    /// is left.
+    /// Sends held messages again while the outbox takes them; true when none is left.
+    #[allow(clippy::result_large_err)]
     fn send_held(&mut self, io: &mut ShardIo<Self>) -> bool {
-        while let Some((to, msg)) = self.held.pop_front() {
-            if let Err(msg) = io.mesh_send(to, msg) {
-                self.held.push_front((to, msg));
-                return false;
-            }
-        }
-        self.held_task = false;
-        true
+        let done = self.held.resend(|to, m| io.mesh_send(to, m));
+        self.held_task = !done;
+        done
     }
 
     /// Starts the next log job if one is due and none is running: a compaction when a

@@ -15,9 +15,13 @@
 //!   fit is dropped and counted in `mesh_owed_dropped_total`, which the overload admission
 //!   (new work refused from a quarter of the outbox) keeps at 0.
 
+use std::collections::VecDeque;
+
+use engine::ShardId;
 use proto::v1::server_frame;
 
 use crate::effect::Out;
+use crate::limits::MESH_HELD_MSGS_MAX;
 use crate::mesh_msg::{ReplyTo, ShardMsg};
 use crate::overload::BUSY_RETRY_AFTER_MS;
 use crate::state::{busy, ShardState};
@@ -46,6 +50,67 @@ pub struct MeshBackCounters {
     pub held: u64,
     /// Owed messages dropped: the hold was full.
     pub owed_dropped: u64,
+}
+
+/// Owed messages the outbox handed back, in the order they were sent, until it has room:
+/// at most [`MESH_HELD_MSGS_MAX`]. While any is held, newer messages wait behind them, so
+/// messages between two shards keep their order (an answer before its receipt).
+#[derive(Debug, Default)]
+pub struct Held {
+    queue: VecDeque<(ShardId, ShardMsg)>,
+}
+
+/// Queues a message on the mesh, or hands it back (`ShardIo::mesh_send`).
+pub trait MeshSend: FnMut(ShardId, ShardMsg) -> Result<(), ShardMsg> {}
+impl<F: FnMut(ShardId, ShardMsg) -> Result<(), ShardMsg>> MeshSend for F {}
+
+// A failed send hands the message back (STYLE); boxing it would allocate on every send.
+#[allow(clippy::result_large_err)]
+impl Held {
+    /// Sends `msg` through `send` unless older messages are held; gives it back when it was
+    /// not sent (then the service decides: [`ShardState::on_mesh_refused`]).
+    pub fn send(
+        &self,
+        to: ShardId,
+        msg: ShardMsg,
+        mut send: impl MeshSend,
+    ) -> Result<(), ShardMsg> {
+        if !self.queue.is_empty() {
+            return Err(msg);
+        }
+        send(to, msg)
+    }
+
+    /// Holds `msg` for `to`; gives it back when the hold is full.
+    pub fn hold(&mut self, to: ShardId, msg: ShardMsg) -> Result<(), ShardMsg> {
+        if self.queue.len() >= MESH_HELD_MSGS_MAX {
+            return Err(msg);
+        }
+        self.queue.push_back((to, msg));
+        Ok(())
+    }
+
+    /// Sends held messages again, oldest first, while `send` takes them; true when none is
+    /// left.
+    pub fn resend(&mut self, mut send: impl MeshSend) -> bool {
+        while let Some((to, msg)) = self.queue.pop_front() {
+            if let Err(msg) = send(to, msg) {
+                self.queue.push_front((to, msg));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Messages held now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 impl ShardState {
@@ -109,6 +174,75 @@ mod tests {
             sent_at_ms: 0,
             reply,
         }
+    }
+
+    fn ack(n: u64) -> ShardMsg {
+        ShardMsg::ToUser {
+            user: A.into(),
+            frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
+                client_msg_id: n,
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn id(m: &ShardMsg) -> u64 {
+        match m {
+            ShardMsg::ToUser {
+                frame: server_frame::Kind::ServerAck(a),
+                ..
+            } => a.client_msg_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn held_messages_go_out_in_order_before_any_newer_one_and_the_hold_is_bounded() {
+        // An outbox with room for two, flushed by the test.
+        let mut outbox: Vec<u64> = Vec::new();
+        let mut held = Held::default();
+        let to = engine::ShardId(1);
+        let offer = |held: &mut Held, outbox: &mut Vec<u64>, m: ShardMsg| {
+            let sent = held.send(to, m, |_, m| {
+                if outbox.len() == 2 {
+                    return Err(m);
+                }
+                outbox.push(id(&m));
+                Ok(())
+            });
+            if let Err(m) = sent {
+                held.hold(to, m).unwrap();
+            }
+        };
+        for n in 1..=4 {
+            offer(&mut held, &mut outbox, ack(n));
+        }
+        assert_eq!((outbox.clone(), held.len()), (vec![1, 2], 2));
+        outbox.clear(); // the loop turn flushed it
+        offer(&mut held, &mut outbox, ack(5));
+        assert!(
+            outbox.is_empty(),
+            "a newer message waits behind the held ones"
+        );
+        let resend = |held: &mut Held, outbox: &mut Vec<u64>| {
+            held.resend(|_, m| {
+                if outbox.len() == 2 {
+                    return Err(m);
+                }
+                outbox.push(id(&m));
+                Ok(())
+            })
+        };
+        assert!(!resend(&mut held, &mut outbox));
+        assert_eq!(outbox, vec![3, 4]);
+        outbox.clear();
+        assert!(resend(&mut held, &mut outbox));
+        assert_eq!((outbox, held.len()), (vec![5], 0));
+        for n in 0..MESH_HELD_MSGS_MAX as u64 {
+            held.hold(to, ack(n)).unwrap();
+        }
+        assert!(held.hold(to, ack(0)).is_err(), "bounded");
     }
 
     #[test]
