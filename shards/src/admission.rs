@@ -12,6 +12,10 @@
 //!    at once, then [`PRESENCE_FANOUT_PER_USER_PER_S`] a second; a frame over it is refused
 //!    whole with `RATE_LIMITED` and the exact retry-after. A login's subscriptions (at most
 //!    `PRESENCE_SUBSCRIPTIONS_PER_USER_MAX`) fit the burst, so honest clients never see it.
+//!    A `GroupSend` is admitted the same way at the group's home: `Busy` while that shard
+//!    is overloaded, and its copies spend the sender's [`GROUP_FANOUT_PER_USER_BURST`] /
+//!    [`GROUP_FANOUT_PER_USER_PER_S`] there (refused whole, nothing stored). `Ack` and
+//!    `Read` fan out one receipt per message the user really received, so they need none.
 //! 2. **New recipients**: a `SendMessage` to a number the sender has no tie to costs one
 //!    unit of the sender's [`UserLimits::new_recipients_per_hour`]; the number is then tied
 //!    for [`HOUR_MS`]. Ties that cost nothing: people who wrote to the sender (for
@@ -32,6 +36,12 @@ use crate::home::Phone;
 pub const PRESENCE_FANOUT_PER_USER_BURST: u32 = 4_096;
 /// Presence contacts one user may fan out per second once the burst is spent.
 pub const PRESENCE_FANOUT_PER_USER_PER_S: u32 = 200;
+/// Group copies one sender may have fanned out at once by one group home (the GCRA burst:
+/// 32 messages to a full group).
+pub const GROUP_FANOUT_PER_USER_BURST: u32 = 8_192;
+/// Group copies one sender may have fanned out per second by one group home once the burst
+/// is spent (about 4 messages a second to a full group).
+pub const GROUP_FANOUT_PER_USER_PER_S: u32 = 1_000;
 /// Default: distinct new recipients one sender may write to per hour (0: off).
 pub const NEW_RECIPIENTS_PER_HOUR_DEFAULT: u32 = 200;
 /// How long a message from someone lets the recipient write back without spending budget.
@@ -49,6 +59,10 @@ const _: () = assert!(
     crate::limits::PRESENCE_SUBSCRIPTIONS_PER_USER_MAX <= PRESENCE_FANOUT_PER_USER_BURST as usize
 );
 const _: () = assert!(TIE_WROTE_TO_YOU_MS >= HOUR_MS);
+const _: () = assert!(proto::limits::GROUP_MEMBERS_MAX <= GROUP_FANOUT_PER_USER_BURST as usize);
+// Budgets count in whole milliseconds per unit.
+const _: () =
+    assert!(GROUP_FANOUT_PER_USER_PER_S <= 1_000 && PRESENCE_FANOUT_PER_USER_PER_S <= 1_000);
 
 /// Per-user budgets that have flags (box-wide, as configured).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +211,9 @@ impl Ties {
 pub struct Admission {
     /// Presence contacts fanned out, per user homed here.
     pub presence: UserRate,
+    /// Group copies fanned out here, per sender (a group home budgets each sender of its
+    /// groups: one spraying groups over every shard gets `shards ×` it).
+    pub group: UserRate,
     /// New recipients written to, per sender homed here.
     pub recipients: UserRate,
     /// Who may write to whom for free (empty while the recipient budget is off).
@@ -211,6 +228,11 @@ impl Admission {
                 PRESENCE_FANOUT_PER_USER_PER_S,
                 1_000,
                 PRESENCE_FANOUT_PER_USER_BURST,
+            ),
+            group: UserRate::new(
+                GROUP_FANOUT_PER_USER_PER_S,
+                1_000,
+                GROUP_FANOUT_PER_USER_BURST,
             ),
             recipients: UserRate::new(limits.new_recipients_per_hour, HOUR_MS, {
                 limits.new_recipients_per_hour

@@ -159,6 +159,10 @@ pub const HELP: &[(&str, &str)] = &[
         "PresenceSubscribe frames refused: the user's presence fan-out budget.",
     ),
     (
+        "refused_group_fanout_total",
+        "Group sends refused: the sender's group fan-out budget at the group's home.",
+    ),
+    (
         "presence_updates_skipped_total",
         "Presence changes not fanned out: the shard was overloaded.",
     ),
@@ -308,6 +312,8 @@ pub struct AbuseCounters {
     pub refused_presence_fanout: u64,
     /// Presence changes not fanned out while the shard was overloaded.
     pub presence_updates_skipped: u64,
+    /// Group sends refused by the sender's group fan-out budget at the group's home.
+    pub refused_group_fanout: u64,
     /// Sends refused by the sender's new-recipient budget.
     pub refused_new_recipient: u64,
     /// Sends to numbers nobody has (answered as if stored).
@@ -349,6 +355,7 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("presence_refused", g.presence_refused),
         ("refused_presence_fanout_total", c.refused_presence_fanout),
         ("presence_updates_skipped_total", c.presence_updates_skipped),
+        ("refused_group_fanout_total", c.refused_group_fanout),
         ("refused_new_recipient_total", c.refused_new_recipient),
         ("recipient_ties", g.recipient_ties),
         ("sends_to_unknown_total", c.sends_to_unknown),

@@ -1,11 +1,12 @@
 //! Admission rules in the simulator, with fake time (`admission.rs`, `route.rs`): presence
-//! fan-out per user, `Busy` for fan-out frames, new recipients per sender per hour, and the
-//! same answers for a number nobody has as for a registered one.
+//! and group fan-out per user, `Busy` for fan-out frames, new recipients per sender per hour,
+//! and the same answers for a number nobody has as for a registered one.
 
 use proto::v1::{client_frame::Kind as K, server_frame::Kind as S, ErrorCode};
 
 use crate::admission::{
-    UserLimits, PRESENCE_FANOUT_PER_USER_BURST, PRESENCE_FANOUT_PER_USER_PER_S,
+    UserLimits, GROUP_FANOUT_PER_USER_BURST, GROUP_FANOUT_PER_USER_PER_S,
+    PRESENCE_FANOUT_PER_USER_BURST, PRESENCE_FANOUT_PER_USER_PER_S,
 };
 use crate::budget::HOUR_MS;
 use crate::sim::{text, Sim};
@@ -217,5 +218,80 @@ fn new_recipients_are_budgeted_per_hour_and_contacts_and_people_who_wrote_are_fr
         send(&mut sim, &unknown[1]).0,
         "ack",
         "one back per interval"
+    );
+}
+
+#[test]
+fn group_sends_spend_the_senders_fan_out_budget_at_the_groups_home() {
+    let mut sim = Sim::new(2);
+    let a = sim.login("+15550000001", 0);
+    let members: Vec<String> = (0..proto::limits::GROUP_MEMBERS_MAX - 1)
+        .map(|i| format!("+1666{i:07}"))
+        .collect();
+    sim.send(
+        a,
+        K::GroupCreate(proto::v1::GroupCreate {
+            client_req_id: 1,
+            name: "big".into(),
+            members: members.clone(),
+        }),
+    );
+    sim.commit();
+    let group_id = match &sim.take(a)[..] {
+        [S::GroupCreated(g)] => g.group_id,
+        other => panic!("{other:?}"),
+    };
+    let send = |sim: &mut Sim, id: u64| {
+        sim.send(
+            a,
+            K::GroupSend(proto::v1::GroupSend {
+                group_id,
+                client_msg_id: id,
+                body: b"x".to_vec(),
+                media: None,
+            }),
+        );
+        sim.commit();
+        answer(sim, a)
+    };
+    let copies = members.len() as u64;
+    let admitted = u64::from(GROUP_FANOUT_PER_USER_BURST) / copies;
+    for id in 1..=admitted {
+        assert_eq!(send(&mut sim, id).0, "ack", "send {id}");
+    }
+    let interval_ms = 1_000 / u64::from(GROUP_FANOUT_PER_USER_PER_S);
+    let over = (admitted + 1) * copies - u64::from(GROUP_FANOUT_PER_USER_BURST);
+    let id = admitted + 1;
+    let refused = send(&mut sim, id);
+    assert_eq!(
+        refused,
+        (
+            "error",
+            id,
+            ErrorCode::RateLimited as u64,
+            over * interval_ms
+        ),
+        "refused whole, nothing stored"
+    );
+    let counted: u64 = sim
+        .shards
+        .iter()
+        .map(|s| s.abuse.refused_group_fanout)
+        .sum();
+    assert_eq!(counted, 1);
+    sim.now += refused.3;
+    assert_eq!(
+        send(&mut sim, id).0,
+        "ack",
+        "admitted once the budget is back"
+    );
+    // Overloaded at the group's home: Busy, nothing fanned out.
+    let home = crate::home::home_of_id(group_id).0;
+    sim.shards[home].set_busy(Some(200));
+    let sent = sim.mesh_sent;
+    assert_eq!(send(&mut sim, id + 1), ("busy", id + 1, 0, 200));
+    assert!(
+        sim.mesh_sent - sent <= 2,
+        "to the group's home and back at most"
     );
 }
