@@ -8,7 +8,7 @@
 //! The rules, and why each holds:
 //! 1. **Presence fan-out**: a `PresenceSubscribe` costs one unit per contact that fans out
 //!    (a new subscription, or the first renewal in a session); renewals within a session
-//!    cost nothing and send nothing. Each user may spend [`PRESENCE_FANOUT_PER_USER_BURST`]
+//!    send nothing and cost one unit per [`PRESENCE_RENEWALS_PER_UNIT`]. Each user may spend [`PRESENCE_FANOUT_PER_USER_BURST`]
 //!    at once, then [`PRESENCE_FANOUT_PER_USER_PER_S`] a second; a frame over it is refused
 //!    whole with `RATE_LIMITED` and the exact retry-after. A login's subscriptions (at most
 //!    `PRESENCE_SUBSCRIPTIONS_PER_USER_MAX`) fit the burst, so honest clients never see it.
@@ -36,6 +36,9 @@ use crate::home::Phone;
 pub const PRESENCE_FANOUT_PER_USER_BURST: u32 = 4_096;
 /// Presence contacts one user may fan out per second once the burst is spent.
 pub const PRESENCE_FANOUT_PER_USER_PER_S: u32 = 200;
+/// Renewals that cost one unit of the presence budget: they send nothing, but each costs
+/// the shard a lookup, so a flood of renewals is bounded too.
+pub const PRESENCE_RENEWALS_PER_UNIT: u32 = 16;
 /// Group copies one sender may have fanned out at once by one group home (the GCRA burst:
 /// 32 messages to a full group).
 pub const GROUP_FANOUT_PER_USER_BURST: u32 = 8_192;
@@ -59,6 +62,7 @@ const _: () = assert!(
     crate::limits::PRESENCE_SUBSCRIPTIONS_PER_USER_MAX <= PRESENCE_FANOUT_PER_USER_BURST as usize
 );
 const _: () = assert!(TIE_WROTE_TO_YOU_MS >= HOUR_MS);
+const _: () = assert!(PRESENCE_RENEWALS_PER_UNIT >= 1);
 const _: () = assert!(proto::limits::GROUP_MEMBERS_MAX <= GROUP_FANOUT_PER_USER_BURST as usize);
 // Budgets count in whole milliseconds per unit.
 const _: () =

@@ -229,6 +229,7 @@ mod ops {
     use proto::v1::{server_frame, ErrorCode, PresenceVisibility};
 
     use super::Follow;
+    use crate::admission::PRESENCE_RENEWALS_PER_UNIT;
     use crate::effect::{rate_limited, Out};
     use crate::home::Phone;
     use crate::mesh_msg::ShardMsg;
@@ -269,13 +270,15 @@ mod ops {
                 return; // logged-in users are E.164
             };
             let since = self.presence.session_since(me, conn, now);
-            let fanout = contacts
-                .iter()
-                .filter_map(|c| Phone::parse(c))
-                .filter(|&c| self.presence.fans_out(me, c, since))
-                .count();
-            // At most PRESENCE_CONTACTS_PER_FRAME_MAX (validated).
-            let units = u32::try_from(fanout).unwrap_or(u32::MAX);
+            let (mut fanout, mut renewals) = (0u32, 0u32);
+            for c in contacts.iter().filter_map(|c| Phone::parse(c)) {
+                if self.presence.fans_out(me, c, since) {
+                    fanout += 1;
+                } else {
+                    renewals += 1;
+                }
+            }
+            let units = fanout + renewals.div_ceil(PRESENCE_RENEWALS_PER_UNIT);
             if let Err(retry_after_ms) = self.admission.presence.admit(me, units, now) {
                 self.abuse.refused_presence_fanout += 1;
                 let frame = rate_limited("presence subscriptions too fast", retry_after_ms);

@@ -6,7 +6,7 @@ use proto::v1::{client_frame::Kind as K, server_frame::Kind as S, ErrorCode};
 
 use crate::admission::{
     UserLimits, GROUP_FANOUT_PER_USER_BURST, GROUP_FANOUT_PER_USER_PER_S,
-    PRESENCE_FANOUT_PER_USER_BURST, PRESENCE_FANOUT_PER_USER_PER_S,
+    PRESENCE_FANOUT_PER_USER_BURST, PRESENCE_FANOUT_PER_USER_PER_S, PRESENCE_RENEWALS_PER_UNIT,
 };
 use crate::budget::HOUR_MS;
 use crate::sim::{text, Sim};
@@ -54,49 +54,53 @@ fn renewed_subscriptions_do_not_fan_out_and_a_reconnect_flood_is_refused_with_it
         "a request to each contact's home and its answer"
     );
     sim.take(c);
-    for _ in 0..100 {
+    const RENEWALS: u64 = 10;
+    for _ in 0..RENEWALS {
         sim.send(c, sub(&contacts));
     }
     assert_eq!(sim.mesh_sent - before, first, "renewals send nothing");
     assert!(sim.take(c).is_empty());
 
     // Each new session (a millisecond later: a reconnect takes longer) fans out once more,
-    // within the user's budget.
-    let sessions = PRESENCE_FANOUT_PER_USER_BURST as u64 / contacts.len() as u64;
-    for _ in 1..sessions {
+    // within the user's budget; renewals cost a unit per PRESENCE_RENEWALS_PER_UNIT.
+    let n = contacts.len() as u64;
+    let burst = u64::from(PRESENCE_FANOUT_PER_USER_BURST);
+    let renewal_units = RENEWALS * n.div_ceil(u64::from(PRESENCE_RENEWALS_PER_UNIT));
+    let mut spent = n + renewal_units;
+    let mut admitted = 0;
+    let interval_ms = 1_000 / u64::from(PRESENCE_FANOUT_PER_USER_PER_S);
+    let refused = loop {
         sim.close(c);
         sim.now += 1;
         c = sim.login(attacker, 0);
         let sent = sim.mesh_sent;
         sim.send(c, sub(&contacts));
-        assert_eq!(sim.mesh_sent - sent, first);
-        sim.take(c);
-    }
-    sim.close(c);
-    sim.now += 1;
-    c = sim.login(attacker, 0);
-    let sent = sim.mesh_sent;
-    sim.send(c, sub(&contacts));
-    let interval_ms = 1_000 / u64::from(PRESENCE_FANOUT_PER_USER_PER_S);
-    let refused = answer(&mut sim, c);
+        let refusal = sim.take(c).into_iter().find_map(|f| match f {
+            S::Error(e) if e.code == ErrorCode::RateLimited as i32 => Some(e.retry_after_ms),
+            _ => None,
+        });
+        let Some(retry_after_ms) = refusal else {
+            assert_eq!(sim.mesh_sent - sent, first);
+            admitted += 1;
+            spent += n;
+            continue;
+        };
+        assert_eq!(sim.mesh_sent, sent, "a refused frame fans out nothing");
+        break retry_after_ms;
+    };
+    assert_eq!(admitted, (burst - n - renewal_units) / n);
+    // Full again at start + spent × interval; this frame fits once that is `burst` away.
     assert_eq!(
         refused,
-        (
-            "error",
-            0,
-            ErrorCode::RateLimited as u64,
-            1_024 * interval_ms - sessions
-        ),
+        (spent + n - burst) * interval_ms - (admitted + 1),
         "refused whole, with the exact time the budget admits it"
     );
-    assert_eq!(sim.mesh_sent, sent, "a refused frame fans out nothing");
-    let counted: u64 = sim
-        .shards
-        .iter()
+    let counted: u64 = (sim.shards.iter())
         .map(|s| s.abuse.refused_presence_fanout)
         .sum();
     assert_eq!(counted, 1);
-    sim.now += refused.3;
+    sim.now += refused;
+    let sent = sim.mesh_sent;
     sim.send(c, sub(&contacts));
     assert_eq!(
         sim.mesh_sent - sent,
