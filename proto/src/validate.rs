@@ -10,7 +10,8 @@
 //! - `Register`, `Verify`, `Login`, `LoadTestLogin`: `protocol_version == PROTOCOL_VERSION`
 //!   (`UNSUPPORTED_VERSION`), phone is E.164 (`BAD_PHONE`); `Verify.pin` is exactly
 //!   [`PIN_DIGITS`] ASCII digits (`BAD_PIN`); the key or secret is 1..=64 bytes (`BAD_KEY`).
-//! - `SendMessage`, `GroupSend`: nonzero `client_msg_id` (`MALFORMED_FRAME`), body at most
+//! - `SendMessage`, `GroupSend`: nonzero `client_msg_id` (`MALFORMED_FRAME`), a body or media
+//!   (`EMPTY_MESSAGE`: an empty send is only good for probing numbers), body at most
 //!   [`BODY_BYTES_MAX`] (`BODY_TOO_LARGE`), media thumbnail, URL and MIME within their limits
 //!   (`MEDIA_TOO_LARGE`); the 1:1 recipient is E.164 (`BAD_PHONE`).
 //! - Group frames: nonzero `group_id` (`UNKNOWN_GROUP`), member lists no longer than a group
@@ -184,6 +185,9 @@ fn content(client_msg_id: u64, body: &[u8], media: Option<&Media>) -> Result<(),
         return Err((ErrorCode::BodyTooLarge, "body too large"));
     }
     let Some(m) = media else {
+        if body.is_empty() {
+            return Err((ErrorCode::EmptyMessage, "a message needs a body or media"));
+        }
         return Ok(());
     };
     if m.thumbnail.len() > MEDIA_THUMBNAIL_BYTES_MAX {
@@ -389,6 +393,14 @@ mod tests {
             Some(ErrorCode::BodyTooLarge)
         );
         assert_eq!(code(gs(1, Some(m(t + 1, 1, 1)))), big);
+        let empty = Some(ErrorCode::EmptyMessage);
+        assert_eq!(code(send(0, None)), empty, "an empty send only probes");
+        assert_eq!(code(gs(0, None)), empty);
+        assert_eq!(
+            code(send(0, Some(m(1, 1, 1)))),
+            None,
+            "media alone is a message"
+        );
         assert_eq!(
             code(GroupSend {
                 group_id: 0,

@@ -13,7 +13,8 @@ use proto::v1::{server_frame, ServerFrame};
 
 use crate::effect::{AfterCommit, Effect, Out};
 use crate::journal::{Job, Journal, Outcome};
-use crate::limits::COMPACT_MIN_BYTES;
+use crate::limits::{COMPACT_MIN_BYTES, MESH_HELD_RETRY_MS};
+use crate::mesh_back::{HandedBack, Held};
 use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
@@ -107,6 +108,12 @@ pub struct Switchboard {
     /// Snapshots finished and slices taken, since start.
     snapshots: u64,
     snapshot_slices: u64,
+    /// Owed mesh messages the full outbox handed back, waiting for room (`mesh_back.rs`).
+    held: Held,
+    /// A task sends the held messages again (one at a time).
+    held_task: bool,
+    /// Rate limit of the handed-back log lines.
+    mesh_log: crate::login::RefusalLog,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -153,6 +160,9 @@ impl Switchboard {
             snapshot_ready: None,
             snapshots: 0,
             snapshot_slices: 0,
+            held: Default::default(),
+            held_task: false,
+            mesh_log: Default::default(),
         }
     }
 
@@ -182,7 +192,7 @@ impl Switchboard {
         let now = io.now_ms();
         let load = Load {
             journal_pending_bytes: self.journal.pending_bytes(),
-            mesh_queued: io.mesh_queued(),
+            mesh_queued: io.mesh_queued() + self.held.len(),
         };
         let busy = self.env.overload.busy(load);
         let mut out = Out::default();
@@ -240,15 +250,7 @@ impl Switchboard {
             Effect::Close(conn) => {
                 let _ = io.close(conn);
             }
-            Effect::Mesh(to, msg) => {
-                if io.mesh_send(to, msg).is_err() {
-                    tracing::warn!(
-                        shard = io.shard_id().0,
-                        peer = to.0,
-                        "mesh outbox full; message dropped"
-                    );
-                }
-            }
+            Effect::Mesh(to, msg) => self.mesh_send(io, to, msg),
             Effect::HandOff(conn, to, msg) => {
                 let _ = io.hand_off(conn, to, msg);
             }
@@ -272,6 +274,55 @@ impl Switchboard {
             }
             Effect::Push { phone } => self.env.push.notify(&phone),
         }
+    }
+
+    /// Sends `msg` to shard `to`; while the outbox is full, or older messages are held, the
+    /// service decides what becomes of it (`mesh_back.rs`): answered, dropped or held.
+    // The mesh hands a message back unboxed (no allocation per send).
+    #[allow(clippy::result_large_err)]
+    fn mesh_send(&mut self, io: &mut ShardIo<Self>, to: ShardId, msg: ShardMsg) {
+        let Err(msg) = self.held.send(to, msg, |to, m| io.mesh_send(to, m)) else {
+            return;
+        };
+        let mut out = Out::default();
+        match self.state().on_mesh_refused(msg, &mut out) {
+            HandedBack::Answered | HandedBack::Dropped => {}
+            HandedBack::Hold(msg) => {
+                if self.held.hold(to, msg).is_err() {
+                    self.state().note_owed_dropped();
+                } else if !self.held_task {
+                    self.held_task = true;
+                    io.spawn(send_held(io.handle()));
+                }
+            }
+        }
+        // Busy answers to local connections only.
+        for e in out.now {
+            self.exec(io, e);
+        }
+        let now = io.now_ms();
+        if let Some(skipped) = self.mesh_log.note(now) {
+            let c = self.state().mesh_back();
+            tracing::warn!(
+                shard = io.shard_id().0,
+                peer = to.0,
+                skipped,
+                handed_back = c.handed_back,
+                answered_busy = c.answered_busy,
+                presence_dropped = c.presence_dropped,
+                held = self.held.len(),
+                owed_dropped = c.owed_dropped,
+                "mesh outbox full: messages handed back (totals since start)"
+            );
+        }
+    }
+
+    /// Sends held messages again while the outbox takes them; true when none is left.
+    #[allow(clippy::result_large_err)]
+    fn send_held(&mut self, io: &mut ShardIo<Self>) -> bool {
+        let done = self.held.resend(|to, m| io.mesh_send(to, m));
+        self.held_task = !done;
+        done
     }
 
     /// Starts the next log job if one is due and none is running: a compaction when a
@@ -463,6 +514,18 @@ async fn commit_window(handle: ShardHandle<Switchboard>, window: std::time::Dura
     });
 }
 
+/// Sends the held mesh messages again every [`MESH_HELD_RETRY_MS`] until none is left (the
+/// outbox empties at the end of each loop turn the peers' rings take it).
+async fn send_held(handle: ShardHandle<Switchboard>) {
+    loop {
+        engine::sleep(std::time::Duration::from_millis(MESH_HELD_RETRY_MS)).await;
+        // None: the shard is gone (shutdown).
+        if handle.with(|svc, io| svc.send_held(io)).unwrap_or(true) {
+            return;
+        }
+    }
+}
+
 /// Builds the compaction snapshot, one slice per loop turn, so frames and completions are
 /// handled between any two slices.
 async fn build_snapshot(handle: ShardHandle<Switchboard>) {
@@ -621,6 +684,10 @@ impl Service for Switchboard {
         };
         let mut stats = service_stats::report(g);
         stats.extend(state.abuse_stats());
+        stats.extend(service_stats::mesh_back_report(
+            state.mesh_back(),
+            self.held.len() as u64,
+        ));
         stats
     }
 

@@ -158,6 +158,10 @@ pub struct Cli {
     /// The same for the whole box per minute, split over the shards (0: off) [default: 1200].
     #[arg(long)]
     pub guesses_box_per_minute: Option<u32>,
+    /// Distinct new recipients one sender may write to per hour; contacts and people who
+    /// wrote to the sender are free (0: off) [default: 200; 0 with --load-test-secret].
+    #[arg(long)]
+    pub new_recipients_per_hour: Option<u32>,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -201,6 +205,7 @@ pub struct FileConfig {
     guesses_source_per_hour: Option<u32>,
     guesses_prefix_per_hour: Option<u32>,
     guesses_box_per_minute: Option<u32>,
+    new_recipients_per_hour: Option<u32>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -311,6 +316,8 @@ pub struct ServerConfig {
     pub alarms: AlarmThresholds,
     /// Sign-up budgets (box-wide; see `budget.rs`).
     pub signup: crate::budget::SignupLimits,
+    /// Per-user budgets (see `admission.rs`).
+    pub users: crate::admission::UserLimits,
 }
 
 /// A configuration that cannot be used.
@@ -468,8 +475,22 @@ impl ServerConfig {
                 .or(file.guesses_box_per_minute)
                 .unwrap_or(sd.guesses_box_per_minute),
         };
+        let load_test = cli.load_test_secret.is_some() || file.load_test_secret.is_some();
+        let users = crate::admission::UserLimits {
+            // A load-test box's synthetic users write to thousands of strangers, and anyone
+            // with its secret can be anyone: the budget would only skew the measurements.
+            new_recipients_per_hour: cli
+                .new_recipients_per_hour
+                .or(file.new_recipients_per_hour)
+                .unwrap_or(if load_test {
+                    0
+                } else {
+                    crate::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT
+                }),
+        };
         Ok(ServerConfig {
             signup,
+            users,
             admin,
             stats: !(cli.no_stats || file.no_stats.unwrap_or(false)),
             alarms,
@@ -593,6 +614,24 @@ mod tests {
         assert!(cfg.stats);
         assert_eq!(cfg.alarms, AlarmThresholds::default());
         assert_eq!(cfg.signup, crate::budget::SignupLimits::default());
+        assert_eq!(cfg.users, crate::admission::UserLimits::default());
+    }
+
+    #[test]
+    fn the_new_recipient_budget_is_on_by_default_and_off_on_a_load_test_box() {
+        let users = |args: &[&str]| {
+            let mut all = vec!["switchboard"];
+            all.extend_from_slice(args);
+            ServerConfig::from_cli(Cli::parse_from(all)).unwrap().users
+        };
+        let on = crate::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT;
+        assert_eq!(users(&[]).new_recipients_per_hour, on);
+        assert_eq!(
+            users(&["--load-test-secret", "s"]).new_recipients_per_hour,
+            0
+        );
+        let both = ["--load-test-secret", "s", "--new-recipients-per-hour", "7"];
+        assert_eq!(users(&both).new_recipients_per_hour, 7);
     }
 
     #[test]

@@ -104,10 +104,19 @@ pub fn error(code: proto::v1::ErrorCode, detail: &str, client_msg_id: u64) -> se
 
 /// A `RATE_LIMITED` error frame with the time until the refusing budget admits the frame.
 pub fn rate_limited(detail: &str, retry_after_ms: u64) -> server_frame::Kind {
+    rate_limited_send(detail, retry_after_ms, 0)
+}
+
+/// A `RATE_LIMITED` error frame for the send `client_msg_id`.
+pub fn rate_limited_send(
+    detail: &str,
+    retry_after_ms: u64,
+    client_msg_id: u64,
+) -> server_frame::Kind {
     server_frame::Kind::Error(proto::v1::Error {
         code: proto::v1::ErrorCode::RateLimited as i32,
         detail: detail.into(),
-        client_msg_id: 0,
+        client_msg_id,
         retry_after_ms,
     })
 }

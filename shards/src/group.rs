@@ -148,7 +148,7 @@ mod ops {
     use proto::limits::GROUP_MEMBERS_MAX;
     use proto::v1::{server_frame, ErrorCode, GroupCreate, GroupSend};
 
-    use crate::effect::{error, rate_limited, AfterCommit, Effect, Out};
+    use crate::effect::{error, rate_limited, rate_limited_send, AfterCommit, Effect, Out};
     use crate::home::{home_of_id, Phone};
     use crate::limits::GROUPS_ADMINISTERED_PER_USER_MAX;
     use crate::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
@@ -380,7 +380,10 @@ mod ops {
             out.mesh(home_of_id(g.group_id), ShardMsg::GroupSend(Box::new(d)));
         }
 
-        pub(crate) fn on_group_send_at_home(&mut self, _now: u64, d: Delivery, out: &mut Out) {
+        /// A group send at the group's home: refused with `Busy` when this shard is
+        /// overloaded, or `RATE_LIMITED` when its copies are over the sender's fan-out
+        /// budget here (`admission.rs`); else fanned out, one copy per member.
+        pub(crate) fn on_group_send_at_home(&mut self, now: u64, d: Delivery, out: &mut Out) {
             let Some(group) = self.groups.get(d.group_id) else {
                 let e = error(ErrorCode::UnknownGroup, "no such group", d.client_msg_id);
                 return out.now.push(self.to_user(&d.from, e));
@@ -398,6 +401,19 @@ mod ops {
             let Some(sender) = crate::home::Phone::parse(&d.from) else {
                 return; // a member: E.164
             };
+            if let Some(retry_after_ms) = self.busy {
+                self.busy_rejects += 1;
+                let frame = crate::state::busy(retry_after_ms, d.client_msg_id);
+                return out.now.push(self.to_user(&d.from, frame));
+            }
+            // At most GROUP_MEMBERS_MAX copies.
+            let units = u32::try_from(copies.len()).unwrap_or(u32::MAX);
+            if let Err(retry_after_ms) = self.admission.group.admit(sender, units, now) {
+                self.abuse.refused_group_fanout += 1;
+                let detail = "group messages too fast";
+                let frame = rate_limited_send(detail, retry_after_ms, d.client_msg_id);
+                return out.now.push(self.to_user(&d.from, frame));
+            }
             let ack_id = self.ids.issue();
             let key = FanoutKey {
                 group_id: d.group_id,

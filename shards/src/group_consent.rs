@@ -117,7 +117,10 @@ impl ShardState {
         match self.consent.policy_of(member) {
             GroupAddPolicy::Everyone => true,
             GroupAddPolicy::Nobody => false,
-            GroupAddPolicy::Contacts => self.presence.follows(member, adder, now),
+            // A contact: `member` follows `adder` in presence (`adder` is in their address book).
+            GroupAddPolicy::Contacts => Phone::parse(member)
+                .zip(Phone::parse(adder))
+                .is_some_and(|(m, a)| self.presence.follows(m, a, now)),
         }
     }
 

@@ -26,12 +26,15 @@
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
 //!   [`table_thread`]: makes and frees its big tables off the shard threads.
-//! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind.
+//! - [`overload`]: fast reject (`Busy`) when the shard's log or mesh is behind;
+//!   [`mesh_back`]: what a mesh message the full outbox handed back becomes.
+//! - [`admission`]: per-user budgets for presence fan-out and new recipients.
 //! - [`budget`]: sign-up budgets per source, prefix, number range and box; [`pins`]:
 //!   outstanding PINs and per-phone back-off.
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod admission;
 pub mod budget;
 pub mod config;
 pub mod config_show;
@@ -47,6 +50,7 @@ pub mod limits;
 pub mod log_check;
 pub mod log_format;
 pub mod login;
+pub mod mesh_back;
 pub mod mesh_msg;
 pub mod notify;
 pub mod offline;
@@ -70,6 +74,8 @@ pub mod session;
 pub mod sim;
 #[cfg(test)]
 mod sim_abuse;
+#[cfg(test)]
+mod sim_admission;
 #[cfg(test)]
 mod sim_dedupe;
 #[cfg(any(test, feature = "sim"))]

@@ -42,6 +42,12 @@ pub const PRELOGIN_REFUSALS_MAX: u32 = 8;
 pub const PRELOGIN_HANDOFFS_MAX: u32 = 2;
 /// At most one refusal log line per shard per this period (with the count since the last).
 pub const REFUSAL_LOG_PERIOD_MS: u64 = 1_000;
+/// Owed mesh messages (answers, receipts, group copies) a shard holds when its outbox is
+/// full, to send again once it has room (`mesh_back.rs`); past it they are dropped and
+/// counted in `mesh_owed_dropped_total`.
+pub const MESH_HELD_MSGS_MAX: usize = 64 * 1024;
+/// How often held mesh messages are tried again.
+pub const MESH_HELD_RETRY_MS: u64 = 1;
 /// Group sends whose fan-out is still being confirmed, per shard.
 pub const GROUP_FANOUTS_IN_FLIGHT_MAX: usize = 100_000;
 /// Groups one user may administer (the groups they created and have not deleted), counted at

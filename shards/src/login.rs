@@ -55,7 +55,7 @@ pub struct RefusalLog {
 
 impl RefusalLog {
     /// `Some(refusals not logged before this one)` when this refusal may be logged.
-    fn note(&mut self, now: u64) -> Option<u64> {
+    pub(crate) fn note(&mut self, now: u64) -> Option<u64> {
         if self.last_ms != 0 && now < self.last_ms + REFUSAL_LOG_PERIOD_MS {
             self.suppressed += 1;
             return None;

@@ -5,6 +5,10 @@
 //! 1. `PresenceSubscribe` from S is handled at S's home: each contact C goes into S's
 //!    *following* list (capped at `PRESENCE_SUBSCRIPTIONS_PER_USER_MAX`, each entry lapsing
 //!    `PRESENCE_SUBSCRIPTION_TTL_MS` after it was made), then a `PresenceSub` goes to C's home.
+//!    Only a new subscription, or the first renewal in a session (the client needs the
+//!    contacts' presence again after it reconnects), fans out; later renewals in the same
+//!    session only push the lapse back. The frame is admitted first: `Busy` while the shard
+//!    is overloaded, and the fan-out spends the user's budget (`admission.rs`).
 //! 2. At C's home the subscription is stored only if C is a user here (a number nobody has
 //!    leaves no state). S gets C's presence only if C allows it: by default (CONTACTS) while
 //!    C follows S too — mutual contacts, checked against C's following list, which lives at
@@ -17,6 +21,7 @@
 
 use std::collections::HashMap;
 
+use engine::ConnId;
 use proto::v1::PresenceVisibility;
 
 use crate::home::Phone;
@@ -44,6 +49,21 @@ pub struct Presence {
     entries: usize,
     /// Subscriptions refused because the subscriber follows the most allowed.
     pub refused: u64,
+    /// User (homed here, online, who subscribed this session) → the session's connection
+    /// and when it first subscribed: renewals made before that fan out once more. Dropped
+    /// when the session ends.
+    sessions: HashMap<Phone, (ConnId, u64)>,
+}
+
+/// What one contact of a `PresenceSubscribe` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// Refused: the subscriber follows the most allowed.
+    Refused,
+    /// Renewed within the session: nothing to send.
+    Renewed,
+    /// New, or renewed for the first time this session: fans out.
+    FansOut,
 }
 
 /// Drops lapsed entries; returns how many.
@@ -70,20 +90,59 @@ fn add(set: &mut Expiring, who: Phone, max: usize, now: u64) -> (bool, usize, bo
 }
 
 impl Presence {
-    /// `user` follows `contact` from `now`; false when `user` follows the most allowed
+    /// `user` follows `contact` from `now` in a session that first subscribed at `since`
     /// (a renewal of an existing one is always accepted).
-    pub fn follow(&mut self, user: &str, contact: &str, now: u64) -> bool {
+    pub fn follow(&mut self, user: &str, contact: &str, now: u64, since: u64) -> Follow {
         let (Some(user), Some(contact)) = (Phone::parse(user), Phone::parse(contact)) else {
-            return false;
+            return Follow::Refused;
         };
+        let fans_out = self.fans_out(user, contact, since);
         let set = self.following.get_or_insert_with(user, HashMap::new);
         let max = PRESENCE_SUBSCRIPTIONS_PER_USER_MAX;
         let (added, pruned, new) = add(set, contact, max, now);
         self.entries = self.entries - pruned + usize::from(new);
-        if !added {
-            self.refused += 1;
+        match (added, fans_out) {
+            (false, _) => {
+                self.refused += 1;
+                Follow::Refused
+            }
+            (true, true) => Follow::FansOut,
+            (true, false) => Follow::Renewed,
         }
-        added
+    }
+
+    /// Whether `user` following `contact` in a session that first subscribed at `since`
+    /// would fan out: the subscription is new, or was last made before that session.
+    pub fn fans_out(&self, user: Phone, contact: Phone, since: u64) -> bool {
+        let made = |lapse: u64| lapse.saturating_sub(PRESENCE_SUBSCRIPTION_TTL_MS);
+        self.following
+            .get(&user)
+            .and_then(|set| set.get(&contact))
+            .is_none_or(|&lapse| made(lapse) < since)
+    }
+
+    /// Whether `user` follows `contact` now (a contact: writing to them is free).
+    pub fn follows(&self, user: Phone, contact: Phone, now: u64) -> bool {
+        self.following
+            .get(&user)
+            .and_then(|set| set.get(&contact))
+            .is_some_and(|&lapse| lapse > now)
+    }
+
+    /// When `user`'s session on `conn` first subscribed (`now` if this is the first time).
+    pub fn session_since(&mut self, user: Phone, conn: ConnId, now: u64) -> u64 {
+        let e = self.sessions.entry(user).or_insert((conn, now));
+        if e.0 != conn {
+            *e = (conn, now);
+        }
+        e.1
+    }
+
+    /// `user`'s session ended.
+    pub fn session_ended(&mut self, user: &str) {
+        if let Some(u) = Phone::parse(user) {
+            self.sessions.remove(&u);
+        }
     }
 
     /// `subscriber` follows `contact` (homed here); false when `contact` has too many.
@@ -102,12 +161,6 @@ impl Presence {
     /// Whether `subscriber` currently subscribes to `contact` (homed here).
     pub fn is_subscribed(&self, contact: &str, subscriber: &str, now: u64) -> bool {
         lapses(&self.subscribers, contact, subscriber).is_some_and(|l| l > now)
-    }
-
-    /// Whether `user` (homed here) follows `contact` now: `contact` is in `user`'s address
-    /// book.
-    pub fn follows(&self, user: &str, contact: &str, now: u64) -> bool {
-        lapses(&self.following, user, contact).is_some_and(|l| l > now)
     }
 
     /// Whether `contact` (homed here) lets `subscriber` see its presence now.
@@ -175,7 +228,10 @@ mod ops {
 
     use proto::v1::{server_frame, ErrorCode, PresenceVisibility};
 
-    use crate::effect::Out;
+    use super::Follow;
+    use crate::admission::PRESENCE_RENEWALS_PER_UNIT;
+    use crate::effect::{rate_limited, Out};
+    use crate::home::Phone;
     use crate::mesh_msg::ShardMsg;
     use crate::state::ShardState;
 
@@ -199,6 +255,9 @@ mod ops {
     }
 
     impl ShardState {
+        /// `PresenceSubscribe` at the subscriber's home (already past the `Busy` check):
+        /// refused whole when its fan-out is over the user's budget, else each contact is
+        /// followed and fans out if it must (step 1 above).
         pub(crate) fn on_presence_subscribe(
             &mut self,
             now: u64,
@@ -207,34 +266,31 @@ mod ops {
             contacts: Vec<String>,
             out: &mut Out,
         ) {
+            let Some(me) = Phone::parse(&user) else {
+                return; // logged-in users are E.164
+            };
+            let since = self.presence.session_since(me, conn, now);
+            let (mut fanout, mut renewals) = (0u32, 0u32);
+            for c in contacts.iter().filter_map(|c| Phone::parse(c)) {
+                if self.presence.fans_out(me, c, since) {
+                    fanout += 1;
+                } else {
+                    renewals += 1;
+                }
+            }
+            let units = fanout + renewals.div_ceil(PRESENCE_RENEWALS_PER_UNIT);
+            if let Err(retry_after_ms) = self.admission.presence.admit(me, units, now) {
+                self.abuse.refused_presence_fanout += 1;
+                let frame = rate_limited("presence subscriptions too fast", retry_after_ms);
+                return out.frame(conn, frame);
+            }
             let mut refused = 0;
             for contact in contacts {
-                if !self.presence.follow(&user, &contact, now) {
-                    refused += 1;
-                    continue;
+                match self.presence.follow(&user, &contact, now, since) {
+                    Follow::Refused => refused += 1,
+                    Follow::Renewed => {}
+                    Follow::FansOut => self.fan_out_subscription(now, &user, contact, out),
                 }
-                // Mutual now? Then the contact, if it follows `user`, may see `user`.
-                if self.presence.is_subscribed(&user, &contact, now)
-                    && self.presence.allows(&user, &contact, now)
-                {
-                    let online = self.sessions.conn_of(&user).is_some();
-                    let frame = presence_frame(&user, online, 0);
-                    out.mesh(
-                        self.home(&contact),
-                        ShardMsg::ToUser {
-                            user: contact.clone(),
-                            frame,
-                        },
-                    );
-                }
-                let home = self.home(&contact);
-                out.mesh(
-                    home,
-                    ShardMsg::PresenceSub {
-                        contact,
-                        subscriber: user.clone(),
-                    },
-                );
             }
             if refused > 0 {
                 out.error(
@@ -244,6 +300,33 @@ mod ops {
                     0,
                 );
             }
+        }
+
+        /// `user` now follows `contact`: ask the contact's home for its presence, and show
+        /// `user`'s to the contact if they follow each other now.
+        fn fan_out_subscription(&mut self, now: u64, user: &str, contact: String, out: &mut Out) {
+            // Mutual now? Then the contact, if it follows `user`, may see `user`.
+            if self.presence.is_subscribed(user, &contact, now)
+                && self.presence.allows(user, &contact, now)
+            {
+                let online = self.sessions.conn_of(user).is_some();
+                let frame = presence_frame(user, online, 0);
+                out.mesh(
+                    self.home(&contact),
+                    ShardMsg::ToUser {
+                        user: contact.clone(),
+                        frame,
+                    },
+                );
+            }
+            let home = self.home(&contact);
+            out.mesh(
+                home,
+                ShardMsg::PresenceSub {
+                    contact,
+                    subscriber: user.to_string(),
+                },
+            );
         }
 
         pub(crate) fn on_presence_privacy(&mut self, user: &str, visibility: PresenceVisibility) {
@@ -300,6 +383,12 @@ mod ops {
             now: u64,
             out: &mut Out,
         ) {
+            if self.busy.is_some() {
+                // Nobody is owed a presence update: while the shard is overloaded, none is
+                // fanned out (subscribers see the next change, or ask again).
+                self.abuse.presence_updates_skipped += 1;
+                return;
+            }
             for s in self.presence.audience_of(user, now) {
                 let frame = presence_frame(user, online, if online { 0 } else { now });
                 out.mesh(self.home(&s), ShardMsg::ToUser { user: s, frame });
@@ -321,7 +410,7 @@ mod tests {
         assert!(p.subscribe(C, S, 0));
         assert!(!p.allows(C, S, 0), "a one-way follower sees nothing");
         assert!(p.audience_of(C, 0).is_empty());
-        p.follow(C, S, 0);
+        p.follow(C, S, 0, 0);
         assert!(p.allows(C, S, 0));
         assert_eq!(p.audience_of(C, 0), vec![S.to_string()]);
         p.set_visibility(C, PresenceVisibility::Nobody);
@@ -339,11 +428,38 @@ mod tests {
     fn follows_are_capped_per_subscriber_until_they_lapse() {
         let mut p = Presence::default();
         for i in 0..PRESENCE_SUBSCRIPTIONS_PER_USER_MAX {
-            assert!(p.follow(S, &format!("+1555{i:07}"), 0));
+            assert_eq!(p.follow(S, &format!("+1555{i:07}"), 0, 0), Follow::FansOut);
         }
-        assert!(!p.follow(S, "+15559999999", 1));
-        assert!(p.follow(S, "+15550000000", 1), "renewals are fine");
-        assert!(p.follow(S, "+15559999999", PRESENCE_SUBSCRIPTION_TTL_MS));
+        assert_eq!(p.follow(S, "+15559999999", 1, 0), Follow::Refused);
+        assert_eq!(
+            p.follow(S, "+15550000000", 1, 0),
+            Follow::Renewed,
+            "renewals are fine"
+        );
+        let ttl = PRESENCE_SUBSCRIPTION_TTL_MS;
+        assert_eq!(p.follow(S, "+15559999999", ttl, 0), Follow::FansOut);
         assert_eq!(p.refused, 1);
+    }
+
+    #[test]
+    fn a_renewal_fans_out_once_per_session_and_never_again_within_it() {
+        let mut p = Presence::default();
+        let (s, a, b) = (
+            Phone::parse(S).unwrap(),
+            ConnId::from_u64(1),
+            ConnId::from_u64(2),
+        );
+        let since = p.session_since(s, a, 10);
+        assert_eq!(p.follow(S, C, 10, since), Follow::FansOut);
+        assert_eq!(p.follow(S, C, 11, since), Follow::Renewed);
+        assert_eq!(p.session_since(s, a, 500), 10, "the same session");
+        assert_eq!(p.follow(S, C, 500, since), Follow::Renewed);
+        let since = p.session_since(s, b, 1_000);
+        assert_eq!(since, 1_000, "a new connection is a new session");
+        assert_eq!(p.follow(S, C, 1_000, since), Follow::FansOut);
+        assert_eq!(p.follow(S, C, 1_001, since), Follow::Renewed);
+        p.session_ended(S);
+        assert_eq!(p.session_since(s, b, 2_000), 2_000);
+        assert!(p.follows(s, Phone::parse(C).unwrap(), 2_000));
     }
 }

@@ -171,6 +171,10 @@ impl ShardState {
         if Phone::parse(&i.user).is_some_and(|u| r.removed.get(&i.id) == Some(&u)) {
             return;
         }
+        // No frame: a send to a number nobody has, kept for dedupe only (`route.rs`).
+        if i.frame.is_empty() {
+            return;
+        }
         if let Some(item) = Item::from_record(&i) {
             // Replay never exceeds what was accepted before, but a lowered limit could:
             // keep what is there rather than drop acknowledged messages.

@@ -1,11 +1,21 @@
 //! 1:1 routing: a send at the sender's home becomes a `Deliver` at the recipient's home,
 //! which dedupes (`dedupe.rs`), stores and answers.
+//!
+//! Whether a number is registered is never told apart (enumeration): a send to a number the
+//! sender has no tie to first spends the sender's new-recipient budget (`admission.rs`) at
+//! the sender's home, before anything knows; at the recipient's home the retry and `Busy`
+//! checks come before the registry's, and a send to a number nobody has is answered like a
+//! stored one: a fresh server id, remembered by dedupe and logged (a retry gets the same id,
+//! after a restart too) and a `ServerAck` released by the same commit a stored message
+//! waits for.
+//! Nothing is delivered, so no receipt ever comes; a registered recipient's receipt needs its
+//! owner to read a real message (empty bodies are refused by `proto::validate`).
 
 use engine::ConnId;
 use proto::v1::{server_frame, ErrorCode, SendMessage};
 
 use crate::dedupe::{device_of, DedupeKey, Seen};
-use crate::effect::{error, AfterCommit, Effect, Out};
+use crate::effect::{error, rate_limited_send, AfterCommit, Effect, Out};
 use crate::home::home_of_id;
 use crate::home::Phone;
 use crate::mesh_msg::{Delivery, ReplyTo, ShardMsg};
@@ -13,15 +23,24 @@ use crate::offline::{Item, MessageParts};
 use crate::state::ShardState;
 
 impl ShardState {
-    /// `SendMessage` at the sender's home: forward to the recipient's home.
+    /// `SendMessage` at the sender's home: spend the new-recipient budget if the recipient
+    /// is new to the sender, then forward to the recipient's home.
     pub(crate) fn on_send(
         &mut self,
         now: u64,
-        _conn: ConnId,
+        conn: ConnId,
         user: String,
         s: SendMessage,
         out: &mut Out,
     ) {
+        if let Err(retry_after_ms) = self.admit_recipient(now, &user, &s.to) {
+            self.abuse.refused_new_recipient += 1;
+            let detail = "too many new recipients this hour";
+            return out.frame(
+                conn,
+                rate_limited_send(detail, retry_after_ms, s.client_msg_id),
+            );
+        }
         let home = self.home(&s.to);
         let device = self.device_of(&user);
         let d = Delivery {
@@ -38,12 +57,22 @@ impl ShardState {
         out.mesh(home, ShardMsg::Deliver(Box::new(d)));
     }
 
+    /// Whether `user` (homed here) may write to `to` now (`admission.rs` rule 2).
+    fn admit_recipient(&mut self, now: u64, user: &str, to: &str) -> Result<(), u64> {
+        if self.admission.recipients.is_off() {
+            return Ok(());
+        }
+        let (Some(from), Some(to)) = (Phone::parse(user), Phone::parse(to)) else {
+            return Ok(()); // both validated E.164
+        };
+        let presence = &self.presence;
+        self.admission
+            .admit_recipient(from, to, now, || presence.follows(from, to, now))
+    }
+
     /// `Deliver` at the recipient's home: dedupe, store, deliver at once if the recipient is
     /// online; answer once durable or acked by the recipient, whichever is first.
-    pub(crate) fn on_deliver(&mut self, _now: u64, mut d: Delivery, out: &mut Out) {
-        if !self.registry.exists(&d.to) {
-            return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
-        }
+    pub(crate) fn on_deliver(&mut self, now: u64, mut d: Delivery, out: &mut Out) {
         let (Some(sender), Some(recipient)) = (Phone::parse(&d.from), Phone::parse(&d.to)) else {
             return; // phones on the mesh were validated where they entered
         };
@@ -79,6 +108,17 @@ impl ShardState {
             };
             return out.mesh(home, msg);
         }
+        let known = self.registry.exists(&d.to);
+        if !known && d.reply == ReplyTo::Group {
+            // A member without an account: the copy is counted done.
+            return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
+        }
+        if !known {
+            return self.accept_unknown(key, &d, out);
+        }
+        if d.group_id == 0 {
+            self.admission.wrote(sender, recipient, now);
+        }
         let id = self.ids.issue();
         let item = Item::message(MessageParts {
             id,
@@ -101,6 +141,32 @@ impl ShardState {
             );
         }
         self.dedupe.insert(key, id);
+    }
+
+    /// A 1:1 send to a number nobody has: answered as if stored (module doc), with nothing
+    /// queued or delivered. Its record is an item without a frame: replay remembers the
+    /// copy in dedupe (so a retry gets the same id after a restart too) and queues nothing;
+    /// the answer waits for its commit like a stored message's.
+    fn accept_unknown(&mut self, key: DedupeKey, d: &Delivery, out: &mut Out) {
+        self.abuse.sends_to_unknown += 1;
+        let id = self.ids.issue();
+        self.dedupe.insert(key, id);
+        self.records_since_snapshot += 1;
+        out.records.push(crate::record::Record {
+            kind: Some(crate::record::record::Kind::Item(crate::record::ItemRec {
+                user: d.to.clone(),
+                id,
+                frame: Vec::new(),
+                sender: d.from.clone(),
+                client_msg_id: d.client_msg_id,
+                group_id: 0,
+                sender_device: d.device,
+            })),
+        });
+        let mut deferred = Out::default();
+        self.answer(d, Ok(id), &mut deferred);
+        out.after_commit
+            .extend(deferred.now.into_iter().map(AfterCommit::Effect));
     }
 
     /// The device `user` (homed here) sends from: 0 if it has no account.

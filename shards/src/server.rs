@@ -122,6 +122,7 @@ pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     env.commit_window = std::time::Duration::from_micros(cfg.commit_window_us);
     env.overload = cfg.overload;
     env.settings.signup = cfg.signup;
+    env.settings.users = cfg.users;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(
             "load-test logins are ENABLED: anyone with the secret can log in as any number"

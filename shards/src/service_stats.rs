@@ -177,6 +177,54 @@ pub const HELP: &[(&str, &str)] = &[
         "presence_refused",
         "Presence subscriptions refused at the per-subscriber cap.",
     ),
+    (
+        "refused_presence_fanout_total",
+        "PresenceSubscribe frames refused: the user's presence fan-out budget.",
+    ),
+    (
+        "refused_group_fanout_total",
+        "Group sends refused: the sender's group fan-out budget at the group's home.",
+    ),
+    (
+        "presence_updates_skipped_total",
+        "Presence changes not fanned out: the shard was overloaded.",
+    ),
+    (
+        "refused_new_recipient_total",
+        "Sends refused: the sender's budget of new recipients per hour.",
+    ),
+    (
+        "recipient_ties",
+        "Sender-recipient pairs that write for free.",
+    ),
+    (
+        "sends_to_unknown_total",
+        "Sends to numbers nobody has, answered as if stored and dropped.",
+    ),
+    (
+        "mesh_handed_back_total",
+        "Mesh messages the full outbox handed back to the service.",
+    ),
+    (
+        "mesh_answered_busy_total",
+        "Handed-back sends answered Busy at the sender's home.",
+    ),
+    (
+        "mesh_presence_dropped_total",
+        "Handed-back presence messages dropped (nobody is owed them).",
+    ),
+    (
+        "mesh_held_total",
+        "Handed-back owed messages held and sent again once the outbox had room.",
+    ),
+    (
+        "mesh_owed_dropped_total",
+        "Owed mesh messages dropped: the hold was full too (should stay 0).",
+    ),
+    (
+        "mesh_held",
+        "Owed mesh messages held now, waiting for outbox room.",
+    ),
 ];
 
 /// The service's latency histograms.
@@ -289,6 +337,16 @@ pub struct AbuseCounters {
     pub group_adds_refused: u64,
     /// Group creations refused: `GROUP_CREATES_PENDING_MAX` wait already.
     pub group_creates_pending_full: u64,
+    /// `PresenceSubscribe` frames refused by the user's fan-out budget.
+    pub refused_presence_fanout: u64,
+    /// Presence changes not fanned out while the shard was overloaded.
+    pub presence_updates_skipped: u64,
+    /// Group sends refused by the sender's group fan-out budget at the group's home.
+    pub refused_group_fanout: u64,
+    /// Sends refused by the sender's new-recipient budget.
+    pub refused_new_recipient: u64,
+    /// Sends to numbers nobody has (answered as if stored).
+    pub sends_to_unknown: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -306,6 +364,8 @@ pub struct AbuseGauges {
     pub presence_refused: u64,
     /// Group creations waiting for their members' answers.
     pub group_creates_pending: u64,
+    /// Sender-recipient ties held.
+    pub recipient_ties: u64,
 }
 
 /// The abuse limits' statistics, by name (`refused_<budget>` per budget, then the rest).
@@ -331,8 +391,29 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("group_creates_pending", g.group_creates_pending),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
+        ("refused_presence_fanout_total", c.refused_presence_fanout),
+        ("presence_updates_skipped_total", c.presence_updates_skipped),
+        ("refused_group_fanout_total", c.refused_group_fanout),
+        ("refused_new_recipient_total", c.refused_new_recipient),
+        ("recipient_ties", g.recipient_ties),
+        ("sends_to_unknown_total", c.sends_to_unknown),
     ]);
     v
+}
+
+/// What the mesh handed back, by name (`mesh_back.rs`), with the messages held now.
+pub fn mesh_back_report(
+    c: crate::mesh_back::MeshBackCounters,
+    held_now: u64,
+) -> Vec<(&'static str, u64)> {
+    vec![
+        ("mesh_handed_back_total", c.handed_back),
+        ("mesh_answered_busy_total", c.answered_busy),
+        ("mesh_presence_dropped_total", c.presence_dropped),
+        ("mesh_held_total", c.held),
+        ("mesh_owed_dropped_total", c.owed_dropped),
+        ("mesh_held", held_now),
+    ]
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the clock `sent_at_ms` is on).

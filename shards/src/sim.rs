@@ -37,6 +37,8 @@ pub struct Sim {
     /// Each connection's peer address (what the engine's slot holds).
     peers: HashMap<ConnId, std::net::IpAddr>,
     next_conn: u64,
+    /// Mesh messages sent so far (fan-out is measured by it).
+    pub mesh_sent: u64,
 }
 
 impl Sim {
@@ -73,6 +75,7 @@ impl Sim {
             handoffs: 0,
             peers: HashMap::new(),
             next_conn: 1,
+            mesh_sent: 0,
         }
     }
 
@@ -196,7 +199,10 @@ impl Sim {
                 self.inbox.entry(c).or_default().push(f);
             }
             Effect::Close(c) => self.closed.push(c),
-            Effect::Mesh(to, m) => self.mesh.push_back((to.0, m)),
+            Effect::Mesh(to, m) => {
+                self.mesh_sent += 1;
+                self.mesh.push_back((to.0, m));
+            }
             Effect::HandOff(c, to, m) => {
                 self.handoffs += 1;
                 self.conn_shard.insert(c, to.0);

@@ -35,6 +35,8 @@ pub struct ServiceSettings {
     pub load_test_secret: Option<Vec<u8>>,
     /// Sign-up budgets, box-wide (each shard takes its share of the box ones).
     pub signup: crate::budget::SignupLimits,
+    /// Per-user budgets that have flags (`admission.rs`).
+    pub users: crate::admission::UserLimits,
 }
 
 /// Fills a buffer with random bytes (the OS's in production, a seeded one in tests).
@@ -93,6 +95,10 @@ pub struct ShardState {
     pub(crate) refusal_log: crate::login::RefusalLog,
     /// What the abuse limits did since start.
     pub(crate) abuse: crate::service_stats::AbuseCounters,
+    /// Per-user budgets: presence fan-out, new recipients (`admission.rs`).
+    pub(crate) admission: crate::admission::Admission,
+    /// What the mesh handed back since start (`mesh_back.rs`).
+    pub(crate) mesh_back: crate::mesh_back::MeshBackCounters,
 }
 
 impl std::fmt::Debug for ShardState {
@@ -123,6 +129,8 @@ impl ShardState {
             prelogin: HashMap::new(),
             refusal_log: crate::login::RefusalLog::default(),
             abuse: crate::service_stats::AbuseCounters::default(),
+            admission: crate::admission::Admission::new(settings.users),
+            mesh_back: Default::default(),
             settings,
             ids: IdAllocator::new(shard, 0, now),
             registry: Registry::default(),
@@ -169,6 +177,7 @@ impl ShardState {
             presence_subscriptions: self.presence.entries() as u64,
             presence_refused: self.presence.refused,
             group_creates_pending: self.consent.pending() as u64,
+            recipient_ties: self.admission.ties.len() as u64,
         };
         crate::service_stats::abuse_report(&self.abuse, g)
     }
@@ -220,6 +229,8 @@ impl ShardState {
         match kind {
             K::Send(s) if self.refused_busy(conn, s.client_msg_id, out) => {}
             K::GroupSend(g) if self.refused_busy(conn, g.client_msg_id, out) => {}
+            // Fans out to every contact's home: admitted like a send.
+            K::PresenceSubscribe(_) if self.refused_busy(conn, 0, out) => {}
             K::Send(s) => self.on_send(now, conn, user, s, out),
             K::Ack(a) => self.on_ack(now, &user, a.server_msg_ids, out),
             K::Read(r) => self.on_read(now, &user, r.server_msg_ids, out),
@@ -288,6 +299,7 @@ impl ShardState {
             }
             self.queues.session_ended(&user);
             self.registry.went_offline(&user, now);
+            self.presence.session_ended(&user);
             self.presence_changed(&user, false, now, out);
         }
     }

@@ -17,13 +17,20 @@ fn each_bad_input_gets_its_error_and_others_are_untouched() {
     let mut ca = server.login(a, &ka);
     let mut bystander = server.login(b, &kb);
 
-    // Unknown recipient: error carries the client_msg_id; the session stays open.
+    // A number nobody has: accepted like any send (whether a number is registered is not
+    // told), and dropped.
     ca.send_text("+15559999999", 5, "hi");
+    assert!(matches!(ca.recv(), server_frame::Kind::ServerAck(x) if x.client_msg_id == 5));
+
+    // An empty message: error carries the client_msg_id; the session stays open.
+    ca.send(client_frame::Kind::Send(proto::v1::SendMessage {
+        to: b.into(),
+        client_msg_id: 9,
+        body: Vec::new(),
+        media: None,
+    }));
     let e = ca.expect_error();
-    assert_eq!(
-        (code(&e), e.client_msg_id),
-        (ErrorCode::UnknownRecipient, 5)
-    );
+    assert_eq!((code(&e), e.client_msg_id), (ErrorCode::EmptyMessage, 9));
 
     // Oversized body.
     ca.send(client_frame::Kind::Send(proto::v1::SendMessage {

@@ -75,6 +75,7 @@ impl TestServer {
             stats: true,
             alarms: shards::config::AlarmThresholds::default(),
             signup: Default::default(),
+            users: Default::default(),
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
