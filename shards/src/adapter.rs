@@ -270,7 +270,7 @@ impl Switchboard {
                     None => self.poll_pins_later(io),
                 }
             }
-            Effect::Push { phone } => self.env.push.notify(&phone),
+            Effect::Push { phone, user_id } => self.env.push.notify(&phone, user_id),
         }
     }
 

@@ -35,6 +35,8 @@ pub enum Effect {
     Push {
         /// The phone.
         phone: String,
+        /// The user's server-issued id: what a log line names instead of the phone.
+        user_id: u64,
     },
 }
 
