@@ -52,7 +52,7 @@ impl Server {
         // Port 0: the server reports the port it got (a port found free here and passed in
         // could be taken by another server starting at the same moment).
         cmd.args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()]);
-        cmd.args(["--load-test-secret", SECRET])
+        cmd.env(shards::config::LOAD_TEST_SECRET_ENV, SECRET)
             .arg("--data-dir")
             .arg(&data);
         // Never the default admin port: several servers may run at once.

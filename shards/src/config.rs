@@ -26,6 +26,10 @@ pub const ALARM_TURN_MAX_MS_DEFAULT: u64 = 10;
 /// Default least time between two warnings of one standing alarm.
 pub const ALARM_PERIOD_S_DEFAULT: u64 = 60;
 
+/// Where the load-test secret comes from (or `load_test_secret` in the config file, mode
+/// 0600): never a flag, which every local user can read in `/proc/PID/cmdline`.
+pub const LOAD_TEST_SECRET_ENV: &str = "SWITCHBOARD_LOAD_TEST_SECRET";
+
 /// `switchboard`: the messaging switch.
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -70,9 +74,10 @@ pub struct Cli {
     /// Close connections silent for this many seconds.
     #[arg(long)]
     pub idle_timeout_s: Option<u64>,
-    /// Enables the load-test login path with this shared secret. UNSAFE in production:
-    /// anyone holding it can log in as any phone number.
-    #[arg(long)]
+    /// Refused: any local user can read a flag in /proc/PID/cmdline. The load-test secret
+    /// comes from the environment ([`LOAD_TEST_SECRET_ENV`]) or the config file; the flag
+    /// is parsed only to say so.
+    #[arg(long, hide = true)]
     pub load_test_secret: Option<String>,
     /// POST registration PINs as JSON to this http:// or https:// URL (default: dev outbox
     /// file).
@@ -350,8 +355,27 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 impl ServerConfig {
-    /// Merges flags over the file (if any) over defaults, and validates.
+    /// Merges flags over the file (if any) over defaults, and validates; the load-test
+    /// secret is read from [`LOAD_TEST_SECRET_ENV`] (over the file's).
     pub fn from_cli(cli: Cli) -> Result<ServerConfig, ConfigError> {
+        let env_secret = std::env::var(LOAD_TEST_SECRET_ENV).ok();
+        Self::from_cli_env(cli, env_secret)
+    }
+
+    /// [`ServerConfig::from_cli`] with the environment's load-test secret given.
+    pub fn from_cli_env(cli: Cli, env_secret: Option<String>) -> Result<ServerConfig, ConfigError> {
+        if cli.load_test_secret.is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "--load-test-secret is refused (any local user can read flags in \
+                 /proc/PID/cmdline): set {LOAD_TEST_SECRET_ENV} in the server's environment \
+                 or load_test_secret in its config file (mode 0600)"
+            )));
+        }
+        if env_secret.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(format!(
+                "{LOAD_TEST_SECRET_ENV} is set but empty"
+            )));
+        }
         let file = match &cli.config {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
@@ -492,7 +516,7 @@ impl ServerConfig {
             idle_timeout_ms: idle_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::IDLE_TIMEOUT_MS_DEFAULT),
-            load_test_secret: cli.load_test_secret.or(file.load_test_secret),
+            load_test_secret: env_secret.or(file.load_test_secret),
             sms_webhook: cli.sms_webhook.or(file.sms_webhook),
             push_webhook: cli.push_webhook.or(file.push_webhook),
             compact_min_bytes: cli
@@ -679,5 +703,36 @@ mod tests {
             ServerConfig::from_cli(cli),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_load_test_secret_comes_from_the_environment_or_the_file_never_a_flag() {
+        let cli = Cli::parse_from(["switchboard", "--load-test-secret", "hunter2"]);
+        let err = ServerConfig::from_cli_env(cli, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(LOAD_TEST_SECRET_ENV), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains('\n'), "{err}");
+        let cli = Cli::parse_from(["switchboard"]);
+        let cfg = ServerConfig::from_cli_env(cli, Some("from-env".into())).unwrap();
+        assert_eq!(cfg.load_test_secret.as_deref(), Some("from-env"));
+        let dir = std::env::temp_dir().join(format!("sb-config-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        std::fs::write(&path, "load_test_secret = \"from-file\"\n").unwrap();
+        let file = path.to_str().unwrap();
+        let cfg =
+            ServerConfig::from_cli_env(Cli::parse_from(["switchboard", "--config", file]), None)
+                .unwrap();
+        assert_eq!(cfg.load_test_secret.as_deref(), Some("from-file"));
+        let cli = Cli::parse_from(["switchboard", "--config", file]);
+        let cfg = ServerConfig::from_cli_env(cli, Some("from-env".into())).unwrap();
+        assert_eq!(
+            cfg.load_test_secret.as_deref(),
+            Some("from-env"),
+            "env over file"
+        );
+        let cli = Cli::parse_from(["switchboard"]);
+        assert!(ServerConfig::from_cli_env(cli, Some(String::new())).is_err());
     }
 }

@@ -143,12 +143,11 @@ mod tests {
     fn secrets_are_not_printed() {
         let cli = Cli::parse_from([
             "switchboard",
-            "--load-test-secret",
-            "hunter2",
             "--sms-webhook",
             "https://user:pw@sms.example/send?token=abc",
         ]);
-        let text = effective_toml(&ServerConfig::from_cli(cli).unwrap());
+        let cfg = ServerConfig::from_cli_env(cli, Some("hunter2".into())).unwrap();
+        let text = effective_toml(&cfg);
         for secret in ["hunter2", "pw", "token=abc", "user:"] {
             assert!(!text.contains(secret), "{secret} printed:\n{text}");
         }

@@ -394,11 +394,17 @@ pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String
 
 /// Starts the `switchboard` binary (2 shards, unpinned, load-test secret "farm-secret", no
 /// admin endpoint) with `extra` flags on a port the kernel picks, and returns once it listens.
+/// The secret travels in the environment, as the server takes it.
 pub fn spawn_binary(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
     let mut args = vec!["--shards", "2", "--no-admin"];
-    args.extend(["--load-test-secret", "farm-secret"]);
     args.extend(extra);
-    spawn_switchboard(data, &args)
+    let mut cmd = switchboard_command(&args);
+    cmd.env(shards::config::LOAD_TEST_SECRET_ENV, "farm-secret")
+        .arg("--data-dir")
+        .arg(data);
+    let (child, line) = listening(cmd);
+    let addr = shards::server::listening_addr(&line).expect("the listening line has addr=");
+    (child, addr)
 }
 
 /// Starts the `switchboard` binary on `127.0.0.1:0` with `args` (plus `--no-pin` and
