@@ -6,4 +6,5 @@
 pub(crate) mod conn_io;
 pub mod handoff;
 pub mod listener;
+pub mod prelogin;
 pub(crate) mod wire;
