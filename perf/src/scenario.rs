@@ -57,6 +57,9 @@ impl Server {
             .arg(&data);
         // Never the default admin port: several servers may run at once.
         cmd.args(["--admin", "127.0.0.1:0"]);
+        // The farm is one loopback /24 opening thousands of connections at once: past the
+        // default cap on connections not logged in yet per prefix.
+        cmd.args(["--prelogin-conns-per-prefix", "1000000"]);
         cmd.args(extra);
         if !tls {
             cmd.arg("--no-tls");

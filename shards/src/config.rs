@@ -108,6 +108,13 @@ pub struct Cli {
     /// Close connections whose started frame is not complete after this many seconds.
     #[arg(long)]
     pub frame_timeout_s: Option<u64>,
+    /// Close connections not logged in this many seconds after they connected [default: 60].
+    #[arg(long)]
+    pub login_timeout_s: Option<u64>,
+    /// Connections not logged in yet that one IPv4 /24 or IPv6 /48 may hold per shard; more
+    /// are closed at accept [default: 64]. Raise it behind a large NAT.
+    #[arg(long)]
+    pub prelogin_conns_per_prefix: Option<usize>,
     /// Refuse new sends with Busy while a shard's log has more bytes than this not yet durable.
     #[arg(long)]
     pub journal_pending_bytes_max: Option<usize>,
@@ -188,6 +195,8 @@ pub struct FileConfig {
     coalesce_us: Option<u64>,
     handshake_timeout_s: Option<u64>,
     frame_timeout_s: Option<u64>,
+    login_timeout_s: Option<u64>,
+    prelogin_conns_per_prefix: Option<usize>,
     journal_pending_bytes_max: Option<usize>,
     mesh_queued_max: Option<usize>,
     /// An address, or "off".
@@ -306,6 +315,10 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// A started frame must be complete within this many milliseconds (slowloris).
     pub frame_timeout_ms: u64,
+    /// A connection must log in within this many milliseconds of connecting.
+    pub login_timeout_ms: u64,
+    /// Pre-login connections per source prefix and shard (`engine::net::prelogin`).
+    pub prelogin_conns_per_prefix_max: usize,
     /// When new sends are refused with `Busy`.
     pub overload: crate::overload::OverloadLimits,
     /// Admin endpoint address; `None` serves none.
@@ -413,6 +426,20 @@ impl ServerConfig {
         if frame_s == Some(0) {
             return Err(ConfigError::Invalid(
                 "frame_timeout_s must be at least 1".into(),
+            ));
+        }
+        let login_s = cli.login_timeout_s.or(file.login_timeout_s);
+        if login_s == Some(0) {
+            return Err(ConfigError::Invalid(
+                "login_timeout_s must be at least 1".into(),
+            ));
+        }
+        let per_prefix = cli
+            .prelogin_conns_per_prefix
+            .or(file.prelogin_conns_per_prefix);
+        if per_prefix == Some(0) {
+            return Err(ConfigError::Invalid(
+                "prelogin_conns_per_prefix must be at least 1".into(),
             ));
         }
         let overload_default = crate::overload::OverloadLimits::default();
@@ -533,6 +560,11 @@ impl ServerConfig {
             frame_timeout_ms: frame_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::FRAME_TIMEOUT_MS_DEFAULT),
+            login_timeout_ms: login_s
+                .map(|s| s * 1000)
+                .unwrap_or(crate::limits::LOGIN_TIMEOUT_MS_DEFAULT),
+            prelogin_conns_per_prefix_max: per_prefix
+                .unwrap_or(engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT),
             overload,
         })
     }

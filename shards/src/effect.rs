@@ -31,6 +31,8 @@ pub enum Effect {
         /// The frame for `conn` once the PIN is out.
         on_sent: server_frame::Kind,
     },
+    /// The connection logged in: the engine's pre-login limits no longer apply to it.
+    LoggedIn(ConnId),
     /// Tell the push provider a user has messages waiting.
     Push {
         /// The phone.

@@ -149,6 +149,10 @@ pub const HELP: &[(&str, &str)] = &[
         "receipts_dropped_total",
         "Receipts that found their user's queue full.",
     ),
+    (
+        "login_timeouts_total",
+        "Connections closed: not logged in within the login timeout.",
+    ),
     ("presence_subscriptions", "Presence subscriptions held."),
     (
         "presence_refused",
@@ -260,6 +264,8 @@ pub struct AbuseCounters {
     pub queue_sender_share_full: u64,
     /// Receipts that found their user's queue full (kept at 0 by the receipt reserve).
     pub receipts_dropped: u64,
+    /// Connections closed at their log-in deadline (`login_deadline.rs`).
+    pub login_timeouts: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -291,6 +297,7 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("prelogin_closed_total", c.prelogin_closed),
         ("queue_sender_share_full_total", c.queue_sender_share_full),
         ("receipts_dropped_total", c.receipts_dropped),
+        ("login_timeouts_total", c.login_timeouts),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
     ]);

@@ -218,6 +218,7 @@ impl Sim {
                 self.exec(shard, Effect::Frame(conn, on_sent));
             }
             Effect::Push { phone, .. } => self.pushes.push(phone),
+            Effect::LoggedIn(_) => {}
         }
     }
 

@@ -69,6 +69,8 @@ impl TestServer {
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
+            login_timeout_ms: shards::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            prelogin_conns_per_prefix_max: engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT,
             overload: Default::default(),
             // Tests that read statistics turn the admin endpoint on (port 0) themselves.
             admin: None,
@@ -142,6 +144,14 @@ impl Client {
         Client::tls_over(connect(addr), cert)
     }
 
+    /// [`Client::tls`], or `None` when the connection is refused (a server gone).
+    pub fn try_tls(addr: SocketAddr, cert: &std::path::Path) -> Option<Client> {
+        let s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.set_nodelay(true).ok()?;
+        Some(Client::tls_over(s, cert))
+    }
+
     fn tls_over(stream: TcpStream, cert: &std::path::Path) -> Client {
         let cfg = engine::tls::client_config_trusting(cert).expect("client config");
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -179,6 +189,14 @@ impl Client {
         self.io.read_exact(&mut body).ok()?;
         let frame: ServerFrame = decode_server(&body).expect("server frame decodes");
         frame.kind
+    }
+
+    /// Writes raw bytes; false when the server has closed the connection.
+    pub fn try_write_raw(&mut self, bytes: &[u8]) -> bool {
+        self.io
+            .write_all(bytes)
+            .and_then(|()| self.io.flush())
+            .is_ok()
     }
 
     /// Writes a frame; false when the server has closed the connection.

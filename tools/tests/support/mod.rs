@@ -44,6 +44,10 @@ impl TestServer {
             "--no-pin".into(),
             "--max-connections".into(),
             "4000".into(),
+            // A farm on loopback is one /24 opening thousands of connections at once, some
+            // never logging in (idle and storm modes): past the default pre-login cap.
+            "--prelogin-conns-per-prefix".into(),
+            "100000".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
