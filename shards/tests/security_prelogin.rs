@@ -268,6 +268,45 @@ fn a_big_frame_before_login_is_refused_at_its_header() {
     assert!(matches!(a.recv(), server_frame::Kind::ServerAck(_)));
 }
 
+/// A client that pipelines its login and a big message in one write is served: the login
+/// lifts the pre-login frame cap before the next frame is read (here and on the phone's
+/// home shard when the connection is handed there).
+#[test]
+fn a_big_frame_pipelined_right_after_the_login_is_served() {
+    let s = server(2, |_| {});
+    try_login(&s, USER_B, "+15557450000").expect("the recipient logs in");
+    for i in 0..4u64 {
+        let phone = format!("+1555745000{}", i + 1);
+        let mut c = s.client_from(USER_A);
+        let mut bytes = support::raw_frame(client_frame::Kind::LoadTestLogin(
+            proto::v1::LoadTestLogin {
+                protocol_version: V,
+                phone: phone.clone(),
+                secret: b"farm-secret".to_vec(),
+            },
+        ));
+        bytes.extend(support::raw_frame(client_frame::Kind::Send(
+            proto::v1::SendMessage {
+                to: "+15557450000".into(),
+                client_msg_id: 1,
+                body: vec![b'x'; proto::limits::BODY_BYTES_MAX],
+                ..Default::default()
+            },
+        )));
+        c.write_raw(&bytes);
+        assert!(
+            matches!(c.recv(), server_frame::Kind::LoggedIn(_)),
+            "{phone}"
+        );
+        match c.recv() {
+            server_frame::Kind::ServerAck(a) => assert_eq!(a.client_msg_id, 1),
+            other => panic!("{phone}: expected ServerAck, got {other:?}"),
+        }
+    }
+    // Some of those logins were handed to the other shard with the big frame unread.
+    assert!(stat_sum(admin(&s), 2, "handoffs_in") >= 1);
+}
+
 /// Item 5's budget: many pre-login connections each holding a partial frame just under the
 /// pre-login cap. Past the shard's budget new ones are closed; the bytes held stay under
 /// it, and a logged-in user is served throughout.
