@@ -354,3 +354,52 @@ fn partial_frames_before_login_stay_within_the_shard_budget() {
         assert!(Instant::now() < deadline, "partial bytes never given back");
     }
 }
+
+/// The same budget over TLS, where what waits is an unfinished TLS record (the server holds
+/// it back until the rest arrives): ~16 KiB each from connections that finished their
+/// handshake and never log in.
+#[test]
+fn partial_tls_records_before_login_stay_within_the_shard_budget() {
+    use engine::net::prelogin::PRELOGIN_PARTIAL_BYTES_SHARD_MAX;
+    use std::io::Write;
+    let s = server(1, |c| {
+        c.max_connections = Some(3_000);
+        c.prelogin_conns_per_prefix_max = 100_000;
+    });
+    let admin = admin(&s);
+    let mut user = try_login(&s, USER_A, "+15557550001").expect("logs in");
+    try_login(&s, USER_B, "+15557550002").expect("logs in");
+    // An application-data record announcing 16 KiB + 256, of which 16,000 bytes are sent.
+    let mut record = vec![23, 3, 3];
+    record.extend(((1u16 << 14) + 256).to_be_bytes());
+    record.extend(std::iter::repeat_n(0x5a, 16_000));
+    let conns = PRELOGIN_PARTIAL_BYTES_SHARD_MAX / record.len() + 30;
+    let cfg = engine::tls::client_config_trusting(&cert(&s)).unwrap();
+    let mut open = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let sock = std::net::TcpStream::connect(s.addr).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        // A ping completes the handshake (and is answered), then the raw partial record.
+        tls.write_all(&support::raw_frame(client_frame::Kind::Ping(Ping {
+            nonce: 1,
+        })))
+        .unwrap();
+        tls.flush().unwrap();
+        let _ = tls.sock.write_all(&record);
+        open.push(tls);
+    }
+    let closed = wait_stat(admin, 1, "prelogin_partial_closed", 1);
+    let bytes = sum(&fresh_stats(admin, 1), "prelogin_partial_bytes") as usize;
+    assert!(
+        bytes <= PRELOGIN_PARTIAL_BYTES_SHARD_MAX,
+        "{bytes} partial bytes held"
+    );
+    eprintln!("item 5 (TLS): {conns} partial records offered, {closed} closed, {bytes} bytes held");
+    for i in 1..=20u64 {
+        user.send_text("+15557550002", i, "still here");
+        assert!(matches!(user.recv(), server_frame::Kind::ServerAck(_)));
+    }
+    drop(open);
+}

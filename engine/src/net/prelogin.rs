@@ -11,9 +11,9 @@
 //!    limited only in how many log in at the same moment;
 //! 2. a frame whose header announces more than [`PRELOGIN_FRAME_BYTES_MAX`] is refused
 //!    like any oversized frame (an error frame, then the close; `prelogin_frames_too_large`);
-//! 3. the bytes of its unfinished frame count against the shard's
-//!    [`PRELOGIN_PARTIAL_BYTES_SHARD_MAX`]; a connection whose partial frame would pass it is
-//!    closed (`prelogin_partial_closed`);
+//! 3. the bytes of its unfinished frame, and of the unfinished TLS record held back for the
+//!    next read, count against the shard's [`PRELOGIN_PARTIAL_BYTES_SHARD_MAX`]; a connection
+//!    whose partial frame or record would pass it is closed (`prelogin_partial_closed`);
 //! 4. what it sends does not keep it alive: its idle deadline runs from its accept
 //!    (`shard.rs` `note_rx`). The service closes it at its login deadline.
 //!
@@ -38,8 +38,9 @@ use crate::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ConnSlot, ShardCell, ShardIo};
 
-/// Bytes of unfinished frames that the pre-login connections of one shard may hold in all
-/// (at most [`PRELOGIN_FRAME_BYTES_MAX`] each): 1,024 full ones.
+/// Bytes of unfinished frames and TLS records that the pre-login connections of one shard may
+/// hold in all (a frame is at most [`PRELOGIN_FRAME_BYTES_MAX`], a held-back record about
+/// 16 KiB): 1,024 of the largest frames.
 pub const PRELOGIN_PARTIAL_BYTES_SHARD_MAX: usize = 1024 * PRELOGIN_FRAME_BYTES_MAX;
 
 /// A source prefix, as a map key: an IPv4 address's /24 (tagged by the top bit) or an IPv6
@@ -154,13 +155,15 @@ impl<S: Service> ShardCell<S> {
         false
     }
 
-    /// `id` keeps the bytes of an unfinished frame: counted if it is pre-login, and closed
-    /// (false) when that would pass the shard's budget.
+    /// `id` keeps the bytes of an unfinished frame (and of an unfinished TLS record, held
+    /// back for the next read): counted if it is pre-login, and closed (false) when that
+    /// would pass the shard's budget.
     pub(crate) fn prelogin_hold(&mut self, id: ConnId) -> bool {
         let Some(slot) = self.io.conns.get_mut(id) else {
             return true;
         };
-        let held = slot.wire.unread.len();
+        let record = slot.wire.tls.as_ref().map_or(0, |t| t.pending_in_len());
+        let held = slot.wire.unread.len() + record;
         if self
             .io
             .prelogin
