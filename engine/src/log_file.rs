@@ -384,14 +384,12 @@ impl LogFile {
                         self.dirty_tail = false;
                         Ok(())
                     }
-                    Err(ops::LinkedError::Write) => Err(LogError::new(
-                        LogOp::Append,
-                        &self.path,
-                        io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            format!("write of {n} bytes failed or was short (disk full?)"),
-                        ),
-                    )),
+                    Err(ops::LinkedError::Write(e)) => {
+                        Err(LogError::new(LogOp::Append, &self.path, e))
+                    }
+                    Err(ops::LinkedError::Short { written }) => {
+                        Err(short_write(LogOp::Append, &self.path, written, n))
+                    }
                     Err(ops::LinkedError::Sync(e)) => {
                         Err(LogError::new(LogOp::Sync, &self.path, e))
                     }

@@ -13,7 +13,8 @@
 //! (a bounded `crossbeam` queue). There is one flusher per shard — the loop itself — so a
 //! batch that does not fit a full ring goes back to the front of its outbox and is retried
 //! next turn, still counted against [`MESH_OUTBOX_MSGS_MAX`]: nothing is dropped, reordered
-//! or held outside the cap. Messages to this shard itself skip the ring but keep the same
+//! or held outside the cap. The one exception to the cap is an adoption (a live connection
+//! in transit): it is never refused, and there is at most one per connection. Messages to this shard itself skip the ring but keep the same
 //! batching and order.
 //!
 //! Parking (`ShardWake`): before a shard blocks in `io_uring_enter` it sets `parked`, then
@@ -87,6 +88,15 @@ impl<M> MeshOutbox<M> {
         Ok(())
     }
 
+    /// Queues a live connection for shard `to`. Never refused, whatever the outbox holds:
+    /// the connection (its socket, its login, its unread frames) has nowhere else to go, and
+    /// the old shard's service has already heard `HandedOff`. There is at most one in
+    /// flight per connection this shard held, so the shard's table bounds them.
+    pub(crate) fn push_adopt(&mut self, to: ShardId, detached: Detached, msg: M) {
+        self.per_peer[to.0].push(Envelope::Adopt(detached, msg));
+        self.queued += 1;
+    }
+
     /// Whether nothing is queued for any shard.
     pub(crate) fn is_empty(&self) -> bool {
         self.queued == 0
@@ -139,6 +149,12 @@ impl<M> MeshOutbox<M> {
     pub(crate) fn take_handoff(&mut self, conn: ConnId) -> Option<M> {
         let i = self.handoffs.iter().position(|(c, _)| *c == conn)?;
         Some(self.handoffs.swap_remove(i).1)
+    }
+
+    /// Handoff messages parked, waiting for their sockets to detach.
+    #[cfg(test)]
+    pub(crate) fn handoffs_parked(&self) -> usize {
+        self.handoffs.len()
     }
 }
 
@@ -252,6 +268,23 @@ mod tests {
         want.push(u32::MAX);
         assert_eq!(all, want);
         assert_eq!(o.queued(), 0, "every message left");
+    }
+
+    #[test]
+    fn an_adoption_is_queued_even_when_the_outbox_is_full() {
+        let mut o: MeshOutbox<usize> = MeshOutbox::new(2);
+        for i in 0..MESH_OUTBOX_MSGS_MAX {
+            o.push(ShardId(1), Envelope::Service(i)).unwrap();
+        }
+        assert!(o.push(ShardId(1), Envelope::Service(7)).is_err());
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let detached = Detached {
+            fd: a.into(),
+            tls: None,
+            unread: b"unread".to_vec(),
+        };
+        o.push_adopt(ShardId(1), detached, 9);
+        assert_eq!(o.queued(), MESH_OUTBOX_MSGS_MAX + 1);
     }
 
     #[test]

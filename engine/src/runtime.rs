@@ -27,7 +27,7 @@ use crate::ShardId;
 pub enum EngineError {
     /// The kernel refused io_uring (too old, or disabled by kernel.io_uring_disabled).
     #[error(
-        "io_uring is not available: {0} (Linux 5.8+ needed; check sysctl kernel.io_uring_disabled)"
+        "io_uring is not available: {0} (Linux 6.0+ needed; check sysctl kernel.io_uring_disabled)"
     )]
     NoIoUring(std::io::Error),
     /// The configured connection cap does not fit the open-file limit.
@@ -68,6 +68,55 @@ pub enum EngineError {
     /// The configuration is inconsistent.
     #[error("bad configuration: {0}")]
     Config(String),
+}
+
+/// The status the process exits with when a shard thread dies (`EX_SOFTWARE`): fail-fast,
+/// so that the supervisor restarts it and the log replays, rather than a half-alive server
+/// whose dead shard's peers fill their mesh rings towards it.
+pub const SHARD_PANIC_EXIT_CODE: i32 = 70;
+
+/// What a shard thread's panic hook needs to know about it.
+struct ShardThread {
+    shard: usize,
+    health: Arc<Health>,
+}
+
+thread_local! {
+    /// Set on shard threads only: a panic there takes the process down.
+    static SHARD_THREAD: std::cell::RefCell<Option<ShardThread>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once per process) the panic hook that makes a shard's death the process's:
+/// after the usual panic message, a panic on a shard thread marks the shard dead (`/readyz`
+/// and `/healthz` answer 503 from then on), logs which shard died, and exits with
+/// [`SHARD_PANIC_EXIT_CODE`]: before unwinding, so nothing the kernel still uses (receive
+/// buffers, log writes in flight) is freed under it. Panics on other threads are left as
+/// they were.
+fn install_shard_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let shard = SHARD_THREAD.try_with(|t| {
+                t.borrow().as_ref().map(|t| {
+                    t.health.shard_died(t.shard);
+                    t.shard
+                })
+            });
+            if let Ok(Some(shard)) = shard {
+                tracing::error!(
+                    shard,
+                    "shard {shard} died ({info}); exiting with status {SHARD_PANIC_EXIT_CODE} so the supervisor restarts the server"
+                );
+                eprintln!(
+                    "switchboard: shard {shard} died; exiting with status {SHARD_PANIC_EXIT_CODE}"
+                );
+                std::process::exit(SHARD_PANIC_EXIT_CODE);
+            }
+        }));
+    });
 }
 
 /// The running shards.
@@ -180,6 +229,7 @@ where
     }
     let stop = Arc::new(AtomicBool::new(false));
     let health = Arc::new(Health::new(config.shards, stop.clone()));
+    install_shard_panic_hook();
     let make = Arc::new(make);
     // Shard i runs on the i-th CPU of the process's affinity mask (wrapping), so
     // `taskset` and systemd's CPUAffinity= decide which cores the shards take.
@@ -210,9 +260,16 @@ where
         };
         let cpu = config.pin_cpus.then(|| cpus[i % cpus.len()]);
         let make = make.clone();
+        let thread_health = health.clone();
         let h = std::thread::Builder::new()
             .name(format!("shard-{i}"))
             .spawn(move || {
+                SHARD_THREAD.with(|t| {
+                    *t.borrow_mut() = Some(ShardThread {
+                        shard: i,
+                        health: thread_health,
+                    })
+                });
                 if let Some(cpu) = cpu {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                         tracing::warn!(shard = i, cpu, "cannot pin the shard to its CPU");

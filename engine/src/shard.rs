@@ -15,7 +15,11 @@
 //!
 //! Shutdown, in order: stop accepting → the service flushes (`on_shutdown`) → every
 //! connection flushes its output and closes → the shard exits once its table is empty and
-//! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed.
+//! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed →
+//! everything still in flight on the ring is cancelled and reaped (`ring::RING_DRAIN_MS`;
+//! past it, the ring and every buffer it may use are leaked, never freed under the kernel)
+//! → the ring closes and the buffers go. A panic never gets here: the process exits from
+//! the panic hook before unwinding (`runtime`, fail-fast).
 //!
 //! This module owns the shard's loop. It must not reach into another shard's state:
 //! everything cross-shard goes through the mesh.
@@ -39,7 +43,9 @@ use crate::net::wire::{peer_ip, set_nodelay, Wire};
 use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry};
+use crate::shard_io::{
+    mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, SERVICE_TIMERS_MAX,
+};
 use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
 use crate::tls::session::TlsSession;
@@ -53,8 +59,6 @@ pub const TIMER_SLOTS: usize = 4096;
 pub const HOUSEKEEPING_SLEEP_MS_MAX: u64 = 100;
 /// After an accept error (EMFILE, ENFILE, ENOMEM...), wait this long before accepting again.
 pub const ACCEPT_BACKOFF_MS: u64 = 50;
-/// Service timers a shard may hold beyond one engine timer per connection.
-pub const SERVICE_TIMERS_MAX: usize = 65_536;
 /// How long shutdown waits for connections to flush and close.
 pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
 /// Buffers in the shard's provided-buffer ring (a power of two) ...
@@ -65,6 +69,11 @@ pub const RECV_BUF_BYTES: usize = 16 * 1024;
 pub const MESH_BATCHES_PER_TURN_MAX: usize = 64;
 /// While a batch waits for room in a full peer ring, the loop looks again this often.
 pub const MESH_RETRY_US: u64 = 200;
+/// A shard's connection table holds this many times its share of the connection cap:
+/// accepts stop at the share, and the rest is room for connections handed to it (a user's
+/// home shard adopts at login), so an adoption is not refused because accepts filled the
+/// table.
+pub const ADOPT_TABLE_FACTOR: usize = 2;
 /// Rounds of delivering this shard's messages to itself per turn (each may queue more).
 const LOCAL_ROUNDS_MAX: usize = 4;
 
@@ -72,7 +81,7 @@ const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
     pub(crate) fn note_rx(&mut self, id: ConnId) {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         if let Some(slot) = self.io.conns.get_mut(id) {
             // Before login, what a connection sends does not keep it alive (net::prelogin).
             if slot.logged_in {
@@ -83,12 +92,19 @@ impl<S: Service> ShardCell<S> {
 
     /// The TLS handshake of `id` completed: swap its handshake timer for the idle timer.
     pub(crate) fn handshake_done(&mut self, id: ConnId) {
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        // Peer bytes decide when a handshake finishes: one that finishes after its slot was
+        // told to close (timeout, shutdown) is not an engine bug, and the slot goes on
+        // closing.
+        if slot.state != SlotState::Handshaking {
+            return;
+        }
         self.io.counters.handshakes += 1;
-        let slot = self.io.conns.get_mut(id).expect("handshaking slot exists");
-        assert_eq!(slot.state, SlotState::Handshaking);
         // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
         let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
-        let took_ms = self.io.now_ms.saturating_sub(accepted_ms);
+        let took_ms = self.io.mono_ms.saturating_sub(accepted_ms);
         self.io.latency.tls_handshake.record_ns(took_ms * 1_000_000);
         slot.state = SlotState::Open;
         if let Some(t) = slot.timer.take() {
@@ -100,14 +116,19 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn arm_idle(&mut self, id: ConnId) {
-        self.arm_at(id, self.io.now_ms + self.io.idle_timeout_ms);
+        self.arm_at(id, self.io.mono_ms + self.io.idle_timeout_ms);
     }
 
     /// Sets `id`'s deadline timer (idle or frame) to fire at `deadline`.
     fn arm_at(&mut self, id: ConnId, deadline: u64) {
-        let timer = self.io.timers.insert(deadline, TimerEntry::Idle(id)).ok();
+        // The wheel holds one engine timer per table slot beside the service's capped share.
+        let timer = self
+            .io
+            .timers
+            .insert(deadline, TimerEntry::Idle(id))
+            .expect("the wheel keeps room for every connection's deadline");
         if let Some(slot) = self.io.conns.get_mut(id) {
-            slot.timer = timer;
+            slot.timer = Some(timer);
             slot.timer_at_ms = deadline;
         }
     }
@@ -115,7 +136,7 @@ impl<S: Service> ShardCell<S> {
     /// Part of a frame is (or is no longer) waiting: a started frame must finish within the
     /// frame timeout, so a client trickling bytes cannot hold its connection forever.
     pub(crate) fn note_partial(&mut self, id: ConnId, partial: bool) {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         let due = now + self.io.frame_timeout_ms;
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
@@ -157,17 +178,28 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    /// Puts a new socket in the table and arms its receive. `None` when the table is full
-    /// (the caller closes the socket).
-    fn register(&mut self, wire: Wire, handshaking: bool) -> Result<ConnId, Wire> {
-        let now = self.io.now_ms;
+    /// Puts a new socket in the table and arms its receive. `Err` (the wire back) when the
+    /// table is full, or, for an `accepted` socket, when this shard's share of the
+    /// connection cap is taken (the caller closes the socket).
+    pub(crate) fn register(
+        &mut self,
+        wire: Wire,
+        handshaking: bool,
+        accepted: bool,
+    ) -> Result<ConnId, Wire> {
+        let now = self.io.mono_ms;
         let state = if handshaking {
             SlotState::Handshaking
         } else {
             SlotState::Open
         };
-        if self.io.conns.is_full() {
-            self.io.counters.accepts_rejected_full += 1;
+        // Accepts stop at the shard's share of the connection cap; the table's room beyond
+        // it is kept for adoptions, so a handoff is not refused by a shard whose share is
+        // taken (see `ADOPT_TABLE_FACTOR`).
+        if self.io.conns.is_full() || (accepted && self.io.conns.len() >= self.accept_max) {
+            if accepted {
+                self.io.counters.accepts_rejected_full += 1;
+            }
             return Err(wire);
         }
         let peer = peer_ip(wire.fd);
@@ -185,9 +217,9 @@ impl<S: Service> ShardCell<S> {
                 .io
                 .timers
                 .insert(deadline, TimerEntry::Handshake(id))
-                .ok();
+                .expect("the wheel keeps room for every connection's deadline");
             let slot = self.io.conns.get_mut(id).expect("just inserted");
-            slot.timer = timer;
+            slot.timer = Some(timer);
             slot.timer_at_ms = deadline;
         } else {
             self.arm_idle(id);
@@ -200,7 +232,7 @@ impl<S: Service> ShardCell<S> {
     /// A connection the listener accepted: descriptor `fd`, owned from here.
     pub(crate) fn accept(&mut self, fd: RawFd) {
         self.io.counters.accepts += 1;
-        self.io.now_ms = now_ms();
+        self.io.tick_clock();
         let tls = match &self.tls {
             Some(cfg) => match TlsSession::new(cfg.clone()) {
                 Ok(c) => Some(Box::new(c)),
@@ -215,7 +247,7 @@ impl<S: Service> ShardCell<S> {
         };
         set_nodelay(fd);
         let handshaking = tls.is_some();
-        match self.register(Wire::new(fd, tls, Vec::new()), handshaking) {
+        match self.register(Wire::new(fd, tls, Vec::new()), handshaking, true) {
             Ok(id) if !self.prelogin_admit(id) => {}
             Ok(id) if !handshaking => {
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
@@ -230,8 +262,8 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
-        self.io.now_ms = now_ms();
-        match self.register(detached.into_wire(), false) {
+        self.io.tick_clock();
+        match self.register(detached.into_wire(), false, false) {
             Ok(id) if !self.prelogin_admit(id) => {}
             Ok(id) => {
                 self.io.counters.handoffs_in += 1;
@@ -244,11 +276,23 @@ impl<S: Service> ShardCell<S> {
                     self.dispatch_frames(id, &mut unread, &[]);
                     if let Some(slot) = self.io.conns.get_mut(id) {
                         slot.wire.unread = unread;
+                        // A frame begun before the move keeps its deadline running here.
+                        let partial = slot.wire.has_partial();
+                        self.note_partial(id, partial);
                     }
                 }
             }
             Err(wire) => {
+                // Only when this shard's whole table (its share twice over) is taken.
                 self.io.counters.handoff_failures += 1;
+                let failures = self.io.counters.handoff_failures;
+                if failures.is_power_of_two() {
+                    tracing::warn!(
+                        shard = self.io.shard.0,
+                        failures,
+                        "connection table full: an adopted connection is closed"
+                    );
+                }
                 // SAFETY: the table refused it; nothing else references the descriptor.
                 unsafe { libc::close(wire.fd) };
             }
@@ -256,7 +300,7 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn deliver(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
-        self.io.now_ms = now_ms();
+        self.io.tick_clock();
         self.deliver_batch(from, batch);
     }
 
@@ -282,8 +326,18 @@ impl<S: Service> ShardCell<S> {
         &mut self,
         fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
     ) {
-        self.io.now_ms = now_ms();
-        self.io.timers.advance(self.io.now_ms, fired);
+        self.io.sync_wall();
+        self.fire_timers_at(self.io.mono_ms, fired);
+    }
+
+    /// Fires every timer due at `now` (the shard's monotonic clock, ms).
+    pub(crate) fn fire_timers_at(
+        &mut self,
+        now: u64,
+        fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
+    ) {
+        self.io.mono_ms = now;
+        self.io.timers.advance(now, fired);
         for (_, entry) in fired.drain(..) {
             self.io.counters.timers_fired += 1;
             match entry {
@@ -297,13 +351,17 @@ impl<S: Service> ShardCell<S> {
                     }
                 }
                 TimerEntry::Idle(id) => self.idle_check(id),
-                TimerEntry::Service(t) => self.service.on_timer(&mut self.io, t),
+                TimerEntry::Linger(id) => self.linger_expired(id),
+                TimerEntry::Service(t) => {
+                    self.io.service_timers -= 1;
+                    self.service.on_timer(&mut self.io, t)
+                }
             }
         }
     }
 
     fn idle_check(&mut self, id: ConnId) {
-        let now = self.io.now_ms;
+        let now = self.io.mono_ms;
         let idle = self.io.idle_timeout_ms;
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
@@ -442,21 +500,26 @@ where
             id.0
         ),
     };
-    let now = now_ms();
+    let clock_base = Instant::now();
+    let now = 1;
     let cell = Rc::new_cyclic(|weak| {
         RefCell::new(ShardCell {
             service: make(id),
             io: ShardIo {
                 shard: id,
                 shard_count: config.shards,
-                now_ms: now,
+                now_ms: now_ms(),
+                mono_ms: now,
+                clock_base,
+                wall_offset_ms: now_ms() as i64 - now as i64,
+                wall_step_ms: 0,
                 idle_timeout_ms: config.idle_timeout_ms,
                 frame_timeout_ms: config.frame_timeout_ms,
-                conns: ConnTable::with_capacity(conns_max),
+                conns: ConnTable::with_capacity(conns_max * ADOPT_TABLE_FACTOR),
                 timers: TimerWheel::new(
                     TIMER_TICK_MS,
                     TIMER_SLOTS,
-                    conns_max + SERVICE_TIMERS_MAX,
+                    conns_max * ADOPT_TABLE_FACTOR + SERVICE_TIMERS_MAX,
                     now,
                 ),
                 mesh: MeshOutbox::new(config.shards),
@@ -464,6 +527,7 @@ where
                 latency: Default::default(),
                 cell: weak.clone(),
                 dirty: Vec::new(),
+                service_timers: 0,
                 busy_ns: 0,
                 turn_max_ns: 0,
                 turns: 0,
@@ -471,6 +535,7 @@ where
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
+            accept_max: conns_max,
         })
     });
     // The service starts before anything can reach it.
@@ -524,7 +589,7 @@ where
             // A handoff queued an adoption while flushing: send it this turn.
             flush_mesh(c, &lp.links);
         }
-        if !lp.accept_armed && drain_until.is_none() && c.io.now_ms >= lp.accept_retry_at_ms {
+        if !lp.accept_armed && drain_until.is_none() && c.io.mono_ms >= lp.accept_retry_at_ms {
             lp.arm_accept();
         }
         // Statistics, at most every few ticks (the keeper publishes once a period).
@@ -536,7 +601,7 @@ where
         }
         // Stop and drain.
         if drain_until.is_none() && stop.load(Ordering::Relaxed) {
-            drain_until = Some(now_ms() + SHUTDOWN_DRAIN_MS);
+            drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
             lp.draining = true;
             lp.cancel_accept();
             c.service.on_shutdown(&mut c.io);
@@ -548,7 +613,7 @@ where
         }
         if let Some(until) = drain_until {
             let busy = !c.io.conns.is_empty() || c.service.flushing();
-            if !busy || now_ms() >= until {
+            if !busy || c.io.mono_now() >= until {
                 break;
             }
         }
@@ -559,7 +624,7 @@ where
         } else {
             let next_timer = c.io.timers.next_deadline_ms().unwrap_or(u64::MAX);
             let ms = next_timer
-                .saturating_sub(now_ms())
+                .saturating_sub(c.io.mono_now())
                 .min(HOUSEKEEPING_SLEEP_MS_MAX);
             let mut t = Duration::from_millis(ms);
             if let Some(at) = next_sleep {
@@ -606,6 +671,16 @@ where
         c.io.busy_ns += busy;
         c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
     }
+    // Everything still in flight (receives, sends, the accept, log writes) is cancelled and
+    // reaped before any memory it points at goes: closing the ring's descriptor alone does
+    // not wait for the kernel to let go.
+    let drained = ring::with(|r| {
+        r.drain(Duration::from_millis(ring::RING_DRAIN_MS), |cqe| {
+            if let (Some(Tag::Op), low) = ring::split(cqe.user_data) {
+                ops::complete(low, cqe.result);
+            }
+        })
+    });
     // Whatever did not close within the drain bound goes now.
     {
         let c = &mut *cell.borrow_mut();
@@ -616,12 +691,28 @@ where
             }
         }
     }
-    // The service's unfinished futures go while what they hold still exists; then the ring
-    // (the kernel lets go of every buffer), then the buffers.
+    // The service's unfinished futures go while what they hold still exists; then the ring,
+    // then the buffers.
     exec::drop_all();
-    ring::uninstall();
-    drop(lp);
-    drop(cell);
+    if drained {
+        ring::uninstall();
+        drop(lp);
+        drop(cell);
+    } else {
+        // The kernel still holds requests: keep the ring open and every buffer they may use
+        // (the receive buffers, send buffers, log writes) allocated for the process's life.
+        let in_flight = ring::with(|r| r.in_flight());
+        tracing::warn!(
+            shard = id.0,
+            in_flight,
+            "requests still in flight after {} ms: their buffers are leaked, not freed",
+            ring::RING_DRAIN_MS
+        );
+        ring::leak();
+        ops::leak_slots();
+        std::mem::forget(lp);
+        std::mem::forget(cell);
+    }
 }
 
 /// The process's open-file limit now.
@@ -662,7 +753,7 @@ fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cq
                     let e = std::io::Error::from_raw_os_error(-cqe.result);
                     tracing::warn!(error = %e, errors, "accept failed; backing off");
                 }
-                lp.accept_retry_at_ms = now_ms() + ACCEPT_BACKOFF_MS;
+                lp.accept_retry_at_ms = c.io.mono_now() + ACCEPT_BACKOFF_MS;
             }
         }
         Some(Tag::Wake) => lp.arm_wake(),

@@ -9,7 +9,8 @@
 //!
 //! Lifecycle of a slot: inserted at accept (or adoption) → `open` after the TLS handshake →
 //! `Closing`/`HandingOff` when someone asks → removed by the shard loop once its output is
-//! flushed and nothing is in flight on its socket. Removal bumps the slot's generation, so a stale [`ConnId`] never
+//! flushed and nothing is in flight on its socket, or aborted at its linger deadline
+//! ([`CONN_LINGER_MS`]) if that takes too long. Removal bumps the slot's generation, so a stale [`ConnId`] never
 //! reaches the next connection in that slot.
 
 use std::rc::Weak;
@@ -25,6 +26,22 @@ use crate::ShardId;
 /// Most bytes queued for one connection that it has not yet taken off the socket. A client
 /// that stops reading is closed ([`CloseReason::OutputOverflow`]) rather than let grow.
 pub const CONN_OUTPUT_BYTES_MAX: usize = 256 * 1024;
+
+/// How long a connection that left `Open` (closing, or being handed off) may take to flush
+/// what it owes and let go of its socket. Past it the slot aborts: its output is dropped,
+/// everything in flight on the socket is cancelled, and the socket closes. A peer that stops
+/// reading cannot hold a slot beyond it.
+pub const CONN_LINGER_MS: u64 = 5_000;
+
+/// Most plaintext a connection being handed off may buffer while its socket detaches: one
+/// whole frame. A peer that sends more in that window is closed.
+pub const HANDOFF_UNREAD_BYTES_MAX: usize =
+    proto::limits::FRAME_HEADER_BYTES + proto::limits::FRAME_BYTES_MAX;
+
+/// Service timers a shard may hold at once. The wheel has room for these beside one engine
+/// timer per connection slot, so a service that sets many timers never leaves a connection
+/// without its deadline; past it `set_timer` answers [`TimersFull`].
+pub const SERVICE_TIMERS_MAX: usize = 65_536;
 
 /// What a connection slot is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +71,14 @@ pub(crate) struct ConnSlot {
     pub(crate) last_rx_ms: u64,
     /// The handshake or idle timer of this connection in the wheel.
     pub(crate) timer: Option<TimerId>,
-    /// When that timer is due (wall clock, ms).
+    /// When that timer is due (the shard's monotonic clock, ms).
     pub(crate) timer_at_ms: u64,
     /// Since when part of a frame has been waiting for the rest (0: none).
     pub(crate) partial_since_ms: u64,
     /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
     pub(crate) opened: bool,
+    /// It left `Open` and its linger deadline ([`CONN_LINGER_MS`]) is armed.
+    pub(crate) lingering: bool,
     /// The peer's address (IPv4 mapped into IPv6; `::` when the socket could not say), read
     /// once at accept or adoption: services budget sign-ups per source address.
     pub(crate) peer: std::net::Ipv6Addr,
@@ -83,6 +102,7 @@ impl ConnSlot {
             timer_at_ms: 0,
             partial_since_ms: 0,
             opened: false,
+            lingering: false,
             peer,
             logged_in: false,
             prefix_counted: false,
@@ -105,6 +125,8 @@ pub(crate) enum TimerEntry<T> {
     Handshake(ConnId),
     /// This connection must have received something since `last_rx_ms + idle`.
     Idle(ConnId),
+    /// This connection left `Open` and must be gone by now ([`CONN_LINGER_MS`]).
+    Linger(ConnId),
     /// A timer the service set.
     Service(T),
 }
@@ -123,7 +145,19 @@ pub struct TimersFull;
 pub struct ShardIo<S: Service> {
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
+    /// Wall-clock ms since the Unix epoch, for the service (timestamps that leave the box,
+    /// and the deadlines it gives `set_timer`): `mono_ms` plus `wall_offset_ms`.
     pub(crate) now_ms: u64,
+    /// The engine's clock: monotonic ms since the shard started (plus one, so 0 is never a
+    /// time). Every deadline in the wheel and every connection's timestamps are on it, so a
+    /// step of the wall clock (NTP, an operator) neither stalls nor fires them.
+    pub(crate) mono_ms: u64,
+    /// The origin of `mono_ms`.
+    pub(crate) clock_base: std::time::Instant,
+    /// Wall clock minus monotonic clock, read once per loop turn ([`ShardIo::sync_wall`]).
+    pub(crate) wall_offset_ms: i64,
+    /// Added to the wall clock when it is read: a step, for tests. Always 0 in production.
+    pub(crate) wall_step_ms: i64,
     pub(crate) idle_timeout_ms: u64,
     pub(crate) frame_timeout_ms: u64,
     pub(crate) conns: ConnTable<ConnSlot>,
@@ -136,6 +170,8 @@ pub struct ShardIo<S: Service> {
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
     /// Connections with output to flush or a state change to act on, this turn.
     pub(crate) dirty: Vec<ConnId>,
+    /// Service timers in the wheel (at most [`SERVICE_TIMERS_MAX`]).
+    pub(crate) service_timers: usize,
     /// Time the loop spent working (not waiting in the kernel) since the last statistics
     /// period; read and reset by the statistics keeper.
     pub(crate) busy_ns: u64,
@@ -162,6 +198,25 @@ impl<S: Service> ShardIo<S> {
     /// Wall-clock milliseconds since the Unix epoch, read once per event batch.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The monotonic clock now (ms; see `mono_ms`), without storing it.
+    pub(crate) fn mono_now(&self) -> u64 {
+        self.clock_base.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Reads the monotonic clock (once per event batch) and moves both clocks to it.
+    pub(crate) fn tick_clock(&mut self) {
+        self.mono_ms = self.mono_now();
+        self.now_ms = self.mono_ms.saturating_add_signed(self.wall_offset_ms);
+    }
+
+    /// Reads both clocks (once per loop turn): the wall clock may have stepped since.
+    pub(crate) fn sync_wall(&mut self) {
+        self.mono_ms = self.mono_now();
+        let wall = now_ms().saturating_add_signed(self.wall_step_ms);
+        self.wall_offset_ms = wall as i64 - self.mono_ms as i64;
+        self.now_ms = wall;
     }
 
     /// The shard's counters (read-only for the service; the engine keeps them).
@@ -246,7 +301,13 @@ impl<S: Service> ShardIo<S> {
 
     /// Moves live connection `conn` to shard `to`: its queued output is flushed here, then
     /// its socket, TLS state and unread bytes travel with `msg`, and `to` hears `on_adopt`.
-    /// This shard hears `on_close(conn, HandedOff)`.
+    /// This shard hears `on_close(conn, HandedOff)` — or `on_close` with another reason if
+    /// the move is called off (a send fails, the output overflows, the linger deadline or
+    /// the one-frame input cap is passed meanwhile); then `msg` is dropped.
+    ///
+    /// Ordering: the adoption leaves once the socket has detached, a turn or more later, so
+    /// a `mesh_send` to `to` made after this call may reach `to` before `on_adopt`. Send what
+    /// `to` needs about the connection in `msg` itself.
     pub fn hand_off(&mut self, conn: ConnId, to: ShardId, msg: S::Msg) -> Result<(), ConnGone> {
         assert!(
             to.0 < self.shard_count,
@@ -263,18 +324,31 @@ impl<S: Service> ShardIo<S> {
         Ok(())
     }
 
-    /// Sets a service timer that fires at `deadline_ms` (wall clock, ms) or within one wheel
-    /// tick after it.
+    /// Sets a service timer that fires at `deadline_ms` (wall clock, ms, as [`ShardIo::now_ms`]
+    /// gives it) or within one wheel tick after it. The wheel keeps the time left until it
+    /// on the monotonic clock: a later step of the wall clock does not move the timer.
+    /// At most [`SERVICE_TIMERS_MAX`] service timers are held at once.
     pub fn set_timer(&mut self, deadline_ms: u64, timer: S::Timer) -> Result<TimerId, TimersFull> {
-        self.timers
-            .insert(deadline_ms, TimerEntry::Service(timer))
-            .map_err(|_| TimersFull)
+        if self.service_timers >= SERVICE_TIMERS_MAX {
+            self.counters.service_timers_refused += 1;
+            return Err(TimersFull);
+        }
+        let due = self.mono_ms + deadline_ms.saturating_sub(self.now_ms);
+        let id = self
+            .timers
+            .insert(due, TimerEntry::Service(timer))
+            .map_err(|_| TimersFull)?;
+        self.service_timers += 1;
+        Ok(id)
     }
 
     /// Cancels a service timer; `None` when it already fired or was cancelled.
     pub fn cancel_timer(&mut self, id: TimerId) -> Option<S::Timer> {
         match self.timers.cancel(id)? {
-            TimerEntry::Service(t) => Some(t),
+            TimerEntry::Service(t) => {
+                self.service_timers -= 1;
+                Some(t)
+            }
             // Engine timers never leak their ids to the service.
             _ => unreachable!("service cancelled an engine timer"),
         }
@@ -290,6 +364,9 @@ pub(crate) struct ShardCell<S: Service> {
     pub(crate) io: ShardIo<S>,
     pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     pub(crate) handshake_timeout_ms: u64,
+    /// This shard's share of the connection cap: accepts stop here (the table has room
+    /// beyond it for adoptions).
+    pub(crate) accept_max: usize,
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -25,7 +25,7 @@ fn input(rng: &mut XorShift, mode: u8) -> Vec<u8> {
     data.insert(0, rng.next() as u8);
     data.insert(0, mode);
     // Every few raw inputs start with a plausible record header, to get past the first check.
-    if mode % 2 == 0 && data.len() > 7 && rng.next() % 3 == 0 {
+    if mode.is_multiple_of(2) && data.len() > 7 && rng.next().is_multiple_of(3) {
         data[2] = 23;
         data[3] = 3;
         data[4] = 3;
@@ -153,7 +153,7 @@ fn record_limits_end_the_stream_exactly_where_the_model_says() {
         // Mostly records that are fine on their own, so runs get long enough to reach the
         // limits; now and then one that ends the stream at once.
         let (mut wire, mut expected, mut ends) = (Vec::new(), Vec::new(), None);
-        let empty_bias = rng.next() % 2 == 0;
+        let empty_bias = rng.next().is_multiple_of(2);
         for _ in 0..rng.next() % 120 {
             let pick = match rng.next() % 64 {
                 0 => 6 + rng.next() % 2,

@@ -177,7 +177,7 @@ fn steady_args(conns: &str, rate: &str, duration: &str) -> Vec<String> {
 }
 
 /// The median, NaNs left out (NaN when nothing is left).
-pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return f64::NAN;

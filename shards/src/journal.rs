@@ -395,7 +395,7 @@ impl<F> Journal<F> {
 
     /// The job finished with `outcome`; the log is now `file` (`log_len` bytes). Returns
     /// the effects to release. After a failure the caller schedules a retry
-    /// ([`Journal::retry_scheduled`]).
+    /// (`Journal::retry_scheduled`).
     pub fn finished(&mut self, file: F, log_len: u64, outcome: Outcome) -> Vec<AfterCommit> {
         self.file = Some(file);
         let after = self.in_flight_after.take().expect("a job was in flight");

@@ -116,7 +116,7 @@ fn sender(
         let mut batch = Vec::new();
         for _ in 0..WINDOW {
             let body = cid.to_string().into_bytes();
-            batch.extend(frame(if cid % GROUP_EVERY == 0 {
+            batch.extend(frame(if cid.is_multiple_of(GROUP_EVERY) {
                 client_frame::Kind::GroupSend(proto::v1::GroupSend {
                     group_id,
                     client_msg_id: cid,
@@ -167,7 +167,7 @@ fn create_group(addr: SocketAddr, members: &[String]) -> u64 {
 
 /// Which recipients a client id was for.
 fn meant_for(cid: u64, recipients: &[String]) -> Vec<usize> {
-    if cid % GROUP_EVERY == 0 {
+    if cid.is_multiple_of(GROUP_EVERY) {
         (0..recipients.len()).collect()
     } else {
         vec![cid as usize % recipients.len()]

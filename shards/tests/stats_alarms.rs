@@ -56,9 +56,10 @@ fn queue_alarm_names_the_user_by_id_and_clears_when_drained() {
     for body in [&stats_body, &metrics_body] {
         assert!(!body.contains(&b[1..]), "a phone number leaked: {body}");
     }
-    let metrics = parse_prometheus(&metrics_body);
-    assert!(metrics.iter().any(|s| s.name == "switchboard_alarm_active"
-        && s.labels.get("stat").map(String::as_str) == Some("queue_items_user_max")));
+    assert_eq!(
+        alarm_active(&metrics_body, "queue_items_user_max"),
+        Some(1.0)
+    );
 
     // b logs in, receives everything and acks it: the queue drains and the alarm clears.
     let mut cb = server.client();
@@ -72,6 +73,12 @@ fn queue_alarm_names_the_user_by_id_and_clears_when_drained() {
         let shard = fresh_stats(admin, 1).remove(0);
         if shard["alarms"].as_array().unwrap().is_empty() {
             assert_eq!(shard["service"]["queue_items_user_max"], 0);
+            // A cleared alarm still has its sample, at 0 (dashboards, `absent()` alerts).
+            let (_, metrics_body) = get(admin, "/metrics");
+            assert_eq!(
+                alarm_active(&metrics_body, "queue_items_user_max"),
+                Some(0.0)
+            );
             break;
         }
         assert!(
@@ -79,4 +86,15 @@ fn queue_alarm_names_the_user_by_id_and_clears_when_drained() {
             "alarm never cleared: {shard}"
         );
     }
+}
+
+/// The value of `switchboard_alarm_active` for the alarm on `stat`, if it has a sample.
+fn alarm_active(metrics_body: &str, stat: &str) -> Option<f64> {
+    parse_prometheus(metrics_body)
+        .into_iter()
+        .find(|s| {
+            s.name == "switchboard_alarm_active"
+                && s.labels.get("stat").map(String::as_str) == Some(stat)
+        })
+        .map(|s| s.value)
 }

@@ -11,18 +11,19 @@
 //! (encrypted) and one send submitted per connection, so the turn's sends all leave in the
 //! next `io_uring_enter`. A closing slot is flushed, then everything in flight on its socket
 //! is cancelled, and once the last completion is in, its descriptor is closed and the slot
-//! removed. A slot being handed off does the same but detaches its socket instead.
+//! removed. A slot being handed off does the same but detaches its socket instead. Either
+//! has `CONN_LINGER_MS` to finish, then aborts; a closing slot reads nothing more, a
+//! departing one at most one frame.
 //!
 //! This module must not touch the listener, the mesh rings or the timer wheel directly.
 
 use crate::conn_table::ConnId;
 use crate::handoff::Detached;
-use crate::mesh::Envelope;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX};
-use crate::shard_io::{now_ms, ShardCell};
+use crate::shard_io::ShardCell;
+use crate::shard_io::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
 
 /// The shard's reusable byte buffers for connection I/O.
 pub(crate) struct Scratch {
@@ -109,24 +110,36 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    /// Closes `id` without flushing: the peer is gone or the socket failed.
+    /// Closes `id` without flushing: the peer is gone or the socket failed. A handoff in
+    /// progress is called off.
     pub(crate) fn close_now(&mut self, id: ConnId, reason: CloseReason) {
+        self.set_closing(id, reason);
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
         slot.wire.abort = true;
-        if matches!(slot.state, SlotState::Open | SlotState::Handshaking) {
-            slot.state = SlotState::Closing(reason);
-        }
         mark_dirty(slot, &mut self.io.dirty, id);
     }
 
     /// `n` bytes arrived on `id`, in `data` (a provided buffer this call may scribble on).
-    fn received(&mut self, id: ConnId, data: &mut [u8], scratch: &mut Scratch) {
-        self.io.now_ms = now_ms();
+    pub(crate) fn received(&mut self, id: ConnId, data: &mut [u8], scratch: &mut Scratch) {
+        self.io.tick_clock();
         self.io.counters.bytes_in += data.len() as u64;
         self.note_rx(id);
         let slot = self.io.conns.get_mut(id).expect("caller checked the id");
+        match slot.state {
+            // Nothing more is read from a closing connection: its bytes are dropped here.
+            SlotState::Closing(_) => return,
+            // Kept for the new shard, but no more than one frame's worth.
+            SlotState::HandingOff(_)
+                if slot.wire.unread.len() + data.len() > HANDOFF_UNREAD_BYTES_MAX =>
+            {
+                self.io.counters.frames_too_large += 1;
+                self.close_now(id, CloseReason::FrameTooLarge);
+                return;
+            }
+            _ => {}
+        }
         let mut unread = std::mem::take(&mut slot.wire.unread);
         let wire = &mut slot.wire;
         let mut handshake_done = false;
@@ -238,6 +251,11 @@ impl<S: Service> ShardCell<S> {
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
+        if !slot.lingering && !matches!(slot.state, SlotState::Open | SlotState::Handshaking) {
+            // Closing or departing from here on, within the linger deadline.
+            self.start_linger(id);
+            return self.progress(id, scratch);
+        }
         slot.dirty = false;
         let flush = match slot.state {
             SlotState::Closing(CloseReason::OutputOverflow) => false,
@@ -252,7 +270,7 @@ impl<S: Service> ShardCell<S> {
             }
             slot.wire.start_send(id.index());
             if slot.wire.unsent() > CONN_OUTPUT_BYTES_MAX {
-                slot.state = SlotState::Closing(CloseReason::OutputOverflow);
+                self.set_closing(id, CloseReason::OutputOverflow);
                 return self.progress(id, scratch);
             }
         }
@@ -299,14 +317,7 @@ impl<S: Service> ShardCell<S> {
         );
         let detached = Detached::from_wire(wire);
         self.io.counters.handoffs_out += 1;
-        if self
-            .io
-            .mesh
-            .push(to, Envelope::Adopt(detached, msg))
-            .is_err()
-        {
-            self.io.counters.handoff_failures += 1;
-        }
+        self.io.mesh.push_adopt(to, detached, msg);
         self.finish(id, CloseReason::HandedOff);
     }
 }

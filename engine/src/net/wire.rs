@@ -71,6 +71,12 @@ impl Wire {
         self.pending.len() + self.inflight.len() - self.inflight_at as usize
     }
 
+    /// Takes the wire bytes produced and not yet submitted (tests that play the peer).
+    #[cfg(test)]
+    pub(crate) fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Bytes of an unfinished frame (or TLS record) are waiting for the rest.
     pub(crate) fn has_partial(&self) -> bool {
         !self.unread.is_empty() || self.tls.as_ref().is_some_and(|t| t.pending_in_len() > 0)
@@ -177,17 +183,23 @@ impl Wire {
         spare: &mut Vec<Vec<u8>>,
     ) -> io::Result<usize> {
         self.send_armed = false;
-        if res < 0 {
+        if res < 0 || (res == 0 && !self.inflight.is_empty()) {
             if let Some(tls) = &mut self.tls {
                 tls.write_failed();
             }
-            return Err(io::Error::from_raw_os_error(-res));
-        }
-        if res == 0 && !self.inflight.is_empty() {
-            return Err(io::ErrorKind::WriteZero.into());
+            // The kernel is done with the buffer; what it did not take never will be sent.
+            self.inflight = Vec::new();
+            self.inflight_at = 0;
+            self.pending = Vec::new();
+            return Err(match res {
+                0 => io::ErrorKind::WriteZero.into(),
+                e => io::Error::from_raw_os_error(-e),
+            });
         }
         self.inflight_at += res as u32;
-        if (self.inflight_at as usize) < self.inflight.len() && !self.cancel_sent {
+        // The rest goes out unless the connection is aborting: bytes made after a cancel (a
+        // TLS alert) are whole records, and cutting one breaks the peer's record stream.
+        if (self.inflight_at as usize) < self.inflight.len() && !self.abort {
             self.submit_send(index);
         } else {
             let mut done = std::mem::take(&mut self.inflight);
@@ -198,6 +210,15 @@ impl Wire {
             }
         }
         Ok(res as usize)
+    }
+
+    /// The connection gives up on its output (its linger deadline passed): what is pending is
+    /// dropped, the send in flight (if any) is cancelled with the rest, and no alert follows.
+    pub(crate) fn abort_output(&mut self) {
+        self.abort = true;
+        self.pending = Vec::new();
+        // A cancel sent earlier (for the receive) did not cover a send submitted since.
+        self.cancel_sent = false;
     }
 
     /// Asks the kernel to end everything in flight on this socket (once).

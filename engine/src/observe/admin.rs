@@ -4,9 +4,10 @@
 //! - `GET /metrics`: Prometheus text (see [`crate::stats_text::prometheus`]); before a shard
 //!   has published, its engine numbers show as zeros.
 //! - `GET /stats`: JSON, one object per shard that has published.
-//! - `GET /healthz`: 200 while the process serves this endpoint (liveness).
+//! - `GET /healthz`: 200 while the process serves this endpoint and every shard lives
+//!   (liveness); 503 once a shard died.
 //! - `GET /readyz`: 200 once every shard has started (its log replayed, its accept loop
-//!   running) and until shutdown starts; 503 with the reason otherwise.
+//!   running) and until shutdown starts or a shard dies; 503 with the reason otherwise.
 //! - Anything else: 404 (405 for a method other than GET). Every response closes the
 //!   connection.
 //!
@@ -316,7 +317,12 @@ fn route(method: &str, path: &str, view: &AdminView) -> Response {
         return Response::text("405 Method Not Allowed", "GET only\n");
     }
     match path {
-        "/healthz" => Response::text("200 OK", "ok\n"),
+        "/healthz" => match view.health.dead_shard() {
+            None => Response::text("200 OK", "ok\n"),
+            Some(shard) => {
+                Response::text("503 Service Unavailable", format!("shard {shard} died\n"))
+            }
+        },
         "/readyz" => match view.health.ready() {
             Ok(()) => Response::text("200 OK", "ready\n"),
             Err(why) => Response::text("503 Service Unavailable", format!("{why}\n")),

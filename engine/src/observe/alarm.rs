@@ -75,6 +75,12 @@ impl Alarms {
         }
     }
 
+    /// The statistics the rules watch, active or not: `/metrics` exports a 0 for each one
+    /// that is quiet, so a dashboard panel or an `absent()` alert always finds a sample.
+    pub(crate) fn watched(&self) -> Vec<&'static str> {
+        self.config.rules.iter().map(|r| r.stat).collect()
+    }
+
     /// Applies every rule to the values `value` gives; returns the alarms active now.
     pub(crate) fn check(
         &mut self,

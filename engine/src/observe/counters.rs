@@ -46,6 +46,11 @@ pub struct ShardCounters {
     pub handoffs_in: u64,
     /// Handoffs that failed (descriptor duplication failed, or the target's table was full).
     pub handoff_failures: u64,
+    /// Closing or departing connections aborted because they did not finish within
+    /// `CONN_LINGER_MS` (their peer stopped reading, say).
+    pub linger_aborts: u64,
+    /// Service timers refused because the service held `SERVICE_TIMERS_MAX` already.
+    pub service_timers_refused: u64,
     /// Engine and service timers that fired.
     pub timers_fired: u64,
     /// Receives the kernel ended because every provided buffer was out (re-armed at once;

@@ -1,5 +1,9 @@
 //! Liveness and readiness, for `/healthz` and `/readyz`.
 //!
+//! A shard that dies (panics: an engine or service bug) marks itself dead from its panic
+//! hook before the process exits (`runtime`, fail-fast), so `/readyz` never says ready
+//! with a shard gone, and `/healthz` says 503 too.
+//!
 //! Ready means: every shard has run its service's `on_start` (for Switchboard: the log is
 //! replayed) and attached its accept loop to its already-bound listener, and the runtime is
 //! not stopping. Each shard marks itself started once, from its own thread, after both; the
@@ -26,6 +30,12 @@ pub enum NotReady {
     /// The stop flag is set: the server is draining.
     #[error("shutting down")]
     ShuttingDown,
+    /// A shard thread died (a bug); the process is on its way out.
+    #[error("shard {shard} died")]
+    ShardDied {
+        /// The first shard that died.
+        shard: usize,
+    },
 }
 
 /// What the shards report about their start and the runtime about its stop.
@@ -33,6 +43,8 @@ pub enum NotReady {
 pub struct Health {
     shards: usize,
     started: AtomicUsize,
+    /// 1 + the first shard that died, or 0.
+    died: AtomicUsize,
     stop: Arc<AtomicBool>,
 }
 
@@ -42,6 +54,7 @@ impl Health {
         Health {
             shards,
             started: AtomicUsize::new(0),
+            died: AtomicUsize::new(0),
             stop,
         }
     }
@@ -54,8 +67,25 @@ impl Health {
         assert!(before < self.shards, "a shard started twice");
     }
 
+    /// Shard `shard` died (called from its thread as it panics): never ready again.
+    pub(crate) fn shard_died(&self, shard: usize) {
+        // Once, from a dying shard's panic hook: never on the per-frame path.
+        #[allow(clippy::disallowed_methods)]
+        let _ = self
+            .died
+            .compare_exchange(0, shard + 1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The first shard that died, if any.
+    pub fn dead_shard(&self) -> Option<usize> {
+        self.died.load(Ordering::Acquire).checked_sub(1)
+    }
+
     /// Ready to take traffic, or why not.
     pub fn ready(&self) -> Result<(), NotReady> {
+        if let Some(shard) = self.dead_shard() {
+            return Err(NotReady::ShardDied { shard });
+        }
         if self.stop.load(Ordering::Relaxed) {
             return Err(NotReady::ShuttingDown);
         }
@@ -91,5 +121,17 @@ mod tests {
         assert_eq!(h.ready(), Ok(()));
         stop.store(true, Ordering::Relaxed);
         assert_eq!(h.ready(), Err(NotReady::ShuttingDown));
+    }
+
+    #[test]
+    fn never_ready_once_a_shard_died() {
+        let h = Health::new(2, Arc::new(AtomicBool::new(false)));
+        h.shard_started();
+        h.shard_started();
+        assert_eq!(h.ready(), Ok(()));
+        h.shard_died(1);
+        h.shard_died(0);
+        assert_eq!(h.ready(), Err(NotReady::ShardDied { shard: 1 }));
+        assert_eq!(h.dead_shard(), Some(1), "the first death is the one told");
     }
 }

@@ -126,6 +126,8 @@ pub struct ShardStats {
     pub histograms: Vec<NamedHistogram>,
     /// Alarms over their threshold now.
     pub alarms: Vec<ActiveAlarm>,
+    /// The statistics an alarm rule watches, active or not (each exported as 0 or 1).
+    pub alarms_watched: Vec<&'static str>,
 }
 
 impl ShardStats {
@@ -262,7 +264,9 @@ impl StatsKeeper {
     /// Publishes a snapshot if a period has passed since the last one (the first call starts
     /// the clock).
     pub(crate) fn tick<S: Service>(&mut self, cell: &mut ShardCell<S>) {
-        let now = cell.io.now_ms;
+        // Periods on the monotonic clock: a step of the wall clock neither stalls the
+        // statistics nor makes a period negative.
+        let now = cell.io.mono_ms;
         if self.last_ms == 0 {
             self.last_ms = now;
             // Start utilisation from here: the shard's startup is not load.
@@ -308,7 +312,7 @@ impl StatsKeeper {
         let mut stats = ShardStats {
             shard: self.shard,
             seq: self.seq,
-            at_ms: now,
+            at_ms: cell.io.now_ms,
             counters,
             timers: cell.io.timers.len() as u64,
             mesh_outbox: cell.io.mesh.len_per_peer().map(|n| n as u64).collect(),
@@ -329,6 +333,7 @@ impl StatsKeeper {
                 .chain(cell.service.histograms())
                 .collect(),
             alarms: Vec::new(),
+            alarms_watched: self.alarms.watched(),
         };
         stats.alarms = self.check_alarms(&stats, &cell.service, now);
         stats

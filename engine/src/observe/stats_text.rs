@@ -46,7 +46,7 @@ const fn field(
 }
 
 /// Every engine counter, in a fixed order.
-pub fn counter_fields(c: &ShardCounters) -> [Field; 29] {
+pub fn counter_fields(c: &ShardCounters) -> [Field; 31] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -70,6 +70,8 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 29] {
         handoffs_out,
         handoffs_in,
         handoff_failures,
+        linger_aborts,
+        service_timers_refused,
         timers_fired,
         recv_no_buffers,
         ring_enters,
@@ -102,6 +104,8 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 29] {
         field("handoffs_out", "handoffs_out_total", "Connections handed to another shard.", true, handoffs_out as f64),
         field("handoffs_in", "handoffs_in_total", "Connections adopted from another shard.", true, handoffs_in as f64),
         field("handoff_failures", "handoff_failures_total", "Handoffs that failed.", true, handoff_failures as f64),
+        field("linger_aborts", "linger_aborts_total", "Closing or departing connections aborted: not gone within the linger deadline.", true, linger_aborts as f64),
+        field("service_timers_refused", "service_timers_refused_total", "Service timers refused: the service's share of the wheel is taken.", true, service_timers_refused as f64),
         field("timers_fired", "timers_fired_total", "Timers that fired.", true, timers_fired as f64),
         field("recv_no_buffers", "recv_no_buffers_total", "Receives ended because every provided buffer was out.", true, recv_no_buffers as f64),
         field("ring_enters", "ring_enters_total", "io_uring_enter calls: one wait per loop turn, plus submits a full submission queue forced.", true, ring_enters as f64),
@@ -286,11 +290,20 @@ pub fn prometheus(shards: &[ShardStats]) -> String {
         );
     }
     for s in shards {
-        for a in &s.alarms {
+        let quiet = s
+            .alarms_watched
+            .iter()
+            .filter(|w| !s.alarms.iter().any(|a| a.stat == **w));
+        let samples = s
+            .alarms
+            .iter()
+            .map(|a| (a.stat, 1))
+            .chain(quiet.map(|w| (*w, 0)));
+        for (stat, active) in samples {
             let _ = writeln!(
                 out,
-                "switchboard_alarm_active{{shard=\"{}\",stat=\"{}\"}} 1",
-                s.shard, a.stat
+                "switchboard_alarm_active{{shard=\"{}\",stat=\"{stat}\"}} {active}",
+                s.shard
             );
         }
     }
@@ -415,6 +428,7 @@ mod tests {
             service: vec![("queue_items", 7), ("sends_total", 2)],
             service_help: &[("queue_items", "Items queued.")],
             utilisation_pct: 25.0,
+            alarms_watched: vec!["queue_items", "utilisation_pct"],
             ..Default::default()
         };
         s.counters.frames_in = 42;
@@ -441,6 +455,8 @@ mod tests {
         assert!(text.contains("# TYPE switchboard_sends_total counter\n"));
         assert!(text.contains("# HELP switchboard_sends_total Reported by the service.\n"));
         assert!(text.contains("switchboard_alarm_active{shard=\"1\",stat=\"queue_items\"} 1\n"));
+        // A watched statistic with no alarm still has a sample (dashboards, `absent()` alerts).
+        assert!(text.contains("switchboard_alarm_active{shard=\"1\",stat=\"utilisation_pct\"} 0\n"));
         assert!(text.contains("switchboard_alarms_active{shard=\"1\"} 1\n"));
         assert!(prometheus(&[]).is_empty());
     }

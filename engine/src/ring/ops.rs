@@ -107,6 +107,12 @@ impl Drop for Op {
     }
 }
 
+/// Forgets every op slot and what it keeps: for a shard exit whose ring could not be
+/// drained (the kernel may still use those buffers).
+pub(crate) fn leak_slots() {
+    SLOTS.with(|s| std::mem::forget(std::mem::take(&mut s.borrow_mut().0)));
+}
+
 /// Records the completion of op `index` and wakes its future.
 pub(crate) fn complete(index: u64, result: i32) {
     let index = index as u32;
@@ -132,9 +138,9 @@ pub(crate) fn complete(index: u64, result: i32) {
     }
 }
 
-/// Submits `sqe` (built with the slot's `user_data`), keeping `keep` alive for the kernel.
-fn submit(sqe: impl FnOnce() -> squeue::Entry, keep: Keep) -> Op {
-    let index = SLOTS.with(|s| {
+/// Takes a free op slot and fills it with `keep` (nothing submitted yet).
+fn take_slot(keep: Keep) -> u32 {
+    SLOTS.with(|s| {
         let mut s = s.borrow_mut();
         let index = match s.1.pop() {
             Some(i) => i,
@@ -145,7 +151,12 @@ fn submit(sqe: impl FnOnce() -> squeue::Entry, keep: Keep) -> Op {
         };
         s.0[index as usize] = Slot::Waiting { waker: None, keep };
         index
-    });
+    })
+}
+
+/// Submits `sqe` (built with the slot's `user_data`), keeping `keep` alive for the kernel.
+fn submit(sqe: impl FnOnce() -> squeue::Entry, keep: Keep) -> Op {
+    let index = take_slot(keep);
     let sqe = sqe().user_data(user_data(Tag::Op, u64::from(index)));
     // SAFETY: the buffers and paths `sqe` points into were moved into slot `index` (their heap
     // storage does not move) and stay there until `complete` sees this op's completion.
@@ -221,50 +232,70 @@ pub(crate) async fn write_part_at(
 /// How a linked write-then-sync failed.
 #[derive(Debug)]
 pub(crate) enum LinkedError {
-    /// The write failed or wrote less than asked (the link broke; the sync never ran).
-    Write,
+    /// The write failed (its own error: `ENOSPC`, `EIO`...); the sync never ran.
+    Write(io::Error),
+    /// The write wrote less than asked (the link broke; the sync never ran).
+    Short {
+        /// Bytes the write took.
+        written: usize,
+    },
     /// The write went through whole, the sync failed.
     Sync(io::Error),
 }
 
 /// Writes `buf` at `offset`, then `fdatasync`s, as one linked submission: the sync starts in
 /// the kernel the moment the write is done, with no trip back to the shard in between. A
-/// failed or short write breaks the link and the sync comes back cancelled. (The write's
-/// own completion is ignored. `IOSQE_CQE_SKIP_SUCCESS` on it would save that completion,
-/// but on Linux 6.18 a failed write so marked left its cancelled sync without a completion
-/// at all: `a_failed_linked_write_cancels_its_sync_and_says_so` hung.)
+/// failed or short write breaks the link and the sync comes back cancelled.
+///
+/// The two entries go to the ring together ([`super::Ring::push_chain`]): a link never spans
+/// two submissions, so a chain split at a full queue would let the sync run (and succeed)
+/// before the write. Each has its own completion, and both are checked: the write's error is
+/// the one reported. The buffer stays in the write's slot until the write's completion.
+/// (`IOSQE_CQE_SKIP_SUCCESS` on the write would save a completion, but on Linux 6.18 a
+/// failed write so marked left its cancelled sync without a completion at all.)
 pub(crate) async fn write_then_sync(
     fd: RawFd,
     buf: Vec<u8>,
     offset: u64,
 ) -> Result<(), LinkedError> {
     let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
-    let write = opcode::Write::new(types::Fd(fd), ptr, len)
-        .offset(offset)
-        .build()
-        .flags(squeue::Flags::IO_LINK)
-        .user_data(user_data(Tag::Ignore, 0));
-    // SAFETY: the write reads `buf`, which moves into the sync's slot below and stays there
-    // until the sync's completion — which the kernel posts only after the linked write is
-    // done (or cancelled with it).
-    super::with(|r| unsafe { r.push(&write) });
-    let keep = Keep {
+    let write_slot = take_slot(Keep {
         buf,
         paths: Vec::new(),
+    });
+    let sync_slot = take_slot(Keep::default());
+    let chain = [
+        opcode::Write::new(types::Fd(fd), ptr, len)
+            .offset(offset)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(user_data(Tag::Op, u64::from(write_slot))),
+        opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(user_data(Tag::Op, u64::from(sync_slot))),
+    ];
+    // SAFETY: the write reads `buf`, which was moved into the write's slot (its heap storage
+    // does not move) and stays there until that slot's completion is reaped, even if this
+    // future is dropped first (the slot becomes an orphan). The sync points at no memory.
+    super::with(|r| unsafe { r.push_chain(&chain) });
+    let write = Op {
+        index: write_slot,
+        done: false,
     };
-    let (res, _) = submit(
-        || {
-            opcode::Fsync::new(types::Fd(fd))
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-        },
-        keep,
-    )
-    .await;
-    match res {
-        0.. => Ok(()),
-        e if e == -libc::ECANCELED => Err(LinkedError::Write),
-        e => Err(LinkedError::Sync(io::Error::from_raw_os_error(-e))),
+    let sync = Op {
+        index: sync_slot,
+        done: false,
+    };
+    let (written, _) = write.await;
+    let (synced, _) = sync.await;
+    match written {
+        w if w < 0 => Err(LinkedError::Write(io::Error::from_raw_os_error(-w))),
+        w if w as u32 != len => Err(LinkedError::Short {
+            written: w as usize,
+        }),
+        _ if synced < 0 => Err(LinkedError::Sync(io::Error::from_raw_os_error(-synced))),
+        _ => Ok(()),
     }
 }
 
@@ -360,6 +391,41 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
+    /// The submission queue has one free entry when the append comes: the write and its
+    /// sync must still leave together. Split, the sync ran alone and succeeded, and the
+    /// failed write (read-only file) was acknowledged as durable.
+    #[test]
+    fn a_linked_write_and_sync_stay_linked_at_a_nearly_full_queue() {
+        let path = temp_file("linked-full");
+        std::fs::write(&path, b"x").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let fd = f.as_raw_fd();
+        let done = std::thread::spawn(move || {
+            crate::ring::install_sized(4).unwrap();
+            for n in 0..3 {
+                let nop = opcode::Nop::new()
+                    .build()
+                    .user_data(user_data(Tag::Ignore, n));
+                // SAFETY: a no-op points at no memory.
+                crate::ring::with(|r| unsafe { r.push(&nop) });
+            }
+            let out =
+                crate::block_on(async move { write_then_sync(fd, b"hello".to_vec(), 0).await })
+                    .unwrap();
+            crate::ring::uninstall();
+            out
+        })
+        .join()
+        .unwrap();
+        match done {
+            Err(LinkedError::Write(e)) => assert_eq!(e.raw_os_error(), Some(libc::EBADF)),
+            other => panic!("the write's own error must come back, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        drop(f);
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn a_failed_linked_write_cancels_its_sync_and_says_so() {
         let path = temp_file("linked-ro");
@@ -372,7 +438,7 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert!(matches!(done, Err(LinkedError::Write)), "{done:?}");
+        assert!(matches!(done, Err(LinkedError::Write(_))), "{done:?}");
         assert_eq!(std::fs::read(&path).unwrap(), b"x");
         drop(f);
         std::fs::remove_file(&path).unwrap();

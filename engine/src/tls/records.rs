@@ -108,7 +108,7 @@ pub enum RecordError {
     #[error("peer sent TLS alert {0}")]
     PeerAlert(u8),
     /// An alert that is not two bytes, or has a level other than warning or fatal, or more
-    /// user_canceled warnings than [`WARNING_ALERTS_MAX`].
+    /// user_canceled warnings than `WARNING_ALERTS_MAX`.
     #[error("malformed TLS alert from the peer")]
     BadAlert,
     /// The layer already failed or the peer already closed: nothing more is accepted.

@@ -31,7 +31,7 @@
 //! ## rustls never takes a shard down
 //! Every call into rustls that the peer's bytes can reach — reading records, encrypting
 //! (which first drives rustls through what it has queued), close_notify and the key
-//! hand-over — runs inside [`guarded`]: a panic in rustls (0.23.46 had one in its
+//! hand-over — runs inside `guarded`: a panic in rustls (0.23.46 had one in its
 //! deframer) becomes this connection's [`SessionError::RustlsFailed`], the session is
 //! failed and dropped, and the shard goes on. Nothing on that path asserts; what rustls
 //! does against its own contract is an error, not a panic.

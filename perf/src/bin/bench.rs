@@ -69,10 +69,9 @@ struct Figure {
 }
 
 impl Figure {
+    /// The median of the runs (NaN runs, where a figure was not measured, left out).
     fn median(&self) -> f64 {
-        let mut v = self.values.clone();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
+        versus::median(self.values.clone())
     }
     fn min(&self) -> f64 {
         self.values.iter().cloned().fold(f64::INFINITY, f64::min)

@@ -32,7 +32,7 @@ use tools::client::{Client, ClientError};
 /// `println!` for a line that may hold text from the network (a message, a phone number, a
 /// group name, a server's error detail): control characters and bidi overrides are shown as
 /// escapes (`tools::terminal`), never sent to the terminal. Every line `chat` prints goes
-/// through this or [`complain!`].
+/// through this or `complain!`.
 macro_rules! say {
     ($($arg:tt)*) => {
         println!("{}", tools::terminal::printable(&format!($($arg)*)))

@@ -8,7 +8,7 @@
 //! exits without a result counts as a failure and no longer holds the barriers.
 //!
 //! Bounded: past `ramp_timeout + duration + 2 × drain + GRACE` the parent sends `stop`, and
-//! [`KILL_AFTER`] later kills the workers that are left.
+//! `KILL_AFTER` later kills the workers that are left.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
