@@ -113,7 +113,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 31] {
         field("prelogin_prefix_refused", "prelogin_prefix_refused_total", "Connections closed at accept: their source prefix held its share of pre-login connections.", true, prelogin_prefix_refused as f64),
         field("prelogin_frames_too_large", "prelogin_frames_too_large_total", "Pre-login frames over the pre-login frame cap.", true, prelogin_frames_too_large as f64),
         field("prelogin_partial_closed", "prelogin_partial_closed_total", "Pre-login connections closed: their partial frame would pass the shard's budget.", true, prelogin_partial_closed as f64),
-        field("prelogin_partial_bytes", "prelogin_partial_bytes", "Bytes of unfinished frames held by pre-login connections.", false, prelogin_partial_bytes as f64),
+        field("prelogin_partial_bytes", "prelogin_partial_bytes", "Bytes of unfinished frames and TLS records held by pre-login connections.", false, prelogin_partial_bytes as f64),
     ];
     fields
 }
