@@ -159,13 +159,8 @@ pub fn run_farm(
         .arg(timeout.as_secs().to_string())
         .args(["taskset", "-c", cpus])
         .arg(farm)
-        .args([
-            "--server",
-            &server.addr.to_string(),
-            "--load-test-secret",
-            SECRET,
-            "--report",
-        ])
+        .args(["--server", &server.addr.to_string(), "--report"])
+        .env(shards::config::LOAD_TEST_SECRET_ENV, SECRET)
         .arg(&report)
         .args(args)
         .stdout(Stdio::null())
