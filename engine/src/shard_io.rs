@@ -87,7 +87,8 @@ pub(crate) struct ConnSlot {
     /// Counted against its prefix's pre-login connections (`net::prelogin`).
     pub(crate) prefix_counted: bool,
     /// Bytes of its partial frame counted against the shard's pre-login budget.
-    pub(crate) partial_counted: usize,
+    /// (u32: at most `PRELOGIN_PARTIAL_BYTES_SHARD_MAX`; it sits in the slot's padding.)
+    pub(crate) partial_counted: u32,
 }
 
 impl ConnSlot {

@@ -60,6 +60,8 @@ impl Server {
         // The farm is one loopback /24 opening thousands of connections at once: past the
         // default cap on connections not logged in yet per prefix.
         cmd.args(["--prelogin-conns-per-prefix", "1000000"]);
+        // idle-conns holds connections that never log in while it measures them.
+        cmd.args(["--login-timeout-s", "3600"]);
         cmd.args(extra);
         if !tls {
             cmd.arg("--no-tls");

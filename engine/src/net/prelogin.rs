@@ -43,6 +43,9 @@ use crate::shard_io::{ConnSlot, ShardCell, ShardIo};
 /// 16 KiB): 1,024 of the largest frames.
 pub const PRELOGIN_PARTIAL_BYTES_SHARD_MAX: usize = 1024 * PRELOGIN_FRAME_BYTES_MAX;
 
+// A slot's share of the budget is kept in a u32.
+const _: () = assert!(PRELOGIN_PARTIAL_BYTES_SHARD_MAX <= u32::MAX as usize);
+
 /// A source prefix, as a map key: an IPv4 address's /24 (tagged by the top bit) or an IPv6
 /// address's /48.
 pub(crate) fn prefix_of(peer: Ipv6Addr) -> u64 {
@@ -101,7 +104,7 @@ impl PreLogin {
                 }
             }
         }
-        counters.prelogin_partial_bytes -= std::mem::take(&mut slot.partial_counted) as u64;
+        counters.prelogin_partial_bytes -= u64::from(std::mem::take(&mut slot.partial_counted));
     }
 
     /// `slot` now holds `held` bytes of an unfinished frame. False (counted) when a
@@ -116,13 +119,15 @@ impl PreLogin {
         if slot.logged_in {
             return true;
         }
-        let others = counters.prelogin_partial_bytes as usize - slot.partial_counted;
-        if held > slot.partial_counted && others + held > PRELOGIN_PARTIAL_BYTES_SHARD_MAX {
+        let counted = slot.partial_counted as usize;
+        let others = counters.prelogin_partial_bytes as usize - counted;
+        if held > counted && others + held > PRELOGIN_PARTIAL_BYTES_SHARD_MAX {
             counters.prelogin_partial_closed += 1;
             return false;
         }
         counters.prelogin_partial_bytes = (others + held) as u64;
-        slot.partial_counted = held;
+        // Within the budget (it grew within it, or shrank), so it fits a u32.
+        slot.partial_counted = held as u32;
         true
     }
 }
