@@ -344,6 +344,15 @@ fn partial_frames_before_login_stay_within_the_shard_budget() {
         "{bytes} partial bytes held"
     );
     eprintln!("item 5: {conns} partial frames offered, {closed} closed, {bytes} bytes held");
+    // The last ones came after the budget was spent: each was told, then closed.
+    let last = open.last_mut().unwrap();
+    match last.try_recv() {
+        Some(server_frame::Kind::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::FrameTooLarge as i32, "{e:?}")
+        }
+        other => panic!("expected FRAME_TOO_LARGE past the budget, got {other:?}"),
+    }
+    assert!(last.try_recv().is_none(), "closed after the error");
     // The user is still answered.
     for i in 1..=20u64 {
         user.send_text("+15557500002", i, "still here");

@@ -13,7 +13,9 @@
 //!    like any oversized frame (an error frame, then the close; `prelogin_frames_too_large`);
 //! 3. the bytes of its unfinished frame, and of the unfinished TLS record held back for the
 //!    next read, count against the shard's [`PRELOGIN_PARTIAL_BYTES_SHARD_MAX`]; a connection
-//!    whose partial frame or record would pass it is closed (`prelogin_partial_closed`);
+//!    whose partial frame or record would pass it is answered as an oversized frame (with
+//!    the bytes the budget had left for it as the limit) and closed
+//!    (`prelogin_partial_closed`);
 //! 4. what it sends does not keep it alive: its idle deadline runs from its accept
 //!    (`shard.rs` `note_rx`). The service closes it at its login deadline.
 //!
@@ -36,7 +38,7 @@ use proto::limits::{FRAME_HEADER_BYTES, PRELOGIN_FRAME_BYTES_MAX};
 use crate::conn_table::ConnId;
 use crate::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{ConnSlot, ShardCell, ShardIo};
+use crate::shard_io::{ConnSlot, ShardCell, ShardIo, SlotState};
 
 /// Bytes of unfinished frames and TLS records that the pre-login connections of one shard may
 /// hold in all (a frame is at most [`PRELOGIN_FRAME_BYTES_MAX`], a held-back record about
@@ -107,28 +109,28 @@ impl PreLogin {
         counters.prelogin_partial_bytes -= u64::from(std::mem::take(&mut slot.partial_counted));
     }
 
-    /// `slot` now holds `held` bytes of an unfinished frame. False (counted) when a
-    /// pre-login slot's growth would take the shard past [`PRELOGIN_PARTIAL_BYTES_SHARD_MAX`]:
-    /// the caller closes it.
+    /// `slot` now holds `held` bytes of an unfinished frame. `Err(room)` (counted) when a
+    /// pre-login slot's growth would take the shard past [`PRELOGIN_PARTIAL_BYTES_SHARD_MAX`],
+    /// with the bytes the budget had left for it: the caller closes it.
     pub(crate) fn hold_partial(
         &self,
         slot: &mut ConnSlot,
         held: usize,
         counters: &mut ShardCounters,
-    ) -> bool {
+    ) -> Result<(), usize> {
         if slot.logged_in {
-            return true;
+            return Ok(());
         }
         let counted = slot.partial_counted as usize;
         let others = counters.prelogin_partial_bytes as usize - counted;
         if held > counted && others + held > PRELOGIN_PARTIAL_BYTES_SHARD_MAX {
             counters.prelogin_partial_closed += 1;
-            return false;
+            return Err(PRELOGIN_PARTIAL_BYTES_SHARD_MAX.saturating_sub(others));
         }
         counters.prelogin_partial_bytes = (others + held) as u64;
         // Within the budget (it grew within it, or shrank), so it fits a u32.
         slot.partial_counted = held as u32;
-        true
+        Ok(())
     }
 }
 
@@ -169,14 +171,24 @@ impl<S: Service> ShardCell<S> {
         };
         let record = slot.wire.tls.as_ref().map_or(0, |t| t.pending_in_len());
         let held = slot.wire.unread.len() + record;
-        if self
+        let Err(room) = self
             .io
             .prelogin
             .hold_partial(slot, held, &mut self.io.counters)
-        {
+        else {
             return true;
+        };
+        if slot.state == SlotState::Open {
+            // Told as an oversized frame: more than the shard holds for it now.
+            let error = proto::codec::FrameError::TooLarge {
+                len: held,
+                max: room,
+            };
+            self.service.on_frame_error(&mut self.io, id, error);
+            let _ = self.io.close_with(id, CloseReason::PreLoginLimit);
+        } else {
+            self.close_now(id, CloseReason::PreLoginLimit);
         }
-        self.close_now(id, CloseReason::PreLoginLimit);
         false
     }
 
