@@ -13,8 +13,7 @@
 //!   `tests/engine_no_locks.rs`, which scans the hot-path modules, and by `clippy.toml`).
 //! - The service crate sees no ring and no futures executor: everything it needs is here.
 //! - Per event, few syscalls: a shard's sends, receives, accepts, log writes and waits all go
-//!   through its one ring, one `io_uring_enter` per loop turn (ARCHITECTURE.md, "The shard
-//!   loop").
+//!   through its one ring, one `io_uring_enter` per loop turn (`docs/decisions/shard-loop-own-ring.md`).
 //!
 //! ## Layout (folders group what one concern owns)
 //! - The runtime: [`config`] (settings), [`runtime`] (checks, binds, starts and joins the

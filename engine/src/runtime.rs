@@ -85,20 +85,36 @@ thread_local! {
     /// Set on shard threads only: a panic there takes the process down.
     static SHARD_THREAD: std::cell::RefCell<Option<ShardThread>> =
         const { std::cell::RefCell::new(None) };
+    /// How many [`contain_panics`] calls this thread is inside: a panic there unwinds to
+    /// its `catch_unwind` instead of taking the process down.
+    static CONTAINED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, catching a panic inside it, also on a shard thread: the one place a panic is
+/// not a shard's death. For calls into code that peer bytes reach and that we do not own
+/// (rustls), where a panic ends one connection, never the box (`tls::session`).
+pub(crate) fn contain_panics<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    CONTAINED.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(c.get() - 1));
+    result
 }
 
 /// Installs (once per process) the panic hook that makes a shard's death the process's:
 /// after the usual panic message, a panic on a shard thread marks the shard dead (`/readyz`
 /// and `/healthz` answer 503 from then on), logs which shard died, and exits with
 /// [`SHARD_PANIC_EXIT_CODE`]: before unwinding, so nothing the kernel still uses (receive
-/// buffers, log writes in flight) is freed under it. Panics on other threads are left as
-/// they were.
+/// buffers, log writes in flight) is freed under it. Panics on other threads, and panics
+/// inside [`contain_panics`], are left to unwind as they were.
 fn install_shard_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
+            if CONTAINED.try_with(|c| c.get() > 0).unwrap_or(false) {
+                return; // caught by `contain_panics`: one connection's failure
+            }
             let shard = SHARD_THREAD.try_with(|t| {
                 t.borrow().as_ref().map(|t| {
                     t.health.shard_died(t.shard);
@@ -379,6 +395,29 @@ fn bind_retrying(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic inside `contain_panics` on a shard thread (a rustls panic on one peer's
+    /// bytes) is caught there: the hook neither exits the process nor marks the shard dead.
+    /// Before containment, this test binary exited with status 70.
+    #[test]
+    fn a_contained_panic_on_a_shard_thread_is_one_connections_failure_not_the_boxs() {
+        install_shard_panic_hook();
+        let health = Arc::new(Health::new(1, Arc::new(AtomicBool::new(false))));
+        let thread_health = health.clone();
+        let caught = std::thread::spawn(move || {
+            SHARD_THREAD.with(|t| {
+                *t.borrow_mut() = Some(ShardThread {
+                    shard: 0,
+                    health: thread_health,
+                })
+            });
+            contain_panics(|| panic!("a rustls bug reached by a peer")).is_err()
+        })
+        .join()
+        .unwrap();
+        assert!(caught);
+        assert_eq!(health.dead_shard(), None);
+    }
 
     #[test]
     fn a_listen_address_in_use_is_retried_until_it_frees_up() {

@@ -3,7 +3,7 @@
 //! homed elsewhere is handed, live, to that shard with the frame (and its [`PreLogin`]), and
 //! stays there for the rest of its life.
 //!
-//! Before login, step by step (the abuse limits; ARCHITECTURE.md's reliability table):
+//! Before login, step by step (the abuse limits; `docs/RELIABILITY.md`):
 //! 1. The first pre-login frame records the connection's peer address ([`note_peer`],
 //!    called by the adapter); every sign-up budget is charged to it and its prefix
 //!    (`budget.rs`). The record travels with a hand-over and is dropped at login or close,

@@ -3,7 +3,7 @@
 //!
 //! ## Why
 //! After its handshake a rustls session keeps ~3.3 KB per connection (session object, key
-//! schedule, two AEAD key contexts; ARCHITECTURE.md "Decisions and numbers"). A switch holds
+//! schedule, two AEAD key contexts; `docs/decisions/tls-record-layer.md`). A switch holds
 //! millions of idle connections, so once the handshake is over [`crate::tls::session`] keeps
 //! only what protecting records needs: per direction the AEAD key, the static IV and the
 //! sequence number (~110 bytes together). The AEAD key context is built on the stack for each

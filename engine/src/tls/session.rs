@@ -18,7 +18,7 @@
 //! record held back, the rustls session is dropped: its traffic keys and sequence numbers
 //! move into a [`RecordLayer`] (~110 bytes), which protects records from then on. So an idle connection after the handshake holds
 //! neither rustls' ~3.3 KB of session state nor a deframer, plaintext or send buffer (see
-//! ARCHITECTURE.md "Decisions and numbers").
+//! `docs/decisions/tls-unbuffered-api.md`).
 //!
 //! ## Protocol steps (one call to [`TlsSession::read`] during the handshake)
 //! 1. `process_tls_records` on `incoming[start..]` returns a state and how many bytes to
@@ -436,8 +436,7 @@ fn guarded<T>(
     op: &'static str,
     f: impl FnOnce() -> Result<T, SessionError>,
 ) -> Result<T, SessionError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or(Err(SessionError::RustlsFailed { op }))
+    crate::runtime::contain_panics(f).unwrap_or(Err(SessionError::RustlsFailed { op }))
 }
 
 /// Encrypts one chunk (at most one record of plaintext) into `out`, growing it once if
