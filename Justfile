@@ -44,6 +44,12 @@ bench-state *ARGS:
     cargo build --release -p perf --bin state-bytes
     ./target/release/state-bytes {{ARGS}}
 
+# A shard's start-up replay (seconds, peak RSS) against its log's size, streamed and, for
+# comparison, whole (in process, no sockets): `just bench-replay --mb 300`.
+bench-replay *ARGS:
+    cargo build --release -p perf --bin replay-cost
+    ./target/release/replay-cost {{ARGS}}
+
 # Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
 bench-2m *ARGS:
     cargo build --release -p shards -p tools

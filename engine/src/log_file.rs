@@ -28,7 +28,9 @@
 //! name is as durable as its contents. Every error keeps its operation, path and `io::ErrorKind`
 //! ([`LogError`]), so a full disk stays `StorageFull`.
 //!
-//! Reading happens once, at shard start, with plain blocking reads (`read_all`). Faults can
+//! Reading happens at shard start, with plain blocking reads: positioned reads of a caller's
+//! buffer ([`LogReader`], so replay holds a bounded window whatever the log's size), or
+//! the whole file (`read_all`, for tools and tests). Faults can
 //! be injected for tests ([`LogFaults`]); production passes none. This module owns the
 //! file; it must not know what the bytes mean.
 
@@ -229,7 +231,73 @@ impl std::fmt::Debug for LogFile {
 /// into the page cache is what one loop turn may wait for: about 0.1–0.3 ms).
 pub const SNAPSHOT_WRITE_PIECE_BYTES: usize = 1 << 20;
 
-/// The whole file, or nothing if it does not exist yet (blocking; for start-up replay).
+/// A log opened for reading at start-up: positioned, blocking reads into the caller's
+/// buffer, so the caller decides how much it holds. A log that does not exist yet reads as
+/// empty.
+#[derive(Debug)]
+pub struct LogReader {
+    /// None when the file does not exist.
+    file: Option<std::fs::File>,
+    path: PathBuf,
+    len: u64,
+}
+
+impl LogReader {
+    /// Opens `path` for reading (blocking).
+    pub fn open(path: &Path) -> Result<LogReader, LogError> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(LogReader {
+                    file: None,
+                    path: path.to_path_buf(),
+                    len: 0,
+                })
+            }
+            Err(e) => return Err(LogError::new(LogOp::Open, path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::new(LogOp::Size, path, e))?
+            .len();
+        Ok(LogReader {
+            file: Some(file),
+            path: path.to_path_buf(),
+            len,
+        })
+    }
+
+    /// The file's length when it was opened.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty (or absent).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fills `buf` with the bytes at `at` (blocking); they must lie within the length.
+    pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<(), LogError> {
+        use std::os::unix::fs::FileExt;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let Some(file) = &self.file else {
+            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "reading past the end");
+            return Err(LogError::new(LogOp::Read, &self.path, e));
+        };
+        file.read_exact_at(buf, at)
+            .map_err(|e| LogError::new(LogOp::Read, &self.path, e))
+    }
+}
+
+/// The whole file, or nothing if it does not exist yet (blocking; tools and tests).
 pub fn read_all(path: &Path) -> Result<Vec<u8>, LogError> {
     match std::fs::read(path) {
         Ok(b) => Ok(b),

@@ -33,6 +33,7 @@ envelope_from!(ClientFrame, client_frame {
     PresenceSubscribe => PresenceSubscribe,
     LoadTestLogin => LoadTestLogin,
     PresencePrivacy => PresencePrivacy,
+    GroupPrivacy => GroupPrivacy,
 });
 
 envelope_from!(ServerFrame, server_frame {
@@ -72,6 +73,7 @@ impl ClientFrame {
             Some(Kind::PresenceSubscribe(_)) => "presence_subscribe",
             Some(Kind::LoadTestLogin(_)) => "load_test_login",
             Some(Kind::PresencePrivacy(_)) => "presence_privacy",
+            Some(Kind::GroupPrivacy(_)) => "group_privacy",
         }
     }
 }

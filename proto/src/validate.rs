@@ -100,6 +100,10 @@ pub fn check_client_frame(f: &ClientFrame) -> Result<(), Rejection> {
                 Err(_) => Err((ErrorCode::MalformedFrame, "unknown presence visibility")),
             }
         }
+        Some(Kind::GroupPrivacy(p)) => match crate::v1::GroupAddPolicy::try_from(p.who_can_add) {
+            Ok(_) => Ok(()),
+            Err(_) => Err((ErrorCode::MalformedFrame, "unknown group add policy")),
+        },
     }
 }
 
@@ -514,6 +518,9 @@ mod tests {
             None
         );
         assert_eq!(code(privacy(3)), mf, "an unknown visibility is refused");
+        let adds = |who_can_add| crate::v1::GroupPrivacy { who_can_add };
+        assert_eq!(code(adds(crate::v1::GroupAddPolicy::Nobody as i32)), None);
+        assert_eq!(code(adds(3)), mf, "an unknown add policy is refused");
     }
 
     #[test]

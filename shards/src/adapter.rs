@@ -19,7 +19,7 @@ use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
 use crate::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
-use crate::record;
+use crate::record::{self, LogBytes};
 use crate::service_stats::{self, STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
 use crate::snapshot::SnapshotWalk;
 use crate::state::{os_random, ServiceSettings, ShardState};
@@ -445,20 +445,28 @@ impl Switchboard {
     fn load(&mut self, io: &mut ShardIo<Self>) -> Result<ShardState, engine::log_file::LogError> {
         let shard = io.shard_id();
         self.log_path = crate::log_check::log_path(&self.env.data_dir, shard.0);
-        let bytes = engine::log_file::read_all(&self.log_path)?;
-        let replay = record::replay(&bytes);
-        match replay.tail {
+        let mut state = ShardState::new(
+            shard,
+            io.shard_count(),
+            self.env.settings.clone(),
+            os_random(),
+            io.now_ms(),
+        );
+        let mut window = crate::replay::Window::open(&self.log_path)?;
+        let scan = crate::replay::replay_log(&mut window, &mut state)?;
+        match scan.tail {
             record::Tail::Clean => {}
             record::Tail::Torn { at } => {
-                let tail = &bytes[at as usize..];
-                if tail.iter().all(|&b| b == 0) {
+                let dropped = window.len() - at;
+                let zeros = window.data_end()? <= at;
+                if zeros {
                     // The zeros the log writes ahead of its end (preallocation).
                     tracing::debug!(path = %self.log_path.display(), at, "cutting preallocated zeros");
                 } else {
                     tracing::warn!(
                         path = %self.log_path.display(),
                         at,
-                        dropped = tail.len(),
+                        dropped,
                         "torn tail at the end of the log (a crash mid-write); truncating"
                     );
                 }
@@ -471,22 +479,15 @@ impl Switchboard {
                 self.log_path.display()
             ),
         }
-        let mut state = ShardState::new(
-            shard,
-            io.shard_count(),
-            self.env.settings.clone(),
-            os_random(),
-            io.now_ms(),
-        );
-        let n = replay.records.len();
-        state.replay(replay.records);
         tracing::info!(
             shard = shard.0,
-            records = n,
+            records = scan.records,
+            bytes = scan.valid_len,
+            window_bytes = window.buffer_capacity(),
             queued = state.queued_total(),
             "log replayed"
         );
-        self.replayed_len = replay.valid_len;
+        self.replayed_len = scan.valid_len;
         Ok(state)
     }
 }

@@ -140,11 +140,13 @@ pub enum BudgetKind {
     GuessBox,
     /// Wrong tries at one outstanding PIN (`pins.rs`).
     GuessNumber,
+    /// Groups created by one user ([`UserBudgets`]).
+    GroupCreate,
 }
 
 impl BudgetKind {
     /// Every kind, in statistics order.
-    pub const ALL: [BudgetKind; 9] = [
+    pub const ALL: [BudgetKind; 10] = [
         BudgetKind::PinSource,
         BudgetKind::PinPrefix,
         BudgetKind::PinRange,
@@ -154,6 +156,7 @@ impl BudgetKind {
         BudgetKind::GuessPrefix,
         BudgetKind::GuessBox,
         BudgetKind::GuessNumber,
+        BudgetKind::GroupCreate,
     ];
 
     /// The statistic counting this budget's refusals.
@@ -168,6 +171,7 @@ impl BudgetKind {
             BudgetKind::GuessPrefix => "refused_guess_prefix_total",
             BudgetKind::GuessBox => "refused_guess_box_total",
             BudgetKind::GuessNumber => "refused_guess_number_total",
+            BudgetKind::GroupCreate => "refused_group_create_total",
         }
     }
 }
@@ -285,6 +289,47 @@ impl<K: Hash + Eq + Copy> KeyedBudget<K> {
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
         self.tat.is_empty()
+    }
+}
+
+/// Groups one user may create per hour (at their home, where their groups live).
+pub const GROUP_CREATES_PER_USER_PER_HOUR: u32 = 60;
+
+/// Budgets of logged-in users, per user, at the user's home. Bounded like the sign-up
+/// tables: an entry lives at most a window after its last charge, so a table holds at most
+/// the users who spent in the last window (and [`BUDGET_KEYS_PER_TABLE_MAX`]).
+#[derive(Debug)]
+pub struct UserBudgets {
+    group_creates: KeyedBudget<crate::home::Phone>,
+}
+
+impl Default for UserBudgets {
+    fn default() -> Self {
+        UserBudgets {
+            group_creates: KeyedBudget::new(
+                BudgetKind::GroupCreate,
+                GROUP_CREATES_PER_USER_PER_HOUR,
+                HOUR_MS,
+            ),
+        }
+    }
+}
+
+impl UserBudgets {
+    /// Checks and, when admitted, spends one group creation of `user`.
+    pub fn admit_group_create(
+        &mut self,
+        user: crate::home::Phone,
+        now: u64,
+    ) -> Result<(), Refused> {
+        self.group_creates.check(user, now)?;
+        self.group_creates.charge(user, now);
+        Ok(())
+    }
+
+    /// Keys tracked over all tables (a gauge for the statistics).
+    pub fn keys(&self) -> usize {
+        self.group_creates.len()
     }
 }
 

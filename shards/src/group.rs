@@ -63,6 +63,9 @@ pub struct Groups {
     /// Grows in slices, and a snapshot walks it between events (`steady_map.rs`).
     pub(crate) groups: crate::steady_map::SteadyMap<u64, StoredGroup>,
     fanouts: HashMap<FanoutKey, Fanout>,
+    /// Admin → groups here they administer (kept as groups change, replay included), for
+    /// `GROUPS_ADMINISTERED_PER_USER_MAX`. At most one entry per group.
+    administered: HashMap<Phone, u32>,
 }
 
 impl Groups {
@@ -75,21 +78,37 @@ impl Groups {
         })
     }
 
+    /// Groups here that `user` administers.
+    pub fn administered_by(&self, user: &str) -> usize {
+        Phone::parse(user)
+            .and_then(|u| self.administered.get(&u))
+            .map_or(0, |&n| n as usize)
+    }
+
     /// Sets a group's state (creation, change, replay); no members deletes it.
     pub fn apply(&mut self, rec: &GroupRec) {
         // Phones in group records were validated before they were written.
         let members: Vec<Phone> = rec.members.iter().filter_map(|m| Phone::parse(m)).collect();
-        match Phone::parse(&rec.admin) {
+        let old = match Phone::parse(&rec.admin) {
             Some(admin) if !members.is_empty() => {
                 let g = StoredGroup {
                     name: rec.name.clone(),
                     admin,
                     members,
                 };
-                self.groups.insert(rec.group_id, g);
+                *self.administered.entry(admin).or_default() += 1;
+                self.groups.insert(rec.group_id, g)
             }
-            _ => {
-                self.groups.remove(&rec.group_id);
+            _ => self.groups.remove(&rec.group_id),
+        };
+        if let Some(old) = old {
+            if let std::collections::hash_map::Entry::Occupied(mut e) =
+                self.administered.entry(old.admin)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
             }
         }
     }
@@ -129,8 +148,9 @@ mod ops {
     use proto::limits::GROUP_MEMBERS_MAX;
     use proto::v1::{server_frame, ErrorCode, GroupCreate, GroupSend};
 
-    use crate::effect::{error, AfterCommit, Effect, Out};
-    use crate::home::home_of_id;
+    use crate::effect::{error, rate_limited, AfterCommit, Effect, Out};
+    use crate::home::{home_of_id, Phone};
+    use crate::limits::GROUPS_ADMINISTERED_PER_USER_MAX;
     use crate::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
     use crate::record::{record, GroupRec, Record};
     use crate::state::ShardState;
@@ -154,6 +174,7 @@ mod ops {
 
         pub(crate) fn on_group_create(
             &mut self,
+            now: u64,
             conn: ConnId,
             user: String,
             g: GroupCreate,
@@ -168,6 +189,21 @@ mod ops {
             if members.len() > GROUP_MEMBERS_MAX {
                 return out.error(conn, ErrorCode::GroupTooLarge, "too many members", 0);
             }
+            // Creations still waiting for their members count too: the cap is exact.
+            let held = self.groups.administered_by(&user) + self.consent.pending_by(&user);
+            if held >= GROUPS_ADMINISTERED_PER_USER_MAX {
+                self.abuse.groups_per_user_full += 1;
+                return out.error(conn, ErrorCode::TooManyGroups, "too many groups", 0);
+            }
+            // The user is logged in here, so the phone is valid.
+            if let Some(phone) = Phone::parse(&user) {
+                if let Err(r) = self.user_budgets.admit_group_create(phone, now) {
+                    self.abuse.refused[r.kind as usize] += 1;
+                    let frame =
+                        rate_limited("too many new groups; try again later", r.retry_after_ms);
+                    return out.frame(conn, frame);
+                }
+            }
             let group_id = self.ids.issue();
             let rec = GroupRec {
                 group_id,
@@ -175,6 +211,10 @@ mod ops {
                 admin: user.clone(),
                 members,
             };
+            if rec.members.len() > 1 {
+                // The others are asked first (`group_consent.rs`).
+                return self.start_pending_create(now, conn, rec, g.client_req_id, out);
+            }
             self.persist_group(rec, out);
             let created = server_frame::Kind::GroupCreated(proto::v1::GroupCreated {
                 client_req_id: g.client_req_id,
@@ -186,7 +226,7 @@ mod ops {
             out.after_commit.push(AfterCommit::Effect(e));
         }
 
-        fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {
+        pub(crate) fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {
             self.groups.apply(&rec);
             self.records_since_snapshot += 1;
             out.records.push(Record {
@@ -255,7 +295,9 @@ mod ops {
                     if new.len() > GROUP_MEMBERS_MAX {
                         return refuse(self, out, ErrorCode::GroupTooLarge, "too many members");
                     }
-                    self.change_members(group_id, group, new, out);
+                    // Added once their homes say they accept (`group_consent.rs`).
+                    let asked = new.split_off(group.members.len());
+                    self.ask_member_homes(group_id, &requester, asked, out);
                 }
                 GroupOp::Remove { members, .. }
                     if requester == group.admin
@@ -286,7 +328,7 @@ mod ops {
             }
         }
 
-        fn change_members(
+        pub(crate) fn change_members(
             &mut self,
             group_id: u64,
             old: super::Group,
@@ -431,6 +473,9 @@ mod tests {
     /// The members the admin's session last heard of, after creating a group with B.
     fn members_after_add(add: &[&str]) -> Vec<String> {
         let mut sim = Sim::new(2);
+        for m in [B, C, D] {
+            sim.login_open_to_groups(m, 1);
+        }
         let a = sim.login(A, 0);
         sim.send(
             a,
@@ -453,8 +498,10 @@ mod tests {
             }),
         );
         sim.commit();
+        // Each member's home answers on its own: one update per home.
         sim.take(a)
             .into_iter()
+            .rev()
             .find_map(|f| match f {
                 server_frame::Kind::GroupUpdated(u) => Some(u.members),
                 _ => None,
@@ -463,9 +510,35 @@ mod tests {
     }
 
     #[test]
+    fn the_groups_an_admin_holds_are_counted_through_changes_and_deletion() {
+        use crate::record::GroupRec;
+        let rec = |id: u64, admin: &str, members: &[&str]| GroupRec {
+            group_id: id,
+            name: "g".into(),
+            admin: admin.into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        let mut g = super::Groups::default();
+        g.apply(&rec(1, A, &[A, B]));
+        g.apply(&rec(2, A, &[A]));
+        g.apply(&rec(3, B, &[B]));
+        assert_eq!((g.administered_by(A), g.administered_by(B)), (2, 1));
+        g.apply(&rec(1, A, &[A, B, C]));
+        assert_eq!(g.administered_by(A), 2, "a change is not a new group");
+        g.apply(&rec(2, A, &[]));
+        g.apply(&rec(9, A, &[]));
+        assert_eq!(g.administered_by(A), 1, "deleted (or never there)");
+        g.apply(&rec(1, A, &[]));
+        assert_eq!(g.administered_by(A), 0);
+        assert!(g.administered.len() == 1, "no entry left for A");
+    }
+
+    #[test]
     fn repeated_members_in_one_add_are_added_once() {
         // Not only neighbours: C and D alternate, B and A are already members.
-        let members = members_after_add(&[C, D, C, B, D, C, A]);
+        let mut members = members_after_add(&[C, D, C, B, D, C, A]);
+        // Members join in the order their homes answer.
+        members.sort();
         assert_eq!(members, vec![A, B, C, D]);
     }
 }

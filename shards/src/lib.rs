@@ -16,10 +16,12 @@
 //! - [`login`]: register → verify → login, at the phone's home shard.
 //! - [`route`]: 1:1 sends; [`dedupe`]: retries, per sender. [`receipt`]: acks, reads, receipts.
 //! - [`offline`]: per-user queues. [`session`]: who is online where.
-//! - [`group`]: groups and fan-out. [`presence`]: subscriptions and last seen.
+//! - [`group`]: groups and fan-out; [`group_consent`]: who may add whom to a group.
+//!   [`presence`]: subscriptions and last seen.
 //! - [`registry`]: accounts, PINs, keys. [`notify`]: SMS gateway and push provider;
 //!   [`webhook`]: their HTTP(S) client; [`pin_replies`]: `PinSent` once the PIN is out.
-//! - [`record`]: what the log holds. [`effect`]: what state machines ask for.
+//! - [`record`]: what the log holds. [`replay`]: start-up replay, streamed through a
+//!   bounded window. [`effect`]: what state machines ask for.
 //! - [`snapshot`]: what compaction writes, built in slices between events.
 //! - [`mesh_msg`]: messages between shards. [`home`]: homes and ids. [`limits`].
 //! - [`steady_map`]: the hash map the per-user state lives in: it grows in slices.
@@ -38,6 +40,7 @@ pub mod data_lock;
 pub mod dedupe;
 pub mod effect;
 pub mod group;
+pub mod group_consent;
 pub mod home;
 pub mod journal;
 pub mod limits;
@@ -55,6 +58,7 @@ pub mod presence;
 pub mod receipt;
 pub mod record;
 pub mod registry;
+pub mod replay;
 pub mod route;
 pub mod server;
 pub mod service_stats;
@@ -73,6 +77,8 @@ mod sim_dedupe;
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod sim_fuzz;
+#[cfg(test)]
+mod sim_groups;
 pub mod snapshot;
 pub mod state;
 pub mod steady_map;

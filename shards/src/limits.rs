@@ -48,6 +48,18 @@ pub const LOGIN_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 pub const REFUSAL_LOG_PERIOD_MS: u64 = 1_000;
 /// Group sends whose fan-out is still being confirmed, per shard.
 pub const GROUP_FANOUTS_IN_FLIGHT_MAX: usize = 100_000;
+/// Groups one user may administer (the groups they created and have not deleted), counted at
+/// their home, where their groups live; more are refused with TOO_MANY_GROUPS. Caps what one
+/// account makes every shard's memory, log and restart carry (at `GROUP_MEMBERS_MAX`
+/// members, about 1 MB of state per user at the cap). Groups a user is a member of are not
+/// capped here: others add them only with their consent (`group_consent.rs`).
+pub const GROUPS_ADMINISTERED_PER_USER_MAX: usize = 500;
+/// Group creations with members waiting for the members' homes to answer, per shard
+/// (`group_consent.rs`); past it a creation gets RATE_LIMITED.
+pub const GROUP_CREATES_PENDING_MAX: usize = 10_000;
+/// A waiting creation whose answers have not all come after this long may be dropped to
+/// make room (answers are lost only when the mesh drops a message).
+pub const GROUP_ADD_ANSWER_TIMEOUT_MS: u64 = 30_000;
 /// Log bytes below which compaction never runs.
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a commit gathers after its first record before it starts, when no commit is in

@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 
 use engine::log_file::{self, LogError};
 
-use crate::record::{self, Tail};
+use crate::record::{self, LogBytes, Tail};
+use crate::replay::Window;
+
+/// Bytes a salvage gathers before each write of the new log.
+const SALVAGE_WRITE_BYTES: usize = 1024 * 1024;
 
 /// Why the logs cannot be used as they are.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +85,9 @@ pub fn check_logs(
     let mut done = Vec::new();
     for shard in 0..shards {
         let path = log_path(data_dir, shard);
-        let bytes = log_file::read_all(&path)?;
-        let Tail::Corrupt { at, next_valid_at } = record::replay(&bytes).tail else {
+        let mut window = Window::open(&path)?;
+        let scan = record::replay_with(&mut window, |_| {})?;
+        let Tail::Corrupt { at, next_valid_at } = scan.tail else {
             continue;
         };
         if !salvage {
@@ -90,10 +95,10 @@ pub fn check_logs(
                 path,
                 at,
                 next_valid_at,
-                len: bytes.len() as u64,
+                len: window.len(),
             });
         }
-        let s = salvage_log(&path, &bytes)?;
+        let s = salvage_log(&path, &mut window)?;
         tracing::warn!(
             path = %s.path.display(),
             set_aside = %s.set_aside.display(),
@@ -107,9 +112,8 @@ pub fn check_logs(
     Ok(done)
 }
 
-fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
+fn salvage_log(path: &Path, window: &mut Window) -> Result<Salvaged, LogCheckError> {
     use std::io::Write;
-    let s = record::salvage(bytes);
     let dir = path.parent().unwrap_or(Path::new("."));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -117,21 +121,41 @@ fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
         .unwrap_or(0);
     let aside = path.with_extension(format!("log.damaged-{now}"));
     let tmp = path.with_extension("salvage");
-    let write = || -> std::io::Result<()> {
+    let set_aside = |source| LogCheckError::SetAside {
+        path: tmp.clone(),
+        source,
+    };
+    let mut f = {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .mode(0o600)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&s.kept)?;
-        f.sync_all()
+            .open(&tmp)
+            .map_err(set_aside)?
     };
-    write().map_err(|source| LogCheckError::SetAside {
-        path: tmp.clone(),
-        source,
+    // The kept records stream from the window to the new file: neither holds the log.
+    let mut out = std::io::BufWriter::with_capacity(SALVAGE_WRITE_BYTES, &mut f);
+    let mut write_error = None;
+    let (records, skipped) = record::salvage_with(window, |framed| {
+        out.write_all(framed).map_err(|e| {
+            let e = LogError {
+                op: log_file::LogOp::WriteSnapshot,
+                path: tmp.clone(),
+                source: e,
+            };
+            write_error = Some(());
+            e
+        })
+    })
+    .map_err(|e| match write_error {
+        Some(()) => set_aside(e.source),
+        None => LogCheckError::Io(e),
     })?;
+    out.flush().map_err(set_aside)?;
+    drop(out);
+    f.sync_all().map_err(set_aside)?;
     // A second name for the damaged log, then one atomic rename over the first: at no
     // moment (crash or power loss included) is there no log at `path`, which a restart
     // would replay as an empty shard. A crash before the rename leaves the damaged log in
@@ -148,8 +172,8 @@ fn salvage_log(path: &Path, bytes: &[u8]) -> Result<Salvaged, LogCheckError> {
     Ok(Salvaged {
         path: path.to_path_buf(),
         set_aside: aside,
-        records: s.records,
-        skipped: s.skipped,
+        records,
+        skipped,
     })
 }
 

@@ -59,6 +59,24 @@ pub enum ShardMsg {
         /// Who wants it.
         subscriber: String,
     },
+    /// Group home → a member's home: may `adder` add these members (homed there)?
+    GroupAddAsk {
+        /// The group.
+        group_id: u64,
+        /// Its admin, adding.
+        adder: String,
+        /// Members homed at the receiver.
+        members: Vec<String>,
+    },
+    /// Member's home → group home: those of the asked members who accept.
+    GroupAddAnswer {
+        /// The group.
+        group_id: u64,
+        /// The adder asked about.
+        adder: String,
+        /// Members who accept.
+        accepted: Vec<String>,
+    },
 }
 
 /// A connection on its way to another shard before login.

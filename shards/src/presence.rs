@@ -104,6 +104,12 @@ impl Presence {
         lapses(&self.subscribers, contact, subscriber).is_some_and(|l| l > now)
     }
 
+    /// Whether `user` (homed here) follows `contact` now: `contact` is in `user`'s address
+    /// book.
+    pub fn follows(&self, user: &str, contact: &str, now: u64) -> bool {
+        lapses(&self.following, user, contact).is_some_and(|l| l > now)
+    }
+
     /// Whether `contact` (homed here) lets `subscriber` see its presence now.
     pub fn allows(&self, contact: &str, subscriber: &str, now: u64) -> bool {
         match self.visibility_of(contact) {

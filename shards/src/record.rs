@@ -206,7 +206,47 @@ pub enum Tail {
     },
 }
 
-/// Result of replaying a log.
+/// A log's bytes as replay reads them: a slice in memory, or a file read through a bounded
+/// window (`replay.rs`). Offsets are the log's.
+pub trait LogBytes {
+    /// Why reading failed (nothing, for a slice).
+    type Error;
+    /// The log's length.
+    fn len(&self) -> u64;
+    /// Whether the log is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `n` bytes at `at`, or None when they run past the end. `n` is at most
+    /// `RECORD_HEADER_BYTES + RECORD_BYTES_MAX`, or what [`LogBytes::data_end`] asks for.
+    fn get(&mut self, at: u64, n: usize) -> Result<Option<&[u8]>, Self::Error>;
+    /// The offset just past the last byte that is not zero (0 if none).
+    fn data_end(&mut self) -> Result<u64, Self::Error>;
+}
+
+impl LogBytes for &[u8] {
+    type Error = std::convert::Infallible;
+
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn get(&mut self, at: u64, n: usize) -> Result<Option<&[u8]>, Self::Error> {
+        let Ok(at) = usize::try_from(at) else {
+            return Ok(None);
+        };
+        Ok(at.checked_add(n).and_then(|end| self[..].get(at..end)))
+    }
+
+    fn data_end(&mut self) -> Result<u64, Self::Error> {
+        Ok(self
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |p| p as u64 + 1))
+    }
+}
+
+/// Result of replaying a log held in memory.
 #[derive(Debug)]
 pub struct Replay {
     /// Records in order, up to the first bad frame.
@@ -217,34 +257,62 @@ pub struct Replay {
     pub tail: Tail,
 }
 
-/// The record framed at `at`, and where the next frame starts, if the frame is valid.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(Record, usize)> {
-    let header = bytes.get(at..at.checked_add(RECORD_HEADER_BYTES)?)?;
-    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
-    if len == 0 || len > RECORD_BYTES_MAX {
-        return None;
-    }
-    let body_at = at + RECORD_HEADER_BYTES;
-    let body = bytes.get(body_at..body_at + len)?;
-    if crc32fast::hash(body) != crc {
-        return None;
-    }
-    let record = Record::decode(body).ok().filter(|r| r.kind.is_some())?;
-    Some((record, body_at + len))
+/// What a streamed replay ([`replay_with`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// Records handed over, in order, up to the first bad frame.
+    pub records: u64,
+    /// Bytes of well-formed records before the first bad frame.
+    pub valid_len: u64,
+    /// What comes after them.
+    pub tail: Tail,
 }
 
-/// The first offset after `from` where a valid record starts.
-fn next_valid(bytes: &[u8], from: usize) -> Option<usize> {
-    (from..bytes.len().saturating_sub(RECORD_HEADER_BYTES))
-        .find(|&at| frame_at(bytes, at).is_some())
+/// The framed length and checksum in the header at `at`.
+fn header_at<B: LogBytes>(src: &mut B, at: u64) -> Result<Option<(usize, u32)>, B::Error> {
+    let Some(header) = src.get(at, RECORD_HEADER_BYTES)? else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    Ok(Some((len, crc)))
+}
+
+/// The record framed at `at`, and where the next frame starts, if the frame is valid.
+fn frame_at<B: LogBytes>(src: &mut B, at: u64) -> Result<Option<(Record, u64)>, B::Error> {
+    let Some((len, crc)) = header_at(src, at)? else {
+        return Ok(None);
+    };
+    if len == 0 || len > RECORD_BYTES_MAX {
+        return Ok(None);
+    }
+    let body_at = at + RECORD_HEADER_BYTES as u64;
+    let Some(body) = src.get(body_at, len)? else {
+        return Ok(None);
+    };
+    if crc32fast::hash(body) != crc {
+        return Ok(None);
+    }
+    let record = Record::decode(body).ok().filter(|r| r.kind.is_some());
+    Ok(record.map(|r| (r, body_at + len as u64)))
+}
+
+/// The first offset from `from` on where a valid record starts.
+fn next_valid<B: LogBytes>(src: &mut B, from: u64) -> Result<Option<u64>, B::Error> {
+    let last = src.len().saturating_sub(RECORD_HEADER_BYTES as u64);
+    for at in from..last {
+        if frame_at(src, at)?.is_some() {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
 }
 
 /// Where the frame at `at` says it ends, if its length is plausible.
-fn declared_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let header = bytes.get(at..at.checked_add(RECORD_HEADER_BYTES)?)?;
-    let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    (len > 0 && len <= RECORD_BYTES_MAX).then_some(at + RECORD_HEADER_BYTES + len)
+fn declared_end<B: LogBytes>(src: &mut B, at: u64) -> Result<Option<u64>, B::Error> {
+    Ok(header_at(src, at)?
+        .filter(|&(len, _)| len > 0 && len <= RECORD_BYTES_MAX)
+        .map(|(len, _)| at + (RECORD_HEADER_BYTES + len) as u64))
 }
 
 /// Whether the bad frame at `at` is a torn last record and the valid frame at `inner` lies
@@ -252,43 +320,94 @@ fn declared_end(bytes: &[u8], at: usize) -> Option<usize> {
 /// declared length, and the frames from `inner` on stop short of that data's end (records
 /// written after a damaged one would run to it). A message body holds whatever its sender
 /// chose, framed records included, so a frame found inside one proves nothing.
-fn torn_around(bytes: &[u8], at: usize, inner: usize) -> bool {
-    let data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-    match declared_end(bytes, at) {
+fn torn_around<B: LogBytes>(src: &mut B, at: u64, inner: u64) -> Result<bool, B::Error> {
+    let data_end = src.data_end()?;
+    match declared_end(src, at)? {
         Some(end) if end >= data_end => {}
-        _ => return false,
+        _ => return Ok(false),
     }
     let mut chain_end = inner;
-    while let Some((_, next)) = frame_at(bytes, chain_end) {
+    while let Some((_, next)) = frame_at(src, chain_end)? {
         chain_end = next;
     }
-    chain_end < data_end
+    Ok(chain_end < data_end)
+}
+
+/// What follows a bad frame at `at`.
+fn classify<B: LogBytes>(src: &mut B, at: u64) -> Result<Tail, B::Error> {
+    Ok(match next_valid(src, at + 1)? {
+        Some(next) if !torn_around(src, at, next)? => Tail::Corrupt {
+            at,
+            next_valid_at: next,
+        },
+        _ => Tail::Torn { at },
+    })
+}
+
+/// Hands every well-formed record of `src` to `apply`, in order, up to the first bad frame,
+/// and classifies what follows it. Holds one record at a time: what it buffers is `src`'s.
+pub fn replay_with<B: LogBytes>(
+    src: &mut B,
+    mut apply: impl FnMut(Record),
+) -> Result<Scan, B::Error> {
+    let mut at = 0u64;
+    let mut records = 0u64;
+    while let Some((record, next)) = frame_at(src, at)? {
+        apply(record);
+        records += 1;
+        at = next;
+    }
+    let tail = if at == src.len() {
+        Tail::Clean
+    } else {
+        classify(src, at)?
+    };
+    Ok(Scan {
+        records,
+        valid_len: at,
+        tail,
+    })
+}
+
+/// The body's first byte when it holds a queued item: the key of `Record`'s only field
+/// (tag 2, length-delimited), which the encoder writes first.
+const ITEM_KEY: u8 = (2 << 3) | 2;
+
+/// Hands the queued items among the records before `valid_len` (as a first
+/// [`replay_with`] found them) to `apply`, in order, without decoding any other record.
+pub fn items_with<B: LogBytes>(
+    src: &mut B,
+    valid_len: u64,
+    mut apply: impl FnMut(ItemRec),
+) -> Result<(), B::Error> {
+    let mut at = 0u64;
+    while at < valid_len {
+        let Some((len, _)) = header_at(src, at)? else {
+            return Ok(());
+        };
+        let body_at = at + RECORD_HEADER_BYTES as u64;
+        if src.get(body_at, 1)?.is_some_and(|b| b[0] == ITEM_KEY) {
+            if let Some((r, _)) = frame_at(src, at)? {
+                if let Some(record::Kind::Item(i)) = r.kind {
+                    apply(i);
+                }
+            }
+        }
+        at = body_at + len as u64;
+    }
+    Ok(())
 }
 
 /// Parses every well-formed record of `bytes` up to the first bad frame, and classifies
 /// what follows it.
 pub fn replay(bytes: &[u8]) -> Replay {
-    let mut at = 0usize;
     let mut records = Vec::new();
-    while let Some((record, next)) = frame_at(bytes, at) {
-        records.push(record);
-        at = next;
-    }
-    let tail = if at == bytes.len() {
-        Tail::Clean
-    } else {
-        match next_valid(bytes, at + 1) {
-            Some(next) if !torn_around(bytes, at, next) => Tail::Corrupt {
-                at: at as u64,
-                next_valid_at: next as u64,
-            },
-            _ => Tail::Torn { at: at as u64 },
-        }
-    };
+    let mut src = bytes;
+    let Ok(scan) = replay_with(&mut src, |r| records.push(r));
     Replay {
         records,
-        valid_len: at as u64,
-        tail,
+        valid_len: scan.valid_len,
+        tail: scan.tail,
     }
 }
 
@@ -303,33 +422,61 @@ pub struct Salvage {
     pub skipped: Vec<(u64, u64)>,
 }
 
-/// Every record of `bytes` that still passes its checksum, skipping damaged regions.
-pub fn salvage(bytes: &[u8]) -> Salvage {
-    let mut out = Salvage::default();
-    let mut at = 0usize;
-    while at < bytes.len() {
-        match frame_at(bytes, at) {
+/// Every record of `src` that still passes its checksum, skipping damaged regions: each
+/// record's framed bytes go to `keep` in their original order. Returns how many were kept
+/// and the regions skipped.
+pub fn salvage_with<B: LogBytes>(
+    src: &mut B,
+    mut keep: impl FnMut(&[u8]) -> Result<(), B::Error>,
+) -> Result<(usize, Skipped), B::Error> {
+    let mut records = 0;
+    let mut skipped = Vec::new();
+    let len = src.len();
+    let mut at = 0u64;
+    while at < len {
+        match frame_at(src, at)? {
             Some((_, next)) => {
-                out.kept.extend_from_slice(&bytes[at..next]);
-                out.records += 1;
+                let n = (next - at) as usize;
+                // The frame was just read whole, so it lies within the log.
+                let framed = src.get(at, n)?.expect("a valid frame lies within the log");
+                keep(framed)?;
+                records += 1;
                 at = next;
             }
             None => {
                 // A bad body with a right length ends where the next record starts: resume
                 // there, not at a frame inside the body (a sender's bytes).
-                let resume = match declared_end(bytes, at) {
-                    Some(end) if frame_at(bytes, end).is_some() => end,
-                    _ => match next_valid(bytes, at + 1) {
-                        Some(next) if !torn_around(bytes, at, next) => next,
-                        _ => bytes.len(),
+                let resume = match declared_end(src, at)? {
+                    Some(end) if frame_at(src, end)?.is_some() => end,
+                    _ => match next_valid(src, at + 1)? {
+                        Some(next) if !torn_around(src, at, next)? => next,
+                        _ => len,
                     },
                 };
-                out.skipped.push((at as u64, (resume - at) as u64));
+                skipped.push((at, resume - at));
                 at = resume;
             }
         }
     }
-    out
+    Ok((records, skipped))
+}
+
+/// Damaged regions a salvage skipped: (offset, bytes).
+pub type Skipped = Vec<(u64, u64)>;
+
+/// [`salvage_with`] over bytes in memory.
+pub fn salvage(bytes: &[u8]) -> Salvage {
+    let mut kept = Vec::new();
+    let mut src = bytes;
+    let Ok((records, skipped)) = salvage_with(&mut src, |f| {
+        kept.extend_from_slice(f);
+        Ok(())
+    });
+    Salvage {
+        kept,
+        records,
+        skipped,
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +495,17 @@ mod tests {
                 sender_device: 0,
             })),
         }
+    }
+
+    #[test]
+    fn an_item_body_starts_with_the_key_the_item_pass_looks_for() {
+        let mut log = Vec::new();
+        encode(&item(7), &mut log);
+        assert_eq!(log[RECORD_HEADER_BYTES], ITEM_KEY);
+        let mut got = Vec::new();
+        let mut src = &log[..];
+        items_with(&mut src, log.len() as u64, |i| got.push(i.id)).unwrap();
+        assert_eq!(got, vec![7]);
     }
 
     #[test]

@@ -130,12 +130,35 @@ pub const HELP: &[(&str, &str)] = &[
         "refused_guess_number_total",
         "Verify attempts refused: the PIN was burned.",
     ),
+    (
+        "refused_group_create_total",
+        "Group creations refused: the user's hourly budget.",
+    ),
+    (
+        "groups_per_user_full_total",
+        "Group creations refused: the user administers the most groups allowed.",
+    ),
+    (
+        "group_adds_refused_total",
+        "Members not added to a group: they do not accept adds from the adder.",
+    ),
+    (
+        "group_creates_pending_full_total",
+        "Group creations refused: too many wait for their members' answers.",
+    ),
+    (
+        "group_creates_pending",
+        "Group creations waiting for their members' answers.",
+    ),
     ("pins_sent_total", "PINs handed to the SMS gateway."),
     (
         "pins_pending",
         "Numbers with an outstanding PIN or back-off.",
     ),
-    ("budget_keys", "Keys tracked by the sign-up budgets."),
+    (
+        "budget_keys",
+        "Keys tracked by the sign-up and per-user budgets.",
+    ),
     ("prelogin_conns", "Pre-login connections tracked."),
     (
         "prelogin_closed_total",
@@ -266,6 +289,12 @@ pub struct AbuseCounters {
     pub receipts_dropped: u64,
     /// Connections closed at their log-in deadline (`login_deadline.rs`).
     pub login_timeouts: u64,
+    /// Group creations refused: the creator administers `GROUPS_ADMINISTERED_PER_USER_MAX`.
+    pub groups_per_user_full: u64,
+    /// Members not added to a group: they do not accept adds from the adder.
+    pub group_adds_refused: u64,
+    /// Group creations refused: `GROUP_CREATES_PENDING_MAX` wait already.
+    pub group_creates_pending_full: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -273,7 +302,7 @@ pub struct AbuseCounters {
 pub struct AbuseGauges {
     /// Phones with an outstanding PIN or back-off.
     pub pins_pending: u64,
-    /// Keys tracked by the sign-up budgets.
+    /// Keys tracked by the sign-up and per-user budgets.
     pub budget_keys: u64,
     /// Pre-login connections tracked.
     pub prelogin_conns: u64,
@@ -281,6 +310,8 @@ pub struct AbuseGauges {
     pub presence_subscriptions: u64,
     /// Presence subscriptions refused at the per-subscriber cap.
     pub presence_refused: u64,
+    /// Group creations waiting for their members' answers.
+    pub group_creates_pending: u64,
 }
 
 /// The abuse limits' statistics, by name (`refused_<budget>` per budget, then the rest).
@@ -298,6 +329,13 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("queue_sender_share_full_total", c.queue_sender_share_full),
         ("receipts_dropped_total", c.receipts_dropped),
         ("login_timeouts_total", c.login_timeouts),
+        ("groups_per_user_full_total", c.groups_per_user_full),
+        ("group_adds_refused_total", c.group_adds_refused),
+        (
+            "group_creates_pending_full_total",
+            c.group_creates_pending_full,
+        ),
+        ("group_creates_pending", g.group_creates_pending),
         ("presence_subscriptions", g.presence_subscriptions),
         ("presence_refused", g.presence_refused),
     ]);

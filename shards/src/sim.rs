@@ -251,6 +251,19 @@ impl Sim {
         self.inbox.insert(c, frames);
         c
     }
+
+    /// Logs `phone` in on `shard` and lets anyone add it to groups (`GroupPrivacy`
+    /// EVERYONE; by default only its contacts may).
+    pub fn login_open_to_groups(&mut self, phone: &str, shard: usize) -> ConnId {
+        let c = self.login(phone, shard);
+        self.send(
+            c,
+            client_frame::Kind::GroupPrivacy(proto::v1::GroupPrivacy {
+                who_can_add: proto::v1::GroupAddPolicy::Everyone as i32,
+            }),
+        );
+        c
+    }
 }
 
 /// A deterministic random source (xorshift from `seed`).
@@ -467,6 +480,7 @@ mod tests {
     #[test]
     fn group_created_reaches_the_session_that_is_current_at_commit() {
         let mut sim = Sim::new(2);
+        sim.login_open_to_groups("+15550000002", 1);
         let a = sim.login("+15550000001", 0);
         sim.send(
             a,

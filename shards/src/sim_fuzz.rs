@@ -209,7 +209,9 @@ impl Harness {
             }
             S::ServerAck(a) => {
                 self.stats.server_acks += 1;
-                if a.group_id == 0 {
+                // Server id 0: a retry of a send stored before, whose id was forgotten
+                // (`dedupe.rs`); the original's own ServerAck is the one checked.
+                if a.group_id == 0 && a.server_msg_id != 0 {
                     let user = user.expect("ServerAck only to a logged-in connection");
                     let to = self.sends[&(user.to_string(), a.client_msg_id)].clone();
                     self.server_acked.push((to, a.server_msg_id));
@@ -339,6 +341,9 @@ impl Harness {
             }
             13 if r.chance(25) => K::PresencePrivacy(proto::v1::PresencePrivacy {
                 visibility: r.below(4) as i32,
+            }),
+            13 if r.chance(35) => K::GroupPrivacy(proto::v1::GroupPrivacy {
+                who_can_add: r.below(4) as i32,
             }),
             13 => K::PresenceSubscribe(PresenceSubscribe {
                 contacts: (0..r.below(4)).map(|_| phone(r, &self.phones)).collect(),

@@ -11,7 +11,7 @@
 //!    sender's home, which sends it or, if the sender is offline, queues it durably.
 //!    `Read` does the same with READ.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use engine::{ConnId, ShardId};
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
@@ -70,6 +70,8 @@ pub struct ShardState {
     pub(crate) recent: RecentAcked,
     pub(crate) groups: Groups,
     pub(crate) presence: Presence,
+    /// Who may add users homed here to groups; creations waiting for members' answers.
+    pub(crate) consent: crate::group_consent::GroupConsent,
     pub(crate) random: RandomSource,
     /// Records written since the last snapshot (compaction estimate).
     pub(crate) records_since_snapshot: u64,
@@ -82,6 +84,8 @@ pub struct ShardState {
     pub(crate) pins: crate::pins::Pins,
     /// Sign-up budgets (per source, prefix, range, this shard's share of the box).
     pub(crate) budgets: crate::budget::SignupBudgets,
+    /// Logged-in users' budgets (group creations), per user homed here.
+    pub(crate) user_budgets: crate::budget::UserBudgets,
     /// Connections on this shard that have not logged in: peer, refusals, hand-overs.
     /// Bounded by the engine's connection table; dropped at login and close.
     pub(crate) prelogin: HashMap<ConnId, crate::mesh_msg::PreLogin>,
@@ -115,6 +119,7 @@ impl ShardState {
             shards,
             budgets: crate::budget::SignupBudgets::new(settings.signup, shards),
             pins: crate::pins::Pins::default(),
+            user_budgets: crate::budget::UserBudgets::default(),
             prelogin: HashMap::new(),
             refusal_log: crate::login::RefusalLog::default(),
             abuse: crate::service_stats::AbuseCounters::default(),
@@ -127,6 +132,7 @@ impl ShardState {
             recent: RecentAcked::default(),
             groups: Groups::default(),
             presence: Presence::default(),
+            consent: crate::group_consent::GroupConsent::default(),
             random,
             records_since_snapshot: 0,
             busy: None,
@@ -158,10 +164,11 @@ impl ShardState {
     pub fn abuse_stats(&self) -> Vec<(&'static str, u64)> {
         let g = crate::service_stats::AbuseGauges {
             pins_pending: self.pins.len() as u64,
-            budget_keys: self.budgets.keys() as u64,
+            budget_keys: (self.budgets.keys() + self.user_budgets.keys()) as u64,
             prelogin_conns: self.prelogin.len() as u64,
             presence_subscriptions: self.presence.entries() as u64,
             presence_refused: self.presence.refused,
+            group_creates_pending: self.consent.pending() as u64,
         };
         crate::service_stats::abuse_report(&self.abuse, g)
     }
@@ -174,56 +181,6 @@ impl ShardState {
         self.busy_rejects += 1;
         out.frame(conn, busy(retry_after_ms, client_msg_id));
         true
-    }
-
-    /// Rebuilds state from the log's records, in order. Replayed items are durable.
-    pub fn replay(&mut self, records: Vec<Record>) {
-        // Items removed: server id → whose queue it was removed from.
-        let mut removed: HashMap<u64, String> = HashMap::new();
-        let mut items = Vec::new();
-        for r in records {
-            match r.kind {
-                Some(record::Kind::Account(a)) => {
-                    self.ids.observe(a.user_id);
-                    self.registry.apply(&a);
-                }
-                Some(record::Kind::Item(i)) => items.push(i),
-                Some(record::Kind::Removed(r)) => {
-                    self.ids.observe(r.id);
-                    removed.insert(r.id, r.user);
-                }
-                Some(record::Kind::IdMark(m)) => self.ids.observe_next_seq(m.next_seq),
-                Some(record::Kind::Group(g)) => {
-                    self.ids.observe(g.group_id);
-                    self.groups.apply(&g);
-                }
-                Some(record::Kind::Dedupe(d)) => {
-                    self.ids.observe(d.server_msg_id);
-                    self.dedupe.insert_durable(&d);
-                }
-                None => {}
-            }
-        }
-        // An item a snapshot holds may come again in the records appended while it was
-        // built (`snapshot.rs`): the first is kept, in its place in the queue.
-        let mut seen: HashSet<u64> = HashSet::with_capacity(items.len());
-        for i in items {
-            self.ids.observe(i.id);
-            if !seen.insert(i.id) {
-                continue;
-            }
-            if i.client_msg_id != 0 {
-                self.dedupe.insert_from_item(&i);
-            }
-            if removed.get(&i.id) == Some(&i.user) {
-                continue;
-            }
-            if let Some(item) = Item::from_record(&i) {
-                // Replay never exceeds what was accepted before, but a lowered limit could:
-                // keep what is there rather than drop acknowledged messages.
-                let _ = self.queues.restore(&i.user, item);
-            }
-        }
     }
 
     /// A frame from `conn` (already validated against the wire limits).
@@ -266,7 +223,7 @@ impl ShardState {
             K::Send(s) => self.on_send(now, conn, user, s, out),
             K::Ack(a) => self.on_ack(now, &user, a.server_msg_ids, out),
             K::Read(r) => self.on_read(now, &user, r.server_msg_ids, out),
-            K::GroupCreate(g) => self.on_group_create(conn, user, g, out),
+            K::GroupCreate(g) => self.on_group_create(now, conn, user, g, out),
             K::GroupAdd(g) => self.group_op(
                 user,
                 crate::mesh_msg::GroupOp::Add {
@@ -299,6 +256,11 @@ impl ShardState {
                 // Validated: the value is a known visibility.
                 let v = proto::v1::PresenceVisibility::try_from(p.visibility).unwrap_or_default();
                 self.on_presence_privacy(&user, v)
+            }
+            K::GroupPrivacy(p) => {
+                // Validated: the value is a known policy.
+                let p = proto::v1::GroupAddPolicy::try_from(p.who_can_add).unwrap_or_default();
+                self.on_group_privacy(&user, p)
             }
             K::Ping(_) | K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_) => {
                 out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0)
@@ -353,6 +315,16 @@ impl ShardState {
                 contact,
                 subscriber,
             } => self.on_presence_sub_at_home(now, contact, subscriber, out),
+            ShardMsg::GroupAddAsk {
+                group_id,
+                adder,
+                members,
+            } => self.on_group_add_ask(now, group_id, adder, members, out),
+            ShardMsg::GroupAddAnswer {
+                group_id,
+                adder,
+                accepted,
+            } => self.on_group_add_answer(group_id, adder, accepted, out),
         }
     }
 

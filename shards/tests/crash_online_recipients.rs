@@ -181,7 +181,9 @@ fn sigkill_with_online_recipients_loses_nothing_acked_and_shows_nothing_twice() 
     let (mut server, mut addr) = spawn_server(&data);
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555410{i:04}")).collect();
     for r in &recipients {
-        Client::plain(addr).load_test_login(r);
+        let mut c = Client::plain(addr);
+        c.load_test_login(r);
+        c.group_privacy(proto::v1::GroupAddPolicy::Everyone);
     }
     let group_id = create_group(addr, &recipients);
     let mut seen: Vec<Seen> = (0..RECIPIENTS).map(|_| Seen::default()).collect();

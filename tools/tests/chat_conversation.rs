@@ -96,6 +96,11 @@ fn groups_from_the_command_line() {
     sign_up(&server, &a, ALICE);
     sign_up(&server, &b, BOB);
     sign_up(&server, &c, CAROL);
+    // By default only contacts may add someone; these three are strangers to each other.
+    for cfg in [&b, &c] {
+        let out = ok(chat(&server, cfg, &["group", "privacy", "everyone"]));
+        assert!(out.contains("everyone"), "{out}");
+    }
     let out = ok(chat(&server, &a, &["group", "create", "friends", BOB]));
     let gid: String = out
         .split_whitespace()

@@ -7,7 +7,9 @@
 //!    plus memory vs connections at several N.
 //! 2. routing: `route-rate` on one shard (server pinned to CPU 0, client to CPU 1) and on two
 //!    shards with every message crossing shards (server on both CPUs; the client competes).
-//! 3. farm scenarios (`farm` from tools/: Switchboard beside mosquitto and NATS, the soak,
+//! 3. start-up replay: `replay-cost` at two log sizes (seconds and peak RSS, streamed as the
+//!    server does and whole as it did before issue 22).
+//! 4. farm scenarios (`farm` from tools/: Switchboard beside mosquitto and NATS, the soak,
 //!    group fan-out, reconnect storm) when the `farm` binary is present.
 //!
 //! Bounded: each child has a timeout. The report ends with how long the run took
@@ -122,6 +124,46 @@ fn num(f: &Fields, k: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("missing {k}"))?
         .parse()
         .with_context(|| format!("bad {k}"))
+}
+
+/// Start-up replay seconds and peak RSS at two log sizes, streamed and whole.
+fn replay_figures(args: &Args, t: Duration) -> anyhow::Result<Vec<Figure>> {
+    let replay = bin("replay-cost").display().to_string();
+    let sizes: [u64; 2] = if args.quick { [50, 150] } else { [50, 300] };
+    let mut figures = Vec::new();
+    for mb in sizes {
+        let names: Vec<(String, &str, &str)> = vec![
+            (
+                format!("start-up replay, {mb} MB log, streamed"),
+                "s",
+                "stream_s",
+            ),
+            (
+                format!("peak RSS, start-up replay, {mb} MB log, streamed"),
+                "MiB",
+                "stream_peak_rss_mib",
+            ),
+            (
+                format!("start-up replay, {mb} MB log, whole (before issue 22)"),
+                "s",
+                "whole_s",
+            ),
+            (
+                format!("peak RSS, start-up replay, {mb} MB log, whole (before issue 22)"),
+                "MiB",
+                "whole_peak_rss_mib",
+            ),
+        ];
+        let keys: Vec<(&str, &str, &str)> =
+            names.iter().map(|(n, u, k)| (n.as_str(), *u, *k)).collect();
+        figures.extend(measure(
+            args.runs,
+            cmdline(&[&replay, "--mb", &mb.to_string()]),
+            &keys,
+            t,
+        )?);
+    }
+    Ok(figures)
 }
 
 fn cmdline(parts: &[&str]) -> Vec<String> {
@@ -389,6 +431,8 @@ fn main() -> anyhow::Result<()> {
         values: vec![single_ratio],
         command: "(from the two one-message-per-write CPU rows)".into(),
     });
+    eprintln!("bench: start-up replay");
+    figures.extend(replay_figures(&args, t)?);
     let (extra, soak_targets) = farm_scenarios(&args, t, &mut figures)?;
     write_report(
         &args,

@@ -368,6 +368,14 @@ impl Client {
         }));
     }
 
+    /// Sets who may add this user to groups, and waits until the server has it.
+    pub fn group_privacy(&mut self, who: proto::v1::GroupAddPolicy) {
+        self.send(client_frame::Kind::GroupPrivacy(proto::v1::GroupPrivacy {
+            who_can_add: who as i32,
+        }));
+        self.sync();
+    }
+
     pub fn expect_message(&mut self) -> proto::v1::Message {
         match self.recv() {
             server_frame::Kind::Message(m) => m,

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use proto::v1::{
-    server_frame::Kind, Ack, GroupAdd, GroupCreate, GroupMembersRequest, GroupRemove, GroupSend,
-    Ping, Read, ReceiptKind, Register, SendMessage, ServerFrame, Verify,
+    server_frame::Kind, Ack, ErrorCode, GroupAdd, GroupAddPolicy, GroupCreate, GroupMembersRequest,
+    GroupPrivacy, GroupRemove, GroupSend, Ping, Read, ReceiptKind, Register, SendMessage,
+    ServerFrame, Verify,
 };
 use proto::PROTOCOL_VERSION;
 use tools::chat_config::{self, ChatConfig};
@@ -122,6 +123,9 @@ enum GroupCmd {
     Send { group: u64, text: String },
     /// Show name, admin and members.
     Members { group: u64 },
+    /// Who may add you to groups: contacts (the default: numbers you subscribe to),
+    /// everyone or nobody. The server keeps it until it restarts.
+    Privacy { who: String },
 }
 
 fn main() {
@@ -486,6 +490,13 @@ fn show(
 fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
     let (mut c, _) = ctx.login()?;
     let any_error = |_: &proto::v1::Error| true;
+    // Members left out of a create or an add are reported; the rest went through.
+    let fatal = |e: &proto::v1::Error| e.code != ErrorCode::GroupAddRefused as i32;
+    let left_out = |f: ServerFrame| {
+        if let Some(Kind::Error(e)) = f.kind {
+            complain!("{}", e.detail);
+        }
+    };
     match g {
         GroupCmd::Create { name, members } => {
             members.iter().try_for_each(|m| check_phone(m))?;
@@ -503,8 +514,8 @@ fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
                     Kind::GroupCreated(g) if g.client_req_id == req => Some(g.group_id),
                     _ => None,
                 },
-                any_error,
-                |_| {},
+                fatal,
+                left_out,
             )?;
             say!("group {id} created: {name}");
         }
@@ -518,14 +529,35 @@ fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
                 group_id: group,
                 members,
             })?;
-            print_updated(&mut c, ctx.wait, group)?;
+            print_updated(&mut c, ctx.wait, group, fatal, left_out)?;
         }
         GroupCmd::Remove { group, members } => {
             c.send(GroupRemove {
                 group_id: group,
                 members,
             })?;
-            print_updated(&mut c, ctx.wait, group)?;
+            print_updated(&mut c, ctx.wait, group, any_error, |_| {})?;
+        }
+        GroupCmd::Privacy { who } => {
+            let p = match who.as_str() {
+                "contacts" => GroupAddPolicy::Contacts,
+                "everyone" => GroupAddPolicy::Everyone,
+                "nobody" => GroupAddPolicy::Nobody,
+                other => bail!("who may add you: contacts, everyone or nobody, not {other:?}"),
+            };
+            c.send(GroupPrivacy {
+                who_can_add: p as i32,
+            })?;
+            // The answer to a ping sent after it means the server has it.
+            c.send(Ping { nonce: 2 })?;
+            c.wait_for(
+                ctx.wait,
+                "group privacy",
+                |k| matches!(k, Kind::Pong(p) if p.nonce == 2).then_some(()),
+                any_error,
+                |_| {},
+            )?;
+            say!("who may add you to groups: {who}");
         }
         GroupCmd::Send { group, text } => {
             let cmid = ctx.cfg.take_client_msg_id();
@@ -569,7 +601,13 @@ fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_updated(c: &mut Client, wait: Duration, group: u64) -> anyhow::Result<()> {
+fn print_updated(
+    c: &mut Client,
+    wait: Duration,
+    group: u64,
+    fatal: impl FnMut(&proto::v1::Error) -> bool,
+    other: impl FnMut(ServerFrame),
+) -> anyhow::Result<()> {
     let members = c.wait_for(
         wait,
         "group update",
@@ -577,8 +615,8 @@ fn print_updated(c: &mut Client, wait: Duration, group: u64) -> anyhow::Result<(
             Kind::GroupUpdated(g) if g.group_id == group => Some(g.members.clone()),
             _ => None,
         },
-        |_| true,
-        |_| {},
+        fatal,
+        other,
     )?;
     say!("group {group} members: {}", members.join(" "));
     Ok(())

@@ -20,7 +20,9 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proto::v1::{GroupCreate, GroupSend, LoadTestLogin, Ping, SendMessage};
+use proto::v1::{
+    GroupAddPolicy, GroupCreate, GroupPrivacy, GroupSend, LoadTestLogin, Ping, SendMessage,
+};
 use proto::{ServerFrame, PROTOCOL_VERSION};
 
 use crate::ledger::Ledger;
@@ -519,9 +521,18 @@ impl Driver {
     fn came_up(&mut self, i: usize, now: Instant) {
         let jitter = 0.5 + self.rng.unit();
         let interval = secs(self.spec.ping_interval_s * jitter);
+        let groups = self.spec.sends() && self.spec.group_ratio > 0.0;
         let u = &mut self.users[i];
         if u.phase != Phase::Connecting && u.phase != Phase::WaitingUp {
             return;
+        }
+        if groups {
+            // Farm users are strangers to each other, and by default only contacts may add
+            // someone to a group: let the group's creator add them (before any group is
+            // made: groups are created at Go, once every user is up).
+            u.queue(GroupPrivacy {
+                who_can_add: GroupAddPolicy::Everyone as i32,
+            });
         }
         self.connecting -= 1;
         self.up += 1;

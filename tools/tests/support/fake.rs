@@ -235,6 +235,8 @@ impl Router {
                     self.receipt(&me, id, ReceiptKind::Read);
                 }
             }
+            // Everyone may add anyone here.
+            (C::GroupPrivacy(_), Some(_)) => {}
             (_, _) => self.write(
                 conn,
                 proto::error_frame(ErrorCode::UnexpectedFrame, "fake", 0),
