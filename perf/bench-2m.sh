@@ -5,6 +5,9 @@
 #   perf/bench-2m.sh server                      # on the server box: checks only
 #   perf/bench-2m.sh client SERVER:PORT CONNS PROCS SRC_FIRST-SRC_LAST [extra farm flags]
 # Only point the farm at your own server. Every farm run is bounded by --duration.
+# Start the server with SWITCHBOARD_LOAD_TEST_SECRET in its environment (never a flag) and
+# --prelogin-conns-per-prefix raised (e.g. 1000000): the farm's source addresses share a
+# few /24s and connect faster than the default 64 per shard can log in.
 set -u
 role=${1:-server}
 want=${BENCH_2M_CONNS:-2000000}

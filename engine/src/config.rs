@@ -11,6 +11,9 @@ pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// Default frame deadline: a frame whose first bytes arrived must be complete this soon
 /// (a slowloris client trickling bytes is closed; the idle timer alone would never fire).
 pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default cap on one shard's connections that have not logged in yet, per source prefix
+/// (IPv4 /24, IPv6 /48): see [`EngineConfig::prelogin_conns_per_prefix_max`].
+pub const PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT: usize = 64;
 /// Open descriptors kept back from the connection cap for logs, listeners and rings.
 pub const FD_RESERVE: usize = 256;
 /// Default batching wait of a shard's loop under low load (µs; 0 = off): see
@@ -42,6 +45,11 @@ pub struct EngineConfig {
     pub idle_timeout_ms: u64,
     /// Deadline for a started frame to finish.
     pub frame_timeout_ms: u64,
+    /// Connections not logged in yet that one source prefix (IPv4 /24, IPv6 /48) may hold
+    /// on one shard; more are closed at accept (services with a login only:
+    /// `net::prelogin`). A campus or carrier NAT with many users logging in at once raises
+    /// it.
+    pub prelogin_conns_per_prefix_max: usize,
     /// Once a shard's wait in the kernel has seen a first completion, it may wait up to this
     /// many µs more for others to join it (the kernel's min-wait, Linux 6.12+; ignored on
     /// older kernels), so that at low load one wake-up serves several events. 0: off.
@@ -69,6 +77,7 @@ impl Default for EngineConfig {
             handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS_DEFAULT,
             idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
+            prelogin_conns_per_prefix_max: PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT,
             coalesce_us: COALESCE_US_DEFAULT,
             admin: None,
             stats: true,

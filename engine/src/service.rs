@@ -36,6 +36,9 @@ pub enum CloseReason {
     Service,
     /// The server is shutting down.
     Shutdown,
+    /// A pre-login limit closed it: its source prefix held its share of pre-login
+    /// connections, or its partial frame would pass the shard's budget (`net::prelogin`).
+    PreLoginLimit,
     /// The connection was handed to another shard (not a close of the socket).
     HandedOff,
 }
@@ -46,6 +49,12 @@ pub trait Service: Sized + 'static {
     type Msg: Send + 'static;
     /// What a service timer carries back when it fires.
     type Timer: 'static;
+
+    /// Connections must log in: until the service calls [`ShardIo::set_logged_in`] for one,
+    /// the engine applies its pre-login limits to it (a cap per source prefix, a small frame
+    /// cap, a shard budget for partial frames, and no idle refresh from what it sends; see
+    /// `net::prelogin`). Off for services without a login.
+    const LOGIN: bool = false;
 
     /// The shard is up (mesh connected, listener attached); called once, before any other.
     fn on_start(&mut self, _io: &mut ShardIo<Self>) {}

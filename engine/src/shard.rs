@@ -83,7 +83,10 @@ impl<S: Service> ShardCell<S> {
     pub(crate) fn note_rx(&mut self, id: ConnId) {
         let now = self.io.mono_ms;
         if let Some(slot) = self.io.conns.get_mut(id) {
-            slot.last_rx_ms = now;
+            // Before login, what a connection sends does not keep it alive (net::prelogin).
+            if slot.logged_in {
+                slot.last_rx_ms = now;
+            }
         }
     }
 
@@ -157,7 +160,8 @@ impl<S: Service> ShardCell<S> {
 
     /// Removes `id` for good and tells the service.
     pub(crate) fn finish(&mut self, id: ConnId, reason: CloseReason) {
-        let slot = self.io.conns.remove(id).expect("finishing a live slot");
+        let mut slot = self.io.conns.remove(id).expect("finishing a live slot");
+        self.io.prelogin.release(&mut slot, &mut self.io.counters);
         if let Some(t) = slot.timer {
             self.io.timers.cancel(t);
         }
@@ -199,10 +203,12 @@ impl<S: Service> ShardCell<S> {
             return Err(wire);
         }
         let peer = peer_ip(wire.fd);
+        let mut slot = ConnSlot::new(state, now, peer, wire);
+        slot.logged_in = !S::LOGIN;
         let id = self
             .io
             .conns
-            .insert(ConnSlot::new(state, now, peer, wire))
+            .insert(slot)
             .expect("checked: the table has room");
         self.io.counters.conns_open += 1;
         if handshaking {
@@ -242,6 +248,7 @@ impl<S: Service> ShardCell<S> {
         set_nodelay(fd);
         let handshaking = tls.is_some();
         match self.register(Wire::new(fd, tls, Vec::new()), handshaking, true) {
+            Ok(id) if !self.prelogin_admit(id) => {}
             Ok(id) if !handshaking => {
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
                 self.service.on_open(&mut self.io, id);
@@ -257,6 +264,7 @@ impl<S: Service> ShardCell<S> {
     fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
         self.io.tick_clock();
         match self.register(detached.into_wire(), false, false) {
+            Ok(id) if !self.prelogin_admit(id) => {}
             Ok(id) => {
                 self.io.counters.handoffs_in += 1;
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
@@ -523,6 +531,7 @@ where
                 busy_ns: 0,
                 turn_max_ns: 0,
                 turns: 0,
+                prelogin: crate::net::prelogin::PreLogin::new(config.prelogin_conns_per_prefix_max),
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,

@@ -82,6 +82,13 @@ pub(crate) struct ConnSlot {
     /// The peer's address (IPv4 mapped into IPv6; `::` when the socket could not say), read
     /// once at accept or adoption: services budget sign-ups per source address.
     pub(crate) peer: std::net::Ipv6Addr,
+    /// The service said it logged in (or it has no login): the pre-login limits are off.
+    pub(crate) logged_in: bool,
+    /// Counted against its prefix's pre-login connections (`net::prelogin`).
+    pub(crate) prefix_counted: bool,
+    /// Bytes of its partial frame counted against the shard's pre-login budget.
+    /// (u32: at most `PRELOGIN_PARTIAL_BYTES_SHARD_MAX`; it sits in the slot's padding.)
+    pub(crate) partial_counted: u32,
 }
 
 impl ConnSlot {
@@ -98,6 +105,9 @@ impl ConnSlot {
             opened: false,
             lingering: false,
             peer,
+            logged_in: false,
+            prefix_counted: false,
+            partial_counted: 0,
         }
     }
 }
@@ -171,6 +181,8 @@ pub struct ShardIo<S: Service> {
     pub(crate) turn_max_ns: u64,
     /// Turns of the loop since the shard started.
     pub(crate) turns: u64,
+    /// Counts of the connections not logged in yet (`net::prelogin`).
+    pub(crate) prelogin: crate::net::prelogin::PreLogin,
 }
 
 impl<S: Service> ShardIo<S> {

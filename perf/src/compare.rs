@@ -79,12 +79,22 @@ impl System {
     /// The farm flags that pick its protocol.
     pub fn farm_args(self) -> Vec<String> {
         let a: &[&str] = match self {
-            System::Switchboard => &["--proto", "switchboard", "--load-test-secret", SECRET],
+            // The secret travels in the environment (`farm_env`), never in argv.
+            System::Switchboard => &["--proto", "switchboard"],
             System::MosquittoQos1 => &["--proto", "mqtt", "--qos", "1"],
             System::MosquittoQos0 => &["--proto", "mqtt", "--qos", "0"],
             System::Nats => &["--proto", "nats"],
         };
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The farm's environment: the load-test secret for Switchboard (a flag would show it
+    /// to every local user in /proc/PID/cmdline).
+    pub fn farm_env(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            System::Switchboard => vec![(shards::config::LOAD_TEST_SECRET_ENV, SECRET)],
+            _ => Vec::new(),
+        }
     }
 
     /// How the server side is started, for the report's command column.
@@ -255,6 +265,7 @@ pub fn run_window<S: AsRef<str>>(
         .args(["--server", &target.addr.to_string(), "--quiet", "--report"])
         .arg(&report_path)
         .args(system.farm_args())
+        .envs(system.farm_env())
         .args(
             target
                 .ca

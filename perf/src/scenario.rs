@@ -52,11 +52,16 @@ impl Server {
         // Port 0: the server reports the port it got (a port found free here and passed in
         // could be taken by another server starting at the same moment).
         cmd.args(["--listen", "127.0.0.1:0", "--shards", &shards.to_string()]);
-        cmd.args(["--load-test-secret", SECRET])
+        cmd.env(shards::config::LOAD_TEST_SECRET_ENV, SECRET)
             .arg("--data-dir")
             .arg(&data);
         // Never the default admin port: several servers may run at once.
         cmd.args(["--admin", "127.0.0.1:0"]);
+        // The farm is one loopback /24 opening thousands of connections at once: past the
+        // default cap on connections not logged in yet per prefix.
+        cmd.args(["--prelogin-conns-per-prefix", "1000000"]);
+        // idle-conns holds connections that never log in while it measures them.
+        cmd.args(["--login-timeout-s", "3600"]);
         cmd.args(extra);
         if !tls {
             cmd.arg("--no-tls");
@@ -156,13 +161,8 @@ pub fn run_farm(
         .arg(timeout.as_secs().to_string())
         .args(["taskset", "-c", cpus])
         .arg(farm)
-        .args([
-            "--server",
-            &server.addr.to_string(),
-            "--load-test-secret",
-            SECRET,
-            "--report",
-        ])
+        .args(["--server", &server.addr.to_string(), "--report"])
+        .env(shards::config::LOAD_TEST_SECRET_ENV, SECRET)
         .arg(&report)
         .args(args)
         .stdout(Stdio::null())

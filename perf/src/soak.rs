@@ -172,7 +172,8 @@ fn farm_cmd(farm: &Path, server: &Server, report: &Path, timeout: Duration) -> C
         .args(["taskset", "-c", crate::compare::FARM_CPUS])
         .arg(farm)
         .args(["--server", &server.addr.to_string(), "--quiet"])
-        .args(["--proto", "switchboard", "--load-test-secret", SECRET])
+        .args(["--proto", "switchboard"])
+        .env(shards::config::LOAD_TEST_SECRET_ENV, SECRET)
         .arg("--report")
         .arg(report);
     c
@@ -393,7 +394,7 @@ pub fn section(
     s: &Soak,
     offline: &anyhow::Result<(f64, f64)>,
 ) -> anyhow::Result<String> {
-    let mut md = format!("### Soak: one shard, {} connections, {} msgs/s offered for {} s (issue 14)\n\nServer `switchboard --shards 1 --no-tls` on CPU 0; `taskset -c 1 farm --proto switchboard --load-test-secret … --conns {} --threads 1 --mode steady --rate {} --duration {} --interval {}`. A row every {} s: the server's RSS and CPU (/proc) when the farm's interval line arrives, and that interval's delivery latency (the farm's lines trail the clock by up to 2 s). Measured on a shared, busy 2-CPU VM: other engineers' compiles run beside it, so latency and CPU are noisy.\n\n| t s | RSS MiB | server CPU µs/msg | delivered | p50 ms | p99 ms | p99.9 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n", plan.conns, plan.rate, plan.duration_s, plan.conns, plan.rate, plan.duration_s, plan.every_s, plan.every_s);
+    let mut md = format!("### Soak: one shard, {} connections, {} msgs/s offered for {} s (issue 14)\n\nServer `switchboard --shards 1 --no-tls` on CPU 0; `SWITCHBOARD_LOAD_TEST_SECRET=… taskset -c 1 farm --proto switchboard --conns {} --threads 1 --mode steady --rate {} --duration {} --interval {}`. A row every {} s: the server's RSS and CPU (/proc) when the farm's interval line arrives, and that interval's delivery latency (the farm's lines trail the clock by up to 2 s). Measured on a shared, busy 2-CPU VM: other engineers' compiles run beside it, so latency and CPU are noisy.\n\n| t s | RSS MiB | server CPU µs/msg | delivered | p50 ms | p99 ms | p99.9 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n", plan.conns, plan.rate, plan.duration_s, plan.conns, plan.rate, plan.duration_s, plan.every_s, plan.every_s);
     let ms = |us: u64| us as f64 / 1000.0;
     for r in &s.rows {
         let rss = r.rss_bytes as f64 / 1048576.0;

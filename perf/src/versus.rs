@@ -327,9 +327,13 @@ pub fn steady_at(
     for (sys, _) in &systems {
         let _ = writeln!(
             md,
-            "- {}: server `{}`{tls_server}; `taskset -c 1 farm {} {}{tls_farm}`",
+            "- {}: server `{}`{tls_server}; `{}taskset -c 1 farm {} {}{tls_farm}`",
             sys.name(),
             sys.server_command(),
+            sys.farm_env()
+                .iter()
+                .map(|(k, _)| format!("{k}=… "))
+                .collect::<String>(),
             sys.farm_args().join(" "),
             args.join(" ")
         );

@@ -11,6 +11,11 @@
 /// Largest payload (protobuf bytes after the length header) of one frame, either direction.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024;
 
+/// Largest payload of a frame from a connection that has not logged in. The frames a client
+/// sends before login (Register, Verify, Login, LoadTestLogin, Ping) are a few hundred bytes
+/// at most, so an anonymous connection cannot make the server hold a 64 KiB partial frame.
+pub const PRELOGIN_FRAME_BYTES_MAX: usize = 4 * 1024;
+
 /// Size of the big-endian `u32` payload length that precedes every frame.
 pub const FRAME_HEADER_BYTES: usize = 4;
 
@@ -85,6 +90,13 @@ const _: () = assert!(
 // The frame length travels as a u32.
 const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(FRAME_HEADER_BYTES == core::mem::size_of::<u32>());
+// Every pre-login frame fits the pre-login cap with room for its envelope (a version, the
+// phone, the longest key or secret, tags and lengths), and the cap is below the frame cap.
+const _: () = assert!(
+    PHONE_BYTES_MAX + DEVICE_KEY_BYTES_MAX + LOAD_TEST_SECRET_BYTES_MAX + 256
+        <= PRELOGIN_FRAME_BYTES_MAX
+);
+const _: () = assert!(PRELOGIN_FRAME_BYTES_MAX < FRAME_BYTES_MAX);
 // Phone lengths are consistent.
 const _: () = assert!(PHONE_DIGITS_MIN <= PHONE_DIGITS_MAX);
 // A group of the largest size can always be created: its admin plus at least one member.

@@ -14,6 +14,7 @@ use proto::v1::{server_frame, ServerFrame};
 use crate::effect::{AfterCommit, Effect, Out};
 use crate::journal::{Job, Journal, Outcome};
 use crate::limits::{COMPACT_MIN_BYTES, MESH_HELD_RETRY_MS};
+use crate::login_deadline::LoginDeadlines;
 use crate::mesh_back::{HandedBack, Held};
 use crate::mesh_msg::ShardMsg;
 use crate::notify::{PushProvider, SmsGateway};
@@ -48,6 +49,8 @@ pub struct ServiceEnv {
     pub log_faults: Option<Arc<LogFaults>>,
     /// How long a commit gathers before it starts when none is in flight.
     pub commit_window: std::time::Duration,
+    /// A connection not logged in this long after it opened is closed (`login_deadline.rs`).
+    pub login_timeout_ms: u64,
 }
 
 impl ServiceEnv {
@@ -66,6 +69,7 @@ impl ServiceEnv {
             commit_window: std::time::Duration::from_micros(
                 crate::limits::COMMIT_WINDOW_US_DEFAULT,
             ),
+            login_timeout_ms: crate::limits::LOGIN_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum ServiceTimer {
     FlushTombstones,
     /// Look for reports of PINs sent (while registrations wait for them).
     PinReplies,
+    /// Close the connections past their log-in deadline.
+    LoginDeadlines,
 }
 
 /// The service of one shard.
@@ -114,6 +120,8 @@ pub struct Switchboard {
     held_task: bool,
     /// Rate limit of the handed-back log lines.
     mesh_log: crate::login::RefusalLog,
+    /// Connections that must log in by a deadline.
+    logins: LoginDeadlines,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -163,6 +171,7 @@ impl Switchboard {
             held: Default::default(),
             held_task: false,
             mesh_log: Default::default(),
+            logins: LoginDeadlines::default(),
         }
     }
 
@@ -174,6 +183,43 @@ impl Switchboard {
             let at = io.now_ms() + PIN_REPLY_POLL_MS;
             self.pins_timer = io.set_timer(at, ServiceTimer::PinReplies).is_ok();
         }
+    }
+
+    /// `conn` must log in within the login timeout from now (`login_deadline.rs`).
+    fn must_log_in(&mut self, io: &mut ShardIo<Self>, conn: ConnId) {
+        let deadline = io.now_ms() + self.env.login_timeout_ms;
+        let live = io.connection_count();
+        let waiting = |c| io.is_open(c) && !io.is_logged_in(c);
+        self.logins.push(deadline, conn, live, waiting);
+        self.login_timer(io);
+    }
+
+    /// Sets the deadline timer for the earliest deadline, if none is set.
+    fn login_timer(&mut self, io: &mut ShardIo<Self>) {
+        if let (false, Some(at)) = (self.logins.timer_set, self.logins.next_at()) {
+            // A full timer wheel leaves it unset: the next connection's push tries again.
+            self.logins.timer_set = io.set_timer(at, ServiceTimer::LoginDeadlines).is_ok();
+        }
+    }
+
+    /// Answers and closes every connection past its deadline and still not logged in.
+    fn close_late_logins(&mut self, io: &mut ShardIo<Self>) {
+        let now = io.now_ms();
+        let secs = self.env.login_timeout_ms / 1000;
+        while let Some(conn) = self.logins.pop_due(now) {
+            if !io.is_open(conn) || io.is_logged_in(conn) {
+                continue;
+            }
+            self.run(io, |s, _, out| {
+                s.abuse.login_timeouts += 1;
+                out.fail(
+                    conn,
+                    proto::v1::ErrorCode::NotLoggedIn,
+                    &format!("not logged in within {secs} s of connecting"),
+                );
+            });
+        }
+        self.login_timer(io);
     }
 
     /// PINs that certainly never reached their phone no longer hold its back-off.
@@ -272,7 +318,8 @@ impl Switchboard {
                     None => self.poll_pins_later(io),
                 }
             }
-            Effect::Push { phone } => self.env.push.notify(&phone),
+            Effect::Push { phone, user_id } => self.env.push.notify(&phone, user_id),
+            Effect::LoggedIn(conn) => io.set_logged_in(conn),
         }
     }
 
@@ -608,7 +655,11 @@ impl Service for Switchboard {
         ));
     }
 
-    fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
+    const LOGIN: bool = true;
+
+    fn on_open(&mut self, io: &mut ShardIo<Self>, conn: ConnId) {
+        self.must_log_in(io, conn);
+    }
 
     /// Writes what gathers, lazy tombstones included, without waiting for a window: a
     /// graceful restart should not redeliver what was acked just before it.
@@ -664,6 +715,9 @@ impl Service for Switchboard {
         match msg {
             ShardMsg::Adopt(a) => self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out)),
             other => unreachable!("only Adopt travels with a connection: {other:?}"),
+        }
+        if io.is_open(conn) && !io.is_logged_in(conn) {
+            self.must_log_in(io, conn);
         }
     }
 
@@ -735,6 +789,10 @@ impl Service for Switchboard {
                 if self.pins.waiting() > 0 {
                     self.poll_pins_later(io);
                 }
+            }
+            ServiceTimer::LoginDeadlines => {
+                self.logins.timer_set = false;
+                self.close_late_logins(io);
             }
         }
     }

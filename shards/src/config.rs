@@ -26,6 +26,10 @@ pub const ALARM_TURN_MAX_MS_DEFAULT: u64 = 10;
 /// Default least time between two warnings of one standing alarm.
 pub const ALARM_PERIOD_S_DEFAULT: u64 = 60;
 
+/// Where the load-test secret comes from (or `load_test_secret` in the config file, mode
+/// 0600): never a flag, which every local user can read in `/proc/PID/cmdline`.
+pub const LOAD_TEST_SECRET_ENV: &str = "SWITCHBOARD_LOAD_TEST_SECRET";
+
 /// `switchboard`: the messaging switch.
 #[derive(Debug, Parser, Default)]
 #[command(
@@ -70,9 +74,10 @@ pub struct Cli {
     /// Close connections silent for this many seconds.
     #[arg(long)]
     pub idle_timeout_s: Option<u64>,
-    /// Enables the load-test login path with this shared secret. UNSAFE in production:
-    /// anyone holding it can log in as any phone number.
-    #[arg(long)]
+    /// Refused: any local user can read a flag in /proc/PID/cmdline. The load-test secret
+    /// comes from the environment ([`LOAD_TEST_SECRET_ENV`]) or the config file; the flag
+    /// is parsed only to say so.
+    #[arg(long, hide = true)]
     pub load_test_secret: Option<String>,
     /// POST registration PINs as JSON to this http:// or https:// URL (default: dev outbox
     /// file).
@@ -103,6 +108,13 @@ pub struct Cli {
     /// Close connections whose started frame is not complete after this many seconds.
     #[arg(long)]
     pub frame_timeout_s: Option<u64>,
+    /// Close connections not logged in this many seconds after they connected [default: 60].
+    #[arg(long)]
+    pub login_timeout_s: Option<u64>,
+    /// Connections not logged in yet that one IPv4 /24 or IPv6 /48 may hold per shard; more
+    /// are closed at accept [default: 64]. Raise it behind a large NAT.
+    #[arg(long)]
+    pub prelogin_conns_per_prefix: Option<usize>,
     /// Refuse new sends with Busy while a shard's log has more bytes than this not yet durable.
     #[arg(long)]
     pub journal_pending_bytes_max: Option<usize>,
@@ -187,6 +199,8 @@ pub struct FileConfig {
     coalesce_us: Option<u64>,
     handshake_timeout_s: Option<u64>,
     frame_timeout_s: Option<u64>,
+    login_timeout_s: Option<u64>,
+    prelogin_conns_per_prefix: Option<usize>,
     journal_pending_bytes_max: Option<usize>,
     mesh_queued_max: Option<usize>,
     /// An address, or "off".
@@ -306,6 +320,10 @@ pub struct ServerConfig {
     pub handshake_timeout_ms: u64,
     /// A started frame must be complete within this many milliseconds (slowloris).
     pub frame_timeout_ms: u64,
+    /// A connection must log in within this many milliseconds of connecting.
+    pub login_timeout_ms: u64,
+    /// Pre-login connections per source prefix and shard (`engine::net::prelogin`).
+    pub prelogin_conns_per_prefix_max: usize,
     /// When new sends are refused with `Busy`.
     pub overload: crate::overload::OverloadLimits,
     /// Admin endpoint address; `None` serves none.
@@ -357,8 +375,27 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 impl ServerConfig {
-    /// Merges flags over the file (if any) over defaults, and validates.
+    /// Merges flags over the file (if any) over defaults, and validates; the load-test
+    /// secret is read from [`LOAD_TEST_SECRET_ENV`] (over the file's).
     pub fn from_cli(cli: Cli) -> Result<ServerConfig, ConfigError> {
+        let env_secret = std::env::var(LOAD_TEST_SECRET_ENV).ok();
+        Self::from_cli_env(cli, env_secret)
+    }
+
+    /// [`ServerConfig::from_cli`] with the environment's load-test secret given.
+    pub fn from_cli_env(cli: Cli, env_secret: Option<String>) -> Result<ServerConfig, ConfigError> {
+        if cli.load_test_secret.is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "--load-test-secret is refused (any local user can read flags in \
+                 /proc/PID/cmdline): set {LOAD_TEST_SECRET_ENV} in the server's environment \
+                 or load_test_secret in its config file (mode 0600)"
+            )));
+        }
+        if env_secret.as_deref() == Some("") {
+            return Err(ConfigError::Invalid(format!(
+                "{LOAD_TEST_SECRET_ENV} is set but empty"
+            )));
+        }
         let file = match &cli.config {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
@@ -396,6 +433,20 @@ impl ServerConfig {
         if frame_s == Some(0) {
             return Err(ConfigError::Invalid(
                 "frame_timeout_s must be at least 1".into(),
+            ));
+        }
+        let login_s = cli.login_timeout_s.or(file.login_timeout_s);
+        if login_s == Some(0) {
+            return Err(ConfigError::Invalid(
+                "login_timeout_s must be at least 1".into(),
+            ));
+        }
+        let per_prefix = cli
+            .prelogin_conns_per_prefix
+            .or(file.prelogin_conns_per_prefix);
+        if per_prefix == Some(0) {
+            return Err(ConfigError::Invalid(
+                "prelogin_conns_per_prefix must be at least 1".into(),
             ));
         }
         let overload_default = crate::overload::OverloadLimits::default();
@@ -475,7 +526,7 @@ impl ServerConfig {
                 .or(file.guesses_box_per_minute)
                 .unwrap_or(sd.guesses_box_per_minute),
         };
-        let load_test = cli.load_test_secret.is_some() || file.load_test_secret.is_some();
+        let load_test = env_secret.is_some() || file.load_test_secret.is_some();
         let users = crate::admission::UserLimits {
             // A load-test box's synthetic users write to thousands of strangers, and anyone
             // with its secret can be anyone: the budget would only skew the measurements.
@@ -513,7 +564,7 @@ impl ServerConfig {
             idle_timeout_ms: idle_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::IDLE_TIMEOUT_MS_DEFAULT),
-            load_test_secret: cli.load_test_secret.or(file.load_test_secret),
+            load_test_secret: env_secret.or(file.load_test_secret),
             sms_webhook: cli.sms_webhook.or(file.sms_webhook),
             push_webhook: cli.push_webhook.or(file.push_webhook),
             compact_min_bytes: cli
@@ -530,6 +581,11 @@ impl ServerConfig {
             frame_timeout_ms: frame_s
                 .map(|s| s * 1000)
                 .unwrap_or(engine::config::FRAME_TIMEOUT_MS_DEFAULT),
+            login_timeout_ms: login_s
+                .map(|s| s * 1000)
+                .unwrap_or(crate::limits::LOGIN_TIMEOUT_MS_DEFAULT),
+            prelogin_conns_per_prefix_max: per_prefix
+                .unwrap_or(engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT),
             overload,
         })
     }
@@ -619,19 +675,19 @@ mod tests {
 
     #[test]
     fn the_new_recipient_budget_is_on_by_default_and_off_on_a_load_test_box() {
-        let users = |args: &[&str]| {
+        let users = |args: &[&str], secret: Option<&str>| {
             let mut all = vec!["switchboard"];
             all.extend_from_slice(args);
-            ServerConfig::from_cli(Cli::parse_from(all)).unwrap().users
+            let secret = secret.map(String::from);
+            ServerConfig::from_cli_env(Cli::parse_from(all), secret)
+                .unwrap()
+                .users
         };
         let on = crate::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT;
-        assert_eq!(users(&[]).new_recipients_per_hour, on);
-        assert_eq!(
-            users(&["--load-test-secret", "s"]).new_recipients_per_hour,
-            0
-        );
-        let both = ["--load-test-secret", "s", "--new-recipients-per-hour", "7"];
-        assert_eq!(users(&both).new_recipients_per_hour, 7);
+        assert_eq!(users(&[], None).new_recipients_per_hour, on);
+        assert_eq!(users(&[], Some("s")).new_recipients_per_hour, 0);
+        let seven = ["--new-recipients-per-hour", "7"];
+        assert_eq!(users(&seven, Some("s")).new_recipients_per_hour, 7);
     }
 
     #[test]
@@ -718,5 +774,36 @@ mod tests {
             ServerConfig::from_cli(cli),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_load_test_secret_comes_from_the_environment_or_the_file_never_a_flag() {
+        let cli = Cli::parse_from(["switchboard", "--load-test-secret", "hunter2"]);
+        let err = ServerConfig::from_cli_env(cli, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(LOAD_TEST_SECRET_ENV), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains('\n'), "{err}");
+        let cli = Cli::parse_from(["switchboard"]);
+        let cfg = ServerConfig::from_cli_env(cli, Some("from-env".into())).unwrap();
+        assert_eq!(cfg.load_test_secret.as_deref(), Some("from-env"));
+        let dir = std::env::temp_dir().join(format!("sb-config-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        std::fs::write(&path, "load_test_secret = \"from-file\"\n").unwrap();
+        let file = path.to_str().unwrap();
+        let cfg =
+            ServerConfig::from_cli_env(Cli::parse_from(["switchboard", "--config", file]), None)
+                .unwrap();
+        assert_eq!(cfg.load_test_secret.as_deref(), Some("from-file"));
+        let cli = Cli::parse_from(["switchboard", "--config", file]);
+        let cfg = ServerConfig::from_cli_env(cli, Some("from-env".into())).unwrap();
+        assert_eq!(
+            cfg.load_test_secret.as_deref(),
+            Some("from-env"),
+            "env over file"
+        );
+        let cli = Cli::parse_from(["switchboard"]);
+        assert!(ServerConfig::from_cli_env(cli, Some(String::new())).is_err());
     }
 }

@@ -66,6 +66,11 @@ pub fn effective_toml(c: &ServerConfig) -> String {
         val((c.handshake_timeout_ms / 1000) as i64),
     );
     kv("frame_timeout_s", val((c.frame_timeout_ms / 1000) as i64));
+    kv("login_timeout_s", val((c.login_timeout_ms / 1000) as i64));
+    kv(
+        "prelogin_conns_per_prefix",
+        val(c.prelogin_conns_per_prefix_max as i64),
+    );
     kv("compact_min_bytes", val(c.compact_min_bytes as i64));
     kv("commit_window_us", val(c.commit_window_us as i64));
     kv("coalesce_us", val(c.coalesce_us as i64));
@@ -143,12 +148,11 @@ mod tests {
     fn secrets_are_not_printed() {
         let cli = Cli::parse_from([
             "switchboard",
-            "--load-test-secret",
-            "hunter2",
             "--sms-webhook",
             "https://user:pw@sms.example/send?token=abc",
         ]);
-        let text = effective_toml(&ServerConfig::from_cli(cli).unwrap());
+        let cfg = ServerConfig::from_cli_env(cli, Some("hunter2".into())).unwrap();
+        let text = effective_toml(&cfg);
         for secret in ["hunter2", "pw", "token=abc", "user:"] {
             assert!(!text.contains(secret), "{secret} printed:\n{text}");
         }

@@ -31,10 +31,14 @@ pub enum Effect {
         /// The frame for `conn` once the PIN is out.
         on_sent: server_frame::Kind,
     },
+    /// The connection logged in: the engine's pre-login limits no longer apply to it.
+    LoggedIn(ConnId),
     /// Tell the push provider a user has messages waiting.
     Push {
         /// The phone.
         phone: String,
+        /// The user's server-issued id: what a log line names instead of the phone.
+        user_id: u64,
     },
 }
 

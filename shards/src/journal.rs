@@ -493,6 +493,7 @@ mod tests {
     fn push(phone: &str) -> AfterCommit {
         AfterCommit::Effect(Effect::Push {
             phone: phone.into(),
+            user_id: 0,
         })
     }
 
@@ -500,7 +501,7 @@ mod tests {
         after
             .iter()
             .map(|a| match a {
-                AfterCommit::Effect(Effect::Push { phone }) => phone.clone(),
+                AfterCommit::Effect(Effect::Push { phone, .. }) => phone.clone(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()

@@ -50,6 +50,7 @@ pub mod limits;
 pub mod log_check;
 pub mod log_format;
 pub mod login;
+pub mod login_deadline;
 pub mod mesh_back;
 pub mod mesh_msg;
 pub mod notify;

@@ -40,6 +40,10 @@ pub const PRELOGIN_REFUSALS_MAX: u32 = 8;
 /// Times a connection may be handed to another shard before it logs in (one is enough for
 /// any honest client); past it the connection is closed.
 pub const PRELOGIN_HANDOFFS_MAX: u32 = 2;
+/// Default log-in deadline: a connection not logged in this long after it opened is
+/// answered `NOT_LOGGED_IN` and closed (`login_deadline.rs`). A client waiting for its PIN
+/// longer than this sends `Verify` on a new connection (the PIN belongs to the phone).
+pub const LOGIN_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// At most one refusal log line per shard per this period (with the count since the last).
 pub const REFUSAL_LOG_PERIOD_MS: u64 = 1_000;
 /// Owed mesh messages (answers, receipts, group copies) a shard holds when its outbox is

@@ -352,6 +352,7 @@ impl ShardState {
             }
         }
         self.prelogin.remove(&conn);
+        out.now.push(Effect::LoggedIn(conn));
         if let Some(old) = self.sessions.login(&phone, conn) {
             out.fail(old, ErrorCode::SessionReplaced, "logged in elsewhere");
             self.queues.session_ended(&phone);

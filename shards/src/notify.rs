@@ -129,8 +129,9 @@ pub trait SmsGateway: Send + Sync + std::fmt::Debug {
 
 /// Tells a phone's push service it has messages waiting.
 pub trait PushProvider: Send + Sync + std::fmt::Debug {
-    /// Notifies `phone`; must not block for long.
-    fn notify(&self, phone: &str);
+    /// Notifies `phone` (the user with server-issued id `user_id`, which is what a log line
+    /// may name: never the phone); must not block for long.
+    fn notify(&self, phone: &str, user_id: u64);
 }
 
 /// Dev SMS: appends `<phone> <pin>` to a file (the dev outbox, mode 0600) from a thread of
@@ -192,7 +193,8 @@ impl SmsGateway for DevOutbox {
                 },
                 crossbeam::channel::TrySendError::Disconnected(_) => SmsError::Stopped,
             })?;
-        tracing::info!(%phone, outbox = %self.path.display(), "dev SMS: PIN queued for the outbox");
+        // No phone number in the log (the outbox file, 0600, holds it).
+        tracing::info!(outbox = %self.path.display(), "dev SMS: PIN queued for the outbox");
         Ok(())
     }
 }
@@ -202,8 +204,8 @@ impl SmsGateway for DevOutbox {
 pub struct DevPush;
 
 impl PushProvider for DevPush {
-    fn notify(&self, phone: &str) {
-        tracing::info!(%phone, "push: messages waiting");
+    fn notify(&self, _phone: &str, user_id: u64) {
+        tracing::info!(user_id, "push: messages waiting");
     }
 }
 

@@ -96,7 +96,7 @@ impl PinReplies {
                 None
             }
             Err(e) => {
-                tracing::warn!(%phone, "PIN not sent: {e}");
+                tracing::warn!(token, "PIN not sent: {e}");
                 if e.never_sent() {
                     self.unsent.push(phone.to_string());
                 }

@@ -344,7 +344,7 @@ mod ops {
             let known = self.registry.exists(&contact);
             if !known || !self.presence.subscribe(&contact, &subscriber, now) {
                 if known {
-                    tracing::debug!(%contact, "presence subscribers at limit");
+                    tracing::debug!("presence subscribers at limit");
                 }
                 let frame = hidden_frame(contact);
                 return out.mesh(

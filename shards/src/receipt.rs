@@ -174,7 +174,8 @@ impl ShardState {
         let item = Item::frame_only(receipt.receipt_id, server_frame::Kind::Receipt(receipt));
         if self.enqueue(&sender, item, out).is_err() {
             self.abuse.receipts_dropped += 1;
-            tracing::warn!(user = %sender, "receipt dropped: queue full");
+            let user_id = self.registry.verified(&sender).map_or(0, |a| a.user_id);
+            tracing::warn!(user_id, "receipt dropped: queue full");
         }
     }
 }

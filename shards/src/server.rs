@@ -102,6 +102,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         idle_timeout_ms: cfg.idle_timeout_ms,
         handshake_timeout_ms: cfg.handshake_timeout_ms,
         frame_timeout_ms: cfg.frame_timeout_ms,
+        prelogin_conns_per_prefix_max: cfg.prelogin_conns_per_prefix_max,
         coalesce_us: cfg.coalesce_us,
         admin: cfg.admin,
         stats: cfg.stats,
@@ -123,6 +124,7 @@ pub fn service_env(cfg: &ServerConfig) -> Result<ServiceEnv, StartError> {
     env.overload = cfg.overload;
     env.settings.signup = cfg.signup;
     env.settings.users = cfg.users;
+    env.login_timeout_ms = cfg.login_timeout_ms;
     if let Some(secret) = &cfg.load_test_secret {
         tracing::warn!(
             "load-test logins are ENABLED: anyone with the secret can log in as any number"

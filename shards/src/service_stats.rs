@@ -172,6 +172,10 @@ pub const HELP: &[(&str, &str)] = &[
         "receipts_dropped_total",
         "Receipts that found their user's queue full.",
     ),
+    (
+        "login_timeouts_total",
+        "Connections closed: not logged in within the login timeout.",
+    ),
     ("presence_subscriptions", "Presence subscriptions held."),
     (
         "presence_refused",
@@ -331,6 +335,8 @@ pub struct AbuseCounters {
     pub queue_sender_share_full: u64,
     /// Receipts that found their user's queue full (kept at 0 by the receipt reserve).
     pub receipts_dropped: u64,
+    /// Connections closed at their log-in deadline (`login_deadline.rs`).
+    pub login_timeouts: u64,
     /// Group creations refused: the creator administers `GROUPS_ADMINISTERED_PER_USER_MAX`.
     pub groups_per_user_full: u64,
     /// Members not added to a group: they do not accept adds from the adder.
@@ -382,6 +388,7 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("prelogin_closed_total", c.prelogin_closed),
         ("queue_sender_share_full_total", c.queue_sender_share_full),
         ("receipts_dropped_total", c.receipts_dropped),
+        ("login_timeouts_total", c.login_timeouts),
         ("groups_per_user_full_total", c.groups_per_user_full),
         ("group_adds_refused_total", c.group_adds_refused),
         (

@@ -223,7 +223,8 @@ impl Sim {
                 self.sms.push((phone, pin));
                 self.exec(shard, Effect::Frame(conn, on_sent));
             }
-            Effect::Push { phone } => self.pushes.push(phone),
+            Effect::Push { phone, .. } => self.pushes.push(phone),
+            Effect::LoggedIn(_) => {}
         }
     }
 

@@ -377,8 +377,10 @@ impl ShardState {
         if let Some(q) = self.queues.get_mut(user) {
             if !q.push_notified {
                 q.push_notified = true;
+                let user_id = self.registry.verified(user).map_or(0, |a| a.user_id);
                 out.now.push(crate::effect::Effect::Push {
                     phone: user.to_string(),
+                    user_id,
                 });
             }
         }

@@ -126,10 +126,13 @@ impl Webhook {
         limits: WebhookLimits,
         roots: Option<Vec<ureq::tls::Certificate<'static>>>,
     ) -> Result<Webhook, String> {
-        let uri: ureq::http::Uri = url.parse().map_err(|e| format!("webhook URL {url}: {e}"))?;
+        let shown = redacted(url);
+        let uri: ureq::http::Uri = url
+            .parse()
+            .map_err(|e| format!("webhook URL {shown}: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(format!(
-                "webhook URL must be http(s)://host[:port]/path, got {url}"
+                "webhook URL must be http(s)://host[:port]/path, got {shown}"
             ));
         }
         if limits.workers == 0 || limits.queue_max == 0 {
@@ -138,10 +141,11 @@ impl Webhook {
         let agent = agent(&limits, roots);
         let (tx, rx) = crossbeam::channel::bounded::<Job>(limits.queue_max);
         for i in 0..limits.workers {
-            let (rx, agent, url) = (rx.clone(), agent.clone(), url.to_string());
+            let (rx, agent) = (rx.clone(), agent.clone());
+            let (url, shown) = (url.to_string(), shown.clone());
             std::thread::Builder::new()
                 .name(format!("webhook-{i}"))
-                .spawn(move || work(&rx, &agent, &url, &limits))
+                .spawn(move || work(&rx, &agent, (&url, &shown), &limits))
                 .map_err(|e| format!("starting webhook worker: {e}"))?;
         }
         Ok(Webhook {
@@ -204,11 +208,27 @@ fn agent(
         .new_agent()
 }
 
-/// A worker: takes jobs until the webhook is dropped.
+/// What of a webhook URL may be logged: scheme, host, port and path. The user-info
+/// (`user:password@`), the query (`?api_key=…`) and the fragment are credentials often
+/// enough that they never reach a log line or an error message; a URL that does not parse
+/// is shown as `<unparsable URL>`.
+pub fn redacted(url: &str) -> String {
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return "<unparsable URL>".into();
+    };
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return "<URL without scheme or host>".into();
+    };
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
+}
+
+/// A worker: takes jobs until the webhook is dropped. `url` is posted to; `shown`, its
+/// [`redacted`] form, is what the log sees.
 fn work(
     rx: &crossbeam::channel::Receiver<Job>,
     agent: &ureq::Agent,
-    url: &str,
+    (url, shown): (&str, &str),
     limits: &WebhookLimits,
 ) {
     while let Ok(job) = rx.recv() {
@@ -222,12 +242,12 @@ fn work(
             // A panic in the HTTP client costs this request, not the worker (a dead worker
             // would leave its PINs to time out and the pool one thread short).
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                post(agent, url, &job.body, limits.deadline_ms)
+                post(agent, (url, shown), &job.body, limits.deadline_ms)
             }))
             .unwrap_or_else(|_| Err(SmsError::Transport("HTTP client panicked".into())))
         };
         if let Err(e) = &result {
-            tracing::warn!(endpoint = %url, "webhook POST failed: {e}");
+            tracing::warn!(endpoint = %shown, "webhook POST failed: {e}");
         }
         if let Some(reply) = job.reply {
             reply.done(result);
@@ -237,18 +257,29 @@ fn work(
 
 /// One POST under the agent's deadline; 2xx is success. The response body is read (up to
 /// [`RESPONSE_BYTES_MAX`]) so the connection goes back to the pool.
-fn post(agent: &ureq::Agent, url: &str, body: &str, deadline_ms: u64) -> Result<(), SmsError> {
+/// An HTTP client's error text can quote the URL: every copy of it, and of its user-info
+/// and query, is replaced by the [`redacted`] form.
+fn post(
+    agent: &ureq::Agent,
+    (url, shown): (&str, &str),
+    body: &str,
+    deadline_ms: u64,
+) -> Result<(), SmsError> {
     let started = Instant::now();
+    let scrub = |text: String| scrubbed(text, url, shown);
     let failed = |e: ureq::Error| match e {
         ureq::Error::Timeout(_) => SmsError::Deadline { deadline_ms },
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             SmsError::Deadline { deadline_ms }
         }
         other if started.elapsed() >= Duration::from_millis(deadline_ms) => {
-            tracing::debug!("webhook error past the deadline: {other}");
+            tracing::debug!(
+                "webhook error past the deadline: {}",
+                scrub(other.to_string())
+            );
             SmsError::Deadline { deadline_ms }
         }
-        other => SmsError::Transport(other.to_string()),
+        other => SmsError::Transport(scrub(other.to_string())),
     };
     let mut response = agent
         .post(url)
@@ -269,6 +300,23 @@ fn post(agent: &ureq::Agent, url: &str, body: &str, deadline_ms: u64) -> Result<
     Ok(())
 }
 
+/// `text` with `url` and its secret parts (user-info, query) replaced by `shown`.
+fn scrubbed(text: String, url: &str, shown: &str) -> String {
+    let mut text = text.replace(url, shown);
+    if let Ok(uri) = url.parse::<ureq::http::Uri>() {
+        let user_info = uri
+            .authority()
+            .and_then(|a| a.as_str().rsplit_once('@'))
+            .map(|(info, _)| info);
+        for secret in [user_info, uri.query()].into_iter().flatten() {
+            if !secret.is_empty() {
+                text = text.replace(secret, "<redacted>");
+            }
+        }
+    }
+    text
+}
+
 impl SmsGateway for Webhook {
     fn send_pin(&self, phone: &str, pin: &str, reply: PinReply) -> Result<(), SmsError> {
         let body = format!(
@@ -282,7 +330,7 @@ impl SmsGateway for Webhook {
 }
 
 impl PushProvider for Webhook {
-    fn notify(&self, phone: &str) {
+    fn notify(&self, phone: &str, _user_id: u64) {
         let body = format!("{{\"kind\":\"push\",\"phone\":{}}}", json_str(phone));
         let _ = self.enqueue(body, None);
     }

@@ -329,3 +329,49 @@ fn https_gateways_are_verified() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn only_scheme_host_port_and_path_of_a_url_are_shown() {
+    assert_eq!(
+        redacted("http://user:PASSWORD@gw.example:8080/sms?api_key=SECRETKEY#frag"),
+        "http://gw.example:8080/sms"
+    );
+    assert_eq!(redacted("https://gw.example/sms"), "https://gw.example/sms");
+    assert_eq!(redacted("no url at all \u{0}"), "<unparsable URL>");
+    let url = "http://user:PASSWORD@gw.example/sms?api_key=SECRETKEY";
+    let text = scrubbed(
+        format!("connect to {url} failed (user:PASSWORD, api_key=SECRETKEY)"),
+        url,
+        &redacted(url),
+    );
+    assert!(
+        !text.contains("PASSWORD") && !text.contains("SECRETKEY"),
+        "{text}"
+    );
+    assert!(text.contains("http://gw.example/sms"), "{text}");
+}
+
+#[test]
+fn a_down_gateway_with_credentials_in_its_url_reports_none_of_them() {
+    // A port nothing listens on: the connection is refused at once.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://user:PASSWORD@127.0.0.1:{port}/sms?api_key=SECRETKEY");
+    let hook = Webhook::start_with(&url, limits(1, 4, 2_000, 10_000)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    hook.send_pin("+15550001111", "123456", PinReply::new(1, tx))
+        .unwrap();
+    let err = next(&rx).result.expect_err("nothing listens there");
+    let text = err.to_string();
+    assert!(
+        !text.contains("PASSWORD") && !text.contains("SECRETKEY"),
+        "{text}"
+    );
+    let refused = Webhook::start("ftp://user:PASSWORD@h/x?api_key=SECRETKEY").unwrap_err();
+    assert!(
+        !refused.contains("PASSWORD") && !refused.contains("SECRETKEY"),
+        "{refused}"
+    );
+}

@@ -95,9 +95,10 @@ fn silent_connections_are_closed_by_the_idle_timeout() {
     let server = TestServer::start_cfg(2, true, support::temp_dir("idle"), |cfg| {
         cfg.idle_timeout_ms = 1_000;
     });
-    // A TLS session that pinged once and went silent (a phone that lost its network
-    // without a FIN looks exactly like this to the server).
+    // A logged-in TLS session that pinged once and went silent (a phone that lost its
+    // network without a FIN looks exactly like this to the server).
     let mut c = server.client();
+    c.load_test_login("+15557600001");
     ping_rtt(&mut c, 1);
     let start = Instant::now();
     assert!(c.is_closed(), "idle connection was not closed within 10 s");
@@ -106,8 +107,10 @@ fn silent_connections_are_closed_by_the_idle_timeout() {
         took >= Duration::from_millis(800) && took < Duration::from_secs(4),
         "closed after {took:?}, idle timeout is 1 s"
     );
-    // A client that keeps pinging inside the timeout is not closed.
+    // A logged-in client that keeps pinging inside the timeout is not closed (before login,
+    // pings do not keep a connection alive: security_prelogin.rs).
     let mut alive = server.client();
+    alive.load_test_login("+15557600002");
     for i in 0..6 {
         ping_rtt(&mut alive, i + 1);
         std::thread::sleep(Duration::from_millis(300));

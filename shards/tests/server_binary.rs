@@ -43,6 +43,26 @@ fn taken_port_is_one_clear_line_and_exit_1() {
 }
 
 #[test]
+fn a_load_test_secret_flag_is_one_clear_line_and_exit_1() {
+    // A flag is readable by every local user in /proc/PID/cmdline (issue 22, item 10).
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--no-tls", "--no-admin", "--load-test-secret", "hunter2"])
+        .arg("--data-dir")
+        .arg(support::temp_dir("bin-secret-flag"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("switchboard: error: bad setting: --load-test-secret is refused"),
+        "{err}"
+    );
+    assert!(err.contains(shards::config::LOAD_TEST_SECRET_ENV), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
 fn taken_admin_port_is_one_clear_line_and_exit_1() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = held.local_addr().unwrap();
@@ -126,15 +146,9 @@ fn data_written_by_other_shard_count_is_refused_or_adopted() {
 fn the_default_relative_data_dir_works_from_any_working_directory() {
     // The README's start command: no --data-dir, so ./switchboard-data, a relative path.
     let cwd = support::temp_dir("relative");
-    let mut cmd = support::switchboard_command(&[
-        "--no-admin",
-        "--no-tls",
-        "--shards",
-        "2",
-        "--load-test-secret",
-        "farm-secret",
-    ]);
-    cmd.current_dir(&cwd);
+    let mut cmd = support::switchboard_command(&["--no-admin", "--no-tls", "--shards", "2"]);
+    cmd.env(shards::config::LOAD_TEST_SECRET_ENV, "farm-secret")
+        .current_dir(&cwd);
     let (mut child, line) = support::listening(cmd);
     let addr = shards::server::listening_addr(&line).unwrap();
     // A message to an offline user is acked only once its record is durable: the logs of

@@ -180,6 +180,9 @@ impl<S: Service> ShardCell<S> {
         };
         slot.wire.unread = unread;
         let partial = slot.wire.has_partial();
+        if !self.prelogin_hold(id) {
+            return;
+        }
         self.note_partial(id, partial);
         if peer_closed {
             self.close_now(id, CloseReason::PeerClosed);
@@ -205,6 +208,9 @@ impl<S: Service> ShardCell<S> {
             .get(id)
             .is_some_and(|s| s.state == SlotState::Open)
         {
+            if self.prelogin_oversized(id, &src[at..]) {
+                return;
+            }
             match proto::codec::split_frame(&src[at..]) {
                 Ok(Some((payload, used))) => {
                     at += used;

@@ -67,6 +67,7 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             busy_ns: 0,
             turn_max_ns: 0,
             turns: 0,
+            prelogin: crate::net::prelogin::PreLogin::new(64),
         },
         tls: None,
         handshake_timeout_ms: 10_000,

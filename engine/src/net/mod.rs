@@ -10,4 +10,5 @@ mod failure_tests;
 pub mod handoff;
 pub(crate) mod linger;
 pub mod listener;
+pub mod prelogin;
 pub(crate) mod wire;

@@ -61,4 +61,13 @@ pub struct ShardCounters {
     pub ring_enters: u64,
     /// Completions reaped from the shard's ring.
     pub completions: u64,
+    /// Connections closed at accept: their source prefix held its share of pre-login
+    /// connections (`net::prelogin`).
+    pub prelogin_prefix_refused: u64,
+    /// Pre-login frames whose header announced more than the pre-login frame cap.
+    pub prelogin_frames_too_large: u64,
+    /// Pre-login connections closed: their partial frame would pass the shard's budget.
+    pub prelogin_partial_closed: u64,
+    /// Bytes of unfinished frames held by pre-login connections now (a gauge).
+    pub prelogin_partial_bytes: u64,
 }

@@ -690,7 +690,7 @@ Every system is driven by the same farm (`farm --proto switchboard|mqtt|nats`: s
             unit: "bytes".into(),
             values: vec![*b],
             command: format!(
-                "farm --load-test-secret … --conns {} --mode idle --duration 1 (server: switchboard --shards 1 --no-tls)",
+                "SWITCHBOARD_LOAD_TEST_SECRET=… farm --conns {} --mode idle --duration 1 (server: switchboard --shards 1 --no-tls, the same secret in its environment)",
                 plan.idle_conns
             ),
         });

@@ -69,6 +69,8 @@ impl TestServer {
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
+            login_timeout_ms: shards::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            prelogin_conns_per_prefix_max: engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT,
             overload: Default::default(),
             // Tests that read statistics turn the admin endpoint on (port 0) themselves.
             admin: None,
@@ -143,6 +145,14 @@ impl Client {
         Client::tls_over(connect(addr), cert)
     }
 
+    /// [`Client::tls`], or `None` when the connection is refused (a server gone).
+    pub fn try_tls(addr: SocketAddr, cert: &std::path::Path) -> Option<Client> {
+        let s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.set_nodelay(true).ok()?;
+        Some(Client::tls_over(s, cert))
+    }
+
     fn tls_over(stream: TcpStream, cert: &std::path::Path) -> Client {
         let cfg = engine::tls::client_config_trusting(cert).expect("client config");
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -180,6 +190,14 @@ impl Client {
         self.io.read_exact(&mut body).ok()?;
         let frame: ServerFrame = decode_server(&body).expect("server frame decodes");
         frame.kind
+    }
+
+    /// Writes raw bytes; false when the server has closed the connection.
+    pub fn try_write_raw(&mut self, bytes: &[u8]) -> bool {
+        self.io
+            .write_all(bytes)
+            .and_then(|()| self.io.flush())
+            .is_ok()
     }
 
     /// Writes a frame; false when the server has closed the connection.
@@ -403,11 +421,17 @@ pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String
 
 /// Starts the `switchboard` binary (2 shards, unpinned, load-test secret "farm-secret", no
 /// admin endpoint) with `extra` flags on a port the kernel picks, and returns once it listens.
+/// The secret travels in the environment, as the server takes it.
 pub fn spawn_binary(data: &std::path::Path, extra: &[&str]) -> (std::process::Child, SocketAddr) {
     let mut args = vec!["--shards", "2", "--no-admin"];
-    args.extend(["--load-test-secret", "farm-secret"]);
     args.extend(extra);
-    spawn_switchboard(data, &args)
+    let mut cmd = switchboard_command(&args);
+    cmd.env(shards::config::LOAD_TEST_SECRET_ENV, "farm-secret")
+        .arg("--data-dir")
+        .arg(data);
+    let (child, line) = listening(cmd);
+    let addr = shards::server::listening_addr(&line).expect("the listening line has addr=");
+    (child, addr)
 }
 
 /// Starts the `switchboard` binary on `127.0.0.1:0` with `args` (plus `--no-pin` and

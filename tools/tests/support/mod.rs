@@ -44,19 +44,33 @@ impl TestServer {
             "--no-pin".into(),
             "--max-connections".into(),
             "4000".into(),
+            // A farm on loopback is one /24 opening thousands of connections at once, some
+            // never logging in (idle and storm modes): past the default pre-login cap.
+            "--prelogin-conns-per-prefix".into(),
+            "100000".into(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
         if !tls {
             args.push("--no-tls".into());
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        // `--load-test-secret S` in `extra` is taken out of the flags and given the way the
+        // server takes it, as if from its environment (a flag is refused).
+        let mut secret = None;
+        let mut rest = extra.iter();
+        while let Some(a) = rest.next() {
+            if *a == "--load-test-secret" {
+                secret = rest.next().map(|s| s.to_string());
+            } else {
+                args.push(a.to_string());
+            }
+        }
         if !extra.contains(&"--admin") {
             // Never the default admin port: tests run servers side by side.
             args.push("--no-admin".into());
         }
         let cli = Cli::try_parse_from(&args).expect("server flags parse");
-        let cfg = ServerConfig::from_cli(cli).expect("server config");
+        let cfg = ServerConfig::from_cli_env(cli, secret).expect("server config");
         let rt = shards::server::start(&cfg).expect("server starts");
         TestServer {
             addr: rt.local_addr(),
