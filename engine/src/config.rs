@@ -49,11 +49,11 @@ pub struct EngineConfig {
     /// Address of the admin endpoint (`/metrics`, `/stats`); `None` serves none. The
     /// library default is off; the server binary turns it on at 127.0.0.1:9100.
     pub admin: Option<SocketAddr>,
-    /// Shards publish statistics once a second (`crate::stats`); off only to measure
+    /// Shards publish statistics once a second (`crate::observe::stats`); off only to measure
     /// what they cost.
     pub stats: bool,
     /// Alarm thresholds, checked when statistics are published.
-    pub alarms: crate::alarm::AlarmConfig,
+    pub alarms: crate::observe::alarm::AlarmConfig,
 }
 
 impl Default for EngineConfig {
@@ -72,7 +72,7 @@ impl Default for EngineConfig {
             coalesce_us: COALESCE_US_DEFAULT,
             admin: None,
             stats: true,
-            alarms: crate::alarm::AlarmConfig::default(),
+            alarms: crate::observe::alarm::AlarmConfig::default(),
         }
     }
 }

@@ -62,9 +62,6 @@ pub mod sync;
 pub mod timer_wheel;
 pub mod tls;
 
-pub use net::{handoff, listener};
-pub use observe::{admin, alarm, counters, health, histogram, stats, stats_text};
-
 /// Sleeps on the current shard's loop for `d`: finer than the timer wheel's tick, for
 /// short and rare waits (the log's commit window), never one per connection.
 pub async fn sleep(d: std::time::Duration) {
@@ -81,13 +78,13 @@ pub use ring::exec::block_on;
 
 pub use config::EngineConfig;
 pub use conn_table::ConnId;
-pub use counters::ShardCounters;
 pub use handle::ShardHandle;
 pub use log_file::LogFile;
+pub use observe::counters::ShardCounters;
+pub use observe::stats::ShardStats;
 pub use runtime::{start, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;
-pub use stats::ShardStats;
 
 /// A shard's index, `0..shard_count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

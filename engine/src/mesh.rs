@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crossbeam::queue::ArrayQueue;
 
 use crate::conn_table::ConnId;
-use crate::handoff::Detached;
+use crate::net::handoff::Detached;
 use crate::ShardId;
 
 /// Most messages one shard may have queued for all peers before `mesh_send` hands them back.

@@ -105,7 +105,7 @@ pub trait Service: Sized + 'static {
 
     /// Latency histograms the service keeps, copied into the snapshot once a second from the
     /// housekeeping loop. Names end in `_seconds` and are unique.
-    fn histograms(&self) -> Vec<crate::histogram::NamedHistogram> {
+    fn histograms(&self) -> Vec<crate::observe::histogram::NamedHistogram> {
         Vec::new()
     }
 

@@ -35,18 +35,18 @@ use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
 use crate::conn_table::{ConnId, ConnTable};
-use crate::counters::ShardCounters;
-use crate::handoff::Detached;
 use crate::mesh::{Envelope, MeshOutbox, Sent, ShardLinks};
 use crate::net::conn_io::Scratch;
+use crate::net::handoff::Detached;
 use crate::net::wire::{peer_ip, set_nodelay, Wire};
+use crate::observe::counters::ShardCounters;
+use crate::observe::stats::StatsKeeper;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{
     mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, SERVICE_TIMERS_MAX,
 };
-use crate::stats::StatsKeeper;
 use crate::timer_wheel::TimerWheel;
 use crate::tls::session::TlsSession;
 use crate::{EngineConfig, ShardId};
@@ -390,7 +390,7 @@ pub(crate) struct ShardPlan<M: Send + 'static> {
     /// Publishes this shard's statistics; `None` when statistics are off.
     pub(crate) stats: Option<StatsKeeper>,
     /// Told once the service has started and the listener is armed (`/readyz`).
-    pub(crate) health: Arc<crate::health::Health>,
+    pub(crate) health: Arc<crate::observe::health::Health>,
 }
 
 /// The loop's own state, beside the shard cell.

@@ -16,9 +16,9 @@
 use std::rc::Weak;
 
 use crate::conn_table::{ConnId, ConnTable};
-use crate::counters::ShardCounters;
 use crate::mesh::{Envelope, MeshOutbox};
 use crate::net::wire::Wire;
+use crate::observe::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
 use crate::timer_wheel::{TimerId, TimerWheel};
 use crate::ShardId;
@@ -156,7 +156,7 @@ pub struct ShardIo<S: Service> {
     pub(crate) mesh: MeshOutbox<S::Msg>,
     pub(crate) counters: ShardCounters,
     /// Handshake and mesh-hop latencies (recorded per handshake and per batch, not per frame).
-    pub(crate) latency: crate::histogram::EngineLatency,
+    pub(crate) latency: crate::observe::histogram::EngineLatency,
     /// The cell this struct lives in, for handles given to tasks the service spawns.
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
     /// Connections with output to flush or a state change to act on, this turn.

@@ -627,7 +627,7 @@ impl Service for Switchboard {
         service_stats::HELP
     }
 
-    fn histograms(&self) -> Vec<engine::histogram::NamedHistogram> {
+    fn histograms(&self) -> Vec<engine::observe::histogram::NamedHistogram> {
         self.latency.named()
     }
 

@@ -18,7 +18,7 @@
 //! This module must not touch the listener, the mesh rings or the timer wheel directly.
 
 use crate::conn_table::ConnId;
-use crate::handoff::Detached;
+use crate::net::handoff::Detached;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};

@@ -33,9 +33,9 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::alarm::{ActiveAlarm, AlarmConfig, Alarms};
-use crate::counters::ShardCounters;
-use crate::histogram::{EngineLatency, NamedHistogram};
+use crate::observe::alarm::{ActiveAlarm, AlarmConfig, Alarms};
+use crate::observe::counters::ShardCounters;
+use crate::observe::histogram::{EngineLatency, NamedHistogram};
 use crate::service::Service;
 use crate::shard_io::ShardCell;
 
