@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::conn_table::ConnId;
-use crate::net::handoff::Detached;
+use crate::conn::handoff::Detached;
+use crate::conn::table::ConnId;
 use crate::ShardId;
 
 /// Most messages one shard may have queued for all peers before `mesh_send` hands them back.

@@ -352,7 +352,7 @@ pub const BIND_RETRY_MS: u64 = 3_000;
 /// Pause between tries.
 const BIND_RETRY_PAUSE_MS: u64 = 50;
 
-/// [`crate::net::listener::bind_shards`], retried while the address is in use for up to
+/// [`crate::conn::listener::bind_shards`], retried while the address is in use for up to
 /// [`BIND_RETRY_MS`], with one log line.
 fn bind_retrying(
     addr: SocketAddr,
@@ -361,7 +361,7 @@ fn bind_retrying(
     let deadline = std::time::Instant::now() + Duration::from_millis(BIND_RETRY_MS);
     let mut said = false;
     loop {
-        match crate::net::listener::bind_shards(addr, shards) {
+        match crate::conn::listener::bind_shards(addr, shards) {
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
                     && std::time::Instant::now() < deadline =>

@@ -8,7 +8,7 @@
 //!
 //! This module must not touch the ring or sockets: it is the whole surface the service sees.
 
-use crate::conn_table::ConnId;
+use crate::conn::table::ConnId;
 use crate::shard_io::ShardIo;
 use crate::ShardId;
 

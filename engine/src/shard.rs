@@ -34,21 +34,16 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
-use crate::conn_table::{ConnId, ConnTable};
+use crate::conn::io::Scratch;
+use crate::conn::table::{ConnId, ConnTable};
 use crate::mesh::{Envelope, MeshOutbox, Sent, ShardLinks};
-use crate::net::conn_io::Scratch;
-use crate::net::handoff::Detached;
-use crate::net::wire::{peer_ip, set_nodelay, Wire};
 use crate::observe::counters::ShardCounters;
 use crate::observe::stats::StatsKeeper;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{
-    mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, SERVICE_TIMERS_MAX,
-};
+use crate::shard_io::{now_ms, ShardCell, ShardIo, TimerEntry, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::TimerWheel;
-use crate::tls::session::TlsSession;
 use crate::{EngineConfig, ShardId};
 
 /// Granularity of the shard's timer wheel.
@@ -80,217 +75,6 @@ const LOCAL_ROUNDS_MAX: usize = 4;
 const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
-    pub(crate) fn note_rx(&mut self, id: ConnId) {
-        let now = self.io.mono_ms;
-        if let Some(slot) = self.io.conns.get_mut(id) {
-            slot.last_rx_ms = now;
-        }
-    }
-
-    /// The TLS handshake of `id` completed: swap its handshake timer for the idle timer.
-    pub(crate) fn handshake_done(&mut self, id: ConnId) {
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        // Peer bytes decide when a handshake finishes: one that finishes after its slot was
-        // told to close (timeout, shutdown) is not an engine bug, and the slot goes on
-        // closing.
-        if slot.state != SlotState::Handshaking {
-            return;
-        }
-        self.io.counters.handshakes += 1;
-        // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
-        let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
-        let took_ms = self.io.mono_ms.saturating_sub(accepted_ms);
-        self.io.latency.tls_handshake.record_ns(took_ms * 1_000_000);
-        slot.state = SlotState::Open;
-        if let Some(t) = slot.timer.take() {
-            self.io.timers.cancel(t);
-        }
-        slot.opened = true;
-        self.arm_idle(id);
-        self.service.on_open(&mut self.io, id);
-    }
-
-    fn arm_idle(&mut self, id: ConnId) {
-        self.arm_at(id, self.io.mono_ms + self.io.idle_timeout_ms);
-    }
-
-    /// Sets `id`'s deadline timer (idle or frame) to fire at `deadline`.
-    fn arm_at(&mut self, id: ConnId, deadline: u64) {
-        // The wheel holds one engine timer per table slot beside the service's capped share.
-        let timer = self
-            .io
-            .timers
-            .insert(deadline, TimerEntry::Idle(id))
-            .expect("the wheel keeps room for every connection's deadline");
-        if let Some(slot) = self.io.conns.get_mut(id) {
-            slot.timer = Some(timer);
-            slot.timer_at_ms = deadline;
-        }
-    }
-
-    /// Part of a frame is (or is no longer) waiting: a started frame must finish within the
-    /// frame timeout, so a client trickling bytes cannot hold its connection forever.
-    pub(crate) fn note_partial(&mut self, id: ConnId, partial: bool) {
-        let now = self.io.mono_ms;
-        let due = now + self.io.frame_timeout_ms;
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        if !partial {
-            slot.partial_since_ms = 0;
-            return;
-        }
-        if slot.partial_since_ms != 0 || slot.state != SlotState::Open {
-            return;
-        }
-        slot.partial_since_ms = now;
-        if slot.timer.is_some() && slot.timer_at_ms <= due {
-            return;
-        }
-        if let Some(t) = slot.timer.take() {
-            self.io.timers.cancel(t);
-        }
-        self.arm_at(id, due);
-    }
-
-    /// Removes `id` for good and tells the service.
-    pub(crate) fn finish(&mut self, id: ConnId, reason: CloseReason) {
-        let slot = self.io.conns.remove(id).expect("finishing a live slot");
-        if let Some(t) = slot.timer {
-            self.io.timers.cancel(t);
-        }
-        self.io.counters.conns_open -= 1;
-        self.io.counters.closes += 1;
-        if reason == CloseReason::IdleTimeout {
-            self.io.counters.idle_timeouts += 1;
-        }
-        if reason == CloseReason::HandshakeTimeout {
-            self.io.counters.handshake_failures += 1;
-        }
-        if slot.opened {
-            self.service.on_close(&mut self.io, id, reason);
-        }
-    }
-
-    /// Puts a new socket in the table and arms its receive. `Err` (the wire back) when the
-    /// table is full, or, for an `accepted` socket, when this shard's share of the
-    /// connection cap is taken (the caller closes the socket).
-    pub(crate) fn register(
-        &mut self,
-        wire: Wire,
-        handshaking: bool,
-        accepted: bool,
-    ) -> Result<ConnId, Wire> {
-        let now = self.io.mono_ms;
-        let state = if handshaking {
-            SlotState::Handshaking
-        } else {
-            SlotState::Open
-        };
-        // Accepts stop at the shard's share of the connection cap; the table's room beyond
-        // it is kept for adoptions, so a handoff is not refused by a shard whose share is
-        // taken (see `ADOPT_TABLE_FACTOR`).
-        if self.io.conns.is_full() || (accepted && self.io.conns.len() >= self.accept_max) {
-            if accepted {
-                self.io.counters.accepts_rejected_full += 1;
-            }
-            return Err(wire);
-        }
-        let peer = peer_ip(wire.fd);
-        let id = self
-            .io
-            .conns
-            .insert(ConnSlot::new(state, now, peer, wire))
-            .expect("checked: the table has room");
-        self.io.counters.conns_open += 1;
-        if handshaking {
-            let deadline = now + self.handshake_timeout_ms;
-            let timer = self
-                .io
-                .timers
-                .insert(deadline, TimerEntry::Handshake(id))
-                .expect("the wheel keeps room for every connection's deadline");
-            let slot = self.io.conns.get_mut(id).expect("just inserted");
-            slot.timer = Some(timer);
-            slot.timer_at_ms = deadline;
-        } else {
-            self.arm_idle(id);
-        }
-        let slot = self.io.conns.get_mut(id).expect("just inserted");
-        slot.wire.arm_recv(id.index());
-        Ok(id)
-    }
-
-    /// A connection the listener accepted: descriptor `fd`, owned from here.
-    pub(crate) fn accept(&mut self, fd: RawFd) {
-        self.io.counters.accepts += 1;
-        self.io.tick_clock();
-        let tls = match &self.tls {
-            Some(cfg) => match TlsSession::new(cfg.clone()) {
-                Ok(c) => Some(Box::new(c)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start TLS session");
-                    // SAFETY: closing the descriptor we were just given.
-                    unsafe { libc::close(fd) };
-                    return;
-                }
-            },
-            None => None,
-        };
-        set_nodelay(fd);
-        let handshaking = tls.is_some();
-        match self.register(Wire::new(fd, tls, Vec::new()), handshaking, true) {
-            Ok(id) if !handshaking => {
-                self.io.conns.get_mut(id).expect("just registered").opened = true;
-                self.service.on_open(&mut self.io, id);
-            }
-            Ok(_) => {}
-            // SAFETY: the table refused it; nothing else references the descriptor.
-            Err(wire) => unsafe {
-                libc::close(wire.fd);
-            },
-        }
-    }
-
-    fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
-        self.io.tick_clock();
-        match self.register(detached.into_wire(), false, false) {
-            Ok(id) => {
-                self.io.counters.handoffs_in += 1;
-                self.io.conns.get_mut(id).expect("just registered").opened = true;
-                self.service.on_adopt(&mut self.io, from, id, msg);
-                // Frames that were read before the move are dispatched now, in order.
-                let slot = self.io.conns.get_mut(id);
-                if let Some(slot) = slot {
-                    let mut unread = std::mem::take(&mut slot.wire.unread);
-                    self.dispatch_frames(id, &mut unread, &[]);
-                    if let Some(slot) = self.io.conns.get_mut(id) {
-                        slot.wire.unread = unread;
-                        // A frame begun before the move keeps its deadline running here.
-                        let partial = slot.wire.has_partial();
-                        self.note_partial(id, partial);
-                    }
-                }
-            }
-            Err(wire) => {
-                // Only when this shard's whole table (its share twice over) is taken.
-                self.io.counters.handoff_failures += 1;
-                let failures = self.io.counters.handoff_failures;
-                if failures.is_power_of_two() {
-                    tracing::warn!(
-                        shard = self.io.shard.0,
-                        failures,
-                        "connection table full: an adopted connection is closed"
-                    );
-                }
-                // SAFETY: the table refused it; nothing else references the descriptor.
-                unsafe { libc::close(wire.fd) };
-            }
-        }
-    }
-
     fn deliver(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
         self.io.tick_clock();
         self.deliver_batch(from, batch);
@@ -333,15 +117,7 @@ impl<S: Service> ShardCell<S> {
         for (_, entry) in fired.drain(..) {
             self.io.counters.timers_fired += 1;
             match entry {
-                TimerEntry::Handshake(id) => {
-                    if let Some(slot) = self.io.conns.get_mut(id) {
-                        slot.timer = None;
-                        if slot.state == SlotState::Handshaking {
-                            slot.state = SlotState::Closing(CloseReason::HandshakeTimeout);
-                            mark_dirty(slot, &mut self.io.dirty, id);
-                        }
-                    }
-                }
+                TimerEntry::Handshake(id) => self.handshake_expired(id),
                 TimerEntry::Idle(id) => self.idle_check(id),
                 TimerEntry::Linger(id) => self.linger_expired(id),
                 TimerEntry::Service(t) => {
@@ -349,31 +125,6 @@ impl<S: Service> ShardCell<S> {
                     self.service.on_timer(&mut self.io, t)
                 }
             }
-        }
-    }
-
-    fn idle_check(&mut self, id: ConnId) {
-        let now = self.io.mono_ms;
-        let idle = self.io.idle_timeout_ms;
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        slot.timer = None;
-        if slot.state != SlotState::Open {
-            return;
-        }
-        let idle_due = slot.last_rx_ms + idle;
-        let frame_due = match slot.partial_since_ms {
-            0 => u64::MAX,
-            since => since + self.io.frame_timeout_ms,
-        };
-        if now >= frame_due {
-            self.io.counters.slow_frames += 1;
-            let _ = self.io.close_with(id, CloseReason::SlowFrame);
-        } else if now >= idle_due {
-            let _ = self.io.close_with(id, CloseReason::IdleTimeout);
-        } else {
-            self.arm_at(id, idle_due.min(frame_due));
         }
     }
 }

@@ -3,8 +3,12 @@
 //! in engine and shards as well; this scan also catches atomic types in the hot-path files).
 
 const HOT_PATH: &[&str] = &[
-    "net/wire.rs",
-    "net/conn_io.rs",
+    "conn/wire.rs",
+    "conn/io.rs",
+    "conn/slot.rs",
+    "conn/open.rs",
+    "conn/deadline.rs",
+    "conn/linger.rs",
     "ring/mod.rs",
     "ring/buf_ring.rs",
     "ring/ops.rs",
@@ -12,10 +16,10 @@ const HOT_PATH: &[&str] = &[
     "shard_io.rs",
     "shard.rs",
     "mesh.rs",
-    "conn_table.rs",
+    "conn/table.rs",
     "timer_wheel.rs",
     "buffer_pool.rs",
-    "net/handoff.rs",
+    "conn/handoff.rs",
     "observe/counters.rs",
     "observe/histogram.rs",
 ];

@@ -6,15 +6,14 @@
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::rc::Weak;
 
-use crate::conn_table::{ConnId, ConnTable};
+use crate::conn::io::Scratch;
+use crate::conn::slot::{SlotState, CONN_LINGER_MS, CONN_OUTPUT_BYTES_MAX};
+use crate::conn::table::{ConnId, ConnTable};
+use crate::conn::wire::Wire;
 use crate::mesh::MeshOutbox;
-use crate::net::conn_io::Scratch;
-use crate::net::wire::Wire;
 use crate::ring::{self, Completion};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{
-    ShardCell, ShardIo, SlotState, CONN_LINGER_MS, CONN_OUTPUT_BYTES_MAX, SERVICE_TIMERS_MAX,
-};
+use crate::shard_io::{ShardCell, ShardIo, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::TimerWheel;
 use crate::ShardId;
 
@@ -227,7 +226,7 @@ fn input_to_a_departing_slot_is_capped_at_one_frame() {
         }
     }
     let slot = c.io.conns.get_mut(id).unwrap();
-    assert!(slot.wire.unread.len() <= crate::shard_io::HANDOFF_UNREAD_BYTES_MAX);
+    assert!(slot.wire.unread.len() <= crate::conn::slot::HANDOFF_UNREAD_BYTES_MAX);
     // The cancelled receive's last completion.
     slot.wire.recv_armed = false;
     c.flush_dirty(&mut s);

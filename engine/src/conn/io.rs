@@ -17,13 +17,13 @@
 //!
 //! This module must not touch the listener, the mesh rings or the timer wheel directly.
 
-use crate::conn_table::ConnId;
-use crate::net::handoff::Detached;
+use crate::conn::handoff::Detached;
+use crate::conn::slot::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
+use crate::conn::table::ConnId;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::ShardCell;
-use crate::shard_io::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
 
 /// The shard's reusable byte buffers for connection I/O.
 pub(crate) struct Scratch {
@@ -307,7 +307,7 @@ impl<S: Service> ShardCell<S> {
         let slot = self.io.conns.get_mut(id).expect("caller checked the slot");
         let wire = std::mem::replace(
             &mut slot.wire,
-            crate::net::wire::Wire::new(-1, None, Vec::new()),
+            crate::conn::wire::Wire::new(-1, None, Vec::new()),
         );
         let detached = Detached::from_wire(wire);
         self.io.counters.handoffs_out += 1;
