@@ -1,15 +1,20 @@
 //! One shard: its service, its engine state, and the loop that runs them on one thread.
 //!
-//! The loop owns the shard's io_uring and is the only place the thread blocks. Each turn:
+//! The loop owns the shard's io_uring and is the only place the thread blocks. Each turn
+//! ([`run`] reads as this list, one function per step):
 //! 1. run the futures the service spawned that are ready (log jobs), and due sleeps;
-//! 2. fire due timers (connection deadlines, service timers);
-//! 3. take batches from the peers' mesh rings and hand them to the service;
+//! 2. fire due timers (connection deadlines, service timers): `ShardCell::fire_timers`;
+//! 3. take batches from the peers' mesh rings and hand them to the service:
+//!    `Loop::take_batches`;
 //! 4. flush: this shard's mesh outboxes into the peers' rings (one eventfd write per parked
-//!    peer), then every connection the service touched (one send each);
+//!    peer), then every connection the service touched (one send each): `Loop::flush`;
+//!    re-arm the accept if it ended; publish statistics once a period; on the stop flag,
+//!    drain (`Loop::stop_and_drain`, below);
 //! 5. submit everything and wait in one `io_uring_enter` — not at all if work is left, else
-//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`];
+//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`]:
+//!    `Loop::wait_timeout`, `Loop::enter`;
 //! 6. handle every completion: accepts, receives (frames to the service), sends, file
-//!    operations (wake their futures), the mesh eventfd.
+//!    operations (wake their futures), the mesh eventfd: `Loop::handle_completions`.
 //!
 //! There is no task and no reactor source per connection: a connection is its table slot.
 //!
@@ -18,14 +23,14 @@
 //! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed →
 //! everything still in flight on the ring is cancelled and reaped (`ring::RING_DRAIN_MS`;
 //! past it, the ring and every buffer it may use are leaked, never freed under the kernel)
-//! → the ring closes and the buffers go. A panic never gets here: the process exits from
+//! → the ring closes and the buffers go (`shut_down`). A panic never gets here: the process exits from
 //! the panic hook before unwinding (`runtime`, fail-fast).
 //!
 //! This module owns the shard's loop. It must not reach into another shard's state:
 //! everything cross-shard goes through the mesh.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
 use crate::conn::io::Scratch;
+use crate::conn::listener::{Acceptor, ACCEPT_BACKOFF_MS};
 use crate::conn::table::{ConnId, ConnTable};
 use crate::mesh::{Envelope, MeshOutbox, Sent, ShardLinks};
 use crate::observe::counters::ShardCounters;
@@ -43,7 +49,7 @@ use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{now_ms, ShardCell, ShardIo, TimerEntry, SERVICE_TIMERS_MAX};
-use crate::timer_wheel::TimerWheel;
+use crate::timer_wheel::{TimerId, TimerWheel};
 use crate::{EngineConfig, ShardId};
 
 /// Granularity of the shard's timer wheel.
@@ -52,8 +58,6 @@ pub const TIMER_TICK_MS: u64 = 10;
 pub const TIMER_SLOTS: usize = 4096;
 /// Longest the loop waits in the kernel, so shutdown is noticed promptly.
 pub const HOUSEKEEPING_SLEEP_MS_MAX: u64 = 100;
-/// After an accept error (EMFILE, ENFILE, ENOMEM...), wait this long before accepting again.
-pub const ACCEPT_BACKOFF_MS: u64 = 50;
 /// How long shutdown waits for connections to flush and close.
 pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
 /// Buffers in the shard's provided-buffer ring (a power of two) ...
@@ -98,10 +102,7 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    pub(crate) fn fire_timers(
-        &mut self,
-        fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
-    ) {
+    pub(crate) fn fire_timers(&mut self, fired: &mut Vec<(TimerId, TimerEntry<S::Timer>)>) {
         self.io.sync_wall();
         self.fire_timers_at(self.io.mono_ms, fired);
     }
@@ -110,7 +111,7 @@ impl<S: Service> ShardCell<S> {
     pub(crate) fn fire_timers_at(
         &mut self,
         now: u64,
-        fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
+        fired: &mut Vec<(TimerId, TimerEntry<S::Timer>)>,
     ) {
         self.io.mono_ms = now;
         self.io.timers.advance(now, fired);
@@ -144,64 +145,8 @@ pub(crate) struct ShardPlan<M: Send + 'static> {
     pub(crate) health: Arc<crate::observe::health::Health>,
 }
 
-/// The loop's own state, beside the shard cell.
-struct Loop<M: Send + 'static> {
-    links: ShardLinks<M>,
-    listener: OwnedFd,
-    accept_armed: bool,
-    accept_retry_at_ms: u64,
-    /// The shard is draining: a connection accepted before the cancel landed is closed.
-    draining: bool,
-    /// RLIMIT_NOFILE when the accept was armed: the kernel takes the limit then, so a
-    /// `prlimit` on the live process applies only once the accept is re-armed.
-    accept_nofile: u64,
-    /// The mesh eventfd's read target (the kernel writes 8 bytes here).
-    wake_buf: Box<u64>,
-    bufs: BufRing,
-    scratch: Scratch,
-    completions: Vec<Completion>,
-    min_wait: Duration,
-}
-
-impl<M: Send + 'static> Loop<M> {
-    fn arm_accept(&mut self) {
-        self.accept_nofile = nofile_limit();
-        let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(Tag::Accept, 0));
-        // SAFETY: points at no memory; the listener outlives the ring (dropped after it).
-        ring::with(|r| unsafe { r.push(&sqe) });
-        self.accept_armed = true;
-    }
-
-    fn cancel_accept(&mut self) {
-        let sqe = opcode::AsyncCancel2::new(
-            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
-        )
-        .build()
-        .user_data(user_data(Tag::Ignore, 0));
-        // SAFETY: a cancel points at no memory.
-        ring::with(|r| unsafe { r.push(&sqe) });
-    }
-
-    fn arm_wake(&mut self) {
-        let buf: *mut u64 = &mut *self.wake_buf;
-        let sqe = opcode::Read::new(types::Fd(self.links.wake.fd()), buf.cast(), 8)
-            .build()
-            .user_data(user_data(Tag::Wake, 0));
-        // SAFETY: `wake_buf` is boxed (stable) and lives as long as the loop, which drops
-        // the ring first; the eventfd lives in `links`, also dropped after the ring.
-        ring::with(|r| unsafe { r.push(&sqe) });
-    }
-
-    /// Whether a peer has pushed a batch this shard has not taken yet.
-    fn inbound_waiting(&self) -> bool {
-        self.links.receivers.iter().any(|(_, r)| !r.is_empty())
-    }
-}
-
-/// Runs shard `plan.id` on the calling thread until it is stopped and drained.
+/// Runs shard `plan.id` on the calling thread until it is stopped and drained: the turn's
+/// steps of the module doc, in order, then the shutdown.
 pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg>, make: Arc<F>)
 where
     S: Service,
@@ -214,22 +159,67 @@ where
         stop,
         config,
         conns_max,
-        mut stats,
+        stats,
         health,
     } = plan;
+    let bufs = install_ring(id, config.huge_pages);
+    let cell = new_cell(id, &config, conns_max, &*make);
+    // The service starts before anything can reach it.
+    {
+        let c = &mut *cell.borrow_mut();
+        c.service.on_start(&mut c.io);
+    }
+    let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, stop, stats);
+    lp.acceptor.arm();
+    lp.arm_wake();
+    health.shard_started();
+    loop {
+        let turn = Instant::now();
+        // 1. Futures and sleeps.
+        exec::fire_sleeps(turn);
+        exec::run_ready();
+        let c = &mut *cell.borrow_mut();
+        // 2. Timers.
+        c.fire_timers(&mut lp.fired);
+        // 3. Peers' batches.
+        lp.take_batches(c);
+        // 4. Flush; then the accept again if it ended and its back-off is over.
+        lp.flush(c);
+        lp.acceptor.rearm_if_due(c.io.mono_ms);
+        lp.publish_stats(c);
+        if lp.stop_and_drain(c) {
+            break;
+        }
+        // 5. Wait.
+        let timeout = lp.wait_timeout(c);
+        let work_ns = turn.elapsed().as_nanos() as u64;
+        let waited_ns = lp.enter(c, timeout);
+        // 6. Completions.
+        let handled_ns = lp.handle_completions(c);
+        // A turn that did not mean to wait spent its io_uring_enter on the kernel's inline
+        // work for its submissions (sends copied into sockets, say): that is the turn's too.
+        let busy = work_ns + handled_ns + if timeout.is_zero() { waited_ns } else { 0 };
+        c.io.busy_ns += busy;
+        c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
+    }
+    shut_down(cell, lp);
+}
+
+/// Sets up this thread's io_uring and the shard's provided-buffer ring.
+fn install_ring(id: ShardId, huge_pages: bool) -> BufRing {
     let features =
         ring::install().unwrap_or_else(|e| panic!("shard {}: cannot set up io_uring: {e}", id.0));
     if id.0 == 0 {
         tracing::info!(%features, "io_uring features found");
     }
-    let huge = if config.huge_pages {
+    let huge = if huge_pages {
         HugePages::On
     } else {
         HugePages::Off
     };
-    let bufs = match BufRing::new(RECV_BUFS, RECV_BUF_BYTES, huge) {
+    match BufRing::new(RECV_BUFS, RECV_BUF_BYTES, huge) {
         Ok((bufs, backing)) => {
-            if config.huge_pages && backing != PoolBacking::HugeTlb {
+            if huge_pages && backing != PoolBacking::HugeTlb {
                 tracing::warn!(
                     shard = id.0,
                     ?backing,
@@ -242,10 +232,23 @@ where
             "shard {}: cannot set up its receive buffer ring (Linux 6.0+ needed): {e}",
             id.0
         ),
-    };
+    }
+}
+
+/// The shard's service and engine state, with every table sized up front.
+fn new_cell<S, F>(
+    id: ShardId,
+    config: &EngineConfig,
+    conns_max: usize,
+    make: &F,
+) -> Rc<RefCell<ShardCell<S>>>
+where
+    S: Service,
+    F: Fn(ShardId) -> S,
+{
     let clock_base = Instant::now();
     let now = 1;
-    let cell = Rc::new_cyclic(|weak| {
+    Rc::new_cyclic(|weak| {
         RefCell::new(ShardCell {
             service: make(id),
             io: ShardIo {
@@ -279,87 +282,132 @@ where
             handshake_timeout_ms: config.handshake_timeout_ms,
             accept_max: conns_max,
         })
-    });
-    // The service starts before anything can reach it.
-    {
-        let c = &mut *cell.borrow_mut();
-        c.service.on_start(&mut c.io);
+    })
+}
+
+/// The loop's own state, beside the shard cell.
+struct Loop<S: Service> {
+    id: ShardId,
+    links: ShardLinks<S::Msg>,
+    acceptor: Acceptor,
+    /// The mesh eventfd's read target (the kernel writes 8 bytes here).
+    wake_buf: Box<u64>,
+    bufs: BufRing,
+    scratch: Scratch,
+    completions: Vec<Completion>,
+    min_wait: Duration,
+    /// The timers the wheel hands back in a turn (emptied each turn, its room kept).
+    fired: Vec<(TimerId, TimerEntry<S::Timer>)>,
+    stop: Arc<AtomicBool>,
+    /// Set when the stop flag is first seen: the shard exits by then at the latest.
+    drain_until: Option<u64>,
+    stats: Option<StatsKeeper>,
+    last_stats: Instant,
+}
+
+impl<S: Service> Loop<S> {
+    fn new(
+        id: ShardId,
+        links: ShardLinks<S::Msg>,
+        listener: OwnedFd,
+        bufs: BufRing,
+        config: &EngineConfig,
+        stop: Arc<AtomicBool>,
+        stats: Option<StatsKeeper>,
+    ) -> Self {
+        Loop {
+            id,
+            links,
+            acceptor: Acceptor::new(listener),
+            wake_buf: Box::new(0),
+            bufs,
+            scratch: Scratch {
+                incoming: Vec::new(),
+                plain: Vec::new(),
+                spare: Vec::new(),
+                dirty: Vec::new(),
+            },
+            completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
+            min_wait: Duration::from_micros(config.coalesce_us),
+            fired: Vec::new(),
+            stop,
+            drain_until: None,
+            stats,
+            last_stats: Instant::now() - Duration::from_secs(1),
+        }
     }
-    let mut lp = Loop {
-        links,
-        listener: listener_fd,
-        accept_armed: false,
-        accept_retry_at_ms: 0,
-        draining: false,
-        accept_nofile: 0,
-        wake_buf: Box::new(0),
-        bufs,
-        scratch: Scratch {
-            incoming: Vec::new(),
-            plain: Vec::new(),
-            spare: Vec::new(),
-            dirty: Vec::new(),
-        },
-        completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
-        min_wait: Duration::from_micros(config.coalesce_us),
-    };
-    lp.arm_accept();
-    lp.arm_wake();
-    health.shard_started();
-    let mut fired = Vec::new();
-    let mut drain_until: Option<u64> = None;
-    let mut last_stats = Instant::now() - Duration::from_secs(1);
-    loop {
-        let turn = Instant::now();
-        // 1. Futures and sleeps.
-        exec::fire_sleeps(turn);
-        exec::run_ready();
-        let c = &mut *cell.borrow_mut();
-        // 2. Timers.
-        c.fire_timers(&mut fired);
-        // 3. Peers' batches.
-        for (from, r) in &lp.links.receivers {
+
+    fn arm_wake(&mut self) {
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let sqe = opcode::Read::new(types::Fd(self.links.wake.fd()), buf.cast(), 8)
+            .build()
+            .user_data(user_data(Tag::Wake, 0));
+        // SAFETY: `wake_buf` is boxed (stable) and lives as long as the loop, which drops
+        // the ring first; the eventfd lives in `links`, also dropped after the ring.
+        ring::with(|r| unsafe { r.push(&sqe) });
+    }
+
+    /// Whether a peer has pushed a batch this shard has not taken yet.
+    fn inbound_waiting(&self) -> bool {
+        self.links.receivers.iter().any(|(_, r)| !r.is_empty())
+    }
+
+    /// Step 3: up to [`MESH_BATCHES_PER_TURN_MAX`] batches from each peer's ring.
+    fn take_batches(&self, c: &mut ShardCell<S>) {
+        for (from, r) in &self.links.receivers {
             for _ in 0..MESH_BATCHES_PER_TURN_MAX {
                 let Some(sent) = r.pop() else { break };
                 c.deliver_sent(*from, sent);
             }
         }
-        // 4. Flush.
-        flush_mesh(c, &lp.links);
-        c.flush_dirty(&mut lp.scratch);
+    }
+
+    /// Step 4: the mesh outboxes into the peers' rings, then every dirty connection.
+    fn flush(&mut self, c: &mut ShardCell<S>) {
+        flush_mesh(c, &self.links);
+        c.flush_dirty(&mut self.scratch);
         if !c.io.mesh.is_empty() {
             // A handoff queued an adoption while flushing: send it this turn.
-            flush_mesh(c, &lp.links);
+            flush_mesh(c, &self.links);
         }
-        if !lp.accept_armed && drain_until.is_none() && c.io.mono_ms >= lp.accept_retry_at_ms {
-            lp.arm_accept();
-        }
-        // Statistics, at most every few ticks (the keeper publishes once a period).
-        if let Some(k) = stats.as_mut() {
-            if last_stats.elapsed() >= Duration::from_millis(TIMER_TICK_MS) {
-                last_stats = Instant::now();
+    }
+
+    /// Statistics, at most every few ticks (the keeper publishes once a period).
+    fn publish_stats(&mut self, c: &mut ShardCell<S>) {
+        if let Some(k) = self.stats.as_mut() {
+            if self.last_stats.elapsed() >= Duration::from_millis(TIMER_TICK_MS) {
+                self.last_stats = Instant::now();
                 k.tick(c);
             }
         }
-        // Stop and drain.
-        if drain_until.is_none() && stop.load(Ordering::Relaxed) {
-            drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
-            lp.draining = true;
-            lp.cancel_accept();
+    }
+
+    /// Stop and drain: once the stop flag is seen, stop accepting, let the service flush and
+    /// close every connection. True once the shard may exit: nothing left open and the
+    /// service's flush done, or [`SHUTDOWN_DRAIN_MS`] passed.
+    fn stop_and_drain(&mut self, c: &mut ShardCell<S>) -> bool {
+        if self.drain_until.is_none() && self.stop.load(Ordering::Relaxed) {
+            self.drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
+            self.acceptor.stop();
             c.service.on_shutdown(&mut c.io);
             let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
             for id in ids {
                 let _ = c.io.close_with(id, CloseReason::Shutdown);
             }
-            c.flush_dirty(&mut lp.scratch);
+            c.flush_dirty(&mut self.scratch);
         }
-        if let Some(until) = drain_until {
-            let busy = !c.io.conns.is_empty() || c.service.flushing();
-            if !busy || c.io.mono_now() >= until {
-                break;
-            }
-        }
-        // 5. Wait. Sleeps set during this turn count too.
+        let Some(until) = self.drain_until else {
+            return false;
+        };
+        let busy = !c.io.conns.is_empty() || c.service.flushing();
+        !busy || c.io.mono_now() >= until
+    }
+
+    /// Step 5, before the wait: how long the kernel may keep this turn. Zero when work is
+    /// left; else until the next timer or sleep (sleeps set during this turn count too), a
+    /// mesh retry or an accept's back-off, at most [`HOUSEKEEPING_SLEEP_MS_MAX`]. A shard
+    /// that will wait is parked first, then looks at its rings once more.
+    fn wait_timeout(&mut self, c: &ShardCell<S>) -> Duration {
         let next_sleep = exec::fire_sleeps(Instant::now());
         let mut timeout = if exec::has_ready() || !c.io.dirty.is_empty() {
             Duration::ZERO
@@ -375,44 +423,65 @@ where
             if c.io.mesh.queued() > 0 {
                 t = t.min(Duration::from_micros(MESH_RETRY_US));
             }
-            if !lp.accept_armed && drain_until.is_none() {
+            if self.acceptor.waiting_to_rearm() {
                 t = t.min(Duration::from_millis(ACCEPT_BACKOFF_MS));
             }
             t
         };
         if !timeout.is_zero() {
-            lp.links.wake.set_parked(true);
-            if lp.inbound_waiting() {
+            self.links.wake.set_parked(true);
+            if self.inbound_waiting() {
                 timeout = Duration::ZERO;
             }
         }
-        let work_ns = turn.elapsed().as_nanos() as u64;
+        timeout
+    }
+
+    /// Step 5: submit everything and wait, in one `io_uring_enter`. Returns the ns it took.
+    fn enter(&mut self, c: &mut ShardCell<S>, timeout: Duration) -> u64 {
         let waited = Instant::now();
-        let entered = ring::with(|r| r.enter(timeout, lp.min_wait, &mut lp.completions));
+        let entered = ring::with(|r| r.enter(timeout, self.min_wait, &mut self.completions));
         let waited_ns = waited.elapsed().as_nanos() as u64;
-        lp.links.wake.set_parked(false);
+        self.links.wake.set_parked(false);
         if let Err(e) = entered {
-            panic!("shard {}: io_uring_enter failed: {e}", id.0);
+            panic!("shard {}: io_uring_enter failed: {e}", self.id.0);
         }
         c.io.turns += 1;
         // Every enter, those a full submission queue forced mid-turn included.
         c.io.counters.ring_enters = ring::with(|r| r.enters);
-        // 6. Completions.
-        let started = Instant::now();
-        c.io.counters.completions += lp.completions.len() as u64;
-        let mut completions = std::mem::take(&mut lp.completions);
-        for cqe in completions.drain(..) {
-            handle_completion(c, &mut lp, cqe);
-        }
-        lp.completions = completions;
-        lp.bufs.publish();
-        let handled_ns = started.elapsed().as_nanos() as u64;
-        // A turn that did not mean to wait spent its io_uring_enter on the kernel's inline
-        // work for its submissions (sends copied into sockets, say): that is the turn's too.
-        let busy = work_ns + handled_ns + if timeout.is_zero() { waited_ns } else { 0 };
-        c.io.busy_ns += busy;
-        c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
+        waited_ns
     }
+
+    /// Step 6: every completion the wait brought. Returns the ns it took.
+    fn handle_completions(&mut self, c: &mut ShardCell<S>) -> u64 {
+        let started = Instant::now();
+        c.io.counters.completions += self.completions.len() as u64;
+        let mut completions = std::mem::take(&mut self.completions);
+        for cqe in completions.drain(..) {
+            self.handle_completion(c, cqe);
+        }
+        self.completions = completions;
+        self.bufs.publish();
+        started.elapsed().as_nanos() as u64
+    }
+
+    fn handle_completion(&mut self, c: &mut ShardCell<S>, cqe: Completion) {
+        let (tag, low) = ring::split(cqe.user_data);
+        match tag {
+            Some(Tag::Op) => ops::complete(low, cqe.result),
+            Some(Tag::Recv) => c.on_recv(low as u32, cqe, &mut self.bufs, &mut self.scratch),
+            Some(Tag::Send) => c.on_send(low as u32, cqe, &mut self.scratch),
+            Some(Tag::Accept) => self.acceptor.on_completion(c, cqe),
+            Some(Tag::Wake) => self.arm_wake(),
+            Some(Tag::Ignore) | None => {}
+        }
+    }
+}
+
+/// After the last turn: everything still in flight on the ring is cancelled and reaped,
+/// the connections left are closed, then the service's futures, the ring and the buffers
+/// go, in that order (or, if the kernel still holds requests, are leaked).
+fn shut_down<S: Service>(cell: Rc<RefCell<ShardCell<S>>>, lp: Loop<S>) {
     // Everything still in flight (receives, sends, the accept, log writes) is cancelled and
     // reaped before any memory it points at goes: closing the ring's descriptor alone does
     // not wait for the kernel to let go.
@@ -445,7 +514,7 @@ where
         // (the receive buffers, send buffers, log writes) allocated for the process's life.
         let in_flight = ring::with(|r| r.in_flight());
         tracing::warn!(
-            shard = id.0,
+            shard = lp.id.0,
             in_flight,
             "requests still in flight after {} ms: their buffers are leaked, not freed",
             ring::RING_DRAIN_MS
@@ -454,52 +523,6 @@ where
         ops::leak_slots();
         std::mem::forget(lp);
         std::mem::forget(cell);
-    }
-}
-
-/// The process's open-file limit now.
-fn nofile_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit into a local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    r.rlim_cur
-}
-
-fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cqe: Completion) {
-    let (tag, low) = ring::split(cqe.user_data);
-    match tag {
-        Some(Tag::Op) => ops::complete(low, cqe.result),
-        Some(Tag::Recv) => c.on_recv(low as u32, cqe, &mut lp.bufs, &mut lp.scratch),
-        Some(Tag::Send) => c.on_send(low as u32, cqe, &mut lp.scratch),
-        Some(Tag::Accept) => {
-            if !cqe.more() {
-                lp.accept_armed = false;
-            }
-            if cqe.result >= 0 && lp.draining {
-                // SAFETY: a descriptor the accept just gave us, referenced nowhere else.
-                unsafe { libc::close(cqe.result) };
-            } else if cqe.result >= 0 {
-                c.accept(cqe.result as RawFd);
-                // An operator's `prlimit` on the live process (raising the limit, say) takes
-                // effect from the next accept on: re-arm under the new limit.
-                if lp.accept_armed && nofile_limit() != lp.accept_nofile {
-                    lp.cancel_accept();
-                }
-            } else if cqe.result != -libc::ECANCELED {
-                c.io.counters.accept_errors += 1;
-                let errors = c.io.counters.accept_errors;
-                if errors.is_power_of_two() {
-                    let e = std::io::Error::from_raw_os_error(-cqe.result);
-                    tracing::warn!(error = %e, errors, "accept failed; backing off");
-                }
-                lp.accept_retry_at_ms = c.io.mono_now() + ACCEPT_BACKOFF_MS;
-            }
-        }
-        Some(Tag::Wake) => lp.arm_wake(),
-        Some(Tag::Ignore) | None => {}
     }
 }
 

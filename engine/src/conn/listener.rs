@@ -3,14 +3,135 @@
 //! same port (also when the configured port is 0). The kernel spreads incoming connections
 //! over the shards' sockets: no shared accept queue, no lock.
 //!
-//! This module owns binding; it must not accept or touch connections.
+//! On the shard, its socket has one multishot accept armed on the shard's ring
+//! ([`Acceptor`]): re-armed when the kernel ends it, held back [`ACCEPT_BACKOFF_MS`] after
+//! an error (EMFILE, ENFILE, ENOMEM...), re-armed when the open-file limit changed (a
+//! `prlimit` on the live process applies from the next accept on), cancelled when the shard
+//! drains. Each accepted descriptor goes to `open` (`ShardCell::accept`).
+//!
+//! This module owns binding and the accept; it must not touch a connection once accepted.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use io_uring::{opcode, types};
+
+use crate::ring::{self, user_data, Completion, Tag};
+use crate::service::Service;
+use crate::shard_io::ShardCell;
 
 /// Pending connections the kernel queues per shard socket (capped by net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// After an accept error (EMFILE, ENFILE, ENOMEM...), wait this long before accepting again.
+pub const ACCEPT_BACKOFF_MS: u64 = 50;
+
+/// A shard's listening socket and the accept armed on its ring.
+pub(crate) struct Acceptor {
+    /// Dropped after the ring (the loop uninstalls the ring first).
+    listener: OwnedFd,
+    armed: bool,
+    /// After an error, no accept is armed before this (the shard's monotonic clock, ms).
+    retry_at_ms: u64,
+    /// The shard is draining: a connection accepted before the cancel landed is closed.
+    draining: bool,
+    /// RLIMIT_NOFILE when the accept was armed: the kernel takes the limit then, so a
+    /// `prlimit` on the live process applies only once the accept is re-armed.
+    nofile: u64,
+}
+
+impl Acceptor {
+    /// The shard's listening socket, with nothing armed yet.
+    pub(crate) fn new(listener: OwnedFd) -> Self {
+        Acceptor {
+            listener,
+            armed: false,
+            retry_at_ms: 0,
+            draining: false,
+            nofile: 0,
+        }
+    }
+
+    /// Arms the multishot accept.
+    pub(crate) fn arm(&mut self) {
+        self.nofile = nofile_limit();
+        let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(Tag::Accept, 0));
+        // SAFETY: points at no memory; the listener outlives the ring (dropped after it).
+        ring::with(|r| unsafe { r.push(&sqe) });
+        self.armed = true;
+    }
+
+    fn cancel(&mut self) {
+        let sqe = opcode::AsyncCancel2::new(
+            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
+        )
+        .build()
+        .user_data(user_data(Tag::Ignore, 0));
+        // SAFETY: a cancel points at no memory.
+        ring::with(|r| unsafe { r.push(&sqe) });
+    }
+
+    /// The shard drains: cancel the accept, close whatever it still brings.
+    pub(crate) fn stop(&mut self) {
+        self.draining = true;
+        self.cancel();
+    }
+
+    /// Whether no accept is armed and one will be (after the back-off): the loop must not
+    /// sleep past [`ACCEPT_BACKOFF_MS`].
+    pub(crate) fn waiting_to_rearm(&self) -> bool {
+        !self.armed && !self.draining
+    }
+
+    /// Re-arms the accept if it ended and its back-off is over (`now_ms`: the shard's
+    /// monotonic clock).
+    pub(crate) fn rearm_if_due(&mut self, now_ms: u64) {
+        if self.waiting_to_rearm() && now_ms >= self.retry_at_ms {
+            self.arm();
+        }
+    }
+
+    /// An accept completion: a new connection for `c`, or an error to back off from.
+    pub(crate) fn on_completion<S: Service>(&mut self, c: &mut ShardCell<S>, cqe: Completion) {
+        if !cqe.more() {
+            self.armed = false;
+        }
+        if cqe.result >= 0 && self.draining {
+            // SAFETY: a descriptor the accept just gave us, referenced nowhere else.
+            unsafe { libc::close(cqe.result) };
+        } else if cqe.result >= 0 {
+            c.accept(cqe.result as RawFd);
+            // An operator's `prlimit` on the live process (raising the limit, say) takes
+            // effect from the next accept on: re-arm under the new limit.
+            if self.armed && nofile_limit() != self.nofile {
+                self.cancel();
+            }
+        } else if cqe.result != -libc::ECANCELED {
+            c.io.counters.accept_errors += 1;
+            let errors = c.io.counters.accept_errors;
+            if errors.is_power_of_two() {
+                let e = std::io::Error::from_raw_os_error(-cqe.result);
+                tracing::warn!(error = %e, errors, "accept failed; backing off");
+            }
+            self.retry_at_ms = c.io.mono_now() + ACCEPT_BACKOFF_MS;
+        }
+    }
+}
+
+/// The process's open-file limit now.
+fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r.rlim_cur
+}
 
 /// Binds `count` SO_REUSEPORT sockets to `addr`. Returns them and the bound address.
 pub fn bind_shards(addr: SocketAddr, count: usize) -> io::Result<(Vec<OwnedFd>, SocketAddr)> {
