@@ -46,6 +46,10 @@ pub trait Service: Sized + 'static {
     type Msg: Send + 'static;
     /// What a service timer carries back when it fires.
     type Timer: 'static;
+    /// What travels with a live connection handed to another shard
+    /// ([`ShardIo::hand_off`]), given to [`Service::on_adopt`] there. It crosses threads
+    /// with the connection, so it is `Send`.
+    type Adopt: Send + 'static;
 
     /// The shard is up (mesh connected, listener attached); called once, before any other.
     fn on_start(&mut self, _io: &mut ShardIo<Self>) {}
@@ -72,10 +76,10 @@ pub trait Service: Sized + 'static {
     /// A message from shard `from` (possibly this shard itself).
     fn on_mesh(&mut self, io: &mut ShardIo<Self>, from: ShardId, msg: Self::Msg);
 
-    /// A live connection handed over by shard `from` now lives here as `conn`, with the
-    /// message the old shard attached to it. Frames already read but not yet processed
-    /// follow as ordinary [`Service::on_frame`] calls.
-    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, msg: Self::Msg);
+    /// A live connection handed over by shard `from` now lives here as `conn`, with what the
+    /// old shard sent along with it. Frames already read but not yet processed follow as
+    /// ordinary [`Service::on_frame`] calls.
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, adopt: Self::Adopt);
 
     /// A timer set through [`ShardIo::set_timer`] fired.
     fn on_timer(&mut self, io: &mut ShardIo<Self>, timer: Self::Timer);

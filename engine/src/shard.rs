@@ -42,7 +42,7 @@ use crate::buffer_pool::{HugePages, PoolBacking};
 use crate::conn::io::Scratch;
 use crate::conn::listener::{Acceptor, ACCEPT_BACKOFF_MS};
 use crate::conn::table::{ConnId, ConnTable};
-use crate::mesh::{Envelope, MeshOutbox, Sent, ShardLinks};
+use crate::mesh::{Batch, Envelope, MeshOutbox, Sent, ShardLinks};
 use crate::observe::counters::ShardCounters;
 use crate::observe::stats::StatsKeeper;
 use crate::ring::buf_ring::BufRing;
@@ -79,25 +79,25 @@ const LOCAL_ROUNDS_MAX: usize = 4;
 const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
-    fn deliver(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
+    fn deliver(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
         self.io.tick_clock();
         self.deliver_batch(from, batch);
     }
 
     /// A batch from a peer's ring: its hop is timed from the peer's push.
-    pub(crate) fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg>) {
+    pub(crate) fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg, S::Adopt>) {
         self.io.latency.mesh_hop.record(sent.at.elapsed());
         self.deliver(from, sent.batch);
     }
 
-    fn deliver_batch(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
+    fn deliver_batch(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
         for env in batch {
             match env {
                 Envelope::Service(m) => {
                     self.io.counters.mesh_msgs_received += 1;
                     self.service.on_mesh(&mut self.io, from, m);
                 }
-                Envelope::Adopt(d, m) => self.adopt(from, d, m),
+                Envelope::Adopt(d, a) => self.adopt(from, d, a),
             }
         }
     }
@@ -131,10 +131,10 @@ impl<S: Service> ShardCell<S> {
 }
 
 /// Everything one shard needs, moved into its thread.
-pub(crate) struct ShardPlan<M: Send + 'static> {
+pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
     pub(crate) id: ShardId,
     pub(crate) listener_fd: OwnedFd,
-    pub(crate) links: ShardLinks<M>,
+    pub(crate) links: ShardLinks<M, A>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
@@ -147,7 +147,7 @@ pub(crate) struct ShardPlan<M: Send + 'static> {
 
 /// Runs shard `plan.id` on the calling thread until it is stopped and drained: the turn's
 /// steps of the module doc, in order, then the shutdown.
-pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg>, make: Arc<F>)
+pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg, S::Adopt>, make: Arc<F>)
 where
     S: Service,
     F: Fn(ShardId) -> S + Send + Sync + 'static,
@@ -288,7 +288,7 @@ where
 /// The loop's own state, beside the shard cell.
 struct Loop<S: Service> {
     id: ShardId,
-    links: ShardLinks<S::Msg>,
+    links: ShardLinks<S::Msg, S::Adopt>,
     acceptor: Acceptor,
     /// The mesh eventfd's read target (the kernel writes 8 bytes here).
     wake_buf: Box<u64>,
@@ -308,7 +308,7 @@ struct Loop<S: Service> {
 impl<S: Service> Loop<S> {
     fn new(
         id: ShardId,
-        links: ShardLinks<S::Msg>,
+        links: ShardLinks<S::Msg, S::Adopt>,
         listener: OwnedFd,
         bufs: BufRing,
         config: &EngineConfig,
@@ -529,7 +529,7 @@ fn shut_down<S: Service>(cell: Rc<RefCell<ShardCell<S>>>, lp: Loop<S>) {
 /// Moves every queued mesh message on: to this shard's own service, or into the peers'
 /// rings (waking each parked peer once). A batch that finds a ring full goes back in front
 /// and is retried next turn.
-fn flush_mesh<S: Service>(c: &mut ShardCell<S>, links: &ShardLinks<S::Msg>) {
+fn flush_mesh<S: Service>(c: &mut ShardCell<S>, links: &ShardLinks<S::Msg, S::Adopt>) {
     let me = c.io.shard;
     for _ in 0..LOCAL_ROUNDS_MAX {
         if !c.io.mesh.has_for(me) {

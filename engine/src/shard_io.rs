@@ -15,7 +15,7 @@ use std::rc::Weak;
 
 use crate::conn::slot::{mark_dirty, ConnSlot, SlotState, CONN_OUTPUT_BYTES_MAX};
 use crate::conn::table::{ConnId, ConnTable};
-use crate::mesh::{Envelope, MeshOutbox};
+use crate::mesh::MeshOutbox;
 use crate::observe::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
 use crate::timer_wheel::{TimerId, TimerWheel};
@@ -70,7 +70,7 @@ pub struct ShardIo<S: Service> {
     pub(crate) frame_timeout_ms: u64,
     pub(crate) conns: ConnTable<ConnSlot>,
     pub(crate) timers: TimerWheel<TimerEntry<S::Timer>>,
-    pub(crate) mesh: MeshOutbox<S::Msg>,
+    pub(crate) mesh: MeshOutbox<S::Msg, S::Adopt>,
     pub(crate) counters: ShardCounters,
     /// Handshake and mesh-hop latencies (recorded per handshake and per batch, not per frame).
     pub(crate) latency: crate::observe::histogram::EngineLatency,
@@ -192,29 +192,29 @@ impl<S: Service> ShardIo<S> {
     /// Sends `msg` to shard `to` (this shard included) on the mesh. Messages to one shard
     /// arrive in the order sent. On a full outbox the message is handed back.
     pub fn mesh_send(&mut self, to: ShardId, msg: S::Msg) -> Result<(), S::Msg> {
-        match self.mesh.push(to, Envelope::Service(msg)) {
+        match self.mesh.push(to, msg) {
             Ok(()) => {
                 self.counters.mesh_msgs_sent += 1;
                 Ok(())
             }
-            Err(Envelope::Service(m)) => {
+            Err(m) => {
                 self.counters.mesh_send_full += 1;
                 Err(m)
             }
-            Err(Envelope::Adopt(..)) => unreachable!("pushed a Service envelope"),
         }
     }
 
     /// Moves live connection `conn` to shard `to`: its queued output is flushed here, then
-    /// its socket, TLS state and unread bytes travel with `msg`, and `to` hears `on_adopt`.
-    /// This shard hears `on_close(conn, HandedOff)` — or `on_close` with another reason if
-    /// the move is called off (a send fails, the output overflows, the linger deadline or
-    /// the one-frame input cap is passed meanwhile); then `msg` is dropped.
+    /// its socket, TLS state and unread bytes travel with `adopt`, and `to` hears
+    /// `on_adopt(adopt)`. This shard hears `on_close(conn, HandedOff)` — or `on_close` with
+    /// another reason if the move is called off (a send fails, the output overflows, the
+    /// linger deadline or the one-frame input cap is passed meanwhile); then `adopt` is
+    /// dropped.
     ///
     /// Ordering: the adoption leaves once the socket has detached, a turn or more later, so
     /// a `mesh_send` to `to` made after this call may reach `to` before `on_adopt`. Send what
-    /// `to` needs about the connection in `msg` itself.
-    pub fn hand_off(&mut self, conn: ConnId, to: ShardId, msg: S::Msg) -> Result<(), ConnGone> {
+    /// `to` needs about the connection in `adopt` itself.
+    pub fn hand_off(&mut self, conn: ConnId, to: ShardId, adopt: S::Adopt) -> Result<(), ConnGone> {
         assert!(
             to.0 < self.shard_count,
             "hand_off to shard {to:?} of {}",
@@ -226,7 +226,7 @@ impl<S: Service> ShardIo<S> {
         };
         slot.state = SlotState::HandingOff(to);
         mark_dirty(slot, &mut self.dirty, conn);
-        self.mesh.park_handoff(conn, msg);
+        self.mesh.park_handoff(conn, adopt);
         Ok(())
     }
 

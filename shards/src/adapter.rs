@@ -14,7 +14,7 @@ use proto::v1::{server_frame, ServerFrame};
 use crate::effect::{AfterCommit, Effect, Out};
 use crate::journal::{Job, Journal, Outcome};
 use crate::limits::COMPACT_MIN_BYTES;
-use crate::mesh_msg::ShardMsg;
+use crate::mesh_msg::{Adoption, ShardMsg};
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
 use crate::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
@@ -249,8 +249,8 @@ impl Switchboard {
                     );
                 }
             }
-            Effect::HandOff(conn, to, msg) => {
-                let _ = io.hand_off(conn, to, msg);
+            Effect::HandOff(conn, to, adoption) => {
+                let _ = io.hand_off(conn, to, adoption);
             }
             Effect::Sms {
                 conn,
@@ -529,6 +529,7 @@ async fn open_log(handle: ShardHandle<Switchboard>, path: PathBuf, faults: Optio
 impl Service for Switchboard {
     type Msg = ShardMsg;
     type Timer = ServiceTimer;
+    type Adopt = Box<Adoption>;
 
     fn on_start(&mut self, io: &mut ShardIo<Self>) {
         match self.load(io) {
@@ -596,11 +597,8 @@ impl Service for Switchboard {
         self.run(io, |s, now, out| s.on_mesh(now, msg, out));
     }
 
-    fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Adopt(a) => self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out)),
-            other => unreachable!("only Adopt travels with a connection: {other:?}"),
-        }
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, a: Box<Adoption>) {
+        self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out));
     }
 
     fn stats(&self) -> Vec<(&'static str, u64)> {

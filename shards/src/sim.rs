@@ -197,12 +197,9 @@ impl Sim {
             }
             Effect::Close(c) => self.closed.push(c),
             Effect::Mesh(to, m) => self.mesh.push_back((to.0, m)),
-            Effect::HandOff(c, to, m) => {
+            Effect::HandOff(c, to, a) => {
                 self.handoffs += 1;
                 self.conn_shard.insert(c, to.0);
-                let ShardMsg::Adopt(a) = m else {
-                    panic!("handoff carries Adopt")
-                };
                 let mut out = Out::default();
                 self.shards[to.0].on_adopt(self.now, c, *a, &mut out);
                 self.apply(to.0, out);

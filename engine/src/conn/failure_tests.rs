@@ -27,6 +27,7 @@ struct Rec {
 
 impl Service for Rec {
     type Msg = u32;
+    type Adopt = u32;
     type Timer = u32;
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
     fn on_frame(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId, payload: &[u8]) {
@@ -36,7 +37,7 @@ impl Service for Rec {
         self.closes.push(reason);
     }
     fn on_mesh(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _msg: u32) {}
-    fn on_adopt(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _conn: ConnId, _msg: u32) {}
+    fn on_adopt(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _conn: ConnId, _adopt: u32) {}
     fn on_timer(&mut self, _io: &mut ShardIo<Self>, _t: u32) {}
 }
 

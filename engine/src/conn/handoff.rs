@@ -58,13 +58,13 @@ impl Detached {
 impl<S: Service> ShardCell<S> {
     /// A connection handed over by shard `from` arrives: register it, tell the service, and
     /// dispatch the frames read before the move. A full table closes it (counted).
-    pub(crate) fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
+    pub(crate) fn adopt(&mut self, from: ShardId, detached: Detached, adopt: S::Adopt) {
         self.io.tick_clock();
         match self.register(detached.into_wire(), false, false) {
             Ok(id) => {
                 self.io.counters.handoffs_in += 1;
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
-                self.service.on_adopt(&mut self.io, from, id, msg);
+                self.service.on_adopt(&mut self.io, from, id, adopt);
                 // Frames that were read before the move are dispatched now, in order.
                 let slot = self.io.conns.get_mut(id);
                 if let Some(slot) = slot {

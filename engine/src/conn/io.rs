@@ -301,9 +301,9 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn hand_off_now(&mut self, id: ConnId, to: crate::ShardId) {
-        let msg = self.io.mesh.take_handoff(id);
-        // A HandingOff slot always parked its message first (ShardIo::hand_off).
-        let msg = msg.expect("handoff message parked");
+        let adopt = self.io.mesh.take_handoff(id);
+        // A HandingOff slot always parked what travels with it first (ShardIo::hand_off).
+        let adopt = adopt.expect("handoff payload parked");
         let slot = self.io.conns.get_mut(id).expect("caller checked the slot");
         let wire = std::mem::replace(
             &mut slot.wire,
@@ -311,7 +311,7 @@ impl<S: Service> ShardCell<S> {
         );
         let detached = Detached::from_wire(wire);
         self.io.counters.handoffs_out += 1;
-        self.io.mesh.push_adopt(to, detached, msg);
+        self.io.mesh.push_adopt(to, detached, adopt);
         self.finish(id, CloseReason::HandedOff);
     }
 }
