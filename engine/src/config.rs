@@ -24,7 +24,7 @@ pub const COALESCE_US_MAX: u64 = 10_000;
 pub struct EngineConfig {
     /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Number of shards (executor threads). Default: online CPUs.
+    /// Number of shards (one thread and one io_uring each). Default: online CPUs.
     pub shards: usize,
     /// Pin shard `i` to CPU `i % online CPUs`.
     pub pin_cpus: bool,

@@ -57,7 +57,8 @@ pub enum EngineError {
     /// Real-time priority was asked for and refused.
     #[error("{0}")]
     Realtime(std::io::Error),
-    /// A shard's executor could not be created or ended with an error.
+    /// A shard could not be set up (its mesh eventfds, its thread) or its thread ended
+    /// with an error.
     #[error("shard {shard}: {detail}")]
     Shard {
         /// Which shard.

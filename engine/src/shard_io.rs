@@ -153,7 +153,8 @@ impl<S: Service> ShardIo<S> {
         self.conns.len()
     }
 
-    /// Appends bytes to `conn`'s outbox through `write` and wakes its task. The bytes must be
+    /// Appends bytes to `conn`'s outbox through `write` and marks it dirty: the loop sends
+    /// them at the end of this turn, with everything else queued for it. The bytes must be
     /// whole frames. A connection whose outbox passes [`CONN_OUTPUT_BYTES_MAX`] is closed.
     pub fn send_with<R>(
         &mut self,
