@@ -107,6 +107,8 @@ pub struct Switchboard {
     /// Snapshots finished and slices taken, since start.
     snapshots: u64,
     snapshot_slices: u64,
+    /// Sends refused with `Busy` since start (each event's `Out::busy_refusals`).
+    busy_rejects: u64,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -153,6 +155,7 @@ impl Switchboard {
             snapshot_ready: None,
             snapshots: 0,
             snapshot_slices: 0,
+            busy_rejects: 0,
         }
     }
 
@@ -188,9 +191,10 @@ impl Switchboard {
         let mut out = Out::default();
         let state = self.state();
         state.set_busy(busy);
-        let rejects = state.busy_rejects();
         f(state, now, &mut out);
-        let after = self.state().busy_rejects();
+        let rejects = self.busy_rejects;
+        let after = rejects + out.busy_refusals;
+        self.busy_rejects = after;
         if (rejects + 1..=after).any(u64::is_power_of_two) {
             // Logged at 1, 2, 4, 8... refusals, not per frame.
             tracing::warn!(
@@ -209,6 +213,7 @@ impl Switchboard {
             now,
             records,
             after_commit,
+            busy_refusals: _,
         } = out;
         for e in now {
             self.exec(io, e);

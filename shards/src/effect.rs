@@ -61,6 +61,9 @@ pub struct Out {
     pub records: Vec<Record>,
     /// Effects released once every record so far is durable.
     pub after_commit: Vec<AfterCommit>,
+    /// Sends this event refused with `Busy` (the shard was overloaded): the adapter counts
+    /// them and warns.
+    pub busy_refusals: u64,
 }
 
 impl Out {

@@ -34,6 +34,8 @@ pub struct Sim {
     pub now: u64,
     /// Connections handed between shards so far.
     pub handoffs: u64,
+    /// Sends refused with `Busy`, summed from every event's `Out`.
+    pub busy_refusals: u64,
     /// Each connection's peer address (what the engine's slot holds).
     peers: HashMap<ConnId, std::net::IpAddr>,
     next_conn: u64,
@@ -71,6 +73,7 @@ impl Sim {
             waiting: (0..n).map(|_| Vec::new()).collect(),
             now,
             handoffs: 0,
+            busy_refusals: 0,
             peers: HashMap::new(),
             next_conn: 1,
         }
@@ -174,6 +177,7 @@ impl Sim {
     }
 
     fn apply(&mut self, shard: usize, out: Out) {
+        self.busy_refusals += out.busy_refusals;
         self.logs[shard].extend(out.records);
         for e in out.now {
             self.exec(shard, e);
@@ -286,6 +290,29 @@ mod tests {
         }
         sim.commit();
         a
+    }
+
+    #[test]
+    fn a_send_refused_busy_comes_back_in_the_events_out() {
+        let mut sim = Sim::new(2);
+        let a = sim.login("+15550000001", 0);
+        let home_a = sim.shards[0].home("+15550000001");
+        let to = (2..10)
+            .map(|i| format!("+1555000000{i}"))
+            .find(|p| sim.shards[0].home(p) != home_a)
+            .expect("a phone homed on the other shard");
+        sim.login(&to, 0);
+        // The sender's own home is overloaded: refused before it leaves.
+        sim.shards[home_a.0].set_busy(Some(100));
+        sim.send(a, text(&to, 1));
+        assert!(matches!(&sim.take(a)[..], [server_frame::Kind::Busy(_)]));
+        assert_eq!(sim.busy_refusals, 1);
+        // Only the recipient's home is: refused there, answered through the mesh.
+        sim.shards[home_a.0].set_busy(None);
+        sim.shards[1 - home_a.0].set_busy(Some(100));
+        sim.send(a, text(&to, 2));
+        assert!(matches!(&sim.take(a)[..], [server_frame::Kind::Busy(_)]));
+        assert_eq!(sim.busy_refusals, 2);
     }
 
     #[test]
