@@ -1,6 +1,6 @@
 //! The per-shard engine state a service acts through ([`ShardIo`]): the connection table,
 //! the timer wheel, the mesh outbox, the cached clocks and the shard's counters; and
-//! [`ShardCell`], the service beside that state, which the loop and the connection code act
+//! `ShardCell`, the service beside that state, which the loop and the connection code act
 //! on.
 //!
 //! Everything here is owned by one shard thread and touched only from it: plain integers,

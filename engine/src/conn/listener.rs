@@ -4,7 +4,7 @@
 //! over the shards' sockets: no shared accept queue, no lock.
 //!
 //! On the shard, its socket has one multishot accept armed on the shard's ring
-//! ([`Acceptor`]): re-armed when the kernel ends it, held back [`ACCEPT_BACKOFF_MS`] after
+//! (`Acceptor`): re-armed when the kernel ends it, held back [`ACCEPT_BACKOFF_MS`] after
 //! an error (EMFILE, ENFILE, ENOMEM...), re-armed when the open-file limit changed (a
 //! `prlimit` on the live process applies from the next accept on), cancelled when the shard
 //! drains. Each accepted descriptor goes to `open` (`ShardCell::accept`).

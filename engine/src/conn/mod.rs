@@ -11,7 +11,7 @@
 //! - `linger`: a connection leaving `Open`, its linger deadline, a handoff called off;
 //! - [`handoff`]: a live connection packed on one shard and adopted by another.
 //!
-//! Everything here runs on the shard's own thread and acts on its [`crate::shard_io::ShardCell`].
+//! Everything here runs on the shard's own thread and acts on its `ShardCell` (`shard_io`).
 //! Nothing here touches the mesh rings, the timer wheel's other entries or another shard's
 //! state; the loop (`shard`) decides when each of these runs.
 

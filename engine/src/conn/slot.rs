@@ -1,5 +1,5 @@
 //! One connection's slot in the shard's table: what state it is in, the frames queued for
-//! it, its socket ([`Wire`]), its deadline, and the limits every connection lives under.
+//! it, its socket (`Wire`), its deadline, and the limits every connection lives under.
 //!
 //! Lifecycle of a slot: inserted at accept (or adoption) → `Open` after the TLS handshake →
 //! `Closing`/`HandingOff` when someone asks → removed by the shard loop once its output is
@@ -8,7 +8,7 @@
 //! stale [`ConnId`] never reaches the next connection in that slot.
 //!
 //! There is no task per connection: a slot the service touched goes on the shard's dirty
-//! list ([`mark_dirty`]) and the loop flushes every dirty slot once per turn.
+//! list (`mark_dirty`) and the loop flushes every dirty slot once per turn.
 //!
 //! This module owns the slot's data; it must not touch the ring, the timer wheel or the
 //! service (the transitions live beside it in `conn`).
