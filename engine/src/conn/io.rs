@@ -1,4 +1,4 @@
-//! A connection's life on the shard's ring: what each receive and send completion does, and
+//! A connection's I/O on the shard's ring: what each receive and send completion does, and
 //! what the end of a loop turn does for each connection the service touched.
 //!
 //! Receive completion: the bytes are in one of the shard's provided buffers. Plaintext is
