@@ -27,7 +27,7 @@ pub const COALESCE_US_MAX: u64 = 10_000;
 pub struct EngineConfig {
     /// Address every shard listens on (SO_REUSEPORT). Port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Number of shards (executor threads). Default: online CPUs.
+    /// Number of shards (one thread and one io_uring each). Default: online CPUs.
     pub shards: usize,
     /// Pin shard `i` to CPU `i % online CPUs`.
     pub pin_cpus: bool,
@@ -47,7 +47,7 @@ pub struct EngineConfig {
     pub frame_timeout_ms: u64,
     /// Connections not logged in yet that one source prefix (IPv4 /24, IPv6 /48) may hold
     /// on one shard; more are closed at accept (services with a login only:
-    /// `net::prelogin`). A campus or carrier NAT with many users logging in at once raises
+    /// `conn::prelogin`). A campus or carrier NAT with many users logging in at once raises
     /// it.
     pub prelogin_conns_per_prefix_max: usize,
     /// Once a shard's wait in the kernel has seen a first completion, it may wait up to this
@@ -57,11 +57,11 @@ pub struct EngineConfig {
     /// Address of the admin endpoint (`/metrics`, `/stats`); `None` serves none. The
     /// library default is off; the server binary turns it on at 127.0.0.1:9100.
     pub admin: Option<SocketAddr>,
-    /// Shards publish statistics once a second (`crate::stats`); off only to measure
+    /// Shards publish statistics once a second (`crate::observe::stats`); off only to measure
     /// what they cost.
     pub stats: bool,
     /// Alarm thresholds, checked when statistics are published.
-    pub alarms: crate::alarm::AlarmConfig,
+    pub alarms: crate::observe::alarm::AlarmConfig,
 }
 
 impl Default for EngineConfig {
@@ -81,7 +81,7 @@ impl Default for EngineConfig {
             coalesce_us: COALESCE_US_DEFAULT,
             admin: None,
             stats: true,
-            alarms: crate::alarm::AlarmConfig::default(),
+            alarms: crate::observe::alarm::AlarmConfig::default(),
         }
     }
 }

@@ -10,45 +10,52 @@
 //! - Nothing mutable is shared between shards: each shard owns its connection table, timer
 //!   wheel, buffers and counters. Cross-shard work travels as messages on the mesh.
 //! - No `Mutex`, `RwLock` or atomic read-modify-write on the per-frame path (checked by
-//!   `tests/engine_no_locks.rs`, which scans the hot-path modules, and by `clippy.toml`).
+//!   `tests/engine_no_locks.rs`, which scans every source file but a named few cold ones, and by
+//!   `clippy.toml`).
 //! - The service crate sees no ring and no futures executor: everything it needs is here.
 //! - Per event, few syscalls: a shard's sends, receives, accepts, log writes and waits all go
 //!   through its one ring, one `io_uring_enter` per loop turn (`docs/decisions/shard-loop-own-ring.md`).
 //!
 //! ## Layout (folders group what one concern owns)
 //! - The runtime: [`config`] (settings), [`runtime`] (checks, binds, starts and joins the
-//!   shards), `shard` (one shard's loop: completions, timers, mesh, flushes, drain),
-//!   [`service`] (the callbacks a service implements), [`shard_io`] (the per-shard state a
-//!   service acts through), [`handle`] (a way back into the shard from a spawned future),
-//!   [`shutdown`], [`realtime`], [`sync`] (the one sanctioned lock, counted).
+//!   shards), `shard` (one shard's loop, one function per step of a turn), [`service`] (the
+//!   callbacks a service implements), [`shard_io`] (the per-shard state a service acts
+//!   through), [`handle`] (a way back into the shard from a spawned future), [`shutdown`],
+//!   [`realtime`], [`sync`] (the one sanctioned lock, counted).
+//! - [`conn`]: a connection's whole life on its shard: [`conn::listener`] (SO_REUSEPORT
+//!   listeners bound before the shards start), [`conn::table`] (slab with generation-tagged
+//!   ids), [`conn::slot`] (one slot's state and the per-connection limits), `conn::wire` (one
+//!   socket's state on the ring), `conn::open` (register, handshake done, finish),
+//!   `conn::deadline` (handshake, idle and frame timers), `conn::io` (what each completion
+//!   and each end of turn does for a connection), `conn::linger` (leaving `Open`),
+//!   [`conn::handoff`] (a live connection moving to another shard).
 //! - [`ring`]: the shard's io_uring, its provided-buffer ring, file operations as futures,
 //!   and the small executor for the service's background futures.
-//! - [`net`]: connections: [`net::listener`] (SO_REUSEPORT listeners bound before the shards
-//!   start), `net::wire` (one socket's state on the ring), `net::conn_io` (what each
-//!   completion and each end of turn does for a connection), [`net::handoff`] (a live
-//!   connection moving to another shard).
 //! - [`tls`]: rustls configuration and the dev certificate; [`tls::session`] (one server
 //!   session: rustls' unbuffered API for the handshake, then [`tls::records`], TLS 1.3
 //!   record protection with the keys rustls hands over).
-//! - Per-shard data structures: [`conn_table`] (slab with generation-tagged ids),
-//!   [`timer_wheel`] (hashed, O(1) insert and cancel), [`buffer_pool`] (fixed-size buffers
-//!   from one arena, optionally huge-page backed), [`mesh`] (batched SPSC rings between
-//!   every ordered pair of shards), [`log_file`] (the append-only, fdatasync'd log).
-//! - [`observe`]: what operators see: [`counters`], [`stats`] (per-shard snapshots once a
-//!   second, rates, utilisation), [`alarm`], [`histogram`], [`stats_text`] (Prometheus and
-//!   JSON), [`admin`] (the thread serving `/metrics`, `/stats`, `/healthz`, `/readyz`),
-//!   [`health`]. Re-exported at the crate root under their own names.
+//! - Per-shard data structures: [`timer_wheel`] (hashed, O(1) insert and cancel),
+//!   [`buffer_pool`] (fixed-size buffers from one arena, optionally huge-page backed),
+//!   [`mesh`] (batched SPSC rings between every ordered pair of shards), [`log_file`] (the
+//!   append-only, fdatasync'd log).
+//! - [`observe`]: what operators see: [`observe::counters`], [`observe::stats`] (per-shard
+//!   snapshots once a second, rates, utilisation), [`observe::alarm`], [`observe::histogram`],
+//!   [`observe::stats_text`] (Prometheus and JSON), [`observe::admin`] (the thread serving
+//!   `/metrics`, `/stats`, `/healthz`, `/readyz`), [`observe::health`].
+//!
+//! Every module has one path: nothing is re-exported under a second module path (the root
+//! re-exports a few types a service names often: [`ConnId`], [`ShardIo`], [`Service`], ...).
 #![warn(missing_docs)]
 
 pub mod buffer_pool;
 pub mod config;
-pub mod conn_table;
+
+pub mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handle;
 pub mod log_file;
 pub mod mesh;
-pub mod net;
 pub mod observe;
 pub mod realtime;
 pub mod ring;
@@ -60,9 +67,6 @@ pub mod shutdown;
 pub mod sync;
 pub mod timer_wheel;
 pub mod tls;
-
-pub use net::{handoff, listener};
-pub use observe::{admin, alarm, counters, health, histogram, stats, stats_text};
 
 /// Sleeps on the current shard's loop for `d`: finer than the timer wheel's tick, for
 /// short and rare waits (the log's commit window), never one per connection.
@@ -79,14 +83,14 @@ pub async fn yield_turn() {
 pub use ring::exec::block_on;
 
 pub use config::EngineConfig;
-pub use conn_table::ConnId;
-pub use counters::ShardCounters;
+pub use conn::table::ConnId;
 pub use handle::ShardHandle;
 pub use log_file::LogFile;
+pub use observe::counters::ShardCounters;
+pub use observe::stats::ShardStats;
 pub use runtime::{start, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;
-pub use stats::ShardStats;
 
 /// A shard's index, `0..shard_count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -31,8 +31,8 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::conn_table::ConnId;
-use crate::handoff::Detached;
+use crate::conn::handoff::Detached;
+use crate::conn::table::ConnId;
 use crate::ShardId;
 
 /// Most messages one shard may have queued for all peers before `mesh_send` hands them back.
@@ -44,32 +44,33 @@ pub const MESH_BATCH_MSGS_MAX: usize = 4096;
 
 /// What travels on the mesh.
 #[derive(Debug)]
-pub(crate) enum Envelope<M> {
+pub(crate) enum Envelope<M, A> {
     /// A service message.
     Service(M),
-    /// A live connection with the service's message about it.
-    Adopt(Detached, M),
+    /// A live connection with what the service sends along with it.
+    Adopt(Detached, A),
 }
 
 /// One batch: the unit pushed into a ring.
-pub(crate) type Batch<M> = Vec<Envelope<M>>;
+pub(crate) type Batch<M, A> = Vec<Envelope<M, A>>;
 
 /// A batch in a ring, stamped when it was pushed (for the mesh-hop latency).
-pub(crate) struct Sent<M> {
+pub(crate) struct Sent<M, A> {
     pub(crate) at: std::time::Instant,
-    pub(crate) batch: Batch<M>,
+    pub(crate) batch: Batch<M, A>,
 }
 
-/// This shard's outgoing messages, per destination shard, waiting for the flush task.
+/// This shard's outgoing messages, per destination shard, waiting for the loop's flush.
 #[derive(Debug)]
-pub(crate) struct MeshOutbox<M> {
-    per_peer: Vec<Batch<M>>,
+pub(crate) struct MeshOutbox<M, A> {
+    per_peer: Vec<Batch<M, A>>,
     queued: usize,
-    /// Service messages for connections being handed off, until their sockets detach.
-    handoffs: Vec<(ConnId, M)>,
+    /// What the service sends along with each connection being handed off, until its
+    /// socket detaches.
+    handoffs: Vec<(ConnId, A)>,
 }
 
-impl<M> MeshOutbox<M> {
+impl<M, A> MeshOutbox<M, A> {
     pub(crate) fn new(shard_count: usize) -> Self {
         MeshOutbox {
             per_peer: (0..shard_count).map(|_| Vec::new()).collect(),
@@ -78,12 +79,12 @@ impl<M> MeshOutbox<M> {
         }
     }
 
-    /// Queues `env` for shard `to`; hands it back when the outbox is full.
-    pub(crate) fn push(&mut self, to: ShardId, env: Envelope<M>) -> Result<(), Envelope<M>> {
+    /// Queues service message `msg` for shard `to`; hands it back when the outbox is full.
+    pub(crate) fn push(&mut self, to: ShardId, msg: M) -> Result<(), M> {
         if self.queued >= MESH_OUTBOX_MSGS_MAX {
-            return Err(env);
+            return Err(msg);
         }
-        self.per_peer[to.0].push(env);
+        self.per_peer[to.0].push(Envelope::Service(msg));
         self.queued += 1;
         Ok(())
     }
@@ -92,8 +93,8 @@ impl<M> MeshOutbox<M> {
     /// the connection (its socket, its login, its unread frames) has nowhere else to go, and
     /// the old shard's service has already heard `HandedOff`. There is at most one in
     /// flight per connection this shard held, so the shard's table bounds them.
-    pub(crate) fn push_adopt(&mut self, to: ShardId, detached: Detached, msg: M) {
-        self.per_peer[to.0].push(Envelope::Adopt(detached, msg));
+    pub(crate) fn push_adopt(&mut self, to: ShardId, detached: Detached, adopt: A) {
+        self.per_peer[to.0].push(Envelope::Adopt(detached, adopt));
         self.queued += 1;
     }
 
@@ -102,14 +103,14 @@ impl<M> MeshOutbox<M> {
         self.queued == 0
     }
 
-    /// Messages queued for all peers and not yet taken by the flush task.
+    /// Messages queued for all peers and not yet taken by the loop's flush.
     pub(crate) fn queued(&self) -> usize {
         self.queued
     }
 
     /// Takes up to [`MESH_BATCH_MSGS_MAX`] of the messages queued for `to`, oldest first.
     /// They still count against the cap until [`MeshOutbox::sent`].
-    pub(crate) fn take_batch(&mut self, to: ShardId) -> Batch<M> {
+    pub(crate) fn take_batch(&mut self, to: ShardId) -> Batch<M, A> {
         let q = &mut self.per_peer[to.0];
         if q.len() <= MESH_BATCH_MSGS_MAX {
             std::mem::take(q)
@@ -121,7 +122,7 @@ impl<M> MeshOutbox<M> {
 
     /// A batch taken by [`MeshOutbox::take_batch`] could not be pushed: it goes back in
     /// front of whatever was queued since, so order holds.
-    pub(crate) fn put_back(&mut self, to: ShardId, mut batch: Batch<M>) {
+    pub(crate) fn put_back(&mut self, to: ShardId, mut batch: Batch<M, A>) {
         let q = &mut self.per_peer[to.0];
         batch.append(q);
         *q = batch;
@@ -137,16 +138,18 @@ impl<M> MeshOutbox<M> {
         !self.per_peer[to.0].is_empty()
     }
 
-    /// Messages queued per peer shard (index = peer), waiting for the flush task.
+    /// Messages queued per peer shard (index = peer), waiting for the loop's flush.
     pub(crate) fn len_per_peer(&self) -> impl Iterator<Item = usize> + '_ {
         self.per_peer.iter().map(Vec::len)
     }
 
-    pub(crate) fn park_handoff(&mut self, conn: ConnId, msg: M) {
-        self.handoffs.push((conn, msg));
+    /// Keeps what travels with `conn` until its socket has detached.
+    pub(crate) fn park_handoff(&mut self, conn: ConnId, adopt: A) {
+        self.handoffs.push((conn, adopt));
     }
 
-    pub(crate) fn take_handoff(&mut self, conn: ConnId) -> Option<M> {
+    /// What travels with `conn`, parked by [`MeshOutbox::park_handoff`].
+    pub(crate) fn take_handoff(&mut self, conn: ConnId) -> Option<A> {
         let i = self.handoffs.iter().position(|(c, _)| *c == conn)?;
         Some(self.handoffs.swap_remove(i).1)
     }
@@ -203,24 +206,29 @@ impl ShardWake {
 }
 
 /// A ring between two shards.
-pub(crate) type Ring<M> = Arc<ArrayQueue<Sent<M>>>;
+pub(crate) type Ring<M, A> = Arc<ArrayQueue<Sent<M, A>>>;
+
+/// A ring to one peer and the peer's wake-up.
+pub(crate) type Sender<M, A> = (Ring<M, A>, Arc<ShardWake>);
 
 /// One shard's ends of the mesh.
-pub(crate) struct ShardLinks<M: Send + 'static> {
+pub(crate) struct ShardLinks<M: Send + 'static, A: Send + 'static> {
     /// `senders[to]`: the ring to shard `to` and its wake-up (None for this shard).
-    pub(crate) senders: Vec<Option<(Ring<M>, Arc<ShardWake>)>>,
+    pub(crate) senders: Vec<Option<Sender<M, A>>>,
     /// The rings from every other shard.
-    pub(crate) receivers: Vec<(ShardId, Ring<M>)>,
+    pub(crate) receivers: Vec<(ShardId, Ring<M, A>)>,
     /// This shard's own wake-up.
     pub(crate) wake: Arc<ShardWake>,
 }
 
 /// Builds every ring and wake-up; returns each shard's ends, in shard order.
-pub(crate) fn build<M: Send + 'static>(n: usize) -> std::io::Result<Vec<ShardLinks<M>>> {
+pub(crate) fn build<M: Send + 'static, A: Send + 'static>(
+    n: usize,
+) -> std::io::Result<Vec<ShardLinks<M, A>>> {
     let wakes: Vec<Arc<ShardWake>> = (0..n)
         .map(|_| ShardWake::new().map(Arc::new))
         .collect::<Result<_, _>>()?;
-    let mut links: Vec<ShardLinks<M>> = wakes
+    let mut links: Vec<ShardLinks<M, A>> = wakes
         .iter()
         .map(|w| ShardLinks {
             senders: (0..n).map(|_| None).collect(),
@@ -231,7 +239,7 @@ pub(crate) fn build<M: Send + 'static>(n: usize) -> std::io::Result<Vec<ShardLin
     for from in 0..n {
         for to in 0..n {
             if from != to {
-                let ring: Ring<M> = Arc::new(ArrayQueue::new(MESH_RING_BATCHES));
+                let ring: Ring<M, A> = Arc::new(ArrayQueue::new(MESH_RING_BATCHES));
                 links[from].senders[to] = Some((ring.clone(), wakes[to].clone()));
                 links[to].receivers.push((ShardId(from), ring));
             }
@@ -246,13 +254,13 @@ mod tests {
 
     #[test]
     fn outbox_batches_keep_order_and_split_large_batches() {
-        let mut o: MeshOutbox<u32> = MeshOutbox::new(2);
+        let mut o: MeshOutbox<u32, ()> = MeshOutbox::new(2);
         for i in 0..(MESH_BATCH_MSGS_MAX as u32 + 10) {
-            o.push(ShardId(1), Envelope::Service(i)).unwrap();
+            o.push(ShardId(1), i).unwrap();
         }
         let first = o.take_batch(ShardId(1));
         assert_eq!(first.len(), MESH_BATCH_MSGS_MAX);
-        o.push(ShardId(1), Envelope::Service(u32::MAX)).unwrap();
+        o.push(ShardId(1), u32::MAX).unwrap();
         // The ring was full: the batch goes back in front of what came since.
         o.put_back(ShardId(1), first);
         let mut all = Vec::new();
@@ -261,7 +269,7 @@ mod tests {
             o.sent(b.len());
             all.extend(b.into_iter().map(|e| match e {
                 Envelope::Service(i) => i,
-                Envelope::Adopt(..) => unreachable!(),
+                Envelope::Adopt(..) => panic!("no adoption was queued"),
             }));
         }
         let mut want: Vec<u32> = (0..(MESH_BATCH_MSGS_MAX as u32 + 10)).collect();
@@ -272,11 +280,11 @@ mod tests {
 
     #[test]
     fn an_adoption_is_queued_even_when_the_outbox_is_full() {
-        let mut o: MeshOutbox<usize> = MeshOutbox::new(2);
+        let mut o: MeshOutbox<usize, u8> = MeshOutbox::new(2);
         for i in 0..MESH_OUTBOX_MSGS_MAX {
-            o.push(ShardId(1), Envelope::Service(i)).unwrap();
+            o.push(ShardId(1), i).unwrap();
         }
-        assert!(o.push(ShardId(1), Envelope::Service(7)).is_err());
+        assert!(o.push(ShardId(1), 7).is_err());
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let detached = Detached {
             fd: a.into(),
@@ -289,13 +297,10 @@ mod tests {
 
     #[test]
     fn outbox_hands_message_back_when_full() {
-        let mut o: MeshOutbox<usize> = MeshOutbox::new(1);
+        let mut o: MeshOutbox<usize, ()> = MeshOutbox::new(1);
         for i in 0..MESH_OUTBOX_MSGS_MAX {
-            o.push(ShardId(0), Envelope::Service(i)).unwrap();
+            o.push(ShardId(0), i).unwrap();
         }
-        match o.push(ShardId(0), Envelope::Service(7)) {
-            Err(Envelope::Service(7)) => {}
-            other => panic!("expected the message back, got {other:?}"),
-        }
+        assert_eq!(o.push(ShardId(0), 7), Err(7), "the message comes back");
     }
 }

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::AdminHandle;
 use crate::config::{allowed_cpus, EngineConfig, FD_RESERVE};
-use crate::health::Health;
+use crate::observe::admin::AdminHandle;
+use crate::observe::health::Health;
 
+use crate::observe::stats::{ShardStats, StatsBoard, StatsKeeper};
 use crate::service::Service;
 use crate::shard::{self, ShardPlan};
-use crate::stats::{ShardStats, StatsBoard, StatsKeeper};
 use crate::ShardId;
 
 /// Why the engine could not start or did not stop cleanly.
@@ -57,7 +57,8 @@ pub enum EngineError {
     /// Real-time priority was asked for and refused.
     #[error("{0}")]
     Realtime(std::io::Error),
-    /// A shard's executor could not be created or ended with an error.
+    /// A shard could not be set up (its mesh eventfds, its thread) or its thread ended
+    /// with an error.
     #[error("shard {shard}: {detail}")]
     Shard {
         /// Which shard.
@@ -234,7 +235,8 @@ where
     let admin = config
         .admin
         .map(|addr| {
-            crate::admin::bind(addr).map_err(|source| EngineError::AdminBind { addr, source })
+            crate::observe::admin::bind(addr)
+                .map_err(|source| EngineError::AdminBind { addr, source })
         })
         .transpose()?;
     let board = config
@@ -301,7 +303,7 @@ where
     }
     let admin = match admin {
         Some(l) => Some(
-            crate::admin::spawn(l, board.clone(), health.clone()).map_err(|e| {
+            crate::observe::admin::spawn(l, board.clone(), health.clone()).map_err(|e| {
                 stop.store(true, Ordering::Relaxed);
                 EngineError::Config(format!("cannot start the admin thread: {e}"))
             })?,
@@ -367,7 +369,7 @@ pub const BIND_RETRY_MS: u64 = 3_000;
 /// Pause between tries.
 const BIND_RETRY_PAUSE_MS: u64 = 50;
 
-/// [`crate::listener::bind_shards`], retried while the address is in use for up to
+/// [`crate::conn::listener::bind_shards`], retried while the address is in use for up to
 /// [`BIND_RETRY_MS`], with one log line.
 fn bind_retrying(
     addr: SocketAddr,
@@ -376,7 +378,7 @@ fn bind_retrying(
     let deadline = std::time::Instant::now() + Duration::from_millis(BIND_RETRY_MS);
     let mut said = false;
     loop {
-        match crate::listener::bind_shards(addr, shards) {
+        match crate::conn::listener::bind_shards(addr, shards) {
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse
                     && std::time::Instant::now() < deadline =>

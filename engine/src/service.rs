@@ -8,7 +8,7 @@
 //!
 //! This module must not touch the ring or sockets: it is the whole surface the service sees.
 
-use crate::conn_table::ConnId;
+use crate::conn::table::ConnId;
 use crate::shard_io::ShardIo;
 use crate::ShardId;
 
@@ -37,7 +37,7 @@ pub enum CloseReason {
     /// The server is shutting down.
     Shutdown,
     /// A pre-login limit closed it: its source prefix held its share of pre-login
-    /// connections, or its partial frame would pass the shard's budget (`net::prelogin`).
+    /// connections, or its partial frame would pass the shard's budget (`conn::prelogin`).
     PreLoginLimit,
     /// The connection was handed to another shard (not a close of the socket).
     HandedOff,
@@ -49,11 +49,15 @@ pub trait Service: Sized + 'static {
     type Msg: Send + 'static;
     /// What a service timer carries back when it fires.
     type Timer: 'static;
+    /// What travels with a live connection handed to another shard
+    /// ([`ShardIo::hand_off`]), given to [`Service::on_adopt`] there. It crosses threads
+    /// with the connection, so it is `Send`.
+    type Adopt: Send + 'static;
 
     /// Connections must log in: until the service calls [`ShardIo::set_logged_in`] for one,
     /// the engine applies its pre-login limits to it (a cap per source prefix, a small frame
     /// cap, a shard budget for partial frames, and no idle refresh from what it sends; see
-    /// `net::prelogin`). Off for services without a login.
+    /// `conn::prelogin`). Off for services without a login.
     const LOGIN: bool = false;
 
     /// The shard is up (mesh connected, listener attached); called once, before any other.
@@ -81,10 +85,10 @@ pub trait Service: Sized + 'static {
     /// A message from shard `from` (possibly this shard itself).
     fn on_mesh(&mut self, io: &mut ShardIo<Self>, from: ShardId, msg: Self::Msg);
 
-    /// A live connection handed over by shard `from` now lives here as `conn`, with the
-    /// message the old shard attached to it. Frames already read but not yet processed
-    /// follow as ordinary [`Service::on_frame`] calls.
-    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, msg: Self::Msg);
+    /// A live connection handed over by shard `from` now lives here as `conn`, with what the
+    /// old shard sent along with it. Frames already read but not yet processed follow as
+    /// ordinary [`Service::on_frame`] calls.
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, adopt: Self::Adopt);
 
     /// A timer set through [`ShardIo::set_timer`] fired.
     fn on_timer(&mut self, io: &mut ShardIo<Self>, timer: Self::Timer);
@@ -114,7 +118,7 @@ pub trait Service: Sized + 'static {
 
     /// Latency histograms the service keeps, copied into the snapshot once a second from the
     /// housekeeping loop. Names end in `_seconds` and are unique.
-    fn histograms(&self) -> Vec<crate::histogram::NamedHistogram> {
+    fn histograms(&self) -> Vec<crate::observe::histogram::NamedHistogram> {
         Vec::new()
     }
 

@@ -1,15 +1,20 @@
 //! One shard: its service, its engine state, and the loop that runs them on one thread.
 //!
-//! The loop owns the shard's io_uring and is the only place the thread blocks. Each turn:
+//! The loop owns the shard's io_uring and is the only place the thread blocks. Each turn
+//! ([`run`] reads as this list, one function per step):
 //! 1. run the futures the service spawned that are ready (log jobs), and due sleeps;
-//! 2. fire due timers (connection deadlines, service timers);
-//! 3. take batches from the peers' mesh rings and hand them to the service;
+//! 2. fire due timers (connection deadlines, service timers): `ShardCell::fire_timers`;
+//! 3. take batches from the peers' mesh rings and hand them to the service:
+//!    `Loop::take_batches`;
 //! 4. flush: this shard's mesh outboxes into the peers' rings (one eventfd write per parked
-//!    peer), then every connection the service touched (one send each);
+//!    peer), then every connection the service touched (one send each): `Loop::flush`;
+//!    re-arm the accept if it ended; publish statistics once a period; on the stop flag,
+//!    drain (`Loop::stop_and_drain`, below);
 //! 5. submit everything and wait in one `io_uring_enter` — not at all if work is left, else
-//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`];
+//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`]:
+//!    `Loop::wait_timeout`, `Loop::enter`;
 //! 6. handle every completion: accepts, receives (frames to the service), sends, file
-//!    operations (wake their futures), the mesh eventfd.
+//!    operations (wake their futures), the mesh eventfd: `Loop::handle_completions`.
 //!
 //! There is no task and no reactor source per connection: a connection is its table slot.
 //!
@@ -18,14 +23,14 @@
 //! the service's flush is done (`Service::flushing`), or `SHUTDOWN_DRAIN_MS` has passed →
 //! everything still in flight on the ring is cancelled and reaped (`ring::RING_DRAIN_MS`;
 //! past it, the ring and every buffer it may use are leaked, never freed under the kernel)
-//! → the ring closes and the buffers go. A panic never gets here: the process exits from
+//! → the ring closes and the buffers go (`shut_down`). A panic never gets here: the process exits from
 //! the panic hook before unwinding (`runtime`, fail-fast).
 //!
 //! This module owns the shard's loop. It must not reach into another shard's state:
 //! everything cross-shard goes through the mesh.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,21 +39,17 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
-use crate::conn_table::{ConnId, ConnTable};
-use crate::counters::ShardCounters;
-use crate::handoff::Detached;
-use crate::mesh::{Envelope, MeshOutbox, Sent, ShardLinks};
-use crate::net::conn_io::Scratch;
-use crate::net::wire::{peer_ip, set_nodelay, Wire};
+use crate::conn::io::Scratch;
+use crate::conn::listener::{Acceptor, ACCEPT_BACKOFF_MS};
+use crate::conn::table::{ConnId, ConnTable};
+use crate::mesh::{Batch, Envelope, MeshOutbox, Sent, ShardLinks};
+use crate::observe::counters::ShardCounters;
+use crate::observe::stats::StatsKeeper;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{
-    mark_dirty, now_ms, ConnSlot, ShardCell, ShardIo, SlotState, TimerEntry, SERVICE_TIMERS_MAX,
-};
-use crate::stats::StatsKeeper;
-use crate::timer_wheel::TimerWheel;
-use crate::tls::session::TlsSession;
+use crate::shard_io::{now_ms, ShardCell, ShardIo, TimerEntry, SERVICE_TIMERS_MAX};
+use crate::timer_wheel::{TimerId, TimerWheel};
 use crate::{EngineConfig, ShardId};
 
 /// Granularity of the shard's timer wheel.
@@ -57,8 +58,6 @@ pub const TIMER_TICK_MS: u64 = 10;
 pub const TIMER_SLOTS: usize = 4096;
 /// Longest the loop waits in the kernel, so shutdown is noticed promptly.
 pub const HOUSEKEEPING_SLEEP_MS_MAX: u64 = 100;
-/// After an accept error (EMFILE, ENFILE, ENOMEM...), wait this long before accepting again.
-pub const ACCEPT_BACKOFF_MS: u64 = 50;
 /// How long shutdown waits for connections to flush and close.
 pub const SHUTDOWN_DRAIN_MS: u64 = 2_000;
 /// Buffers in the shard's provided-buffer ring (a power of two) ...
@@ -80,252 +79,30 @@ const LOCAL_ROUNDS_MAX: usize = 4;
 const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
-    pub(crate) fn note_rx(&mut self, id: ConnId) {
-        let now = self.io.mono_ms;
-        if let Some(slot) = self.io.conns.get_mut(id) {
-            // Before login, what a connection sends does not keep it alive (net::prelogin).
-            if slot.logged_in {
-                slot.last_rx_ms = now;
-            }
-        }
-    }
-
-    /// The TLS handshake of `id` completed: swap its handshake timer for the idle timer.
-    pub(crate) fn handshake_done(&mut self, id: ConnId) {
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        // Peer bytes decide when a handshake finishes: one that finishes after its slot was
-        // told to close (timeout, shutdown) is not an engine bug, and the slot goes on
-        // closing.
-        if slot.state != SlotState::Handshaking {
-            return;
-        }
-        self.io.counters.handshakes += 1;
-        // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
-        let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
-        let took_ms = self.io.mono_ms.saturating_sub(accepted_ms);
-        self.io.latency.tls_handshake.record_ns(took_ms * 1_000_000);
-        slot.state = SlotState::Open;
-        if let Some(t) = slot.timer.take() {
-            self.io.timers.cancel(t);
-        }
-        slot.opened = true;
-        self.arm_idle(id);
-        self.service.on_open(&mut self.io, id);
-    }
-
-    fn arm_idle(&mut self, id: ConnId) {
-        self.arm_at(id, self.io.mono_ms + self.io.idle_timeout_ms);
-    }
-
-    /// Sets `id`'s deadline timer (idle or frame) to fire at `deadline`.
-    fn arm_at(&mut self, id: ConnId, deadline: u64) {
-        // The wheel holds one engine timer per table slot beside the service's capped share.
-        let timer = self
-            .io
-            .timers
-            .insert(deadline, TimerEntry::Idle(id))
-            .expect("the wheel keeps room for every connection's deadline");
-        if let Some(slot) = self.io.conns.get_mut(id) {
-            slot.timer = Some(timer);
-            slot.timer_at_ms = deadline;
-        }
-    }
-
-    /// Part of a frame is (or is no longer) waiting: a started frame must finish within the
-    /// frame timeout, so a client trickling bytes cannot hold its connection forever.
-    pub(crate) fn note_partial(&mut self, id: ConnId, partial: bool) {
-        let now = self.io.mono_ms;
-        let due = now + self.io.frame_timeout_ms;
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        if !partial {
-            slot.partial_since_ms = 0;
-            return;
-        }
-        if slot.partial_since_ms != 0 || slot.state != SlotState::Open {
-            return;
-        }
-        slot.partial_since_ms = now;
-        if slot.timer.is_some() && slot.timer_at_ms <= due {
-            return;
-        }
-        if let Some(t) = slot.timer.take() {
-            self.io.timers.cancel(t);
-        }
-        self.arm_at(id, due);
-    }
-
-    /// Removes `id` for good and tells the service.
-    pub(crate) fn finish(&mut self, id: ConnId, reason: CloseReason) {
-        let mut slot = self.io.conns.remove(id).expect("finishing a live slot");
-        self.io.prelogin.release(&mut slot, &mut self.io.counters);
-        if let Some(t) = slot.timer {
-            self.io.timers.cancel(t);
-        }
-        self.io.counters.conns_open -= 1;
-        self.io.counters.closes += 1;
-        if reason == CloseReason::IdleTimeout {
-            self.io.counters.idle_timeouts += 1;
-        }
-        if reason == CloseReason::HandshakeTimeout {
-            self.io.counters.handshake_failures += 1;
-        }
-        if slot.opened {
-            self.service.on_close(&mut self.io, id, reason);
-        }
-    }
-
-    /// Puts a new socket in the table and arms its receive. `Err` (the wire back) when the
-    /// table is full, or, for an `accepted` socket, when this shard's share of the
-    /// connection cap is taken (the caller closes the socket).
-    pub(crate) fn register(
-        &mut self,
-        wire: Wire,
-        handshaking: bool,
-        accepted: bool,
-    ) -> Result<ConnId, Wire> {
-        let now = self.io.mono_ms;
-        let state = if handshaking {
-            SlotState::Handshaking
-        } else {
-            SlotState::Open
-        };
-        // Accepts stop at the shard's share of the connection cap; the table's room beyond
-        // it is kept for adoptions, so a handoff is not refused by a shard whose share is
-        // taken (see `ADOPT_TABLE_FACTOR`).
-        if self.io.conns.is_full() || (accepted && self.io.conns.len() >= self.accept_max) {
-            if accepted {
-                self.io.counters.accepts_rejected_full += 1;
-            }
-            return Err(wire);
-        }
-        let peer = peer_ip(wire.fd);
-        let mut slot = ConnSlot::new(state, now, peer, wire);
-        slot.logged_in = !S::LOGIN;
-        let id = self
-            .io
-            .conns
-            .insert(slot)
-            .expect("checked: the table has room");
-        self.io.counters.conns_open += 1;
-        if handshaking {
-            let deadline = now + self.handshake_timeout_ms;
-            let timer = self
-                .io
-                .timers
-                .insert(deadline, TimerEntry::Handshake(id))
-                .expect("the wheel keeps room for every connection's deadline");
-            let slot = self.io.conns.get_mut(id).expect("just inserted");
-            slot.timer = Some(timer);
-            slot.timer_at_ms = deadline;
-        } else {
-            self.arm_idle(id);
-        }
-        let slot = self.io.conns.get_mut(id).expect("just inserted");
-        slot.wire.arm_recv(id.index());
-        Ok(id)
-    }
-
-    /// A connection the listener accepted: descriptor `fd`, owned from here.
-    pub(crate) fn accept(&mut self, fd: RawFd) {
-        self.io.counters.accepts += 1;
-        self.io.tick_clock();
-        let tls = match &self.tls {
-            Some(cfg) => match TlsSession::new(cfg.clone()) {
-                Ok(c) => Some(Box::new(c)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start TLS session");
-                    // SAFETY: closing the descriptor we were just given.
-                    unsafe { libc::close(fd) };
-                    return;
-                }
-            },
-            None => None,
-        };
-        set_nodelay(fd);
-        let handshaking = tls.is_some();
-        match self.register(Wire::new(fd, tls, Vec::new()), handshaking, true) {
-            Ok(id) if !self.prelogin_admit(id) => {}
-            Ok(id) if !handshaking => {
-                self.io.conns.get_mut(id).expect("just registered").opened = true;
-                self.service.on_open(&mut self.io, id);
-            }
-            Ok(_) => {}
-            // SAFETY: the table refused it; nothing else references the descriptor.
-            Err(wire) => unsafe {
-                libc::close(wire.fd);
-            },
-        }
-    }
-
-    fn adopt(&mut self, from: ShardId, detached: Detached, msg: S::Msg) {
-        self.io.tick_clock();
-        match self.register(detached.into_wire(), false, false) {
-            Ok(id) if !self.prelogin_admit(id) => {}
-            Ok(id) => {
-                self.io.counters.handoffs_in += 1;
-                self.io.conns.get_mut(id).expect("just registered").opened = true;
-                self.service.on_adopt(&mut self.io, from, id, msg);
-                // Frames that were read before the move are dispatched now, in order.
-                let slot = self.io.conns.get_mut(id);
-                if let Some(slot) = slot {
-                    let mut unread = std::mem::take(&mut slot.wire.unread);
-                    self.dispatch_frames(id, &mut unread, &[]);
-                    if let Some(slot) = self.io.conns.get_mut(id) {
-                        slot.wire.unread = unread;
-                        // A frame begun before the move keeps its deadline running here.
-                        let partial = slot.wire.has_partial();
-                        self.note_partial(id, partial);
-                    }
-                }
-            }
-            Err(wire) => {
-                // Only when this shard's whole table (its share twice over) is taken.
-                self.io.counters.handoff_failures += 1;
-                let failures = self.io.counters.handoff_failures;
-                if failures.is_power_of_two() {
-                    tracing::warn!(
-                        shard = self.io.shard.0,
-                        failures,
-                        "connection table full: an adopted connection is closed"
-                    );
-                }
-                // SAFETY: the table refused it; nothing else references the descriptor.
-                unsafe { libc::close(wire.fd) };
-            }
-        }
-    }
-
-    fn deliver(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
+    fn deliver(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
         self.io.tick_clock();
         self.deliver_batch(from, batch);
     }
 
     /// A batch from a peer's ring: its hop is timed from the peer's push.
-    pub(crate) fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg>) {
+    pub(crate) fn deliver_sent(&mut self, from: ShardId, sent: Sent<S::Msg, S::Adopt>) {
         self.io.latency.mesh_hop.record(sent.at.elapsed());
         self.deliver(from, sent.batch);
     }
 
-    fn deliver_batch(&mut self, from: ShardId, batch: Vec<Envelope<S::Msg>>) {
+    fn deliver_batch(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
         for env in batch {
             match env {
                 Envelope::Service(m) => {
                     self.io.counters.mesh_msgs_received += 1;
                     self.service.on_mesh(&mut self.io, from, m);
                 }
-                Envelope::Adopt(d, m) => self.adopt(from, d, m),
+                Envelope::Adopt(d, a) => self.adopt(from, d, a),
             }
         }
     }
 
-    pub(crate) fn fire_timers(
-        &mut self,
-        fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
-    ) {
+    pub(crate) fn fire_timers(&mut self, fired: &mut Vec<(TimerId, TimerEntry<S::Timer>)>) {
         self.io.sync_wall();
         self.fire_timers_at(self.io.mono_ms, fired);
     }
@@ -334,22 +111,14 @@ impl<S: Service> ShardCell<S> {
     pub(crate) fn fire_timers_at(
         &mut self,
         now: u64,
-        fired: &mut Vec<(crate::timer_wheel::TimerId, TimerEntry<S::Timer>)>,
+        fired: &mut Vec<(TimerId, TimerEntry<S::Timer>)>,
     ) {
         self.io.mono_ms = now;
         self.io.timers.advance(now, fired);
         for (_, entry) in fired.drain(..) {
             self.io.counters.timers_fired += 1;
             match entry {
-                TimerEntry::Handshake(id) => {
-                    if let Some(slot) = self.io.conns.get_mut(id) {
-                        slot.timer = None;
-                        if slot.state == SlotState::Handshaking {
-                            slot.state = SlotState::Closing(CloseReason::HandshakeTimeout);
-                            mark_dirty(slot, &mut self.io.dirty, id);
-                        }
-                    }
-                }
+                TimerEntry::Handshake(id) => self.handshake_expired(id),
                 TimerEntry::Idle(id) => self.idle_check(id),
                 TimerEntry::Linger(id) => self.linger_expired(id),
                 TimerEntry::Service(t) => {
@@ -359,38 +128,13 @@ impl<S: Service> ShardCell<S> {
             }
         }
     }
-
-    fn idle_check(&mut self, id: ConnId) {
-        let now = self.io.mono_ms;
-        let idle = self.io.idle_timeout_ms;
-        let Some(slot) = self.io.conns.get_mut(id) else {
-            return;
-        };
-        slot.timer = None;
-        if slot.state != SlotState::Open {
-            return;
-        }
-        let idle_due = slot.last_rx_ms + idle;
-        let frame_due = match slot.partial_since_ms {
-            0 => u64::MAX,
-            since => since + self.io.frame_timeout_ms,
-        };
-        if now >= frame_due {
-            self.io.counters.slow_frames += 1;
-            let _ = self.io.close_with(id, CloseReason::SlowFrame);
-        } else if now >= idle_due {
-            let _ = self.io.close_with(id, CloseReason::IdleTimeout);
-        } else {
-            self.arm_at(id, idle_due.min(frame_due));
-        }
-    }
 }
 
 /// Everything one shard needs, moved into its thread.
-pub(crate) struct ShardPlan<M: Send + 'static> {
+pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
     pub(crate) id: ShardId,
     pub(crate) listener_fd: OwnedFd,
-    pub(crate) links: ShardLinks<M>,
+    pub(crate) links: ShardLinks<M, A>,
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
@@ -398,68 +142,12 @@ pub(crate) struct ShardPlan<M: Send + 'static> {
     /// Publishes this shard's statistics; `None` when statistics are off.
     pub(crate) stats: Option<StatsKeeper>,
     /// Told once the service has started and the listener is armed (`/readyz`).
-    pub(crate) health: Arc<crate::health::Health>,
+    pub(crate) health: Arc<crate::observe::health::Health>,
 }
 
-/// The loop's own state, beside the shard cell.
-struct Loop<M: Send + 'static> {
-    links: ShardLinks<M>,
-    listener: OwnedFd,
-    accept_armed: bool,
-    accept_retry_at_ms: u64,
-    /// The shard is draining: a connection accepted before the cancel landed is closed.
-    draining: bool,
-    /// RLIMIT_NOFILE when the accept was armed: the kernel takes the limit then, so a
-    /// `prlimit` on the live process applies only once the accept is re-armed.
-    accept_nofile: u64,
-    /// The mesh eventfd's read target (the kernel writes 8 bytes here).
-    wake_buf: Box<u64>,
-    bufs: BufRing,
-    scratch: Scratch,
-    completions: Vec<Completion>,
-    min_wait: Duration,
-}
-
-impl<M: Send + 'static> Loop<M> {
-    fn arm_accept(&mut self) {
-        self.accept_nofile = nofile_limit();
-        let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(Tag::Accept, 0));
-        // SAFETY: points at no memory; the listener outlives the ring (dropped after it).
-        ring::with(|r| unsafe { r.push(&sqe) });
-        self.accept_armed = true;
-    }
-
-    fn cancel_accept(&mut self) {
-        let sqe = opcode::AsyncCancel2::new(
-            types::CancelBuilder::fd(types::Fd(self.listener.as_raw_fd())).all(),
-        )
-        .build()
-        .user_data(user_data(Tag::Ignore, 0));
-        // SAFETY: a cancel points at no memory.
-        ring::with(|r| unsafe { r.push(&sqe) });
-    }
-
-    fn arm_wake(&mut self) {
-        let buf: *mut u64 = &mut *self.wake_buf;
-        let sqe = opcode::Read::new(types::Fd(self.links.wake.fd()), buf.cast(), 8)
-            .build()
-            .user_data(user_data(Tag::Wake, 0));
-        // SAFETY: `wake_buf` is boxed (stable) and lives as long as the loop, which drops
-        // the ring first; the eventfd lives in `links`, also dropped after the ring.
-        ring::with(|r| unsafe { r.push(&sqe) });
-    }
-
-    /// Whether a peer has pushed a batch this shard has not taken yet.
-    fn inbound_waiting(&self) -> bool {
-        self.links.receivers.iter().any(|(_, r)| !r.is_empty())
-    }
-}
-
-/// Runs shard `plan.id` on the calling thread until it is stopped and drained.
-pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg>, make: Arc<F>)
+/// Runs shard `plan.id` on the calling thread until it is stopped and drained: the turn's
+/// steps of the module doc, in order, then the shutdown.
+pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg, S::Adopt>, make: Arc<F>)
 where
     S: Service,
     F: Fn(ShardId) -> S + Send + Sync + 'static,
@@ -471,22 +159,67 @@ where
         stop,
         config,
         conns_max,
-        mut stats,
+        stats,
         health,
     } = plan;
+    let bufs = install_ring(id, config.huge_pages);
+    let cell = new_cell(id, &config, conns_max, &*make);
+    // The service starts before anything can reach it.
+    {
+        let c = &mut *cell.borrow_mut();
+        c.service.on_start(&mut c.io);
+    }
+    let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, stop, stats);
+    lp.acceptor.arm();
+    lp.arm_wake();
+    health.shard_started();
+    loop {
+        let turn = Instant::now();
+        // 1. Futures and sleeps.
+        exec::fire_sleeps(turn);
+        exec::run_ready();
+        let c = &mut *cell.borrow_mut();
+        // 2. Timers.
+        c.fire_timers(&mut lp.fired);
+        // 3. Peers' batches.
+        lp.take_batches(c);
+        // 4. Flush; then the accept again if it ended and its back-off is over.
+        lp.flush(c);
+        lp.acceptor.rearm_if_due(c.io.mono_ms);
+        lp.publish_stats(c);
+        if lp.stop_and_drain(c) {
+            break;
+        }
+        // 5. Wait.
+        let timeout = lp.wait_timeout(c);
+        let work_ns = turn.elapsed().as_nanos() as u64;
+        let waited_ns = lp.enter(c, timeout);
+        // 6. Completions.
+        let handled_ns = lp.handle_completions(c);
+        // A turn that did not mean to wait spent its io_uring_enter on the kernel's inline
+        // work for its submissions (sends copied into sockets, say): that is the turn's too.
+        let busy = work_ns + handled_ns + if timeout.is_zero() { waited_ns } else { 0 };
+        c.io.busy_ns += busy;
+        c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
+    }
+    shut_down(cell, lp);
+}
+
+/// Sets up this thread's io_uring and the shard's provided-buffer ring.
+fn install_ring(id: ShardId, huge_pages: bool) -> BufRing {
     let features =
         ring::install().unwrap_or_else(|e| panic!("shard {}: cannot set up io_uring: {e}", id.0));
     if id.0 == 0 {
         tracing::info!(%features, "io_uring features found");
     }
-    let huge = if config.huge_pages {
+    let huge = if huge_pages {
         HugePages::On
     } else {
         HugePages::Off
     };
-    let bufs = match BufRing::new(RECV_BUFS, RECV_BUF_BYTES, huge) {
+    match BufRing::new(RECV_BUFS, RECV_BUF_BYTES, huge) {
         Ok((bufs, backing)) => {
-            if config.huge_pages && backing != PoolBacking::HugeTlb {
+            if huge_pages && backing != PoolBacking::HugeTlb {
                 tracing::warn!(
                     shard = id.0,
                     ?backing,
@@ -499,10 +232,23 @@ where
             "shard {}: cannot set up its receive buffer ring (Linux 6.0+ needed): {e}",
             id.0
         ),
-    };
+    }
+}
+
+/// The shard's service and engine state, with every table sized up front.
+fn new_cell<S, F>(
+    id: ShardId,
+    config: &EngineConfig,
+    conns_max: usize,
+    make: &F,
+) -> Rc<RefCell<ShardCell<S>>>
+where
+    S: Service,
+    F: Fn(ShardId) -> S,
+{
     let clock_base = Instant::now();
     let now = 1;
-    let cell = Rc::new_cyclic(|weak| {
+    Rc::new_cyclic(|weak| {
         RefCell::new(ShardCell {
             service: make(id),
             io: ShardIo {
@@ -531,93 +277,140 @@ where
                 busy_ns: 0,
                 turn_max_ns: 0,
                 turns: 0,
-                prelogin: crate::net::prelogin::PreLogin::new(config.prelogin_conns_per_prefix_max),
+                prelogin: crate::conn::prelogin::PreLogin::new(
+                    config.prelogin_conns_per_prefix_max,
+                ),
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
             accept_max: conns_max,
         })
-    });
-    // The service starts before anything can reach it.
-    {
-        let c = &mut *cell.borrow_mut();
-        c.service.on_start(&mut c.io);
+    })
+}
+
+/// The loop's own state, beside the shard cell.
+struct Loop<S: Service> {
+    id: ShardId,
+    links: ShardLinks<S::Msg, S::Adopt>,
+    acceptor: Acceptor,
+    /// The mesh eventfd's read target (the kernel writes 8 bytes here).
+    wake_buf: Box<u64>,
+    bufs: BufRing,
+    scratch: Scratch,
+    completions: Vec<Completion>,
+    min_wait: Duration,
+    /// The timers the wheel hands back in a turn (emptied each turn, its room kept).
+    fired: Vec<(TimerId, TimerEntry<S::Timer>)>,
+    stop: Arc<AtomicBool>,
+    /// Set when the stop flag is first seen: the shard exits by then at the latest.
+    drain_until: Option<u64>,
+    stats: Option<StatsKeeper>,
+    last_stats: Instant,
+}
+
+impl<S: Service> Loop<S> {
+    fn new(
+        id: ShardId,
+        links: ShardLinks<S::Msg, S::Adopt>,
+        listener: OwnedFd,
+        bufs: BufRing,
+        config: &EngineConfig,
+        stop: Arc<AtomicBool>,
+        stats: Option<StatsKeeper>,
+    ) -> Self {
+        Loop {
+            id,
+            links,
+            acceptor: Acceptor::new(listener),
+            wake_buf: Box::new(0),
+            bufs,
+            scratch: Scratch {
+                incoming: Vec::new(),
+                plain: Vec::new(),
+                spare: Vec::new(),
+                dirty: Vec::new(),
+            },
+            completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
+            min_wait: Duration::from_micros(config.coalesce_us),
+            fired: Vec::new(),
+            stop,
+            drain_until: None,
+            stats,
+            last_stats: Instant::now() - Duration::from_secs(1),
+        }
     }
-    let mut lp = Loop {
-        links,
-        listener: listener_fd,
-        accept_armed: false,
-        accept_retry_at_ms: 0,
-        draining: false,
-        accept_nofile: 0,
-        wake_buf: Box::new(0),
-        bufs,
-        scratch: Scratch {
-            incoming: Vec::new(),
-            plain: Vec::new(),
-            spare: Vec::new(),
-            dirty: Vec::new(),
-        },
-        completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
-        min_wait: Duration::from_micros(config.coalesce_us),
-    };
-    lp.arm_accept();
-    lp.arm_wake();
-    health.shard_started();
-    let mut fired = Vec::new();
-    let mut drain_until: Option<u64> = None;
-    let mut last_stats = Instant::now() - Duration::from_secs(1);
-    loop {
-        let turn = Instant::now();
-        // 1. Futures and sleeps.
-        exec::fire_sleeps(turn);
-        exec::run_ready();
-        let c = &mut *cell.borrow_mut();
-        // 2. Timers.
-        c.fire_timers(&mut fired);
-        // 3. Peers' batches.
-        for (from, r) in &lp.links.receivers {
+
+    fn arm_wake(&mut self) {
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let sqe = opcode::Read::new(types::Fd(self.links.wake.fd()), buf.cast(), 8)
+            .build()
+            .user_data(user_data(Tag::Wake, 0));
+        // SAFETY: `wake_buf` is boxed (stable) and lives as long as the loop, which drops
+        // the ring first; the eventfd lives in `links`, also dropped after the ring.
+        ring::with(|r| unsafe { r.push(&sqe) });
+    }
+
+    /// Whether a peer has pushed a batch this shard has not taken yet.
+    fn inbound_waiting(&self) -> bool {
+        self.links.receivers.iter().any(|(_, r)| !r.is_empty())
+    }
+
+    /// Step 3: up to [`MESH_BATCHES_PER_TURN_MAX`] batches from each peer's ring.
+    fn take_batches(&self, c: &mut ShardCell<S>) {
+        for (from, r) in &self.links.receivers {
             for _ in 0..MESH_BATCHES_PER_TURN_MAX {
                 let Some(sent) = r.pop() else { break };
                 c.deliver_sent(*from, sent);
             }
         }
-        // 4. Flush.
-        flush_mesh(c, &lp.links);
-        c.flush_dirty(&mut lp.scratch);
+    }
+
+    /// Step 4: the mesh outboxes into the peers' rings, then every dirty connection.
+    fn flush(&mut self, c: &mut ShardCell<S>) {
+        flush_mesh(c, &self.links);
+        c.flush_dirty(&mut self.scratch);
         if !c.io.mesh.is_empty() {
             // A handoff queued an adoption while flushing: send it this turn.
-            flush_mesh(c, &lp.links);
+            flush_mesh(c, &self.links);
         }
-        if !lp.accept_armed && drain_until.is_none() && c.io.mono_ms >= lp.accept_retry_at_ms {
-            lp.arm_accept();
-        }
-        // Statistics, at most every few ticks (the keeper publishes once a period).
-        if let Some(k) = stats.as_mut() {
-            if last_stats.elapsed() >= Duration::from_millis(TIMER_TICK_MS) {
-                last_stats = Instant::now();
+    }
+
+    /// Statistics, at most every few ticks (the keeper publishes once a period).
+    fn publish_stats(&mut self, c: &mut ShardCell<S>) {
+        if let Some(k) = self.stats.as_mut() {
+            if self.last_stats.elapsed() >= Duration::from_millis(TIMER_TICK_MS) {
+                self.last_stats = Instant::now();
                 k.tick(c);
             }
         }
-        // Stop and drain.
-        if drain_until.is_none() && stop.load(Ordering::Relaxed) {
-            drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
-            lp.draining = true;
-            lp.cancel_accept();
+    }
+
+    /// Stop and drain: once the stop flag is seen, stop accepting, let the service flush and
+    /// close every connection. True once the shard may exit: nothing left open and the
+    /// service's flush done, or [`SHUTDOWN_DRAIN_MS`] passed.
+    fn stop_and_drain(&mut self, c: &mut ShardCell<S>) -> bool {
+        if self.drain_until.is_none() && self.stop.load(Ordering::Relaxed) {
+            self.drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
+            self.acceptor.stop();
             c.service.on_shutdown(&mut c.io);
             let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
             for id in ids {
                 let _ = c.io.close_with(id, CloseReason::Shutdown);
             }
-            c.flush_dirty(&mut lp.scratch);
+            c.flush_dirty(&mut self.scratch);
         }
-        if let Some(until) = drain_until {
-            let busy = !c.io.conns.is_empty() || c.service.flushing();
-            if !busy || c.io.mono_now() >= until {
-                break;
-            }
-        }
-        // 5. Wait. Sleeps set during this turn count too.
+        let Some(until) = self.drain_until else {
+            return false;
+        };
+        let busy = !c.io.conns.is_empty() || c.service.flushing();
+        !busy || c.io.mono_now() >= until
+    }
+
+    /// Step 5, before the wait: how long the kernel may keep this turn. Zero when work is
+    /// left; else until the next timer or sleep (sleeps set during this turn count too), a
+    /// mesh retry or an accept's back-off, at most [`HOUSEKEEPING_SLEEP_MS_MAX`]. A shard
+    /// that will wait is parked first, then looks at its rings once more.
+    fn wait_timeout(&mut self, c: &ShardCell<S>) -> Duration {
         let next_sleep = exec::fire_sleeps(Instant::now());
         let mut timeout = if exec::has_ready() || !c.io.dirty.is_empty() {
             Duration::ZERO
@@ -633,44 +426,65 @@ where
             if c.io.mesh.queued() > 0 {
                 t = t.min(Duration::from_micros(MESH_RETRY_US));
             }
-            if !lp.accept_armed && drain_until.is_none() {
+            if self.acceptor.waiting_to_rearm() {
                 t = t.min(Duration::from_millis(ACCEPT_BACKOFF_MS));
             }
             t
         };
         if !timeout.is_zero() {
-            lp.links.wake.set_parked(true);
-            if lp.inbound_waiting() {
+            self.links.wake.set_parked(true);
+            if self.inbound_waiting() {
                 timeout = Duration::ZERO;
             }
         }
-        let work_ns = turn.elapsed().as_nanos() as u64;
+        timeout
+    }
+
+    /// Step 5: submit everything and wait, in one `io_uring_enter`. Returns the ns it took.
+    fn enter(&mut self, c: &mut ShardCell<S>, timeout: Duration) -> u64 {
         let waited = Instant::now();
-        let entered = ring::with(|r| r.enter(timeout, lp.min_wait, &mut lp.completions));
+        let entered = ring::with(|r| r.enter(timeout, self.min_wait, &mut self.completions));
         let waited_ns = waited.elapsed().as_nanos() as u64;
-        lp.links.wake.set_parked(false);
+        self.links.wake.set_parked(false);
         if let Err(e) = entered {
-            panic!("shard {}: io_uring_enter failed: {e}", id.0);
+            panic!("shard {}: io_uring_enter failed: {e}", self.id.0);
         }
         c.io.turns += 1;
         // Every enter, those a full submission queue forced mid-turn included.
         c.io.counters.ring_enters = ring::with(|r| r.enters);
-        // 6. Completions.
-        let started = Instant::now();
-        c.io.counters.completions += lp.completions.len() as u64;
-        let mut completions = std::mem::take(&mut lp.completions);
-        for cqe in completions.drain(..) {
-            handle_completion(c, &mut lp, cqe);
-        }
-        lp.completions = completions;
-        lp.bufs.publish();
-        let handled_ns = started.elapsed().as_nanos() as u64;
-        // A turn that did not mean to wait spent its io_uring_enter on the kernel's inline
-        // work for its submissions (sends copied into sockets, say): that is the turn's too.
-        let busy = work_ns + handled_ns + if timeout.is_zero() { waited_ns } else { 0 };
-        c.io.busy_ns += busy;
-        c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
+        waited_ns
     }
+
+    /// Step 6: every completion the wait brought. Returns the ns it took.
+    fn handle_completions(&mut self, c: &mut ShardCell<S>) -> u64 {
+        let started = Instant::now();
+        c.io.counters.completions += self.completions.len() as u64;
+        let mut completions = std::mem::take(&mut self.completions);
+        for cqe in completions.drain(..) {
+            self.handle_completion(c, cqe);
+        }
+        self.completions = completions;
+        self.bufs.publish();
+        started.elapsed().as_nanos() as u64
+    }
+
+    fn handle_completion(&mut self, c: &mut ShardCell<S>, cqe: Completion) {
+        let (tag, low) = ring::split(cqe.user_data);
+        match tag {
+            Some(Tag::Op) => ops::complete(low, cqe.result),
+            Some(Tag::Recv) => c.on_recv(low as u32, cqe, &mut self.bufs, &mut self.scratch),
+            Some(Tag::Send) => c.on_send(low as u32, cqe, &mut self.scratch),
+            Some(Tag::Accept) => self.acceptor.on_completion(c, cqe),
+            Some(Tag::Wake) => self.arm_wake(),
+            Some(Tag::Ignore) | None => {}
+        }
+    }
+}
+
+/// After the last turn: everything still in flight on the ring is cancelled and reaped,
+/// the connections left are closed, then the service's futures, the ring and the buffers
+/// go, in that order (or, if the kernel still holds requests, are leaked).
+fn shut_down<S: Service>(cell: Rc<RefCell<ShardCell<S>>>, lp: Loop<S>) {
     // Everything still in flight (receives, sends, the accept, log writes) is cancelled and
     // reaped before any memory it points at goes: closing the ring's descriptor alone does
     // not wait for the kernel to let go.
@@ -703,7 +517,7 @@ where
         // (the receive buffers, send buffers, log writes) allocated for the process's life.
         let in_flight = ring::with(|r| r.in_flight());
         tracing::warn!(
-            shard = id.0,
+            shard = lp.id.0,
             in_flight,
             "requests still in flight after {} ms: their buffers are leaked, not freed",
             ring::RING_DRAIN_MS
@@ -715,56 +529,10 @@ where
     }
 }
 
-/// The process's open-file limit now.
-fn nofile_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit into a local struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    r.rlim_cur
-}
-
-fn handle_completion<S: Service>(c: &mut ShardCell<S>, lp: &mut Loop<S::Msg>, cqe: Completion) {
-    let (tag, low) = ring::split(cqe.user_data);
-    match tag {
-        Some(Tag::Op) => ops::complete(low, cqe.result),
-        Some(Tag::Recv) => c.on_recv(low as u32, cqe, &mut lp.bufs, &mut lp.scratch),
-        Some(Tag::Send) => c.on_send(low as u32, cqe, &mut lp.scratch),
-        Some(Tag::Accept) => {
-            if !cqe.more() {
-                lp.accept_armed = false;
-            }
-            if cqe.result >= 0 && lp.draining {
-                // SAFETY: a descriptor the accept just gave us, referenced nowhere else.
-                unsafe { libc::close(cqe.result) };
-            } else if cqe.result >= 0 {
-                c.accept(cqe.result as RawFd);
-                // An operator's `prlimit` on the live process (raising the limit, say) takes
-                // effect from the next accept on: re-arm under the new limit.
-                if lp.accept_armed && nofile_limit() != lp.accept_nofile {
-                    lp.cancel_accept();
-                }
-            } else if cqe.result != -libc::ECANCELED {
-                c.io.counters.accept_errors += 1;
-                let errors = c.io.counters.accept_errors;
-                if errors.is_power_of_two() {
-                    let e = std::io::Error::from_raw_os_error(-cqe.result);
-                    tracing::warn!(error = %e, errors, "accept failed; backing off");
-                }
-                lp.accept_retry_at_ms = c.io.mono_now() + ACCEPT_BACKOFF_MS;
-            }
-        }
-        Some(Tag::Wake) => lp.arm_wake(),
-        Some(Tag::Ignore) | None => {}
-    }
-}
-
 /// Moves every queued mesh message on: to this shard's own service, or into the peers'
 /// rings (waking each parked peer once). A batch that finds a ring full goes back in front
 /// and is retried next turn.
-fn flush_mesh<S: Service>(c: &mut ShardCell<S>, links: &ShardLinks<S::Msg>) {
+fn flush_mesh<S: Service>(c: &mut ShardCell<S>, links: &ShardLinks<S::Msg, S::Adopt>) {
     let me = c.io.shard;
     for _ in 0..LOCAL_ROUNDS_MAX {
         if !c.io.mesh.has_for(me) {

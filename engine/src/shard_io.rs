@@ -1,124 +1,30 @@
-//! The per-shard engine state a service acts through: connection slots and their outboxes,
-//! the timer wheel, the mesh outbox, the cached clock and the shard's counters.
+//! The per-shard engine state a service acts through ([`ShardIo`]): the connection table,
+//! the timer wheel, the mesh outbox, the cached clocks and the shard's counters; and
+//! `ShardCell`, the service beside that state, which the loop and the connection code act
+//! on.
 //!
 //! Everything here is owned by one shard thread and touched only from it: plain integers,
-//! no locks, no atomics. A connection is its slot: the service's queued frames, the socket
-//! and TLS state (`net::wire::Wire`), its deadline and its state. There is no task per connection: a
-//! slot the service touched goes on the `dirty` list, and the shard loop flushes every dirty
-//! slot once per turn, so all of a turn's sends leave in one `io_uring_enter`.
+//! no locks, no atomics. A connection is its slot (`conn::slot`); a slot the service touched
+//! goes on the `dirty` list, and the shard loop flushes every dirty slot once per turn, so
+//! all of a turn's sends leave in one `io_uring_enter`.
 //!
-//! Lifecycle of a slot: inserted at accept (or adoption) → `open` after the TLS handshake →
-//! `Closing`/`HandingOff` when someone asks → removed by the shard loop once its output is
-//! flushed and nothing is in flight on its socket, or aborted at its linger deadline
-//! ([`CONN_LINGER_MS`]) if that takes too long. Removal bumps the slot's generation, so a stale [`ConnId`] never
-//! reaches the next connection in that slot.
+//! This module owns the service's API onto the shard; it must not touch the ring or sockets
+//! (a connection's I/O is `conn`'s, the loop is `shard`'s).
 
 use std::rc::Weak;
 
-use crate::conn_table::{ConnId, ConnTable};
-use crate::counters::ShardCounters;
-use crate::mesh::{Envelope, MeshOutbox};
-use crate::net::wire::Wire;
+use crate::conn::slot::{mark_dirty, ConnSlot, SlotState, CONN_OUTPUT_BYTES_MAX};
+use crate::conn::table::{ConnId, ConnTable};
+use crate::mesh::MeshOutbox;
+use crate::observe::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
 use crate::timer_wheel::{TimerId, TimerWheel};
 use crate::ShardId;
-
-/// Most bytes queued for one connection that it has not yet taken off the socket. A client
-/// that stops reading is closed ([`CloseReason::OutputOverflow`]) rather than let grow.
-pub const CONN_OUTPUT_BYTES_MAX: usize = 256 * 1024;
-
-/// How long a connection that left `Open` (closing, or being handed off) may take to flush
-/// what it owes and let go of its socket. Past it the slot aborts: its output is dropped,
-/// everything in flight on the socket is cancelled, and the socket closes. A peer that stops
-/// reading cannot hold a slot beyond it.
-pub const CONN_LINGER_MS: u64 = 5_000;
-
-/// Most plaintext a connection being handed off may buffer while its socket detaches: one
-/// whole frame. A peer that sends more in that window is closed.
-pub const HANDOFF_UNREAD_BYTES_MAX: usize =
-    proto::limits::FRAME_HEADER_BYTES + proto::limits::FRAME_BYTES_MAX;
 
 /// Service timers a shard may hold at once. The wheel has room for these beside one engine
 /// timer per connection slot, so a service that sets many timers never leaves a connection
 /// without its deadline; past it `set_timer` answers [`TimersFull`].
 pub const SERVICE_TIMERS_MAX: usize = 65_536;
-
-/// What a connection slot is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SlotState {
-    /// TLS handshake in progress; the service has not seen this connection yet.
-    Handshaking,
-    /// Open: frames flow.
-    Open,
-    /// Flush the outbox, then close for this reason.
-    Closing(CloseReason),
-    /// Flush the outbox, then detach the socket and send it to this shard.
-    HandingOff(ShardId),
-}
-
-/// One connection's engine-side state, kept in the shard's [`ConnTable`].
-#[derive(Debug)]
-pub(crate) struct ConnSlot {
-    /// Encoded frames waiting to go out (plaintext; TLS encrypts on flush). Empty and
-    /// capacity-free while the connection is idle.
-    pub(crate) outbox: Vec<u8>,
-    /// The socket, TLS session and bytes in transit.
-    pub(crate) wire: Wire,
-    /// On the shard's dirty list (flushed at the end of this turn).
-    pub(crate) dirty: bool,
-    pub(crate) state: SlotState,
-    /// Cached clock at the last bytes received; the idle timer re-arms from it.
-    pub(crate) last_rx_ms: u64,
-    /// The handshake or idle timer of this connection in the wheel.
-    pub(crate) timer: Option<TimerId>,
-    /// When that timer is due (the shard's monotonic clock, ms).
-    pub(crate) timer_at_ms: u64,
-    /// Since when part of a frame has been waiting for the rest (0: none).
-    pub(crate) partial_since_ms: u64,
-    /// The service has heard `on_open`/`on_adopt` for it (so it must hear `on_close`).
-    pub(crate) opened: bool,
-    /// It left `Open` and its linger deadline ([`CONN_LINGER_MS`]) is armed.
-    pub(crate) lingering: bool,
-    /// The peer's address (IPv4 mapped into IPv6; `::` when the socket could not say), read
-    /// once at accept or adoption: services budget sign-ups per source address.
-    pub(crate) peer: std::net::Ipv6Addr,
-    /// The service said it logged in (or it has no login): the pre-login limits are off.
-    pub(crate) logged_in: bool,
-    /// Counted against its prefix's pre-login connections (`net::prelogin`).
-    pub(crate) prefix_counted: bool,
-    /// Bytes of its partial frame counted against the shard's pre-login budget.
-    /// (u32: at most `PRELOGIN_PARTIAL_BYTES_SHARD_MAX`; it sits in the slot's padding.)
-    pub(crate) partial_counted: u32,
-}
-
-impl ConnSlot {
-    pub(crate) fn new(state: SlotState, now_ms: u64, peer: std::net::Ipv6Addr, wire: Wire) -> Self {
-        ConnSlot {
-            outbox: Vec::new(),
-            wire,
-            dirty: false,
-            state,
-            last_rx_ms: now_ms,
-            timer: None,
-            timer_at_ms: 0,
-            partial_since_ms: 0,
-            opened: false,
-            lingering: false,
-            peer,
-            logged_in: false,
-            prefix_counted: false,
-            partial_counted: 0,
-        }
-    }
-}
-
-/// Puts `id` on the dirty list once: the shard loop flushes it at the end of the turn.
-pub(crate) fn mark_dirty(slot: &mut ConnSlot, dirty: &mut Vec<ConnId>, id: ConnId) {
-    if !slot.dirty {
-        slot.dirty = true;
-        dirty.push(id);
-    }
-}
 
 /// What the wheel holds: the engine's own connection deadlines, or a service timer.
 pub(crate) enum TimerEntry<T> {
@@ -126,7 +32,8 @@ pub(crate) enum TimerEntry<T> {
     Handshake(ConnId),
     /// This connection must have received something since `last_rx_ms + idle`.
     Idle(ConnId),
-    /// This connection left `Open` and must be gone by now ([`CONN_LINGER_MS`]).
+    /// This connection left `Open` and must be gone by now
+    /// ([`CONN_LINGER_MS`](crate::conn::slot::CONN_LINGER_MS)).
     Linger(ConnId),
     /// A timer the service set.
     Service(T),
@@ -163,10 +70,10 @@ pub struct ShardIo<S: Service> {
     pub(crate) frame_timeout_ms: u64,
     pub(crate) conns: ConnTable<ConnSlot>,
     pub(crate) timers: TimerWheel<TimerEntry<S::Timer>>,
-    pub(crate) mesh: MeshOutbox<S::Msg>,
+    pub(crate) mesh: MeshOutbox<S::Msg, S::Adopt>,
     pub(crate) counters: ShardCounters,
     /// Handshake and mesh-hop latencies (recorded per handshake and per batch, not per frame).
-    pub(crate) latency: crate::histogram::EngineLatency,
+    pub(crate) latency: crate::observe::histogram::EngineLatency,
     /// The cell this struct lives in, for handles given to tasks the service spawns.
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
     /// Connections with output to flush or a state change to act on, this turn.
@@ -181,8 +88,8 @@ pub struct ShardIo<S: Service> {
     pub(crate) turn_max_ns: u64,
     /// Turns of the loop since the shard started.
     pub(crate) turns: u64,
-    /// Counts of the connections not logged in yet (`net::prelogin`).
-    pub(crate) prelogin: crate::net::prelogin::PreLogin,
+    /// Counts of the connections not logged in yet (`conn::prelogin`).
+    pub(crate) prelogin: crate::conn::prelogin::PreLogin,
 }
 
 impl<S: Service> ShardIo<S> {
@@ -248,7 +155,8 @@ impl<S: Service> ShardIo<S> {
         self.conns.len()
     }
 
-    /// Appends bytes to `conn`'s outbox through `write` and wakes its task. The bytes must be
+    /// Appends bytes to `conn`'s outbox through `write` and marks it dirty: the loop sends
+    /// them at the end of this turn, with everything else queued for it. The bytes must be
     /// whole frames. A connection whose outbox passes [`CONN_OUTPUT_BYTES_MAX`] is closed.
     pub fn send_with<R>(
         &mut self,
@@ -287,29 +195,29 @@ impl<S: Service> ShardIo<S> {
     /// Sends `msg` to shard `to` (this shard included) on the mesh. Messages to one shard
     /// arrive in the order sent. On a full outbox the message is handed back.
     pub fn mesh_send(&mut self, to: ShardId, msg: S::Msg) -> Result<(), S::Msg> {
-        match self.mesh.push(to, Envelope::Service(msg)) {
+        match self.mesh.push(to, msg) {
             Ok(()) => {
                 self.counters.mesh_msgs_sent += 1;
                 Ok(())
             }
-            Err(Envelope::Service(m)) => {
+            Err(m) => {
                 self.counters.mesh_send_full += 1;
                 Err(m)
             }
-            Err(Envelope::Adopt(..)) => unreachable!("pushed a Service envelope"),
         }
     }
 
     /// Moves live connection `conn` to shard `to`: its queued output is flushed here, then
-    /// its socket, TLS state and unread bytes travel with `msg`, and `to` hears `on_adopt`.
-    /// This shard hears `on_close(conn, HandedOff)` — or `on_close` with another reason if
-    /// the move is called off (a send fails, the output overflows, the linger deadline or
-    /// the one-frame input cap is passed meanwhile); then `msg` is dropped.
+    /// its socket, TLS state and unread bytes travel with `adopt`, and `to` hears
+    /// `on_adopt(adopt)`. This shard hears `on_close(conn, HandedOff)` — or `on_close` with
+    /// another reason if the move is called off (a send fails, the output overflows, the
+    /// linger deadline or the one-frame input cap is passed meanwhile); then `adopt` is
+    /// dropped.
     ///
     /// Ordering: the adoption leaves once the socket has detached, a turn or more later, so
     /// a `mesh_send` to `to` made after this call may reach `to` before `on_adopt`. Send what
-    /// `to` needs about the connection in `msg` itself.
-    pub fn hand_off(&mut self, conn: ConnId, to: ShardId, msg: S::Msg) -> Result<(), ConnGone> {
+    /// `to` needs about the connection in `adopt` itself.
+    pub fn hand_off(&mut self, conn: ConnId, to: ShardId, adopt: S::Adopt) -> Result<(), ConnGone> {
         assert!(
             to.0 < self.shard_count,
             "hand_off to shard {to:?} of {}",
@@ -321,7 +229,7 @@ impl<S: Service> ShardIo<S> {
         };
         slot.state = SlotState::HandingOff(to);
         mark_dirty(slot, &mut self.dirty, conn);
-        self.mesh.park_handoff(conn, msg);
+        self.mesh.park_handoff(conn, adopt);
         Ok(())
     }
 

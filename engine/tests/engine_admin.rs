@@ -18,6 +18,7 @@ struct Gated;
 
 impl Service for Gated {
     type Msg = ();
+    type Adopt = ();
     type Timer = ();
 
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}

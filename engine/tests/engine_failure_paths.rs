@@ -58,6 +58,7 @@ impl Cmd {
 
 impl Service for Cmd {
     type Msg = ();
+    type Adopt = ();
     type Timer = ();
 
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}

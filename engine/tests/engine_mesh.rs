@@ -17,6 +17,7 @@ struct Mesher {
 
 impl Service for Mesher {
     type Msg = (usize, u64);
+    type Adopt = ();
     type Timer = ();
 
     fn on_start(&mut self, io: &mut ShardIo<Self>) {
@@ -46,7 +47,7 @@ impl Service for Mesher {
     fn on_open(&mut self, _: &mut ShardIo<Self>, _: ConnId) {}
     fn on_frame(&mut self, _: &mut ShardIo<Self>, _: ConnId, _: &[u8]) {}
     fn on_close(&mut self, _: &mut ShardIo<Self>, _: ConnId, _: CloseReason) {}
-    fn on_adopt(&mut self, _: &mut ShardIo<Self>, _: ShardId, _: ConnId, _: Self::Msg) {}
+    fn on_adopt(&mut self, _: &mut ShardIo<Self>, _: ShardId, _: ConnId, _: ()) {}
     fn on_timer(&mut self, _: &mut ShardIo<Self>, _: ()) {}
 }
 
@@ -95,6 +96,7 @@ const STALL: Duration = Duration::from_millis(500);
 
 impl Service for Staller {
     type Msg = u64;
+    type Adopt = ();
     type Timer = ();
 
     fn on_start(&mut self, io: &mut ShardIo<Self>) {
@@ -129,7 +131,7 @@ impl Service for Staller {
     fn on_open(&mut self, _: &mut ShardIo<Self>, _: ConnId) {}
     fn on_frame(&mut self, _: &mut ShardIo<Self>, _: ConnId, _: &[u8]) {}
     fn on_close(&mut self, _: &mut ShardIo<Self>, _: ConnId, _: CloseReason) {}
-    fn on_adopt(&mut self, _: &mut ShardIo<Self>, _: ShardId, _: ConnId, _: Self::Msg) {}
+    fn on_adopt(&mut self, _: &mut ShardIo<Self>, _: ShardId, _: ConnId, _: ()) {}
     fn on_timer(&mut self, _: &mut ShardIo<Self>, _: ()) {}
 }
 

@@ -17,12 +17,12 @@ struct Echo {
     remembered: Option<ConnId>,
 }
 
-enum Msg {
-    Moved,
-}
+/// What travels with a moved connection.
+struct Moved;
 
 impl Service for Echo {
-    type Msg = Msg;
+    type Msg = ();
+    type Adopt = Moved;
     type Timer = ();
 
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
@@ -32,7 +32,7 @@ impl Service for Echo {
             b"ping" => format!("pong:{}", io.shard_id().0),
             b"move" => {
                 let to = ShardId((io.shard_id().0 + 1) % io.shard_count());
-                io.hand_off(conn, to, Msg::Moved).unwrap();
+                io.hand_off(conn, to, Moved).unwrap();
                 return;
             }
             b"remember" => {
@@ -56,9 +56,9 @@ impl Service for Echo {
 
     fn on_close(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId, _reason: CloseReason) {}
 
-    fn on_mesh(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _msg: Msg) {}
+    fn on_mesh(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _msg: ()) {}
 
-    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, _msg: Msg) {
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, _moved: Moved) {
         let text = format!("moved:{}->{}", from.0, io.shard_id().0);
         io.send_with(conn, |out| {
             out.extend_from_slice(&support::frame(text.as_bytes()))

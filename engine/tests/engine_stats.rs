@@ -20,6 +20,7 @@ struct Locker {
 
 impl Service for Locker {
     type Msg = ();
+    type Adopt = ();
     type Timer = ();
 
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}

@@ -757,6 +757,7 @@ struct Pong;
 
 impl engine::Service for Pong {
     type Msg = ();
+    type Adopt = ();
     type Timer = ();
 
     fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: engine::ConnId) {}

@@ -179,7 +179,7 @@ pub fn process_totals(counts: &[(Event, u64)]) -> String {
 }
 
 /// A JSON string literal (the engine's escaper, shared by all hand-written JSON).
-pub use engine::stats_text::json_str;
+pub use engine::observe::stats_text::json_str;
 
 fn json_opt(v: Option<u64>) -> String {
     v.map_or("null".into(), |x| x.to_string())

@@ -5,7 +5,7 @@
 //!
 //! Two ways to use it:
 //! - [`FrameBuffer::feed`] (for a reader of socket chunks; the engine does not use it yet — its
-//!   `net::conn_io::dispatch_frames` must stop mid-chunk when a connection closes or moves
+//!   `engine::conn::io`'s `dispatch_frames` must stop mid-chunk when a connection closes or moves
 //!   and keep the rest, which `feed` cannot): hand it each chunk read from the socket and a
 //!   callback. Whole frames inside the chunk are passed
 //!   to the callback straight from the chunk, never copied; only a frame split across reads is

@@ -16,7 +16,7 @@ use crate::journal::{Job, Journal, Outcome};
 use crate::limits::{COMPACT_MIN_BYTES, MESH_HELD_RETRY_MS};
 use crate::login_deadline::LoginDeadlines;
 use crate::mesh_back::{HandedBack, Held};
-use crate::mesh_msg::ShardMsg;
+use crate::mesh_msg::{Adoption, ShardMsg};
 use crate::notify::{PushProvider, SmsGateway};
 use crate::overload::{Load, OverloadLimits};
 use crate::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
@@ -122,6 +122,8 @@ pub struct Switchboard {
     mesh_log: crate::login::RefusalLog,
     /// Connections that must log in by a deadline.
     logins: LoginDeadlines,
+    /// Sends refused with `Busy` since start (each event's `Out::busy_refusals`).
+    busy_rejects: u64,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -172,6 +174,7 @@ impl Switchboard {
             held_task: false,
             mesh_log: Default::default(),
             logins: LoginDeadlines::default(),
+            busy_rejects: 0,
         }
     }
 
@@ -244,9 +247,10 @@ impl Switchboard {
         let mut out = Out::default();
         let state = self.state();
         state.set_busy(busy);
-        let rejects = state.busy_rejects();
         f(state, now, &mut out);
-        let after = self.state().busy_rejects();
+        let rejects = self.busy_rejects;
+        let after = rejects + out.busy_refusals;
+        self.busy_rejects = after;
         if (rejects + 1..=after).any(u64::is_power_of_two) {
             // Logged at 1, 2, 4, 8... refusals, not per frame.
             tracing::warn!(
@@ -265,6 +269,7 @@ impl Switchboard {
             now,
             records,
             after_commit,
+            busy_refusals: _,
         } = out;
         for e in now {
             self.exec(io, e);
@@ -297,8 +302,8 @@ impl Switchboard {
                 let _ = io.close(conn);
             }
             Effect::Mesh(to, msg) => self.mesh_send(io, to, msg),
-            Effect::HandOff(conn, to, msg) => {
-                let _ = io.hand_off(conn, to, msg);
+            Effect::HandOff(conn, to, adoption) => {
+                let _ = io.hand_off(conn, to, adoption);
             }
             Effect::Sms {
                 conn,
@@ -344,6 +349,7 @@ impl Switchboard {
             }
         }
         // Busy answers to local connections only.
+        self.busy_rejects += out.busy_refusals;
         for e in out.now {
             self.exec(io, e);
         }
@@ -640,6 +646,7 @@ async fn open_log(handle: ShardHandle<Switchboard>, path: PathBuf, faults: Optio
 impl Service for Switchboard {
     type Msg = ShardMsg;
     type Timer = ServiceTimer;
+    type Adopt = Box<Adoption>;
 
     fn on_start(&mut self, io: &mut ShardIo<Self>) {
         match self.load(io) {
@@ -711,11 +718,8 @@ impl Service for Switchboard {
         self.run(io, |s, now, out| s.on_mesh(now, msg, out));
     }
 
-    fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Adopt(a) => self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out)),
-            other => unreachable!("only Adopt travels with a connection: {other:?}"),
-        }
+    fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, a: Box<Adoption>) {
+        self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out));
         if io.is_open(conn) && !io.is_logged_in(conn) {
             self.must_log_in(io, conn);
         }
@@ -749,7 +753,7 @@ impl Service for Switchboard {
         service_stats::HELP
     }
 
-    fn histograms(&self) -> Vec<engine::histogram::NamedHistogram> {
+    fn histograms(&self) -> Vec<engine::observe::histogram::NamedHistogram> {
         self.latency.named()
     }
 

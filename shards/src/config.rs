@@ -254,9 +254,11 @@ impl Default for AlarmThresholds {
 
 impl AlarmThresholds {
     /// The engine's rules for these thresholds.
-    pub fn to_engine(&self) -> engine::alarm::AlarmConfig {
+    pub fn to_engine(&self) -> engine::observe::alarm::AlarmConfig {
         use crate::service_stats::{STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
-        use engine::stats::{STAT_MESH_OUTBOX_DEPTH_MAX, STAT_TURN_MAX_MS, STAT_UTILISATION_PCT};
+        use engine::observe::stats::{
+            STAT_MESH_OUTBOX_DEPTH_MAX, STAT_TURN_MAX_MS, STAT_UTILISATION_PCT,
+        };
         let rules = [
             (STAT_QUEUE_ITEMS_USER_MAX, self.queue_user_items),
             (STAT_QUEUE_ITEMS, self.queue_shard_items),
@@ -265,9 +267,9 @@ impl AlarmThresholds {
             (STAT_TURN_MAX_MS, self.turn_max_ms),
         ]
         .into_iter()
-        .filter_map(|(stat, max)| Some(engine::alarm::AlarmRule { stat, max: max? }))
+        .filter_map(|(stat, max)| Some(engine::observe::alarm::AlarmRule { stat, max: max? }))
         .collect();
-        engine::alarm::AlarmConfig {
+        engine::observe::alarm::AlarmConfig {
             rules,
             period_ms: self.period_ms,
         }
@@ -322,7 +324,7 @@ pub struct ServerConfig {
     pub frame_timeout_ms: u64,
     /// A connection must log in within this many milliseconds of connecting.
     pub login_timeout_ms: u64,
-    /// Pre-login connections per source prefix and shard (`engine::net::prelogin`).
+    /// Pre-login connections per source prefix and shard (`engine::conn::prelogin`).
     pub prelogin_conns_per_prefix_max: usize,
     /// When new sends are refused with `Busy`.
     pub overload: crate::overload::OverloadLimits,
@@ -633,7 +635,7 @@ fn admin_setting(
             ConfigError::Invalid(format!("admin must be an address or \"off\", got {a:?}"))
         }),
         None => Ok(Some(
-            engine::admin::ADMIN_ADDR_DEFAULT
+            engine::observe::admin::ADMIN_ADDR_DEFAULT
                 .parse()
                 .expect("valid default"),
         )),

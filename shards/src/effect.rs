@@ -5,7 +5,7 @@
 use engine::{ConnId, ShardId};
 use proto::v1::server_frame;
 
-use crate::mesh_msg::ShardMsg;
+use crate::mesh_msg::{Adoption, ShardMsg};
 use crate::record::Record;
 
 /// One thing to do.
@@ -17,8 +17,8 @@ pub enum Effect {
     Close(ConnId),
     /// Send a message to a shard (possibly this one).
     Mesh(ShardId, ShardMsg),
-    /// Move a connection to another shard with a message about it.
-    HandOff(ConnId, ShardId, ShardMsg),
+    /// Move a connection to another shard with what the old shard knew about it.
+    HandOff(ConnId, ShardId, Box<Adoption>),
     /// Send a registration PIN by SMS, then answer `conn`: `on_sent` (`PinSent`) once the
     /// gateway reports it sent, an error frame if it could not be sent.
     Sms {
@@ -65,6 +65,9 @@ pub struct Out {
     pub records: Vec<Record>,
     /// Effects released once every record so far is durable.
     pub after_commit: Vec<AfterCommit>,
+    /// Sends this event refused with `Busy` (the shard was overloaded): the adapter counts
+    /// them and warns.
+    pub busy_refusals: u64,
 }
 
 impl Out {

@@ -402,7 +402,7 @@ mod ops {
                 return; // a member: E.164
             };
             if let Some(retry_after_ms) = self.busy {
-                self.busy_rejects += 1;
+                out.busy_refusals += 1;
                 let frame = crate::state::busy(retry_after_ms, d.client_msg_id);
                 return out.now.push(self.to_user(&d.from, frame));
             }

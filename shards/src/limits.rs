@@ -95,6 +95,6 @@ const _: () =
 // per-connection output, leaving the rest for acks, receipts and presence.
 const _: () = assert!(
     DELIVERY_WINDOW_BYTES + proto::limits::FRAME_BYTES_MAX + proto::limits::FRAME_HEADER_BYTES
-        < engine::shard_io::CONN_OUTPUT_BYTES_MAX / 2
+        < engine::conn::slot::CONN_OUTPUT_BYTES_MAX / 2
 );
 const _: () = assert!(DELIVERY_WINDOW_ITEMS <= proto::limits::ACK_IDS_PER_FRAME_MAX);

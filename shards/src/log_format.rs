@@ -4,13 +4,13 @@
 //! A line is `{"ts":"2026-01-02T03:04:05.678Z","level":"INFO","target":"shards::server",
 //! "msg":"switchboard listening","addr":"127.0.0.1:5222",...,"spans":["name",...]}`:
 //! the event's fields as JSON numbers, booleans or strings (anything else by its `Debug`
-//! text), escaped by the one escaper of the project ([`engine::stats_text::json_str`]).
+//! text), escaped by the one escaper of the project ([`engine::observe::stats_text::json_str`]).
 //! Written by hand rather than through tracing-subscriber's `json` feature, which would add
 //! `tracing-serde` to the build for a dozen lines of formatting.
 
 use std::fmt::{self, Write as _};
 
-use engine::stats_text::json_str;
+use engine::observe::stats_text::json_str;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;

@@ -28,7 +28,7 @@ use crate::effect::{error, rate_limited, AfterCommit, Effect, Out};
 use crate::limits::{
     DEVICE_KEY_BYTES, PRELOGIN_HANDOFFS_MAX, PRELOGIN_REFUSALS_MAX, REFUSAL_LOG_PERIOD_MS,
 };
-use crate::mesh_msg::{Adoption, PreLogin, ShardMsg};
+use crate::mesh_msg::{Adoption, PreLogin};
 use crate::pins::PinError;
 use crate::record::{record, AccountRec, Record};
 use crate::registry::{constant_time_eq, hash_key};
@@ -121,11 +121,8 @@ impl ShardState {
         guard.handoffs += 1;
         let frame = ClientFrame { kind: Some(frame) };
         let adoption = Adoption { frame, guard };
-        out.now.push(Effect::HandOff(
-            conn,
-            home,
-            ShardMsg::Adopt(Box::new(adoption)),
-        ));
+        out.now
+            .push(Effect::HandOff(conn, home, Box::new(adoption)));
         true
     }
 

@@ -2,7 +2,7 @@
 //! opening (or of its adoption by this shard) is answered `NOT_LOGGED_IN` and closed,
 //! whatever it sends meanwhile (pings do not keep it alive: the engine does not refresh a
 //! pre-login connection's idle deadline either). Until then the engine counts it against
-//! its source prefix (`engine::net::prelogin`), so one address cannot hold connection slots
+//! its source prefix (`engine::conn::prelogin`), so one address cannot hold connection slots
 //! for longer than this.
 //!
 //! Every deadline is the opening time plus one timeout, so deadlines kept in opening order

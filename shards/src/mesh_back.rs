@@ -135,7 +135,7 @@ impl ShardState {
             }
         };
         self.mesh_back.answered_busy += 1;
-        self.busy_rejects += 1;
+        out.busy_refusals += 1;
         if let Some(conn) = self.sessions.conn_of(sender) {
             out.frame(conn, busy(BUSY_RETRY_AFTER_MS, client_msg_id));
         }

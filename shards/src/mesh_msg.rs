@@ -15,9 +15,6 @@ pub enum ReplyTo {
 /// A message between shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A connection handed to the home of the phone its frame names, with that frame and
-    /// what the old shard knew about it.
-    Adopt(Box<Adoption>),
     /// Store and deliver a message to `to` (the receiving shard is `to`'s home).
     Deliver(Box<Delivery>),
     /// A frame for `user`, delivered if they are online (replies, receipts, presence).
@@ -79,7 +76,8 @@ pub enum ShardMsg {
     },
 }
 
-/// A connection on its way to another shard before login.
+/// A connection on its way to another shard before login: what travels with it
+/// (`Service::Adopt`), to the home of the phone its frame names.
 #[derive(Debug)]
 pub struct Adoption {
     /// The frame that named a phone homed there.

@@ -99,7 +99,7 @@ impl ShardState {
         }
         if let (Some(retry_after_ms), ReplyTo::Sender) = (self.busy, &d.reply) {
             // Overloaded at the recipient's home: refuse before storing anything.
-            self.busy_rejects += 1;
+            out.busy_refusals += 1;
             let frame = crate::state::busy(retry_after_ms, d.client_msg_id);
             let home = self.home(&d.from);
             let msg = ShardMsg::ToUser {

@@ -11,7 +11,7 @@
 //! `_total` only grows (a Prometheus counter); the others are gauges. Pure bookkeeping on one
 //! shard: recording is one bucket increment, per log sync or per delivered message.
 
-use engine::histogram::{Histogram, NamedHistogram};
+use engine::observe::histogram::{Histogram, NamedHistogram};
 use proto::v1::server_frame;
 
 use crate::effect::Effect;

@@ -34,6 +34,8 @@ pub struct Sim {
     pub now: u64,
     /// Connections handed between shards so far.
     pub handoffs: u64,
+    /// Sends refused with `Busy`, summed from every event's `Out`.
+    pub busy_refusals: u64,
     /// Each connection's peer address (what the engine's slot holds).
     peers: HashMap<ConnId, std::net::IpAddr>,
     next_conn: u64,
@@ -73,6 +75,7 @@ impl Sim {
             waiting: (0..n).map(|_| Vec::new()).collect(),
             now,
             handoffs: 0,
+            busy_refusals: 0,
             peers: HashMap::new(),
             next_conn: 1,
             mesh_sent: 0,
@@ -177,6 +180,7 @@ impl Sim {
     }
 
     fn apply(&mut self, shard: usize, out: Out) {
+        self.busy_refusals += out.busy_refusals;
         self.logs[shard].extend(out.records);
         for e in out.now {
             self.exec(shard, e);
@@ -203,12 +207,9 @@ impl Sim {
                 self.mesh_sent += 1;
                 self.mesh.push_back((to.0, m));
             }
-            Effect::HandOff(c, to, m) => {
+            Effect::HandOff(c, to, a) => {
                 self.handoffs += 1;
                 self.conn_shard.insert(c, to.0);
-                let ShardMsg::Adopt(a) = m else {
-                    panic!("handoff carries Adopt")
-                };
                 let mut out = Out::default();
                 self.shards[to.0].on_adopt(self.now, c, *a, &mut out);
                 self.apply(to.0, out);
@@ -309,6 +310,29 @@ mod tests {
         }
         sim.commit();
         a
+    }
+
+    #[test]
+    fn a_send_refused_busy_comes_back_in_the_events_out() {
+        let mut sim = Sim::new(2);
+        let a = sim.login("+15550000001", 0);
+        let home_a = sim.shards[0].home("+15550000001");
+        let to = (2..10)
+            .map(|i| format!("+1555000000{i}"))
+            .find(|p| sim.shards[0].home(p) != home_a)
+            .expect("a phone homed on the other shard");
+        sim.login(&to, 0);
+        // The sender's own home is overloaded: refused before it leaves.
+        sim.shards[home_a.0].set_busy(Some(100));
+        sim.send(a, text(&to, 1));
+        assert!(matches!(&sim.take(a)[..], [server_frame::Kind::Busy(_)]));
+        assert_eq!(sim.busy_refusals, 1);
+        // Only the recipient's home is: refused there, answered through the mesh.
+        sim.shards[home_a.0].set_busy(None);
+        sim.shards[1 - home_a.0].set_busy(Some(100));
+        sim.send(a, text(&to, 2));
+        assert!(matches!(&sim.take(a)[..], [server_frame::Kind::Busy(_)]));
+        assert_eq!(sim.busy_refusals, 2);
     }
 
     #[test]

@@ -80,8 +80,6 @@ pub struct ShardState {
     /// `Some(retry_after_ms)` while the shard is overloaded: new sends get `Busy`
     /// (`overload.rs`). Set by the adapter (or the sim) before each event.
     pub(crate) busy: Option<u32>,
-    /// Sends refused with `Busy` since start.
-    pub(crate) busy_rejects: u64,
     /// Outstanding PINs and per-phone back-off.
     pub(crate) pins: crate::pins::Pins,
     /// Sign-up budgets (per source, prefix, range, this shard's share of the box).
@@ -144,7 +142,6 @@ impl ShardState {
             random,
             records_since_snapshot: 0,
             busy: None,
-            busy_rejects: 0,
         }
     }
 
@@ -161,11 +158,6 @@ impl ShardState {
     /// Sets whether new sends are refused with `Busy { retry_after_ms }` (`None`: admitted).
     pub fn set_busy(&mut self, retry_after_ms: Option<u32>) {
         self.busy = retry_after_ms;
-    }
-
-    /// Sends refused with `Busy` since start.
-    pub fn busy_rejects(&self) -> u64 {
-        self.busy_rejects
     }
 
     /// The abuse limits' statistics (`service_stats::abuse_report`).
@@ -187,7 +179,7 @@ impl ShardState {
         let Some(retry_after_ms) = self.busy else {
             return false;
         };
-        self.busy_rejects += 1;
+        out.busy_refusals += 1;
         out.frame(conn, busy(retry_after_ms, client_msg_id));
         true
     }
@@ -308,7 +300,6 @@ impl ShardState {
     pub fn on_mesh(&mut self, now: u64, msg: ShardMsg, out: &mut Out) {
         self.reserve_ids(out);
         match msg {
-            ShardMsg::Adopt(_) => unreachable!("adoptions come through on_adopt"),
             ShardMsg::Deliver(d) => self.on_deliver(now, *d, out),
             ShardMsg::ToUser { user, frame } => {
                 if let Some(conn) = self.sessions.conn_of(&user) {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::stats_text::json_str;
+use engine::observe::stats_text::json_str;
 
 use crate::notify::{PinReply, PushProvider, SmsError, SmsGateway, SMS_REPLY_WAIT_MAX_MS};
 

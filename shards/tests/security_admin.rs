@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use engine::admin::{ADMIN_CONNS_MAX, REQUEST_DEADLINE_MS};
+use engine::observe::admin::{ADMIN_CONNS_MAX, REQUEST_DEADLINE_MS};
 use support::admin::get;
 use support::{temp_dir, TestServer};
 

@@ -316,7 +316,7 @@ fn a_big_frame_pipelined_right_after_the_login_is_served() {
 /// it, and a logged-in user is served throughout.
 #[test]
 fn partial_frames_before_login_stay_within_the_shard_budget() {
-    use engine::net::prelogin::PRELOGIN_PARTIAL_BYTES_SHARD_MAX;
+    use engine::conn::prelogin::PRELOGIN_PARTIAL_BYTES_SHARD_MAX;
     use proto::limits::PRELOGIN_FRAME_BYTES_MAX;
     let s = TestServer::start_cfg(1, false, support::temp_dir("partial"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
@@ -373,7 +373,7 @@ fn partial_frames_before_login_stay_within_the_shard_budget() {
 /// handshake and never log in.
 #[test]
 fn partial_tls_records_before_login_stay_within_the_shard_budget() {
-    use engine::net::prelogin::PRELOGIN_PARTIAL_BYTES_SHARD_MAX;
+    use engine::conn::prelogin::PRELOGIN_PARTIAL_BYTES_SHARD_MAX;
     use std::io::Write;
     let s = server(1, |c| {
         c.max_connections = Some(3_000);

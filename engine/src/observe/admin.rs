@@ -1,7 +1,7 @@
 //! The admin endpoint: one plain std thread (not a shard, not pinned) serving minimal
 //! HTTP/1.1 on a loopback address by default.
 //!
-//! - `GET /metrics`: Prometheus text (see [`crate::stats_text::prometheus`]); before a shard
+//! - `GET /metrics`: Prometheus text (see [`crate::observe::stats_text::prometheus`]); before a shard
 //!   has published, its engine numbers show as zeros.
 //! - `GET /stats`: JSON, one object per shard that has published.
 //! - `GET /healthz`: 200 while the process serves this endpoint and every shard lives
@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::health::Health;
-use crate::stats::{ShardStats, StatsBoard};
-use crate::stats_text;
+use crate::observe::health::Health;
+use crate::observe::stats::{ShardStats, StatsBoard};
+use crate::observe::stats_text;
 
 /// Default admin address (loopback only).
 pub const ADMIN_ADDR_DEFAULT: &str = "127.0.0.1:9100";

@@ -1,7 +1,7 @@
 //! Alarms: thresholds on a shard's statistics, checked each time it publishes them.
 //!
-//! A rule names a statistic — an engine one ([`crate::stats::STAT_MESH_OUTBOX_DEPTH_MAX`],
-//! [`crate::stats::STAT_UTILISATION_PCT`]) or one the service reports — and the most it may
+//! A rule names a statistic — an engine one ([`crate::observe::stats::STAT_MESH_OUTBOX_DEPTH_MAX`],
+//! [`crate::observe::stats::STAT_UTILISATION_PCT`]) or one the service reports — and the most it may
 //! be. Protocol per rule, per publication:
 //! 1. Value above the threshold and no alarm active: the alarm becomes active, and one
 //!    `tracing::warn!` names the shard, the statistic, the value and the offender (the peer

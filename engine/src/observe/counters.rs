@@ -62,7 +62,7 @@ pub struct ShardCounters {
     /// Completions reaped from the shard's ring.
     pub completions: u64,
     /// Connections closed at accept: their source prefix held its share of pre-login
-    /// connections (`net::prelogin`).
+    /// connections (`conn::prelogin`).
     pub prelogin_prefix_refused: u64,
     /// Pre-login frames whose header announced more than the pre-login frame cap.
     pub prelogin_frames_too_large: u64,

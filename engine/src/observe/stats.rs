@@ -33,9 +33,9 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::alarm::{ActiveAlarm, AlarmConfig, Alarms};
-use crate::counters::ShardCounters;
-use crate::histogram::{EngineLatency, NamedHistogram};
+use crate::observe::alarm::{ActiveAlarm, AlarmConfig, Alarms};
+use crate::observe::counters::ShardCounters;
+use crate::observe::histogram::{EngineLatency, NamedHistogram};
 use crate::service::Service;
 use crate::shard_io::ShardCell;
 
@@ -100,11 +100,12 @@ pub struct ShardStats {
     /// Entries in the timer wheel (connection deadlines and service timers).
     pub timers: u64,
     /// Messages queued in this shard's outbox per peer shard (index = peer), waiting for the
-    /// flush task; it grows while a full ring makes the flush wait.
+    /// loop's end-of-turn flush; it grows while a full ring makes the flush wait.
     pub mesh_outbox: Vec<u64>,
     /// Time the shard's loop spent working (not waiting in the kernel), since start, ns.
     pub busy_ns: u64,
-    /// Turns of the shard's loop (`io_uring_enter` calls) since start.
+    /// Turns of the shard's loop (`io_uring_enter` calls) since start. (The name is the
+    /// JSON key `/stats` has always shown; the loop runs no task per turn.)
     pub tasks_run: u64,
     /// The longest loop turn over the last period (its work, and its `io_uring_enter`
     /// when it did not wait), in µs: the worst stall any connection of the shard saw.

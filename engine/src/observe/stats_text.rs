@@ -7,8 +7,8 @@
 
 use std::fmt::Write;
 
-use crate::counters::ShardCounters;
-use crate::stats::{ShardStats, RATED};
+use crate::observe::counters::ShardCounters;
+use crate::observe::stats::{ShardStats, RATED};
 
 /// One engine number: its `/stats` key, its `/metrics` name (without `switchboard_`), help
 /// text, whether it only grows (a Prometheus counter), and its value.
@@ -418,7 +418,7 @@ pub fn json(shards: &[ShardStats]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alarm::ActiveAlarm;
+    use crate::observe::alarm::ActiveAlarm;
 
     fn sample() -> ShardStats {
         let mut s = ShardStats {

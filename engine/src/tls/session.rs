@@ -430,7 +430,7 @@ impl TlsSession {
 
 /// Runs `f`, a call into rustls that the peer's bytes can reach, so that a panic inside
 /// rustls ends this connection (as [`SessionError::RustlsFailed`]) instead of unwinding
-/// through the shard's executor and taking every connection on it down. The caller fails
+/// through the shard's loop and taking every connection on it down. The caller fails
 /// the session on any error, so state rustls left half-updated is never used again.
 fn guarded<T>(
     op: &'static str,

@@ -1,4 +1,4 @@
-//! A connection's life on the shard's ring: what each receive and send completion does, and
+//! A connection's I/O on the shard's ring: what each receive and send completion does, and
 //! what the end of a loop turn does for each connection the service touched.
 //!
 //! Receive completion: the bytes are in one of the shard's provided buffers. Plaintext is
@@ -17,13 +17,13 @@
 //!
 //! This module must not touch the listener, the mesh rings or the timer wheel directly.
 
-use crate::conn_table::ConnId;
-use crate::handoff::Detached;
+use crate::conn::handoff::Detached;
+use crate::conn::slot::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
+use crate::conn::table::ConnId;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::ShardCell;
-use crate::shard_io::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
 
 /// The shard's reusable byte buffers for connection I/O.
 pub(crate) struct Scratch {
@@ -307,17 +307,17 @@ impl<S: Service> ShardCell<S> {
     }
 
     fn hand_off_now(&mut self, id: ConnId, to: crate::ShardId) {
-        let msg = self.io.mesh.take_handoff(id);
-        // A HandingOff slot always parked its message first (ShardIo::hand_off).
-        let msg = msg.expect("handoff message parked");
+        let adopt = self.io.mesh.take_handoff(id);
+        // A HandingOff slot always parked what travels with it first (ShardIo::hand_off).
+        let adopt = adopt.expect("handoff payload parked");
         let slot = self.io.conns.get_mut(id).expect("caller checked the slot");
         let wire = std::mem::replace(
             &mut slot.wire,
-            crate::net::wire::Wire::new(-1, None, Vec::new()),
+            crate::conn::wire::Wire::new(-1, None, Vec::new()),
         );
         let detached = Detached::from_wire(wire);
         self.io.counters.handoffs_out += 1;
-        self.io.mesh.push_adopt(to, detached, msg);
+        self.io.mesh.push_adopt(to, detached, adopt);
         self.finish(id, CloseReason::HandedOff);
     }
 }

@@ -11,9 +11,10 @@
 //! This module owns those transitions and the linger timer; it must not touch sockets or
 //! the mesh rings.
 
-use crate::conn_table::ConnId;
+use crate::conn::slot::{mark_dirty, SlotState, CONN_LINGER_MS};
+use crate::conn::table::ConnId;
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{mark_dirty, ShardCell, SlotState, TimerEntry, CONN_LINGER_MS};
+use crate::shard_io::{ShardCell, TimerEntry};
 
 impl<S: Service> ShardCell<S> {
     /// `id` left `Open`: arm its linger deadline, once, in place of its idle or frame timer.

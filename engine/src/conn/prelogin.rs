@@ -17,10 +17,10 @@
 //!    the bytes the budget had left for it as the limit) and closed
 //!    (`prelogin_partial_closed`);
 //! 4. what it sends does not keep it alive: its idle deadline runs from its accept
-//!    (`shard.rs` `note_rx`). The service closes it at its login deadline.
+//!    (`conn/deadline.rs` `note_rx`). The service closes it at its login deadline.
 //!
 //! Why this is safe: every count is taken and given back on the shard that owns the slot,
-//! in one place each (admitted here, released in [`PreLogin::release`] from `finish` or at
+//! in one place each (admitted here, released in `PreLogin::release` from `finish` or at
 //! login), so a slot never leaves a count behind.
 //!
 //! This module owns the pre-login bookkeeping only; it must not touch sockets, TLS, the
@@ -35,10 +35,11 @@ use std::net::Ipv6Addr;
 
 use proto::limits::{FRAME_HEADER_BYTES, PRELOGIN_FRAME_BYTES_MAX};
 
-use crate::conn_table::ConnId;
-use crate::counters::ShardCounters;
+use crate::conn::slot::{ConnSlot, SlotState};
+use crate::conn::table::ConnId;
+use crate::observe::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{ConnSlot, ShardCell, ShardIo, SlotState};
+use crate::shard_io::{ShardCell, ShardIo};
 
 /// Bytes of unfinished frames and TLS records that the pre-login connections of one shard may
 /// hold in all (a frame is at most [`PRELOGIN_FRAME_BYTES_MAX`], a held-back record about

@@ -6,15 +6,14 @@
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::rc::Weak;
 
-use crate::conn_table::{ConnId, ConnTable};
+use crate::conn::io::Scratch;
+use crate::conn::slot::{SlotState, CONN_LINGER_MS, CONN_OUTPUT_BYTES_MAX};
+use crate::conn::table::{ConnId, ConnTable};
+use crate::conn::wire::Wire;
 use crate::mesh::MeshOutbox;
-use crate::net::conn_io::Scratch;
-use crate::net::wire::Wire;
 use crate::ring::{self, Completion};
 use crate::service::{CloseReason, Service};
-use crate::shard_io::{
-    ShardCell, ShardIo, SlotState, CONN_LINGER_MS, CONN_OUTPUT_BYTES_MAX, SERVICE_TIMERS_MAX,
-};
+use crate::shard_io::{ShardCell, ShardIo, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::TimerWheel;
 use crate::ShardId;
 
@@ -28,6 +27,7 @@ struct Rec {
 
 impl Service for Rec {
     type Msg = u32;
+    type Adopt = u32;
     type Timer = u32;
     fn on_open(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) {}
     fn on_frame(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId, payload: &[u8]) {
@@ -37,7 +37,7 @@ impl Service for Rec {
         self.closes.push(reason);
     }
     fn on_mesh(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _msg: u32) {}
-    fn on_adopt(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _conn: ConnId, _msg: u32) {}
+    fn on_adopt(&mut self, _io: &mut ShardIo<Self>, _from: ShardId, _conn: ConnId, _adopt: u32) {}
     fn on_timer(&mut self, _io: &mut ShardIo<Self>, _t: u32) {}
 }
 
@@ -67,7 +67,7 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             busy_ns: 0,
             turn_max_ns: 0,
             turns: 0,
-            prelogin: crate::net::prelogin::PreLogin::new(64),
+            prelogin: crate::conn::prelogin::PreLogin::new(64),
         },
         tls: None,
         handshake_timeout_ms: 10_000,
@@ -228,7 +228,7 @@ fn input_to_a_departing_slot_is_capped_at_one_frame() {
         }
     }
     let slot = c.io.conns.get_mut(id).unwrap();
-    assert!(slot.wire.unread.len() <= crate::shard_io::HANDOFF_UNREAD_BYTES_MAX);
+    assert!(slot.wire.unread.len() <= crate::conn::slot::HANDOFF_UNREAD_BYTES_MAX);
     // The cancelled receive's last completion.
     slot.wire.recv_armed = false;
     c.flush_dirty(&mut s);
