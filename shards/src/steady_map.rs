@@ -442,7 +442,13 @@ mod tests {
                     assert_eq!(visits.get(k), Some(&1), "{k} present throughout");
                 }
             }
-            assert!(visits.values().all(|&n| n == 1), "nothing visited twice");
+            // Only a key removed during the walk and added again can be visited again: the
+            // new key may land in `old` when `new` is full (module doc), which depends on
+            // whether the table thread had made `new` by then.
+            assert!(
+                visits.iter().all(|(k, &n)| n == 1 || removed.contains(k)),
+                "nothing visited twice but a key removed and added again"
+            );
             let mut all: Vec<(u64, u64)> = m.iter().map(|(k, v)| (*k, *v)).collect();
             let mut want: Vec<(u64, u64)> = mirror.into_iter().collect();
             all.sort();
