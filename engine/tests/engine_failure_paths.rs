@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
+use engine::{CloseReason, Service, ShardIo};
+use proto::ids::{ConnId, ShardId};
 
 /// Answers text commands:
 /// - `ping` → `pong:<shard>`

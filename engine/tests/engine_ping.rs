@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
+use engine::{CloseReason, Service, ShardIo};
+use proto::ids::{ConnId, ShardId};
 use support::Client;
 
 /// Answers text commands:

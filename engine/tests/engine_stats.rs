@@ -10,7 +10,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use engine::sync::Mutex;
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo, ShardStats};
+use engine::{CloseReason, Service, ShardIo, ShardStats};
+use proto::ids::{ConnId, ShardId};
 use support::Client;
 
 /// Answers every frame with "ok"; a frame `lock` first takes a counted lock.

@@ -760,27 +760,27 @@ impl engine::Service for Pong {
     type Adopt = ();
     type Timer = ();
 
-    fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: engine::ConnId) {}
+    fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: proto::ids::ConnId) {}
 
-    fn on_frame(&mut self, io: &mut engine::ShardIo<Self>, conn: engine::ConnId, _p: &[u8]) {
+    fn on_frame(&mut self, io: &mut engine::ShardIo<Self>, conn: proto::ids::ConnId, _p: &[u8]) {
         let _ = io.send_with(conn, |out| out.extend_from_slice(&support::frame(b"pong")));
     }
 
     fn on_close(
         &mut self,
         _io: &mut engine::ShardIo<Self>,
-        _conn: engine::ConnId,
+        _conn: proto::ids::ConnId,
         _reason: engine::CloseReason,
     ) {
     }
 
-    fn on_mesh(&mut self, _io: &mut engine::ShardIo<Self>, _from: engine::ShardId, _msg: ()) {}
+    fn on_mesh(&mut self, _io: &mut engine::ShardIo<Self>, _from: proto::ids::ShardId, _msg: ()) {}
 
     fn on_adopt(
         &mut self,
         _io: &mut engine::ShardIo<Self>,
-        _from: engine::ShardId,
-        _conn: engine::ConnId,
+        _from: proto::ids::ShardId,
+        _conn: proto::ids::ConnId,
         _msg: (),
     ) {
     }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use engine::log_file::{LogFaults, ReplaceError};
-use engine::{CloseReason, ConnId, LogFile, Service, ShardHandle, ShardId, ShardIo};
+use engine::{CloseReason, LogFile, Service, ShardHandle, ShardIo};
 use proto::codec::{decode_client, encode_frame, FrameError};
+use proto::ids::{ConnId, ShardId};
 use proto::v1::{server_frame, ServerFrame};
 
 use crate::effect::{AfterCommit, Effect, Out};

@@ -2,7 +2,7 @@
 //! SMS and push notifications, and records to make durable — with the effects that must
 //! wait until those records are durable. The adapter carries them out. Pure data.
 
-use engine::{ConnId, ShardId};
+use proto::ids::{ConnId, ShardId};
 use proto::v1::server_frame;
 
 use crate::mesh_msg::{Adoption, ShardMsg};

@@ -144,7 +144,7 @@ mod ops {
     //! Group frames: at the requester's home they become mesh messages to the group's
     //! home, which checks membership and rights, persists changes, and fans sends out.
 
-    use engine::ConnId;
+    use proto::ids::ConnId;
     use proto::limits::GROUP_MEMBERS_MAX;
     use proto::v1::{server_frame, ErrorCode, GroupCreate, GroupSend};
 

@@ -148,7 +148,7 @@ impl ShardState {
                 adder: adder.to_string(),
                 members,
             };
-            out.mesh(engine::ShardId(shard), ask);
+            out.mesh(proto::ids::ShardId(shard), ask);
         }
         asked
     }
@@ -158,7 +158,7 @@ impl ShardState {
     pub(crate) fn start_pending_create(
         &mut self,
         now: u64,
-        conn: engine::ConnId,
+        conn: proto::ids::ConnId,
         rec: GroupRec,
         client_req_id: u64,
         out: &mut Out,
@@ -313,7 +313,13 @@ mod tests {
     #[test]
     fn creations_waiting_for_answers_count_against_the_cap_on_groups() {
         let random: crate::state::RandomSource = Box::new(|b: &mut [u8]| b.fill(1));
-        let mut s = ShardState::new(engine::ShardId(0), 1, ServiceSettings::default(), random, 0);
+        let mut s = ShardState::new(
+            proto::ids::ShardId(0),
+            1,
+            ServiceSettings::default(),
+            random,
+            0,
+        );
         for id in 1..GROUPS_ADMINISTERED_PER_USER_MAX as u64 {
             s.groups.apply(&GroupRec {
                 group_id: id,
@@ -322,7 +328,7 @@ mod tests {
                 members: vec![U.into()],
             });
         }
-        let conn = engine::ConnId::from_u64(1);
+        let conn = proto::ids::ConnId::from_u64(1);
         let create = |req| GroupCreate {
             client_req_id: req,
             name: "g".into(),

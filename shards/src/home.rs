@@ -16,7 +16,7 @@
 //!   clock did and however fast ids were issued (as long as the log keeps up with half a
 //!   block: 512 K ids).
 
-use engine::ShardId;
+use proto::ids::ShardId;
 
 /// Bits of an id below the shard number.
 pub const ID_SEQUENCE_BITS: u32 = 48;

@@ -20,7 +20,7 @@
 //!    cannot bounce between shards. Refusals are logged at most once per
 //!    `REFUSAL_LOG_PERIOD_MS` per shard, with the count of those not logged.
 
-use engine::ConnId;
+use proto::ids::ConnId;
 use proto::v1::{server_frame, ClientFrame, ErrorCode, LoadTestLogin, Login, Register, Verify};
 
 use crate::budget::{BudgetKind, Refused, Spend};

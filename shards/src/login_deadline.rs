@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use engine::ConnId;
+use proto::ids::ConnId;
 
 /// Entries the deadline queue may hold beyond twice the shard's connections before it drops
 /// those of connections already gone or logged in.

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 
-use engine::ShardId;
+use proto::ids::ShardId;
 use proto::v1::server_frame;
 
 use crate::effect::Out;
@@ -202,7 +202,7 @@ mod tests {
         // An outbox with room for two, flushed by the test.
         let mut outbox: Vec<u64> = Vec::new();
         let mut held = Held::default();
-        let to = engine::ShardId(1);
+        let to = proto::ids::ShardId(1);
         let offer = |held: &mut Held, outbox: &mut Vec<u64>, m: ShardMsg| {
             let sent = held.send(to, m, |_, m| {
                 if outbox.len() == 2 {

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 
-use engine::ConnId;
+use proto::ids::ConnId;
 use proto::v1::{server_frame, ErrorCode};
 
 use crate::effect::error;

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 
-use engine::ConnId;
+use proto::ids::ConnId;
 use proto::v1::PresenceVisibility;
 
 use crate::home::Phone;
@@ -261,7 +261,7 @@ mod ops {
         pub(crate) fn on_presence_subscribe(
             &mut self,
             now: u64,
-            conn: engine::ConnId,
+            conn: proto::ids::ConnId,
             user: String,
             contacts: Vec<String>,
             out: &mut Out,

@@ -297,7 +297,7 @@ mod tests {
     fn state() -> ShardState {
         let settings = crate::state::ServiceSettings::default();
         let random: crate::state::RandomSource = Box::new(|b: &mut [u8]| b.fill(7));
-        ShardState::new(engine::ShardId(0), 1, settings, random, 0)
+        ShardState::new(proto::ids::ShardId(0), 1, settings, random, 0)
     }
 
     #[test]

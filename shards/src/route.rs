@@ -11,7 +11,7 @@
 //! Nothing is delivered, so no receipt ever comes; a registered recipient's receipt needs its
 //! owner to read a real message (empty bodies are refused by `proto::validate`).
 
-use engine::ConnId;
+use proto::ids::ConnId;
 use proto::v1::{server_frame, ErrorCode, SendMessage};
 
 use crate::dedupe::{device_of, DedupeKey, Seen};

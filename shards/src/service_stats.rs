@@ -433,7 +433,7 @@ pub fn wall_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engine::ConnId;
+    use proto::ids::ConnId;
     use std::time::Duration;
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::home::Phone;
 use crate::steady_map::SteadyMap;
 
-use engine::ConnId;
+use proto::ids::ConnId;
 
 /// Sessions of users homed here.
 #[derive(Debug, Default)]

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use engine::{ConnId, ShardId};
+use proto::ids::{ConnId, ShardId};
 use proto::v1::{client_frame, server_frame, ClientFrame};
 
 use crate::effect::{AfterCommit, Effect, Out};

@@ -49,7 +49,7 @@ enum Answer {
     None,
 }
 
-fn answer(sim: &mut Sim, c: engine::ConnId) -> Answer {
+fn answer(sim: &mut Sim, c: proto::ids::ConnId) -> Answer {
     sim.commit();
     match sim.take(c).first() {
         Some(S::PinSent(_)) => Answer::PinSent,
@@ -496,7 +496,7 @@ fn only_connections_signing_up_are_tracked_and_only_until_login() {
 }
 
 /// The retry-after of the last `RATE_LIMITED` among `c`'s frames, if any.
-fn last_retry_after(sim: &mut Sim, c: engine::ConnId) -> Option<u64> {
+fn last_retry_after(sim: &mut Sim, c: proto::ids::ConnId) -> Option<u64> {
     sim.commit();
     sim.take(c).iter().rev().find_map(|f| match f {
         S::Error(e) if e.code == ErrorCode::RateLimited as i32 => Some(e.retry_after_ms),

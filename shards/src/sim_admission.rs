@@ -19,7 +19,7 @@ fn sub(contacts: &[String]) -> K {
 }
 
 /// The only frame `conn` got: its kind, client_msg_id, server id or error code, retry-after.
-fn answer(sim: &mut Sim, c: engine::ConnId) -> (&'static str, u64, u64, u64) {
+fn answer(sim: &mut Sim, c: proto::ids::ConnId) -> (&'static str, u64, u64, u64) {
     let frames = sim.take(c);
     assert_eq!(frames.len(), 1, "{frames:?}");
     match &frames[0] {

@@ -19,7 +19,7 @@ fn b_home() -> usize {
 const SENDS: u64 = 3 * DEDUPE_WINDOW_PER_SENDER as u64;
 
 /// The ServerAcks `conn` received: (client id, server id).
-fn server_acks(sim: &mut Sim, conn: engine::ConnId) -> Vec<(u64, u64)> {
+fn server_acks(sim: &mut Sim, conn: proto::ids::ConnId) -> Vec<(u64, u64)> {
     sim.take(conn)
         .into_iter()
         .filter_map(|f| match f {

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use engine::ConnId;
+use proto::ids::ConnId;
 use proto::v1::{client_frame::Kind as K, server_frame, ClientFrame};
 
 use crate::limits::QUEUE_ITEMS_PER_USER_MAX;

@@ -37,7 +37,7 @@ fn created(frames: &[S]) -> Vec<u64> {
 /// Creates a group and returns its id, or the error it got.
 fn try_create(
     sim: &mut Sim,
-    c: engine::ConnId,
+    c: proto::ids::ConnId,
     req: u64,
     members: &[&str],
 ) -> Result<u64, ErrorCode> {
@@ -129,7 +129,7 @@ fn follow(contacts: &[&str]) -> K {
 }
 
 /// The group's members as its admin reads them.
-fn members_of(sim: &mut Sim, admin: engine::ConnId, group_id: u64) -> Vec<String> {
+fn members_of(sim: &mut Sim, admin: proto::ids::ConnId, group_id: u64) -> Vec<String> {
     sim.take(admin);
     sim.send(
         admin,

@@ -291,7 +291,7 @@ mod tests {
                 let mut log = snap;
                 log.extend(h.sim.logs[i][from..].iter().cloned());
                 let mut fresh = ShardState::new(
-                    engine::ShardId(i),
+                    proto::ids::ShardId(i),
                     shards,
                     Default::default(),
                     Box::new(|b: &mut [u8]| b.fill(3)),

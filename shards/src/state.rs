@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use engine::{ConnId, ShardId};
+use proto::ids::{ConnId, ShardId};
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
 
 use crate::dedupe::Dedupe;

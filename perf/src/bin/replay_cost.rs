@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use engine::ShardId;
 use prost::Message as _;
+use proto::ids::ShardId;
 use proto::v1::{server_frame, Message as Msg, ServerFrame};
 use shards::record::{self, record::Kind, AccountRec, GroupRec, ItemRec, Record, RemovedRec};
 use shards::state::{ServiceSettings, ShardState};

@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use engine::{ConnId, ShardId};
 use perf::counting_alloc::{Counting, Snapshot};
+use proto::ids::{ConnId, ShardId};
 use proto::v1::{client_frame, server_frame, ClientFrame};
 use shards::effect::{AfterCommit, Effect, Out};
 use shards::state::{ServiceSettings, ShardState};
