@@ -5,7 +5,7 @@
 mod support;
 
 use proto::v1::server_frame;
-use shards::record::{record::Kind, replay};
+use shards::durable::record::{record::Kind, replay};
 use support::{Client, TestServer};
 
 const A: &str = "+15557100001";
