@@ -236,7 +236,7 @@ fn a_flipped_bit_mid_log_refuses_to_start_and_salvage_keeps_every_readable_recor
     let log = data.join("shard-0.log");
     let mut bytes = std::fs::read(&log).unwrap();
     // The middle of the records (zeros written ahead of the end follow them).
-    let at = shards::durable::record::replay(&bytes).valid_len as usize / 2;
+    let at = messaging::durable::record::replay(&bytes).valid_len as usize / 2;
     bytes[at] ^= 0x04;
     std::fs::write(&log, &bytes).unwrap();
 

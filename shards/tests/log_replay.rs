@@ -4,10 +4,10 @@
 
 mod support;
 
+use messaging::durable::record::{self, record::Kind, ItemRec, Record, RemovedRec};
+use messaging::durable::replay::REPLAY_WINDOW_BYTES;
 use prost::Message as _;
 use proto::v1::{server_frame, Message, ServerFrame};
-use shards::durable::record::{self, record::Kind, ItemRec, Record, RemovedRec};
-use shards::durable::replay::REPLAY_WINDOW_BYTES;
 use support::TestServer;
 
 const A: &str = "+15557100001";

@@ -9,7 +9,7 @@ use support::TestServer;
 
 /// Bytes of records in the log (zeros written ahead of its end are not counted).
 fn log_len(log: &std::path::Path) -> u64 {
-    shards::durable::record::replay(&std::fs::read(log).unwrap()).valid_len
+    messaging::durable::record::replay(&std::fs::read(log).unwrap()).valid_len
 }
 
 #[test]

@@ -112,7 +112,7 @@ fn bad_pins_are_refused_then_this_source_may_not_try_again() {
         }));
         c.expect_error()
     };
-    for _ in 1..shards::tables::pin_codes::PIN_WRONG_TRIES_PER_PREFIX_MAX {
+    for _ in 1..messaging::tables::pin_codes::PIN_WRONG_TRIES_PER_PREFIX_MAX {
         assert_eq!(code(&wrong_pin(&mut c)), ErrorCode::BadPin);
     }
     // The last wrong try this source prefix may make says when a new PIN may be asked for.

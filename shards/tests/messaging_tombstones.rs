@@ -4,8 +4,8 @@
 
 mod support;
 
+use messaging::durable::record::{record::Kind, replay};
 use proto::v1::server_frame;
-use shards::durable::record::{record::Kind, replay};
 use support::{Client, TestServer};
 
 const A: &str = "+15557100001";

@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
+use messaging::durable::record::{
+    self, record::Kind, AccountRec, GroupRec, ItemRec, Record, RemovedRec,
+};
+use messaging::state::{ServiceSettings, ShardState};
 use prost::Message as _;
 use proto::ids::ShardId;
 use proto::v1::{server_frame, Message as Msg, ServerFrame};
-use shards::durable::record::{
-    self, record::Kind, AccountRec, GroupRec, ItemRec, Record, RemovedRec,
-};
-use shards::state::{ServiceSettings, ShardState};
 
 #[derive(Parser)]
 #[command(about = "Start-up replay seconds and peak RSS against the log's size")]
@@ -148,8 +148,8 @@ fn child(mode: &str, log: &Path) -> anyhow::Result<()> {
                 1,
                 false,
             )?;
-            let mut w = shards::durable::replay::Window::open(log)?;
-            shards::durable::replay::replay_log(&mut w, &mut s)?;
+            let mut w = shards::data::journal_reader::open_window(log)?;
+            messaging::durable::replay::replay_log(&mut w, &mut s)?;
             w.buffer_capacity()
         }
         "whole" => {

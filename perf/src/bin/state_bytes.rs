@@ -20,11 +20,11 @@
 use std::time::Duration;
 
 use clap::Parser;
+use messaging::state::effect::{AfterCommit, Effect, Out};
+use messaging::state::{ServiceSettings, ShardState};
 use perf::counting_alloc::{Counting, Snapshot};
 use proto::ids::{ConnId, ShardId};
 use proto::v1::{client_frame, server_frame, ClientFrame};
-use shards::state::effect::{AfterCommit, Effect, Out};
-use shards::state::{ServiceSettings, ShardState};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -293,9 +293,9 @@ struct SlicedSnapshot {
 fn sliced_snapshot(state: &mut ShardState) -> SlicedSnapshot {
     let size = {
         let mut n = 0;
-        let mut count = |r: shards::durable::record::Record| {
+        let mut count = |r: messaging::durable::record::Record| {
             let mut b = Vec::new();
-            let k = shards::durable::record::encode_counted(&r, &mut b);
+            let k = messaging::durable::record::encode_counted(&r, &mut b);
             n += k;
             k
         };
@@ -305,9 +305,9 @@ fn sliced_snapshot(state: &mut ShardState) -> SlicedSnapshot {
     };
     let mut bytes = Vec::with_capacity(size);
     let mut records = 0u64;
-    let mut emit = |r: shards::durable::record::Record| {
+    let mut emit = |r: messaging::durable::record::Record| {
         records += 1;
-        shards::durable::record::encode_counted(&r, &mut bytes)
+        messaging::durable::record::encode_counted(&r, &mut bytes)
     };
     let t = thread_cpu();
     let mut walk = state.begin_snapshot(&mut emit);
@@ -316,7 +316,7 @@ fn sliced_snapshot(state: &mut ShardState) -> SlicedSnapshot {
         let s = thread_cpu();
         let done = state.snapshot_step(
             &mut walk,
-            shards::state::limits::SNAPSHOT_SLICE_BYTES,
+            messaging::state::limits::SNAPSHOT_SLICE_BYTES,
             &mut emit,
         );
         slices.push(thread_cpu().saturating_sub(s));

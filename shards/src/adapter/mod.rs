@@ -5,6 +5,7 @@
 
 pub mod login_deadline;
 pub mod overload;
+pub mod random;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -18,17 +19,27 @@ use proto::v1::{server_frame, ServerFrame};
 
 use crate::adapter::login_deadline::LoginDeadlines;
 use crate::adapter::overload::{Load, OverloadLimits};
+use crate::adapter::random::os_random;
 use crate::adapter::stats::{STAT_QUEUE_ITEMS, STAT_QUEUE_ITEMS_USER_MAX};
-use crate::durable::journal::{Job, Journal, Outcome};
-use crate::durable::record::{self, LogBytes};
-use crate::durable::snapshot::SnapshotWalk;
-use crate::handlers::mesh_back::{HandedBack, Held};
 use crate::notify::pin_replies::{PinReplies, PIN_REPLY_POLL_MS};
 use crate::notify::{PushProvider, SmsGateway};
-use crate::state::effect::{AfterCommit, Effect, Out};
-use crate::state::limits::{COMPACT_MIN_BYTES, MESH_HELD_RETRY_MS};
-use crate::state::mesh_msg::{Adoption, ShardMsg};
-use crate::state::{os_random, ServiceSettings, ShardState};
+use messaging::durable::journal::{Job, Journal, Outcome};
+use messaging::durable::record::{self, LogBytes};
+use messaging::durable::snapshot::SnapshotWalk;
+use messaging::handlers::mesh_back::{HandedBack, Held};
+use messaging::state::effect::{AfterCommit, Effect, Out};
+use messaging::state::limits::{COMPACT_MIN_BYTES, MESH_HELD_RETRY_MS};
+use messaging::state::mesh_msg::{Adoption, ShardMsg};
+use messaging::state::{ServiceSettings, ShardState};
+
+// The window (plus the one item always allowed) takes at most half the engine's
+// per-connection output, leaving the rest for acks, receipts and presence.
+const _: () = assert!(
+    messaging::state::limits::DELIVERY_WINDOW_BYTES
+        + proto::limits::FRAME_BYTES_MAX
+        + proto::limits::FRAME_HEADER_BYTES
+        < engine::conn::slot::CONN_OUTPUT_BYTES_MAX / 2
+);
 
 /// Delay before a failed log write is tried again.
 pub const COMMIT_RETRY_MS: u64 = 1_000;
@@ -72,9 +83,9 @@ impl ServiceEnv {
             data_dir_lock: None,
             log_faults: None,
             commit_window: std::time::Duration::from_micros(
-                crate::state::limits::COMMIT_WINDOW_US_DEFAULT,
+                messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             ),
-            login_timeout_ms: crate::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -124,7 +135,7 @@ pub struct Switchboard {
     /// A task sends the held messages again (one at a time).
     held_task: bool,
     /// Rate limit of the handed-back log lines.
-    mesh_log: crate::state::counters::RefusalLog,
+    mesh_log: messaging::state::counters::RefusalLog,
     /// Connections that must log in by a deadline.
     logins: LoginDeadlines,
     /// Sends refused with `Busy` since start (each event's `Out::busy_refusals`).
@@ -219,7 +230,7 @@ impl Switchboard {
                 continue;
             }
             self.run(io, |s, _, out| {
-                s.abuse.login_timeouts += 1;
+                s.count_login_timeout();
                 out.fail(
                     conn,
                     proto::v1::ErrorCode::NotLoggedIn,
@@ -233,7 +244,7 @@ impl Switchboard {
     /// PINs that certainly never reached their phone no longer hold its back-off.
     fn lift_unsent_backoffs(&mut self, now: u64) {
         for phone in self.pins.take_unsent() {
-            self.state().pins.not_sent(&phone, now);
+            self.state().pin_not_sent(&phone, now);
         }
     }
 
@@ -407,7 +418,7 @@ impl Switchboard {
         } else if self.journal.lazy_waiting() && !self.tombstone_timer_set {
             // A full timer wheel leaves it unset: the next kick tries again, and the
             // tombstones ride on the next batch meanwhile.
-            let at = io.now_ms() + crate::state::limits::TOMBSTONE_FLUSH_MS;
+            let at = io.now_ms() + messaging::state::limits::TOMBSTONE_FLUSH_MS;
             self.tombstone_timer_set = io.set_timer(at, ServiceTimer::FlushTombstones).is_ok();
         }
     }
@@ -427,13 +438,13 @@ impl Switchboard {
         if self.snapshot.is_some() {
             return None;
         }
-        let queued_bytes = self.state().queues.bytes();
+        let queued_bytes = self.state().queues().bytes();
         if !self.journal.compaction_due(len, queued_bytes) {
             return None;
         }
         // A snapshot that pays is at most a quarter of the log: room for it (up to 1 GiB),
         // so the buffer never moves while it fills (its pages are touched only as it does).
-        let room = (len / crate::state::limits::COMPACT_GARBAGE_RATIO).min(1 << 30);
+        let room = (len / messaging::state::limits::COMPACT_GARBAGE_RATIO).min(1 << 30);
         let mut bytes = Vec::with_capacity(room as usize);
         let walk = self
             .state()
@@ -454,7 +465,7 @@ impl Switchboard {
         let state = self.state.as_mut().expect("state loaded in on_start");
         let done = state.snapshot_step(
             &mut build.walk,
-            crate::state::limits::SNAPSHOT_SLICE_BYTES,
+            messaging::state::limits::SNAPSHOT_SLICE_BYTES,
             &mut |r| record::encode_counted(&r, &mut build.bytes),
         );
         if !done {
@@ -514,8 +525,8 @@ impl Switchboard {
             os_random(),
             io.now_ms(),
         );
-        let mut window = crate::durable::replay::Window::open(&self.log_path)?;
-        let scan = crate::durable::replay::replay_log(&mut window, &mut state)?;
+        let mut window = crate::data::journal_reader::open_window(&self.log_path)?;
+        let scan = messaging::durable::replay::replay_log(&mut window, &mut state)?;
         match scan.tail {
             record::Tail::Clean => {}
             record::Tail::Torn { at } => {
@@ -698,7 +709,7 @@ impl Service for Switchboard {
             out.error(conn, code, detail, client_msg_id_of(&frame));
             return self.apply(io, out);
         }
-        let peer = crate::handlers::login::is_prelogin(&frame).then(|| io.peer_ip(conn));
+        let peer = messaging::handlers::login::is_prelogin(&frame).then(|| io.peer_ip(conn));
         self.run(io, |s, now, out| {
             if let Some(peer) = peer {
                 s.note_peer(conn, peer);
@@ -711,7 +722,7 @@ impl Service for Switchboard {
         send_frame(
             io,
             conn,
-            crate::state::effect::error(error.code(), &error.to_string(), 0),
+            messaging::state::effect::error(error.code(), &error.to_string(), 0),
         );
     }
 
@@ -735,9 +746,9 @@ impl Service for Switchboard {
             return Vec::new();
         };
         let g = stats::Gauges {
-            queue_items: state.queues.total() as u64,
-            queue_items_user_max: state.queues.longest_len() as u64,
-            queue_users: state.queues.users_queued() as u64,
+            queue_items: state.queues().total() as u64,
+            queue_items_user_max: state.queues().longest_len() as u64,
+            queue_users: state.queues().users_queued() as u64,
             log_bytes: self.log_bytes,
             log_commits: self.journal.commits(),
             log_failures: self.journal.failures(),
@@ -747,7 +758,7 @@ impl Service for Switchboard {
         };
         let mut stats = stats::report(g);
         stats.extend(state.abuse_stats());
-        stats.extend(crate::state::counters::mesh_back_report(
+        stats.extend(messaging::state::counters::mesh_back_report(
             state.mesh_back(),
             self.held.len() as u64,
         ));
@@ -767,9 +778,9 @@ impl Service for Switchboard {
         match stat {
             STAT_QUEUE_ITEMS | STAT_QUEUE_ITEMS_USER_MAX => {
                 // The server-issued id, never the phone number (shown in /stats).
-                let (user, n) = state.queues.longest_user()?;
+                let (user, n) = state.queues().longest_user()?;
                 let id = state
-                    .registry
+                    .registry()
                     .verified(&user.to_string())
                     .map_or(0, |a| a.user_id);
                 Some(format!("user id {id} ({n} items)"))

@@ -18,13 +18,12 @@
 //! as a whole at the sender's home). Pure: no I/O, no clock.
 
 use engine::mesh::MESH_OUTBOX_MSGS_MAX;
+use messaging::state::limits::BUSY_RETRY_AFTER_MS;
 
 /// Default limit on a shard's journal bytes not yet durable before new sends are refused.
 pub const JOURNAL_PENDING_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 /// Default limit on a shard's unflushed mesh messages before new sends are refused.
 pub const MESH_QUEUED_MAX_DEFAULT: usize = MESH_OUTBOX_MSGS_MAX / 4;
-/// What `Busy` tells the client to wait before retrying.
-pub const BUSY_RETRY_AFTER_MS: u32 = 200;
 
 // Refusing must start well before the mesh outbox is full (a full outbox drops messages).
 const _: () = assert!(MESH_QUEUED_MAX_DEFAULT < MESH_OUTBOX_MSGS_MAX);

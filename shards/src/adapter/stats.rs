@@ -14,7 +14,7 @@
 use engine::observe::histogram::{Histogram, NamedHistogram};
 use proto::v1::server_frame;
 
-use crate::state::effect::Effect;
+use messaging::state::effect::Effect;
 
 /// Items queued on the shard (alarm rule: items per shard).
 pub const STAT_QUEUE_ITEMS: &str = "queue_items";

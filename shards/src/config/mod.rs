@@ -16,7 +16,7 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:5222";
 pub const DATA_DIR_DEFAULT: &str = "./switchboard-data";
 /// Default alarm: one user's queue holds more items than this (half its hard limit).
 pub const ALARM_QUEUE_USER_ITEMS_DEFAULT: u64 =
-    crate::state::limits::QUEUE_ITEMS_PER_USER_MAX as u64 / 2;
+    messaging::state::limits::QUEUE_ITEMS_PER_USER_MAX as u64 / 2;
 /// Default alarm: one shard's queues hold more items than this in all.
 pub const ALARM_QUEUE_SHARD_ITEMS_DEFAULT: u64 = 1_000_000;
 /// Default alarm: messages waiting in one shard's mesh outbox for one peer (half the cap).
@@ -337,10 +337,10 @@ pub struct ServerConfig {
     pub stats: bool,
     /// Alarm thresholds.
     pub alarms: AlarmThresholds,
-    /// Sign-up budgets (box-wide; see `budget.rs`).
-    pub signup: crate::tables::budgets::SignupLimits,
+    /// Sign-up budgets (box-wide; see `budgets.rs`).
+    pub signup: messaging::tables::budgets::SignupLimits,
     /// Per-user budgets (see `admission.rs`).
-    pub users: crate::tables::admission::UserLimits,
+    pub users: messaging::tables::admission::UserLimits,
 }
 
 /// A configuration that cannot be used.
@@ -500,8 +500,8 @@ impl ServerConfig {
                 .or(file.alarm_period_s)
                 .map_or(d.period_ms, |s| s.max(1) * 1000),
         };
-        let sd = crate::tables::budgets::SignupLimits::default();
-        let signup = crate::tables::budgets::SignupLimits {
+        let sd = messaging::tables::budgets::SignupLimits::default();
+        let signup = messaging::tables::budgets::SignupLimits {
             pin_sends_source_per_hour: cli
                 .pin_sends_source_per_hour
                 .or(file.pin_sends_source_per_hour)
@@ -532,7 +532,7 @@ impl ServerConfig {
                 .unwrap_or(sd.guesses_box_per_minute),
         };
         let load_test = env_secret.is_some() || file.load_test_secret.is_some();
-        let users = crate::tables::admission::UserLimits {
+        let users = messaging::tables::admission::UserLimits {
             // A load-test box's synthetic users write to thousands of strangers, and anyone
             // with its secret can be anyone: the budget would only skew the measurements.
             new_recipients_per_hour: cli
@@ -541,7 +541,7 @@ impl ServerConfig {
                 .unwrap_or(if load_test {
                     0
                 } else {
-                    crate::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT
+                    messaging::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT
                 }),
         };
         Ok(ServerConfig {
@@ -575,7 +575,7 @@ impl ServerConfig {
             compact_min_bytes: cli
                 .compact_min_bytes
                 .or(file.compact_min_bytes)
-                .unwrap_or(crate::state::limits::COMPACT_MIN_BYTES),
+                .unwrap_or(messaging::state::limits::COMPACT_MIN_BYTES),
             commit_window_us: commit_window_us(cli.commit_window_us.or(file.commit_window_us))?,
             coalesce_us: coalesce_us(cli.coalesce_us.or(file.coalesce_us))?,
             salvage: cli.salvage,
@@ -588,7 +588,7 @@ impl ServerConfig {
                 .unwrap_or(engine::config::FRAME_TIMEOUT_MS_DEFAULT),
             login_timeout_ms: login_s
                 .map(|s| s * 1000)
-                .unwrap_or(crate::state::limits::LOGIN_TIMEOUT_MS_DEFAULT),
+                .unwrap_or(messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT),
             prelogin_conns_per_prefix_max: per_prefix
                 .unwrap_or(engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT),
             overload,
@@ -611,11 +611,11 @@ fn coalesce_us(v: Option<u64>) -> Result<u64, ConfigError> {
 /// The commit window, defaulted and bounded.
 fn commit_window_us(v: Option<u64>) -> Result<u64, ConfigError> {
     match v {
-        None => Ok(crate::state::limits::COMMIT_WINDOW_US_DEFAULT),
-        Some(us) if us <= crate::state::limits::COMMIT_WINDOW_US_MAX => Ok(us),
+        None => Ok(messaging::state::limits::COMMIT_WINDOW_US_DEFAULT),
+        Some(us) if us <= messaging::state::limits::COMMIT_WINDOW_US_MAX => Ok(us),
         Some(us) => Err(ConfigError::Invalid(format!(
             "commit_window_us must be at most {} (got {us})",
-            crate::state::limits::COMMIT_WINDOW_US_MAX
+            messaging::state::limits::COMMIT_WINDOW_US_MAX
         ))),
     }
 }
@@ -674,8 +674,14 @@ mod tests {
         assert_eq!(cfg.admin, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(cfg.stats);
         assert_eq!(cfg.alarms, AlarmThresholds::default());
-        assert_eq!(cfg.signup, crate::tables::budgets::SignupLimits::default());
-        assert_eq!(cfg.users, crate::tables::admission::UserLimits::default());
+        assert_eq!(
+            cfg.signup,
+            messaging::tables::budgets::SignupLimits::default()
+        );
+        assert_eq!(
+            cfg.users,
+            messaging::tables::admission::UserLimits::default()
+        );
     }
 
     #[test]
@@ -688,7 +694,7 @@ mod tests {
                 .unwrap()
                 .users
         };
-        let on = crate::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT;
+        let on = messaging::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT;
         assert_eq!(users(&[], None).new_recipients_per_hour, on);
         assert_eq!(users(&[], Some("s")).new_recipients_per_hour, 0);
         let seven = ["--new-recipients-per-hour", "7"];
@@ -719,7 +725,7 @@ mod tests {
         assert_eq!(s.guesses_box_per_minute, 0, "0 turns a budget off");
         assert_eq!(
             s.pin_sends_box_per_minute,
-            crate::tables::budgets::PIN_SENDS_BOX_PER_MINUTE_DEFAULT
+            messaging::tables::budgets::PIN_SENDS_BOX_PER_MINUTE_DEFAULT
         );
     }
 

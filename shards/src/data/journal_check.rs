@@ -1,7 +1,7 @@
 //! The shard logs' check before any shard starts: damage mid-file stops the server.
 //!
 //! A crash mid-write can only tear the end of a log, and each shard truncates such a tail
-//! itself when it replays ([`crate::durable::record::Tail::Torn`]). A bad record with valid ones after
+//! itself when it replays ([`messaging::durable::record::Tail::Torn`]). A bad record with valid ones after
 //! it is something else (a flipped bit, a bad sector, a stray write): those later records
 //! were synced and acknowledged, and truncating would drop them silently. So:
 //! - without `--salvage` the server refuses to start with one line naming the file and the
@@ -12,14 +12,15 @@
 //!   skipped is reported.
 //!
 //! Runs once at start-up, before the engine, with blocking I/O. This module owns that
-//! decision only; replay itself is [`crate::durable::record`]'s, and the shard's log is its journal's.
+//! decision only; replay itself is [`messaging::durable::record`]'s, and the shard's log is its journal's.
 
 use std::path::{Path, PathBuf};
 
 use engine::log_file::{self, LogError};
 
-use crate::durable::record::{self, LogBytes, Tail};
-use crate::durable::replay::Window;
+use crate::data::journal_reader::{open_window, JournalReader};
+use messaging::durable::record::{self, LogBytes, Tail};
+use messaging::durable::replay::Window;
 
 /// Bytes a salvage gathers before each write of the new log.
 const SALVAGE_WRITE_BYTES: usize = 1024 * 1024;
@@ -85,7 +86,7 @@ pub fn check_logs(
     let mut done = Vec::new();
     for shard in 0..shards {
         let path = log_path(data_dir, shard);
-        let mut window = Window::open(&path)?;
+        let mut window = open_window(&path)?;
         let scan = record::replay_with(&mut window, |_| {})?;
         let Tail::Corrupt { at, next_valid_at } = scan.tail else {
             continue;
@@ -112,7 +113,7 @@ pub fn check_logs(
     Ok(done)
 }
 
-fn salvage_log(path: &Path, window: &mut Window) -> Result<Salvaged, LogCheckError> {
+fn salvage_log(path: &Path, window: &mut Window<JournalReader>) -> Result<Salvaged, LogCheckError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let now = std::time::SystemTime::now()
@@ -180,7 +181,7 @@ fn salvage_log(path: &Path, window: &mut Window) -> Result<Salvaged, LogCheckErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::record::{encode, record::Kind, AccountRec, Record};
+    use messaging::durable::record::{encode, record::Kind, AccountRec, Record};
 
     fn account(id: u64) -> Record {
         Record {
@@ -219,7 +220,7 @@ mod tests {
             "kept as it was"
         );
         let kept = std::fs::read(&path).unwrap();
-        let r = crate::durable::record::replay(&kept);
+        let r = messaging::durable::record::replay(&kept);
         assert_eq!(r.records, vec![account(1), account(3)]);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "the salvaged log is private like any log");

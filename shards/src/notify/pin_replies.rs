@@ -19,7 +19,7 @@ use proto::ids::ConnId;
 use proto::v1::{server_frame, ErrorCode};
 
 use crate::notify::{PinOutcome, PinReply, SmsError, SmsGateway, SMS_REPLY_WAIT_MAX_MS};
-use crate::state::effect::error;
+use messaging::state::effect::error;
 
 /// How often a shard with registrations waiting checks for reports.
 pub const PIN_REPLY_POLL_MS: u64 = 10;

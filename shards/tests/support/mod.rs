@@ -62,14 +62,14 @@ impl TestServer {
             load_test_secret: Some("farm-secret".into()),
             sms_webhook: None,
             push_webhook: None,
-            compact_min_bytes: shards::state::limits::COMPACT_MIN_BYTES,
-            commit_window_us: shards::state::limits::COMMIT_WINDOW_US_DEFAULT,
+            compact_min_bytes: messaging::state::limits::COMPACT_MIN_BYTES,
+            commit_window_us: messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             coalesce_us: 0,
             salvage: false,
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
-            login_timeout_ms: shards::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
             prelogin_conns_per_prefix_max: engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT,
             overload: Default::default(),
             // Tests that read statistics turn the admin endpoint on (port 0) themselves.
@@ -414,7 +414,7 @@ impl Client {
 pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String> {
     (from..)
         .map(|i| format!("+1555{i:07}"))
-        .filter(|p| shards::state::home::home_of_phone(p, shards).0 == shard)
+        .filter(|p| messaging::state::home::home_of_phone(p, shards).0 == shard)
         .take(n)
         .collect()
 }

@@ -45,25 +45,9 @@ pub struct ServiceSettings {
     pub users: crate::tables::admission::UserLimits,
 }
 
-/// Fills a buffer with random bytes (the OS's in production, a seeded one in tests).
+/// Fills a buffer with random bytes (the OS's in production, the server's `os_random`; a
+/// seeded one in tests).
 pub type RandomSource = Box<dyn FnMut(&mut [u8])>;
-
-/// The OS's randomness.
-pub fn os_random() -> RandomSource {
-    Box::new(|buf: &mut [u8]| {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let rest = &mut buf[filled..];
-            // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
-            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-            // getrandom only fails before the pool is seeded at boot or on EINTR.
-            assert!(
-                n >= 0 || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-            );
-            filled += n.max(0) as usize;
-        }
-    })
-}
 
 /// The service state of one shard.
 pub struct ShardState {
@@ -159,6 +143,26 @@ impl ShardState {
     /// Items queued on this shard.
     pub fn queued_total(&self) -> usize {
         self.queues.total()
+    }
+
+    /// The per-user queues, to read (the statistics' sizes, the longest queue).
+    pub fn queues(&self) -> &Queues {
+        &self.queues
+    }
+
+    /// The accounts, to read.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Counts a connection closed at its log-in deadline (`login_timeouts_total`).
+    pub fn count_login_timeout(&mut self) {
+        self.abuse.login_timeouts += 1;
+    }
+
+    /// The PIN sent to `phone` certainly never reached it: its back-off no longer holds.
+    pub fn pin_not_sent(&mut self, phone: &str, now: u64) {
+        self.pins.not_sent(phone, now);
     }
 
     /// Sets whether new sends are refused with `Busy { retry_after_ms }` (`None`: admitted).

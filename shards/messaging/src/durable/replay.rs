@@ -15,13 +15,12 @@
 //!    that the live shard did not.
 //!
 //! A record straddling the window's end moves the window to the part that did not fit, read
-//! again from the file (positioned reads: nothing is copied, at most one record re-read). Reading is blocking: it happens once, before the shard serves.
+//! again from the file (positioned reads: nothing is copied, at most one record re-read).
 //! This module owns the window and the replay order; the framing and its damage rules are
-//! [`crate::durable::record`]'s, the file is `engine::log_file`'s.
+//! [`crate::durable::record`]'s. The file is read through [`ReadAt`], which the server
+//! implements over the journal file (blocking reads, once, before the shard serves).
 
 use std::collections::{HashMap, HashSet};
-
-use engine::log_file::{LogError, LogReader};
 
 use crate::durable::record::{self, ItemRec, LogBytes, Record, Scan};
 use crate::state::home::Phone;
@@ -35,10 +34,24 @@ pub const REPLAY_WINDOW_BYTES: usize = 4 * 1024 * 1024;
 const _: () =
     assert!(record::RECORD_HEADER_BYTES + record::RECORD_BYTES_MAX <= REPLAY_WINDOW_BYTES);
 
-/// A log file read through a window of at most `cap` bytes.
+/// A file read at offsets: what a [`Window`] reads a journal through.
+pub trait ReadAt {
+    /// Why a read failed.
+    type Error;
+    /// The file's length in bytes.
+    fn len(&self) -> u64;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Fills `buf` with the bytes at `at` (the range lies within the file).
+    fn read_at(&self, buf: &mut [u8], at: u64) -> Result<(), Self::Error>;
+}
+
+/// A journal read through a window of at most `cap` bytes.
 #[derive(Debug)]
-pub struct Window {
-    reader: LogReader,
+pub struct Window<R> {
+    reader: R,
     /// The bytes at `start..start + filled`; allocated once, `min(cap, log length)` long.
     buf: Vec<u8>,
     start: u64,
@@ -48,9 +61,9 @@ pub struct Window {
     pub reads: u64,
 }
 
-impl Window {
-    /// A window of at most `cap` bytes over `reader`.
-    pub fn new(reader: LogReader, cap: usize) -> Window {
+impl<R: ReadAt> Window<R> {
+    /// A window of at most `cap` bytes over `reader` ([`REPLAY_WINDOW_BYTES`] in service).
+    pub fn new(reader: R, cap: usize) -> Window<R> {
         let cap = cap.max(record::RECORD_HEADER_BYTES + record::RECORD_BYTES_MAX);
         let size = usize::try_from(reader.len()).map_or(cap, |len| len.min(cap));
         Window {
@@ -63,25 +76,20 @@ impl Window {
         }
     }
 
-    /// Opens `path` with a window of [`REPLAY_WINDOW_BYTES`].
-    pub fn open(path: &std::path::Path) -> Result<Window, LogError> {
-        Ok(Window::new(LogReader::open(path)?, REPLAY_WINDOW_BYTES))
-    }
-
     /// Bytes the window has allocated (never more than its cap).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
     }
 }
 
-impl LogBytes for Window {
-    type Error = LogError;
+impl<R: ReadAt> LogBytes for Window<R> {
+    type Error = R::Error;
 
     fn len(&self) -> u64 {
         self.reader.len()
     }
 
-    fn get(&mut self, at: u64, n: usize) -> Result<Option<&[u8]>, LogError> {
+    fn get(&mut self, at: u64, n: usize) -> Result<Option<&[u8]>, R::Error> {
         let Some(end) = at.checked_add(n as u64) else {
             return Ok(None);
         };
@@ -99,7 +107,7 @@ impl LogBytes for Window {
         Ok(Some(&self.buf[from..from + n]))
     }
 
-    fn data_end(&mut self) -> Result<u64, LogError> {
+    fn data_end(&mut self) -> Result<u64, R::Error> {
         if let Some(end) = self.data_end {
             return Ok(end);
         }
@@ -285,13 +293,24 @@ mod tests {
         log
     }
 
-    fn window_over(bytes: &[u8], name: &str) -> Window {
-        let dir = std::env::temp_dir().join(format!("sb-replay-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("shard-0.log");
-        std::fs::write(&path, bytes).unwrap();
-        Window::new(LogReader::open(&path).unwrap(), CAP)
+    /// A journal held in memory, read at offsets like the file.
+    #[derive(Debug)]
+    struct InMemory(Vec<u8>);
+
+    impl ReadAt for InMemory {
+        type Error = std::convert::Infallible;
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, buf: &mut [u8], at: u64) -> Result<(), Self::Error> {
+            let at = at as usize;
+            buf.copy_from_slice(&self.0[at..at + buf.len()]);
+            Ok(())
+        }
+    }
+
+    fn window_over(bytes: &[u8], _name: &str) -> Window<InMemory> {
+        Window::new(InMemory(bytes.to_vec()), CAP)
     }
 
     fn state() -> ShardState {

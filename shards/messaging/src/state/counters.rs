@@ -8,7 +8,7 @@ use crate::state::limits::REFUSAL_LOG_PERIOD_MS;
 use crate::tables::budgets::BudgetKind;
 
 /// What the abuse limits did on one shard since start (plain counters, bumped by the state
-/// machines; see `budget.rs`, `pins.rs`, `login.rs`, `offline.rs`).
+/// machines; see `budgets.rs`, `pin_codes.rs`, `login.rs`, `queues.rs`).
 #[derive(Debug, Clone, Default)]
 pub struct AbuseCounters {
     /// Refusals per budget, indexed by `BudgetKind as usize`.
@@ -135,7 +135,7 @@ pub struct RefusalLog {
 
 impl RefusalLog {
     /// `Some(refusals not logged before this one)` when this refusal may be logged.
-    pub(crate) fn note(&mut self, now: u64) -> Option<u64> {
+    pub fn note(&mut self, now: u64) -> Option<u64> {
         if self.last_ms != 0 && now < self.last_ms + REFUSAL_LOG_PERIOD_MS {
             self.suppressed += 1;
             return None;

@@ -6,14 +6,14 @@
 //! Before login, step by step (the abuse limits; `docs/RELIABILITY.md`):
 //! 1. The first pre-login frame records the connection's peer address ([`note_peer`],
 //!    called by the adapter); every sign-up budget is charged to it and its prefix
-//!    (`budget.rs`). The record travels with a hand-over and is dropped at login or close,
+//!    (`budgets.rs`). The record travels with a hand-over and is dropped at login or close,
 //!    so neither a logged-in connection nor an idle one that never logs in pays for it.
 //!
 //! [`note_peer`]: ShardState::note_peer
-//! 2. `Register`: the phone's back-off (`pins.rs`), then the PIN budgets (source, prefix,
+//! 2. `Register`: the phone's back-off (`pin_codes.rs`), then the PIN budgets (source, prefix,
 //!    number range, this shard's share of the box), checked all before any is charged.
 //! 3. `Verify` and a wrong load-test secret spend the guess budgets (source, prefix, box);
-//!    wrong PINs also count against that PIN only (`pins.rs`), never against a phone
+//!    wrong PINs also count against that PIN only (`pin_codes.rs`), never against a phone
 //!    without one.
 //! 4. Every refusal is counted per connection; at `PRELOGIN_REFUSALS_MAX` the connection is
 //!    closed, and a connection is handed over at most `PRELOGIN_HANDOFFS_MAX` times, so it

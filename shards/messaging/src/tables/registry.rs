@@ -1,5 +1,5 @@
 //! Accounts of the users homed on this shard: the device key of each verified phone, and key
-//! checks at login. (PINs on their way to becoming an account live in `pins.rs`, so a phone
+//! checks at login. (PINs on their way to becoming an account live in `pin_codes.rs`, so a phone
 //! nobody verified has no entry here.)
 //!
 //! Rules: a verified PIN issues a fresh 32-byte device key; only a 128-bit prefix of its

@@ -10,7 +10,7 @@
 //!    but the PIN stays good for everyone else, so a stranger who had the gateway text the
 //!    owner a PIN cannot burn it before the owner types it. After
 //!    [`PIN_WRONG_TRIES_MAX`] wrong tries in all the PIN is burned. With the per-source
-//!    guess budget (`budget.rs`), N PINs sent give at most 25N guesses, and N is budgeted
+//!    guess budget (`budgets.rs`), N PINs sent give at most 25N guesses, and N is budgeted
 //!    per source, prefix, number range and box. (Found in review: with one count per PIN,
 //!    a stranger burning each PIN as it was sent kept the owner out for a day.)
 //! 3. Each send to a phone waits for the previous one's back-off, which doubles from

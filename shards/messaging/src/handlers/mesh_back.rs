@@ -20,9 +20,9 @@ use std::collections::VecDeque;
 use proto::ids::ShardId;
 use proto::v1::server_frame;
 
-use crate::adapter::overload::BUSY_RETRY_AFTER_MS;
 use crate::state::counters::MeshBackCounters;
 use crate::state::effect::Out;
+use crate::state::limits::BUSY_RETRY_AFTER_MS;
 use crate::state::limits::MESH_HELD_MSGS_MAX;
 use crate::state::mesh_msg::{ReplyTo, ShardMsg};
 use crate::state::{busy, ShardState};

@@ -130,7 +130,7 @@ pub enum BudgetKind {
     PinRange,
     /// PIN sends on this shard's share of the box.
     PinBox,
-    /// PIN sends to one number (growing back-off, `pins.rs`).
+    /// PIN sends to one number (growing back-off, `pin_codes.rs`).
     PinNumber,
     /// Guesses from one source address.
     GuessSource,
@@ -138,7 +138,7 @@ pub enum BudgetKind {
     GuessPrefix,
     /// Guesses on this shard's share of the box.
     GuessBox,
-    /// Wrong tries at one outstanding PIN (`pins.rs`).
+    /// Wrong tries at one outstanding PIN (`pin_codes.rs`).
     GuessNumber,
     /// Groups created by one user ([`UserBudgets`]).
     GroupCreate,
