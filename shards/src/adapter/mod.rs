@@ -1,6 +1,6 @@
 //! The engine adapter: the `engine::Service` a shard runs. It decodes and validates frames,
 //! hands them to the shard's state machines ([`ShardState`], the messaging core) and carries
-//! out the effects they ask for; [`commit`] runs the journal's group commit on the engine.
+//! out the effects they ask for; `commit.rs` runs the journal's group commit on the engine.
 //! It owns no sockets (the engine does) and no service rules (the state machines do).
 
 mod commit;

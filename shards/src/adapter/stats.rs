@@ -2,9 +2,10 @@
 //! longest, users waiting), the durable log's size, commits, failures and items never
 //! written, and two latency histograms since start: each log sync (append + `fdatasync`, or
 //! a compaction's replace), and each message's delivery at the recipient's home; and what
-//! the abuse limits did ([`AbuseCounters`]: refusals per sign-up budget as
-//! `refused_<budget>_total`, PINs sent and pending, pre-login closes, fair-queue refusals,
-//! presence subscriptions).
+//! the abuse limits did (the core's
+//! [`AbuseCounters`](messaging::state::counters::AbuseCounters): refusals per sign-up
+//! budget as `refused_<budget>_total`, PINs sent and pending, pre-login closes, fair-queue
+//! refusals, presence subscriptions).
 //!
 //! Names here are stable: they become `switchboard_<name>` metrics and the names alarm
 //! rules watch ([`STAT_QUEUE_ITEMS`], [`STAT_QUEUE_ITEMS_USER_MAX`]). A name ending in

@@ -6,10 +6,12 @@
 //! 1. `GroupCreate` (at the creator's home, which is the group's) or `GroupAdd` (at the
 //!    group's home, from its admin): the members not yet in the group are split by home
 //!    shard, and each home gets one [`ShardMsg::GroupAddAsk`]. Nobody is added yet. A
-//!    creation with members waits in [`GroupConsent`]'s pending table until every home has
-//!    answered (at most [`GROUP_CREATES_PENDING_MAX`] per shard; an entry older than
-//!    [`GROUP_ADD_ANSWER_TIMEOUT_MS`] is dropped when room is needed), so the group is
-//!    written once, with the members who accepted.
+//!    creation with members waits in the pending table of
+//!    [`GroupConsent`](crate::tables::consent::GroupConsent) until every home has answered
+//!    (at most
+//!    [`GROUP_CREATES_PENDING_MAX`](crate::state::limits::GROUP_CREATES_PENDING_MAX) per
+//!    shard; an entry older than [`GROUP_ADD_ANSWER_TIMEOUT_MS`] is dropped when room is
+//!    needed), so the group is written once, with the members who accepted.
 //! 2. At each member's home, a member accepts when registered here and their choice allows
 //!    the adder: EVERYONE; CONTACTS, while the member subscribes to the adder's presence
 //!    (their address book: `presence.rs`, lapsing with the subscription); never NOBODY.
