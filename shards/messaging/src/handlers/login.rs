@@ -21,7 +21,9 @@
 //!    `REFUSAL_LOG_PERIOD_MS` per shard, with the count of those not logged.
 
 use proto::ids::ConnId;
-use proto::v1::{server_frame, ClientFrame, ErrorCode, LoadTestLogin, Login, Register, Verify};
+use proto::v1::{
+    client_frame, server_frame, ClientFrame, ErrorCode, LoadTestLogin, Login, Register, Verify,
+};
 
 use crate::durable::record::{record, AccountRec, Record};
 use crate::state::effect::{error, rate_limited, AfterCommit, Effect, Out};
@@ -73,7 +75,7 @@ impl ShardState {
         now: u64,
         conn: ConnId,
         phone: &str,
-        frame: client_frame_of::Frame,
+        frame: client_frame::Kind,
         out: &mut Out,
     ) -> bool {
         let home = self.home(phone);
@@ -147,7 +149,7 @@ impl ShardState {
             now,
             conn,
             &r.phone.clone(),
-            client_frame_of::Frame::Register(r.clone()),
+            client_frame::Kind::Register(r.clone()),
             out,
         ) {
             return;
@@ -187,7 +189,7 @@ impl ShardState {
             now,
             conn,
             &v.phone.clone(),
-            client_frame_of::Frame::Verify(v.clone()),
+            client_frame::Kind::Verify(v.clone()),
             out,
         ) {
             return;
@@ -259,7 +261,7 @@ impl ShardState {
             now,
             conn,
             &l.phone.clone(),
-            client_frame_of::Frame::Login(l.clone()),
+            client_frame::Kind::Login(l.clone()),
             out,
         ) {
             return;
@@ -294,7 +296,7 @@ impl ShardState {
             now,
             conn,
             &l.phone.clone(),
-            client_frame_of::Frame::LoadTestLogin(l.clone()),
+            client_frame::Kind::LoadTestLogin(l.clone()),
             out,
         ) {
             return;
@@ -343,9 +345,4 @@ impl ShardState {
         self.pump(&phone, out);
         self.presence_changed(&phone, true, now, out);
     }
-}
-
-/// The pre-login frames that can be handed to another shard.
-pub(crate) mod client_frame_of {
-    pub(crate) use proto::v1::client_frame::Kind as Frame;
 }
