@@ -39,7 +39,7 @@ fn item(id: u64, body: Vec<u8>, out: &mut Vec<u8>) {
 
 #[test]
 fn a_log_several_windows_long_is_replayed_whole_and_in_order() {
-    let data = support::temp_dir("replay-big");
+    let data = testkit::temp_dir("replay-big");
     {
         let server = TestServer::start_with(1, false, data.clone());
         server.client().load_test_login(A);

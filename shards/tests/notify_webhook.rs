@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
-use support::{temp_dir, TestServer, V};
+use support::{TestServer, V};
+use testkit::temp_dir;
 
 /// Numbers the gateway below answers 503 for, or trickles its answer to (a byte every
 /// 500 ms: 19 s for the status line alone).

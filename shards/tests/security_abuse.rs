@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
 use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};
-use support::{phones_on, temp_dir, Client, TestServer, V};
+use support::{phones_on, Client, TestServer, V};
+use testkit::temp_dir;
 
 fn server(shards: usize) -> (TestServer, std::net::SocketAddr) {
     let s = TestServer::start_cfg(shards, true, temp_dir("abuse"), |c| {

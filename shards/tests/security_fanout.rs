@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
 use support::admin::fresh_stats;
-use support::{phones_on, temp_dir, Client, TestServer};
+use support::{phones_on, Client, TestServer};
+use testkit::temp_dir;
 
 /// Sends of the legitimate sender during the attack.
 const CONVERSATION_SENDS: u64 = 80;

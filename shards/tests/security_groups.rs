@@ -7,7 +7,8 @@ mod support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy};
 use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};
-use support::{temp_dir, Client, TestServer};
+use support::{Client, TestServer};
+use testkit::temp_dir;
 
 fn server(shards: usize) -> (TestServer, std::net::SocketAddr) {
     let s = TestServer::start_cfg(shards, true, temp_dir("groups"), |c| {
