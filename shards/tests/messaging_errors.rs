@@ -120,7 +120,7 @@ fn bad_pins_are_refused_then_this_source_may_not_try_again() {
     assert_eq!(code(&spent), ErrorCode::RateLimited);
     assert!(spent.retry_after_ms > 0);
     // Even the right PIN is refused from here now (another prefix could still use it:
-    // sim_abuse.rs row4).
+    // sim/abuse.rs row4).
     c.send(client_frame::Kind::Verify(proto::v1::Verify {
         protocol_version: V,
         phone: phone.into(),

@@ -427,8 +427,8 @@ impl Switchboard {
                 }
                 engine::log_file::truncate(&self.log_path, at)?;
             }
-            // `log_check` refuses or salvages such a log before any shard starts, and the
-            // data-directory lock keeps anyone else from writing it since.
+            // `data::journal_check` refuses or salvages such a log before any shard starts,
+            // and the data-directory lock keeps anyone else from writing it since.
             record::Tail::Corrupt { at, .. } => panic!(
                 "{}: damaged at byte {at} after the start-up check",
                 self.log_path.display()

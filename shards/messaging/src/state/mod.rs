@@ -170,7 +170,7 @@ impl ShardState {
         self.busy = retry_after_ms;
     }
 
-    /// The abuse limits' statistics (`service_stats::abuse_report`).
+    /// The abuse limits' statistics ([`abuse_report`](counters::abuse_report)).
     pub fn abuse_stats(&self) -> Vec<(&'static str, u64)> {
         let g = crate::state::counters::AbuseGauges {
             pins_pending: self.pins.len() as u64,
