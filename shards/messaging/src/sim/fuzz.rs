@@ -81,9 +81,18 @@ pub struct Harness {
 impl Harness {
     /// A cluster of `shards` with a pool of `phones` users, driven by `seed`.
     pub fn new(shards: usize, phones: usize, seed: u64) -> Harness {
+        Harness::over(Sim::new(shards), phones, seed)
+    }
+
+    /// [`Harness::new`] whose durability is the real journal's ([`Sim::with_journal`]).
+    pub fn journaled(shards: usize, phones: usize, seed: u64) -> Harness {
+        Harness::over(Sim::with_journal(shards), phones, seed)
+    }
+
+    fn over(sim: Sim, phones: usize, seed: u64) -> Harness {
         let phones = (0..phones).map(|i| format!("+1555600{i:04}")).collect();
         Harness {
-            sim: Sim::new(shards),
+            sim,
             stats: Stats::default(),
             rng: XorShift(seed | 1),
             live: Vec::new(),
@@ -254,7 +263,11 @@ impl Harness {
         );
         // Sends to a number nobody had were accepted and dropped (`route.rs`): their items
         // were logged without a frame, for dedupe only.
-        let dropped: HashSet<u64> = (self.sim.logs.iter().flatten())
+        let logged: Vec<crate::durable::record::Record> = match self.sim.journaled() {
+            Some(j) => (0..self.shards()).flat_map(|s| j.records(s)).collect(),
+            None => self.sim.logs.iter().flatten().cloned().collect(),
+        };
+        let dropped: HashSet<u64> = (logged.iter())
             .filter_map(|r| match &r.kind {
                 Some(crate::durable::record::record::Kind::Item(i)) if i.frame.is_empty() => {
                     Some(i.id)
@@ -262,6 +275,21 @@ impl Harness {
                 _ => None,
             })
             .collect();
+        if self.sim.journaled().is_some() {
+            // Answered once durable or acked: what was answered and not acked is written.
+            let written: HashSet<u64> = (logged.iter())
+                .filter_map(|r| match &r.kind {
+                    Some(crate::durable::record::record::Kind::Item(i)) => Some(i.id),
+                    _ => None,
+                })
+                .collect();
+            for (to, id) in &self.server_acked {
+                assert!(
+                    written.contains(id) || self.client_acked.contains(&(to.clone(), *id)),
+                    "message {id} to {to} was ServerAck'd but never written nor acked"
+                );
+            }
+        }
         for (to, id) in &self.server_acked {
             if dropped.contains(id) {
                 assert!(queued.iter().all(|(_, q)| q != id), "{id} was dropped");
@@ -488,6 +516,35 @@ mod tests {
             "the run exercised too few sends: {total:?}"
         );
         assert!(total.busy > 0 && total.messages > 500, "{total:?}");
+    }
+
+    /// The same random frames with the real journal over in-memory files, appends failing
+    /// at random: nothing is answered before its batch is written.
+    #[test]
+    fn random_frames_through_the_real_journal_keep_the_invariants() {
+        let mut acks = 0;
+        for (shards, seed) in [(1, 15), (3, 35)] {
+            let mut h = Harness::journaled(shards, 12, seed);
+            for _ in 0..6 {
+                h.login();
+            }
+            while h.stats.frames < 3_000 {
+                if h.rng.chance(2) {
+                    let shard = h.rng.below(shards as u64) as usize;
+                    h.sim.fail_appends(shard, 1 + h.rng.below(3) as u32);
+                }
+                h.random_step();
+            }
+            for s in 0..shards {
+                h.set_busy(s, false);
+                h.sim.fail_appends(s, 0);
+            }
+            h.commit();
+            h.commit();
+            h.check();
+            acks += h.stats.server_acks;
+        }
+        assert!(acks > 200, "the run exercised too few sends: {acks}");
     }
 
     #[test]

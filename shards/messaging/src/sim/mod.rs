@@ -12,6 +12,7 @@ mod dedupe;
 pub mod fuzz;
 #[cfg(test)]
 mod groups;
+pub mod journal;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -52,6 +53,9 @@ pub struct Sim {
     next_conn: u64,
     /// Mesh messages sent so far (fan-out is measured by it).
     pub mesh_sent: u64,
+    /// The real journal over in-memory files ([`Sim::with_journal`]); `None`: durability
+    /// is `commit`'s alone and `logs` holds every record appended.
+    journaled: Option<journal::Journaled>,
 }
 
 impl Sim {
@@ -90,6 +94,7 @@ impl Sim {
             peers: HashMap::new(),
             next_conn: 1,
             mesh_sent: 0,
+            journaled: None,
         }
     }
 
@@ -143,6 +148,10 @@ impl Sim {
         loop {
             let mut any = false;
             for shard in 0..self.shards.len() {
+                if let Some(j) = &mut self.journaled {
+                    let released = j.write(shard);
+                    self.waiting[shard].extend(released);
+                }
                 for a in std::mem::take(&mut self.waiting[shard]) {
                     any = true;
                     if let AfterCommit::Effect(Effect::Frame(c, _)) = &a {
@@ -180,23 +189,35 @@ impl Sim {
         let n = self.shards.len();
         self.mesh.clear();
         self.waiting.iter_mut().for_each(Vec::clear);
+        if let Some(j) = &mut self.journaled {
+            j.crash();
+        }
         self.dead.extend(self.conn_shard.keys().copied());
         self.conn_shard.clear();
         for i in 0..n {
             let mut fresh =
                 ShardState::new(ShardId(i), n, self.settings.clone(), seeded(2), self.now);
-            fresh.replay(self.logs[i].clone());
+            match &mut self.journaled {
+                Some(j) => j.replay(i, &mut fresh),
+                None => fresh.replay(self.logs[i].clone()),
+            }
             self.shards[i] = fresh;
         }
     }
 
     fn apply(&mut self, shard: usize, out: Out) {
         self.busy_refusals += out.busy_refusals;
-        self.logs[shard].extend(out.records);
+        let after = match &mut self.journaled {
+            Some(j) => j.add(shard, out.records, out.after_commit),
+            None => {
+                self.logs[shard].extend(out.records);
+                out.after_commit
+            }
+        };
         for e in out.now {
             self.exec(shard, e);
         }
-        self.waiting[shard].extend(out.after_commit);
+        self.waiting[shard].extend(after);
     }
 
     fn exec(&mut self, shard: usize, e: Effect) {
