@@ -1,18 +1,19 @@
 //! The shard logs' check before any shard starts: damage mid-file stops the server.
 //!
 //! A crash mid-write can only tear the end of a log, and each shard truncates such a tail
-//! itself when it replays ([`messaging::durable::record::Tail::Torn`]). A bad record with valid ones after
-//! it is something else (a flipped bit, a bad sector, a stray write): those later records
-//! were synced and acknowledged, and truncating would drop them silently. So:
+//! itself when it replays ([`messaging::durable::record::Tail::Torn`]). A bad record with
+//! valid ones after it is something else (a flipped bit, a bad sector, a stray write): those
+//! later records were synced and acknowledged, and truncating would drop them silently. So:
 //! - without `--salvage` the server refuses to start with one line naming the file and the
 //!   offset, and changes nothing;
 //! - with `--salvage` the damaged log is set aside as `shard-N.log.damaged-<unix time>`
-//!   (linked under that name, never truncated), a new log holding every record that still passes its
-//!   checksum takes its place (written, synced, renamed, directory synced), and what was
-//!   skipped is reported.
+//!   (linked under that name, never truncated), a new log holding every record that still
+//!   passes its checksum takes its place (written, synced, renamed, directory synced), and
+//!   what was skipped is reported.
 //!
 //! Runs once at start-up, before the engine, with blocking I/O. This module owns that
-//! decision only; replay itself is [`messaging::durable::record`]'s, and the shard's log is its journal's.
+//! decision only; replay itself is the messaging core's ([`messaging::durable::record`]),
+//! and the shard's log is its journal's.
 
 use std::path::{Path, PathBuf};
 

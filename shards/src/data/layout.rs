@@ -1,9 +1,9 @@
 //! How many shards a data directory belongs to, recorded in `DATA_DIR/layout.toml`.
 //!
-//! A user's home shard is `hash(phone) % shards` ([`messaging::state::home`]) and each shard replays
-//! only its own log, so a server started on existing data with a different shard count would
-//! look for every user on the wrong shard: their queued messages and registrations would
-//! seem gone. Re-homing logs is not implemented, so the count is pinned instead:
+//! A user's home shard is `hash(phone) % shards` ([`messaging::state::home`]) and each shard
+//! replays only its own log, so a server started on existing data with a different shard
+//! count would look for every user on the wrong shard: their queued messages and
+//! registrations would seem gone. Re-homing logs is not implemented, so the count is pinned instead:
 //! - the first start on a directory records its count;
 //! - a later start without an explicit count (`--shards` or `shards =` in the config file)
 //!   adopts the recorded one, whatever the machine's CPU count is now;
