@@ -44,7 +44,8 @@
 //!   `/metrics`, `/stats`, `/healthz`, `/readyz`), [`observe::health`].
 //!
 //! Every module has one path: nothing is re-exported under a second module path (the root
-//! re-exports a few types a service names often: [`ConnId`], [`ShardIo`], [`Service`], ...).
+//! re-exports a few types a service names often: [`ShardIo`], [`Service`], ...). The ids a
+//! service and the engine share, `ShardId` and `ConnId`, are `proto::ids`' (one definition).
 #![warn(missing_docs)]
 
 pub mod buffer_pool;
@@ -83,7 +84,6 @@ pub async fn yield_turn() {
 pub use ring::exec::block_on;
 
 pub use config::EngineConfig;
-pub use conn::table::ConnId;
 pub use handle::ShardHandle;
 pub use log_file::LogFile;
 pub use observe::counters::ShardCounters;
@@ -91,7 +91,3 @@ pub use observe::stats::ShardStats;
 pub use runtime::{start, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;
-
-/// A shard's index, `0..shard_count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ShardId(pub usize);

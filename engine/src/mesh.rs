@@ -32,8 +32,8 @@ use std::sync::Arc;
 use crossbeam::queue::ArrayQueue;
 
 use crate::conn::handoff::Detached;
-use crate::conn::table::ConnId;
-use crate::ShardId;
+use proto::ids::ConnId;
+use proto::ids::ShardId;
 
 /// Most messages one shard may have queued for all peers before `mesh_send` hands them back.
 pub const MESH_OUTBOX_MSGS_MAX: usize = 256 * 1024;

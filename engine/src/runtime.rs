@@ -19,7 +19,7 @@ use crate::observe::health::Health;
 use crate::observe::stats::{ShardStats, StatsBoard, StatsKeeper};
 use crate::service::Service;
 use crate::shard::{self, ShardPlan};
-use crate::ShardId;
+use proto::ids::ShardId;
 
 /// Why the engine could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,9 @@
 //!
 //! This module must not touch the ring or sockets: it is the whole surface the service sees.
 
-use crate::conn::table::ConnId;
 use crate::shard_io::ShardIo;
-use crate::ShardId;
+use proto::ids::ConnId;
+use proto::ids::ShardId;
 
 /// Why the engine closed (or is closing) a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,7 +41,7 @@ use io_uring::{opcode, types};
 use crate::buffer_pool::{HugePages, PoolBacking};
 use crate::conn::io::Scratch;
 use crate::conn::listener::{Acceptor, ACCEPT_BACKOFF_MS};
-use crate::conn::table::{ConnId, ConnTable};
+use crate::conn::table::ConnTable;
 use crate::mesh::{Batch, Envelope, MeshOutbox, Sent, ShardLinks};
 use crate::observe::counters::ShardCounters;
 use crate::observe::stats::StatsKeeper;
@@ -50,7 +50,9 @@ use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{now_ms, ShardCell, ShardIo, TimerEntry, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::{TimerId, TimerWheel};
-use crate::{EngineConfig, ShardId};
+use crate::EngineConfig;
+use proto::ids::ConnId;
+use proto::ids::ShardId;
 
 /// Granularity of the shard's timer wheel.
 pub const TIMER_TICK_MS: u64 = 10;

@@ -14,12 +14,13 @@
 use std::rc::Weak;
 
 use crate::conn::slot::{mark_dirty, ConnSlot, SlotState, CONN_OUTPUT_BYTES_MAX};
-use crate::conn::table::{ConnId, ConnTable};
+use crate::conn::table::ConnTable;
 use crate::mesh::MeshOutbox;
 use crate::observe::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
 use crate::timer_wheel::{TimerId, TimerWheel};
-use crate::ShardId;
+use proto::ids::ConnId;
+use proto::ids::ShardId;
 
 /// Service timers a shard may hold at once. The wheel has room for these beside one engine
 /// timer per connection slot, so a service that sets many timers never leaves a connection

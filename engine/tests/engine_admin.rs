@@ -10,7 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
+use engine::{CloseReason, Service, ShardIo};
+use proto::ids::{ConnId, ShardId};
 
 /// A service whose construction, on its shard before `on_start`, waits at a barrier (as a
 /// long log replay in `on_start` would).

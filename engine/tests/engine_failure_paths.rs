@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
+use engine::{CloseReason, Service, ShardIo};
+use proto::ids::{ConnId, ShardId};
 
 /// Answers text commands:
 /// - `ping` → `pong:<shard>`
@@ -49,7 +50,7 @@ impl Seen {
 
 impl Cmd {
     fn answer(&self, io: &mut ShardIo<Self>, conn: ConnId, body: &[u8]) {
-        let f = support::frame(body);
+        let f = testkit::frame(body);
         if io.send_with(conn, |out| out.extend_from_slice(&f)).is_ok() {
             self.seen.queued.fetch_add(f.len() as u64, Ordering::SeqCst);
         }
@@ -145,7 +146,7 @@ fn tiny_window_client(addr: SocketAddr) -> TcpStream {
 
 /// Sends one command and reads one answer; `None` when the server closed the connection.
 fn ask(s: &mut TcpStream, cmd: &[u8]) -> Option<String> {
-    s.write_all(&support::frame(cmd)).ok()?;
+    s.write_all(&testkit::frame(cmd)).ok()?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -185,7 +186,7 @@ fn a_client_that_stops_reading_and_then_breaks_the_protocol_is_gone_within_its_l
     let mut fills = 0;
     while seen.stuck() < 64 * 1024 {
         let before = seen.queued.load(Ordering::SeqCst);
-        hog.write_all(&support::frame(b"fill")).unwrap();
+        hog.write_all(&testkit::frame(b"fill")).unwrap();
         fills += 1;
         assert!(fills < 10_000, "output never got stuck");
         let answered = wait_for(Duration::from_secs(10), || {

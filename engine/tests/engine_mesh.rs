@@ -4,7 +4,8 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
+use engine::{CloseReason, Service, ShardIo};
+use proto::ids::{ConnId, ShardId};
 
 const MSGS_PER_PAIR: u64 = 20_000;
 

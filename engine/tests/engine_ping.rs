@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo};
-use support::Client;
+use engine::{CloseReason, Service, ShardIo};
+use proto::ids::{ConnId, ShardId};
+use testkit::FrameClient;
 
 /// Answers text commands:
 /// - `ping` → `pong:<shard>`
@@ -41,7 +42,7 @@ impl Service for Echo {
             }
             b"poke" => {
                 let old = self.remembered.expect("remember first");
-                match io.send_with(old, |out| out.extend_from_slice(&support::frame(b"boo"))) {
+                match io.send_with(old, |out| out.extend_from_slice(&testkit::frame(b"boo"))) {
                     Ok(()) => "stale-accepted".into(),
                     Err(_) => "stale-rejected".into(),
                 }
@@ -49,7 +50,7 @@ impl Service for Echo {
             other => format!("unknown:{}", String::from_utf8_lossy(other)),
         };
         io.send_with(conn, |out| {
-            out.extend_from_slice(&support::frame(reply.as_bytes()))
+            out.extend_from_slice(&testkit::frame(reply.as_bytes()))
         })
         .unwrap();
     }
@@ -61,7 +62,7 @@ impl Service for Echo {
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, _moved: Moved) {
         let text = format!("moved:{}->{}", from.0, io.shard_id().0);
         io.send_with(conn, |out| {
-            out.extend_from_slice(&support::frame(text.as_bytes()))
+            out.extend_from_slice(&testkit::frame(text.as_bytes()))
         })
         .unwrap();
     }
@@ -78,7 +79,7 @@ fn start(shards: usize, tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> en
 #[test]
 fn ping_pong_over_plaintext() {
     let rt = start(2, None);
-    let mut c = Client::plain(rt.local_addr());
+    let mut c = FrameClient::plain(rt.local_addr());
     for _ in 0..100 {
         c.send(b"ping");
         assert!(c.recv_text().starts_with("pong:"));
@@ -91,7 +92,7 @@ fn ping_pong_over_plaintext() {
 fn ping_pong_over_tls() {
     let (tls, cert) = support::dev_tls();
     let rt = start(2, Some(tls));
-    let mut c = Client::tls(rt.local_addr(), &cert);
+    let mut c = FrameClient::tls(rt.local_addr(), &cert);
     for _ in 0..100 {
         c.send(b"ping");
         assert!(c.recv_text().starts_with("pong:"));
@@ -105,9 +106,9 @@ fn hand_off_keeps_the_session(tls: bool) {
     let rt = start(3, tls.then_some(cfg));
     let connect = || {
         if tls {
-            Client::tls(rt.local_addr(), &cert)
+            FrameClient::tls(rt.local_addr(), &cert)
         } else {
-            Client::plain(rt.local_addr())
+            FrameClient::plain(rt.local_addr())
         }
     };
     let mut c = connect();
@@ -150,12 +151,12 @@ fn hand_off_mid_session_tls() {
 fn stale_connection_id_is_rejected() {
     // One shard, so both connections land in the same table and the slot is reused.
     let rt = start(1, None);
-    let mut a = Client::plain(rt.local_addr());
+    let mut a = FrameClient::plain(rt.local_addr());
     a.send(b"remember");
     assert_eq!(a.recv_text(), "ok");
     drop(a);
     std::thread::sleep(Duration::from_millis(100));
-    let mut b = Client::plain(rt.local_addr());
+    let mut b = FrameClient::plain(rt.local_addr());
     b.send(b"poke");
     assert_eq!(b.recv_text(), "stale-rejected");
     rt.stop();
@@ -165,8 +166,8 @@ fn stale_connection_id_is_rejected() {
 #[test]
 fn oversized_frame_closes_only_that_connection() {
     let rt = start(1, None);
-    let mut good = Client::plain(rt.local_addr());
-    let mut bad = Client::plain(rt.local_addr());
+    let mut good = FrameClient::plain(rt.local_addr());
+    let mut bad = FrameClient::plain(rt.local_addr());
     bad.write_raw(&u32::MAX.to_be_bytes());
     assert!(bad.is_closed());
     good.send(b"ping");
@@ -179,10 +180,10 @@ fn oversized_frame_closes_only_that_connection() {
 fn garbage_instead_of_tls_closes_only_that_connection() {
     let (tls, cert) = support::dev_tls();
     let rt = start(1, Some(tls));
-    let mut good = Client::tls(rt.local_addr(), &cert);
+    let mut good = FrameClient::tls(rt.local_addr(), &cert);
     good.send(b"ping");
     assert_eq!(good.recv_text(), "pong:0");
-    let mut bad = Client::plain(rt.local_addr());
+    let mut bad = FrameClient::plain(rt.local_addr());
     bad.write_raw(b"GET / HTTP/1.1\r\n\r\n");
     assert!(bad.is_closed());
     good.send(b"ping");
@@ -196,7 +197,7 @@ fn idle_connection_is_closed_by_the_timer_wheel() {
     let mut cfg = support::config(1);
     cfg.idle_timeout_ms = 300;
     let rt = engine::start(cfg, |_| Echo { remembered: None }).unwrap();
-    let mut c = Client::plain(rt.local_addr());
+    let mut c = FrameClient::plain(rt.local_addr());
     c.send(b"ping");
     assert_eq!(c.recv_text(), "pong:0");
     let t = std::time::Instant::now();
@@ -226,8 +227,8 @@ fn slowloris_frame_is_closed_by_the_frame_deadline() {
     let mut cfg = support::config(1);
     cfg.frame_timeout_ms = 300;
     let rt = engine::start(cfg, |_| Echo { remembered: None }).unwrap();
-    let mut good = Client::plain(rt.local_addr());
-    let mut slow = Client::plain(rt.local_addr());
+    let mut good = FrameClient::plain(rt.local_addr());
+    let mut slow = FrameClient::plain(rt.local_addr());
     // A header announcing 100 bytes, then one byte every 50 ms: the idle timer keeps being
     // reset, but the frame never completes in time.
     slow.write_raw(&100u32.to_be_bytes());
@@ -255,9 +256,9 @@ fn hand_off_while_the_client_keeps_writing(tls: bool) {
     let (cfg, cert) = support::dev_tls();
     let rt = start(3, tls.then_some(cfg));
     let mut c = if tls {
-        Client::tls(rt.local_addr(), &cert)
+        FrameClient::tls(rt.local_addr(), &cert)
     } else {
-        Client::plain(rt.local_addr())
+        FrameClient::plain(rt.local_addr())
     };
     c.send(b"ping");
     let mut at: usize = c

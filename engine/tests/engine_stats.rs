@@ -10,8 +10,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use engine::sync::Mutex;
-use engine::{CloseReason, ConnId, Service, ShardId, ShardIo, ShardStats};
-use support::Client;
+use engine::{CloseReason, Service, ShardIo, ShardStats};
+use proto::ids::{ConnId, ShardId};
+use testkit::FrameClient;
 
 /// Answers every frame with "ok"; a frame `lock` first takes a counted lock.
 struct Locker {
@@ -29,7 +30,7 @@ impl Service for Locker {
         if payload == b"lock" {
             *self.shared.lock() += 1;
         }
-        io.send_with(conn, |out| out.extend_from_slice(&support::frame(b"ok")))
+        io.send_with(conn, |out| out.extend_from_slice(&testkit::frame(b"ok")))
             .unwrap();
     }
 
@@ -63,7 +64,7 @@ fn counted_locks_and_frames_reach_the_shard_snapshot_and_admin() {
         shared: Mutex::new(0),
     })
     .unwrap();
-    let mut c = Client::plain(rt.local_addr());
+    let mut c = FrameClient::plain(rt.local_addr());
     c.send(b"hello");
     assert_eq!(c.recv(), b"ok");
     // A snapshot published after "hello" was handled (the first may predate it).
@@ -109,7 +110,7 @@ fn statistics_off_publishes_nothing() {
         shared: Mutex::new(0),
     })
     .unwrap();
-    let mut c = Client::plain(rt.local_addr());
+    let mut c = FrameClient::plain(rt.local_addr());
     c.send(b"hello");
     assert_eq!(c.recv(), b"ok");
     std::thread::sleep(Duration::from_millis(1300));

@@ -760,27 +760,27 @@ impl engine::Service for Pong {
     type Adopt = ();
     type Timer = ();
 
-    fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: engine::ConnId) {}
+    fn on_open(&mut self, _io: &mut engine::ShardIo<Self>, _conn: proto::ids::ConnId) {}
 
-    fn on_frame(&mut self, io: &mut engine::ShardIo<Self>, conn: engine::ConnId, _p: &[u8]) {
-        let _ = io.send_with(conn, |out| out.extend_from_slice(&support::frame(b"pong")));
+    fn on_frame(&mut self, io: &mut engine::ShardIo<Self>, conn: proto::ids::ConnId, _p: &[u8]) {
+        let _ = io.send_with(conn, |out| out.extend_from_slice(&testkit::frame(b"pong")));
     }
 
     fn on_close(
         &mut self,
         _io: &mut engine::ShardIo<Self>,
-        _conn: engine::ConnId,
+        _conn: proto::ids::ConnId,
         _reason: engine::CloseReason,
     ) {
     }
 
-    fn on_mesh(&mut self, _io: &mut engine::ShardIo<Self>, _from: engine::ShardId, _msg: ()) {}
+    fn on_mesh(&mut self, _io: &mut engine::ShardIo<Self>, _from: proto::ids::ShardId, _msg: ()) {}
 
     fn on_adopt(
         &mut self,
         _io: &mut engine::ShardIo<Self>,
-        _from: engine::ShardId,
-        _conn: engine::ConnId,
+        _from: proto::ids::ShardId,
+        _conn: proto::ids::ConnId,
         _msg: (),
     ) {
     }
@@ -794,7 +794,7 @@ fn an_empty_record_flood_on_a_real_socket_closes_only_that_connection() {
     let mut cfg = support::config(1);
     cfg.tls = Some(tls);
     let rt = engine::start(cfg, |_| Pong).expect("start");
-    let mut good = support::Client::tls(rt.local_addr(), &cert);
+    let mut good = testkit::FrameClient::tls(rt.local_addr(), &cert);
     good.send(b"ping");
     assert_eq!(good.recv(), b"pong");
 
@@ -804,7 +804,7 @@ fn an_empty_record_flood_on_a_real_socket_closes_only_that_connection() {
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let mut stream = rustls::StreamOwned::new(extractable_client(&cert), tcp);
-    stream.write_all(&support::frame(b"ping")).unwrap();
+    stream.write_all(&testkit::frame(b"ping")).unwrap();
     let mut reply = [0u8; 8];
     stream.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"\0\0\0\x04pong");

@@ -22,6 +22,8 @@
 //!   decode, and [`FrameError`].
 //! - [`FrameBuffer`] (`frame_buffer.rs`): reassembly of frames from partial reads, zero-copy
 //!   for frames that arrive whole.
+//! - [`ids`]: [`ids::ShardId`] and [`ids::ConnId`], the ids the engine and the messaging core
+//!   share (one definition for both).
 //! - [`limits`]: every wire limit as a named constant, relations asserted at compile time.
 //! - [`validate`]: per-frame limit checks and [`validate::is_e164`].
 //! - `envelope.rs`: `From<Inner>` for both envelopes, `kind_name()`, [`error_frame`].
@@ -39,6 +41,7 @@ mod envelope;
 mod frame_buffer;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ids;
 pub mod limits;
 pub mod validate;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use shards::config::{Cli, ServerConfig};
-use shards::log_format::{JsonLines, LogFormat};
+use shards::log_lines::{JsonLines, LogFormat};
 
 /// The server's flags plus the ones that only shape this process (not in the config file).
 #[derive(Debug, Parser)]
@@ -59,7 +59,7 @@ fn check_config(cli: Cli) -> anyhow::Result<String> {
             key: key.clone(),
         })?;
     }
-    Ok(shards::config_show::effective_toml(&cfg))
+    Ok(shards::config::show::effective_toml(&cfg))
 }
 
 fn init_logs(format: LogFormat) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::adapter::{ServiceEnv, Switchboard};
 use crate::config::ServerConfig;
-use crate::notify::Webhook;
+use crate::notify::webhook::Webhook;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,13 +31,13 @@ pub enum StartError {
     Webhook(String),
     /// Another server holds the data directory.
     #[error("{0}")]
-    Lock(#[from] crate::data_lock::LockError),
+    Lock(#[from] crate::data::lock::LockError),
     /// A shard log is damaged mid-file (and `--salvage` was not given), or unreadable.
     #[error("{0}")]
-    LogCheck(#[from] crate::log_check::LogCheckError),
+    LogCheck(#[from] crate::data::journal_check::LogCheckError),
     /// The data directory belongs to a different shard count, or its layout file is bad.
     #[error("{0}")]
-    Layout(#[from] crate::data_layout::LayoutError),
+    Layout(#[from] crate::data::layout::LayoutError),
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
@@ -70,15 +70,15 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
         source: e.source,
     })?;
     // Warns when an existing directory is open to other users.
-    crate::data_layout::create_data_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
+    crate::data::layout::create_data_dir(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source,
     })?;
     // Held by every shard's service; released when the last one is dropped.
-    let lock = Arc::new(crate::data_lock::lock(&cfg.data_dir)?);
+    let lock = Arc::new(crate::data::lock::lock(&cfg.data_dir)?);
     let shards =
-        crate::data_layout::settle_shard_count(&cfg.data_dir, cfg.shards, cfg.shards_explicit)?;
-    crate::log_check::check_logs(&cfg.data_dir, shards, cfg.salvage)?;
+        crate::data::layout::settle_shard_count(&cfg.data_dir, cfg.shards, cfg.shards_explicit)?;
+    crate::data::journal_check::check_logs(&cfg.data_dir, shards, cfg.salvage)?;
     let tls = if cfg.tls {
         let source = match &cfg.cert_key {
             Some((cert, key)) => engine::tls::CertSource::Files {

@@ -176,7 +176,7 @@ fn meant_for(cid: u64, recipients: &[String]) -> Vec<usize> {
 
 #[test]
 fn sigkill_with_online_recipients_loses_nothing_acked_and_shows_nothing_twice() {
-    let data = support::temp_dir("crash-online");
+    let data = testkit::temp_dir("crash-online");
     let mut moments = support::KillMoments::new("crash_online_recipients");
     let (mut server, mut addr) = spawn_server(&data);
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555410{i:04}")).collect();

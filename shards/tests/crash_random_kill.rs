@@ -112,7 +112,7 @@ fn register_with_pin(data: &Path, addr: SocketAddr) -> Vec<u8> {
 
 #[test]
 fn sigkill_at_random_moments_under_load_loses_and_duplicates_nothing() {
-    let data = support::temp_dir("crash-random");
+    let data = testkit::temp_dir("crash-random");
     let mut moments = support::KillMoments::new("crash_random_kill");
     let (mut server, mut addr) = spawn_server(&data);
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555400{i:04}")).collect();

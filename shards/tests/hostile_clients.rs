@@ -71,7 +71,7 @@ fn assert_server_serves(server: &TestServer) {
 
 #[test]
 fn connections_that_never_finish_the_handshake_are_closed_by_the_handshake_timeout() {
-    let server = TestServer::start_cfg(2, true, support::temp_dir("hs-timeout"), |cfg| {
+    let server = TestServer::start_cfg(2, true, testkit::temp_dir("hs-timeout"), |cfg| {
         cfg.handshake_timeout_ms = 300;
     });
     // Silent: TCP connects, never says anything.
@@ -92,7 +92,7 @@ fn connections_that_never_finish_the_handshake_are_closed_by_the_handshake_timeo
 
 #[test]
 fn silent_connections_are_closed_by_the_idle_timeout() {
-    let server = TestServer::start_cfg(2, true, support::temp_dir("idle"), |cfg| {
+    let server = TestServer::start_cfg(2, true, testkit::temp_dir("idle"), |cfg| {
         cfg.idle_timeout_ms = 1_000;
     });
     // A logged-in TLS session that pinged once and went silent (a phone that lost its
@@ -262,7 +262,7 @@ fn a_plaintext_client_that_never_reads_is_dropped() {
 /// Slowloris: one frame trickled a byte at a time, each byte inside the idle timeout.
 #[test]
 fn slowloris_is_closed_by_a_partial_frame_deadline() {
-    let server = TestServer::start_cfg(1, false, support::temp_dir("slowloris"), |cfg| {
+    let server = TestServer::start_cfg(1, false, testkit::temp_dir("slowloris"), |cfg| {
         cfg.idle_timeout_ms = 1_000;
         cfg.frame_timeout_ms = 1_000;
     });

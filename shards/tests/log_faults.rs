@@ -39,7 +39,7 @@ fn queued_bodies(server: &TestServer) -> Vec<String> {
 /// with `fault` armed `times` from just before the acks; then queues five more messages
 /// while B is offline. Returns after a restart what B finds queued.
 fn compaction_under(fault: Fault, times: u32) -> Vec<String> {
-    let data = support::temp_dir("logfault");
+    let data = testkit::temp_dir("logfault");
     let faults = Arc::new(LogFaults::default());
     let body = "z".repeat(1000);
     {
@@ -100,7 +100,7 @@ fn a_short_snapshot_write_or_failed_rename_keeps_the_old_log_and_everything_acke
 #[test]
 fn failed_and_short_appends_are_retried_and_nothing_is_acked_before() {
     for fault in [Fault::AppendShort, Fault::AppendWrite, Fault::Sync] {
-        let data = support::temp_dir("appendfault");
+        let data = testkit::temp_dir("appendfault");
         let faults = Arc::new(LogFaults::default());
         {
             let f = faults.clone();
@@ -131,7 +131,7 @@ fn failed_and_short_appends_are_retried_and_nothing_is_acked_before() {
 
 #[test]
 fn a_zero_filled_tail_is_dropped_and_appends_after_it_survive() {
-    let data = support::temp_dir("zerotail");
+    let data = testkit::temp_dir("zerotail");
     let send = |from: u64| {
         let server = TestServer::start_with(1, false, data.clone());
         let mut cb = server.client();
@@ -195,7 +195,7 @@ fn run_expecting_exit(data: &Path, extra: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn a_second_server_on_the_same_data_directory_exits_naming_the_first() {
-    let data = support::temp_dir("lock");
+    let data = testkit::temp_dir("lock");
     let (mut first, _addr) = support::spawn_binary(&data, &["--no-tls"]);
     let (code, err) = run_expecting_exit(&data, &[]);
     assert_eq!(code, Some(1), "{err}");
@@ -216,7 +216,7 @@ fn a_second_server_on_the_same_data_directory_exits_naming_the_first() {
 
 #[test]
 fn a_flipped_bit_mid_log_refuses_to_start_and_salvage_keeps_every_readable_record() {
-    let data = support::temp_dir("bitflip");
+    let data = testkit::temp_dir("bitflip");
     let phones = support::phones_on(0, 2, 2, 7_100_000);
     let (a, b) = (&phones[0], &phones[1]);
     {
@@ -236,7 +236,7 @@ fn a_flipped_bit_mid_log_refuses_to_start_and_salvage_keeps_every_readable_recor
     let log = data.join("shard-0.log");
     let mut bytes = std::fs::read(&log).unwrap();
     // The middle of the records (zeros written ahead of the end follow them).
-    let at = shards::record::replay(&bytes).valid_len as usize / 2;
+    let at = messaging::durable::record::replay(&bytes).valid_len as usize / 2;
     bytes[at] ^= 0x04;
     std::fs::write(&log, &bytes).unwrap();
 

@@ -4,10 +4,10 @@
 
 mod support;
 
+use messaging::durable::record::{self, record::Kind, ItemRec, Record, RemovedRec};
+use messaging::durable::replay::REPLAY_WINDOW_BYTES;
 use prost::Message as _;
 use proto::v1::{server_frame, Message, ServerFrame};
-use shards::record::{self, record::Kind, ItemRec, Record, RemovedRec};
-use shards::replay::REPLAY_WINDOW_BYTES;
 use support::TestServer;
 
 const A: &str = "+15557100001";
@@ -39,7 +39,7 @@ fn item(id: u64, body: Vec<u8>, out: &mut Vec<u8>) {
 
 #[test]
 fn a_log_several_windows_long_is_replayed_whole_and_in_order() {
-    let data = support::temp_dir("replay-big");
+    let data = testkit::temp_dir("replay-big");
     {
         let server = TestServer::start_with(1, false, data.clone());
         server.client().load_test_login(A);
@@ -48,7 +48,7 @@ fn a_log_several_windows_long_is_replayed_whole_and_in_order() {
     // What the shard wrote (accounts), without the zeros written ahead of its end, then
     // messages for B of every size up to the body limit, every other one acked (its
     // tombstone written a few records later, as lazy tombstones are).
-    let path = shards::log_check::log_path(&data, 0);
+    let path = shards::data::journal_check::log_path(&data, 0);
     let mut log = std::fs::read(&path).unwrap();
     let valid = record::replay(&log).valid_len as usize;
     log.truncate(valid);

@@ -9,12 +9,12 @@ use support::TestServer;
 
 /// Bytes of records in the log (zeros written ahead of its end are not counted).
 fn log_len(log: &std::path::Path) -> u64 {
-    shards::record::replay(&std::fs::read(log).unwrap()).valid_len
+    messaging::durable::record::replay(&std::fs::read(log).unwrap()).valid_len
 }
 
 #[test]
 fn compaction_shrinks_the_log_and_keeps_the_state() {
-    let data = support::temp_dir("compact");
+    let data = testkit::temp_dir("compact");
     let log = data.join("shard-0.log");
     let (a, b) = ("+15556000001", "+15556000002");
     let body = "y".repeat(1000);
@@ -92,7 +92,7 @@ fn compaction_shrinks_the_log_and_keeps_the_state() {
 fn a_snapshot_built_while_messages_flow_loses_and_doubles_nothing() {
     use std::collections::BTreeMap;
     use support::admin::{fresh_stats, num};
-    let data = support::temp_dir("compact-flow");
+    let data = testkit::temp_dir("compact-flow");
     let log = data.join("shard-0.log");
     let (a, b, e) = ("+15556000011", "+15556000012", "+15556000014");
     // Offline users whose queues stay: their walk takes several slices.

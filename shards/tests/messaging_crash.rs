@@ -28,7 +28,7 @@ fn tls_client(data: &Path, addr: SocketAddr) -> Client {
 
 #[test]
 fn sigkill_after_acks_loses_nothing_and_duplicates_nothing() {
-    let data = support::temp_dir("crash");
+    let data = testkit::temp_dir("crash");
     let (mut server, addr) = spawn_server(&data);
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555200{i:04}")).collect();
     for r in &recipients {
@@ -78,7 +78,7 @@ fn sigkill_after_acks_loses_nothing_and_duplicates_nothing() {
 
 #[test]
 fn registration_survives_sigkill() {
-    let data = support::temp_dir("crash-reg");
+    let data = testkit::temp_dir("crash-reg");
     let (mut server, addr) = spawn_server(&data);
     let phone = "+15552100001";
     let mut c = tls_client(&data, addr);

@@ -112,7 +112,7 @@ fn bad_pins_are_refused_then_this_source_may_not_try_again() {
         }));
         c.expect_error()
     };
-    for _ in 1..shards::pins::PIN_WRONG_TRIES_PER_PREFIX_MAX {
+    for _ in 1..messaging::tables::pin_codes::PIN_WRONG_TRIES_PER_PREFIX_MAX {
         assert_eq!(code(&wrong_pin(&mut c)), ErrorCode::BadPin);
     }
     // The last wrong try this source prefix may make says when a new PIN may be asked for.
@@ -120,7 +120,7 @@ fn bad_pins_are_refused_then_this_source_may_not_try_again() {
     assert_eq!(code(&spent), ErrorCode::RateLimited);
     assert!(spent.retry_after_ms > 0);
     // Even the right PIN is refused from here now (another prefix could still use it:
-    // sim_abuse.rs row4).
+    // sim/abuse.rs row4).
     c.send(client_frame::Kind::Verify(proto::v1::Verify {
         protocol_version: V,
         phone: phone.into(),

@@ -4,8 +4,8 @@
 
 mod support;
 
+use messaging::durable::record::{record::Kind, replay};
 use proto::v1::server_frame;
-use shards::record::{record::Kind, replay};
 use support::{Client, TestServer};
 
 const A: &str = "+15557100001";
@@ -46,7 +46,7 @@ fn queued_for_b(data: std::path::PathBuf) -> u32 {
 
 #[test]
 fn a_lone_tombstone_is_written_within_the_flush_delay() {
-    let data = support::temp_dir("tombstone-timer");
+    let data = testkit::temp_dir("tombstone-timer");
     {
         let server = TestServer::start_with(1, false, data.clone());
         let _clients = acked_after_durable(&server);
@@ -64,7 +64,7 @@ fn a_lone_tombstone_is_written_within_the_flush_delay() {
 
 #[test]
 fn a_graceful_stop_writes_the_tombstones_left() {
-    let data = support::temp_dir("tombstone-stop");
+    let data = testkit::temp_dir("tombstone-stop");
     {
         let mut server = TestServer::start_with(1, false, data.clone());
         let _clients = acked_after_durable(&server);

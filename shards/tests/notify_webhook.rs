@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
-use support::{temp_dir, TestServer, V};
+use support::{TestServer, V};
+use testkit::temp_dir;
 
 /// Numbers the gateway below answers 503 for, or trickles its answer to (a byte every
 /// 500 ms: 19 s for the status line alone).
@@ -127,7 +128,7 @@ fn a_trickling_gateway_fails_one_pin_at_the_deadline_and_others_still_go_out() {
     let e = slow.expect_error();
     let took = started.elapsed();
     assert!(e.detail.contains("PIN not sent"), "{}", e.detail);
-    let deadline = Duration::from_millis(shards::webhook::WEBHOOK_DEADLINE_MS);
+    let deadline = Duration::from_millis(shards::notify::webhook::WEBHOOK_DEADLINE_MS);
     assert!(others_done < deadline, "others waited {others_done:?}");
     // Cut at the deadline, not after the 19 s trickle (room for a loaded machine).
     assert!(took >= deadline && took < deadline * 2, "{took:?}");

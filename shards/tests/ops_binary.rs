@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn json_logs_are_one_object_per_line_with_fields() {
-    let data = support::temp_dir("bin-json");
+    let data = testkit::temp_dir("bin-json");
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args([
             "--listen",
@@ -67,7 +67,7 @@ fn json_logs_are_one_object_per_line_with_fields() {
 
 #[test]
 fn check_config_prints_effective_settings_and_starts_nothing() {
-    let dir = support::temp_dir("bin-check");
+    let dir = testkit::temp_dir("bin-check");
     let file = dir.join("switchboard.toml");
     // A port that is taken: --check-config must not try to bind it.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -141,7 +141,7 @@ fn check_config_prints_effective_settings_and_starts_nothing() {
 fn shards_pin_inside_the_affinity_mask_systemd_or_taskset_gives() {
     let cpus = engine::config::allowed_cpus();
     let last = *cpus.last().unwrap();
-    let data = support::temp_dir("bin-affinity");
+    let data = testkit::temp_dir("bin-affinity");
     let mut child = Command::new("taskset")
         .args(["-c", &last.to_string()])
         .arg(env!("CARGO_BIN_EXE_switchboard"))

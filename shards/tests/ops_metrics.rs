@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 
 use proto::v1::server_frame;
 use support::admin::{families, fresh_stats, get, metric_sum, parse_prometheus};
-use support::{phones_on, temp_dir, TestServer};
+use support::{phones_on, TestServer};
+use testkit::temp_dir;
 
 const HISTOGRAMS: [&str; 4] = [
     "switchboard_fsync_seconds",

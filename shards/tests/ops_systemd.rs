@@ -72,7 +72,7 @@ fn command_line(key: &str, data: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn the_units_command_lines_are_accepted_by_the_binary() {
-    let data = support::temp_dir("systemd");
+    let data = testkit::temp_dir("systemd");
     let pre = command_line("ExecStartPre", &data);
     let out = Command::new(&pre[0]).args(&pre[1..]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -114,7 +114,7 @@ fn systemd_analyze_verify_is_clean() {
         eprintln!("SKIPPED: systemd-analyze not installed");
         return;
     }
-    let dir = support::temp_dir("systemd-verify");
+    let dir = testkit::temp_dir("systemd-verify");
     let unit = unit().replace(
         "/usr/local/bin/switchboard",
         env!("CARGO_BIN_EXE_switchboard"),

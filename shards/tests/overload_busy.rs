@@ -92,7 +92,7 @@ fn record(answers: &mut HashMap<u64, Outcome>, f: server_frame::Kind) {
 
 #[test]
 fn flood_gets_busy_and_loses_or_duplicates_nothing() {
-    let server = TestServer::start_cfg(2, false, support::temp_dir("overload"), |cfg| {
+    let server = TestServer::start_cfg(2, false, testkit::temp_dir("overload"), |cfg| {
         cfg.overload.journal_pending_bytes_max = 16 * 1024;
     });
     let recipients: Vec<String> = (0..RECIPIENTS).map(|i| format!("+1555300{i:04}")).collect();

@@ -79,7 +79,7 @@ fn open_fds(pid: u32) -> u64 {
 
 #[test]
 fn out_of_descriptors_keeps_existing_connections_and_recovers() {
-    let data = support::temp_dir("emfile");
+    let data = testkit::temp_dir("emfile");
     let (server, addr) = spawn_server(&data);
     let server = KillOnDrop(server);
     let pid = server.0.id();
@@ -185,7 +185,7 @@ fn fill(dir: &std::path::Path) -> u64 {
 
 #[test]
 fn a_full_disk_gets_no_acks_until_space_returns() {
-    let dir = support::temp_dir("diskfull");
+    let dir = testkit::temp_dir("diskfull");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
         .arg(&dir)

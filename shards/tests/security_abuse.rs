@@ -1,7 +1,7 @@
 //! The attacks of issue 15 run as an attacker would, over real TLS sockets from several
 //! loopback source addresses (all of 127.0.0.0/8 is loopback): each shows its limit holding
 //! while a legitimate user on another address is unaffected, and the refusals counted in
-//! `/stats` and `/metrics`. (The same rules with fake time, in more detail: `sim_abuse.rs`.)
+//! `/stats` and `/metrics`. (The same rules with fake time, in more detail: `sim/abuse.rs`.)
 
 mod support;
 
@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
 use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};
-use support::{phones_on, temp_dir, Client, TestServer, V};
+use support::{phones_on, Client, TestServer, V};
+use testkit::temp_dir;
 
 fn server(shards: usize) -> (TestServer, std::net::SocketAddr) {
     let s = TestServer::start_cfg(shards, true, temp_dir("abuse"), |c| {
@@ -101,11 +102,14 @@ fn pin_sends_from_one_address_are_budgeted_and_counted_other_addresses_unaffecte
         .count();
     assert_eq!(
         sent,
-        shards::budget::PIN_SENDS_SOURCE_PER_HOUR_DEFAULT as usize
+        messaging::tables::budgets::PIN_SENDS_SOURCE_PER_HOUR_DEFAULT as usize
     );
     for f in &answers[sent..] {
         let retry = rate_limited(f).expect("RATE_LIMITED");
-        assert!(retry > 0 && retry <= shards::budget::HOUR_MS, "{retry}");
+        assert!(
+            retry > 0 && retry <= messaging::tables::budgets::HOUR_MS,
+            "{retry}"
+        );
     }
     let other = phones_on(0, 2, 1, 9_000_000).remove(0);
     legit_registration(&server, ip("127.0.1.2"), &other);
@@ -137,7 +141,7 @@ fn refused_verify_frames_close_the_connection_instead_of_bouncing_it() {
     }
     // Each hand-over's frame is answered, plus one local one and the closing refusal.
     assert!(
-        answered <= shards::limits::PRELOGIN_HANDOFFS_MAX as usize + 2,
+        answered <= messaging::state::limits::PRELOGIN_HANDOFFS_MAX as usize + 2,
         "{answered} frames answered"
     );
     assert!(c.is_closed());
@@ -155,7 +159,7 @@ fn refused_verify_frames_close_the_connection_instead_of_bouncing_it() {
             None => break,
         }
     }
-    assert_eq!(refusals, shards::limits::PRELOGIN_REFUSALS_MAX);
+    assert_eq!(refusals, messaging::state::limits::PRELOGIN_REFUSALS_MAX);
     assert!(c.is_closed());
     let stats = fresh_stats(admin, 2);
     assert_eq!(sum(&stats, "prelogin_closed_total"), 2);
@@ -183,7 +187,7 @@ fn a_strangers_wrong_pins_do_not_lock_the_owner_out() {
 fn load_test_secret_guesses_are_budgeted_per_source() {
     let (server, admin) = server(2);
     let phone = "+15550006666";
-    for i in 0..shards::budget::GUESSES_SOURCE_PER_HOUR_DEFAULT {
+    for i in 0..messaging::tables::budgets::GUESSES_SOURCE_PER_HOUR_DEFAULT {
         let mut c = server.client_from(ip("127.0.0.6"));
         c.send(load_test_login(phone, format!("guess-{i}").as_bytes()));
         assert_eq!(c.expect_error().code, ErrorCode::BadKey as i32);
@@ -240,10 +244,10 @@ fn presence_reaches_mutual_contacts_only() {
     // Anything the victim's going offline sent the stranger would come before this answer
     // (one ordered mesh ring from the victim's home): a new subscription, to another
     // number homed there (a renewal in the same session is not answered again).
-    let home = shards::home::home_of_phone(v, 2);
+    let home = messaging::state::home::home_of_phone(v, 2);
     let beside = (100..)
         .map(|i| format!("+155544{i:05}"))
-        .find(|p| shards::home::home_of_phone(p, 2) == home)
+        .find(|p| messaging::state::home::home_of_phone(p, 2) == home)
         .unwrap();
     sub(&mut stranger, &beside);
     assert!(
@@ -259,7 +263,7 @@ fn one_sender_cannot_fill_an_offline_users_queue_for_everyone() {
     server.client().load_test_login(bob);
     let mut mallory = server.client_from(ip("127.0.0.10"));
     mallory.load_test_login("+15550005556");
-    let flood = shards::limits::QUEUE_MESSAGES_PER_SENDER_MAX as u64 + 10;
+    let flood = messaging::state::limits::QUEUE_MESSAGES_PER_SENDER_MAX as u64 + 10;
     for id in 1..=flood {
         mallory.send_text(bob, id, "x");
     }

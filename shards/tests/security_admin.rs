@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use engine::observe::admin::{ADMIN_CONNS_MAX, REQUEST_DEADLINE_MS};
 use support::admin::get;
-use support::{temp_dir, TestServer};
+use support::TestServer;
+use testkit::temp_dir;
 
 fn server() -> (TestServer, SocketAddr) {
     let s = TestServer::start_cfg(1, false, temp_dir("sec-admin"), |c| {

@@ -1,7 +1,7 @@
 //! The attacks of issue 22 items 1 and 2 against the real server over TLS: a logged-in user
 //! flooding `PresenceSubscribe` without reading while a legitimate pair converses, and a
 //! logged-in user probing which numbers are registered. (The same rules with fake time, in
-//! more detail: `sim_admission.rs`.)
+//! more detail: `sim/admission.rs`.)
 
 mod support;
 
@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
 use support::admin::fresh_stats;
-use support::{phones_on, temp_dir, Client, TestServer};
+use support::{phones_on, Client, TestServer};
+use testkit::temp_dir;
 
 /// Sends of the legitimate sender during the attack.
 const CONVERSATION_SENDS: u64 = 80;
@@ -178,8 +179,8 @@ fn a_presence_flood_without_reading_leaves_every_send_of_a_conversation_answered
     );
     // Only new subscriptions and each session's first renewal fan out, within the budget:
     // a request and an answer per contact admitted.
-    let admitted = u64::from(shards::admission::PRESENCE_FANOUT_PER_USER_BURST)
-        + u64::from(shards::admission::PRESENCE_FANOUT_PER_USER_PER_S) * elapsed_s;
+    let admitted = u64::from(messaging::tables::admission::PRESENCE_FANOUT_PER_USER_BURST)
+        + u64::from(messaging::tables::admission::PRESENCE_FANOUT_PER_USER_PER_S) * elapsed_s;
     let mesh = engine(&stats, "mesh_msgs_sent");
     assert!(
         mesh <= 2 * admitted + 10 * CONVERSATION_SENDS,
@@ -225,7 +226,9 @@ fn probes_get_the_same_answers_for_registered_and_unknown_numbers_and_are_budget
                 "ack".to_string()
             }
             server_frame::Kind::Error(e) if e.code == ErrorCode::RateLimited as i32 => {
-                assert!(e.retry_after_ms > 0 && e.retry_after_ms <= shards::budget::HOUR_MS);
+                assert!(
+                    e.retry_after_ms > 0 && e.retry_after_ms <= messaging::tables::budgets::HOUR_MS
+                );
                 format!("rate limited: {}", e.detail)
             }
             other => format!("{other:?}"),

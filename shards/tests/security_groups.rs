@@ -1,13 +1,14 @@
 //! The group attacks of issue 22 run as an attacker would, over real TLS sockets: a
 //! stranger adding someone to a group (and re-adding them as soon as they leave), and one
 //! account creating groups as fast as it can. Each refusal is counted in `/stats` and
-//! `/metrics`. (The same rules with fake time, in more detail: `sim_groups.rs`.)
+//! `/metrics`. (The same rules with fake time, in more detail: `sim/groups.rs`.)
 
 mod support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy};
 use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};
-use support::{temp_dir, Client, TestServer};
+use support::{Client, TestServer};
+use testkit::temp_dir;
 
 fn server(shards: usize) -> (TestServer, std::net::SocketAddr) {
     let s = TestServer::start_cfg(shards, true, temp_dir("groups"), |c| {
@@ -155,7 +156,7 @@ fn a_stranger_cannot_add_someone_nor_re_add_them_after_they_leave() {
 fn one_account_creating_groups_as_fast_as_it_can_is_held_by_its_hourly_budget() {
     let (server, admin) = server(2);
     let mut a = user(&server, "+15557770003");
-    let budget = shards::budget::GROUP_CREATES_PER_USER_PER_HOUR as u64;
+    let budget = messaging::tables::budgets::GROUP_CREATES_PER_USER_PER_HOUR as u64;
     for req in 0..budget + 5 {
         a.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
             client_req_id: req,
@@ -177,7 +178,7 @@ fn one_account_creating_groups_as_fast_as_it_can_is_held_by_its_hourly_budget() 
             panic!("{f:?}")
         };
         assert_eq!(e.code, ErrorCode::RateLimited as i32);
-        assert!(e.retry_after_ms > 0 && e.retry_after_ms <= shards::budget::HOUR_MS);
+        assert!(e.retry_after_ms > 0 && e.retry_after_ms <= messaging::tables::budgets::HOUR_MS);
     }
     let stats = fresh_stats(admin, 2);
     assert_eq!(service_sum(&stats, "refused_group_create_total"), 5);

@@ -18,7 +18,7 @@ use support::{raw_frame, TestServer, V};
 /// must be closed by the frame deadline (1 s here), long before the idle one (60 s).
 #[test]
 fn a_frame_begun_before_a_handoff_keeps_its_deadline_on_the_new_shard() {
-    let server = TestServer::start_cfg(2, false, support::temp_dir("handoff-frame"), |cfg| {
+    let server = TestServer::start_cfg(2, false, testkit::temp_dir("handoff-frame"), |cfg| {
         cfg.frame_timeout_ms = 1_000;
         cfg.idle_timeout_ms = 60_000;
     });

@@ -102,7 +102,7 @@ fn register(addr: std::net::SocketAddr, data: &std::path::Path, phone: &str) -> 
 
 #[test]
 fn register_verify_send_and_push_log_no_phone_number() {
-    let data = support::temp_dir("logs-phones");
+    let data = testkit::temp_dir("logs-phones");
     let mut server = Logged::start(&data, &["--shards", "2", "--no-admin", "--no-tls"]);
     let (alice, bob) = ("+15559876501", "+15559876502");
     let alice_key = register(server.addr, &data, alice);
@@ -124,7 +124,7 @@ fn register_verify_send_and_push_log_no_phone_number() {
 
 #[test]
 fn a_down_sms_gateway_logs_no_credentials_of_its_url() {
-    let data = support::temp_dir("logs-webhook");
+    let data = testkit::temp_dir("logs-webhook");
     // A port nothing listens on: every POST fails at once.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

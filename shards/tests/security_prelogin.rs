@@ -23,7 +23,7 @@ const USER_A: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
 const USER_B: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 2);
 
 fn server(shards: usize, tweak: impl FnOnce(&mut shards::config::ServerConfig)) -> TestServer {
-    TestServer::start_cfg(shards, true, support::temp_dir("prelogin"), |c| {
+    TestServer::start_cfg(shards, true, testkit::temp_dir("prelogin"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         tweak(c);
     })
@@ -318,7 +318,7 @@ fn a_big_frame_pipelined_right_after_the_login_is_served() {
 fn partial_frames_before_login_stay_within_the_shard_budget() {
     use engine::conn::prelogin::PRELOGIN_PARTIAL_BYTES_SHARD_MAX;
     use proto::limits::PRELOGIN_FRAME_BYTES_MAX;
-    let s = TestServer::start_cfg(1, false, support::temp_dir("partial"), |c| {
+    let s = TestServer::start_cfg(1, false, testkit::temp_dir("partial"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         c.max_connections = Some(3_000);
         // One address may open them all: the budget, not the prefix cap, is under test.

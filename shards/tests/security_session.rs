@@ -124,7 +124,7 @@ fn load_test_login_is_refused_unless_the_server_enables_it() {
         "load-test login is off by default"
     );
 
-    let server = TestServer::start_cfg(1, true, support::temp_dir("no-load-test"), |cfg| {
+    let server = TestServer::start_cfg(1, true, testkit::temp_dir("no-load-test"), |cfg| {
         cfg.load_test_secret = None;
     });
     for secret in [&b"farm-secret"[..], b"", b"x"] {

@@ -9,7 +9,7 @@ use proto::v1::{client_frame, server_frame, Ping};
 
 #[test]
 fn serves_tls_and_stops_cleanly_on_sigterm() {
-    let data = support::temp_dir("bin");
+    let data = testkit::temp_dir("bin");
     let (mut child, addr) =
         support::spawn_switchboard(&data, &["--shards", "2", "--admin", "127.0.0.1:0"]);
     let cert = engine::tls::dev_cert_path(&shards::server::tls_dir(&data));
@@ -30,7 +30,7 @@ fn taken_port_is_one_clear_line_and_exit_1() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["--listen", &addr.to_string(), "--no-tls", "--no-admin"])
         .arg("--data-dir")
-        .arg(support::temp_dir("bin-taken"))
+        .arg(testkit::temp_dir("bin-taken"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -48,7 +48,7 @@ fn a_load_test_secret_flag_is_one_clear_line_and_exit_1() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["--no-tls", "--no-admin", "--load-test-secret", "hunter2"])
         .arg("--data-dir")
-        .arg(support::temp_dir("bin-secret-flag"))
+        .arg(testkit::temp_dir("bin-secret-flag"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -70,7 +70,7 @@ fn taken_admin_port_is_one_clear_line_and_exit_1() {
         .args(["--listen", "127.0.0.1:0", "--no-tls", "--no-pin"])
         .args(["--admin", &admin.to_string()])
         .arg("--data-dir")
-        .arg(support::temp_dir("bin-admin-taken"))
+        .arg(testkit::temp_dir("bin-admin-taken"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -86,7 +86,7 @@ fn taken_admin_port_is_one_clear_line_and_exit_1() {
 
 #[test]
 fn bad_certificate_is_one_clear_line_and_exit_1() {
-    let dir = support::temp_dir("bin-badcert");
+    let dir = testkit::temp_dir("bin-badcert");
     let cert = dir.join("cert.pem");
     std::fs::write(&cert, "not a certificate").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -107,7 +107,7 @@ fn bad_certificate_is_one_clear_line_and_exit_1() {
 
 #[test]
 fn data_written_by_other_shard_count_is_refused_or_adopted() {
-    let data = support::temp_dir("bin-layout");
+    let data = testkit::temp_dir("bin-layout");
     let (mut first, line) =
         support::spawn_until_listening(&data, &["--shards", "3", "--no-tls", "--no-admin"]);
     assert!(line.contains("shards=3"), "{line}");
@@ -145,7 +145,7 @@ fn data_written_by_other_shard_count_is_refused_or_adopted() {
 #[test]
 fn the_default_relative_data_dir_works_from_any_working_directory() {
     // The README's start command: no --data-dir, so ./switchboard-data, a relative path.
-    let cwd = support::temp_dir("relative");
+    let cwd = testkit::temp_dir("relative");
     let mut cmd = support::switchboard_command(&["--no-admin", "--no-tls", "--shards", "2"]);
     cmd.env(shards::config::LOAD_TEST_SECRET_ENV, "farm-secret")
         .current_dir(&cwd);
@@ -169,7 +169,7 @@ fn the_default_relative_data_dir_works_from_any_working_directory() {
 fn an_immediate_restart_after_sigkill_gets_its_port_back() {
     // What a supervisor does (`Restart=always`): kill -9, start again on the same port and
     // data directory at once.
-    let data = support::temp_dir("restart");
+    let data = testkit::temp_dir("restart");
     let (mut first, addr) = support::spawn_binary(&data, &["--no-tls"]);
     let mut c = support::Client::plain(addr);
     c.send(client_frame::Kind::Ping(Ping { nonce: 1 }));

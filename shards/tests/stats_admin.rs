@@ -5,7 +5,8 @@ mod support;
 
 use proto::v1::{client_frame, server_frame, Ping};
 use support::admin::{fresh_stats, get, metric_sum, num, parse_prometheus, sum};
-use support::{phones_on, temp_dir, TestServer};
+use support::{phones_on, TestServer};
+use testkit::temp_dir;
 
 fn server(shards: usize, tls: bool) -> (TestServer, std::net::SocketAddr) {
     let s = TestServer::start_cfg(shards, tls, temp_dir("stats"), |c| {

@@ -6,7 +6,8 @@ mod support;
 
 use shards::config::AlarmThresholds;
 use support::admin::{fresh_stats, get, parse_prometheus};
-use support::{temp_dir, TestServer};
+use support::TestServer;
+use testkit::temp_dir;
 
 #[test]
 fn queue_alarm_names_the_user_by_id_and_clears_when_drained() {

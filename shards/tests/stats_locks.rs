@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use proto::v1::server_frame;
 use support::admin::{fresh_stats, num, sum};
-use support::{phones_on, temp_dir, TestServer};
+use support::{phones_on, TestServer};
+use testkit::temp_dir;
 
 #[test]
 fn steady_state_routing_takes_no_locks_on_shard_threads() {

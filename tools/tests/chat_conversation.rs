@@ -5,7 +5,8 @@ mod support;
 
 use std::path::Path;
 
-use support::{chat, ok, pin_for, temp_dir, TestServer};
+use support::{chat, ok, pin_for, TestServer};
+use testkit::temp_dir;
 
 const ALICE: &str = "+15550000001";
 const BOB: &str = "+15550000002";

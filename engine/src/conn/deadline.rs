@@ -9,9 +9,9 @@
 //! deadline of a slot that left `Open` is `linger`'s.)
 
 use crate::conn::slot::{mark_dirty, SlotState};
-use crate::conn::table::ConnId;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ShardCell, TimerEntry};
+use proto::ids::ConnId;
 
 impl<S: Service> ShardCell<S> {
     /// Bytes arrived on `id`: its idle deadline runs from now.

@@ -8,14 +8,15 @@ use std::rc::Weak;
 
 use crate::conn::io::Scratch;
 use crate::conn::slot::{SlotState, CONN_LINGER_MS, CONN_OUTPUT_BYTES_MAX};
-use crate::conn::table::{ConnId, ConnTable};
+use crate::conn::table::ConnTable;
 use crate::conn::wire::Wire;
 use crate::mesh::MeshOutbox;
 use crate::ring::{self, Completion};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ShardCell, ShardIo, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::TimerWheel;
-use crate::ShardId;
+use proto::ids::ConnId;
+use proto::ids::ShardId;
 
 const NOW_MS: u64 = 1_000_000;
 

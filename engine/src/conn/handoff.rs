@@ -21,7 +21,7 @@ use crate::conn::wire::Wire;
 use crate::service::Service;
 use crate::shard_io::ShardCell;
 use crate::tls::session::TlsSession;
-use crate::ShardId;
+use proto::ids::ShardId;
 
 /// A connection detached from its shard, ready to be adopted by another.
 #[derive(Debug)]

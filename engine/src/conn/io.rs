@@ -19,11 +19,11 @@
 
 use crate::conn::handoff::Detached;
 use crate::conn::slot::{mark_dirty, SlotState, CONN_OUTPUT_BYTES_MAX, HANDOFF_UNREAD_BYTES_MAX};
-use crate::conn::table::ConnId;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::Completion;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::ShardCell;
+use proto::ids::ConnId;
 
 /// The shard's reusable byte buffers for connection I/O.
 pub(crate) struct Scratch {
@@ -306,7 +306,7 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    fn hand_off_now(&mut self, id: ConnId, to: crate::ShardId) {
+    fn hand_off_now(&mut self, id: ConnId, to: proto::ids::ShardId) {
         let adopt = self.io.mesh.take_handoff(id);
         // A HandingOff slot always parked what travels with it first (ShardIo::hand_off).
         let adopt = adopt.expect("handoff payload parked");

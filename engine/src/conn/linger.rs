@@ -12,9 +12,9 @@
 //! the mesh rings.
 
 use crate::conn::slot::{mark_dirty, SlotState, CONN_LINGER_MS};
-use crate::conn::table::ConnId;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ShardCell, TimerEntry};
+use proto::ids::ConnId;
 
 impl<S: Service> ShardCell<S> {
     /// `id` left `Open`: arm its linger deadline, once, in place of its idle or frame timer.

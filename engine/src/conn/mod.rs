@@ -1,7 +1,7 @@
 //! A connection's whole life on its shard, from the listening socket to the last byte:
 //!
 //! - [`listener`]: the SO_REUSEPORT listening sockets, bound before the shards start;
-//! - [`table`]: the slab of slots with generation-tagged [`table::ConnId`]s;
+//! - [`table`]: the slab of slots with generation-tagged [`ConnId`](proto::ids::ConnId)s;
 //! - [`slot`]: one slot's data (state, queued frames, deadline) and the per-connection limits;
 //! - `wire`: one socket's state on the shard's ring (descriptor, TLS session, bytes in
 //!   transit);

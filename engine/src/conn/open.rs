@@ -12,11 +12,11 @@
 use std::os::fd::RawFd;
 
 use crate::conn::slot::{ConnSlot, SlotState};
-use crate::conn::table::ConnId;
 use crate::conn::wire::{peer_ip, set_nodelay, Wire};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ShardCell, TimerEntry};
 use crate::tls::session::TlsSession;
+use proto::ids::ConnId;
 
 impl<S: Service> ShardCell<S> {
     /// The TLS handshake of `id` completed: swap its handshake timer for the idle timer.

@@ -36,10 +36,10 @@ use std::net::Ipv6Addr;
 use proto::limits::{FRAME_HEADER_BYTES, PRELOGIN_FRAME_BYTES_MAX};
 
 use crate::conn::slot::{ConnSlot, SlotState};
-use crate::conn::table::ConnId;
 use crate::observe::counters::ShardCounters;
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{ShardCell, ShardIo};
+use proto::ids::ConnId;
 
 /// Bytes of unfinished frames and TLS records that the pre-login connections of one shard may
 /// hold in all (a frame is at most [`PRELOGIN_FRAME_BYTES_MAX`], a held-back record about

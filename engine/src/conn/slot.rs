@@ -13,11 +13,11 @@
 //! This module owns the slot's data; it must not touch the ring, the timer wheel or the
 //! service (the transitions live beside it in `conn`).
 
-use crate::conn::table::ConnId;
 use crate::conn::wire::Wire;
 use crate::service::CloseReason;
 use crate::timer_wheel::TimerId;
-use crate::ShardId;
+use proto::ids::ConnId;
+use proto::ids::ShardId;
 
 #[cfg(doc)]
 use crate::conn::table::ConnTable;

@@ -3,7 +3,7 @@
 //! ## What it owns
 //! One [`ConnTable`] per shard holds every connection homed on that shard (whatever `T` the
 //! engine stores per connection: socket handle, TLS state, session). Each occupant is named by a
-//! [`ConnId`] = (slot index, slot generation). The id is plain data (`Copy`, and
+//! [`ConnId`] (`proto::ids`) = (slot index, slot generation). The id is plain data (`Copy`, and
 //! [`ConnId::to_u64`] for carrying it in a message), so timers, mesh messages and the service can
 //! refer to a connection without holding a reference to it.
 //!
@@ -29,6 +29,8 @@
 
 use std::fmt;
 
+use proto::ids::ConnId;
+
 /// Largest number of slots a table may hold: indices are `u32` and `u32::MAX` marks
 /// "no slot" in the free list.
 pub const CONN_TABLE_SLOTS_MAX: usize = u32::MAX as usize;
@@ -40,46 +42,6 @@ pub const CONN_GENERATION_MAX: u32 = u32::MAX;
 const NIL: u32 = u32::MAX;
 
 const _: () = assert!(CONN_TABLE_SLOTS_MAX <= NIL as usize);
-
-/// Names one occupant of one slot of a [`ConnTable`]; stale once that occupant is removed.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    index: u32,
-    generation: u32,
-}
-
-impl ConnId {
-    /// The slot index in the shard's table.
-    pub fn index(self) -> u32 {
-        self.index
-    }
-
-    /// The slot's generation when this id was handed out.
-    pub fn generation(self) -> u32 {
-        self.generation
-    }
-
-    /// Packs the id into a `u64` (generation in the high half, index in the low half) so it
-    /// can travel in a message.
-    pub fn to_u64(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.index)
-    }
-
-    /// Unpacks an id made by [`ConnId::to_u64`]. Any `u64` decodes; a forged or stale one simply
-    /// matches no occupant.
-    pub fn from_u64(packed: u64) -> Self {
-        ConnId {
-            index: packed as u32,
-            generation: (packed >> 32) as u32,
-        }
-    }
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conn {}.{}", self.index, self.generation)
-    }
-}
 
 /// [`ConnTable::insert`] found every usable slot occupied.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -164,19 +126,16 @@ impl<T> ConnTable<T> {
         let slot = &mut self.slots[index as usize];
         slot.entry = Entry::Occupied(value);
         self.len += 1;
-        Ok(ConnId {
-            index,
-            generation: slot.generation,
-        })
+        Ok(ConnId::new(index, slot.generation))
     }
 
     /// The occupant named by `id`, or `None` if `id` is stale or was never handed out.
     pub fn get(&self, id: ConnId) -> Option<&T> {
-        match self.slots.get(id.index as usize) {
+        match self.slots.get(id.index() as usize) {
             Some(Slot {
                 generation,
                 entry: Entry::Occupied(value),
-            }) if *generation == id.generation => Some(value),
+            }) if *generation == id.generation() => Some(value),
             _ => None,
         }
     }
@@ -188,21 +147,18 @@ impl<T> ConnTable<T> {
             Some(Slot {
                 generation,
                 entry: Entry::Occupied(_),
-            }) => Some(ConnId {
-                index,
-                generation: *generation,
-            }),
+            }) => Some(ConnId::new(index, *generation)),
             _ => None,
         }
     }
 
     /// Mutable access to the occupant named by `id`, or `None` if `id` is stale.
     pub fn get_mut(&mut self, id: ConnId) -> Option<&mut T> {
-        match self.slots.get_mut(id.index as usize) {
+        match self.slots.get_mut(id.index() as usize) {
             Some(Slot {
                 generation,
                 entry: Entry::Occupied(value),
-            }) if *generation == id.generation => Some(value),
+            }) if *generation == id.generation() => Some(value),
             _ => None,
         }
     }
@@ -211,7 +167,7 @@ impl<T> ConnTable<T> {
     /// stale. The slot's generation is bumped (or the slot retired) so `id` never matches again.
     pub fn remove(&mut self, id: ConnId) -> Option<T> {
         self.get(id)?;
-        let slot = &mut self.slots[id.index as usize];
+        let slot = &mut self.slots[id.index() as usize];
         let retire = slot.generation == CONN_GENERATION_MAX;
         let next = if retire {
             Entry::Retired
@@ -226,7 +182,7 @@ impl<T> ConnTable<T> {
         if retire {
             self.retired += 1;
         } else {
-            self.push_free(id.index);
+            self.push_free(id.index());
         }
         Some(value)
     }
@@ -258,13 +214,7 @@ impl<T> ConnTable<T> {
             .iter()
             .enumerate()
             .filter_map(|(index, slot)| match &slot.entry {
-                Entry::Occupied(value) => Some((
-                    ConnId {
-                        index: index as u32,
-                        generation: slot.generation,
-                    },
-                    value,
-                )),
+                Entry::Occupied(value) => Some((ConnId::new(index as u32, slot.generation), value)),
                 _ => None,
             })
     }
@@ -385,10 +335,7 @@ mod tests {
         let id = table.insert("x").unwrap();
         // Jump the slot to its last generation instead of 2^32 reuses.
         table.slots[id.index() as usize].generation = CONN_GENERATION_MAX;
-        let last = ConnId {
-            index: id.index(),
-            generation: CONN_GENERATION_MAX,
-        };
+        let last = ConnId::new(id.index(), CONN_GENERATION_MAX);
         assert_eq!(table.get(id), None);
         assert_eq!(table.remove(last), Some("x"));
         assert_eq!(table.retired(), 1);
@@ -399,20 +346,6 @@ mod tests {
         assert_eq!(table.insert("z"), Err(TableFull { max: 2 }));
         assert_eq!(table.remove(last), None);
         assert_eq!(table.len(), 1);
-    }
-
-    #[test]
-    fn id_round_trips_through_u64() {
-        let id = ConnId {
-            index: 0xdead_beef,
-            generation: 0x1234_5678,
-        };
-        assert_eq!(id.to_u64(), 0x1234_5678_dead_beef);
-        assert_eq!(ConnId::from_u64(id.to_u64()), id);
-        assert_eq!(
-            id.to_string(),
-            format!("conn {}.{}", 0xdead_beef_u32, 0x1234_5678)
-        );
     }
 
     #[test]

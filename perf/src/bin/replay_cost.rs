@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use engine::ShardId;
+use messaging::durable::record::{
+    self, record::Kind, AccountRec, GroupRec, ItemRec, Record, RemovedRec,
+};
+use messaging::state::{ServiceSettings, ShardState};
 use prost::Message as _;
+use proto::ids::ShardId;
 use proto::v1::{server_frame, Message as Msg, ServerFrame};
-use shards::record::{self, record::Kind, AccountRec, GroupRec, ItemRec, Record, RemovedRec};
-use shards::state::{ServiceSettings, ShardState};
 
 #[derive(Parser)]
 #[command(about = "Start-up replay seconds and peak RSS against the log's size")]
@@ -141,9 +143,13 @@ fn child(mode: &str, log: &Path) -> anyhow::Result<()> {
     let window_bytes = match mode {
         "stream" => {
             // What the server does: the start-up check, then the replay.
-            shards::log_check::check_logs(log.parent().unwrap_or(Path::new(".")), 1, false)?;
-            let mut w = shards::replay::Window::open(log)?;
-            shards::replay::replay_log(&mut w, &mut s)?;
+            shards::data::journal_check::check_logs(
+                log.parent().unwrap_or(Path::new(".")),
+                1,
+                false,
+            )?;
+            let mut w = shards::data::journal_reader::open_window(log)?;
+            messaging::durable::replay::replay_log(&mut w, &mut s)?;
             w.buffer_capacity()
         }
         "whole" => {
@@ -177,7 +183,7 @@ fn main() -> anyhow::Result<()> {
     }
     let dir = a.dir.join(format!("replay-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let log = shards::log_check::log_path(&dir, 0);
+    let log = shards::data::journal_check::log_path(&dir, 0);
     let len = write_log(&log, &a)?;
     println!(
         "log {:.1} MB ({}% groups of {} members, {} B messages, {}‰ kept)",

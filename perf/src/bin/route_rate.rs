@@ -108,7 +108,7 @@ fn login(addr: SocketAddr, phone: &str) -> anyhow::Result<Conn> {
 fn phones(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String> {
     (from..)
         .map(|i| format!("+1444{i:07}"))
-        .filter(|p| shards::home::home_of_phone(p, shards).0 == shard)
+        .filter(|p| messaging::state::home::home_of_phone(p, shards).0 == shard)
         .take(n)
         .collect()
 }

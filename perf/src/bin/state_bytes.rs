@@ -20,11 +20,11 @@
 use std::time::Duration;
 
 use clap::Parser;
-use engine::{ConnId, ShardId};
+use messaging::state::effect::{AfterCommit, Effect, Out};
+use messaging::state::{ServiceSettings, ShardState};
 use perf::counting_alloc::{Counting, Snapshot};
+use proto::ids::{ConnId, ShardId};
 use proto::v1::{client_frame, server_frame, ClientFrame};
-use shards::effect::{AfterCommit, Effect, Out};
-use shards::state::{ServiceSettings, ShardState};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -293,9 +293,9 @@ struct SlicedSnapshot {
 fn sliced_snapshot(state: &mut ShardState) -> SlicedSnapshot {
     let size = {
         let mut n = 0;
-        let mut count = |r: shards::record::Record| {
+        let mut count = |r: messaging::durable::record::Record| {
             let mut b = Vec::new();
-            let k = shards::record::encode_counted(&r, &mut b);
+            let k = messaging::durable::record::encode_counted(&r, &mut b);
             n += k;
             k
         };
@@ -305,16 +305,20 @@ fn sliced_snapshot(state: &mut ShardState) -> SlicedSnapshot {
     };
     let mut bytes = Vec::with_capacity(size);
     let mut records = 0u64;
-    let mut emit = |r: shards::record::Record| {
+    let mut emit = |r: messaging::durable::record::Record| {
         records += 1;
-        shards::record::encode_counted(&r, &mut bytes)
+        messaging::durable::record::encode_counted(&r, &mut bytes)
     };
     let t = thread_cpu();
     let mut walk = state.begin_snapshot(&mut emit);
     let mut slices = vec![thread_cpu().saturating_sub(t)];
     loop {
         let s = thread_cpu();
-        let done = state.snapshot_step(&mut walk, shards::limits::SNAPSHOT_SLICE_BYTES, &mut emit);
+        let done = state.snapshot_step(
+            &mut walk,
+            messaging::state::limits::SNAPSHOT_SLICE_BYTES,
+            &mut emit,
+        );
         slices.push(thread_cpu().saturating_sub(s));
         if done {
             break;

@@ -5,7 +5,7 @@
 
 pub mod admin;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,17 +13,7 @@ use std::time::Duration;
 use proto::codec::{decode_server, encode_frame};
 use proto::v1::{client_frame, server_frame, ClientFrame, ServerFrame};
 use shards::config::ServerConfig;
-
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("switchboard-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use testkit::FrameClient;
 
 /// A server running in this process, stopped on drop.
 pub struct TestServer {
@@ -34,7 +24,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(shards: usize, tls: bool) -> TestServer {
-        Self::start_with(shards, tls, temp_dir("server"))
+        Self::start_with(shards, tls, testkit::temp_dir("server"))
     }
 
     pub fn start_with(shards: usize, tls: bool, data_dir: PathBuf) -> TestServer {
@@ -62,14 +52,14 @@ impl TestServer {
             load_test_secret: Some("farm-secret".into()),
             sms_webhook: None,
             push_webhook: None,
-            compact_min_bytes: shards::limits::COMPACT_MIN_BYTES,
-            commit_window_us: shards::limits::COMMIT_WINDOW_US_DEFAULT,
+            compact_min_bytes: messaging::state::limits::COMPACT_MIN_BYTES,
+            commit_window_us: messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             coalesce_us: 0,
             salvage: false,
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
             frame_timeout_ms: engine::config::FRAME_TIMEOUT_MS_DEFAULT,
-            login_timeout_ms: shards::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
             prelogin_conns_per_prefix_max: engine::config::PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT,
             overload: Default::default(),
             // Tests that read statistics turn the admin endpoint on (port 0) themselves.
@@ -101,15 +91,13 @@ impl TestServer {
     /// A client whose connection comes from `src` (all of 127.0.0.0/8 is loopback), so
     /// budgets per source address and prefix can be tested on one box.
     pub fn client_from(&self, src: std::net::Ipv4Addr) -> Client {
-        let stream = connect_from(src, self.addr);
-        if self.cfg.tls {
+        let conn = if self.cfg.tls {
             let cert = engine::tls::dev_cert_path(&shards::server::tls_dir(&self.cfg.data_dir));
-            Client::tls_over(stream, &cert)
+            FrameClient::tls_from(src, self.addr, &cert)
         } else {
-            Client {
-                io: Box::new(stream),
-            }
-        }
+            FrameClient::plain_from(src, self.addr)
+        };
+        Client { conn }
     }
 
     pub fn stop(&mut self) {
@@ -126,150 +114,67 @@ impl Drop for TestServer {
     }
 }
 
-trait ReadWrite: Read + Write + Send {}
-impl<T: Read + Write + Send> ReadWrite for T {}
-
-/// A blocking client speaking protobuf frames.
+/// A blocking client speaking protobuf frames: the shared frame client with the codec.
 pub struct Client {
-    io: Box<dyn ReadWrite>,
+    conn: FrameClient,
 }
 
 impl Client {
     pub fn plain(addr: SocketAddr) -> Client {
         Client {
-            io: Box::new(connect(addr)),
+            conn: FrameClient::plain(addr),
         }
     }
 
     pub fn tls(addr: SocketAddr, cert: &std::path::Path) -> Client {
-        Client::tls_over(connect(addr), cert)
+        Client {
+            conn: FrameClient::tls(addr, cert),
+        }
     }
 
     /// [`Client::tls`], or `None` when the connection is refused (a server gone).
     pub fn try_tls(addr: SocketAddr, cert: &std::path::Path) -> Option<Client> {
-        let s = TcpStream::connect(addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        s.set_nodelay(true).ok()?;
-        Some(Client::tls_over(s, cert))
-    }
-
-    fn tls_over(stream: TcpStream, cert: &std::path::Path) -> Client {
-        let cfg = engine::tls::client_config_trusting(cert).expect("client config");
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
-        Client {
-            io: Box::new(rustls::StreamOwned::new(conn, stream)),
-        }
+        Some(Client {
+            conn: FrameClient::try_tls(addr, cert)?,
+        })
     }
 
     pub fn send(&mut self, kind: client_frame::Kind) {
-        let mut out = Vec::new();
-        encode_frame(&ClientFrame { kind: Some(kind) }, &mut out).unwrap();
-        self.write_raw(&out);
+        self.write_raw(&raw_frame(kind));
     }
 
     pub fn write_raw(&mut self, bytes: &[u8]) {
-        self.io.write_all(bytes).expect("write");
-        self.io.flush().unwrap();
+        self.conn.write_raw(bytes);
     }
 
     pub fn recv(&mut self) -> server_frame::Kind {
-        let mut len = [0u8; 4];
-        self.io.read_exact(&mut len).expect("frame header");
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.io.read_exact(&mut body).expect("frame body");
+        let body = self.conn.recv();
         let frame: ServerFrame = decode_server(&body).expect("server frame decodes");
         frame.kind.expect("server frames are never empty")
     }
 
     /// The next frame, or `None` once the server has closed the connection.
     pub fn try_recv(&mut self) -> Option<server_frame::Kind> {
-        let mut len = [0u8; 4];
-        self.io.read_exact(&mut len).ok()?;
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.io.read_exact(&mut body).ok()?;
+        let body = self.conn.try_recv()?;
         let frame: ServerFrame = decode_server(&body).expect("server frame decodes");
         frame.kind
     }
 
     /// Writes raw bytes; false when the server has closed the connection.
     pub fn try_write_raw(&mut self, bytes: &[u8]) -> bool {
-        self.io
-            .write_all(bytes)
-            .and_then(|()| self.io.flush())
-            .is_ok()
+        self.conn.try_write_raw(bytes).is_ok()
     }
 
     /// Writes a frame; false when the server has closed the connection.
     pub fn try_send(&mut self, kind: client_frame::Kind) -> bool {
-        let mut out = Vec::new();
-        encode_frame(&ClientFrame { kind: Some(kind) }, &mut out).unwrap();
-        self.io
-            .write_all(&out)
-            .and_then(|()| self.io.flush())
-            .is_ok()
+        self.try_write_raw(&raw_frame(kind))
     }
 
     /// True when the server closed the connection within the read timeout (bytes before the
     /// close are skipped).
     pub fn is_closed(&mut self) -> bool {
-        let mut b = [0u8; 4096];
-        for _ in 0..64 {
-            match self.io.read(&mut b) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return false
-                }
-                Err(_) => return true,
-            }
-        }
-        false
+        self.conn.is_closed()
     }
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
-/// A TCP connection to `addr` (IPv4) from `src`, port chosen by the kernel.
-fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> TcpStream {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(dst) = addr else {
-        panic!("an IPv4 source needs an IPv4 server")
-    };
-    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket(2); the result is checked, then owned by the TcpStream.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a fresh socket nobody else owns.
-    let s = unsafe { TcpStream::from_raw_fd(fd) };
-    let (from, to) = (sockaddr(src, 0), sockaddr(*dst.ip(), dst.port()));
-    // SAFETY: both sockaddrs are valid sockaddr_in values of `len` bytes.
-    let bound = unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) };
-    assert_eq!(bound, 0, "bind {src}: {}", std::io::Error::last_os_error());
-    // SAFETY: as above.
-    let connected = unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) };
-    assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
 }
 
 /// The protocol version every test client speaks.
@@ -414,7 +319,7 @@ impl Client {
 pub fn phones_on(shard: usize, shards: usize, n: usize, from: u64) -> Vec<String> {
     (from..)
         .map(|i| format!("+1555{i:07}"))
-        .filter(|p| shards::home::home_of_phone(p, shards).0 == shard)
+        .filter(|p| messaging::state::home::home_of_phone(p, shards).0 == shard)
         .take(n)
         .collect()
 }

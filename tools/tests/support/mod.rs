@@ -12,17 +12,6 @@ use shards::config::{Cli, ServerConfig};
 
 pub mod fake;
 
-/// A fresh directory under the system temp dir.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("sb-tools-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// A server running in this process, stopped on drop.
 pub struct TestServer {
     rt: Option<engine::Runtime>,
@@ -34,7 +23,7 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server with `switchboard` flags (listen, data dir, no pinning added here).
     pub fn start(tls: bool, extra: &[&str]) -> TestServer {
-        let data_dir = temp_dir("server");
+        let data_dir = testkit::temp_dir("server");
         let mut args = vec![
             "switchboard".to_string(),
             "--listen".into(),
@@ -124,7 +113,7 @@ impl Drop for TestServer {
 
 /// Runs the farm binary with `args` plus `--report`, returns (output, report JSON).
 pub fn run_farm(args: &[String]) -> (Output, serde_json::Value) {
-    let dir = temp_dir("farm");
+    let dir = testkit::temp_dir("farm");
     let report = dir.join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_farm"))
         .args(args)

@@ -1,0 +1,187 @@
+//! Where things live: which shard is the home of a phone number or an id, and how ids are
+//! made. Pure functions; no state.
+//!
+//! - A user's home is `fnv1a(phone) % shards`: stable across restarts with the same shard
+//!   count. (Changing the shard count needs a re-home of the logs; not supported yet, so
+//!   `data_layout` pins a data directory to the count it was written with.)
+//! - Server ids (messages, receipts, groups) are `shard << 48 | sequence`, so an id names the
+//!   shard that made it (a group's home is the shard in its id). Sequences start, after a
+//!   restart, above both the largest id replayed from the log and a clock-derived floor, so
+//!   an id is never issued twice even for ids that were never persisted.
+//! - Ids are exposed before they are durable (a message is delivered before its record is
+//!   written, and an item acked first is never written), so the log also holds a
+//!   **reservation**: an id mark `ID_RESERVE_BLOCK` ahead of the next id, renewed when half
+//!   of it is used, written in the batch of the event that renews it. A restart starts above
+//!   the last durable reservation, hence above every id a phone may have seen, whatever the
+//!   clock did and however fast ids were issued (as long as the log keeps up with half a
+//!   block: 512 K ids).
+
+use proto::ids::ShardId;
+
+/// Bits of an id below the shard number.
+pub const ID_SEQUENCE_BITS: u32 = 48;
+/// Milliseconds since 2025-01-01T00:00:00Z are shifted up by this much to seed sequences.
+pub const ID_CLOCK_SHIFT: u32 = 8;
+/// The epoch of the clock seed (2025-01-01 in Unix ms).
+pub const ID_EPOCH_MS: u64 = 1_735_689_600_000;
+
+/// A phone number as an integer: the digits of its E.164 form (`+`, then 8..=15 digits, the
+/// first not 0, so the digits alone are unique), 8 bytes instead of a `String`. Parsed once
+/// where a phone enters the state; `Display` writes the E.164 form back.
+/// Never 0 (an E.164 number's first digit is not 0), so `Option<Phone>` is 8 bytes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Phone(std::num::NonZeroU64);
+
+impl Phone {
+    /// The phone `s` names, if it is E.164 (every phone past `proto::validate` is).
+    pub fn parse(s: &str) -> Option<Phone> {
+        if !proto::validate::is_e164(s) {
+            return None;
+        }
+        let digits = &s[1..];
+        digits.parse().ok().map(Phone)
+    }
+
+    /// The digits as a number.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+
+    /// Bytes of the E.164 form (`+` and the digits).
+    pub fn e164_len(self) -> usize {
+        self.0.ilog10() as usize + 2
+    }
+}
+
+impl std::fmt::Display for Phone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
+/// The home shard of a phone number.
+pub fn home_of_phone(phone: &str, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in phone.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ShardId((h % shards as u64) as usize)
+}
+
+/// The shard that issued `id` (a group's home).
+pub fn home_of_id(id: u64) -> ShardId {
+    ShardId((id >> ID_SEQUENCE_BITS) as usize)
+}
+
+/// Sequences a reservation covers ahead of the next id.
+pub const ID_RESERVE_BLOCK: u64 = 1 << 20;
+
+/// Issues ids for one shard.
+#[derive(Debug)]
+pub struct IdAllocator {
+    shard: u64,
+    next: u64,
+    /// Sequences below this are covered by a reservation recorded in the log (or on its
+    /// way there); 0 until the first one.
+    reserved: u64,
+}
+
+impl IdAllocator {
+    /// Starts above `max_seen` (from the log) and above the clock floor for `now_ms`.
+    pub fn new(shard: ShardId, max_seen_seq: u64, now_ms: u64) -> Self {
+        let floor = now_ms.saturating_sub(ID_EPOCH_MS) << ID_CLOCK_SHIFT;
+        let next = (max_seen_seq + 1).max(floor);
+        assert!(next < 1 << ID_SEQUENCE_BITS, "id sequence space exhausted");
+        IdAllocator {
+            shard: shard.0 as u64,
+            next,
+            reserved: 0,
+        }
+    }
+
+    /// A fresh id.
+    pub fn issue(&mut self) -> u64 {
+        let id = (self.shard << ID_SEQUENCE_BITS) | self.next;
+        self.next += 1;
+        id
+    }
+
+    /// The sequence the next id gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// The mark a snapshot records: above every id issued and every reservation made.
+    pub fn mark(&self) -> u64 {
+        self.next.max(self.reserved)
+    }
+
+    /// A new reservation to record, when less than half a block is left: the caller writes
+    /// it as an id mark record.
+    pub fn reservation_due(&mut self) -> Option<u64> {
+        if self.next + ID_RESERVE_BLOCK / 2 <= self.reserved {
+            return None;
+        }
+        self.reserved = self.next + ID_RESERVE_BLOCK;
+        Some(self.reserved)
+    }
+
+    /// Keeps future sequences at or above `seq` (replay of a high-water mark).
+    pub fn observe_next_seq(&mut self, seq: u64) {
+        self.next = self.next.max(seq);
+    }
+
+    /// Keeps future ids above `id` (replay).
+    pub fn observe(&mut self, id: u64) {
+        let seq = id & ((1 << ID_SEQUENCE_BITS) - 1);
+        if home_of_id(id).0 as u64 == self.shard && seq >= self.next {
+            self.next = seq + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homes_are_stable_and_spread() {
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            let p = format!("+1555{i:07}");
+            let h = home_of_phone(&p, 4);
+            assert_eq!(h, home_of_phone(&p, 4));
+            counts[h.0] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "uneven: {counts:?}");
+    }
+
+    #[test]
+    fn phones_parse_to_their_digits_and_print_back() {
+        for p in ["+15550000001", "+44123456", "+999999999999999"] {
+            assert_eq!(Phone::parse(p).map(|x| x.to_string()).as_deref(), Some(p));
+            assert_eq!(Phone::parse(p).map(Phone::e164_len), Some(p.len()));
+        }
+        for bad in ["15550000001", "+0555000000", "+1", "+1555000000a"] {
+            assert_eq!(Phone::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_name_their_shard_and_never_repeat_across_restarts() {
+        let now = ID_EPOCH_MS + 1_000;
+        let mut a = IdAllocator::new(ShardId(3), 0, now);
+        let first = a.issue();
+        let second = a.issue();
+        assert_eq!(home_of_id(first), ShardId(3));
+        assert!(second > first);
+        // Restart a millisecond later without having persisted anything.
+        let mut b = IdAllocator::new(ShardId(3), 0, now + 1);
+        assert!(b.issue() > second);
+        // Replay of a larger id pushes the sequence past it.
+        let mut c = IdAllocator::new(ShardId(3), 0, now);
+        c.observe(first + 1000);
+        assert!(c.issue() > first + 1000);
+    }
+}

@@ -1,0 +1,730 @@
+//! Per-user queues of items (messages, and receipts for offline senders) for the users homed
+//! on this shard. An item stays until the user acks it; it is delivered as soon as it is
+//! queued (its record may still be on its way to the disk), in queue order, at most
+//! `DELIVERY_WINDOW_ITEMS` unacked at a time. Pure state.
+//!
+//! Fair shares: a queue holds at most `QUEUE_ITEMS_PER_USER_MAX` items, of which at most
+//! `QUEUE_MESSAGES_PER_USER_MAX` messages and at most `QUEUE_MESSAGES_PER_SENDER_MAX` from
+//! any one sender. So one sender filling a queue gets QUEUE_FULL alone (others still get
+//! through), and messages can never take the room receipts need: receipts are refused only
+//! when the whole queue is full, which messages alone cannot make it.
+
+use std::collections::{HashMap, VecDeque};
+
+use proto::v1::server_frame;
+
+use crate::state::home::Phone;
+use crate::state::limits::{
+    DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX,
+    QUEUE_MESSAGES_PER_SENDER_MAX, QUEUE_MESSAGES_PER_USER_MAX,
+};
+use crate::tables::steady_map::SteadyMap;
+
+/// One queued item: 56 bytes in its queue and one allocation for the rest (the body of a
+/// plain message, then its group id if it has one; or the encoded frame of a receipt or of
+/// a message with media).
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Server id (the message's id, or the receipt's id).
+    pub id: u64,
+    /// For messages: the sender (receipts go back there); `None` for receipts.
+    pub sender: Option<Phone>,
+    /// For messages: the sender's id.
+    pub client_msg_id: u64,
+    /// For messages: when the sender's home accepted it (ms).
+    sent_at_ms: u64,
+    /// For messages: the sender's device (`dedupe::device_of`).
+    pub sender_device: u32,
+    /// The record holding it has been fsynced.
+    pub durable: bool,
+    /// Whoever waits for the outcome (the sender's `ServerAck`, or the group home) was told:
+    /// at durability or at the recipient's ack, whichever came first. Receipts and replayed
+    /// items start answered.
+    pub answered: bool,
+    /// Sent on the current session and not yet acked.
+    pub sent: bool,
+    /// What `payload` holds.
+    kind: PayloadKind,
+    payload: Box<[u8]>,
+}
+
+/// What an item's payload holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PayloadKind {
+    /// A 1:1 message's body.
+    Body,
+    /// A group message's body, then its group id (8 bytes, big-endian).
+    GroupBody,
+    /// An encoded `ServerFrame`.
+    Frame,
+}
+
+/// Bytes of the group id after a group message's body.
+const GROUP_ID_BYTES: usize = 8;
+
+/// What a message item is made of.
+#[derive(Debug, Clone)]
+pub struct MessageParts {
+    /// Server id.
+    pub id: u64,
+    /// Sender.
+    pub sender: Phone,
+    /// The sender's device.
+    pub sender_device: u32,
+    /// The sender's id for it.
+    pub client_msg_id: u64,
+    /// Group, or 0.
+    pub group_id: u64,
+    /// When the sender's home accepted it (ms).
+    pub sent_at_ms: u64,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Media reference.
+    pub media: Option<proto::v1::Media>,
+}
+
+/// Bytes of a length-delimited field with a one-byte key holding `len` bytes (0 if empty:
+/// proto3 leaves empty fields out).
+fn field_bytes(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(len as u64) + len
+    }
+}
+
+impl Item {
+    /// A message, not yet durable nor answered.
+    pub fn message(m: MessageParts) -> Item {
+        let (kind, payload) = match m.media {
+            None if m.group_id == 0 => (PayloadKind::Body, m.body.into_boxed_slice()),
+            None => {
+                let mut body = m.body;
+                body.reserve_exact(GROUP_ID_BYTES);
+                body.extend_from_slice(&m.group_id.to_be_bytes());
+                (PayloadKind::GroupBody, body.into_boxed_slice())
+            }
+            Some(media) => {
+                let frame = server_frame::Kind::Message(proto::v1::Message {
+                    from: m.sender.to_string(),
+                    server_msg_id: m.id,
+                    client_msg_id: m.client_msg_id,
+                    sent_at_ms: m.sent_at_ms,
+                    body: m.body,
+                    media: Some(media),
+                    group_id: m.group_id,
+                });
+                (PayloadKind::Frame, encode(frame))
+            }
+        };
+        Item {
+            id: m.id,
+            sender: Some(m.sender),
+            client_msg_id: m.client_msg_id,
+            sent_at_ms: m.sent_at_ms,
+            sender_device: m.sender_device,
+            durable: false,
+            answered: false,
+            sent: false,
+            kind,
+            payload,
+        }
+    }
+
+    /// Any other frame (a receipt): no sender, answered from the start.
+    pub fn frame_only(id: u64, frame: server_frame::Kind) -> Item {
+        Item {
+            id,
+            sender: None,
+            client_msg_id: 0,
+            sent_at_ms: 0,
+            sender_device: 0,
+            durable: false,
+            answered: true,
+            sent: false,
+            kind: PayloadKind::Frame,
+            payload: encode(frame),
+        }
+    }
+
+    /// The item an item record holds (replayed: durable and answered), if its frame decodes.
+    pub fn from_record(r: &crate::durable::record::ItemRec) -> Option<Item> {
+        let frame = proto::codec::decode_server(&r.frame).ok()?.kind?;
+        let sender = Phone::parse(&r.sender);
+        let mut item = match (frame, sender) {
+            (server_frame::Kind::Message(m), Some(sender)) => Item::message(MessageParts {
+                id: r.id,
+                sender,
+                sender_device: r.sender_device,
+                client_msg_id: r.client_msg_id,
+                group_id: r.group_id,
+                sent_at_ms: m.sent_at_ms,
+                body: m.body,
+                media: m.media,
+            }),
+            (frame, _) => Item::frame_only(r.id, frame),
+        };
+        item.durable = true;
+        item.answered = true;
+        Some(item)
+    }
+
+    /// For group messages: the group (0 for 1:1 messages and receipts).
+    pub fn group_id(&self) -> u64 {
+        match self.kind {
+            PayloadKind::Body => 0,
+            PayloadKind::GroupBody => {
+                let at = self.payload.len() - GROUP_ID_BYTES;
+                u64::from_be_bytes(self.payload[at..].try_into().expect("8 bytes"))
+            }
+            PayloadKind::Frame => match self.frame() {
+                server_frame::Kind::Message(m) => m.group_id,
+                _ => 0,
+            },
+        }
+    }
+
+    /// A plain message's body.
+    fn body(&self) -> &[u8] {
+        match self.kind {
+            PayloadKind::GroupBody => &self.payload[..self.payload.len() - GROUP_ID_BYTES],
+            _ => &self.payload,
+        }
+    }
+
+    /// The frame to deliver.
+    pub fn frame(&self) -> server_frame::Kind {
+        if self.kind == PayloadKind::Frame {
+            // Encoded by `encode` below: it decodes.
+            return proto::codec::decode_server(&self.payload)
+                .ok()
+                .and_then(|f| f.kind)
+                .expect("an item's own encoding decodes");
+        }
+        let from = self.sender.map(|s| s.to_string());
+        server_frame::Kind::Message(self.header(from, self.body().to_vec()))
+    }
+
+    /// The frame, encoded (`ServerFrame`), for its record.
+    pub fn encoded_frame(&self) -> Vec<u8> {
+        if self.kind == PayloadKind::Frame {
+            return self.payload.to_vec();
+        }
+        encode(self.frame()).into_vec()
+    }
+
+    /// A plain message's fields, with `from` and `body` as given.
+    fn header(&self, from: Option<String>, body: Vec<u8>) -> proto::v1::Message {
+        proto::v1::Message {
+            from: from.unwrap_or_default(),
+            server_msg_id: self.id,
+            client_msg_id: self.client_msg_id,
+            sent_at_ms: self.sent_at_ms,
+            body,
+            media: None,
+            group_id: self.group_id(),
+        }
+    }
+
+    /// Bytes the frame takes on the wire (what the delivery window counts), computed
+    /// without building it.
+    pub fn wire_bytes(&self) -> usize {
+        let frame = if self.kind == PayloadKind::Frame {
+            self.payload.len()
+        } else {
+            use prost::Message;
+            let from = self.sender.map_or(0, Phone::e164_len);
+            let inner = self.header(None, Vec::new()).encoded_len()
+                + field_bytes(from)
+                + field_bytes(self.body().len());
+            1 + prost::encoding::encoded_len_varint(inner as u64) + inner
+        };
+        proto::limits::FRAME_HEADER_BYTES + frame
+    }
+}
+
+/// `frame` as an encoded `ServerFrame`.
+fn encode(frame: server_frame::Kind) -> Box<[u8]> {
+    use prost::Message;
+    proto::v1::ServerFrame { kind: Some(frame) }
+        .encode_to_vec()
+        .into_boxed_slice()
+}
+
+/// One user's queue.
+#[derive(Debug, Default)]
+pub struct Queue {
+    items: VecDeque<Item>,
+    in_flight: usize,
+    in_flight_bytes: usize,
+    /// Messages (items with a sender) held, per sender; a sender leaves at 0. Kept only
+    /// while the queue holds at least `QUEUE_MESSAGES_PER_SENDER_MAX` messages (below that
+    /// no sender can be at its share): built by one scan when it gets there, dropped when
+    /// it falls to half, so a short queue pays nothing per sender.
+    /// Boxed: 8 bytes in every queue instead of a map's 48 in each.
+    #[allow(clippy::box_collection)]
+    by_sender: Option<Box<HashMap<Phone, u32>>>,
+    /// Messages held (at most `QUEUE_MESSAGES_PER_USER_MAX`).
+    messages: usize,
+    /// The push provider was told since the user was last online.
+    pub push_notified: bool,
+}
+
+impl Queue {
+    /// The items, in order.
+    pub(crate) fn items(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter()
+    }
+}
+
+/// Why an item was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFull {
+    /// The queue is at `QUEUE_ITEMS_PER_USER_MAX` (or, for a message,
+    /// `QUEUE_MESSAGES_PER_USER_MAX` messages).
+    Queue,
+    /// The sender holds `QUEUE_MESSAGES_PER_SENDER_MAX` messages in it.
+    SenderShare,
+}
+
+/// Messages per sender in `items`.
+fn count_senders(items: &VecDeque<Item>) -> HashMap<Phone, u32> {
+    let mut m = HashMap::new();
+    for sender in items.iter().filter_map(|i| i.sender) {
+        *m.entry(sender).or_default() += 1;
+    }
+    m
+}
+
+/// All queues of users homed here.
+#[derive(Debug, Default)]
+pub struct Queues {
+    /// A snapshot walks it between events (`snapshot.rs`).
+    pub(crate) by_user: SteadyMap<Phone, Queue>,
+    total: usize,
+    /// Wire bytes of every item queued: about what a snapshot writes for them (the
+    /// compaction policy's measure).
+    bytes: usize,
+    /// `users_at_len[n]`: users whose queue holds exactly `n` items (n ≥ 1); sized
+    /// `QUEUE_ITEMS_PER_USER_MAX + 1` on first use, so the longest queue is known without a
+    /// scan of the users.
+    users_at_len: Vec<u32>,
+    /// The longest queue's length (0 when every queue is empty).
+    longest: usize,
+}
+
+impl Queues {
+    /// Appends an item (not yet durable unless replayed) within the queue's shares.
+    pub fn push(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
+        if let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get(&u)) {
+            if let Some(sender) = item.sender {
+                if q.messages >= QUEUE_MESSAGES_PER_USER_MAX {
+                    return Err(QueueFull::Queue);
+                }
+                let held = q.by_sender.as_ref().and_then(|m| m.get(&sender).copied());
+                if held.unwrap_or(0) as usize >= QUEUE_MESSAGES_PER_SENDER_MAX {
+                    return Err(QueueFull::SenderShare);
+                }
+            }
+        }
+        self.restore(user, item)
+    }
+
+    /// Appends an item within the queue's hard limit only: replay keeps what was accepted
+    /// under the shares of its time.
+    pub fn restore(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
+        let Some(user) = Phone::parse(user) else {
+            return Err(QueueFull::Queue); // users homed here are E.164
+        };
+        let q = self.by_user.get_or_insert_with(user, Queue::default);
+        if q.items.len() >= QUEUE_ITEMS_PER_USER_MAX {
+            return Err(QueueFull::Queue);
+        }
+        if q.items.len() == q.items.capacity() {
+            // Grow by a sixteenth, not double: a queue's slack stays under 1/16 of its items
+            // (3.5 B per 56-byte item) for a copy of at most `QUEUE_ITEMS_PER_USER_MAX`
+            // items (~0.5 MiB, tens of µs) per growth.
+            q.items.reserve_exact(q.items.len() / 16 + 4);
+        }
+        if let Some(sender) = item.sender {
+            if let Some(m) = &mut q.by_sender {
+                *m.entry(sender).or_default() += 1;
+            }
+            q.messages += 1;
+        }
+        self.bytes += item.wire_bytes();
+        q.items.push_back(item);
+        if q.by_sender.is_none() && q.messages >= QUEUE_MESSAGES_PER_SENDER_MAX {
+            q.by_sender = Some(Box::new(count_senders(&q.items)));
+        }
+        self.total += 1;
+        let len = q.items.len();
+        self.resized(len - 1, len);
+        Ok(())
+    }
+
+    /// Keeps `users_at_len` and `longest` in step with one queue going from `from` to `to`
+    /// items (they differ by one).
+    fn resized(&mut self, from: usize, to: usize) {
+        if self.users_at_len.is_empty() {
+            self.users_at_len = vec![0; QUEUE_ITEMS_PER_USER_MAX + 1];
+        }
+        if from > 0 {
+            self.users_at_len[from] -= 1;
+        }
+        if to > 0 {
+            self.users_at_len[to] += 1;
+        }
+        if to > self.longest {
+            self.longest = to;
+        }
+        while self.longest > 0 && self.users_at_len[self.longest] == 0 {
+            self.longest -= 1;
+        }
+    }
+
+    /// Items in the longest queue here.
+    pub fn longest_len(&self) -> usize {
+        self.longest
+    }
+
+    /// Users with at least one item queued.
+    pub fn users_queued(&self) -> usize {
+        self.users_at_len.iter().map(|&n| n as usize).sum()
+    }
+
+    /// The user with the longest queue and its length. Scans every queue: for alarms only.
+    pub fn longest_user(&self) -> Option<(Phone, usize)> {
+        self.by_user
+            .iter()
+            .map(|(u, q)| (*u, q.items.len()))
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(_, n)| *n)
+    }
+
+    /// Marks item `id` durable; returns it, if it is still queued.
+    pub fn mark_durable(&mut self, user: &str, id: u64) -> Option<&mut Item> {
+        let q = self.by_user.get_mut(&Phone::parse(user)?)?;
+        let item = q.items.iter_mut().rev().find(|i| i.id == id)?;
+        item.durable = true;
+        Some(item)
+    }
+
+    /// Removes item `id` (acked); returns it.
+    pub fn remove(&mut self, user: &str, id: u64) -> Option<Item> {
+        let user = Phone::parse(user)?;
+        let q = self.by_user.get_mut(&user)?;
+        let pos = q.items.iter().position(|i| i.id == id)?;
+        let item = q.items.remove(pos).expect("position is in range");
+        let bytes = item.wire_bytes();
+        if item.sent {
+            q.in_flight -= 1;
+            q.in_flight_bytes -= bytes;
+        }
+        if let Some(sender) = item.sender {
+            q.messages -= 1;
+            if let Some(m) = &mut q.by_sender {
+                let held = m
+                    .get_mut(&sender)
+                    .expect("every queued message is counted under its sender");
+                *held -= 1;
+                if *held == 0 {
+                    m.remove(&sender);
+                }
+            }
+            if q.messages < QUEUE_MESSAGES_PER_SENDER_MAX / 2 {
+                q.by_sender = None;
+            }
+        }
+        if q.items.capacity() > 2 * q.items.len() + 64 {
+            q.items.shrink_to(q.items.len() + q.items.len() / 16 + 4);
+        }
+        self.total -= 1;
+        self.bytes -= bytes;
+        let len = q.items.len();
+        let drop_queue = q.items.is_empty() && !q.push_notified;
+        self.resized(len + 1, len);
+        if drop_queue {
+            self.by_user.remove(&user);
+        }
+        Some(item)
+    }
+
+    /// Items to send now to `user` (unsent, in order, within the window); marks them sent.
+    pub fn take_sendable(&mut self, user: &str) -> Vec<server_frame::Kind> {
+        let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in q.items.iter_mut() {
+            if q.in_flight >= DELIVERY_WINDOW_ITEMS {
+                break;
+            }
+            if item.sent {
+                continue;
+            }
+            let bytes = item.wire_bytes();
+            // At least one item is always in flight, whatever its size.
+            if q.in_flight > 0 && q.in_flight_bytes + bytes > DELIVERY_WINDOW_BYTES {
+                break;
+            }
+            item.sent = true;
+            q.in_flight += 1;
+            q.in_flight_bytes += bytes;
+            out.push(item.frame());
+        }
+        out
+    }
+
+    /// The user's session ended: whatever was sent and not acked goes again next time.
+    pub fn session_ended(&mut self, user: &str) {
+        if let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) {
+            q.items.iter_mut().for_each(|i| i.sent = false);
+            q.in_flight = 0;
+            q.in_flight_bytes = 0;
+        }
+    }
+
+    /// The user's queue, if any.
+    pub fn get_mut(&mut self, user: &str) -> Option<&mut Queue> {
+        self.by_user.get_mut(&Phone::parse(user)?)
+    }
+
+    /// Items queued for `user`.
+    pub fn len_of(&self, user: &str) -> usize {
+        Phone::parse(user)
+            .and_then(|u| self.by_user.get(&u))
+            .map_or(0, |q| q.items.len())
+    }
+
+    /// Whether `user`'s queue holds item `id`.
+    pub fn contains(&self, user: &str, id: u64) -> bool {
+        Phone::parse(user)
+            .and_then(|u| self.by_user.get(&u))
+            .is_some_and(|q| q.items.iter().any(|i| i.id == id))
+    }
+
+    /// Wire bytes of the items queued on this shard.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Items queued on this shard.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Every item (invariant checks and tests; a snapshot walks the map instead).
+    pub fn iter(&self) -> impl Iterator<Item = (Phone, &Item)> {
+        self.by_user
+            .iter()
+            .flat_map(|(u, q)| q.items.iter().map(move |i| (*u, i)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U: &str = "+15550000009";
+    const A: &str = "+15550000010";
+    const B: &str = "+15550000011";
+
+    fn item(id: u64) -> Item {
+        from("+15550000002", id)
+    }
+
+    fn nonces(v: Vec<server_frame::Kind>) -> Vec<u64> {
+        v.into_iter()
+            .map(|k| match k {
+                server_frame::Kind::Message(m) => m.server_msg_id,
+                server_frame::Kind::Pong(p) => p.nonce,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn items_go_out_in_order_once_per_session_durable_or_not() {
+        let mut q = Queues::default();
+        for id in 1..=2 {
+            q.push(U, item(id)).unwrap();
+        }
+        assert!(q.mark_durable(U, 2).is_some());
+        assert_eq!(nonces(q.take_sendable(U)), vec![1, 2]);
+        assert!(q.take_sendable(U).is_empty(), "sent once per session");
+        q.push(U, item(3)).unwrap();
+        assert_eq!(nonces(q.take_sendable(U)), vec![3], "sent before durable");
+        q.session_ended(U);
+        assert!(q.mark_durable(U, 4).is_none(), "no such item");
+        assert_eq!(
+            nonces(q.take_sendable(U)),
+            vec![1, 2, 3],
+            "resent after reconnect"
+        );
+        assert_eq!(q.remove(U, 2).map(|i| i.id), Some(2));
+        assert_eq!(q.len_of(U), 2);
+        assert_eq!(q.total(), 2);
+    }
+
+    #[test]
+    fn longest_queue_is_tracked_through_pushes_and_removals() {
+        let mut q = Queues::default();
+        assert_eq!((q.longest_len(), q.users_queued()), (0, 0));
+        for id in 1..=3 {
+            q.push(A, item(id)).unwrap();
+        }
+        q.push(B, item(10)).unwrap();
+        assert_eq!((q.longest_len(), q.users_queued()), (3, 2));
+        assert_eq!(q.longest_user(), Some((Phone::parse(A).unwrap(), 3)));
+        q.remove(A, 1);
+        q.remove(A, 2);
+        assert_eq!(q.longest_len(), 1);
+        q.remove(A, 3);
+        q.remove(B, 10);
+        assert_eq!((q.longest_len(), q.users_queued()), (0, 0));
+        assert_eq!(q.longest_user(), None);
+    }
+
+    /// A message from `sender`, or a receipt-like item when `sender` is empty.
+    fn from(sender: &str, id: u64) -> Item {
+        let Some(sender) = Phone::parse(sender) else {
+            return Item::frame_only(id, server_frame::Kind::Pong(proto::v1::Pong { nonce: id }));
+        };
+        Item::message(MessageParts {
+            id,
+            sender,
+            sender_device: 0,
+            client_msg_id: id,
+            group_id: 0,
+            sent_at_ms: 1,
+            body: vec![b'x'; 64],
+            media: None,
+        })
+    }
+
+    #[test]
+    fn an_item_is_small_and_gives_back_the_frame_it_was_made_of() {
+        assert_eq!(std::mem::size_of::<Item>(), 56);
+        for (media, group) in [(None, 0), (None, 7), (Some(proto::v1::Media::default()), 7)] {
+            let mut m = from("+15550000002", 300);
+            if media.is_some() || group != 0 {
+                m = Item::message(MessageParts {
+                    id: 300,
+                    sender: Phone::parse("+15550000002").unwrap(),
+                    sender_device: 0,
+                    client_msg_id: 300,
+                    group_id: group,
+                    sent_at_ms: 1,
+                    body: vec![b'x'; 200],
+                    media: media.clone(),
+                });
+            }
+            let frame = m.frame();
+            let server_frame::Kind::Message(msg) = &frame else {
+                panic!("{frame:?}")
+            };
+            assert_eq!(
+                (msg.from.as_str(), msg.server_msg_id),
+                ("+15550000002", 300)
+            );
+            assert_eq!((&msg.media, msg.group_id), (&media, group));
+            assert_eq!(m.group_id(), group);
+            let encoded = m.encoded_frame();
+            assert_eq!(
+                m.wire_bytes(),
+                proto::limits::FRAME_HEADER_BYTES + encoded.len()
+            );
+            let rec = crate::durable::record::ItemRec {
+                user: "+15550000001".into(),
+                id: 300,
+                frame: encoded,
+                sender: "+15550000002".into(),
+                client_msg_id: 300,
+                group_id: msg.group_id,
+                sender_device: 0,
+            };
+            let back = Item::from_record(&rec).expect("decodes");
+            assert_eq!(back.frame(), frame);
+            assert!(back.durable && back.answered);
+        }
+    }
+
+    #[test]
+    fn one_sender_gets_its_share_and_receipts_keep_their_room() {
+        const MALLORY: &str = "+15550000666";
+        let mut q = Queues::default();
+        let per = QUEUE_MESSAGES_PER_SENDER_MAX as u64;
+        for id in 0..per {
+            q.push(U, from(MALLORY, id)).unwrap();
+        }
+        assert_eq!(q.push(U, from(MALLORY, per)), Err(QueueFull::SenderShare));
+        q.push(U, from("+15550000777", per + 1))
+            .expect("another sender still gets through");
+        // Enough senders fill the message share, never the receipts' room.
+        let mut id = per + 2;
+        'fill: for s in 0.. {
+            for _ in 0..per {
+                if q.len_of(U) >= QUEUE_MESSAGES_PER_USER_MAX {
+                    break 'fill;
+                }
+                q.push(U, from(&format!("+1555100{s:04}"), id)).unwrap();
+                id += 1;
+            }
+        }
+        assert_eq!(q.push(U, from("+15550000888", id)), Err(QueueFull::Queue));
+        q.push(U, from("", id + 1)).expect("a receipt still fits");
+        assert_eq!(q.remove(U, 0).map(|i| i.id), Some(0));
+        q.push(U, from(MALLORY, id + 2))
+            .expect("an ack frees one of the sender's share");
+    }
+
+    #[test]
+    fn the_per_sender_count_exists_only_for_long_queues_and_stays_right() {
+        const M: &str = "+15550000666";
+        let per = QUEUE_MESSAGES_PER_SENDER_MAX as u64;
+        let mut q = Queues::default();
+        q.push(U, from("+15550000777", 0)).unwrap();
+        for id in 1..per {
+            q.push(U, from(M, id)).unwrap();
+        }
+        assert!(
+            q.get_mut(U).unwrap().by_sender.is_some(),
+            "built at the share"
+        );
+        assert_eq!(
+            q.push(U, from(M, per)),
+            Ok(()),
+            "M holds one less than its share"
+        );
+        assert_eq!(q.push(U, from(M, per + 1)), Err(QueueFull::SenderShare));
+        for id in 1..=per * 3 / 4 {
+            q.remove(U, id);
+        }
+        assert!(q.get_mut(U).unwrap().by_sender.is_none(), "dropped at half");
+        for id in per + 2..per * 2 {
+            if q.push(U, from(M, id)).is_err() {
+                assert_eq!(
+                    q.len_of(U),
+                    1 + per as usize,
+                    "rebuilt with the right count"
+                );
+                return;
+            }
+        }
+        panic!("the share was never reached again");
+    }
+
+    #[test]
+    fn window_and_capacity_are_bounded() {
+        let mut q = Queues::default();
+        for id in 0..QUEUE_ITEMS_PER_USER_MAX as u64 {
+            q.push(U, from("", id)).unwrap();
+            q.mark_durable(U, id);
+        }
+        assert_eq!(q.push(U, from("", u64::MAX)), Err(QueueFull::Queue));
+        assert_eq!(q.take_sendable(U).len(), DELIVERY_WINDOW_ITEMS);
+        q.remove(U, 0);
+        assert_eq!(q.take_sendable(U).len(), 1, "an ack opens one slot");
+    }
+}
