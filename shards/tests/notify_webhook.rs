@@ -90,7 +90,7 @@ fn server_with_gateway() -> (TestServer, mpsc::Receiver<String>) {
     let server = TestServer::start_cfg(1, false, temp_dir("webhook"), |cfg| {
         cfg.sms_webhook = Some(url);
         // Every number here registers from 127.0.0.1: lift the per-source PIN budget
-        // (tested on its own in security_abuse.rs).
+        // (tested on its own in security/abuse.rs).
         cfg.signup.pin_sends_source_per_hour = 0;
     });
     (server, bodies)

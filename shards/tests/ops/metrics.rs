@@ -7,7 +7,7 @@
 //! promtool comes from Debian's `prometheus` package (.ci/run installs it). Under `CI=true`
 //! a missing promtool fails the test; elsewhere the test says why it skipped.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! while a legitimate user on another address is unaffected, and the refusals counted in
 //! `/stats` and `/metrics`. (The same rules with fake time, in more detail: `sim/abuse.rs`.)
 
-mod support;
+use crate::support;
 
 use std::net::Ipv4Addr;
 

@@ -1,6 +1,6 @@
 //! Bad input gets its error frame; nothing else breaks (other sessions keep working).
 
-mod support;
+use crate::support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
 use support::{TestServer, V};

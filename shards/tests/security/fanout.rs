@@ -3,7 +3,7 @@
 //! logged-in user probing which numbers are registered. (The same rules with fake time, in
 //! more detail: `sim/admission.rs`.)
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

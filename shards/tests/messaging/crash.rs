@@ -2,7 +2,7 @@
 //! messages to offline users, restarted on the same data directory, and every acknowledged
 //! message is delivered, in order, none twice; registrations survive too.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

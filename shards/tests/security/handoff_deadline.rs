@@ -3,7 +3,7 @@
 //! frame sent with the login got the idle timeout (300 s by default) instead of the frame
 //! timeout (30 s).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,9 +2,9 @@
 //! slowloris connections that trickle a request head one byte at a time, and more idle
 //! connections than the endpoint holds, while a scraper keeps asking `/metrics`. The
 //! scraper is answered at once every time and the trickling connections are cut at the
-//! per-request deadline. (That alarms name no phone number is `stats_alarms.rs`.)
+//! per-request deadline. (That alarms name no phone number is `ops/stats_alarms.rs`.)
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,7 +1,7 @@
 //! Groups: a group of 50 fans out to every member, each copy acked and receipted on its
 //! own; admin rights and the member limit hold; presence reaches subscribers.
 
-mod support;
+use crate::support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, ReceiptKind};
 use support::TestServer;

@@ -1,7 +1,7 @@
 //! The admin endpoint on a real server: `/metrics` parses as Prometheus text and its
 //! counters move with traffic; `/stats` per-shard numbers match exactly what the test sent.
 
-mod support;
+use crate::support;
 
 use proto::v1::{client_frame, server_frame, Ping};
 use support::admin::{fresh_stats, get, metric_sum, num, parse_prometheus, sum};
@@ -12,7 +12,7 @@ fn server(shards: usize, tls: bool) -> (TestServer, std::net::SocketAddr) {
     let s = TestServer::start_cfg(shards, tls, temp_dir("stats"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         // A timing alarm: a debug build on a shared machine can trip it, and these tests
-        // assert that no alarm is up (alarms themselves are tested in stats_alarms.rs).
+        // assert that no alarm is up (alarms themselves are tested in ops/stats_alarms.rs).
         c.alarms.turn_max_ms = None;
     });
     let admin = s.rt.as_ref().unwrap().admin_addr().expect("admin serves");

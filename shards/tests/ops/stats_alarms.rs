@@ -2,7 +2,7 @@
 //! alarm naming that user (by server-issued id, never by phone number) in /stats and
 //! /metrics, and clears once the queue drains.
 
-mod support;
+use crate::support;
 
 use shards::config::AlarmThresholds;
 use support::admin::{fresh_stats, get, parse_prometheus};

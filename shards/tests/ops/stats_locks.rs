@@ -5,7 +5,7 @@
 //! see `engine/src/sync.rs`. `engine/tests/engine_stats.rs` shows a lock taken on a shard
 //! does show up.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

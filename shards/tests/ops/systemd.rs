@@ -3,7 +3,6 @@
 //! binary accepts with the sample config, and `systemd-analyze verify` finds nothing wrong
 //! with it (where systemd-analyze is installed; skipped with a reason otherwise).
 
-mod support;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! its server-issued id), and no webhook credentials (issue 22, items 6 and 8). The real
 //! binary runs with its log at info on a pipe; the tests read every line it wrote.
 
-mod support;
+use crate::support;
 
 use std::io::BufRead;
 use std::sync::mpsc;

@@ -2,7 +2,7 @@
 //! restores the same state: accounts, queues, and dedupe of old client ids (the sender's
 //! window and floor: an old retry is recognised, a recent one gets its server id again).
 
-mod support;
+use crate::support;
 
 use proto::v1::server_frame;
 use support::TestServer;

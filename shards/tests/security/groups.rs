@@ -3,7 +3,7 @@
 //! account creating groups as fast as it can. Each refusal is counted in `/stats` and
 //! `/metrics`. (The same rules with fake time, in more detail: `sim/groups.rs`.)
 
-mod support;
+use crate::support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy};
 use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};

@@ -2,7 +2,7 @@
 //! a flush within `TOMBSTONE_FLUSH_MS` with no other traffic, and a graceful stop writes
 //! what is left, so an acked message is not delivered again after either.
 
-mod support;
+use crate::support;
 
 use messaging::durable::record::{record::Kind, replay};
 use proto::v1::server_frame;

@@ -1,9 +1,9 @@
 //! A user acts only on their own session: acks and reads of another user's queue items do
 //! nothing, the sender of a message is always the session's phone, a session cannot switch
 //! users, and load-test logins are off unless the server is started with a secret.
-//! (Wrong keys, wrong load-test secrets and PIN brute force: `messaging_errors.rs`.)
+//! (Wrong keys, wrong load-test secrets and PIN brute force: `messaging/errors.rs`.)
 
-mod support;
+use crate::support;
 
 use clap::Parser;
 use proto::v1::{client_frame, server_frame, ErrorCode};

@@ -1,6 +1,6 @@
 //! Registration, login and the 1:1 message path on a real TLS server on loopback.
 
-mod support;
+use crate::support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, ReceiptKind};
 use support::{phones_on, TestServer, V};
