@@ -21,7 +21,7 @@ deny:
 
 # The cargo-fuzz targets build (nightly; fuzz/README.md says how to run them).
 fuzz-build:
-    cd fuzz && cargo +nightly build --locked
+    cd fuzz && cargo +nightly build --locked && cargo +nightly build --locked --features tls
 
 # The capacity report: runs every scenario and rewrites perf/RESULTS.md, with mosquitto and
 # nats-server measured beside Switchboard (apt-installed when missing). `just bench --quick`
