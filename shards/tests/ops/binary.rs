@@ -2,7 +2,6 @@
 //! per line (the listening line carries the addresses as fields), and
 //! `--check-config FILE` prints the effective settings or one clear error, starting nothing.
 
-
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 

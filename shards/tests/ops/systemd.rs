@@ -3,7 +3,6 @@
 //! binary accepts with the sample config, and `systemd-analyze verify` finds nothing wrong
 //! with it (where systemd-analyze is installed; skipped with a reason otherwise).
 
-
 use std::process::Command;
 
 const OPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/systemd");
