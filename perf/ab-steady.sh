@@ -9,7 +9,8 @@
 # connections, 64 B messages, recipients ack). Prints the server's CPU per message over the
 # sending window (/proc/PID/stat: user + system) and the farm's latency lines. Bounded: the
 # farm stops after SECONDS, the server is killed after it. Builds from before the load-test
-# secret left the command line need OLD_SECRET_FLAG=1.
+# secret left the command line need OLD_SECRET_FLAG=1; SERVER_ARGS adds server flags
+# (e.g. SERVER_ARGS="--coalesce-us 0").
 set -euo pipefail
 bin=$1 rate=$2 secs=$3 port=${4:-7399}
 data=$(mktemp -d)
@@ -20,7 +21,7 @@ if [ "${OLD_SECRET_FLAG:-}" = 1 ]; then
 else
     SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 0 "$bin/switchboard" --shards 1 --no-tls \
         --no-admin --data-dir "$data" --listen "127.0.0.1:$port" \
-        --prelogin-conns-per-prefix 1000000 >"$data/server.log" 2>&1 &
+        --prelogin-conns-per-prefix 1000000 ${SERVER_ARGS:-} >"$data/server.log" 2>&1 &
 fi
 server=$!
 for _ in $(seq 100); do grep -q listening "$data/server.log" && break; sleep 0.1; done
