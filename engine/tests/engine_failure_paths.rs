@@ -280,24 +280,11 @@ fn a_panicking_shard_takes_the_process_down_with_a_clear_status() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the child did not exit within 60 s of a shard's panic");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = testkit::exit_and_stderr(
+        &mut child,
+        Duration::from_secs(60),
+        "the child after a shard's panic",
+    );
     assert_eq!(
         status.code(),
         Some(engine::runtime::SHARD_PANIC_EXIT_CODE),

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -158,20 +157,6 @@ fn a_zero_filled_tail_is_dropped_and_appends_after_it_survive() {
     assert_eq!(queued_bodies(&server), ["m1", "m2", "m3", "m4", "m5", "m6"]);
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the server kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Runs the binary on `data` expecting it to exit by itself; returns (code, stderr).
 fn run_expecting_exit(data: &Path, extra: &[&str]) -> (Option<i32>, String) {
     let mut args = vec!["--no-admin", "--no-tls", "--shards", "2"];
@@ -181,15 +166,7 @@ fn run_expecting_exit(data: &Path, extra: &[&str]) -> (Option<i32>, String) {
         .arg(data)
         .spawn()
         .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(20));
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = testkit::exit_and_stderr(&mut child, Duration::from_secs(20), "the server");
     (status.code(), err)
 }
 

@@ -3,6 +3,8 @@
 //! One definition of the helpers the engine's, the server's and the tools' integration
 //! tests all need, so they cannot drift apart:
 //! - [`temp_dir`]: a fresh directory under the system temp dir, named for the test.
+//! - [`exit_and_stderr`]: waits (bounded) for a child process that must exit by itself, and
+//!   returns its status and what it wrote to stderr.
 //! - [`FrameClient`]: a blocking loopback client of the wire's length-prefixed frames (a
 //!   4-byte big-endian length, then the payload), plaintext or TLS (trusting a dev
 //!   certificate), optionally from a chosen source address. It knows nothing of protobuf:
@@ -20,6 +22,34 @@ use std::time::Duration;
 
 /// How long a read waits before a test fails (or [`FrameClient::is_closed`] says no).
 pub const READ_TIMEOUT_MS: u64 = 10_000;
+
+/// Waits for `child` (spawned with `stderr(Stdio::piped())`) to exit by itself within
+/// `within`, polling; returns its status and its stderr. Past `within` the child is killed
+/// and the test fails, naming `what` was expected.
+pub fn exit_and_stderr(
+    child: &mut std::process::Child,
+    within: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait on the child") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr
+            .read_to_string(&mut err)
+            .expect("read the child's stderr");
+    }
+    (status, err)
+}
 
 /// A fresh directory under the system temp dir: `switchboard-<tag>-<pid>-<nanos>`.
 pub fn temp_dir(tag: &str) -> PathBuf {
