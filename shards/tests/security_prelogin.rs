@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::v1::{client_frame, server_frame, ErrorCode, Ping};
-use support::admin::{fresh_stats, sum};
+use support::admin::{fresh_stats, service_sum, sum};
 use support::{Client, TestServer, V};
 
 /// The legitimate user's addresses: another /24 than the attacker's 127.0.0.1.
@@ -46,7 +46,7 @@ fn ping(c: &mut Client, nonce: u64) -> bool {
 fn stat_sum(admin: SocketAddr, shards: usize, stat: &str) -> u64 {
     let now = fresh_stats(admin, shards);
     match stat.strip_prefix("service.") {
-        Some(s) => now.iter().map(|v| v["service"][s].as_u64().unwrap()).sum(),
+        Some(s) => service_sum(&now, s),
         None => sum(&now, stat),
     }
 }

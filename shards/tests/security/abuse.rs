@@ -8,7 +8,7 @@ use crate::support;
 use std::net::Ipv4Addr;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
-use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};
+use support::admin::{fresh_stats, get, metric_sum, parse_prometheus, service_sum};
 use support::{phones_on, Client, TestServer, V};
 use testkit::temp_dir;
 
@@ -45,18 +45,6 @@ fn load_test_login(phone: &str, secret: &[u8]) -> client_frame::Kind {
         phone: phone.into(),
         secret: secret.to_vec(),
     })
-}
-
-/// A service statistic summed over the shards of a `/stats` answer.
-fn sum(shards: &[serde_json::Value], field: &str) -> u64 {
-    shards
-        .iter()
-        .map(|s| {
-            s["service"][field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no service.{field} in {s}"))
-        })
-        .sum()
 }
 
 /// `Some(retry_after_ms)` when `f` is a RATE_LIMITED error.
@@ -114,8 +102,8 @@ fn pin_sends_from_one_address_are_budgeted_and_counted_other_addresses_unaffecte
     let other = phones_on(0, 2, 1, 9_000_000).remove(0);
     legit_registration(&server, ip("127.0.1.2"), &other);
     let stats = fresh_stats(admin, 2);
-    assert_eq!(sum(&stats, "refused_pin_source_total"), 7);
-    assert_eq!(sum(&stats, "pins_sent_total"), 6);
+    assert_eq!(service_sum(&stats, "refused_pin_source_total"), 7);
+    assert_eq!(service_sum(&stats, "pins_sent_total"), 6);
     let metrics = parse_prometheus(&get(admin, "/metrics").1);
     assert_eq!(
         metric_sum(&metrics, "switchboard_refused_pin_source_total"),
@@ -162,9 +150,9 @@ fn refused_verify_frames_close_the_connection_instead_of_bouncing_it() {
     assert_eq!(refusals, messaging::state::limits::PRELOGIN_REFUSALS_MAX);
     assert!(c.is_closed());
     let stats = fresh_stats(admin, 2);
-    assert_eq!(sum(&stats, "prelogin_closed_total"), 2);
+    assert_eq!(service_sum(&stats, "prelogin_closed_total"), 2);
     assert_eq!(
-        sum(&stats, "pins_pending"),
+        service_sum(&stats, "pins_pending"),
         0,
         "no state for numbers without a PIN"
     );
@@ -206,7 +194,7 @@ fn load_test_secret_guesses_are_budgeted_per_source() {
         "another address is unaffected"
     );
     let stats = fresh_stats(admin, 2);
-    assert_eq!(sum(&stats, "refused_guess_source_total"), 1);
+    assert_eq!(service_sum(&stats, "refused_guess_source_total"), 1);
 }
 
 #[test]
@@ -280,5 +268,5 @@ fn one_sender_cannot_fill_an_offline_users_queue_for_everyone() {
     carol.send_text(bob, 1, "hello");
     assert!(matches!(carol.recv(), server_frame::Kind::ServerAck(_)));
     let stats = fresh_stats(admin, 1);
-    assert_eq!(sum(&stats, "queue_sender_share_full_total"), 10);
+    assert_eq!(service_sum(&stats, "queue_sender_share_full_total"), 10);
 }

@@ -8,7 +8,7 @@ use crate::support;
 use std::time::Instant;
 
 use proto::v1::{client_frame, server_frame, ErrorCode};
-use support::admin::fresh_stats;
+use support::admin::{fresh_stats, service_sum, sum};
 use support::{phones_on, Client, TestServer};
 use testkit::temp_dir;
 
@@ -24,28 +24,6 @@ fn server(shards: usize, tweak: impl FnOnce(&mut shards::config::ServerConfig)) 
         c.admin = Some("127.0.0.1:0".parse().unwrap());
         tweak(c);
     })
-}
-
-/// A service statistic summed over the shards.
-fn service(stats: &[serde_json::Value], field: &str) -> u64 {
-    (stats.iter())
-        .map(|s| {
-            s["service"][field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no {field} in {s}"))
-        })
-        .sum()
-}
-
-/// An engine statistic summed over the shards.
-fn engine(stats: &[serde_json::Value], field: &str) -> u64 {
-    (stats.iter())
-        .map(|s| {
-            s[field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no {field} in {s}"))
-        })
-        .sum()
 }
 
 /// Waits for the answer to send `cid`, skipping other frames; the client's read timeout
@@ -171,23 +149,19 @@ fn a_presence_flood_without_reading_leaves_every_send_of_a_conversation_answered
     assert!(p99 < std::time::Duration::from_secs(2), "ping p99 {p99:?}");
 
     let stats = fresh_stats(admin, 2);
-    assert_eq!(service(&stats, "mesh_owed_dropped_total"), 0);
-    assert_eq!(
-        engine(&stats, "mesh_send_full"),
-        0,
-        "the outbox never filled"
-    );
+    assert_eq!(service_sum(&stats, "mesh_owed_dropped_total"), 0);
+    assert_eq!(sum(&stats, "mesh_send_full"), 0, "the outbox never filled");
     // Only new subscriptions and each session's first renewal fan out, within the budget:
     // a request and an answer per contact admitted.
     let admitted = u64::from(messaging::tables::admission::PRESENCE_FANOUT_PER_USER_BURST)
         + u64::from(messaging::tables::admission::PRESENCE_FANOUT_PER_USER_PER_S) * elapsed_s;
-    let mesh = engine(&stats, "mesh_msgs_sent");
+    let mesh = sum(&stats, "mesh_msgs_sent");
     assert!(
         mesh <= 2 * admitted + 10 * CONVERSATION_SENDS,
         "{mesh} mesh messages for {written} subscribe frames"
     );
     assert!(
-        service(&stats, "refused_presence_fanout_total") >= 1,
+        service_sum(&stats, "refused_presence_fanout_total") >= 1,
         "{written} frames over {SESSIONS_MAX} sessions spend more than the budget"
     );
 }
@@ -247,6 +221,6 @@ fn probes_get_the_same_answers_for_registered_and_unknown_numbers_and_are_budget
     assert_eq!(known, nobody);
 
     let stats = fresh_stats(admin, 2);
-    assert_eq!(service(&stats, "refused_new_recipient_total"), 2);
-    assert_eq!(service(&stats, "sends_to_unknown_total"), PROBES as u64);
+    assert_eq!(service_sum(&stats, "refused_new_recipient_total"), 2);
+    assert_eq!(service_sum(&stats, "sends_to_unknown_total"), PROBES as u64);
 }

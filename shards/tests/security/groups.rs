@@ -6,7 +6,7 @@
 use crate::support;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy};
-use support::admin::{fresh_stats, get, metric_sum, parse_prometheus};
+use support::admin::{fresh_stats, get, metric_sum, parse_prometheus, service_sum};
 use support::{Client, TestServer};
 use testkit::temp_dir;
 
@@ -16,17 +16,6 @@ fn server(shards: usize) -> (TestServer, std::net::SocketAddr) {
     });
     let admin = s.rt.as_ref().unwrap().admin_addr().expect("admin serves");
     (s, admin)
-}
-
-fn service_sum(shards: &[serde_json::Value], field: &str) -> u64 {
-    shards
-        .iter()
-        .map(|s| {
-            s["service"][field]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no service.{field} in {s}"))
-        })
-        .sum()
 }
 
 /// Reads `c` up to the first frame `until` matches; returns it.

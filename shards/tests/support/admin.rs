@@ -47,6 +47,11 @@ pub fn sum(shards: &[Value], field: &str) -> u64 {
     shards.iter().map(|s| num(s, field)).sum()
 }
 
+/// Sum of a service statistic (under each shard's `service`) over every shard.
+pub fn service_sum(shards: &[Value], field: &str) -> u64 {
+    shards.iter().map(|s| num(&s["service"], field)).sum()
+}
+
 /// Waits until every one of `shards` shards has published after the moment of the call,
 /// and returns those snapshots. Anything the shards finished before the call is in them.
 pub fn fresh_stats(addr: SocketAddr, shards: usize) -> Vec<Value> {
