@@ -298,6 +298,10 @@ mod tests {
                 members: phones(),
             }
             .into(),
+            Redirect {
+                addr: "10.0.0.2:5222".into(),
+            }
+            .into(),
         ]
     }
 
