@@ -140,13 +140,17 @@ mod tests {
     use super::*;
     use crate::v1::*;
 
-    fn media() -> Option<Media> {
-        Some(Media {
+    fn media() -> Option<Box<Media>> {
+        Some(Box::new(Media {
             url: "https://m.example/abc".into(),
             mime: "image/jpeg".into(),
             size: 123_456,
             thumbnail: vec![1, 2, 3],
-        })
+            sha256: vec![7; 32],
+            duration_ms: 1_500,
+            width: 640,
+            height: 480,
+        }))
     }
 
     fn phones() -> Vec<String> {
