@@ -25,5 +25,6 @@ pub mod adapter;
 pub mod config;
 pub mod data;
 pub mod log_lines;
+pub mod media;
 pub mod notify;
 pub mod server;
