@@ -146,10 +146,13 @@ pub fn start_all(
         let tls = engine_cfg.tls.clone();
         let service =
             crate::media::start(m, &cfg.data_dir, tls, key.clone()).map_err(StartError::Media)?;
-        tracing::info!(addr = %service.addr, url = %m.base_url, "{MEDIA_LISTENING}");
+        let scheme = if cfg.tls { "https" } else { "http" };
+        let base_url =
+            (m.base_url.clone()).unwrap_or_else(|| format!("{scheme}://{}", service.addr));
+        tracing::info!(addr = %service.addr, url = %base_url, "{MEDIA_LISTENING}");
         env.settings.media = Some(messaging::media::settings::MediaSettings {
             key,
-            base_url: m.base_url.clone(),
+            base_url,
             object_bytes_max: m.object_bytes_max,
             retention_ms: m.retention_ms,
         });

@@ -57,8 +57,9 @@ pub struct MediaArgs {
 pub struct MediaConfig {
     /// Listen address.
     pub listen: SocketAddr,
-    /// Public URL base (no trailing slash).
-    pub base_url: String,
+    /// Public URL base (no trailing slash); `None`: `https://` (or `http://` without TLS)
+    /// and the address the listener bound (its real port when `listen` names port 0).
+    pub base_url: Option<String>,
     /// Largest object.
     pub object_bytes_max: u64,
     /// Per-user upload bytes per day.
@@ -75,20 +76,20 @@ pub struct MediaConfig {
 
 impl MediaArgs {
     /// The validated settings, or `None` when the service is off.
-    pub fn resolve(&self, tls: bool) -> Result<Option<MediaConfig>, ConfigError> {
+    pub fn resolve(&self) -> Result<Option<MediaConfig>, ConfigError> {
         let Some(listen) = self.media_listen else {
             return Ok(None);
         };
-        let scheme = if tls { "https" } else { "http" };
         let base_url = self
             .media_url
-            .clone()
-            .unwrap_or_else(|| format!("{scheme}://{listen}"));
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(ConfigError::Invalid(format!(
-                "media-url must start with http:// or https://, got {base_url:?}"
-            )));
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &base_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "media-url must start with http:// or https://, got {u:?}"
+                )));
+            }
         }
         let positive = |name: &str, v: u64| {
             if v == 0 {
@@ -134,28 +135,26 @@ mod tests {
 
     #[test]
     fn off_by_default_and_defaults_when_on() {
-        assert!(MediaArgs::default().resolve(true).unwrap().is_none());
+        assert!(MediaArgs::default().resolve().unwrap().is_none());
         let on = MediaArgs {
             media_listen: Some("127.0.0.1:8443".parse().unwrap()),
             ..Default::default()
         };
-        let c = on.resolve(true).unwrap().unwrap();
-        assert_eq!(c.base_url, "https://127.0.0.1:8443");
+        let c = on.resolve().unwrap().unwrap();
+        assert_eq!(c.base_url, None, "the bound address");
         assert_eq!(c.object_bytes_max, 64 * 1024 * 1024);
         assert_eq!(c.retention_ms, 30 * 24 * 3600 * 1000);
-        assert_eq!(
-            on.resolve(false).unwrap().unwrap().base_url,
-            "http://127.0.0.1:8443"
-        );
-        let bad = MediaArgs {
-            media_url: Some("ftp://x".into()),
+        let url = |u: &str| MediaArgs {
+            media_url: Some(u.into()),
             ..on.clone()
         };
-        assert!(bad.resolve(true).is_err());
+        let given = url("https://media.example/").resolve().unwrap().unwrap();
+        assert_eq!(given.base_url.as_deref(), Some("https://media.example"));
+        assert!(url("ftp://x").resolve().is_err());
         let zero = MediaArgs {
             media_retention_days: Some(0),
             ..on
         };
-        assert!(zero.resolve(true).is_err());
+        assert!(zero.resolve().is_err());
     }
 }

@@ -552,7 +552,7 @@ impl ServerConfig {
         };
         let tls = !(cli.no_tls || file.no_tls.unwrap_or(false));
         Ok(ServerConfig {
-            media: cli.media.resolve(tls)?,
+            media: cli.media.resolve()?,
             signup,
             users,
             admin,

@@ -38,6 +38,10 @@ use super::store::{is_object_name, Store};
 pub const MEDIA_UPLOAD_GRACE_MS: u64 = 10_000;
 /// Bytes a download reads from the file per body chunk.
 pub const MEDIA_READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Most bytes of a refused upload's body read (and dropped) so its client hears the answer.
+pub const MEDIA_DRAIN_BYTES_MAX: usize = 1024 * 1024;
+/// Longest time spent reading a refused upload's body.
+pub const MEDIA_DRAIN_MS: u64 = 5_000;
 /// The header that carries the `ErrorCode` number of a refusal.
 pub const ERROR_HEADER: &str = "x-switchboard-error";
 
@@ -170,11 +174,12 @@ pub async fn handle(sh: Rc<Shared>, req: Request<Incoming>) -> Result<Resp, Infa
         Ok(t) => t,
         Err(e) => {
             bump(&sh.counters.refused_token);
-            return Ok(refuse(
+            let r = refuse(
                 StatusCode::FORBIDDEN,
                 ErrorCode::MediaBadToken,
                 &e.to_string(),
-            ));
+            );
+            return Ok(after_draining(req, r).await);
         }
     };
     Ok(match purpose {
@@ -207,24 +212,61 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// An answer given before the body was read (a refusal, or "already stored"): the body is
+/// read and dropped first, at most `MEDIA_DRAIN_BYTES_MAX` within `MEDIA_DRAIN_MS`, so a
+/// client that sends without waiting hears the answer instead of a reset; past either bound
+/// the connection just closes. A client that sent `Expect: 100-continue` (what big uploads
+/// should do) is answered at once and never sends the body.
+async fn after_draining(req: Request<Incoming>, resp: Resp) -> Resp {
+    let expects = req
+        .headers()
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects || req.method() != Method::PUT {
+        return resp;
+    }
+    let mut body = req.into_body();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(MEDIA_DRAIN_MS);
+    let mut read = 0usize;
+    while read <= MEDIA_DRAIN_BYTES_MAX {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => read += f.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+    resp
+}
+
 async fn upload(sh: &Shared, name: &str, t: Token, req: Request<Incoming>) -> Resp {
+    match before_body(sh, name, &t, &req) {
+        Some(early) => after_draining(req, early).await,
+        None => receive_and_store(sh, name, t, req).await,
+    }
+}
+
+/// The answer an upload gets before its body is read, if any.
+fn before_body(sh: &Shared, name: &str, t: &Token, req: &Request<Incoming>) -> Option<Resp> {
     let c = &sh.counters;
-    if t.size > sh.object_bytes_max || declared_len(&req).is_some_and(|n| n > t.size) {
+    if t.size > sh.object_bytes_max || declared_len(req).is_some_and(|n| n > t.size) {
         bump(&c.refused_too_large);
         let detail = "larger than the slot or the object limit";
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::MediaObjectTooLarge,
-            detail,
-        );
+        let code = ErrorCode::MediaObjectTooLarge;
+        return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, code, detail));
     }
     if sh.store.object_path(name).exists() {
         bump(&c.uploads_duplicate);
-        return text(StatusCode::OK, "already stored");
+        return Some(text(StatusCode::OK, "already stored"));
     }
     if let Err(r) = sh.budgets.borrow_mut().begin(t.user, t.size, now_ms()) {
-        return refused_budget(c, r);
+        return Some(refused_budget(c, r));
     }
+    None
+}
+
+/// The upload [`before_body`] let through (its budgets reserved): the body to a temp file,
+/// checked, committed.
+async fn receive_and_store(sh: &Shared, name: &str, t: Token, req: Request<Incoming>) -> Resp {
+    let c = &sh.counters;
     let mut res = Reservation {
         sh,
         user: t.user,

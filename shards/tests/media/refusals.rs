@@ -1,0 +1,139 @@
+//! Every refusal answers with its code and stores nothing: a wrong hash, more bytes than the
+//! slot, an object over the limit, an expired or forged token, the day's bytes, the disk
+//! budget.
+
+use proto::v1::{server_frame, ErrorCode};
+
+use messaging::media::token::{hex, MediaKey, Purpose, Token};
+
+use crate::http::{agent, object, put, request_slot, server, sha256, slot};
+
+fn objects_on_disk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("media/objects"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn wrong_bytes_too_many_bytes_and_expired_or_forged_tokens_are_refused_with_their_codes() {
+    let dir = testkit::temp_dir("media-refusals");
+    let s = server(dir.clone(), |m| m.media_object_bytes_max = Some(1 << 20));
+    let http = agent(&dir);
+    let mut a = s.client();
+    a.load_test_login("+15550000011");
+
+    let photo = object(50_000, 3);
+    let up = slot(&mut a, 1, &photo);
+    let mut wrong = photo.clone();
+    wrong[100] ^= 1;
+    let r = put(&http, &up.upload_url, &wrong);
+    assert_eq!(
+        (r.status, r.code),
+        (422, ErrorCode::MediaBadHash as i32),
+        "{r:?}"
+    );
+    let short = put(&http, &up.upload_url, &photo[..photo.len() - 1]);
+    assert_eq!(short.code, ErrorCode::MediaBadHash as i32);
+    let mut longer = photo.clone();
+    longer.push(0);
+    let r = put(&http, &up.upload_url, &longer);
+    assert_eq!(
+        (r.status, r.code),
+        (413, ErrorCode::MediaObjectTooLarge as i32)
+    );
+
+    // A slot over the object limit is refused on the chat connection.
+    match request_slot(&mut a, 2, (1 << 20) + 1, sha256(b"x")) {
+        server_frame::Kind::Error(e) => {
+            assert_eq!(e.code, ErrorCode::MediaObjectTooLarge as i32);
+            assert_eq!(e.client_msg_id, 2);
+        }
+        other => panic!("expected an Error, got {other:?}"),
+    }
+
+    // Tokens: expired (signed with the server's own key, an hour ago), forged (another key).
+    let key_bytes: [u8; 32] = std::fs::read(dir.join("media/key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sha: [u8; 32] = sha256(&photo).try_into().unwrap();
+    let token = |key: &MediaKey, expires_at_ms| {
+        key.sign(&Token {
+            purpose: Purpose::Upload,
+            user: 15550000011,
+            sha256: sha,
+            size: photo.len() as u64,
+            expires_at_ms,
+        })
+    };
+    let base = up.upload_url.split("/m/").next().unwrap();
+    let url = |t: String| format!("{base}/m/{}?t={t}", hex(&sha));
+    let now_ms = up.expires_at_ms - messaging::media::settings::MEDIA_SLOT_MS;
+    let expired = put(
+        &http,
+        &url(token(&MediaKey::new(&key_bytes), now_ms - 3_600_000)),
+        &photo,
+    );
+    assert_eq!(
+        (expired.status, expired.code),
+        (403, ErrorCode::MediaBadToken as i32)
+    );
+    let forged = put(
+        &http,
+        &url(token(&MediaKey::new(&[7; 32]), u64::MAX)),
+        &photo,
+    );
+    assert_eq!(forged.code, ErrorCode::MediaBadToken as i32);
+    assert_eq!(objects_on_disk(&dir), 0, "nothing refused was stored");
+    assert_eq!(
+        std::fs::read_dir(dir.join("media/tmp")).unwrap().count(),
+        0,
+        "no temp left"
+    );
+
+    // The good bytes still go up on the same slot.
+    assert_eq!(put(&http, &up.upload_url, &photo).status, 201);
+    assert_eq!(objects_on_disk(&dir), 1);
+}
+
+#[test]
+fn the_days_bytes_and_the_disk_budget_refuse_uploads_before_a_byte_is_stored() {
+    let dir = testkit::temp_dir("media-budgets");
+    let s = server(dir.clone(), |m| {
+        m.media_user_bytes_per_day = Some(15_000);
+        m.media_disk_bytes_max = Some(25_000);
+    });
+    let http = agent(&dir);
+    let mut a = s.client();
+    a.load_test_login("+15550000021");
+    let mut b = s.client();
+    b.load_test_login("+15550000022");
+
+    let first = object(10_000, 1);
+    assert_eq!(
+        put(&http, &slot(&mut a, 1, &first).upload_url, &first).status,
+        201
+    );
+    let second = object(10_000, 2);
+    let r = put(&http, &slot(&mut a, 2, &second).upload_url, &second);
+    assert_eq!(
+        (r.status, r.code),
+        (429, ErrorCode::MediaDailyBytes as i32),
+        "{r:?}"
+    );
+    // Another user has bytes left today, and the disk has 15,000.
+    assert_eq!(
+        put(&http, &slot(&mut b, 1, &second).upload_url, &second).status,
+        201
+    );
+    let mut c = s.client();
+    c.load_test_login("+15550000023");
+    let third = object(10_000, 3);
+    let r = put(&http, &slot(&mut c, 1, &third).upload_url, &third);
+    assert_eq!(
+        (r.status, r.code),
+        (507, ErrorCode::MediaDiskBudget as i32),
+        "{r:?}"
+    );
+    assert_eq!(objects_on_disk(&dir), 2);
+}
