@@ -157,3 +157,42 @@ fn terminal_escapes_in_a_message_are_shown_not_obeyed() {
         "no fake line: {out}"
     );
 }
+
+#[test]
+fn a_file_goes_up_with_send_file_and_comes_down_with_listen_save_dir() {
+    let server = TestServer::start(true, &["--media-listen", "127.0.0.1:0"]);
+    let dir = temp_dir("chat-media");
+    let (a, b) = (dir.join("alice.toml"), dir.join("bob.toml"));
+    sign_up(&server, &a, ALICE);
+    sign_up(&server, &b, BOB);
+    let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let path = dir.join("cat.jpg");
+    std::fs::write(&path, &photo).unwrap();
+    let file = path.to_str().unwrap();
+
+    let out = ok(chat(
+        &server,
+        &a,
+        &["send-file", BOB, file, "--caption", "look"],
+    ));
+    assert!(
+        out.contains("✓ sent") && out.contains("300000 bytes"),
+        "{out}"
+    );
+
+    let saved = dir.join("received");
+    let save = saved.to_str().unwrap();
+    let out = ok(chat(
+        &server,
+        &b,
+        &["listen", "--timeout", "5", "--save-dir", save],
+    ));
+    assert!(out.contains(&format!("{ALICE}: look")), "{out}");
+    assert!(out.contains("saved") && out.contains("image/jpeg"), "{out}");
+    let files: Vec<_> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read(&files[0]).unwrap(), photo, "the same bytes");
+}
