@@ -18,9 +18,12 @@ pub const MEDIA_USER_BYTES_PER_DAY_DEFAULT: u64 = 1024 * 1024 * 1024;
 pub const MEDIA_UPLOADS_PER_USER_MAX_DEFAULT: u32 = 4;
 /// Total bytes of stored media, by default (10 GiB): new uploads are refused past it.
 pub const MEDIA_DISK_BYTES_MAX_DEFAULT: u64 = 10 * 1024 * 1024 * 1024;
-/// Slowest upload accepted, by default: 16 KiB/s averaged over the upload (plus a grace
-/// period, `media::limits::MEDIA_UPLOAD_GRACE_MS`).
+/// Slowest upload accepted, by default: 16 KiB/s averaged over the upload (plus
+/// [`MEDIA_UPLOAD_GRACE_MS`]).
 pub const MEDIA_UPLOAD_BYTES_PER_S_MIN_DEFAULT: u64 = 16 * 1024;
+
+/// Time an upload gets on top of its size at the slowest rate (TLS, headers, a slow start).
+pub const MEDIA_UPLOAD_GRACE_MS: u64 = 10_000;
 
 /// Media flags.
 #[derive(Debug, Args, Default, Clone)]
@@ -72,6 +75,8 @@ pub struct MediaConfig {
     pub retention_ms: u64,
     /// Slowest upload accepted.
     pub upload_bytes_per_s_min: u64,
+    /// Time an upload gets on top of its size at the slowest rate (no flag: tests shorten it).
+    pub upload_grace_ms: u64,
 }
 
 impl MediaArgs {
@@ -125,6 +130,7 @@ impl MediaArgs {
                 self.media_upload_bytes_per_s_min
                     .unwrap_or(MEDIA_UPLOAD_BYTES_PER_S_MIN_DEFAULT),
             )?,
+            upload_grace_ms: MEDIA_UPLOAD_GRACE_MS,
         }))
     }
 }

@@ -2,7 +2,8 @@
 //! - `PUT /m/<sha256 hex>?t=<upload token>`: the object's bytes, streamed to a temp file
 //!   (`store.rs`) with its SHA-256 computed on the way; never more than the slot's size is
 //!   read, and the upload must finish before its slow-upload deadline
-//!   (`MEDIA_UPLOAD_GRACE_MS` plus its size at the slowest rate allowed). Answers 201
+//!   (a grace period, `MEDIA_UPLOAD_GRACE_MS` by default, plus its size at the slowest rate
+//!   allowed). Answers 201
 //!   (stored), 200 (already stored; nothing read), or an error.
 //! - `GET`/`HEAD /m/<sha256 hex>?t=<download token>`: the object, or one `Range` of it.
 //!
@@ -34,8 +35,6 @@ use super::limits::{Budgets, Refusal};
 use super::range::{self, Span};
 use super::store::{is_object_name, Store};
 
-/// Time an upload gets on top of its size at the slowest rate (TLS, headers, a slow start).
-pub const MEDIA_UPLOAD_GRACE_MS: u64 = 10_000;
 /// Bytes a download reads from the file per body chunk.
 pub const MEDIA_READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Most bytes of a refused upload's body read (and dropped) so its client hears the answer.
@@ -60,6 +59,8 @@ pub struct Shared {
     pub object_bytes_max: u64,
     /// Slowest upload accepted.
     pub upload_bytes_per_s_min: u64,
+    /// Time every upload gets on top of its size at the slowest rate.
+    pub upload_grace_ms: u64,
     /// Numbers temp files apart.
     pub next_temp: Cell<u64>,
 }
@@ -311,8 +312,7 @@ async fn receive(
     mut file: std::fs::File,
 ) -> Result<std::fs::File, Resp> {
     let c = &sh.counters;
-    let allowed_ms =
-        MEDIA_UPLOAD_GRACE_MS + t.size.saturating_mul(1000) / sh.upload_bytes_per_s_min;
+    let allowed_ms = sh.upload_grace_ms + t.size.saturating_mul(1000) / sh.upload_bytes_per_s_min;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(allowed_ms);
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut written = 0u64;

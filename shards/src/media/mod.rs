@@ -104,6 +104,7 @@ pub fn start(
     let retention_ms = cfg.retention_ms;
     let object_bytes_max = cfg.object_bytes_max;
     let upload_bytes_per_s_min = cfg.upload_bytes_per_s_min;
+    let upload_grace_ms = cfg.upload_grace_ms;
     let thread_counters = counters.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let thread_stop = stop.clone();
@@ -117,6 +118,7 @@ pub fn start(
                 counters: thread_counters,
                 object_bytes_max,
                 upload_bytes_per_s_min,
+                upload_grace_ms,
                 next_temp: Cell::new(0),
             });
             run(sh, listener, acceptor, retention_ms, &thread_stop);

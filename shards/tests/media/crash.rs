@@ -2,43 +2,15 @@
 //! (every stored file hashes to its name, no temp file is left) and every upload that was
 //! answered 201 downloads intact.
 
-use std::io::Read;
 use std::sync::mpsc;
 
 use messaging::media::token::{hex, MediaKey, Purpose, Token};
 
-use crate::http::{agent, get, object, put, sha256, slot};
+use crate::http::{agent, get, object, put, sha256, slot, Stalling};
 use crate::support::{spawn_binary, Client};
 
 const UPLOADS: usize = 100;
 const OBJECT_BYTES: usize = 200 * 1024;
-
-/// A body that hands over its first half, says so, then waits for the test (forever, in
-/// practice: until the server's death breaks the connection or the test ends).
-struct Stalling {
-    bytes: Vec<u8>,
-    at: usize,
-    halfway: Option<mpsc::Sender<()>>,
-    hold: mpsc::Receiver<()>,
-}
-
-impl Read for Stalling {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let half = self.bytes.len() / 2;
-        if self.at >= half {
-            if let Some(tx) = self.halfway.take() {
-                let _ = tx.send(());
-            }
-            // Released only when the test drops the sender.
-            let _ = self.hold.recv();
-            return Err(std::io::Error::other("stalled on purpose"));
-        }
-        let n = buf.len().min(half - self.at);
-        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
 
 fn start(dir: &std::path::Path) -> (std::process::Child, Client) {
     let flags = [

@@ -1,7 +1,9 @@
 //! What the media tests share: a TLS server with the media service on, a slot request over
 //! the chat connection, and an HTTPS client trusting the server's dev certificate.
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use proto::v1::{client_frame, server_frame, MediaSlot, MediaSlotRequest};
@@ -123,4 +125,45 @@ pub fn get(agent: &ureq::Agent, url: &str, range: Option<&str>) -> Answer {
         req = req.header("range", r);
     }
     answer(req.call())
+}
+
+/// A body that hands over its first half, says so, then waits for the test (forever, in
+/// practice: until the server's death breaks the connection or the test ends).
+pub struct Stalling {
+    pub bytes: Vec<u8>,
+    pub at: usize,
+    pub halfway: Option<mpsc::Sender<()>>,
+    pub hold: mpsc::Receiver<()>,
+}
+
+impl Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let half = self.bytes.len() / 2;
+        if self.at >= half {
+            if let Some(tx) = self.halfway.take() {
+                let _ = tx.send(());
+            }
+            // Released only when the test drops the sender.
+            let _ = self.hold.recv();
+            return Err(std::io::Error::other("stalled on purpose"));
+        }
+        let n = buf.len().min(half - self.at);
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Files in the media temp folder (uploads in progress, or a crash's leftovers).
+pub fn temp_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("media/tmp")).unwrap().count()
+}
+
+/// Waits (60 s at most) until `done()` holds.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -137,3 +137,67 @@ fn the_days_bytes_and_the_disk_budget_refuse_uploads_before_a_byte_is_stored() {
     );
     assert_eq!(objects_on_disk(&dir), 2);
 }
+
+#[test]
+fn a_stalled_upload_holds_its_users_only_upload_until_the_slow_upload_deadline_cuts_it() {
+    use crate::http::{temp_files, wait_until, Stalling};
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = testkit::temp_dir("media-slow");
+    let s = crate::support::TestServer::start_cfg(2, true, dir.clone(), |cfg| {
+        let args = shards::config::media::MediaArgs {
+            media_listen: Some("127.0.0.1:0".parse().unwrap()),
+            media_uploads_per_user_max: Some(1),
+            ..Default::default()
+        };
+        let mut m = args.resolve().unwrap().unwrap();
+        m.upload_grace_ms = 300;
+        cfg.media = Some(m);
+    });
+    let http = agent(&dir);
+    let mut a = s.client();
+    a.load_test_login("+15550000041");
+    let video = object(20_000, 4);
+    let url = slot(&mut a, 1, &video).upload_url;
+    let (halfway_tx, halfway_rx) = std::sync::mpsc::channel();
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let body = Stalling {
+        bytes: video.clone(),
+        at: 0,
+        halfway: Some(halfway_tx),
+        hold: hold_rx,
+    };
+    let stalled = {
+        let (http, url) = (http.clone(), url.clone());
+        std::thread::spawn(move || {
+            let _ = http.put(&url).send(ureq::SendBody::from_owned_reader(body));
+        })
+    };
+    halfway_rx.recv().unwrap();
+    wait_until("the stalled upload is in progress", || {
+        temp_files(&dir) == 1
+    });
+    let photo = object(1_000, 5);
+    let r = put(&http, &slot(&mut a, 2, &photo).upload_url, &photo);
+    assert_eq!(
+        (r.status, r.code),
+        (429, ErrorCode::MediaConcurrentUploads as i32),
+        "{r:?}"
+    );
+
+    // 300 ms of grace plus 20 kB at 16 KiB/s: the stalled upload is cut after ~1.5 s.
+    let counters = &s.media.as_ref().unwrap().counters;
+    wait_until("the slow upload is cut", || {
+        counters.refused_slow.load(Relaxed) == 1
+    });
+    wait_until("its temp file is gone", || temp_files(&dir) == 0);
+    assert_eq!(
+        put(&http, &slot(&mut a, 3, &photo).upload_url, &photo).status,
+        201
+    );
+    drop(hold_tx);
+    stalled.join().unwrap();
+    assert!(!dir
+        .join("media/objects")
+        .join(hex(&sha256(&video)))
+        .exists());
+}
