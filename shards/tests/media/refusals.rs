@@ -201,3 +201,38 @@ fn a_stalled_upload_holds_its_users_only_upload_until_the_slow_upload_deadline_c
         .join(hex(&sha256(&video)))
         .exists());
 }
+
+#[test]
+fn a_server_without_the_media_service_refuses_slots_and_passes_media_links_through() {
+    let s = crate::support::TestServer::start(2, true);
+    let mut a = s.client();
+    a.load_test_login("+15550000051");
+    let mut b = s.client();
+    b.load_test_login("+15550000052");
+    match request_slot(&mut a, 9, 10, sha256(b"x")) {
+        server_frame::Kind::Error(e) => {
+            assert_eq!((e.code, e.client_msg_id), (ErrorCode::MediaOff as i32, 9));
+        }
+        other => panic!("expected MEDIA_OFF, got {other:?}"),
+    }
+    let link = proto::v1::Media {
+        url: "https://cdn.example/cat.jpg".into(),
+        mime: "image/jpeg".into(),
+        size: 10,
+        sha256: sha256(b"x"),
+        ..Default::default()
+    };
+    a.send(proto::v1::client_frame::Kind::Send(
+        proto::v1::SendMessage {
+            to: "+15550000052".into(),
+            client_msg_id: 1,
+            body: Vec::new(),
+            media: Some(Box::new(link.clone())),
+        },
+    ));
+    assert_eq!(
+        b.expect_message().media.as_deref(),
+        Some(&link),
+        "untouched"
+    );
+}
