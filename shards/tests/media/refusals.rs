@@ -236,3 +236,42 @@ fn a_server_without_the_media_service_refuses_slots_and_passes_media_links_throu
         "untouched"
     );
 }
+
+#[test]
+fn objects_past_their_retention_are_deleted_at_start_and_by_the_sweep() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = testkit::temp_dir("media-retention");
+    let photo = object(5_000, 6);
+    let fresh = object(5_000, 7);
+    {
+        let s = server(dir.clone(), |_| {});
+        let http = agent(&dir);
+        let mut a = s.client();
+        a.load_test_login("+15550000061");
+        assert_eq!(
+            put(&http, &slot(&mut a, 1, &photo).upload_url, &photo).status,
+            201
+        );
+        assert_eq!(
+            put(&http, &slot(&mut a, 2, &fresh).upload_url, &fresh).status,
+            201
+        );
+    }
+    // 31 days old by its file time: past the default 30.
+    let old = dir.join("media/objects").join(hex(&sha256(&photo)));
+    let month = std::time::Duration::from_secs(31 * 24 * 3600);
+    let f = std::fs::File::options().write(true).open(&old).unwrap();
+    f.set_modified(std::time::SystemTime::now() - month)
+        .unwrap();
+    drop(f);
+    let s = server(dir.clone(), |_| {});
+    let counters = &s.media.as_ref().unwrap().counters;
+    crate::http::wait_until("the sweep ran", || counters.expired.load(Relaxed) == 1);
+    assert!(!old.exists());
+    assert!(dir
+        .join("media/objects")
+        .join(hex(&sha256(&fresh)))
+        .exists());
+    assert_eq!(counters.objects.load(Relaxed), 1);
+    assert_eq!(counters.stored_bytes.load(Relaxed), 5_000);
+}

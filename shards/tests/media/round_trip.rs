@@ -100,3 +100,57 @@ fn a_photo_goes_up_once_and_its_recipient_downloads_it_whole_and_in_ranges() {
     assert_eq!(load(&counters.objects), 1);
     assert!(load(&counters.refused_token) >= 3);
 }
+
+#[test]
+fn each_member_of_a_group_gets_a_download_url_of_its_own() {
+    let dir = testkit::temp_dir("media-group");
+    let s = server(dir.clone(), |_| {});
+    let http = agent(&dir);
+    let phones = ["+15550000071", "+15550000072", "+15550000073"];
+    let mut clients: Vec<_> = phones
+        .iter()
+        .map(|p| {
+            let mut c = s.client();
+            c.load_test_login(p);
+            c.group_privacy(proto::v1::GroupAddPolicy::Everyone);
+            c
+        })
+        .collect();
+    clients[0].send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "family".into(),
+        members: phones[1..].iter().map(|p| p.to_string()).collect(),
+    }));
+    let group_id = match clients[0].recv() {
+        proto::v1::server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+    let voice = object(20 * 1024, 8);
+    assert_eq!(
+        put(&http, &slot(&mut clients[0], 2, &voice).upload_url, &voice).status,
+        201
+    );
+    clients[0].send(client_frame::Kind::GroupSend(proto::v1::GroupSend {
+        group_id,
+        client_msg_id: 1,
+        body: Vec::new(),
+        media: Some(Box::new(Media {
+            mime: "audio/ogg".into(),
+            size: voice.len() as u64,
+            sha256: sha256(&voice),
+            duration_ms: 4_200,
+            ..Default::default()
+        })),
+    }));
+    let urls: Vec<String> = clients[1..]
+        .iter_mut()
+        .map(|c| {
+            let m = c.expect_message().media.expect("media");
+            assert_eq!(m.duration_ms, 4_200);
+            let got = get(&http, &m.url, None);
+            assert_eq!((got.status, sha256(&got.body)), (200, sha256(&voice)));
+            m.url
+        })
+        .collect();
+    assert_ne!(urls[0], urls[1], "one token per recipient");
+}
