@@ -6,8 +6,9 @@
 #
 # Installs nginx if it is missing (Debian: `apt-get install -y nginx`; the package's own
 # service is stopped again: the bench runs its own nginx on a free port), builds the release
-# binaries, and runs `media-bench` (perf/src/bin/media_bench.rs) with the client on CPU 1.
-# Other load on the box shows in the numbers: say what ran beside it.
+# binaries, and runs `media-bench` (perf/src/bin/media_bench.rs); nothing is pinned (the
+# server, nginx and the client share the box's CPUs). Other load on the box shows in the
+# numbers: say what ran beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then
@@ -17,8 +18,4 @@ if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null; then
     if [ -f /run/nginx.pid ]; then /usr/sbin/nginx -s stop || true; fi
 fi
 cargo build --release -q -p shards --bin switchboard -p perf --bin media-bench
-cpus=$(nproc)
-if [ "$cpus" -ge 2 ]; then
-    exec taskset -c 1 target/release/media-bench "$@"
-fi
 exec target/release/media-bench "$@"
