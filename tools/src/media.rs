@@ -79,6 +79,32 @@ impl MediaHttp {
         }
     }
 
+    /// PUTs `bytes` to a slot's `url`.
+    pub fn put_bytes(&self, url: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut r = self.agent.put(url).send(bytes).context("upload")?;
+        match r.status().as_u16() {
+            200 | 201 => Ok(()),
+            status => {
+                let code = header(&r, ERROR_HEADER);
+                let text = r.body_mut().read_to_string().unwrap_or_default();
+                bail!(
+                    "upload refused: HTTP {status} (code {code}): {}",
+                    text.trim()
+                )
+            }
+        }
+    }
+
+    /// GETs `url` into memory: its bytes, at most `size`.
+    pub fn get_bytes(&self, url: &str, size: u64) -> anyhow::Result<Vec<u8>> {
+        let mut r = self.agent.get(url).call().context("download")?;
+        if r.status().as_u16() != 200 {
+            let code = header(&r, ERROR_HEADER);
+            bail!("download refused: HTTP {} (code {code})", r.status());
+        }
+        Ok(r.body_mut().with_config().limit(size).read_to_vec()?)
+    }
+
     /// Downloads `url` into `dir` as `name`, checking `size` and `sha256`; the file appears
     /// under its name only once whole and checked.
     pub fn download(
