@@ -1,5 +1,7 @@
-//! The media service's flags (issue 25): parsed and validated here, wired into
-//! [`super::Cli`] (flattened) and [`super::ServerConfig`]. Starts nothing.
+//! The media service's settings (issue 25): flags (`--media-*`) over the config file's
+//! `[media]` table (the same names without `media-`) over defaults, validated here and wired
+//! into [`super::Cli`] (flattened), [`super::FileConfig`] and [`super::ServerConfig`].
+//! Starts nothing.
 //!
 //! **Off by default.** The service opens a second listener and writes user files under the
 //! data directory; a box that was never asked to hold media should not expose either (the
@@ -9,6 +11,7 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use serde::Deserialize;
 
 use super::ConfigError;
 
@@ -33,26 +36,40 @@ pub struct MediaArgs {
     pub media_listen: Option<SocketAddr>,
     /// The URL clients reach the media service at (default: https://ADDR, or http:// with
     /// --no-tls), e.g. behind a load balancer.
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_url: Option<String>,
     /// Largest object, bytes (default 64 MiB).
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_object_bytes_max: Option<u64>,
     /// Upload bytes per user per day (UTC), default 1 GiB.
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_user_bytes_per_day: Option<u64>,
     /// Uploads in progress per user, default 4.
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_uploads_per_user_max: Option<u32>,
     /// Total stored media bytes; new uploads are refused past it (default 10 GiB).
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_disk_bytes_max: Option<u64>,
     /// Delete objects this many days after upload (default 30).
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_retention_days: Option<u64>,
     /// Slowest upload accepted, bytes per second (default 16384).
-    #[arg(long, requires = "media_listen")]
+    #[arg(long)]
     pub media_upload_bytes_per_s_min: Option<u64>,
+}
+
+/// The config file's `[media]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaFile {
+    listen: Option<SocketAddr>,
+    url: Option<String>,
+    object_bytes_max: Option<u64>,
+    user_bytes_per_day: Option<u64>,
+    uploads_per_user_max: Option<u32>,
+    disk_bytes_max: Option<u64>,
+    retention_days: Option<u64>,
+    upload_bytes_per_s_min: Option<u64>,
 }
 
 /// The media service's settings, validated.
@@ -80,9 +97,38 @@ pub struct MediaConfig {
 }
 
 impl MediaArgs {
-    /// The validated settings, or `None` when the service is off.
-    pub fn resolve(&self) -> Result<Option<MediaConfig>, ConfigError> {
+    /// The validated settings (flags over `file`), or `None` when the service is off.
+    pub fn resolve(&self, file: Option<&MediaFile>) -> Result<Option<MediaConfig>, ConfigError> {
+        let empty = MediaFile::default();
+        let f = file.unwrap_or(&empty);
+        let merged = MediaArgs {
+            media_listen: self.media_listen.or(f.listen),
+            media_url: self.media_url.clone().or_else(|| f.url.clone()),
+            media_object_bytes_max: self.media_object_bytes_max.or(f.object_bytes_max),
+            media_user_bytes_per_day: self.media_user_bytes_per_day.or(f.user_bytes_per_day),
+            media_uploads_per_user_max: self.media_uploads_per_user_max.or(f.uploads_per_user_max),
+            media_disk_bytes_max: self.media_disk_bytes_max.or(f.disk_bytes_max),
+            media_retention_days: self.media_retention_days.or(f.retention_days),
+            media_upload_bytes_per_s_min: self
+                .media_upload_bytes_per_s_min
+                .or(f.upload_bytes_per_s_min),
+        };
+        merged.resolve_merged()
+    }
+
+    fn resolve_merged(&self) -> Result<Option<MediaConfig>, ConfigError> {
         let Some(listen) = self.media_listen else {
+            let any = self.media_url.is_some()
+                || self.media_object_bytes_max.is_some()
+                || self.media_user_bytes_per_day.is_some()
+                || self.media_uploads_per_user_max.is_some()
+                || self.media_disk_bytes_max.is_some()
+                || self.media_retention_days.is_some()
+                || self.media_upload_bytes_per_s_min.is_some();
+            if any {
+                let detail = "media settings need media-listen (the service is off without it)";
+                return Err(ConfigError::Invalid(detail.into()));
+            }
             return Ok(None);
         };
         let base_url = self
@@ -135,18 +181,39 @@ impl MediaArgs {
     }
 }
 
+/// The `[media]` table for `--check-config` (a table: it goes after every top-level key).
+pub fn toml_section(m: &MediaConfig) -> String {
+    let mut o = String::from("\n[media]\n");
+    let mut kv = |k: &str, v: toml::Value| o.push_str(&format!("{k} = {v}\n"));
+    kv("listen", m.listen.to_string().into());
+    if let Some(u) = &m.base_url {
+        kv("url", u.clone().into());
+    }
+    let int = |v: u64| toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+    kv("object_bytes_max", int(m.object_bytes_max));
+    kv("user_bytes_per_day", int(m.user_bytes_per_day));
+    kv(
+        "uploads_per_user_max",
+        int(u64::from(m.uploads_per_user_max)),
+    );
+    kv("disk_bytes_max", int(m.disk_bytes_max));
+    kv("retention_days", int(m.retention_ms / (24 * 3600 * 1000)));
+    kv("upload_bytes_per_s_min", int(m.upload_bytes_per_s_min));
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn off_by_default_and_defaults_when_on() {
-        assert!(MediaArgs::default().resolve().unwrap().is_none());
+        assert!(MediaArgs::default().resolve(None).unwrap().is_none());
         let on = MediaArgs {
             media_listen: Some("127.0.0.1:8443".parse().unwrap()),
             ..Default::default()
         };
-        let c = on.resolve().unwrap().unwrap();
+        let c = on.resolve(None).unwrap().unwrap();
         assert_eq!(c.base_url, None, "the bound address");
         assert_eq!(c.object_bytes_max, 64 * 1024 * 1024);
         assert_eq!(c.retention_ms, 30 * 24 * 3600 * 1000);
@@ -154,13 +221,37 @@ mod tests {
             media_url: Some(u.into()),
             ..on.clone()
         };
-        let given = url("https://media.example/").resolve().unwrap().unwrap();
+        let given = url("https://media.example/")
+            .resolve(None)
+            .unwrap()
+            .unwrap();
         assert_eq!(given.base_url.as_deref(), Some("https://media.example"));
-        assert!(url("ftp://x").resolve().is_err());
+        assert!(url("ftp://x").resolve(None).is_err());
         let zero = MediaArgs {
             media_retention_days: Some(0),
             ..on
         };
-        assert!(zero.resolve().is_err());
+        assert!(zero.resolve(None).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_files_media_table_and_settings_need_a_listener() {
+        let file: MediaFile =
+            toml::from_str("listen = \"127.0.0.1:9443\"\nretention_days = 7\n").unwrap();
+        let flags = MediaArgs {
+            media_retention_days: Some(3),
+            ..Default::default()
+        };
+        let c = flags.resolve(Some(&file)).unwrap().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(c.retention_ms, 3 * 24 * 3600 * 1000);
+        assert!(
+            flags.resolve(None).is_err(),
+            "a media setting without a listener"
+        );
+        assert!(
+            toml::from_str::<MediaFile>("lisen = 1").is_err(),
+            "unknown keys"
+        );
     }
 }

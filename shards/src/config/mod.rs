@@ -227,6 +227,8 @@ pub struct FileConfig {
     guesses_prefix_per_hour: Option<u32>,
     guesses_box_per_minute: Option<u32>,
     new_recipients_per_hour: Option<u32>,
+    /// The `[media]` table (`config/media.rs`).
+    media: Option<media::MediaFile>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -552,7 +554,7 @@ impl ServerConfig {
         };
         let tls = !(cli.no_tls || file.no_tls.unwrap_or(false));
         Ok(ServerConfig {
-            media: cli.media.resolve()?,
+            media: cli.media.resolve(file.media.as_ref())?,
             signup,
             users,
             admin,

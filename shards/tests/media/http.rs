@@ -20,7 +20,7 @@ pub fn server(data_dir: std::path::PathBuf, tweak: impl FnOnce(&mut MediaArgs)) 
             ..Default::default()
         };
         tweak(&mut args);
-        cfg.media = args.resolve().unwrap();
+        cfg.media = args.resolve(None).unwrap();
     })
 }
 

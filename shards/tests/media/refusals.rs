@@ -149,7 +149,7 @@ fn a_stalled_upload_holds_its_users_only_upload_until_the_slow_upload_deadline_c
             media_uploads_per_user_max: Some(1),
             ..Default::default()
         };
-        let mut m = args.resolve().unwrap().unwrap();
+        let mut m = args.resolve(None).unwrap().unwrap();
         m.upload_grace_ms = 300;
         cfg.media = Some(m);
     });

@@ -35,7 +35,7 @@ fn server_after_traffic() -> (TestServer, SocketAddr) {
             media_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         };
-        c.media = media.resolve().unwrap();
+        c.media = media.resolve(None).unwrap();
     });
     let admin = server.rt.as_ref().unwrap().admin_addr().unwrap();
     let a = phones_on(0, 2, 1, 700).remove(0);
