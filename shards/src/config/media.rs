@@ -28,6 +28,10 @@ pub const MEDIA_UPLOAD_BYTES_PER_S_MIN_DEFAULT: u64 = 16 * 1024;
 /// Time an upload gets on top of its size at the slowest rate (TLS, headers, a slow start).
 pub const MEDIA_UPLOAD_GRACE_MS: u64 = 10_000;
 
+/// A write to a media peer that waits this long without progress (the peer stopped reading)
+/// ends its connection.
+pub const MEDIA_WRITE_STALL_MS: u64 = 30_000;
+
 /// Media flags.
 #[derive(Debug, Args, Default, Clone)]
 pub struct MediaArgs {
@@ -94,6 +98,8 @@ pub struct MediaConfig {
     pub upload_bytes_per_s_min: u64,
     /// Time an upload gets on top of its size at the slowest rate (no flag: tests shorten it).
     pub upload_grace_ms: u64,
+    /// A write to a peer waiting this long without progress ends the connection (no flag).
+    pub write_stall_ms: u64,
 }
 
 impl MediaArgs {
@@ -177,6 +183,7 @@ impl MediaArgs {
                     .unwrap_or(MEDIA_UPLOAD_BYTES_PER_S_MIN_DEFAULT),
             )?,
             upload_grace_ms: MEDIA_UPLOAD_GRACE_MS,
+            write_stall_ms: MEDIA_WRITE_STALL_MS,
         }))
     }
 }

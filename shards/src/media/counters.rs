@@ -38,6 +38,8 @@ pub struct MediaCounters {
     pub expired: AtomicU64,
     /// Connections refused: the service's connection cap.
     pub connections_refused: AtomicU64,
+    /// Connections ended: a write waited `MEDIA_WRITE_STALL_MS` without progress.
+    pub write_stalls: AtomicU64,
     /// Objects stored now (gauge).
     pub objects: AtomicU64,
     /// Bytes stored now (gauge).
@@ -94,6 +96,10 @@ pub const HELP: &[(&str, &str)] = &[
         "media_connections_refused_total",
         "Media connections refused at the connection cap.",
     ),
+    (
+        "media_write_stalls_total",
+        "Media connections ended: the peer stopped reading.",
+    ),
     ("media_objects", "Media objects stored now."),
     ("media_stored_bytes", "Media bytes stored now."),
 ];
@@ -116,6 +122,7 @@ pub fn report(c: &MediaCounters) -> Vec<(&'static str, u64)> {
         &c.not_found,
         &c.expired,
         &c.connections_refused,
+        &c.write_stalls,
         &c.objects,
         &c.stored_bytes,
     ];

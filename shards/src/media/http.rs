@@ -61,6 +61,8 @@ pub struct Shared {
     pub upload_bytes_per_s_min: u64,
     /// Time every upload gets on top of its size at the slowest rate.
     pub upload_grace_ms: u64,
+    /// A write waiting this long without progress ends its connection (`stall.rs`).
+    pub write_stall_ms: u64,
     /// Numbers temp files apart.
     pub next_temp: Cell<u64>,
 }

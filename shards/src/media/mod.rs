@@ -9,13 +9,15 @@
 //! touch media files. Counters (`counters.rs`) are atomics shard 0 reports.
 //!
 //! Layout: `http.rs` (the two requests), `range.rs` (the `Range` header), `store.rs`
-//! (content-addressed files, crash-safe commit), `limits.rs`, `counters.rs`, `key.rs`.
+//! (content-addressed files, crash-safe commit), `limits.rs`, `counters.rs`, `key.rs`,
+//! `stall.rs` (the write deadline for peers that stop reading).
 
 pub mod counters;
 pub mod http;
 pub mod key;
 pub mod limits;
 pub mod range;
+pub mod stall;
 pub mod store;
 
 use std::cell::{Cell, RefCell};
@@ -105,6 +107,7 @@ pub fn start(
     let object_bytes_max = cfg.object_bytes_max;
     let upload_bytes_per_s_min = cfg.upload_bytes_per_s_min;
     let upload_grace_ms = cfg.upload_grace_ms;
+    let write_stall_ms = cfg.write_stall_ms;
     let thread_counters = counters.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let thread_stop = stop.clone();
@@ -119,6 +122,7 @@ pub fn start(
                 object_bytes_max,
                 upload_bytes_per_s_min,
                 upload_grace_ms,
+                write_stall_ms,
                 next_temp: Cell::new(0),
             });
             run(sh, listener, acceptor, retention_ms, &thread_stop);
@@ -184,6 +188,9 @@ async fn serve(
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let stall = Duration::from_millis(sh.write_stall_ms);
+    let counters = sh.counters.clone();
+    let tcp = stall::WriteDeadline::new(tcp, stall, move || bump(&counters.write_stalls));
     match acceptor {
         None => serve_http(sh, TokioIo::new(tcp)).await,
         Some(a) => {

@@ -275,3 +275,49 @@ fn objects_past_their_retention_are_deleted_at_start_and_by_the_sweep() {
     assert_eq!(counters.objects.load(Relaxed), 1);
     assert_eq!(counters.stored_bytes.load(Relaxed), 5_000);
 }
+
+#[test]
+fn a_downloader_that_stops_reading_is_cut_at_the_write_deadline() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = testkit::temp_dir("media-stall");
+    let s = crate::support::TestServer::start_cfg(2, false, dir.clone(), |cfg| {
+        let args = shards::config::media::MediaArgs {
+            media_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let mut m = args.resolve(None).unwrap().unwrap();
+        m.write_stall_ms = 300;
+        cfg.media = Some(m);
+    });
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut a = s.client();
+    a.load_test_login("+15550000081");
+    // Far more than the loopback socket buffers hold.
+    let video = object(24 << 20, 9);
+    let up = slot(&mut a, 1, &video);
+    assert_eq!(put(&http, &up.upload_url, &video).status, 201);
+    let key: [u8; 32] = std::fs::read(dir.join("media/key"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sha: [u8; 32] = sha256(&video).try_into().unwrap();
+    let token = MediaKey::new(&key).sign(&Token {
+        purpose: Purpose::Download,
+        user: 15550000081,
+        sha256: sha,
+        size: video.len() as u64,
+        expires_at_ms: u64::MAX,
+    });
+    let media = s.media.as_ref().unwrap();
+    let mut tcp = std::net::TcpStream::connect(media.addr).unwrap();
+    let request = format!("GET /m/{}?t={token} HTTP/1.1\r\nhost: x\r\n\r\n", hex(&sha));
+    tcp.write_all(request.as_bytes()).unwrap();
+    // Never read: the server's writes stop, and the deadline ends the connection.
+    let stalls = || media.counters.write_stalls.load(Relaxed);
+    crate::http::wait_until("the stalled download is cut", || stalls() == 1);
+    drop(tcp);
+}
