@@ -51,6 +51,7 @@ envelope_from!(ServerFrame, server_frame {
     GroupMembers => GroupMembers,
     Presence => Presence,
     GroupUpdated => GroupUpdated,
+    Redirect => Redirect,
     MediaSlot => MediaSlot,
 });
 
@@ -100,6 +101,7 @@ impl ServerFrame {
             Some(Kind::GroupMembers(_)) => "group_members",
             Some(Kind::Presence(_)) => "presence",
             Some(Kind::GroupUpdated(_)) => "group_updated",
+            Some(Kind::Redirect(_)) => "redirect",
             Some(Kind::MediaSlot(_)) => "media_slot",
         }
     }

@@ -42,8 +42,9 @@ pub enum Proto {
 /// One farm run, identical in every worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
-    /// The server (loopback or an address the operator gave).
-    pub server: SocketAddr,
+    /// The servers (loopback or addresses the operator gave): user `i` first connects to
+    /// `servers[i % len]`; a box of a cluster may redirect it to its home box.
+    pub servers: Vec<SocketAddr>,
     /// The protocol spoken.
     #[serde(default)]
     pub proto: Proto,
@@ -106,6 +107,12 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Where user `idx` connects first (before any redirect).
+    pub fn first_server(&self, idx: u64) -> SocketAddr {
+        // Invariant: the farm's CLI refuses an empty server list.
+        self.servers[(idx % self.servers.len() as u64) as usize]
+    }
+
     /// Whether sessions log in (and so can send and receive messages). MQTT and NATS users
     /// always do: their "login" is the subscription to their own topic.
     pub fn logs_in(&self) -> bool {
@@ -357,7 +364,7 @@ pub fn secs(s: f64) -> Duration {
 #[cfg(test)]
 pub(crate) fn test_spec() -> Spec {
     Spec {
-        server: "127.0.0.1:5222".parse().unwrap(),
+        servers: vec!["127.0.0.1:5222".parse().unwrap()],
         proto: Proto::Switchboard,
         qos: 1,
         conns: 100,

@@ -52,6 +52,8 @@ use tools::net::TlsClient;
 
 /// Default server address.
 const SERVER_DEFAULT: &str = "127.0.0.1:5222";
+/// Redirects one login follows (a user has one home box; more means the boxes disagree).
+const REDIRECTS_MAX: u32 = 3;
 /// Where a server started in the current directory keeps its dev certificate.
 const DEV_CERT_DEFAULT: &str = "./switchboard-data/tls/dev-cert.pem";
 /// Heartbeat period while listening (the server closes connections idle for 300 s).
@@ -240,7 +242,26 @@ impl Ctx {
             );
         };
         let mut c = self.connect()?;
-        match c.login(phone, &key, self.wait) {
+        let mut redirects = 0;
+        let answer = loop {
+            match c.login(phone, &key, self.wait) {
+                // A box of a cluster that is not this user's home names it: log in there.
+                Err(ClientError::Redirected(home)) if redirects < REDIRECTS_MAX => {
+                    redirects += 1;
+                    let addr = home
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .with_context(|| {
+                            format!("the server redirected to {home:?}, which does not resolve")
+                        })?;
+                    eprintln!("chat: {phone}'s home is {home}: logging in there");
+                    c = Client::connect(addr, self.tls.as_ref(), self.wait)?;
+                }
+                other => break other,
+            }
+        };
+        match answer {
             Ok(l) => Ok((c, l.queued)),
             Err(ClientError::Refused { name, .. }) if name == "BAD_KEY" => bail!(
                 "the server refused this device's key for {phone} (revoked, or the number was \

@@ -22,9 +22,11 @@ struct Args {
     /// Run as a worker (internal: the parent starts workers this way).
     #[arg(long, hide = true)]
     worker: bool,
-    /// Server address (loopback or an address you own).
-    #[arg(long, default_value = "127.0.0.1:5222")]
-    server: SocketAddr,
+    /// Server address (loopback or an address you own). Several (repeat the flag or separate
+    /// with commas) spread the users over the boxes of a cluster, round robin; a box that is
+    /// not a user's home redirects it there and the farm follows.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5222", num_args = 1..)]
+    server: Vec<SocketAddr>,
     /// Protocol: switchboard, mqtt (3.1.1, see --qos) or nats (core pub/sub, text protocol).
     #[arg(long, value_enum, default_value_t = Proto::Switchboard)]
     proto: Proto,
@@ -177,7 +179,7 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
     }
     let logs_in = load_test_secret.is_some() || a.proto != Proto::Switchboard;
     let spec = Spec {
-        server: a.server,
+        servers: a.server.clone(),
         proto: a.proto,
         qos: a.qos,
         conns: a.conns,
@@ -239,7 +241,8 @@ fn media_spec(a: &Args, spec: &Spec) -> anyhow::Result<Option<tools::farm::media
         None => None,
     };
     Ok(Some(tools::farm::media::MediaSpec {
-        server: a.server,
+        // The first box: media pairs do not follow a cluster's redirects.
+        server: *a.server.first().context("no --server")?,
         tls,
         secret,
         phone_base: a.phone_base + a.conns + 1_000,
