@@ -32,6 +32,14 @@ pub const MEDIA_UPLOAD_GRACE_MS: u64 = 10_000;
 /// ends its connection.
 pub const MEDIA_WRITE_STALL_MS: u64 = 30_000;
 
+/// Longest `--media-url`: with `/m/`, the object's 64 hex digits, `?t=` and a token (178)
+/// it still fits `Media.url` (`proto::limits::MEDIA_URL_BYTES_MAX`).
+pub const MEDIA_BASE_URL_BYTES_MAX: usize = 1024;
+const _: () = assert!(
+    MEDIA_BASE_URL_BYTES_MAX + 3 + 64 + 3 + 2 * messaging::media::token::TOKEN_BYTES
+        <= proto::limits::MEDIA_URL_BYTES_MAX
+);
+
 /// Media flags.
 #[derive(Debug, Args, Default, Clone)]
 pub struct MediaArgs {
@@ -147,6 +155,12 @@ impl MediaArgs {
                     "media-url must start with http:// or https://, got {u:?}"
                 )));
             }
+            if u.len() > MEDIA_BASE_URL_BYTES_MAX {
+                return Err(ConfigError::Invalid(format!(
+                    "media-url is {} bytes; at most {MEDIA_BASE_URL_BYTES_MAX}",
+                    u.len()
+                )));
+            }
         }
         let positive = |name: &str, v: u64| {
             if v == 0 {
@@ -234,6 +248,8 @@ mod tests {
             .unwrap();
         assert_eq!(given.base_url.as_deref(), Some("https://media.example"));
         assert!(url("ftp://x").resolve(None).is_err());
+        let long = format!("https://{}", "a".repeat(MEDIA_BASE_URL_BYTES_MAX));
+        assert!(url(&long).resolve(None).is_err());
         let zero = MediaArgs {
             media_retention_days: Some(0),
             ..on
