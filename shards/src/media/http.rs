@@ -258,6 +258,10 @@ fn before_body(sh: &Shared, name: &str, t: &Token, req: &Request<Incoming>) -> O
     }
     if sh.store.object_path(name).exists() {
         bump(&c.uploads_duplicate);
+        // Retention counts from the latest upload (a new message may name an old object).
+        if let Err(e) = sh.store.touch(name) {
+            tracing::warn!(error = %e, "media: touching an object failed");
+        }
         return Some(text(StatusCode::OK, "already stored"));
     }
     if let Err(r) = sh.budgets.borrow_mut().begin(t.user, t.size, now_ms()) {
@@ -291,12 +295,17 @@ async fn receive_and_store(sh: &Shared, name: &str, t: Token, req: Request<Incom
     let store = sh.store.clone();
     let owned = name.to_owned();
     let committed = tokio::task::spawn_blocking(move || store.commit(file, &path, &owned)).await;
-    match committed {
-        Ok(Ok(())) => {}
+    let new = match committed {
+        Ok(Ok(new)) => new,
         Ok(Err(e)) => return internal("commit", &e),
         Err(e) => return internal("commit", &std::io::Error::other(e.to_string())),
-    }
+    };
     res.temp = None;
+    if !new {
+        // The same bytes were stored by another upload meanwhile.
+        bump(&c.uploads_duplicate);
+        return text(StatusCode::OK, "already stored");
+    }
     res.stored = true;
     bump(&c.uploads);
     bump(&c.objects);

@@ -4,11 +4,13 @@
 //! Protocol of one upload, and why a crash at any point is safe:
 //! 1. Bytes go to `tmp/<sha>.<n>` as they arrive (never the whole object in memory). A crash
 //!    leaves a temp file, which no URL names; [`Store::open`] deletes every temp file at start.
-//! 2. Size and SHA-256 checked, then the file is fsynced, renamed to `objects/<sha>`, and the
-//!    `objects` directory fsynced; only then is the upload answered 201. A crash before the
-//!    rename leaves a temp file (step 1); after the rename and before the directory sync, the
-//!    object may or may not exist after restart, but it was never acknowledged. An object
-//!    that exists was fully written and synced before its name did, so it is never partial.
+//! 2. Size and SHA-256 checked, then the file is fsynced, linked as `objects/<sha>` (a hard
+//!    link: it fails if another upload of the same bytes got there first), the temp name
+//!    removed, and the `objects` directory fsynced; only then is the upload answered 201. A
+//!    crash before the link leaves a temp file (step 1); after it and before the directory
+//!    sync, the object may or may not exist after restart, but it was never acknowledged. An
+//!    object that exists was fully written and synced before its name did, so it is never
+//!    partial.
 //!
 //! Blocking file calls run here on the media thread (writes go to the page cache) or in the
 //! runtime's blocking pool (fsync, scans); never on a shard thread.
@@ -63,18 +65,35 @@ impl Store {
         Ok((path, file))
     }
 
-    /// Step 2 of the protocol for a fully checked temp file (blocking: fsyncs).
+    /// Step 2 of the protocol for a fully checked temp file (blocking: fsyncs). The object's
+    /// name is made by a hard link, which fails if it exists (the same bytes committed by
+    /// another upload meanwhile): `Ok(false)`, and the temp file goes either way.
     pub fn commit(
         &self,
         mut file: std::fs::File,
         temp: &Path,
         sha_hex: &str,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<bool> {
         file.flush()?;
         file.sync_all()?;
         drop(file);
-        std::fs::rename(temp, self.object_path(sha_hex))?;
-        std::fs::File::open(&self.objects)?.sync_all()
+        let linked = match std::fs::hard_link(temp, self.object_path(sha_hex)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        std::fs::remove_file(temp)?;
+        std::fs::File::open(&self.objects)?.sync_all()?;
+        Ok(linked)
+    }
+
+    /// Marks object `sha_hex` as uploaded now (its retention starts again): an upload of an
+    /// object already stored, for a new message, must not find it deleted days early.
+    pub fn touch(&self, sha_hex: &str) -> std::io::Result<()> {
+        std::fs::File::options()
+            .write(true)
+            .open(self.object_path(sha_hex))?
+            .set_modified(std::time::SystemTime::now())
     }
 
     /// Every stored object (blocking: reads the directory).
@@ -125,7 +144,12 @@ mod tests {
         assert!(store.scan().unwrap().is_empty());
         let (path, mut f) = store.temp(&name, 2).unwrap();
         f.write_all(b"whole").unwrap();
-        store.commit(f, &path, &name).unwrap();
+        assert!(store.commit(f, &path, &name).unwrap(), "a new object");
+        let (again, mut f) = store.temp(&name, 3).unwrap();
+        f.write_all(b"whole").unwrap();
+        assert!(!store.commit(f, &again, &name).unwrap(), "stored meanwhile");
+        assert!(!again.exists() && !path.exists(), "no temp file left");
+        store.touch(&name).unwrap();
         let found = store.scan().unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].1.bytes, 5);
