@@ -1,10 +1,11 @@
 //! The two requests the media service answers, on the media thread:
 //! - `PUT /m/<sha256 hex>?t=<upload token>`: the object's bytes, streamed to a temp file
 //!   (`store.rs`) with its SHA-256 computed on the way; never more than the slot's size is
-//!   read, and the upload must finish before its slow-upload deadline
-//!   (a grace period, `MEDIA_UPLOAD_GRACE_MS` by default, plus its size at the slowest rate
-//!   allowed). Answers 201
-//!   (stored), 200 (already stored; nothing read), or an error.
+//!   read, and the upload must finish before its slow-upload deadline (a grace period,
+//!   `MEDIA_UPLOAD_GRACE_MS` by default, plus its size at the slowest rate allowed). Answers
+//!   201 (stored), 200 (already stored: nothing written, its retention restarted), or an
+//!   error. An answer given before the body is read drains at most 1 MiB of it first
+//!   ([`MEDIA_DRAIN_BYTES_MAX`]), unless the client sent `Expect: 100-continue`.
 //! - `GET`/`HEAD /m/<sha256 hex>?t=<download token>`: the object, or one `Range` of it.
 //!
 //! Every refusal carries its `ErrorCode` number in the `x-switchboard-error` header (30-39,

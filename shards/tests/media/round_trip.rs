@@ -26,7 +26,7 @@ fn a_photo_goes_up_once_and_its_recipient_downloads_it_whole_and_in_ranges() {
     );
     let stored = put(&http, &up.upload_url, &photo);
     assert_eq!(stored.status, 201, "{stored:?}");
-    // The same object again: already there, nothing read.
+    // The same object again: already there, nothing written.
     assert_eq!(
         put(&http, &slot(&mut a, 2, &photo).upload_url, &photo).status,
         200
