@@ -68,6 +68,10 @@ pub struct MediaArgs {
     /// Slowest upload accepted, bytes per second (default 16384).
     #[arg(long)]
     pub media_upload_bytes_per_s_min: Option<u64>,
+    /// Pin the media thread to this CPU (default: not pinned; give it one no shard runs on,
+    /// e.g. with --shards one less than the CPUs, when media traffic is heavy).
+    #[arg(long)]
+    pub media_cpu: Option<usize>,
 }
 
 /// The config file's `[media]` table.
@@ -82,6 +86,7 @@ pub struct MediaFile {
     disk_bytes_max: Option<u64>,
     retention_days: Option<u64>,
     upload_bytes_per_s_min: Option<u64>,
+    cpu: Option<usize>,
 }
 
 /// The media service's settings, validated.
@@ -108,6 +113,8 @@ pub struct MediaConfig {
     pub upload_grace_ms: u64,
     /// A write to a peer waiting this long without progress ends the connection (no flag).
     pub write_stall_ms: u64,
+    /// The CPU the media thread is pinned to, if any.
+    pub cpu: Option<usize>,
 }
 
 impl MediaArgs {
@@ -126,6 +133,7 @@ impl MediaArgs {
             media_upload_bytes_per_s_min: self
                 .media_upload_bytes_per_s_min
                 .or(f.upload_bytes_per_s_min),
+            media_cpu: self.media_cpu.or(f.cpu),
         };
         merged.resolve_merged()
     }
@@ -138,7 +146,8 @@ impl MediaArgs {
                 || self.media_uploads_per_user_max.is_some()
                 || self.media_disk_bytes_max.is_some()
                 || self.media_retention_days.is_some()
-                || self.media_upload_bytes_per_s_min.is_some();
+                || self.media_upload_bytes_per_s_min.is_some()
+                || self.media_cpu.is_some();
             if any {
                 let detail = "media settings need media-listen (the service is off without it)";
                 return Err(ConfigError::Invalid(detail.into()));
@@ -198,6 +207,7 @@ impl MediaArgs {
             )?,
             upload_grace_ms: MEDIA_UPLOAD_GRACE_MS,
             write_stall_ms: MEDIA_WRITE_STALL_MS,
+            cpu: self.media_cpu,
         }))
     }
 }
@@ -220,6 +230,9 @@ pub fn toml_section(m: &MediaConfig) -> String {
     kv("disk_bytes_max", int(m.disk_bytes_max));
     kv("retention_days", int(m.retention_ms / (24 * 3600 * 1000)));
     kv("upload_bytes_per_s_min", int(m.upload_bytes_per_s_min));
+    if let Some(cpu) = m.cpu {
+        kv("cpu", int(cpu as u64));
+    }
     o
 }
 

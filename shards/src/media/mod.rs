@@ -108,12 +108,18 @@ pub fn start(
     let upload_bytes_per_s_min = cfg.upload_bytes_per_s_min;
     let upload_grace_ms = cfg.upload_grace_ms;
     let write_stall_ms = cfg.write_stall_ms;
+    let cpu = cfg.cpu;
     let thread_counters = counters.clone();
     let stop = Arc::new(tokio::sync::Notify::new());
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("media".into())
         .spawn(move || {
+            if let Some(id) = cpu {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                    tracing::warn!(cpu = id, "media: cannot pin the media thread to its CPU");
+                }
+            }
             let sh = Rc::new(Shared {
                 store,
                 key,

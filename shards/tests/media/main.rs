@@ -7,5 +7,6 @@ mod support;
 
 mod crash;
 mod http;
+mod pinning;
 mod refusals;
 mod round_trip;
