@@ -114,6 +114,7 @@ impl MediaHttp {
         name: &str,
         size: u64,
         sha256: &[u8],
+        mut progress: impl FnMut(u64),
     ) -> anyhow::Result<PathBuf> {
         let mut r = self.agent.get(url).call().context("download")?;
         if r.status().as_u16() != 200 {
@@ -136,6 +137,7 @@ impl MediaHttp {
             got += n as u64;
             hash.update(&buf[..n]);
             out.write_all(&buf[..n])?;
+            progress(got);
         }
         if got != size || hash.finish().as_ref() != sha256 {
             let _ = std::fs::remove_file(&tmp);
@@ -144,6 +146,22 @@ impl MediaHttp {
         out.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
+    }
+}
+
+/// Files larger than this get progress lines.
+pub const PROGRESS_BYTES_MIN: u64 = 1 << 20;
+
+/// A progress callback for a transfer of `size` bytes: `{what}: N% of SIZE bytes` on stderr
+/// at each tenth, for files over [`PROGRESS_BYTES_MIN`] only.
+pub fn progress_lines(what: &'static str, size: u64) -> impl FnMut(u64) + Send + 'static {
+    let mut shown = 0;
+    move |done: u64| {
+        let pct = (done * 100).checked_div(size).unwrap_or(100);
+        if size > PROGRESS_BYTES_MIN && pct >= shown + 10 {
+            shown = pct - pct % 10;
+            eprintln!("{what}: {shown}% of {size} bytes");
+        }
     }
 }
 

@@ -165,28 +165,34 @@ fn a_file_goes_up_with_send_file_and_comes_down_with_listen_save_dir() {
     let (a, b) = (dir.join("alice.toml"), dir.join("bob.toml"));
     sign_up(&server, &a, ALICE);
     sign_up(&server, &b, BOB);
-    let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // Over 1 MiB: both transfers show progress.
+    let photo: Vec<u8> = (0..1_200_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let path = dir.join("cat.jpg");
     std::fs::write(&path, &photo).unwrap();
     let file = path.to_str().unwrap();
 
-    let out = ok(chat(
-        &server,
-        &a,
-        &["send-file", BOB, file, "--caption", "look"],
-    ));
+    let sent = chat(&server, &a, &["send-file", BOB, file, "--caption", "look"]);
+    let progress = String::from_utf8_lossy(&sent.stderr).into_owned();
+    let out = ok(sent);
     assert!(
-        out.contains("✓ sent") && out.contains("300000 bytes"),
+        out.contains("✓ sent") && out.contains("1200000 bytes"),
         "{out}"
+    );
+    assert!(
+        progress.contains("uploading: 100% of 1200000 bytes"),
+        "{progress}"
     );
 
     let saved = dir.join("received");
     let save = saved.to_str().unwrap();
-    let out = ok(chat(
+    let listened = chat(
         &server,
         &b,
         &["listen", "--timeout", "5", "--save-dir", save],
-    ));
+    );
+    let progress = String::from_utf8_lossy(&listened.stderr).into_owned();
+    let out = ok(listened);
+    assert!(progress.contains("downloading: 100%"), "{progress}");
     assert!(out.contains(&format!("{ALICE}: look")), "{out}");
     assert!(out.contains("saved") && out.contains("image/jpeg"), "{out}");
     let files: Vec<_> = std::fs::read_dir(&saved)

@@ -552,7 +552,8 @@ fn save_media(http: &tools::media::MediaHttp, dir: &std::path::Path, m: &proto::
         return say!("  (a link: {})", m.url);
     }
     let name = tools::media::file_name_for(&m.sha256, &m.mime);
-    match http.download(&m.url, dir, &name, m.size, &m.sha256) {
+    let progress = tools::media::progress_lines("downloading", m.size);
+    match http.download(&m.url, dir, &name, m.size, &m.sha256, progress) {
         Ok(path) => say!("  saved {} ({} bytes, {})", path.display(), m.size, m.mime),
         Err(e) => complain!("chat: {e:#}"),
     }
@@ -586,15 +587,8 @@ fn send_file(ctx: &mut Ctx, to: &str, path: &std::path::Path, caption: &str) -> 
         |e| e.client_msg_id == req || e.client_msg_id == 0,
         |_| {},
     )?;
-    let mut shown_pct = 0;
-    http.upload(&slot.upload_url, path, size, move |sent| {
-        // A progress line per 10% for files over 1 MiB.
-        let pct = (sent * 100).checked_div(size).unwrap_or(100);
-        if size > 1 << 20 && pct >= shown_pct + 10 {
-            shown_pct = pct - pct % 10;
-            eprintln!("uploading: {shown_pct}% of {size} bytes");
-        }
-    })?;
+    let progress = tools::media::progress_lines("uploading", size);
+    http.upload(&slot.upload_url, path, size, progress)?;
     c.send(SendMessage {
         to: to.into(),
         client_msg_id: cmid,
