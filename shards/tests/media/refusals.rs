@@ -266,14 +266,17 @@ fn objects_past_their_retention_are_deleted_at_start_and_by_the_sweep() {
     drop(f);
     let s = server(dir.clone(), |_| {});
     let counters = &s.media.as_ref().unwrap().counters;
-    crate::http::wait_until("the sweep ran", || counters.expired.load(Relaxed) == 1);
+    // The sweep updates its counters one after the other: wait for all of them.
+    crate::http::wait_until("the sweep ran", || {
+        counters.expired.load(Relaxed) == 1
+            && counters.objects.load(Relaxed) == 1
+            && counters.stored_bytes.load(Relaxed) == 5_000
+    });
     assert!(!old.exists());
     assert!(dir
         .join("media/objects")
         .join(hex(&sha256(&fresh)))
         .exists());
-    assert_eq!(counters.objects.load(Relaxed), 1);
-    assert_eq!(counters.stored_bytes.load(Relaxed), 5_000);
 }
 
 #[test]
