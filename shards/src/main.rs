@@ -76,7 +76,7 @@ fn init_logs(format: LogFormat) {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = ServerConfig::from_cli(cli)?;
-    let rt = shards::server::start(&cfg)?;
+    let (rt, media) = shards::server::start_all(&cfg)?;
     engine::shutdown::stop_on_signals(&rt.stop_flag())?;
     tracing::info!(
         addr = %rt.local_addr(),
@@ -89,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         shards::server::LISTENING
     );
     rt.join()?;
+    drop(media);
     tracing::info!("switchboard stopped");
     Ok(())
 }

@@ -38,6 +38,9 @@ pub enum StartError {
     /// The data directory belongs to a different shard count, or its layout file is bad.
     #[error("{0}")]
     Layout(#[from] crate::data::layout::LayoutError),
+    /// The media service could not start (its directory, key or listener).
+    #[error("media: {0}")]
+    Media(std::io::Error),
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
@@ -52,6 +55,20 @@ pub fn tls_dir(data_dir: &std::path::Path) -> PathBuf {
 /// Scripts and tests that start it on port 0 read the real address from this line.
 pub const LISTENING: &str = "switchboard listening";
 
+/// The message of the log line the media service prints once it listens (`addr=`).
+pub const MEDIA_LISTENING: &str = "media listening";
+
+/// The address in a [`MEDIA_LISTENING`] log line.
+pub fn media_listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
+    if !log_line.contains(MEDIA_LISTENING) {
+        return None;
+    }
+    log_line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+}
+
 /// The address in a [`LISTENING`] log line (plain, not ANSI-coloured: set `NO_COLOR=1`).
 pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
     if !log_line.contains(LISTENING) {
@@ -63,8 +80,21 @@ pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
         .and_then(|a| a.parse().ok())
 }
 
-/// Starts the shards; returns once they are listening.
+/// Starts the shards; returns once they are listening. The media service, if configured,
+/// runs until the process exits (see [`start_all`] to hold it).
 pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
+    let (rt, media) = start_all(cfg)?;
+    if let Some(m) = media {
+        // Runs as long as the process does.
+        std::mem::forget(m);
+    }
+    Ok(rt)
+}
+
+/// [`start`], handing back the media service (stopped when dropped) when it is on.
+pub fn start_all(
+    cfg: &ServerConfig,
+) -> Result<(Runtime, Option<crate::media::MediaService>), StartError> {
     engine::log_file::create_dir_durable(&cfg.data_dir).map_err(|e| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source: e.source,
@@ -110,9 +140,34 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     };
     let mut env = service_env(cfg)?;
     env.data_dir_lock = Some(lock);
-    Ok(engine::start(engine_cfg, move |_shard| {
-        Switchboard::new(env.clone())
-    })?)
+    let mut media = None;
+    if let Some(m) = &cfg.media {
+        let key = crate::media::load_key(&cfg.data_dir).map_err(StartError::Media)?;
+        let tls = engine_cfg.tls.clone();
+        let service =
+            crate::media::start(m, &cfg.data_dir, tls, key.clone()).map_err(StartError::Media)?;
+        let scheme = if cfg.tls { "https" } else { "http" };
+        let base_url =
+            (m.base_url.clone()).unwrap_or_else(|| format!("{scheme}://{}", service.addr));
+        tracing::info!(addr = %service.addr, url = %base_url, "{MEDIA_LISTENING}");
+        env.settings.media = Some(messaging::media::settings::MediaSettings {
+            key,
+            base_url,
+            object_bytes_max: m.object_bytes_max,
+            retention_ms: m.retention_ms,
+        });
+        env.media_counters = Some(service.counters.clone());
+        media = Some(service);
+    }
+    let rt = engine::start(engine_cfg, move |shard| {
+        let mut env = env.clone();
+        if shard.0 != 0 {
+            // Shard 0 alone reports the media service's counters (they are box-wide).
+            env.media_counters = None;
+        }
+        Switchboard::new(env)
+    })?;
+    Ok((rt, media))
 }
 
 /// The service's shared settings and notifiers for this configuration.

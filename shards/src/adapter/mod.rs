@@ -70,6 +70,8 @@ pub struct ServiceEnv {
     pub commit_window: std::time::Duration,
     /// A connection not logged in this long after it opened is closed (`login_deadline.rs`).
     pub login_timeout_ms: u64,
+    /// The media service's counters, on the shard that reports them (shard 0), else `None`.
+    pub media_counters: Option<Arc<crate::media::counters::MediaCounters>>,
 }
 
 impl ServiceEnv {
@@ -89,6 +91,7 @@ impl ServiceEnv {
                 messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             ),
             login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            media_counters: None,
         }
     }
 }
@@ -562,11 +565,16 @@ impl Service for Switchboard {
             state.mesh_back(),
             self.held.len() as u64,
         ));
+        if let Some(m) = &self.env.media_counters {
+            stats.extend(crate::media::counters::report(m));
+        }
         stats
     }
 
     fn stat_help(&self) -> &'static [(&'static str, &'static str)] {
-        stats::HELP
+        // The shard's own statistics, then the media service's (reported by shard 0).
+        static ALL: std::sync::OnceLock<Vec<(&str, &str)>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| [stats::HELP, crate::media::counters::HELP].concat())
     }
 
     fn histograms(&self) -> Vec<engine::observe::histogram::NamedHistogram> {

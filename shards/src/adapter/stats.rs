@@ -204,6 +204,11 @@ pub const HELP: &[(&str, &str)] = &[
         "sends_to_unknown_total",
         "Sends to numbers nobody has, answered as if stored and dropped.",
     ),
+    ("media_slots_granted_total", "Media upload slots granted."),
+    (
+        "media_slots_refused_total",
+        "Media slot requests refused: no media service, or over the object limit.",
+    ),
     (
         "mesh_handed_back_total",
         "Mesh messages the full outbox handed back to the service.",

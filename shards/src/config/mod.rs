@@ -2,6 +2,7 @@
 //! the defaults. Flags win over the file; the file wins over defaults. This module only
 //! parses and validates; it must not start anything.
 
+pub mod media;
 pub mod show;
 
 use std::net::SocketAddr;
@@ -127,6 +128,9 @@ pub struct Cli {
     /// Admin endpoint (GET /metrics, /stats) address [default: 127.0.0.1:9100].
     #[arg(long, conflicts_with = "no_admin")]
     pub admin: Option<SocketAddr>,
+    /// Media service flags (`config/media.rs`).
+    #[command(flatten)]
+    pub media: media::MediaArgs,
     /// Serve no admin endpoint.
     #[arg(long)]
     pub no_admin: bool,
@@ -223,6 +227,8 @@ pub struct FileConfig {
     guesses_prefix_per_hour: Option<u32>,
     guesses_box_per_minute: Option<u32>,
     new_recipients_per_hour: Option<u32>,
+    /// The `[media]` table (`config/media.rs`).
+    media: Option<media::MediaFile>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -297,6 +303,8 @@ pub struct ServerConfig {
     pub cert_key: Option<(PathBuf, PathBuf)>,
     /// Huge-page backed buffers.
     pub huge_pages: bool,
+    /// The media service (`--media-listen`), or `None` (off, the default).
+    pub media: Option<media::MediaConfig>,
     /// SCHED_FIFO.
     pub realtime: bool,
     /// Pin shards to CPUs.
@@ -544,7 +552,9 @@ impl ServerConfig {
                     messaging::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT
                 }),
         };
+        let tls = !(cli.no_tls || file.no_tls.unwrap_or(false));
         Ok(ServerConfig {
+            media: cli.media.resolve(file.media.as_ref())?,
             signup,
             users,
             admin,
@@ -560,7 +570,7 @@ impl ServerConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| DATA_DIR_DEFAULT.into()),
-            tls: !(cli.no_tls || file.no_tls.unwrap_or(false)),
+            tls,
             cert_key,
             huge_pages: cli.huge_pages || file.huge_pages.unwrap_or(false),
             realtime: cli.realtime || file.realtime.unwrap_or(false),

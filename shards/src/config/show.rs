@@ -112,6 +112,9 @@ pub fn effective_toml(c: &ServerConfig) -> String {
             "# load_test_secret: SET (not shown; anyone holding it can log in as anyone)"
         );
     }
+    if let Some(m) = &c.media {
+        o.push_str(&crate::config::media::toml_section(m));
+    }
     o
 }
 
@@ -129,7 +132,8 @@ mod tests {
         std::fs::write(
             &file,
             "shards = 3\nno_tls = true\nadmin = \"off\"\nalarm_queue_user = 9\n\
-             max_connections = 1000\ndata_dir = \"/var/lib/switch \\\"board\\\"\"\n",
+             max_connections = 1000\ndata_dir = \"/var/lib/switch \\\"board\\\"\"\n\
+             [media]\nlisten = \"127.0.0.1:8443\"\nretention_days = 9\n",
         )
         .unwrap();
         let cli = Cli::parse_from(["switchboard", "--config", file.to_str().unwrap()]);
@@ -142,6 +146,11 @@ mod tests {
         assert_eq!(format!("{cfg:?}"), format!("{again:?}"), "{text}");
         assert!(text.contains("alarm_queue_user = 9\n"), "{text}");
         assert!(text.contains("admin = \"off\"\n"), "{text}");
+        assert!(
+            text.contains("[media]\nlisten = \"127.0.0.1:8443\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("retention_days = 9\n"), "{text}");
     }
 
     #[test]

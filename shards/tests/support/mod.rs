@@ -20,6 +20,8 @@ pub struct TestServer {
     pub rt: Option<engine::Runtime>,
     pub addr: SocketAddr,
     pub cfg: ServerConfig,
+    /// The media service, when `cfg.media` asked for one (stopped with the server).
+    pub media: Option<shards::media::MediaService>,
 }
 
 impl TestServer {
@@ -68,14 +70,16 @@ impl TestServer {
             alarms: shards::config::AlarmThresholds::default(),
             signup: Default::default(),
             users: Default::default(),
+            media: None,
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
-        let rt = shards::server::start(&cfg).expect("server starts");
+        let (rt, media) = shards::server::start_all(&cfg).expect("server starts");
         TestServer {
             addr: rt.local_addr(),
             rt: Some(rt),
             cfg,
+            media,
         }
     }
 
@@ -105,6 +109,7 @@ impl TestServer {
             rt.stop();
             rt.join().expect("clean shutdown");
         }
+        self.media = None;
     }
 }
 

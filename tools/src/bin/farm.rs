@@ -124,6 +124,13 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Media beside the text: upload MB/s over all media pairs (0: none; the server needs
+    /// --media-listen). Each pair uploads, sends and downloads one object at a time.
+    #[arg(long, default_value_t = 0.0)]
+    media_mb_s: f64,
+    /// Media pairs (threads in the parent; phones after the farm's users).
+    #[arg(long, default_value_t = 4)]
+    media_pairs: usize,
 }
 
 fn main() {
@@ -213,11 +220,58 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
     Ok(spec)
 }
 
+/// The media pairs' settings, when `--media-mb-s` asks for them.
+fn media_spec(a: &Args, spec: &Spec) -> anyhow::Result<Option<tools::farm::media::MediaSpec>> {
+    if a.media_mb_s <= 0.0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        a.proto == Proto::Switchboard,
+        "--media-mb-s needs --proto switchboard"
+    );
+    let secret = spec
+        .load_test_secret
+        .clone()
+        .context("--media-mb-s needs the load-test secret")?;
+    let tls = match &spec.tls_ca {
+        Some(ca) => Some((
+            tools::net::TlsClient::trusting(ca, &a.server_name)?,
+            ca.clone(),
+        )),
+        None => None,
+    };
+    Ok(Some(tools::farm::media::MediaSpec {
+        // The first box: media pairs do not follow a cluster's redirects.
+        server: *a.server.first().context("no --server")?,
+        tls,
+        secret,
+        phone_base: a.phone_base + a.conns + 1_000,
+        pairs: a.media_pairs.max(1),
+        bytes_per_s: a.media_mb_s * 1e6,
+    }))
+}
+
 fn run(a: Args) -> anyhow::Result<i32> {
     let spec = spec_from(&a)?;
     let exe = std::env::current_exe().context("finding this executable to start workers")?;
-    let report = fanout::run_farm(&spec, &exe, &["--worker"], a.quiet)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let media = match media_spec(&a, &spec)? {
+        Some(m) => {
+            let stop = stop.clone();
+            Some(std::thread::spawn(move || {
+                tools::farm::media::run(&m, &stop)
+            }))
+        }
+        None => None,
+    };
+    let report = fanout::run_farm(&spec, &exe, &["--worker"], a.quiet);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let media = media.map(|h| h.join().expect("media pairs do not panic"));
+    let report = report?;
     println!("{}", report.summary_text());
+    if let Some(m) = &media {
+        println!("{}", m.line());
+    }
     if let Some(path) = &a.report {
         report.write(path)?;
         println!("report written to {}", path.display());

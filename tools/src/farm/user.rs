@@ -244,7 +244,8 @@ impl User {
             | Kind::Verified(_)
             | Kind::GroupMembers(_)
             | Kind::Presence(_)
-            | Kind::GroupUpdated(_) => {}
+            | Kind::GroupUpdated(_)
+            | Kind::MediaSlot(_) => {}
         }
         Outcome::Continue
     }

@@ -80,7 +80,7 @@ pub struct MessageParts {
     /// Body.
     pub body: Vec<u8>,
     /// Media reference.
-    pub media: Option<proto::v1::Media>,
+    pub media: Option<Box<proto::v1::Media>>,
 }
 
 /// Bytes of a length-delimited field with a one-byte key holding `len` bytes (0 if empty:
@@ -606,7 +606,7 @@ mod tests {
     #[test]
     fn an_item_is_small_and_gives_back_the_frame_it_was_made_of() {
         assert_eq!(std::mem::size_of::<Item>(), 56);
-        for (media, group) in [(None, 0), (None, 7), (Some(proto::v1::Media::default()), 7)] {
+        for (media, group) in [(None, 0), (None, 7), (Some(Box::default()), 7)] {
             let mut m = from("+15550000002", 300);
             if media.is_some() || group != 0 {
                 m = Item::message(MessageParts {
