@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
+use crate::coalesce::Coalescer;
 use crate::conn::io::Scratch;
 use crate::conn::listener::{Acceptor, ACCEPT_BACKOFF_MS};
 use crate::conn::table::ConnTable;
@@ -300,7 +301,8 @@ struct Loop<S: Service> {
     bufs: BufRing,
     scratch: Scratch,
     completions: Vec<Completion>,
-    min_wait: Duration,
+    /// Whether the next wait batches completions, and for how long.
+    coalescer: Coalescer,
     /// The timers the wheel hands back in a turn (emptied each turn, its room kept).
     fired: Vec<(TimerId, TimerEntry<S::Timer>)>,
     stop: Arc<AtomicBool>,
@@ -333,7 +335,11 @@ impl<S: Service> Loop<S> {
                 dirty: Vec::new(),
             },
             completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
-            min_wait: Duration::from_micros(config.coalesce_us),
+            coalescer: Coalescer::new(
+                config.coalesce,
+                Duration::from_micros(config.coalesce_us),
+                Instant::now(),
+            ),
             fired: Vec::new(),
             stop,
             drain_until: None,
@@ -445,8 +451,11 @@ impl<S: Service> Loop<S> {
     /// Step 5: submit everything and wait, in one `io_uring_enter`. Returns the ns it took.
     fn enter(&mut self, c: &mut ShardCell<S>, timeout: Duration) -> u64 {
         let waited = Instant::now();
-        let entered = ring::with(|r| r.enter(timeout, self.min_wait, &mut self.completions));
-        let waited_ns = waited.elapsed().as_nanos() as u64;
+        let min_wait = self.coalescer.min_wait();
+        let entered = ring::with(|r| r.enter(timeout, min_wait, &mut self.completions));
+        let back = Instant::now();
+        let waited_ns = back.saturating_duration_since(waited).as_nanos() as u64;
+        self.coalescer.observe(self.completions.len(), back);
         self.links.wake.set_parked(false);
         if let Err(e) = entered {
             panic!("shard {}: io_uring_enter failed: {e}", self.id.0);
