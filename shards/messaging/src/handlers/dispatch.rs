@@ -5,6 +5,7 @@
 
 use crate::durable::record::{record, Record};
 use crate::state::effect::{AfterCommit, Out};
+use crate::state::home::Phone;
 use crate::state::mesh_msg::ShardMsg;
 use crate::state::{busy, item_record, ShardState};
 use crate::tables::queues::Item;
@@ -39,7 +40,7 @@ impl ShardState {
             K::Login(l) => self.on_login(now, conn, l, out),
             K::LoadTestLogin(l) => self.on_load_test_login(now, conn, l, out),
             other => {
-                let Some(user) = self.sessions.user_of(conn).map(|u| u.to_string()) else {
+                let Some(user) = self.sessions.user_of(conn).map(Phone::to_e164) else {
                     return out.error(conn, ErrorCode::NotLoggedIn, "log in first", 0);
                 };
                 self.on_user_frame(now, conn, user, other, out);

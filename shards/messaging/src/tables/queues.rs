@@ -106,7 +106,7 @@ impl Item {
             }
             Some(media) => {
                 let frame = server_frame::Kind::Message(proto::v1::Message {
-                    from: m.sender.to_string(),
+                    from: m.sender.to_e164(),
                     server_msg_id: m.id,
                     client_msg_id: m.client_msg_id,
                     sent_at_ms: m.sent_at_ms,
@@ -201,7 +201,7 @@ impl Item {
                 .and_then(|f| f.kind)
                 .expect("an item's own encoding decodes");
         }
-        let from = self.sender.map(|s| s.to_string());
+        let from = self.sender.map(Phone::to_e164);
         server_frame::Kind::Message(self.header(from, self.body().to_vec()))
     }
 
