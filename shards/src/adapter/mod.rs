@@ -314,7 +314,8 @@ impl Switchboard {
     }
 
     fn exec(&mut self, io: &mut ShardIo<Self>, e: Effect) {
-        self.latency.note_delivery(&e, stats::wall_ms);
+        // The shard's clock of this turn, not a clock read per delivered message.
+        self.latency.note_delivery(&e, || io.now_ms());
         match e {
             Effect::Frame(conn, kind) => send_frame(io, conn, kind),
             Effect::Close(conn) => {

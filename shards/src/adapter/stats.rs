@@ -320,13 +320,6 @@ pub fn report(g: Gauges) -> Vec<(&'static str, u64)> {
     ]
 }
 
-/// Wall-clock milliseconds since the Unix epoch (the clock `sent_at_ms` is on).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
