@@ -52,14 +52,14 @@ run_one() {
             --no-admin --data-dir "$data" --listen "127.0.0.1:$port" \
             --prelogin-conns-per-prefix 1000000 $flags >"$data/server.log" 2>&1 &
         server=$!
-        for _ in $(seq 100); do grep -q listening "$data/server.log" && break; sleep 0.1; done
+        for _ in $(seq 100); do grep -qs listening "$data/server.log" && break; sleep 0.1; done
         proto=(--proto switchboard)
     fi
     SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 1 "$bin/farm" "${proto[@]}" \
         --server "127.0.0.1:$port" --conns 1000 --threads 1 --mode steady --rate "$rate" \
         --duration "$secs" ${FARM_ARGS:-} >"$data/farm.log" 2>&1 &
     farm=$!
-    for _ in $(seq 600); do grep -q "sending started" "$data/farm.log" && break; sleep 0.05; done
+    for _ in $(seq 600); do grep -qs "sending started" "$data/farm.log" && break; sleep 0.05; done
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$server/stat")
     c0=$(ctx "$server")
     sleep "$secs"
