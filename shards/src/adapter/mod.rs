@@ -170,6 +170,21 @@ fn send_frame(io: &mut ShardIo<Switchboard>, conn: ConnId, kind: server_frame::K
     });
 }
 
+/// Queues an encoded `ServerFrame` to `conn` behind its length header, as it is.
+fn send_wire(io: &mut ShardIo<Switchboard>, conn: ConnId, frame: &[u8]) {
+    // Items are built from fields bounded by the wire limits; an oversized one is our bug.
+    assert!(
+        frame.len() <= proto::limits::FRAME_BYTES_MAX,
+        "item frame within FRAME_BYTES_MAX"
+    );
+    let _ = io.send_with(conn, |out| {
+        out.reserve(proto::limits::FRAME_HEADER_BYTES + frame.len());
+        // Cannot truncate: FRAME_BYTES_MAX <= u32::MAX (asserted in limits.rs).
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+    });
+}
+
 impl Switchboard {
     /// The service for one shard; its state is loaded in `on_start`.
     pub fn new(env: ServiceEnv) -> Self {
@@ -318,6 +333,7 @@ impl Switchboard {
         self.latency.note_delivery(&e, || io.now_ms());
         match e {
             Effect::Frame(conn, kind) => send_frame(io, conn, kind),
+            Effect::Wire(conn, w) => send_wire(io, conn, &w.bytes),
             Effect::Close(conn) => {
                 let _ = io.close(conn);
             }

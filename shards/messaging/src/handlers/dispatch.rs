@@ -200,9 +200,9 @@ impl ShardState {
         let Some(conn) = self.sessions.conn_of(user) else {
             return;
         };
-        for frame in self.queues.take_sendable(user) {
-            out.frame(conn, frame);
-        }
+        self.queues.take_sendable(user, |w| {
+            out.now.push(crate::state::effect::Effect::Wire(conn, w))
+        });
     }
 
     fn maybe_push(&mut self, user: &str, out: &mut Out) {

@@ -61,6 +61,12 @@ impl Phone {
         s.to_owned()
     }
 
+    /// Appends the E.164 form to `out`.
+    pub fn write_e164_into(self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; E164_BYTES_MAX];
+        out.extend_from_slice(self.write_e164(&mut buf).as_bytes());
+    }
+
     /// Writes the E.164 form at the end of `buf`; returns it.
     fn write_e164(self, buf: &mut [u8; E164_BYTES_MAX]) -> &str {
         let mut n = self.0.get();
