@@ -11,7 +11,8 @@
 //!    re-arm the accept if it ended; publish statistics once a period; on the stop flag,
 //!    drain (`Loop::stop_and_drain`, below);
 //! 5. submit everything and wait in one `io_uring_enter` — not at all if work is left, else
-//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`]:
+//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`]; while
+//!    completions arrive densely the kernel holds them for a batch (`crate::coalesce`):
 //!    `Loop::wait_timeout`, `Loop::enter`;
 //! 6. handle every completion: accepts, receives (frames to the service), sends, file
 //!    operations (wake their futures), the mesh eventfd: `Loop::handle_completions`.
@@ -472,6 +473,9 @@ impl<S: Service> Loop<S> {
     /// back (the clock's one read after the wait).
     fn enter(&mut self, c: &mut ShardCell<S>, timeout: Duration) -> Instant {
         let min_wait = self.coalescer.min_wait();
+        if !min_wait.is_zero() && !timeout.is_zero() {
+            c.io.counters.ring_waits_batched += 1;
+        }
         let entered = ring::with(|r| r.enter(timeout, min_wait, &mut self.completions));
         let back = Instant::now();
         self.coalescer.observe(self.completions.len(), back);
