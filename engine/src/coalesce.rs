@@ -11,8 +11,9 @@
 //! recent turns saw completions arrive densely: over each window of
 //! [`COALESCE_WINDOW_US`] it counts the completions the waits brought; the next window
 //! batches when at least [`COALESCE_ADAPTIVE_BATCH_MIN`] of them, on average, arrived per
-//! `max_wait`. The rate is per unit of time, not per wake-up, so batching does not keep
-//! itself on by making its own batches larger.
+//! `max_wait`, and goes on batching until fewer than half that many do (hysteresis: a load
+//! near the threshold does not flip the mode every window). The rate is per unit of time,
+//! not per wake-up, so batching does not keep itself on by making its own batches larger.
 //!
 //! Pure bookkeeping over the times it is given: the loop feeds it, tests drive it with
 //! made-up instants. It owns nothing else and touches no ring.
@@ -22,7 +23,8 @@ use std::time::{Duration, Instant};
 /// Length of the adaptive mode's measuring window.
 pub const COALESCE_WINDOW_US: u64 = 10_000;
 /// Completions that must arrive, on average, per batching wait's length for the adaptive
-/// mode to batch: fewer, and a batching wait would mostly delay them.
+/// mode to start batching: fewer, and a batching wait would mostly delay them. It stops
+/// below half of it.
 pub const COALESCE_ADAPTIVE_BATCH_MIN: u64 = 8;
 
 /// When a shard's wait batches completions.
@@ -78,9 +80,15 @@ impl Coalescer {
         if elapsed < Duration::from_micros(COALESCE_WINDOW_US) {
             return;
         }
-        // completions / elapsed ≥ BATCH_MIN / max_wait, without dividing.
-        let arrived = u128::from(self.window_completions) * self.max_wait.as_nanos();
-        self.on = arrived >= u128::from(COALESCE_ADAPTIVE_BATCH_MIN) * elapsed.as_nanos();
+        // completions / elapsed ≥ threshold / max_wait, without dividing; the threshold is
+        // halved while on.
+        let arrived = 2 * u128::from(self.window_completions) * self.max_wait.as_nanos();
+        let threshold = if self.on {
+            COALESCE_ADAPTIVE_BATCH_MIN
+        } else {
+            2 * COALESCE_ADAPTIVE_BATCH_MIN
+        };
+        self.on = arrived >= u128::from(threshold) * elapsed.as_nanos();
         self.window_started = now;
         self.window_completions = 0;
     }
@@ -108,9 +116,18 @@ mod tests {
         // 8 per 250 µs = 32 per ms: dense enough.
         feed(&mut c, &mut t, 32, 10);
         assert_eq!(c.min_wait(), WAIT);
-        // 16 per ms = 4 per wait: a batching wait would mostly delay them.
-        feed(&mut c, &mut t, 16, 10);
+        // 20 per ms = 5 per wait: too few to start, enough to go on (hysteresis).
+        feed(&mut c, &mut t, 20, 10);
+        assert_eq!(c.min_wait(), WAIT, "stays on above half the threshold");
+        // 12 per ms = 3 per wait: a batching wait would mostly delay them.
+        feed(&mut c, &mut t, 12, 10);
         assert_eq!(c.min_wait(), Duration::ZERO);
+        feed(&mut c, &mut t, 20, 10);
+        assert_eq!(
+            c.min_wait(),
+            Duration::ZERO,
+            "does not start again at 5 per wait"
+        );
     }
 
     #[test]
