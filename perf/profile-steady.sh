@@ -9,20 +9,23 @@
 # `perf record -e cpu-clock -g` (a software clock: no PMU needed) on the server for the
 # sending window. Prints the user-space symbols by their share of the server's samples
 # (self time) and keeps the data in OUT (default /tmp/profile-steady.data) for
-# `perf report -i OUT`. SERVER_ARGS adds server flags (default: --coalesce-us 0).
+# `perf report -i OUT`. SERVER_ARGS adds server flags (default: --coalesce-us 0); TLS=1 runs
+# the same over TLS (the server's dev certificate, which the farm trusts).
 set -euo pipefail
 bin=$1 rate=${2:-2000} secs=${3:-8} data_out=${4:-/tmp/profile-steady.data} port=7499
 data=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$data"' EXIT
 # shellcheck disable=SC2086 # the flags are words
-SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 0 "$bin/switchboard" --shards 1 --no-tls \
+tls_server=(--no-tls) tls_farm=()
+if [ "${TLS:-}" = 1 ]; then tls_server=() tls_farm=(--tls --data-dir "$data"); fi
+SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 0 "$bin/switchboard" --shards 1 "${tls_server[@]}" \
     --no-admin --data-dir "$data" --listen "127.0.0.1:$port" \
     --prelogin-conns-per-prefix 1000000 ${SERVER_ARGS:---coalesce-us 0} >"$data/server.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do grep -qs listening "$data/server.log" && break; sleep 0.1; done
 SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 1 "$bin/farm" --proto switchboard \
     --server "127.0.0.1:$port" --conns 1000 --threads 1 --mode steady --rate "$rate" \
-    --duration "$secs" >"$data/farm.log" 2>&1 &
+    --duration "$secs" "${tls_farm[@]}" >"$data/farm.log" 2>&1 &
 farm=$!
 for _ in $(seq 600); do grep -qs "sending started" "$data/farm.log" && break; sleep 0.05; done
 perf record -q -e cpu-clock -F 4999 -g -p "$server" -o "$data_out" -- sleep "$secs" 2>/dev/null
