@@ -67,6 +67,11 @@ impl Phone {
         out.extend_from_slice(self.write_e164(&mut buf).as_bytes());
     }
 
+    /// The E.164 form, written into `buf` (no allocation).
+    pub fn e164_in(self, buf: &mut [u8; E164_BYTES_MAX]) -> &str {
+        self.write_e164(buf)
+    }
+
     /// Writes the E.164 form at the end of `buf`; returns it.
     fn write_e164(self, buf: &mut [u8; E164_BYTES_MAX]) -> &str {
         let mut n = self.0.get();
@@ -94,7 +99,7 @@ impl Phone {
 }
 
 /// Bytes of the longest E.164 form a `Phone` holds: `+` and up to 20 digits (any u64).
-const E164_BYTES_MAX: usize = 21;
+pub const E164_BYTES_MAX: usize = 21;
 
 impl std::fmt::Display for Phone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
