@@ -89,18 +89,31 @@ for rate in $rates; do
         done
     done
 done
-echo "# medians: variant rate user kernel total(us/msg) ctx/msg p50 p99 (runs)"
-sort -k1,1 -k2,2n "$out/runs" | awk '
+echo "# medians by rate, side by side (CPU µs per offered message; ÷ mosquitto where it ran):"
+sort -k2,2n -k1,1 "$out/runs" | awk '
     function med(a, n,   i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
     function flush() {
-        if (n) printf "%-10s %6s %7.1f %7.1f %7.1f %6.2f %6d %6d (%d)\n", k1, k2, med(U, n),
-            med(S, n), med(T, n), med(C, n), med(P, n), med(Q, n), n
+        if (!n) return
+        rows++; R[rows] = k2; V[rows] = k1; N[rows] = n
+        MU[rows] = med(U, n); MS[rows] = med(S, n); MT[rows] = med(T, n)
+        MC[rows] = med(C, n); MP[rows] = med(P, n); MQ[rows] = med(Q, n)
+        if (k1 == "mosquitto") { mosq_t[k2] = MT[rows]; mosq_p[k2] = MP[rows] }
         n = 0
     }
     { if ($1 != k1 || $2 != k2) { flush(); k1 = $1; k2 = $2 }
       n++; U[n] = $3; S[n] = $4; T[n] = $3 + $4; C[n] = $5; P[n] = $6; Q[n] = $7 }
-    END { flush() }'
+    END {
+        flush()
+        printf "%-14s %6s %6s %7s %7s %8s %6s %7s %8s %8s %4s\n", "variant", "rate", "user",
+            "kernel", "total", "÷mosq", "ctx", "p50", "÷mosq", "p99", "runs"
+        for (i = 1; i <= rows; i++) {
+            rt = (R[i] in mosq_t && mosq_t[R[i]] > 0) ? sprintf("%.2f", MT[i] / mosq_t[R[i]]) : "-"
+            rp = (R[i] in mosq_p && mosq_p[R[i]] > 0) ? sprintf("%.2f", MP[i] / mosq_p[R[i]]) : "-"
+            printf "%-14s %6s %6.1f %7.1f %7.1f %8s %6.2f %7d %8s %8d %4d\n", V[i], R[i], MU[i],
+                MS[i], MT[i], rt, MC[i], MP[i], rp, MQ[i], N[i]
+        }
+    }'
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
