@@ -134,6 +134,7 @@ pub fn start_all(
         frame_timeout_ms: cfg.frame_timeout_ms,
         prelogin_conns_per_prefix_max: cfg.prelogin_conns_per_prefix_max,
         coalesce_us: cfg.coalesce_us,
+        coalesce: cfg.coalesce,
         admin: cfg.admin,
         stats: cfg.stats,
         alarms: cfg.alarms.to_engine(),

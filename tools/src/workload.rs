@@ -104,6 +104,10 @@ pub struct Spec {
     /// Seconds between interval lines on stdout (`farm::interval`); 0 prints none.
     #[serde(default)]
     pub interval_s: f64,
+    /// Sends go out in bursts every this many ms (all those due by then), like a driver on a
+    /// coarse timer; 0: each at its own scheduled time.
+    #[serde(default)]
+    pub send_tick_ms: f64,
 }
 
 impl Spec {
@@ -303,6 +307,9 @@ pub struct Schedule {
     start_wall_us: u64,
     rate: f64,
     next: u64,
+    /// Sends go only at multiples of this after `start` (every one due by then at once), like
+    /// a driver on a coarse timer; zero: each at its own time.
+    tick: Duration,
 }
 
 /// One scheduled event.
@@ -322,7 +329,23 @@ impl Schedule {
             start_wall_us,
             rate,
             next: 0,
+            tick: Duration::ZERO,
         }
+    }
+
+    /// Events go out only at multiples of `tick` after the start, in bursts (`--send-tick-ms`).
+    pub fn with_tick(self, tick: Duration) -> Schedule {
+        Schedule { tick, ..self }
+    }
+
+    /// `t`, down to the last tick at or before it (itself without a tick).
+    fn tick_floor(&self, t: Instant) -> Instant {
+        if self.tick.is_zero() {
+            return t;
+        }
+        let since = t.saturating_duration_since(self.start).as_nanos();
+        let tick = self.tick.as_nanos();
+        self.start + Duration::from_nanos(((since / tick) * tick) as u64)
     }
 
     /// The next event due by `now`, if any (taken).
@@ -330,6 +353,7 @@ impl Schedule {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return None;
         }
+        let now = self.tick_floor(now);
         let offset = Duration::from_secs_f64(self.next as f64 / self.rate);
         let at = self.start + offset;
         if at > now {
@@ -347,7 +371,13 @@ impl Schedule {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return self.start + Duration::from_secs(3600);
         }
-        self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
+        let at = self.start + Duration::from_secs_f64(self.next as f64 / self.rate);
+        let floor = self.tick_floor(at);
+        if floor == at {
+            at
+        } else {
+            floor + self.tick
+        }
     }
 
     /// Events taken so far.
@@ -393,6 +423,7 @@ pub(crate) fn test_spec() -> Spec {
         inflight_per_conn_max: 64,
         seed: 1,
         interval_s: 0.0,
+        send_tick_ms: 0.0,
     }
 }
 
@@ -467,6 +498,21 @@ mod tests {
         assert_eq!(s.taken(), 11);
         assert_eq!(s.next_at(), t0 + Duration::from_millis(11));
         assert_eq!(Schedule::new(0.0, t0, 0).next_due(late), None);
+    }
+
+    #[test]
+    fn a_ticked_schedule_sends_what_is_due_in_bursts_at_its_ticks() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        // 2,000/s on a 1 ms tick: two sends per tick, both at the tick, with their own times.
+        let mut s = Schedule::new(2000.0, t0, 0).with_tick(ms);
+        assert_eq!(s.next_due(t0).map(|e| e.wall_us), Some(0));
+        assert_eq!(s.next_at(), t0 + ms, "the 0.5 ms send waits for the tick");
+        assert_eq!(s.next_due(t0 + ms / 2), None, "between ticks nothing goes");
+        let got: Vec<u64> = std::iter::from_fn(|| s.next_due(t0 + ms * 3 / 2))
+            .map(|e| e.wall_us)
+            .collect();
+        assert_eq!(got, vec![500, 1000]);
     }
 
     #[test]

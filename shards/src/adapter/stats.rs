@@ -263,10 +263,13 @@ impl Latency {
     /// If `e` hands a message to its recipient, records its delivery latency; `now_ms` is
     /// asked for only then (a clock read per delivered message, none otherwise).
     pub fn note_delivery(&mut self, e: &Effect, now_ms: impl FnOnce() -> u64) {
-        if let Effect::Frame(_, server_frame::Kind::Message(m)) = e {
-            let ms = now_ms().saturating_sub(m.sent_at_ms);
-            self.delivery.record_ns(ms.saturating_mul(MS));
-        }
+        let sent_at_ms = match e {
+            Effect::Frame(_, server_frame::Kind::Message(m)) => m.sent_at_ms,
+            Effect::Wire(_, w) if w.sent_at_ms != 0 => w.sent_at_ms,
+            _ => return,
+        };
+        let ms = now_ms().saturating_sub(sent_at_ms);
+        self.delivery.record_ns(ms.saturating_mul(MS));
     }
 
     /// Both, named for publication.
@@ -325,13 +328,6 @@ pub fn report(g: Gauges) -> Vec<(&'static str, u64)> {
     ]
 }
 
-/// Wall-clock milliseconds since the Unix epoch (the clock `sent_at_ms` is on).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,7 +366,17 @@ mod tests {
             )
         };
         l.note_delivery(&msg(1_000), || 1_003);
-        l.note_delivery(&msg(1_000), || 1_000);
+        let wire = |sent_at_ms| {
+            Effect::Wire(
+                ConnId::from_u64(1),
+                messaging::state::effect::WireFrame {
+                    bytes: Vec::new(),
+                    sent_at_ms,
+                },
+            )
+        };
+        l.note_delivery(&wire(1_000), || 1_000);
+        l.note_delivery(&wire(0), || unreachable!("not a message: no clock read"));
         l.note_delivery(&Effect::Close(ConnId::from_u64(1)), || {
             unreachable!("no clock read")
         });

@@ -2,6 +2,7 @@
 //! the defaults. Flags win over the file; the file wins over defaults. This module only
 //! parses and validates; it must not start anything.
 
+pub mod coalesce;
 pub mod media;
 pub mod show;
 
@@ -97,10 +98,14 @@ pub struct Cli {
     /// at once).
     #[arg(long)]
     pub commit_window_us: Option<u64>,
-    /// Microseconds a shard's wait in the kernel may go on after a first completion, for
-    /// others to join it (0: off; Linux 6.12+). Trades latency for CPU at low load.
+    /// Microseconds a shard's batching wait in the kernel may last from its start, once a
+    /// completion is in, for others to join it (0: off; Linux 6.12+).
     #[arg(long)]
     pub coalesce_us: Option<u64>,
+    /// When that batching wait applies: adaptive (only while completions arrive densely:
+    /// more CPU saved than latency added) or always.
+    #[arg(long)]
+    pub coalesce: Option<String>,
     /// Start even when a shard log is damaged before its end: the damaged log is set aside
     /// (renamed, never truncated) and the shard starts from every record that still passes
     /// its checksum; what was skipped is reported. Without it such a server refuses to start.
@@ -204,6 +209,7 @@ pub struct FileConfig {
     compact_min_bytes: Option<u64>,
     commit_window_us: Option<u64>,
     coalesce_us: Option<u64>,
+    coalesce: Option<String>,
     handshake_timeout_s: Option<u64>,
     frame_timeout_s: Option<u64>,
     login_timeout_s: Option<u64>,
@@ -323,8 +329,10 @@ pub struct ServerConfig {
     pub compact_min_bytes: u64,
     /// Microseconds a log commit gathers before it starts when none is in flight.
     pub commit_window_us: u64,
-    /// Microseconds a shard's wait may go on after a first completion (`--coalesce-us`).
+    /// Microseconds a shard's batching wait may last (`--coalesce-us`).
     pub coalesce_us: u64,
+    /// When the batching wait applies (`--coalesce`).
+    pub coalesce: engine::coalesce::CoalesceMode,
     /// Start from what is readable when a log is damaged mid-file (`--salvage`).
     pub salvage: bool,
     /// Faults injected into the log files (tests only; always `None` from the command line).
@@ -588,6 +596,9 @@ impl ServerConfig {
                 .unwrap_or(messaging::state::limits::COMPACT_MIN_BYTES),
             commit_window_us: commit_window_us(cli.commit_window_us.or(file.commit_window_us))?,
             coalesce_us: coalesce_us(cli.coalesce_us.or(file.coalesce_us))?,
+            coalesce: coalesce::coalesce_mode(
+                cli.coalesce.as_deref().or(file.coalesce.as_deref()),
+            )?,
             salvage: cli.salvage,
             log_faults: None,
             handshake_timeout_ms: handshake_s

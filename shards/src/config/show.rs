@@ -74,6 +74,7 @@ pub fn effective_toml(c: &ServerConfig) -> String {
     kv("compact_min_bytes", val(c.compact_min_bytes as i64));
     kv("commit_window_us", val(c.commit_window_us as i64));
     kv("coalesce_us", val(c.coalesce_us as i64));
+    kv("coalesce", val(super::coalesce::coalesce_name(c.coalesce)));
     kv(
         "journal_pending_bytes_max",
         val(c.overload.journal_pending_bytes_max as i64),

@@ -57,6 +57,7 @@ impl TestServer {
             compact_min_bytes: messaging::state::limits::COMPACT_MIN_BYTES,
             commit_window_us: messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             coalesce_us: 0,
+            coalesce: engine::coalesce::CoalesceMode::default(),
             salvage: false,
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,

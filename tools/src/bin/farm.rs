@@ -118,6 +118,11 @@ struct Args {
     /// Print delivery percentiles of the last S seconds every S seconds of the run (0: off).
     #[arg(long, default_value_t = 0.0)]
     interval: f64,
+    /// Send in bursts every this many ms (every send due by then at once), like a driver on a
+    /// coarse timer (tokio's is 1 ms); 0: each send at its own time. Latency still counts
+    /// from each send's scheduled time.
+    #[arg(long, default_value_t = 0.0)]
+    send_tick_ms: f64,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -215,6 +220,7 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
         inflight_per_conn_max: a.inflight.max(1),
         seed: a.seed,
         interval_s: a.interval,
+        send_tick_ms: a.send_tick_ms,
     };
     spec.check().map_err(|e| anyhow::anyhow!(e))?;
     Ok(spec)

@@ -291,7 +291,8 @@ impl Driver {
         };
         if self.spec.sends() {
             let rate = self.spec.per_thread(self.spec.rate);
-            self.send_schedule = Some(Schedule::new(rate, now, wall_us()));
+            let tick = Duration::from_secs_f64(self.spec.send_tick_ms.max(0.0) / 1000.0);
+            self.send_schedule = Some(Schedule::new(rate, now, wall_us()).with_tick(tick));
         }
         if self.spec.sends() && self.spec.group_ratio > 0.0 {
             self.create_groups();

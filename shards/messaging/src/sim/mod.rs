@@ -244,6 +244,14 @@ impl Sim {
                 );
                 self.inbox.entry(c).or_default().push(f);
             }
+            Effect::Wire(c, w) => {
+                // Delivered as encoded bytes: the client decodes them.
+                let f = proto::codec::decode_server(&w.bytes)
+                    .ok()
+                    .and_then(|f| f.kind)
+                    .expect("an item's encoding decodes");
+                self.exec(shard, Effect::Frame(c, f));
+            }
             Effect::Close(c) => self.closed.push(c),
             Effect::Mesh(to, m) => {
                 self.mesh_sent += 1;
