@@ -298,6 +298,10 @@ mod tests {
                 members: phones(),
             }
             .into(),
+            Redirect {
+                addr: "10.0.0.2:5222".into(),
+            }
+            .into(),
         ]
     }
 
@@ -334,7 +338,7 @@ mod tests {
         let frames = all_server_frames();
         assert_eq!(
             frames.len(),
-            13,
+            14,
             "a ServerFrame kind is missing from this test"
         );
         let mut names = std::collections::HashSet::new();

@@ -50,6 +50,7 @@ envelope_from!(ServerFrame, server_frame {
     GroupMembers => GroupMembers,
     Presence => Presence,
     GroupUpdated => GroupUpdated,
+    Redirect => Redirect,
 });
 
 impl ClientFrame {
@@ -97,6 +98,7 @@ impl ServerFrame {
             Some(Kind::GroupMembers(_)) => "group_members",
             Some(Kind::Presence(_)) => "presence",
             Some(Kind::GroupUpdated(_)) => "group_updated",
+            Some(Kind::Redirect(_)) => "redirect",
         }
     }
 }

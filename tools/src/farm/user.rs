@@ -218,7 +218,8 @@ impl User {
             | Kind::Verified(_)
             | Kind::GroupMembers(_)
             | Kind::Presence(_)
-            | Kind::GroupUpdated(_) => {}
+            | Kind::GroupUpdated(_)
+            | Kind::Redirect(_) => {}
         }
         Outcome::Continue
     }
