@@ -2,6 +2,7 @@
 //! the defaults. Flags win over the file; the file wins over defaults. This module only
 //! parses and validates; it must not start anything.
 
+pub mod cluster;
 pub mod show;
 
 use std::net::SocketAddr;
@@ -177,6 +178,9 @@ pub struct Cli {
     /// wrote to the sender are free (0: off) [default: 200; 0 with --load-test-secret].
     #[arg(long)]
     pub new_recipients_per_hour: Option<u32>,
+    /// Cluster of boxes over NATS (`cluster.rs`).
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -223,6 +227,8 @@ pub struct FileConfig {
     guesses_prefix_per_hour: Option<u32>,
     guesses_box_per_minute: Option<u32>,
     new_recipients_per_hour: Option<u32>,
+    /// The `[cluster]` table (`cluster.rs`).
+    cluster: Option<cluster::FileCluster>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -341,6 +347,8 @@ pub struct ServerConfig {
     pub signup: messaging::tables::budgets::SignupLimits,
     /// Per-user budgets (see `admission.rs`).
     pub users: messaging::tables::admission::UserLimits,
+    /// The cluster this box joins; `None`: it runs alone, as without the feature.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// A configuration that cannot be used.
@@ -544,7 +552,9 @@ impl ServerConfig {
                     messaging::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT
                 }),
         };
+        let cluster = cluster::resolve(cli.cluster, file.cluster)?;
         Ok(ServerConfig {
+            cluster,
             signup,
             users,
             admin,

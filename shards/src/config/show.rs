@@ -112,6 +112,13 @@ pub fn effective_toml(c: &ServerConfig) -> String {
             "# load_test_secret: SET (not shown; anyone holding it can log in as anyone)"
         );
     }
+    if let Some(cl) = &c.cluster {
+        let _ = writeln!(o, "\n[cluster]");
+        let _ = writeln!(o, "nats = {}", val(cl.servers.join(",")));
+        let _ = writeln!(o, "box_id = {}", val(cl.box_id.clone()));
+        let _ = writeln!(o, "advertise = {}", val(cl.advertise.clone()));
+        let _ = writeln!(o, "optional = {}", val(cl.optional));
+    }
     o
 }
 

@@ -68,6 +68,7 @@ impl TestServer {
             alarms: shards::config::AlarmThresholds::default(),
             signup: Default::default(),
             users: Default::default(),
+            cluster: None,
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
