@@ -41,6 +41,9 @@ pub enum StartError {
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
+    /// The box could not join its cluster (`--cluster` without `--cluster-optional`).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::gateway::ClusterStartError),
 }
 
 /// Where the dev certificate lives for a data directory.
@@ -110,9 +113,27 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     };
     let mut env = service_env(cfg)?;
     env.data_dir_lock = Some(lock);
-    Ok(engine::start(engine_cfg, move |_shard| {
-        Switchboard::new(env.clone())
-    })?)
+    if let Some(cluster) = &cfg.cluster {
+        // Before any socket is bound: a box that cannot join does not serve (unless alone
+        // is allowed); the link's last holder gone is the gateway's signal to leave.
+        let link = Arc::new(crate::cluster::ClusterLink::new(
+            cluster.box_id.clone(),
+            shards,
+        ));
+        crate::cluster::gateway::start(cluster, link.clone())?;
+        env.cluster = Some(link);
+    }
+    let link = env.cluster.as_ref().map(Arc::downgrade);
+    let rt = engine::start(engine_cfg, move |_shard| Switchboard::new(env.clone()))?;
+    if let Some(link) = link {
+        // A weak reference: the shards' ends going is what tells the gateway to leave.
+        rt.health()
+            .set_note(engine::observe::health::ReadyNote(Box::new(move || {
+                let alone = link.upgrade().is_some_and(|l| l.alone());
+                alone.then(|| "alone: this box cannot reach its cluster (NATS)".to_string())
+            })));
+    }
+    Ok(rt)
 }
 
 /// The service's shared settings and notifiers for this configuration.

@@ -3,6 +3,7 @@
 //! out the effects they ask for; `commit.rs` runs the journal's group commit on the engine.
 //! It owns no sockets (the engine does) and no service rules (the state machines do).
 
+mod cluster;
 mod commit;
 pub mod login_deadline;
 pub mod overload;
@@ -70,6 +71,8 @@ pub struct ServiceEnv {
     pub commit_window: std::time::Duration,
     /// A connection not logged in this long after it opened is closed (`login_deadline.rs`).
     pub login_timeout_ms: u64,
+    /// The link to the cluster gateway (`crate::cluster`); `None` for a box alone.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl ServiceEnv {
@@ -89,6 +92,7 @@ impl ServiceEnv {
                 messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             ),
             login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            cluster: None,
         }
     }
 }
@@ -104,6 +108,8 @@ pub enum ServiceTimer {
     PinReplies,
     /// Close the connections past their log-in deadline.
     LoginDeadlines,
+    /// Release the pre-login frames the cluster gateway answered (`adapter/cluster.rs`).
+    ClusterAnswers,
 }
 
 /// The service of one shard.
@@ -143,6 +149,8 @@ pub struct Switchboard {
     logins: LoginDeadlines,
     /// Sends refused with `Busy` since start (each event's `Out::busy_refusals`).
     busy_rejects: u64,
+    /// This shard's end of the cluster link (set in `on_start`; `None` without `--cluster`).
+    cluster: Option<crate::cluster::port::Port>,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -194,6 +202,7 @@ impl Switchboard {
             mesh_log: Default::default(),
             logins: LoginDeadlines::default(),
             busy_rejects: 0,
+            cluster: None,
         }
     }
 
@@ -471,6 +480,10 @@ impl Service for Switchboard {
             // rather than serve without it.
             Err(e) => panic!("shard {}: cannot read its log: {e}", io.shard_id().0),
         }
+        if let Some(link) = &self.env.cluster {
+            let port = crate::cluster::port::Port::new(link.clone(), io.shard_id().0);
+            self.cluster = Some(port);
+        }
         io.spawn(open_log(
             io.handle(),
             self.log_path.clone(),
@@ -510,6 +523,9 @@ impl Service for Switchboard {
             return self.apply(io, out);
         }
         let peer = messaging::handlers::login::is_prelogin(&frame).then(|| io.peer_ip(conn));
+        if let (Some(_), Some(peer)) = (&self.cluster, peer) {
+            return self.ask_home(io, conn, frame, peer);
+        }
         self.run(io, |s, now, out| {
             if let Some(peer) = peer {
                 s.note_peer(conn, peer);
@@ -562,6 +578,9 @@ impl Service for Switchboard {
             state.mesh_back(),
             self.held.len() as u64,
         ));
+        if let Some(port) = &self.cluster {
+            stats.extend(port.report());
+        }
         stats
     }
 
@@ -614,6 +633,7 @@ impl Service for Switchboard {
                 self.logins.timer_set = false;
                 self.close_late_logins(io);
             }
+            ServiceTimer::ClusterAnswers => self.poll_cluster(io),
         }
     }
 }

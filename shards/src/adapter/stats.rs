@@ -228,6 +228,59 @@ pub const HELP: &[(&str, &str)] = &[
         "mesh_held",
         "Owed mesh messages held now, waiting for outbox room.",
     ),
+    // A box of a cluster only (`crate::cluster`); the box-wide ones from shard 0.
+    (
+        "cluster_redirects_total",
+        "Pre-login frames answered Redirect: the phone's home is another box.",
+    ),
+    (
+        "cluster_busy_total",
+        "Pre-login frames answered Busy: the link to the cluster gateway was full.",
+    ),
+    (
+        "cluster_answer_timeouts_total",
+        "Pre-login frames refused: the cluster gateway did not answer in time.",
+    ),
+    (
+        "cluster_waiting",
+        "Pre-login frames waiting for the cluster gateway.",
+    ),
+    (
+        "cluster_alone",
+        "1 while this box cannot reach its cluster (NATS) and serves alone (shard 0).",
+    ),
+    (
+        "cluster_members",
+        "Live boxes in the cluster, this one included (shard 0).",
+    ),
+    (
+        "cluster_placed_here_total",
+        "Home look-ups answered: serve here (shard 0).",
+    ),
+    (
+        "cluster_placed_there_total",
+        "Home look-ups answered: another live box (shard 0).",
+    ),
+    (
+        "cluster_home_down_total",
+        "Home look-ups answered: the home box is not live (shard 0).",
+    ),
+    (
+        "cluster_unavailable_total",
+        "Home look-ups NATS could not answer (shard 0).",
+    ),
+    (
+        "cluster_homes_created_total",
+        "Phones whose home box this box recorded (shard 0).",
+    ),
+    (
+        "cluster_lease_failures_total",
+        "Renewals of this box's membership lease that failed (shard 0).",
+    ),
+    (
+        "cluster_answers_dropped_total",
+        "Gateway answers dropped: the shard's queue was full (shard 0).",
+    ),
 ];
 
 /// The service's latency histograms.

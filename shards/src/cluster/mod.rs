@@ -1,0 +1,198 @@
+//! A cluster of boxes over NATS (issue 24): what a box shares with the others, and how its
+//! shards reach the one thread that talks to NATS.
+//!
+//! - `gateway.rs`: the gateway thread (a tokio current-thread runtime with the `async-nats`
+//!   client; never a shard thread): connects at start, keeps the buckets, answers the
+//!   shards' questions.
+//! - `membership.rs`: the `switchboard_members` KV bucket: this box's lease, the live boxes.
+//! - `placement.rs`: a phone's home box: rendezvous hashing over the live boxes, recorded
+//!   once in the `switchboard_homes` KV bucket.
+//! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines.
+//!
+//! ## How a shard talks to the gateway
+//! Exactly as shards talk to each other, less the eventfd: one bounded SPSC queue per shard
+//! towards the gateway ([`ClusterLink::to_gateway`]) and one back ([`ClusterLink::to_shard`]).
+//! The gateway drains its queues every [`GATEWAY_POLL_MS`] (so a busy box's questions leave
+//! in batches); a shard with questions waiting drains its answers on a timer every
+//! [`PORT_POLL_MS`] (`pin_replies.rs` does the same for the SMS gateway). A full queue is
+//! `Busy` to the client, never a wait. Nothing here runs for a box without `--cluster`:
+//! the shard's only cost is a branch on an `Option`.
+//!
+//! ## What is in place (and what is not)
+//! Membership, placement, and Register / Verify / Login / LoadTestLogin at any box (a box
+//! that is not the phone's home answers `Redirect` to the home's advertised address). Messages
+//! between users of different boxes are not carried yet (ARCHITECTURE.md, "A cluster of
+//! boxes").
+//!
+//! This module owns the link and its counters; it must not touch a shard's state.
+
+pub mod gateway;
+pub mod membership;
+pub mod placement;
+pub mod port;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam::queue::ArrayQueue;
+
+/// Questions one shard may have queued for the gateway (and answers back); past it a new
+/// question is answered `Busy`.
+pub const LINK_QUEUE_MSGS_MAX: usize = 4096;
+/// How often the gateway drains the shards' queues.
+pub const GATEWAY_POLL_MS: u64 = 1;
+/// How often a shard with questions waiting looks for answers.
+pub const PORT_POLL_MS: u64 = 2;
+/// A question not answered within this long is answered `CLUSTER_UNAVAILABLE`.
+pub const ANSWER_WAIT_MAX_MS: u64 = 5_000;
+/// `Busy.retry_after_ms` for a pre-login frame that found the link full.
+pub const BUSY_RETRY_AFTER_MS: u32 = 200;
+/// Questions the gateway works on at once (all shards together); past it a question is
+/// answered `Unavailable` at once.
+pub const GATEWAY_PENDING_MAX: usize = 16_384;
+
+/// A shard's question to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// The shard's token for it (answers carry it back).
+    pub token: u64,
+    /// The phone whose home box is asked for.
+    pub phone: String,
+    /// Choose and record a home if the phone has none (Register, LoadTestLogin).
+    pub create: bool,
+}
+
+/// Where a phone's home box is, as the gateway found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This box: serve the frame here.
+    Here,
+    /// The phone has no home recorded (a Login of a number nobody registered): serve the
+    /// frame here, which answers as a single box does.
+    Nowhere,
+    /// Another live box, at this advertised address.
+    There(String),
+    /// Another box that is not live now.
+    HomeDown,
+    /// NATS could not answer.
+    Unavailable,
+}
+
+/// The gateway's answer to a [`Question`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The question's token.
+    pub token: u64,
+    /// Where the phone's home is.
+    pub placement: Placement,
+}
+
+/// Box-wide cluster numbers the gateway keeps (read by shard 0's statistics once a second).
+#[derive(Debug, Default)]
+pub struct ClusterStatus {
+    /// NATS is not reachable now (or was not at start, with `--cluster-optional`).
+    pub alone: AtomicBool,
+    /// Live boxes, this one included, as last seen.
+    pub members: AtomicU64,
+    /// Questions answered: serve here (this box is the home, or the phone has none).
+    pub answered_here: AtomicU64,
+    /// Questions answered: redirect to another live box.
+    pub answered_there: AtomicU64,
+    /// Questions answered: the home box is not live.
+    pub answered_home_down: AtomicU64,
+    /// Questions answered: NATS could not say.
+    pub answered_unavailable: AtomicU64,
+    /// Homes this box recorded (Register at a new number).
+    pub homes_created: AtomicU64,
+    /// Lease renewals that failed.
+    pub lease_failures: AtomicU64,
+    /// Answers dropped because a shard's queue was full (its question then times out).
+    pub answers_dropped: AtomicU64,
+}
+
+impl ClusterStatus {
+    /// The gateway counts (its own thread; never a shard's path).
+    fn bump(counter: &AtomicU64) {
+        #[allow(clippy::disallowed_methods)] // the gateway thread, once per question
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The statistics shard 0 reports for the box (names in `stats::HELP`).
+    pub fn report(&self) -> Vec<(&'static str, u64)> {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            (
+                "cluster_alone",
+                u64::from(self.alone.load(Ordering::Relaxed)),
+            ),
+            ("cluster_members", l(&self.members)),
+            ("cluster_placed_here_total", l(&self.answered_here)),
+            ("cluster_placed_there_total", l(&self.answered_there)),
+            ("cluster_home_down_total", l(&self.answered_home_down)),
+            ("cluster_unavailable_total", l(&self.answered_unavailable)),
+            ("cluster_homes_created_total", l(&self.homes_created)),
+            ("cluster_lease_failures_total", l(&self.lease_failures)),
+            ("cluster_answers_dropped_total", l(&self.answers_dropped)),
+        ]
+    }
+}
+
+/// What the shards and the gateway share: the queues and the box-wide numbers.
+#[derive(Debug)]
+pub struct ClusterLink {
+    /// This box's id.
+    pub box_id: String,
+    /// Per shard, its questions (producer: the shard; consumer: the gateway).
+    pub to_gateway: Vec<ArrayQueue<Question>>,
+    /// Per shard, its answers (producer: the gateway; consumer: the shard).
+    pub to_shard: Vec<ArrayQueue<Answer>>,
+    /// Box-wide numbers.
+    pub status: ClusterStatus,
+}
+
+impl ClusterLink {
+    /// Queues for `shards` shards, empty.
+    pub fn new(box_id: String, shards: usize) -> Self {
+        ClusterLink {
+            box_id,
+            to_gateway: (0..shards)
+                .map(|_| ArrayQueue::new(LINK_QUEUE_MSGS_MAX))
+                .collect(),
+            to_shard: (0..shards)
+                .map(|_| ArrayQueue::new(LINK_QUEUE_MSGS_MAX))
+                .collect(),
+            status: ClusterStatus::default(),
+        }
+    }
+
+    /// True while this box cannot reach NATS.
+    pub fn alone(&self) -> bool {
+        self.status.alone.load(Ordering::Relaxed)
+    }
+}
+
+/// The KV key a phone's home is recorded under: KV keys allow `[-/_=.a-zA-Z0-9]`, so an
+/// E.164 number (`+` and digits) becomes `p` and its digits; anything else is hex.
+pub fn phone_key(phone: &str) -> String {
+    let digits = phone.strip_prefix('+').unwrap_or(phone);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        format!("p{digits}")
+    } else {
+        let hex: String = phone.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x{hex}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_keys_are_valid_kv_keys_and_distinct() {
+        assert_eq!(phone_key("+15551234567"), "p15551234567");
+        assert_eq!(phone_key("15551234567"), "p15551234567");
+        let odd = phone_key("+1 555.x");
+        assert!(odd.starts_with('x'));
+        assert!(odd.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(phone_key(""), phone_key("+"));
+    }
+}

@@ -1,0 +1,338 @@
+//! A shard's end of the cluster link: its pre-login frames waiting to hear where their
+//! phone's home box is.
+//!
+//! ## Steps
+//! 1. [`Port::ask`]: a Register, Verify, Login or LoadTestLogin frame ([`needs_home`]) is
+//!    parked with a deadline and its question pushed to the gateway. A full queue or
+//!    [`PORT_WAITING_MAX`] parked frames: the frame is answered `Busy` now. A box alone
+//!    (NATS unreachable) serves a Login here at once (its own users keep working) and
+//!    refuses the others with `CLUSTER_UNAVAILABLE`: a phone registered while alone would
+//!    have no recorded home.
+//! 2. [`Port::poll`], on a timer every [`super::PORT_POLL_MS`] while frames wait: each answer
+//!    releases its frame: served here, redirected, or refused; a frame past its deadline is
+//!    refused with `CLUSTER_UNAVAILABLE`.
+//!
+//! Why it is safe: the shard never blocks (answers are popped from a bounded queue), each
+//! parked frame is released exactly once (removed from the map when answered, answers for
+//! frames already released at their deadline are ignored) and the map is bounded in size
+//! and in time.
+//!
+//! This module owns the parked frames; the adapter (`adapter/cluster.rs`) carries out what
+//! [`Port::poll`] returns.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use proto::ids::ConnId;
+use proto::v1::{client_frame, ClientFrame, ErrorCode};
+
+use super::{ClusterLink, Placement, Question, ANSWER_WAIT_MAX_MS};
+
+/// Frames one shard may have parked waiting for the gateway; more are answered `Busy`.
+pub const PORT_WAITING_MAX: usize = 4096;
+
+/// The phone a frame needs the home of, and whether the frame may give it one.
+pub fn needs_home(frame: &ClientFrame) -> Option<(&str, bool)> {
+    use client_frame::Kind as K;
+    match frame.kind.as_ref()? {
+        K::Register(r) => Some((&r.phone, true)),
+        K::LoadTestLogin(l) => Some((&l.phone, true)),
+        K::Verify(v) => Some((&v.phone, false)),
+        K::Login(l) => Some((&l.phone, false)),
+        _ => None,
+    }
+}
+
+/// A frame parked until its answer.
+#[derive(Debug)]
+pub struct Parked {
+    /// Its connection.
+    pub conn: ConnId,
+    /// The frame, served as it came once the answer says so.
+    pub frame: ClientFrame,
+    /// Where the connection comes from (pre-login budgets).
+    pub peer: Option<IpAddr>,
+    /// When it is refused if no answer came.
+    pub deadline_ms: u64,
+}
+
+/// What to do with a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Serve it on this box, as a single box would.
+    Serve,
+    /// Send `Redirect { addr }` and close the connection.
+    Redirect(String),
+    /// Answer this error.
+    Refuse(ErrorCode, &'static str),
+}
+
+/// Why [`Port::ask`] released a frame at once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Now {
+    /// Too many frames wait already: answer `Busy`.
+    Busy,
+    /// The answer is known without the gateway.
+    Release(Release),
+}
+
+/// Counters of one shard's port (plain: only this shard writes them).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PortCounters {
+    redirects: u64,
+    busy: u64,
+    timeouts: u64,
+}
+
+/// One shard's end of the link (steps in the module doc).
+#[derive(Debug)]
+pub struct Port {
+    link: Arc<ClusterLink>,
+    shard: usize,
+    waiting: HashMap<u64, Parked>,
+    next_token: u64,
+    counters: PortCounters,
+    /// A poll timer is set.
+    pub timer_set: bool,
+}
+
+const ALONE: &str = "this box cannot reach its cluster now; try again later";
+
+impl Port {
+    /// Shard `shard`'s end of `link`.
+    pub fn new(link: Arc<ClusterLink>, shard: usize) -> Self {
+        Port {
+            link,
+            shard,
+            waiting: HashMap::new(),
+            next_token: 0,
+            counters: PortCounters::default(),
+            timer_set: false,
+        }
+    }
+
+    /// Step 1. `Ok(())`: parked (poll later).
+    pub fn ask(
+        &mut self,
+        now_ms: u64,
+        conn: ConnId,
+        frame: ClientFrame,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Now> {
+        let Some((phone, create)) = needs_home(&frame) else {
+            return Err(Now::Release(Release::Serve));
+        };
+        if self.link.alone() {
+            let is_login = matches!(frame.kind, Some(client_frame::Kind::Login(_)));
+            return Err(Now::Release(if is_login {
+                Release::Serve
+            } else {
+                Release::Refuse(ErrorCode::ClusterUnavailable, ALONE)
+            }));
+        }
+        if self.waiting.len() >= PORT_WAITING_MAX {
+            self.counters.busy += 1;
+            return Err(Now::Busy);
+        }
+        let token = self.next_token;
+        let question = Question {
+            token,
+            phone: phone.to_string(),
+            create,
+        };
+        if self.link.to_gateway[self.shard].push(question).is_err() {
+            self.counters.busy += 1;
+            return Err(Now::Busy);
+        }
+        self.next_token += 1;
+        let deadline_ms = now_ms + ANSWER_WAIT_MAX_MS;
+        let parked = Parked {
+            conn,
+            frame,
+            peer,
+            deadline_ms,
+        };
+        self.waiting.insert(token, parked);
+        Ok(())
+    }
+
+    /// Step 2: the frames released now.
+    pub fn poll(&mut self, now_ms: u64) -> Vec<(Parked, Release)> {
+        let mut out = Vec::new();
+        while let Some(a) = self.link.to_shard[self.shard].pop() {
+            let Some(p) = self.waiting.remove(&a.token) else {
+                continue; // released at its deadline already
+            };
+            let release = match a.placement {
+                Placement::Here | Placement::Nowhere => Release::Serve,
+                Placement::There(addr) => {
+                    self.counters.redirects += 1;
+                    Release::Redirect(addr)
+                }
+                Placement::HomeDown => Release::Refuse(
+                    ErrorCode::HomeBoxDown,
+                    "this number's home box is down; try again later",
+                ),
+                Placement::Unavailable => Release::Refuse(ErrorCode::ClusterUnavailable, ALONE),
+            };
+            out.push((p, release));
+        }
+        let late: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, p)| p.deadline_ms <= now_ms)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(p) = self.waiting.remove(&t) {
+                self.counters.timeouts += 1;
+                out.push((p, Release::Refuse(ErrorCode::ClusterUnavailable, ALONE)));
+            }
+        }
+        out
+    }
+
+    /// Frames parked now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// This shard's statistics, with the box's (shard 0 reports those).
+    pub fn report(&self) -> Vec<(&'static str, u64)> {
+        let c = self.counters;
+        let mut v = vec![
+            ("cluster_redirects_total", c.redirects),
+            ("cluster_busy_total", c.busy),
+            ("cluster_answer_timeouts_total", c.timeouts),
+            ("cluster_waiting", self.waiting.len() as u64),
+        ];
+        if self.shard == 0 {
+            v.extend(self.link.status.report());
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Answer;
+    use std::sync::atomic::Ordering;
+
+    fn login(phone: &str) -> ClientFrame {
+        ClientFrame {
+            kind: Some(client_frame::Kind::Login(proto::v1::Login {
+                phone: phone.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn register(phone: &str) -> ClientFrame {
+        ClientFrame {
+            kind: Some(client_frame::Kind::Register(proto::v1::Register {
+                phone: phone.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn conn(n: u32) -> ConnId {
+        ConnId::new(n, 0)
+    }
+
+    fn port() -> (Arc<ClusterLink>, Port) {
+        let link = Arc::new(ClusterLink::new("a".into(), 2));
+        (link.clone(), Port::new(link, 1))
+    }
+
+    #[test]
+    fn each_answer_releases_its_frame_once() {
+        let (link, mut p) = port();
+        p.ask(0, conn(1), login("+15550000001"), None).unwrap();
+        p.ask(0, conn(2), register("+15550000002"), None).unwrap();
+        let q1 = link.to_gateway[1].pop().unwrap();
+        let q2 = link.to_gateway[1].pop().unwrap();
+        assert!(!q1.create && q2.create);
+        let there = Placement::There("b:5222".into());
+        link.to_shard[1]
+            .push(Answer {
+                token: q2.token,
+                placement: there.clone(),
+            })
+            .unwrap();
+        link.to_shard[1]
+            .push(Answer {
+                token: q1.token,
+                placement: Placement::Here,
+            })
+            .unwrap();
+        // A second answer for the same token is ignored.
+        link.to_shard[1]
+            .push(Answer {
+                token: q1.token,
+                placement: there,
+            })
+            .unwrap();
+        let out = p.poll(1);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0.conn, conn(2));
+        assert_eq!(out[0].1, Release::Redirect("b:5222".into()));
+        assert_eq!(out[1].0.conn, conn(1));
+        assert_eq!(out[1].1, Release::Serve);
+        assert_eq!(p.waiting(), 0);
+    }
+
+    #[test]
+    fn a_frame_not_answered_in_time_is_refused_and_its_late_answer_ignored() {
+        let (link, mut p) = port();
+        p.ask(0, conn(1), login("+15550000001"), None).unwrap();
+        assert!(p.poll(ANSWER_WAIT_MAX_MS - 1).is_empty());
+        let out = p.poll(ANSWER_WAIT_MAX_MS);
+        assert_eq!(out.len(), 1);
+        assert!(matches!(
+            out[0].1,
+            Release::Refuse(ErrorCode::ClusterUnavailable, _)
+        ));
+        let q = link.to_gateway[1].pop().unwrap();
+        link.to_shard[1]
+            .push(Answer {
+                token: q.token,
+                placement: Placement::Here,
+            })
+            .unwrap();
+        assert!(p.poll(ANSWER_WAIT_MAX_MS + 1).is_empty());
+    }
+
+    #[test]
+    fn alone_a_box_serves_logins_and_refuses_sign_ups() {
+        let (link, mut p) = port();
+        link.status.alone.store(true, Ordering::Relaxed);
+        assert_eq!(
+            p.ask(0, conn(1), login("+15550000001"), None),
+            Err(Now::Release(Release::Serve))
+        );
+        assert!(matches!(
+            p.ask(0, conn(2), register("+15550000001"), None),
+            Err(Now::Release(Release::Refuse(
+                ErrorCode::ClusterUnavailable,
+                _
+            )))
+        ));
+        assert!(link.to_gateway[1].is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_is_busy_not_a_wait() {
+        let (_link, mut p) = port();
+        for i in 0..PORT_WAITING_MAX {
+            p.ask(0, conn(i as u32), login("+15550000001"), None)
+                .unwrap();
+        }
+        assert_eq!(
+            p.ask(0, conn(9), login("+15550000001"), None),
+            Err(Now::Busy)
+        );
+    }
+}
