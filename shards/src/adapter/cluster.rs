@@ -1,7 +1,14 @@
-//! The adapter's side of a cluster of boxes (`crate::cluster`): a pre-login frame on a box
-//! of a cluster waits for its phone's home box (`cluster/port.rs`) before the shard's state
-//! machines see it, then is served here, redirected or refused. A box without `--cluster`
-//! has no port and never comes here.
+//! The adapter's side of a cluster of boxes (`crate::cluster`):
+//! - a pre-login frame on a box of a cluster waits for its phone's home box
+//!   (`cluster/port.rs`) before the shard's state machines see it, then is served here,
+//!   redirected or refused;
+//! - a 1:1 message or a receipt for a phone with no account on this box goes to the gateway
+//!   instead of the state machines (`cluster/cross.rs`), and what the gateway brings back
+//!   (the sender's `ServerAck` or `Busy`, messages and receipts from other boxes) is handed
+//!   to them as mesh messages;
+//! - the shard polls its end of the link every [`PORT_POLL_MS`].
+//!
+//! A box without `--cluster` has no port and never comes here.
 
 use std::net::IpAddr;
 
@@ -9,8 +16,10 @@ use engine::ShardIo;
 use proto::ids::ConnId;
 use proto::v1::{server_frame, ClientFrame};
 
+use messaging::state::mesh_msg::{ReplyTo, ShardMsg};
+
 use super::{send_frame, ServiceTimer, Switchboard};
-use crate::cluster::port::{Now, Parked, Release};
+use crate::cluster::port::{Event, Now, Parked, Release};
 use crate::cluster::{BUSY_RETRY_AFTER_MS, PORT_POLL_MS};
 
 impl Switchboard {
@@ -79,7 +88,7 @@ impl Switchboard {
 
     /// Looks for answers in [`PORT_POLL_MS`] unless a poll is set. A full timer wheel
     /// leaves it unset: the next question tries again.
-    fn poll_cluster_later(&mut self, io: &mut ShardIo<Self>) {
+    pub(super) fn poll_cluster_later(&mut self, io: &mut ShardIo<Self>) {
         let Some(port) = self.cluster.as_mut() else {
             return;
         };
@@ -89,25 +98,66 @@ impl Switchboard {
         }
     }
 
-    /// [`ServiceTimer::ClusterAnswers`]: releases every answered or late frame.
+    /// [`ServiceTimer::ClusterAnswers`]: releases every answered or late frame and hands
+    /// over what the gateway brought; polls again in [`PORT_POLL_MS`].
     pub(super) fn poll_cluster(&mut self, io: &mut ShardIo<Self>) {
         let Some(port) = self.cluster.as_mut() else {
             return;
         };
         port.timer_set = false;
-        let released = port.poll(io.now_ms());
-        let more = port.waiting() > 0;
-        for (
-            Parked {
+        let (released, events) = port.poll(io.now_ms());
+        for (p, r) in released {
+            let Parked {
                 conn, frame, peer, ..
-            },
-            r,
-        ) in released
-        {
+            } = p;
             self.release_parked(io, (conn, frame, peer), r);
         }
-        if more {
-            self.poll_cluster_later(io);
+        for e in events {
+            match e {
+                Event::ToUser { user, frame } => {
+                    let home = messaging::state::home::home_of_phone(&user, io.shard_count());
+                    self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
+                }
+                Event::Mesh(msg) => self.run(io, |s, now, out| s.on_mesh(now, msg, out)),
+            }
         }
+        self.poll_cluster_later(io);
+    }
+
+    /// A mesh message on a box of a cluster: a 1:1 message or a receipt for a phone with no
+    /// account here goes to the gateway; everything else to the state machines.
+    pub(super) fn on_mesh_clustered(&mut self, io: &mut ShardIo<Self>, msg: ShardMsg) {
+        let here = |s: &Self, phone: &str| {
+            s.state
+                .as_ref()
+                .is_some_and(|st| st.registry().exists(phone))
+        };
+        let msg = match msg {
+            ShardMsg::Deliver(d) if d.reply == ReplyTo::Sender && !here(self, &d.to) => {
+                let Some(port) = self.cluster.as_mut() else {
+                    return;
+                };
+                let Err(d) = port.send(d) else {
+                    return;
+                };
+                // The link is full: the sender retries.
+                let busy = proto::v1::Busy {
+                    retry_after_ms: BUSY_RETRY_AFTER_MS,
+                    client_msg_id: d.client_msg_id,
+                };
+                let home = messaging::state::home::home_of_phone(&d.from, io.shard_count());
+                let frame = server_frame::Kind::Busy(busy);
+                let user = d.from;
+                return self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
+            }
+            ShardMsg::Receipt { sender, receipt } if !here(self, &sender) => {
+                if let Some(port) = self.cluster.as_mut() {
+                    port.receipt(sender, receipt);
+                }
+                return;
+            }
+            other => other,
+        };
+        self.run(io, |s, now, out| s.on_mesh(now, msg, out));
     }
 }

@@ -329,7 +329,14 @@ impl Switchboard {
             Effect::Close(conn) => {
                 let _ = io.close(conn);
             }
-            Effect::Mesh(to, msg) => self.mesh_send(io, to, msg),
+            Effect::Mesh(to, msg) => {
+                if let Some(port) = &mut self.cluster {
+                    if port.settle(&msg) {
+                        return; // the answer to a message from another box
+                    }
+                }
+                self.mesh_send(io, to, msg)
+            }
             Effect::HandOff(conn, to, adoption) => {
                 let _ = io.hand_off(conn, to, adoption);
             }
@@ -483,6 +490,7 @@ impl Service for Switchboard {
         if let Some(link) = &self.env.cluster {
             let port = crate::cluster::port::Port::new(link.clone(), io.shard_id().0);
             self.cluster = Some(port);
+            self.poll_cluster_later(io);
         }
         io.spawn(open_log(
             io.handle(),
@@ -547,6 +555,9 @@ impl Service for Switchboard {
     }
 
     fn on_mesh(&mut self, io: &mut ShardIo<Self>, _from: ShardId, msg: ShardMsg) {
+        if self.cluster.is_some() {
+            return self.on_mesh_clustered(io, msg);
+        }
         self.run(io, |s, now, out| s.on_mesh(now, msg, out));
     }
 

@@ -281,6 +281,58 @@ pub const HELP: &[(&str, &str)] = &[
         "cluster_answers_dropped_total",
         "Gateway answers dropped: the shard's queue was full (shard 0).",
     ),
+    (
+        "cluster_sends_out_total",
+        "1:1 messages handed to the cluster gateway (recipient on another box).",
+    ),
+    (
+        "cluster_sends_busy_total",
+        "Messages and receipts refused: the link to the gateway was full.",
+    ),
+    (
+        "cluster_receipts_handed_total",
+        "Receipts handed to the gateway for a sender on another box.",
+    ),
+    (
+        "cluster_inbound_unsettled",
+        "Messages from other boxes being stored here, not yet answered.",
+    ),
+    (
+        "cluster_messages_out_total",
+        "Messages published to another box's stream and acked by JetStream (shard 0).",
+    ),
+    (
+        "cluster_publish_failures_total",
+        "Messages and receipts JetStream did not take (shard 0).",
+    ),
+    (
+        "cluster_messages_to_nobody_total",
+        "Messages for numbers with no home box, answered and dropped (shard 0).",
+    ),
+    (
+        "cluster_messages_in_total",
+        "Messages from other boxes stored here and acked (shard 0).",
+    ),
+    (
+        "cluster_messages_in_retried_total",
+        "Messages from other boxes handed back for later (shard 0).",
+    ),
+    (
+        "cluster_messages_in_bad_total",
+        "Messages in this box's stream that did not decode, dropped (shard 0).",
+    ),
+    (
+        "cluster_receipts_out_total",
+        "Receipts published to a sender's home box (shard 0).",
+    ),
+    (
+        "cluster_receipts_in_total",
+        "Receipts from other boxes handed to their sender's shard (shard 0).",
+    ),
+    (
+        "cluster_inbound_pending",
+        "Messages of this box's stream handed to shards, not acked yet (shard 0).",
+    ),
 ];
 
 /// The service's latency histograms.

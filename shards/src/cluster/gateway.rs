@@ -26,12 +26,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv};
+use std::collections::HashMap;
+
+use async_nats::jetstream::{self, consumer::pull, kv};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::membership::{self, Member, Members, MEMBERS_BUCKET, MEMBER_BEAT_MS, MEMBER_LEASE_MS};
 use super::placement::{self, HOMES_BUCKET};
-use super::{Answer, ClusterLink, ClusterStatus, Placement, GATEWAY_PENDING_MAX, GATEWAY_POLL_MS};
+use super::{
+    cross, Answer, ClusterLink, ClusterStatus, Down, Placement, Up, GATEWAY_PENDING_MAX,
+    GATEWAY_POLL_MS,
+};
 use crate::config::cluster::ClusterConfig;
 
 /// How long start-up waits for NATS and the buckets.
@@ -62,8 +67,11 @@ pub enum ClusterStartError {
 /// The NATS side once connected.
 struct Nats {
     client: async_nats::Client,
+    js: jetstream::Context,
     members: kv::Store,
     homes: kv::Store,
+    /// This box's stream, being read (`cross.rs` step 1); `None` until it can be.
+    inbound: Option<pull::Stream>,
 }
 
 /// Step 1. Returns once the box has joined, or (optional) is known to be alone.
@@ -177,10 +185,13 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         },
     )
     .await?;
+    let inbound = Some(cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?);
     Ok(Nats {
         client,
+        js,
         members,
         homes,
+        inbound,
     })
 }
 
@@ -225,7 +236,39 @@ async fn bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, S
 }
 
 type Found = Result<Option<placement::Home>, String>;
-type Lookup = Pin<Box<dyn Future<Output = (usize, u64, Found)> + Send>>;
+
+/// What a piece of work in flight ends with.
+enum Finished {
+    /// A home look-up for shard `.0`'s question `.1`.
+    Placed(usize, u64, Found),
+    /// A message published (or not) for shard `shard`.
+    Sent {
+        shard: usize,
+        from: String,
+        client_msg_id: u64,
+        to: String,
+        publish: Published,
+    },
+    /// A receipt published (or not).
+    ReceiptSent { to: String, publish: Published },
+}
+
+type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
+
+/// The gateway's state while it serves (step 2).
+struct Gw {
+    cfg: ClusterConfig,
+    link: Arc<ClusterLink>,
+    nats: Nats,
+    me: Member,
+    members: Members,
+    watch: Option<kv::Watch>,
+    homes: cross::HomeCache,
+    work: FuturesUnordered<Work>,
+    /// Inbound messages handed to shards, by token, until the shard says `Done`.
+    unacked: HashMap<u64, (jetstream::Message, Instant)>,
+    next_token: u64,
+}
 
 /// Step 2 and 3.
 async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
@@ -235,41 +278,45 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     };
     let mut members = Members::default();
     members.put(&cfg.box_id, me.clone(), Instant::now());
-    let mut watch = nats.members.watch_all().await.ok();
+    let watch = nats.members.watch_all().await.ok();
+    let mut gw = Gw {
+        cfg,
+        link,
+        nats,
+        me,
+        members,
+        watch,
+        homes: Default::default(),
+        work: FuturesUnordered::new(),
+        unacked: HashMap::new(),
+        next_token: 0,
+    };
     let mut poll = tokio::time::interval(Duration::from_millis(GATEWAY_POLL_MS));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut beat = tokio::time::interval(Duration::from_millis(MEMBER_BEAT_MS));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut pending: FuturesUnordered<Lookup> = FuturesUnordered::new();
     loop {
         tokio::select! {
             _ = poll.tick() => {
-                if Arc::strong_count(&link) == 1 {
+                if Arc::strong_count(&gw.link) == 1 {
                     break;
                 }
-                take_questions(&link, &nats, &members, &mut pending);
+                gw.take_from_shards().await;
             }
-            _ = beat.tick() => {
-                renew(&cfg, &link, &nats, &me, &mut members, &mut watch).await;
+            _ = beat.tick() => gw.renew().await,
+            Some(entry) = next_entry(&mut gw.watch) => {
+                gw.members.apply(&entry, Instant::now());
+                let live = gw.members.live(Instant::now()).len() as u64;
+                gw.link.status.members.store(live, Ordering::Relaxed);
             }
-            Some(entry) = next_entry(&mut watch) => {
-                members.apply(&entry, Instant::now());
-                let live = members.live(Instant::now()).len() as u64;
-                link.status.members.store(live, Ordering::Relaxed);
-            }
-            Some((shard, token, found)) = pending.next(), if !pending.is_empty() => {
-                if let Ok(Some(placement::Home { created: true, .. })) = &found {
-                    ClusterStatus::bump(&link.status.homes_created);
-                }
-                let placement = place(&cfg.box_id, &members, found);
-                answer(&link, shard, Answer { token, placement });
-            }
+            Some(m) = next_inbound(&mut gw.nats.inbound) => gw.inbound(m).await,
+            Some(done) = gw.work.next(), if !gw.work.is_empty() => gw.finished(done),
         }
     }
     // Step 3: a clean leave.
-    let _ = nats.members.delete(&cfg.box_id).await;
-    let _ = nats.client.flush().await;
-    tracing::info!(box_id = %cfg.box_id, "left the cluster");
+    let _ = gw.nats.members.delete(&gw.cfg.box_id).await;
+    let _ = gw.nats.client.flush().await;
+    tracing::info!(box_id = %gw.cfg.box_id, "left the cluster");
 }
 
 /// The next members entry; never ready while there is no watch (it is made again at the
@@ -287,66 +334,307 @@ async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
     }
 }
 
-/// Renews the lease; notes whether NATS answers; makes the watch again if it ended.
-async fn renew(
-    cfg: &ClusterConfig,
-    link: &ClusterLink,
-    nats: &Nats,
-    me: &Member,
-    members: &mut Members,
-    watch: &mut Option<kv::Watch>,
-) {
-    let ok = membership::beat(&nats.members, &cfg.box_id, me).await;
-    if let Err(e) = &ok {
-        ClusterStatus::bump(&link.status.lease_failures);
-        tracing::warn!(box_id = %cfg.box_id, "cluster lease not renewed: {e}");
-    }
-    let now = Instant::now();
-    // This box is live to itself while it can renew its lease.
-    if ok.is_ok() {
-        members.put(&cfg.box_id, me.clone(), now);
-    }
-    members.expire(now);
-    link.status.alone.store(ok.is_err(), Ordering::Relaxed);
-    link.status
-        .members
-        .store(members.live(now).len() as u64, Ordering::Relaxed);
-    if watch.is_none() {
-        *watch = nats.members.watch_all().await.ok();
+/// The next message of this box's stream; never ready while it is not being read (it is
+/// read again from the next beat).
+async fn next_inbound(inbound: &mut Option<pull::Stream>) -> Option<jetstream::Message> {
+    let Some(s) = inbound.as_mut() else {
+        return std::future::pending().await;
+    };
+    match s.next().await {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            tracing::debug!("reading this box's stream: {e}");
+            None
+        }
+        None => {
+            *inbound = None;
+            None
+        }
     }
 }
 
-/// Takes every shard's questions and starts their look-ups.
-fn take_questions(
-    link: &ClusterLink,
-    nats: &Nats,
-    members: &Members,
-    pending: &mut FuturesUnordered<Lookup>,
-) {
-    let mut live: Option<Vec<String>> = None;
-    for (shard, q) in link.to_gateway.iter().enumerate() {
-        while let Some(question) = q.pop() {
-            if pending.len() >= GATEWAY_PENDING_MAX {
+impl Gw {
+    /// Renews the lease; notes whether NATS answers; makes the watch and the stream reader
+    /// again if they ended; forgets inbound messages JetStream has given up waiting for.
+    async fn renew(&mut self) {
+        let ok = membership::beat(&self.nats.members, &self.cfg.box_id, &self.me).await;
+        let status = &self.link.status;
+        if let Err(e) = &ok {
+            ClusterStatus::bump(&status.lease_failures);
+            tracing::warn!(box_id = %self.cfg.box_id, "cluster lease not renewed: {e}");
+        }
+        let now = Instant::now();
+        // This box is live to itself while it can renew its lease.
+        if ok.is_ok() {
+            self.members.put(&self.cfg.box_id, self.me.clone(), now);
+        }
+        self.members.expire(now);
+        status.alone.store(ok.is_err(), Ordering::Relaxed);
+        let live = self.members.live(now).len() as u64;
+        status.members.store(live, Ordering::Relaxed);
+        if self.watch.is_none() {
+            self.watch = self.nats.members.watch_all().await.ok();
+        }
+        if self.nats.inbound.is_none() {
+            let js = &self.nats.js;
+            self.nats.inbound = cross::own_stream(js, &self.cfg.box_id, BUCKET_REPLICAS)
+                .await
+                .ok();
+        }
+        let wait = Duration::from_millis(cross::INBOUND_ACK_WAIT_MS);
+        self.unacked
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < wait);
+        let pending = self.unacked.len() as u64;
+        status.inbound_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// Takes what every shard handed over and starts the work for it.
+    async fn take_from_shards(&mut self) {
+        let mut done = Vec::new();
+        for shard in 0..self.link.to_gateway.len() {
+            while let Some(up) = self.link.to_gateway[shard].pop() {
+                match up {
+                    Up::Done { token, stored } => done.push((token, stored)),
+                    _ if self.work.len() >= GATEWAY_PENDING_MAX => self.refuse(shard, up),
+                    Up::Place(q) => self.place(shard, q),
+                    Up::Send(d) => self.send(shard, *d),
+                    Up::Receipt { sender, receipt } => self.send_receipt(sender, receipt),
+                }
+            }
+        }
+        for (token, stored) in done {
+            self.settle(token, stored).await;
+        }
+    }
+
+    /// Too much in flight: the shard hears at once.
+    fn refuse(&mut self, shard: usize, up: Up) {
+        match up {
+            Up::Place(q) => {
                 let placement = Placement::Unavailable;
                 answer(
-                    link,
+                    &self.link,
                     shard,
-                    Answer {
-                        token: question.token,
+                    Down::Placed(Answer {
+                        token: q.token,
                         placement,
-                    },
+                    }),
                 );
-                continue;
             }
-            let live = live
-                .get_or_insert_with(|| members.live(Instant::now()))
-                .clone();
-            let homes = nats.homes.clone();
-            pending.push(Box::pin(async move {
-                let found = placement::home(&homes, &question.phone, question.create, live).await;
-                (shard, question.token, found.map_err(|e| e.to_string()))
-            }));
+            Up::Send(d) => {
+                ClusterStatus::bump(&self.link.status.publish_failures);
+                let sent = Down::Sent {
+                    from: d.from,
+                    client_msg_id: d.client_msg_id,
+                    server_msg_id: None,
+                };
+                answer(&self.link, shard, sent);
+            }
+            Up::Receipt { .. } | Up::Done { .. } => {}
         }
+    }
+
+    fn place(&mut self, shard: usize, q: super::Question) {
+        let live = self.members.live(Instant::now());
+        let homes = self.nats.homes.clone();
+        self.work.push(Box::pin(async move {
+            let found = placement::home(&homes, &q.phone, q.create, live).await;
+            Finished::Placed(shard, q.token, found.map_err(|e| e.to_string()))
+        }));
+    }
+
+    /// Step 2 of `cross.rs` for one message.
+    fn send(&mut self, shard: usize, d: messaging::state::mesh_msg::Delivery) {
+        let env = cross::Envelope::message(&d);
+        let known = self.homes.get(&d.to).map(str::to_string);
+        let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        self.work.push(Box::pin(async move {
+            let publish = publish(&js, &homes, known, &env).await;
+            Finished::Sent {
+                shard,
+                from: env.from,
+                client_msg_id: env.client_msg_id,
+                to: env.to,
+                publish,
+            }
+        }));
+    }
+
+    /// Step 4 of `cross.rs`: a receipt to the sender's home.
+    fn send_receipt(&mut self, sender: String, receipt: proto::v1::Receipt) {
+        let env = cross::Envelope {
+            to: sender,
+            receipt: Some(receipt),
+            ..Default::default()
+        };
+        let known = self.homes.get(&env.to).map(str::to_string);
+        let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        self.work.push(Box::pin(async move {
+            let publish = publish(&js, &homes, known, &env).await;
+            Finished::ReceiptSent {
+                to: env.to,
+                publish,
+            }
+        }));
+    }
+
+    fn finished(&mut self, done: Finished) {
+        let status = &self.link.status;
+        match done {
+            Finished::Placed(shard, token, found) => {
+                if let Ok(Some(placement::Home { created: true, .. })) = &found {
+                    ClusterStatus::bump(&status.homes_created);
+                }
+                let placement = place(&self.cfg.box_id, &self.members, found);
+                answer(&self.link, shard, Down::Placed(Answer { token, placement }));
+            }
+            Finished::Sent {
+                shard,
+                from,
+                client_msg_id,
+                to,
+                publish,
+            } => {
+                let server_msg_id = match publish {
+                    Published::Stored { home, seq } => {
+                        ClusterStatus::bump(&status.messages_out);
+                        self.homes.put(to, home);
+                        Some(seq)
+                    }
+                    Published::Nobody => {
+                        ClusterStatus::bump(&status.messages_to_nobody);
+                        Some(0)
+                    }
+                    Published::Failed(e) => {
+                        ClusterStatus::bump(&status.publish_failures);
+                        tracing::debug!("cross-box publish failed: {e}");
+                        None
+                    }
+                };
+                let sent = Down::Sent {
+                    from,
+                    client_msg_id,
+                    server_msg_id,
+                };
+                answer(&self.link, shard, sent);
+            }
+            Finished::ReceiptSent { to, publish } => match publish {
+                Published::Stored { home, .. } => {
+                    ClusterStatus::bump(&status.receipts_out);
+                    self.homes.put(to, home);
+                }
+                Published::Nobody => {}
+                Published::Failed(e) => {
+                    ClusterStatus::bump(&status.publish_failures);
+                    tracing::debug!("cross-box receipt not published: {e}");
+                }
+            },
+        }
+    }
+
+    /// Step 3 of `cross.rs`: one message of this box's stream to its shard.
+    async fn inbound(&mut self, m: jetstream::Message) {
+        use prost::Message as _;
+        let status = &self.link.status;
+        let env = (m.payload.len() <= cross::ENVELOPE_BYTES_MAX)
+            .then(|| cross::Envelope::decode(m.payload.as_ref()).ok())
+            .flatten()
+            .filter(cross::Envelope::check);
+        let Some(env) = env else {
+            ClusterStatus::bump(&status.messages_in_bad);
+            let _ = m.ack().await;
+            return;
+        };
+        let shards = self.link.to_shard.len();
+        let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
+        if let Some(receipt) = env.receipt {
+            let down = Down::Receipt {
+                sender: env.to,
+                receipt,
+            };
+            if self.link.to_shard[shard].push(down).is_ok() {
+                ClusterStatus::bump(&status.receipts_in);
+                let _ = m.ack().await;
+            } else {
+                let _ = m.ack_with(retry()).await;
+            }
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let delivery = Box::new(env.into_delivery());
+        if self.link.to_shard[shard]
+            .push(Down::Deliver { token, delivery })
+            .is_ok()
+        {
+            self.unacked.insert(token, (m, Instant::now()));
+        } else {
+            ClusterStatus::bump(&status.messages_in_retried);
+            let _ = m.ack_with(retry()).await;
+        }
+    }
+
+    /// A shard's `Done` for an inbound message: ack it, or have it delivered again later.
+    async fn settle(&mut self, token: u64, stored: bool) {
+        let Some((m, _)) = self.unacked.remove(&token) else {
+            return; // forgotten at its ack wait: JetStream delivers it again
+        };
+        let status = &self.link.status;
+        if stored {
+            ClusterStatus::bump(&status.messages_in);
+            let _ = m.ack().await;
+        } else {
+            ClusterStatus::bump(&status.messages_in_retried);
+            let _ = m.ack_with(retry()).await;
+        }
+    }
+}
+
+/// A nak that has JetStream deliver the message again after [`cross::INBOUND_RETRY_MS`].
+fn retry() -> jetstream::AckKind {
+    jetstream::AckKind::Nak(Some(Duration::from_millis(cross::INBOUND_RETRY_MS)))
+}
+
+/// How a publish to a phone's home box ended.
+enum Published {
+    /// The home box's stream holds it, at this sequence.
+    Stored { home: String, seq: u64 },
+    /// The phone has no home anywhere.
+    Nobody,
+    /// NATS did not take it.
+    Failed(String),
+}
+
+/// Publishes `env` to the stream of `env.to`'s home box (`known`, or read from the homes
+/// bucket) and waits for JetStream's ack.
+async fn publish(
+    js: &jetstream::Context,
+    homes: &kv::Store,
+    known: Option<String>,
+    env: &cross::Envelope,
+) -> Published {
+    use prost::Message as _;
+    let home = match known {
+        Some(h) => h,
+        None => match placement::home(homes, &env.to, false, Vec::new()).await {
+            Ok(Some(h)) => h.box_id,
+            Ok(None) => return Published::Nobody,
+            Err(e) => return Published::Failed(e.to_string()),
+        },
+    };
+    let msg = jetstream::message::PublishMessage::build()
+        .payload(env.encode_to_vec().into())
+        .message_id(env.msg_id());
+    let ack = match js.send_publish(cross::subject(&home), msg).await {
+        Ok(f) => f.await,
+        Err(e) => return Published::Failed(e.to_string()),
+    };
+    match ack {
+        Ok(a) => Published::Stored {
+            home,
+            seq: a.sequence,
+        },
+        Err(e) => Published::Failed(e.to_string()),
     }
 }
 
@@ -366,17 +654,21 @@ fn place(me: &str, members: &Members, found: Found) -> Placement {
     }
 }
 
-/// Pushes `a` to `shard`, counting it by outcome (or as dropped when the queue is full).
-fn answer(link: &ClusterLink, shard: usize, a: Answer) {
+/// Pushes `d` to `shard`, counting a placement by outcome (and anything dropped because
+/// the queue is full: a placement then times out at the shard, a `Sent` leaves the sender
+/// without an answer, so it retries).
+fn answer(link: &ClusterLink, shard: usize, d: Down) {
     let s = &link.status;
-    let counter = match a.placement {
-        Placement::Here | Placement::Nowhere => &s.answered_here,
-        Placement::There(_) => &s.answered_there,
-        Placement::HomeDown => &s.answered_home_down,
-        Placement::Unavailable => &s.answered_unavailable,
-    };
-    ClusterStatus::bump(counter);
-    if link.to_shard[shard].push(a).is_err() {
+    if let Down::Placed(a) = &d {
+        let counter = match a.placement {
+            Placement::Here | Placement::Nowhere => &s.answered_here,
+            Placement::There(_) => &s.answered_there,
+            Placement::HomeDown => &s.answered_home_down,
+            Placement::Unavailable => &s.answered_unavailable,
+        };
+        ClusterStatus::bump(counter);
+    }
+    if link.to_shard[shard].push(d).is_err() {
         ClusterStatus::bump(&s.answers_dropped);
     }
 }

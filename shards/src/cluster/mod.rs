@@ -26,6 +26,7 @@
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
+pub mod cross;
 pub mod gateway;
 pub mod membership;
 pub mod placement;
@@ -86,6 +87,63 @@ pub struct Answer {
     pub placement: Placement,
 }
 
+/// What a shard hands its gateway.
+#[derive(Debug)]
+pub enum Up {
+    /// Where is this phone's home?
+    Place(Question),
+    /// A 1:1 message whose recipient has no account on this box (`cross.rs`): publish it to
+    /// the recipient's home box's stream, then answer [`Down::Sent`].
+    Send(Box<messaging::state::mesh_msg::Delivery>),
+    /// A receipt for a sender with no account on this box: publish it to the sender's home.
+    Receipt {
+        /// Who sent the message the receipt is about.
+        sender: String,
+        /// The receipt.
+        receipt: proto::v1::Receipt,
+    },
+    /// A message from another box ([`Down::Deliver`]) is stored (`true`: ack it) or was
+    /// refused for now (`false`: JetStream delivers it again later).
+    Done {
+        /// The inbound message's token.
+        token: u64,
+        /// Stored or answered by the recipient.
+        stored: bool,
+    },
+}
+
+/// What the gateway hands a shard.
+#[derive(Debug)]
+pub enum Down {
+    /// The answer to an [`Up::Place`].
+    Placed(Answer),
+    /// The outcome of an [`Up::Send`]: JetStream's stream sequence once the recipient's box
+    /// stream holds it (or the message was answered like a stored one: no such phone), or
+    /// `None` when it could not be published (the sender gets `Busy`).
+    Sent {
+        /// The sender.
+        from: String,
+        /// The sender's id for it.
+        client_msg_id: u64,
+        /// The id the sender's `ServerAck` carries, or `None`.
+        server_msg_id: Option<u64>,
+    },
+    /// A message from another box for a user homed on this shard; answer [`Up::Done`].
+    Deliver {
+        /// The token [`Up::Done`] names.
+        token: u64,
+        /// The message.
+        delivery: Box<messaging::state::mesh_msg::Delivery>,
+    },
+    /// A receipt from another box for a sender homed on this shard.
+    Receipt {
+        /// The sender.
+        sender: String,
+        /// The receipt.
+        receipt: proto::v1::Receipt,
+    },
+}
+
 /// Box-wide cluster numbers the gateway keeps (read by shard 0's statistics once a second).
 #[derive(Debug, Default)]
 pub struct ClusterStatus {
@@ -107,11 +165,29 @@ pub struct ClusterStatus {
     pub lease_failures: AtomicU64,
     /// Answers dropped because a shard's queue was full (its question then times out).
     pub answers_dropped: AtomicU64,
+    /// Messages published to another box's stream (acked by JetStream).
+    pub messages_out: AtomicU64,
+    /// Messages that could not be published (the sender got `Busy`).
+    pub publish_failures: AtomicU64,
+    /// Messages for phones with no home anywhere (answered like stored ones, dropped).
+    pub messages_to_nobody: AtomicU64,
+    /// Messages from other boxes stored here (JetStream acked).
+    pub messages_in: AtomicU64,
+    /// Messages from other boxes handed back for later (shard busy or queue full).
+    pub messages_in_retried: AtomicU64,
+    /// Inbound stream messages that did not decode (dropped).
+    pub messages_in_bad: AtomicU64,
+    /// Receipts published to another box / received from one.
+    pub receipts_out: AtomicU64,
+    /// Receipts received from other boxes.
+    pub receipts_in: AtomicU64,
+    /// Messages handed to shards and not yet stored (JetStream redelivers them if lost).
+    pub inbound_pending: AtomicU64,
 }
 
 impl ClusterStatus {
     /// The gateway counts (its own thread; never a shard's path).
-    fn bump(counter: &AtomicU64) {
+    pub fn bump(counter: &AtomicU64) {
         #[allow(clippy::disallowed_methods)] // the gateway thread, once per question
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -132,6 +208,21 @@ impl ClusterStatus {
             ("cluster_homes_created_total", l(&self.homes_created)),
             ("cluster_lease_failures_total", l(&self.lease_failures)),
             ("cluster_answers_dropped_total", l(&self.answers_dropped)),
+            ("cluster_messages_out_total", l(&self.messages_out)),
+            ("cluster_publish_failures_total", l(&self.publish_failures)),
+            (
+                "cluster_messages_to_nobody_total",
+                l(&self.messages_to_nobody),
+            ),
+            ("cluster_messages_in_total", l(&self.messages_in)),
+            (
+                "cluster_messages_in_retried_total",
+                l(&self.messages_in_retried),
+            ),
+            ("cluster_messages_in_bad_total", l(&self.messages_in_bad)),
+            ("cluster_receipts_out_total", l(&self.receipts_out)),
+            ("cluster_receipts_in_total", l(&self.receipts_in)),
+            ("cluster_inbound_pending", l(&self.inbound_pending)),
         ]
     }
 }
@@ -141,10 +232,10 @@ impl ClusterStatus {
 pub struct ClusterLink {
     /// This box's id.
     pub box_id: String,
-    /// Per shard, its questions (producer: the shard; consumer: the gateway).
-    pub to_gateway: Vec<ArrayQueue<Question>>,
-    /// Per shard, its answers (producer: the gateway; consumer: the shard).
-    pub to_shard: Vec<ArrayQueue<Answer>>,
+    /// Per shard, what it hands the gateway (producer: the shard; consumer: the gateway).
+    pub to_gateway: Vec<ArrayQueue<Up>>,
+    /// Per shard, what the gateway hands it (producer: the gateway; consumer: the shard).
+    pub to_shard: Vec<ArrayQueue<Down>>,
     /// Box-wide numbers.
     pub status: ClusterStatus,
 }

@@ -27,10 +27,16 @@ use std::sync::Arc;
 use proto::ids::ConnId;
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
 
-use super::{ClusterLink, Placement, Question, ANSWER_WAIT_MAX_MS};
+use messaging::state::mesh_msg::{Delivery, ShardMsg};
+use proto::v1::server_frame;
+
+use super::{ClusterLink, Down, Placement, Question, Up, ANSWER_WAIT_MAX_MS};
 
 /// Frames one shard may have parked waiting for the gateway; more are answered `Busy`.
 pub const PORT_WAITING_MAX: usize = 4096;
+/// Messages from other boxes one shard may hold unsettled (handed to its state machines,
+/// not yet stored); the gateway's own cap (`cross::INBOUND_PENDING_MAX`) is the same.
+pub const PORT_INBOUND_MAX: usize = super::cross::INBOUND_PENDING_MAX;
 
 /// The phone a frame needs the home of, and whether the frame may give it one.
 pub fn needs_home(frame: &ClientFrame) -> Option<(&str, bool)> {
@@ -77,12 +83,29 @@ pub enum Now {
     Release(Release),
 }
 
+/// What [`Port::poll`] hands the adapter besides released frames.
+#[derive(Debug)]
+pub enum Event {
+    /// A frame for a user homed on this box, via its home shard (`ServerAck` or `Busy`).
+    ToUser {
+        /// The user.
+        user: String,
+        /// The frame.
+        frame: server_frame::Kind,
+    },
+    /// A message from another box for a user of this shard: handle it as a mesh message.
+    Mesh(ShardMsg),
+}
+
 /// Counters of one shard's port (plain: only this shard writes them).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PortCounters {
     redirects: u64,
     busy: u64,
     timeouts: u64,
+    sends_out: u64,
+    sends_busy: u64,
+    receipts_out: u64,
 }
 
 /// One shard's end of the link (steps in the module doc).
@@ -92,6 +115,9 @@ pub struct Port {
     shard: usize,
     waiting: HashMap<u64, Parked>,
     next_token: u64,
+    /// Messages from other boxes handed to the state machines, by (sender, client id),
+    /// until their answer (`Port::settle`).
+    inbound: HashMap<(String, u64), u64>,
     counters: PortCounters,
     /// A poll timer is set.
     pub timer_set: bool,
@@ -107,6 +133,7 @@ impl Port {
             shard,
             waiting: HashMap::new(),
             next_token: 0,
+            inbound: HashMap::new(),
             counters: PortCounters::default(),
             timer_set: false,
         }
@@ -141,7 +168,10 @@ impl Port {
             phone: phone.to_string(),
             create,
         };
-        if self.link.to_gateway[self.shard].push(question).is_err() {
+        if self.link.to_gateway[self.shard]
+            .push(Up::Place(question))
+            .is_err()
+        {
             self.counters.busy += 1;
             return Err(Now::Busy);
         }
@@ -157,10 +187,82 @@ impl Port {
         Ok(())
     }
 
-    /// Step 2: the frames released now.
-    pub fn poll(&mut self, now_ms: u64) -> Vec<(Parked, Release)> {
+    /// A 1:1 message whose recipient has no account here: to the gateway (`cross.rs`).
+    /// `Err` hands it back when the link is full (the sender gets `Busy`).
+    pub fn send(&mut self, d: Box<Delivery>) -> Result<(), Box<Delivery>> {
+        let q = &self.link.to_gateway[self.shard];
+        // This shard is the queue's only producer: room now is room for the push.
+        if q.is_full() {
+            self.counters.sends_busy += 1;
+            return Err(d);
+        }
+        let _ = q.push(Up::Send(d));
+        self.counters.sends_out += 1;
+        Ok(())
+    }
+
+    /// A receipt for a sender with no account here: to the gateway. Dropped (counted) when
+    /// the link is full, as a single box drops a receipt its sender's full queue refuses.
+    pub fn receipt(&mut self, sender: String, receipt: proto::v1::Receipt) {
+        if self.link.to_gateway[self.shard]
+            .push(Up::Receipt { sender, receipt })
+            .is_ok()
+        {
+            self.counters.receipts_out += 1;
+        } else {
+            self.counters.sends_busy += 1;
+        }
+    }
+
+    /// For each mesh message this shard sends: if it answers a message from another box
+    /// (`ServerAck`, `Busy` or an error for that sender and client id), tells the gateway
+    /// (`Up::Done`) and returns true: the mesh message has nobody to go to here.
+    pub fn settle(&mut self, msg: &ShardMsg) -> bool {
+        if self.inbound.is_empty() {
+            return false;
+        }
+        let ShardMsg::ToUser { user, frame } = msg else {
+            return false;
+        };
+        let (client_msg_id, stored) = match frame {
+            server_frame::Kind::ServerAck(a) if a.group_id == 0 => (a.client_msg_id, true),
+            server_frame::Kind::Busy(b) => (b.client_msg_id, false),
+            server_frame::Kind::Error(e) => (e.client_msg_id, false),
+            _ => return false,
+        };
+        let Some(token) = self.inbound.remove(&(user.clone(), client_msg_id)) else {
+            return false;
+        };
+        // A full link leaves it unacked: JetStream delivers it again after its ack wait,
+        // and dedupe answers the copy.
+        let _ = self.link.to_gateway[self.shard].push(Up::Done { token, stored });
+        true
+    }
+
+    /// Step 2: the frames released now, and what else the gateway handed over.
+    pub fn poll(&mut self, now_ms: u64) -> (Vec<(Parked, Release)>, Vec<Event>) {
         let mut out = Vec::new();
-        while let Some(a) = self.link.to_shard[self.shard].pop() {
+        let mut events = Vec::new();
+        while let Some(down) = self.link.to_shard[self.shard].pop() {
+            let a = match down {
+                Down::Placed(a) => a,
+                Down::Sent {
+                    from,
+                    client_msg_id,
+                    server_msg_id,
+                } => {
+                    events.push(sent(from, client_msg_id, server_msg_id));
+                    continue;
+                }
+                Down::Deliver { token, delivery } => {
+                    self.deliver(token, delivery, &mut events);
+                    continue;
+                }
+                Down::Receipt { sender, receipt } => {
+                    events.push(Event::Mesh(ShardMsg::Receipt { sender, receipt }));
+                    continue;
+                }
+            };
             let Some(p) = self.waiting.remove(&a.token) else {
                 continue; // released at its deadline already
             };
@@ -190,7 +292,22 @@ impl Port {
                 out.push((p, Release::Refuse(ErrorCode::ClusterUnavailable, ALONE)));
             }
         }
-        out
+        (out, events)
+    }
+
+    /// A message from another box: remembered until its answer, then handed over.
+    fn deliver(&mut self, token: u64, d: Box<Delivery>, events: &mut Vec<Event>) {
+        let key = (d.from.clone(), d.client_msg_id);
+        if self.inbound.len() >= PORT_INBOUND_MAX || self.inbound.contains_key(&key) {
+            // Full, or the same message is already being stored: later.
+            let _ = self.link.to_gateway[self.shard].push(Up::Done {
+                token,
+                stored: false,
+            });
+            return;
+        }
+        self.inbound.insert(key, token);
+        events.push(Event::Mesh(ShardMsg::Deliver(d)));
     }
 
     /// Frames parked now.
@@ -206,12 +323,32 @@ impl Port {
             ("cluster_busy_total", c.busy),
             ("cluster_answer_timeouts_total", c.timeouts),
             ("cluster_waiting", self.waiting.len() as u64),
+            ("cluster_sends_out_total", c.sends_out),
+            ("cluster_sends_busy_total", c.sends_busy),
+            ("cluster_receipts_handed_total", c.receipts_out),
+            ("cluster_inbound_unsettled", self.inbound.len() as u64),
         ];
         if self.shard == 0 {
             v.extend(self.link.status.report());
         }
         v
     }
+}
+
+/// The sender's answer for a message published (or not) to another box.
+fn sent(from: String, client_msg_id: u64, server_msg_id: Option<u64>) -> Event {
+    let frame = match server_msg_id {
+        Some(id) => server_frame::Kind::ServerAck(proto::v1::ServerAck {
+            client_msg_id,
+            server_msg_id: id,
+            group_id: 0,
+        }),
+        None => server_frame::Kind::Busy(proto::v1::Busy {
+            retry_after_ms: super::BUSY_RETRY_AFTER_MS,
+            client_msg_id,
+        }),
+    };
+    Event::ToUser { user: from, frame }
 }
 
 #[cfg(test)]
@@ -238,6 +375,17 @@ mod tests {
         }
     }
 
+    fn question(link: &ClusterLink) -> Question {
+        match link.to_gateway[1].pop() {
+            Some(Up::Place(q)) => q,
+            other => panic!("expected a question, got {other:?}"),
+        }
+    }
+
+    fn placed(a: Answer) -> Down {
+        Down::Placed(a)
+    }
+
     fn conn(n: u32) -> ConnId {
         ConnId::new(n, 0)
     }
@@ -252,30 +400,30 @@ mod tests {
         let (link, mut p) = port();
         p.ask(0, conn(1), login("+15550000001"), None).unwrap();
         p.ask(0, conn(2), register("+15550000002"), None).unwrap();
-        let q1 = link.to_gateway[1].pop().unwrap();
-        let q2 = link.to_gateway[1].pop().unwrap();
+        let q1 = question(&link);
+        let q2 = question(&link);
         assert!(!q1.create && q2.create);
         let there = Placement::There("b:5222".into());
         link.to_shard[1]
-            .push(Answer {
+            .push(placed(Answer {
                 token: q2.token,
                 placement: there.clone(),
-            })
+            }))
             .unwrap();
         link.to_shard[1]
-            .push(Answer {
+            .push(placed(Answer {
                 token: q1.token,
                 placement: Placement::Here,
-            })
+            }))
             .unwrap();
         // A second answer for the same token is ignored.
         link.to_shard[1]
-            .push(Answer {
+            .push(placed(Answer {
                 token: q1.token,
                 placement: there,
-            })
+            }))
             .unwrap();
-        let out = p.poll(1);
+        let (out, _) = p.poll(1);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].0.conn, conn(2));
         assert_eq!(out[0].1, Release::Redirect("b:5222".into()));
@@ -288,21 +436,21 @@ mod tests {
     fn a_frame_not_answered_in_time_is_refused_and_its_late_answer_ignored() {
         let (link, mut p) = port();
         p.ask(0, conn(1), login("+15550000001"), None).unwrap();
-        assert!(p.poll(ANSWER_WAIT_MAX_MS - 1).is_empty());
-        let out = p.poll(ANSWER_WAIT_MAX_MS);
+        assert!(p.poll(ANSWER_WAIT_MAX_MS - 1).0.is_empty());
+        let (out, _) = p.poll(ANSWER_WAIT_MAX_MS);
         assert_eq!(out.len(), 1);
         assert!(matches!(
             out[0].1,
             Release::Refuse(ErrorCode::ClusterUnavailable, _)
         ));
-        let q = link.to_gateway[1].pop().unwrap();
+        let q = question(&link);
         link.to_shard[1]
-            .push(Answer {
+            .push(placed(Answer {
                 token: q.token,
                 placement: Placement::Here,
-            })
+            }))
             .unwrap();
-        assert!(p.poll(ANSWER_WAIT_MAX_MS + 1).is_empty());
+        assert!(p.poll(ANSWER_WAIT_MAX_MS + 1).0.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cross;
 mod nats;
 mod placement;
 mod start;

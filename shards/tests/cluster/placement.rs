@@ -7,11 +7,11 @@ use proto::v1::{client_frame, server_frame, ErrorCode};
 use crate::nats::{Box, Nats};
 use crate::support::V;
 
-const ADV_A: &str = "box-a.test:5222";
-const ADV_B: &str = "box-b.test:5222";
+pub const ADV_A: &str = "box-a.test:5222";
+pub const ADV_B: &str = "box-b.test:5222";
 
 /// The phones whose home rendezvous hashing puts on `id` of boxes a and b.
-fn phones_homed_on(id: &str, n: usize, from: u64) -> Vec<String> {
+pub fn phones_homed_on(id: &str, n: usize, from: u64) -> Vec<String> {
     (from..)
         .map(|i| format!("+1555{i:07}"))
         .filter(|p| shards::cluster::placement::choose(p, ["a", "b"]) == Some(id))
@@ -19,7 +19,7 @@ fn phones_homed_on(id: &str, n: usize, from: u64) -> Vec<String> {
         .collect()
 }
 
-fn two_boxes(nats: &Nats) -> (Box, Box) {
+pub fn two_boxes(nats: &Nats) -> (Box, Box) {
     let a = Box::start(&nats.url, "a", ADV_A, &[]);
     let b = Box::start(&nats.url, "b", ADV_B, &[]);
     a.wait_stat("cluster_members", 2);

@@ -1,0 +1,127 @@
+//! Messages between users of different boxes: through the recipient's home box's JetStream
+//! stream, `ServerAck` once JetStream holds it, receipts back the same way; a home box
+//! killed while messages for it are sent gets every one, once, when it is back.
+
+use std::collections::HashMap;
+
+use proto::v1::{server_frame, ReceiptKind};
+
+use crate::nats::{Box, Nats};
+use crate::placement::{phones_homed_on, two_boxes, ADV_B};
+use crate::support::Client;
+
+/// The next frame that is not a presence update.
+fn next(c: &mut Client) -> server_frame::Kind {
+    loop {
+        match c.recv() {
+            server_frame::Kind::Presence(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn expect_ack(c: &mut Client, client_msg_id: u64) {
+    match next(c) {
+        server_frame::Kind::ServerAck(a) => {
+            assert_eq!(a.client_msg_id, client_msg_id);
+            assert_ne!(a.server_msg_id, 0);
+        }
+        other => panic!("expected ServerAck {client_msg_id}, got {other:?}"),
+    }
+}
+
+#[test]
+fn users_of_two_boxes_exchange_messages_and_receipts() {
+    let nats = Nats::start();
+    let (a, b) = two_boxes(&nats);
+    let alice = &phones_homed_on("a", 1, 4_000_000)[0];
+    let bob = &phones_homed_on("b", 1, 4_000_000)[0];
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    let mut at_b = b.client();
+    at_b.load_test_login(bob);
+
+    at_a.send_text(bob, 1, "hello bob");
+    expect_ack(&mut at_a, 1);
+    let m = match next(&mut at_b) {
+        server_frame::Kind::Message(m) => m,
+        other => panic!("expected the message, got {other:?}"),
+    };
+    assert_eq!((m.from.as_str(), m.client_msg_id), (alice.as_str(), 1));
+    assert_eq!(m.body, b"hello bob");
+    at_b.ack(vec![m.server_msg_id]);
+    match next(&mut at_a) {
+        server_frame::Kind::Receipt(r) => {
+            assert_eq!((r.by.as_str(), r.client_msg_id), (bob.as_str(), 1));
+            assert_eq!(r.kind, ReceiptKind::Delivered as i32);
+        }
+        other => panic!("expected the DELIVERED receipt, got {other:?}"),
+    }
+
+    at_b.send_text(alice, 7, "hi alice");
+    expect_ack(&mut at_b, 7);
+    let m = match next(&mut at_a) {
+        server_frame::Kind::Message(m) => m,
+        other => panic!("expected the message, got {other:?}"),
+    };
+    assert_eq!(
+        (m.from.as_str(), m.body.as_slice()),
+        (bob.as_str(), &b"hi alice"[..])
+    );
+    at_a.ack(vec![m.server_msg_id]);
+    assert!(matches!(next(&mut at_b), server_frame::Kind::Receipt(_)));
+
+    a.wait_stat("cluster_messages_out_total", 1);
+    a.wait_stat("cluster_messages_in_total", 1);
+    b.wait_stat("cluster_messages_in_total", 1);
+    crate::nats::every_cluster_metric_is_documented(a.admin);
+}
+
+#[test]
+fn a_home_box_killed_while_messages_for_it_are_sent_gets_each_once_when_back() {
+    const N: u64 = 50;
+    let nats = Nats::start();
+    let (a, mut b) = two_boxes(&nats);
+    let alice = &phones_homed_on("a", 1, 4_100_000)[0];
+    let bob = &phones_homed_on("b", 1, 4_100_000)[0];
+    b.client().load_test_login(bob); // bob's account, then offline
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    at_a.send_text(bob, 1, "before the kill");
+    expect_ack(&mut at_a, 1);
+
+    b.child.kill().unwrap(); // SIGKILL
+    b.child.wait().unwrap();
+    for id in 2..=N {
+        at_a.send_text(bob, id, &format!("m{id}"));
+        expect_ack(&mut at_a, id);
+    }
+    // A retry of an acknowledged message is no second copy.
+    at_a.send_text(bob, N, &format!("m{N}"));
+    expect_ack(&mut at_a, N);
+
+    let b = Box::start_in(b.data.clone(), &nats.url, "b", ADV_B, &[]);
+    let mut at_b = b.client();
+    let queued = at_b.load_test_login(bob);
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    let mut got = 0;
+    // Those queued at login, then those the stream still had.
+    while seen.len() < N as usize {
+        let m = match next(&mut at_b) {
+            server_frame::Kind::Message(m) => m,
+            other => panic!("expected a message, got {other:?}"),
+        };
+        got += 1;
+        *seen.entry(m.client_msg_id).or_default() += 1;
+        at_b.ack(vec![m.server_msg_id]);
+    }
+    assert!(queued as u64 <= N);
+    assert!(seen.values().all(|&n| n == 1), "none twice: {seen:?}");
+    assert_eq!(got, N);
+    assert!(
+        at_b.sync()
+            .iter()
+            .all(|f| !matches!(f, server_frame::Kind::Message(_))),
+        "nothing beyond what was sent"
+    );
+}
