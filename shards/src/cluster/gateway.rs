@@ -448,8 +448,9 @@ impl Gw {
         let env = cross::Envelope::message(&d);
         let known = self.homes.get(&d.to).map(str::to_string);
         let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        let me = self.cfg.box_id.clone();
         self.work.push(Box::pin(async move {
-            let publish = publish(&js, &homes, known, &env).await;
+            let publish = publish(&js, &homes, &me, known, &env).await;
             Finished::Sent {
                 shard,
                 from: env.from,
@@ -469,8 +470,9 @@ impl Gw {
         };
         let known = self.homes.get(&env.to).map(str::to_string);
         let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        let me = self.cfg.box_id.clone();
         self.work.push(Box::pin(async move {
-            let publish = publish(&js, &homes, known, &env).await;
+            let publish = publish(&js, &homes, &me, known, &env).await;
             Finished::ReceiptSent {
                 to: env.to,
                 publish,
@@ -606,10 +608,13 @@ enum Published {
 }
 
 /// Publishes `env` to the stream of `env.to`'s home box (`known`, or read from the homes
-/// bucket) and waits for JetStream's ack.
+/// bucket) and waits for JetStream's ack. A phone homed on this box `me` (it came here
+/// because this box has no account for it: recorded at a Register never verified) has
+/// nobody to go to.
 async fn publish(
     js: &jetstream::Context,
     homes: &kv::Store,
+    me: &str,
     known: Option<String>,
     env: &cross::Envelope,
 ) -> Published {
@@ -622,6 +627,9 @@ async fn publish(
             Err(e) => return Published::Failed(e.to_string()),
         },
     };
+    if home == me {
+        return Published::Nobody;
+    }
     let msg = jetstream::message::PublishMessage::build()
         .payload(env.encode_to_vec().into())
         .message_id(env.msg_id());

@@ -7,22 +7,24 @@
 //! - `membership.rs`: the `switchboard_members` KV bucket: this box's lease, the live boxes.
 //! - `placement.rs`: a phone's home box: rendezvous hashing over the live boxes, recorded
 //!   once in the `switchboard_homes` KV bucket.
-//! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines.
+//! - `cross.rs`: messages and receipts between boxes: one JetStream stream per box.
+//! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines, and the
+//!   messages from other boxes it is storing.
 //!
 //! ## How a shard talks to the gateway
 //! Exactly as shards talk to each other, less the eventfd: one bounded SPSC queue per shard
 //! towards the gateway ([`ClusterLink::to_gateway`]) and one back ([`ClusterLink::to_shard`]).
-//! The gateway drains its queues every [`GATEWAY_POLL_MS`] (so a busy box's questions leave
-//! in batches); a shard with questions waiting drains its answers on a timer every
-//! [`PORT_POLL_MS`] (`pin_replies.rs` does the same for the SMS gateway). A full queue is
+//! The gateway drains its queues every [`GATEWAY_POLL_MS`] (so a busy box's questions and
+//! messages leave in batches); each shard drains its end on a timer every [`PORT_POLL_MS`]
+//! (`pin_replies.rs` does the same for the SMS gateway). A full queue is
 //! `Busy` to the client, never a wait. Nothing here runs for a box without `--cluster`:
 //! the shard's only cost is a branch on an `Option`.
 //!
 //! ## What is in place (and what is not)
-//! Membership, placement, and Register / Verify / Login / LoadTestLogin at any box (a box
-//! that is not the phone's home answers `Redirect` to the home's advertised address). Messages
-//! between users of different boxes are not carried yet (ARCHITECTURE.md, "A cluster of
-//! boxes").
+//! Membership, placement, Register / Verify / Login / LoadTestLogin at any box (a box that
+//! is not the phone's home answers `Redirect` to the home's advertised address), and 1:1
+//! messages and receipts between users of different boxes. Group messages, presence and
+//! group membership asks do not cross boxes yet (ARCHITECTURE.md, "A cluster of boxes").
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
