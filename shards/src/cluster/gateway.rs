@@ -255,6 +255,32 @@ enum Finished {
 
 type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
 
+/// A message or receipt waiting to be published; `shard` is the sender's shard for a
+/// message, `None` for a receipt.
+struct Outgoing {
+    shard: Option<usize>,
+    env: cross::Envelope,
+}
+
+/// A publish issued (written to NATS, in order) and what its ack is.
+struct Issued {
+    shard: Option<usize>,
+    env: cross::Envelope,
+    ack: IssuedAck,
+}
+
+enum IssuedAck {
+    /// JetStream's ack will come; the home box is known.
+    Pending(String, jetstream::context::PublishAckFuture),
+    /// Known already.
+    Done(Published),
+}
+
+type Issuing = Pin<Box<dyn Future<Output = Vec<Issued>> + Send>>;
+
+/// Most messages one issuing round takes from the outbox.
+pub const ISSUE_BATCH_MAX: usize = 1024;
+
 /// The gateway's state while it serves (step 2).
 struct Gw {
     cfg: ClusterConfig,
@@ -265,6 +291,12 @@ struct Gw {
     watch: Option<kv::Watch>,
     homes: cross::HomeCache,
     work: FuturesUnordered<Work>,
+    /// Messages and receipts waiting to be published, in the order shards handed them over.
+    outbox: std::collections::VecDeque<Outgoing>,
+    /// The one round of publishes being issued: publishes leave in outbox order (a
+    /// sender's messages reach the recipient's home in the order sent, as dedupe needs),
+    /// while their acks are awaited together in `work`.
+    issuing: Option<Issuing>,
     /// Inbound messages handed to shards, by token, until the shard says `Done`.
     unacked: HashMap<u64, (jetstream::Message, Instant)>,
     next_token: u64,
@@ -288,6 +320,8 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         watch,
         homes: Default::default(),
         work: FuturesUnordered::new(),
+        outbox: Default::default(),
+        issuing: None,
         unacked: HashMap::new(),
         next_token: 0,
     };
@@ -311,6 +345,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
             }
             Some(m) = next_inbound(&mut gw.nats.inbound) => gw.inbound(m).await,
             Some(done) = gw.work.next(), if !gw.work.is_empty() => gw.finished(done),
+            Some(issued) = next_issued(&mut gw.issuing) => gw.issued(issued),
         }
     }
     // Step 3: a clean leave.
@@ -332,6 +367,16 @@ async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
             None
         }
     }
+}
+
+/// The round of publishes being issued, once issued; never ready while there is none.
+async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
+    let Some(f) = issuing.as_mut() else {
+        return std::future::pending().await;
+    };
+    let issued = f.await;
+    *issuing = None;
+    Some(issued)
 }
 
 /// The next message of this box's stream; never ready while it is not being read (it is
@@ -395,7 +440,9 @@ impl Gw {
             while let Some(up) = self.link.to_gateway[shard].pop() {
                 match up {
                     Up::Done { token, stored } => done.push((token, stored)),
-                    _ if self.work.len() >= GATEWAY_PENDING_MAX => self.refuse(shard, up),
+                    _ if self.work.len() + self.outbox.len() >= GATEWAY_PENDING_MAX => {
+                        self.refuse(shard, up)
+                    }
                     Up::Place(q) => self.place(shard, q),
                     Up::Send(d) => self.send(shard, *d),
                     Up::Receipt { sender, receipt } => self.send_receipt(sender, receipt),
@@ -405,6 +452,7 @@ impl Gw {
         for (token, stored) in done {
             self.settle(token, stored).await;
         }
+        self.issue_next();
     }
 
     /// Too much in flight: the shard hears at once.
@@ -446,19 +494,10 @@ impl Gw {
     /// Step 2 of `cross.rs` for one message.
     fn send(&mut self, shard: usize, d: messaging::state::mesh_msg::Delivery) {
         let env = cross::Envelope::message(&d);
-        let known = self.homes.get(&d.to).map(str::to_string);
-        let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
-        let me = self.cfg.box_id.clone();
-        self.work.push(Box::pin(async move {
-            let publish = publish(&js, &homes, &me, known, &env).await;
-            Finished::Sent {
-                shard,
-                from: env.from,
-                client_msg_id: env.client_msg_id,
-                to: env.to,
-                publish,
-            }
-        }));
+        self.outbox.push_back(Outgoing {
+            shard: Some(shard),
+            env,
+        });
     }
 
     /// Step 4 of `cross.rs`: a receipt to the sender's home.
@@ -468,16 +507,45 @@ impl Gw {
             receipt: Some(receipt),
             ..Default::default()
         };
-        let known = self.homes.get(&env.to).map(str::to_string);
+        self.outbox.push_back(Outgoing { shard: None, env });
+    }
+
+    /// Starts the next round of publishes, unless one is being issued.
+    fn issue_next(&mut self) {
+        if self.issuing.is_some() || self.outbox.is_empty() {
+            return;
+        }
+        let n = self.outbox.len().min(ISSUE_BATCH_MAX);
+        let batch: Vec<Outgoing> = self.outbox.drain(..n).collect();
+        let mut known: HashMap<String, String> = HashMap::new();
+        for o in &batch {
+            if let Some(h) = self.homes.get(&o.env.to) {
+                known.insert(o.env.to.clone(), h.to_string());
+            }
+        }
         let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
         let me = self.cfg.box_id.clone();
-        self.work.push(Box::pin(async move {
-            let publish = publish(&js, &homes, &me, known, &env).await;
-            Finished::ReceiptSent {
-                to: env.to,
-                publish,
+        self.issuing = Some(Box::pin(issue(js, homes, me, known, batch)));
+    }
+
+    /// A round of publishes issued: their acks are awaited in `work`; the next round starts.
+    fn issued(&mut self, issued: Vec<Issued>) {
+        for Issued { shard, env, ack } in issued {
+            match ack {
+                IssuedAck::Pending(home, f) => self.work.push(Box::pin(async move {
+                    let publish = match f.await {
+                        Ok(a) => Published::Stored {
+                            home,
+                            seq: a.sequence,
+                        },
+                        Err(e) => Published::Failed(e.to_string()),
+                    };
+                    finished_publish(shard, env, publish)
+                })),
+                IssuedAck::Done(publish) => self.finished(finished_publish(shard, env, publish)),
             }
-        }));
+        }
+        self.issue_next();
     }
 
     fn finished(&mut self, done: Finished) {
@@ -607,43 +675,61 @@ enum Published {
     Failed(String),
 }
 
-/// Publishes `env` to the stream of `env.to`'s home box (`known`, or read from the homes
-/// bucket) and waits for JetStream's ack. A phone homed on this box `me` (it came here
-/// because this box has no account for it: recorded at a Register never verified) has
-/// nobody to go to.
-async fn publish(
-    js: &jetstream::Context,
-    homes: &kv::Store,
-    me: &str,
-    known: Option<String>,
-    env: &cross::Envelope,
-) -> Published {
+/// What finished for a publish of `env` for `shard` (`None`: a receipt).
+fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Published) -> Finished {
+    match shard {
+        Some(shard) => Finished::Sent {
+            shard,
+            from: env.from,
+            client_msg_id: env.client_msg_id,
+            to: env.to,
+            publish,
+        },
+        None => Finished::ReceiptSent {
+            to: env.to,
+            publish,
+        },
+    }
+}
+
+/// Issues one round of publishes in order: each to the stream of `env.to`'s home box
+/// (`known`, or read from the homes bucket, one read per phone), without waiting for
+/// JetStream's acks. A phone homed on this box `me` (it came here because this box has no
+/// account for it: recorded at a Register never verified) has nobody to go to.
+async fn issue(
+    js: jetstream::Context,
+    homes: kv::Store,
+    me: String,
+    mut known: HashMap<String, String>,
+    batch: Vec<Outgoing>,
+) -> Vec<Issued> {
     use prost::Message as _;
-    let home = match known {
-        Some(h) => h,
-        None => match placement::home(homes, &env.to, false, Vec::new()).await {
-            Ok(Some(h)) => h.box_id,
-            Ok(None) => return Published::Nobody,
-            Err(e) => return Published::Failed(e.to_string()),
-        },
-    };
-    if home == me {
-        return Published::Nobody;
+    let mut out = Vec::with_capacity(batch.len());
+    for Outgoing { shard, env } in batch {
+        let home = match known.get(&env.to) {
+            Some(h) => Ok(Some(h.clone())),
+            None => placement::home(&homes, &env.to, false, Vec::new())
+                .await
+                .map(|h| h.map(|h| h.box_id)),
+        };
+        let ack = match home {
+            Ok(Some(home)) if home == me => IssuedAck::Done(Published::Nobody),
+            Ok(Some(home)) => {
+                known.insert(env.to.clone(), home.clone());
+                let msg = jetstream::message::PublishMessage::build()
+                    .payload(env.encode_to_vec().into())
+                    .message_id(env.msg_id());
+                match js.send_publish(cross::subject(&home), msg).await {
+                    Ok(f) => IssuedAck::Pending(home, f),
+                    Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
+                }
+            }
+            Ok(None) => IssuedAck::Done(Published::Nobody),
+            Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
+        };
+        out.push(Issued { shard, env, ack });
     }
-    let msg = jetstream::message::PublishMessage::build()
-        .payload(env.encode_to_vec().into())
-        .message_id(env.msg_id());
-    let ack = match js.send_publish(cross::subject(&home), msg).await {
-        Ok(f) => f.await,
-        Err(e) => return Published::Failed(e.to_string()),
-    };
-    match ack {
-        Ok(a) => Published::Stored {
-            home,
-            seq: a.sequence,
-        },
-        Err(e) => Published::Failed(e.to_string()),
-    }
+    out
 }
 
 /// What a look-up's result means for the asking box.

@@ -8,18 +8,18 @@ use proto::v1::{client_frame, server_frame, ErrorCode};
 use crate::nats::Box;
 use crate::support::{self, V};
 
-/// A port nothing listens on (bound, then closed).
-fn dead_nats_url() -> String {
+/// A "NATS server" that never answers: a listener nobody accepts from, held by the test
+/// so that no other test's server can take its port meanwhile.
+fn dead_nats() -> (std::net::TcpListener, String) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("nats://127.0.0.1:{port}")
+    (l, format!("nats://127.0.0.1:{port}"))
 }
 
 #[test]
 fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
     let data = testkit::temp_dir("box-nonats");
-    let url = dead_nats_url();
+    let (_silent, url) = dead_nats();
     let mut cmd = support::switchboard_command(&[
         "--shards",
         "1",
@@ -47,7 +47,7 @@ fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
 
 #[test]
 fn with_cluster_optional_a_box_alone_serves_logins_and_refuses_sign_ups() {
-    let url = dead_nats_url();
+    let (_silent, url) = dead_nats();
     let b = Box::start(&url, "a", "a.test:5222", &["--cluster-optional"]);
     b.wait_stat("cluster_alone", 1);
     let (status, body) = support::admin::get(b.admin, "/readyz");
