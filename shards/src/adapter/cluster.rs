@@ -119,9 +119,58 @@ impl Switchboard {
                     self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
                 }
                 Event::Mesh(msg) => self.run(io, |s, now, out| s.on_mesh(now, msg, out)),
+                Event::Inbound { token, delivery } => {
+                    // Behind its sender's messages refused earlier in this round, if any.
+                    let Some(port) = self.cluster.as_mut() else {
+                        continue;
+                    };
+                    if let Some((token, d)) = port.behind_held(token, delivery) {
+                        self.store_inbound(io, token, d, false);
+                    }
+                }
             }
         }
+        self.retry_held(io);
         self.poll_cluster_later(io);
+    }
+
+    /// Stores a message from another box as a mesh `Deliver`; true if it was refused (the
+    /// port holds it for a retry, in its sender's order).
+    fn store_inbound(
+        &mut self,
+        io: &mut ShardIo<Self>,
+        token: u64,
+        delivery: Box<messaging::state::mesh_msg::Delivery>,
+        retried: bool,
+    ) -> bool {
+        // Kept only for this call: a refusal is answered while the message is handed over.
+        let copy = delivery.clone();
+        self.run(io, |s, now, out| {
+            s.on_mesh(now, ShardMsg::Deliver(delivery), out)
+        });
+        self.cluster
+            .as_mut()
+            .is_some_and(|p| p.after_store(token, copy, retried))
+    }
+
+    /// Hands held messages over again, each sender's in order, until one is refused.
+    fn retry_held(&mut self, io: &mut ShardIo<Self>) {
+        let Some(port) = self.cluster.as_ref() else {
+            return;
+        };
+        for sender in port.held_senders() {
+            loop {
+                let Some(port) = self.cluster.as_mut() else {
+                    return;
+                };
+                let Some((token, d)) = port.pop_held(&sender) else {
+                    break;
+                };
+                if self.store_inbound(io, token, d, true) {
+                    break;
+                }
+            }
+        }
     }
 
     /// A mesh message on a box of a cluster: a 1:1 message or a receipt for a phone with no

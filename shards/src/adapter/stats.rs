@@ -294,6 +294,10 @@ pub const HELP: &[(&str, &str)] = &[
         "Receipts handed to the gateway for a sender on another box.",
     ),
     (
+        "cluster_inbound_held",
+        "Messages from other boxes held behind one this shard refused, in order.",
+    ),
+    (
         "cluster_inbound_unsettled",
         "Messages from other boxes being stored here, not yet answered.",
     ),

@@ -15,10 +15,14 @@
 //! 3. The home box's gateway hands each envelope to the recipient's shard (`Down::Deliver`),
 //!    which stores it as a message from the mesh (dedupe, queue, journal). The shard says
 //!    `Up::Done` when the item is durable or acked by the recipient (the moment a single
-//!    box would send `ServerAck`), and only then is the JetStream message acked. A shard
-//!    that is busy or full says `stored: false`: the message is delivered again later. A box
-//!    that dies before it acks gets the message again when it is back: the recipient's
-//!    dedupe (`tables/dedupe.rs`: sender, device, client id) stores it once.
+//!    box would send `ServerAck`), and only then is the JetStream message acked. A message
+//!    the shard refuses (busy, the recipient's queue full) stays unacked and is held by the
+//!    shard's port in its sender's order, the sender's later messages behind it, and tried
+//!    again every 2 ms: the recipient's dedupe relies on a sender's messages arriving in
+//!    the order sent (a late one below its floor would be taken for a retry and dropped),
+//!    so publishes leave in order too (`gateway.rs`). A box that dies before it acks gets
+//!    the message again when it is back: the recipient's dedupe (`tables/dedupe.rs`:
+//!    sender, device, client id) stores it once.
 //! 4. Receipts for a sender of another box go the same way to the sender's home
 //!    ([`Envelope::receipt`]); they are acked once handed to the sender's shard.
 //!

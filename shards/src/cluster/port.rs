@@ -34,8 +34,9 @@ use super::{ClusterLink, Down, Placement, Question, Up, ANSWER_WAIT_MAX_MS};
 
 /// Frames one shard may have parked waiting for the gateway; more are answered `Busy`.
 pub const PORT_WAITING_MAX: usize = 4096;
-/// Messages from other boxes one shard may hold unsettled (handed to its state machines,
-/// not yet stored); the gateway's own cap (`cross::INBOUND_PENDING_MAX`) is the same.
+/// Messages from other boxes one shard may hold unsettled (handed to its state machines and
+/// not yet stored, or held behind a refused one); the gateway's own cap
+/// (`cross::INBOUND_PENDING_MAX`) is the same.
 pub const PORT_INBOUND_MAX: usize = super::cross::INBOUND_PENDING_MAX;
 
 /// The phone a frame needs the home of, and whether the frame may give it one.
@@ -93,8 +94,16 @@ pub enum Event {
         /// The frame.
         frame: server_frame::Kind,
     },
-    /// A message from another box for a user of this shard: handle it as a mesh message.
+    /// A receipt from another box: handle it as a mesh message.
     Mesh(ShardMsg),
+    /// A message from another box for a user of this shard: store it as a mesh `Deliver`,
+    /// then tell the port ([`Port::after_store`]).
+    Inbound {
+        /// The gateway's token for it.
+        token: u64,
+        /// The message.
+        delivery: Box<Delivery>,
+    },
 }
 
 /// Counters of one shard's port (plain: only this shard writes them).
@@ -118,6 +127,13 @@ pub struct Port {
     /// Messages from other boxes handed to the state machines, by (sender, client id),
     /// until their answer (`Port::settle`).
     inbound: HashMap<(String, u64), u64>,
+    /// Per sender, messages from other boxes held in order behind one the state machines
+    /// refused (busy, queue full): retried in order, so that a sender's later messages
+    /// never overtake it (the recipient's dedupe relies on that order).
+    held: HashMap<String, std::collections::VecDeque<(u64, Box<Delivery>)>>,
+    held_count: usize,
+    /// The message the state machines just refused, with its token (`Port::after_store`).
+    refused: Option<((String, u64), u64)>,
     counters: PortCounters,
     /// A poll timer is set.
     pub timer_set: bool,
@@ -134,6 +150,9 @@ impl Port {
             waiting: HashMap::new(),
             next_token: 0,
             inbound: HashMap::new(),
+            held: HashMap::new(),
+            held_count: 0,
+            refused: None,
             counters: PortCounters::default(),
             timer_set: false,
         }
@@ -230,13 +249,86 @@ impl Port {
             server_frame::Kind::Error(e) => (e.client_msg_id, false),
             _ => return false,
         };
-        let Some(token) = self.inbound.remove(&(user.clone(), client_msg_id)) else {
+        let key = (user.clone(), client_msg_id);
+        let Some(token) = self.inbound.remove(&key) else {
             return false;
         };
-        // A full link leaves it unacked: JetStream delivers it again after its ack wait,
-        // and dedupe answers the copy.
-        let _ = self.link.to_gateway[self.shard].push(Up::Done { token, stored });
+        if stored {
+            // A full link leaves it unacked: JetStream delivers it again after its ack
+            // wait, and dedupe answers the copy.
+            let _ = self.link.to_gateway[self.shard].push(Up::Done { token, stored });
+        } else {
+            // Refusals are answered while the message is handed over: `after_store` holds
+            // it for a retry.
+            self.nak_stray_refusal();
+            self.refused = Some((key, token));
+        }
         true
+    }
+
+    /// A message about to be handed over whose sender has messages held: it joins the end
+    /// of their line instead (`None`); otherwise it is handed back to be handed over.
+    pub fn behind_held(&mut self, token: u64, d: Box<Delivery>) -> Option<(u64, Box<Delivery>)> {
+        let Some(line) = self.held.get_mut(&d.from) else {
+            return Some((token, d));
+        };
+        self.inbound.remove(&(d.from.clone(), d.client_msg_id));
+        line.push_back((token, d));
+        self.held_count += 1;
+        None
+    }
+
+    /// After `delivery` (a copy of the message just handed over under `token`; `retried`:
+    /// taken from the front of its sender's line): held again in its place if the state
+    /// machines refused it; true if so.
+    pub fn after_store(&mut self, token: u64, delivery: Box<Delivery>, retried: bool) -> bool {
+        let key = (delivery.from.clone(), delivery.client_msg_id);
+        match self.refused.take() {
+            Some((k, t)) if k == key && t == token => {
+                let line = self.held.entry(key.0).or_default();
+                if retried {
+                    line.push_front((token, delivery));
+                } else {
+                    line.push_back((token, delivery));
+                }
+                self.held_count += 1;
+                true
+            }
+            other => {
+                self.refused = other;
+                self.nak_stray_refusal();
+                false
+            }
+        }
+    }
+
+    /// A refusal not matched to the message handed over (none is expected): JetStream
+    /// delivers that message again later.
+    fn nak_stray_refusal(&mut self) {
+        if let Some((_, token)) = self.refused.take() {
+            let _ = self.link.to_gateway[self.shard].push(Up::Done {
+                token,
+                stored: false,
+            });
+        }
+    }
+
+    /// Senders with messages held now.
+    pub fn held_senders(&self) -> Vec<String> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// The next held message of `sender`, handed over again now.
+    pub fn pop_held(&mut self, sender: &str) -> Option<(u64, Box<Delivery>)> {
+        let line = self.held.get_mut(sender)?;
+        let (token, d) = line.pop_front()?;
+        self.held_count -= 1;
+        if line.is_empty() {
+            self.held.remove(sender);
+        }
+        self.inbound
+            .insert((d.from.clone(), d.client_msg_id), token);
+        Some((token, d))
     }
 
     /// Step 2: the frames released now, and what else the gateway handed over.
@@ -298,16 +390,28 @@ impl Port {
     /// A message from another box: remembered until its answer, then handed over.
     fn deliver(&mut self, token: u64, d: Box<Delivery>, events: &mut Vec<Event>) {
         let key = (d.from.clone(), d.client_msg_id);
-        if self.inbound.len() >= PORT_INBOUND_MAX || self.inbound.contains_key(&key) {
-            // Full, or the same message is already being stored: later.
+        let full = self.inbound.len() + self.held_count >= PORT_INBOUND_MAX;
+        let again = self.inbound.contains_key(&key)
+            || self
+                .held
+                .get(&key.0)
+                .is_some_and(|l| l.iter().any(|(_, h)| h.client_msg_id == key.1));
+        if full || again {
+            // Full, or the same message (delivered again) is already here: later.
             let _ = self.link.to_gateway[self.shard].push(Up::Done {
                 token,
                 stored: false,
             });
             return;
         }
+        if let Some(line) = self.held.get_mut(&key.0) {
+            // Behind its sender's held messages, in order.
+            line.push_back((token, d));
+            self.held_count += 1;
+            return;
+        }
         self.inbound.insert(key, token);
-        events.push(Event::Mesh(ShardMsg::Deliver(d)));
+        events.push(Event::Inbound { token, delivery: d });
     }
 
     /// Frames parked now.
@@ -327,6 +431,7 @@ impl Port {
             ("cluster_sends_busy_total", c.sends_busy),
             ("cluster_receipts_handed_total", c.receipts_out),
             ("cluster_inbound_unsettled", self.inbound.len() as u64),
+            ("cluster_inbound_held", self.held_count as u64),
         ];
         if self.shard == 0 {
             v.extend(self.link.status.report());
@@ -482,5 +587,82 @@ mod tests {
             p.ask(0, conn(9), login("+15550000001"), None),
             Err(Now::Busy)
         );
+    }
+
+    fn msg(cmid: u64) -> Box<Delivery> {
+        Box::new(Delivery {
+            to: "+15550000001".into(),
+            from: "+15550000002".into(),
+            device: 1,
+            client_msg_id: cmid,
+            group_id: 0,
+            body: b"x".to_vec(),
+            media: None,
+            sent_at_ms: 0,
+            reply: messaging::state::mesh_msg::ReplyTo::Sender,
+        })
+    }
+
+    fn inbound(p: &mut Port, link: &ClusterLink, token: u64, cmid: u64) -> Vec<Event> {
+        let delivery = msg(cmid);
+        link.to_shard[1]
+            .push(Down::Deliver { token, delivery })
+            .unwrap();
+        p.poll(0).1
+    }
+
+    #[test]
+    fn a_refused_message_is_held_and_its_senders_later_ones_wait_behind_it() {
+        let (link, mut p) = port();
+        let ev = inbound(&mut p, &link, 10, 1);
+        assert!(matches!(ev.as_slice(), [Event::Inbound { token: 10, .. }]));
+        // The state machines refuse it while it is handed over.
+        let busy = ShardMsg::ToUser {
+            user: "+15550000002".into(),
+            frame: server_frame::Kind::Busy(proto::v1::Busy {
+                retry_after_ms: 1,
+                client_msg_id: 1,
+            }),
+        };
+        assert!(p.settle(&busy));
+        assert!(p.after_store(10, msg(1), false));
+        assert!(link.to_gateway[1].is_empty(), "not nak'd: held");
+        // The sender's next message waits behind it.
+        assert!(inbound(&mut p, &link, 11, 2).is_empty());
+        let (t, d) = p.pop_held("+15550000002").unwrap();
+        assert_eq!((t, d.client_msg_id), (10, 1));
+        let stored = ShardMsg::ToUser {
+            user: "+15550000002".into(),
+            frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
+                client_msg_id: 1,
+                server_msg_id: 5,
+                group_id: 0,
+            }),
+        };
+        assert!(p.settle(&stored));
+        assert!(!p.after_store(10, msg(1), true));
+        assert!(matches!(
+            link.to_gateway[1].pop(),
+            Some(Up::Done {
+                token: 10,
+                stored: true
+            })
+        ));
+        let (t, d) = p.pop_held("+15550000002").unwrap();
+        assert_eq!((t, d.client_msg_id), (11, 2));
+        assert!(p.held_senders().is_empty());
+        // Refused again when retried: back at the front, ahead of a newer one.
+        let busy2 = ShardMsg::ToUser {
+            user: "+15550000002".into(),
+            frame: server_frame::Kind::Busy(proto::v1::Busy {
+                retry_after_ms: 1,
+                client_msg_id: 2,
+            }),
+        };
+        assert!(p.settle(&busy2));
+        assert!(p.after_store(11, msg(2), true));
+        assert!(p.behind_held(12, msg(3)).is_none());
+        assert_eq!(p.pop_held("+15550000002").unwrap().1.client_msg_id, 2);
+        assert_eq!(p.pop_held("+15550000002").unwrap().1.client_msg_id, 3);
     }
 }

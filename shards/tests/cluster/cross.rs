@@ -184,3 +184,42 @@ fn a_home_box_killed_while_its_user_receives_under_load_loses_nothing_acked() {
     );
     assert!(copies >= N - N / 3);
 }
+
+/// More than a sender's share of an offline recipient's queue: the home box refuses the
+/// rest for now (`QUEUE_FULL` in a single box), holds them in order and stores them as the
+/// recipient reads; every acknowledged message arrives, in order, once.
+#[test]
+fn messages_past_the_senders_share_wait_in_order_until_the_recipient_reads() {
+    let n = messaging::state::limits::QUEUE_MESSAGES_PER_SENDER_MAX as u64 + 200;
+    let nats = Nats::start();
+    let (a, b) = two_boxes(&nats);
+    let alice = &phones_homed_on("a", 1, 4_300_000)[0];
+    let bob = &phones_homed_on("b", 1, 4_300_000)[0];
+    b.client().load_test_login(bob);
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    for id in 1..=n {
+        at_a.send_text(bob, id, &format!("m{id}"));
+    }
+    let mut acked = 0;
+    while acked < n {
+        match next(&mut at_a) {
+            server_frame::Kind::ServerAck(_) => acked += 1,
+            other => panic!("expected acks, got {other:?}"),
+        }
+    }
+    b.wait_stat_any_shard("cluster_inbound_held", 200);
+    let mut at_b = b.client();
+    at_b.load_test_login(bob);
+    let mut last = 0;
+    while last < n {
+        let Some(f) = at_b.try_recv() else {
+            panic!("stopped after {last} of {n}");
+        };
+        if let server_frame::Kind::Message(m) = f {
+            assert_eq!(m.client_msg_id, last + 1, "in order, once");
+            last = m.client_msg_id;
+            at_b.ack(vec![m.server_msg_id]);
+        }
+    }
+}

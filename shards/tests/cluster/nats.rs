@@ -146,6 +146,23 @@ impl Box {
         }
     }
 
+    /// Waits (up to 30 s) until some shard reports `name` = `want`.
+    pub fn wait_stat_any_shard(&self, name: &str, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let shards = support::admin::stats(self.admin);
+            let now: Vec<_> = shards.iter().map(|s| s["service"][name].as_u64()).collect();
+            if now.contains(&Some(want)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed {now:?}, not {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The dev SMS outbox's last PIN for `phone`.
     pub fn pin_for(&self, phone: &str) -> String {
         pin_in(&self.data, phone)
