@@ -152,6 +152,30 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_table_reads_back_as_the_same_cluster() {
+        let dir = std::env::temp_dir().join(format!("sb-show-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cli = Cli::parse_from([
+            "switchboard",
+            "--cluster",
+            "nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+            "--box-id",
+            "paris-1",
+            "--advertise",
+            "chat1.example.net:5222",
+            "--cluster-optional",
+        ]);
+        let cfg = ServerConfig::from_cli(cli).unwrap();
+        let text = effective_toml(&cfg);
+        let out = dir.join("out.toml");
+        std::fs::write(&out, &text).unwrap();
+        let cli = Cli::parse_from(["switchboard", "--config", out.to_str().unwrap()]);
+        let again = ServerConfig::from_cli(cli).unwrap();
+        assert_eq!(cfg.cluster, again.cluster, "{text}");
+        assert!(cfg.cluster.is_some_and(|c| c.optional));
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let cli = Cli::parse_from([
             "switchboard",
