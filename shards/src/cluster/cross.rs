@@ -106,12 +106,19 @@ impl Envelope {
         }
     }
 
-    /// The `Nats-Msg-Id` of a message: one per (sender, device, client id, recipient).
+    /// The `Nats-Msg-Id`: for a message one per (sender, device, client id, recipient); for
+    /// a receipt one per (who, which message, which kind, for whom).
     pub fn msg_id(&self) -> String {
-        format!(
-            "{}.{}.{}.{}",
-            self.from, self.device, self.client_msg_id, self.to
-        )
+        match &self.receipt {
+            None => format!(
+                "m.{}.{}.{}.{}",
+                self.from, self.device, self.client_msg_id, self.to
+            ),
+            Some(r) => format!(
+                "r.{}.{}.{}.{}.{}",
+                r.by, r.server_msg_id, r.client_msg_id, r.kind, self.to
+            ),
+        }
     }
 
     /// Whether a peer's envelope may be handed to a shard.
@@ -261,6 +268,27 @@ mod tests {
         let mut e = good;
         e.body.clear();
         assert!(!e.check(), "an empty message");
+    }
+
+    #[test]
+    fn receipts_for_one_sender_have_ids_of_their_own() {
+        let receipt = |id, kind: proto::v1::ReceiptKind| Envelope {
+            to: "+15550000002".into(),
+            receipt: Some(proto::v1::Receipt {
+                server_msg_id: id,
+                client_msg_id: id,
+                by: "+15550000001".into(),
+                kind: kind as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let d1 = receipt(1, proto::v1::ReceiptKind::Delivered);
+        let d2 = receipt(2, proto::v1::ReceiptKind::Delivered);
+        let r1 = receipt(1, proto::v1::ReceiptKind::Read);
+        assert_ne!(d1.msg_id(), d2.msg_id());
+        assert_ne!(d1.msg_id(), r1.msg_id());
+        assert_ne!(d1.msg_id(), Envelope::message(&delivery()).msg_id());
     }
 
     #[test]

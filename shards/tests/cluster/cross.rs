@@ -223,3 +223,78 @@ fn messages_past_the_senders_share_wait_in_order_until_the_recipient_reads() {
         }
     }
 }
+
+/// Three boxes, one user on each: everyone writes to everyone; each message arrives once
+/// and each sender gets its DELIVERED receipt.
+#[test]
+fn users_spread_over_three_boxes_all_reach_each_other() {
+    let nats = Nats::start();
+    let boxes = [
+        Box::start(&nats.url, "a", "box-a.test:5222", &[]),
+        Box::start(&nats.url, "b", "box-b.test:5222", &[]),
+        Box::start(&nats.url, "c", "box-c.test:5222", &[]),
+    ];
+    for b in &boxes {
+        b.wait_stat("cluster_members", 3);
+    }
+    let ids = ["a", "b", "c"];
+    let users: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            (4_400_000..)
+                .map(|i| format!("+1555{i:07}"))
+                .find(|p| shards::cluster::placement::choose(p, ids) == Some(*id))
+                .unwrap()
+        })
+        .collect();
+    let mut clients: Vec<Client> = boxes.iter().map(Box::client).collect();
+    for (c, u) in clients.iter_mut().zip(&users) {
+        c.load_test_login(u);
+    }
+    for (i, from) in users.iter().enumerate() {
+        for (j, to) in users.iter().enumerate() {
+            if i != j {
+                clients[i].send_text(to, (j + 1) as u64, &format!("{from}->{to}"));
+            }
+        }
+    }
+    // Each user: 2 ServerAcks and 2 messages (acked), in any order.
+    let mut receipts = [0; 3];
+    for (i, me) in users.iter().enumerate() {
+        let (mut acks, mut got) = (0, Vec::new());
+        while acks < 2 || got.len() < 2 {
+            match next(&mut clients[i]) {
+                server_frame::Kind::ServerAck(_) => acks += 1,
+                server_frame::Kind::Message(m) => {
+                    assert_eq!(m.body, format!("{}->{me}", m.from).into_bytes());
+                    got.push(m.from.clone());
+                    clients[i].ack(vec![m.server_msg_id]);
+                }
+                server_frame::Kind::Receipt(_) => receipts[i] += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        got.sort();
+        let mut others: Vec<String> = users.iter().filter(|u| *u != me).cloned().collect();
+        others.sort();
+        assert_eq!(got, others, "one message from each other user");
+    }
+    // Then each sender's 2 DELIVERED receipts, each once.
+    for (i, c) in clients.iter_mut().enumerate() {
+        while receipts[i] < 2 {
+            match next(c) {
+                server_frame::Kind::Receipt(r) => {
+                    assert_eq!(r.kind, ReceiptKind::Delivered as i32);
+                    receipts[i] += 1;
+                }
+                other => panic!("user {i}: expected a receipt, got {other:?}"),
+            }
+        }
+        let more = c
+            .sync()
+            .into_iter()
+            .filter(|f| matches!(f, server_frame::Kind::Receipt(_)))
+            .count();
+        assert_eq!(more, 0, "user {i}: one receipt per message sent");
+    }
+}
