@@ -64,6 +64,25 @@ pub enum ClusterStartError {
     Thread(String),
 }
 
+/// Most time a stopping box waits for its gateway to leave the members bucket.
+pub const LEAVE_WAIT_MS: u64 = 2_000;
+
+/// Set once this process's gateway has left (or ended); `None` without a cluster.
+static LEFT: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+
+/// Called once the shards have stopped: waits (at most [`LEAVE_WAIT_MS`]) for the gateway
+/// to delete this box's member entry, so that the others see the leave at once instead of
+/// at the end of the lease. Returns at once for a box without a cluster.
+pub fn wait_left() {
+    let Some(left) = LEFT.get() else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_millis(LEAVE_WAIT_MS);
+    while !left.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The NATS side once connected.
 struct Nats {
     client: async_nats::Client,
@@ -78,6 +97,7 @@ struct Nats {
 pub fn start(cfg: &ClusterConfig, link: Arc<ClusterLink>) -> Result<(), ClusterStartError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
     let cfg = cfg.clone();
+    let left = LEFT.get_or_init(Default::default).clone();
     let servers = cfg.servers.join(",");
     std::thread::Builder::new()
         .name("cluster-gateway".into())
@@ -93,6 +113,7 @@ pub fn start(cfg: &ClusterConfig, link: Arc<ClusterLink>) -> Result<(), ClusterS
                 }
             };
             rt.block_on(run(cfg, link, tx));
+            left.store(true, Ordering::Release);
         })
         .map_err(|e| ClusterStartError::Thread(e.to_string()))?;
     let wait = Duration::from_millis(CONNECT_WAIT_MS + 1_000);

@@ -143,3 +143,26 @@ fn load_test_login(phone: &str) -> client_frame::Kind {
         secret: b"farm-secret".to_vec(),
     })
 }
+
+#[test]
+fn a_box_stopped_cleanly_leaves_at_once() {
+    let nats = Nats::start();
+    let (a, mut b) = two_boxes(&nats);
+    let t = std::time::Instant::now();
+    // SIGTERM: the box drains and its gateway deletes its member entry on the way out.
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+    let (status, _) = testkit::exit_and_stderr(
+        &mut b.child,
+        std::time::Duration::from_secs(20),
+        "a box stopping on SIGTERM",
+    );
+    assert!(status.success());
+    a.wait_stat("cluster_members", 1);
+    let lease = std::time::Duration::from_millis(shards::cluster::membership::MEMBER_LEASE_MS);
+    assert!(
+        t.elapsed() < lease,
+        "left in {:?}, before its lease ran out",
+        t.elapsed()
+    );
+}
