@@ -125,6 +125,9 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     }
     let link = env.cluster.as_ref().map(Arc::downgrade);
     let rt = engine::start(engine_cfg, move |_shard| Switchboard::new(env.clone()))?;
+    if let Some(l) = link.as_ref().and_then(std::sync::Weak::upgrade) {
+        let _ = l.wakes.set(rt.outside_wakes());
+    }
     if let Some(link) = link {
         // A weak reference: the shards' ends going is what tells the gateway to leave.
         rt.health()

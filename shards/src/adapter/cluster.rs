@@ -20,7 +20,7 @@ use messaging::state::mesh_msg::{ReplyTo, ShardMsg};
 
 use super::{send_frame, ServiceTimer, Switchboard};
 use crate::cluster::port::{Event, Now, Parked, Release};
-use crate::cluster::{BUSY_RETRY_AFTER_MS, PORT_POLL_MS};
+use crate::cluster::{BUSY_RETRY_AFTER_MS, PORT_IDLE_POLL_MS, PORT_POLL_MS};
 
 impl Switchboard {
     /// Parks `frame` until the gateway says where its phone's home is, or releases it now.
@@ -86,25 +86,36 @@ impl Switchboard {
         }
     }
 
-    /// Looks for answers in [`PORT_POLL_MS`] unless a poll is set. A full timer wheel
-    /// leaves it unset: the next question tries again.
+    /// Polls again in [`PORT_POLL_MS`] while frames wait or messages are held, else in
+    /// [`PORT_IDLE_POLL_MS`] (the gateway wakes the shard for what it brings:
+    /// `on_outside`), unless an earlier poll is set. A full timer wheel leaves it unset: the
+    /// next question or wake-up tries again.
     pub(super) fn poll_cluster_later(&mut self, io: &mut ShardIo<Self>) {
         let Some(port) = self.cluster.as_mut() else {
             return;
         };
-        if !port.timer_set {
-            let at = io.now_ms() + PORT_POLL_MS;
-            port.timer_set = io.set_timer(at, ServiceTimer::ClusterAnswers).is_ok();
+        let wait = if port.busy() {
+            PORT_POLL_MS
+        } else {
+            PORT_IDLE_POLL_MS
+        };
+        let at = io.now_ms() + wait;
+        if port.timer_at.is_none_or(|t| at < t) {
+            let set = io.set_timer(at, ServiceTimer::ClusterAnswers).is_ok();
+            port.timer_at = set.then_some(at).or(port.timer_at);
         }
     }
 
-    /// [`ServiceTimer::ClusterAnswers`]: releases every answered or late frame and hands
-    /// over what the gateway brought; polls again in [`PORT_POLL_MS`].
+    /// [`ServiceTimer::ClusterAnswers`] or a wake-up by the gateway (`on_outside`):
+    /// releases every answered or late frame, hands over what the gateway brought, and
+    /// retries held messages.
     pub(super) fn poll_cluster(&mut self, io: &mut ShardIo<Self>) {
         let Some(port) = self.cluster.as_mut() else {
             return;
         };
-        port.timer_set = false;
+        if port.timer_at.is_some_and(|t| t <= io.now_ms()) {
+            port.timer_at = None;
+        }
         let (released, events) = port.poll(io.now_ms());
         for (p, r) in released {
             let Parked {

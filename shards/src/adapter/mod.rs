@@ -561,6 +561,10 @@ impl Service for Switchboard {
         self.run(io, |s, now, out| s.on_mesh(now, msg, out));
     }
 
+    fn on_outside(&mut self, io: &mut ShardIo<Self>) {
+        self.poll_cluster(io);
+    }
+
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, a: Box<Adoption>) {
         self.run(io, |s, now, out| s.on_adopt(now, conn, *a, out));
         if io.is_open(conn) && !io.is_logged_in(conn) {

@@ -644,6 +644,7 @@ impl Gw {
                 receipt,
             };
             if self.link.to_shard[shard].push(down).is_ok() {
+                self.link.wake(shard);
                 ClusterStatus::bump(&status.receipts_in);
                 let _ = m.ack().await;
             } else {
@@ -658,6 +659,7 @@ impl Gw {
             .push(Down::Deliver { token, delivery })
             .is_ok()
         {
+            self.link.wake(shard);
             self.unacked.insert(token, (m, Instant::now()));
         } else {
             ClusterStatus::bump(&status.messages_in_retried);
@@ -786,4 +788,5 @@ fn answer(link: &ClusterLink, shard: usize, d: Down) {
     if link.to_shard[shard].push(d).is_err() {
         ClusterStatus::bump(&s.answers_dropped);
     }
+    link.wake(shard);
 }

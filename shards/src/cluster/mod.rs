@@ -12,11 +12,13 @@
 //!   messages from other boxes it is storing.
 //!
 //! ## How a shard talks to the gateway
-//! Exactly as shards talk to each other, less the eventfd: one bounded SPSC queue per shard
-//! towards the gateway ([`ClusterLink::to_gateway`]) and one back ([`ClusterLink::to_shard`]).
-//! The gateway drains its queues every [`GATEWAY_POLL_MS`] (so a busy box's questions and
-//! messages leave in batches); each shard drains its end on a timer every [`PORT_POLL_MS`]
-//! (`pin_replies.rs` does the same for the SMS gateway). A full queue is
+//! As shards talk to each other: one bounded SPSC queue per shard towards the gateway
+//! ([`ClusterLink::to_gateway`]) and one back ([`ClusterLink::to_shard`]). The gateway
+//! drains its queues every [`GATEWAY_POLL_MS`] (so a busy box's questions and messages
+//! leave in batches); after pushing to a shard it wakes it through the engine
+//! (`engine::mesh::OutsideWake`: the shard's eventfd, written only if it is parked), and the
+//! shard drains its end in `Service::on_outside`. A shard also polls every [`PORT_POLL_MS`]
+//! while frames wait or messages are held, else every [`PORT_IDLE_POLL_MS`]. A full queue is
 //! `Busy` to the client, never a wait. Nothing here runs for a box without `--cluster`:
 //! the shard's only cost is a branch on an `Option`.
 //!
@@ -43,8 +45,11 @@ use crossbeam::queue::ArrayQueue;
 pub const LINK_QUEUE_MSGS_MAX: usize = 4096;
 /// How often the gateway drains the shards' queues.
 pub const GATEWAY_POLL_MS: u64 = 1;
-/// How often a shard with questions waiting looks for answers.
+/// How often a shard with frames waiting or messages held polls its end of the link.
 pub const PORT_POLL_MS: u64 = 2;
+/// How often a shard with nothing waiting polls it anyway (the gateway wakes it for what it
+/// brings; this only bounds what a lost wake-up could cost).
+pub const PORT_IDLE_POLL_MS: u64 = 100;
 /// A question not answered within this long is answered `CLUSTER_UNAVAILABLE`.
 pub const ANSWER_WAIT_MAX_MS: u64 = 5_000;
 /// `Busy.retry_after_ms` for a pre-login frame that found the link full.
@@ -240,6 +245,8 @@ pub struct ClusterLink {
     pub to_shard: Vec<ArrayQueue<Down>>,
     /// Box-wide numbers.
     pub status: ClusterStatus,
+    /// Per shard, the gateway's way to wake it after pushing (set once the shards run).
+    pub wakes: std::sync::OnceLock<Vec<engine::mesh::OutsideWake>>,
 }
 
 impl ClusterLink {
@@ -254,6 +261,15 @@ impl ClusterLink {
                 .map(|_| ArrayQueue::new(LINK_QUEUE_MSGS_MAX))
                 .collect(),
             status: ClusterStatus::default(),
+            wakes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Wakes shard `shard` after a push into its queue (a no-op until the shards run: they
+    /// poll their queues at start anyway).
+    pub fn wake(&self, shard: usize) {
+        if let Some(w) = self.wakes.get().and_then(|w| w.get(shard)) {
+            w.notify();
         }
     }
 

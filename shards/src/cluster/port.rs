@@ -136,7 +136,8 @@ pub struct Port {
     refused: Option<((String, u64), u64)>,
     counters: PortCounters,
     /// A poll timer is set.
-    pub timer_set: bool,
+    /// When the poll timer set last is due (`None`: none is pending).
+    pub timer_at: Option<u64>,
 }
 
 const ALONE: &str = "this box cannot reach its cluster now; try again later";
@@ -154,7 +155,7 @@ impl Port {
             held_count: 0,
             refused: None,
             counters: PortCounters::default(),
-            timer_set: false,
+            timer_at: None,
         }
     }
 
@@ -417,6 +418,12 @@ impl Port {
     /// Frames parked now.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Something here needs polling soon (frames with deadlines, held messages to retry);
+    /// otherwise the gateway's wake-ups are enough.
+    pub fn busy(&self) -> bool {
+        !self.waiting.is_empty() || self.held_count > 0
     }
 
     /// This shard's statistics, with the box's (shard 0 reports those).
