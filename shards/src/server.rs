@@ -116,10 +116,9 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     if let Some(cluster) = &cfg.cluster {
         // Before any socket is bound: a box that cannot join does not serve (unless alone
         // is allowed); the link's last holder gone is the gateway's signal to leave.
-        let link = Arc::new(crate::cluster::ClusterLink::new(
-            cluster.box_id.clone(),
-            shards,
-        ));
+        let link = crate::cluster::ClusterLink::new(cluster.box_id.clone(), shards)
+            .map_err(|e| crate::cluster::gateway::ClusterStartError::Thread(e.to_string()))?;
+        let link = Arc::new(link);
         crate::cluster::gateway::start(cluster, link.clone())?;
         env.cluster = Some(link);
     }

@@ -346,33 +346,88 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         unacked: HashMap::new(),
         next_token: 0,
     };
+    let Some(woken) = watch_wake(&gw.link) else {
+        tracing::error!("cluster gateway: cannot watch its eventfd");
+        return;
+    };
     let mut poll = tokio::time::interval(Duration::from_millis(GATEWAY_POLL_MS));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut beat = tokio::time::interval(Duration::from_millis(MEMBER_BEAT_MS));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
-            _ = poll.tick() => {
+        // Parked from here until an event: a shard that pushes meanwhile writes the eventfd.
+        gw.link.gateway_wake.set_parked(true);
+        let queued = gw.link.to_gateway.iter().any(|q| !q.is_empty());
+        let ev = tokio::select! {
+            _ = shards_pushed(&woken, queued) => Ev::Shards,
+            _ = poll.tick() => Ev::Poll,
+            _ = beat.tick() => Ev::Beat,
+            Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
+            Some(m) = next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+            Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
+            Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
+        };
+        gw.link.gateway_wake.set_parked(false);
+        match ev {
+            Ev::Shards => gw.take_from_shards().await,
+            Ev::Poll => {
                 if Arc::strong_count(&gw.link) == 1 {
                     break;
                 }
                 gw.take_from_shards().await;
             }
-            _ = beat.tick() => gw.renew().await,
-            Some(entry) = next_entry(&mut gw.watch) => {
+            Ev::Beat => gw.renew().await,
+            Ev::Entry(entry) => {
                 gw.members.apply(&entry, Instant::now());
                 let live = gw.members.live(Instant::now()).len() as u64;
                 gw.link.status.members.store(live, Ordering::Relaxed);
             }
-            Some(m) = next_inbound(&mut gw.nats.inbound) => gw.inbound(m).await,
-            Some(done) = gw.work.next(), if !gw.work.is_empty() => gw.finished(done),
-            Some(issued) = next_issued(&mut gw.issuing) => gw.issued(issued),
+            Ev::Inbound(m) => gw.inbound(m).await,
+            Ev::Done(done) => gw.finished(done),
+            Ev::Issued(issued) => gw.issued(issued),
         }
     }
     // Step 3: a clean leave.
     let _ = gw.nats.members.delete(&gw.cfg.box_id).await;
     let _ = gw.nats.client.flush().await;
     tracing::info!(box_id = %gw.cfg.box_id, "left the cluster");
+}
+
+/// What woke the gateway's loop (one at a time, moved straight into its handler).
+#[allow(clippy::large_enum_variant)]
+enum Ev {
+    Shards,
+    Poll,
+    Beat,
+    Entry(kv::Entry),
+    Inbound(jetstream::Message),
+    Done(Finished),
+    Issued(Vec<Issued>),
+}
+
+/// The shards' eventfd (a duplicate the watcher owns), watched by this runtime.
+fn watch_wake(link: &ClusterLink) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    let fd = link.gateway_wake.try_clone_fd().ok()?;
+    // SAFETY: the AsyncFd owns `fd`, an open descriptor that stays open (and the same) until
+    // the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .ok()
+}
+
+/// Ready at once when something is `queued`, else once a shard writes the eventfd (which
+/// is then cleared).
+async fn shards_pushed(woken: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, queued: bool) {
+    if queued {
+        return;
+    }
+    let Ok(mut guard) = woken.readable().await else {
+        return std::future::pending().await;
+    };
+    let mut n: u64 = 0;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(woken.get_ref());
+    // SAFETY: an 8-byte read into a live u64 from our non-blocking eventfd.
+    let _ = unsafe { libc::read(fd, (&mut n as *mut u64).cast(), 8) };
+    guard.clear_ready();
 }
 
 /// The next members entry; never ready while there is no watch (it is made again at the

@@ -13,9 +13,10 @@
 //!
 //! ## How a shard talks to the gateway
 //! As shards talk to each other: one bounded SPSC queue per shard towards the gateway
-//! ([`ClusterLink::to_gateway`]) and one back ([`ClusterLink::to_shard`]). The gateway
-//! drains its queues every [`GATEWAY_POLL_MS`] (so a busy box's questions and messages
-//! leave in batches); after pushing to a shard it wakes it through the engine
+//! ([`ClusterLink::to_gateway`]) and one back ([`ClusterLink::to_shard`]). A shard that
+//! pushes wakes the gateway ([`GatewayWake`]: an eventfd written only while the gateway is
+//! parked), which then takes everything queued (under load, batches form while it works);
+//! it also looks every [`GATEWAY_POLL_MS`]. After pushing to a shard it wakes it through the engine
 //! (`engine::mesh::OutsideWake`: the shard's eventfd, written only if it is parked), and the
 //! shard drains its end in `Service::on_outside`. A shard also polls every [`PORT_POLL_MS`]
 //! while frames wait or messages are held, else every [`PORT_IDLE_POLL_MS`]. A full queue is
@@ -36,15 +37,17 @@ pub mod membership;
 pub mod placement;
 pub mod port;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use crossbeam::queue::ArrayQueue;
 
 /// Questions one shard may have queued for the gateway (and answers back); past it a new
 /// question is answered `Busy`.
 pub const LINK_QUEUE_MSGS_MAX: usize = 4096;
-/// How often the gateway drains the shards' queues.
-pub const GATEWAY_POLL_MS: u64 = 1;
+/// How often the gateway looks at the shards' queues without being woken (it is woken
+/// after each push it could miss: `GatewayWake`), and at whether the shards are gone.
+pub const GATEWAY_POLL_MS: u64 = 50;
 /// How often a shard with frames waiting or messages held polls its end of the link.
 pub const PORT_POLL_MS: u64 = 2;
 /// How often a shard with nothing waiting polls it anyway (the gateway wakes it for what it
@@ -234,6 +237,53 @@ impl ClusterStatus {
     }
 }
 
+/// How a shard wakes the gateway after a push: an eventfd the gateway's runtime watches,
+/// written only while the gateway is parked (the flag is set before it looks at the queues
+/// one last time and waits; a shard pushes, then reads the flag; both sequentially
+/// consistent, as the mesh's `ShardWake`). Under load the gateway is rarely parked, so a
+/// push rarely costs a write.
+#[derive(Debug)]
+pub struct GatewayWake {
+    fd: OwnedFd,
+    parked: AtomicBool,
+}
+
+impl GatewayWake {
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd(2) with plain flags; the result is checked, then owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(GatewayWake {
+            // SAFETY: a fresh descriptor nobody else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            parked: AtomicBool::new(false),
+        })
+    }
+
+    /// A shard, after its push: wakes the gateway if it is parked.
+    pub fn notify(&self) {
+        fence(Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: an 8-byte write from a live u64 to our eventfd. A full counter
+            // (EAGAIN) already wakes the reader, so the result does not matter.
+            let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    /// The gateway is about to wait (`true`) or is awake (`false`).
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::SeqCst);
+    }
+
+    /// A duplicate of the eventfd, for the gateway's runtime to watch and clear.
+    pub fn try_clone_fd(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
+
 /// What the shards and the gateway share: the queues and the box-wide numbers.
 #[derive(Debug)]
 pub struct ClusterLink {
@@ -247,12 +297,14 @@ pub struct ClusterLink {
     pub status: ClusterStatus,
     /// Per shard, the gateway's way to wake it after pushing (set once the shards run).
     pub wakes: std::sync::OnceLock<Vec<engine::mesh::OutsideWake>>,
+    /// The shards' way to wake the gateway after pushing.
+    pub gateway_wake: GatewayWake,
 }
 
 impl ClusterLink {
-    /// Queues for `shards` shards, empty.
-    pub fn new(box_id: String, shards: usize) -> Self {
-        ClusterLink {
+    /// Queues for `shards` shards, empty; fails only if no eventfd can be made.
+    pub fn new(box_id: String, shards: usize) -> std::io::Result<Self> {
+        Ok(ClusterLink {
             box_id,
             to_gateway: (0..shards)
                 .map(|_| ArrayQueue::new(LINK_QUEUE_MSGS_MAX))
@@ -262,7 +314,16 @@ impl ClusterLink {
                 .collect(),
             status: ClusterStatus::default(),
             wakes: std::sync::OnceLock::new(),
-        }
+            gateway_wake: GatewayWake::new()?,
+        })
+    }
+
+    /// Shard `shard` hands `up` to the gateway and wakes it; `Err` hands it back when the
+    /// queue is full.
+    pub fn up(&self, shard: usize, up: Up) -> Result<(), Up> {
+        self.to_gateway[shard].push(up)?;
+        self.gateway_wake.notify();
+        Ok(())
     }
 
     /// Wakes shard `shard` after a push into its queue (a no-op until the shards run: they

@@ -188,10 +188,7 @@ impl Port {
             phone: phone.to_string(),
             create,
         };
-        if self.link.to_gateway[self.shard]
-            .push(Up::Place(question))
-            .is_err()
-        {
+        if self.link.up(self.shard, Up::Place(question)).is_err() {
             self.counters.busy += 1;
             return Err(Now::Busy);
         }
@@ -216,7 +213,7 @@ impl Port {
             self.counters.sends_busy += 1;
             return Err(d);
         }
-        let _ = q.push(Up::Send(d));
+        let _ = self.link.up(self.shard, Up::Send(d));
         self.counters.sends_out += 1;
         Ok(())
     }
@@ -224,8 +221,9 @@ impl Port {
     /// A receipt for a sender with no account here: to the gateway. Dropped (counted) when
     /// the link is full, as a single box drops a receipt its sender's full queue refuses.
     pub fn receipt(&mut self, sender: String, receipt: proto::v1::Receipt) {
-        if self.link.to_gateway[self.shard]
-            .push(Up::Receipt { sender, receipt })
+        if self
+            .link
+            .up(self.shard, Up::Receipt { sender, receipt })
             .is_ok()
         {
             self.counters.receipts_out += 1;
@@ -257,7 +255,7 @@ impl Port {
         if stored {
             // A full link leaves it unacked: JetStream delivers it again after its ack
             // wait, and dedupe answers the copy.
-            let _ = self.link.to_gateway[self.shard].push(Up::Done { token, stored });
+            let _ = self.link.up(self.shard, Up::Done { token, stored });
         } else {
             // Refusals are answered while the message is handed over: `after_store` holds
             // it for a retry.
@@ -307,10 +305,13 @@ impl Port {
     /// delivers that message again later.
     fn nak_stray_refusal(&mut self) {
         if let Some((_, token)) = self.refused.take() {
-            let _ = self.link.to_gateway[self.shard].push(Up::Done {
-                token,
-                stored: false,
-            });
+            let _ = self.link.up(
+                self.shard,
+                Up::Done {
+                    token,
+                    stored: false,
+                },
+            );
         }
     }
 
@@ -399,10 +400,13 @@ impl Port {
                 .is_some_and(|l| l.iter().any(|(_, h)| h.client_msg_id == key.1));
         if full || again {
             // Full, or the same message (delivered again) is already here: later.
-            let _ = self.link.to_gateway[self.shard].push(Up::Done {
-                token,
-                stored: false,
-            });
+            let _ = self.link.up(
+                self.shard,
+                Up::Done {
+                    token,
+                    stored: false,
+                },
+            );
             return;
         }
         if let Some(line) = self.held.get_mut(&key.0) {
@@ -503,7 +507,7 @@ mod tests {
     }
 
     fn port() -> (Arc<ClusterLink>, Port) {
-        let link = Arc::new(ClusterLink::new("a".into(), 2));
+        let link = Arc::new(ClusterLink::new("a".into(), 2).unwrap());
         (link.clone(), Port::new(link, 1))
     }
 
