@@ -33,6 +33,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::membership::{self, Member, Members, MEMBERS_BUCKET, MEMBER_BEAT_MS, MEMBER_LEASE_MS};
 use super::placement::{self, HOMES_BUCKET};
+use super::routes::{self, Issued, IssuedAck, Issuing, Outgoing, Published, ISSUE_BATCH_MAX};
 use super::{
     cross, Answer, ClusterLink, ClusterStatus, Down, Placement, Up, GATEWAY_PENDING_MAX,
     GATEWAY_POLL_MS,
@@ -275,32 +276,6 @@ enum Finished {
 }
 
 type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
-
-/// A message or receipt waiting to be published; `shard` is the sender's shard for a
-/// message, `None` for a receipt.
-struct Outgoing {
-    shard: Option<usize>,
-    env: cross::Envelope,
-}
-
-/// A publish issued (written to NATS, in order) and what its ack is.
-struct Issued {
-    shard: Option<usize>,
-    env: cross::Envelope,
-    ack: IssuedAck,
-}
-
-enum IssuedAck {
-    /// JetStream's ack will come; the home box is known.
-    Pending(String, jetstream::context::PublishAckFuture),
-    /// Known already.
-    Done(Published),
-}
-
-type Issuing = Pin<Box<dyn Future<Output = Vec<Issued>> + Send>>;
-
-/// Most messages one issuing round takes from the outbox.
-pub const ISSUE_BATCH_MAX: usize = 1024;
 
 /// The gateway's state while it serves (step 2).
 struct Gw {
@@ -601,7 +576,7 @@ impl Gw {
         }
         let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
         let me = self.cfg.box_id.clone();
-        self.issuing = Some(Box::pin(issue(js, homes, me, known, batch)));
+        self.issuing = Some(Box::pin(routes::issue(js, homes, me, known, batch)));
     }
 
     /// A round of publishes issued: their acks are awaited in `work`; the next round starts.
@@ -703,7 +678,7 @@ impl Gw {
                 ClusterStatus::bump(&status.receipts_in);
                 let _ = m.ack().await;
             } else {
-                let _ = m.ack_with(retry()).await;
+                let _ = m.ack_with(routes::retry()).await;
             }
             return;
         }
@@ -718,7 +693,7 @@ impl Gw {
             self.unacked.insert(token, (m, Instant::now()));
         } else {
             ClusterStatus::bump(&status.messages_in_retried);
-            let _ = m.ack_with(retry()).await;
+            let _ = m.ack_with(routes::retry()).await;
         }
     }
 
@@ -733,24 +708,9 @@ impl Gw {
             let _ = m.ack().await;
         } else {
             ClusterStatus::bump(&status.messages_in_retried);
-            let _ = m.ack_with(retry()).await;
+            let _ = m.ack_with(routes::retry()).await;
         }
     }
-}
-
-/// A nak that has JetStream deliver the message again after [`cross::INBOUND_RETRY_MS`].
-fn retry() -> jetstream::AckKind {
-    jetstream::AckKind::Nak(Some(Duration::from_millis(cross::INBOUND_RETRY_MS)))
-}
-
-/// How a publish to a phone's home box ended.
-enum Published {
-    /// The home box's stream holds it, at this sequence.
-    Stored { home: String, seq: u64 },
-    /// The phone has no home anywhere.
-    Nobody,
-    /// NATS did not take it.
-    Failed(String),
 }
 
 /// What finished for a publish of `env` for `shard` (`None`: a receipt).
@@ -768,46 +728,6 @@ fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Publish
             publish,
         },
     }
-}
-
-/// Issues one round of publishes in order: each to the stream of `env.to`'s home box
-/// (`known`, or read from the homes bucket, one read per phone), without waiting for
-/// JetStream's acks. A phone homed on this box `me` (it came here because this box has no
-/// account for it: recorded at a Register never verified) has nobody to go to.
-async fn issue(
-    js: jetstream::Context,
-    homes: kv::Store,
-    me: String,
-    mut known: HashMap<String, String>,
-    batch: Vec<Outgoing>,
-) -> Vec<Issued> {
-    use prost::Message as _;
-    let mut out = Vec::with_capacity(batch.len());
-    for Outgoing { shard, env } in batch {
-        let home = match known.get(&env.to) {
-            Some(h) => Ok(Some(h.clone())),
-            None => placement::home(&homes, &env.to, false, Vec::new())
-                .await
-                .map(|h| h.map(|h| h.box_id)),
-        };
-        let ack = match home {
-            Ok(Some(home)) if home == me => IssuedAck::Done(Published::Nobody),
-            Ok(Some(home)) => {
-                known.insert(env.to.clone(), home.clone());
-                let msg = jetstream::message::PublishMessage::build()
-                    .payload(env.encode_to_vec().into())
-                    .message_id(env.msg_id());
-                match js.send_publish(cross::subject(&home), msg).await {
-                    Ok(f) => IssuedAck::Pending(home, f),
-                    Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
-                }
-            }
-            Ok(None) => IssuedAck::Done(Published::Nobody),
-            Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
-        };
-        out.push(Issued { shard, env, ack });
-    }
-    out
 }
 
 /// What a look-up's result means for the asking box.

@@ -7,7 +7,8 @@
 //! - `membership.rs`: the `switchboard_members` KV bucket: this box's lease, the live boxes.
 //! - `placement.rs`: a phone's home box: rendezvous hashing over the live boxes, recorded
 //!   once in the `switchboard_homes` KV bucket.
-//! - `cross.rs`: messages and receipts between boxes: one JetStream stream per box.
+//! - `cross.rs`: messages and receipts between boxes: one JetStream stream per box;
+//!   `routes.rs`: the gateway's publishing rounds for them, in order.
 //! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines, and the
 //!   messages from other boxes it is storing.
 //!
@@ -36,6 +37,7 @@ pub mod gateway;
 pub mod membership;
 pub mod placement;
 pub mod port;
+mod routes;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
