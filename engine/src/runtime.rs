@@ -185,6 +185,12 @@ impl Runtime {
         }
     }
 
+    /// The board the shards publish their statistics to, for a thread that reads them now
+    /// and then (`None` when statistics are off).
+    pub fn stats_board(&self) -> Option<Arc<StatsBoard>> {
+        self.board.clone()
+    }
+
     /// Whether every shard has started and the runtime is not stopping (`/readyz`).
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()

@@ -126,6 +126,9 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     let rt = engine::start(engine_cfg, move |_shard| Switchboard::new(env.clone()))?;
     if let Some(l) = link.as_ref().and_then(std::sync::Weak::upgrade) {
         let _ = l.wakes.set(rt.outside_wakes());
+        if let Some(board) = rt.stats_board() {
+            let _ = l.stats.set(board);
+        }
     }
     if let Some(link) = link {
         // A weak reference: the shards' ends going is what tells the gateway to leave.

@@ -453,6 +453,7 @@ impl Gw {
     /// Renews the lease; notes whether NATS answers; makes the watch and the stream reader
     /// again if they ended; forgets inbound messages JetStream has given up waiting for.
     async fn renew(&mut self) {
+        self.me.load = self.link.load();
         let ok = membership::beat(&self.nats.members, &self.cfg.box_id, &self.me).await;
         let status = &self.link.status;
         if let Err(e) = &ok {

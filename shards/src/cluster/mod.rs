@@ -41,6 +41,7 @@ mod routes;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
@@ -301,6 +302,8 @@ pub struct ClusterLink {
     pub wakes: std::sync::OnceLock<Vec<engine::mesh::OutsideWake>>,
     /// The shards' way to wake the gateway after pushing.
     pub gateway_wake: GatewayWake,
+    /// The shards' published statistics (set once they run): the load a box announces.
+    pub stats: std::sync::OnceLock<Arc<engine::observe::stats::StatsBoard>>,
 }
 
 impl ClusterLink {
@@ -317,6 +320,18 @@ impl ClusterLink {
             status: ClusterStatus::default(),
             wakes: std::sync::OnceLock::new(),
             gateway_wake: GatewayWake::new()?,
+            stats: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Connections the box holds, as its shards last published (0 before they have).
+    pub fn load(&self) -> u64 {
+        self.stats.get().map_or(0, |b| {
+            b.read_all()
+                .iter()
+                .flatten()
+                .map(|s| s.counters.conns_open)
+                .sum()
         })
     }
 
