@@ -166,3 +166,36 @@ fn a_box_stopped_cleanly_leaves_at_once() {
         t.elapsed()
     );
 }
+
+/// What `switchboard cluster status` reads: each live box's `{advertise, load}` under its
+/// box id in the `switchboard_members` KV bucket, the load being its open connections.
+#[test]
+fn each_box_announces_its_address_and_load_in_the_members_bucket() {
+    let nats = Nats::start();
+    let a = Box::start(&nats.url, "a", ADV_A, &[]);
+    a.wait_stat("cluster_members", 1);
+    let mut held = a.client();
+    held.load_test_login("+15553300001");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let member = rt.block_on(async {
+        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value(shards::cluster::membership::MEMBERS_BUCKET)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let value = kv.get("a").await.unwrap().expect("box a is a member");
+            let m: shards::cluster::membership::Member = serde_json::from_slice(&value).unwrap();
+            if m.load >= 1 || std::time::Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    assert_eq!(member.advertise, ADV_A);
+    assert!(member.load >= 1, "{member:?}");
+}
