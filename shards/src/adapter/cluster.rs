@@ -99,8 +99,10 @@ impl Switchboard {
         } else {
             PORT_IDLE_POLL_MS
         };
-        let at = io.now_ms() + wait;
-        if port.timer_at.is_none_or(|t| at < t) {
+        let now = io.now_ms();
+        let at = now + wait;
+        // A pending poll due already is one whose timer has fired or is firing.
+        if port.timer_at.is_none_or(|t| at < t || t <= now) {
             let set = io.set_timer(at, ServiceTimer::ClusterAnswers).is_ok();
             port.timer_at = set.then_some(at).or(port.timer_at);
         }
@@ -109,11 +111,13 @@ impl Switchboard {
     /// [`ServiceTimer::ClusterAnswers`] or a wake-up by the gateway (`on_outside`):
     /// releases every answered or late frame, hands over what the gateway brought, and
     /// retries held messages.
-    pub(super) fn poll_cluster(&mut self, io: &mut ShardIo<Self>) {
+    pub(super) fn poll_cluster(&mut self, io: &mut ShardIo<Self>, timer_fired: bool) {
         let Some(port) = self.cluster.as_mut() else {
             return;
         };
-        if port.timer_at.is_some_and(|t| t <= io.now_ms()) {
+        // A timer may fire a little before the wall clock reaches the time it was set for:
+        // whichever fired, the next poll is set anew below (an extra one is harmless).
+        if timer_fired {
             port.timer_at = None;
         }
         let (released, events) = port.poll(io.now_ms());

@@ -562,7 +562,7 @@ impl Service for Switchboard {
     }
 
     fn on_outside(&mut self, io: &mut ShardIo<Self>) {
-        self.poll_cluster(io);
+        self.poll_cluster(io, false);
     }
 
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, a: Box<Adoption>) {
@@ -648,7 +648,7 @@ impl Service for Switchboard {
                 self.logins.timer_set = false;
                 self.close_late_logins(io);
             }
-            ServiceTimer::ClusterAnswers => self.poll_cluster(io),
+            ServiceTimer::ClusterAnswers => self.poll_cluster(io, true),
         }
     }
 }
