@@ -206,6 +206,25 @@ impl ShardWake {
 }
 
 /// A ring between two shards.
+/// A handle with which a thread that is not a shard (a service's gateway to the outside)
+/// wakes one shard: that shard's service hears `Service::on_outside` on its next turn.
+/// The caller pushes what it has for the shard into its own queue first, then notifies:
+/// the flag is set after the push and read by the shard before it parks (and cleared
+/// before `on_outside` drains), so a push is never left waiting for the shard's timeout.
+#[derive(Debug, Clone)]
+pub struct OutsideWake {
+    wake: Arc<ShardWake>,
+    pending: Arc<AtomicBool>,
+}
+
+impl OutsideWake {
+    /// Has the shard run `on_outside` soon; writes its eventfd only if it is parked.
+    pub fn notify(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        self.wake.notify();
+    }
+}
+
 pub(crate) type Ring<M, A> = Arc<ArrayQueue<Sent<M, A>>>;
 
 /// A ring to one peer and the peer's wake-up.
@@ -219,6 +238,33 @@ pub(crate) struct ShardLinks<M: Send + 'static, A: Send + 'static> {
     pub(crate) receivers: Vec<(ShardId, Ring<M, A>)>,
     /// This shard's own wake-up.
     pub(crate) wake: Arc<ShardWake>,
+    /// Set by an [`OutsideWake`]: the service has something from outside the shards.
+    pub(crate) outside: Arc<AtomicBool>,
+}
+
+impl<M: Send + 'static, A: Send + 'static> ShardLinks<M, A> {
+    /// The handle an outside thread wakes this shard with.
+    pub(crate) fn outside_wake(&self) -> OutsideWake {
+        OutsideWake {
+            wake: self.wake.clone(),
+            pending: self.outside.clone(),
+        }
+    }
+
+    /// Whether an outside thread has notified since the last [`Self::take_outside`].
+    pub(crate) fn outside_pending(&self) -> bool {
+        self.outside.load(Ordering::SeqCst)
+    }
+
+    /// Clears the outside flag; true if it was set (the service then drains its queue:
+    /// anything pushed before a notify this clears is already in it).
+    pub(crate) fn take_outside(&self) -> bool {
+        if !self.outside.load(Ordering::Acquire) {
+            return false;
+        }
+        self.outside.store(false, Ordering::SeqCst);
+        true
+    }
 }
 
 /// Builds every ring and wake-up; returns each shard's ends, in shard order.
@@ -234,6 +280,7 @@ pub(crate) fn build<M: Send + 'static, A: Send + 'static>(
             senders: (0..n).map(|_| None).collect(),
             receivers: Vec::new(),
             wake: w.clone(),
+            outside: Arc::new(AtomicBool::new(false)),
         })
         .collect();
     for from in 0..n {

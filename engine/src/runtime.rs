@@ -146,9 +146,16 @@ pub struct Runtime {
     board: Option<Arc<StatsBoard>>,
     admin: Option<AdminHandle>,
     health: Arc<Health>,
+    outside: Vec<crate::mesh::OutsideWake>,
 }
 
 impl Runtime {
+    /// Per shard, in shard order, the handle a thread outside the shards wakes it with
+    /// (`Service::on_outside`).
+    pub fn outside_wakes(&self) -> Vec<crate::mesh::OutsideWake> {
+        self.outside.clone()
+    }
+
     /// The address the shards listen on (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -176,6 +183,12 @@ impl Runtime {
             Some(b) => b.read_all(),
             None => Vec::new(),
         }
+    }
+
+    /// The board the shards publish their statistics to, for a thread that reads them now
+    /// and then (`None` when statistics are off).
+    pub fn stats_board(&self) -> Option<Arc<StatsBoard>> {
+        self.board.clone()
     }
 
     /// Whether every shard has started and the runtime is not stopping (`/readyz`).
@@ -252,6 +265,7 @@ where
     // Shard i runs on the i-th CPU of the process's affinity mask (wrapping), so
     // `taskset` and systemd's CPUAffinity= decide which cores the shards take.
     let cpus = allowed_cpus();
+    let mut outside = Vec::with_capacity(config.shards);
     let per_shard = connections_max.div_ceil(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
     for (i, (fd, ends)) in fds
@@ -264,6 +278,7 @@ where
         )
         .enumerate()
     {
+        outside.push(ends.outside_wake());
         let plan = ShardPlan {
             id: ShardId(i),
             listener_fd: fd,
@@ -318,6 +333,7 @@ where
         board,
         admin,
         health,
+        outside,
     })
 }
 

@@ -90,6 +90,13 @@ pub trait Service: Sized + 'static {
     /// ordinary [`Service::on_frame`] calls.
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, adopt: Self::Adopt);
 
+    /// A thread outside the shards woke this shard (`mesh::OutsideWake::notify`, from
+    /// `Runtime::outside_wakes`): the service drains whatever queue that thread fills.
+    /// Called at most once per loop turn, after the peers' batches.
+    fn on_outside(&mut self, io: &mut ShardIo<Self>) {
+        let _ = io;
+    }
+
     /// A timer set through [`ShardIo::set_timer`] fired.
     fn on_timer(&mut self, io: &mut ShardIo<Self>, timer: Self::Timer);
 

@@ -198,8 +198,11 @@ where
         }
         // 2. Timers.
         c.fire_timers(turn, &mut lp.fired);
-        // 3. Peers' batches.
+        // 3. Peers' batches, and what an outside thread woke the service for.
         lp.take_batches(c);
+        if lp.links.take_outside() {
+            c.service.on_outside(&mut c.io);
+        }
         // 4. Flush; then the accept again if it ended and its back-off is over.
         lp.flush(c);
         lp.acceptor.rearm_if_due(c.io.mono_ms);
@@ -378,7 +381,7 @@ impl<S: Service> Loop<S> {
 
     /// Whether a peer has pushed a batch this shard has not taken yet.
     fn inbound_waiting(&self) -> bool {
-        self.links.receivers.iter().any(|(_, r)| !r.is_empty())
+        self.links.outside_pending() || self.links.receivers.iter().any(|(_, r)| !r.is_empty())
     }
 
     /// Step 3: up to [`MESH_BATCHES_PER_TURN_MAX`] batches from each peer's ring.

@@ -14,6 +14,8 @@
 //!   `login_deadline`, `random` (the OS's randomness for the core).
 //! - [`notify`]: SMS gateway and push provider, their HTTP(S) `webhook` client, and
 //!   `pin_replies` (`PinSent` once the PIN is out).
+//! - [`cluster`]: a cluster of boxes over NATS: the gateway thread (the one NATS client),
+//!   membership, placement (a phone's home box) and each shard's `port` to the gateway.
 //! - [`config`]: flags, TOML file, defaults; `show` prints `--check-config`'s settings.
 //! - [`data`]: the data directory's `layout` and `lock`, the journals' check at start
 //!   (`journal_check`, `--salvage`), and the journal file as replay reads it
@@ -24,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod log_lines;

@@ -89,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         shards::server::LISTENING
     );
     rt.join()?;
+    shards::cluster::gateway::wait_left();
     drop(media);
     tracing::info!("switchboard stopped");
     Ok(())

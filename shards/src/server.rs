@@ -44,6 +44,9 @@ pub enum StartError {
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
+    /// The box could not join its cluster (`--cluster` without `--cluster-optional`).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::gateway::ClusterStartError),
 }
 
 /// Where the dev certificate lives for a data directory.
@@ -160,6 +163,16 @@ pub fn start_all(
         env.media_counters = Some(service.counters.clone());
         media = Some(service);
     }
+    if let Some(cluster) = &cfg.cluster {
+        // Before any socket is bound: a box that cannot join does not serve (unless alone
+        // is allowed); the link's last holder gone is the gateway's signal to leave.
+        let link = crate::cluster::ClusterLink::new(cluster.box_id.clone(), shards)
+            .map_err(|e| crate::cluster::gateway::ClusterStartError::Thread(e.to_string()))?;
+        let link = Arc::new(link);
+        crate::cluster::gateway::start(cluster, link.clone())?;
+        env.cluster = Some(link);
+    }
+    let link = env.cluster.as_ref().map(Arc::downgrade);
     let rt = engine::start(engine_cfg, move |shard| {
         let mut env = env.clone();
         if shard.0 != 0 {
@@ -168,6 +181,20 @@ pub fn start_all(
         }
         Switchboard::new(env)
     })?;
+    if let Some(l) = link.as_ref().and_then(std::sync::Weak::upgrade) {
+        let _ = l.wakes.set(rt.outside_wakes());
+        if let Some(board) = rt.stats_board() {
+            let _ = l.stats.set(board);
+        }
+    }
+    if let Some(link) = link {
+        // A weak reference: the shards' ends going is what tells the gateway to leave.
+        rt.health()
+            .set_note(engine::observe::health::ReadyNote(Box::new(move || {
+                let alone = link.upgrade().is_some_and(|l| l.alone());
+                alone.then(|| "alone: this box cannot reach its cluster (NATS)".to_string())
+            })));
+    }
     Ok((rt, media))
 }
 

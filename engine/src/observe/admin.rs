@@ -323,9 +323,10 @@ fn route(method: &str, path: &str, view: &AdminView) -> Response {
                 Response::text("503 Service Unavailable", format!("shard {shard} died\n"))
             }
         },
-        "/readyz" => match view.health.ready() {
-            Ok(()) => Response::text("200 OK", "ready\n"),
-            Err(why) => Response::text("503 Service Unavailable", format!("{why}\n")),
+        "/readyz" => match (view.health.ready(), view.health.note()) {
+            (Ok(()), None) => Response::text("200 OK", "ready\n"),
+            (Ok(()), Some(note)) => Response::text("200 OK", format!("ready ({note})\n")),
+            (Err(why), _) => Response::text("503 Service Unavailable", format!("{why}\n")),
         },
         "/metrics" | "/stats" => {
             let Some(board) = &view.board else {
@@ -454,6 +455,18 @@ mod tests {
         assert!(r.ends_with("starting: 0 of 1 shards ready\n"), "{r}");
         health.shard_started();
         assert!(get(addr, "GET /readyz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        let alone = Arc::new(AtomicBool::new(true));
+        let flag = alone.clone();
+        health.set_note(crate::observe::health::ReadyNote(Box::new(move || {
+            flag.load(Ordering::Relaxed).then(|| "alone".to_string())
+        })));
+        let r = get(addr, "GET /readyz HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("ready (alone)\n"),
+            "{r}"
+        );
+        alone.store(false, Ordering::Relaxed);
+        assert!(get(addr, "GET /readyz HTTP/1.1\r\n\r\n").ends_with("ready\n"));
         stop.store(true, Ordering::Relaxed);
         let r = get(addr, "GET /readyz HTTP/1.1\r\n\r\n");
         assert!(

@@ -13,7 +13,17 @@
 //! This module holds no shard state; it must not be written from a frame callback.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// What the service adds to a ready `/readyz` (e.g. "alone: the cluster is unreachable"),
+/// asked at each request; `None` adds nothing.
+pub struct ReadyNote(pub Box<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for ReadyNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadyNote")
+    }
+}
 
 /// Why the server is not ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +56,8 @@ pub struct Health {
     /// 1 + the first shard that died, or 0.
     died: AtomicUsize,
     stop: Arc<AtomicBool>,
+    /// Set once, after start, by a service with something to say when ready.
+    note: OnceLock<ReadyNote>,
 }
 
 impl Health {
@@ -56,7 +68,18 @@ impl Health {
             started: AtomicUsize::new(0),
             died: AtomicUsize::new(0),
             stop,
+            note: OnceLock::new(),
         }
+    }
+
+    /// Sets what a ready `/readyz` adds (once; a second call is ignored).
+    pub fn set_note(&self, note: ReadyNote) {
+        let _ = self.note.set(note);
+    }
+
+    /// What a ready `/readyz` adds now.
+    pub fn note(&self) -> Option<String> {
+        self.note.get().and_then(|n| (n.0)())
     }
 
     /// One shard finished starting (called once per shard).

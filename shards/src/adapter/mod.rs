@@ -3,6 +3,7 @@
 //! out the effects they ask for; `commit.rs` runs the journal's group commit on the engine.
 //! It owns no sockets (the engine does) and no service rules (the state machines do).
 
+mod cluster;
 mod commit;
 pub mod login_deadline;
 pub mod overload;
@@ -74,6 +75,8 @@ pub struct ServiceEnv {
     pub login_timeout_ms: u64,
     /// The media service's counters, on the shard that reports them (shard 0), else `None`.
     pub media_counters: Option<Arc<crate::media::counters::MediaCounters>>,
+    /// The link to the cluster gateway (`crate::cluster`); `None` for a box alone.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl ServiceEnv {
@@ -94,6 +97,7 @@ impl ServiceEnv {
             ),
             login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
             media_counters: None,
+            cluster: None,
         }
     }
 }
@@ -109,6 +113,8 @@ pub enum ServiceTimer {
     PinReplies,
     /// Close the connections past their log-in deadline.
     LoginDeadlines,
+    /// Release the pre-login frames the cluster gateway answered (`adapter/cluster.rs`).
+    ClusterAnswers,
 }
 
 /// The service of one shard.
@@ -150,6 +156,8 @@ pub struct Switchboard {
     busy_rejects: u64,
     /// The last event's emptied effects list, reused by the next (`fresh_out`).
     spare_effects: Vec<Effect>,
+    /// This shard's end of the cluster link (set in `on_start`; `None` without `--cluster`).
+    cluster: Option<crate::cluster::port::Port>,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -217,6 +225,7 @@ impl Switchboard {
             logins: LoginDeadlines::default(),
             busy_rejects: 0,
             spare_effects: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -361,7 +370,14 @@ impl Switchboard {
             Effect::Close(conn) => {
                 let _ = io.close(conn);
             }
-            Effect::Mesh(to, msg) => self.mesh_send(io, to, msg),
+            Effect::Mesh(to, msg) => {
+                if let Some(port) = &mut self.cluster {
+                    if port.settle(&msg) {
+                        return; // the answer to a message from another box
+                    }
+                }
+                self.mesh_send(io, to, msg)
+            }
             Effect::HandOff(conn, to, adoption) => {
                 let _ = io.hand_off(conn, to, adoption);
             }
@@ -512,6 +528,11 @@ impl Service for Switchboard {
             // rather than serve without it.
             Err(e) => panic!("shard {}: cannot read its log: {e}", io.shard_id().0),
         }
+        if let Some(link) = &self.env.cluster {
+            let port = crate::cluster::port::Port::new(link.clone(), io.shard_id().0);
+            self.cluster = Some(port);
+            self.poll_cluster_later(io);
+        }
         io.spawn(open_log(
             io.handle(),
             self.log_path.clone(),
@@ -551,6 +572,9 @@ impl Service for Switchboard {
             return self.apply(io, out);
         }
         let peer = messaging::handlers::login::is_prelogin(&frame).then(|| io.peer_ip(conn));
+        if let (Some(_), Some(peer)) = (&self.cluster, peer) {
+            return self.ask_home(io, conn, frame, peer);
+        }
         self.run(io, |s, now, out| {
             if let Some(peer) = peer {
                 s.note_peer(conn, peer);
@@ -572,7 +596,14 @@ impl Service for Switchboard {
     }
 
     fn on_mesh(&mut self, io: &mut ShardIo<Self>, _from: ShardId, msg: ShardMsg) {
+        if self.cluster.is_some() {
+            return self.on_mesh_clustered(io, msg);
+        }
         self.run(io, |s, now, out| s.on_mesh(now, msg, out));
+    }
+
+    fn on_outside(&mut self, io: &mut ShardIo<Self>) {
+        self.poll_cluster(io, false);
     }
 
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, _from: ShardId, conn: ConnId, a: Box<Adoption>) {
@@ -605,6 +636,9 @@ impl Service for Switchboard {
         ));
         if let Some(m) = &self.env.media_counters {
             stats.extend(crate::media::counters::report(m));
+        }
+        if let Some(port) = &self.cluster {
+            stats.extend(port.report());
         }
         stats
     }
@@ -660,6 +694,7 @@ impl Service for Switchboard {
                 self.logins.timer_set = false;
                 self.close_late_logins(io);
             }
+            ServiceTimer::ClusterAnswers => self.poll_cluster(io, true),
         }
     }
 }

@@ -233,6 +233,115 @@ pub const HELP: &[(&str, &str)] = &[
         "mesh_held",
         "Owed mesh messages held now, waiting for outbox room.",
     ),
+    // A box of a cluster only (`crate::cluster`); the box-wide ones from shard 0.
+    (
+        "cluster_redirects_total",
+        "Pre-login frames answered Redirect: the phone's home is another box.",
+    ),
+    (
+        "cluster_busy_total",
+        "Pre-login frames answered Busy: the link to the cluster gateway was full.",
+    ),
+    (
+        "cluster_answer_timeouts_total",
+        "Pre-login frames refused: the cluster gateway did not answer in time.",
+    ),
+    (
+        "cluster_waiting",
+        "Pre-login frames waiting for the cluster gateway.",
+    ),
+    (
+        "cluster_alone",
+        "1 while this box cannot reach its cluster (NATS) and serves alone (shard 0).",
+    ),
+    (
+        "cluster_members",
+        "Live boxes in the cluster, this one included (shard 0).",
+    ),
+    (
+        "cluster_placed_here_total",
+        "Home look-ups answered: serve here (shard 0).",
+    ),
+    (
+        "cluster_placed_there_total",
+        "Home look-ups answered: another live box (shard 0).",
+    ),
+    (
+        "cluster_home_down_total",
+        "Home look-ups answered: the home box is not live (shard 0).",
+    ),
+    (
+        "cluster_unavailable_total",
+        "Home look-ups NATS could not answer (shard 0).",
+    ),
+    (
+        "cluster_homes_created_total",
+        "Phones whose home box this box recorded (shard 0).",
+    ),
+    (
+        "cluster_lease_failures_total",
+        "Renewals of this box's membership lease that failed (shard 0).",
+    ),
+    (
+        "cluster_answers_dropped_total",
+        "Gateway answers dropped: the shard's queue was full (shard 0).",
+    ),
+    (
+        "cluster_sends_out_total",
+        "1:1 messages handed to the cluster gateway (recipient on another box).",
+    ),
+    (
+        "cluster_sends_busy_total",
+        "Messages and receipts refused: the link to the gateway was full.",
+    ),
+    (
+        "cluster_receipts_handed_total",
+        "Receipts handed to the gateway for a sender on another box.",
+    ),
+    (
+        "cluster_inbound_held",
+        "Messages from other boxes held behind one this shard refused, in order.",
+    ),
+    (
+        "cluster_inbound_unsettled",
+        "Messages from other boxes being stored here, not yet answered.",
+    ),
+    (
+        "cluster_messages_out_total",
+        "Messages published to another box's stream and acked by JetStream (shard 0).",
+    ),
+    (
+        "cluster_publish_failures_total",
+        "Messages and receipts JetStream did not take (shard 0).",
+    ),
+    (
+        "cluster_messages_to_nobody_total",
+        "Messages for numbers with no home box, answered and dropped (shard 0).",
+    ),
+    (
+        "cluster_messages_in_total",
+        "Messages from other boxes stored here and acked (shard 0).",
+    ),
+    (
+        "cluster_messages_in_retried_total",
+        "Messages from other boxes handed back for later (shard 0).",
+    ),
+    (
+        "cluster_messages_in_bad_total",
+        "Messages in this box's stream that did not decode, dropped (shard 0).",
+    ),
+    (
+        "cluster_receipts_out_total",
+        "Receipts published to a sender's home box (shard 0).",
+    ),
+    (
+        "cluster_receipts_in_total",
+        "Receipts from other boxes handed to their sender's shard (shard 0).",
+    ),
+    (
+        "cluster_inbound_pending",
+        "Messages of this box's stream handed to shards, not acked yet (shard 0).",
+    ),
 ];
 
 /// The service's latency histograms.

@@ -2,6 +2,7 @@
 //! the defaults. Flags win over the file; the file wins over defaults. This module only
 //! parses and validates; it must not start anything.
 
+pub mod cluster;
 pub mod coalesce;
 pub mod media;
 pub mod show;
@@ -186,6 +187,9 @@ pub struct Cli {
     /// wrote to the sender are free (0: off) [default: 200; 0 with --load-test-secret].
     #[arg(long)]
     pub new_recipients_per_hour: Option<u32>,
+    /// Cluster of boxes over NATS (`cluster.rs`).
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
 }
 
 /// The same settings, as a TOML file may give them.
@@ -235,6 +239,8 @@ pub struct FileConfig {
     new_recipients_per_hour: Option<u32>,
     /// The `[media]` table (`config/media.rs`).
     media: Option<media::MediaFile>,
+    /// The `[cluster]` table (`cluster.rs`).
+    cluster: Option<cluster::FileCluster>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -357,6 +363,8 @@ pub struct ServerConfig {
     pub signup: messaging::tables::budgets::SignupLimits,
     /// Per-user budgets (see `admission.rs`).
     pub users: messaging::tables::admission::UserLimits,
+    /// The cluster this box joins; `None`: it runs alone, as without the feature.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// A configuration that cannot be used.
@@ -561,7 +569,9 @@ impl ServerConfig {
                 }),
         };
         let tls = !(cli.no_tls || file.no_tls.unwrap_or(false));
+        let cluster = cluster::resolve(cli.cluster, file.cluster)?;
         Ok(ServerConfig {
+            cluster,
             media: cli.media.resolve(file.media.as_ref())?,
             signup,
             users,

@@ -116,6 +116,13 @@ pub fn effective_toml(c: &ServerConfig) -> String {
     if let Some(m) = &c.media {
         o.push_str(&crate::config::media::toml_section(m));
     }
+    if let Some(cl) = &c.cluster {
+        let _ = writeln!(o, "\n[cluster]");
+        let _ = writeln!(o, "nats = {}", val(cl.servers.join(",")));
+        let _ = writeln!(o, "box_id = {}", val(cl.box_id.clone()));
+        let _ = writeln!(o, "advertise = {}", val(cl.advertise.clone()));
+        let _ = writeln!(o, "optional = {}", val(cl.optional));
+    }
     o
 }
 
@@ -152,6 +159,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("retention_days = 9\n"), "{text}");
+    }
+
+    #[test]
+    fn the_cluster_table_reads_back_as_the_same_cluster() {
+        let dir = std::env::temp_dir().join(format!("sb-show-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cli = Cli::parse_from([
+            "switchboard",
+            "--cluster",
+            "nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+            "--box-id",
+            "paris-1",
+            "--advertise",
+            "chat1.example.net:5222",
+            "--cluster-optional",
+        ]);
+        let cfg = ServerConfig::from_cli(cli).unwrap();
+        let text = effective_toml(&cfg);
+        let out = dir.join("out.toml");
+        std::fs::write(&out, &text).unwrap();
+        let cli = Cli::parse_from(["switchboard", "--config", out.to_str().unwrap()]);
+        let again = ServerConfig::from_cli(cli).unwrap();
+        assert_eq!(cfg.cluster, again.cluster, "{text}");
+        assert!(cfg.cluster.is_some_and(|c| c.optional));
     }
 
     #[test]

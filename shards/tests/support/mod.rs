@@ -72,6 +72,7 @@ impl TestServer {
             signup: Default::default(),
             users: Default::default(),
             media: None,
+            cluster: None,
         };
         let mut cfg = cfg;
         tweak(&mut cfg);

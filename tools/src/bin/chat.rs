@@ -532,6 +532,10 @@ fn show(
             say!("group {} members: {}", g.group_id, g.members.join(" "));
             Ok(false)
         }
+        Kind::Redirect(r) => {
+            say!("this number's home is another box: connect to {}", r.addr);
+            Ok(false)
+        }
         Kind::Error(e) => {
             let err = tools::client::refused(&e);
             if let ClientError::Refused { name, .. } = &err {

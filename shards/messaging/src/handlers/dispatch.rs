@@ -108,7 +108,7 @@ impl ShardState {
                 let p = proto::v1::GroupAddPolicy::try_from(p.who_can_add).unwrap_or_default();
                 self.on_group_privacy(user, p)
             }
-            K::MediaSlot(r) => self.on_media_slot(now, conn, &user, r, out),
+            K::MediaSlot(r) => self.on_media_slot(now, conn, user, r, out),
             K::Ping(_) | K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_) => {
                 out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0)
             }

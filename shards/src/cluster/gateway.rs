@@ -1,0 +1,768 @@
+//! The gateway thread: the box's one NATS client, on a tokio current-thread runtime of its
+//! own. Shards never run any of this; they reach it through [`ClusterLink`]'s queues.
+//!
+//! ## Steps
+//! 1. [`start`]: connect to NATS and open (or create) the members and homes buckets, within
+//!    [`CONNECT_WAIT_MS`]. Failing that, the box does not start ([`ClusterStartError`]:
+//!    one line, exit 1), or with `--cluster-optional` it starts alone
+//!    ([`super::ClusterStatus::alone`]) and this thread keeps trying every
+//!    [`RETRY_CONNECT_MS`].
+//! 2. Serve: every [`GATEWAY_POLL_MS`] take the shards' questions (at most
+//!    [`GATEWAY_PENDING_MAX`] at once; past it `Unavailable`), look each phone's home up
+//!    (`placement.rs`) concurrently, and push each answer into its shard's queue. Renew this
+//!    box's lease every [`MEMBER_BEAT_MS`] and follow the members bucket (`membership.rs`).
+//! 3. When every shard has dropped its end of the link (the box is stopping), delete this
+//!    box's member entry (a clean leave) and end.
+//!
+//! Why it is safe: the shards only ever `push`/`pop` bounded lock-free queues; an answer
+//! that finds its shard's queue full is dropped and counted, and the shard answers that
+//! question at its deadline; NATS being slow or gone delays only the frames that asked.
+//!
+//! This module owns the NATS connection; it must not touch a shard's state.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::{self, consumer::pull, kv};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use super::membership::{self, Member, Members, MEMBERS_BUCKET, MEMBER_BEAT_MS, MEMBER_LEASE_MS};
+use super::placement::{self, HOMES_BUCKET};
+use super::routes::{self, Issued, IssuedAck, Issuing, Outgoing, Published, ISSUE_BATCH_MAX};
+use super::{
+    cross, Answer, ClusterLink, ClusterStatus, Down, Placement, Up, GATEWAY_PENDING_MAX,
+    GATEWAY_POLL_MS,
+};
+use crate::config::cluster::ClusterConfig;
+
+/// How long start-up waits for NATS and the buckets.
+pub const CONNECT_WAIT_MS: u64 = 5_000;
+/// How often a box alone tries to reach NATS again.
+pub const RETRY_CONNECT_MS: u64 = 2_000;
+/// Replicas asked for the buckets: 3 where NATS runs as a cluster of at least 3, else 1
+/// (a single server refuses 3, and the gateway then asks for 1).
+pub const BUCKET_REPLICAS: usize = 3;
+
+/// Why a box could not join its cluster at start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterStartError {
+    /// NATS did not answer, or refused the buckets.
+    #[error("cannot reach NATS at {servers}: {detail} (use --cluster-optional to start alone)")]
+    Unreachable {
+        /// The servers tried.
+        servers: String,
+        /// Why.
+        detail: String,
+    },
+    /// The gateway thread could not start.
+    #[error("cluster gateway thread: {0}")]
+    Thread(String),
+}
+
+/// Most time a stopping box waits for its gateway to leave the members bucket.
+pub const LEAVE_WAIT_MS: u64 = 2_000;
+
+/// Set once this process's gateway has left (or ended); `None` without a cluster.
+static LEFT: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+
+/// Called once the shards have stopped: waits (at most [`LEAVE_WAIT_MS`]) for the gateway
+/// to delete this box's member entry, so that the others see the leave at once instead of
+/// at the end of the lease. Returns at once for a box without a cluster.
+pub fn wait_left() {
+    let Some(left) = LEFT.get() else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_millis(LEAVE_WAIT_MS);
+    while !left.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The NATS side once connected.
+struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    members: kv::Store,
+    homes: kv::Store,
+    /// This box's stream, being read (`cross.rs` step 1); `None` until it can be.
+    inbound: Option<pull::Stream>,
+}
+
+/// Step 1. Returns once the box has joined, or (optional) is known to be alone.
+pub fn start(cfg: &ClusterConfig, link: Arc<ClusterLink>) -> Result<(), ClusterStartError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+    let cfg = cfg.clone();
+    let left = LEFT.get_or_init(Default::default).clone();
+    let servers = cfg.servers.join(",");
+    std::thread::Builder::new()
+        .name("cluster-gateway".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("tokio runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(run(cfg, link, tx));
+            left.store(true, Ordering::Release);
+        })
+        .map_err(|e| ClusterStartError::Thread(e.to_string()))?;
+    let wait = Duration::from_millis(CONNECT_WAIT_MS + 1_000);
+    match rx.recv_timeout(wait) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(detail)) => Err(ClusterStartError::Unreachable { servers, detail }),
+        Err(_) => Err(ClusterStartError::Unreachable {
+            servers,
+            detail: "no answer in time".into(),
+        }),
+    }
+}
+
+async fn run(
+    cfg: ClusterConfig,
+    link: Arc<ClusterLink>,
+    ready: std::sync::mpsc::SyncSender<Result<(), String>>,
+) {
+    let nats = match tokio::time::timeout(Duration::from_millis(CONNECT_WAIT_MS), connect(&cfg))
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+    {
+        Ok(n) => {
+            let _ = ready.send(Ok(()));
+            n
+        }
+        Err(e) if cfg.optional => {
+            tracing::warn!(
+                servers = %cfg.servers.join(","),
+                "cannot reach NATS ({e}): serving this box's own users alone"
+            );
+            link.status.alone.store(true, Ordering::Relaxed);
+            let _ = ready.send(Ok(()));
+            match retry_connect(&cfg, &link).await {
+                Some(n) => n,
+                None => return,
+            }
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    link.status.alone.store(false, Ordering::Relaxed);
+    tracing::info!(box_id = %cfg.box_id, advertise = %cfg.advertise, "joined the cluster");
+    serve(cfg, link, nats).await;
+}
+
+/// Step 1 for a box alone: tries again until it connects, or the box stops (`None`).
+async fn retry_connect(cfg: &ClusterConfig, link: &Arc<ClusterLink>) -> Option<Nats> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(RETRY_CONNECT_MS)).await;
+        if Arc::strong_count(link) == 1 {
+            return None;
+        }
+        let attempt = tokio::time::timeout(Duration::from_millis(CONNECT_WAIT_MS), connect(cfg));
+        if let Ok(Ok(n)) = attempt.await {
+            return Some(n);
+        }
+    }
+}
+
+async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("switchboard {}", cfg.box_id))
+        .connection_timeout(Duration::from_millis(CONNECT_WAIT_MS))
+        .connect(cfg.servers.as_slice())
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = jetstream::new(client.clone());
+    let members = bucket(
+        &js,
+        kv::Config {
+            bucket: MEMBERS_BUCKET.into(),
+            description: "switchboard boxes: {advertise, load} per box id, one lease".into(),
+            history: 1,
+            max_age: Duration::from_millis(MEMBER_LEASE_MS),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let homes = bucket(
+        &js,
+        kv::Config {
+            bucket: HOMES_BUCKET.into(),
+            description: "switchboard: each phone's home box id, written once".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let inbound = Some(cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?);
+    Ok(Nats {
+        client,
+        js,
+        members,
+        homes,
+        inbound,
+    })
+}
+
+/// The bucket as it exists, or created ([`BUCKET_REPLICAS`] replicas, else one).
+///
+/// The bucket's stream is created here as the client's `create_key_value` would create it:
+/// that call first reads the account's JetStream limits, whose reply from nats-server 2.9
+/// (Debian's) lacks fields the client requires.
+async fn bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(cfg.bucket.clone()).await {
+        return Ok(store);
+    }
+    let stream = jetstream::stream::Config {
+        name: format!("KV_{}", cfg.bucket),
+        description: Some(cfg.description.clone()),
+        subjects: vec![format!("$KV.{}.>", cfg.bucket)],
+        max_messages_per_subject: cfg.history.max(1),
+        max_age: cfg.max_age,
+        storage: cfg.storage,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: BUCKET_REPLICAS,
+        ..Default::default()
+    };
+    let created = match js.create_stream(stream.clone()).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::debug!(bucket = %cfg.bucket, "{BUCKET_REPLICAS} replicas refused ({e}); asking for 1");
+            let single = jetstream::stream::Config {
+                num_replicas: 1,
+                ..stream
+            };
+            js.create_stream(single).await.map(|_| ())
+        }
+    };
+    created.map_err(|e| format!("bucket {}: {e}", cfg.bucket))?;
+    js.get_key_value(cfg.bucket.clone())
+        .await
+        .map_err(|e| format!("bucket {}: {e}", cfg.bucket))
+}
+
+type Found = Result<Option<placement::Home>, String>;
+
+/// What a piece of work in flight ends with.
+enum Finished {
+    /// A home look-up for shard `.0`'s question `.1`.
+    Placed(usize, u64, Found),
+    /// A message published (or not) for shard `shard`.
+    Sent {
+        shard: usize,
+        from: String,
+        client_msg_id: u64,
+        to: String,
+        publish: Published,
+    },
+    /// A receipt published (or not).
+    ReceiptSent { to: String, publish: Published },
+}
+
+type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
+
+/// The gateway's state while it serves (step 2).
+struct Gw {
+    cfg: ClusterConfig,
+    link: Arc<ClusterLink>,
+    nats: Nats,
+    me: Member,
+    members: Members,
+    watch: Option<kv::Watch>,
+    homes: cross::HomeCache,
+    work: FuturesUnordered<Work>,
+    /// Messages and receipts waiting to be published, in the order shards handed them over.
+    outbox: std::collections::VecDeque<Outgoing>,
+    /// The one round of publishes being issued: publishes leave in outbox order (a
+    /// sender's messages reach the recipient's home in the order sent, as dedupe needs),
+    /// while their acks are awaited together in `work`.
+    issuing: Option<Issuing>,
+    /// Inbound messages handed to shards, by token, until the shard says `Done`.
+    unacked: HashMap<u64, (jetstream::Message, Instant)>,
+    next_token: u64,
+}
+
+/// Step 2 and 3.
+async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
+    let me = Member {
+        advertise: cfg.advertise.clone(),
+        load: 0,
+    };
+    let mut members = Members::default();
+    members.put(&cfg.box_id, me.clone(), Instant::now());
+    let watch = nats.members.watch_all().await.ok();
+    let mut gw = Gw {
+        cfg,
+        link,
+        nats,
+        me,
+        members,
+        watch,
+        homes: Default::default(),
+        work: FuturesUnordered::new(),
+        outbox: Default::default(),
+        issuing: None,
+        unacked: HashMap::new(),
+        next_token: 0,
+    };
+    let Some(woken) = watch_wake(&gw.link) else {
+        tracing::error!("cluster gateway: cannot watch its eventfd");
+        return;
+    };
+    let mut poll = tokio::time::interval(Duration::from_millis(GATEWAY_POLL_MS));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut beat = tokio::time::interval(Duration::from_millis(MEMBER_BEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        // Parked from here until an event: a shard that pushes meanwhile writes the eventfd.
+        gw.link.gateway_wake.set_parked(true);
+        let queued = gw.link.to_gateway.iter().any(|q| !q.is_empty());
+        let ev = tokio::select! {
+            _ = shards_pushed(&woken, queued) => Ev::Shards,
+            _ = poll.tick() => Ev::Poll,
+            _ = beat.tick() => Ev::Beat,
+            Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
+            Some(m) = next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+            Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
+            Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
+        };
+        gw.link.gateway_wake.set_parked(false);
+        match ev {
+            Ev::Shards => gw.take_from_shards().await,
+            Ev::Poll => {
+                if Arc::strong_count(&gw.link) == 1 {
+                    break;
+                }
+                gw.take_from_shards().await;
+            }
+            Ev::Beat => gw.renew().await,
+            Ev::Entry(entry) => {
+                gw.members.apply(&entry, Instant::now());
+                let live = gw.members.live(Instant::now()).len() as u64;
+                gw.link.status.members.store(live, Ordering::Relaxed);
+            }
+            Ev::Inbound(m) => gw.inbound(m).await,
+            Ev::Done(done) => gw.finished(done),
+            Ev::Issued(issued) => gw.issued(issued),
+        }
+    }
+    // Step 3: a clean leave.
+    let _ = gw.nats.members.delete(&gw.cfg.box_id).await;
+    let _ = gw.nats.client.flush().await;
+    tracing::info!(box_id = %gw.cfg.box_id, "left the cluster");
+}
+
+/// What woke the gateway's loop (one at a time, moved straight into its handler).
+#[allow(clippy::large_enum_variant)]
+enum Ev {
+    Shards,
+    Poll,
+    Beat,
+    Entry(kv::Entry),
+    Inbound(jetstream::Message),
+    Done(Finished),
+    Issued(Vec<Issued>),
+}
+
+/// The shards' eventfd (a duplicate the watcher owns), watched by this runtime.
+fn watch_wake(link: &ClusterLink) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    let fd = link.gateway_wake.try_clone_fd().ok()?;
+    // SAFETY: the AsyncFd owns `fd`, an open descriptor that stays open (and the same) until
+    // the AsyncFd is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .ok()
+}
+
+/// Ready at once when something is `queued`, else once a shard writes the eventfd (which
+/// is then cleared).
+async fn shards_pushed(woken: &tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, queued: bool) {
+    if queued {
+        return;
+    }
+    let Ok(mut guard) = woken.readable().await else {
+        return std::future::pending().await;
+    };
+    let mut n: u64 = 0;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(woken.get_ref());
+    // SAFETY: an 8-byte read into a live u64 from our non-blocking eventfd.
+    let _ = unsafe { libc::read(fd, (&mut n as *mut u64).cast(), 8) };
+    guard.clear_ready();
+}
+
+/// The next members entry; never ready while there is no watch (it is made again at the
+/// next beat).
+async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
+    let Some(w) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    match w.next().await {
+        Some(Ok(entry)) => Some(entry),
+        _ => {
+            *watch = None;
+            None
+        }
+    }
+}
+
+/// The round of publishes being issued, once issued; never ready while there is none.
+async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
+    let Some(f) = issuing.as_mut() else {
+        return std::future::pending().await;
+    };
+    let issued = f.await;
+    *issuing = None;
+    Some(issued)
+}
+
+/// The next message of this box's stream; never ready while it is not being read (it is
+/// read again from the next beat).
+async fn next_inbound(inbound: &mut Option<pull::Stream>) -> Option<jetstream::Message> {
+    let Some(s) = inbound.as_mut() else {
+        return std::future::pending().await;
+    };
+    match s.next().await {
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            tracing::debug!("reading this box's stream: {e}");
+            None
+        }
+        None => {
+            *inbound = None;
+            None
+        }
+    }
+}
+
+impl Gw {
+    /// Renews the lease; notes whether NATS answers; makes the watch and the stream reader
+    /// again if they ended; forgets inbound messages JetStream has given up waiting for.
+    async fn renew(&mut self) {
+        self.me.load = self.link.load();
+        let ok = membership::beat(&self.nats.members, &self.cfg.box_id, &self.me).await;
+        let status = &self.link.status;
+        if let Err(e) = &ok {
+            ClusterStatus::bump(&status.lease_failures);
+            tracing::warn!(box_id = %self.cfg.box_id, "cluster lease not renewed: {e}");
+        }
+        let now = Instant::now();
+        // This box is live to itself while it can renew its lease.
+        if ok.is_ok() {
+            self.members.put(&self.cfg.box_id, self.me.clone(), now);
+        }
+        self.members.expire(now);
+        status.alone.store(ok.is_err(), Ordering::Relaxed);
+        let live = self.members.live(now).len() as u64;
+        status.members.store(live, Ordering::Relaxed);
+        if self.watch.is_none() {
+            self.watch = self.nats.members.watch_all().await.ok();
+        }
+        if self.nats.inbound.is_none() {
+            let js = &self.nats.js;
+            self.nats.inbound = cross::own_stream(js, &self.cfg.box_id, BUCKET_REPLICAS)
+                .await
+                .ok();
+        }
+        let wait = Duration::from_millis(cross::INBOUND_ACK_WAIT_MS);
+        self.unacked
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < wait);
+        let pending = self.unacked.len() as u64;
+        status.inbound_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// Takes what every shard handed over and starts the work for it.
+    async fn take_from_shards(&mut self) {
+        let mut done = Vec::new();
+        for shard in 0..self.link.to_gateway.len() {
+            while let Some(up) = self.link.to_gateway[shard].pop() {
+                match up {
+                    Up::Done { token, stored } => done.push((token, stored)),
+                    _ if self.work.len() + self.outbox.len() >= GATEWAY_PENDING_MAX => {
+                        self.refuse(shard, up)
+                    }
+                    Up::Place(q) => self.place(shard, q),
+                    Up::Send(d) => self.send(shard, *d),
+                    Up::Receipt { sender, receipt } => self.send_receipt(sender, receipt),
+                }
+            }
+        }
+        for (token, stored) in done {
+            self.settle(token, stored).await;
+        }
+        self.issue_next();
+    }
+
+    /// Too much in flight: the shard hears at once.
+    fn refuse(&mut self, shard: usize, up: Up) {
+        match up {
+            Up::Place(q) => {
+                let placement = Placement::Unavailable;
+                answer(
+                    &self.link,
+                    shard,
+                    Down::Placed(Answer {
+                        token: q.token,
+                        placement,
+                    }),
+                );
+            }
+            Up::Send(d) => {
+                ClusterStatus::bump(&self.link.status.publish_failures);
+                let sent = Down::Sent {
+                    from: d.from,
+                    client_msg_id: d.client_msg_id,
+                    server_msg_id: None,
+                };
+                answer(&self.link, shard, sent);
+            }
+            Up::Receipt { .. } | Up::Done { .. } => {}
+        }
+    }
+
+    fn place(&mut self, shard: usize, q: super::Question) {
+        let live = self.members.live(Instant::now());
+        let homes = self.nats.homes.clone();
+        self.work.push(Box::pin(async move {
+            let found = placement::home(&homes, &q.phone, q.create, live).await;
+            Finished::Placed(shard, q.token, found.map_err(|e| e.to_string()))
+        }));
+    }
+
+    /// Step 2 of `cross.rs` for one message.
+    fn send(&mut self, shard: usize, d: messaging::state::mesh_msg::Delivery) {
+        let env = cross::Envelope::message(&d);
+        self.outbox.push_back(Outgoing {
+            shard: Some(shard),
+            env,
+        });
+    }
+
+    /// Step 4 of `cross.rs`: a receipt to the sender's home.
+    fn send_receipt(&mut self, sender: String, receipt: proto::v1::Receipt) {
+        let env = cross::Envelope {
+            to: sender,
+            receipt: Some(receipt),
+            ..Default::default()
+        };
+        self.outbox.push_back(Outgoing { shard: None, env });
+    }
+
+    /// Starts the next round of publishes, unless one is being issued.
+    fn issue_next(&mut self) {
+        if self.issuing.is_some() || self.outbox.is_empty() {
+            return;
+        }
+        let n = self.outbox.len().min(ISSUE_BATCH_MAX);
+        let batch: Vec<Outgoing> = self.outbox.drain(..n).collect();
+        let mut known: HashMap<String, String> = HashMap::new();
+        for o in &batch {
+            if let Some(h) = self.homes.get(&o.env.to) {
+                known.insert(o.env.to.clone(), h.to_string());
+            }
+        }
+        let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        let me = self.cfg.box_id.clone();
+        self.issuing = Some(Box::pin(routes::issue(js, homes, me, known, batch)));
+    }
+
+    /// A round of publishes issued: their acks are awaited in `work`; the next round starts.
+    fn issued(&mut self, issued: Vec<Issued>) {
+        for Issued { shard, env, ack } in issued {
+            match ack {
+                IssuedAck::Pending(home, f) => self.work.push(Box::pin(async move {
+                    let publish = match f.await {
+                        Ok(a) => Published::Stored {
+                            home,
+                            seq: a.sequence,
+                        },
+                        Err(e) => Published::Failed(e.to_string()),
+                    };
+                    finished_publish(shard, env, publish)
+                })),
+                IssuedAck::Done(publish) => self.finished(finished_publish(shard, env, publish)),
+            }
+        }
+        self.issue_next();
+    }
+
+    fn finished(&mut self, done: Finished) {
+        let status = &self.link.status;
+        match done {
+            Finished::Placed(shard, token, found) => {
+                if let Ok(Some(placement::Home { created: true, .. })) = &found {
+                    ClusterStatus::bump(&status.homes_created);
+                }
+                let placement = place(&self.cfg.box_id, &self.members, found);
+                answer(&self.link, shard, Down::Placed(Answer { token, placement }));
+            }
+            Finished::Sent {
+                shard,
+                from,
+                client_msg_id,
+                to,
+                publish,
+            } => {
+                let server_msg_id = match publish {
+                    Published::Stored { home, seq } => {
+                        ClusterStatus::bump(&status.messages_out);
+                        self.homes.put(to, home);
+                        Some(seq)
+                    }
+                    Published::Nobody => {
+                        ClusterStatus::bump(&status.messages_to_nobody);
+                        Some(0)
+                    }
+                    Published::Failed(e) => {
+                        ClusterStatus::bump(&status.publish_failures);
+                        tracing::debug!("cross-box publish failed: {e}");
+                        None
+                    }
+                };
+                let sent = Down::Sent {
+                    from,
+                    client_msg_id,
+                    server_msg_id,
+                };
+                answer(&self.link, shard, sent);
+            }
+            Finished::ReceiptSent { to, publish } => match publish {
+                Published::Stored { home, .. } => {
+                    ClusterStatus::bump(&status.receipts_out);
+                    self.homes.put(to, home);
+                }
+                Published::Nobody => {}
+                Published::Failed(e) => {
+                    ClusterStatus::bump(&status.publish_failures);
+                    tracing::debug!("cross-box receipt not published: {e}");
+                }
+            },
+        }
+    }
+
+    /// Step 3 of `cross.rs`: one message of this box's stream to its shard.
+    async fn inbound(&mut self, m: jetstream::Message) {
+        use prost::Message as _;
+        let status = &self.link.status;
+        let env = (m.payload.len() <= cross::ENVELOPE_BYTES_MAX)
+            .then(|| cross::Envelope::decode(m.payload.as_ref()).ok())
+            .flatten()
+            .filter(cross::Envelope::check);
+        let Some(env) = env else {
+            ClusterStatus::bump(&status.messages_in_bad);
+            let _ = m.ack().await;
+            return;
+        };
+        let shards = self.link.to_shard.len();
+        let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
+        if let Some(receipt) = env.receipt {
+            let down = Down::Receipt {
+                sender: env.to,
+                receipt,
+            };
+            if self.link.to_shard[shard].push(down).is_ok() {
+                self.link.wake(shard);
+                ClusterStatus::bump(&status.receipts_in);
+                let _ = m.ack().await;
+            } else {
+                let _ = m.ack_with(routes::retry()).await;
+            }
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let delivery = Box::new(env.into_delivery());
+        if self.link.to_shard[shard]
+            .push(Down::Deliver { token, delivery })
+            .is_ok()
+        {
+            self.link.wake(shard);
+            self.unacked.insert(token, (m, Instant::now()));
+        } else {
+            ClusterStatus::bump(&status.messages_in_retried);
+            let _ = m.ack_with(routes::retry()).await;
+        }
+    }
+
+    /// A shard's `Done` for an inbound message: ack it, or have it delivered again later.
+    async fn settle(&mut self, token: u64, stored: bool) {
+        let Some((m, _)) = self.unacked.remove(&token) else {
+            return; // forgotten at its ack wait: JetStream delivers it again
+        };
+        let status = &self.link.status;
+        if stored {
+            ClusterStatus::bump(&status.messages_in);
+            let _ = m.ack().await;
+        } else {
+            ClusterStatus::bump(&status.messages_in_retried);
+            let _ = m.ack_with(routes::retry()).await;
+        }
+    }
+}
+
+/// What finished for a publish of `env` for `shard` (`None`: a receipt).
+fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Published) -> Finished {
+    match shard {
+        Some(shard) => Finished::Sent {
+            shard,
+            from: env.from,
+            client_msg_id: env.client_msg_id,
+            to: env.to,
+            publish,
+        },
+        None => Finished::ReceiptSent {
+            to: env.to,
+            publish,
+        },
+    }
+}
+
+/// What a look-up's result means for the asking box.
+fn place(me: &str, members: &Members, found: Found) -> Placement {
+    match found {
+        Ok(Some(home)) if home.box_id == me => Placement::Here,
+        Ok(Some(home)) => match members.advertise(&home.box_id, Instant::now()) {
+            Some(addr) => Placement::There(addr.to_string()),
+            None => Placement::HomeDown,
+        },
+        Ok(None) => Placement::Nowhere,
+        Err(e) => {
+            tracing::debug!("placement: {e}");
+            Placement::Unavailable
+        }
+    }
+}
+
+/// Pushes `d` to `shard`, counting a placement by outcome (and anything dropped because
+/// the queue is full: a placement then times out at the shard, a `Sent` leaves the sender
+/// without an answer, so it retries).
+fn answer(link: &ClusterLink, shard: usize, d: Down) {
+    let s = &link.status;
+    if let Down::Placed(a) = &d {
+        let counter = match a.placement {
+            Placement::Here | Placement::Nowhere => &s.answered_here,
+            Placement::There(_) => &s.answered_there,
+            Placement::HomeDown => &s.answered_home_down,
+            Placement::Unavailable => &s.answered_unavailable,
+        };
+        ClusterStatus::bump(counter);
+    }
+    if link.to_shard[shard].push(d).is_err() {
+        ClusterStatus::bump(&s.answers_dropped);
+    }
+    link.wake(shard);
+}

@@ -1,0 +1,96 @@
+//! The gateway's routes for messages and receipts between boxes (`cross.rs` steps 2 and 4):
+//! publishes issued in the order the shards handed them over, one round at a time, with
+//! their acks awaited apart; and the nak that has JetStream deliver a message again.
+//!
+//! This module owns the publishing rounds; the gateway's loop (`gateway.rs`) starts them
+//! and counts what they end with. It must not touch a shard's state.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use super::{cross, placement};
+
+/// A message or receipt waiting to be published; `shard` is the sender's shard for a
+/// message, `None` for a receipt.
+pub(super) struct Outgoing {
+    pub(super) shard: Option<usize>,
+    pub(super) env: cross::Envelope,
+}
+
+/// A publish issued (written to NATS, in order) and what its ack is.
+pub(super) struct Issued {
+    pub(super) shard: Option<usize>,
+    pub(super) env: cross::Envelope,
+    pub(super) ack: IssuedAck,
+}
+
+pub(super) enum IssuedAck {
+    /// JetStream's ack will come; the home box is known.
+    Pending(String, jetstream::context::PublishAckFuture),
+    /// Known already.
+    Done(Published),
+}
+
+pub(super) type Issuing = Pin<Box<dyn Future<Output = Vec<Issued>> + Send>>;
+
+/// Most messages one issuing round takes from the outbox.
+pub const ISSUE_BATCH_MAX: usize = 1024;
+
+/// A nak that has JetStream deliver the message again after [`cross::INBOUND_RETRY_MS`].
+pub(super) fn retry() -> jetstream::AckKind {
+    jetstream::AckKind::Nak(Some(Duration::from_millis(cross::INBOUND_RETRY_MS)))
+}
+
+/// How a publish to a phone's home box ended.
+pub(super) enum Published {
+    /// The home box's stream holds it, at this sequence.
+    Stored { home: String, seq: u64 },
+    /// The phone has no home anywhere.
+    Nobody,
+    /// NATS did not take it.
+    Failed(String),
+}
+
+/// Issues one round of publishes in order: each to the stream of `env.to`'s home box
+/// (`known`, or read from the homes bucket, one read per phone), without waiting for
+/// JetStream's acks. A phone homed on this box `me` (it came here because this box has no
+/// account for it: recorded at a Register never verified) has nobody to go to.
+pub(super) async fn issue(
+    js: jetstream::Context,
+    homes: kv::Store,
+    me: String,
+    mut known: HashMap<String, String>,
+    batch: Vec<Outgoing>,
+) -> Vec<Issued> {
+    use prost::Message as _;
+    let mut out = Vec::with_capacity(batch.len());
+    for Outgoing { shard, env } in batch {
+        let home = match known.get(&env.to) {
+            Some(h) => Ok(Some(h.clone())),
+            None => placement::home(&homes, &env.to, false, Vec::new())
+                .await
+                .map(|h| h.map(|h| h.box_id)),
+        };
+        let ack = match home {
+            Ok(Some(home)) if home == me => IssuedAck::Done(Published::Nobody),
+            Ok(Some(home)) => {
+                known.insert(env.to.clone(), home.clone());
+                let msg = jetstream::message::PublishMessage::build()
+                    .payload(env.encode_to_vec().into())
+                    .message_id(env.msg_id());
+                match js.send_publish(cross::subject(&home), msg).await {
+                    Ok(f) => IssuedAck::Pending(home, f),
+                    Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
+                }
+            }
+            Ok(None) => IssuedAck::Done(Published::Nobody),
+            Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
+        };
+        out.push(Issued { shard, env, ack });
+    }
+    out
+}

@@ -1,0 +1,201 @@
+//! Placement and redirects: two boxes on one NATS; each phone gets one home box, chosen at
+//! sign-up and kept; Register, Verify, Login and LoadTestLogin at the other box answer
+//! `Redirect` to the home's advertised address, and work at the home.
+
+use proto::v1::{client_frame, server_frame, ErrorCode};
+
+use crate::nats::{Box, Nats};
+use crate::support::V;
+
+pub const ADV_A: &str = "box-a.test:5222";
+pub const ADV_B: &str = "box-b.test:5222";
+
+/// The phones whose home rendezvous hashing puts on `id` of boxes a and b.
+pub fn phones_homed_on(id: &str, n: usize, from: u64) -> Vec<String> {
+    (from..)
+        .map(|i| format!("+1555{i:07}"))
+        .filter(|p| shards::cluster::placement::choose(p, ["a", "b"]) == Some(id))
+        .take(n)
+        .collect()
+}
+
+pub fn two_boxes(nats: &Nats) -> (Box, Box) {
+    let a = Box::start(&nats.url, "a", ADV_A, &[]);
+    let b = Box::start(&nats.url, "b", ADV_B, &[]);
+    a.wait_stat("cluster_members", 2);
+    b.wait_stat("cluster_members", 2);
+    (a, b)
+}
+
+fn expect_redirect(frame: server_frame::Kind, to: &str) {
+    match frame {
+        server_frame::Kind::Redirect(r) => assert_eq!(r.addr, to),
+        other => panic!("expected Redirect to {to}, got {other:?}"),
+    }
+}
+
+#[test]
+fn sign_up_and_login_work_at_the_home_and_redirect_elsewhere() {
+    let nats = Nats::start();
+    let (a, b) = two_boxes(&nats);
+    let phone = &phones_homed_on("b", 1, 3_000_000)[0];
+
+    let register = client_frame::Kind::Register(proto::v1::Register {
+        protocol_version: V,
+        phone: phone.clone(),
+    });
+    let mut at_a = a.client();
+    at_a.send(register.clone());
+    expect_redirect(at_a.recv(), ADV_B);
+    assert!(at_a.is_closed(), "a redirected connection is closed");
+
+    let mut at_b = b.client();
+    at_b.send(register);
+    assert!(matches!(at_b.recv(), server_frame::Kind::PinSent(_)));
+    let verify = client_frame::Kind::Verify(proto::v1::Verify {
+        protocol_version: V,
+        phone: phone.clone(),
+        pin: b.pin_for(phone),
+    });
+    let mut at_a = a.client();
+    at_a.send(verify.clone());
+    expect_redirect(at_a.recv(), ADV_B);
+    at_b.send(verify);
+    let key = match at_b.recv() {
+        server_frame::Kind::Verified(v) => v.device_key,
+        other => panic!("expected Verified, got {other:?}"),
+    };
+
+    let login = client_frame::Kind::Login(proto::v1::Login {
+        protocol_version: V,
+        phone: phone.clone(),
+        device_key: key.clone(),
+    });
+    let mut at_a = a.client();
+    at_a.send(login);
+    expect_redirect(at_a.recv(), ADV_B);
+    b.client().login(phone, &key);
+    let (status, body) = crate::support::admin::get(a.admin, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    crate::nats::every_cluster_metric_is_documented(a.admin);
+    // The box the phone first came to recorded its home (on b), once.
+    assert_eq!(a.stat("cluster_homes_created_total"), Some(1));
+    assert_eq!(b.stat("cluster_homes_created_total"), Some(0));
+}
+
+#[test]
+fn every_phone_gets_one_home_and_keeps_it() {
+    let nats = Nats::start();
+    let (a, b) = two_boxes(&nats);
+    let on_a = phones_homed_on("a", 5, 3_100_000);
+    let on_b = phones_homed_on("b", 5, 3_100_000);
+    for (phone, home, other, home_adv) in on_a
+        .iter()
+        .map(|p| (p, &a, &b, ADV_A))
+        .chain(on_b.iter().map(|p| (p, &b, &a, ADV_B)))
+    {
+        // First contact at the other box records the home and redirects there.
+        let mut c = other.client();
+        c.send(load_test_login(phone));
+        expect_redirect(c.recv(), home_adv);
+        home.client().load_test_login(phone);
+        // Again, from the other side: the same home.
+        let mut c = other.client();
+        c.send(load_test_login(phone));
+        expect_redirect(c.recv(), home_adv);
+    }
+    let created = a.stat("cluster_homes_created_total").unwrap()
+        + b.stat("cluster_homes_created_total").unwrap();
+    assert_eq!(created, 10, "each phone's home recorded once");
+    // A third box joining moves nobody already placed.
+    let c3 = Box::start(&nats.url, "c", "box-c.test:5222", &[]);
+    c3.wait_stat("cluster_members", 3);
+    for phone in &on_a {
+        let mut c = c3.client();
+        c.send(load_test_login(phone));
+        expect_redirect(c.recv(), ADV_A);
+    }
+}
+
+#[test]
+fn a_home_box_that_is_down_is_said_so() {
+    let nats = Nats::start();
+    let (a, mut b) = two_boxes(&nats);
+    let phone = &phones_homed_on("b", 1, 3_200_000)[0];
+    b.client().load_test_login(phone);
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    // b's lease runs out; then a says b is down instead of redirecting there.
+    a.wait_stat("cluster_members", 1);
+    let mut c = a.client();
+    c.send(load_test_login(phone));
+    let e = match c.recv() {
+        server_frame::Kind::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(e.code, ErrorCode::HomeBoxDown as i32);
+}
+
+fn load_test_login(phone: &str) -> client_frame::Kind {
+    client_frame::Kind::LoadTestLogin(proto::v1::LoadTestLogin {
+        protocol_version: V,
+        phone: phone.into(),
+        secret: b"farm-secret".to_vec(),
+    })
+}
+
+#[test]
+fn a_box_stopped_cleanly_leaves_at_once() {
+    let nats = Nats::start();
+    let (a, mut b) = two_boxes(&nats);
+    let t = std::time::Instant::now();
+    // SIGTERM: the box drains and its gateway deletes its member entry on the way out.
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGTERM) };
+    let (status, _) = testkit::exit_and_stderr(
+        &mut b.child,
+        std::time::Duration::from_secs(20),
+        "a box stopping on SIGTERM",
+    );
+    assert!(status.success());
+    a.wait_stat("cluster_members", 1);
+    let lease = std::time::Duration::from_millis(shards::cluster::membership::MEMBER_LEASE_MS);
+    assert!(
+        t.elapsed() < lease,
+        "left in {:?}, before its lease ran out",
+        t.elapsed()
+    );
+}
+
+/// What `switchboard cluster status` reads: each live box's `{advertise, load}` under its
+/// box id in the `switchboard_members` KV bucket, the load being its open connections.
+#[test]
+fn each_box_announces_its_address_and_load_in_the_members_bucket() {
+    let nats = Nats::start();
+    let a = Box::start(&nats.url, "a", ADV_A, &[]);
+    a.wait_stat("cluster_members", 1);
+    let mut held = a.client();
+    held.load_test_login("+15553300001");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let member = rt.block_on(async {
+        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value(shards::cluster::membership::MEMBERS_BUCKET)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let value = kv.get("a").await.unwrap().expect("box a is a member");
+            let m: shards::cluster::membership::Member = serde_json::from_slice(&value).unwrap();
+            if m.load >= 1 || std::time::Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    assert_eq!(member.advertise, ADV_A);
+    assert!(member.load >= 1, "{member:?}");
+}

@@ -1,0 +1,75 @@
+//! A box that cannot reach NATS at start: one line and exit 1, or with `--cluster-optional`
+//! it serves alone and says so.
+
+use std::time::Duration;
+
+use proto::v1::{client_frame, server_frame, ErrorCode};
+
+use crate::nats::Box;
+use crate::support::{self, V};
+
+/// A "NATS server" that never answers: a listener nobody accepts from, held by the test
+/// so that no other test's server can take its port meanwhile.
+fn dead_nats() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, format!("nats://127.0.0.1:{port}"))
+}
+
+#[test]
+fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
+    let data = testkit::temp_dir("box-nonats");
+    let (_silent, url) = dead_nats();
+    let mut cmd = support::switchboard_command(&[
+        "--shards",
+        "1",
+        "--no-tls",
+        "--no-admin",
+        "--cluster",
+        &url,
+        "--box-id",
+        "a",
+        "--advertise",
+        "a.test:5222",
+    ]);
+    cmd.arg("--data-dir").arg(&data);
+    let mut child = cmd.spawn().unwrap();
+    let (status, stderr) =
+        testkit::exit_and_stderr(&mut child, Duration::from_secs(30), "a box without NATS");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("cannot reach NATS") && errors[0].contains(&url),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn with_cluster_optional_a_box_alone_serves_logins_and_refuses_sign_ups() {
+    let (_silent, url) = dead_nats();
+    let b = Box::start(&url, "a", "a.test:5222", &["--cluster-optional"]);
+    b.wait_stat("cluster_alone", 1);
+    let (status, body) = support::admin::get(b.admin, "/readyz");
+    assert_eq!(status, 200, "it serves its own users");
+    assert!(body.starts_with("ready (alone"), "{body}");
+    let mut c = b.client();
+    c.send(client_frame::Kind::Register(proto::v1::Register {
+        protocol_version: V,
+        phone: "+15553000001".into(),
+    }));
+    let e = c.expect_error();
+    assert_eq!(e.code, ErrorCode::ClusterUnavailable as i32);
+    // A login is served here, as a single box serves it (this number has no account).
+    c.send(client_frame::Kind::Login(proto::v1::Login {
+        protocol_version: V,
+        phone: "+15553000001".into(),
+        device_key: vec![7; 32],
+    }));
+    match c.recv() {
+        server_frame::Kind::Error(e) => {
+            assert_ne!(e.code, ErrorCode::ClusterUnavailable as i32, "{e:?}")
+        }
+        other => panic!("expected the single box's answer, got {other:?}"),
+    }
+}
