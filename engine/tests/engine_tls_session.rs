@@ -828,3 +828,65 @@ fn an_empty_record_flood_on_a_real_socket_closes_only_that_connection() {
     rt.stop();
     rt.join().unwrap();
 }
+
+/// Handshakes `server` with `c` in memory, whole flights at a time; returns whether the
+/// server reported the handshake as resumed from a ticket.
+fn handshake_reporting_resumption(
+    server: &mut TlsSession,
+    c: &mut rustls::ClientConnection,
+) -> bool {
+    let mut resumed = false;
+    let mut to_server = pump_client(c, &[]);
+    for _ in 0..4 {
+        let (mut plain, mut wire) = (Vec::new(), Vec::new());
+        let progress = server.read(&mut to_server, &mut plain, &mut wire).unwrap();
+        resumed |= progress.resumed;
+        // The ticket rides in the server's last flight: the client has it after this.
+        to_server = pump_client(c, &wire);
+        if !server.is_handshaking() && !c.is_handshaking() && to_server.is_empty() {
+            break;
+        }
+    }
+    assert!(!server.is_handshaking() && !c.is_handshaking());
+    resumed
+}
+
+#[test]
+fn a_second_connection_resumes_from_the_first_ones_ticket() {
+    let (cfg, cert) = support::dev_tls();
+    let client_cfg = engine::tls::client_config_resuming(&cert).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = rustls::ClientConnection::new(client_cfg.clone(), name.clone()).unwrap();
+        let resumed = handshake_reporting_resumption(&mut server, &mut c);
+        // After a resumed handshake the keys move to our record layer as after a full one.
+        assert_eq!(round_trip(&mut server, &mut c, b"hello"), b"hello");
+        assert!(server.uses_record_layer());
+        seen.push((c.handshake_kind(), resumed));
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(
+        seen,
+        [
+            (Some(Full), false),
+            (Some(Resumed), true),
+            (Some(Resumed), true)
+        ],
+        "each connection leaves a fresh ticket for the next"
+    );
+}
+
+#[test]
+fn a_client_config_without_resumption_always_runs_a_full_handshake() {
+    let (cfg, cert) = support::dev_tls();
+    let client_cfg = engine::tls::client_config_trusting(&cert).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    for _ in 0..2 {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = rustls::ClientConnection::new(client_cfg.clone(), name.clone()).unwrap();
+        assert!(!handshake_reporting_resumption(&mut server, &mut c));
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
+}

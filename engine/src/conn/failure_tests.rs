@@ -132,7 +132,7 @@ fn a_handshake_that_finishes_on_a_closing_slot_does_not_panic_the_shard() {
     let mut c = cell(4);
     let (id, _peer) = open_conn(&mut c, true);
     c.io.conns.get_mut(id).unwrap().state = SlotState::Closing(CloseReason::HandshakeTimeout);
-    c.handshake_done(id);
+    c.handshake_done(id, false);
     let slot = c.io.conns.get(id).unwrap();
     assert_eq!(
         slot.state,

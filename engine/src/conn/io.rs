@@ -143,6 +143,7 @@ impl<S: Service> ShardCell<S> {
         let mut unread = std::mem::take(&mut slot.wire.unread);
         let wire = &mut slot.wire;
         let mut handshake_done = false;
+        let mut resumed = false;
         let mut peer_closed = false;
         let fresh: &[u8] = if wire.tls.is_none() {
             data
@@ -153,6 +154,7 @@ impl<S: Service> ShardCell<S> {
             match wire.decrypt(data, &mut scratch.incoming, &mut scratch.plain) {
                 Ok(p) => {
                     handshake_done = p.handshake_done;
+                    resumed = p.resumed;
                     peer_closed = p.peer_closed;
                 }
                 Err(_) => {
@@ -172,7 +174,7 @@ impl<S: Service> ShardCell<S> {
             &scratch.plain
         };
         if handshake_done {
-            self.handshake_done(id);
+            self.handshake_done(id, resumed);
         }
         self.dispatch_frames(id, &mut unread, fresh);
         let Some(slot) = self.io.conns.get_mut(id) else {

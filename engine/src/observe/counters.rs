@@ -14,6 +14,8 @@ pub struct ShardCounters {
     pub handshakes: u64,
     /// TLS handshakes that failed or timed out.
     pub handshake_failures: u64,
+    /// TLS handshakes completed that resumed a session from a ticket (also in `handshakes`).
+    pub handshakes_resumed: u64,
     /// Connections in the table now (any state).
     pub conns_open: u64,
     /// Connections closed, all reasons.

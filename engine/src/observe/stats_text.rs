@@ -46,7 +46,7 @@ const fn field(
 }
 
 /// Every engine counter, in a fixed order.
-pub fn counter_fields(c: &ShardCounters) -> [Field; 31] {
+pub fn counter_fields(c: &ShardCounters) -> [Field; 32] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -54,6 +54,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 31] {
         accepts_rejected_full,
         handshakes,
         handshake_failures,
+        handshakes_resumed,
         conns_open,
         closes,
         idle_timeouts,
@@ -89,6 +90,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 31] {
         field("slow_frames", "slow_frames_total", "Connections closed: frame not finished within the frame timeout.", true, slow_frames as f64),
         field("handshakes", "tls_handshakes_total", "TLS handshakes completed.", true, handshakes as f64),
         field("handshake_failures", "tls_handshake_failures_total", "TLS handshakes failed or timed out.", true, handshake_failures as f64),
+        field("handshakes_resumed", "tls_handshakes_resumed_total", "TLS handshakes that resumed a session from a ticket.", true, handshakes_resumed as f64),
         field("conns_open", "connections_open", "Connections in the shard's table.", false, conns_open as f64),
         field("closes", "closes_total", "Connections closed.", true, closes as f64),
         field("idle_timeouts", "idle_timeouts_total", "Connections closed by the idle timeout.", true, idle_timeouts as f64),

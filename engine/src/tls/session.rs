@@ -118,6 +118,8 @@ pub enum SessionError {
 pub struct ReadProgress {
     /// The handshake finished during this call.
     pub handshake_done: bool,
+    /// The handshake that finished during this call resumed a session from a ticket.
+    pub resumed: bool,
     /// The peer sent close_notify: no more data will come.
     pub peer_closed: bool,
 }
@@ -254,6 +256,7 @@ impl TlsSession {
             Ok(opened) => Ok((
                 ReadProgress {
                     handshake_done: false,
+                    resumed: false,
                     peer_closed: opened.peer_closed,
                 },
                 if opened.peer_closed {
@@ -472,6 +475,7 @@ fn read_records(
     let was_handshaking = conn.is_handshaking();
     let mut progress = ReadProgress {
         handshake_done: false,
+        resumed: false,
         peer_closed: false,
     };
     let mut start = 0;
@@ -504,12 +508,14 @@ fn read_records(
                 start += discard;
                 break;
             }
-            // Early data is off (no tickets, no resumption); anything else is new.
+            // Early data is off (`max_early_data_size = 0`); anything else is new.
             _ => return Err((rustls::Error::General("unexpected TLS state".into()), start)),
         }
         start += discard;
     }
     progress.handshake_done = was_handshaking && !conn.is_handshaking();
+    progress.resumed =
+        progress.handshake_done && conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     Ok((progress, incoming.len() - start))
 }
 
