@@ -890,3 +890,84 @@ fn a_client_config_without_resumption_always_runs_a_full_handshake() {
         assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
     }
 }
+
+/// What a live upgrade does to a session: export, then import in a "new process".
+fn moved(server: &TlsSession) -> TlsSession {
+    let mut state = Vec::new();
+    let pending = server
+        .export(&mut state)
+        .expect("a session on the record layer moves");
+    assert_eq!(state.len(), engine::tls::records::RECORD_STATE_BYTES);
+    TlsSession::import(&state, pending).unwrap()
+}
+
+#[test]
+fn a_session_exported_and_imported_goes_on_where_it_stopped() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    assert_eq!(round_trip(&mut server, &mut c, b"before"), b"before");
+    let mut server = moved(&server);
+    // Both directions continue: the sequence numbers moved with the keys.
+    for i in 0..3u8 {
+        let msg = [b'a' + i; 100];
+        assert_eq!(round_trip(&mut server, &mut c, &msg), msg);
+    }
+}
+
+#[test]
+fn a_partial_record_moves_with_the_session() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    c.writer().write_all(b"split across the move").unwrap();
+    let record = pump_client(&mut c, &[]);
+    let mut plain = Vec::new();
+    feed(&mut server, &record[..10], 3, &mut plain).unwrap();
+    assert_eq!(server.pending_in_len(), 10);
+    let mut server = moved(&server);
+    feed(&mut server, &record[10..], 7, &mut plain).unwrap();
+    assert_eq!(plain, b"split across the move");
+}
+
+#[test]
+fn a_session_still_on_rustls_does_not_move() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    handshake_only(&mut server, &mut c);
+    assert!(server.export(&mut Vec::new()).is_none());
+}
+
+#[test]
+fn imported_state_is_checked() {
+    use engine::tls::records::{StateError, RECORD_STATE_BYTES};
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    let mut state = Vec::new();
+    server.export(&mut state).unwrap();
+    assert_eq!(
+        TlsSession::import(&state[1..], &[]).unwrap_err(),
+        StateError::Length {
+            len: RECORD_STATE_BYTES - 1
+        }
+    );
+    let mut bad = state.clone();
+    bad[0] = 9;
+    assert!(matches!(
+        TlsSession::import(&bad, &[]),
+        Err(StateError::Inconsistent(_))
+    ));
+    let mut bad = state.clone();
+    bad[3] = 5; // a key length no AEAD has
+    assert!(matches!(
+        TlsSession::import(&bad, &[]),
+        Err(StateError::Inconsistent(_))
+    ));
+    let too_long = vec![0u8; engine::tls::session::TLS_PENDING_BYTES_MAX + 1];
+    assert!(TlsSession::import(&state, &too_long).is_err());
+}

@@ -50,7 +50,9 @@ use std::sync::Arc;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 
-use crate::tls::records::{RecordError, RecordLayer};
+#[cfg(doc)]
+use crate::tls::records::RECORD_STATE_BYTES;
+use crate::tls::records::{RecordError, RecordLayer, StateError};
 
 /// Most TLS bytes a connection may hold back between reads (a partial record or a handshake
 /// message split over records). Two full records: anything longer is not TLS we accept.
@@ -192,6 +194,35 @@ impl TlsSession {
     /// Bytes held back from earlier reads (a partial record).
     pub fn pending_in_len(&self) -> usize {
         self.pending_in.len()
+    }
+
+    /// For a process taking this connection over: appends the record layer's state
+    /// ([`RECORD_STATE_BYTES`], secret: the caller zeroes it after use) to `state` and
+    /// returns the partial record held back, to travel with it. `None` while rustls still
+    /// protects the records (the handshake, or an established session that has not sent
+    /// anything yet, see [`TlsSession::encrypt`]) or once the session failed: such a
+    /// connection cannot move.
+    pub fn export(&self, state: &mut Vec<u8>) -> Option<&[u8]> {
+        match &self.phase {
+            Phase::Traffic(records) if !self.failed => {
+                records.export(state)?;
+                Some(&self.pending_in)
+            }
+            _ => None,
+        }
+    }
+
+    /// The session [`TlsSession::export`] described: the record layer from `state`, and
+    /// `pending_in`, the partial record it held back (at most [`TLS_PENDING_BYTES_MAX`]).
+    pub fn import(state: &[u8], pending_in: &[u8]) -> Result<TlsSession, StateError> {
+        if pending_in.len() > TLS_PENDING_BYTES_MAX {
+            return Err(StateError::Inconsistent("held-back record too long"));
+        }
+        Ok(TlsSession {
+            phase: Phase::Traffic(RecordLayer::import(state)?),
+            pending_in: pending_in.to_vec(),
+            failed: false,
+        })
     }
 
     /// Moves the held-back bytes to the front of `buf` (the shard's read buffer) and frees
