@@ -285,6 +285,83 @@ mod tests {
         }
     }
 
+    /// Names the hand-over socket's descriptor when this test binary runs as the new process
+    /// of [`a_new_process_takes_live_connections_over_and_the_old_one_lets_go`].
+    const CHILD_FD_ENV: &str = "SWITCHBOARD_TEST_HANDOVER_FD";
+
+    /// The new process's side: when started by the test below, receives the descriptors,
+    /// answers `ready`, waits for the old process to let go (one byte), then writes each
+    /// connection's index on it and exits. In a normal test run it does nothing.
+    #[test]
+    fn handover_child_role() {
+        let Some(fd) = std::env::var(CHILD_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+        else {
+            return;
+        };
+        // SAFETY: the parent left this descriptor open for us, and nothing else owns it.
+        let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+        let (_blob, fds) = recv(&mut sock, 1 << 20, 4096).unwrap();
+        sock.write_all(Reply::Ready.to_line().as_bytes()).unwrap();
+        let mut go = [0u8; 1];
+        sock.read_exact(&mut go).unwrap();
+        for (i, fd) in fds.into_iter().enumerate() {
+            TcpStream::from(fd)
+                .write_all(&(i as u32).to_be_bytes())
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_new_process_takes_live_connections_over_and_the_old_one_lets_go() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let n = FDS_PER_MESSAGE_MAX + 3;
+        let mut clients = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..n {
+            let c = TcpStream::connect(addr).unwrap();
+            // A child that fails fails this test instead of hanging it.
+            c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            clients.push(c);
+            served.push(listener.accept().unwrap().0);
+        }
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        // A copy without close-on-exec, for the child to inherit.
+        // SAFETY: F_DUPFD on a descriptor we own; the copy is closed below, after the spawn.
+        let inherited = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_DUPFD, 3) };
+        assert!(inherited >= 0);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "upgrade::fds::tests::handover_child_role",
+                "--nocapture",
+            ])
+            .env(CHILD_FD_ENV, inherited.to_string())
+            .spawn()
+            .unwrap();
+        // SAFETY: our copy of the child's end; the child has its own now.
+        unsafe { libc::close(inherited) };
+        drop(theirs);
+        let borrowed: Vec<BorrowedFd<'_>> = served.iter().map(|s| s.as_fd()).collect();
+        send(&mut ours, b"blob", &borrowed).unwrap();
+        assert_eq!(Reply::read_from(&mut ours).unwrap(), Reply::Ready);
+        drop(served); // the old process lets go: only the new one holds the connections
+        ours.write_all(b"g").unwrap();
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut got = [0u8; 4];
+            client.read_exact(&mut got).unwrap();
+            assert_eq!(
+                u32::from_be_bytes(got) as usize,
+                i,
+                "connection {i} kept, in order"
+            );
+        }
+        assert!(child.wait().unwrap().success());
+    }
+
     #[test]
     fn a_hand_over_over_the_limits_is_refused_before_reading_it() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
