@@ -92,6 +92,6 @@ pub use handle::ShardHandle;
 pub use log_file::LogFile;
 pub use observe::counters::ShardCounters;
 pub use observe::stats::ShardStats;
-pub use runtime::{start, EngineError, Runtime};
+pub use runtime::{start, start_from, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;

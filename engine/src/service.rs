@@ -41,6 +41,9 @@ pub enum CloseReason {
     PreLoginLimit,
     /// The connection was handed to another shard (not a close of the socket).
     HandedOff,
+    /// The connection moved to the next process in a live upgrade (not a close of the
+    /// socket; `crate::upgrade`).
+    Upgrade,
 }
 
 /// What a shard runs. One instance per shard, created on that shard's thread.
@@ -89,6 +92,22 @@ pub trait Service: Sized + 'static {
     /// old shard sent along with it. Frames already read but not yet processed follow as
     /// ordinary [`Service::on_frame`] calls.
     fn on_adopt(&mut self, io: &mut ShardIo<Self>, from: ShardId, conn: ConnId, adopt: Self::Adopt);
+
+    /// A live upgrade is taking the shard's connections to the next process: what `conn`
+    /// needs there (its session, in the service's own bytes, at most
+    /// [`crate::upgrade::blob::HANDOVER_FIELD_BYTES_MAX`]), or `None` to close it instead.
+    /// Asked once per open connection, after [`Service::on_shutdown`]; a connection that
+    /// moves then hears `on_close(conn, Upgrade)`. The default closes every connection.
+    fn depart(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// In the next process of a live upgrade: a connection [`Service::depart`] described
+    /// arrives as `conn`, with the bytes it returned. Frames read before the move follow as
+    /// ordinary [`Service::on_frame`] calls. The default treats it as newly opened.
+    fn on_arrive(&mut self, io: &mut ShardIo<Self>, conn: ConnId, _session: &[u8]) {
+        self.on_open(io, conn);
+    }
 
     /// A timer set through [`ShardIo::set_timer`] fired.
     fn on_timer(&mut self, io: &mut ShardIo<Self>, timer: Self::Timer);

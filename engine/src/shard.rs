@@ -26,6 +26,11 @@
 //! → the ring closes and the buffers go (`shut_down`). A panic never gets here: the process exits from
 //! the panic hook before unwinding (`runtime`, fail-fast).
 //!
+//! A stop for a live upgrade (`Runtime::depart`) drains the same way, except that the
+//! connections the service describes detach instead of closing, and the listener is kept:
+//! both go back to the runtime for the next process (`upgrade::depart`); a shard started
+//! from a departure registers its connections before its first turn.
+//!
 //! This module owns the shard's loop. It must not reach into another shard's state:
 //! everything cross-shard goes through the mesh.
 
@@ -50,6 +55,7 @@ use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{now_ms, ShardCell, ShardIo, TimerEntry, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::{TimerId, TimerWheel};
+use crate::upgrade::depart::{Departed, ShardExit};
 use crate::EngineConfig;
 use proto::ids::ConnId;
 use proto::ids::ShardId;
@@ -138,6 +144,11 @@ pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
     pub(crate) listener_fd: OwnedFd,
     pub(crate) links: ShardLinks<M, A>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// Set before `stop` for a live upgrade: connections depart instead of closing, and the
+    /// listener is kept (`upgrade::depart`).
+    pub(crate) depart: Arc<AtomicBool>,
+    /// Connections taken over from the previous process, registered before the first turn.
+    pub(crate) arrivals: Vec<Departed>,
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
     pub(crate) conns_max: usize,
@@ -149,7 +160,7 @@ pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
 
 /// Runs shard `plan.id` on the calling thread until it is stopped and drained: the turn's
 /// steps of the module doc, in order, then the shutdown.
-pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg, S::Adopt>, make: Arc<F>)
+pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg, S::Adopt>, make: Arc<F>) -> Option<ShardExit>
 where
     S: Service,
     F: Fn(ShardId) -> S + Send + Sync + 'static,
@@ -159,6 +170,8 @@ where
         listener_fd,
         links,
         stop,
+        depart,
+        arrivals,
         config,
         conns_max,
         stats,
@@ -170,8 +183,12 @@ where
     {
         let c = &mut *cell.borrow_mut();
         c.service.on_start(&mut c.io);
+        for d in arrivals {
+            c.arrive(d);
+        }
     }
-    let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, stop, stats);
+    let flags = StopFlags { stop, depart };
+    let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, flags, stats);
     lp.acceptor.arm();
     lp.arm_wake();
     health.shard_started();
@@ -204,7 +221,15 @@ where
         c.io.busy_ns += busy;
         c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
     }
+    let exit = lp.depart.load(Ordering::Relaxed).then(|| ShardExit {
+        listener: lp
+            .acceptor
+            .listener_dup()
+            .unwrap_or_else(|e| panic!("shard {}: cannot keep its listener: {e}", id.0)),
+        departed: std::mem::take(&mut cell.borrow_mut().io.departures),
+    });
     shut_down(cell, lp);
+    exit
 }
 
 /// Sets up this thread's io_uring and the shard's provided-buffer ring.
@@ -282,12 +307,20 @@ where
                 prelogin: crate::conn::prelogin::PreLogin::new(
                     config.prelogin_conns_per_prefix_max,
                 ),
+                departing: Default::default(),
+                departures: Vec::new(),
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
             accept_max: conns_max,
         })
     })
+}
+
+/// What stops the loop: the runtime's stop flag, and whether that stop is a live upgrade's.
+struct StopFlags {
+    stop: Arc<AtomicBool>,
+    depart: Arc<AtomicBool>,
 }
 
 /// The loop's own state, beside the shard cell.
@@ -304,6 +337,8 @@ struct Loop<S: Service> {
     /// The timers the wheel hands back in a turn (emptied each turn, its room kept).
     fired: Vec<(TimerId, TimerEntry<S::Timer>)>,
     stop: Arc<AtomicBool>,
+    /// The stop is a live upgrade's (`ShardPlan::depart`).
+    depart: Arc<AtomicBool>,
     /// Set when the stop flag is first seen: the shard exits by then at the latest.
     drain_until: Option<u64>,
     stats: Option<StatsKeeper>,
@@ -317,7 +352,7 @@ impl<S: Service> Loop<S> {
         listener: OwnedFd,
         bufs: BufRing,
         config: &EngineConfig,
-        stop: Arc<AtomicBool>,
+        StopFlags { stop, depart }: StopFlags,
         stats: Option<StatsKeeper>,
     ) -> Self {
         Loop {
@@ -336,6 +371,7 @@ impl<S: Service> Loop<S> {
             min_wait: Duration::from_micros(config.coalesce_us),
             fired: Vec::new(),
             stop,
+            depart,
             drain_until: None,
             stats,
             last_stats: Instant::now() - Duration::from_secs(1),
@@ -395,9 +431,13 @@ impl<S: Service> Loop<S> {
             self.drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
             self.acceptor.stop();
             c.service.on_shutdown(&mut c.io);
-            let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
-            for id in ids {
-                let _ = c.io.close_with(id, CloseReason::Shutdown);
+            if self.depart.load(Ordering::Relaxed) {
+                c.depart_all();
+            } else {
+                let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
+                for id in ids {
+                    let _ = c.io.close_with(id, CloseReason::Shutdown);
+                }
             }
             c.flush_dirty(&mut self.scratch);
         }

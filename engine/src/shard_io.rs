@@ -91,6 +91,12 @@ pub struct ShardIo<S: Service> {
     pub(crate) turns: u64,
     /// Counts of the connections not logged in yet (`conn::prelogin`).
     pub(crate) prelogin: crate::conn::prelogin::PreLogin,
+    /// A live upgrade: the session bytes of each `Departing` connection until it detaches
+    /// (empty, and allocation-free, otherwise).
+    pub(crate) departing: std::collections::HashMap<ConnId, Vec<u8>>,
+    /// A live upgrade: the connections detached for the next process, collected until the
+    /// shard exits.
+    pub(crate) departures: Vec<crate::upgrade::depart::Departed>,
 }
 
 impl<S: Service> ShardIo<S> {

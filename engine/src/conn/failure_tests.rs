@@ -69,6 +69,8 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             turn_max_ns: 0,
             turns: 0,
             prelogin: crate::conn::prelogin::PreLogin::new(64),
+            departing: Default::default(),
+            departures: Vec::new(),
         },
         tls: None,
         handshake_timeout_ms: 10_000,

@@ -104,7 +104,7 @@ impl<S: Service> ShardCell<S> {
                     slot.wire.arm_recv(id.index());
                 }
             }
-            SlotState::Closing(_) | SlotState::HandingOff(_) => {
+            SlotState::Closing(_) | SlotState::HandingOff(_) | SlotState::Departing => {
                 mark_dirty(slot, &mut self.io.dirty, id);
             }
         }
@@ -130,8 +130,8 @@ impl<S: Service> ShardCell<S> {
         match slot.state {
             // Nothing more is read from a closing connection: its bytes are dropped here.
             SlotState::Closing(_) => return,
-            // Kept for the new shard, but no more than one frame's worth.
-            SlotState::HandingOff(_)
+            // Kept for the new shard (or process), but no more than one frame's worth.
+            SlotState::HandingOff(_) | SlotState::Departing
                 if slot.wire.unread.len() + data.len() > HANDOFF_UNREAD_BYTES_MAX =>
             {
                 self.io.counters.frames_too_large += 1;
@@ -304,6 +304,16 @@ impl<S: Service> ShardCell<S> {
                     return;
                 }
                 self.hand_off_now(id, to);
+            }
+            SlotState::Departing => {
+                if slot.wire.unsent() > 0 {
+                    return;
+                }
+                if slot.wire.in_flight() {
+                    slot.wire.cancel();
+                    return;
+                }
+                self.depart_now(id);
             }
         }
     }

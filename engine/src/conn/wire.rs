@@ -66,6 +66,12 @@ impl Wire {
         }
     }
 
+    /// Whether this connection can move to another process: plaintext, or TLS on our
+    /// record layer (a rustls session cannot be exported).
+    pub(crate) fn movable(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.uses_record_layer())
+    }
+
     /// Wire bytes produced and not yet taken by the kernel.
     pub(crate) fn unsent(&self) -> usize {
         self.pending.len() + self.inflight.len() - self.inflight_at as usize

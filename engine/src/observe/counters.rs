@@ -48,6 +48,14 @@ pub struct ShardCounters {
     pub handoffs_in: u64,
     /// Handoffs that failed (descriptor duplication failed, or the target's table was full).
     pub handoff_failures: u64,
+    /// Connections handed to the next process in a live upgrade.
+    pub upgrade_departed: u64,
+    /// Connections taken over from the previous process in a live upgrade.
+    pub upgrade_arrived: u64,
+    /// Connections a live upgrade closed instead of moving them: the service had nothing
+    /// to move (no session), TLS was still on rustls (handshaking, or nothing sent yet), or
+    /// the output did not flush within the linger deadline.
+    pub upgrade_closed: u64,
     /// Closing or departing connections aborted because they did not finish within
     /// `CONN_LINGER_MS` (their peer stopped reading, say).
     pub linger_aborts: u64,

@@ -1,0 +1,239 @@
+//! A shard's side of a live upgrade: its connections leave for the next process, and in
+//! the next process they arrive.
+//!
+//! Leaving, in order (the shard's stop with the upgrade flag, `shard::Loop::stop_and_drain`):
+//! 1. the accept stops (the listener stays open: it goes to the next process, and the
+//!    kernel queues new connections meanwhile), and the service flushes (`on_shutdown`);
+//! 2. each open connection the service describes ([`Service::depart`]) and whose TLS runs on
+//!    our record layer becomes `Departing`; the others close (counted in `upgrade_closed`);
+//! 3. a departing connection flushes its output, cancels its receive and waits for the
+//!    receive's last completion, exactly as a handoff between shards does (`conn::handoff`):
+//!    bytes read meanwhile are kept as unread plaintext; then it detaches ([`Departed`]);
+//! 4. the shard exits when its table is empty, handing its listener and departures to the
+//!    runtime ([`ShardExit`]).
+//!
+//! Arriving: the new shard registers each connection before its loop's first turn, the
+//! service hears [`Service::on_arrive`] with the session bytes, and frames read before the
+//! move are dispatched in order. At no time do two processes read one socket: the old one
+//! has cancelled its receive and reaped its last completion before the blob is built.
+//!
+//! [`Departure`] is what the whole process hands over; it converts to and from the blob
+//! ([`HandOver`]) and its descriptors. This module owns those steps; it must not touch the
+//! ring (the wire's receive and send are `conn::io`'s).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use zeroize::Zeroizing;
+
+use crate::conn::handoff::Detached;
+use crate::conn::slot::{mark_dirty, SlotState};
+use crate::service::{CloseReason, Service};
+use crate::shard_io::ShardCell;
+use crate::tls::session::TlsSession;
+use crate::upgrade::blob::{ConnEntry, HandOver, HandOverError, ListenerEntry, TlsEntry};
+use proto::ids::ConnId;
+
+/// One connection detached for the next process, with its session bytes.
+#[derive(Debug)]
+pub struct Departed {
+    pub(crate) detached: Detached,
+    pub(crate) session: Vec<u8>,
+}
+
+/// What one shard leaves behind when it stops for an upgrade.
+#[derive(Debug)]
+pub struct ShardExit {
+    /// Its listening socket, still open.
+    pub listener: OwnedFd,
+    /// Its connections, detached.
+    pub departed: Vec<Departed>,
+}
+
+/// Everything a process hands the next one: per shard, its listener and connections.
+#[derive(Debug, Default)]
+pub struct Departure {
+    /// Indexed by shard.
+    pub shards: Vec<ShardExit>,
+}
+
+impl Departure {
+    /// Connections in it.
+    pub fn conns(&self) -> usize {
+        self.shards.iter().map(|s| s.departed.len()).sum()
+    }
+
+    /// The blob and the descriptors it names, in the order their indexes count. TLS keys
+    /// are in the blob: it is zeroed on drop.
+    pub fn to_hand_over(&self) -> (Zeroizing<Vec<u8>>, Vec<BorrowedFd<'_>>) {
+        let mut h = HandOver {
+            shards: self.shards.len() as u32,
+            ..HandOver::default()
+        };
+        let mut fds = Vec::with_capacity(self.shards.len() + self.conns());
+        for (shard, exit) in self.shards.iter().enumerate() {
+            h.listeners.push(ListenerEntry {
+                shard: shard as u32,
+                fd: fds.len() as u32,
+            });
+            fds.push(exit.listener.as_fd());
+        }
+        for (shard, exit) in self.shards.iter().enumerate() {
+            for d in &exit.departed {
+                h.conns.push(conn_entry(shard as u32, fds.len() as u32, d));
+                fds.push(d.detached.fd.as_fd());
+            }
+        }
+        (h.encode(), fds)
+    }
+
+    /// The departure a blob and its descriptors describe, for a process running `shards`
+    /// shards (checked against the blob, as everything else in it).
+    pub fn from_hand_over(
+        blob: &[u8],
+        fds: Vec<OwnedFd>,
+        shards: u32,
+    ) -> Result<Departure, HandOverError> {
+        let h = HandOver::decode(blob, shards, fds.len())?;
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut take = |i: u32| {
+            fds[i as usize]
+                .take()
+                .expect("decode checked: each index once")
+        };
+        let mut listeners: Vec<Option<OwnedFd>> = (0..shards).map(|_| None).collect();
+        for l in &h.listeners {
+            listeners[l.shard as usize] = Some(take(l.fd));
+        }
+        let mut out = Departure::default();
+        for listener in listeners {
+            let listener =
+                listener.ok_or(HandOverError::Inconsistent("a shard without a listener"))?;
+            out.shards.push(ShardExit {
+                listener,
+                departed: Vec::new(),
+            });
+        }
+        for c in h.conns {
+            let fd = take(c.fd);
+            let tls = match &c.tls {
+                Some(t) => Some(Box::new(
+                    TlsSession::import(&t.state, &t.pending_in)
+                        .map_err(|_| HandOverError::Inconsistent("TLS state"))?,
+                )),
+                None => None,
+            };
+            if !c.unsent.is_empty() {
+                return Err(HandOverError::Inconsistent(
+                    "unsent bytes (this binary flushes)",
+                ));
+            }
+            out.shards[c.shard as usize].departed.push(Departed {
+                detached: Detached {
+                    fd,
+                    tls,
+                    unread: c.unread,
+                },
+                session: c.session,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn conn_entry(shard: u32, fd: u32, d: &Departed) -> ConnEntry {
+    let tls = d.detached.tls.as_ref().map(|t| {
+        let mut state = Zeroizing::new(Vec::new());
+        // A departing connection was checked movable (`Wire::movable`) and nothing runs
+        // on it since: its session is on the record layer.
+        let pending = t
+            .export(&mut state)
+            .expect("a departed TLS session exports");
+        TlsEntry {
+            pending_in: pending.to_vec(),
+            state,
+        }
+    });
+    ConnEntry {
+        shard,
+        fd,
+        tls,
+        unread: d.detached.unread.clone(),
+        unsent: Vec::new(),
+        session: d.session.clone(),
+    }
+}
+
+impl<S: Service> ShardCell<S> {
+    /// Step 2 of the module doc: every open connection departs or closes.
+    pub(crate) fn depart_all(&mut self) {
+        let ids: Vec<ConnId> = self.io.conns.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let movable = self
+                .io
+                .conns
+                .get_mut(id)
+                .is_some_and(|s| s.state == SlotState::Open && s.wire.movable());
+            let session = if movable {
+                self.service.depart(&mut self.io, id)
+            } else {
+                None
+            };
+            let Some(slot) = self.io.conns.get_mut(id) else {
+                continue;
+            };
+            match session {
+                Some(session) if slot.state == SlotState::Open => {
+                    slot.state = SlotState::Departing;
+                    mark_dirty(slot, &mut self.io.dirty, id);
+                    self.io.departing.insert(id, session);
+                }
+                _ => {
+                    if !matches!(slot.state, SlotState::Closing(_)) {
+                        self.io.counters.upgrade_closed += 1;
+                    }
+                    let _ = self.io.close_with(id, CloseReason::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// Step 3's end: `id` flushed and nothing is in flight on it; it detaches.
+    pub(crate) fn depart_now(&mut self, id: ConnId) {
+        // A Departing slot always parked its session first (`depart_all`).
+        let session = self
+            .io
+            .departing
+            .remove(&id)
+            .expect("departing session parked");
+        let slot = self.io.conns.get_mut(id).expect("caller checked the slot");
+        let wire = std::mem::replace(
+            &mut slot.wire,
+            crate::conn::wire::Wire::new(-1, None, Vec::new()),
+        );
+        self.io.counters.upgrade_departed += 1;
+        self.io.departures.push(Departed {
+            detached: Detached::from_wire(wire),
+            session,
+        });
+        self.finish(id, CloseReason::Upgrade);
+    }
+
+    /// In the next process, before the first turn: `d` arrives on this shard.
+    pub(crate) fn arrive(&mut self, d: Departed) {
+        self.io.tick_clock();
+        match self.register(d.detached.into_wire(), false, false) {
+            Ok(id) if !self.prelogin_admit(id) => {}
+            Ok(id) => {
+                self.io.counters.upgrade_arrived += 1;
+                self.io.conns.get_mut(id).expect("just registered").opened = true;
+                self.service.on_arrive(&mut self.io, id, &d.session);
+                self.dispatch_unread(id);
+            }
+            Err(wire) => {
+                self.io.counters.upgrade_closed += 1;
+                // SAFETY: the table refused it; nothing else references the descriptor.
+                unsafe { libc::close(wire.fd) };
+            }
+        }
+    }
+}
