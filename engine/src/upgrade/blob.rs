@@ -6,7 +6,7 @@
 //! ```text
 //! magic "SWBHANDO" | version u32 | shards u32 | listeners u32 | conns u32
 //! listener*: shard u32 | fd u32
-//! conn*:     shard u32 | fd u32 | tls u8 (0 or 1)
+//! conn*:     shard u32 | fd u32 | flags u8 (bit 0: TLS, bit 1: logged in)
 //!            [tls: state (RECORD_STATE_BYTES) | pending_in: len u32, bytes]
 //!            unread: len u32, bytes | unsent: len u32, bytes | session: len u32, bytes
 //! sha256 of everything above (32)
@@ -69,6 +69,8 @@ pub struct ConnEntry {
     pub shard: u32,
     /// Index of its descriptor among those passed.
     pub fd: u32,
+    /// It has logged in (the engine's pre-login limits no longer apply to it).
+    pub logged_in: bool,
     /// Its TLS session, `None` for plaintext.
     pub tls: Option<TlsEntry>,
     /// Plaintext read but not yet a whole frame.
@@ -145,7 +147,7 @@ pub enum HandOverError {
         max: usize,
     },
     /// An entry names a shard that does not exist, a descriptor index out of range or used
-    /// twice, a TLS flag other than 0 or 1, or bytes follow the last entry.
+    /// twice, unknown connection flags, or bytes follow the last entry.
     #[error("hand-over entry inconsistent: {0}")]
     Inconsistent(&'static str),
 }
@@ -237,18 +239,15 @@ impl HandOver {
 fn encode_conn(c: &ConnEntry, out: &mut Vec<u8>) {
     out.extend_from_slice(&c.shard.to_be_bytes());
     out.extend_from_slice(&c.fd.to_be_bytes());
-    match &c.tls {
-        Some(t) => {
-            assert_eq!(
-                t.state.len(),
-                RECORD_STATE_BYTES,
-                "TlsSession::export's size"
-            );
-            out.push(1);
-            out.extend_from_slice(&t.state);
-            put_bytes(&t.pending_in, out);
-        }
-        None => out.push(0),
+    out.push(u8::from(c.tls.is_some()) | u8::from(c.logged_in) << 1);
+    if let Some(t) = &c.tls {
+        assert_eq!(
+            t.state.len(),
+            RECORD_STATE_BYTES,
+            "TlsSession::export's size"
+        );
+        out.extend_from_slice(&t.state);
+        put_bytes(&t.pending_in, out);
     }
     put_bytes(&c.unread, out);
     put_bytes(&c.unsent, out);
@@ -271,17 +270,22 @@ fn decode_conn(
 ) -> Result<ConnEntry, HandOverError> {
     let shard = r.shard(shards)?;
     let fd = used.take(r.u32()?)?;
-    let tls = match r.take(1)?[0] {
-        0 => None,
-        1 => Some(TlsEntry {
+    let flags = r.take(1)?[0];
+    if flags & !0b11 != 0 {
+        return Err(HandOverError::Inconsistent("connection flags"));
+    }
+    let tls = if flags & 1 != 0 {
+        Some(TlsEntry {
             state: Zeroizing::new(r.take(RECORD_STATE_BYTES)?.to_vec()),
             pending_in: r.bytes("held-back TLS record")?,
-        }),
-        _ => return Err(HandOverError::Inconsistent("TLS flag")),
+        })
+    } else {
+        None
     };
     Ok(ConnEntry {
         shard,
         fd,
+        logged_in: flags & 2 != 0,
         tls,
         unread: r.bytes("unread plaintext")?,
         unsent: r.bytes("unsent plaintext")?,
@@ -371,6 +375,7 @@ mod tests {
                 ConnEntry {
                     shard: 1,
                     fd: 2,
+                    logged_in: true,
                     tls: None,
                     unread: b"\0\0\0\x09half".to_vec(),
                     unsent: b"reply".to_vec(),

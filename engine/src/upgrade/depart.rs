@@ -37,6 +37,8 @@ use proto::ids::ConnId;
 #[derive(Debug)]
 pub struct Departed {
     pub(crate) detached: Detached,
+    /// It had logged in: the pre-login limits do not apply to it on arrival either.
+    pub(crate) logged_in: bool,
     pub(crate) session: Vec<u8>,
 }
 
@@ -133,6 +135,7 @@ impl Departure {
                     tls,
                     unread: c.unread,
                 },
+                logged_in: c.logged_in,
                 session: c.session,
             });
         }
@@ -156,6 +159,7 @@ fn conn_entry(shard: u32, fd: u32, d: &Departed) -> ConnEntry {
     ConnEntry {
         shard,
         fd,
+        logged_in: d.logged_in,
         tls,
         unread: d.detached.unread.clone(),
         unsent: Vec::new(),
@@ -206,6 +210,7 @@ impl<S: Service> ShardCell<S> {
             .remove(&id)
             .expect("departing session parked");
         let slot = self.io.conns.get_mut(id).expect("caller checked the slot");
+        let logged_in = slot.logged_in;
         let wire = std::mem::replace(
             &mut slot.wire,
             crate::conn::wire::Wire::new(-1, None, Vec::new()),
@@ -213,6 +218,7 @@ impl<S: Service> ShardCell<S> {
         self.io.counters.upgrade_departed += 1;
         self.io.departures.push(Departed {
             detached: Detached::from_wire(wire),
+            logged_in,
             session,
         });
         self.finish(id, CloseReason::Upgrade);
@@ -221,7 +227,15 @@ impl<S: Service> ShardCell<S> {
     /// In the next process, before the first turn: `d` arrives on this shard.
     pub(crate) fn arrive(&mut self, d: Departed) {
         self.io.tick_clock();
-        match self.register(d.detached.into_wire(), false, false) {
+        let registered = self.register(d.detached.into_wire(), false, false);
+        if let (Ok(id), true) = (&registered, d.logged_in) {
+            self.io
+                .conns
+                .get_mut(*id)
+                .expect("just registered")
+                .logged_in = true;
+        }
+        match registered {
             Ok(id) if !self.prelogin_admit(id) => {}
             Ok(id) => {
                 self.io.counters.upgrade_arrived += 1;
