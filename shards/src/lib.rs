@@ -19,6 +19,8 @@
 //!   (`journal_check`, `--salvage`), and the journal file as replay reads it
 //!   (`journal_reader`).
 //! - [`server`]: wiring it all together. [`log_lines`]: the JSON log lines.
+//! - [`upgrade`]: a live upgrade's process steps (start the new binary, hand over, take
+//!   back on a refusal).
 #![warn(missing_docs)]
 
 pub mod adapter;
@@ -27,3 +29,4 @@ pub mod data;
 pub mod log_lines;
 pub mod notify;
 pub mod server;
+pub mod upgrade;

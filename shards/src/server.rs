@@ -41,6 +41,9 @@ pub enum StartError {
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
+    /// A live upgrade's hand-over could not be taken (its one-line reason).
+    #[error("hand-over: {0}")]
+    HandOver(String),
 }
 
 /// Where the dev certificate lives for a data directory.
@@ -65,6 +68,16 @@ pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
 
 /// Starts the shards; returns once they are listening.
 pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
+    start_with(cfg, |_| Ok(None))
+}
+
+/// [`start`], on the listeners and connections `take(shards)` returns, if any (a live
+/// upgrade's departure), once the data directory is locked and checked and the shard count
+/// is settled. An error from `take` stops the start, everything let go.
+pub fn start_with(
+    cfg: &ServerConfig,
+    take: impl FnOnce(usize) -> Result<Option<engine::upgrade::depart::Departure>, String>,
+) -> Result<Runtime, StartError> {
     engine::log_file::create_dir_durable(&cfg.data_dir).map_err(|e| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source: e.source,
@@ -79,6 +92,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     let shards =
         crate::data::layout::settle_shard_count(&cfg.data_dir, cfg.shards, cfg.shards_explicit)?;
     crate::data::journal_check::check_logs(&cfg.data_dir, shards, cfg.salvage)?;
+    let departure = take(shards).map_err(StartError::HandOver)?;
     let tls = if cfg.tls {
         let source = match &cfg.cert_key {
             Some((cert, key)) => engine::tls::CertSource::Files {
@@ -110,9 +124,11 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     };
     let mut env = service_env(cfg)?;
     env.data_dir_lock = Some(lock);
-    Ok(engine::start(engine_cfg, move |_shard| {
-        Switchboard::new(env.clone())
-    })?)
+    Ok(engine::start_from(
+        engine_cfg,
+        move |_shard| Switchboard::new(env.clone()),
+        departure,
+    )?)
 }
 
 /// The service's shared settings and notifiers for this configuration.
