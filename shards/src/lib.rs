@@ -19,6 +19,7 @@
 //!   (`journal_check`, `--salvage`), and the journal file as replay reads it
 //!   (`journal_reader`).
 //! - [`server`]: wiring it all together. [`log_lines`]: the JSON log lines.
+//! - [`sd_notify`]: systemd's `Type=notify` protocol (`READY=1`, a successor's `MAINPID=`).
 //! - [`upgrade`]: a live upgrade's process steps (start the new binary, hand over, take
 //!   back on a refusal).
 #![warn(missing_docs)]
@@ -28,5 +29,6 @@ pub mod config;
 pub mod data;
 pub mod log_lines;
 pub mod notify;
+pub mod sd_notify;
 pub mod server;
 pub mod upgrade;

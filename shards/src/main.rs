@@ -135,7 +135,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     engine::shutdown::stop_on_signals(&stop)?;
     engine::shutdown::upgrade_on_sigusr2(&upgrade)?;
     let mut rt = match shards::upgrade::handover_socket() {
-        None => shards::server::start(&cfg)?,
+        None => {
+            let rt = shards::server::start(&cfg)?;
+            // A successor says nothing: its predecessor names it (MAINPID=) before exiting.
+            if let Err(e) = shards::sd_notify::notify("READY=1") {
+                tracing::warn!("cannot tell systemd the server is ready: {e}");
+            }
+            rt
+        }
         Some(sock) => take_over(&cfg, sock)?,
     };
     loop {
@@ -158,6 +165,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         match shards::upgrade::hand_over(&exe, &args, &departure) {
             Ok(pid) => {
+                if let Err(e) = shards::sd_notify::hand_main_pid_to(pid) {
+                    tracing::warn!(pid, "cannot tell systemd the new main pid: {e}");
+                }
                 tracing::info!(pid, "upgrade: the new process took over; exiting");
                 return Ok(());
             }

@@ -28,6 +28,11 @@ struct Box {
 
 impl Box {
     fn start(tls: bool, env: &[(&str, &str)]) -> Box {
+        Self::start_notifying(tls, env, None)
+    }
+
+    /// [`Box::start`] with `NOTIFY_SOCKET` set to `notify`, as systemd would.
+    fn start_notifying(tls: bool, env: &[(&str, &str)], notify: Option<&std::path::Path>) -> Box {
         let data = testkit::temp_dir("upgrade");
         let mut args = vec!["--shards", "2", "--no-admin"];
         if !tls {
@@ -39,6 +44,9 @@ impl Box {
             .arg(&data);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(path) = notify {
+            cmd.env(shards::sd_notify::NOTIFY_SOCKET_ENV, path);
         }
         let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
@@ -146,7 +154,20 @@ fn ack(a: &mut Client, b: &mut Client, msg: u64) {
 }
 
 fn upgrade_twice_keeps_every_connection(tls: bool) {
-    let mut server = Box::start(tls, &[]);
+    // systemd's side, as `Type=notify` sees it.
+    let notify_path = testkit::temp_dir("upgrade-notify").join("notify");
+    std::fs::create_dir_all(notify_path.parent().unwrap()).unwrap();
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(UPGRADE_WAIT_S)))
+        .unwrap();
+    let heard = || {
+        let mut buf = [0u8; 256];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut server = Box::start_notifying(tls, &[], Some(&notify_path));
+    assert_eq!(heard(), "READY=1");
     let (pa, pb) = (
         phones_on(0, 2, 1, 900).remove(0),
         phones_on(1, 2, 1, 900).remove(0),
@@ -161,10 +182,28 @@ fn upgrade_twice_keeps_every_connection(tls: bool) {
         // Delivered before the upgrade, acked after it.
         let before = send(&mut a, &mut b, &pb, next_id, &format!("before {round}"));
         next_id += 1;
-        signal(pid, libc::SIGUSR2);
+        if round == 0 {
+            signal(pid, libc::SIGUSR2);
+        } else {
+            // The operator's way: name the data directory, the server holding it upgrades.
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .args(["upgrade", "--data-dir"])
+                .arg(&server.data)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let done = server.wait_for("upgrade: done");
         let new_pid = pid_in(&done);
         assert_ne!(new_pid, pid);
+        // The old process names its successor to systemd (a barrier follows; the kernel
+        // closes its descriptor here, which completes it).
+        assert_eq!(heard(), format!("MAINPID={new_pid}"));
+        assert_eq!(heard(), "BARRIER=1");
         if round == 0 {
             assert!(
                 server.child.wait().unwrap().success(),
