@@ -144,6 +144,8 @@ pub struct Runtime {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     depart: Arc<AtomicBool>,
+    /// Each shard's wake-up: a stop is seen at once, not at the shard's next housekeeping.
+    wakes: Vec<Arc<crate::mesh::ShardWake>>,
     handles: Vec<std::thread::JoinHandle<Option<ShardExit>>>,
     connections_max: usize,
     board: Option<Arc<StatsBoard>>,
@@ -194,6 +196,13 @@ impl Runtime {
     /// Asks every shard to stop (they drain and exit; see [`Runtime::join`]).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        for w in &self.wakes {
+            w.notify();
+        }
     }
 
     /// Waits for every shard to exit.
@@ -208,6 +217,11 @@ impl Runtime {
     pub fn depart(self) -> Result<Departure, EngineError> {
         self.depart.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
+        self.wake_all();
+        // The next process binds the admin address again: let it go while the shards drain.
+        if let Some(admin) = &self.admin {
+            admin.request_stop();
+        }
         let (exits, err) = self.join_all();
         if let Some(e) = err {
             return Err(e);
@@ -303,6 +317,7 @@ where
     }
     let stop = Arc::new(AtomicBool::new(false));
     let depart = Arc::new(AtomicBool::new(false));
+    let quiet: Arc<[AtomicBool]> = (0..config.shards).map(|_| AtomicBool::new(false)).collect();
     let health = Arc::new(Health::new(config.shards, stop.clone()));
     install_shard_panic_hook();
     let make = Arc::new(make);
@@ -311,6 +326,7 @@ where
     let cpus = allowed_cpus();
     let per_shard = connections_max.div_ceil(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
+    let mut wakes = Vec::with_capacity(config.shards);
     let mut arrivals: Vec<Vec<Departed>> = arrivals;
     for (i, (fd, ends)) in fds
         .into_iter()
@@ -322,6 +338,7 @@ where
         )
         .enumerate()
     {
+        wakes.push(ends.wake.clone());
         let plan = ShardPlan {
             id: ShardId(i),
             listener_fd: fd,
@@ -329,6 +346,7 @@ where
             stop: stop.clone(),
             depart: depart.clone(),
             arrivals: std::mem::take(&mut arrivals[i]),
+            quiet: quiet.clone(),
             config: config.clone(),
             conns_max: per_shard,
             stats: board
@@ -374,6 +392,7 @@ where
         local_addr,
         stop,
         depart,
+        wakes,
         handles,
         connections_max,
         board,

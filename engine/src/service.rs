@@ -96,8 +96,10 @@ pub trait Service: Sized + 'static {
     /// A live upgrade is taking the shard's connections to the next process: what `conn`
     /// needs there (its session, in the service's own bytes, at most
     /// [`crate::upgrade::blob::HANDOVER_FIELD_BYTES_MAX`]), or `None` to close it instead.
-    /// Asked once per open connection, after [`Service::on_shutdown`]; a connection that
-    /// moves then hears `on_close(conn, Upgrade)`. The default closes every connection.
+    /// Asked once per departing connection, when it is about to detach: its output is
+    /// flushed, no frame of its has been dispatched since the upgrade began, and every shard
+    /// is quiet, so the answer accounts for everything sent on it. A connection that moves
+    /// then hears `on_close(conn, Upgrade)`. The default closes every connection.
     fn depart(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) -> Option<Vec<u8>> {
         None
     }

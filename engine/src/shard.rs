@@ -81,6 +81,8 @@ pub const MESH_RETRY_US: u64 = 200;
 /// home shard adopts at login), so an adoption is not refused because accepts filled the
 /// table.
 pub const ADOPT_TABLE_FACTOR: usize = 2;
+/// While a live upgrade drains, the loop looks at the other shards' quiet flags this often.
+pub const DEPART_POLL_MS: u64 = 1;
 /// Rounds of delivering this shard's messages to itself per turn (each may queue more).
 const LOCAL_ROUNDS_MAX: usize = 4;
 
@@ -149,6 +151,9 @@ pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
     pub(crate) depart: Arc<AtomicBool>,
     /// Connections taken over from the previous process, registered before the first turn.
     pub(crate) arrivals: Vec<Departed>,
+    /// One flag per shard, for a live upgrade's drain: that shard is quiet (its service's
+    /// flush done, no mesh message queued or waiting). Each shard stores only its own.
+    pub(crate) quiet: Arc<[AtomicBool]>,
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
     pub(crate) conns_max: usize,
@@ -172,6 +177,7 @@ where
         stop,
         depart,
         arrivals,
+        quiet,
         config,
         conns_max,
         stats,
@@ -187,7 +193,11 @@ where
             c.arrive(d);
         }
     }
-    let flags = StopFlags { stop, depart };
+    let flags = StopFlags {
+        stop,
+        depart,
+        quiet,
+    };
     let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, flags, stats);
     lp.acceptor.arm();
     lp.arm_wake();
@@ -221,6 +231,8 @@ where
         c.io.busy_ns += busy;
         c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
     }
+    // Gone, so quiet: a shard that left on the drain deadline holds nobody back.
+    lp.quiet[id.0].store(true, Ordering::Relaxed);
     let exit = lp.depart.load(Ordering::Relaxed).then(|| ShardExit {
         listener: lp
             .acceptor
@@ -307,7 +319,7 @@ where
                 prelogin: crate::conn::prelogin::PreLogin::new(
                     config.prelogin_conns_per_prefix_max,
                 ),
-                departing: Default::default(),
+                depart_hold: false,
                 departures: Vec::new(),
             },
             tls: config.tls.clone(),
@@ -321,6 +333,7 @@ where
 struct StopFlags {
     stop: Arc<AtomicBool>,
     depart: Arc<AtomicBool>,
+    quiet: Arc<[AtomicBool]>,
 }
 
 /// The loop's own state, beside the shard cell.
@@ -339,6 +352,8 @@ struct Loop<S: Service> {
     stop: Arc<AtomicBool>,
     /// The stop is a live upgrade's (`ShardPlan::depart`).
     depart: Arc<AtomicBool>,
+    /// Every shard's quiet flag (`ShardPlan::quiet`).
+    quiet: Arc<[AtomicBool]>,
     /// Set when the stop flag is first seen: the shard exits by then at the latest.
     drain_until: Option<u64>,
     stats: Option<StatsKeeper>,
@@ -352,7 +367,11 @@ impl<S: Service> Loop<S> {
         listener: OwnedFd,
         bufs: BufRing,
         config: &EngineConfig,
-        StopFlags { stop, depart }: StopFlags,
+        StopFlags {
+            stop,
+            depart,
+            quiet,
+        }: StopFlags,
         stats: Option<StatsKeeper>,
     ) -> Self {
         Loop {
@@ -372,6 +391,7 @@ impl<S: Service> Loop<S> {
             fired: Vec::new(),
             stop,
             depart,
+            quiet,
             drain_until: None,
             stats,
             last_stats: Instant::now() - Duration::from_secs(1),
@@ -444,8 +464,21 @@ impl<S: Service> Loop<S> {
         let Some(until) = self.drain_until else {
             return false;
         };
+        if self.depart.load(Ordering::Relaxed) {
+            self.hold_departures_until_quiet(c);
+        }
         let busy = !c.io.conns.is_empty() || c.service.flushing();
         !busy || c.io.mono_now() >= until
+    }
+
+    /// A live upgrade's drain: says whether this shard is quiet, and lets its departing
+    /// connections detach once every shard is (`upgrade::depart`, step 3).
+    fn hold_departures_until_quiet(&mut self, c: &mut ShardCell<S>) {
+        let quiet = !c.service.flushing() && c.io.mesh.is_empty() && !self.inbound_waiting();
+        self.quiet[self.id.0].store(quiet, Ordering::Relaxed);
+        let all = self.quiet.iter().all(|q| q.load(Ordering::Relaxed));
+        c.set_depart_hold(!all);
+        c.flush_dirty(&mut self.scratch);
     }
 
     /// Step 5, before the wait: how long the kernel may keep this turn. Zero when work is
@@ -470,6 +503,10 @@ impl<S: Service> Loop<S> {
             }
             if self.acceptor.waiting_to_rearm() {
                 t = t.min(Duration::from_millis(ACCEPT_BACKOFF_MS));
+            }
+            if self.drain_until.is_some() && self.depart.load(Ordering::Relaxed) {
+                // Other shards' quiet flags wake nobody: look again soon.
+                t = t.min(Duration::from_millis(DEPART_POLL_MS));
             }
             t
         };

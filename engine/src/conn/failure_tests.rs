@@ -69,7 +69,7 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             turn_max_ns: 0,
             turns: 0,
             prelogin: crate::conn::prelogin::PreLogin::new(64),
-            departing: Default::default(),
+            depart_hold: false,
             departures: Vec::new(),
         },
         tls: None,

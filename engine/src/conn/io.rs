@@ -306,7 +306,7 @@ impl<S: Service> ShardCell<S> {
                 self.hand_off_now(id, to);
             }
             SlotState::Departing => {
-                if slot.wire.unsent() > 0 {
+                if slot.wire.unsent() > 0 || self.io.depart_hold {
                     return;
                 }
                 if slot.wire.in_flight() {

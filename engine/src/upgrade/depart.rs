@@ -4,12 +4,17 @@
 //! Leaving, in order (the shard's stop with the upgrade flag, `shard::Loop::stop_and_drain`):
 //! 1. the accept stops (the listener stays open: it goes to the next process, and the
 //!    kernel queues new connections meanwhile), and the service flushes (`on_shutdown`);
-//! 2. each open connection the service describes ([`Service::depart`]) and whose TLS runs on
-//!    our record layer becomes `Departing`; the others close (counted in `upgrade_closed`);
-//! 3. a departing connection flushes its output, cancels its receive and waits for the
-//!    receive's last completion, exactly as a handoff between shards does (`conn::handoff`):
-//!    bytes read meanwhile are kept as unread plaintext; then it detaches ([`Departed`]);
-//! 4. the shard exits when its table is empty, handing its listener and departures to the
+//! 2. each open connection whose TLS runs on our record layer becomes `Departing` (TLS still
+//!    on rustls cannot move: those close, counted in `upgrade_closed`). From here no frame a
+//!    client sends is dispatched: bytes read are kept as unread plaintext, exactly as in a
+//!    handoff between shards (`conn::handoff`); frames for the connection are still sent;
+//! 3. the shards wait until every one of them is quiet (its service's log flush done, no
+//!    mesh message queued or waiting): a log write or a peer may still owe a departing
+//!    connection a frame (a `ServerAck` after the fsync, a delivery);
+//! 4. a departing connection flushes its output, cancels its receive, waits for the
+//!    receive's last completion, and the service says what goes with it
+//!    ([`Service::depart`], `None`: close it instead); then it detaches ([`Departed`]);
+//! 5. the shard exits when its table is empty, handing its listener and departures to the
 //!    runtime ([`ShardExit`]).
 //!
 //! Arriving: the new shard registers each connection before its loop's first turn, the
@@ -168,47 +173,53 @@ fn conn_entry(shard: u32, fd: u32, d: &Departed) -> ConnEntry {
 }
 
 impl<S: Service> ShardCell<S> {
-    /// Step 2 of the module doc: every open connection departs or closes.
+    /// Step 2 of the module doc: every open connection whose TLS runs on our record layer
+    /// starts departing; the others close.
     pub(crate) fn depart_all(&mut self) {
         let ids: Vec<ConnId> = self.io.conns.iter().map(|(id, _)| id).collect();
         for id in ids {
-            let movable = self
-                .io
-                .conns
-                .get_mut(id)
-                .is_some_and(|s| s.state == SlotState::Open && s.wire.movable());
-            let session = if movable {
-                self.service.depart(&mut self.io, id)
-            } else {
-                None
-            };
             let Some(slot) = self.io.conns.get_mut(id) else {
                 continue;
             };
-            match session {
-                Some(session) if slot.state == SlotState::Open => {
+            match slot.state {
+                SlotState::Open if slot.wire.movable() => {
                     slot.state = SlotState::Departing;
                     mark_dirty(slot, &mut self.io.dirty, id);
-                    self.io.departing.insert(id, session);
                 }
-                _ => {
-                    if !matches!(slot.state, SlotState::Closing(_)) {
-                        self.io.counters.upgrade_closed += 1;
-                    }
+                SlotState::Open | SlotState::Handshaking => {
+                    self.io.counters.upgrade_closed += 1;
                     let _ = self.io.close_with(id, CloseReason::Shutdown);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The loop says whether every shard is quiet: once it is, departing connections that
+    /// flushed detach.
+    pub(crate) fn set_depart_hold(&mut self, hold: bool) {
+        let released = self.io.depart_hold && !hold;
+        self.io.depart_hold = hold;
+        if released {
+            let ids: Vec<ConnId> = self.io.conns.iter().map(|(id, _)| id).collect();
+            for id in ids {
+                if let Some(slot) = self.io.conns.get_mut(id) {
+                    if slot.state == SlotState::Departing {
+                        mark_dirty(slot, &mut self.io.dirty, id);
+                    }
                 }
             }
         }
     }
 
-    /// Step 3's end: `id` flushed and nothing is in flight on it; it detaches.
+    /// Step 3's end: `id` flushed, every shard is quiet and nothing is in flight on it; the
+    /// service says what goes with it (now, so that it counts every frame sent), and it
+    /// detaches, or closes if the service has nothing to move.
     pub(crate) fn depart_now(&mut self, id: ConnId) {
-        // A Departing slot always parked its session first (`depart_all`).
-        let session = self
-            .io
-            .departing
-            .remove(&id)
-            .expect("departing session parked");
+        let Some(session) = self.service.depart(&mut self.io, id) else {
+            self.set_closing(id, CloseReason::Shutdown);
+            return;
+        };
         let slot = self.io.conns.get_mut(id).expect("caller checked the slot");
         let logged_in = slot.logged_in;
         let wire = std::mem::replace(
