@@ -288,7 +288,7 @@ impl<S: Service> ShardCell<S> {
                     slot.wire.send_close_notify();
                 }
                 if slot.wire.in_flight() {
-                    slot.wire.cancel();
+                    slot.wire.cancel(id.index());
                     return; // the last completion brings us back
                 }
                 // SAFETY: nothing in flight references the descriptor; closing our own.
@@ -300,7 +300,7 @@ impl<S: Service> ShardCell<S> {
                     return;
                 }
                 if slot.wire.in_flight() {
-                    slot.wire.cancel();
+                    slot.wire.cancel(id.index());
                     return;
                 }
                 self.hand_off_now(id, to);
@@ -310,7 +310,7 @@ impl<S: Service> ShardCell<S> {
                     return;
                 }
                 if slot.wire.in_flight() {
-                    slot.wire.cancel();
+                    slot.wire.cancel(id.index());
                     return;
                 }
                 self.depart_now(id);
