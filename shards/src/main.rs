@@ -174,6 +174,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Err(why) => {
                 tracing::warn!("upgrade: {why}; taking every connection back");
                 rt = shards::server::start_with(&cfg, |_| Ok(Some(departure)))?;
+                // A signal that came during the attempt asked for the one that just failed.
+                upgrade.store(false, Ordering::Relaxed);
                 tracing::info!("upgrade: called off; serving on");
             }
         }

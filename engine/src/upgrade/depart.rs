@@ -86,8 +86,11 @@ impl Departure {
         }
         for (shard, exit) in self.shards.iter().enumerate() {
             for d in &exit.departed {
-                h.conns.push(conn_entry(shard as u32, fds.len() as u32, d));
-                fds.push(d.detached.fd.as_fd());
+                // A session that cannot export is left out: it closes with the departure.
+                if let Some(entry) = conn_entry(shard as u32, fds.len() as u32, d) {
+                    h.conns.push(entry);
+                    fds.push(d.detached.fd.as_fd());
+                }
             }
         }
         (h.encode(), fds)
@@ -148,20 +151,22 @@ impl Departure {
     }
 }
 
-fn conn_entry(shard: u32, fd: u32, d: &Departed) -> ConnEntry {
-    let tls = d.detached.tls.as_ref().map(|t| {
-        let mut state = Zeroizing::new(Vec::new());
-        // A departing connection was checked movable (`Wire::movable`) and nothing runs
-        // on it since: its session is on the record layer.
-        let pending = t
-            .export(&mut state)
-            .expect("a departed TLS session exports");
-        TlsEntry {
-            pending_in: pending.to_vec(),
-            state,
+/// `d`'s entry; `None` if its TLS session does not export (it was checked movable when it
+/// started departing, and a failure or the peer's close_notify since closes it instead, so
+/// this is a bug's way out, not a panic).
+fn conn_entry(shard: u32, fd: u32, d: &Departed) -> Option<ConnEntry> {
+    let tls = match d.detached.tls.as_ref() {
+        Some(t) => {
+            let mut state = Zeroizing::new(Vec::new());
+            let pending = t.export(&mut state)?;
+            Some(TlsEntry {
+                pending_in: pending.to_vec(),
+                state,
+            })
         }
-    });
-    ConnEntry {
+        None => None,
+    };
+    Some(ConnEntry {
         shard,
         fd,
         logged_in: d.logged_in,
@@ -169,7 +174,7 @@ fn conn_entry(shard: u32, fd: u32, d: &Departed) -> ConnEntry {
         unread: d.detached.unread.clone(),
         unsent: Vec::new(),
         session: d.session.clone(),
-    }
+    })
 }
 
 impl<S: Service> ShardCell<S> {
