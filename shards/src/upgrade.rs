@@ -42,6 +42,11 @@ pub const HANDOVER_FD_ENV: &str = "SWITCHBOARD_HANDOVER_FD";
 /// this layout version (a way to see a new binary refuse). Never set in production.
 pub const TEST_HANDOVER_VERSION_ENV: &str = "SWITCHBOARD_TEST_HANDOVER_VERSION";
 
+/// Test hook: a new process started with this set exits (status 3) right after reading
+/// the hand-over, without answering: the old process must take everything back. Never
+/// set in production.
+pub const TEST_HANDOVER_DIE_ENV: &str = "SWITCHBOARD_TEST_HANDOVER_DIE";
+
 /// How long the old process waits for `ready` (the new one replays every shard's log
 /// first), after which it takes everything back.
 pub const UPGRADE_READY_TIMEOUT_MS: u64 = 120_000;
@@ -113,6 +118,10 @@ pub fn handover_socket() -> Option<UnixStream> {
 pub fn receive(sock: &mut UnixStream, shards: usize) -> Result<Departure, String> {
     let (mut blob, descriptors) = fds::recv(sock, HANDOVER_BLOB_BYTES_MAX, HANDOVER_FDS_MAX)
         .map_err(|e| format!("reading the hand-over: {e}"))?;
+    if std::env::var_os(TEST_HANDOVER_DIE_ENV).is_some() {
+        tracing::error!("upgrade: test hook: dying before answering");
+        std::process::exit(3);
+    }
     if let Some(v) = std::env::var(TEST_HANDOVER_VERSION_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())

@@ -52,8 +52,11 @@ const HANDOVER_WAIT_S: u64 = 60;
 
 type Conn = Box<dyn perf::idle_clients::ReadWriteSend>;
 
-/// Messages the probe sent, and each one's (arrival, latency ms).
-type Probed = (u64, Vec<(f64, f64)>);
+/// What B saw: each message's (arrival, latency ms), and its client id.
+type Received = (Vec<(f64, f64)>, Vec<u64>);
+
+/// Messages the probe sent, each one's (arrival, latency ms), and the client ids B got.
+type Probed = (u64, Vec<(f64, f64)>, Vec<u64>);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -86,7 +89,15 @@ fn main() -> anyhow::Result<()> {
     let t1 = epoch.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
-    let (sent, latencies) = probe.join().expect("probe")?;
+    let (sent, latencies, mut got) = probe.join().expect("probe")?;
+    let received = got.len();
+    got.sort_unstable();
+    got.dedup();
+    let duplicates = received - got.len();
+    // Every message A sent was acknowledged (it waits for each ServerAck) and must arrive.
+    let lost = (1..=sent)
+        .filter(|id| got.binary_search(id).is_err())
+        .count();
     let disconnects = ping_all(&mut conns);
     let new_pid = std::fs::read_to_string(server.data.join("LOCK"))?
         .trim()
@@ -107,8 +118,8 @@ fn main() -> anyhow::Result<()> {
         "upgrade-time: mode={} shards={} conns={} (+2 probe)\n\
          hand-over (SIGUSR2 to the old process's exit): {:.0} ms\n\
          probe during it: {} messages, worst {:.1} ms, p99 {:.1} ms, p50 {:.1} ms (of {} sent in all)\n\
-         disconnects (no pong on the same socket afterwards): {disconnects}\n\
-         RESULT upgrade mode={} conns={} handover_ms={:.0} worst_ms={:.1} p99_ms={:.1} disconnects={disconnects}",
+         disconnects (no pong on the same socket afterwards): {disconnects}; probe messages lost: {lost}, delivered twice: {duplicates}\n\
+         RESULT upgrade mode={} conns={} handover_ms={:.0} worst_ms={:.1} p99_ms={:.1} disconnects={disconnects} lost={lost} duplicates={duplicates}",
         if tls { "tls" } else { "plaintext" },
         args.shards,
         conns.len(),
@@ -228,13 +239,22 @@ fn start_probe(
     let mut a = connect_login(addr, src, tls.clone(), PHONE_BASE)?;
     let mut b = connect_login(addr, src, tls, PHONE_BASE + 1)?;
     let stop_b = stop.clone();
-    let receiver = std::thread::spawn(move || -> anyhow::Result<Vec<(f64, f64)>> {
+    // The last id A sent, once it stopped: B reads until it has that one (in order, from
+    // one sender), so nothing sent is counted lost for being read late.
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let last_b = last.clone();
+    let receiver = std::thread::spawn(move || -> anyhow::Result<Received> {
         let mut latencies = Vec::new();
-        while !stop_b.load(Ordering::Relaxed) {
+        let mut ids = Vec::new();
+        loop {
+            let done = ids
+                .last()
+                .is_some_and(|&id| id >= last_b.load(Ordering::Relaxed));
+            if stop_b.load(Ordering::Relaxed) && done {
+                break;
+            }
             let frame = match read(&mut b) {
                 Ok(f) => f,
-                // The sender stopped: the read timed out waiting for more.
-                Err(_) if stop_b.load(Ordering::Relaxed) => break,
                 Err(e) => return Err(e.context("probe B reading")),
             };
             let server_frame::Kind::Message(m) = frame else {
@@ -244,6 +264,7 @@ fn start_probe(
             let now = epoch.elapsed();
             let ms = (now.as_nanos() as u64).saturating_sub(sent_ns) as f64 / 1e6;
             latencies.push((now.as_secs_f64(), ms));
+            ids.push(m.client_msg_id);
             write(
                 &mut b,
                 client_frame::Kind::Ack(proto::v1::Ack {
@@ -251,18 +272,17 @@ fn start_probe(
                 }),
             )?;
         }
-        Ok(latencies)
+        Ok((latencies, ids))
     });
     Ok(std::thread::spawn(move || -> anyhow::Result<Probed> {
         let mut sent = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            sent += 1;
+        let mut send_one = |id: u64| -> anyhow::Result<()> {
             let now = epoch.elapsed().as_nanos() as u64;
             write(
                 &mut a,
                 client_frame::Kind::Send(proto::v1::SendMessage {
                     to: format!("+{}", PHONE_BASE + 1),
-                    client_msg_id: sent,
+                    client_msg_id: id,
                     body: now.to_be_bytes().to_vec(),
                     media: None,
                 }),
@@ -270,17 +290,24 @@ fn start_probe(
             // Receipts come too; wait for this message's ServerAck.
             loop {
                 if let server_frame::Kind::ServerAck(ack) =
-                    read(&mut a).with_context(|| format!("probe A waiting for ServerAck {sent}"))?
+                    read(&mut a).with_context(|| format!("probe A waiting for ServerAck {id}"))?
                 {
-                    if ack.client_msg_id == sent {
-                        break;
+                    if ack.client_msg_id == id {
+                        return Ok(());
                     }
                 }
             }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            sent += 1;
+            send_one(sent)?;
             std::thread::sleep(Duration::from_millis(1));
         }
-        let latencies = receiver.join().expect("receiver")?;
-        Ok((sent, latencies))
+        last.store(sent, Ordering::Relaxed);
+        // One more, after `last` is set: B sees an id at or past it and stops reading.
+        send_one(sent + 1)?;
+        let (latencies, ids) = receiver.join().expect("receiver")?;
+        Ok((sent, latencies, ids))
     }))
 }
 

@@ -238,8 +238,24 @@ fn a_live_upgrade_twice_keeps_tls_connections() {
 
 #[test]
 fn a_new_binary_that_refuses_leaves_the_old_one_serving() {
-    let env = [(shards::upgrade::TEST_HANDOVER_VERSION_ENV, "99")];
-    let mut server = Box::start(false, &env);
+    old_one_serves_on(
+        (shards::upgrade::TEST_HANDOVER_VERSION_ENV, "99"),
+        "hand-over version",
+    );
+}
+
+#[test]
+fn a_new_process_that_dies_before_answering_leaves_the_old_one_serving() {
+    old_one_serves_on(
+        (shards::upgrade::TEST_HANDOVER_DIE_ENV, "1"),
+        "did not take over",
+    );
+}
+
+/// With the test hook `env` set, an upgrade fails and the log says `why`; the old process
+/// takes every connection back and serves on.
+fn old_one_serves_on(env: (&str, &str), why: &str) {
+    let mut server = Box::start(false, &[env]);
     let (pa, pb) = (
         phones_on(0, 2, 1, 950).remove(0),
         phones_on(1, 2, 1, 950).remove(0),
@@ -250,8 +266,8 @@ fn a_new_binary_that_refuses_leaves_the_old_one_serving() {
     b.load_test_login(&pb);
     let before = send(&mut a, &mut b, &pb, 1, "before");
     signal(server.child.id() as i32, libc::SIGUSR2);
-    let why = server.wait_for("taking every connection back");
-    assert!(why.contains("hand-over version"), "{why}");
+    let line = server.wait_for("taking every connection back");
+    assert!(line.contains(why), "{line}");
     server.wait_for("upgrade: called off; serving on");
     assert!(
         server.child.try_wait().unwrap().is_none(),
