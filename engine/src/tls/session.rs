@@ -41,6 +41,11 @@
 //! close_notify sealed after them would follow a gap (the peer would see a bad record,
 //! not a clean end); the session seals nothing more.
 //!
+//! ## A live upgrade
+//! [`TlsSession::export`] gives the record layer's state (keys, IVs, sequence numbers) and
+//! the held-back partial record, [`TlsSession::import`] takes them back in the next process
+//! (`crate::upgrade`); a session still on rustls cannot move.
+//!
 //! ## What it must not touch
 //! Sockets, the shard's tables, the service. No I/O, no clock, no locks: a plain state
 //! machine that moves with its connection when it is handed to another shard.
