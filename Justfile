@@ -50,6 +50,13 @@ bench-replay *ARGS:
     cargo build --release -p perf --bin replay-cost
     ./target/release/replay-cost {{ARGS}}
 
+# The coalescing A/B (issue 27): wait variants beside mosquitto QoS 1 at 2,000/5,000/20,000
+# msgs/s, both pacings (even sends, then 1 ms bursts); `just bench-coalesce 8 3`.
+bench-coalesce SECONDS="8" ROUNDS="3":
+    cargo build --release -p shards --bin switchboard -p tools --bin farm
+    perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}}
+    FARM_ARGS="--send-tick-ms 1" perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}}
+
 # Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
 bench-2m *ARGS:
     cargo build --release -p shards -p tools

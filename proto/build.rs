@@ -4,6 +4,12 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/switchboard.proto");
     let fds = protox::compile(["proto/switchboard.proto"], ["proto/"])?;
-    prost_build::Config::new().compile_fds(fds)?;
+    // Media rides behind a box: most messages have none, and inline it would make every
+    // frame value (and every effect that carries one) over a hundred bytes larger.
+    prost_build::Config::new()
+        .boxed(".switchboard.v1.SendMessage.media")
+        .boxed(".switchboard.v1.GroupSend.media")
+        .boxed(".switchboard.v1.Message.media")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ pub const FRAME_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 pub const PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT: usize = 64;
 /// Open descriptors kept back from the connection cap for logs, listeners and rings.
 pub const FD_RESERVE: usize = 256;
-/// Default batching wait of a shard's loop under low load (µs; 0 = off): see
+/// Default batching wait of a shard's loop (µs; 0 = off): see
 /// [`EngineConfig::coalesce_us`].
 pub const COALESCE_US_DEFAULT: u64 = 250;
 /// Longest batching wait allowed: beyond it the latency cost is plain.
@@ -50,10 +50,13 @@ pub struct EngineConfig {
     /// `conn::prelogin`). A campus or carrier NAT with many users logging in at once raises
     /// it.
     pub prelogin_conns_per_prefix_max: usize,
-    /// Once a shard's wait in the kernel has seen a first completion, it may wait up to this
-    /// many µs more for others to join it (the kernel's min-wait, Linux 6.12+; ignored on
-    /// older kernels), so that at low load one wake-up serves several events. 0: off.
+    /// A shard's batching wait: a wait in the kernel that has a completion may go on until
+    /// this many µs after it began, for others to join it (the kernel's min-wait, Linux
+    /// 6.12+; ignored on older kernels), so one wake-up serves several events. 0: off.
     pub coalesce_us: u64,
+    /// When the batching wait applies: only while completions arrive densely (adaptive), or
+    /// on every wait (`crate::coalesce`).
+    pub coalesce: crate::coalesce::CoalesceMode,
     /// Address of the admin endpoint (`/metrics`, `/stats`); `None` serves none. The
     /// library default is off; the server binary turns it on at 127.0.0.1:9100.
     pub admin: Option<SocketAddr>,
@@ -79,6 +82,7 @@ impl Default for EngineConfig {
             frame_timeout_ms: FRAME_TIMEOUT_MS_DEFAULT,
             prelogin_conns_per_prefix_max: PRELOGIN_CONNS_PER_PREFIX_MAX_DEFAULT,
             coalesce_us: COALESCE_US_DEFAULT,
+            coalesce: crate::coalesce::CoalesceMode::default(),
             admin: None,
             stats: true,
             alarms: crate::observe::alarm::AlarmConfig::default(),

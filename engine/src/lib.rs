@@ -17,7 +17,7 @@
 //!   through its one ring, one `io_uring_enter` per loop turn (`docs/decisions/shard-loop-own-ring.md`).
 //!
 //! ## Layout (folders group what one concern owns)
-//! - The runtime: [`config`] (settings), [`runtime`] (checks, binds, starts and joins the
+//! - The runtime: [`config`] (settings), [`coalesce`] (when a wait batches completions), [`runtime`] (checks, binds, starts and joins the
 //!   shards), `shard` (one shard's loop, one function per step of a turn), [`service`] (the
 //!   callbacks a service implements), [`shard_io`] (the per-shard state a service acts
 //!   through), [`handle`] (a way back into the shard from a spawned future), [`shutdown`],
@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 pub mod buffer_pool;
+pub mod coalesce;
 pub mod config;
 
 pub mod conn;

@@ -11,7 +11,8 @@
 //!    re-arm the accept if it ended; publish statistics once a period; on the stop flag,
 //!    drain (`Loop::stop_and_drain`, below);
 //! 5. submit everything and wait in one `io_uring_enter` — not at all if work is left, else
-//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`]:
+//!    until a completion, the next timer or sleep, or [`HOUSEKEEPING_SLEEP_MS_MAX`]; while
+//!    completions arrive densely the kernel holds them for a batch (`crate::coalesce`):
 //!    `Loop::wait_timeout`, `Loop::enter`;
 //! 6. handle every completion: accepts, receives (frames to the service), sends, file
 //!    operations (wake their futures), the mesh eventfd: `Loop::handle_completions`.
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 use io_uring::{opcode, types};
 
 use crate::buffer_pool::{HugePages, PoolBacking};
+use crate::coalesce::Coalescer;
 use crate::conn::io::Scratch;
 use crate::conn::listener::{Acceptor, ACCEPT_BACKOFF_MS};
 use crate::conn::table::ConnTable;
@@ -89,8 +91,8 @@ const LOCAL_ROUNDS_MAX: usize = 4;
 const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
+    /// A batch (the clock was set at this turn's start or after its wait).
     fn deliver(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
-        self.io.tick_clock();
         self.deliver_batch(from, batch);
     }
 
@@ -112,8 +114,13 @@ impl<S: Service> ShardCell<S> {
         }
     }
 
-    pub(crate) fn fire_timers(&mut self, fired: &mut Vec<(TimerId, TimerEntry<S::Timer>)>) {
-        self.io.sync_wall();
+    /// Sets the clocks to the turn's start, `now`, and fires every timer due by then.
+    pub(crate) fn fire_timers(
+        &mut self,
+        now: Instant,
+        fired: &mut Vec<(TimerId, TimerEntry<S::Timer>)>,
+    ) {
+        self.io.sync_wall_at(now);
         self.fire_timers_at(self.io.mono_ms, fired);
     }
 
@@ -202,34 +209,46 @@ where
     lp.acceptor.arm();
     lp.arm_wake();
     health.shard_started();
+    // The clock is read three times a turn: at its start, before the wait and after it.
+    // The last turn's busy time, less its completions (they end when this turn starts).
+    let mut last: Option<(u64, Instant)> = None;
     loop {
         let turn = Instant::now();
         // 1. Futures and sleeps.
         exec::fire_sleeps(turn);
         exec::run_ready();
         let c = &mut *cell.borrow_mut();
+        if let Some((busy_ns, back)) = last.take() {
+            let busy = busy_ns + turn.saturating_duration_since(back).as_nanos() as u64;
+            c.io.busy_ns += busy;
+            c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
+        }
         // 2. Timers.
-        c.fire_timers(&mut lp.fired);
+        c.fire_timers(turn, &mut lp.fired);
         // 3. Peers' batches.
         lp.take_batches(c);
         // 4. Flush; then the accept again if it ended and its back-off is over.
         lp.flush(c);
         lp.acceptor.rearm_if_due(c.io.mono_ms);
-        lp.publish_stats(c);
+        lp.publish_stats(c, turn);
         if lp.stop_and_drain(c) {
             break;
         }
         // 5. Wait.
-        let timeout = lp.wait_timeout(c);
-        let work_ns = turn.elapsed().as_nanos() as u64;
-        let waited_ns = lp.enter(c, timeout);
-        // 6. Completions.
-        let handled_ns = lp.handle_completions(c);
+        let timeout = lp.wait_timeout(c, turn);
+        let entered = Instant::now();
+        let work_ns = entered.saturating_duration_since(turn).as_nanos() as u64;
+        let back = lp.enter(c, timeout);
+        let waited_ns = back.saturating_duration_since(entered).as_nanos() as u64;
+        // 6. Completions, on the clock read after the wait.
+        c.io.set_clock(back);
+        lp.handle_completions(c);
         // A turn that did not mean to wait spent its io_uring_enter on the kernel's inline
         // work for its submissions (sends copied into sockets, say): that is the turn's too.
-        let busy = work_ns + handled_ns + if timeout.is_zero() { waited_ns } else { 0 };
-        c.io.busy_ns += busy;
-        c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
+        last = Some((
+            work_ns + if timeout.is_zero() { waited_ns } else { 0 },
+            back,
+        ));
     }
     // Gone, so quiet: a shard that left on the drain deadline holds nobody back.
     lp.quiet[id.0].store(true, Ordering::Relaxed);
@@ -346,7 +365,8 @@ struct Loop<S: Service> {
     bufs: BufRing,
     scratch: Scratch,
     completions: Vec<Completion>,
-    min_wait: Duration,
+    /// Whether the next wait batches completions, and for how long.
+    coalescer: Coalescer,
     /// The timers the wheel hands back in a turn (emptied each turn, its room kept).
     fired: Vec<(TimerId, TimerEntry<S::Timer>)>,
     stop: Arc<AtomicBool>,
@@ -387,7 +407,11 @@ impl<S: Service> Loop<S> {
                 dirty: Vec::new(),
             },
             completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
-            min_wait: Duration::from_micros(config.coalesce_us),
+            coalescer: Coalescer::new(
+                config.coalesce,
+                Duration::from_micros(config.coalesce_us),
+                Instant::now(),
+            ),
             fired: Vec::new(),
             stop,
             depart,
@@ -434,10 +458,12 @@ impl<S: Service> Loop<S> {
     }
 
     /// Statistics, at most every few ticks (the keeper publishes once a period).
-    fn publish_stats(&mut self, c: &mut ShardCell<S>) {
+    fn publish_stats(&mut self, c: &mut ShardCell<S>, now: Instant) {
         if let Some(k) = self.stats.as_mut() {
-            if self.last_stats.elapsed() >= Duration::from_millis(TIMER_TICK_MS) {
-                self.last_stats = Instant::now();
+            if now.saturating_duration_since(self.last_stats)
+                >= Duration::from_millis(TIMER_TICK_MS)
+            {
+                self.last_stats = now;
                 k.tick(c);
             }
         }
@@ -484,19 +510,20 @@ impl<S: Service> Loop<S> {
     /// Step 5, before the wait: how long the kernel may keep this turn. Zero when work is
     /// left; else until the next timer or sleep (sleeps set during this turn count too), a
     /// mesh retry or an accept's back-off, at most [`HOUSEKEEPING_SLEEP_MS_MAX`]. A shard
-    /// that will wait is parked first, then looks at its rings once more.
-    fn wait_timeout(&mut self, c: &ShardCell<S>) -> Duration {
-        let next_sleep = exec::fire_sleeps(Instant::now());
+    /// that will wait is parked first, then looks at its rings once more. `now` is the
+    /// turn's start: a deadline may be met up to one turn's work late.
+    fn wait_timeout(&mut self, c: &ShardCell<S>, now: Instant) -> Duration {
+        let next_sleep = exec::fire_sleeps(now);
         let mut timeout = if exec::has_ready() || !c.io.dirty.is_empty() {
             Duration::ZERO
         } else {
             let next_timer = c.io.timers.next_deadline_ms().unwrap_or(u64::MAX);
             let ms = next_timer
-                .saturating_sub(c.io.mono_now())
+                .saturating_sub(c.io.mono_ms)
                 .min(HOUSEKEEPING_SLEEP_MS_MAX);
             let mut t = Duration::from_millis(ms);
             if let Some(at) = next_sleep {
-                t = t.min(at.saturating_duration_since(Instant::now()));
+                t = t.min(at.saturating_duration_since(now));
             }
             if c.io.mesh.queued() > 0 {
                 t = t.min(Duration::from_micros(MESH_RETRY_US));
@@ -519,11 +546,16 @@ impl<S: Service> Loop<S> {
         timeout
     }
 
-    /// Step 5: submit everything and wait, in one `io_uring_enter`. Returns the ns it took.
-    fn enter(&mut self, c: &mut ShardCell<S>, timeout: Duration) -> u64 {
-        let waited = Instant::now();
-        let entered = ring::with(|r| r.enter(timeout, self.min_wait, &mut self.completions));
-        let waited_ns = waited.elapsed().as_nanos() as u64;
+    /// Step 5: submit everything and wait, in one `io_uring_enter`. Returns when it came
+    /// back (the clock's one read after the wait).
+    fn enter(&mut self, c: &mut ShardCell<S>, timeout: Duration) -> Instant {
+        let min_wait = self.coalescer.min_wait();
+        if !min_wait.is_zero() && !timeout.is_zero() {
+            c.io.counters.ring_waits_batched += 1;
+        }
+        let entered = ring::with(|r| r.enter(timeout, min_wait, &mut self.completions));
+        let back = Instant::now();
+        self.coalescer.observe(self.completions.len(), back);
         self.links.wake.set_parked(false);
         if let Err(e) = entered {
             panic!("shard {}: io_uring_enter failed: {e}", self.id.0);
@@ -531,12 +563,11 @@ impl<S: Service> Loop<S> {
         c.io.turns += 1;
         // Every enter, those a full submission queue forced mid-turn included.
         c.io.counters.ring_enters = ring::with(|r| r.enters);
-        waited_ns
+        back
     }
 
-    /// Step 6: every completion the wait brought. Returns the ns it took.
-    fn handle_completions(&mut self, c: &mut ShardCell<S>) -> u64 {
-        let started = Instant::now();
+    /// Step 6: every completion the wait brought.
+    fn handle_completions(&mut self, c: &mut ShardCell<S>) {
         c.io.counters.completions += self.completions.len() as u64;
         let mut completions = std::mem::take(&mut self.completions);
         for cqe in completions.drain(..) {
@@ -544,7 +575,6 @@ impl<S: Service> Loop<S> {
         }
         self.completions = completions;
         self.bufs.publish();
-        started.elapsed().as_nanos() as u64
     }
 
     fn handle_completion(&mut self, c: &mut ShardCell<S>, cqe: Completion) {

@@ -12,6 +12,7 @@
 //! (a connection's I/O is `conn`'s, the loop is `shard`'s).
 
 use std::rc::Weak;
+use std::time::Instant;
 
 use crate::conn::slot::{mark_dirty, ConnSlot, SlotState, CONN_OUTPUT_BYTES_MAX};
 use crate::conn::table::ConnTable;
@@ -62,7 +63,7 @@ pub struct ShardIo<S: Service> {
     /// step of the wall clock (NTP, an operator) neither stalls nor fires them.
     pub(crate) mono_ms: u64,
     /// The origin of `mono_ms`.
-    pub(crate) clock_base: std::time::Instant,
+    pub(crate) clock_base: Instant,
     /// Wall clock minus monotonic clock, read once per loop turn ([`ShardIo::sync_wall`]).
     pub(crate) wall_offset_ms: i64,
     /// Added to the wall clock when it is read: a step, for tests. Always 0 in production.
@@ -123,13 +124,26 @@ impl<S: Service> ShardIo<S> {
 
     /// Reads the monotonic clock (once per event batch) and moves both clocks to it.
     pub(crate) fn tick_clock(&mut self) {
-        self.mono_ms = self.mono_now();
+        self.set_clock(Instant::now());
+    }
+
+    /// Moves both clocks to `now`, a monotonic instant the loop has read (once after each
+    /// wait, so completions need no clock read of their own).
+    pub(crate) fn set_clock(&mut self, now: Instant) {
+        self.mono_ms = now.saturating_duration_since(self.clock_base).as_millis() as u64 + 1;
         self.now_ms = self.mono_ms.saturating_add_signed(self.wall_offset_ms);
     }
 
     /// Reads both clocks (once per loop turn): the wall clock may have stepped since.
+    #[cfg(test)]
     pub(crate) fn sync_wall(&mut self) {
-        self.mono_ms = self.mono_now();
+        self.sync_wall_at(Instant::now());
+    }
+
+    /// Moves the monotonic clock to `now` (the turn's start) and reads the wall clock, which
+    /// may have stepped since the last turn.
+    pub(crate) fn sync_wall_at(&mut self, now: Instant) {
+        self.set_clock(now);
         let wall = now_ms().saturating_add_signed(self.wall_step_ms);
         self.wall_offset_ms = wall as i64 - self.mono_ms as i64;
         self.now_ms = wall;

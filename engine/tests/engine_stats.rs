@@ -119,3 +119,42 @@ fn statistics_off_publishes_nothing() {
     rt.stop();
     rt.join().unwrap();
 }
+
+/// The batching wait (`engine::coalesce`): `always` asks the kernel to batch its waits,
+/// `adaptive` does not for a few frames. (20 frames bring well under the 320 completions a
+/// 10 ms window needs before adaptive batches at 250 µs; the rule itself is unit-tested
+/// with made-up times in `coalesce.rs`.)
+#[test]
+fn adaptive_does_not_batch_a_few_frames_and_always_batches_its_waits() {
+    use engine::coalesce::CoalesceMode;
+    for (mode, batches) in [
+        (CoalesceMode::Adaptive, false),
+        (CoalesceMode::Always, true),
+    ] {
+        let mut cfg = support::config(1);
+        cfg.coalesce_us = 250;
+        cfg.coalesce = mode;
+        let rt = engine::start(cfg, |_| Locker {
+            shared: Mutex::new(0),
+        })
+        .unwrap();
+        let mut c = FrameClient::plain(rt.local_addr());
+        for _ in 0..20 {
+            c.send(b"hello");
+            assert_eq!(c.recv(), b"ok");
+        }
+        // A snapshot published after the frames were handled.
+        let seen = next_after(&rt, 0).seq;
+        let s = next_after(&rt, seen);
+        assert_eq!(s.counters.frames_in, 20);
+        assert_eq!(
+            s.counters.ring_waits_batched > 0,
+            batches,
+            "{mode:?}: {} batched waits of {} enters",
+            s.counters.ring_waits_batched,
+            s.counters.ring_enters
+        );
+        rt.stop();
+        rt.join().unwrap();
+    }
+}

@@ -140,13 +140,17 @@ mod tests {
     use super::*;
     use crate::v1::*;
 
-    fn media() -> Option<Media> {
-        Some(Media {
+    fn media() -> Option<Box<Media>> {
+        Some(Box::new(Media {
             url: "https://m.example/abc".into(),
             mime: "image/jpeg".into(),
             size: 123_456,
             thumbnail: vec![1, 2, 3],
-        })
+            sha256: vec![7; 32],
+            duration_ms: 1_500,
+            width: 640,
+            height: 480,
+        }))
     }
 
     fn phones() -> Vec<String> {
@@ -214,6 +218,13 @@ mod tests {
             }
             .into(),
             GroupMembersRequest { group_id: 5 }.into(),
+            MediaSlotRequest {
+                client_req_id: 4,
+                size: 200_000,
+                mime: "image/jpeg".into(),
+                sha256: vec![7; 32],
+            }
+            .into(),
             PresenceSubscribe { contacts: phones() }.into(),
             LoadTestLogin {
                 protocol_version: v,
@@ -298,6 +309,16 @@ mod tests {
                 members: phones(),
             }
             .into(),
+            Redirect {
+                addr: "10.0.0.2:5222".into(),
+            }
+            .into(),
+            MediaSlot {
+                client_req_id: 4,
+                upload_url: "https://127.0.0.1:8443/m/ab?t=cd".into(),
+                expires_at_ms: 1_700_000_000_000,
+            }
+            .into(),
         ]
     }
 
@@ -315,7 +336,7 @@ mod tests {
         let frames = all_client_frames();
         assert_eq!(
             frames.len(),
-            14,
+            15,
             "a ClientFrame kind is missing from this test"
         );
         let mut names = std::collections::HashSet::new();
@@ -334,7 +355,7 @@ mod tests {
         let frames = all_server_frames();
         assert_eq!(
             frames.len(),
-            13,
+            15,
             "a ServerFrame kind is missing from this test"
         );
         let mut names = std::collections::HashSet::new();

@@ -34,6 +34,7 @@ envelope_from!(ClientFrame, client_frame {
     LoadTestLogin => LoadTestLogin,
     PresencePrivacy => PresencePrivacy,
     GroupPrivacy => GroupPrivacy,
+    MediaSlotRequest => MediaSlot,
 });
 
 envelope_from!(ServerFrame, server_frame {
@@ -50,6 +51,8 @@ envelope_from!(ServerFrame, server_frame {
     GroupMembers => GroupMembers,
     Presence => Presence,
     GroupUpdated => GroupUpdated,
+    Redirect => Redirect,
+    MediaSlot => MediaSlot,
 });
 
 impl ClientFrame {
@@ -74,6 +77,7 @@ impl ClientFrame {
             Some(Kind::LoadTestLogin(_)) => "load_test_login",
             Some(Kind::PresencePrivacy(_)) => "presence_privacy",
             Some(Kind::GroupPrivacy(_)) => "group_privacy",
+            Some(Kind::MediaSlot(_)) => "media_slot",
         }
     }
 }
@@ -97,6 +101,8 @@ impl ServerFrame {
             Some(Kind::GroupMembers(_)) => "group_members",
             Some(Kind::Presence(_)) => "presence",
             Some(Kind::GroupUpdated(_)) => "group_updated",
+            Some(Kind::Redirect(_)) => "redirect",
+            Some(Kind::MediaSlot(_)) => "media_slot",
         }
     }
 }

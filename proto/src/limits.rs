@@ -22,8 +22,13 @@ pub const FRAME_HEADER_BYTES: usize = 4;
 /// Largest message body (`SendMessage.body`, `GroupSend.body`, `Message.body`).
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
 
-/// Largest inline media thumbnail (`Media.thumbnail`).
-pub const MEDIA_THUMBNAIL_BYTES_MAX: usize = 32 * 1024;
+/// Largest inline media thumbnail (`Media.thumbnail`): a small preview, the bulk bytes go
+/// over HTTP (issue 25).
+pub const MEDIA_THUMBNAIL_BYTES_MAX: usize = 4 * 1024;
+
+/// Exact length of a media object's SHA-256 (`Media.sha256` when set,
+/// `MediaSlotRequest.sha256`).
+pub const MEDIA_SHA256_BYTES: usize = 32;
 
 /// Longest media URL (`Media.url`), in bytes of UTF-8.
 pub const MEDIA_URL_BYTES_MAX: usize = 2048;

@@ -13,7 +13,10 @@
 //! - `SendMessage`, `GroupSend`: nonzero `client_msg_id` (`MALFORMED_FRAME`), a body or media
 //!   (`EMPTY_MESSAGE`: an empty send is only good for probing numbers), body at most
 //!   [`BODY_BYTES_MAX`] (`BODY_TOO_LARGE`), media thumbnail, URL and MIME within their limits
-//!   (`MEDIA_TOO_LARGE`); the 1:1 recipient is E.164 (`BAD_PHONE`).
+//!   (`MEDIA_TOO_LARGE`), media `sha256` empty or [`MEDIA_SHA256_BYTES`] (`MALFORMED_FRAME`);
+//!   the 1:1 recipient is E.164 (`BAD_PHONE`).
+//! - `MediaSlotRequest`: nonzero `client_req_id` and `size`, `sha256` of
+//!   [`MEDIA_SHA256_BYTES`] (`MALFORMED_FRAME`), MIME within its limit (`MEDIA_TOO_LARGE`).
 //! - Group frames: nonzero `group_id` (`UNKNOWN_GROUP`), member lists no longer than a group
 //!   can be (`GROUP_TOO_LARGE`) and every member E.164 (`BAD_PHONE`); the name at most
 //!   [`GROUP_NAME_BYTES_MAX`] (`GROUP_NAME_TOO_LONG`).
@@ -21,7 +24,7 @@
 //!   [`PRESENCE_CONTACTS_PER_FRAME_MAX`] contacts, each E.164 (`MALFORMED_FRAME`, `BAD_PHONE`).
 
 use crate::limits::*;
-use crate::v1::{client_frame::Kind, ClientFrame, ErrorCode, Media};
+use crate::v1::{client_frame::Kind, ClientFrame, ErrorCode, Media, MediaSlotRequest};
 use crate::PROTOCOL_VERSION;
 
 /// Why a frame was refused: the code for the `Error` frame and a short static detail.
@@ -61,12 +64,13 @@ pub fn check_client_frame(f: &ClientFrame) -> Result<(), Rejection> {
         }
         Some(Kind::Send(s)) => {
             phone(&s.to)?;
-            content(s.client_msg_id, &s.body, s.media.as_ref())
+            content(s.client_msg_id, &s.body, s.media.as_deref())
         }
         Some(Kind::GroupSend(s)) => {
             group_id(s.group_id)?;
-            content(s.client_msg_id, &s.body, s.media.as_ref())
+            content(s.client_msg_id, &s.body, s.media.as_deref())
         }
+        Some(Kind::MediaSlot(m)) => media_slot(m),
         Some(Kind::Ack(a)) => ids(&a.server_msg_ids),
         Some(Kind::Read(r)) => ids(&r.server_msg_ids),
         Some(Kind::GroupCreate(g)) => {
@@ -199,6 +203,25 @@ fn content(client_msg_id: u64, body: &[u8], media: Option<&Media>) -> Result<(),
     if m.mime.len() > MEDIA_MIME_BYTES_MAX {
         return Err((ErrorCode::MediaTooLarge, "media mime type too long"));
     }
+    if !m.sha256.is_empty() && m.sha256.len() != MEDIA_SHA256_BYTES {
+        return Err((ErrorCode::MalformedFrame, "media sha256 must be 32 bytes"));
+    }
+    Ok(())
+}
+
+fn media_slot(m: &MediaSlotRequest) -> Result<(), Rejection> {
+    if m.client_req_id == 0 || m.size == 0 {
+        return Err((
+            ErrorCode::MalformedFrame,
+            "slot needs a request id and a size",
+        ));
+    }
+    if m.sha256.len() != MEDIA_SHA256_BYTES {
+        return Err((ErrorCode::MalformedFrame, "media sha256 must be 32 bytes"));
+    }
+    if m.mime.len() > MEDIA_MIME_BYTES_MAX {
+        return Err((ErrorCode::MediaTooLarge, "media mime type too long"));
+    }
     Ok(())
 }
 
@@ -218,7 +241,7 @@ mod tests {
             to: P.into(),
             client_msg_id: 1,
             body: vec![0; body],
-            media,
+            media: media.map(Box::new),
         }
     }
 
@@ -352,6 +375,39 @@ mod tests {
     }
 
     #[test]
+    fn media_hashes_and_slot_requests() {
+        let slot = |id, size, sha: usize, mime: usize| MediaSlotRequest {
+            client_req_id: id,
+            size,
+            mime: "m".repeat(mime),
+            sha256: vec![7; sha],
+        };
+        assert_eq!(
+            code(slot(1, 10, MEDIA_SHA256_BYTES, MEDIA_MIME_BYTES_MAX)),
+            None
+        );
+        let bad = Some(ErrorCode::MalformedFrame);
+        assert_eq!(code(slot(0, 10, MEDIA_SHA256_BYTES, 1)), bad);
+        assert_eq!(code(slot(1, 0, MEDIA_SHA256_BYTES, 1)), bad);
+        assert_eq!(code(slot(1, 10, 31, 1)), bad);
+        assert_eq!(code(slot(1, 10, 0, 1)), bad);
+        let long_mime = slot(1, 10, MEDIA_SHA256_BYTES, MEDIA_MIME_BYTES_MAX + 1);
+        assert_eq!(code(long_mime), Some(ErrorCode::MediaTooLarge));
+        let media = |sha: usize| SendMessage {
+            to: P.into(),
+            client_msg_id: 1,
+            media: Some(Box::new(Media {
+                sha256: vec![1; sha],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(code(media(0)), None, "a link the server does not serve");
+        assert_eq!(code(media(MEDIA_SHA256_BYTES)), None);
+        assert_eq!(code(media(5)), bad);
+    }
+
+    #[test]
     fn body_and_media_limits() {
         assert_eq!(code(send(BODY_BYTES_MAX, None)), None);
         assert_eq!(
@@ -370,6 +426,7 @@ mod tests {
             mime: "m".repeat(mime),
             size: 1 << 30,
             thumbnail: vec![0; thumb],
+            ..Default::default()
         };
         let big = Some(ErrorCode::MediaTooLarge);
         let (t, u, mi) = (
@@ -381,11 +438,11 @@ mod tests {
         assert_eq!(code(send(1, Some(m(t + 1, 1, 1)))), big);
         assert_eq!(code(send(1, Some(m(1, u + 1, 1)))), big);
         assert_eq!(code(send(1, Some(m(1, 1, mi + 1)))), big);
-        let gs = |body, media| GroupSend {
+        let gs = |body, media: Option<Media>| GroupSend {
             group_id: 7,
             client_msg_id: 1,
             body: vec![0; body],
-            media,
+            media: media.map(Box::new),
         };
         assert_eq!(code(gs(BODY_BYTES_MAX, None)), None);
         assert_eq!(
@@ -424,6 +481,10 @@ mod tests {
             mime: "m".repeat(MEDIA_MIME_BYTES_MAX),
             size: u64::MAX,
             thumbnail: vec![0xFF; MEDIA_THUMBNAIL_BYTES_MAX],
+            sha256: vec![0xFF; MEDIA_SHA256_BYTES],
+            duration_ms: u32::MAX,
+            width: u32::MAX,
+            height: u32::MAX,
         };
         let f: ClientFrame = SendMessage {
             client_msg_id: u64::MAX,

@@ -31,12 +31,14 @@ fn seeds() -> Vec<Vec<u8>> {
             to: "+15551234568".into(),
             client_msg_id: 9,
             body: b"hello".to_vec(),
-            media: Some(Media {
+            media: Some(Box::new(Media {
                 url: "https://x/y".into(),
                 mime: "image/png".into(),
                 size: 10,
                 thumbnail: vec![1, 2, 3],
-            }),
+                sha256: vec![4; 32],
+                ..Default::default()
+            })),
         }),
         Kind::Ack(Ack {
             server_msg_ids: vec![1, 2, 300, u64::MAX],

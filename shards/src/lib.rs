@@ -18,6 +18,8 @@
 //! - [`data`]: the data directory's `layout` and `lock`, the journals' check at start
 //!   (`journal_check`, `--salvage`), and the journal file as replay reads it
 //!   (`journal_reader`).
+//! - [`media`]: the media service (issue 25): HTTP(S) uploads and downloads on its own
+//!   thread (hyper, tokio, tokio-rustls), content-addressed files, budgets, retention.
 //! - [`server`]: wiring it all together. [`log_lines`]: the JSON log lines.
 //! - [`sd_notify`]: systemd's `Type=notify` protocol (`READY=1`, a successor's `MAINPID=`).
 //! - [`upgrade`]: a live upgrade's process steps (start the new binary, hand over, take
@@ -28,6 +30,7 @@ pub mod adapter;
 pub mod config;
 pub mod data;
 pub mod log_lines;
+pub mod media;
 pub mod notify;
 pub mod sd_notify;
 pub mod server;

@@ -134,14 +134,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let upgrade = Arc::new(AtomicBool::new(false));
     engine::shutdown::stop_on_signals(&stop)?;
     engine::shutdown::upgrade_on_sigusr2(&upgrade)?;
-    let mut rt = match shards::upgrade::handover_socket() {
+    let (mut rt, mut media) = match shards::upgrade::handover_socket() {
         None => {
-            let rt = shards::server::start(&cfg)?;
+            let started = shards::server::start_all(&cfg)?;
             // A successor says nothing: its predecessor names it (MAINPID=) before exiting.
             if let Err(e) = shards::sd_notify::notify("READY=1") {
                 tracing::warn!("cannot tell systemd the server is ready: {e}");
             }
-            rt
+            started
         }
         Some(sock) => take_over(&cfg, sock)?,
     };
@@ -153,12 +153,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if stop.load(Ordering::Relaxed) {
             rt.stop();
             rt.join()?;
+            drop(media);
             tracing::info!("switchboard stopped");
             return Ok(());
         }
         upgrade.store(false, Ordering::Relaxed);
         tracing::info!(exe = %exe.display(), "upgrade: asked for; stopping the shards at a turn boundary");
         let departure = rt.depart()?;
+        // The next process binds the media port anew: uploads in progress end here (their
+        // clients retry), finished objects are on disk.
+        drop(media.take());
         tracing::info!(
             conns = departure.conns(),
             "upgrade: shards stopped, log flushed and closed, data directory unlocked"
@@ -173,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Err(why) => {
                 tracing::warn!("upgrade: {why}; taking every connection back");
-                rt = shards::server::start_with(&cfg, |_| Ok(Some(departure)))?;
+                (rt, media) = shards::server::start_with(&cfg, |_| Ok(Some(departure)))?;
                 // A signal that came during the attempt asked for the one that just failed.
                 upgrade.store(false, Ordering::Relaxed);
                 tracing::info!("upgrade: called off; serving on");
@@ -184,7 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// A new process of a live upgrade: take the old one's listeners and connections over on
 /// `sock`, answering `ready` or why not.
-fn take_over(cfg: &ServerConfig, mut sock: UnixStream) -> anyhow::Result<engine::Runtime> {
+fn take_over(cfg: &ServerConfig, mut sock: UnixStream) -> anyhow::Result<shards::server::Started> {
     tracing::info!("upgrade: started by a running server; taking over");
     let mut conns = 0;
     let started = shards::server::start_with(cfg, |shards| {
@@ -193,14 +197,14 @@ fn take_over(cfg: &ServerConfig, mut sock: UnixStream) -> anyhow::Result<engine:
         Ok(Some(d))
     });
     match started {
-        Ok(rt) => {
+        Ok(started) => {
             shards::upgrade::answer(&mut sock, &Reply::Ready);
             tracing::info!(
                 conns,
                 pid = std::process::id(),
                 "upgrade: done; this process serves"
             );
-            Ok(rt)
+            Ok(started)
         }
         Err(e) => {
             tracing::error!("upgrade: refused: {e}");

@@ -38,6 +38,9 @@ pub enum StartError {
     /// The data directory belongs to a different shard count, or its layout file is bad.
     #[error("{0}")]
     Layout(#[from] crate::data::layout::LayoutError),
+    /// The media service could not start (its directory, key or listener).
+    #[error("media: {0}")]
+    Media(std::io::Error),
     /// The engine refused to start (port taken, fd limit, no io_uring...).
     #[error("{0}")]
     Engine(#[from] engine::EngineError),
@@ -55,6 +58,20 @@ pub fn tls_dir(data_dir: &std::path::Path) -> PathBuf {
 /// Scripts and tests that start it on port 0 read the real address from this line.
 pub const LISTENING: &str = "switchboard listening";
 
+/// The message of the log line the media service prints once it listens (`addr=`).
+pub const MEDIA_LISTENING: &str = "media listening";
+
+/// The address in a [`MEDIA_LISTENING`] log line.
+pub fn media_listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
+    if !log_line.contains(MEDIA_LISTENING) {
+        return None;
+    }
+    log_line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+}
+
 /// The address in a [`LISTENING`] log line (plain, not ANSI-coloured: set `NO_COLOR=1`).
 pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
     if !log_line.contains(LISTENING) {
@@ -66,18 +83,32 @@ pub fn listening_addr(log_line: &str) -> Option<std::net::SocketAddr> {
         .and_then(|a| a.parse().ok())
 }
 
-/// Starts the shards; returns once they are listening.
+/// Starts the shards; returns once they are listening. The media service, if configured,
+/// runs until the process exits (see [`start_all`] to hold it).
 pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
+    let (rt, media) = start_all(cfg)?;
+    if let Some(m) = media {
+        // Runs as long as the process does.
+        std::mem::forget(m);
+    }
+    Ok(rt)
+}
+
+/// The shards and the media service when it is on.
+pub type Started = (Runtime, Option<crate::media::MediaService>);
+
+/// [`start`], handing back the media service (stopped when dropped) when it is on.
+pub fn start_all(cfg: &ServerConfig) -> Result<Started, StartError> {
     start_with(cfg, |_| Ok(None))
 }
 
-/// [`start`], on the listeners and connections `take(shards)` returns, if any (a live
+/// [`start_all`], on the listeners and connections `take(shards)` returns, if any (a live
 /// upgrade's departure), once the data directory is locked and checked and the shard count
 /// is settled. An error from `take` stops the start, everything let go.
 pub fn start_with(
     cfg: &ServerConfig,
     take: impl FnOnce(usize) -> Result<Option<engine::upgrade::depart::Departure>, String>,
-) -> Result<Runtime, StartError> {
+) -> Result<Started, StartError> {
     engine::log_file::create_dir_durable(&cfg.data_dir).map_err(|e| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source: e.source,
@@ -118,17 +149,42 @@ pub fn start_with(
         frame_timeout_ms: cfg.frame_timeout_ms,
         prelogin_conns_per_prefix_max: cfg.prelogin_conns_per_prefix_max,
         coalesce_us: cfg.coalesce_us,
+        coalesce: cfg.coalesce,
         admin: cfg.admin,
         stats: cfg.stats,
         alarms: cfg.alarms.to_engine(),
     };
     let mut env = service_env(cfg)?;
     env.data_dir_lock = Some(lock);
-    Ok(engine::start_from(
-        engine_cfg,
-        move |_shard| Switchboard::new(env.clone()),
-        departure,
-    )?)
+    let mut media = None;
+    if let Some(m) = &cfg.media {
+        let key = crate::media::load_key(&cfg.data_dir).map_err(StartError::Media)?;
+        let tls = engine_cfg.tls.clone();
+        let service =
+            crate::media::start(m, &cfg.data_dir, tls, key.clone()).map_err(StartError::Media)?;
+        let scheme = if cfg.tls { "https" } else { "http" };
+        let base_url =
+            (m.base_url.clone()).unwrap_or_else(|| format!("{scheme}://{}", service.addr));
+        tracing::info!(addr = %service.addr, url = %base_url, "{MEDIA_LISTENING}");
+        env.settings.media = Some(messaging::media::settings::MediaSettings {
+            key,
+            base_url,
+            object_bytes_max: m.object_bytes_max,
+            retention_ms: m.retention_ms,
+        });
+        env.media_counters = Some(service.counters.clone());
+        media = Some(service);
+    }
+    let make = move |shard: proto::ids::ShardId| {
+        let mut env = env.clone();
+        if shard.0 != 0 {
+            // Shard 0 alone reports the media service's counters (they are box-wide).
+            env.media_counters = None;
+        }
+        Switchboard::new(env)
+    };
+    let rt = engine::start_from(engine_cfg, make, departure)?;
+    Ok((rt, media))
 }
 
 /// The service's shared settings and notifiers for this configuration.

@@ -60,6 +60,10 @@ pub enum ClientError {
         /// The server's detail text.
         detail: String,
     },
+    /// A box of a cluster that is not the user's home answered the login with `Redirect`:
+    /// log in at this address instead.
+    #[error("this box is not the user's home: log in at {0}")]
+    Redirected(String),
 }
 
 fn connect_hint(e: &io::Error) -> &'static str {
@@ -236,7 +240,8 @@ impl Client {
         }
     }
 
-    /// Logs in; frames that arrive before `LoggedIn` (none expected) go to `other`.
+    /// Logs in; frames that arrive before `LoggedIn` (none expected) go to `other`. A box
+    /// that is not the user's home answers [`ClientError::Redirected`] with the home's address.
     pub fn login(
         &mut self,
         phone: &str,
@@ -252,12 +257,14 @@ impl Client {
             timeout,
             "login",
             |k| match k {
-                Kind::LoggedIn(l) => Some(*l),
+                Kind::LoggedIn(l) => Some(Ok(*l)),
+                Kind::Redirect(r) => Some(Err(r.addr.clone())),
                 _ => None,
             },
             |_| true,
             |_| {},
-        )
+        )?
+        .map_err(ClientError::Redirected)
     }
 }
 
@@ -273,5 +280,40 @@ pub fn refused(e: &proto::v1::Error) -> ClientError {
         name: error_name(e.code),
         code: e.code,
         detail: e.detail.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A box that is not the user's home answers the login with `Redirect`: `login` says
+    /// where to go instead of waiting for a `LoggedIn` that never comes.
+    #[test]
+    fn a_redirect_answer_to_login_names_the_home_box() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let mut login = vec![0u8; u32::from_be_bytes(len) as usize];
+            s.read_exact(&mut login).unwrap();
+            let mut out = Vec::new();
+            let redirect: ServerFrame = proto::v1::Redirect {
+                addr: "127.0.0.9:5222".into(),
+            }
+            .into();
+            proto::codec::encode_frame(&redirect, &mut out).unwrap();
+            s.write_all(&out).unwrap();
+        });
+        let mut c = Client::connect(addr, None, Duration::from_secs(5)).unwrap();
+        match c.login("+15550001", b"key", Duration::from_secs(5)) {
+            Err(ClientError::Redirected(home)) => assert_eq!(home, "127.0.0.9:5222"),
+            other => panic!("expected a redirect, got {other:?}"),
+        }
+        server.join().unwrap();
     }
 }

@@ -10,13 +10,15 @@
 //!   [`chat_config`]).
 //!
 //! ## Promises
-//! - Only the server address given is contacted, from the source addresses given; the
+//! - Only the server address given is contacted, from the source addresses given (and, by
+//!   `chat send-file` and `listen --save-dir`, the media URLs that server hands out); the
 //!   brokers [`brokers`] starts listen on loopback only.
 //! - Every loop is bounded by a count or a deadline; every queue by a limit
 //!   (`inflight_per_conn_max`, [`farm::driver::CONNECTS_INFLIGHT_MAX`]).
 //! - No async runtime: the farm is threads with epoll and non-blocking sockets; the CLI is
 //!   blocking I/O with timeouts.
-//! - `anyhow` at the edges (binaries, process fan-out); typed errors inside.
+//! - `anyhow` at the edges (binaries, process fan-out, the CLI's [`media`] transfers); typed
+//!   errors inside.
 //!
 //! ## Layout
 //! - [`net`]: TCP connect from a source address; client TLS.
@@ -25,7 +27,8 @@
 //! - [`workload`]: the run's [`workload::Spec`], modes, pacing, message stamps.
 //! - [`stats`], [`ledger`], [`report`], [`progress`]: measuring and telling.
 //! - [`farm`]: processes, threads, users, transport.
-//! - [`client`]: a blocking protocol client; [`chat_config`]: the CLI's key file;
+//! - [`client`]: a blocking protocol client; [`chat_config`]: the CLI's key file; [`media`]:
+//!   the CLI's uploads and downloads;
 //!   [`terminal`]: network text made safe to print.
 //! - [`brokers`]: mosquitto and nats-server as children, for the farm's tests and the bench.
 #![warn(missing_docs)]
@@ -35,6 +38,7 @@ pub mod chat_config;
 pub mod client;
 pub mod farm;
 pub mod ledger;
+pub mod media;
 pub mod net;
 pub mod peers;
 pub mod progress;

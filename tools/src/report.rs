@@ -77,6 +77,9 @@ pub struct Report {
     pub connect_errors: u64,
     /// Of those, refused logins.
     pub login_errors: u64,
+    /// Logins redirected to the user's home box (a cluster), each followed.
+    #[serde(default)]
+    pub redirects: u64,
     /// Connect attempts started.
     pub connect_attempts: u64,
     /// Users never tried: the ramp hit its timeout first (raise --ramp-timeout or lower
@@ -178,6 +181,7 @@ impl Report {
             connections_established: c.connections_established,
             connect_errors: c.connect_errors,
             login_errors: c.login_errors,
+            redirects: c.redirects,
             connect_attempts: c.connect_attempts,
             ramp_unstarted: c.ramp_unstarted,
             ramp_s: t.ramp_s,

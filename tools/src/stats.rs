@@ -26,6 +26,10 @@ pub struct Counters {
     pub ramp_unstarted: u64,
     /// Login refusals (a subset of connect_errors).
     pub login_errors: u64,
+    /// Logins a box answered with `Redirect` (the user's home is another box); each was
+    /// followed with a fresh connection to the named box.
+    #[serde(default)]
+    pub redirects: u64,
     /// Connections the server closed while up.
     pub closed_by_server: u64,
     /// Pings sent.
@@ -92,6 +96,7 @@ impl Counters {
             connect_errors,
             ramp_unstarted,
             login_errors,
+            redirects,
             closed_by_server,
             pings,
             pongs,

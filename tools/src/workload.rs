@@ -42,8 +42,9 @@ pub enum Proto {
 /// One farm run, identical in every worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
-    /// The server (loopback or an address the operator gave).
-    pub server: SocketAddr,
+    /// The servers (loopback or addresses the operator gave): user `i` first connects to
+    /// `servers[i % len]`; a box of a cluster may redirect it to its home box.
+    pub servers: Vec<SocketAddr>,
     /// The protocol spoken.
     #[serde(default)]
     pub proto: Proto,
@@ -107,9 +108,19 @@ pub struct Spec {
     /// Seconds between interval lines on stdout (`farm::interval`); 0 prints none.
     #[serde(default)]
     pub interval_s: f64,
+    /// Sends go out in bursts every this many ms (all those due by then), like a driver on a
+    /// coarse timer; 0: each at its own scheduled time.
+    #[serde(default)]
+    pub send_tick_ms: f64,
 }
 
 impl Spec {
+    /// Where user `idx` connects first (before any redirect).
+    pub fn first_server(&self, idx: u64) -> SocketAddr {
+        // Invariant: the farm's CLI refuses an empty server list.
+        self.servers[(idx % self.servers.len() as u64) as usize]
+    }
+
     /// Whether sessions log in (and so can send and receive messages). MQTT and NATS users
     /// always do: their "login" is the subscription to their own topic.
     pub fn logs_in(&self) -> bool {
@@ -300,6 +311,9 @@ pub struct Schedule {
     start_wall_us: u64,
     rate: f64,
     next: u64,
+    /// Sends go only at multiples of this after `start` (every one due by then at once), like
+    /// a driver on a coarse timer; zero: each at its own time.
+    tick: Duration,
 }
 
 /// One scheduled event.
@@ -319,7 +333,23 @@ impl Schedule {
             start_wall_us,
             rate,
             next: 0,
+            tick: Duration::ZERO,
         }
+    }
+
+    /// Events go out only at multiples of `tick` after the start, in bursts (`--send-tick-ms`).
+    pub fn with_tick(self, tick: Duration) -> Schedule {
+        Schedule { tick, ..self }
+    }
+
+    /// `t`, down to the last tick at or before it (itself without a tick).
+    fn tick_floor(&self, t: Instant) -> Instant {
+        if self.tick.is_zero() {
+            return t;
+        }
+        let since = t.saturating_duration_since(self.start).as_nanos();
+        let tick = self.tick.as_nanos();
+        self.start + Duration::from_nanos(((since / tick) * tick) as u64)
     }
 
     /// The next event due by `now`, if any (taken).
@@ -327,6 +357,7 @@ impl Schedule {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return None;
         }
+        let now = self.tick_floor(now);
         let offset = Duration::from_secs_f64(self.next as f64 / self.rate);
         let at = self.start + offset;
         if at > now {
@@ -344,7 +375,13 @@ impl Schedule {
         if self.rate.is_nan() || self.rate <= 0.0 {
             return self.start + Duration::from_secs(3600);
         }
-        self.start + Duration::from_secs_f64(self.next as f64 / self.rate)
+        let at = self.start + Duration::from_secs_f64(self.next as f64 / self.rate);
+        let floor = self.tick_floor(at);
+        if floor == at {
+            at
+        } else {
+            floor + self.tick
+        }
     }
 
     /// Events taken so far.
@@ -361,7 +398,7 @@ pub fn secs(s: f64) -> Duration {
 #[cfg(test)]
 pub(crate) fn test_spec() -> Spec {
     Spec {
-        server: "127.0.0.1:5222".parse().unwrap(),
+        servers: vec!["127.0.0.1:5222".parse().unwrap()],
         proto: Proto::Switchboard,
         qos: 1,
         conns: 100,
@@ -391,6 +428,7 @@ pub(crate) fn test_spec() -> Spec {
         inflight_per_conn_max: 64,
         seed: 1,
         interval_s: 0.0,
+        send_tick_ms: 0.0,
     }
 }
 
@@ -465,6 +503,21 @@ mod tests {
         assert_eq!(s.taken(), 11);
         assert_eq!(s.next_at(), t0 + Duration::from_millis(11));
         assert_eq!(Schedule::new(0.0, t0, 0).next_due(late), None);
+    }
+
+    #[test]
+    fn a_ticked_schedule_sends_what_is_due_in_bursts_at_its_ticks() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        // 2,000/s on a 1 ms tick: two sends per tick, both at the tick, with their own times.
+        let mut s = Schedule::new(2000.0, t0, 0).with_tick(ms);
+        assert_eq!(s.next_due(t0).map(|e| e.wall_us), Some(0));
+        assert_eq!(s.next_at(), t0 + ms, "the 0.5 ms send waits for the tick");
+        assert_eq!(s.next_due(t0 + ms / 2), None, "between ticks nothing goes");
+        let got: Vec<u64> = std::iter::from_fn(|| s.next_due(t0 + ms * 3 / 2))
+            .map(|e| e.wall_us)
+            .collect();
+        assert_eq!(got, vec![500, 1000]);
     }
 
     #[test]

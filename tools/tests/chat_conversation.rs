@@ -157,3 +157,48 @@ fn terminal_escapes_in_a_message_are_shown_not_obeyed() {
         "no fake line: {out}"
     );
 }
+
+#[test]
+fn a_file_goes_up_with_send_file_and_comes_down_with_listen_save_dir() {
+    let server = TestServer::start(true, &["--media-listen", "127.0.0.1:0"]);
+    let dir = temp_dir("chat-media");
+    let (a, b) = (dir.join("alice.toml"), dir.join("bob.toml"));
+    sign_up(&server, &a, ALICE);
+    sign_up(&server, &b, BOB);
+    // Over 1 MiB: both transfers show progress.
+    let photo: Vec<u8> = (0..1_200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let path = dir.join("cat.jpg");
+    std::fs::write(&path, &photo).unwrap();
+    let file = path.to_str().unwrap();
+
+    let sent = chat(&server, &a, &["send-file", BOB, file, "--caption", "look"]);
+    let progress = String::from_utf8_lossy(&sent.stderr).into_owned();
+    let out = ok(sent);
+    assert!(
+        out.contains("✓ sent") && out.contains("1200000 bytes"),
+        "{out}"
+    );
+    assert!(
+        progress.contains("uploading: 100% of 1200000 bytes"),
+        "{progress}"
+    );
+
+    let saved = dir.join("received");
+    let save = saved.to_str().unwrap();
+    let listened = chat(
+        &server,
+        &b,
+        &["listen", "--timeout", "5", "--save-dir", save],
+    );
+    let progress = String::from_utf8_lossy(&listened.stderr).into_owned();
+    let out = ok(listened);
+    assert!(progress.contains("downloading: 100%"), "{progress}");
+    assert!(out.contains(&format!("{ALICE}: look")), "{out}");
+    assert!(out.contains("saved") && out.contains("image/jpeg"), "{out}");
+    let files: Vec<_> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(std::fs::read(&files[0]).unwrap(), photo, "the same bytes");
+}

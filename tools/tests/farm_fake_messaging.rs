@@ -52,6 +52,42 @@ fn steady_two_procs_every_acked_message_once() {
     assert_eq!(r["counters"]["receipts_read"], acked, "{r:#}");
 }
 
+/// Users spread over two boxes of a (fake) cluster: about half log in at a box that is not
+/// their home, follow its `Redirect` to the home box, and every message still arrives once.
+#[test]
+fn users_redirected_to_their_home_box_still_get_every_message_once() {
+    let boxes = fake::start_boxes(2);
+    let list = format!("{},{}", boxes[0], boxes[1]);
+    let (out, r) = run_farm(&args(&[
+        "--server",
+        &list,
+        "--conns",
+        "40",
+        "--mode",
+        "steady",
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--load-test-secret",
+        "x",
+    ]));
+    assert!(out.status.success(), "{r:#}");
+    every_due_send_accounted(&r);
+    assert_eq!(r["connections_established"], 40, "{r:#}");
+    assert_eq!(r["login_errors"], 0, "{r:#}");
+    // Round robin over two boxes, home = a hash of the phone: about half land on their home
+    // at once, the others are redirected (once each).
+    let redirects = r["redirects"].as_u64().unwrap();
+    assert!(redirects > 0 && redirects < 40, "{r:#}");
+    let acked = r["server_acked"].as_u64().unwrap();
+    assert!(acked > 100, "{r:#}");
+    assert_eq!(r["delivered"], acked, "{r:#}");
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert_eq!(r["duplicates"], 0, "{r:#}");
+    assert_eq!(r["exactly_once"], true, "{r:#}");
+}
+
 #[test]
 fn groups_deliver_to_every_other_member() {
     let addr = fake::start();

@@ -173,3 +173,57 @@ fn wrong_secret_is_refused_as_load_test_login() {
     assert_eq!(r["connections_established"], 0, "{r:#}");
     assert_eq!(r["login_errors"], 5, "{r:#}");
 }
+
+#[test]
+fn media_pairs_upload_send_and_download_beside_the_text() {
+    let server = TestServer::start(
+        true,
+        &[
+            "--load-test-secret",
+            SECRET,
+            "--media-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut a = args(&[
+        "--server",
+        &server.addr.to_string(),
+        "--conns",
+        "20",
+        "--mode",
+        "steady",
+        "--rate",
+        "100",
+        "--duration",
+        "2",
+        "--load-test-secret",
+        SECRET,
+        "--media-mb-s",
+        "4",
+        "--media-pairs",
+        "2",
+    ]);
+    a.extend(server.tls_args());
+    let (out, r) = run_farm(&a);
+    assert!(out.status.success(), "exit {:?}: {r:#}", out.status);
+    check_exactly_once(&r, 20);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("media: "))
+        .unwrap_or_else(|| panic!("no media line: {stdout}"));
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("errors"), 0.0, "{line}");
+    assert!(field("uploads") >= 2.0, "{line}");
+    assert_eq!(
+        field("uploads"),
+        field("downloads"),
+        "every object came down: {line}"
+    );
+}

@@ -371,7 +371,7 @@ fn a_wall_clock_step_neither_fires_nor_stalls_the_deadlines() {
     let mut fired = Vec::new();
     // A day ahead: nothing is due.
     c.io.wall_step_ms = 86_400_000;
-    c.fire_timers(&mut fired);
+    c.fire_timers(std::time::Instant::now(), &mut fired);
     assert_eq!(c.io.conns.get(id).unwrap().state, SlotState::Open);
     // A service timer one second ahead on the (stepped) wall clock...
     let wall = c.io.now_ms();
@@ -379,7 +379,7 @@ fn a_wall_clock_step_neither_fires_nor_stalls_the_deadlines() {
     // ...and the wall clock steps two days back: the timer still fires a second later, and
     // the connection's idle deadline still comes on time.
     c.io.wall_step_ms = -2 * 86_400_000;
-    c.fire_timers(&mut fired);
+    c.fire_timers(std::time::Instant::now(), &mut fired);
     assert_eq!(c.io.service_timers, 1, "not yet due");
     let mono = c.io.mono_ms;
     c.fire_timers_at(mono + 1_100, &mut fired);

@@ -122,8 +122,8 @@ impl<S: Service> ShardCell<S> {
     }
 
     /// `n` bytes arrived on `id`, in `data` (a provided buffer this call may scribble on).
+    /// The clock is the loop's, set once after the wait that brought this completion.
     pub(crate) fn received(&mut self, id: ConnId, data: &mut [u8], scratch: &mut Scratch) {
-        self.io.tick_clock();
         self.io.counters.bytes_in += data.len() as u64;
         self.note_rx(id);
         let slot = self.io.conns.get_mut(id).expect("caller checked the id");

@@ -71,6 +71,9 @@ pub struct ShardCounters {
     pub ring_enters: u64,
     /// Completions reaped from the shard's ring.
     pub completions: u64,
+    /// Waits that asked the kernel to batch completions (`--coalesce-us`; with
+    /// `--coalesce adaptive`, only while completions arrive densely: `crate::coalesce`).
+    pub ring_waits_batched: u64,
     /// Connections closed at accept: their source prefix held its share of pre-login
     /// connections (`conn::prelogin`).
     pub prelogin_prefix_refused: u64,

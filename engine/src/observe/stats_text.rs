@@ -46,7 +46,7 @@ const fn field(
 }
 
 /// Every engine counter, in a fixed order.
-pub fn counter_fields(c: &ShardCounters) -> [Field; 35] {
+pub fn counter_fields(c: &ShardCounters) -> [Field; 36] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -80,6 +80,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 35] {
         recv_no_buffers,
         ring_enters,
         completions,
+        ring_waits_batched,
         prelogin_prefix_refused,
         prelogin_frames_too_large,
         prelogin_partial_closed,
@@ -118,6 +119,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 35] {
         field("recv_no_buffers", "recv_no_buffers_total", "Receives ended because every provided buffer was out.", true, recv_no_buffers as f64),
         field("ring_enters", "ring_enters_total", "io_uring_enter calls: one wait per loop turn, plus submits a full submission queue forced.", true, ring_enters as f64),
         field("completions", "ring_completions_total", "Completions reaped from the shard's ring.", true, completions as f64),
+        field("ring_waits_batched", "ring_waits_batched_total", "Waits that asked the kernel to batch completions (min-wait).", true, ring_waits_batched as f64),
         field("prelogin_prefix_refused", "prelogin_prefix_refused_total", "Connections closed at accept: their source prefix held its share of pre-login connections.", true, prelogin_prefix_refused as f64),
         field("prelogin_frames_too_large", "prelogin_frames_too_large_total", "Pre-login frames over the pre-login frame cap.", true, prelogin_frames_too_large as f64),
         field("prelogin_partial_closed", "prelogin_partial_closed_total", "Pre-login connections closed: their partial frame would pass the shard's budget.", true, prelogin_partial_closed as f64),

@@ -26,12 +26,15 @@
 //!   and the `steady_map` they live in (its big tables made and freed by `table_thread`).
 //! - [`durable`]: `record` (what the journal holds), `journal` (group commit as
 //!   bookkeeping), `snapshot` (compaction in slices), `replay` (start-up, streamed).
+//! - [`media`]: media tokens and settings (issue 25): what shards sign for the HTTP media
+//!   service; the bytes never come here.
 //! - `sim`: the simulated cluster: unit tests, and fuzz targets with the `sim` feature.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod durable;
 pub mod handlers;
+pub mod media;
 // The simulated cluster: for unit tests, and for fuzz targets and property tests outside the
 // crate with the `sim` feature. Not part of the service's API.
 #[cfg(any(test, feature = "sim"))]

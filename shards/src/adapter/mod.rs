@@ -46,6 +46,8 @@ const _: () = assert!(
 
 /// Delay before a failed log write is tried again.
 pub const COMMIT_RETRY_MS: u64 = 1_000;
+/// Room of the effects list kept from one event for the next (larger ones are freed).
+pub const SPARE_EFFECTS_MAX: usize = 64;
 
 /// What every shard's service shares (read-only after start).
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct ServiceEnv {
     pub commit_window: std::time::Duration,
     /// A connection not logged in this long after it opened is closed (`login_deadline.rs`).
     pub login_timeout_ms: u64,
+    /// The media service's counters, on the shard that reports them (shard 0), else `None`.
+    pub media_counters: Option<Arc<crate::media::counters::MediaCounters>>,
 }
 
 impl ServiceEnv {
@@ -89,6 +93,7 @@ impl ServiceEnv {
                 messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             ),
             login_timeout_ms: messaging::state::limits::LOGIN_TIMEOUT_MS_DEFAULT,
+            media_counters: None,
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct Switchboard {
     logins: LoginDeadlines,
     /// Sends refused with `Busy` since start (each event's `Out::busy_refusals`).
     busy_rejects: u64,
+    /// The last event's emptied effects list, reused by the next (`fresh_out`).
+    spare_effects: Vec<Effect>,
 }
 
 /// A snapshot under way and the bytes it has written so far.
@@ -170,6 +177,21 @@ fn send_frame(io: &mut ShardIo<Switchboard>, conn: ConnId, kind: server_frame::K
     });
 }
 
+/// Queues an encoded `ServerFrame` to `conn` behind its length header, as it is.
+fn send_wire(io: &mut ShardIo<Switchboard>, conn: ConnId, frame: &[u8]) {
+    // Items are built from fields bounded by the wire limits; an oversized one is our bug.
+    assert!(
+        frame.len() <= proto::limits::FRAME_BYTES_MAX,
+        "item frame within FRAME_BYTES_MAX"
+    );
+    let _ = io.send_with(conn, |out| {
+        out.reserve(proto::limits::FRAME_HEADER_BYTES + frame.len());
+        // Cannot truncate: FRAME_BYTES_MAX <= u32::MAX (asserted in limits.rs).
+        out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+        out.extend_from_slice(frame);
+    });
+}
+
 impl Switchboard {
     /// The service for one shard; its state is loaded in `on_start`.
     pub fn new(env: ServiceEnv) -> Self {
@@ -194,6 +216,7 @@ impl Switchboard {
             mesh_log: Default::default(),
             logins: LoginDeadlines::default(),
             busy_rejects: 0,
+            spare_effects: Vec::new(),
         }
     }
 
@@ -263,7 +286,7 @@ impl Switchboard {
             mesh_queued: io.mesh_queued() + self.held.len(),
         };
         let busy = self.env.overload.busy(load);
-        let mut out = Out::default();
+        let mut out = self.fresh_out();
         let state = self.state();
         state.set_busy(busy);
         f(state, now, &mut out);
@@ -282,6 +305,26 @@ impl Switchboard {
         self.apply(io, out);
     }
 
+    /// An empty `Out` whose effects list is the one the last event emptied (its room kept):
+    /// no allocation per event for the list.
+    fn fresh_out(&mut self) -> Out {
+        Out {
+            now: std::mem::take(&mut self.spare_effects),
+            ..Out::default()
+        }
+    }
+
+    /// Carries out `effects` and keeps the emptied list for the next event, unless it grew
+    /// past [`SPARE_EFFECTS_MAX`] (one large fan-out does not hold its room for good).
+    fn exec_all(&mut self, io: &mut ShardIo<Self>, mut effects: Vec<Effect>) {
+        for e in effects.drain(..) {
+            self.exec(io, e);
+        }
+        if effects.capacity() <= SPARE_EFFECTS_MAX {
+            self.spare_effects = effects;
+        }
+    }
+
     /// Carries out an event's output: effects now, records into the journal.
     fn apply(&mut self, io: &mut ShardIo<Self>, out: Out) {
         let Out {
@@ -290,9 +333,7 @@ impl Switchboard {
             after_commit,
             busy_refusals: _,
         } = out;
-        for e in now {
-            self.exec(io, e);
-        }
+        self.exec_all(io, now);
         if records.is_empty() && after_commit.is_empty() {
             return;
         }
@@ -303,20 +344,20 @@ impl Switchboard {
 
     fn release(&mut self, io: &mut ShardIo<Self>, after: Vec<AfterCommit>) {
         for a in after {
-            let mut out = Out::default();
+            let mut out = self.fresh_out();
             self.state().on_durable(a, &mut out);
             // on_durable only emits effects, never records.
             debug_assert!(out.records.is_empty() && out.after_commit.is_empty());
-            for e in out.now {
-                self.exec(io, e);
-            }
+            self.exec_all(io, out.now);
         }
     }
 
     fn exec(&mut self, io: &mut ShardIo<Self>, e: Effect) {
-        self.latency.note_delivery(&e, stats::wall_ms);
+        // The shard's clock of this turn, not a clock read per delivered message.
+        self.latency.note_delivery(&e, || io.now_ms());
         match e {
             Effect::Frame(conn, kind) => send_frame(io, conn, kind),
+            Effect::Wire(conn, w) => send_wire(io, conn, &w.bytes),
             Effect::Close(conn) => {
                 let _ = io.close(conn);
             }
@@ -581,11 +622,16 @@ impl Service for Switchboard {
             state.mesh_back(),
             self.held.len() as u64,
         ));
+        if let Some(m) = &self.env.media_counters {
+            stats.extend(crate::media::counters::report(m));
+        }
         stats
     }
 
     fn stat_help(&self) -> &'static [(&'static str, &'static str)] {
-        stats::HELP
+        // The shard's own statistics, then the media service's (reported by shard 0).
+        static ALL: std::sync::OnceLock<Vec<(&str, &str)>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| [stats::HELP, crate::media::counters::HELP].concat())
     }
 
     fn histograms(&self) -> Vec<engine::observe::histogram::NamedHistogram> {

@@ -204,6 +204,11 @@ pub const HELP: &[(&str, &str)] = &[
         "sends_to_unknown_total",
         "Sends to numbers nobody has, answered as if stored and dropped.",
     ),
+    ("media_slots_granted_total", "Media upload slots granted."),
+    (
+        "media_slots_refused_total",
+        "Media slot requests refused: no media service, or over the object limit.",
+    ),
     (
         "mesh_handed_back_total",
         "Mesh messages the full outbox handed back to the service.",
@@ -258,10 +263,13 @@ impl Latency {
     /// If `e` hands a message to its recipient, records its delivery latency; `now_ms` is
     /// asked for only then (a clock read per delivered message, none otherwise).
     pub fn note_delivery(&mut self, e: &Effect, now_ms: impl FnOnce() -> u64) {
-        if let Effect::Frame(_, server_frame::Kind::Message(m)) = e {
-            let ms = now_ms().saturating_sub(m.sent_at_ms);
-            self.delivery.record_ns(ms.saturating_mul(MS));
-        }
+        let sent_at_ms = match e {
+            Effect::Frame(_, server_frame::Kind::Message(m)) => m.sent_at_ms,
+            Effect::Wire(_, w) if w.sent_at_ms != 0 => w.sent_at_ms,
+            _ => return,
+        };
+        let ms = now_ms().saturating_sub(sent_at_ms);
+        self.delivery.record_ns(ms.saturating_mul(MS));
     }
 
     /// Both, named for publication.
@@ -320,13 +328,6 @@ pub fn report(g: Gauges) -> Vec<(&'static str, u64)> {
     ]
 }
 
-/// Wall-clock milliseconds since the Unix epoch (the clock `sent_at_ms` is on).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,7 +366,17 @@ mod tests {
             )
         };
         l.note_delivery(&msg(1_000), || 1_003);
-        l.note_delivery(&msg(1_000), || 1_000);
+        let wire = |sent_at_ms| {
+            Effect::Wire(
+                ConnId::from_u64(1),
+                messaging::state::effect::WireFrame {
+                    bytes: Vec::new(),
+                    sent_at_ms,
+                },
+            )
+        };
+        l.note_delivery(&wire(1_000), || 1_000);
+        l.note_delivery(&wire(0), || unreachable!("not a message: no clock read"));
         l.note_delivery(&Effect::Close(ConnId::from_u64(1)), || {
             unreachable!("no clock read")
         });

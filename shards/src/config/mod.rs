@@ -2,6 +2,8 @@
 //! the defaults. Flags win over the file; the file wins over defaults. This module only
 //! parses and validates; it must not start anything.
 
+pub mod coalesce;
+pub mod media;
 pub mod show;
 
 use std::net::SocketAddr;
@@ -96,10 +98,14 @@ pub struct Cli {
     /// at once).
     #[arg(long)]
     pub commit_window_us: Option<u64>,
-    /// Microseconds a shard's wait in the kernel may go on after a first completion, for
-    /// others to join it (0: off; Linux 6.12+). Trades latency for CPU at low load.
+    /// Microseconds a shard's batching wait in the kernel may last from its start, once a
+    /// completion is in, for others to join it (0: off; Linux 6.12+).
     #[arg(long)]
     pub coalesce_us: Option<u64>,
+    /// When that batching wait applies: adaptive (only while completions arrive densely:
+    /// more CPU saved than latency added) or always.
+    #[arg(long)]
+    pub coalesce: Option<String>,
     /// Start even when a shard log is damaged before its end: the damaged log is set aside
     /// (renamed, never truncated) and the shard starts from every record that still passes
     /// its checksum; what was skipped is reported. Without it such a server refuses to start.
@@ -127,6 +133,9 @@ pub struct Cli {
     /// Admin endpoint (GET /metrics, /stats) address [default: 127.0.0.1:9100].
     #[arg(long, conflicts_with = "no_admin")]
     pub admin: Option<SocketAddr>,
+    /// Media service flags (`config/media.rs`).
+    #[command(flatten)]
+    pub media: media::MediaArgs,
     /// Serve no admin endpoint.
     #[arg(long)]
     pub no_admin: bool,
@@ -200,6 +209,7 @@ pub struct FileConfig {
     compact_min_bytes: Option<u64>,
     commit_window_us: Option<u64>,
     coalesce_us: Option<u64>,
+    coalesce: Option<String>,
     handshake_timeout_s: Option<u64>,
     frame_timeout_s: Option<u64>,
     login_timeout_s: Option<u64>,
@@ -223,6 +233,8 @@ pub struct FileConfig {
     guesses_prefix_per_hour: Option<u32>,
     guesses_box_per_minute: Option<u32>,
     new_recipients_per_hour: Option<u32>,
+    /// The `[media]` table (`config/media.rs`).
+    media: Option<media::MediaFile>,
 }
 
 /// Alarm thresholds; `None` is off.
@@ -297,6 +309,8 @@ pub struct ServerConfig {
     pub cert_key: Option<(PathBuf, PathBuf)>,
     /// Huge-page backed buffers.
     pub huge_pages: bool,
+    /// The media service (`--media-listen`), or `None` (off, the default).
+    pub media: Option<media::MediaConfig>,
     /// SCHED_FIFO.
     pub realtime: bool,
     /// Pin shards to CPUs.
@@ -315,8 +329,10 @@ pub struct ServerConfig {
     pub compact_min_bytes: u64,
     /// Microseconds a log commit gathers before it starts when none is in flight.
     pub commit_window_us: u64,
-    /// Microseconds a shard's wait may go on after a first completion (`--coalesce-us`).
+    /// Microseconds a shard's batching wait may last (`--coalesce-us`).
     pub coalesce_us: u64,
+    /// When the batching wait applies (`--coalesce`).
+    pub coalesce: engine::coalesce::CoalesceMode,
     /// Start from what is readable when a log is damaged mid-file (`--salvage`).
     pub salvage: bool,
     /// Faults injected into the log files (tests only; always `None` from the command line).
@@ -544,7 +560,9 @@ impl ServerConfig {
                     messaging::tables::admission::NEW_RECIPIENTS_PER_HOUR_DEFAULT
                 }),
         };
+        let tls = !(cli.no_tls || file.no_tls.unwrap_or(false));
         Ok(ServerConfig {
+            media: cli.media.resolve(file.media.as_ref())?,
             signup,
             users,
             admin,
@@ -560,7 +578,7 @@ impl ServerConfig {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| DATA_DIR_DEFAULT.into()),
-            tls: !(cli.no_tls || file.no_tls.unwrap_or(false)),
+            tls,
             cert_key,
             huge_pages: cli.huge_pages || file.huge_pages.unwrap_or(false),
             realtime: cli.realtime || file.realtime.unwrap_or(false),
@@ -578,6 +596,9 @@ impl ServerConfig {
                 .unwrap_or(messaging::state::limits::COMPACT_MIN_BYTES),
             commit_window_us: commit_window_us(cli.commit_window_us.or(file.commit_window_us))?,
             coalesce_us: coalesce_us(cli.coalesce_us.or(file.coalesce_us))?,
+            coalesce: coalesce::coalesce_mode(
+                cli.coalesce.as_deref().or(file.coalesce.as_deref()),
+            )?,
             salvage: cli.salvage,
             log_faults: None,
             handshake_timeout_ms: handshake_s

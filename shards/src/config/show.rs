@@ -74,6 +74,7 @@ pub fn effective_toml(c: &ServerConfig) -> String {
     kv("compact_min_bytes", val(c.compact_min_bytes as i64));
     kv("commit_window_us", val(c.commit_window_us as i64));
     kv("coalesce_us", val(c.coalesce_us as i64));
+    kv("coalesce", val(super::coalesce::coalesce_name(c.coalesce)));
     kv(
         "journal_pending_bytes_max",
         val(c.overload.journal_pending_bytes_max as i64),
@@ -112,6 +113,9 @@ pub fn effective_toml(c: &ServerConfig) -> String {
             "# load_test_secret: SET (not shown; anyone holding it can log in as anyone)"
         );
     }
+    if let Some(m) = &c.media {
+        o.push_str(&crate::config::media::toml_section(m));
+    }
     o
 }
 
@@ -129,7 +133,8 @@ mod tests {
         std::fs::write(
             &file,
             "shards = 3\nno_tls = true\nadmin = \"off\"\nalarm_queue_user = 9\n\
-             max_connections = 1000\ndata_dir = \"/var/lib/switch \\\"board\\\"\"\n",
+             max_connections = 1000\ndata_dir = \"/var/lib/switch \\\"board\\\"\"\n\
+             [media]\nlisten = \"127.0.0.1:8443\"\nretention_days = 9\n",
         )
         .unwrap();
         let cli = Cli::parse_from(["switchboard", "--config", file.to_str().unwrap()]);
@@ -142,6 +147,11 @@ mod tests {
         assert_eq!(format!("{cfg:?}"), format!("{again:?}"), "{text}");
         assert!(text.contains("alarm_queue_user = 9\n"), "{text}");
         assert!(text.contains("admin = \"off\"\n"), "{text}");
+        assert!(
+            text.contains("[media]\nlisten = \"127.0.0.1:8443\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("retention_days = 9\n"), "{text}");
     }
 
     #[test]

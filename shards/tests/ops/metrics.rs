@@ -30,6 +30,12 @@ const HISTOGRAMS: [&str; 4] = [
 fn server_after_traffic() -> (TestServer, SocketAddr) {
     let server = TestServer::start_cfg(2, true, temp_dir("ops"), |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
+        // The media service's counters are served too (by shard 0).
+        let media = shards::config::media::MediaArgs {
+            media_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        c.media = media.resolve(None).unwrap();
     });
     let admin = server.rt.as_ref().unwrap().admin_addr().unwrap();
     let a = phones_on(0, 2, 1, 700).remove(0);

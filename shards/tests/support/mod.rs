@@ -20,6 +20,8 @@ pub struct TestServer {
     pub rt: Option<engine::Runtime>,
     pub addr: SocketAddr,
     pub cfg: ServerConfig,
+    /// The media service, when `cfg.media` asked for one (stopped with the server).
+    pub media: Option<shards::media::MediaService>,
 }
 
 impl TestServer {
@@ -55,6 +57,7 @@ impl TestServer {
             compact_min_bytes: messaging::state::limits::COMPACT_MIN_BYTES,
             commit_window_us: messaging::state::limits::COMMIT_WINDOW_US_DEFAULT,
             coalesce_us: 0,
+            coalesce: engine::coalesce::CoalesceMode::default(),
             salvage: false,
             log_faults: None,
             handshake_timeout_ms: engine::config::HANDSHAKE_TIMEOUT_MS_DEFAULT,
@@ -68,14 +71,16 @@ impl TestServer {
             alarms: shards::config::AlarmThresholds::default(),
             signup: Default::default(),
             users: Default::default(),
+            media: None,
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
-        let rt = shards::server::start(&cfg).expect("server starts");
+        let (rt, media) = shards::server::start_all(&cfg).expect("server starts");
         TestServer {
             addr: rt.local_addr(),
             rt: Some(rt),
             cfg,
+            media,
         }
     }
 
@@ -105,6 +110,7 @@ impl TestServer {
             rt.stop();
             rt.join().expect("clean shutdown");
         }
+        self.media = None;
     }
 }
 

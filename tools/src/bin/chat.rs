@@ -5,6 +5,8 @@
 //! chat verify +15551234567 123456      # stores this device's key in the config file
 //! chat send +15557654321 "hello"       # ✓ once the server has it durably
 //! chat listen --timeout 10             # prints messages and receipts (✓✓, read), acks them
+//! chat send-file +15557654321 cat.jpg --caption "look"   # uploads, then sends the link
+//! chat listen --save-dir ./received    # also downloads media, checked against its SHA-256
 //! chat group create friends +1555… +1555…
 //! chat group send 42 "hi all"
 //! ```
@@ -50,6 +52,8 @@ use tools::net::TlsClient;
 
 /// Default server address.
 const SERVER_DEFAULT: &str = "127.0.0.1:5222";
+/// Redirects one login follows (a user has one home box; more means the boxes disagree).
+const REDIRECTS_MAX: u32 = 3;
 /// Where a server started in the current directory keeps its dev certificate.
 const DEV_CERT_DEFAULT: &str = "./switchboard-data/tls/dev-cert.pem";
 /// Heartbeat period while listening (the server closes connections idle for 300 s).
@@ -97,6 +101,15 @@ enum Cmd {
         #[arg(long)]
         wait_delivered: Option<u64>,
     },
+    /// Upload a file (photo, voice note, video) and send it; prints ✓ when the server has
+    /// the message (needs a server with --media-listen).
+    SendFile {
+        to: String,
+        path: PathBuf,
+        /// Text sent with the file.
+        #[arg(long, default_value = "")]
+        caption: String,
+    },
     /// Print incoming messages and receipts, ack them; stop at --timeout or when stdin closes.
     Listen {
         /// Stop after this many seconds.
@@ -105,6 +118,9 @@ enum Cmd {
         /// Do not send read receipts.
         #[arg(long)]
         no_read: bool,
+        /// Download received media into this folder (checked against its SHA-256).
+        #[arg(long)]
+        save_dir: Option<PathBuf>,
     },
     /// Group commands.
     #[command(subcommand)]
@@ -145,6 +161,8 @@ struct Ctx {
     wait: Duration,
     server_flag: Option<String>,
     ca_flag: Option<PathBuf>,
+    /// The certificate the chat connection trusts (`None` with --no-tls); media HTTPS too.
+    ca: Option<PathBuf>,
 }
 
 fn run(a: Args) -> anyhow::Result<()> {
@@ -163,6 +181,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("bad server address {server:?}"))?
         .next()
         .with_context(|| format!("server address {server:?} resolves to nothing"))?;
+    let mut trusted = None;
     let tls = if a.no_tls {
         None
     } else {
@@ -177,7 +196,9 @@ fn run(a: Args) -> anyhow::Result<()> {
                 ca.display()
             );
         }
-        Some(TlsClient::trusting(&ca, &a.server_name)?)
+        let client = TlsClient::trusting(&ca, &a.server_name)?;
+        trusted = Some(ca);
+        Some(client)
     };
     let mut ctx = Ctx {
         path,
@@ -187,6 +208,7 @@ fn run(a: Args) -> anyhow::Result<()> {
         wait: Duration::from_secs(a.wait.max(1)),
         server_flag: a.server.clone(),
         ca_flag: a.ca.clone(),
+        ca: trusted,
     };
     match a.cmd {
         Cmd::Register { phone } => register(&mut ctx, &phone),
@@ -196,7 +218,12 @@ fn run(a: Args) -> anyhow::Result<()> {
             text,
             wait_delivered,
         } => send(&mut ctx, &to, &text, wait_delivered),
-        Cmd::Listen { timeout, no_read } => listen(&mut ctx, timeout, !no_read),
+        Cmd::SendFile { to, path, caption } => send_file(&mut ctx, &to, &path, &caption),
+        Cmd::Listen {
+            timeout,
+            no_read,
+            save_dir,
+        } => listen(&mut ctx, timeout, !no_read, save_dir),
         Cmd::Group(g) => group(&mut ctx, g),
     }
 }
@@ -215,7 +242,26 @@ impl Ctx {
             );
         };
         let mut c = self.connect()?;
-        match c.login(phone, &key, self.wait) {
+        let mut redirects = 0;
+        let answer = loop {
+            match c.login(phone, &key, self.wait) {
+                // A box of a cluster that is not this user's home names it: log in there.
+                Err(ClientError::Redirected(home)) if redirects < REDIRECTS_MAX => {
+                    redirects += 1;
+                    let addr = home
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .with_context(|| {
+                            format!("the server redirected to {home:?}, which does not resolve")
+                        })?;
+                    eprintln!("chat: {phone}'s home is {home}: logging in there");
+                    c = Client::connect(addr, self.tls.as_ref(), self.wait)?;
+                }
+                other => break other,
+            }
+        };
+        match answer {
             Ok(l) => Ok((c, l.queued)),
             Err(ClientError::Refused { name, .. }) if name == "BAD_KEY" => bail!(
                 "the server refused this device's key for {phone} (revoked, or the number was \
@@ -372,7 +418,16 @@ fn clock(ms: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-fn listen(ctx: &mut Ctx, timeout: Option<u64>, send_read: bool) -> anyhow::Result<()> {
+fn listen(
+    ctx: &mut Ctx,
+    timeout: Option<u64>,
+    send_read: bool,
+    save_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let saver = match save_dir {
+        Some(dir) => Some((tools::media::MediaHttp::new(ctx.ca.as_deref())?, dir)),
+        None => None,
+    };
     let (mut c, queued) = ctx.login()?;
     let me = ctx.cfg.phone.clone().unwrap_or_default();
     say!("logged in as {me}; {queued} waiting");
@@ -412,7 +467,7 @@ fn listen(ctx: &mut Ctx, timeout: Option<u64>, send_read: bool) -> anyhow::Resul
             Err(ClientError::Closed) => bail!("the server closed the connection"),
             Err(e) => return Err(e.into()),
         };
-        seen_queued += show(&mut c, f, send_read, &mut shown)? as u32;
+        seen_queued += show(&mut c, f, send_read, &mut shown, saver.as_ref())? as u32;
     }
     Ok(())
 }
@@ -425,6 +480,7 @@ fn show(
     f: ServerFrame,
     send_read: bool,
     shown: &mut tools::shown::Shown,
+    saver: Option<&(tools::media::MediaHttp, PathBuf)>,
 ) -> anyhow::Result<bool> {
     let Some(k) = f.kind else { return Ok(false) };
     match k {
@@ -442,6 +498,9 @@ fn show(
                 String::new()
             };
             say!("[{}] {group}{}: {text}", clock(m.sent_at_ms), m.from);
+            if let (Some(media), Some((http, dir))) = (&m.media, saver) {
+                save_media(http, dir, media);
+            }
             c.send(Ack {
                 server_msg_ids: vec![m.server_msg_id],
             })?;
@@ -485,6 +544,77 @@ fn show(
         }
         _ => Ok(false),
     }
+}
+
+/// Downloads a received object into `dir` and says where (or why not).
+fn save_media(http: &tools::media::MediaHttp, dir: &std::path::Path, m: &proto::v1::Media) {
+    if m.sha256.is_empty() || m.url.is_empty() {
+        return say!("  (a link: {})", m.url);
+    }
+    let name = tools::media::file_name_for(&m.sha256, &m.mime);
+    let progress = tools::media::progress_lines("downloading", m.size);
+    match http.download(&m.url, dir, &name, m.size, &m.sha256, progress) {
+        Ok(path) => say!("  saved {} ({} bytes, {})", path.display(), m.size, m.mime),
+        Err(e) => complain!("chat: {e:#}"),
+    }
+}
+
+/// Asks for a slot, uploads the file with a progress line, then sends the message with its
+/// media reference; ✓ when the server has it.
+fn send_file(ctx: &mut Ctx, to: &str, path: &std::path::Path, caption: &str) -> anyhow::Result<()> {
+    check_phone(to)?;
+    let (sha256, size) =
+        tools::media::sha256_file(path).with_context(|| format!("reading {}", path.display()))?;
+    let mime = tools::media::mime_for(path);
+    let http = tools::media::MediaHttp::new(ctx.ca.as_deref())?;
+    let (mut c, _) = ctx.login()?;
+    let req = ctx.cfg.take_client_msg_id();
+    let cmid = ctx.cfg.take_client_msg_id();
+    ctx.cfg.save(&ctx.path)?;
+    c.send(proto::v1::MediaSlotRequest {
+        client_req_id: req,
+        size,
+        mime: mime.into(),
+        sha256: sha256.to_vec(),
+    })?;
+    let slot = c.wait_for(
+        ctx.wait,
+        "media slot",
+        |k| match k {
+            Kind::MediaSlot(s) if s.client_req_id == req => Some(s.clone()),
+            _ => None,
+        },
+        |e| e.client_msg_id == req || e.client_msg_id == 0,
+        |_| {},
+    )?;
+    let progress = tools::media::progress_lines("uploading", size);
+    http.upload(&slot.upload_url, path, size, progress)?;
+    c.send(SendMessage {
+        to: to.into(),
+        client_msg_id: cmid,
+        body: caption.as_bytes().to_vec(),
+        media: Some(Box::new(proto::v1::Media {
+            mime: mime.into(),
+            size,
+            sha256: sha256.to_vec(),
+            ..Default::default()
+        })),
+    })?;
+    let server_id = c.wait_for(
+        ctx.wait,
+        "send",
+        |k| match k {
+            Kind::ServerAck(a) if a.client_msg_id == cmid => Some(a.server_msg_id),
+            _ => None,
+        },
+        |e| e.client_msg_id == cmid || e.client_msg_id == 0,
+        |_| {},
+    )?;
+    say!(
+        "✓ sent {} ({size} bytes) to {to} (message {server_id})",
+        path.display()
+    );
+    Ok(())
 }
 
 fn group(ctx: &mut Ctx, g: GroupCmd) -> anyhow::Result<()> {

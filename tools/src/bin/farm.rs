@@ -22,9 +22,11 @@ struct Args {
     /// Run as a worker (internal: the parent starts workers this way).
     #[arg(long, hide = true)]
     worker: bool,
-    /// Server address (loopback or an address you own).
-    #[arg(long, default_value = "127.0.0.1:5222")]
-    server: SocketAddr,
+    /// Server address (loopback or an address you own). Several (repeat the flag or separate
+    /// with commas) spread the users over the boxes of a cluster, round robin; a box that is
+    /// not a user's home redirects it there and the farm follows.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5222", num_args = 1..)]
+    server: Vec<SocketAddr>,
     /// Protocol: switchboard, mqtt (3.1.1, see --qos) or nats (core pub/sub, text protocol).
     #[arg(long, value_enum, default_value_t = Proto::Switchboard)]
     proto: Proto,
@@ -120,12 +122,24 @@ struct Args {
     /// Print delivery percentiles of the last S seconds every S seconds of the run (0: off).
     #[arg(long, default_value_t = 0.0)]
     interval: f64,
+    /// Send in bursts every this many ms (every send due by then at once), like a driver on a
+    /// coarse timer (tokio's is 1 ms); 0: each send at its own time. Latency still counts
+    /// from each send's scheduled time.
+    #[arg(long, default_value_t = 0.0)]
+    send_tick_ms: f64,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Media beside the text: upload MB/s over all media pairs (0: none; the server needs
+    /// --media-listen). Each pair uploads, sends and downloads one object at a time.
+    #[arg(long, default_value_t = 0.0)]
+    media_mb_s: f64,
+    /// Media pairs (threads in the parent; phones after the farm's users).
+    #[arg(long, default_value_t = 4)]
+    media_pairs: usize,
 }
 
 fn main() {
@@ -174,7 +188,7 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
     }
     let logs_in = load_test_secret.is_some() || a.proto != Proto::Switchboard;
     let spec = Spec {
-        server: a.server,
+        servers: a.server.clone(),
         proto: a.proto,
         qos: a.qos,
         conns: a.conns,
@@ -211,16 +225,64 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
         inflight_per_conn_max: a.inflight.max(1),
         seed: a.seed,
         interval_s: a.interval,
+        send_tick_ms: a.send_tick_ms,
     };
     spec.check().map_err(|e| anyhow::anyhow!(e))?;
     Ok(spec)
 }
 
+/// The media pairs' settings, when `--media-mb-s` asks for them.
+fn media_spec(a: &Args, spec: &Spec) -> anyhow::Result<Option<tools::farm::media::MediaSpec>> {
+    if a.media_mb_s <= 0.0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        a.proto == Proto::Switchboard,
+        "--media-mb-s needs --proto switchboard"
+    );
+    let secret = spec
+        .load_test_secret
+        .clone()
+        .context("--media-mb-s needs the load-test secret")?;
+    let tls = match &spec.tls_ca {
+        Some(ca) => Some((
+            tools::net::TlsClient::trusting(ca, &a.server_name)?,
+            ca.clone(),
+        )),
+        None => None,
+    };
+    Ok(Some(tools::farm::media::MediaSpec {
+        // The first box: media pairs do not follow a cluster's redirects.
+        server: *a.server.first().context("no --server")?,
+        tls,
+        secret,
+        phone_base: a.phone_base + a.conns + 1_000,
+        pairs: a.media_pairs.max(1),
+        bytes_per_s: a.media_mb_s * 1e6,
+    }))
+}
+
 fn run(a: Args) -> anyhow::Result<i32> {
     let spec = spec_from(&a)?;
     let exe = std::env::current_exe().context("finding this executable to start workers")?;
-    let report = fanout::run_farm(&spec, &exe, &["--worker"], a.quiet)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let media = match media_spec(&a, &spec)? {
+        Some(m) => {
+            let stop = stop.clone();
+            Some(std::thread::spawn(move || {
+                tools::farm::media::run(&m, &stop)
+            }))
+        }
+        None => None,
+    };
+    let report = fanout::run_farm(&spec, &exe, &["--worker"], a.quiet);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let media = media.map(|h| h.join().expect("media pairs do not panic"));
+    let report = report?;
     println!("{}", report.summary_text());
+    if let Some(m) = &media {
+        println!("{}", m.line());
+    }
     if let Some(path) = &a.report {
         report.write(path)?;
         println!("report written to {}", path.display());

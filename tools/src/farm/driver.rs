@@ -34,7 +34,7 @@ use crate::workload::{secs, wall_us, BodyStamp, Mode, Pacer, Schedule, Scheduled
 
 use super::poller::{Event, Poller};
 use super::transport::{Transport, TransportError};
-use super::user::{Outcome, Pending, Phase, Tally, User};
+use super::user::{Outcome, Pending, Phase, Tally, User, REDIRECTS_PER_LOGIN_MAX};
 use super::wire::Wire;
 
 /// Most connects in flight per thread (ramp and storm alike).
@@ -291,7 +291,8 @@ impl Driver {
         };
         if self.spec.sends() {
             let rate = self.spec.per_thread(self.spec.rate);
-            self.send_schedule = Some(Schedule::new(rate, now, wall_us()));
+            let tick = Duration::from_secs_f64(self.spec.send_tick_ms.max(0.0) / 1000.0);
+            self.send_schedule = Some(Schedule::new(rate, now, wall_us()).with_tick(tick));
         }
         if self.spec.sends() && self.spec.group_ratio > 0.0 {
             self.create_groups();
@@ -386,7 +387,8 @@ impl Driver {
         u.started = now;
         self.stats.counters.connect_attempts += 1;
         let src = source_ips::pick(&spec.source_ips, u.idx);
-        match Transport::start(src, spec.server, self.tls.as_ref(), Wire::for_spec(&spec)) {
+        let server = u.home.unwrap_or_else(|| spec.first_server(u.idx));
+        match Transport::start(src, server, self.tls.as_ref(), Wire::for_spec(&spec)) {
             Ok(mut t) => {
                 // The first frame rides right behind the handshake (MQTT/NATS: connect and
                 // subscribe to the user's own topic).
@@ -506,6 +508,22 @@ impl Driver {
                     self.fail_attempt(i, now, "login_refused".into());
                     return;
                 }
+                Outcome::Redirect(home) => {
+                    self.stats.counters.redirects += 1;
+                    let u = &mut self.users[i];
+                    u.home = Some(home);
+                    u.redirects += 1;
+                    if u.redirects > REDIRECTS_PER_LOGIN_MAX {
+                        u.attempts = u32::MAX;
+                        self.fail_attempt(i, now, "redirect_loop".into());
+                        return;
+                    }
+                    // Not a failed attempt: reconnect to the home box at once.
+                    u.attempts = u.attempts.saturating_sub(1);
+                    self.drop_conn(i);
+                    self.users[i].retry_at = now;
+                    return;
+                }
                 Outcome::GroupCreated { req, group_id } => {
                     if let Some(g) = self.groups.get_mut(req as usize) {
                         g.id = group_id;
@@ -526,6 +544,7 @@ impl Driver {
         if u.phase != Phase::Connecting && u.phase != Phase::WaitingUp {
             return;
         }
+        u.redirects = 0;
         if groups {
             // Farm users are strangers to each other, and by default only contacts may add
             // someone to a group: let the group's creator add them (before any group is

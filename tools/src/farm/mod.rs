@@ -10,10 +10,12 @@
 //!   Switchboard frames, [`mqtt`] 3.1.1 or [`nats`], all presented as Switchboard frames.
 //! - [`poller`]: the epoll wrapper.
 //! - [`interval`]: `--interval` lines, delivery percentiles per interval of a long run.
+//! - [`media`]: `--media-mb-s`, pairs uploading and downloading media beside the text.
 
 pub mod driver;
 pub mod fanout;
 pub mod interval;
+pub mod media;
 pub mod mqtt;
 pub mod nats;
 pub mod poller;

@@ -78,7 +78,16 @@ pub struct User {
     pub seen: HashMap<(u64, u64), u32>,
     /// Group messages received: (group, sender, client_msg_id).
     pub seen_group: HashSet<(u64, u64, u64)>,
+    /// The user's home box, once a box redirected it there; later connections go straight to it.
+    pub home: Option<std::net::SocketAddr>,
+    /// Redirects followed since the last login (a loop between boxes stops at
+    /// [`REDIRECTS_PER_LOGIN_MAX`]).
+    pub redirects: u8,
 }
+
+/// Redirects one login may follow before the farm counts it as refused: a user has one home,
+/// so more than a couple means the boxes disagree about it.
+pub const REDIRECTS_PER_LOGIN_MAX: u8 = 3;
 
 /// What the driver must do after a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +98,8 @@ pub enum Outcome {
     CameUp,
     /// The server refused the login: close and count.
     LoginRefused,
+    /// The box is not this user's home: connect to this one instead and log in there.
+    Redirect(std::net::SocketAddr),
     /// A group the thread asked for now exists.
     GroupCreated {
         /// The creator's client_req_id (the group's slot in the thread).
@@ -152,6 +163,8 @@ impl User {
             pending: HashMap::new(),
             seen: HashMap::new(),
             seen_group: HashSet::new(),
+            home: None,
+            redirects: 0,
         }
     }
 
@@ -214,11 +227,25 @@ impl User {
                     group_id: g.group_id,
                 };
             }
+            Kind::Redirect(r) => {
+                if !self.awaiting_up() {
+                    t.stats.error("redirect:while_up");
+                    return Outcome::Continue;
+                }
+                return match r.addr.parse() {
+                    Ok(addr) => Outcome::Redirect(addr),
+                    Err(_) => {
+                        t.stats.error("redirect:bad_addr");
+                        Outcome::LoginRefused
+                    }
+                };
+            }
             Kind::PinSent(_)
             | Kind::Verified(_)
             | Kind::GroupMembers(_)
             | Kind::Presence(_)
-            | Kind::GroupUpdated(_) => {}
+            | Kind::GroupUpdated(_)
+            | Kind::MediaSlot(_) => {}
         }
         Outcome::Continue
     }

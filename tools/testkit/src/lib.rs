@@ -9,11 +9,15 @@
 //!   4-byte big-endian length, then the payload), plaintext or TLS (trusting a dev
 //!   certificate), optionally from a chosen source address. It knows nothing of protobuf:
 //!   the server's tests wrap it with the codec, the engine's send raw payloads.
+//! - [`nats::NatsCluster`]: nats-server children with JetStream, one node or a cluster, whose
+//!   nodes a test can kill and start again (the cluster tests).
 //!
 //! Test code: it panics on any unexpected I/O error, with the operation named. Reads time
 //! out after [`READ_TIMEOUT_MS`], so a test waiting for a frame that never comes fails
 //! instead of hanging.
 #![warn(missing_docs)]
+
+pub mod nats;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -23,18 +23,37 @@ enum Ev {
 
 /// Starts the fake server on 127.0.0.1:0; it runs until the process ends.
 pub fn start() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || accept(l, tx));
-    std::thread::spawn(move || Router::default().run(rx));
-    addr
+    start_boxes(1)[0]
 }
 
-fn accept(l: TcpListener, tx: Sender<Ev>) {
+/// Starts a fake cluster of `n` boxes sharing one router: a phone's home is a hash of
+/// its number modulo `n`, and a login on another box is answered with `Redirect` to the home's address
+/// (as a real cluster does). The boxes run until the process ends.
+pub fn start_boxes(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let boxes: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let (tx, rx) = mpsc::channel();
+    for (b, l) in listeners.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || accept(b as u64, l, tx));
+    }
+    let router = Router {
+        boxes: boxes.clone(),
+        ..Router::default()
+    };
+    std::thread::spawn(move || router.run(rx));
+    boxes
+}
+
+/// Connection ids carry their box in the bits above this shift.
+const BOX_SHIFT: u32 = 40;
+
+fn accept(b: u64, l: TcpListener, tx: Sender<Ev>) {
     for (id, s) in l.incoming().enumerate() {
         let Ok(s) = s else { continue };
-        let id = id as u64 + 1;
+        let id = (b << BOX_SHIFT) | (id as u64 + 1);
         let Ok(w) = s.try_clone() else { continue };
         if tx.send(Ev::Open(id, w)).is_err() {
             return;
@@ -65,6 +84,13 @@ fn read_loop(id: u64, mut s: TcpStream, tx: Sender<Ev>) {
     let _ = tx.send(Ev::Closed(id));
 }
 
+/// A phone's home box: a hash of its number (any stable choice would do; a hash, so that
+/// round-robin first connections land on a home box only about 1/n of the time).
+fn home_box(phone: &str, boxes: usize) -> usize {
+    let n: u64 = phone.trim_start_matches('+').parse().unwrap_or(0);
+    ((n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % boxes.max(1) as u64) as usize
+}
+
 #[derive(Default)]
 struct Router {
     conns: HashMap<u64, (TcpStream, Option<String>)>,
@@ -76,6 +102,8 @@ struct Router {
     dedupe: HashMap<(String, u64), u64>,
     groups: HashMap<u64, Vec<String>>,
     next_id: u64,
+    /// Every box's address (one for a lone box).
+    boxes: Vec<SocketAddr>,
 }
 
 impl Router {
@@ -125,6 +153,12 @@ impl Router {
         match (f.kind.unwrap(), me) {
             (C::Ping(p), _) => self.write(conn, Pong { nonce: p.nonce }.into()),
             (C::LoadTestLogin(l), _) => {
+                let home = home_box(&l.phone, self.boxes.len());
+                if self.boxes.len() > 1 && conn >> BOX_SHIFT != home as u64 {
+                    let addr = self.boxes[home].to_string();
+                    self.write(conn, Redirect { addr }.into());
+                    return;
+                }
                 if let Some(old) = self.online.insert(l.phone.clone(), conn) {
                     let _ = old;
                 }

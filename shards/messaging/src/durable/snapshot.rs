@@ -67,12 +67,17 @@ pub struct SnapshotWalk {
 
 /// One slice of one map's walk, or its beginning (a slice of its own, once any growth
 /// under way has ended); true once every entry is visited.
-fn walk_slice<K: Hash + Eq + Send + 'static, V: Send + 'static>(
-    map: &mut SteadyMap<K, V>,
+fn walk_slice<K, V, S>(
+    map: &mut SteadyMap<K, V, S>,
     begun: &mut bool,
     budget: usize,
     visit: impl FnMut(&K, &V) -> usize,
-) -> bool {
+) -> bool
+where
+    K: Hash + Eq + Send + 'static,
+    V: Send + 'static,
+    S: std::hash::BuildHasher + Clone + Send + 'static,
+{
     if !*begun {
         // Beginning allocates the table the walk fills (its control bytes are set: about
         // 1 ms at a million entries): a slice of its own.

@@ -5,6 +5,7 @@
 
 use crate::durable::record::{record, Record};
 use crate::state::effect::{AfterCommit, Out};
+use crate::state::home::E164_BYTES_MAX;
 use crate::state::mesh_msg::ShardMsg;
 use crate::state::{busy, item_record, ShardState};
 use crate::tables::queues::Item;
@@ -39,10 +40,12 @@ impl ShardState {
             K::Login(l) => self.on_login(now, conn, l, out),
             K::LoadTestLogin(l) => self.on_load_test_login(now, conn, l, out),
             other => {
-                let Some(user) = self.sessions.user_of(conn).map(|u| u.to_string()) else {
+                let Some(user) = self.sessions.user_of(conn) else {
                     return out.error(conn, ErrorCode::NotLoggedIn, "log in first", 0);
                 };
-                self.on_user_frame(now, conn, user, other, out);
+                // The E.164 form on the stack: only handlers that keep it make a `String`.
+                let mut buf = [0u8; E164_BYTES_MAX];
+                self.on_user_frame(now, conn, user.e164_in(&mut buf), other, out);
             }
         }
     }
@@ -51,7 +54,7 @@ impl ShardState {
         &mut self,
         now: u64,
         conn: ConnId,
-        user: String,
+        user: &str,
         kind: client_frame::Kind,
         out: &mut Out,
     ) {
@@ -61,12 +64,12 @@ impl ShardState {
             K::GroupSend(g) if self.refused_busy(conn, g.client_msg_id, out) => {}
             // Fans out to every contact's home: admitted like a send.
             K::PresenceSubscribe(_) if self.refused_busy(conn, 0, out) => {}
-            K::Send(s) => self.on_send(now, conn, user, s, out),
-            K::Ack(a) => self.on_ack(now, &user, a.server_msg_ids, out),
-            K::Read(r) => self.on_read(now, &user, r.server_msg_ids, out),
-            K::GroupCreate(g) => self.on_group_create(now, conn, user, g, out),
+            K::Send(s) => self.on_send(now, conn, user.to_owned(), s, out),
+            K::Ack(a) => self.on_ack(now, user, a.server_msg_ids, out),
+            K::Read(r) => self.on_read(now, user, r.server_msg_ids, out),
+            K::GroupCreate(g) => self.on_group_create(now, conn, user.to_owned(), g, out),
             K::GroupAdd(g) => self.group_op(
-                user,
+                user.to_owned(),
                 crate::state::mesh_msg::GroupOp::Add {
                     group_id: g.group_id,
                     members: g.members,
@@ -75,7 +78,7 @@ impl ShardState {
                 out,
             ),
             K::GroupRemove(g) => self.group_op(
-                user,
+                user.to_owned(),
                 crate::state::mesh_msg::GroupOp::Remove {
                     group_id: g.group_id,
                     members: g.members,
@@ -84,25 +87,28 @@ impl ShardState {
                 out,
             ),
             K::GroupMembers(g) => self.group_op(
-                user,
+                user.to_owned(),
                 crate::state::mesh_msg::GroupOp::Members {
                     group_id: g.group_id,
                 },
                 g.group_id,
                 out,
             ),
-            K::GroupSend(g) => self.on_group_send(now, user, g, out),
-            K::PresenceSubscribe(p) => self.on_presence_subscribe(now, conn, user, p.contacts, out),
+            K::GroupSend(g) => self.on_group_send(now, user.to_owned(), g, out),
+            K::PresenceSubscribe(p) => {
+                self.on_presence_subscribe(now, conn, user.to_owned(), p.contacts, out)
+            }
             K::PresencePrivacy(p) => {
                 // Validated: the value is a known visibility.
                 let v = proto::v1::PresenceVisibility::try_from(p.visibility).unwrap_or_default();
-                self.on_presence_privacy(&user, v)
+                self.on_presence_privacy(user, v)
             }
             K::GroupPrivacy(p) => {
                 // Validated: the value is a known policy.
                 let p = proto::v1::GroupAddPolicy::try_from(p.who_can_add).unwrap_or_default();
-                self.on_group_privacy(&user, p)
+                self.on_group_privacy(user, p)
             }
+            K::MediaSlot(r) => self.on_media_slot(now, conn, user, r, out),
             K::Ping(_) | K::Register(_) | K::Verify(_) | K::Login(_) | K::LoadTestLogin(_) => {
                 out.error(conn, ErrorCode::UnexpectedFrame, "already logged in", 0)
             }
@@ -199,9 +205,9 @@ impl ShardState {
         let Some(conn) = self.sessions.conn_of(user) else {
             return;
         };
-        for frame in self.queues.take_sendable(user) {
-            out.frame(conn, frame);
-        }
+        self.queues.take_sendable(user, |w| {
+            out.now.push(crate::state::effect::Effect::Wire(conn, w))
+        });
     }
 
     fn maybe_push(&mut self, user: &str, out: &mut Out) {

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod group;
 pub mod group_consent;
 pub mod login;
+pub mod media;
 pub mod mesh_back;
 pub mod presence;
 pub mod receipt;

@@ -35,7 +35,7 @@ impl ShardState {
                 // Acked before its record was durable: the recipient holds it, so the sender
                 // may count it as stored. The answer leaves before the receipt, on the same
                 // path, so the sender never sees DELIVERED before its ServerAck.
-                let sender = sender.to_string();
+                let sender = sender.to_e164();
                 self.answer_stored(&sender, item.client_msg_id, item.group_id(), id, out);
             }
             let acked = AckedMsg {
@@ -75,7 +75,7 @@ impl ShardState {
             group_id: m.group_id,
             receipt_id: 0,
         };
-        let sender = m.sender.to_string();
+        let sender = m.sender.to_e164();
         out.mesh(self.home(&sender), ShardMsg::Receipt { sender, receipt });
     }
 

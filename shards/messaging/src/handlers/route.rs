@@ -119,6 +119,9 @@ impl ShardState {
         if d.group_id == 0 {
             self.admission.wrote(sender, recipient, now);
         }
+        if let Some(media) = d.media.as_mut() {
+            self.sign_download(recipient, d.sent_at_ms, media);
+        }
         let id = self.ids.issue();
         let item = Item::message(MessageParts {
             id,

@@ -346,7 +346,13 @@ impl Harness {
                     to: phone(r, &self.phones),
                     client_msg_id: cid,
                     body: body(r),
-                    media: None,
+                    media: r.chance(10).then(|| {
+                        Box::new(Media {
+                            size: r.below(1 << 20),
+                            sha256: vec![9; if r.chance(10) { 5 } else { 32 }],
+                            ..Default::default()
+                        })
+                    }),
                 };
                 if self.recent_sends.len() < 64 {
                     self.recent_sends.push(s.clone());
@@ -381,6 +387,12 @@ impl Harness {
                     _ => K::GroupMembers(GroupMembersRequest { group_id }),
                 }
             }
+            13 if r.chance(20) => K::MediaSlot(MediaSlotRequest {
+                client_req_id: r.below(3),
+                size: r.below(1 << 27),
+                mime: "image/jpeg".into(),
+                sha256: vec![7; if r.chance(10) { 31 } else { 32 }],
+            }),
             13 if r.chance(25) => K::PresencePrivacy(proto::v1::PresencePrivacy {
                 visibility: r.below(4) as i32,
             }),

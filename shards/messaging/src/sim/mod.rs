@@ -13,6 +13,8 @@ pub mod fuzz;
 #[cfg(test)]
 mod groups;
 pub mod journal;
+#[cfg(test)]
+mod media;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -59,11 +61,19 @@ pub struct Sim {
 }
 
 impl Sim {
+    /// `n` shards with load-test logins (secret `s`) and the media service on (so random
+    /// frames reach slot grants and download signing).
     pub fn new(n: usize) -> Sim {
         Sim::with_settings(
             n,
             ServiceSettings {
                 load_test_secret: Some(b"s".to_vec()),
+                media: Some(crate::media::settings::MediaSettings {
+                    key: crate::media::token::MediaKey::new(&[5; 32]),
+                    base_url: "https://media.test".into(),
+                    object_bytes_max: crate::media::settings::MEDIA_OBJECT_BYTES_MAX_DEFAULT,
+                    retention_ms: crate::media::settings::MEDIA_RETENTION_MS_DEFAULT,
+                }),
                 ..ServiceSettings::default()
             },
         )
@@ -233,6 +243,14 @@ impl Sim {
                     "frames only to local connections"
                 );
                 self.inbox.entry(c).or_default().push(f);
+            }
+            Effect::Wire(c, w) => {
+                // Delivered as encoded bytes: the client decodes them.
+                let f = proto::codec::decode_server(&w.bytes)
+                    .ok()
+                    .and_then(|f| f.kind)
+                    .expect("an item's encoding decodes");
+                self.exec(shard, Effect::Frame(c, f));
             }
             Effect::Close(c) => self.closed.push(c),
             Effect::Mesh(to, m) => {

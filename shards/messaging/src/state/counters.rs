@@ -39,6 +39,10 @@ pub struct AbuseCounters {
     pub refused_new_recipient: u64,
     /// Sends to numbers nobody has (answered as if stored).
     pub sends_to_unknown: u64,
+    /// Media upload slots granted (`handlers/media.rs`).
+    pub media_slots_granted: u64,
+    /// Media slot requests refused: no media service, or the object is over the size limit.
+    pub media_slots_refused: u64,
 }
 
 /// Sizes of the abuse limits' state on one shard now.
@@ -90,6 +94,8 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("refused_new_recipient_total", c.refused_new_recipient),
         ("recipient_ties", g.recipient_ties),
         ("sends_to_unknown_total", c.sends_to_unknown),
+        ("media_slots_granted_total", c.media_slots_granted),
+        ("media_slots_refused_total", c.media_slots_refused),
     ]);
     v
 }

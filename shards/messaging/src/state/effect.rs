@@ -13,6 +13,8 @@ use crate::state::mesh_msg::{Adoption, ShardMsg};
 pub enum Effect {
     /// Queue a frame to a connection on this shard.
     Frame(ConnId, server_frame::Kind),
+    /// Queue a frame already encoded (a queued item's delivery) to a connection here.
+    Wire(ConnId, WireFrame),
     /// Close a connection after its queued frames are written.
     Close(ConnId),
     /// Send a message to a shard (possibly this one).
@@ -40,6 +42,17 @@ pub enum Effect {
         /// The user's server-issued id: what a log line names instead of the phone.
         user_id: u64,
     },
+}
+
+/// An encoded `ServerFrame` (no length header), as a queued item is delivered: its bytes
+/// go into the connection's output as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireFrame {
+    /// The encoded frame.
+    pub bytes: Vec<u8>,
+    /// For a message, when the sender's home accepted it (ms; the delivery-latency
+    /// histogram reads it); 0 for anything else.
+    pub sent_at_ms: u64,
 }
 
 /// What must wait for durability.

@@ -35,11 +35,56 @@ pub struct Phone(std::num::NonZeroU64);
 impl Phone {
     /// The phone `s` names, if it is E.164 (every phone past `proto::validate` is).
     pub fn parse(s: &str) -> Option<Phone> {
-        if !proto::validate::is_e164(s) {
+        // One pass, no `str::parse` (this runs several times per message): at most 15
+        // digits, so the value fits a u64 without overflow checks.
+        let digits = s.strip_prefix('+')?.as_bytes();
+        let len_ok = (proto::limits::PHONE_DIGITS_MIN..=proto::limits::PHONE_DIGITS_MAX)
+            .contains(&digits.len());
+        if !len_ok || digits[0] == b'0' {
             return None;
         }
-        let digits = &s[1..];
-        digits.parse().ok().map(Phone)
+        let mut n: u64 = 0;
+        for &b in digits {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u64::from(d);
+        }
+        std::num::NonZeroU64::new(n).map(Phone)
+    }
+
+    /// The E.164 form (`+` and the digits), written without the formatting machinery.
+    pub fn to_e164(self) -> String {
+        let mut buf = [0u8; E164_BYTES_MAX];
+        let s = self.write_e164(&mut buf);
+        s.to_owned()
+    }
+
+    /// Appends the E.164 form to `out`.
+    pub fn write_e164_into(self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; E164_BYTES_MAX];
+        out.extend_from_slice(self.write_e164(&mut buf).as_bytes());
+    }
+
+    /// The E.164 form, written into `buf` (no allocation).
+    pub fn e164_in(self, buf: &mut [u8; E164_BYTES_MAX]) -> &str {
+        self.write_e164(buf)
+    }
+
+    /// Writes the E.164 form at the end of `buf`; returns it.
+    fn write_e164(self, buf: &mut [u8; E164_BYTES_MAX]) -> &str {
+        let mut n = self.0.get();
+        let mut at = buf.len();
+        while n > 0 {
+            at -= 1;
+            buf[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        at -= 1;
+        buf[at] = b'+';
+        // Only ASCII digits and '+' were written.
+        std::str::from_utf8(&buf[at..]).expect("ASCII")
     }
 
     /// The digits as a number.
@@ -53,9 +98,13 @@ impl Phone {
     }
 }
 
+/// Bytes of the longest E.164 form a `Phone` holds: `+` and up to 20 digits (any u64).
+pub const E164_BYTES_MAX: usize = 21;
+
 impl std::fmt::Display for Phone {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "+{}", self.0)
+        let mut buf = [0u8; E164_BYTES_MAX];
+        f.write_str(self.write_e164(&mut buf))
     }
 }
 
@@ -165,6 +214,32 @@ mod tests {
         }
         for bad in ["15550000001", "+0555000000", "+1", "+1555000000a"] {
             assert_eq!(Phone::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_takes_exactly_what_is_e164_takes_and_prints_as_display_does() {
+        let cases = [
+            "+",
+            "+1234567",
+            "+12345678",
+            "+123456789012345",
+            "+1234567890123456",
+            "+1555 000000",
+            "+1555-000000",
+            "++15550000001",
+            "+١٢٣٤٥٦٧٨٩",
+            "+15550000001\n",
+            "+9",
+            "+10000000",
+        ];
+        for s in cases {
+            let p = Phone::parse(s);
+            assert_eq!(p.is_some(), proto::validate::is_e164(s), "{s:?}");
+            if let Some(p) = p {
+                assert_eq!(p.to_e164(), s);
+                assert_eq!(p.to_e164(), p.to_string());
+            }
         }
     }
 

@@ -115,7 +115,7 @@ pub struct Delivery {
     /// Body.
     pub body: Vec<u8>,
     /// Media reference.
-    pub media: Option<Media>,
+    pub media: Option<Box<Media>>,
     /// When the sender's home accepted it (ms).
     pub sent_at_ms: u64,
     /// Where the outcome goes.

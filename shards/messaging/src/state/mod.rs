@@ -43,6 +43,8 @@ pub struct ServiceSettings {
     pub signup: crate::tables::budgets::SignupLimits,
     /// Per-user budgets that have flags (`admission.rs`).
     pub users: crate::tables::admission::UserLimits,
+    /// The media service's key, URL and limits; `None` when it is off (`handlers/media.rs`).
+    pub media: Option<crate::media::settings::MediaSettings>,
 }
 
 /// Fills a buffer with random bytes (the OS's in production, the server's `os_random`; a

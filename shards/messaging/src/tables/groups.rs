@@ -60,8 +60,11 @@ pub(crate) struct Fanout {
 /// Groups homed here.
 #[derive(Debug, Default)]
 pub struct Groups {
-    /// Grows in slices, and a snapshot walks it between events (`steady_map.rs`).
-    pub(crate) groups: crate::tables::steady_map::SteadyMap<u64, StoredGroup>,
+    /// Grows in slices, and a snapshot walks it between events (`steady_map.rs`). Keyed by
+    /// group ids, which only we issue (a peer names ids to look up, never inserts one): the
+    /// id hasher.
+    pub(crate) groups:
+        crate::tables::steady_map::SteadyMap<u64, StoredGroup, crate::tables::id_hash::IdHash>,
     pub(crate) fanouts: HashMap<FanoutKey, Fanout>,
     /// Admin → groups here they administer (kept as groups change, replay included), for
     /// `GROUPS_ADMINISTERED_PER_USER_MAX`. At most one entry per group.

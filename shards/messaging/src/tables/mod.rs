@@ -8,6 +8,7 @@ pub mod budgets;
 pub mod consent;
 pub mod dedupe;
 pub mod groups;
+pub mod id_hash;
 pub mod pin_codes;
 pub mod presence;
 pub mod queues;

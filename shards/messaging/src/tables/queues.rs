@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 
 use proto::v1::server_frame;
 
+use crate::state::effect::WireFrame;
 use crate::state::home::Phone;
 use crate::state::limits::{
     DELIVERY_WINDOW_BYTES, DELIVERY_WINDOW_ITEMS, QUEUE_ITEMS_PER_USER_MAX,
@@ -61,6 +62,8 @@ enum PayloadKind {
 
 /// Bytes of the group id after a group message's body.
 const GROUP_ID_BYTES: usize = 8;
+/// `ServerFrame`'s field number of `message` (proto/switchboard.proto).
+const SERVER_FRAME_MESSAGE_TAG: u32 = 8;
 
 /// What a message item is made of.
 #[derive(Debug, Clone)]
@@ -80,7 +83,7 @@ pub struct MessageParts {
     /// Body.
     pub body: Vec<u8>,
     /// Media reference.
-    pub media: Option<proto::v1::Media>,
+    pub media: Option<Box<proto::v1::Media>>,
 }
 
 /// Bytes of a length-delimited field with a one-byte key holding `len` bytes (0 if empty:
@@ -106,7 +109,7 @@ impl Item {
             }
             Some(media) => {
                 let frame = server_frame::Kind::Message(proto::v1::Message {
-                    from: m.sender.to_string(),
+                    from: m.sender.to_e164(),
                     server_msg_id: m.id,
                     client_msg_id: m.client_msg_id,
                     sent_at_ms: m.sent_at_ms,
@@ -201,16 +204,61 @@ impl Item {
                 .and_then(|f| f.kind)
                 .expect("an item's own encoding decodes");
         }
-        let from = self.sender.map(|s| s.to_string());
+        let from = self.sender.map(Phone::to_e164);
         server_frame::Kind::Message(self.header(from, self.body().to_vec()))
     }
 
-    /// The frame, encoded (`ServerFrame`), for its record.
+    /// The frame, encoded (`ServerFrame`, no length header): for its record, and what a
+    /// delivery sends. One allocation of the exact size; a plain message's fields are
+    /// written straight in ([`Item::write_frame`]).
     pub fn encoded_frame(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.wire_bytes() - proto::limits::FRAME_HEADER_BYTES);
+        self.write_frame(&mut out);
+        out
+    }
+
+    /// Appends the encoded `ServerFrame` to `out`: an item holding a frame copies it (never
+    /// decoded and encoded again); a plain message writes its `Message` fields directly, as
+    /// prost would (same bytes, field order and proto3 defaults left out), with no
+    /// `Message`, `String` or body copy in between.
+    pub fn write_frame(&self, out: &mut Vec<u8>) {
+        use prost::encoding::{encode_key, encode_varint, uint64, WireType};
         if self.kind == PayloadKind::Frame {
-            return self.payload.to_vec();
+            return out.extend_from_slice(&self.payload);
         }
-        encode(self.frame()).into_vec()
+        let from_len = self.sender.map_or(0, Phone::e164_len);
+        let message_len = self.message_len(from_len);
+        encode_key(SERVER_FRAME_MESSAGE_TAG, WireType::LengthDelimited, out);
+        encode_varint(message_len as u64, out);
+        if let Some(sender) = self.sender {
+            encode_key(1, WireType::LengthDelimited, out);
+            encode_varint(from_len as u64, out);
+            sender.write_e164_into(out);
+        }
+        for (tag, v) in [(2, self.id), (3, self.sent_at_ms)] {
+            if v != 0 {
+                uint64::encode(tag, &v, out);
+            }
+        }
+        let body = self.body();
+        if !body.is_empty() {
+            encode_key(4, WireType::LengthDelimited, out);
+            encode_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        }
+        for (tag, v) in [(6, self.group_id()), (7, self.client_msg_id)] {
+            if v != 0 {
+                uint64::encode(tag, &v, out);
+            }
+        }
+    }
+
+    /// Bytes of a plain message's `Message` (inside its `ServerFrame`).
+    fn message_len(&self, from_len: usize) -> usize {
+        use prost::Message;
+        self.header(None, Vec::new()).encoded_len()
+            + field_bytes(from_len)
+            + field_bytes(self.body().len())
     }
 
     /// A plain message's fields, with `from` and `body` as given.
@@ -232,11 +280,7 @@ impl Item {
         let frame = if self.kind == PayloadKind::Frame {
             self.payload.len()
         } else {
-            use prost::Message;
-            let from = self.sender.map_or(0, Phone::e164_len);
-            let inner = self.header(None, Vec::new()).encoded_len()
-                + field_bytes(from)
-                + field_bytes(self.body().len());
+            let inner = self.message_len(self.sender.map_or(0, Phone::e164_len));
             1 + prost::encoding::encoded_len_varint(inner as u64) + inner
         };
         proto::limits::FRAME_HEADER_BYTES + frame
@@ -450,12 +494,12 @@ impl Queues {
         Some(item)
     }
 
-    /// Items to send now to `user` (unsent, in order, within the window); marks them sent.
-    pub fn take_sendable(&mut self, user: &str) -> Vec<server_frame::Kind> {
+    /// Hands `send` the items to send now to `user` (unsent, in order, within the window),
+    /// encoded; marks them sent.
+    pub fn take_sendable(&mut self, user: &str, mut send: impl FnMut(WireFrame)) {
         let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) else {
-            return Vec::new();
+            return;
         };
-        let mut out = Vec::new();
         for item in q.items.iter_mut() {
             if q.in_flight >= DELIVERY_WINDOW_ITEMS {
                 break;
@@ -471,9 +515,11 @@ impl Queues {
             item.sent = true;
             q.in_flight += 1;
             q.in_flight_bytes += bytes;
-            out.push(item.frame());
+            send(WireFrame {
+                bytes: item.encoded_frame(),
+                sent_at_ms: item.sent_at_ms,
+            });
         }
-        out
     }
 
     /// Ids of `user`'s items sent on the current session and not acked yet, in order (at
@@ -559,6 +605,15 @@ mod tests {
         from("+15550000002", id)
     }
 
+    /// What `take_sendable` hands out, decoded.
+    fn sendable(q: &mut Queues, user: &str) -> Vec<server_frame::Kind> {
+        let mut v = Vec::new();
+        q.take_sendable(user, |w| {
+            v.push(proto::codec::decode_server(&w.bytes).unwrap().kind.unwrap())
+        });
+        v
+    }
+
     fn nonces(v: Vec<server_frame::Kind>) -> Vec<u64> {
         v.into_iter()
             .map(|k| match k {
@@ -576,14 +631,14 @@ mod tests {
             q.push(U, item(id)).unwrap();
         }
         assert!(q.mark_durable(U, 2).is_some());
-        assert_eq!(nonces(q.take_sendable(U)), vec![1, 2]);
-        assert!(q.take_sendable(U).is_empty(), "sent once per session");
+        assert_eq!(nonces(sendable(&mut q, U)), vec![1, 2]);
+        assert!(sendable(&mut q, U).is_empty(), "sent once per session");
         q.push(U, item(3)).unwrap();
-        assert_eq!(nonces(q.take_sendable(U)), vec![3], "sent before durable");
+        assert_eq!(nonces(sendable(&mut q, U)), vec![3], "sent before durable");
         q.session_ended(U);
         assert!(q.mark_durable(U, 4).is_none(), "no such item");
         assert_eq!(
-            nonces(q.take_sendable(U)),
+            nonces(sendable(&mut q, U)),
             vec![1, 2, 3],
             "resent after reconnect"
         );
@@ -631,7 +686,7 @@ mod tests {
     #[test]
     fn an_item_is_small_and_gives_back_the_frame_it_was_made_of() {
         assert_eq!(std::mem::size_of::<Item>(), 56);
-        for (media, group) in [(None, 0), (None, 7), (Some(proto::v1::Media::default()), 7)] {
+        for (media, group) in [(None, 0), (None, 7), (Some(Box::default()), 7)] {
             let mut m = from("+15550000002", 300);
             if media.is_some() || group != 0 {
                 m = Item::message(MessageParts {
@@ -656,6 +711,8 @@ mod tests {
             assert_eq!((&msg.media, msg.group_id), (&media, group));
             assert_eq!(m.group_id(), group);
             let encoded = m.encoded_frame();
+            // Written field by field, the same bytes prost writes for the frame.
+            assert_eq!(encoded, encode(frame.clone()).into_vec());
             assert_eq!(
                 m.wire_bytes(),
                 proto::limits::FRAME_HEADER_BYTES + encoded.len()
@@ -748,8 +805,8 @@ mod tests {
             q.mark_durable(U, id);
         }
         assert_eq!(q.push(U, from("", u64::MAX)), Err(QueueFull::Queue));
-        assert_eq!(q.take_sendable(U).len(), DELIVERY_WINDOW_ITEMS);
+        assert_eq!(sendable(&mut q, U).len(), DELIVERY_WINDOW_ITEMS);
         q.remove(U, 0);
-        assert_eq!(q.take_sendable(U).len(), 1, "an ack opens one slot");
+        assert_eq!(sendable(&mut q, U).len(), 1, "an ack opens one slot");
     }
 }

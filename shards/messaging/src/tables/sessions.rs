@@ -3,6 +3,7 @@
 //! state.
 
 use crate::state::home::Phone;
+use crate::tables::id_hash::IdHash;
 use crate::tables::steady_map::SteadyMap;
 
 use proto::ids::ConnId;
@@ -10,8 +11,10 @@ use proto::ids::ConnId;
 /// Sessions of users homed here.
 #[derive(Debug, Default)]
 pub struct Sessions {
+    /// Keyed by phones (chosen outside): SipHash.
     by_user: SteadyMap<Phone, ConnId>,
-    by_conn: SteadyMap<ConnId, Phone>,
+    /// Keyed by connection ids (ours, looked up once per frame): the id hasher.
+    by_conn: SteadyMap<ConnId, Phone, IdHash>,
 }
 
 impl Sessions {

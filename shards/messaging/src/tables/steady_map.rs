@@ -37,7 +37,7 @@
 //! 1–2 ms to make one).
 
 use std::borrow::Borrow;
-use std::hash::{Hash, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 
 use hashbrown::HashMap;
 
@@ -46,29 +46,35 @@ use crate::tables::table_thread::{self, Coming, Made};
 /// Entries moved from the old table per change while one is being emptied.
 pub const STEADY_MAP_MOVE_PER_OP: usize = 1024;
 
-/// A hash map that grows in slices (module docs).
+/// A hash map that grows in slices (module docs). `S` hashes its keys: SipHash with a random
+/// seed unless every key is an id we issue (`id_hash.rs`).
 #[derive(Debug)]
-pub struct SteadyMap<K, V> {
-    new: HashMap<K, V, RandomState>,
-    old: HashMap<K, V, RandomState>,
+pub struct SteadyMap<K, V, S = RandomState> {
+    new: HashMap<K, V, S>,
+    old: HashMap<K, V, S>,
     /// A walk is under way: `old` holds the entries it has not visited yet.
     walking: bool,
     /// The next table, being made on the table thread.
-    coming: Option<Coming<HashMap<K, V, RandomState>>>,
+    coming: Option<Coming<HashMap<K, V, S>>>,
 }
 
-impl<K, V> Default for SteadyMap<K, V> {
+impl<K, V, S: Default> Default for SteadyMap<K, V, S> {
     fn default() -> Self {
         SteadyMap {
-            new: HashMap::with_hasher(RandomState::new()),
-            old: HashMap::with_hasher(RandomState::new()),
+            new: HashMap::with_hasher(S::default()),
+            old: HashMap::with_hasher(S::default()),
             walking: false,
             coming: None,
         }
     }
 }
 
-impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
+impl<K, V, S> SteadyMap<K, V, S>
+where
+    K: Hash + Eq + Send + 'static,
+    V: Send + 'static,
+    S: BuildHasher + Clone + Send + 'static,
+{
     /// The value of `k`.
     pub fn get<Q>(&self, k: &Q) -> Option<&V>
     where
@@ -174,7 +180,7 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
 
     /// Where a key in neither table goes during a walk: `new` while it has room, else
     /// `old` (visited later) while that has room, else `new` grown in place.
-    fn table_for_a_new_key(&mut self) -> &mut HashMap<K, V, RandomState> {
+    fn table_for_a_new_key(&mut self) -> &mut HashMap<K, V, S> {
         if self.new.len() < self.new.capacity() {
             return &mut self.new;
         }
@@ -310,7 +316,7 @@ impl<K: Hash + Eq + Send + 'static, V: Send + 'static> SteadyMap<K, V> {
 
     /// An empty table for at least `capacity` entries: the one the table thread made if it
     /// is ready and large enough, else one made here.
-    fn table_for(&mut self, capacity: usize) -> HashMap<K, V, RandomState> {
+    fn table_for(&mut self, capacity: usize) -> HashMap<K, V, S> {
         if let Some(mut coming) = self.coming.take() {
             match coming.try_take() {
                 Made::Ready(t) if t.capacity() >= capacity => return t,

@@ -1,0 +1,288 @@
+//! nats-server children for the cluster tests: one JetStream node, or a cluster of several
+//! whose nodes a test can SIGKILL and start again.
+//!
+//! Steps of [`NatsCluster::start`], each bounded:
+//! 1. Find `nats-server` (on `PATH` or in Debian's `/usr/sbin`); `.ci/run` installs the
+//!    package where it is missing. Without it the test fails, saying so.
+//! 2. Take free loopback ports for every node (client, cluster route, monitoring) and write
+//!    each node a config: JetStream on, its store under the cluster's temp dir, and for more
+//!    than one node a `cluster` block with routes to every other node.
+//! 3. Spawn every node, then wait until each answers `/healthz` with 200 — for JetStream that
+//!    means it has a meta leader, so streams and KV buckets can be created — at most
+//!    [`NATS_READY_MS`].
+//!
+//! [`NatsCluster::kill`] SIGKILLs one node (its store stays); [`NatsCluster::restart`] starts
+//! it again on the same ports and store. Drop kills every node and removes the directory.
+//! Only loopback is listened on. Test code: it panics on failure, naming the step.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a started node (or the whole cluster) to report healthy.
+pub const NATS_READY_MS: u64 = 20_000;
+
+/// One node's ports and child process.
+struct Node {
+    name: String,
+    client_port: u16,
+    conf: PathBuf,
+    monitor_port: u16,
+    child: Option<Child>,
+}
+
+/// nats-server nodes started for one test.
+pub struct NatsCluster {
+    dir: PathBuf,
+    program: PathBuf,
+    nodes: Vec<Node>,
+}
+
+/// The `nats-server` executable: on `PATH`, or where Debian installs it.
+pub fn nats_server_program() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free loopback port")
+        .port()
+}
+
+impl NatsCluster {
+    /// Starts `nodes` JetStream nodes (one: a lone server; more: one NATS cluster) and waits
+    /// until every one is healthy.
+    pub fn start(tag: &str, nodes: usize) -> NatsCluster {
+        assert!(nodes >= 1, "a NATS cluster has at least one node");
+        let program = nats_server_program()
+            .expect("nats-server not found (Debian package nats-server; .ci/run installs it)");
+        let dir = crate::temp_dir(&format!("nats-{tag}"));
+        let ports: Vec<(u16, u16, u16)> = (0..nodes)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let mut cluster = NatsCluster {
+            dir: dir.clone(),
+            program,
+            nodes: Vec::with_capacity(nodes),
+        };
+        for (i, &(client, route, monitor)) in ports.iter().enumerate() {
+            let name = format!("n{i}");
+            let store = dir.join(&name);
+            std::fs::create_dir_all(&store).expect("create the node's store dir");
+            let mut conf = format!(
+                "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\n\
+                 http: \"127.0.0.1:{monitor}\"\nlog_file: \"{}\"\n\
+                 jetstream {{\n  store_dir: \"{}\"\n}}\n",
+                store.join("server.log").display(),
+                store.join("js").display(),
+            );
+            if nodes > 1 {
+                let routes: Vec<String> = ports
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, &(_, r, _))| format!("\"nats://127.0.0.1:{r}\""))
+                    .collect();
+                conf.push_str(&format!(
+                    "cluster {{\n  name: switchboard-test\n  listen: \"127.0.0.1:{route}\"\n  \
+                     routes: [{}]\n}}\n",
+                    routes.join(", ")
+                ));
+            }
+            let conf_path = store.join("nats.conf");
+            std::fs::write(&conf_path, conf).expect("write the node's config");
+            cluster.nodes.push(Node {
+                name,
+                client_port: client,
+                conf: conf_path,
+                monitor_port: monitor,
+                child: None,
+            });
+        }
+        for i in 0..nodes {
+            cluster.spawn(i);
+        }
+        for i in 0..nodes {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
+    /// Every node's client URL, comma-separated (what `--cluster` takes).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One node's client URL.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    /// The directory every node's store, config and log live under.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// SIGKILLs node `i` and reaps it; its store stays for [`NatsCluster::restart`].
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again on its ports and store, and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = Command::new(&self.program)
+            .arg("-c")
+            .arg(&node.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn nats-server {}: {e}", node.name));
+        node.child = Some(child);
+    }
+
+    /// Polls node `i`'s `/healthz` until it answers 200 (JetStream has a meta leader).
+    fn wait_healthy(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_millis(NATS_READY_MS);
+        loop {
+            let node = &mut self.nodes[i];
+            if let Some(child) = node.child.as_mut() {
+                if let Some(status) = child.try_wait().expect("try_wait on nats-server") {
+                    panic!(
+                        "nats-server {} exited at start ({status}); its log: {}",
+                        node.name,
+                        self.dir.join(&node.name).join("server.log").display()
+                    );
+                }
+            }
+            if healthz_ok(node.monitor_port) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "nats-server {} not healthy within {NATS_READY_MS} ms; its log: {}",
+                    node.name,
+                    self.dir.join(&node.name).join("server.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One `GET /healthz` on the monitoring port: true on a 200 answer.
+fn healthz_ok(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JetStream request over the plain NATS text protocol: the node answers `$JS.API.INFO`
+    /// with an account info, which it does only when JetStream works.
+    fn jetstream_answers(url_port: u16) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", url_port)) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(
+            b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.t 1\r\nPUB $JS.API.INFO _INBOX.t 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&seen).contains("io.nats.jetstream.api.v1.account_info") {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Asks again until JetStream answers: after a node dies the others elect a new meta
+    /// leader, which takes a few seconds.
+    fn jetstream_answers_within(port: u16, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if jetstream_answers(port) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn port_of(url: &str) -> u16 {
+        url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_three_node_cluster_serves_jetstream_and_survives_a_node_restart() {
+        let Some(_) = nats_server_program() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nats-server is missing under CI"
+            );
+            return;
+        };
+        let mut c = NatsCluster::start("testkit", 3);
+        assert_eq!(c.url().split(',').count(), 3);
+        assert!(jetstream_answers(port_of(&c.node_url(0))));
+        c.kill(1);
+        assert!(
+            jetstream_answers_within(port_of(&c.node_url(2)), Duration::from_secs(30)),
+            "two of three nodes keep JetStream"
+        );
+        c.restart(1);
+        assert!(jetstream_answers_within(
+            port_of(&c.node_url(1)),
+            Duration::from_secs(30)
+        ));
+    }
+}
