@@ -84,6 +84,82 @@ fn parse_session(b: &[u8]) -> Option<(String, Vec<u64>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::{text, Sim};
+    use proto::v1::{client_frame, server_frame};
+
+    const A: &str = "+15550000001";
+    const B: &str = "+15550000002";
+
+    /// B got message 1 and has not acked it when the process is replaced; its session
+    /// goes on in the next one (`keep_sent`: with the ids it carries, or without them).
+    /// Returns what B's new connection receives before anything else happens, the cluster
+    /// with A's and B's new connections, and message 1's server id.
+    fn upgraded(keep_sent: bool) -> (Vec<server_frame::Kind>, Sim, ConnId, ConnId, u64) {
+        let mut sim = Sim::new(2);
+        let a = sim.login(A, 0);
+        let b = sim.login(B, 1);
+        sim.send(a, text(B, 1));
+        sim.commit();
+        let got = sim.take(b);
+        let [server_frame::Kind::Message(m1)] = got.as_slice() else {
+            panic!("message 1: {got:?}")
+        };
+        let m1 = m1.server_msg_id;
+        let (ha, hb) = (sim.conn_shard[&a], sim.conn_shard[&b]);
+        let sa = sim.shards[ha].departing_session(a);
+        let mut sb = sim.shards[hb].departing_session(b);
+        if !keep_sent {
+            let phone_end = 2 + usize::from(sb[1]);
+            sb.truncate(phone_end);
+            sb.extend_from_slice(&0u32.to_be_bytes());
+        }
+        // The next process: every shard replays the log.
+        sim.restart();
+        let a2 = sim.arrive(ha, &sa);
+        let b2 = sim.arrive(hb, &sb);
+        let first = sim.take(b2);
+        (first, sim, a2, b2, m1)
+    }
+
+    #[test]
+    fn an_upgraded_session_gets_nothing_twice_and_loses_nothing() {
+        let (first, mut sim, a2, b2, m1) = upgraded(true);
+        assert!(
+            first.is_empty(),
+            "message 1 is not delivered again: {first:?}"
+        );
+        sim.send(a2, text(B, 2));
+        sim.commit();
+        let got = sim.take(b2);
+        let [server_frame::Kind::Message(m2)] = got.as_slice() else {
+            panic!("only message 2: {got:?}")
+        };
+        assert_eq!(m2.client_msg_id, 2);
+        // B acks both: A hears a delivered receipt for each, message 1 included.
+        sim.send(
+            b2,
+            client_frame::Kind::Ack(proto::v1::Ack {
+                server_msg_ids: vec![m1, m2.server_msg_id],
+            }),
+        );
+        sim.commit();
+        let receipts = sim
+            .take(a2)
+            .into_iter()
+            .filter(|f| matches!(f, server_frame::Kind::Receipt(_)))
+            .count();
+        assert_eq!(receipts, 2);
+    }
+
+    /// The ids are what keeps message 1 from going out twice.
+    #[test]
+    fn without_the_sent_ids_the_unacked_message_would_go_again() {
+        let (first, ..) = upgraded(false);
+        assert!(
+            matches!(first.as_slice(), [server_frame::Kind::Message(m)] if m.client_msg_id == 1),
+            "{first:?}"
+        );
+    }
 
     #[test]
     fn session_bytes_read_back_and_garbage_is_no_session() {
