@@ -85,6 +85,8 @@ pub const MESH_RETRY_US: u64 = 200;
 pub const ADOPT_TABLE_FACTOR: usize = 2;
 /// While a live upgrade drains, the loop looks at the other shards' quiet flags this often.
 pub const DEPART_POLL_MS: u64 = 1;
+/// Turns in a row on which every shard must look quiet before departing connections detach.
+pub const DEPART_QUIET_TURNS: u32 = 2;
 /// Rounds of delivering this shard's messages to itself per turn (each may queue more).
 const LOCAL_ROUNDS_MAX: usize = 4;
 
@@ -374,6 +376,8 @@ struct Loop<S: Service> {
     depart: Arc<AtomicBool>,
     /// Every shard's quiet flag (`ShardPlan::quiet`).
     quiet: Arc<[AtomicBool]>,
+    /// Turns in a row this shard has seen every flag quiet.
+    quiet_turns: u32,
     /// Set when the stop flag is first seen: the shard exits by then at the latest.
     drain_until: Option<u64>,
     stats: Option<StatsKeeper>,
@@ -416,6 +420,7 @@ impl<S: Service> Loop<S> {
             stop,
             depart,
             quiet,
+            quiet_turns: 0,
             drain_until: None,
             stats,
             last_stats: Instant::now() - Duration::from_secs(1),
@@ -503,7 +508,11 @@ impl<S: Service> Loop<S> {
         let quiet = !c.service.flushing() && c.io.mesh.is_empty() && !self.inbound_waiting();
         self.quiet[self.id.0].store(quiet, Ordering::Relaxed);
         let all = self.quiet.iter().all(|q| q.load(Ordering::Relaxed));
-        c.set_depart_hold(!all);
+        // Each flag is a snapshot: a batch pushed into a peer's ring just after that peer
+        // looked is seen by it on its next turn. Quiet on consecutive turns of this one,
+        // a peer has had that turn.
+        self.quiet_turns = if all { self.quiet_turns + 1 } else { 0 };
+        c.set_depart_hold(self.quiet_turns < DEPART_QUIET_TURNS);
         c.flush_dirty(&mut self.scratch);
     }
 
