@@ -34,6 +34,9 @@
 //! - [`tls`]: rustls configuration and the dev certificate; [`tls::session`] (one server
 //!   session: rustls' unbuffered API for the handshake, then [`tls::records`], TLS 1.3
 //!   record protection with the keys rustls hands over).
+//! - [`upgrade`]: what a live upgrade hands the next process: [`upgrade::blob`] (the
+//!   versioned, checked description of listeners and connections) and [`upgrade::fds`]
+//!   (descriptors over `SCM_RIGHTS`, and the new process's one-line answer).
 //! - Per-shard data structures: [`timer_wheel`] (hashed, O(1) insert and cancel),
 //!   [`buffer_pool`] (fixed-size buffers from one arena, optionally huge-page backed),
 //!   [`mesh`] (batched SPSC rings between every ordered pair of shards), [`log_file`] (the
@@ -69,6 +72,7 @@ pub mod shutdown;
 pub mod sync;
 pub mod timer_wheel;
 pub mod tls;
+pub mod upgrade;
 
 /// Sleeps on the current shard's loop for `d`: finer than the timer wheel's tick, for
 /// short and rare waits (the log's commit window), never one per connection.
@@ -89,6 +93,6 @@ pub use handle::ShardHandle;
 pub use log_file::LogFile;
 pub use observe::counters::ShardCounters;
 pub use observe::stats::ShardStats;
-pub use runtime::{start, EngineError, Runtime};
+pub use runtime::{start, start_from, EngineError, Runtime};
 pub use service::{CloseReason, Service};
 pub use shard_io::ShardIo;

@@ -19,7 +19,9 @@ use crate::observe::health::Health;
 use crate::observe::stats::{ShardStats, StatsBoard, StatsKeeper};
 use crate::service::Service;
 use crate::shard::{self, ShardPlan};
+use crate::upgrade::depart::{Departed, Departure, ShardExit};
 use proto::ids::ShardId;
+use std::os::fd::OwnedFd;
 
 /// Why the engine could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +143,10 @@ fn install_shard_panic_hook() {
 pub struct Runtime {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    handles: Vec<std::thread::JoinHandle<()>>,
+    depart: Arc<AtomicBool>,
+    /// Each shard's wake-up: a stop is seen at once, not at the shard's next housekeeping.
+    wakes: Vec<Arc<crate::mesh::ShardWake>>,
+    handles: Vec<std::thread::JoinHandle<Option<ShardExit>>>,
     connections_max: usize,
     board: Option<Arc<StatsBoard>>,
     admin: Option<AdminHandle>,
@@ -204,19 +209,61 @@ impl Runtime {
     /// Asks every shard to stop (they drain and exit; see [`Runtime::join`]).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
+        for w in &self.wakes {
+            w.notify();
+        }
     }
 
     /// Waits for every shard to exit.
     pub fn join(self) -> Result<(), EngineError> {
+        self.join_all().1.map_or(Ok(()), Err)
+    }
+
+    /// Stops every shard for a live upgrade and waits for them: each stops accepting, the
+    /// service flushes, every connection the service describes detaches, and the rest
+    /// close (`upgrade::depart`). Returns the listeners and connections, for the next
+    /// process (or for this one, should the next one not take them).
+    pub fn depart(self) -> Result<Departure, EngineError> {
+        self.depart.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake_all();
+        // The next process binds the admin address again: let it go while the shards drain.
+        if let Some(admin) = &self.admin {
+            admin.request_stop();
+        }
+        let (exits, err) = self.join_all();
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut out = Departure::default();
+        for (shard, exit) in exits.into_iter().enumerate() {
+            out.shards.push(exit.ok_or_else(|| EngineError::Shard {
+                shard,
+                detail: "stopped without departing".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn join_all(self) -> (Vec<Option<ShardExit>>, Option<EngineError>) {
         let mut first_err = None;
+        let mut exits = Vec::with_capacity(self.handles.len());
         for (i, h) in self.handles.into_iter().enumerate() {
-            if let Err(e) = h.join() {
-                let detail = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panicked".into());
-                first_err.get_or_insert(EngineError::Shard { shard: i, detail });
+            match h.join() {
+                Ok(exit) => exits.push(exit),
+                Err(e) => {
+                    let detail = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panicked".into());
+                    first_err.get_or_insert(EngineError::Shard { shard: i, detail });
+                    exits.push(None);
+                }
             }
         }
         if let Some(admin) = self.admin {
@@ -224,7 +271,7 @@ impl Runtime {
             self.stop.store(true, Ordering::Relaxed);
             admin.stop_and_join();
         }
-        first_err.map_or(Ok(()), Err)
+        (exits, first_err)
     }
 }
 
@@ -235,16 +282,39 @@ where
     S: Service,
     F: Fn(ShardId) -> S + Send + Sync + 'static,
 {
+    start_from(config, make, None)
+}
+
+/// [`start`], or, given the [`Departure`] of a previous process (or of this one), on its
+/// listeners instead of binding new ones, each shard taking its connections over before
+/// its first turn. The shard count must be the departure's.
+pub fn start_from<S, F>(
+    config: EngineConfig,
+    make: F,
+    from: Option<Departure>,
+) -> Result<Runtime, EngineError>
+where
+    S: Service,
+    F: Fn(ShardId) -> S + Send + Sync + 'static,
+{
     if config.shards == 0 {
         return Err(EngineError::Config("shards must be at least 1".into()));
     }
     probe_io_uring().map_err(EngineError::NoIoUring)?;
     let connections_max = check_fd_limit(config.connections_max)?;
-    let (fds, local_addr) =
-        bind_retrying(config.listen, config.shards).map_err(|source| EngineError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let (fds, arrivals, local_addr) = match from {
+        None => {
+            let (fds, addr) = bind_retrying(config.listen, config.shards).map_err(|source| {
+                EngineError::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+            let arrivals = fds.iter().map(|_| Vec::new()).collect();
+            (fds, arrivals, addr)
+        }
+        Some(d) => inherited(d, config.shards)?,
+    };
     let admin = config
         .admin
         .map(|addr| {
@@ -259,6 +329,8 @@ where
         crate::realtime::enable_for_this_thread().map_err(EngineError::Realtime)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let depart = Arc::new(AtomicBool::new(false));
+    let quiet: Arc<[AtomicBool]> = (0..config.shards).map(|_| AtomicBool::new(false)).collect();
     let health = Arc::new(Health::new(config.shards, stop.clone()));
     install_shard_panic_hook();
     let make = Arc::new(make);
@@ -268,6 +340,8 @@ where
     let mut outside = Vec::with_capacity(config.shards);
     let per_shard = connections_max.div_ceil(config.shards);
     let mut handles = Vec::with_capacity(config.shards);
+    let mut wakes = Vec::with_capacity(config.shards);
+    let mut arrivals: Vec<Vec<Departed>> = arrivals;
     for (i, (fd, ends)) in fds
         .into_iter()
         .zip(
@@ -279,11 +353,15 @@ where
         .enumerate()
     {
         outside.push(ends.outside_wake());
+        wakes.push(ends.wake.clone());
         let plan = ShardPlan {
             id: ShardId(i),
             listener_fd: fd,
             links: ends,
             stop: stop.clone(),
+            depart: depart.clone(),
+            arrivals: std::mem::take(&mut arrivals[i]),
+            quiet: quiet.clone(),
             config: config.clone(),
             conns_max: per_shard,
             stats: board
@@ -328,6 +406,8 @@ where
     Ok(Runtime {
         local_addr,
         stop,
+        depart,
+        wakes,
         handles,
         connections_max,
         board,
@@ -335,6 +415,29 @@ where
         health,
         outside,
     })
+}
+
+/// Per shard its listener and its connections, and the address the listeners are on.
+type Inherited = (Vec<OwnedFd>, Vec<Vec<Departed>>, SocketAddr);
+
+/// The listeners and connections of a departure, per shard, and the address they listen on.
+fn inherited(d: Departure, shards: usize) -> Result<Inherited, EngineError> {
+    if d.shards.len() != shards {
+        return Err(EngineError::Config(format!(
+            "the previous process ran {} shards, this one would run {shards}",
+            d.shards.len()
+        )));
+    }
+    let (fds, arrivals): (Vec<OwnedFd>, Vec<Vec<Departed>>) = d
+        .shards
+        .into_iter()
+        .map(|s| (s.listener, s.departed))
+        .unzip();
+    let addr = fds[0]
+        .try_clone()
+        .and_then(|fd| std::net::TcpListener::from(fd).local_addr())
+        .map_err(|e| EngineError::Config(format!("inherited listener: {e}")))?;
+    Ok((fds, arrivals, addr))
 }
 
 /// Raises the soft open-file limit to the hard one and checks the connection cap fits.

@@ -41,6 +41,9 @@ pub enum CloseReason {
     PreLoginLimit,
     /// The connection was handed to another shard (not a close of the socket).
     HandedOff,
+    /// The connection moved to the next process in a live upgrade (not a close of the
+    /// socket; `crate::upgrade`).
+    Upgrade,
 }
 
 /// What a shard runs. One instance per shard, created on that shard's thread.
@@ -95,6 +98,24 @@ pub trait Service: Sized + 'static {
     /// Called at most once per loop turn, after the peers' batches.
     fn on_outside(&mut self, io: &mut ShardIo<Self>) {
         let _ = io;
+    }
+
+    /// A live upgrade is taking the shard's connections to the next process: what `conn`
+    /// needs there (its session, in the service's own bytes, at most
+    /// [`crate::upgrade::blob::HANDOVER_FIELD_BYTES_MAX`]), or `None` to close it instead.
+    /// Asked once per departing connection, when it is about to detach: its output is
+    /// flushed, no frame of its has been dispatched since the upgrade began, and every shard
+    /// is quiet, so the answer accounts for everything sent on it. A connection that moves
+    /// then hears `on_close(conn, Upgrade)`. The default closes every connection.
+    fn depart(&mut self, _io: &mut ShardIo<Self>, _conn: ConnId) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// In the next process of a live upgrade: a connection [`Service::depart`] described
+    /// arrives as `conn`, with the bytes it returned. Frames read before the move follow as
+    /// ordinary [`Service::on_frame`] calls. The default treats it as newly opened.
+    fn on_arrive(&mut self, io: &mut ShardIo<Self>, conn: ConnId, _session: &[u8]) {
+        self.on_open(io, conn);
     }
 
     /// A timer set through [`ShardIo::set_timer`] fired.

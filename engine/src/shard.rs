@@ -27,6 +27,11 @@
 //! → the ring closes and the buffers go (`shut_down`). A panic never gets here: the process exits from
 //! the panic hook before unwinding (`runtime`, fail-fast).
 //!
+//! A stop for a live upgrade (`Runtime::depart`) drains the same way, except that the
+//! connections the service describes detach instead of closing, and the listener is kept:
+//! both go back to the runtime for the next process (`upgrade::depart`); a shard started
+//! from a departure registers its connections before its first turn.
+//!
 //! This module owns the shard's loop. It must not reach into another shard's state:
 //! everything cross-shard goes through the mesh.
 
@@ -52,6 +57,7 @@ use crate::ring::{self, exec, ops, user_data, Completion, Tag};
 use crate::service::{CloseReason, Service};
 use crate::shard_io::{now_ms, ShardCell, ShardIo, TimerEntry, SERVICE_TIMERS_MAX};
 use crate::timer_wheel::{TimerId, TimerWheel};
+use crate::upgrade::depart::{Departed, ShardExit};
 use crate::EngineConfig;
 use proto::ids::ConnId;
 use proto::ids::ShardId;
@@ -77,6 +83,10 @@ pub const MESH_RETRY_US: u64 = 200;
 /// home shard adopts at login), so an adoption is not refused because accepts filled the
 /// table.
 pub const ADOPT_TABLE_FACTOR: usize = 2;
+/// While a live upgrade drains, the loop looks at the other shards' quiet flags this often.
+pub const DEPART_POLL_MS: u64 = 1;
+/// Turns in a row on which every shard must look quiet before departing connections detach.
+pub const DEPART_QUIET_TURNS: u32 = 2;
 /// Rounds of delivering this shard's messages to itself per turn (each may queue more).
 const LOCAL_ROUNDS_MAX: usize = 4;
 
@@ -145,6 +155,14 @@ pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
     pub(crate) listener_fd: OwnedFd,
     pub(crate) links: ShardLinks<M, A>,
     pub(crate) stop: Arc<AtomicBool>,
+    /// Set before `stop` for a live upgrade: connections depart instead of closing, and the
+    /// listener is kept (`upgrade::depart`).
+    pub(crate) depart: Arc<AtomicBool>,
+    /// Connections taken over from the previous process, registered before the first turn.
+    pub(crate) arrivals: Vec<Departed>,
+    /// One flag per shard, for a live upgrade's drain: that shard is quiet (its service's
+    /// flush done, no mesh message queued or waiting). Each shard stores only its own.
+    pub(crate) quiet: Arc<[AtomicBool]>,
     pub(crate) config: EngineConfig,
     /// This shard's share of the process's connection cap.
     pub(crate) conns_max: usize,
@@ -156,7 +174,7 @@ pub(crate) struct ShardPlan<M: Send + 'static, A: Send + 'static> {
 
 /// Runs shard `plan.id` on the calling thread until it is stopped and drained: the turn's
 /// steps of the module doc, in order, then the shutdown.
-pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg, S::Adopt>, make: Arc<F>)
+pub(crate) fn run<S, F>(plan: ShardPlan<S::Msg, S::Adopt>, make: Arc<F>) -> Option<ShardExit>
 where
     S: Service,
     F: Fn(ShardId) -> S + Send + Sync + 'static,
@@ -166,6 +184,9 @@ where
         listener_fd,
         links,
         stop,
+        depart,
+        arrivals,
+        quiet,
         config,
         conns_max,
         stats,
@@ -177,8 +198,16 @@ where
     {
         let c = &mut *cell.borrow_mut();
         c.service.on_start(&mut c.io);
+        for d in arrivals {
+            c.arrive(d);
+        }
     }
-    let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, stop, stats);
+    let flags = StopFlags {
+        stop,
+        depart,
+        quiet,
+    };
+    let mut lp = Loop::<S>::new(id, links, listener_fd, bufs, &config, flags, stats);
     lp.acceptor.arm();
     lp.arm_wake();
     health.shard_started();
@@ -226,7 +255,17 @@ where
             back,
         ));
     }
+    // Gone, so quiet: a shard that left on the drain deadline holds nobody back.
+    lp.quiet[id.0].store(true, Ordering::Relaxed);
+    let exit = lp.depart.load(Ordering::Relaxed).then(|| ShardExit {
+        listener: lp
+            .acceptor
+            .listener_dup()
+            .unwrap_or_else(|e| panic!("shard {}: cannot keep its listener: {e}", id.0)),
+        departed: std::mem::take(&mut cell.borrow_mut().io.departures),
+    });
     shut_down(cell, lp);
+    exit
 }
 
 /// Sets up this thread's io_uring and the shard's provided-buffer ring.
@@ -304,12 +343,21 @@ where
                 prelogin: crate::conn::prelogin::PreLogin::new(
                     config.prelogin_conns_per_prefix_max,
                 ),
+                depart_hold: false,
+                departures: Vec::new(),
             },
             tls: config.tls.clone(),
             handshake_timeout_ms: config.handshake_timeout_ms,
             accept_max: conns_max,
         })
     })
+}
+
+/// What stops the loop: the runtime's stop flag, and whether that stop is a live upgrade's.
+struct StopFlags {
+    stop: Arc<AtomicBool>,
+    depart: Arc<AtomicBool>,
+    quiet: Arc<[AtomicBool]>,
 }
 
 /// The loop's own state, beside the shard cell.
@@ -327,6 +375,12 @@ struct Loop<S: Service> {
     /// The timers the wheel hands back in a turn (emptied each turn, its room kept).
     fired: Vec<(TimerId, TimerEntry<S::Timer>)>,
     stop: Arc<AtomicBool>,
+    /// The stop is a live upgrade's (`ShardPlan::depart`).
+    depart: Arc<AtomicBool>,
+    /// Every shard's quiet flag (`ShardPlan::quiet`).
+    quiet: Arc<[AtomicBool]>,
+    /// Turns in a row this shard has seen every flag quiet.
+    quiet_turns: u32,
     /// Set when the stop flag is first seen: the shard exits by then at the latest.
     drain_until: Option<u64>,
     stats: Option<StatsKeeper>,
@@ -340,7 +394,11 @@ impl<S: Service> Loop<S> {
         listener: OwnedFd,
         bufs: BufRing,
         config: &EngineConfig,
-        stop: Arc<AtomicBool>,
+        StopFlags {
+            stop,
+            depart,
+            quiet,
+        }: StopFlags,
         stats: Option<StatsKeeper>,
     ) -> Self {
         Loop {
@@ -363,6 +421,9 @@ impl<S: Service> Loop<S> {
             ),
             fired: Vec::new(),
             stop,
+            depart,
+            quiet,
+            quiet_turns: 0,
             drain_until: None,
             stats,
             last_stats: Instant::now() - Duration::from_secs(1),
@@ -424,17 +485,38 @@ impl<S: Service> Loop<S> {
             self.drain_until = Some(c.io.mono_now() + SHUTDOWN_DRAIN_MS);
             self.acceptor.stop();
             c.service.on_shutdown(&mut c.io);
-            let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
-            for id in ids {
-                let _ = c.io.close_with(id, CloseReason::Shutdown);
+            if self.depart.load(Ordering::Relaxed) {
+                c.depart_all();
+            } else {
+                let ids: Vec<ConnId> = c.io.conns.iter().map(|(id, _)| id).collect();
+                for id in ids {
+                    let _ = c.io.close_with(id, CloseReason::Shutdown);
+                }
             }
             c.flush_dirty(&mut self.scratch);
         }
         let Some(until) = self.drain_until else {
             return false;
         };
+        if self.depart.load(Ordering::Relaxed) {
+            self.hold_departures_until_quiet(c);
+        }
         let busy = !c.io.conns.is_empty() || c.service.flushing();
         !busy || c.io.mono_now() >= until
+    }
+
+    /// A live upgrade's drain: says whether this shard is quiet, and lets its departing
+    /// connections detach once every shard is (`upgrade::depart`, step 3).
+    fn hold_departures_until_quiet(&mut self, c: &mut ShardCell<S>) {
+        let quiet = !c.service.flushing() && c.io.mesh.is_empty() && !self.inbound_waiting();
+        self.quiet[self.id.0].store(quiet, Ordering::Relaxed);
+        let all = self.quiet.iter().all(|q| q.load(Ordering::Relaxed));
+        // Each flag is a snapshot: a batch pushed into a peer's ring just after that peer
+        // looked is seen by it on its next turn. Quiet on consecutive turns of this one,
+        // a peer has had that turn.
+        self.quiet_turns = if all { self.quiet_turns + 1 } else { 0 };
+        c.set_depart_hold(self.quiet_turns < DEPART_QUIET_TURNS);
+        c.flush_dirty(&mut self.scratch);
     }
 
     /// Step 5, before the wait: how long the kernel may keep this turn. Zero when work is
@@ -460,6 +542,10 @@ impl<S: Service> Loop<S> {
             }
             if self.acceptor.waiting_to_rearm() {
                 t = t.min(Duration::from_millis(ACCEPT_BACKOFF_MS));
+            }
+            if self.drain_until.is_some() && self.depart.load(Ordering::Relaxed) {
+                // Other shards' quiet flags wake nobody: look again soon.
+                t = t.min(Duration::from_millis(DEPART_POLL_MS));
             }
             t
         };

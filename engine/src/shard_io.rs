@@ -92,6 +92,13 @@ pub struct ShardIo<S: Service> {
     pub(crate) turns: u64,
     /// Counts of the connections not logged in yet (`conn::prelogin`).
     pub(crate) prelogin: crate::conn::prelogin::PreLogin,
+    /// A live upgrade: `Departing` connections flush but do not detach yet, because this
+    /// shard's service or another shard is not quiet (a log write or a mesh message could
+    /// still owe them a frame). Set by the loop while it drains for an upgrade.
+    pub(crate) depart_hold: bool,
+    /// A live upgrade: the connections detached for the next process, collected until the
+    /// shard exits.
+    pub(crate) departures: Vec<crate::upgrade::depart::Departed>,
 }
 
 impl<S: Service> ShardIo<S> {
@@ -179,7 +186,9 @@ impl<S: Service> ShardIo<S> {
         write: impl FnOnce(&mut Vec<u8>) -> R,
     ) -> Result<R, ConnGone> {
         let slot = match self.conns.get_mut(conn) {
-            Some(s) if s.state == SlotState::Open => s,
+            // A departing connection still takes frames until it detaches: a log write or
+            // a peer shard may owe it one.
+            Some(s) if matches!(s.state, SlotState::Open | SlotState::Departing) => s,
             _ => return Err(ConnGone(conn)),
         };
         let r = write(&mut slot.outbox);

@@ -1,5 +1,7 @@
 //! Orderly stop: SIGINT or SIGTERM sets one flag that every shard's housekeeping loop reads
 //! (a relaxed load, no read-modify-write). Shards then stop accepting, flush and close.
+//! SIGUSR2 asks for a live upgrade (`upgrade`): it sets a flag the server's main thread
+//! reads.
 //! This module owns the signal handlers; it must not touch shard state.
 
 use std::io;
@@ -12,5 +14,11 @@ pub fn stop_on_signals(flag: &Arc<AtomicBool>) -> io::Result<()> {
         signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone())?;
         signal_hook::flag::register(sig, flag.clone())?;
     }
+    Ok(())
+}
+
+/// Registers SIGUSR2 (a live upgrade asked for: `kill -USR2 <pid>`) to set `flag`.
+pub fn upgrade_on_sigusr2(flag: &Arc<AtomicBool>) -> io::Result<()> {
+    signal_hook::flag::register(signal_hook::consts::SIGUSR2, flag.clone())?;
     Ok(())
 }

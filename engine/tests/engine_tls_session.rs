@@ -828,3 +828,146 @@ fn an_empty_record_flood_on_a_real_socket_closes_only_that_connection() {
     rt.stop();
     rt.join().unwrap();
 }
+
+/// Handshakes `server` with `c` in memory, whole flights at a time; returns whether the
+/// server reported the handshake as resumed from a ticket.
+fn handshake_reporting_resumption(
+    server: &mut TlsSession,
+    c: &mut rustls::ClientConnection,
+) -> bool {
+    let mut resumed = false;
+    let mut to_server = pump_client(c, &[]);
+    for _ in 0..4 {
+        let (mut plain, mut wire) = (Vec::new(), Vec::new());
+        let progress = server.read(&mut to_server, &mut plain, &mut wire).unwrap();
+        resumed |= progress.resumed;
+        // The ticket rides in the server's last flight: the client has it after this.
+        to_server = pump_client(c, &wire);
+        if !server.is_handshaking() && !c.is_handshaking() && to_server.is_empty() {
+            break;
+        }
+    }
+    assert!(!server.is_handshaking() && !c.is_handshaking());
+    resumed
+}
+
+#[test]
+fn a_second_connection_resumes_from_the_first_ones_ticket() {
+    let (cfg, cert) = support::dev_tls();
+    let client_cfg = engine::tls::client_config_resuming(&cert).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = rustls::ClientConnection::new(client_cfg.clone(), name.clone()).unwrap();
+        let resumed = handshake_reporting_resumption(&mut server, &mut c);
+        // After a resumed handshake the keys move to our record layer as after a full one.
+        assert_eq!(round_trip(&mut server, &mut c, b"hello"), b"hello");
+        assert!(server.uses_record_layer());
+        seen.push((c.handshake_kind(), resumed));
+    }
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(
+        seen,
+        [
+            (Some(Full), false),
+            (Some(Resumed), true),
+            (Some(Resumed), true)
+        ],
+        "each connection leaves a fresh ticket for the next"
+    );
+}
+
+#[test]
+fn a_client_config_without_resumption_always_runs_a_full_handshake() {
+    let (cfg, cert) = support::dev_tls();
+    let client_cfg = engine::tls::client_config_trusting(&cert).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    for _ in 0..2 {
+        let mut server = TlsSession::new(cfg.clone()).unwrap();
+        let mut c = rustls::ClientConnection::new(client_cfg.clone(), name.clone()).unwrap();
+        assert!(!handshake_reporting_resumption(&mut server, &mut c));
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
+}
+
+/// What a live upgrade does to a session: export, then import in a "new process".
+fn moved(server: &TlsSession) -> TlsSession {
+    let mut state = Vec::new();
+    let pending = server
+        .export(&mut state)
+        .expect("a session on the record layer moves");
+    assert_eq!(state.len(), engine::tls::records::RECORD_STATE_BYTES);
+    TlsSession::import(&state, pending).unwrap()
+}
+
+#[test]
+fn a_session_exported_and_imported_goes_on_where_it_stopped() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    assert_eq!(round_trip(&mut server, &mut c, b"before"), b"before");
+    let mut server = moved(&server);
+    // Both directions continue: the sequence numbers moved with the keys.
+    for i in 0..3u8 {
+        let msg = [b'a' + i; 100];
+        assert_eq!(round_trip(&mut server, &mut c, &msg), msg);
+    }
+}
+
+#[test]
+fn a_partial_record_moves_with_the_session() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    c.writer().write_all(b"split across the move").unwrap();
+    let record = pump_client(&mut c, &[]);
+    let mut plain = Vec::new();
+    feed(&mut server, &record[..10], 3, &mut plain).unwrap();
+    assert_eq!(server.pending_in_len(), 10);
+    let mut server = moved(&server);
+    feed(&mut server, &record[10..], 7, &mut plain).unwrap();
+    assert_eq!(plain, b"split across the move");
+}
+
+#[test]
+fn a_session_still_on_rustls_does_not_move() {
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    handshake_only(&mut server, &mut c);
+    assert!(server.export(&mut Vec::new()).is_none());
+}
+
+#[test]
+fn imported_state_is_checked() {
+    use engine::tls::records::{StateError, RECORD_STATE_BYTES};
+    let (cfg, cert) = support::dev_tls();
+    let mut server = TlsSession::new(cfg).unwrap();
+    let mut c = client(&cert);
+    establish(&mut server, &mut c);
+    let mut state = Vec::new();
+    server.export(&mut state).unwrap();
+    assert_eq!(
+        TlsSession::import(&state[1..], &[]).unwrap_err(),
+        StateError::Length {
+            len: RECORD_STATE_BYTES - 1
+        }
+    );
+    let mut bad = state.clone();
+    bad[0] = 9;
+    assert!(matches!(
+        TlsSession::import(&bad, &[]),
+        Err(StateError::Inconsistent(_))
+    ));
+    let mut bad = state.clone();
+    bad[3] = 5; // a key length no AEAD has
+    assert!(matches!(
+        TlsSession::import(&bad, &[]),
+        Err(StateError::Inconsistent(_))
+    ));
+    let too_long = vec![0u8; engine::tls::session::TLS_PENDING_BYTES_MAX + 1];
+    assert!(TlsSession::import(&state, &too_long).is_err());
+}

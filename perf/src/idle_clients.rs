@@ -111,7 +111,8 @@ fn open_one(
     Ok(c)
 }
 
-fn connect_from(addr: SocketAddr, src: Ipv4Addr) -> anyhow::Result<TcpStream> {
+/// A TCP connection to `addr` from `src` (any address in 127.0.0.0/8), blocking.
+pub fn connect_from(addr: SocketAddr, src: Ipv4Addr) -> anyhow::Result<TcpStream> {
     // std has no bind-before-connect; do it with libc, then hand the fd to std.
     use std::os::fd::FromRawFd;
     // SAFETY: plain socket(2); checked below.

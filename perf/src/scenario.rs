@@ -93,8 +93,16 @@ impl Server {
                 }
             }
         };
-        // Keep draining its log so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining its log so the server never blocks on a full pipe (shown on our
+        // stderr with PERF_SERVER_LOG set).
+        let show = std::env::var_os("PERF_SERVER_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
         Ok(Server {
             child,
             addr,
@@ -106,6 +114,11 @@ impl Server {
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the server process has exited (a live upgrade's old process does), reaping it.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 }
 

@@ -23,6 +23,9 @@
 //! - [`media`]: the media service (issue 25): HTTP(S) uploads and downloads on its own
 //!   thread (hyper, tokio, tokio-rustls), content-addressed files, budgets, retention.
 //! - [`server`]: wiring it all together. [`log_lines`]: the JSON log lines.
+//! - [`sd_notify`]: systemd's `Type=notify` protocol (`READY=1`, a successor's `MAINPID=`).
+//! - [`upgrade`]: a live upgrade's process steps (start the new binary, hand over, take
+//!   back on a refusal).
 #![warn(missing_docs)]
 
 pub mod adapter;
@@ -32,4 +35,6 @@ pub mod data;
 pub mod log_lines;
 pub mod media;
 pub mod notify;
+pub mod sd_notify;
 pub mod server;
+pub mod upgrade;

@@ -47,6 +47,9 @@ pub enum StartError {
     /// The box could not join its cluster (`--cluster` without `--cluster-optional`).
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::gateway::ClusterStartError),
+    /// A live upgrade's hand-over could not be taken (its one-line reason).
+    #[error("hand-over: {0}")]
+    HandOver(String),
 }
 
 /// Where the dev certificate lives for a data directory.
@@ -94,10 +97,21 @@ pub fn start(cfg: &ServerConfig) -> Result<Runtime, StartError> {
     Ok(rt)
 }
 
+/// The shards and the media service when it is on.
+pub type Started = (Runtime, Option<crate::media::MediaService>);
+
 /// [`start`], handing back the media service (stopped when dropped) when it is on.
-pub fn start_all(
+pub fn start_all(cfg: &ServerConfig) -> Result<Started, StartError> {
+    start_with(cfg, |_| Ok(None))
+}
+
+/// [`start_all`], on the listeners and connections `take(shards)` returns, if any (a live
+/// upgrade's departure), once the data directory is locked and checked and the shard count
+/// is settled. An error from `take` stops the start, everything let go.
+pub fn start_with(
     cfg: &ServerConfig,
-) -> Result<(Runtime, Option<crate::media::MediaService>), StartError> {
+    take: impl FnOnce(usize) -> Result<Option<engine::upgrade::depart::Departure>, String>,
+) -> Result<Started, StartError> {
     engine::log_file::create_dir_durable(&cfg.data_dir).map_err(|e| StartError::DataDir {
         path: cfg.data_dir.clone(),
         source: e.source,
@@ -112,6 +126,7 @@ pub fn start_all(
     let shards =
         crate::data::layout::settle_shard_count(&cfg.data_dir, cfg.shards, cfg.shards_explicit)?;
     crate::data::journal_check::check_logs(&cfg.data_dir, shards, cfg.salvage)?;
+    let departure = take(shards).map_err(StartError::HandOver)?;
     let tls = if cfg.tls {
         let source = match &cfg.cert_key {
             Some((cert, key)) => engine::tls::CertSource::Files {
@@ -173,14 +188,15 @@ pub fn start_all(
         env.cluster = Some(link);
     }
     let link = env.cluster.as_ref().map(Arc::downgrade);
-    let rt = engine::start(engine_cfg, move |shard| {
+    let make = move |shard: proto::ids::ShardId| {
         let mut env = env.clone();
         if shard.0 != 0 {
             // Shard 0 alone reports the media service's counters (they are box-wide).
             env.media_counters = None;
         }
         Switchboard::new(env)
-    })?;
+    };
+    let rt = engine::start_from(engine_cfg, make, departure)?;
     if let Some(l) = link.as_ref().and_then(std::sync::Weak::upgrade) {
         let _ = l.wakes.set(rt.outside_wakes());
         if let Some(board) = rt.stats_board() {

@@ -187,7 +187,8 @@ fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> io::Result<()> {
 /// the name the server's certificate must carry.
 #[derive(Clone)]
 pub struct TlsClient {
-    /// TLS 1.3, ALPN `switchboard/1`, no resumption (see `engine::tls`).
+    /// TLS 1.3, ALPN `switchboard/1`; resuming from session tickets or not (see
+    /// `engine::tls`).
     pub config: Arc<rustls::ClientConfig>,
     /// Checked against the certificate (`localhost` for the dev certificate).
     pub server_name: ServerName<'static>,
@@ -202,6 +203,15 @@ impl TlsClient {
         Ok(TlsClient {
             config,
             server_name,
+        })
+    }
+
+    /// [`TlsClient::trusting`] that keeps the server's session tickets (in memory, shared by
+    /// every session made from it) and resumes with them.
+    pub fn resuming(ca: &Path, server_name: &str) -> anyhow::Result<TlsClient> {
+        Ok(TlsClient {
+            config: engine::tls::client_config_resuming(ca)?,
+            ..TlsClient::trusting(ca, server_name)?
         })
     }
 

@@ -79,6 +79,10 @@ pub struct Spec {
     pub group_size: usize,
     /// TLS on, trusting this CA file.
     pub tls_ca: Option<PathBuf>,
+    /// With TLS: keep the server's session tickets and resume with them, so a reconnect
+    /// (the storm's, a retry) skips the certificate exchange. Off: every handshake is full.
+    #[serde(default)]
+    pub tls_resume: bool,
     /// Name the server certificate must carry.
     pub server_name: String,
     /// Log users in through the load-test path (UNSAFE for production servers).
@@ -411,6 +415,7 @@ pub(crate) fn test_spec() -> Spec {
         group_ratio: 0.0,
         group_size: 4,
         tls_ca: None,
+        tls_resume: false,
         server_name: "localhost".into(),
         load_test_secret: Some("s".into()),
         phone_base: 15_550_000_000,

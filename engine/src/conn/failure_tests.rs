@@ -69,6 +69,8 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             turn_max_ns: 0,
             turns: 0,
             prelogin: crate::conn::prelogin::PreLogin::new(64),
+            depart_hold: false,
+            departures: Vec::new(),
         },
         tls: None,
         handshake_timeout_ms: 10_000,
@@ -132,7 +134,7 @@ fn a_handshake_that_finishes_on_a_closing_slot_does_not_panic_the_shard() {
     let mut c = cell(4);
     let (id, _peer) = open_conn(&mut c, true);
     c.io.conns.get_mut(id).unwrap().state = SlotState::Closing(CloseReason::HandshakeTimeout);
-    c.handshake_done(id);
+    c.handshake_done(id, false);
     let slot = c.io.conns.get(id).unwrap();
     assert_eq!(
         slot.state,

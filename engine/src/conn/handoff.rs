@@ -56,6 +56,21 @@ impl Detached {
 }
 
 impl<S: Service> ShardCell<S> {
+    /// Frames that were read before a move (between shards, or between processes) are
+    /// dispatched now, in order; a frame begun before the move keeps its deadline running.
+    pub(crate) fn dispatch_unread(&mut self, id: proto::ids::ConnId) {
+        let Some(slot) = self.io.conns.get_mut(id) else {
+            return;
+        };
+        let mut unread = std::mem::take(&mut slot.wire.unread);
+        self.dispatch_frames(id, &mut unread, &[]);
+        if let Some(slot) = self.io.conns.get_mut(id) {
+            slot.wire.unread = unread;
+            let partial = slot.wire.has_partial();
+            self.note_partial(id, partial);
+        }
+    }
+
     /// A connection handed over by shard `from` arrives: register it, tell the service, and
     /// dispatch the frames read before the move. A full table closes it (counted).
     pub(crate) fn adopt(&mut self, from: ShardId, detached: Detached, adopt: S::Adopt) {
@@ -66,18 +81,7 @@ impl<S: Service> ShardCell<S> {
                 self.io.counters.handoffs_in += 1;
                 self.io.conns.get_mut(id).expect("just registered").opened = true;
                 self.service.on_adopt(&mut self.io, from, id, adopt);
-                // Frames that were read before the move are dispatched now, in order.
-                let slot = self.io.conns.get_mut(id);
-                if let Some(slot) = slot {
-                    let mut unread = std::mem::take(&mut slot.wire.unread);
-                    self.dispatch_frames(id, &mut unread, &[]);
-                    if let Some(slot) = self.io.conns.get_mut(id) {
-                        slot.wire.unread = unread;
-                        // A frame begun before the move keeps its deadline running here.
-                        let partial = slot.wire.has_partial();
-                        self.note_partial(id, partial);
-                    }
-                }
+                self.dispatch_unread(id);
             }
             Err(wire) => {
                 // Only when this shard's whole table (its share twice over) is taken.

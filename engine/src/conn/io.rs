@@ -104,7 +104,7 @@ impl<S: Service> ShardCell<S> {
                     slot.wire.arm_recv(id.index());
                 }
             }
-            SlotState::Closing(_) | SlotState::HandingOff(_) => {
+            SlotState::Closing(_) | SlotState::HandingOff(_) | SlotState::Departing => {
                 mark_dirty(slot, &mut self.io.dirty, id);
             }
         }
@@ -130,8 +130,8 @@ impl<S: Service> ShardCell<S> {
         match slot.state {
             // Nothing more is read from a closing connection: its bytes are dropped here.
             SlotState::Closing(_) => return,
-            // Kept for the new shard, but no more than one frame's worth.
-            SlotState::HandingOff(_)
+            // Kept for the new shard (or process), but no more than one frame's worth.
+            SlotState::HandingOff(_) | SlotState::Departing
                 if slot.wire.unread.len() + data.len() > HANDOFF_UNREAD_BYTES_MAX =>
             {
                 self.io.counters.frames_too_large += 1;
@@ -143,6 +143,7 @@ impl<S: Service> ShardCell<S> {
         let mut unread = std::mem::take(&mut slot.wire.unread);
         let wire = &mut slot.wire;
         let mut handshake_done = false;
+        let mut resumed = false;
         let mut peer_closed = false;
         let fresh: &[u8] = if wire.tls.is_none() {
             data
@@ -153,6 +154,7 @@ impl<S: Service> ShardCell<S> {
             match wire.decrypt(data, &mut scratch.incoming, &mut scratch.plain) {
                 Ok(p) => {
                     handshake_done = p.handshake_done;
+                    resumed = p.resumed;
                     peer_closed = p.peer_closed;
                 }
                 Err(_) => {
@@ -172,7 +174,7 @@ impl<S: Service> ShardCell<S> {
             &scratch.plain
         };
         if handshake_done {
-            self.handshake_done(id);
+            self.handshake_done(id, resumed);
         }
         self.dispatch_frames(id, &mut unread, fresh);
         let Some(slot) = self.io.conns.get_mut(id) else {
@@ -286,7 +288,7 @@ impl<S: Service> ShardCell<S> {
                     slot.wire.send_close_notify();
                 }
                 if slot.wire.in_flight() {
-                    slot.wire.cancel();
+                    slot.wire.cancel(id.index());
                     return; // the last completion brings us back
                 }
                 // SAFETY: nothing in flight references the descriptor; closing our own.
@@ -298,10 +300,20 @@ impl<S: Service> ShardCell<S> {
                     return;
                 }
                 if slot.wire.in_flight() {
-                    slot.wire.cancel();
+                    slot.wire.cancel(id.index());
                     return;
                 }
                 self.hand_off_now(id, to);
+            }
+            SlotState::Departing => {
+                if slot.wire.unsent() > 0 || self.io.depart_hold {
+                    return;
+                }
+                if slot.wire.in_flight() {
+                    slot.wire.cancel(id.index());
+                    return;
+                }
+                self.depart_now(id);
             }
         }
     }

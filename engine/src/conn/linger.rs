@@ -70,6 +70,7 @@ impl<S: Service> ShardCell<S> {
                 self.io.counters.handoff_failures += 1;
                 drop(self.io.mesh.take_handoff(id));
             }
+            SlotState::Departing => self.io.counters.upgrade_closed += 1,
             SlotState::Open | SlotState::Handshaking => {}
         }
         slot.state = SlotState::Closing(reason);

@@ -76,6 +76,12 @@ impl Acceptor {
     }
 
     /// The shard drains: cancel the accept, close whatever it still brings.
+    /// A second descriptor of the listening socket, for the next process of a live upgrade
+    /// (the socket stays open, and queues connections, when this one closes).
+    pub(crate) fn listener_dup(&self) -> std::io::Result<OwnedFd> {
+        self.listener.try_clone()
+    }
+
     pub(crate) fn stop(&mut self) {
         self.draining = true;
         self.cancel();

@@ -19,8 +19,9 @@ use crate::tls::session::TlsSession;
 use proto::ids::ConnId;
 
 impl<S: Service> ShardCell<S> {
-    /// The TLS handshake of `id` completed: swap its handshake timer for the idle timer.
-    pub(crate) fn handshake_done(&mut self, id: ConnId) {
+    /// The TLS handshake of `id` completed (`resumed`: from a session ticket): swap its
+    /// handshake timer for the idle timer.
+    pub(crate) fn handshake_done(&mut self, id: ConnId, resumed: bool) {
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
@@ -31,6 +32,7 @@ impl<S: Service> ShardCell<S> {
             return;
         }
         self.io.counters.handshakes += 1;
+        self.io.counters.handshakes_resumed += u64::from(resumed);
         // `register` set the handshake deadline `handshake_timeout_ms` after the accept.
         let accepted_ms = slot.timer_at_ms.saturating_sub(self.handshake_timeout_ms);
         let took_ms = self.io.mono_ms.saturating_sub(accepted_ms);

@@ -47,6 +47,8 @@ pub(crate) enum SlotState {
     Closing(CloseReason),
     /// Flush the outbox, then detach the socket and send it to this shard.
     HandingOff(ShardId),
+    /// Flush the outbox, then detach the socket for the next process (a live upgrade).
+    Departing,
 }
 
 /// One connection's engine-side state, kept in the shard's [`ConnTable`].

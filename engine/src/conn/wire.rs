@@ -66,6 +66,12 @@ impl Wire {
         }
     }
 
+    /// Whether this connection can move to another process: plaintext, or TLS on our
+    /// record layer (a rustls session cannot be exported).
+    pub(crate) fn movable(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.uses_record_layer())
+    }
+
     /// Wire bytes produced and not yet taken by the kernel.
     pub(crate) fn unsent(&self) -> usize {
         self.pending.len() + self.inflight.len() - self.inflight_at as usize
@@ -222,15 +228,21 @@ impl Wire {
     }
 
     /// Asks the kernel to end everything in flight on this socket (once).
-    pub(crate) fn cancel(&mut self) {
+    pub(crate) fn cancel(&mut self, index: u32) {
         if self.cancel_sent || !self.in_flight() {
             return;
         }
-        let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(self.fd)).all())
-            .build()
-            .user_data(user_data(Tag::Ignore, 0));
-        // SAFETY: a cancel points at no memory.
-        ring::with(|r| unsafe { r.push(&sqe) });
+        // By user_data, which the kernel finds in a hash table; a cancel by descriptor walks
+        // every request on the ring, so closing or detaching every connection of a shard at
+        // once (a shutdown, a live upgrade) would cost O(n²).
+        for tag in [Tag::Recv, Tag::Send] {
+            let target = user_data(tag, u64::from(index));
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target).all())
+                .build()
+                .user_data(user_data(Tag::Ignore, 0));
+            // SAFETY: a cancel points at no memory.
+            ring::with(|r| unsafe { r.push(&sqe) });
+        }
         self.cancel_sent = true;
     }
 

@@ -74,6 +74,13 @@ impl AdminHandle {
         self.addr
     }
 
+    /// Asks the thread to stop, and wakes it at once with a connection of our own (else it
+    /// notices within [`STOP_POLL_MS`]); `stop_and_join` waits for it.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(STOP_POLL_MS));
+    }
+
     /// Stops the thread and waits for it (within [`STOP_POLL_MS`]).
     pub fn stop_and_join(self) {
         self.stop.store(true, Ordering::Relaxed);

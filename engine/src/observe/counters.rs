@@ -14,6 +14,8 @@ pub struct ShardCounters {
     pub handshakes: u64,
     /// TLS handshakes that failed or timed out.
     pub handshake_failures: u64,
+    /// TLS handshakes completed that resumed a session from a ticket (also in `handshakes`).
+    pub handshakes_resumed: u64,
     /// Connections in the table now (any state).
     pub conns_open: u64,
     /// Connections closed, all reasons.
@@ -46,6 +48,14 @@ pub struct ShardCounters {
     pub handoffs_in: u64,
     /// Handoffs that failed (descriptor duplication failed, or the target's table was full).
     pub handoff_failures: u64,
+    /// Connections handed to the next process in a live upgrade.
+    pub upgrade_departed: u64,
+    /// Connections taken over from the previous process in a live upgrade.
+    pub upgrade_arrived: u64,
+    /// Connections a live upgrade closed instead of moving them: the service had nothing
+    /// to move (no session), TLS was still on rustls (handshaking, or nothing sent yet), or
+    /// the output did not flush within the linger deadline.
+    pub upgrade_closed: u64,
     /// Closing or departing connections aborted because they did not finish within
     /// `CONN_LINGER_MS` (their peer stopped reading, say).
     pub linger_aborts: u64,

@@ -46,7 +46,7 @@ const fn field(
 }
 
 /// Every engine counter, in a fixed order.
-pub fn counter_fields(c: &ShardCounters) -> [Field; 32] {
+pub fn counter_fields(c: &ShardCounters) -> [Field; 36] {
     // Destructured so a new counter that is not listed here fails to compile.
     let ShardCounters {
         accepts,
@@ -54,6 +54,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 32] {
         accepts_rejected_full,
         handshakes,
         handshake_failures,
+        handshakes_resumed,
         conns_open,
         closes,
         idle_timeouts,
@@ -70,6 +71,9 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 32] {
         handoffs_out,
         handoffs_in,
         handoff_failures,
+        upgrade_departed,
+        upgrade_arrived,
+        upgrade_closed,
         linger_aborts,
         service_timers_refused,
         timers_fired,
@@ -90,6 +94,7 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 32] {
         field("slow_frames", "slow_frames_total", "Connections closed: frame not finished within the frame timeout.", true, slow_frames as f64),
         field("handshakes", "tls_handshakes_total", "TLS handshakes completed.", true, handshakes as f64),
         field("handshake_failures", "tls_handshake_failures_total", "TLS handshakes failed or timed out.", true, handshake_failures as f64),
+        field("handshakes_resumed", "tls_handshakes_resumed_total", "TLS handshakes that resumed a session from a ticket.", true, handshakes_resumed as f64),
         field("conns_open", "connections_open", "Connections in the shard's table.", false, conns_open as f64),
         field("closes", "closes_total", "Connections closed.", true, closes as f64),
         field("idle_timeouts", "idle_timeouts_total", "Connections closed by the idle timeout.", true, idle_timeouts as f64),
@@ -105,6 +110,9 @@ pub fn counter_fields(c: &ShardCounters) -> [Field; 32] {
         field("handoffs_out", "handoffs_out_total", "Connections handed to another shard.", true, handoffs_out as f64),
         field("handoffs_in", "handoffs_in_total", "Connections adopted from another shard.", true, handoffs_in as f64),
         field("handoff_failures", "handoff_failures_total", "Handoffs that failed.", true, handoff_failures as f64),
+        field("upgrade_departed", "upgrade_departed_total", "Connections handed to the next process in a live upgrade.", true, upgrade_departed as f64),
+        field("upgrade_arrived", "upgrade_arrived_total", "Connections taken over from the previous process in a live upgrade.", true, upgrade_arrived as f64),
+        field("upgrade_closed", "upgrade_closed_total", "Connections a live upgrade closed instead of moving them.", true, upgrade_closed as f64),
         field("linger_aborts", "linger_aborts_total", "Closing or departing connections aborted: not gone within the linger deadline.", true, linger_aborts as f64),
         field("service_timers_refused", "service_timers_refused_total", "Service timers refused: the service's share of the wheel is taken.", true, service_timers_refused as f64),
         field("timers_fired", "timers_fired_total", "Timers that fired.", true, timers_fired as f64),

@@ -14,9 +14,20 @@
 //! `rustls` connection belongs to [`session`], and the socket to the shard's `net` module.
 //!
 //! ## Choices and why
-//! - No session tickets (`send_tls13_tickets = 0`) and no server-side session cache: a phone
-//!   keeps one long-lived connection, so resumption buys little, while tickets cost bytes on
-//!   every handshake and the default cache is a shared, locked map.
+//! - Stateless TLS 1.3 session tickets, [`TLS13_TICKETS_PER_HANDSHAKE`] per full or resumed
+//!   handshake, from rustls' ticketer for the *ring* provider: tickets are sealed with a key
+//!   that rotates every 6 hours, and a ticket is accepted for 12 hours (the current and the
+//!   previous key). A phone keeps one long-lived connection, but when a network change or a
+//!   crashed box makes many phones reconnect at once, a resumed handshake skips the
+//!   certificate signature, the largest part of a full handshake's server CPU (numbers in
+//!   `docs/decisions/tls-resumption.md`). The cost is one ticket record (210 bytes) on the
+//!   wire per handshake, sent inside the handshake: it changes nothing an idle connection
+//!   holds (152 heap bytes of TLS state with or without tickets, from `tls-session-bytes`). Still no server-side session cache (a shared, locked map): the ticket carries
+//!   the session, so any shard, and a restarted box, can resume it (while its key lives).
+//!   The ticketer is one shared object; each ticket sealed or opened takes its read lock,
+//!   and its write lock only at a rotation.
+//! - No 0-RTT (`max_early_data_size = 0`): early data can be replayed, and a frame sent
+//!   twice is not something the protocol tolerates.
 //! - `ignore_client_order = false`: the client's cipher-suite preference wins (rustls'
 //!   default), so a phone without AES instructions can pick ChaCha20-Poly1305.
 //! - No client certificates: users authenticate inside the protocol, after the handshake.
@@ -166,8 +177,13 @@ pub enum TlsError {
     },
 }
 
+/// Session tickets the server sends after each handshake: one, so that a client that
+/// resumes with it gets the next (rustls' client uses a TLS 1.3 ticket once).
+pub const TLS13_TICKETS_PER_HANDSHAKE: usize = 1;
+
 /// Builds the server's TLS config: TLS 1.3 only, *ring* provider, no client auth, ALPN
-/// [`ALPN_PROTOCOL`], no session tickets. Call once at startup and share the `Arc`.
+/// [`ALPN_PROTOCOL`], stateless session tickets with rotating keys, no 0-RTT. Call once at
+/// startup and share the `Arc`.
 ///
 /// With [`CertSource::DevInDir`] the dev certificate is generated on first use; do that from
 /// one process at a time (the server's `main`), since two first-time generators racing on the
@@ -190,10 +206,26 @@ pub fn dev_cert_path(dir: &Path) -> PathBuf {
 
 /// Builds a client config that trusts exactly the certificates in `cert_pem_path` (normally
 /// [`dev_cert_path`]): TLS 1.3 only, *ring* provider, ALPN [`ALPN_PROTOCOL`], no client
-/// certificate, no resumption (the server issues no tickets). For tests, the CLI and the farm.
+/// certificate, no resumption: every connection made with it runs a full handshake (what
+/// the benches that measure one need). For tests and the farm.
 pub fn client_config_trusting(cert_pem_path: &Path) -> Result<Arc<ClientConfig>, TlsError> {
     client_config_offering(cert_pem_path, &ring_provider().cipher_suites)
 }
+
+/// [`client_config_trusting`] that keeps the server's session tickets in memory (at most
+/// [`CLIENT_SESSIONS_MAX`] servers) and resumes with them: the second connection made with
+/// the same config skips the certificate exchange. Never sends early data.
+pub fn client_config_resuming(cert_pem_path: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let config = client_config_trusting(cert_pem_path)?;
+    let mut config = Arc::unwrap_or_clone(config);
+    config.resumption = rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS_MAX)
+        .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
+    config.enable_early_data = false;
+    Ok(Arc::new(config))
+}
+
+/// Servers a resuming client config keeps tickets for.
+pub const CLIENT_SESSIONS_MAX: usize = 64;
 
 /// [`client_config_trusting`] offering only `suites` (for example only ChaCha20-Poly1305,
 /// as a phone without AES instructions would), to test and measure each suite.
@@ -238,8 +270,10 @@ fn build_server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
-    config.send_tls13_tickets = 0;
+    config.send_tls13_tickets = TLS13_TICKETS_PER_HANDSHAKE;
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.max_early_data_size = 0;
     config.ignore_client_order = false;
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
@@ -477,7 +511,9 @@ mod tests {
         };
         let config = server_config(&source).unwrap();
         assert_eq!(config.alpn_protocols, vec![ALPN_PROTOCOL.to_vec()]);
-        assert_eq!(config.send_tls13_tickets, 0);
+        assert_eq!(config.send_tls13_tickets, TLS13_TICKETS_PER_HANDSHAKE);
+        assert!(config.ticketer.enabled());
+        assert_eq!(config.max_early_data_size, 0);
         assert!(!config.ignore_client_order);
     }
 
@@ -565,7 +601,8 @@ mod tests {
         let dir = TempDir::new("size");
         let (mut client, mut server) = handshaken_pair(&dir.0);
         send_ping(&mut client, &mut server);
-        // Drained: nothing left to send either way (no tickets), nothing left to read.
+        // Drained: nothing left to send either way (the ticket went out with the server's
+        // last handshake flight), nothing left to read.
         assert!(!client.wants_write() && !server.wants_write());
         let size = std::mem::size_of::<ServerConnection>();
         println!("size_of::<rustls::ServerConnection>() = {size} bytes (inline, excludes heap)");

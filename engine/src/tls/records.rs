@@ -31,13 +31,18 @@
 //! Post-handshake handshake messages: a client KeyUpdate (sent by TLS stacks only near the
 //! AES-GCM record limit) ends the connection with `unexpected_message`, and the client
 //! reconnects (deriving the next keys needs the traffic secret, which rustls keeps in the
-//! ~1 KB `KernelConnection` we drop). The server never sends tickets (`engine::tls`), so
-//! nothing else is expected. Our sending direction stops at [`Aead::records_max`] records
+//! ~1 KB `KernelConnection` we drop). The server's session tickets (`engine::tls`) go out
+//! inside the handshake, before the keys move here, and clients send none, so nothing else
+//! is expected. Our sending direction stops at [`Aead::records_max`] records
 //! (a close_notify still fits) and the connection closes, inside the AEAD's
 //! confidentiality limit; the receiving direction only guards the 2^64 sequence space (one
 //! forgery ends the connection, so no integrity limit applies to it). Keys are zeroed when
 //! the layer drops; the AEAD key context *ring* builds on the stack per batch of records is
 //! not (as in rustls). No sockets, no clock, no shard state.
+
+mod state;
+
+pub use state::{StateError, RECORD_STATE_BYTES};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use rustls::ConnectionTrafficSecrets;

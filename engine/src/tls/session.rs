@@ -41,6 +41,11 @@
 //! close_notify sealed after them would follow a gap (the peer would see a bad record,
 //! not a clean end); the session seals nothing more.
 //!
+//! ## A live upgrade
+//! [`TlsSession::export`] gives the record layer's state (keys, IVs, sequence numbers) and
+//! the held-back partial record, [`TlsSession::import`] takes them back in the next process
+//! (`crate::upgrade`); a session still on rustls cannot move.
+//!
 //! ## What it must not touch
 //! Sockets, the shard's tables, the service. No I/O, no clock, no locks: a plain state
 //! machine that moves with its connection when it is handed to another shard.
@@ -50,7 +55,9 @@ use std::sync::Arc;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 
-use crate::tls::records::{RecordError, RecordLayer};
+#[cfg(doc)]
+use crate::tls::records::RECORD_STATE_BYTES;
+use crate::tls::records::{RecordError, RecordLayer, StateError};
 
 /// Most TLS bytes a connection may hold back between reads (a partial record or a handshake
 /// message split over records). Two full records: anything longer is not TLS we accept.
@@ -118,6 +125,8 @@ pub enum SessionError {
 pub struct ReadProgress {
     /// The handshake finished during this call.
     pub handshake_done: bool,
+    /// The handshake that finished during this call resumed a session from a ticket.
+    pub resumed: bool,
     /// The peer sent close_notify: no more data will come.
     pub peer_closed: bool,
 }
@@ -192,6 +201,35 @@ impl TlsSession {
         self.pending_in.len()
     }
 
+    /// For a process taking this connection over: appends the record layer's state
+    /// ([`RECORD_STATE_BYTES`], secret: the caller zeroes it after use) to `state` and
+    /// returns the partial record held back, to travel with it. `None` while rustls still
+    /// protects the records (the handshake, or an established session that has not sent
+    /// anything yet, see [`TlsSession::encrypt`]) or once the session failed: such a
+    /// connection cannot move.
+    pub fn export(&self, state: &mut Vec<u8>) -> Option<&[u8]> {
+        match &self.phase {
+            Phase::Traffic(records) if !self.failed => {
+                records.export(state)?;
+                Some(&self.pending_in)
+            }
+            _ => None,
+        }
+    }
+
+    /// The session [`TlsSession::export`] described: the record layer from `state`, and
+    /// `pending_in`, the partial record it held back (at most [`TLS_PENDING_BYTES_MAX`]).
+    pub fn import(state: &[u8], pending_in: &[u8]) -> Result<TlsSession, StateError> {
+        if pending_in.len() > TLS_PENDING_BYTES_MAX {
+            return Err(StateError::Inconsistent("held-back record too long"));
+        }
+        Ok(TlsSession {
+            phase: Phase::Traffic(RecordLayer::import(state)?),
+            pending_in: pending_in.to_vec(),
+            failed: false,
+        })
+    }
+
     /// Moves the held-back bytes to the front of `buf` (the shard's read buffer) and frees
     /// them; returns how many. The caller reads new bytes after them and passes the whole
     /// filled prefix to [`TlsSession::read`]. `buf` must be longer than
@@ -254,6 +292,7 @@ impl TlsSession {
             Ok(opened) => Ok((
                 ReadProgress {
                     handshake_done: false,
+                    resumed: false,
                     peer_closed: opened.peer_closed,
                 },
                 if opened.peer_closed {
@@ -472,6 +511,7 @@ fn read_records(
     let was_handshaking = conn.is_handshaking();
     let mut progress = ReadProgress {
         handshake_done: false,
+        resumed: false,
         peer_closed: false,
     };
     let mut start = 0;
@@ -504,12 +544,14 @@ fn read_records(
                 start += discard;
                 break;
             }
-            // Early data is off (no tickets, no resumption); anything else is new.
+            // Early data is off (`max_early_data_size = 0`); anything else is new.
             _ => return Err((rustls::Error::General("unexpected TLS state".into()), start)),
         }
         start += discard;
     }
     progress.handshake_done = was_handshaking && !conn.is_handshaking();
+    progress.resumed =
+        progress.handshake_done && conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     Ok((progress, incoming.len() - start))
 }
 

@@ -591,8 +591,27 @@ impl Service for Switchboard {
         );
     }
 
-    fn on_close(&mut self, io: &mut ShardIo<Self>, conn: ConnId, _reason: CloseReason) {
+    fn on_close(&mut self, io: &mut ShardIo<Self>, conn: ConnId, reason: CloseReason) {
+        if reason == CloseReason::Upgrade {
+            // The session goes on in the next process: nobody is told it went offline, and
+            // this process's state is not used again (a take-back replays the log).
+            return;
+        }
         self.run(io, |s, now, out| s.on_close(now, conn, out));
+    }
+
+    fn depart(&mut self, _io: &mut ShardIo<Self>, conn: ConnId) -> Option<Vec<u8>> {
+        Some(self.state.as_ref()?.departing_session(conn))
+    }
+
+    fn on_arrive(&mut self, io: &mut ShardIo<Self>, conn: ConnId, session: &[u8]) {
+        let mut logged_in = false;
+        self.run(io, |s, _now, out| {
+            logged_in = s.on_arrive(conn, session, out)
+        });
+        if !logged_in && io.is_open(conn) {
+            self.must_log_in(io, conn);
+        }
     }
 
     fn on_mesh(&mut self, io: &mut ShardIo<Self>, _from: ShardId, msg: ShardMsg) {

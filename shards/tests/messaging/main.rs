@@ -9,4 +9,5 @@ mod crash;
 mod errors;
 mod flow;
 mod groups;
+mod reconnect;
 mod tombstones;

@@ -12,3 +12,4 @@ mod stats_admin;
 mod stats_alarms;
 mod stats_locks;
 mod systemd;
+mod upgrade;

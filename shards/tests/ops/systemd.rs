@@ -32,6 +32,16 @@ fn the_unit_sets_what_a_real_box_needs() {
     assert!(!one("CPUAffinity").is_empty());
     assert_eq!(one("AmbientCapabilities"), "CAP_SYS_NICE");
     assert_eq!(one("Restart"), "always");
+    assert_eq!(
+        one("Type"),
+        "notify",
+        "READY=1, and MAINPID= across a live upgrade"
+    );
+    assert_eq!(
+        one("ExecReload"),
+        "/bin/kill -USR2 $MAINPID",
+        "reload is a live upgrade"
+    );
     assert_eq!(one("ProtectSystem"), "strict");
     assert_eq!(one("NoNewPrivileges"), "true");
     assert_eq!(

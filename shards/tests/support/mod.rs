@@ -139,6 +139,16 @@ impl Client {
         }
     }
 
+    /// A TLS client made with `config` (a resuming one, say), handshake done; also how the
+    /// handshake went (full or resumed).
+    pub fn tls_with(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> (Client, rustls::HandshakeKind) {
+        let (conn, kind) = FrameClient::tls_with(addr, config);
+        (Client { conn }, kind)
+    }
+
     /// [`Client::tls`], or `None` when the connection is refused (a server gone).
     pub fn try_tls(addr: SocketAddr, cert: &std::path::Path) -> Option<Client> {
         Some(Client {

@@ -78,6 +78,10 @@ struct Args {
     /// CA or certificate file to trust (implies --tls).
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// With TLS: resume sessions from the server's tickets (reconnects skip the
+    /// certificate exchange). Off by default, so every handshake is a full one.
+    #[arg(long)]
+    tls_resume: bool,
     /// The server's data directory, to find its dev certificate.
     #[arg(long, default_value = "./switchboard-data")]
     data_dir: PathBuf,
@@ -206,6 +210,7 @@ fn spec_from(a: &Args) -> anyhow::Result<Spec> {
         group_ratio: a.group_ratio.clamp(0.0, 1.0),
         group_size: a.group_size,
         tls_ca,
+        tls_resume: a.tls_resume,
         server_name: a.server_name.clone(),
         load_test_secret,
         phone_base: a.phone_base,

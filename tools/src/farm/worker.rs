@@ -89,6 +89,7 @@ pub fn run_worker() -> anyhow::Result<()> {
 fn work(hello: Hello) -> anyhow::Result<()> {
     let spec = Arc::new(hello.spec);
     let tls = match &spec.tls_ca {
+        Some(ca) if spec.tls_resume => Some(TlsClient::resuming(ca, &spec.server_name)?),
         Some(ca) => Some(TlsClient::trusting(ca, &spec.server_name)?),
         None => None,
     };

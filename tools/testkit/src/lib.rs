@@ -109,6 +109,23 @@ impl FrameClient {
         Some(FrameClient::tls_over(s, cert))
     }
 
+    /// A TLS connection to `addr` made with `config` (a resuming one, say), its handshake
+    /// finished before this returns; also how that handshake went (full or resumed).
+    pub fn tls_with(
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> (FrameClient, rustls::HandshakeKind) {
+        let mut stream = connect(addr);
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).expect("client conn");
+        while conn.is_handshaking() {
+            conn.complete_io(&mut stream).expect("TLS handshake");
+        }
+        let kind = conn.handshake_kind().expect("the handshake is done");
+        let io = Box::new(rustls::StreamOwned::new(conn, stream));
+        (FrameClient { io }, kind)
+    }
+
     fn tls_over(stream: TcpStream, cert: &Path) -> FrameClient {
         let cfg = engine::tls::client_config_trusting(cert).expect("client config");
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();

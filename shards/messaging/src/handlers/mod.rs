@@ -12,3 +12,4 @@ pub mod mesh_back;
 pub mod presence;
 pub mod receipt;
 pub mod route;
+pub mod upgrade;

@@ -287,6 +287,17 @@ impl Sim {
         }
     }
 
+    /// A live upgrade's arrival (after a [`Sim::restart`], the next process): a new
+    /// connection on `shard` carrying `session`, what `ShardState::departing_session` gave.
+    pub fn arrive(&mut self, shard: usize, session: &[u8]) -> ConnId {
+        let c = self.connect(shard);
+        let mut out = Out::default();
+        self.shards[shard].on_arrive(c, session, &mut out);
+        self.apply(shard, out);
+        self.run();
+        c
+    }
+
     /// Logs `phone` in with the load-test path on a new connection at `shard`.
     pub fn login(&mut self, phone: &str, shard: usize) -> ConnId {
         let c = self.connect(shard);

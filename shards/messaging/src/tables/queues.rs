@@ -522,6 +522,31 @@ impl Queues {
         }
     }
 
+    /// Ids of `user`'s items sent on the current session and not acked yet, in order (at
+    /// most the delivery window): what a live upgrade tells the next process was sent.
+    pub fn sent_ids(&self, user: &str) -> Vec<u64> {
+        let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get(&u)) else {
+            return Vec::new();
+        };
+        q.items.iter().filter(|i| i.sent).map(|i| i.id).collect()
+    }
+
+    /// A live upgrade: `user`'s session goes on here, and the old process had sent the
+    /// items `ids` on it; they count in flight and are not sent again. Ids no longer queued
+    /// (acked meanwhile) are skipped.
+    pub fn mark_sent(&mut self, user: &str, ids: &[u64]) {
+        let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) else {
+            return;
+        };
+        for item in q.items.iter_mut() {
+            if !item.sent && ids.contains(&item.id) {
+                item.sent = true;
+                q.in_flight += 1;
+                q.in_flight_bytes += item.wire_bytes();
+            }
+        }
+    }
+
     /// The user's session ended: whatever was sent and not acked goes again next time.
     pub fn session_ended(&mut self, user: &str) {
         if let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) {
