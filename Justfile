@@ -57,6 +57,12 @@ bench-coalesce SECONDS="8" ROUNDS="3":
     perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}}
     FARM_ARGS="--send-tick-ms 1" perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}}
 
+# A cross-box message against an in-box one (issue 24): a nats-server and one box, then three
+# boxes, on this machine; CPU summed over every process per message, the farm's latencies.
+bench-cluster RATE="2000" SECONDS="8":
+    cargo build --release -p shards --bin switchboard -p tools --bin farm
+    perf/cluster-ab.sh target/release {{RATE}} {{SECONDS}}
+
 # Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
 bench-2m *ARGS:
     cargo build --release -p shards -p tools

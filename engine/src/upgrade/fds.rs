@@ -61,7 +61,13 @@ impl Reply {
         let mut line = Vec::with_capacity(64);
         let mut byte = [0u8; 1];
         while line.len() < REPLY_BYTES_MAX {
-            if sock.read(&mut byte)? == 0 {
+            // A signal landing while we wait (the operator's second SIGUSR2, a child's
+            // SIGCHLD) interrupts the read; it is not the new process's answer.
+            let n = match sock.read(&mut byte) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
+            if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the new process closed the hand-over socket without answering",

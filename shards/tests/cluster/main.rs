@@ -8,5 +8,6 @@ mod support;
 
 mod cross;
 mod nats;
+mod nats_node;
 mod placement;
 mod start;

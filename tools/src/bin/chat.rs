@@ -25,9 +25,10 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use proto::v1::{
     server_frame::Kind, Ack, ErrorCode, GroupAdd, GroupAddPolicy, GroupCreate, GroupMembersRequest,
-    GroupPrivacy, GroupRemove, GroupSend, Ping, Read, ReceiptKind, Register, SendMessage,
+    GroupPrivacy, GroupRemove, GroupSend, Login, Ping, Read, ReceiptKind, Register, SendMessage,
     ServerFrame, Verify,
 };
+use proto::ClientFrame;
 use proto::PROTOCOL_VERSION;
 use tools::chat_config::{self, ChatConfig};
 use tools::client::{Client, ClientError};
@@ -241,39 +242,79 @@ impl Ctx {
                 self.path.display()
             );
         };
+        let login = Login {
+            protocol_version: PROTOCOL_VERSION,
+            phone: phone.clone(),
+            device_key: key.to_vec(),
+        };
+        let answer = self
+            .ask(login.into(), "login", |k| match k {
+                Kind::LoggedIn(l) => Some(*l),
+                _ => None,
+            })
+            .map(|(c, l, _)| (c, l));
+        match answer {
+            Ok((c, l)) => Ok((c, l.queued)),
+            Err(e) => match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Refused { name, .. }) if name == "BAD_KEY" => bail!(
+                    "the server refused this device's key for {phone} (revoked, or the number \
+                     was registered on another device): run `chat register {phone}` and \
+                     `chat verify` again"
+                ),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Sends `frame` and waits for the answer `pick` takes. A box of a cluster that is not
+    /// the phone's home answers `Redirect`: the frame goes again to the home box (at most
+    /// [`REDIRECTS_MAX`] times). Returns the connection, the answer, and the home box's
+    /// address when a redirect was followed.
+    fn ask<T>(
+        &self,
+        frame: ClientFrame,
+        what: &'static str,
+        mut pick: impl FnMut(&Kind) -> Option<T>,
+    ) -> anyhow::Result<(Client, T, Option<String>)> {
         let mut c = self.connect()?;
-        let mut redirects = 0;
-        let answer = loop {
-            match c.login(phone, &key, self.wait) {
-                // A box of a cluster that is not this user's home names it: log in there.
-                Err(ClientError::Redirected(home)) if redirects < REDIRECTS_MAX => {
-                    redirects += 1;
-                    let addr = home
+        let mut home = None;
+        for _ in 0..=REDIRECTS_MAX {
+            c.send(frame.clone())?;
+            let answer = c.wait_for(
+                self.wait,
+                what,
+                |k| match k {
+                    Kind::Redirect(r) => Some(Err(r.addr.clone())),
+                    k => pick(k).map(Ok),
+                },
+                |_| true,
+                |_| {},
+            )?;
+            match answer {
+                Ok(t) => return Ok((c, t, home)),
+                Err(addr) => {
+                    let to = addr
                         .to_socket_addrs()
                         .ok()
                         .and_then(|mut a| a.next())
                         .with_context(|| {
-                            format!("the server redirected to {home:?}, which does not resolve")
+                            format!("the server redirected to {addr:?}, which does not resolve")
                         })?;
-                    eprintln!("chat: {phone}'s home is {home}: logging in there");
-                    c = Client::connect(addr, self.tls.as_ref(), self.wait)?;
+                    eprintln!("chat: the phone's home box is {addr}: asking there");
+                    c = Client::connect(to, self.tls.as_ref(), self.wait)?;
+                    home = Some(addr);
                 }
-                other => break other,
             }
-        };
-        match answer {
-            Ok(l) => Ok((c, l.queued)),
-            Err(ClientError::Refused { name, .. }) if name == "BAD_KEY" => bail!(
-                "the server refused this device's key for {phone} (revoked, or the number was \
-                 registered on another device): run `chat register {phone}` and `chat verify` again"
-            ),
-            Err(e) => Err(e.into()),
         }
+        bail!("{what}: more than {REDIRECTS_MAX} redirects (the boxes disagree about the phone's home)")
     }
 
-    /// Remembers the server and CA given on the command line (at registration).
-    fn remember_server(&mut self) {
-        if let Some(s) = &self.server_flag {
+    /// Remembers the server and CA given on the command line (at registration), and the
+    /// phone's home box when a box of a cluster redirected there.
+    fn remember_server(&mut self, home: Option<String>) {
+        if let Some(home) = home {
+            self.cfg.server = Some(home);
+        } else if let Some(s) = &self.server_flag {
             self.cfg.server = Some(s.clone());
         }
         if let Some(ca) = &self.ca_flag {
@@ -291,22 +332,15 @@ fn check_phone(p: &str) -> anyhow::Result<()> {
 
 fn register(ctx: &mut Ctx, phone: &str) -> anyhow::Result<()> {
     check_phone(phone)?;
-    let mut c = ctx.connect()?;
-    c.send(Register {
+    let register = Register {
         protocol_version: PROTOCOL_VERSION,
         phone: phone.into(),
+    };
+    let (_, sent, home) = ctx.ask(register.into(), "register", |k| match k {
+        Kind::PinSent(p) => Some(p.clone()),
+        _ => None,
     })?;
-    let sent = c.wait_for(
-        ctx.wait,
-        "register",
-        |k| match k {
-            Kind::PinSent(p) => Some(p.clone()),
-            _ => None,
-        },
-        |_| true,
-        |_| {},
-    )?;
-    ctx.remember_server();
+    ctx.remember_server(home);
     if ctx.cfg.phone.as_deref() != Some(phone) {
         ctx.cfg.phone = Some(phone.into());
         ctx.cfg.device_key = None;
@@ -323,23 +357,16 @@ fn register(ctx: &mut Ctx, phone: &str) -> anyhow::Result<()> {
 
 fn verify(ctx: &mut Ctx, phone: &str, pin: &str) -> anyhow::Result<()> {
     check_phone(phone)?;
-    let mut c = ctx.connect()?;
-    c.send(Verify {
+    let verify = Verify {
         protocol_version: PROTOCOL_VERSION,
         phone: phone.into(),
         pin: pin.into(),
+    };
+    let (_, v, home) = ctx.ask(verify.into(), "verify", |k| match k {
+        Kind::Verified(v) => Some(v.clone()),
+        _ => None,
     })?;
-    let v = c.wait_for(
-        ctx.wait,
-        "verify",
-        |k| match k {
-            Kind::Verified(v) => Some(v.clone()),
-            _ => None,
-        },
-        |_| true,
-        |_| {},
-    )?;
-    ctx.remember_server();
+    ctx.remember_server(home);
     ctx.cfg.phone = Some(v.phone.clone());
     ctx.cfg.set_key(&v.device_key);
     ctx.cfg.save(&ctx.path)?;

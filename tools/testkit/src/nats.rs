@@ -49,11 +49,13 @@ pub fn nats_server_program() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free loopback port")
-        .port()
+/// A free loopback port, held (by the listener returned) until the caller drops it, so that
+/// asking for several never returns the same one twice.
+fn free_port(held: &mut Vec<TcpListener>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    let port = l.local_addr().expect("its address").port();
+    held.push(l);
+    port
 }
 
 impl NatsCluster {
@@ -64,9 +66,17 @@ impl NatsCluster {
         let program = nats_server_program()
             .expect("nats-server not found (Debian package nats-server; .ci/run installs it)");
         let dir = crate::temp_dir(&format!("nats-{tag}"));
+        let mut held = Vec::new();
         let ports: Vec<(u16, u16, u16)> = (0..nodes)
-            .map(|_| (free_port(), free_port(), free_port()))
+            .map(|_| {
+                (
+                    free_port(&mut held),
+                    free_port(&mut held),
+                    free_port(&mut held),
+                )
+            })
             .collect();
+        drop(held);
         let mut cluster = NatsCluster {
             dir: dir.clone(),
             program,
@@ -111,6 +121,18 @@ impl NatsCluster {
         }
         for i in 0..nodes {
             cluster.wait_healthy(i);
+        }
+        // Healthy is not yet serving: a new cluster's JetStream answers once its meta leader
+        // is known everywhere.
+        let deadline = Instant::now() + Duration::from_millis(NATS_READY_MS);
+        for n in &cluster.nodes {
+            while !jetstream_answers(n.client_port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "JetStream on {} not answering within {NATS_READY_MS} ms",
+                    n.name
+                );
+            }
         }
         cluster
     }
@@ -207,44 +229,47 @@ fn healthz_ok(port: u16) -> bool {
     answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
 }
 
+/// Whether the node at `url_port` answers a JetStream request (`$JS.API.INFO`, over the
+/// plain NATS text protocol) within 5 s: it does only once JetStream works there.
+pub fn jetstream_answers(url_port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", url_port)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.t 1\r\nPUB $JS.API.INFO _INBOX.t 0\r\n\r\n",
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+        if String::from_utf8_lossy(&seen).contains("io.nats.jetstream.api.v1.account_info") {
+            return true;
+        }
+    }
+    false
+}
+
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A failing test keeps the nodes' logs (its message names them).
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A JetStream request over the plain NATS text protocol: the node answers `$JS.API.INFO`
-    /// with an account info, which it does only when JetStream works.
-    fn jetstream_answers(url_port: u16) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", url_port)) else {
-            return false;
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(
-            b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.t 1\r\nPUB $JS.API.INFO _INBOX.t 0\r\n\r\n",
-        )
-        .unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-            if String::from_utf8_lossy(&seen).contains("io.nats.jetstream.api.v1.account_info") {
-                return true;
-            }
-        }
-        false
-    }
 
     /// Asks again until JetStream answers: after a node dies the others elect a new meta
     /// leader, which takes a few seconds.
