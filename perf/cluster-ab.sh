@@ -50,14 +50,22 @@ run() {
         >"$dir/farm.log" 2>&1 &
     local farm=$!; pids+=("$farm")
     for _ in $(seq 600); do grep -q "sending started" "$dir/farm.log" && break; sleep 0.05; done
+    local before=() p
+    for p in "${run_pids[@]}"; do before+=("$(cpu_of "$p")"); done
     local c0 c1; c0=$(cpu_all "${run_pids[@]}"); sleep "$secs"; c1=$(cpu_all "${run_pids[@]}")
+    # Each process's share: nats-server first, then the boxes.
+    local i share="" tk; tk=$(getconf CLK_TCK)
+    for i in "${!run_pids[@]}"; do
+        share+=" $(awk -v a="${before[$i]}" -v b="$(cpu_of "${run_pids[$i]}")" -v tk="$tk" \
+            -v n="$((rate * secs))" 'BEGIN { printf "%.1f", (b - a) / tk * 1e6 / n }')"
+    done
     wait "$farm" || true
     local us_per_msg
     us_per_msg=$(awk -v c0="$c0" -v c1="$c1" -v tk="$(getconf CLK_TCK)" -v n="$((rate * secs))" \
         'BEGIN { printf "%.1f", (c1 - c0) / tk * 1e6 / n }')
-    echo "boxes=$boxes rate=$rate cpu_us_per_msg_all_processes=$us_per_msg"
+    echo "boxes=$boxes rate=$rate cpu_us_per_msg_all_processes=$us_per_msg (nats-server, box1..: $share)"
     grep -E "delivery latency|lost|redirect" "$dir/farm.log" | tail -3
-    for p in "${run_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${run_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     LAST=$us_per_msg
 }
 
