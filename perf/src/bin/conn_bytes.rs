@@ -47,6 +47,10 @@ fn main() -> anyhow::Result<()> {
         "1",
         "--no-pin",
         "--no-admin",
+        // Idle connections that never log in, from a few source addresses: far past the
+        // per-prefix pre-login cap a real box keeps (64), which would close them.
+        "--prelogin-conns-per-prefix",
+        "1000000",
     ];
     if args.no_tls {
         cli.push("--no-tls");
