@@ -35,6 +35,16 @@ struct Args {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("cluster") {
+        match cluster_command(std::env::args().skip(2)) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("switchboard cluster: error: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("upgrade") {
         match signal_upgrade(std::env::args().skip(2)) {
             Ok(pid) => println!(
@@ -65,6 +75,27 @@ fn main() {
     if let Err(e) = run(args.cli) {
         eprintln!("switchboard: error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// `switchboard cluster status --cluster nats://H:P[,..]`: the boxes of the cluster and their
+/// load, read from the members bucket (`shards::cluster::status`).
+fn cluster_command(mut args: impl Iterator<Item = String>) -> Result<String, String> {
+    const USAGE: &str = "usage: switchboard cluster status --cluster nats://HOST:PORT[,...]";
+    match (args.next().as_deref(), args.next().as_deref(), args.next()) {
+        (Some("status"), Some("--cluster"), Some(urls)) if args.next().is_none() => {
+            let servers: Vec<String> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if servers.is_empty() {
+                return Err(USAGE.into());
+            }
+            shards::cluster::status::cluster_status(&servers)
+        }
+        _ => Err(USAGE.into()),
     }
 }
 

@@ -11,6 +11,7 @@
 //!   `routes.rs`: the gateway's publishing rounds for them, in order.
 //! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines, and the
 //!   messages from other boxes it is storing.
+//! - `status.rs`: `switchboard cluster status`, the members and their load for an operator.
 //!
 //! ## How a shard talks to the gateway
 //! As shards talk to each other: one bounded SPSC queue per shard towards the gateway
@@ -38,6 +39,7 @@ pub mod membership;
 pub mod placement;
 pub mod port;
 mod routes;
+pub mod status;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};

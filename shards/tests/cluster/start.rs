@@ -73,3 +73,48 @@ fn with_cluster_optional_a_box_alone_serves_logins_and_refuses_sign_ups() {
         other => panic!("expected the single box's answer, got {other:?}"),
     }
 }
+
+/// `switchboard cluster status` lists the live boxes with their advertised addresses and
+/// load; without NATS it says so in one line and exits 1.
+#[test]
+fn cluster_status_lists_the_boxes_and_their_load() {
+    let nats = crate::nats::Nats::start();
+    let (a, _b) = crate::placement::two_boxes(&nats);
+    let mut phone = a.client();
+    phone.load_test_login(&crate::placement::phones_homed_on("a", 1, 4_500_000)[0]);
+    // The connection shows in box a's next lease renewal.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["cluster", "status", "--cluster", &nats.url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let a_line = text.lines().find(|l| l.starts_with("a ")).unwrap_or("");
+        if a_line.split_whitespace().last() == Some("1") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "box a never showed 1 connection:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(text.contains(crate::placement::ADV_A), "{text}");
+    assert!(text.contains(crate::placement::ADV_B), "{text}");
+    assert!(text.contains("2 box(es) live"), "{text}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["cluster", "status", "--cluster", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach NATS"), "{err}");
+}
