@@ -431,7 +431,7 @@ async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
 }
 
 /// The next message of this box's stream; never ready while it is not being read (it is
-/// read again from the next beat).
+/// read again from the next beat, also after an error).
 async fn next_inbound(inbound: &mut Option<pull::Stream>) -> Option<jetstream::Message> {
     let Some(s) = inbound.as_mut() else {
         return std::future::pending().await;
@@ -439,7 +439,11 @@ async fn next_inbound(inbound: &mut Option<pull::Stream>) -> Option<jetstream::M
     match s.next().await {
         Some(Ok(m)) => Some(m),
         Some(Err(e)) => {
-            tracing::debug!("reading this box's stream: {e}");
+            // A pull that failed (its consumer's server died, heartbeats missed) may never
+            // deliver again: drop the reader; the next beat makes the consumer anew, which
+            // delivers again what was taken and not acked (stored once by the dedupe).
+            tracing::warn!("reading this box's stream: {e}; reading it anew");
+            *inbound = None;
             None
         }
         None => {

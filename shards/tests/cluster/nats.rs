@@ -1,67 +1,30 @@
 //! A nats-server with JetStream for one test, and `switchboard` boxes joined to it.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+use testkit::nats::NatsCluster;
 
 use crate::support;
 
-/// Where the Debian package puts it.
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-
-/// A nats-server process, killed on drop.
+/// A lone nats-server with JetStream (`testkit::nats::NatsCluster` of one node), stopped
+/// on drop.
 pub struct Nats {
-    child: Child,
+    _node: NatsCluster,
     /// Its client URL (`nats://127.0.0.1:PORT`).
     pub url: String,
-    _store: PathBuf,
 }
 
 impl Nats {
-    /// Starts nats-server with JetStream on a port it picks, and returns once it is ready.
+    /// Starts nats-server with JetStream on a free port, and returns once JetStream answers.
     pub fn start() -> Nats {
-        let store = testkit::temp_dir("nats");
-        let mut child = Command::new(NATS_SERVER)
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(&store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{NATS_SERVER} (apt-get install nats-server): {e}"));
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut port = None;
-        let mut seen = Vec::new();
-        loop {
-            let Some(Ok(line)) = lines.next() else {
-                panic!(
-                    "nats-server exited before it was ready:\n{}",
-                    seen.join("\n")
-                );
-            };
-            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                port = rest.trim().rsplit(':').next().map(str::to_string);
-            }
-            if line.contains("Server is ready") {
-                break;
-            }
-            seen.push(line);
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        let port = port.expect("nats-server named its client port");
+        let node = NatsCluster::start("box", 1);
         Nats {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
+            url: node.url(),
+            _node: node,
         }
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
