@@ -59,7 +59,7 @@ fn send_until_acked(
     acked
 }
 
-// KNOWN BUG (issue 24 stays open for it): in about one run in four under load, messages
+// KNOWN BUG (issue 24 stays open for it): in 3 of 19 runs under load, messages
 // JetStream acknowledged *before* the node died never reach the recipient (seen: ids 1-100
 // missing after 90 s while 101-300, sent after the kill, arrived; none sent again). Dropping
 // the box's stream reader after a failed pull did not cure it. Run it alone with
