@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use proto::codec::{decode_server, encode_frame};
-use proto::v1::{server_frame::Kind, LoggedIn, Login};
+use proto::v1::{server_frame::Kind, LoadTestLogin, LoggedIn, Login};
 use proto::{ClientFrame, FrameBuffer, FrameError, ServerFrame, PROTOCOL_VERSION};
 
 use crate::farm::user::error_name;
@@ -238,6 +238,31 @@ impl Client {
             }
             other(f);
         }
+    }
+
+    /// Logs in through the load-test path (a server holding the same load-test secret; the
+    /// farm and the benches). A `Redirect` is not followed: the caller names the home box.
+    pub fn load_test_login(
+        &mut self,
+        phone: &str,
+        secret: &[u8],
+        timeout: Duration,
+    ) -> Result<LoggedIn, ClientError> {
+        self.send(LoadTestLogin {
+            protocol_version: PROTOCOL_VERSION,
+            phone: phone.into(),
+            secret: secret.to_vec(),
+        })?;
+        self.wait_for(
+            timeout,
+            "login",
+            |k| match k {
+                Kind::LoggedIn(l) => Some(*l),
+                _ => None,
+            },
+            |_| true,
+            |_| {},
+        )
     }
 
     /// Logs in; frames that arrive before `LoggedIn` (none expected) go to `other`. A box

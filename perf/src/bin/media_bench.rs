@@ -193,18 +193,7 @@ fn slots(
     let wait = Duration::from_secs(10);
     let tls = tools::net::TlsClient::trusting(cert, "localhost")?;
     let mut c = tools::client::Client::connect(addr, Some(&tls), wait)?;
-    c.send(proto::v1::LoadTestLogin {
-        protocol_version: proto::PROTOCOL_VERSION,
-        phone: "+15550009998".into(),
-        secret: b"bench-secret".to_vec(),
-    })?;
-    c.wait_for(
-        wait,
-        "login",
-        |k| matches!(k, Kind::LoggedIn(_)).then_some(()),
-        |_| true,
-        |_| {},
-    )?;
+    c.load_test_login("+15550009998", b"bench-secret", wait)?;
     let mut urls = Vec::new();
     for (i, (o, sha)) in objects.iter().zip(shas).enumerate() {
         let id = i as u64 + 1;

@@ -172,18 +172,7 @@ fn pick(rng: &mut Rng) -> (usize, &'static str) {
 fn login(spec: &MediaSpec, phone: &str) -> anyhow::Result<Client> {
     let wait = Duration::from_secs(10);
     let mut c = Client::connect(spec.server, spec.tls.as_ref().map(|(t, _)| t), wait)?;
-    c.send(proto::v1::LoadTestLogin {
-        protocol_version: proto::PROTOCOL_VERSION,
-        phone: phone.into(),
-        secret: spec.secret.as_bytes().to_vec(),
-    })?;
-    c.wait_for(
-        wait,
-        "login",
-        |k| matches!(k, Kind::LoggedIn(_)).then_some(()),
-        |_| true,
-        |_| {},
-    )?;
+    c.load_test_login(phone, spec.secret.as_bytes(), wait)?;
     Ok(c)
 }
 
