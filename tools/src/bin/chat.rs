@@ -378,19 +378,12 @@ fn verify(ctx: &mut Ctx, phone: &str, pin: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> anyhow::Result<()> {
-    check_phone(to)?;
-    let (mut c, _) = ctx.login()?;
-    let cmid = ctx.cfg.take_client_msg_id();
-    ctx.cfg.save(&ctx.path)?;
-    c.send(SendMessage {
-        to: to.into(),
-        client_msg_id: cmid,
-        body: text.as_bytes().to_vec(),
-        media: None,
-    })?;
-    let server_id = c.wait_for(
-        ctx.wait,
+/// Sends `msg` and waits for its `ServerAck` (the server holds it durably): its server id.
+fn send_message(c: &mut Client, wait: Duration, msg: SendMessage) -> anyhow::Result<u64> {
+    let cmid = msg.client_msg_id;
+    c.send(msg)?;
+    Ok(c.wait_for(
+        wait,
         "send",
         |k| match k {
             Kind::ServerAck(a) if a.client_msg_id == cmid => Some(a.server_msg_id),
@@ -398,6 +391,23 @@ fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> any
         },
         |e| e.client_msg_id == cmid || e.client_msg_id == 0,
         |_| {},
+    )?)
+}
+
+fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> anyhow::Result<()> {
+    check_phone(to)?;
+    let (mut c, _) = ctx.login()?;
+    let cmid = ctx.cfg.take_client_msg_id();
+    ctx.cfg.save(&ctx.path)?;
+    let server_id = send_message(
+        &mut c,
+        ctx.wait,
+        SendMessage {
+            to: to.into(),
+            client_msg_id: cmid,
+            body: text.as_bytes().to_vec(),
+            media: None,
+        },
     )?;
     say!("✓ sent to {to} (message {server_id})");
     if let Some(secs) = wait_delivered {
@@ -620,26 +630,20 @@ fn send_file(ctx: &mut Ctx, to: &str, path: &std::path::Path, caption: &str) -> 
     )?;
     let progress = tools::media::progress_lines("uploading", size);
     http.upload(&slot.upload_url, path, size, progress)?;
-    c.send(SendMessage {
-        to: to.into(),
-        client_msg_id: cmid,
-        body: caption.as_bytes().to_vec(),
-        media: Some(Box::new(proto::v1::Media {
-            mime: mime.into(),
-            size,
-            sha256: sha256.to_vec(),
-            ..Default::default()
-        })),
-    })?;
-    let server_id = c.wait_for(
+    let server_id = send_message(
+        &mut c,
         ctx.wait,
-        "send",
-        |k| match k {
-            Kind::ServerAck(a) if a.client_msg_id == cmid => Some(a.server_msg_id),
-            _ => None,
+        SendMessage {
+            to: to.into(),
+            client_msg_id: cmid,
+            body: caption.as_bytes().to_vec(),
+            media: Some(Box::new(proto::v1::Media {
+                mime: mime.into(),
+                size,
+                sha256: sha256.to_vec(),
+                ..Default::default()
+            })),
         },
-        |e| e.client_msg_id == cmid || e.client_msg_id == 0,
-        |_| {},
     )?;
     say!(
         "✓ sent {} ({size} bytes) to {to} (message {server_id})",
