@@ -91,6 +91,21 @@ fn metrics_pass_promtool_check_metrics_on_a_live_server() {
         assert_eq!(inf, n, "{h}: +Inf bucket equals _count");
     }
     let Some(tool) = promtool() else { return };
+    let out = promtool_check(tool, &text);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics complained ({}):\n{said}",
+        out.status
+    );
+}
+
+/// `promtool check metrics` on `text`: its exit status and what it said.
+fn promtool_check(tool: &str, text: &str) -> std::process::Output {
     let mut child = Command::new(tool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -104,17 +119,7 @@ fn metrics_pass_promtool_check_metrics_on_a_live_server() {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics complained ({}):\n{said}",
-        out.status
-    );
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -125,20 +130,7 @@ fn promtool_is_not_a_rubber_stamp() {
     let old = "# HELP switchboard_fsync_us_p99 x\n# TYPE switchboard_fsync_us_p99 gauge\n\
                switchboard_fsync_us_p99 1\n# HELP switchboard_accepts x\n\
                # TYPE switchboard_accepts counter\nswitchboard_accepts 1\n";
-    let mut child = Command::new(tool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(old.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = promtool_check(tool, old);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("_total"), "{said}");
