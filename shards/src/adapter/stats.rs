@@ -342,6 +342,10 @@ pub const HELP: &[(&str, &str)] = &[
         "cluster_inbound_pending",
         "Messages of this box's stream handed to shards, not acked yet (shard 0).",
     ),
+    (
+        "cluster_inbound_rereads_total",
+        "Times this box's stream was read anew after a delivery was lost (shard 0).",
+    ),
 ];
 
 /// The service's latency histograms.

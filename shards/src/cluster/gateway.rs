@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use async_nats::jetstream::{self, consumer::pull, kv};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use super::in_order::InOrder;
 use super::membership::{self, Member, Members, MEMBERS_BUCKET, MEMBER_BEAT_MS, MEMBER_LEASE_MS};
 use super::placement::{self, HOMES_BUCKET};
 use super::routes::{self, Issued, IssuedAck, Issuing, Outgoing, Published, ISSUE_BATCH_MAX};
@@ -39,6 +40,8 @@ use super::{
     GATEWAY_POLL_MS,
 };
 use crate::config::cluster::ClusterConfig;
+
+mod inbound;
 
 /// How long start-up waits for NATS and the buckets.
 pub const CONNECT_WAIT_MS: u64 = 5_000;
@@ -92,6 +95,8 @@ struct Nats {
     homes: kv::Store,
     /// This box's stream, being read (`cross.rs` step 1); `None` until it can be.
     inbound: Option<pull::Stream>,
+    /// Its lowest sequence when the reader was made.
+    first_seq: Option<u64>,
 }
 
 /// Step 1. Returns once the box has joined, or (optional) is known to be alone.
@@ -207,13 +212,14 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         },
     )
     .await?;
-    let inbound = Some(cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?);
+    let (reader, first_seq) = cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?;
     Ok(Nats {
         client,
         js,
         members,
         homes,
-        inbound,
+        inbound: Some(reader),
+        first_seq: Some(first_seq),
     })
 }
 
@@ -293,13 +299,20 @@ struct Gw {
     /// sender's messages reach the recipient's home in the order sent, as dedupe needs),
     /// while their acks are awaited together in `work`.
     issuing: Option<Issuing>,
+    /// This box's stream, in order (`in_order.rs`).
+    order: InOrder<jetstream::Message>,
     /// Inbound messages handed to shards, by token, until the shard says `Done`.
-    unacked: HashMap<u64, (jetstream::Message, Instant)>,
+    in_shards: HashMap<u64, inbound::InShard>,
+    /// The token of each stream sequence in `in_shards`.
+    token_of_seq: HashMap<u64, u64>,
     next_token: u64,
+    /// When the gateway started serving (the clock of `order`).
+    started: Instant,
 }
 
 /// Step 2 and 3.
 async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
+    let first_seq = nats.first_seq;
     let me = Member {
         advertise: cfg.advertise.clone(),
         load: 0,
@@ -318,9 +331,13 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         work: FuturesUnordered::new(),
         outbox: Default::default(),
         issuing: None,
-        unacked: HashMap::new(),
+        order: InOrder::default(),
+        in_shards: HashMap::new(),
+        token_of_seq: HashMap::new(),
         next_token: 0,
+        started: Instant::now(),
     };
+    gw.order.reread(first_seq);
     let Some(woken) = watch_wake(&gw.link) else {
         tracing::error!("cluster gateway: cannot watch its eventfd");
         return;
@@ -338,7 +355,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
             _ = poll.tick() => Ev::Poll,
             _ = beat.tick() => Ev::Beat,
             Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
-            Some(m) = next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+            Some(m) = inbound::next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
             Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
             Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
         };
@@ -350,6 +367,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                     break;
                 }
                 gw.take_from_shards().await;
+                gw.check_hole().await;
             }
             Ev::Beat => gw.renew().await,
             Ev::Entry(entry) => {
@@ -430,32 +448,9 @@ async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
     Some(issued)
 }
 
-/// The next message of this box's stream; never ready while it is not being read (it is
-/// read again from the next beat, also after an error).
-async fn next_inbound(inbound: &mut Option<pull::Stream>) -> Option<jetstream::Message> {
-    let Some(s) = inbound.as_mut() else {
-        return std::future::pending().await;
-    };
-    match s.next().await {
-        Some(Ok(m)) => Some(m),
-        Some(Err(e)) => {
-            // A pull that failed (its consumer's server died, heartbeats missed) may never
-            // deliver again: drop the reader; the next beat makes the consumer anew, which
-            // delivers again what was taken and not acked (stored once by the dedupe).
-            tracing::warn!("reading this box's stream: {e}; reading it anew");
-            *inbound = None;
-            None
-        }
-        None => {
-            *inbound = None;
-            None
-        }
-    }
-}
-
 impl Gw {
     /// Renews the lease; notes whether NATS answers; makes the watch and the stream reader
-    /// again if they ended; forgets inbound messages JetStream has given up waiting for.
+    /// again if they ended.
     async fn renew(&mut self) {
         self.me.load = self.link.load();
         let ok = membership::beat(&self.nats.members, &self.cfg.box_id, &self.me).await;
@@ -477,16 +472,13 @@ impl Gw {
             self.watch = self.nats.members.watch_all().await.ok();
         }
         if self.nats.inbound.is_none() {
-            let js = &self.nats.js;
-            self.nats.inbound = cross::own_stream(js, &self.cfg.box_id, BUCKET_REPLICAS)
-                .await
-                .ok();
+            self.read_anew().await;
         }
-        let wait = Duration::from_millis(cross::INBOUND_ACK_WAIT_MS);
-        self.unacked
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < wait);
-        let pending = self.unacked.len() as u64;
-        status.inbound_pending.store(pending, Ordering::Relaxed);
+        let pending = self.in_shards.len() as u64;
+        self.link
+            .status
+            .inbound_pending
+            .store(pending, Ordering::Relaxed);
     }
 
     /// Takes what every shard handed over and starts the work for it.
@@ -505,8 +497,12 @@ impl Gw {
                 }
             }
         }
+        let settled = !done.is_empty();
         for (token, stored) in done {
             self.settle(token, stored).await;
+        }
+        if settled {
+            self.hand_ready().await;
         }
         self.issue_next();
     }
@@ -655,65 +651,6 @@ impl Gw {
                     tracing::debug!("cross-box receipt not published: {e}");
                 }
             },
-        }
-    }
-
-    /// Step 3 of `cross.rs`: one message of this box's stream to its shard.
-    async fn inbound(&mut self, m: jetstream::Message) {
-        use prost::Message as _;
-        let status = &self.link.status;
-        let env = (m.payload.len() <= cross::ENVELOPE_BYTES_MAX)
-            .then(|| cross::Envelope::decode(m.payload.as_ref()).ok())
-            .flatten()
-            .filter(cross::Envelope::check);
-        let Some(env) = env else {
-            ClusterStatus::bump(&status.messages_in_bad);
-            let _ = m.ack().await;
-            return;
-        };
-        let shards = self.link.to_shard.len();
-        let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
-        if let Some(receipt) = env.receipt {
-            let down = Down::Receipt {
-                sender: env.to,
-                receipt,
-            };
-            if self.link.to_shard[shard].push(down).is_ok() {
-                self.link.wake(shard);
-                ClusterStatus::bump(&status.receipts_in);
-                let _ = m.ack().await;
-            } else {
-                let _ = m.ack_with(routes::retry()).await;
-            }
-            return;
-        }
-        let token = self.next_token;
-        self.next_token += 1;
-        let delivery = Box::new(env.into_delivery());
-        if self.link.to_shard[shard]
-            .push(Down::Deliver { token, delivery })
-            .is_ok()
-        {
-            self.link.wake(shard);
-            self.unacked.insert(token, (m, Instant::now()));
-        } else {
-            ClusterStatus::bump(&status.messages_in_retried);
-            let _ = m.ack_with(routes::retry()).await;
-        }
-    }
-
-    /// A shard's `Done` for an inbound message: ack it, or have it delivered again later.
-    async fn settle(&mut self, token: u64, stored: bool) {
-        let Some((m, _)) = self.unacked.remove(&token) else {
-            return; // forgotten at its ack wait: JetStream delivers it again
-        };
-        let status = &self.link.status;
-        if stored {
-            ClusterStatus::bump(&status.messages_in);
-            let _ = m.ack().await;
-        } else {
-            ClusterStatus::bump(&status.messages_in_retried);
-            let _ = m.ack_with(routes::retry()).await;
         }
     }
 }

@@ -35,6 +35,7 @@
 
 pub mod cross;
 pub mod gateway;
+pub mod in_order;
 pub mod membership;
 pub mod placement;
 pub mod port;
@@ -198,6 +199,9 @@ pub struct ClusterStatus {
     pub receipts_in: AtomicU64,
     /// Messages handed to shards and not yet stored (JetStream redelivers them if lost).
     pub inbound_pending: AtomicU64,
+    /// Times this box's stream was read anew because a delivery was lost on its way
+    /// (`in_order.rs`).
+    pub inbound_rereads: AtomicU64,
 }
 
 impl ClusterStatus {
@@ -238,6 +242,7 @@ impl ClusterStatus {
             ("cluster_receipts_out_total", l(&self.receipts_out)),
             ("cluster_receipts_in_total", l(&self.receipts_in)),
             ("cluster_inbound_pending", l(&self.inbound_pending)),
+            ("cluster_inbound_rereads_total", l(&self.inbound_rereads)),
         ]
     }
 }
