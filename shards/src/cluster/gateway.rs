@@ -41,6 +41,7 @@ use super::{
 };
 use crate::config::cluster::ClusterConfig;
 
+mod direct;
 mod inbound;
 
 /// How long start-up waits for NATS and the buckets.
@@ -97,6 +98,8 @@ struct Nats {
     inbound: Option<pull::Stream>,
     /// Its lowest sequence when the reader was made.
     first_seq: Option<u64>,
+    /// Direct messages from other boxes (`direct.rs`); `None` once the subscription ended.
+    direct: Option<async_nats::Subscriber>,
 }
 
 /// Step 1. Returns once the box has joined, or (optional) is known to be alone.
@@ -213,6 +216,10 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
     )
     .await?;
     let (reader, first_seq) = cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?;
+    let direct = client
+        .subscribe(super::direct::subject(&cfg.box_id))
+        .await
+        .map_err(|e| format!("subscribing to direct messages: {e}"))?;
     Ok(Nats {
         client,
         js,
@@ -220,6 +227,7 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         homes,
         inbound: Some(reader),
         first_seq: Some(first_seq),
+        direct: Some(direct),
     })
 }
 
@@ -279,6 +287,13 @@ enum Finished {
     },
     /// A receipt published (or not).
     ReceiptSent { to: String, publish: Published },
+    /// A message or receipt sent straight to `home`: stored there under `stored_id`, or
+    /// (0) not taken.
+    Direct {
+        out: Box<Outgoing>,
+        home: String,
+        stored_id: u64,
+    },
 }
 
 type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
@@ -308,6 +323,12 @@ struct Gw {
     next_token: u64,
     /// When the gateway started serving (the clock of `order`).
     started: Instant,
+    /// Per sender, the path its messages take (`direct.rs`).
+    lines: super::direct::Lines<Outgoing>,
+    /// Per home box, the highest sequence of its stream JetStream acked to this box.
+    stream_acked: HashMap<String, u64>,
+    /// Direct messages from other boxes in this box's shards: their reply subjects.
+    direct_in_shards: HashMap<u64, async_nats::Subject>,
 }
 
 /// Step 2 and 3.
@@ -336,6 +357,9 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         token_of_seq: HashMap::new(),
         next_token: 0,
         started: Instant::now(),
+        lines: Default::default(),
+        stream_acked: HashMap::new(),
+        direct_in_shards: HashMap::new(),
     };
     gw.order.reread(first_seq);
     let Some(woken) = watch_wake(&gw.link) else {
@@ -356,6 +380,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
             _ = beat.tick() => Ev::Beat,
             Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
             Some(m) = inbound::next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+            Some(m) = next_direct(&mut gw.nats.direct) => Ev::Direct(m),
             Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
             Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
         };
@@ -376,7 +401,11 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                 gw.link.status.members.store(live, Ordering::Relaxed);
             }
             Ev::Inbound(m) => gw.inbound(m).await,
-            Ev::Done(done) => gw.finished(done),
+            Ev::Direct(m) => gw.direct_request(m).await,
+            Ev::Done(done) => {
+                gw.finished(done);
+                gw.issue_next();
+            }
             Ev::Issued(issued) => gw.issued(issued),
         }
     }
@@ -394,6 +423,7 @@ enum Ev {
     Beat,
     Entry(kv::Entry),
     Inbound(jetstream::Message),
+    Direct(async_nats::Message),
     Done(Finished),
     Issued(Vec<Issued>),
 }
@@ -438,6 +468,19 @@ async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
     }
 }
 
+/// The next direct request from another box; never ready once the subscription ended
+/// (made again at the next beat).
+async fn next_direct(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    let Some(s) = sub.as_mut() else {
+        return std::future::pending().await;
+    };
+    let m = s.next().await;
+    if m.is_none() {
+        *sub = None;
+    }
+    m
+}
+
 /// The round of publishes being issued, once issued; never ready while there is none.
 async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
     let Some(f) = issuing.as_mut() else {
@@ -473,6 +516,10 @@ impl Gw {
         }
         if self.nats.inbound.is_none() {
             self.read_anew().await;
+        }
+        if self.nats.direct.is_none() {
+            let subject = super::direct::subject(&self.cfg.box_id);
+            self.nats.direct = self.nats.client.subscribe(subject).await.ok();
         }
         let pending = self.in_shards.len() as u64;
         self.link
@@ -546,7 +593,7 @@ impl Gw {
     /// Step 2 of `cross.rs` for one message.
     fn send(&mut self, shard: usize, d: messaging::state::mesh_msg::Delivery) {
         let env = cross::Envelope::message(&d);
-        self.outbox.push_back(Outgoing {
+        self.route(Outgoing {
             shard: Some(shard),
             env,
         });
@@ -559,7 +606,7 @@ impl Gw {
             receipt: Some(receipt),
             ..Default::default()
         };
-        self.outbox.push_back(Outgoing { shard: None, env });
+        self.route(Outgoing { shard: None, env });
     }
 
     /// Starts the next round of publishes, unless one is being issued.
@@ -617,9 +664,12 @@ impl Gw {
                 to,
                 publish,
             } => {
+                self.lines.stream_done(&from);
                 let server_msg_id = match publish {
                     Published::Stored { home, seq } => {
                         ClusterStatus::bump(&status.messages_out);
+                        let acked = self.stream_acked.entry(home.clone()).or_default();
+                        *acked = (*acked).max(seq);
                         self.homes.put(to, home);
                         Some(seq)
                     }
@@ -640,6 +690,11 @@ impl Gw {
                 };
                 answer(&self.link, shard, sent);
             }
+            Finished::Direct {
+                out,
+                home,
+                stored_id,
+            } => self.direct_finished(*out, home, stored_id),
             Finished::ReceiptSent { to, publish } => match publish {
                 Published::Stored { home, .. } => {
                     ClusterStatus::bump(&status.receipts_out);

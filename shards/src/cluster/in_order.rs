@@ -120,6 +120,11 @@ impl<M> InOrder<M> {
         }
     }
 
+    /// Whether every message up to `seq` has been handed over (0: nothing asked).
+    pub fn handed_through(&self, seq: u64) -> bool {
+        seq == 0 || self.next.is_some_and(|n| n > seq)
+    }
+
     /// Messages waiting.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -231,6 +236,21 @@ mod tests {
         assert_eq!(o.receive(2, 2, 2), Received::Behind(2));
         o.receive(3, 3, 2);
         assert_eq!(drain(&mut o), vec![3]);
+    }
+
+    #[test]
+    fn handed_through_counts_only_what_left_in_order() {
+        let mut o = InOrder::default();
+        assert!(o.handed_through(0));
+        assert!(!o.handed_through(1), "nothing read yet");
+        o.reread(Some(3));
+        assert!(o.handed_through(2), "acked before this reader");
+        assert!(!o.handed_through(3));
+        o.receive(4, 4, 0);
+        assert!(!o.handed_through(4), "waits behind 3");
+        o.receive(3, 3, 0);
+        assert_eq!(drain(&mut o), vec![3, 4]);
+        assert!(o.handed_through(4));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!    anew at the next beat, [`Gw::read_anew`]).
 //! 2. [`Gw::inbound`]: ordered by its stream sequence; [`Gw::hand_ready`] hands over what is
 //!    next, until a shard's queue is full or [`cross::INBOUND_PENDING_MAX`] are in the
-//!    shards (then it waits for a `Done` or the next poll, never a nak: a nak would let
+//!    shards (with the direct messages of `gateway/direct.rs`) (then it waits for a `Done` or the next poll, never a nak: a nak would let
 //!    later messages pass it).
 //! 3. A message delivered again that is in a shard still: its newer handle is kept (acks
 //!    go through it), nothing is handed over twice. One handed over and settled before (its
@@ -94,7 +94,7 @@ impl Gw {
 
     /// Step 2: hands over every message that is next, in order.
     pub(super) async fn hand_ready(&mut self) {
-        while self.in_shards.len() < cross::INBOUND_PENDING_MAX {
+        while self.in_shards.len() + self.direct_in_shards.len() < cross::INBOUND_PENDING_MAX {
             let Some((seq, m)) = self.order.pop_ready() else {
                 break;
             };
@@ -179,6 +179,9 @@ impl Gw {
 
     /// Step 4: a shard's `Done` for an inbound message.
     pub(super) async fn settle(&mut self, token: u64, stored: bool) {
+        if self.direct_settle(token, stored).await {
+            return;
+        }
         let Some(InShard { m, seq }) = self.in_shards.remove(&token) else {
             return;
         };
