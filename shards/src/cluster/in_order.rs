@@ -115,7 +115,8 @@ impl<M> InOrder<M> {
     pub fn reread(&mut self, first_seq: Option<u64>) {
         self.waiting.clear();
         self.hole_since_ms = None;
-        if let Some(first) = first_seq {
+        // A stream that never held a message says 0; its first message will be 1.
+        if let Some(first) = first_seq.map(|f| f.max(1)) {
             self.next = Some(self.next.map_or(first, |n| n.max(first)));
         }
     }
@@ -203,6 +204,14 @@ mod tests {
         o.receive(5, 5, 1);
         o.receive(6, 6, 1);
         assert_eq!(drain(&mut o), vec![5, 6, 7]);
+    }
+
+    #[test]
+    fn a_stream_that_never_held_a_message_starts_at_one() {
+        let mut o = InOrder::default();
+        o.reread(Some(0));
+        o.receive(1, 1, 0);
+        assert_eq!(drain(&mut o), vec![1]);
     }
 
     #[test]
