@@ -24,6 +24,9 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 cpu_all() { local t=0; for p in "$@"; do t=$((t + $(cpu_of "$p"))); done; echo "$t"; }
 
+# PERF_RECORD=DIR also records a profile of each process of the cross-box run
+# (DIR/proc0.data is nats-server, procN.data box N; read with `perf report -i`).
+#
 # run BOXES: starts nats-server and BOXES boxes, runs the farm, prints one line of numbers.
 run() {
     local boxes=$1 dir="$root/run$1"
@@ -52,6 +55,14 @@ run() {
     for _ in $(seq 600); do grep -q "sending started" "$dir/farm.log" && break; sleep 0.05; done
     local before=() p
     for p in "${run_pids[@]}"; do before+=("$(cpu_of "$p")"); done
+    if [ -n "${PERF_RECORD:-}" ] && [ "$boxes" -gt 1 ]; then
+        # A profile of each process over the window (software cpu-clock; no PMU needed).
+        mkdir -p "$PERF_RECORD"
+        for i in "${!run_pids[@]}"; do
+            perf record -q -e cpu-clock -g -o "$PERF_RECORD/proc$i.data" -p "${run_pids[$i]}" \
+                -- sleep "$secs" >/dev/null 2>&1 &
+        done
+    fi
     local c0 c1; c0=$(cpu_all "${run_pids[@]}"); sleep "$secs"; c1=$(cpu_all "${run_pids[@]}")
     # Each process's share: nats-server first, then the boxes.
     local i share="" tk; tk=$(getconf CLK_TCK)

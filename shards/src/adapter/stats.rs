@@ -362,6 +362,10 @@ pub const HELP: &[(&str, &str)] = &[
         "cluster_direct_behind_total",
         "Direct messages refused while this box's stream was behind the sender's (shard 0).",
     ),
+    (
+        "cluster_receipts_dropped_total",
+        "Receipts NATS did not take, dropped once too many waited to be sent again (shard 0).",
+    ),
 ];
 
 /// The service's latency histograms.

@@ -43,6 +43,9 @@ use crate::config::cluster::ClusterConfig;
 
 mod direct;
 mod inbound;
+mod receipts;
+
+pub use receipts::{RECEIPTS_AGAIN_MAX, RECEIPT_RETRY_MS};
 
 /// How long start-up waits for NATS and the buckets.
 pub const CONNECT_WAIT_MS: u64 = 5_000;
@@ -286,7 +289,10 @@ enum Finished {
         publish: Published,
     },
     /// A receipt published (or not).
-    ReceiptSent { to: String, publish: Published },
+    ReceiptSent {
+        env: Box<cross::Envelope>,
+        publish: Published,
+    },
     /// A message or receipt sent straight to `home`: stored there under `stored_id`, or
     /// (0) not taken.
     Direct {
@@ -329,6 +335,8 @@ struct Gw {
     stream_acked: HashMap<String, u64>,
     /// Direct messages from other boxes in this box's shards: their reply subjects.
     direct_in_shards: HashMap<u64, async_nats::Subject>,
+    /// Receipts NATS did not take, each sent again once its time comes.
+    receipts_again: std::collections::VecDeque<(Instant, cross::Envelope)>,
 }
 
 /// Step 2 and 3.
@@ -360,6 +368,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         lines: Default::default(),
         stream_acked: HashMap::new(),
         direct_in_shards: HashMap::new(),
+        receipts_again: Default::default(),
     };
     gw.order.reread(first_seq);
     let Some(woken) = watch_wake(&gw.link) else {
@@ -393,6 +402,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                 }
                 gw.take_from_shards().await;
                 gw.check_hole().await;
+                gw.receipts_due();
             }
             Ev::Beat => gw.renew().await,
             Ev::Entry(entry) => {
@@ -610,7 +620,7 @@ impl Gw {
     }
 
     /// Starts the next round of publishes, unless one is being issued.
-    fn issue_next(&mut self) {
+    pub(super) fn issue_next(&mut self) {
         if self.issuing.is_some() || self.outbox.is_empty() {
             return;
         }
@@ -695,15 +705,16 @@ impl Gw {
                 home,
                 stored_id,
             } => self.direct_finished(*out, home, stored_id),
-            Finished::ReceiptSent { to, publish } => match publish {
+            Finished::ReceiptSent { env, publish } => match publish {
                 Published::Stored { home, .. } => {
                     ClusterStatus::bump(&status.receipts_out);
-                    self.homes.put(to, home);
+                    self.homes.put(env.to, home);
                 }
                 Published::Nobody => {}
                 Published::Failed(e) => {
                     ClusterStatus::bump(&status.publish_failures);
-                    tracing::debug!("cross-box receipt not published: {e}");
+                    tracing::debug!("cross-box receipt not published: {e}; trying again");
+                    self.retry_receipt(*env);
                 }
             },
         }
@@ -721,7 +732,7 @@ fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Publish
             publish,
         },
         None => Finished::ReceiptSent {
-            to: env.to,
+            env: Box::new(env),
             publish,
         },
     }

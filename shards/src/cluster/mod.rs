@@ -212,6 +212,8 @@ pub struct ClusterStatus {
     /// Direct messages refused because this box had not yet handed over its stream up
     /// to where the sender's earlier messages are.
     pub direct_behind: AtomicU64,
+    /// Receipts given up on: NATS did not take them and too many waited to be sent again.
+    pub receipts_dropped: AtomicU64,
 }
 
 impl ClusterStatus {
@@ -257,6 +259,7 @@ impl ClusterStatus {
             ("cluster_direct_fallbacks_total", l(&self.direct_fallbacks)),
             ("cluster_direct_in_total", l(&self.direct_in)),
             ("cluster_direct_behind_total", l(&self.direct_behind)),
+            ("cluster_receipts_dropped_total", l(&self.receipts_dropped)),
         ]
     }
 }

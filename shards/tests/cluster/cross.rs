@@ -298,3 +298,41 @@ fn users_spread_over_three_boxes_all_reach_each_other() {
         assert_eq!(more, 0, "user {i}: one receipt per message sent");
     }
 }
+
+/// NATS down when the recipient acks: the receipt's publish fails (counted) and is tried
+/// again until NATS is back; the sender gets it.
+#[test]
+fn a_receipt_nats_did_not_take_is_sent_again_once_it_is_back() {
+    let mut nats = testkit::nats::NatsCluster::start("receipt-again", 1);
+    let url = nats.url();
+    let a = Box::start(&url, "a", crate::placement::ADV_A, &[]);
+    let b = Box::start(&url, "b", ADV_B, &[]);
+    a.wait_stat("cluster_members", 2);
+    b.wait_stat("cluster_members", 2);
+    let alice = &phones_homed_on("a", 1, 4_800_000)[0];
+    let bob = &phones_homed_on("b", 1, 4_800_000)[0];
+    let mut at_b = b.client();
+    at_b.load_test_login(bob);
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    at_a.send_text(bob, 1, "ack me when NATS is down");
+    expect_ack(&mut at_a, 1);
+    let m = match next(&mut at_b) {
+        server_frame::Kind::Message(m) => m,
+        other => panic!("expected the message, got {other:?}"),
+    };
+
+    nats.kill(0);
+    let failed_before = b.stat("cluster_publish_failures_total").unwrap_or(0);
+    at_b.ack(vec![m.server_msg_id]);
+    b.wait_stat("cluster_publish_failures_total", failed_before + 1);
+    nats.restart(0);
+    let r = loop {
+        match at_a.recv() {
+            server_frame::Kind::Receipt(r) => break r,
+            server_frame::Kind::Presence(_) => {}
+            other => panic!("expected the receipt, got {other:?}"),
+        }
+    };
+    assert_eq!((r.by.as_str(), r.client_msg_id), (bob.as_str(), 1));
+}
