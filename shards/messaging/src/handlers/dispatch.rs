@@ -173,7 +173,13 @@ impl ShardState {
                 group_id,
                 adder,
                 accepted,
-            } => self.on_group_add_answer(group_id, adder, accepted, out),
+                answered,
+            } => self.on_group_add_answer(group_id, adder, accepted, answered, out),
+            ShardMsg::GroupCopyFailed {
+                group_id,
+                sender,
+                client_msg_id,
+            } => self.on_group_copy_failed(group_id, sender, client_msg_id, out),
         }
     }
 

@@ -308,6 +308,37 @@ impl ShardState {
                 .push(self.group_ack(&sender, client_msg_id, ack_id, group_id));
         }
     }
+
+    /// A copy another box's stream refused (`ShardMsg::GroupCopyFailed`): the sender hears
+    /// `Busy` and retries under the same id; its members' dedupe recognises the copies
+    /// already stored.
+    pub(crate) fn on_group_copy_failed(
+        &mut self,
+        group_id: u64,
+        sender: String,
+        client_msg_id: u64,
+        out: &mut Out,
+    ) {
+        let Some(phone) = crate::state::home::Phone::parse(&sender) else {
+            return; // senders of group copies are members: E.164
+        };
+        let key = FanoutKey {
+            group_id,
+            sender: phone,
+            client_msg_id,
+        };
+        if self.groups.fail_fanout(&key) {
+            let retry = crate::state::limits::BUSY_RETRY_AFTER_MS;
+            let frame = crate::state::busy(retry, client_msg_id);
+            out.now.push(self.to_user(&sender, frame));
+        }
+    }
+
+    /// Whether group `group_id` is homed here, or its creation waits here for answers (on
+    /// a box of a cluster, a group frame for a group not here goes to the group's box).
+    pub fn group_is_here(&self, group_id: u64) -> bool {
+        self.groups.contains(group_id) || self.consent.pending.contains_key(&group_id)
+    }
 }
 
 #[cfg(test)]

@@ -81,6 +81,11 @@ impl Groups {
         })
     }
 
+    /// Whether the group exists here (no copy of it made).
+    pub fn contains(&self, id: u64) -> bool {
+        self.groups.get(&id).is_some()
+    }
+
     /// Groups here that `user` administers.
     pub fn administered_by(&self, user: &str) -> usize {
         Phone::parse(user)
@@ -130,6 +135,12 @@ impl Groups {
             },
         );
         true
+    }
+
+    /// One copy could not be handed on: the send is forgotten (its sender retries; copies
+    /// that come later for it find nothing to count). True if it was counting.
+    pub fn fail_fanout(&mut self, key: &FanoutKey) -> bool {
+        self.fanouts.remove(key).is_some()
     }
 
     /// One copy is stored; returns the send's ack id when it was the last.
