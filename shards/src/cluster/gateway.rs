@@ -90,6 +90,8 @@ struct Nats {
     js: jetstream::Context,
     members: kv::Store,
     homes: kv::Store,
+    /// Group id → the box it lives on (`groups.rs`).
+    groups: kv::Store,
     /// This box's stream, being read (`cross.rs` step 1); `None` until it can be.
     inbound: Option<pull::Stream>,
 }
@@ -207,12 +209,24 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         },
     )
     .await?;
+    let groups = bucket(
+        &js,
+        kv::Config {
+            bucket: super::groups::GROUPS_BUCKET.into(),
+            description: "switchboard: the box each group with members elsewhere lives on".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
     let inbound = Some(cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?);
     Ok(Nats {
         client,
         js,
         members,
         homes,
+        groups,
         inbound,
     })
 }
@@ -269,6 +283,12 @@ enum Finished {
         from: String,
         client_msg_id: u64,
         to: String,
+        group_id: u64,
+        publish: Published,
+    },
+    /// A group message published (or not) (`groups.rs`).
+    GroupSent {
+        env: Box<cross::Envelope>,
         publish: Published,
     },
     /// A receipt published (or not).
@@ -296,6 +316,10 @@ struct Gw {
     /// Inbound messages handed to shards, by token, until the shard says `Done`.
     unacked: HashMap<u64, (jetstream::Message, Instant)>,
     next_token: u64,
+    /// Group id → the box it lives on, as learnt (`groups.rs`).
+    group_boxes: HashMap<u64, String>,
+    /// Group envelopes sent, for their unique ids.
+    group_nonce: u64,
 }
 
 /// Step 2 and 3.
@@ -320,6 +344,8 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         issuing: None,
         unacked: HashMap::new(),
         next_token: 0,
+        group_boxes: HashMap::new(),
+        group_nonce: 0,
     };
     let Some(woken) = watch_wake(&gw.link) else {
         tracing::error!("cluster gateway: cannot watch its eventfd");
@@ -502,6 +528,7 @@ impl Gw {
                     Up::Place(q) => self.place(shard, q),
                     Up::Send(d) => self.send(shard, *d),
                     Up::Receipt { sender, receipt } => self.send_receipt(sender, receipt),
+                    Up::Forward(env) => self.forward(*env),
                 }
             }
         }
@@ -531,9 +558,11 @@ impl Gw {
                     from: d.from,
                     client_msg_id: d.client_msg_id,
                     server_msg_id: None,
+                    group_id: d.group_id,
                 };
                 answer(&self.link, shard, sent);
             }
+            Up::Forward(env) => self.group_undelivered(*env, false),
             Up::Receipt { .. } | Up::Done { .. } => {}
         }
     }
@@ -574,14 +603,26 @@ impl Gw {
         let n = self.outbox.len().min(ISSUE_BATCH_MAX);
         let batch: Vec<Outgoing> = self.outbox.drain(..n).collect();
         let mut known: HashMap<String, String> = HashMap::new();
+        let mut known_groups: HashMap<u64, String> = HashMap::new();
         for o in &batch {
             if let Some(h) = self.homes.get(&o.env.to) {
                 known.insert(o.env.to.clone(), h.to_string());
             }
+            let group = o.env.group.as_ref().map(|g| g.group_id);
+            if let Some((id, b)) = group.and_then(|id| Some((id, self.group_boxes.get(&id)?))) {
+                known_groups.insert(id, b.clone());
+            }
         }
-        let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        let at = routes::Where {
+            homes: self.nats.homes.clone(),
+            groups: self.nats.groups.clone(),
+            known,
+            known_groups,
+            link: self.link.clone(),
+        };
+        let js = self.nats.js.clone();
         let me = self.cfg.box_id.clone();
-        self.issuing = Some(Box::pin(routes::issue(js, homes, me, known, batch)));
+        self.issuing = Some(Box::pin(routes::issue(js, at, me, batch)));
     }
 
     /// A round of publishes issued: their acks are awaited in `work`; the next round starts.
@@ -614,11 +655,13 @@ impl Gw {
                 let placement = place(&self.cfg.box_id, &self.members, found);
                 answer(&self.link, shard, Down::Placed(Answer { token, placement }));
             }
+            Finished::GroupSent { env, publish } => self.group_sent(*env, publish),
             Finished::Sent {
                 shard,
                 from,
                 client_msg_id,
                 to,
+                group_id,
                 publish,
             } => {
                 let server_msg_id = match publish {
@@ -641,6 +684,7 @@ impl Gw {
                     from,
                     client_msg_id,
                     server_msg_id,
+                    group_id,
                 };
                 answer(&self.link, shard, sent);
             }
@@ -671,6 +715,9 @@ impl Gw {
             let _ = m.ack().await;
             return;
         };
+        if env.group.is_some() {
+            return self.inbound_group(m, env).await;
+        }
         let shards = self.link.to_shard.len();
         let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
         if let Some(receipt) = env.receipt {
@@ -720,12 +767,17 @@ impl Gw {
 
 /// What finished for a publish of `env` for `shard` (`None`: a receipt).
 fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Published) -> Finished {
+    if env.group.is_some() {
+        let env = Box::new(env);
+        return Finished::GroupSent { env, publish };
+    }
     match shard {
         Some(shard) => Finished::Sent {
             shard,
             from: env.from,
             client_msg_id: env.client_msg_id,
             to: env.to,
+            group_id: env.group_id,
             publish,
         },
         None => Finished::ReceiptSent {
@@ -769,4 +821,87 @@ fn answer(link: &ClusterLink, shard: usize, d: Down) {
         ClusterStatus::bump(&s.answers_dropped);
     }
     link.wake(shard);
+}
+
+/// Groups across boxes (`groups.rs`): the gateway's part.
+impl Gw {
+    /// Step 2: a group message for another box joins the outbox, in order.
+    fn forward(&mut self, mut env: cross::Envelope) {
+        if let Some(g) = env.group.as_mut() {
+            self.group_nonce += 1;
+            g.nonce = format!(
+                "{}.{}.{}",
+                self.cfg.box_id,
+                self.started_ms(),
+                self.group_nonce
+            );
+        }
+        self.outbox.push_back(Outgoing { shard: None, env });
+    }
+
+    /// When this gateway started (ms since the epoch): unique envelope ids across restarts.
+    fn started_ms(&self) -> u128 {
+        static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+        *STARTED.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        })
+    }
+
+    /// A group message published, or with nowhere to go (step 5).
+    fn group_sent(&mut self, env: cross::Envelope, publish: Published) {
+        let status = &self.link.status;
+        match publish {
+            Published::Stored { home, .. } => {
+                ClusterStatus::bump(&status.group_out);
+                if let Some(super::groups::Address::Group(id)) =
+                    env.group.as_ref().map(|g| g.address(&env))
+                {
+                    if self.group_boxes.len() >= super::groups::GROUP_CACHE_ENTRIES_MAX {
+                        self.group_boxes.clear();
+                    }
+                    self.group_boxes.insert(id, home);
+                }
+            }
+            Published::Nobody => self.group_undelivered(env, true),
+            Published::Failed(e) => {
+                tracing::debug!("cross-box group message not published: {e}");
+                self.group_undelivered(env, false);
+            }
+        }
+    }
+
+    /// Step 5: answers for a group message that did not leave.
+    fn group_undelivered(&mut self, env: cross::Envelope, nowhere: bool) {
+        ClusterStatus::bump(&self.link.status.group_undelivered);
+        let shards = self.link.to_shard.len();
+        for msg in super::groups::undelivered(env, nowhere) {
+            if let Some(shard) = super::groups::home_shard(&msg, shards) {
+                answer(&self.link, shard, Down::Group(msg));
+            }
+        }
+    }
+
+    /// Step 4: a group message from another box to the shard it addresses; acked once
+    /// handed over (as a receipt is), delivered again later if that shard's queue is full.
+    async fn inbound_group(&mut self, m: jetstream::Message, env: cross::Envelope) {
+        let shards = self.link.to_shard.len();
+        let msg = super::groups::into_msg(env);
+        let shard = msg
+            .as_ref()
+            .and_then(|msg| super::groups::home_shard(msg, shards));
+        let (Some(msg), Some(shard)) = (msg, shard) else {
+            ClusterStatus::bump(&self.link.status.messages_in_bad);
+            let _ = m.ack().await;
+            return;
+        };
+        if self.link.to_shard[shard].push(Down::Group(msg)).is_ok() {
+            self.link.wake(shard);
+            ClusterStatus::bump(&self.link.status.group_in);
+            let _ = m.ack().await;
+        } else {
+            let _ = m.ack_with(routes::retry()).await;
+        }
+    }
 }

@@ -35,6 +35,7 @@
 
 pub mod cross;
 pub mod gateway;
+pub mod groups;
 pub mod membership;
 pub mod placement;
 pub mod port;
@@ -117,6 +118,8 @@ pub enum Up {
         /// The receipt.
         receipt: proto::v1::Receipt,
     },
+    /// A group message for another box (`groups.rs` step 2): publish it there.
+    Forward(Box<cross::Envelope>),
     /// A message from another box ([`Down::Deliver`]) is stored (`true`: ack it) or was
     /// refused for now (`false`: JetStream delivers it again later).
     Done {
@@ -142,7 +145,13 @@ pub enum Down {
         client_msg_id: u64,
         /// The id the sender's `ServerAck` carries, or `None`.
         server_msg_id: Option<u64>,
+        /// For a copy of a group send (`groups.rs` step 3): its group, whose home then
+        /// counts the copy done (or failed); 0 for a 1:1 message.
+        group_id: u64,
     },
+    /// A group message from another box (`groups.rs` step 4) for this shard's state
+    /// machines.
+    Group(messaging::state::mesh_msg::ShardMsg),
     /// A message from another box for a user homed on this shard; answer [`Up::Done`].
     Deliver {
         /// The token [`Up::Done`] names.
@@ -192,6 +201,15 @@ pub struct ClusterStatus {
     pub messages_in_retried: AtomicU64,
     /// Inbound stream messages that did not decode (dropped).
     pub messages_in_bad: AtomicU64,
+    /// Group messages published to another box (`groups.rs`).
+    pub group_out: AtomicU64,
+    /// Group messages from other boxes handed to shards.
+    pub group_in: AtomicU64,
+    /// Group messages with nobody to go to, or not taken by NATS (answered, `groups.rs`
+    /// step 5).
+    pub group_undelivered: AtomicU64,
+    /// Group ids another box had claimed first (`groups.rs` step 1).
+    pub group_clashes: AtomicU64,
     /// Receipts published to another box / received from one.
     pub receipts_out: AtomicU64,
     /// Receipts received from other boxes.
@@ -235,6 +253,13 @@ impl ClusterStatus {
                 l(&self.messages_in_retried),
             ),
             ("cluster_messages_in_bad_total", l(&self.messages_in_bad)),
+            ("cluster_group_out_total", l(&self.group_out)),
+            ("cluster_group_in_total", l(&self.group_in)),
+            (
+                "cluster_group_undelivered_total",
+                l(&self.group_undelivered),
+            ),
+            ("cluster_group_clashes_total", l(&self.group_clashes)),
             ("cluster_receipts_out_total", l(&self.receipts_out)),
             ("cluster_receipts_in_total", l(&self.receipts_in)),
             ("cluster_inbound_pending", l(&self.inbound_pending)),

@@ -94,8 +94,20 @@ pub enum Event {
         /// The frame.
         frame: server_frame::Kind,
     },
-    /// A receipt from another box: handle it as a mesh message.
+    /// A receipt or a group message from another box: handle it as a mesh message.
     Mesh(ShardMsg),
+    /// A copy of a group send published to its member's box (`stored`), or not: tell the
+    /// group's home (`GroupCopyDone` / `GroupCopyFailed`, `groups.rs` step 3).
+    GroupCopy {
+        /// The group.
+        group_id: u64,
+        /// The group message's sender.
+        sender: String,
+        /// The sender's id for it.
+        client_msg_id: u64,
+        /// The member's box's stream holds it.
+        stored: bool,
+    },
     /// A message from another box for a user of this shard: store it as a mesh `Deliver`,
     /// then tell the port ([`Port::after_store`]).
     Inbound {
@@ -115,6 +127,7 @@ pub struct PortCounters {
     sends_out: u64,
     sends_busy: u64,
     receipts_out: u64,
+    groups_forwarded: u64,
 }
 
 /// One shard's end of the link (steps in the module doc).
@@ -232,12 +245,43 @@ impl Port {
         }
     }
 
+    /// A group message for another box (`groups.rs` step 2): to the gateway. False when
+    /// the link is full (counted; the caller answers as the message needs).
+    pub fn forward(&mut self, env: Box<super::cross::Envelope>) -> bool {
+        if self.link.up(self.shard, Up::Forward(env)).is_ok() {
+            self.counters.groups_forwarded += 1;
+            true
+        } else {
+            self.counters.sends_busy += 1;
+            false
+        }
+    }
+
     /// For each mesh message this shard sends: if it answers a message from another box
     /// (`ServerAck`, `Busy` or an error for that sender and client id), tells the gateway
     /// (`Up::Done`) and returns true: the mesh message has nobody to go to here.
     pub fn settle(&mut self, msg: &ShardMsg) -> bool {
         if self.inbound.is_empty() {
             return false;
+        }
+        if let ShardMsg::GroupCopyDone {
+            sender,
+            client_msg_id,
+            ..
+        } = msg
+        {
+            // A group copy from another box, stored (`cross::Envelope::into_delivery`).
+            let Some(token) = self.inbound.remove(&(sender.clone(), *client_msg_id)) else {
+                return false;
+            };
+            let _ = self.link.up(
+                self.shard,
+                Up::Done {
+                    token,
+                    stored: true,
+                },
+            );
+            return true;
         }
         let ShardMsg::ToUser { user, frame } = msg else {
             return false;
@@ -344,8 +388,27 @@ impl Port {
                     from,
                     client_msg_id,
                     server_msg_id,
+                    group_id: 0,
                 } => {
                     events.push(sent(from, client_msg_id, server_msg_id));
+                    continue;
+                }
+                Down::Sent {
+                    from,
+                    client_msg_id,
+                    server_msg_id,
+                    group_id,
+                } => {
+                    events.push(Event::GroupCopy {
+                        group_id,
+                        sender: from,
+                        client_msg_id,
+                        stored: server_msg_id.is_some(),
+                    });
+                    continue;
+                }
+                Down::Group(msg) => {
+                    events.push(Event::Mesh(msg));
                     continue;
                 }
                 Down::Deliver { token, delivery } => {
@@ -441,6 +504,7 @@ impl Port {
             ("cluster_sends_out_total", c.sends_out),
             ("cluster_sends_busy_total", c.sends_busy),
             ("cluster_receipts_handed_total", c.receipts_out),
+            ("cluster_groups_forwarded_total", c.groups_forwarded),
             ("cluster_inbound_unsettled", self.inbound.len() as u64),
             ("cluster_inbound_held", self.held_count as u64),
         ];
