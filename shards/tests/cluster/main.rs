@@ -7,6 +7,7 @@
 mod support;
 
 mod cross;
+mod groups;
 mod nats;
 mod nats_node;
 mod placement;

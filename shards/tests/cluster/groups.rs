@@ -1,0 +1,255 @@
+//! Groups across boxes: a group lives on its creator's box; members homed on two other
+//! boxes are asked, added, removed, get each message once, send to the group themselves,
+//! and the sender gets its `ServerAck` and the receipts as in a single box.
+
+use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy, ReceiptKind};
+
+use crate::nats::{Box, Nats};
+use crate::support::Client;
+
+const ADV_C: &str = "box-c.test:5222";
+
+/// `n` phones homed on `id` when boxes a, b and c are live.
+fn homed_on(id: &str, n: usize, from: u64) -> Vec<String> {
+    (from..)
+        .map(|i| format!("+1555{i:07}"))
+        .filter(|p| shards::cluster::placement::choose(p, ["a", "b", "c"]) == Some(id))
+        .take(n)
+        .collect()
+}
+
+fn three_boxes(nats: &Nats) -> [Box; 3] {
+    let a = Box::start(&nats.url, "a", crate::placement::ADV_A, &[]);
+    let b = Box::start(&nats.url, "b", crate::placement::ADV_B, &[]);
+    let c = Box::start(&nats.url, "c", ADV_C, &[]);
+    for x in [&a, &b, &c] {
+        x.wait_stat("cluster_members", 3);
+    }
+    [a, b, c]
+}
+
+/// The next frame that is not a presence update.
+fn next(c: &mut Client) -> server_frame::Kind {
+    loop {
+        match c.recv() {
+            server_frame::Kind::Presence(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn group_send(c: &mut Client, group_id: u64, client_msg_id: u64, body: &str) {
+    c.send(client_frame::Kind::GroupSend(proto::v1::GroupSend {
+        group_id,
+        client_msg_id,
+        body: body.as_bytes().to_vec(),
+        media: None,
+    }));
+}
+
+fn expect_group_ack(c: &mut Client, group_id: u64, client_msg_id: u64) {
+    match next(c) {
+        server_frame::Kind::ServerAck(a) => {
+            assert_eq!((a.group_id, a.client_msg_id), (group_id, client_msg_id));
+            assert_ne!(a.server_msg_id, 0);
+        }
+        other => panic!("expected the group ServerAck {client_msg_id}, got {other:?}"),
+    }
+}
+
+fn expect_group_message(c: &mut Client, group_id: u64, from: &str, body: &str) -> u64 {
+    match next(c) {
+        server_frame::Kind::Message(m) => {
+            assert_eq!(
+                (m.group_id, m.from.as_str(), m.body.as_slice()),
+                (group_id, from, body.as_bytes())
+            );
+            m.server_msg_id
+        }
+        other => panic!("expected {body:?} from {from}, got {other:?}"),
+    }
+}
+
+fn expect_updated(c: &mut Client, group_id: u64, mut want: Vec<&str>) {
+    match next(c) {
+        server_frame::Kind::GroupUpdated(u) => {
+            assert_eq!(u.group_id, group_id);
+            let mut got: Vec<&str> = u.members.iter().map(String::as_str).collect();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want);
+        }
+        other => panic!("expected GroupUpdated, got {other:?}"),
+    }
+}
+
+/// Nothing more has come (a ping's pong is next): no copy twice.
+fn nothing_more(c: &mut Client) {
+    let extra: Vec<_> = c
+        .sync()
+        .into_iter()
+        .filter(|f| !matches!(f, server_frame::Kind::Presence(_)))
+        .collect();
+    assert!(extra.is_empty(), "more than expected: {extra:?}");
+}
+
+#[test]
+fn a_group_with_members_on_three_boxes_works_as_on_one() {
+    let nats = Nats::start();
+    let [a, b, c] = three_boxes(&nats);
+    let alice = &homed_on("a", 2, 5_000_000)[0];
+    let dave = &homed_on("a", 2, 5_000_000)[1];
+    let bob = &homed_on("b", 1, 5_000_000)[0];
+    let carol = &homed_on("c", 1, 5_000_000)[0];
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    let mut dave_c = a.client();
+    dave_c.load_test_login(dave);
+    let mut bob_c = b.client();
+    bob_c.load_test_login(bob);
+    let mut carol_c = c.client();
+    carol_c.load_test_login(carol);
+    for m in [&mut dave_c, &mut bob_c, &mut carol_c] {
+        m.group_privacy(GroupAddPolicy::Everyone);
+    }
+
+    // Created on alice's box with members of all three: each home box is asked.
+    at_a.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "three boxes".into(),
+        members: vec![bob.clone(), carol.clone(), dave.clone()],
+    }));
+    let group_id = match next(&mut at_a) {
+        server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+
+    // A send from the group's box: every member gets it once, the sender its ack, then
+    // receipts from members of other boxes.
+    group_send(&mut at_a, group_id, 1, "hello all");
+    expect_group_ack(&mut at_a, group_id, 1);
+    let on_b = expect_group_message(&mut bob_c, group_id, alice, "hello all");
+    let on_c = expect_group_message(&mut carol_c, group_id, alice, "hello all");
+    let on_a = expect_group_message(&mut dave_c, group_id, alice, "hello all");
+    bob_c.ack(vec![on_b]);
+    carol_c.read(vec![on_c]);
+    dave_c.ack(vec![on_a]);
+    let mut receipts = Vec::new();
+    while receipts.len() < 4 {
+        match next(&mut at_a) {
+            server_frame::Kind::Receipt(r) => {
+                assert_eq!((r.client_msg_id, r.group_id), (1, group_id));
+                receipts.push((r.by.clone(), ReceiptKind::try_from(r.kind).unwrap()));
+            }
+            other => panic!("expected receipts, got {other:?}"),
+        }
+    }
+    receipts.sort();
+    let mut want = vec![
+        (bob.clone(), ReceiptKind::Delivered),
+        (carol.clone(), ReceiptKind::Delivered),
+        (carol.clone(), ReceiptKind::Read),
+        (dave.clone(), ReceiptKind::Delivered),
+    ];
+    want.sort();
+    assert_eq!(receipts, want);
+
+    // A member of another box sends to the group: its box hands it to the group's box.
+    group_send(&mut bob_c, group_id, 1, "from b");
+    expect_group_ack(&mut bob_c, group_id, 1);
+    expect_group_message(&mut at_a, group_id, bob, "from b");
+    expect_group_message(&mut carol_c, group_id, bob, "from b");
+    expect_group_message(&mut dave_c, group_id, bob, "from b");
+
+    // Members, asked from another box.
+    carol_c.send(client_frame::Kind::GroupMembers(
+        proto::v1::GroupMembersRequest { group_id },
+    ));
+    match next(&mut carol_c) {
+        server_frame::Kind::GroupMembers(m) => {
+            assert_eq!((m.admin.as_str(), m.members.len()), (alice.as_str(), 4))
+        }
+        other => panic!("expected GroupMembers, got {other:?}"),
+    }
+
+    // Removed across boxes: everyone hears, the removed member included; it can no
+    // longer send.
+    at_a.send(client_frame::Kind::GroupRemove(proto::v1::GroupRemove {
+        group_id,
+        members: vec![carol.clone()],
+    }));
+    let after = vec![alice.as_str(), bob.as_str(), dave.as_str()];
+    for m in [&mut at_a, &mut bob_c, &mut carol_c, &mut dave_c] {
+        expect_updated(m, group_id, after.clone());
+    }
+    group_send(&mut carol_c, group_id, 2, "still here?");
+    let e = match next(&mut carol_c) {
+        server_frame::Kind::Error(e) => e,
+        other => panic!("expected NOT_GROUP_MEMBER, got {other:?}"),
+    };
+    assert_eq!(
+        (e.code, e.client_msg_id),
+        (ErrorCode::NotGroupMember as i32, 2)
+    );
+
+    // Added back across boxes.
+    at_a.send(client_frame::Kind::GroupAdd(proto::v1::GroupAdd {
+        group_id,
+        members: vec![carol.clone()],
+    }));
+    let all = vec![alice.as_str(), bob.as_str(), carol.as_str(), dave.as_str()];
+    for m in [&mut at_a, &mut bob_c, &mut carol_c, &mut dave_c] {
+        expect_updated(m, group_id, all.clone());
+    }
+    group_send(&mut carol_c, group_id, 3, "back");
+    expect_group_ack(&mut carol_c, group_id, 3);
+    for (m, _) in [(&mut at_a, 0), (&mut bob_c, 0), (&mut dave_c, 0)] {
+        expect_group_message(m, group_id, carol, "back");
+    }
+
+    // A member of another box leaves by itself.
+    bob_c.send(client_frame::Kind::GroupRemove(proto::v1::GroupRemove {
+        group_id,
+        members: vec![bob.clone()],
+    }));
+    let left = vec![alice.as_str(), carol.as_str(), dave.as_str()];
+    for m in [&mut at_a, &mut bob_c, &mut carol_c, &mut dave_c] {
+        expect_updated(m, group_id, left.clone());
+    }
+
+    for m in [&mut at_a, &mut bob_c, &mut carol_c, &mut dave_c] {
+        nothing_more(m);
+    }
+    for x in [&a, &b, &c] {
+        assert_eq!(x.stat("cluster_messages_in_bad_total"), Some(0));
+        assert_eq!(x.stat("cluster_group_clashes_total"), Some(0));
+        // Every box both sent group messages to another and took some in.
+        assert!(x.stat("cluster_group_out_total") > Some(0));
+        assert!(x.stat("cluster_group_in_total") > Some(0));
+    }
+    // Copies for members of b and c crossed as messages, each stored there once: b got
+    // "hello all" and "back", c "hello all" and "from b".
+    b.wait_stat("cluster_messages_in_total", 2);
+    c.wait_stat("cluster_messages_in_total", 2);
+    crate::nats::every_cluster_metric_is_documented(a.admin);
+}
+
+/// A group frame for a group no box has is answered as a single box answers it.
+#[test]
+fn a_send_to_a_group_no_box_has_is_unknown() {
+    let nats = Nats::start();
+    let [a, _b, _c] = three_boxes(&nats);
+    let alice = &homed_on("a", 1, 5_100_000)[0];
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    group_send(&mut at_a, 42, 9, "anyone?");
+    let e = match next(&mut at_a) {
+        server_frame::Kind::Error(e) => e,
+        other => panic!("expected UNKNOWN_GROUP, got {other:?}"),
+    };
+    assert_eq!(
+        (e.code, e.client_msg_id),
+        (ErrorCode::UnknownGroup as i32, 9)
+    );
+    a.wait_stat("cluster_group_undelivered_total", 1);
+}
