@@ -286,6 +286,13 @@ enum Finished {
         group_id: u64,
         publish: Published,
     },
+    /// A 1:1 message for a phone with no home anywhere: answered by its shard as a single
+    /// box answers a send to a number nobody has (a fresh server id, remembered by dedupe
+    /// and logged: no signal that the number does not exist).
+    Nowhere {
+        shard: usize,
+        env: Box<cross::Envelope>,
+    },
     /// A group message published (or not) (`groups.rs`).
     GroupSent {
         env: Box<cross::Envelope>,
@@ -619,6 +626,7 @@ impl Gw {
             known,
             known_groups,
             link: self.link.clone(),
+            live: self.members.live(Instant::now()),
         };
         let js = self.nats.js.clone();
         let me = self.cfg.box_id.clone();
@@ -627,13 +635,20 @@ impl Gw {
 
     /// A round of publishes issued: their acks are awaited in `work`; the next round starts.
     fn issued(&mut self, issued: Vec<Issued>) {
-        for Issued { shard, env, ack } in issued {
+        for Issued {
+            shard,
+            env,
+            ack,
+            guessed,
+        } in issued
+        {
             match ack {
                 IssuedAck::Pending(home, f) => self.work.push(Box::pin(async move {
                     let publish = match f.await {
                         Ok(a) => Published::Stored {
                             home,
                             seq: a.sequence,
+                            guessed,
                         },
                         Err(e) => Published::Failed(e.to_string()),
                     };
@@ -656,6 +671,12 @@ impl Gw {
                 answer(&self.link, shard, Down::Placed(Answer { token, placement }));
             }
             Finished::GroupSent { env, publish } => self.group_sent(*env, publish),
+            Finished::Nowhere { shard, env } => {
+                ClusterStatus::bump(&status.messages_to_nobody);
+                let delivery = Box::new(env.into_delivery());
+                let msg = messaging::state::mesh_msg::ShardMsg::Deliver(delivery);
+                answer(&self.link, shard, Down::Group(msg));
+            }
             Finished::Sent {
                 shard,
                 from,
@@ -665,12 +686,19 @@ impl Gw {
                 publish,
             } => {
                 let server_msg_id = match publish {
-                    Published::Stored { home, seq } => {
+                    Published::Stored { home, seq, guessed } => {
                         ClusterStatus::bump(&status.messages_out);
-                        self.homes.put(to, home);
+                        if guessed {
+                            // A number with no home (`routes.rs`): counted, not remembered.
+                            ClusterStatus::bump(&status.messages_to_nobody);
+                        } else {
+                            self.homes.put(to, home);
+                        }
                         Some(seq)
                     }
                     Published::Nobody => {
+                        // A group copy for a member with no home: counted done, as a
+                        // single box counts one (a 1:1 message is `Finished::Nowhere`).
                         ClusterStatus::bump(&status.messages_to_nobody);
                         Some(0)
                     }
@@ -770,6 +798,10 @@ fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Publish
     if env.group.is_some() {
         let env = Box::new(env);
         return Finished::GroupSent { env, publish };
+    }
+    if let (Some(shard), Published::Nobody, 0) = (shard, &publish, env.group_id) {
+        let env = Box::new(env);
+        return Finished::Nowhere { shard, env };
     }
     match shard {
         Some(shard) => Finished::Sent {

@@ -88,7 +88,7 @@ pub struct GroupPart {
     /// The frame of a [`KIND_TO_USER`] (an encoded `ServerFrame`).
     #[prost(bytes = "vec", tag = "7")]
     pub frame: Vec<u8>,
-    /// Unique per envelope its box sent (the `Nats-Msg-Id` of all but a send).
+    /// Unique per envelope its box sent (its `Nats-Msg-Id`).
     #[prost(string, tag = "8")]
     pub nonce: String,
 }
@@ -123,15 +123,11 @@ impl GroupPart {
         }
     }
 
-    /// The `Nats-Msg-Id`: a send's is its own (a retry is no second copy); the others are
-    /// unique per envelope.
-    pub fn msg_id(&self, env: &Envelope) -> String {
-        if self.kind == KIND_SEND {
-            return format!(
-                "g.{}.{}.{}.{}",
-                env.from, env.device, env.client_msg_id, self.group_id
-            );
-        }
+    /// The `Nats-Msg-Id`: unique per envelope. (A send's retry is a second envelope: the
+    /// group's home takes a retry still fanning out once, and the copies of one fanned out
+    /// again are recognised by JetStream's message id and the members' dedupe; one id per
+    /// send would have JetStream drop a retry after a failed copy, which nobody answers.)
+    pub fn msg_id(&self, _env: &Envelope) -> String {
         format!("o.{}", self.nonce)
     }
 

@@ -136,8 +136,9 @@ pub enum Down {
     /// The answer to an [`Up::Place`].
     Placed(Answer),
     /// The outcome of an [`Up::Send`]: JetStream's stream sequence once the recipient's box
-    /// stream holds it (or the message was answered like a stored one: no such phone), or
-    /// `None` when it could not be published (the sender gets `Busy`).
+    /// stream holds it (0 for a group copy for a number with no home: counted done), or
+    /// `None` when it could not be published (the sender gets `Busy`). A 1:1 message for a
+    /// number with no home comes back as [`Down::Group`] instead.
     Sent {
         /// The sender.
         from: String,
@@ -149,8 +150,10 @@ pub enum Down {
         /// counts the copy done (or failed); 0 for a 1:1 message.
         group_id: u64,
     },
-    /// A group message from another box (`groups.rs` step 4) for this shard's state
-    /// machines.
+    /// A mesh message for this shard's state machines: a group message from another box
+    /// (`groups.rs` step 4), an answer for one that could not leave, or a 1:1 message for a
+    /// number with no home anywhere (stored as a single box stores a send to a number nobody
+    /// has: no enumeration signal).
     Group(messaging::state::mesh_msg::ShardMsg),
     /// A message from another box for a user homed on this shard; answer [`Up::Done`].
     Deliver {

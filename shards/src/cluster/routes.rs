@@ -27,6 +27,8 @@ pub(super) struct Issued {
     pub(super) shard: Option<usize>,
     pub(super) env: cross::Envelope,
     pub(super) ack: IssuedAck,
+    /// Sent where hashing would put a number with no home (not its home: not remembered).
+    pub(super) guessed: bool,
 }
 
 pub(super) enum IssuedAck {
@@ -49,7 +51,12 @@ pub(super) fn retry() -> jetstream::AckKind {
 /// How a publish to a phone's home box ended.
 pub(super) enum Published {
     /// The home box's stream holds it, at this sequence.
-    Stored { home: String, seq: u64 },
+    Stored {
+        home: String,
+        seq: u64,
+        /// Not the phone's recorded home (`Issued::guessed`).
+        guessed: bool,
+    },
     /// The phone has no home anywhere.
     Nobody,
     /// NATS did not take it.
@@ -64,6 +71,8 @@ pub(super) struct Where {
     pub(super) known: HashMap<String, String>,
     pub(super) known_groups: HashMap<u64, String>,
     pub(super) link: std::sync::Arc<ClusterLink>,
+    /// The live boxes (where a 1:1 message for a number with no home goes).
+    pub(super) live: Vec<String>,
 }
 
 /// Issues one round of publishes in order: each to the stream of `env.to`'s home box
@@ -115,13 +124,31 @@ pub(super) async fn issue(
             }
             (home, _) => home,
         };
+        // A 1:1 message for a number with no account on any box goes where hashing would
+        // put that number (this box included), whose shard answers it as a single box
+        // answers a send to a number nobody has; the sender's `ServerAck` is a publish ack
+        // like any other cross-box message's: no sign of whether the number exists.
+        let one_to_one = shard.is_some() && env.group.is_none() && env.group_id == 0;
+        let guessed = one_to_one && matches!(home, Ok(None));
+        let home = match home {
+            Ok(None) if one_to_one => {
+                let live = at.live.iter().map(String::as_str);
+                Ok(placement::choose(&env.to, live).map(str::to_string))
+            }
+            other => other,
+        };
         let ack = match home {
-            Ok(Some(home)) if home == me => IssuedAck::Done(Published::Nobody),
+            Ok(Some(home)) if home == me && !one_to_one => IssuedAck::Done(Published::Nobody),
             Ok(Some(home)) => {
                 match to_group {
-                    Some(id) => at.known_groups.insert(id, home.clone()),
-                    None => at.known.insert(env.to.clone(), home.clone()),
-                };
+                    Some(id) => {
+                        at.known_groups.insert(id, home.clone());
+                    }
+                    None if !guessed => {
+                        at.known.insert(env.to.clone(), home.clone());
+                    }
+                    None => {}
+                }
                 let msg = jetstream::message::PublishMessage::build()
                     .payload(env.encode_to_vec().into())
                     .message_id(env.msg_id());
@@ -133,7 +160,12 @@ pub(super) async fn issue(
             Ok(None) => IssuedAck::Done(Published::Nobody),
             Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
         };
-        out.push(Issued { shard, env, ack });
+        out.push(Issued {
+            shard,
+            env,
+            ack,
+            guessed,
+        });
     }
     out
 }

@@ -10,5 +10,6 @@ mod cross;
 mod groups;
 mod nats;
 mod nats_node;
+mod nobody;
 mod placement;
 mod start;
