@@ -316,7 +316,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "cluster_messages_to_nobody_total",
-        "Messages for numbers with no home box, answered and dropped (shard 0).",
+        "Messages for numbers with no home box: answered as one box answers them (shard 0).",
     ),
     (
         "cluster_messages_in_total",

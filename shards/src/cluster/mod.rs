@@ -8,6 +8,7 @@
 //! - `placement.rs`: a phone's home box: rendezvous hashing over the live boxes, recorded
 //!   once in the `switchboard_homes` KV bucket.
 //! - `cross.rs`: messages and receipts between boxes: one JetStream stream per box;
+//!   `groups.rs`: group messages between boxes, and where each group lives;
 //!   `routes.rs`: the gateway's publishing rounds for them, in order.
 //! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines, and the
 //!   messages from other boxes it is storing.
@@ -27,9 +28,10 @@
 //!
 //! ## What is in place (and what is not)
 //! Membership, placement, Register / Verify / Login / LoadTestLogin at any box (a box that
-//! is not the phone's home answers `Redirect` to the home's advertised address), and 1:1
-//! messages and receipts between users of different boxes. Group messages, presence and
-//! group membership asks do not cross boxes yet (ARCHITECTURE.md, "A cluster of boxes").
+//! is not the phone's home answers `Redirect` to the home's advertised address), 1:1
+//! messages and receipts between users of different boxes, and groups with members on
+//! several boxes (`groups.rs`). Presence does not cross boxes yet (ARCHITECTURE.md, "A
+//! cluster of boxes").
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
