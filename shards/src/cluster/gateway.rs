@@ -887,13 +887,23 @@ impl Gw {
         match publish {
             Published::Stored { home, .. } => {
                 ClusterStatus::bump(&status.group_out);
-                if let Some(super::groups::Address::Group(id)) =
-                    env.group.as_ref().map(|g| g.address(&env))
-                {
+                let Some(g) = env.group.as_ref() else {
+                    return;
+                };
+                // Where the group lives: the box it was sent to, or this one for an ask
+                // (its claim is made: `routes.rs` need not make it again).
+                let lives = match g.address(&env) {
+                    super::groups::Address::Group(id) => Some((id, home)),
+                    _ if g.kind == super::groups::KIND_ASK => {
+                        Some((g.group_id, self.cfg.box_id.clone()))
+                    }
+                    _ => None,
+                };
+                if let Some((id, at)) = lives {
                     if self.group_boxes.len() >= super::groups::GROUP_CACHE_ENTRIES_MAX {
                         self.group_boxes.clear();
                     }
-                    self.group_boxes.insert(id, home);
+                    self.group_boxes.insert(id, at);
                 }
             }
             Published::Nobody => self.group_undelivered(env, true),
