@@ -40,6 +40,9 @@ use super::{
 };
 use crate::config::cluster::ClusterConfig;
 
+#[path = "gateway_groups.rs"]
+mod groups_part;
+
 /// How long start-up waits for NATS and the buckets.
 pub const CONNECT_WAIT_MS: u64 = 5_000;
 /// How often a box alone tries to reach NATS again.
@@ -853,97 +856,4 @@ fn answer(link: &ClusterLink, shard: usize, d: Down) {
         ClusterStatus::bump(&s.answers_dropped);
     }
     link.wake(shard);
-}
-
-/// Groups across boxes (`groups.rs`): the gateway's part.
-impl Gw {
-    /// Step 2: a group message for another box joins the outbox, in order.
-    fn forward(&mut self, mut env: cross::Envelope) {
-        if let Some(g) = env.group.as_mut() {
-            self.group_nonce += 1;
-            g.nonce = format!(
-                "{}.{}.{}",
-                self.cfg.box_id,
-                self.started_ms(),
-                self.group_nonce
-            );
-        }
-        self.outbox.push_back(Outgoing { shard: None, env });
-    }
-
-    /// When this gateway started (ms since the epoch): unique envelope ids across restarts.
-    fn started_ms(&self) -> u128 {
-        static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
-        *STARTED.get_or_init(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis())
-        })
-    }
-
-    /// A group message published, or with nowhere to go (step 5).
-    fn group_sent(&mut self, env: cross::Envelope, publish: Published) {
-        let status = &self.link.status;
-        match publish {
-            Published::Stored { home, .. } => {
-                ClusterStatus::bump(&status.group_out);
-                let Some(g) = env.group.as_ref() else {
-                    return;
-                };
-                // Where the group lives: the box it was sent to, or this one for an ask
-                // (its claim is made: `routes.rs` need not make it again).
-                let lives = match g.address(&env) {
-                    super::groups::Address::Group(id) => Some((id, home)),
-                    _ if g.kind == super::groups::KIND_ASK => {
-                        Some((g.group_id, self.cfg.box_id.clone()))
-                    }
-                    _ => None,
-                };
-                if let Some((id, at)) = lives {
-                    if self.group_boxes.len() >= super::groups::GROUP_CACHE_ENTRIES_MAX {
-                        self.group_boxes.clear();
-                    }
-                    self.group_boxes.insert(id, at);
-                }
-            }
-            Published::Nobody => self.group_undelivered(env, true),
-            Published::Failed(e) => {
-                tracing::debug!("cross-box group message not published: {e}");
-                self.group_undelivered(env, false);
-            }
-        }
-    }
-
-    /// Step 5: answers for a group message that did not leave.
-    fn group_undelivered(&mut self, env: cross::Envelope, nowhere: bool) {
-        ClusterStatus::bump(&self.link.status.group_undelivered);
-        let shards = self.link.to_shard.len();
-        for msg in super::groups::undelivered(env, nowhere) {
-            if let Some(shard) = super::groups::home_shard(&msg, shards) {
-                answer(&self.link, shard, Down::Group(msg));
-            }
-        }
-    }
-
-    /// Step 4: a group message from another box to the shard it addresses; acked once
-    /// handed over (as a receipt is), delivered again later if that shard's queue is full.
-    async fn inbound_group(&mut self, m: jetstream::Message, env: cross::Envelope) {
-        let shards = self.link.to_shard.len();
-        let msg = super::groups::into_msg(env);
-        let shard = msg
-            .as_ref()
-            .and_then(|msg| super::groups::home_shard(msg, shards));
-        let (Some(msg), Some(shard)) = (msg, shard) else {
-            ClusterStatus::bump(&self.link.status.messages_in_bad);
-            let _ = m.ack().await;
-            return;
-        };
-        if self.link.to_shard[shard].push(Down::Group(msg)).is_ok() {
-            self.link.wake(shard);
-            ClusterStatus::bump(&self.link.status.group_in);
-            let _ = m.ack().await;
-        } else {
-            let _ = m.ack_with(routes::retry()).await;
-        }
-    }
 }
