@@ -253,3 +253,66 @@ fn a_send_to_a_group_no_box_has_is_unknown() {
     );
     a.wait_stat("cluster_group_undelivered_total", 1);
 }
+
+/// Three members on three boxes send to their group at once, without waiting: every
+/// member gets every message of the others once, each sender's in the order sent, and
+/// every sender all its acks.
+#[test]
+fn members_of_three_boxes_sending_at_once_each_get_every_message_once_in_order() {
+    const N: u64 = 60;
+    let nats = Nats::start();
+    let [a, b, c] = three_boxes(&nats);
+    let alice = &homed_on("a", 1, 5_200_000)[0];
+    let bob = &homed_on("b", 1, 5_200_000)[0];
+    let carol = &homed_on("c", 1, 5_200_000)[0];
+    let mut clients = [a.client(), b.client(), c.client()];
+    let phones = [alice, bob, carol];
+    for (cl, p) in clients.iter_mut().zip(phones) {
+        cl.load_test_login(p);
+    }
+    for cl in &mut clients[1..] {
+        cl.group_privacy(GroupAddPolicy::Everyone);
+    }
+    clients[0].send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "busy".into(),
+        members: vec![bob.clone(), carol.clone()],
+    }));
+    let group_id = match next(&mut clients[0]) {
+        server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+    for id in 1..=N {
+        for cl in &mut clients {
+            group_send(cl, group_id, id, &format!("m{id}"));
+        }
+    }
+    for (i, cl) in clients.iter_mut().enumerate() {
+        let mut acks = 0;
+        let mut last: std::collections::HashMap<String, u64> = Default::default();
+        let mut got = 0;
+        while acks < N || got < 2 * N {
+            match next(cl) {
+                server_frame::Kind::ServerAck(a) => {
+                    assert_eq!(a.group_id, group_id);
+                    acks += 1;
+                }
+                server_frame::Kind::Message(m) => {
+                    let prev = last.insert(m.from.clone(), m.client_msg_id).unwrap_or(0);
+                    assert_eq!(
+                        m.client_msg_id,
+                        prev + 1,
+                        "{} from {}: in order, once",
+                        phones[i],
+                        m.from
+                    );
+                    got += 1;
+                    cl.ack(vec![m.server_msg_id]);
+                }
+                server_frame::Kind::Receipt(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(acks, N);
+    }
+}
