@@ -316,3 +316,52 @@ fn members_of_three_boxes_sending_at_once_each_get_every_message_once_in_order()
         assert_eq!(acks, N);
     }
 }
+
+/// A member's box SIGKILLed while the group sends: the sender's acks still come (the
+/// member's box's stream holds the copies), and the member gets each message once when
+/// its box is back.
+#[test]
+fn a_members_box_killed_while_the_group_sends_gets_each_message_once_when_back() {
+    const N: u64 = 30;
+    let nats = Nats::start();
+    let [a, mut b, _c] = three_boxes(&nats);
+    let alice = &homed_on("a", 1, 5_300_000)[0];
+    let bob = &homed_on("b", 1, 5_300_000)[0];
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    let mut bob_c = b.client();
+    bob_c.load_test_login(bob);
+    bob_c.group_privacy(GroupAddPolicy::Everyone);
+    at_a.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "g".into(),
+        members: vec![bob.clone()],
+    }));
+    let group_id = match next(&mut at_a) {
+        server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+    drop(bob_c);
+    b.child.kill().unwrap(); // SIGKILL
+    b.child.wait().unwrap();
+    for id in 1..=N {
+        group_send(&mut at_a, group_id, id, &format!("m{id}"));
+        expect_group_ack(&mut at_a, group_id, id);
+    }
+    let b = Box::start_in(b.data.clone(), &nats.url, "b", crate::placement::ADV_B, &[]);
+    let mut bob_c = b.client();
+    bob_c.load_test_login(bob);
+    let mut seen = Vec::new();
+    while seen.len() < N as usize {
+        let Some(f) = bob_c.try_recv() else {
+            panic!("acknowledged group messages never arrived: got {seen:?}");
+        };
+        if let server_frame::Kind::Message(m) = f {
+            assert_eq!(m.group_id, group_id);
+            seen.push(m.client_msg_id);
+            bob_c.ack(vec![m.server_msg_id]);
+        }
+    }
+    assert_eq!(seen, (1..=N).collect::<Vec<_>>(), "each once, in order");
+    nothing_more(&mut bob_c);
+}
