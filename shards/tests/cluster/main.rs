@@ -7,6 +7,7 @@
 mod support;
 
 mod cross;
+mod dashboard;
 mod groups;
 mod nats;
 mod nats_node;
