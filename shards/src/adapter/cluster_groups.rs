@@ -134,6 +134,7 @@ impl Switchboard {
                 group_id,
                 sender,
                 client_msg_id,
+                member: None,
             }
         } else {
             ShardMsg::GroupCopyFailed {

@@ -152,11 +152,11 @@ impl Envelope {
             && (self.receipt.is_some() || !empty)
     }
 
-    /// The delivery a shard stores for a message envelope. A group copy is stored as it
-    /// would be by the group's home (its group id kept, so dedupe and the recipient see a
-    /// group message) but answered like a 1:1 message (`ServerAck`, `Busy`, errors: what
-    /// the port settles on), except once stored: `GroupCopyDone` (`port.rs`). The group's
-    /// box counted the copy done when this box's stream took it.
+    /// The delivery a shard stores for a message envelope. A group copy is stored as the
+    /// group's home would have a member's home store it (its group id kept, so dedupe and
+    /// the recipient see a group message; every outcome a `GroupCopyDone` naming the
+    /// member, which the port settles on: `port.rs`). The group's box counted the copy
+    /// done when this box's stream took it.
     pub fn into_delivery(self) -> Delivery {
         Delivery {
             to: self.to,
@@ -167,7 +167,11 @@ impl Envelope {
             body: self.body,
             media: self.media.map(Box::new),
             sent_at_ms: self.sent_at_ms,
-            reply: ReplyTo::Sender,
+            reply: if self.group_id == 0 {
+                ReplyTo::Sender
+            } else {
+                ReplyTo::Group
+            },
         }
     }
 }

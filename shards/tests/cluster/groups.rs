@@ -365,3 +365,59 @@ fn a_members_box_killed_while_the_group_sends_gets_each_message_once_when_back()
     assert_eq!(seen, (1..=N).collect::<Vec<_>>(), "each once, in order");
     nothing_more(&mut bob_c);
 }
+
+/// A member who is away with their queue full of one sender's group messages: as in a
+/// single box, further copies for them are dropped (counted done), and the sender's copies
+/// for another member homed on the same shard of the same box keep coming.
+#[test]
+fn a_full_queue_on_another_box_drops_its_copies_and_stalls_no_other_member() {
+    let n = messaging::state::limits::QUEUE_MESSAGES_PER_SENDER_MAX as u64 + 20;
+    let nats = Nats::start();
+    let [a, b, _c] = three_boxes(&nats);
+    let alice = &homed_on("a", 1, 5_400_000)[0];
+    let on_b = homed_on("b", 40, 5_400_000);
+    let shard = |p: &String| messaging::state::home::home_of_phone(p, 2).0;
+    let away = &on_b[0];
+    let here = on_b[1..]
+        .iter()
+        .find(|p| shard(p) == shard(away))
+        .expect("two phones on one shard of b");
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    let mut away_c = b.client();
+    away_c.load_test_login(away);
+    away_c.group_privacy(GroupAddPolicy::Everyone);
+    let mut here_c = b.client();
+    here_c.load_test_login(here);
+    here_c.group_privacy(GroupAddPolicy::Everyone);
+    at_a.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "g".into(),
+        members: vec![away.clone(), here.clone()],
+    }));
+    let group_id = match next(&mut at_a) {
+        server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+    drop(away_c); // offline: its queue fills
+    for id in 1..=n {
+        group_send(&mut at_a, group_id, id, &format!("m{id}"));
+    }
+    let mut got = 0;
+    while got < n {
+        let m = here_c.expect_message();
+        got += 1;
+        assert_eq!(m.client_msg_id, got, "in order, once");
+        here_c.ack(vec![m.server_msg_id]);
+    }
+    let mut acks = 0;
+    while acks < n {
+        match next(&mut at_a) {
+            server_frame::Kind::ServerAck(_) => acks += 1,
+            server_frame::Kind::Receipt(_) => {}
+            other => panic!("expected acks, got {other:?}"),
+        }
+    }
+    // The copies past the sender's share were answered, not held.
+    b.wait_stat("cluster_inbound_held", 0);
+}

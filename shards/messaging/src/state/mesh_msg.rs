@@ -41,6 +41,9 @@ pub enum ShardMsg {
         sender: String,
         /// The sender's id for it.
         client_msg_id: u64,
+        /// Whose copy (`None` when not known): a box of a cluster settles a copy it took
+        /// from another box by it, as one message has a copy per member.
+        member: Option<crate::state::home::Phone>,
     },
     /// A group operation by `requester`, at the group's home.
     GroupOp {
