@@ -421,3 +421,53 @@ fn a_full_queue_on_another_box_drops_its_copies_and_stalls_no_other_member() {
     // The copies past the sender's share were answered, not held.
     b.wait_stat("cluster_inbound_held", 0);
 }
+
+/// Consent across boxes: a member who keeps the default (CONTACTS) is added by an admin of
+/// another box whom they subscribe to, and refused, as on one box, by one they do not.
+#[test]
+fn a_contacts_only_member_of_another_box_is_added_by_a_contact_only() {
+    let nats = Nats::start();
+    let [a, b, _c] = three_boxes(&nats);
+    let admins = homed_on("a", 2, 5_500_000);
+    let (friend, stranger) = (&admins[0], &admins[1]);
+    let member = &homed_on("b", 1, 5_500_000)[0];
+    let mut member_c = b.client();
+    member_c.load_test_login(member);
+    member_c.send(client_frame::Kind::PresenceSubscribe(
+        proto::v1::PresenceSubscribe {
+            contacts: vec![friend.clone()],
+        },
+    ));
+    member_c.sync();
+    for (admin, accepted) in [(friend, true), (stranger, false)] {
+        let mut c = a.client();
+        c.load_test_login(admin);
+        c.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+            client_req_id: 1,
+            name: "g".into(),
+            members: vec![member.clone()],
+        }));
+        let mut refused = false;
+        let group_id = loop {
+            match next(&mut c) {
+                server_frame::Kind::GroupCreated(g) => break g.group_id,
+                server_frame::Kind::Error(e) => {
+                    assert_eq!(e.code, ErrorCode::GroupAddRefused as i32);
+                    assert!(e.detail.contains(member.as_str()), "{}", e.detail);
+                    refused = true;
+                }
+                other => panic!("expected GroupCreated, got {other:?}"),
+            }
+        };
+        assert_eq!(refused, !accepted);
+        c.send(client_frame::Kind::GroupMembers(
+            proto::v1::GroupMembersRequest { group_id },
+        ));
+        match next(&mut c) {
+            server_frame::Kind::GroupMembers(m) => {
+                assert_eq!(m.members.contains(member), accepted, "{:?}", m.members)
+            }
+            other => panic!("expected GroupMembers, got {other:?}"),
+        }
+    }
+}
