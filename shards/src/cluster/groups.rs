@@ -22,8 +22,9 @@
 //!    group), in order, as the members' dedupe needs. The copy counts done at the group's
 //!    home once the member's box's stream holds it (as a 1:1 message's `ServerAck` is
 //!    JetStream's publish ack); a copy the stream refused fails the send (`Busy` to the
-//!    sender, who retries under the same id: copies already stored are recognised by
-//!    dedupe, the retried publish by JetStream's message id).
+//!    sender once every copy is accounted for; it retries under the same id: copies
+//!    already stored are recognised by dedupe, the retried publish by JetStream's message
+//!    id).
 //! 4. At the receiving box an envelope is checked ([`GroupPart::check`]: its kind, phones,
 //!    member lists within `GROUP_MEMBERS_MAX`, only group frames) and handed to the shard
 //!    it addresses as that mesh message, which runs there as in a single box.

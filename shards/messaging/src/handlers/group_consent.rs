@@ -330,8 +330,8 @@ mod tests {
         assert_eq!(g.members, vec![U, "+15550000002", "+15550000003"]);
     }
 
-    /// A copy another box's stream refused fails the send: its sender hears `Busy` once, and
-    /// copies that come later for it count nothing.
+    /// A copy another box's stream refused fails the send: once every copy is accounted
+    /// for, its sender hears `Busy` once (not an ack); a retry meanwhile is "on its way".
     #[test]
     fn a_group_copy_refused_by_another_box_answers_the_sender_busy() {
         use crate::tables::groups::FanoutKey;
@@ -344,6 +344,9 @@ mod tests {
         assert!(s.groups.start_fanout(key, 2, 77));
         let mut out = Out::default();
         s.on_group_copy_failed(9, U.into(), 5, &mut out);
+        assert!(out.now.is_empty(), "one copy still out: {:?}", out.now);
+        assert!(!s.groups.start_fanout(key, 2, 78), "a retry now waits");
+        s.on_group_copy_done(9, U.into(), 5, &mut out);
         assert!(
             matches!(&out.now[..], [Effect::Mesh(_, crate::state::mesh_msg::ShardMsg::ToUser {
                 frame: server_frame::Kind::Busy(b), ..
@@ -352,9 +355,8 @@ mod tests {
             out.now
         );
         let mut out = Out::default();
-        s.on_group_copy_failed(9, U.into(), 5, &mut out);
         s.on_group_copy_done(9, U.into(), 5, &mut out);
-        assert!(out.now.is_empty(), "forgotten: {:?}", out.now);
+        assert!(out.now.is_empty(), "ended: {:?}", out.now);
         assert!(s.groups.start_fanout(key, 2, 78), "the retry counts anew");
     }
 }

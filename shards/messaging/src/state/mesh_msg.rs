@@ -81,8 +81,9 @@ pub enum ShardMsg {
         answered: u32,
     },
     /// One copy of a group send could not be handed on (another box's stream refused it):
-    /// the send fails, its sender hears `Busy` and retries (copies already stored are
-    /// recognised by their members' dedupe). At the group's home.
+    /// the send fails, and once every copy is accounted for its sender hears `Busy` and
+    /// retries (copies already stored are recognised by their members' dedupe). At the
+    /// group's home.
     GroupCopyFailed {
         /// The group.
         group_id: u64,
