@@ -471,3 +471,60 @@ fn a_contacts_only_member_of_another_box_is_added_by_a_contact_only() {
         }
     }
 }
+
+/// A group id another box claimed first in `switchboard_groups` (ids are issued per box):
+/// asking about a member of another box is refused, as for a number nobody has, counted,
+/// and the group stays as it was.
+#[test]
+fn a_group_id_another_box_claimed_first_refuses_members_elsewhere() {
+    let nats = Nats::start();
+    let [a, b, _c] = three_boxes(&nats);
+    let alice = &homed_on("a", 1, 5_600_000)[0];
+    let bob = &homed_on("b", 1, 5_600_000)[0];
+    let mut bob_c = b.client();
+    bob_c.load_test_login(bob);
+    bob_c.group_privacy(GroupAddPolicy::Everyone);
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    // A group of alice alone: nothing crosses, no entry.
+    at_a.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "g".into(),
+        members: vec![],
+    }));
+    let group_id = match next(&mut at_a) {
+        server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+        let kv = async_nats::jetstream::new(client)
+            .get_key_value(shards::cluster::groups::GROUPS_BUCKET)
+            .await
+            .unwrap();
+        kv.create(group_id.to_string(), "c".into()).await.unwrap();
+    });
+    at_a.send(client_frame::Kind::GroupAdd(proto::v1::GroupAdd {
+        group_id,
+        members: vec![bob.clone()],
+    }));
+    let e = match next(&mut at_a) {
+        server_frame::Kind::Error(e) => e,
+        other => panic!("expected GROUP_ADD_REFUSED, got {other:?}"),
+    };
+    assert_eq!(e.code, ErrorCode::GroupAddRefused as i32);
+    assert!(e.detail.contains(bob.as_str()), "{}", e.detail);
+    a.wait_stat("cluster_group_clashes_total", 1);
+    at_a.send(client_frame::Kind::GroupMembers(
+        proto::v1::GroupMembersRequest { group_id },
+    ));
+    match next(&mut at_a) {
+        server_frame::Kind::GroupMembers(m) => assert_eq!(m.members, vec![alice.clone()]),
+        other => panic!("expected GroupMembers, got {other:?}"),
+    }
+    nothing_more(&mut bob_c);
+}
