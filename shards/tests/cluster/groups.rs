@@ -528,3 +528,48 @@ fn a_group_id_another_box_claimed_first_refuses_members_elsewhere() {
     }
     nothing_more(&mut bob_c);
 }
+
+/// The group's box SIGKILLed: a member of another box sends to the group meanwhile; the
+/// send waits in the group's box's stream, and once that box is back the members get it
+/// and the sender its ack.
+#[test]
+fn a_send_while_the_groups_box_is_down_is_fanned_out_when_it_is_back() {
+    let nats = Nats::start();
+    let [mut a, b, c] = three_boxes(&nats);
+    let alice = &homed_on("a", 1, 5_700_000)[0];
+    let bob = &homed_on("b", 1, 5_700_000)[0];
+    let carol = &homed_on("c", 1, 5_700_000)[0];
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    let mut bob_c = b.client();
+    bob_c.load_test_login(bob);
+    let mut carol_c = c.client();
+    carol_c.load_test_login(carol);
+    for m in [&mut bob_c, &mut carol_c] {
+        m.group_privacy(GroupAddPolicy::Everyone);
+    }
+    at_a.send(client_frame::Kind::GroupCreate(proto::v1::GroupCreate {
+        client_req_id: 1,
+        name: "g".into(),
+        members: vec![bob.clone(), carol.clone()],
+    }));
+    let group_id = match next(&mut at_a) {
+        server_frame::Kind::GroupCreated(g) => g.group_id,
+        other => panic!("expected GroupCreated, got {other:?}"),
+    };
+    drop(at_a);
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    group_send(&mut bob_c, group_id, 1, "anyone home?");
+    // In a's stream (b's first group message was its answer to the creation's ask).
+    b.wait_stat("cluster_group_out_total", 2);
+    let a = Box::start_in(a.data.clone(), &nats.url, "a", crate::placement::ADV_A, &[]);
+    expect_group_ack(&mut bob_c, group_id, 1);
+    expect_group_message(&mut carol_c, group_id, bob, "anyone home?");
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    expect_group_message(&mut at_a, group_id, bob, "anyone home?");
+    for m in [&mut at_a, &mut bob_c, &mut carol_c] {
+        nothing_more(m);
+    }
+}
