@@ -308,7 +308,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "cluster_messages_out_total",
-        "Messages published to another box's stream and acked by JetStream (shard 0).",
+        "Messages stored by another box: taken directly, or acked in its stream (shard 0).",
     ),
     (
         "cluster_publish_failures_total",
@@ -320,7 +320,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "cluster_messages_in_total",
-        "Messages from other boxes stored here and acked (shard 0).",
+        "Messages from other boxes stored here, directly or from the stream (shard 0).",
     ),
     (
         "cluster_messages_in_retried_total",
@@ -361,6 +361,26 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "cluster_inbound_pending",
         "Messages of this box's stream handed to shards, not acked yet (shard 0).",
+    ),
+    (
+        "cluster_inbound_rereads_total",
+        "Times this box's stream was read anew after a delivery was lost (shard 0).",
+    ),
+    (
+        "cluster_direct_out_total",
+        "Messages sent straight to a live home box and stored there (shard 0).",
+    ),
+    (
+        "cluster_direct_fallbacks_total",
+        "Messages and receipts a live home box did not take directly, sent to its stream (shard 0).",
+    ),
+    (
+        "cluster_direct_in_total",
+        "Messages from other boxes taken directly and stored here (shard 0).",
+    ),
+    (
+        "cluster_direct_behind_total",
+        "Direct messages refused while this box's stream was behind the sender's (shard 0).",
     ),
 ];
 

@@ -12,7 +12,10 @@
 //!    publish ack (the stream holds it, replicated where NATS is a cluster) is the
 //!    sender's `ServerAck`; a failed publish is the sender's `Busy` (it retries, and the
 //!    message id makes the retry no second copy within JetStream's duplicate window).
-//! 3. The home box's gateway hands each envelope to the recipient's shard (`Down::Deliver`),
+//! 3. The home box's gateway hands each envelope to the recipient's shard (`Down::Deliver`)
+//!    in stream order, whatever order JetStream delivers them in (`in_order.rs`: a delivery
+//!    lost with a NATS node comes again after later ones; `gateway/inbound.rs` holds the
+//!    later ones back, reads the stream anew, and never naks to make room),
 //!    which stores it as a message from the mesh (dedupe, queue, journal). The shard says
 //!    `Up::Done` when the item is durable or acked by the recipient (the moment a single
 //!    box would send `ServerAck`), and only then is the JetStream message acked. A message
@@ -197,13 +200,14 @@ impl HomeCache {
     }
 }
 
-/// Step 1: this box's stream (created if missing, replicated where it can be) and the
-/// consumer reading it.
+/// Step 1: this box's stream (created if missing, replicated where it can be), the
+/// consumer reading it, and the stream's lowest sequence once the consumer is made (every
+/// message below it was acked: `in_order.rs` starts there).
 pub async fn own_stream(
     js: &jetstream::Context,
     box_id: &str,
     replicas: usize,
-) -> Result<pull::Stream, String> {
+) -> Result<(pull::Stream, u64), String> {
     let name = stream_name(box_id);
     let s = match js.get_stream(&name).await {
         Ok(s) => s,
@@ -247,10 +251,17 @@ pub async fn own_stream(
         )
         .await
         .map_err(|e| format!("consumer on {name}: {e}"))?;
-    consumer
+    let first = s
+        .get_info()
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))?
+        .state
+        .first_sequence;
+    let reader = consumer
         .messages()
         .await
-        .map_err(|e| format!("reading {name}: {e}"))
+        .map_err(|e| format!("reading {name}: {e}"))?;
+    Ok((reader, first))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use async_nats::jetstream::{self, consumer::pull, kv};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use super::in_order::InOrder;
 use super::membership::{self, Member, Members, MEMBERS_BUCKET, MEMBER_BEAT_MS, MEMBER_LEASE_MS};
 use super::placement::{self, HOMES_BUCKET};
 use super::routes::{self, Issued, IssuedAck, Issuing, Outgoing, Published, ISSUE_BATCH_MAX};
@@ -40,8 +41,9 @@ use super::{
 };
 use crate::config::cluster::ClusterConfig;
 
-#[path = "gateway_groups.rs"]
-mod groups_part;
+mod direct;
+mod groups;
+mod inbound;
 
 /// How long start-up waits for NATS and the buckets.
 pub const CONNECT_WAIT_MS: u64 = 5_000;
@@ -97,6 +99,10 @@ struct Nats {
     groups: kv::Store,
     /// This box's stream, being read (`cross.rs` step 1); `None` until it can be.
     inbound: Option<pull::Stream>,
+    /// Its lowest sequence when the reader was made.
+    first_seq: Option<u64>,
+    /// Direct messages from other boxes (`direct.rs`); `None` once the subscription ended.
+    direct: Option<async_nats::Subscriber>,
 }
 
 /// Step 1. Returns once the box has joined, or (optional) is known to be alone.
@@ -223,14 +229,20 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         },
     )
     .await?;
-    let inbound = Some(cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?);
+    let (reader, first_seq) = cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?;
+    let direct = client
+        .subscribe(super::direct::subject(&cfg.box_id))
+        .await
+        .map_err(|e| format!("subscribing to direct messages: {e}"))?;
     Ok(Nats {
         client,
         js,
         members,
         homes,
         groups,
-        inbound,
+        inbound: Some(reader),
+        first_seq: Some(first_seq),
+        direct: Some(direct),
     })
 }
 
@@ -303,6 +315,13 @@ enum Finished {
     },
     /// A receipt published (or not).
     ReceiptSent { to: String, publish: Published },
+    /// A message or receipt sent straight to `home`: stored there under `stored_id`, or
+    /// (0) not taken.
+    Direct {
+        out: Box<Outgoing>,
+        home: String,
+        stored_id: u64,
+    },
 }
 
 type Work = Pin<Box<dyn Future<Output = Finished> + Send>>;
@@ -323,9 +342,21 @@ struct Gw {
     /// sender's messages reach the recipient's home in the order sent, as dedupe needs),
     /// while their acks are awaited together in `work`.
     issuing: Option<Issuing>,
+    /// This box's stream, in order (`in_order.rs`).
+    order: InOrder<jetstream::Message>,
     /// Inbound messages handed to shards, by token, until the shard says `Done`.
-    unacked: HashMap<u64, (jetstream::Message, Instant)>,
+    in_shards: HashMap<u64, inbound::InShard>,
+    /// The token of each stream sequence in `in_shards`.
+    token_of_seq: HashMap<u64, u64>,
     next_token: u64,
+    /// When the gateway started serving (the clock of `order`).
+    started: Instant,
+    /// Per sender, the path its messages take (`direct.rs`).
+    lines: super::direct::Lines<Outgoing>,
+    /// Per home box, the highest sequence of its stream JetStream acked to this box.
+    stream_acked: HashMap<String, u64>,
+    /// Direct messages from other boxes in this box's shards: their reply subjects.
+    direct_in_shards: HashMap<u64, async_nats::Subject>,
     /// Group id → the box it lives on, as learnt (`groups.rs`).
     group_boxes: HashMap<u64, String>,
     /// Group envelopes sent, for their unique ids.
@@ -334,6 +365,7 @@ struct Gw {
 
 /// Step 2 and 3.
 async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
+    let first_seq = nats.first_seq;
     let me = Member {
         advertise: cfg.advertise.clone(),
         load: 0,
@@ -352,11 +384,18 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         work: FuturesUnordered::new(),
         outbox: Default::default(),
         issuing: None,
-        unacked: HashMap::new(),
+        order: InOrder::default(),
+        in_shards: HashMap::new(),
+        token_of_seq: HashMap::new(),
         next_token: 0,
+        started: Instant::now(),
+        lines: Default::default(),
+        stream_acked: HashMap::new(),
+        direct_in_shards: HashMap::new(),
         group_boxes: HashMap::new(),
         group_nonce: 0,
     };
+    gw.order.reread(first_seq);
     let Some(woken) = watch_wake(&gw.link) else {
         tracing::error!("cluster gateway: cannot watch its eventfd");
         return;
@@ -374,7 +413,8 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
             _ = poll.tick() => Ev::Poll,
             _ = beat.tick() => Ev::Beat,
             Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
-            Some(m) = next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+            Some(m) = inbound::next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+            Some(m) = next_direct(&mut gw.nats.direct) => Ev::Direct(m),
             Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
             Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
         };
@@ -386,6 +426,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                     break;
                 }
                 gw.take_from_shards().await;
+                gw.check_hole().await;
             }
             Ev::Beat => gw.renew().await,
             Ev::Entry(entry) => {
@@ -394,7 +435,11 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                 gw.link.status.members.store(live, Ordering::Relaxed);
             }
             Ev::Inbound(m) => gw.inbound(m).await,
-            Ev::Done(done) => gw.finished(done),
+            Ev::Direct(m) => gw.direct_request(m).await,
+            Ev::Done(done) => {
+                gw.finished(done);
+                gw.issue_next();
+            }
             Ev::Issued(issued) => gw.issued(issued),
         }
     }
@@ -412,6 +457,7 @@ enum Ev {
     Beat,
     Entry(kv::Entry),
     Inbound(jetstream::Message),
+    Direct(async_nats::Message),
     Done(Finished),
     Issued(Vec<Issued>),
 }
@@ -456,6 +502,19 @@ async fn next_entry(watch: &mut Option<kv::Watch>) -> Option<kv::Entry> {
     }
 }
 
+/// The next direct request from another box; never ready once the subscription ended
+/// (made again at the next beat).
+async fn next_direct(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    let Some(s) = sub.as_mut() else {
+        return std::future::pending().await;
+    };
+    let m = s.next().await;
+    if m.is_none() {
+        *sub = None;
+    }
+    m
+}
+
 /// The round of publishes being issued, once issued; never ready while there is none.
 async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
     let Some(f) = issuing.as_mut() else {
@@ -466,32 +525,9 @@ async fn next_issued(issuing: &mut Option<Issuing>) -> Option<Vec<Issued>> {
     Some(issued)
 }
 
-/// The next message of this box's stream; never ready while it is not being read (it is
-/// read again from the next beat, also after an error).
-async fn next_inbound(inbound: &mut Option<pull::Stream>) -> Option<jetstream::Message> {
-    let Some(s) = inbound.as_mut() else {
-        return std::future::pending().await;
-    };
-    match s.next().await {
-        Some(Ok(m)) => Some(m),
-        Some(Err(e)) => {
-            // A pull that failed (its consumer's server died, heartbeats missed) may never
-            // deliver again: drop the reader; the next beat makes the consumer anew, which
-            // delivers again what was taken and not acked (stored once by the dedupe).
-            tracing::warn!("reading this box's stream: {e}; reading it anew");
-            *inbound = None;
-            None
-        }
-        None => {
-            *inbound = None;
-            None
-        }
-    }
-}
-
 impl Gw {
     /// Renews the lease; notes whether NATS answers; makes the watch and the stream reader
-    /// again if they ended; forgets inbound messages JetStream has given up waiting for.
+    /// again if they ended.
     async fn renew(&mut self) {
         self.me.load = self.link.load();
         let ok = membership::beat(&self.nats.members, &self.cfg.box_id, &self.me).await;
@@ -513,16 +549,17 @@ impl Gw {
             self.watch = self.nats.members.watch_all().await.ok();
         }
         if self.nats.inbound.is_none() {
-            let js = &self.nats.js;
-            self.nats.inbound = cross::own_stream(js, &self.cfg.box_id, BUCKET_REPLICAS)
-                .await
-                .ok();
+            self.read_anew().await;
         }
-        let wait = Duration::from_millis(cross::INBOUND_ACK_WAIT_MS);
-        self.unacked
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < wait);
-        let pending = self.unacked.len() as u64;
-        status.inbound_pending.store(pending, Ordering::Relaxed);
+        if self.nats.direct.is_none() {
+            let subject = super::direct::subject(&self.cfg.box_id);
+            self.nats.direct = self.nats.client.subscribe(subject).await.ok();
+        }
+        let pending = self.in_shards.len() as u64;
+        self.link
+            .status
+            .inbound_pending
+            .store(pending, Ordering::Relaxed);
     }
 
     /// Takes what every shard handed over and starts the work for it.
@@ -542,8 +579,12 @@ impl Gw {
                 }
             }
         }
+        let settled = !done.is_empty();
         for (token, stored) in done {
             self.settle(token, stored).await;
+        }
+        if settled {
+            self.hand_ready().await;
         }
         self.issue_next();
     }
@@ -589,7 +630,7 @@ impl Gw {
     /// Step 2 of `cross.rs` for one message.
     fn send(&mut self, shard: usize, d: messaging::state::mesh_msg::Delivery) {
         let env = cross::Envelope::message(&d);
-        self.outbox.push_back(Outgoing {
+        self.route(Outgoing {
             shard: Some(shard),
             env,
         });
@@ -602,7 +643,7 @@ impl Gw {
             receipt: Some(receipt),
             ..Default::default()
         };
-        self.outbox.push_back(Outgoing { shard: None, env });
+        self.route(Outgoing { shard: None, env });
     }
 
     /// Starts the next round of publishes, unless one is being issued.
@@ -675,6 +716,7 @@ impl Gw {
             }
             Finished::GroupSent { env, publish } => self.group_sent(*env, publish),
             Finished::Nowhere { shard, env } => {
+                self.lines.stream_done(&env.from);
                 ClusterStatus::bump(&status.messages_to_nobody);
                 let delivery = Box::new(env.into_delivery());
                 let msg = messaging::state::mesh_msg::ShardMsg::Deliver(delivery);
@@ -688,9 +730,12 @@ impl Gw {
                 group_id,
                 publish,
             } => {
+                self.lines.stream_done(&from);
                 let server_msg_id = match publish {
                     Published::Stored { home, seq, guessed } => {
                         ClusterStatus::bump(&status.messages_out);
+                        let acked = self.stream_acked.entry(home.clone()).or_default();
+                        *acked = (*acked).max(seq);
                         if guessed {
                             // A number with no home (`routes.rs`): counted, not remembered.
                             ClusterStatus::bump(&status.messages_to_nobody);
@@ -719,6 +764,11 @@ impl Gw {
                 };
                 answer(&self.link, shard, sent);
             }
+            Finished::Direct {
+                out,
+                home,
+                stored_id,
+            } => self.direct_finished(*out, home, stored_id),
             Finished::ReceiptSent { to, publish } => match publish {
                 Published::Stored { home, .. } => {
                     ClusterStatus::bump(&status.receipts_out);
@@ -730,68 +780,6 @@ impl Gw {
                     tracing::debug!("cross-box receipt not published: {e}");
                 }
             },
-        }
-    }
-
-    /// Step 3 of `cross.rs`: one message of this box's stream to its shard.
-    async fn inbound(&mut self, m: jetstream::Message) {
-        use prost::Message as _;
-        let status = &self.link.status;
-        let env = (m.payload.len() <= cross::ENVELOPE_BYTES_MAX)
-            .then(|| cross::Envelope::decode(m.payload.as_ref()).ok())
-            .flatten()
-            .filter(cross::Envelope::check);
-        let Some(env) = env else {
-            ClusterStatus::bump(&status.messages_in_bad);
-            let _ = m.ack().await;
-            return;
-        };
-        if env.group.is_some() {
-            return self.inbound_group(m, env).await;
-        }
-        let shards = self.link.to_shard.len();
-        let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
-        if let Some(receipt) = env.receipt {
-            let down = Down::Receipt {
-                sender: env.to,
-                receipt,
-            };
-            if self.link.to_shard[shard].push(down).is_ok() {
-                self.link.wake(shard);
-                ClusterStatus::bump(&status.receipts_in);
-                let _ = m.ack().await;
-            } else {
-                let _ = m.ack_with(routes::retry()).await;
-            }
-            return;
-        }
-        let token = self.next_token;
-        self.next_token += 1;
-        let delivery = Box::new(env.into_delivery());
-        if self.link.to_shard[shard]
-            .push(Down::Deliver { token, delivery })
-            .is_ok()
-        {
-            self.link.wake(shard);
-            self.unacked.insert(token, (m, Instant::now()));
-        } else {
-            ClusterStatus::bump(&status.messages_in_retried);
-            let _ = m.ack_with(routes::retry()).await;
-        }
-    }
-
-    /// A shard's `Done` for an inbound message: ack it, or have it delivered again later.
-    async fn settle(&mut self, token: u64, stored: bool) {
-        let Some((m, _)) = self.unacked.remove(&token) else {
-            return; // forgotten at its ack wait: JetStream delivers it again
-        };
-        let status = &self.link.status;
-        if stored {
-            ClusterStatus::bump(&status.messages_in);
-            let _ = m.ack().await;
-        } else {
-            ClusterStatus::bump(&status.messages_in_retried);
-            let _ = m.ack_with(routes::retry()).await;
         }
     }
 }

@@ -16,12 +16,14 @@
 //!    to the member's home box; a group frame (`ServerAck` of a group send, `Busy`, errors,
 //!    `GroupMembers`, `GroupUpdated`, `GroupCreated`) for a user with no account here goes
 //!    to the user's home box. Each becomes one [`GroupPart`] envelope, in the order handed
-//!    over, on the same publishing rounds as messages (`routes.rs`).
+//!    over, on the same publishing rounds as messages (`routes.rs`), by stream only (a
+//!    direct request carrying one is refused).
 //! 3. A copy of a group send for a member homed on another box is a message envelope with
-//!    its group id (`cross.rs`), published from the group's box: one path per (sender,
-//!    group), in order, as the members' dedupe needs. The copy counts done at the group's
-//!    home once the member's box's stream holds it (as a 1:1 message's `ServerAck` is
-//!    JetStream's publish ack); a copy the stream refused fails the send (`Busy` to the
+//!    its group id (`cross.rs`), sent from the group's box on its sender's line like a
+//!    1:1 message (`direct.rs`: straight to a live box, else by its stream), in order, as
+//!    the members' dedupe needs. The copy counts done at the group's home once the
+//!    member's box stored it or its stream holds it (as a 1:1 message's `ServerAck`); a
+//!    copy not taken fails the send (`Busy` to the
 //!    sender once every copy is accounted for; it retries under the same id: copies
 //!    already stored are recognised by dedupe, the retried publish by JetStream's message
 //!    id).

@@ -36,8 +36,10 @@
 //! This module owns the link and its counters; it must not touch a shard's state.
 
 pub mod cross;
+pub mod direct;
 pub mod gateway;
 pub mod groups;
+pub mod in_order;
 pub mod membership;
 pub mod placement;
 pub mod port;
@@ -221,6 +223,18 @@ pub struct ClusterStatus {
     pub receipts_in: AtomicU64,
     /// Messages handed to shards and not yet stored (JetStream redelivers them if lost).
     pub inbound_pending: AtomicU64,
+    /// Times this box's stream was read anew because a delivery was lost on its way
+    /// (`in_order.rs`).
+    pub inbound_rereads: AtomicU64,
+    /// Messages sent straight to a live home box and stored there (`direct.rs`).
+    pub direct_out: AtomicU64,
+    /// Messages and receipts a live home box did not take directly, sent to its stream.
+    pub direct_fallbacks: AtomicU64,
+    /// Messages from other boxes taken directly and stored here.
+    pub direct_in: AtomicU64,
+    /// Direct messages refused because this box had not yet handed over its stream up
+    /// to where the sender's earlier messages are.
+    pub direct_behind: AtomicU64,
 }
 
 impl ClusterStatus {
@@ -268,6 +282,11 @@ impl ClusterStatus {
             ("cluster_receipts_out_total", l(&self.receipts_out)),
             ("cluster_receipts_in_total", l(&self.receipts_in)),
             ("cluster_inbound_pending", l(&self.inbound_pending)),
+            ("cluster_inbound_rereads_total", l(&self.inbound_rereads)),
+            ("cluster_direct_out_total", l(&self.direct_out)),
+            ("cluster_direct_fallbacks_total", l(&self.direct_fallbacks)),
+            ("cluster_direct_in_total", l(&self.direct_in)),
+            ("cluster_direct_behind_total", l(&self.direct_behind)),
         ]
     }
 }

@@ -481,7 +481,9 @@ impl Port {
                 .get(&key.0)
                 .is_some_and(|l| l.iter().any(|(_, h)| h.client_msg_id == key.1));
         if full || again {
-            // Full, or the same message (delivered again) is already here: later.
+            // The same message (delivered again) is already here: it settles both. Full
+            // does not happen: the gateway keeps at most `cross::INBOUND_PENDING_MAX`
+            // (= PORT_INBOUND_MAX) messages in the shards (`gateway/inbound.rs`).
             let _ = self.link.up(
                 self.shard,
                 Up::Done {

@@ -1,6 +1,6 @@
 //! The cluster settings (issue 24): `--cluster nats://H:P[,..] --box-id ID --advertise
-//! HOST:PORT [--cluster-optional]`, or a `[cluster]` table in the TOML file with the keys
-//! `nats`, `box_id`, `advertise` and `optional`. Flags win over the file. This module only
+//! HOST:PORT [--cluster-optional] [--cluster-stream-only]`, or a `[cluster]` table in the
+//! TOML file with the keys `nats`, `box_id`, `advertise`, `optional` and `stream_only`. Flags win over the file. This module only
 //! parses and validates; the gateway (`crate::cluster`) starts from what it returns.
 //!
 //! Without `--cluster` (or a `[cluster]` table) there is no cluster: the other three are
@@ -33,6 +33,10 @@ pub struct ClusterArgs {
     /// /readyz and the cluster_alone metric) and keep trying to join.
     #[arg(long)]
     pub cluster_optional: bool,
+    /// Carry every message between boxes through JetStream, also to live boxes (no direct
+    /// request/reply): the slower path, kept for comparison and as a way out.
+    #[arg(long)]
+    pub cluster_stream_only: bool,
 }
 
 /// The `[cluster]` table of the TOML file.
@@ -43,6 +47,7 @@ pub struct FileCluster {
     box_id: Option<String>,
     advertise: Option<String>,
     optional: Option<bool>,
+    stream_only: Option<bool>,
 }
 
 /// A box's cluster settings, validated.
@@ -56,6 +61,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     /// Serve alone when NATS cannot be reached at start, instead of exiting 1.
     pub optional: bool,
+    /// Messages to live boxes go through JetStream too (`cluster/direct.rs` not used).
+    pub stream_only: bool,
 }
 
 /// Merges the flags over the file's `[cluster]` table; `None` when no cluster is asked for.
@@ -68,10 +75,12 @@ pub fn resolve(
     let box_id = args.box_id.or(file.box_id);
     let advertise = args.advertise.or(file.advertise);
     let optional = args.cluster_optional || file.optional.unwrap_or(false);
+    let stream_only = args.cluster_stream_only || file.stream_only.unwrap_or(false);
     let Some(urls) = urls else {
-        if box_id.is_some() || advertise.is_some() || optional {
+        if box_id.is_some() || advertise.is_some() || optional || stream_only {
             return Err(invalid(
-                "box_id, advertise and cluster_optional need --cluster (or nats in [cluster])",
+                "box_id, advertise, cluster_optional and cluster_stream_only need --cluster \
+                 (or nats in [cluster])",
             ));
         }
         return Ok(None);
@@ -86,6 +95,7 @@ pub fn resolve(
         box_id,
         advertise,
         optional,
+        stream_only,
     }))
 }
 
@@ -150,6 +160,7 @@ mod tests {
             box_id: id.map(String::from),
             advertise: adv.map(String::from),
             cluster_optional: false,
+            cluster_stream_only: false,
         }
     }
 
@@ -201,6 +212,22 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(optional_alone, None).is_err());
+        let stream_only_alone = ClusterArgs {
+            cluster_stream_only: true,
+            ..Default::default()
+        };
+        assert!(resolve(stream_only_alone, None).is_err());
+    }
+
+    #[test]
+    fn live_boxes_are_reached_directly_unless_told_otherwise() {
+        let c = resolve(args(Some("nats://n:4222"), Some("b"), Some("h:1")), None)
+            .unwrap()
+            .unwrap();
+        assert!(!c.stream_only);
+        let mut a = args(Some("nats://n:4222"), Some("b"), Some("h:1"));
+        a.cluster_stream_only = true;
+        assert!(resolve(a, None).unwrap().unwrap().stream_only);
     }
 
     #[test]

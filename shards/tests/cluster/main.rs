@@ -8,6 +8,7 @@ mod support;
 
 mod cross;
 mod dashboard;
+mod direct;
 mod groups;
 mod nats;
 mod nats_node;

@@ -80,6 +80,23 @@ impl Box {
         }
     }
 
+    /// Stops the box's process (SIGSTOP): its sockets stay open, nothing is read.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused box run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: a signal to our own child, which has not been reaped.
+        let sent = unsafe { libc::kill(pid, sig) };
+        assert_eq!(sent, 0, "signal {sig} to the box");
+    }
+
     pub fn client(&self) -> support::Client {
         support::Client::plain(self.addr)
     }

@@ -420,8 +420,17 @@ pub fn listening(mut cmd: std::process::Command) -> (std::process::Child, String
         }
         seen.push(line);
     };
-    // Keep draining its log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    // Keep draining its log so the server never blocks on a full pipe; with
+    // `SB_TEST_SERVER_LOG` set, echo it (the test's own output, e.g. under `--nocapture`).
+    let echo = std::env::var_os("SB_TEST_SERVER_LOG").is_some();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if echo {
+                eprintln!("[server {pid}] {line}");
+            }
+        }
+    });
     (child, line)
 }
 

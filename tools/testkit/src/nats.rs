@@ -151,6 +151,16 @@ impl NatsCluster {
         format!("nats://127.0.0.1:{}", self.nodes[i].client_port)
     }
 
+    /// The node a client named `name` (its `CONNECT` name) is connected to now, from each
+    /// live node's `/connz`.
+    pub fn node_serving(&self, name: &str) -> Option<usize> {
+        let needle = format!("\"name\": \"{name}\"");
+        self.nodes.iter().position(|n| {
+            n.child.is_some()
+                && http_get(n.monitor_port, "/connz").is_some_and(|body| body.contains(&needle))
+        })
+    }
+
     /// The directory every node's store, config and log live under.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -215,18 +225,18 @@ impl NatsCluster {
 
 /// One `GET /healthz` on the monitoring port: true on a 200 answer.
 fn healthz_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
+    http_get(port, "/healthz").is_some()
+}
+
+/// One `GET path` on a node's monitoring port: the whole answer when it is a 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+    (answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")).then_some(answer)
 }
 
 /// Whether the node at `url_port` answers a JetStream request (`$JS.API.INFO`, over the

@@ -4,7 +4,7 @@
 
 use async_nats::jetstream;
 
-use super::routes::{self, Outgoing, Published};
+use super::routes::{Outgoing, Published};
 use super::{answer, Gw};
 use crate::cluster::{cross, groups, ClusterStatus, Down};
 
@@ -75,23 +75,28 @@ impl Gw {
         }
     }
 
-    /// Step 4: a group message from another box to the shard it addresses; acked once
-    /// handed over (as a receipt is), delivered again later if that shard's queue is full.
-    pub(super) async fn inbound_group(&mut self, m: jetstream::Message, env: cross::Envelope) {
+    /// Step 4: a group message of this box's stream to the shard it addresses, acked once
+    /// handed over (as a receipt is); given back when that shard's queue is full (the
+    /// stream's order waits for it: `inbound.rs`).
+    pub(super) async fn hand_group(
+        &mut self,
+        m: jetstream::Message,
+        env: cross::Envelope,
+    ) -> Result<(), jetstream::Message> {
         let shards = self.link.to_shard.len();
         let msg = groups::into_msg(env);
         let shard = msg.as_ref().and_then(|msg| groups::home_shard(msg, shards));
         let (Some(msg), Some(shard)) = (msg, shard) else {
             ClusterStatus::bump(&self.link.status.messages_in_bad);
             let _ = m.ack().await;
-            return;
+            return Ok(());
         };
-        if self.link.to_shard[shard].push(Down::Group(msg)).is_ok() {
-            self.link.wake(shard);
-            ClusterStatus::bump(&self.link.status.group_in);
-            let _ = m.ack().await;
-        } else {
-            let _ = m.ack_with(routes::retry()).await;
+        if self.link.to_shard[shard].push(Down::Group(msg)).is_err() {
+            return Err(m);
         }
+        self.link.wake(shard);
+        ClusterStatus::bump(&self.link.status.group_in);
+        let _ = m.ack().await;
+        Ok(())
     }
 }
