@@ -134,6 +134,16 @@ impl Switchboard {
                     self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
                 }
                 Event::Mesh(msg) => self.run(io, |s, now, out| s.on_mesh(now, msg, out)),
+                Event::InboundCopy { delivery } => {
+                    let msg = ShardMsg::Deliver(delivery);
+                    self.run(io, |s, now, out| s.on_mesh(now, msg, out));
+                }
+                Event::GroupCopy {
+                    group_id,
+                    sender,
+                    client_msg_id,
+                    stored,
+                } => self.group_copy_outcome(io, (group_id, sender, client_msg_id), stored),
                 Event::Inbound { token, delivery } => {
                     // Behind its sender's messages refused earlier in this round, if any.
                     let Some(port) = self.cluster.as_mut() else {
@@ -220,7 +230,10 @@ impl Switchboard {
                 }
                 return;
             }
-            other => other,
+            other => match self.forward_group(io, other) {
+                Some(msg) => msg,
+                None => return, // to another box (`cluster_groups.rs`)
+            },
         };
         self.run(io, |s, now, out| s.on_mesh(now, msg, out));
     }

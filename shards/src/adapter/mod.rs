@@ -4,6 +4,7 @@
 //! It owns no sockets (the engine does) and no service rules (the state machines do).
 
 mod cluster;
+mod cluster_groups;
 mod commit;
 pub mod login_deadline;
 pub mod overload;

@@ -316,7 +316,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "cluster_messages_to_nobody_total",
-        "Messages for numbers with no home box, answered and dropped (shard 0).",
+        "Messages for numbers with no home box: answered as one box answers them (shard 0).",
     ),
     (
         "cluster_messages_in_total",
@@ -329,6 +329,26 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "cluster_messages_in_bad_total",
         "Messages in this box's stream that did not decode, dropped (shard 0).",
+    ),
+    (
+        "cluster_group_out_total",
+        "Group messages published to another box: sends, operations, asks, answers, frames (shard 0).",
+    ),
+    (
+        "cluster_group_in_total",
+        "Group messages from other boxes handed to their shard (shard 0).",
+    ),
+    (
+        "cluster_group_undelivered_total",
+        "Group messages with no box to go to or not taken by NATS, answered (shard 0).",
+    ),
+    (
+        "cluster_group_clashes_total",
+        "Group ids another box had claimed first; the member asked about is refused (shard 0).",
+    ),
+    (
+        "cluster_groups_forwarded_total",
+        "Group messages this shard handed the gateway for another box.",
     ),
     (
         "cluster_receipts_out_total",

@@ -92,6 +92,13 @@ pub struct Envelope {
     /// Set for a receipt.
     #[prost(message, optional, tag = "8")]
     pub receipt: Option<proto::v1::Receipt>,
+    /// A copy of a group send: the group (0 for a 1:1 message).
+    #[prost(uint64, tag = "9")]
+    pub group_id: u64,
+    /// A group frame between boxes (`groups.rs`); the fields above carry a group send's
+    /// message.
+    #[prost(message, optional, tag = "10")]
+    pub group: Option<super::groups::GroupPart>,
 }
 
 impl Envelope {
@@ -106,12 +113,23 @@ impl Envelope {
             media: d.media.as_deref().cloned(),
             sent_at_ms: d.sent_at_ms,
             receipt: None,
+            group_id: d.group_id,
+            group: None,
         }
     }
 
     /// The `Nats-Msg-Id`: for a message one per (sender, device, client id, recipient); for
     /// a receipt one per (who, which message, which kind, for whom).
     pub fn msg_id(&self) -> String {
+        if let Some(g) = &self.group {
+            return g.msg_id(self);
+        }
+        if self.group_id != 0 {
+            return format!(
+                "c.{}.{}.{}.{}.{}",
+                self.from, self.device, self.client_msg_id, self.group_id, self.to
+            );
+        }
         match &self.receipt {
             None => format!(
                 "m.{}.{}.{}.{}",
@@ -127,6 +145,9 @@ impl Envelope {
     /// Whether a peer's envelope may be handed to a shard.
     pub fn check(&self) -> bool {
         use proto::validate::is_e164;
+        if let Some(g) = &self.group {
+            return g.check(self);
+        }
         let phones = is_e164(&self.to) && (self.receipt.is_some() || is_e164(&self.from));
         let empty = self.body.is_empty() && self.media.is_none();
         phones
@@ -134,18 +155,26 @@ impl Envelope {
             && (self.receipt.is_some() || !empty)
     }
 
-    /// The delivery a shard stores for a message envelope.
+    /// The delivery a shard stores for a message envelope. A group copy is stored as the
+    /// group's home would have a member's home store it (its group id kept, so dedupe and
+    /// the recipient see a group message; every outcome a `GroupCopyDone` naming the
+    /// member, which the port settles on: `port.rs`). The group's box counted the copy
+    /// done when this box's stream took it.
     pub fn into_delivery(self) -> Delivery {
         Delivery {
             to: self.to,
             from: self.from,
             device: self.device,
             client_msg_id: self.client_msg_id,
-            group_id: 0,
+            group_id: self.group_id,
             body: self.body,
             media: self.media.map(Box::new),
             sent_at_ms: self.sent_at_ms,
-            reply: ReplyTo::Sender,
+            reply: if self.group_id == 0 {
+                ReplyTo::Sender
+            } else {
+                ReplyTo::Group
+            },
         }
     }
 }

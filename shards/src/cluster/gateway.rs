@@ -42,6 +42,7 @@ use super::{
 use crate::config::cluster::ClusterConfig;
 
 mod direct;
+mod groups;
 mod inbound;
 mod receipts;
 
@@ -97,6 +98,8 @@ struct Nats {
     js: jetstream::Context,
     members: kv::Store,
     homes: kv::Store,
+    /// Group id → the box it lives on (`groups.rs`).
+    groups: kv::Store,
     /// This box's stream, being read (`cross.rs` step 1); `None` until it can be.
     inbound: Option<pull::Stream>,
     /// Its lowest sequence when the reader was made.
@@ -218,6 +221,17 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         },
     )
     .await?;
+    let groups = bucket(
+        &js,
+        kv::Config {
+            bucket: super::groups::GROUPS_BUCKET.into(),
+            description: "switchboard: the box each group with members elsewhere lives on".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await?;
     let (reader, first_seq) = cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?;
     let direct = client
         .subscribe(super::direct::subject(&cfg.box_id))
@@ -228,6 +242,7 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         js,
         members,
         homes,
+        groups,
         inbound: Some(reader),
         first_seq: Some(first_seq),
         direct: Some(direct),
@@ -286,6 +301,19 @@ enum Finished {
         from: String,
         client_msg_id: u64,
         to: String,
+        group_id: u64,
+        publish: Published,
+    },
+    /// A 1:1 message for a phone with no home anywhere: answered by its shard as a single
+    /// box answers a send to a number nobody has (a fresh server id, remembered by dedupe
+    /// and logged: no signal that the number does not exist).
+    Nowhere {
+        shard: usize,
+        env: Box<cross::Envelope>,
+    },
+    /// A group message published (or not) (`groups.rs`).
+    GroupSent {
+        env: Box<cross::Envelope>,
         publish: Published,
     },
     /// A receipt published (or not).
@@ -337,6 +365,10 @@ struct Gw {
     direct_in_shards: HashMap<u64, async_nats::Subject>,
     /// Receipts NATS did not take, each sent again once its time comes.
     receipts_again: std::collections::VecDeque<(Instant, cross::Envelope)>,
+    /// Group id → the box it lives on, as learnt (`groups.rs`).
+    group_boxes: HashMap<u64, String>,
+    /// Group envelopes sent, for their unique ids.
+    group_nonce: u64,
 }
 
 /// Step 2 and 3.
@@ -369,6 +401,8 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         stream_acked: HashMap::new(),
         direct_in_shards: HashMap::new(),
         receipts_again: Default::default(),
+        group_boxes: HashMap::new(),
+        group_nonce: 0,
     };
     gw.order.reread(first_seq);
     let Some(woken) = watch_wake(&gw.link) else {
@@ -551,6 +585,7 @@ impl Gw {
                     Up::Place(q) => self.place(shard, q),
                     Up::Send(d) => self.send(shard, *d),
                     Up::Receipt { sender, receipt } => self.send_receipt(sender, receipt),
+                    Up::Forward(env) => self.forward(*env),
                 }
             }
         }
@@ -584,9 +619,11 @@ impl Gw {
                     from: d.from,
                     client_msg_id: d.client_msg_id,
                     server_msg_id: None,
+                    group_id: d.group_id,
                 };
                 answer(&self.link, shard, sent);
             }
+            Up::Forward(env) => self.group_undelivered(*env, false),
             Up::Receipt { .. } | Up::Done { .. } => {}
         }
     }
@@ -627,25 +664,45 @@ impl Gw {
         let n = self.outbox.len().min(ISSUE_BATCH_MAX);
         let batch: Vec<Outgoing> = self.outbox.drain(..n).collect();
         let mut known: HashMap<String, String> = HashMap::new();
+        let mut known_groups: HashMap<u64, String> = HashMap::new();
         for o in &batch {
             if let Some(h) = self.homes.get(&o.env.to) {
                 known.insert(o.env.to.clone(), h.to_string());
             }
+            let group = o.env.group.as_ref().map(|g| g.group_id);
+            if let Some((id, b)) = group.and_then(|id| Some((id, self.group_boxes.get(&id)?))) {
+                known_groups.insert(id, b.clone());
+            }
         }
-        let (js, homes) = (self.nats.js.clone(), self.nats.homes.clone());
+        let at = routes::Where {
+            homes: self.nats.homes.clone(),
+            groups: self.nats.groups.clone(),
+            known,
+            known_groups,
+            link: self.link.clone(),
+            live: self.members.live(Instant::now()),
+        };
+        let js = self.nats.js.clone();
         let me = self.cfg.box_id.clone();
-        self.issuing = Some(Box::pin(routes::issue(js, homes, me, known, batch)));
+        self.issuing = Some(Box::pin(routes::issue(js, at, me, batch)));
     }
 
     /// A round of publishes issued: their acks are awaited in `work`; the next round starts.
     fn issued(&mut self, issued: Vec<Issued>) {
-        for Issued { shard, env, ack } in issued {
+        for Issued {
+            shard,
+            env,
+            ack,
+            guessed,
+        } in issued
+        {
             match ack {
                 IssuedAck::Pending(home, f) => self.work.push(Box::pin(async move {
                     let publish = match f.await {
                         Ok(a) => Published::Stored {
                             home,
                             seq: a.sequence,
+                            guessed,
                         },
                         Err(e) => Published::Failed(e.to_string()),
                     };
@@ -667,23 +724,39 @@ impl Gw {
                 let placement = place(&self.cfg.box_id, &self.members, found);
                 answer(&self.link, shard, Down::Placed(Answer { token, placement }));
             }
+            Finished::GroupSent { env, publish } => self.group_sent(*env, publish),
+            Finished::Nowhere { shard, env } => {
+                self.lines.stream_done(&env.from);
+                ClusterStatus::bump(&status.messages_to_nobody);
+                let delivery = Box::new(env.into_delivery());
+                let msg = messaging::state::mesh_msg::ShardMsg::Deliver(delivery);
+                answer(&self.link, shard, Down::Group(msg));
+            }
             Finished::Sent {
                 shard,
                 from,
                 client_msg_id,
                 to,
+                group_id,
                 publish,
             } => {
                 self.lines.stream_done(&from);
                 let server_msg_id = match publish {
-                    Published::Stored { home, seq } => {
+                    Published::Stored { home, seq, guessed } => {
                         ClusterStatus::bump(&status.messages_out);
                         let acked = self.stream_acked.entry(home.clone()).or_default();
                         *acked = (*acked).max(seq);
-                        self.homes.put(to, home);
+                        if guessed {
+                            // A number with no home (`routes.rs`): counted, not remembered.
+                            ClusterStatus::bump(&status.messages_to_nobody);
+                        } else {
+                            self.homes.put(to, home);
+                        }
                         Some(seq)
                     }
                     Published::Nobody => {
+                        // A group copy for a member with no home: counted done, as a
+                        // single box counts one (a 1:1 message is `Finished::Nowhere`).
                         ClusterStatus::bump(&status.messages_to_nobody);
                         Some(0)
                     }
@@ -697,6 +770,7 @@ impl Gw {
                     from,
                     client_msg_id,
                     server_msg_id,
+                    group_id,
                 };
                 answer(&self.link, shard, sent);
             }
@@ -723,12 +797,21 @@ impl Gw {
 
 /// What finished for a publish of `env` for `shard` (`None`: a receipt).
 fn finished_publish(shard: Option<usize>, env: cross::Envelope, publish: Published) -> Finished {
+    if env.group.is_some() {
+        let env = Box::new(env);
+        return Finished::GroupSent { env, publish };
+    }
+    if let (Some(shard), Published::Nobody, 0) = (shard, &publish, env.group_id) {
+        let env = Box::new(env);
+        return Finished::Nowhere { shard, env };
+    }
     match shard {
         Some(shard) => Finished::Sent {
             shard,
             from: env.from,
             client_msg_id: env.client_msg_id,
             to: env.to,
+            group_id: env.group_id,
             publish,
         },
         None => Finished::ReceiptSent {

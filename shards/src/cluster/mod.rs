@@ -8,6 +8,7 @@
 //! - `placement.rs`: a phone's home box: rendezvous hashing over the live boxes, recorded
 //!   once in the `switchboard_homes` KV bucket.
 //! - `cross.rs`: messages and receipts between boxes: one JetStream stream per box;
+//!   `groups.rs`: group messages between boxes, and where each group lives;
 //!   `routes.rs`: the gateway's publishing rounds for them, in order.
 //! - `port.rs`: a shard's side: its questions waiting for answers, with deadlines, and the
 //!   messages from other boxes it is storing.
@@ -27,15 +28,17 @@
 //!
 //! ## What is in place (and what is not)
 //! Membership, placement, Register / Verify / Login / LoadTestLogin at any box (a box that
-//! is not the phone's home answers `Redirect` to the home's advertised address), and 1:1
-//! messages and receipts between users of different boxes. Group messages, presence and
-//! group membership asks do not cross boxes yet (ARCHITECTURE.md, "A cluster of boxes").
+//! is not the phone's home answers `Redirect` to the home's advertised address), 1:1
+//! messages and receipts between users of different boxes, and groups with members on
+//! several boxes (`groups.rs`). Presence does not cross boxes yet (ARCHITECTURE.md, "A
+//! cluster of boxes").
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
 pub mod cross;
 pub mod direct;
 pub mod gateway;
+pub mod groups;
 pub mod in_order;
 pub mod membership;
 pub mod placement;
@@ -119,6 +122,8 @@ pub enum Up {
         /// The receipt.
         receipt: proto::v1::Receipt,
     },
+    /// A group message for another box (`groups.rs` step 2): publish it there.
+    Forward(Box<cross::Envelope>),
     /// A message from another box ([`Down::Deliver`]) is stored (`true`: ack it) or was
     /// refused for now (`false`: JetStream delivers it again later).
     Done {
@@ -135,8 +140,9 @@ pub enum Down {
     /// The answer to an [`Up::Place`].
     Placed(Answer),
     /// The outcome of an [`Up::Send`]: JetStream's stream sequence once the recipient's box
-    /// stream holds it (or the message was answered like a stored one: no such phone), or
-    /// `None` when it could not be published (the sender gets `Busy`).
+    /// stream holds it (0 for a group copy for a number with no home: counted done), or
+    /// `None` when it could not be published (the sender gets `Busy`). A 1:1 message for a
+    /// number with no home comes back as [`Down::Group`] instead.
     Sent {
         /// The sender.
         from: String,
@@ -144,7 +150,15 @@ pub enum Down {
         client_msg_id: u64,
         /// The id the sender's `ServerAck` carries, or `None`.
         server_msg_id: Option<u64>,
+        /// For a copy of a group send (`groups.rs` step 3): its group, whose home then
+        /// counts the copy done (or failed); 0 for a 1:1 message.
+        group_id: u64,
     },
+    /// A mesh message for this shard's state machines: a group message from another box
+    /// (`groups.rs` step 4), an answer for one that could not leave, or a 1:1 message for a
+    /// number with no home anywhere (stored as a single box stores a send to a number nobody
+    /// has: no enumeration signal).
+    Group(messaging::state::mesh_msg::ShardMsg),
     /// A message from another box for a user homed on this shard; answer [`Up::Done`].
     Deliver {
         /// The token [`Up::Done`] names.
@@ -194,6 +208,15 @@ pub struct ClusterStatus {
     pub messages_in_retried: AtomicU64,
     /// Inbound stream messages that did not decode (dropped).
     pub messages_in_bad: AtomicU64,
+    /// Group messages published to another box (`groups.rs`).
+    pub group_out: AtomicU64,
+    /// Group messages from other boxes handed to shards.
+    pub group_in: AtomicU64,
+    /// Group messages with nobody to go to, or not taken by NATS (answered, `groups.rs`
+    /// step 5).
+    pub group_undelivered: AtomicU64,
+    /// Group ids another box had claimed first (`groups.rs` step 1).
+    pub group_clashes: AtomicU64,
     /// Receipts published to another box / received from one.
     pub receipts_out: AtomicU64,
     /// Receipts received from other boxes.
@@ -251,6 +274,13 @@ impl ClusterStatus {
                 l(&self.messages_in_retried),
             ),
             ("cluster_messages_in_bad_total", l(&self.messages_in_bad)),
+            ("cluster_group_out_total", l(&self.group_out)),
+            ("cluster_group_in_total", l(&self.group_in)),
+            (
+                "cluster_group_undelivered_total",
+                l(&self.group_undelivered),
+            ),
+            ("cluster_group_clashes_total", l(&self.group_clashes)),
             ("cluster_receipts_out_total", l(&self.receipts_out)),
             ("cluster_receipts_in_total", l(&self.receipts_in)),
             ("cluster_inbound_pending", l(&self.inbound_pending)),

@@ -94,8 +94,26 @@ pub enum Event {
         /// The frame.
         frame: server_frame::Kind,
     },
-    /// A receipt from another box: handle it as a mesh message.
+    /// A receipt or a group message from another box: handle it as a mesh message.
     Mesh(ShardMsg),
+    /// A copy of a group send from another box for a member homed here: hand it to the
+    /// state machines as a mesh `Deliver` (its answer is settled by [`Port::settle`]).
+    InboundCopy {
+        /// The copy.
+        delivery: Box<Delivery>,
+    },
+    /// A copy of a group send published to its member's box (`stored`), or not: tell the
+    /// group's home (`GroupCopyDone` / `GroupCopyFailed`, `groups.rs` step 3).
+    GroupCopy {
+        /// The group.
+        group_id: u64,
+        /// The group message's sender.
+        sender: String,
+        /// The sender's id for it.
+        client_msg_id: u64,
+        /// The member's box's stream holds it.
+        stored: bool,
+    },
     /// A message from another box for a user of this shard: store it as a mesh `Deliver`,
     /// then tell the port ([`Port::after_store`]).
     Inbound {
@@ -115,6 +133,7 @@ pub struct PortCounters {
     sends_out: u64,
     sends_busy: u64,
     receipts_out: u64,
+    groups_forwarded: u64,
 }
 
 /// One shard's end of the link (steps in the module doc).
@@ -132,6 +151,9 @@ pub struct Port {
     /// never overtake it (the recipient's dedupe relies on that order).
     held: HashMap<String, std::collections::VecDeque<(u64, Box<Delivery>)>>,
     held_count: usize,
+    /// Copies of group sends from other boxes handed to the state machines, by (sender,
+    /// client id, member), until their `GroupCopyDone` (`Port::deliver_copy`).
+    copies: HashMap<(String, u64, messaging::state::home::Phone), u64>,
     /// The message the state machines just refused, with its token (`Port::after_store`).
     refused: Option<((String, u64), u64)>,
     counters: PortCounters,
@@ -153,6 +175,7 @@ impl Port {
             inbound: HashMap::new(),
             held: HashMap::new(),
             held_count: 0,
+            copies: HashMap::new(),
             refused: None,
             counters: PortCounters::default(),
             timer_at: None,
@@ -232,10 +255,46 @@ impl Port {
         }
     }
 
+    /// A group message for another box (`groups.rs` step 2): to the gateway. False when
+    /// the link is full (counted; the caller answers as the message needs).
+    pub fn forward(&mut self, env: Box<super::cross::Envelope>) -> bool {
+        if self.link.up(self.shard, Up::Forward(env)).is_ok() {
+            self.counters.groups_forwarded += 1;
+            true
+        } else {
+            self.counters.sends_busy += 1;
+            false
+        }
+    }
+
     /// For each mesh message this shard sends: if it answers a message from another box
     /// (`ServerAck`, `Busy` or an error for that sender and client id), tells the gateway
     /// (`Up::Done`) and returns true: the mesh message has nobody to go to here.
     pub fn settle(&mut self, msg: &ShardMsg) -> bool {
+        if let ShardMsg::GroupCopyDone {
+            sender,
+            client_msg_id,
+            member: Some(member),
+            ..
+        } = msg
+        {
+            // A group copy from another box, answered (`Port::deliver_copy`).
+            if self.copies.is_empty() {
+                return false;
+            }
+            let key = (sender.clone(), *client_msg_id, *member);
+            let Some(token) = self.copies.remove(&key) else {
+                return false;
+            };
+            let _ = self.link.up(
+                self.shard,
+                Up::Done {
+                    token,
+                    stored: true,
+                },
+            );
+            return true;
+        }
         if self.inbound.is_empty() {
             return false;
         }
@@ -344,8 +403,31 @@ impl Port {
                     from,
                     client_msg_id,
                     server_msg_id,
+                    group_id: 0,
                 } => {
                     events.push(sent(from, client_msg_id, server_msg_id));
+                    continue;
+                }
+                Down::Sent {
+                    from,
+                    client_msg_id,
+                    server_msg_id,
+                    group_id,
+                } => {
+                    events.push(Event::GroupCopy {
+                        group_id,
+                        sender: from,
+                        client_msg_id,
+                        stored: server_msg_id.is_some(),
+                    });
+                    continue;
+                }
+                Down::Group(msg) => {
+                    events.push(Event::Mesh(msg));
+                    continue;
+                }
+                Down::Deliver { token, delivery } if delivery.group_id != 0 => {
+                    self.deliver_copy(token, delivery, &mut events);
                     continue;
                 }
                 Down::Deliver { token, delivery } => {
@@ -421,6 +503,35 @@ impl Port {
         events.push(Event::Inbound { token, delivery: d });
     }
 
+    /// A copy of a group send from another box (`groups.rs` step 3): handed to the state
+    /// machines at once, as the group's home hands a copy to a member's home. It is never
+    /// refused (a member's full queue or missing account counts it done, as in a single
+    /// box), and every outcome is a `GroupCopyDone` naming the member: one message has a
+    /// copy per member, so copies are told apart by (sender, client id, member), and need
+    /// no place in their sender's line of held messages. The same copy twice (delivered
+    /// again) or too many unanswered: later.
+    fn deliver_copy(&mut self, token: u64, d: Box<Delivery>, events: &mut Vec<Event>) {
+        let Some(member) = messaging::state::home::Phone::parse(&d.to) else {
+            let _ = self.link.up(
+                self.shard,
+                Up::Done {
+                    token,
+                    stored: true,
+                },
+            );
+            return; // checked at the gateway: E.164
+        };
+        let key = (d.from.clone(), d.client_msg_id, member);
+        let full = self.inbound.len() + self.copies.len() + self.held_count >= PORT_INBOUND_MAX;
+        if full || self.copies.contains_key(&key) {
+            let stored = false;
+            let _ = self.link.up(self.shard, Up::Done { token, stored });
+            return;
+        }
+        self.copies.insert(key, token);
+        events.push(Event::InboundCopy { delivery: d });
+    }
+
     /// Frames parked now.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -443,7 +554,11 @@ impl Port {
             ("cluster_sends_out_total", c.sends_out),
             ("cluster_sends_busy_total", c.sends_busy),
             ("cluster_receipts_handed_total", c.receipts_out),
-            ("cluster_inbound_unsettled", self.inbound.len() as u64),
+            ("cluster_groups_forwarded_total", c.groups_forwarded),
+            (
+                "cluster_inbound_unsettled",
+                (self.inbound.len() + self.copies.len()) as u64,
+            ),
             ("cluster_inbound_held", self.held_count as u64),
         ];
         if self.shard == 0 {
@@ -677,5 +792,50 @@ mod tests {
         assert!(p.behind_held(12, msg(3)).is_none());
         assert_eq!(p.pop_held("+15550000002").unwrap().1.client_msg_id, 2);
         assert_eq!(p.pop_held("+15550000002").unwrap().1.client_msg_id, 3);
+    }
+
+    /// One group message has a copy per member: two members of this shard each get theirs,
+    /// and each copy is acked to JetStream by its own member's answer.
+    #[test]
+    fn copies_of_one_group_message_for_two_members_are_told_apart() {
+        let (link, mut p) = port();
+        let copy = |token, to: &str| {
+            let mut d = msg(1);
+            d.group_id = 9;
+            d.to = to.into();
+            link.to_shard[1]
+                .push(Down::Deliver { token, delivery: d })
+                .unwrap();
+        };
+        copy(20, "+15550000001");
+        copy(21, "+15550000003");
+        let ev = p.poll(0).1;
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [Event::InboundCopy { .. }, Event::InboundCopy { .. }]
+            ),
+            "{ev:?}"
+        );
+        let done = |member: &str| ShardMsg::GroupCopyDone {
+            group_id: 9,
+            sender: "+15550000002".into(),
+            client_msg_id: 1,
+            member: messaging::state::home::Phone::parse(member),
+        };
+        assert!(p.settle(&done("+15550000003")));
+        assert!(matches!(
+            link.to_gateway[1].pop(),
+            Some(Up::Done {
+                token: 21,
+                stored: true
+            })
+        ));
+        assert!(!p.settle(&done("+15550000003")), "answered once");
+        assert!(p.settle(&done("+15550000001")));
+        assert!(matches!(
+            link.to_gateway[1].pop(),
+            Some(Up::Done { token: 20, .. })
+        ));
     }
 }

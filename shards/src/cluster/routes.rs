@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 
-use super::{cross, placement};
+use super::groups::{self, Address};
+use super::{cross, placement, ClusterLink, ClusterStatus};
 
 /// A message or receipt waiting to be published; `shard` is the sender's shard for a
 /// message, `None` for a receipt.
@@ -26,6 +27,8 @@ pub(super) struct Issued {
     pub(super) shard: Option<usize>,
     pub(super) env: cross::Envelope,
     pub(super) ack: IssuedAck,
+    /// Sent where hashing would put a number with no home (not its home: not remembered).
+    pub(super) guessed: bool,
 }
 
 pub(super) enum IssuedAck {
@@ -48,37 +51,104 @@ pub(super) fn retry() -> jetstream::AckKind {
 /// How a publish to a phone's home box ended.
 pub(super) enum Published {
     /// The home box's stream holds it, at this sequence.
-    Stored { home: String, seq: u64 },
+    Stored {
+        home: String,
+        seq: u64,
+        /// Not the phone's recorded home (`Issued::guessed`).
+        guessed: bool,
+    },
     /// The phone has no home anywhere.
     Nobody,
     /// NATS did not take it.
     Failed(String),
 }
 
+/// What a round needs to know where its envelopes go: the homes and groups buckets, and
+/// what the gateway remembers of them (phone → box, group id → box).
+pub(super) struct Where {
+    pub(super) homes: kv::Store,
+    pub(super) groups: kv::Store,
+    pub(super) known: HashMap<String, String>,
+    pub(super) known_groups: HashMap<u64, String>,
+    pub(super) link: std::sync::Arc<ClusterLink>,
+    /// The live boxes (where a 1:1 message for a number with no home goes).
+    pub(super) live: Vec<String>,
+}
+
 /// Issues one round of publishes in order: each to the stream of `env.to`'s home box
-/// (`known`, or read from the homes bucket, one read per phone), without waiting for
-/// JetStream's acks. A phone homed on this box `me` (it came here because this box has no
-/// account for it: recorded at a Register never verified) has nobody to go to.
+/// (`known`, or read from the homes bucket, one read per phone), or of the box a group
+/// lives on (`groups.rs`), without waiting for JetStream's acks. A phone homed on this box
+/// `me` (it came here because this box has no account for it: recorded at a Register
+/// never verified), or a group of this box that is not here, has nobody to go to.
 pub(super) async fn issue(
     js: jetstream::Context,
-    homes: kv::Store,
+    mut at: Where,
     me: String,
-    mut known: HashMap<String, String>,
     batch: Vec<Outgoing>,
 ) -> Vec<Issued> {
     use prost::Message as _;
     let mut out = Vec::with_capacity(batch.len());
     for Outgoing { shard, env } in batch {
-        let home = match known.get(&env.to) {
-            Some(h) => Ok(Some(h.clone())),
-            None => placement::home(&homes, &env.to, false, Vec::new())
-                .await
-                .map(|h| h.map(|h| h.box_id)),
+        let to_group = match env.group.as_ref().map(|g| g.address(&env)) {
+            Some(Address::Group(id)) => Some(id),
+            _ => None,
+        };
+        let home = match to_group {
+            Some(id) => match at.known_groups.get(&id) {
+                Some(b) => Ok(Some(b.clone())),
+                None => groups::box_of(&at.groups, id).await,
+            },
+            _ => match at.known.get(&env.to) {
+                Some(h) => Ok(Some(h.clone())),
+                None => placement::home(&at.homes, &env.to, false, Vec::new())
+                    .await
+                    .map(|h| h.map(|h| h.box_id))
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        let home = match (home, claim_for(&env)) {
+            // `groups.rs` step 1: the group's entry before its first ask to another box.
+            (Ok(Some(home)), Some(id)) if home != me && at.known_groups.get(&id) != Some(&me) => {
+                match groups::claim(&at.groups, id, &me).await {
+                    Ok(true) => {
+                        at.known_groups.insert(id, me.clone());
+                        Ok(Some(home))
+                    }
+                    Ok(false) => {
+                        ClusterStatus::bump(&at.link.status.group_clashes);
+                        tracing::warn!(group_id = id, "group id claimed by another box first");
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (home, _) => home,
+        };
+        // A 1:1 message for a number with no account on any box goes where hashing would
+        // put that number (this box included), whose shard answers it as a single box
+        // answers a send to a number nobody has; the sender's `ServerAck` is a publish ack
+        // like any other cross-box message's: no sign of whether the number exists.
+        let one_to_one = shard.is_some() && env.group.is_none() && env.group_id == 0;
+        let guessed = one_to_one && matches!(home, Ok(None));
+        let home = match home {
+            Ok(None) if one_to_one => {
+                let live = at.live.iter().map(String::as_str);
+                Ok(placement::choose(&env.to, live).map(str::to_string))
+            }
+            other => other,
         };
         let ack = match home {
-            Ok(Some(home)) if home == me => IssuedAck::Done(Published::Nobody),
+            Ok(Some(home)) if home == me && !one_to_one => IssuedAck::Done(Published::Nobody),
             Ok(Some(home)) => {
-                known.insert(env.to.clone(), home.clone());
+                match to_group {
+                    Some(id) => {
+                        at.known_groups.insert(id, home.clone());
+                    }
+                    None if !guessed => {
+                        at.known.insert(env.to.clone(), home.clone());
+                    }
+                    None => {}
+                }
                 let msg = jetstream::message::PublishMessage::build()
                     .payload(env.encode_to_vec().into())
                     .message_id(env.msg_id());
@@ -90,7 +160,20 @@ pub(super) async fn issue(
             Ok(None) => IssuedAck::Done(Published::Nobody),
             Err(e) => IssuedAck::Done(Published::Failed(e.to_string())),
         };
-        out.push(Issued { shard, env, ack });
+        out.push(Issued {
+            shard,
+            env,
+            ack,
+            guessed,
+        });
     }
     out
+}
+
+/// The group an envelope claims before it leaves (an ask about a member of another box).
+fn claim_for(env: &cross::Envelope) -> Option<u64> {
+    env.group
+        .as_ref()
+        .filter(|g| g.kind == groups::KIND_ASK)
+        .map(|g| g.group_id)
 }

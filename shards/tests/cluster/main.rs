@@ -7,8 +7,11 @@
 mod support;
 
 mod cross;
+mod dashboard;
 mod direct;
+mod groups;
 mod nats;
 mod nats_node;
+mod nobody;
 mod placement;
 mod start;

@@ -158,6 +158,7 @@ impl ShardState {
                 group_id,
                 sender,
                 client_msg_id,
+                member: _,
             } => self.on_group_copy_done(group_id, sender, client_msg_id, out),
             ShardMsg::GroupOp { requester, op } => self.on_group_op_at_home(requester, op, out),
             ShardMsg::PresenceSub {
@@ -173,7 +174,13 @@ impl ShardState {
                 group_id,
                 adder,
                 accepted,
-            } => self.on_group_add_answer(group_id, adder, accepted, out),
+                answered,
+            } => self.on_group_add_answer(group_id, adder, accepted, answered, out),
+            ShardMsg::GroupCopyFailed {
+                group_id,
+                sender,
+                client_msg_id,
+            } => self.on_group_copy_failed(group_id, sender, client_msg_id, out),
         }
     }
 
@@ -191,7 +198,7 @@ impl ShardState {
                         (item.sender, item.client_msg_id, item.group_id());
                     // Receipts start answered: an unanswered item is a message.
                     let sender = sender.map(|s| s.to_string()).unwrap_or_default();
-                    self.answer_stored(&sender, client_msg_id, group_id, id, out);
+                    self.answer_stored(&sender, client_msg_id, group_id, (id, &user), out);
                 }
                 if self.sessions.conn_of(&user).is_none() {
                     self.maybe_push(&user, out);

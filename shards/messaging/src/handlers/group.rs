@@ -12,7 +12,7 @@ use crate::state::limits::GROUPS_ADMINISTERED_PER_USER_MAX;
 use crate::state::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
 use crate::state::ShardState;
 
-use crate::tables::groups::FanoutKey;
+use crate::tables::groups::{FanoutEnd, FanoutKey};
 
 impl ShardState {
     fn to_user(&self, user: &str, frame: server_frame::Kind) -> Effect {
@@ -295,6 +295,30 @@ impl ShardState {
         client_msg_id: u64,
         out: &mut Out,
     ) {
+        self.group_copy_outcome(group_id, sender, client_msg_id, true, out);
+    }
+
+    /// A copy another box's stream refused (`ShardMsg::GroupCopyFailed`): once every copy
+    /// is accounted for, the sender hears `Busy` and retries under the same id; its
+    /// members' dedupe recognises the copies already stored.
+    pub(crate) fn on_group_copy_failed(
+        &mut self,
+        group_id: u64,
+        sender: String,
+        client_msg_id: u64,
+        out: &mut Out,
+    ) {
+        self.group_copy_outcome(group_id, sender, client_msg_id, false, out);
+    }
+
+    fn group_copy_outcome(
+        &mut self,
+        group_id: u64,
+        sender: String,
+        client_msg_id: u64,
+        stored: bool,
+        out: &mut Out,
+    ) {
         let Some(phone) = crate::state::home::Phone::parse(&sender) else {
             return; // senders of group copies are members: E.164
         };
@@ -303,10 +327,24 @@ impl ShardState {
             sender: phone,
             client_msg_id,
         };
-        if let Some(ack_id) = self.groups.copy_done(&key) {
-            out.now
-                .push(self.group_ack(&sender, client_msg_id, ack_id, group_id));
+        match self.groups.copy_done(&key, stored) {
+            Some(FanoutEnd::Stored(ack_id)) => {
+                out.now
+                    .push(self.group_ack(&sender, client_msg_id, ack_id, group_id));
+            }
+            Some(FanoutEnd::Failed) => {
+                let retry = crate::state::limits::BUSY_RETRY_AFTER_MS;
+                let frame = crate::state::busy(retry, client_msg_id);
+                out.now.push(self.to_user(&sender, frame));
+            }
+            None => {}
         }
+    }
+
+    /// Whether group `group_id` is homed here, or its creation waits here for answers (on
+    /// a box of a cluster, a group frame for a group not here goes to the group's box).
+    pub fn group_is_here(&self, group_id: u64) -> bool {
+        self.groups.contains(group_id) || self.consent.pending.contains_key(&group_id)
     }
 }
 

@@ -19,7 +19,8 @@
 //!    `GROUP_ADD_REFUSED` error — the same answer for a number nobody has, so the answer
 //!    tells a stranger nothing about who is registered.
 //! 3. The home answers with [`ShardMsg::GroupAddAnswer`] (always, even if nobody accepted:
-//!    a creation counts its answers). At the group's home a pending creation gathers them;
+//!    a creation counts the members answered about, so an ask split between boxes of a
+//!    cluster is counted right). At the group's home a pending creation gathers them;
 //!    for an existing group, the accepted members not yet in it are added if the adder is
 //!    still its admin and it stays within `GROUP_MEMBERS_MAX`.
 //!
@@ -59,7 +60,7 @@ impl ShardState {
     }
 
     /// Asks the homes of `members` whether `adder` may add them to `group_id`; returns how
-    /// many homes were asked.
+    /// many members were asked (each answer says how many members it is about).
     pub(crate) fn ask_member_homes(
         &mut self,
         group_id: u64,
@@ -76,7 +77,7 @@ impl ShardState {
             if members.is_empty() {
                 continue;
             }
-            asked += 1;
+            asked += members.len();
             let ask = ShardMsg::GroupAddAsk {
                 group_id,
                 adder: adder.to_string(),
@@ -106,14 +107,14 @@ impl ShardState {
             return out.frame(conn, frame);
         }
         let wanted: Vec<String> = rec.members[1..].to_vec();
-        let homes_left = self.ask_member_homes(rec.group_id, &rec.admin, wanted.clone(), out);
+        let members_left = self.ask_member_homes(rec.group_id, &rec.admin, wanted.clone(), out);
         let p = PendingCreate {
             creator: rec.admin,
             name: rec.name,
             client_req_id,
             wanted,
             accepted: Vec::new(),
-            homes_left,
+            members_left,
             expires_at_ms: now + GROUP_ADD_ANSWER_TIMEOUT_MS,
         };
         self.consent.pending.insert(rec.group_id, p);
@@ -128,6 +129,7 @@ impl ShardState {
         members: Vec<String>,
         out: &mut Out,
     ) {
+        let answered = u32::try_from(members.len()).unwrap_or(u32::MAX);
         let (accepted, refused): (Vec<String>, Vec<String>) = members
             .into_iter()
             .partition(|m| self.accepts(m, &adder, now));
@@ -150,6 +152,7 @@ impl ShardState {
             group_id,
             adder,
             accepted,
+            answered,
         };
         out.mesh(crate::state::home::home_of_id(group_id), answer);
     }
@@ -160,13 +163,14 @@ impl ShardState {
         group_id: u64,
         adder: String,
         accepted: Vec<String>,
+        answered: u32,
         out: &mut Out,
     ) {
         match self.consent.pending.get_mut(&group_id) {
             Some(p) if p.creator == adder => {
                 p.accepted.extend(accepted);
-                p.homes_left = p.homes_left.saturating_sub(1);
-                if p.homes_left == 0 {
+                p.members_left = p.members_left.saturating_sub(answered as usize);
+                if p.members_left == 0 {
                     // Present: just matched.
                     let p = self
                         .consent
@@ -280,5 +284,79 @@ mod tests {
         });
         assert!(refused, "{:?}", out.now);
         assert_eq!(s.abuse.groups_per_user_full, 1);
+    }
+
+    fn shard() -> ShardState {
+        let random: crate::state::RandomSource = Box::new(|b: &mut [u8]| b.fill(1));
+        ShardState::new(
+            proto::ids::ShardId(0),
+            1,
+            ServiceSettings::default(),
+            random,
+            0,
+        )
+    }
+
+    /// On a box of a cluster one ask is split between boxes (members homed elsewhere are
+    /// asked at their own box): a creation waits for an answer about every member, however
+    /// many answers that takes.
+    #[test]
+    fn a_creation_waits_for_an_answer_about_each_member_however_the_ask_was_split() {
+        let mut s = shard();
+        let conn = proto::ids::ConnId::from_u64(1);
+        let create = GroupCreate {
+            client_req_id: 1,
+            name: "g".into(),
+            members: vec!["+15550000002".into(), "+15550000003".into()],
+        };
+        let mut out = Out::default();
+        s.on_group_create(0, conn, U.into(), create, &mut out);
+        let group_id = *s.consent.pending.keys().next().expect("pending");
+        let answer = |who: &str| crate::state::mesh_msg::ShardMsg::GroupAddAnswer {
+            group_id,
+            adder: U.into(),
+            accepted: vec![who.into()],
+            answered: 1,
+        };
+        let mut out = Out::default();
+        s.on_mesh(0, answer("+15550000002"), &mut out);
+        assert!(s.group_is_here(group_id), "pending is here");
+        assert!(
+            s.groups.get(group_id).is_none(),
+            "one member still unanswered"
+        );
+        s.on_mesh(0, answer("+15550000003"), &mut out);
+        let g = s.groups.get(group_id).expect("created");
+        assert_eq!(g.members, vec![U, "+15550000002", "+15550000003"]);
+    }
+
+    /// A copy another box's stream refused fails the send: once every copy is accounted
+    /// for, its sender hears `Busy` once (not an ack); a retry meanwhile is "on its way".
+    #[test]
+    fn a_group_copy_refused_by_another_box_answers_the_sender_busy() {
+        use crate::tables::groups::FanoutKey;
+        let mut s = shard();
+        let key = FanoutKey {
+            group_id: 9,
+            sender: crate::state::home::Phone::parse(U).unwrap(),
+            client_msg_id: 5,
+        };
+        assert!(s.groups.start_fanout(key, 2, 77));
+        let mut out = Out::default();
+        s.on_group_copy_failed(9, U.into(), 5, &mut out);
+        assert!(out.now.is_empty(), "one copy still out: {:?}", out.now);
+        assert!(!s.groups.start_fanout(key, 2, 78), "a retry now waits");
+        s.on_group_copy_done(9, U.into(), 5, &mut out);
+        assert!(
+            matches!(&out.now[..], [Effect::Mesh(_, crate::state::mesh_msg::ShardMsg::ToUser {
+                frame: server_frame::Kind::Busy(b), ..
+            })] if b.client_msg_id == 5),
+            "{:?}",
+            out.now
+        );
+        let mut out = Out::default();
+        s.on_group_copy_done(9, U.into(), 5, &mut out);
+        assert!(out.now.is_empty(), "ended: {:?}", out.now);
+        assert!(s.groups.start_fanout(key, 2, 78), "the retry counts anew");
     }
 }

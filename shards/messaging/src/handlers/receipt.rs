@@ -36,7 +36,8 @@ impl ShardState {
                 // may count it as stored. The answer leaves before the receipt, on the same
                 // path, so the sender never sees DELIVERED before its ServerAck.
                 let sender = sender.to_e164();
-                self.answer_stored(&sender, item.client_msg_id, item.group_id(), id, out);
+                let copy = (id, user);
+                self.answer_stored(&sender, item.client_msg_id, item.group_id(), copy, out);
             }
             let acked = AckedMsg {
                 sender,

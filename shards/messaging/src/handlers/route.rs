@@ -188,7 +188,7 @@ impl ShardState {
         sender: &str,
         client_msg_id: u64,
         group_id: u64,
-        id: u64,
+        (id, member): (u64, &str),
         out: &mut Out,
     ) {
         let msg = if group_id == 0 {
@@ -205,6 +205,7 @@ impl ShardState {
                 group_id,
                 sender: sender.to_string(),
                 client_msg_id,
+                member: Phone::parse(member),
             }
         };
         let to = if group_id == 0 {
@@ -242,6 +243,7 @@ impl ShardState {
                     group_id: d.group_id,
                     sender: d.from.clone(),
                     client_msg_id: d.client_msg_id,
+                    member: Phone::parse(&d.to),
                 };
                 out.now.push(Effect::Mesh(home_of_id(d.group_id), msg));
             }

@@ -41,6 +41,9 @@ pub enum ShardMsg {
         sender: String,
         /// The sender's id for it.
         client_msg_id: u64,
+        /// Whose copy (`None` when not known): a box of a cluster settles a copy it took
+        /// from another box by it, as one message has a copy per member.
+        member: Option<crate::state::home::Phone>,
     },
     /// A group operation by `requester`, at the group's home.
     GroupOp {
@@ -73,6 +76,21 @@ pub enum ShardMsg {
         adder: String,
         /// Members who accept.
         accepted: Vec<String>,
+        /// How many members this answer is about (accepted or not): a creation waits for
+        /// an answer about each member it asked (one ask may be split between boxes).
+        answered: u32,
+    },
+    /// One copy of a group send could not be handed on (another box's stream refused it):
+    /// the send fails, and once every copy is accounted for its sender hears `Busy` and
+    /// retries (copies already stored are recognised by their members' dedupe). At the
+    /// group's home.
+    GroupCopyFailed {
+        /// The group.
+        group_id: u64,
+        /// The sender of the group message.
+        sender: String,
+        /// The sender's id for it.
+        client_msg_id: u64,
     },
 }
 

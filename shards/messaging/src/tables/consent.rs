@@ -18,7 +18,8 @@ pub(crate) struct PendingCreate {
     /// The members asked for, creator excluded, in request order.
     pub(crate) wanted: Vec<String>,
     pub(crate) accepted: Vec<String>,
-    pub(crate) homes_left: usize,
+    /// Members not yet answered about.
+    pub(crate) members_left: usize,
     /// When the entry may be dropped if room is needed.
     pub(crate) expires_at_ms: u64,
 }

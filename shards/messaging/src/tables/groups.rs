@@ -55,6 +55,17 @@ pub struct FanoutKey {
 pub(crate) struct Fanout {
     pub(crate) remaining: usize,
     pub(crate) ack_id: u64,
+    /// A copy could not be handed on (`fail_fanout`): the send ends in `Busy`.
+    pub(crate) failed: bool,
+}
+
+/// How a group send ended, once every copy is accounted for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutEnd {
+    /// Every copy stored: the sender's `ServerAck` carries this id.
+    Stored(u64),
+    /// A copy could not be handed on: the sender hears `Busy` and retries.
+    Failed,
 }
 
 /// Groups homed here.
@@ -79,6 +90,11 @@ impl Groups {
             admin: g.admin.to_string(),
             members: g.members.iter().map(Phone::to_string).collect(),
         })
+    }
+
+    /// Whether the group exists here (no copy of it made).
+    pub fn contains(&self, id: u64) -> bool {
+        self.groups.get(&id).is_some()
     }
 
     /// Groups here that `user` administers.
@@ -127,18 +143,28 @@ impl Groups {
             Fanout {
                 remaining: copies,
                 ack_id,
+                failed: false,
             },
         );
         true
     }
 
-    /// One copy is stored; returns the send's ack id when it was the last.
-    pub fn copy_done(&mut self, key: &FanoutKey) -> Option<u64> {
+    /// One copy is stored (`stored`) or could not be handed on; returns how the send ended
+    /// when it was the last. A send with a copy failed ends only once every copy is
+    /// accounted for, so a retry (answered "on its way" until then) never counts the first
+    /// attempt's copies.
+    pub fn copy_done(&mut self, key: &FanoutKey, stored: bool) -> Option<FanoutEnd> {
         let f = self.fanouts.get_mut(key)?;
-        f.remaining -= 1;
-        if f.remaining == 0 {
-            return self.fanouts.remove(key).map(|f| f.ack_id);
+        f.remaining = f.remaining.saturating_sub(1);
+        f.failed |= !stored;
+        if f.remaining > 0 {
+            return None;
         }
-        None
+        let f = self.fanouts.remove(key)?;
+        Some(if f.failed {
+            FanoutEnd::Failed
+        } else {
+            FanoutEnd::Stored(f.ack_id)
+        })
     }
 }

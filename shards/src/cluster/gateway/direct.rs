@@ -47,6 +47,7 @@ impl Gw {
                     from: out.env.from,
                     client_msg_id: out.env.client_msg_id,
                     server_msg_id: None,
+                    group_id: out.env.group_id,
                 };
                 answer(&self.link, out.shard.unwrap_or(0), sent);
             }
@@ -102,6 +103,7 @@ impl Gw {
                 from: from.clone(),
                 client_msg_id: out.env.client_msg_id,
                 server_msg_id: Some(stored_id),
+                group_id: out.env.group_id,
             };
             answer(&self.link, shard, sent);
         } else {
@@ -152,7 +154,8 @@ impl Gw {
             .flatten();
         let Some((after_seq, env)) = req
             .and_then(|r| r.env.map(|e| (r.after_seq, e)))
-            .filter(|(_, e)| e.check())
+            // Group messages other than copies travel by stream only (`groups.rs`).
+            .filter(|(_, e)| e.check() && e.group.is_none())
         else {
             ClusterStatus::bump(&status.messages_in_bad);
             return self.direct_answer(reply, 0).await;

@@ -131,6 +131,9 @@ impl Gw {
             let _ = m.ack().await;
             return Ok(());
         };
+        if env.group.is_some() {
+            return self.hand_group(m, env).await; // `groups.rs`
+        }
         let shards = self.link.to_shard.len();
         let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
         if let Some(receipt) = env.receipt {
