@@ -40,8 +40,11 @@ pub const DIRECT_WAIT_MS: u64 = 2_000;
 /// Senders with messages in flight between boxes that this box keeps lines for; past it a
 /// new sender's message is answered `Busy`.
 pub const LINES_MAX: usize = 1 << 16;
-/// Messages one sender may have queued behind its direct message; past it `Busy`.
-pub const LINE_MSGS_MAX: usize = 256;
+/// Messages one sender may have queued behind its direct message; past it `Busy`. As many
+/// as the home box's stream reader takes unacked (`cross::INBOUND_PENDING_MAX`): a burst
+/// larger than a sender's share of a recipient's queue
+/// (`QUEUE_MESSAGES_PER_SENDER_MAX`) still queues, and falls back to the stream whole.
+pub const LINE_MSGS_MAX: usize = super::cross::INBOUND_PENDING_MAX;
 /// Messages all senders together may have queued; past it `Busy`.
 pub const QUEUED_MSGS_MAX: usize = super::GATEWAY_PENDING_MAX;
 
