@@ -3,7 +3,7 @@
 //! settings without starting anything.
 
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,19 +81,42 @@ fn main() {
 /// `switchboard cluster status --cluster nats://H:P[,..]`: the boxes of the cluster and their
 /// load, read from the members bucket (`shards::cluster::status`).
 fn cluster_command(mut args: impl Iterator<Item = String>) -> Result<String, String> {
-    const USAGE: &str = "usage: switchboard cluster status --cluster nats://HOST:PORT[,...]";
-    match (args.next().as_deref(), args.next().as_deref(), args.next()) {
-        (Some("status"), Some("--cluster"), Some(urls)) if args.next().is_none() => {
-            let servers: Vec<String> = urls
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
-            if servers.is_empty() {
-                return Err(USAGE.into());
+    const USAGE: &str = "usage: switchboard cluster status --cluster nats://HOST:PORT[,...]\n   \
+        or: switchboard cluster import --data-dir DIR --cluster nats://HOST:PORT[,...] --box-id ID";
+    let servers = |urls: &str| -> Result<Vec<String>, String> {
+        let list: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if list.is_empty() {
+            return Err(USAGE.into());
+        }
+        Ok(list)
+    };
+    match args.next().as_deref() {
+        Some("status") => match (args.next().as_deref(), args.next(), args.next()) {
+            (Some("--cluster"), Some(urls), None) => {
+                shards::cluster::status::cluster_status(&servers(&urls)?)
             }
-            shards::cluster::status::cluster_status(&servers)
+            _ => Err(USAGE.into()),
+        },
+        Some("import") => {
+            let (mut dir, mut urls, mut id) = (None, None, None);
+            while let Some(flag) = args.next() {
+                let slot = match flag.as_str() {
+                    "--data-dir" => &mut dir,
+                    "--cluster" => &mut urls,
+                    "--box-id" => &mut id,
+                    _ => return Err(USAGE.into()),
+                };
+                *slot = Some(args.next().ok_or(USAGE)?);
+            }
+            let (Some(dir), Some(urls), Some(id)) = (dir, urls, id) else {
+                return Err(USAGE.into());
+            };
+            shards::cluster::import::import(Path::new(&dir), &servers(&urls)?, &id)
         }
         _ => Err(USAGE.into()),
     }

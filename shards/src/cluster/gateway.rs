@@ -210,17 +210,7 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         },
     )
     .await?;
-    let homes = bucket(
-        &js,
-        kv::Config {
-            bucket: HOMES_BUCKET.into(),
-            description: "switchboard: each phone's home box id, written once".into(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let homes = homes_bucket(&js).await?;
     let groups = bucket(
         &js,
         kv::Config {
@@ -247,6 +237,21 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
         first_seq: Some(first_seq),
         direct: Some(direct),
     })
+}
+
+/// The homes bucket (`placement.rs`), as it exists or created.
+pub(crate) async fn homes_bucket(js: &jetstream::Context) -> Result<kv::Store, String> {
+    bucket(
+        js,
+        kv::Config {
+            bucket: HOMES_BUCKET.into(),
+            description: "switchboard: each phone's home box id, written once".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 /// The bucket as it exists, or created ([`BUCKET_REPLICAS`] replicas, else one).

@@ -39,6 +39,7 @@ pub mod cross;
 pub mod direct;
 pub mod gateway;
 pub mod groups;
+pub mod import;
 pub mod in_order;
 pub mod membership;
 pub mod placement;

@@ -99,6 +99,31 @@ pub async fn home(
     }
 }
 
+/// What [`claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// Recorded now: `phone`'s home is the claiming box.
+    Now,
+    /// Its home was the claiming box already.
+    Already,
+    /// Its home is another box (named).
+    Elsewhere(String),
+}
+
+/// Records `box_id` as `phone`'s home unless it has one (KV `create`: never moves a home).
+pub async fn claim(homes: &kv::Store, phone: &str, box_id: &str) -> Result<Claimed, PlaceError> {
+    let key = phone_key(phone);
+    match homes.create(&key, box_id.to_string().into()).await {
+        Ok(_) => Ok(Claimed::Now),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match get(homes, &key).await? {
+            Some(home) if home == box_id => Ok(Claimed::Already),
+            Some(home) => Ok(Claimed::Elsewhere(home)),
+            None => Err(PlaceError::Kv(format!("{key}: exists but reads as absent"))),
+        },
+        Err(e) => Err(PlaceError::Kv(e.to_string())),
+    }
+}
+
 async fn get(homes: &kv::Store, key: &str) -> Result<Option<String>, PlaceError> {
     match homes.get(key).await {
         Ok(Some(v)) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),

@@ -128,7 +128,9 @@ fn servers(urls: &str) -> Result<Vec<String>, ConfigError> {
     Ok(list)
 }
 
-fn check_box_id(id: &str) -> Result<(), ConfigError> {
+/// A box id names the box in NATS subjects and KV keys: ASCII letters, digits, `-`, `_`, at
+/// most [`BOX_ID_BYTES_MAX`] bytes.
+pub fn check_box_id(id: &str) -> Result<(), ConfigError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if id.is_empty() || id.len() > BOX_ID_BYTES_MAX || !id.chars().all(ok_char) {
         return Err(ConfigError::Invalid(format!(

@@ -131,6 +131,15 @@ fn layout_path(data_dir: &Path) -> PathBuf {
     data_dir.join(LAYOUT_FILE)
 }
 
+/// The shard count a data directory was written with (its layout file, else its shard
+/// logs); `None` for a directory no server has used.
+pub fn recorded_shard_count(data_dir: &Path) -> Result<Option<usize>, LayoutError> {
+    match read_layout(data_dir)? {
+        Some(n) => Ok(Some(n)),
+        None => shards_from_logs(data_dir),
+    }
+}
+
 fn read_layout(data_dir: &Path) -> Result<Option<usize>, LayoutError> {
     let path = layout_path(data_dir);
     let text = match std::fs::read_to_string(&path) {

@@ -199,3 +199,79 @@ fn each_box_announces_its_address_and_load_in_the_members_bucket() {
     assert_eq!(member.advertise, ADV_A);
     assert!(member.load >= 1, "{member:?}");
 }
+
+/// A box that served alone before it joined a cluster: its users have no home anywhere, and
+/// hashing would give bob box a (a login at b redirected away from his account and queue).
+/// `switchboard cluster import` (refused while the box runs) records b as home of every
+/// account in b's data; then bob logs in at b and finds his queue, and alice of box a
+/// reaches him. Run again, it changes nothing.
+#[test]
+fn cluster_import_homes_the_accounts_of_a_box_that_ran_alone() {
+    let data = testkit::temp_dir("box-b-alone");
+    let [bob, carol] = [4_900_000, 4_950_000].map(|from| phones_homed_on("a", 1, from).remove(0));
+    let alice = &phones_homed_on("a", 1, 4_990_000)[0];
+    let nats = Nats::start();
+    let import = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["cluster", "import", "--data-dir"])
+            .arg(&data)
+            .args(["--cluster", &nats.url, "--box-id", "b"])
+            .output()
+            .expect("run switchboard cluster import");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    {
+        let mut cmd = crate::support::switchboard_command(&["--shards", "2", "--no-tls"]);
+        cmd.env(shards::config::LOAD_TEST_SECRET_ENV, "farm-secret")
+            .arg("--data-dir")
+            .arg(&data);
+        let (mut alone, line) = crate::support::listening(cmd);
+        let addr = shards::server::listening_addr(&line).expect("addr=");
+        crate::support::Client::plain(addr).load_test_login(&bob);
+        let mut at = crate::support::Client::plain(addr);
+        at.load_test_login(&carol);
+        at.send_text(&bob, 1, "before the cluster");
+        match at.recv() {
+            server_frame::Kind::ServerAck(a) => assert_eq!(a.client_msg_id, 1),
+            other => panic!("expected the ack, got {other:?}"),
+        }
+        let (ok, _, err) = import();
+        assert!(!ok, "refused while the box runs");
+        assert!(err.contains("stop the box"), "{err}");
+        alone.kill().unwrap();
+        alone.wait().unwrap();
+    }
+    let (ok, out, err) = import();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2 accounts in b's data: 2 now homed on b"),
+        "{out}"
+    );
+
+    let a = Box::start(&nats.url, "a", ADV_A, &[]);
+    let b = Box::start_in(data.clone(), &nats.url, "b", ADV_B, &[]);
+    a.wait_stat("cluster_members", 2);
+    b.wait_stat("cluster_members", 2);
+    let mut at_b = b.client();
+    assert_eq!(at_b.load_test_login(&bob), 1, "his queue is where it was");
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    at_a.send_text(&bob, 7, "welcome to the cluster");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let server_frame::Kind::Message(m) = at_b.recv() {
+            got.push(m.client_msg_id);
+            at_b.ack(vec![m.server_msg_id]);
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 7]);
+    drop(b);
+    let (ok, out, err) = import();
+    assert!(ok, "{err}");
+    assert!(out.contains("0 now homed on b, 2 were already"), "{out}");
+}
