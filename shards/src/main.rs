@@ -164,8 +164,16 @@ fn check_config(cli: Cli) -> anyhow::Result<String> {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // async-nats' connector logs each failed connection attempt as an error of its own; the
+    // gateway says what failed, once (and counts lease failures while it runs). Shown only
+    // when RUST_LOG names async_nats.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("async_nats")) {
+        if let Ok(quiet) = "async_nats::connector=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

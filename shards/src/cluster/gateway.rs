@@ -192,8 +192,8 @@ async fn retry_connect(cfg: &ClusterConfig, link: &Arc<ClusterLink>) -> Option<N
 }
 
 async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("switchboard {}", cfg.box_id))
+    let client = super::nats_auth::options(format!("switchboard {}", cfg.box_id))
+        .await?
         .connection_timeout(Duration::from_millis(CONNECT_WAIT_MS))
         .connect(cfg.servers.as_slice())
         .await

@@ -82,8 +82,8 @@ async fn claim_all(
     phones: Vec<String>,
 ) -> Result<String, String> {
     let wait = Duration::from_millis(IMPORT_CONNECT_MS);
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("switchboard cluster import {box_id}"))
+    let client = super::nats_auth::options(format!("switchboard cluster import {box_id}"))
+        .await?
         .connection_timeout(wait)
         .connect(servers)
         .await

@@ -42,6 +42,7 @@ pub mod groups;
 pub mod import;
 pub mod in_order;
 pub mod membership;
+pub mod nats_auth;
 pub mod placement;
 pub mod port;
 mod routes;

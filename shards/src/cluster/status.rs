@@ -39,8 +39,8 @@ pub fn cluster_status(servers: &[String]) -> Result<String, String> {
 }
 
 async fn read_members(servers: &[String], wait: Duration) -> Result<String, String> {
-    let client = async_nats::ConnectOptions::new()
-        .name("switchboard cluster status")
+    let client = super::nats_auth::options("switchboard cluster status".into())
+        .await?
         .connection_timeout(wait)
         .connect(servers)
         .await

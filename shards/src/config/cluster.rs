@@ -103,7 +103,7 @@ fn invalid(s: &str) -> ConfigError {
     ConfigError::Invalid(s.to_string())
 }
 
-/// `nats://H:P[,nats://H:P...]` → the URLs, each checked.
+/// `nats://H:P[,tls://H:P...]` → the URLs, each checked.
 fn servers(urls: &str) -> Result<Vec<String>, ConfigError> {
     let list: Vec<String> = urls
         .split(',')
@@ -113,14 +113,17 @@ fn servers(urls: &str) -> Result<Vec<String>, ConfigError> {
         .collect();
     if list.is_empty() || list.len() > CLUSTER_SERVERS_MAX {
         return Err(ConfigError::Invalid(format!(
-            "--cluster takes 1..={CLUSTER_SERVERS_MAX} nats:// URLs, got {}",
+            "--cluster takes 1..={CLUSTER_SERVERS_MAX} nats:// or tls:// URLs, got {}",
             list.len()
         )));
     }
     for url in &list {
-        let Some(rest) = url.strip_prefix("nats://") else {
+        let Some(rest) = url
+            .strip_prefix("nats://")
+            .or_else(|| url.strip_prefix("tls://"))
+        else {
             return Err(ConfigError::Invalid(format!(
-                "cluster server {url:?} is not nats://HOST:PORT"
+                "cluster server {url:?} is not nats://HOST:PORT or tls://HOST:PORT"
             )));
         };
         check_host_port(rest)?;

@@ -118,3 +118,61 @@ fn cluster_status_lists_the_boxes_and_their_load() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("cannot reach NATS"), "{err}");
 }
+
+/// NATS servers that require a login: a box without credentials says so in one line and
+/// exits 1; with `SWITCHBOARD_NATS_USER` / `SWITCHBOARD_NATS_PASSWORD` in its environment
+/// (never on its command line) it joins, and `switchboard cluster status` with the same
+/// environment lists it.
+#[test]
+fn a_box_logs_in_to_nats_with_credentials_from_its_environment() {
+    use shards::cluster::nats_auth::{PASSWORD_ENV, USER_ENV};
+    const PASSWORD: &str = "s3cret-for-boxes";
+    let nats = testkit::nats::NatsCluster::start_with_user("auth", 1, "boxes", PASSWORD);
+    let url = nats.url();
+    let args = |id: &'static str| {
+        vec![
+            "--shards",
+            "1",
+            "--no-tls",
+            "--no-admin",
+            "--cluster",
+            &url,
+            "--box-id",
+            id,
+            "--advertise",
+            "a.test:5222",
+        ]
+    };
+    let data = testkit::temp_dir("box-noauth");
+    let mut cmd = support::switchboard_command(&args("a"));
+    cmd.arg("--data-dir").arg(&data);
+    let mut child = cmd.spawn().unwrap();
+    let (status, stderr) =
+        testkit::exit_and_stderr(&mut child, Duration::from_secs(30), "a box without a login");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].to_lowercase().contains("authorization"),
+        "{stderr}"
+    );
+
+    let b = {
+        let mut cmd = support::switchboard_command(&args("b"));
+        cmd.env(USER_ENV, "boxes")
+            .env(PASSWORD_ENV, PASSWORD)
+            .arg("--data-dir")
+            .arg(testkit::temp_dir("box-auth"));
+        support::listening(cmd).0
+    };
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["cluster", "status", "--cluster", &url])
+        .env(USER_ENV, "boxes")
+        .env(PASSWORD_ENV, PASSWORD)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}");
+    assert!(out.contains("b "), "{out}");
+    drop(b);
+}

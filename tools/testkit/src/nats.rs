@@ -62,6 +62,16 @@ impl NatsCluster {
     /// Starts `nodes` JetStream nodes (one: a lone server; more: one NATS cluster) and waits
     /// until every one is healthy.
     pub fn start(tag: &str, nodes: usize) -> NatsCluster {
+        Self::start_with(tag, nodes, None)
+    }
+
+    /// [`NatsCluster::start`] with clients required to log in as `user` with `password`
+    /// (the servers' `authorization` block).
+    pub fn start_with_user(tag: &str, nodes: usize, user: &str, password: &str) -> NatsCluster {
+        Self::start_with(tag, nodes, Some((user, password)))
+    }
+
+    fn start_with(tag: &str, nodes: usize, user: Option<(&str, &str)>) -> NatsCluster {
         assert!(nodes >= 1, "a NATS cluster has at least one node");
         let program = nats_server_program()
             .expect("nats-server not found (Debian package nats-server; .ci/run installs it)");
@@ -106,6 +116,11 @@ impl NatsCluster {
                     routes.join(", ")
                 ));
             }
+            if let Some((u, p)) = user {
+                conf.push_str(&format!(
+                    "authorization {{\n  user: \"{u}\"\n  password: \"{p}\"\n}}\n"
+                ));
+            }
             let conf_path = store.join("nats.conf");
             std::fs::write(&conf_path, conf).expect("write the node's config");
             cluster.nodes.push(Node {
@@ -126,7 +141,7 @@ impl NatsCluster {
         // is known everywhere.
         let deadline = Instant::now() + Duration::from_millis(NATS_READY_MS);
         for n in &cluster.nodes {
-            while !jetstream_answers(n.client_port) {
+            while !jetstream_answers_as(n.client_port, user) {
                 assert!(
                     Instant::now() < deadline,
                     "JetStream on {} not answering within {NATS_READY_MS} ms",
@@ -242,14 +257,22 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 /// Whether the node at `url_port` answers a JetStream request (`$JS.API.INFO`, over the
 /// plain NATS text protocol) within 5 s: it does only once JetStream works there.
 pub fn jetstream_answers(url_port: u16) -> bool {
+    jetstream_answers_as(url_port, None)
+}
+
+/// [`jetstream_answers`], logged in as `user` (name, password) where the servers ask.
+fn jetstream_answers_as(url_port: u16, user: Option<(&str, &str)>) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", url_port)) else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(
-        b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.t 1\r\nPUB $JS.API.INFO _INBOX.t 0\r\n\r\n",
-    )
-    .unwrap();
+    let login = user.map_or(String::new(), |(u, p)| {
+        format!(",\"user\":\"{u}\",\"pass\":\"{p}\"")
+    });
+    let hello = format!(
+        "CONNECT {{\"verbose\":false{login}}}\r\nSUB _INBOX.t 1\r\nPUB $JS.API.INFO _INBOX.t 0\r\n\r\n"
+    );
+    s.write_all(hello.as_bytes()).unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(5);
