@@ -6,27 +6,8 @@ use crate::nats::{Box, Nats};
 
 /// Every `switchboard_cluster_*` name in the dashboard's queries.
 fn dashboard_cluster_metrics() -> std::collections::BTreeSet<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../ops/grafana/switchboard.json"
-    );
-    let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap())
-        .expect("the dashboard is JSON");
-    let mut names = std::collections::BTreeSet::new();
-    for p in d["panels"].as_array().expect("panels") {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            let mut rest = t["expr"].as_str().expect("a target has an expr");
-            while let Some(i) = rest.find("switchboard_cluster_") {
-                let tail = &rest[i..];
-                let end = tail
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(tail.len());
-                names.insert(tail[..end].to_string());
-                rest = &tail[end..];
-            }
-        }
-    }
-    names
+    let exprs = crate::support::admin::dashboard_exprs();
+    crate::support::admin::metric_names(&exprs, "switchboard_cluster_")
 }
 
 #[test]

@@ -40,21 +40,48 @@ fn messages(c: &mut Client, n: usize) -> Vec<u64> {
     ids
 }
 
+/// Boxes a and b on one NATS, alice of a and bob of b logged in, and alice's first message to
+/// bob delivered (it finds bob's home in the homes bucket, through the stream; the rest know
+/// it).
+struct Pair {
+    _nats: Nats,
+    a: crate::nats::Box,
+    b: crate::nats::Box,
+    bob: String,
+    at_a: Client,
+    at_b: Client,
+}
+
+impl Pair {
+    fn start(phones_from: u64) -> Pair {
+        let nats = Nats::start();
+        let (a, b) = two_boxes(&nats);
+        let alice = phones_homed_on("a", 1, phones_from).remove(0);
+        let bob = phones_homed_on("b", 1, phones_from).remove(0);
+        let mut at_b = b.client();
+        at_b.load_test_login(&bob);
+        let mut at_a = a.client();
+        at_a.load_test_login(&alice);
+        at_a.send_text(&bob, 1, "m1");
+        acks(&mut at_a, 1..=1);
+        assert_eq!(messages(&mut at_b, 1), vec![1]);
+        Pair {
+            _nats: nats,
+            a,
+            b,
+            bob,
+            at_a,
+            at_b,
+        }
+    }
+}
+
 #[test]
 fn messages_to_a_live_box_go_straight_to_it() {
     const N: u64 = 40;
-    let nats = Nats::start();
-    let (a, b) = two_boxes(&nats);
-    let alice = &phones_homed_on("a", 1, 4_600_000)[0];
-    let bob = &phones_homed_on("b", 1, 4_600_000)[0];
-    let mut at_b = b.client();
-    at_b.load_test_login(bob);
-    let mut at_a = a.client();
-    at_a.load_test_login(alice);
-    // The first finds bob's home in the homes bucket (through the stream); the rest know it.
-    at_a.send_text(bob, 1, "m1");
-    acks(&mut at_a, 1..=1);
-    assert_eq!(messages(&mut at_b, 1), vec![1]);
+    let t = Pair::start(4_600_000);
+    let (a, b, bob, mut at_a, mut at_b) = (t.a, t.b, t.bob, t.at_a, t.at_b);
+    let bob = &bob;
     for id in 2..=N {
         at_a.send_text(bob, id, &format!("m{id}"));
     }
@@ -76,17 +103,9 @@ fn messages_to_a_live_box_go_straight_to_it() {
 fn a_box_that_does_not_answer_gets_its_messages_through_its_stream_in_order() {
     const FIRST: u64 = 20;
     const N: u64 = 40;
-    let nats = Nats::start();
-    let (a, b) = two_boxes(&nats);
-    let alice = &phones_homed_on("a", 1, 4_700_000)[0];
-    let bob = &phones_homed_on("b", 1, 4_700_000)[0];
-    let mut at_b = b.client();
-    at_b.load_test_login(bob);
-    let mut at_a = a.client();
-    at_a.load_test_login(alice);
-    at_a.send_text(bob, 1, "m1");
-    acks(&mut at_a, 1..=1);
-    assert_eq!(messages(&mut at_b, 1), vec![1]);
+    let t = Pair::start(4_700_000);
+    let (a, b, bob, mut at_a, mut at_b) = (t.a, t.b, t.bob, t.at_a, t.at_b);
+    let bob = &bob;
 
     b.pause();
     for id in 2..=FIRST {

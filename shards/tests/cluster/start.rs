@@ -33,16 +33,22 @@ fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
         "a.test:5222",
     ]);
     cmd.arg("--data-dir").arg(&data);
+    let error = exits_1_saying_one_error(cmd, "a box without NATS");
+    assert!(
+        error.contains("cannot reach NATS") && error.contains(&url),
+        "{error}"
+    );
+}
+
+/// Runs `cmd` (a box that must not start): it exits 1, and exactly one line of its stderr
+/// is an error; returns that line.
+fn exits_1_saying_one_error(mut cmd: std::process::Command, what: &str) -> String {
     let mut child = cmd.spawn().unwrap();
-    let (status, stderr) =
-        testkit::exit_and_stderr(&mut child, Duration::from_secs(30), "a box without NATS");
+    let (status, stderr) = testkit::exit_and_stderr(&mut child, Duration::from_secs(30), what);
     assert_eq!(status.code(), Some(1), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains("cannot reach NATS") && errors[0].contains(&url),
-        "{stderr}"
-    );
+    errors[0].to_string()
 }
 
 #[test]
@@ -146,16 +152,8 @@ fn a_box_logs_in_to_nats_with_credentials_from_its_environment() {
     let data = testkit::temp_dir("box-noauth");
     let mut cmd = support::switchboard_command(&args("a"));
     cmd.arg("--data-dir").arg(&data);
-    let mut child = cmd.spawn().unwrap();
-    let (status, stderr) =
-        testkit::exit_and_stderr(&mut child, Duration::from_secs(30), "a box without a login");
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].to_lowercase().contains("authorization"),
-        "{stderr}"
-    );
+    let error = exits_1_saying_one_error(cmd, "a box without a login");
+    assert!(error.to_lowercase().contains("authorization"), "{error}");
 
     let b = {
         let mut cmd = support::switchboard_command(&args("b"));

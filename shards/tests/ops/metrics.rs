@@ -138,30 +138,15 @@ fn promtool_is_not_a_rubber_stamp() {
 
 /// The PromQL of every panel target in the dashboard.
 fn dashboard_exprs() -> Vec<String> {
-    let mut exprs = Vec::new();
-    for p in dashboard()["panels"].as_array().expect("panels") {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            let e = t["expr"].as_str().expect("a target has an expr");
-            exprs.push(e.to_string());
-        }
-    }
+    let exprs = support::admin::dashboard_exprs();
     assert!(exprs.len() >= 20, "a dashboard worth the name: {exprs:?}");
     exprs
-}
-
-fn dashboard() -> serde_json::Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../ops/grafana/switchboard.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).expect("the dashboard is JSON")
 }
 
 /// Every `switchboard_*` name in the dashboard's queries and variables.
 fn dashboard_metrics() -> BTreeSet<String> {
     let mut exprs = dashboard_exprs();
-    for v in dashboard()["templating"]["list"]
+    for v in support::admin::dashboard()["templating"]["list"]
         .as_array()
         .expect("variables")
     {
@@ -169,24 +154,7 @@ fn dashboard_metrics() -> BTreeSet<String> {
             exprs.push(q.to_string());
         }
     }
-    switchboard_names(&exprs)
-}
-
-/// Every `switchboard_*` name in `texts`.
-fn switchboard_names(texts: &[String]) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for e in texts {
-        let mut rest = e.as_str();
-        while let Some(i) = rest.find("switchboard_") {
-            let tail = &rest[i..];
-            let end = tail
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len());
-            names.insert(tail[..end].to_string());
-            rest = &tail[end..];
-        }
-    }
-    names
+    support::admin::metric_names(&exprs, "switchboard_")
 }
 
 #[test]
@@ -206,7 +174,8 @@ fn every_metric_the_dashboard_and_alerts_query_is_served() {
     ] {
         assert!(queried.contains(wanted), "the dashboard shows {wanted}");
     }
-    let alerts = switchboard_names(&[std::fs::read_to_string(ALERTS).unwrap()]);
+    let alerts =
+        support::admin::metric_names(&[std::fs::read_to_string(ALERTS).unwrap()], "switchboard_");
     assert!(alerts.len() >= 6, "{alerts:?}");
     let (_server, admin) = server_after_traffic();
     let text = get(admin, "/metrics").1;

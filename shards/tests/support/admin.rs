@@ -1,7 +1,7 @@
 //! Talking to a test server's admin endpoint: a blocking HTTP GET, `/stats` as JSON, a
 //! strict little Prometheus text parser, and waiting for the shards' next publication.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -177,4 +177,43 @@ pub fn metric_sum(samples: &[Sample], name: &str) -> f64 {
         .filter(|s| s.name == name && s.labels.len() == 1)
         .map(|s| s.value)
         .sum()
+}
+
+/// The Grafana dashboard (ops/grafana/switchboard.json).
+pub fn dashboard() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../ops/grafana/switchboard.json"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every panel query (`expr`) of the dashboard.
+pub fn dashboard_exprs() -> Vec<String> {
+    let mut exprs = Vec::new();
+    for p in dashboard()["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().expect("a target has an expr");
+            exprs.push(e.to_string());
+        }
+    }
+    exprs
+}
+
+/// Every metric name starting with `prefix` (`switchboard_`, ...) in `texts`.
+pub fn metric_names(texts: &[String], prefix: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for e in texts {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find(prefix) {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    names
 }

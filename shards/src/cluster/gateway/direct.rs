@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::super::direct::{self, DirectReply, DirectRequest, Route};
 use super::super::{cross, ClusterStatus, Down};
+use super::inbound::Handed;
 use super::{answer, Finished, Gw, Outgoing};
 use crate::cluster::membership::Members;
 use crate::config::cluster::ClusterConfig;
@@ -165,34 +166,17 @@ impl Gw {
             ClusterStatus::bump(&status.direct_behind);
             return self.direct_answer(reply, 0).await;
         }
-        let shards = self.link.to_shard.len();
-        let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
-        if let Some(receipt) = env.receipt {
-            let down = Down::Receipt {
-                sender: env.to,
-                receipt,
-            };
-            let taken = self.link.to_shard[shard].push(down).is_ok();
-            if taken {
-                self.link.wake(shard);
-                ClusterStatus::bump(&status.receipts_in);
+        let room = self.in_shards.len() + self.direct_in_shards.len();
+        if env.receipt.is_none() && room >= cross::INBOUND_PENDING_MAX {
+            return self.direct_answer(reply, 0).await;
+        }
+        match self.push_envelope(env) {
+            Handed::Full => self.direct_answer(reply, 0).await,
+            Handed::Receipt => self.direct_answer(reply, 1).await,
+            Handed::Message(token) => {
+                self.direct_in_shards.insert(token, reply);
             }
-            return self.direct_answer(reply, u64::from(taken)).await;
         }
-        if self.in_shards.len() + self.direct_in_shards.len() >= cross::INBOUND_PENDING_MAX {
-            return self.direct_answer(reply, 0).await;
-        }
-        let token = self.next_token;
-        let delivery = Box::new(env.into_delivery());
-        if self.link.to_shard[shard]
-            .push(Down::Deliver { token, delivery })
-            .is_err()
-        {
-            return self.direct_answer(reply, 0).await;
-        }
-        self.next_token += 1;
-        self.link.wake(shard);
-        self.direct_in_shards.insert(token, reply);
     }
 
     /// Step 2: a shard's `Done` for a direct message, if `token` is one: the answer.

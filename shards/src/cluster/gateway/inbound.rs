@@ -26,6 +26,16 @@ use super::super::in_order::Received;
 use super::super::{cross, ClusterStatus, Down};
 use super::{routes, Gw, BUCKET_REPLICAS};
 
+/// What [`Gw::push_envelope`] did.
+pub(super) enum Handed {
+    /// A receipt, pushed.
+    Receipt,
+    /// A message, pushed under this token.
+    Message(u64),
+    /// The shard's queue is full: nothing pushed.
+    Full,
+}
+
 /// An inbound message in a shard, until its `Done`.
 pub(super) struct InShard {
     /// The newest delivery of it (acks go through it).
@@ -134,34 +144,46 @@ impl Gw {
         if env.group.is_some() {
             return self.hand_group(m, env).await; // `groups.rs`
         }
+        match self.push_envelope(env) {
+            Handed::Full => Err(m),
+            Handed::Receipt => {
+                let _ = m.ack().await;
+                Ok(())
+            }
+            Handed::Message(token) => {
+                self.in_shards.insert(token, InShard { m, seq });
+                self.token_of_seq.insert(seq, token);
+                Ok(())
+            }
+        }
+    }
+
+    /// Pushes a checked message or receipt envelope from another box to its recipient's
+    /// shard (a message under a new token, answered by `Up::Done`) and wakes it; nothing
+    /// when that shard's queue is full. Shared by the stream and the direct path.
+    pub(super) fn push_envelope(&mut self, env: cross::Envelope) -> Handed {
         let shards = self.link.to_shard.len();
         let shard = messaging::state::home::home_of_phone(&env.to, shards).0;
-        if let Some(receipt) = env.receipt {
-            let down = Down::Receipt {
-                sender: env.to,
-                receipt,
-            };
-            if self.link.to_shard[shard].push(down).is_err() {
-                return Err(m);
+        let (down, handed) = match env.receipt {
+            Some(receipt) => {
+                let sender = env.to;
+                (Down::Receipt { sender, receipt }, Handed::Receipt)
             }
-            self.link.wake(shard);
-            ClusterStatus::bump(&status.receipts_in);
-            let _ = m.ack().await;
-            return Ok(());
+            None => {
+                let token = self.next_token;
+                let delivery = Box::new(env.into_delivery());
+                (Down::Deliver { token, delivery }, Handed::Message(token))
+            }
+        };
+        if self.link.to_shard[shard].push(down).is_err() {
+            return Handed::Full;
         }
-        let token = self.next_token;
-        let delivery = Box::new(env.into_delivery());
-        if self.link.to_shard[shard]
-            .push(Down::Deliver { token, delivery })
-            .is_err()
-        {
-            return Err(m);
-        }
-        self.next_token += 1;
         self.link.wake(shard);
-        self.in_shards.insert(token, InShard { m, seq });
-        self.token_of_seq.insert(seq, token);
-        Ok(())
+        match handed {
+            Handed::Receipt => ClusterStatus::bump(&self.link.status.receipts_in),
+            _ => self.next_token += 1,
+        }
+        handed
     }
 
     /// Step 3: a message delivered again that was handed over before.
