@@ -230,7 +230,7 @@ impl Switchboard {
                 }
                 return;
             }
-            other => match self.forward_group(io, other) {
+            other => match self.forward_to_box(io, other) {
                 Some(msg) => msg,
                 None => return, // to another box (`cluster_groups.rs`)
             },

@@ -1,6 +1,7 @@
-//! Groups across boxes (issue 24): a group lives on its creator's box (where its id was
-//! issued); members homed on other boxes reach it, and it reaches them, through the boxes'
-//! streams (`cross.rs`), as the mesh messages a single box passes between its shards.
+//! Mesh messages between boxes (issue 24): groups and presence. A group lives on its
+//! creator's box (where its id was issued); members homed on other boxes reach it, and it
+//! reaches them, through the boxes' streams (`cross.rs`), as the mesh messages a single box
+//! passes between its shards. Presence rides the same envelopes (step 6).
 //!
 //! ## Steps
 //! 1. Where a group lives: the `switchboard_groups` KV bucket maps a group id to its box.
@@ -33,6 +34,14 @@
 //! 5. Nobody to go to (no such group anywhere; a number with no home): a send or operation
 //!    is answered `UNKNOWN_GROUP`, an ask refused as a single box refuses a number nobody
 //!    has; a stream that does not take it: the requester hears `Busy`.
+//! 6. Presence: a `PresenceSub` for a contact with no account here goes to the contact's
+//!    home box ([`KIND_PRESENCE_SUB`]), and a presence update or answer for a subscriber
+//!    with no account here to the subscriber's ([`KIND_TO_USER`] with a `Presence` frame
+//!    about a valid phone). Both are the mesh messages of one box, so the consent rules
+//!    (`messaging::tables::presence`) run unchanged at the contact's home, where its
+//!    following list and privacy setting live. A contact nobody has gets the hidden
+//!    answer a single box gives. Presence is best-effort as on one box (in memory; an
+//!    update NATS did not take is lost; subscriptions lapse at the contact's home).
 //!
 //! This module owns the wire form of those messages and the groups bucket; it must not
 //! touch a shard's state.
@@ -59,8 +68,11 @@ pub const KIND_OP: u32 = 2;
 pub const KIND_ASK: u32 = 3;
 /// A member's home box answers an ask, to the group's box.
 pub const KIND_ANSWER: u32 = 4;
-/// A group frame for a user homed at the receiving box.
+/// A group frame or a presence update for a user homed at the receiving box.
 pub const KIND_TO_USER: u32 = 5;
+/// `who` subscribes to the presence of `to` (homed at the receiving box): a mesh
+/// `PresenceSub` (step 6).
+pub const KIND_PRESENCE_SUB: u32 = 6;
 
 const OP_ADD: u32 = 1;
 const OP_REMOVE: u32 = 2;
@@ -96,6 +108,15 @@ pub struct GroupPart {
     pub nonce: String,
 }
 
+/// Whether `frame` is one a box may hand a user of another box: a group frame or a
+/// presence update (step 6) about a valid phone.
+pub fn may_cross(frame: &server_frame::Kind) -> bool {
+    match frame {
+        server_frame::Kind::Presence(p) => proto::validate::is_e164(&p.phone),
+        other => is_group_frame(other),
+    }
+}
+
 /// Whether `frame` is one a group's box may hand a user of another box.
 pub fn is_group_frame(frame: &server_frame::Kind) -> bool {
     use server_frame::Kind as K;
@@ -121,7 +142,7 @@ impl GroupPart {
     /// Where its envelope goes.
     pub fn address<'a>(&self, env: &'a Envelope) -> Address<'a> {
         match self.kind {
-            KIND_ASK | KIND_TO_USER => Address::Phone(&env.to),
+            KIND_ASK | KIND_TO_USER | KIND_PRESENCE_SUB => Address::Phone(&env.to),
             _ => Address::Group(self.group_id),
         }
     }
@@ -139,7 +160,8 @@ impl GroupPart {
         use proto::validate::is_e164;
         let members_ok =
             self.members.len() <= GROUP_MEMBERS_MAX && self.members.iter().all(|m| is_e164(m));
-        let base = members_ok && (self.kind == KIND_TO_USER || self.group_id != 0);
+        let no_group = matches!(self.kind, KIND_TO_USER | KIND_PRESENCE_SUB);
+        let base = members_ok && (no_group || self.group_id != 0);
         base && match self.kind {
             KIND_SEND => {
                 is_e164(&env.from)
@@ -150,6 +172,7 @@ impl GroupPart {
             KIND_ASK => is_e164(&self.who) && is_e164(&env.to) && !self.members.is_empty(),
             KIND_ANSWER => is_e164(&self.who) && self.answered as usize <= GROUP_MEMBERS_MAX,
             KIND_TO_USER => is_e164(&env.to) && frame_of(&self.frame).is_some(),
+            KIND_PRESENCE_SUB => is_e164(&self.who) && is_e164(&env.to),
             _ => false,
         }
     }
@@ -158,7 +181,7 @@ impl GroupPart {
 fn frame_of(bytes: &[u8]) -> Option<server_frame::Kind> {
     use prost::Message as _;
     let f = ServerFrame::decode(bytes).ok()?.kind?;
-    is_group_frame(&f).then_some(f)
+    may_cross(&f).then_some(f)
 }
 
 fn part(kind: u32, group_id: u64) -> GroupPart {
@@ -232,7 +255,18 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
                 ..Default::default()
             }
         }
-        ShardMsg::ToUser { user, frame } if is_group_frame(&frame) => {
+        ShardMsg::PresenceSub {
+            contact,
+            subscriber,
+        } => Envelope {
+            to: contact,
+            group: Some(GroupPart {
+                who: subscriber,
+                ..part(KIND_PRESENCE_SUB, 0)
+            }),
+            ..Default::default()
+        },
+        ShardMsg::ToUser { user, frame } if may_cross(&frame) => {
             let f = ServerFrame { kind: Some(frame) };
             let g = GroupPart {
                 frame: f.encode_to_vec(),
@@ -301,6 +335,10 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
             user: env.to.clone(),
             frame: frame_of(&g.frame)?,
         },
+        KIND_PRESENCE_SUB => ShardMsg::PresenceSub {
+            contact: env.to.clone(),
+            subscriber: g.who,
+        },
         _ => return None,
     };
     Some(msg)
@@ -321,6 +359,7 @@ pub fn home_shard(msg: &ShardMsg, shards: usize) -> Option<usize> {
         ShardMsg::GroupAddAnswer { group_id, .. } => group(*group_id),
         ShardMsg::GroupAddAsk { members, .. } => Some(home_of_phone(members.first()?, shards).0),
         ShardMsg::ToUser { user, .. } => Some(home_of_phone(user, shards).0),
+        ShardMsg::PresenceSub { contact, .. } => Some(home_of_phone(contact, shards).0),
         _ => None,
     }
 }
@@ -363,6 +402,17 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
                 answered: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
             };
             vec![to_user(g.who, frame), answer]
+        }
+        // A number nobody has: the hidden answer a single box gives for it (step 6). A
+        // presence update NATS did not take is lost, as a full mesh loses one.
+        KIND_PRESENCE_SUB if nowhere => {
+            let frame = server_frame::Kind::Presence(proto::v1::Presence {
+                phone: env.to,
+                online: false,
+                last_seen_ms: 0,
+                hidden: true,
+            });
+            vec![to_user(g.who, frame)]
         }
         _ => Vec::new(),
     }
@@ -451,6 +501,53 @@ mod tests {
     }
 
     #[test]
+    fn presence_crosses_as_it_left_and_a_bad_one_is_refused() {
+        let sub = ShardMsg::PresenceSub {
+            contact: B.into(),
+            subscriber: A.into(),
+        };
+        let env = envelope(sub).unwrap();
+        assert_eq!(env.group.as_ref().unwrap().address(&env), Address::Phone(B));
+        assert!(
+            matches!(crosses(ShardMsg::PresenceSub { contact: B.into(), subscriber: A.into() }),
+            ShardMsg::PresenceSub { contact, subscriber } if contact == B && subscriber == A)
+        );
+        let seen = server_frame::Kind::Presence(proto::v1::Presence {
+            phone: B.into(),
+            online: true,
+            last_seen_ms: 0,
+            hidden: false,
+        });
+        let update = ShardMsg::ToUser {
+            user: A.into(),
+            frame: seen,
+        };
+        assert!(matches!(crosses(update),
+            ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }
+                if user == A && p.phone == B && p.online));
+        let mut bad = env.clone();
+        bad.group.as_mut().unwrap().who = "nobody".into();
+        assert!(!bad.check(), "a subscriber that is no phone");
+        let mut bad = env;
+        bad.to = "nobody".into();
+        assert!(!bad.check(), "a contact that is no phone");
+        // A number nobody has: the hidden answer, to the subscriber.
+        let nowhere = envelope(ShardMsg::PresenceSub {
+            contact: B.into(),
+            subscriber: A.into(),
+        })
+        .unwrap();
+        let answers = undelivered(nowhere.clone(), true);
+        assert!(matches!(&answers[..],
+            [ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }]
+                if user == A && p.phone == B && p.hidden && !p.online && p.last_seen_ms == 0));
+        assert!(
+            undelivered(nowhere, false).is_empty(),
+            "lost, as on a full mesh"
+        );
+    }
+
+    #[test]
     fn a_peers_bad_group_envelope_is_refused() {
         let mut too_many = envelope(ShardMsg::GroupAddAsk {
             group_id: 7,
@@ -464,7 +561,7 @@ mod tests {
         let mut bad_phone = too_many.clone();
         bad_phone.group.as_mut().unwrap().members = vec!["nobody".into()];
         assert!(!bad_phone.check());
-        // Only group frames reach a user from another box.
+        // Only group frames and presence about a valid phone reach a user from another box.
         let login = ServerFrame {
             kind: Some(server_frame::Kind::Presence(Default::default())),
         };
