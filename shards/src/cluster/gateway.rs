@@ -44,6 +44,7 @@ use crate::config::cluster::ClusterConfig;
 mod direct;
 mod groups;
 mod inbound;
+mod presence;
 mod receipts;
 
 pub use receipts::{RECEIPTS_AGAIN_MAX, RECEIPT_RETRY_MS};
@@ -374,9 +375,13 @@ struct Gw {
 /// Step 2 and 3.
 async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     let first_seq = nats.first_seq;
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let me = Member {
         advertise: cfg.advertise.clone(),
         load: 0,
+        started_ms,
     };
     let mut members = Members::default();
     members.put(&cfg.box_id, me.clone(), Instant::now());
@@ -440,7 +445,9 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
             }
             Ev::Beat => gw.renew().await,
             Ev::Entry(entry) => {
-                gw.members.apply(&entry, Instant::now());
+                if gw.members.apply(&entry, Instant::now()) && entry.key != gw.cfg.box_id {
+                    gw.box_joined();
+                }
                 let live = gw.members.live(Instant::now()).len() as u64;
                 gw.link.status.members.store(live, Ordering::Relaxed);
             }

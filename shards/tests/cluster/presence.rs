@@ -168,3 +168,43 @@ fn a_stranger_gets_the_same_hidden_answer_across_boxes_as_on_one() {
         "EVERYONE across boxes: {seen:?}"
     );
 }
+
+/// C's box is SIGKILLed and started again, holding no presence state: S's box sees it
+/// join again and asks it about C, so S is not left believing C online; once C is back
+/// and follows S again, S sees C online.
+#[test]
+fn a_restarted_box_is_asked_again_and_leaves_no_stale_presence() {
+    let nats = Nats::start();
+    let [a, mut b] = two_boxes(&nats);
+    let s = &homed_on("a", 1, 6_300_000)[0];
+    let c = &homed_on("b", 1, 6_300_000)[0];
+    let mut c_c = login(&b, c);
+    subscribe(&mut c_c, &[s]);
+    c_c.sync();
+    let mut s_c = login(&a, s);
+    subscribe(&mut s_c, &[c]);
+    let seen = presence_of(&mut s_c, c);
+    assert!(seen.online && !seen.hidden, "mutual contacts: {seen:?}");
+
+    b.child.kill().unwrap(); // SIGKILL: no offline update leaves it
+    b.child.wait().unwrap();
+    drop(c_c);
+    let b = Box::start_in(b.data.clone(), &nats.url, "b", crate::placement::ADV_B, &[]);
+    // Asked again, the new run answers as at a first subscription: C is not online, and
+    // no longer follows S (its following list was in memory), so S sees nothing of C.
+    assert_eq!(presence_of(&mut s_c, c), hidden(c));
+    let shards = crate::support::admin::fresh_stats(a.admin, 2);
+    let reasks: u64 = shards
+        .iter()
+        .filter_map(|s| s["service"]["presence_reasks_total"].as_u64())
+        .sum();
+    assert!(reasks > 0, "S's box asked again");
+
+    let mut c_c = login(&b, c);
+    subscribe(&mut c_c, &[s]);
+    let back = presence_of(&mut s_c, c);
+    assert!(
+        back.online && !back.hidden,
+        "C back and following S: {back:?}"
+    );
+}
