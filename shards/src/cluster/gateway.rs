@@ -688,6 +688,9 @@ impl Gw {
             known_groups,
             link: self.link.clone(),
             live: self.members.live(Instant::now()),
+            // Every live box has put its entry within one beat: only then is a box
+            // missing from `live` known not to be live.
+            all_live_known: self.started.elapsed() >= Duration::from_millis(MEMBER_BEAT_MS),
         };
         let js = self.nats.js.clone();
         let me = self.cfg.box_id.clone();

@@ -36,8 +36,11 @@
 //!    has; a stream that does not take it: the requester hears `Busy`.
 //! 6. Presence: a `PresenceSub` for a contact with no account here goes to the contact's
 //!    home box ([`KIND_PRESENCE_SUB`]), and a presence update or answer for a subscriber
-//!    with no account here to the subscriber's ([`KIND_TO_USER`] with a `Presence` frame
-//!    about a valid phone). Both are the mesh messages of one box, so the consent rules
+//!    with no account here to the subscriber's ([`KIND_PRESENCE`]: a `Presence` frame
+//!    about a valid phone). Neither is published to a box that is not live (it would wait
+//!    in that box's stream for nothing: a box that joins or starts again holds no
+//!    presence state, and the other boxes' subscribers ask it again: `membership.rs`
+//!    step 4, `presence_ask_again`). Both are the mesh messages of one box, so the consent rules
 //!    (`messaging::tables::presence`) run unchanged at the contact's home, where its
 //!    following list and privacy setting live. A contact nobody has gets the hidden
 //!    answer a single box gives. Presence is best-effort as on one box (in memory; an
@@ -68,11 +71,13 @@ pub const KIND_OP: u32 = 2;
 pub const KIND_ASK: u32 = 3;
 /// A member's home box answers an ask, to the group's box.
 pub const KIND_ANSWER: u32 = 4;
-/// A group frame or a presence update for a user homed at the receiving box.
+/// A group frame for a user homed at the receiving box.
 pub const KIND_TO_USER: u32 = 5;
 /// `who` subscribes to the presence of `to` (homed at the receiving box): a mesh
 /// `PresenceSub` (step 6).
 pub const KIND_PRESENCE_SUB: u32 = 6;
+/// A presence update or answer for a user homed at the receiving box (step 6).
+pub const KIND_PRESENCE: u32 = 7;
 
 const OP_ADD: u32 = 1;
 const OP_REMOVE: u32 = 2;
@@ -100,7 +105,7 @@ pub struct GroupPart {
     /// How many members an answer is about.
     #[prost(uint32, tag = "6")]
     pub answered: u32,
-    /// The frame of a [`KIND_TO_USER`] (an encoded `ServerFrame`).
+    /// The frame of a [`KIND_TO_USER`] or [`KIND_PRESENCE`] (an encoded `ServerFrame`).
     #[prost(bytes = "vec", tag = "7")]
     pub frame: Vec<u8>,
     /// Unique per envelope its box sent (its `Nats-Msg-Id`).
@@ -111,10 +116,12 @@ pub struct GroupPart {
 /// Whether `frame` is one a box may hand a user of another box: a group frame or a
 /// presence update (step 6) about a valid phone.
 pub fn may_cross(frame: &server_frame::Kind) -> bool {
-    match frame {
-        server_frame::Kind::Presence(p) => proto::validate::is_e164(&p.phone),
-        other => is_group_frame(other),
-    }
+    is_presence_frame(frame) || is_group_frame(frame)
+}
+
+/// Whether `frame` is a presence update about a valid phone (step 6).
+pub fn is_presence_frame(frame: &server_frame::Kind) -> bool {
+    matches!(frame, server_frame::Kind::Presence(p) if proto::validate::is_e164(&p.phone))
 }
 
 /// Whether `frame` is one a group's box may hand a user of another box.
@@ -139,10 +146,16 @@ pub enum Address<'a> {
 }
 
 impl GroupPart {
+    /// Whether it is presence (step 6): best-effort, never published to a box that is
+    /// not live.
+    pub fn is_presence(&self) -> bool {
+        matches!(self.kind, KIND_PRESENCE_SUB | KIND_PRESENCE)
+    }
+
     /// Where its envelope goes.
     pub fn address<'a>(&self, env: &'a Envelope) -> Address<'a> {
         match self.kind {
-            KIND_ASK | KIND_TO_USER | KIND_PRESENCE_SUB => Address::Phone(&env.to),
+            KIND_ASK | KIND_TO_USER | KIND_PRESENCE_SUB | KIND_PRESENCE => Address::Phone(&env.to),
             _ => Address::Group(self.group_id),
         }
     }
@@ -160,7 +173,7 @@ impl GroupPart {
         use proto::validate::is_e164;
         let members_ok =
             self.members.len() <= GROUP_MEMBERS_MAX && self.members.iter().all(|m| is_e164(m));
-        let no_group = matches!(self.kind, KIND_TO_USER | KIND_PRESENCE_SUB);
+        let no_group = matches!(self.kind, KIND_TO_USER | KIND_PRESENCE_SUB | KIND_PRESENCE);
         let base = members_ok && (no_group || self.group_id != 0);
         base && match self.kind {
             KIND_SEND => {
@@ -171,17 +184,25 @@ impl GroupPart {
             KIND_OP => is_e164(&self.who) && (OP_ADD..=OP_MEMBERS).contains(&self.op),
             KIND_ASK => is_e164(&self.who) && is_e164(&env.to) && !self.members.is_empty(),
             KIND_ANSWER => is_e164(&self.who) && self.answered as usize <= GROUP_MEMBERS_MAX,
-            KIND_TO_USER => is_e164(&env.to) && frame_of(&self.frame).is_some(),
+            KIND_TO_USER | KIND_PRESENCE => {
+                is_e164(&env.to) && frame_of(self.kind, &self.frame).is_some()
+            }
             KIND_PRESENCE_SUB => is_e164(&self.who) && is_e164(&env.to),
             _ => false,
         }
     }
 }
 
-fn frame_of(bytes: &[u8]) -> Option<server_frame::Kind> {
+/// The frame a [`KIND_TO_USER`] (a group frame) or a [`KIND_PRESENCE`] (a presence update)
+/// carries, if it is one of those.
+fn frame_of(kind: u32, bytes: &[u8]) -> Option<server_frame::Kind> {
     use prost::Message as _;
     let f = ServerFrame::decode(bytes).ok()?.kind?;
-    may_cross(&f).then_some(f)
+    let ok = match kind {
+        KIND_PRESENCE => is_presence_frame(&f),
+        _ => is_group_frame(&f),
+    };
+    ok.then_some(f)
 }
 
 fn part(kind: u32, group_id: u64) -> GroupPart {
@@ -267,10 +288,15 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
             ..Default::default()
         },
         ShardMsg::ToUser { user, frame } if may_cross(&frame) => {
+            let kind = if is_presence_frame(&frame) {
+                KIND_PRESENCE
+            } else {
+                KIND_TO_USER
+            };
             let f = ServerFrame { kind: Some(frame) };
             let g = GroupPart {
                 frame: f.encode_to_vec(),
-                ..part(KIND_TO_USER, 0)
+                ..part(kind, 0)
             };
             Envelope {
                 to: user,
@@ -331,9 +357,9 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
             accepted: g.members,
             answered: g.answered,
         },
-        KIND_TO_USER => ShardMsg::ToUser {
+        KIND_TO_USER | KIND_PRESENCE => ShardMsg::ToUser {
             user: env.to.clone(),
-            frame: frame_of(&g.frame)?,
+            frame: frame_of(g.kind, &g.frame)?,
         },
         KIND_PRESENCE_SUB => ShardMsg::PresenceSub {
             contact: env.to.clone(),
@@ -520,11 +546,28 @@ mod tests {
         });
         let update = ShardMsg::ToUser {
             user: A.into(),
-            frame: seen,
+            frame: seen.clone(),
         };
+        let upd = envelope(ShardMsg::ToUser {
+            user: A.into(),
+            frame: seen.clone(),
+        })
+        .unwrap();
+        let g = upd.group.as_ref().unwrap();
+        assert!(g.kind == KIND_PRESENCE && g.is_presence());
         assert!(matches!(crosses(update),
             ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }
                 if user == A && p.phone == B && p.online));
+        // Each kind carries its own frames only.
+        let mut as_group = upd.clone();
+        as_group.group.as_mut().unwrap().kind = KIND_TO_USER;
+        assert!(!as_group.check(), "presence is no group frame");
+        let group_frame = ServerFrame {
+            kind: Some(server_frame::Kind::Busy(Default::default())),
+        };
+        let mut as_presence = upd;
+        as_presence.group.as_mut().unwrap().frame = group_frame.encode_to_vec();
+        assert!(!as_presence.check(), "a group frame is no presence update");
         let mut bad = env.clone();
         bad.group.as_mut().unwrap().who = "nobody".into();
         assert!(!bad.check(), "a subscriber that is no phone");

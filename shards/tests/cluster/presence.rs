@@ -208,3 +208,33 @@ fn a_restarted_box_is_asked_again_and_leaves_no_stale_presence() {
         "C back and following S: {back:?}"
     );
 }
+
+/// A subscription to a contact whose box is down (its lease ran out) is not left waiting
+/// in that box's stream: it is dropped (counted), and asked again when the box is back.
+#[test]
+fn presence_for_a_box_that_is_down_waits_for_its_return_not_in_its_stream() {
+    let nats = Nats::start();
+    let [a, mut b] = two_boxes(&nats);
+    let s = &homed_on("a", 1, 6_400_000)[0];
+    let c = &homed_on("b", 1, 6_400_000)[0];
+    drop(login(&b, c)); // C has an account, and is offline
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    a.wait_stat("cluster_members", 1);
+    let before = a.stat("cluster_group_undelivered_total").unwrap_or(0);
+
+    let mut s_c = login(&a, s);
+    subscribe(&mut s_c, &[c]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while a.stat("cluster_group_undelivered_total").unwrap_or(0) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscription was published"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let _b = Box::start_in(b.data.clone(), &nats.url, "b", crate::placement::ADV_B, &[]);
+    // Back: asked again, C's box answers (C does not follow S: hidden, as on one box).
+    assert_eq!(presence_of(&mut s_c, c), hidden(c));
+}
