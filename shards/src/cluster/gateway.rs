@@ -375,14 +375,7 @@ struct Gw {
 /// Step 2 and 3.
 async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     let first_seq = nats.first_seq;
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let me = Member {
-        advertise: cfg.advertise.clone(),
-        load: 0,
-        started_ms,
-    };
+    let me = Member::starting(cfg.advertise.clone());
     let mut members = Members::default();
     members.put(&cfg.box_id, me.clone(), Instant::now());
     let watch = nats.members.watch_all().await.ok();
@@ -444,13 +437,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                 gw.receipts_due();
             }
             Ev::Beat => gw.renew().await,
-            Ev::Entry(entry) => {
-                if gw.members.apply(&entry, Instant::now()) && entry.key != gw.cfg.box_id {
-                    gw.box_joined();
-                }
-                let live = gw.members.live(Instant::now()).len() as u64;
-                gw.link.status.members.store(live, Ordering::Relaxed);
-            }
+            Ev::Entry(entry) => gw.member_entry(&entry),
             Ev::Inbound(m) => gw.inbound(m).await,
             Ev::Direct(m) => gw.direct_request(m).await,
             Ev::Done(done) => {

@@ -53,6 +53,20 @@ pub struct Member {
     pub started_ms: u64,
 }
 
+impl Member {
+    /// This box as it starts now, with no connections.
+    pub fn starting(advertise: String) -> Member {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Member {
+            advertise,
+            load: 0,
+            started_ms,
+        }
+    }
+}
+
 /// The members seen, with the time each one's last put arrived.
 #[derive(Debug, Default)]
 pub struct Members {
