@@ -16,7 +16,7 @@
 //!    `GroupAddAsk` about members with no account here is split, one ask per member, each
 //!    to the member's home box; a group frame (`ServerAck` of a group send, `Busy`, errors,
 //!    `GroupMembers`, `GroupUpdated`, `GroupCreated`) for a user with no account here goes
-//!    to the user's home box. Each becomes one [`GroupPart`] envelope, in the order handed
+//!    to the user's home box. Each becomes one [`MeshPart`] envelope, in the order handed
 //!    over, on the same publishing rounds as messages (`routes.rs`), by stream only (a
 //!    direct request carrying one is refused).
 //! 3. A copy of a group send for a member homed on another box is a message envelope with
@@ -28,7 +28,7 @@
 //!    sender once every copy is accounted for; it retries under the same id: copies
 //!    already stored are recognised by dedupe, the retried publish by JetStream's message
 //!    id).
-//! 4. At the receiving box an envelope is checked ([`GroupPart::check`]: its kind, phones,
+//! 4. At the receiving box an envelope is checked ([`MeshPart::check`]: its kind, phones,
 //!    member lists within `GROUP_MEMBERS_MAX`, only group frames) and handed to the shard
 //!    it addresses as that mesh message, which runs there as in a single box.
 //! 5. Nobody to go to (no such group anywhere; a number with no home): a send or operation
@@ -83,10 +83,12 @@ const OP_ADD: u32 = 1;
 const OP_REMOVE: u32 = 2;
 const OP_MEMBERS: u32 = 3;
 
-/// A group message between boxes, inside an [`Envelope`] (whose `to` is the user it is
-/// for, for [`KIND_ASK`] and [`KIND_TO_USER`]; whose message fields carry a group send).
+/// A mesh message between boxes other than a message or receipt: a group message or a
+/// presence one (step 6), inside an [`Envelope`] (whose `to` is the user it is for, for
+/// [`KIND_ASK`], [`KIND_TO_USER`], [`KIND_PRESENCE_SUB`] and [`KIND_PRESENCE`]; whose
+/// message fields carry a group send). The envelope's field is still named `group`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct GroupPart {
+pub struct MeshPart {
     /// `KIND_*`.
     #[prost(uint32, tag = "1")]
     pub kind: u32,
@@ -145,7 +147,7 @@ pub enum Address<'a> {
     Phone(&'a str),
 }
 
-impl GroupPart {
+impl MeshPart {
     /// Whether it is presence (step 6): best-effort, never published to a box that is
     /// not live.
     pub fn is_presence(&self) -> bool {
@@ -205,8 +207,8 @@ fn frame_of(kind: u32, bytes: &[u8]) -> Option<server_frame::Kind> {
     ok.then_some(f)
 }
 
-fn part(kind: u32, group_id: u64) -> GroupPart {
-    GroupPart {
+fn part(kind: u32, group_id: u64) -> MeshPart {
+    MeshPart {
         kind,
         group_id,
         ..Default::default()
@@ -231,7 +233,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
                 GroupOp::Remove { group_id, members } => (OP_REMOVE, group_id, members),
                 GroupOp::Members { group_id } => (OP_MEMBERS, group_id, Vec::new()),
             };
-            let g = GroupPart {
+            let g = MeshPart {
                 who: requester,
                 members,
                 op,
@@ -248,7 +250,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
             members,
         } => {
             let to = members.first().cloned().unwrap_or_default();
-            let g = GroupPart {
+            let g = MeshPart {
                 who: adder,
                 members,
                 ..part(KIND_ASK, group_id)
@@ -265,7 +267,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
             accepted,
             answered,
         } => {
-            let g = GroupPart {
+            let g = MeshPart {
                 who: adder,
                 members: accepted,
                 answered,
@@ -281,7 +283,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
             subscriber,
         } => Envelope {
             to: contact,
-            group: Some(GroupPart {
+            group: Some(MeshPart {
                 who: subscriber,
                 ..part(KIND_PRESENCE_SUB, 0)
             }),
@@ -294,7 +296,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
                 KIND_TO_USER
             };
             let f = ServerFrame { kind: Some(frame) };
-            let g = GroupPart {
+            let g = MeshPart {
                 frame: f.encode_to_vec(),
                 ..part(kind, 0)
             };
@@ -610,7 +612,7 @@ mod tests {
         };
         let not_group = Envelope {
             to: B.into(),
-            group: Some(GroupPart {
+            group: Some(MeshPart {
                 kind: KIND_TO_USER,
                 frame: login.encode_to_vec(),
                 ..Default::default()
