@@ -87,3 +87,29 @@ fn a_box_joining_has_the_subscribers_of_this_session_ask_again() {
         .sum();
     assert_eq!(skipped, 0);
 }
+
+#[test]
+fn a_join_asks_again_at_most_the_cap_per_shard_and_counts_the_rest() {
+    use crate::state::limits::{PRESENCE_REASKS_PER_JOIN_MAX, PRESENCE_SUBSCRIPTIONS_PER_USER_MAX};
+    let mut sim = Sim::new(1);
+    let per_user = PRESENCE_SUBSCRIPTIONS_PER_USER_MAX;
+    let users = PRESENCE_REASKS_PER_JOIN_MAX / per_user + 1;
+    let contacts: Vec<String> = (0..per_user).map(|i| format!("+1666{i:07}")).collect();
+    let refs: Vec<&str> = contacts.iter().map(String::as_str).collect();
+    for u in 0..users {
+        let c = sim.login(&format!("+1777{u:07}"), 0);
+        subscribe(&mut sim, c, &refs);
+        sim.take(c);
+    }
+    box_joined(&mut sim);
+    let st = &sim.shards[0];
+    let total = (users * per_user) as u64;
+    assert_eq!(
+        st.abuse.presence_reasks,
+        PRESENCE_REASKS_PER_JOIN_MAX as u64
+    );
+    assert_eq!(
+        st.abuse.presence_reasks_skipped,
+        total - PRESENCE_REASKS_PER_JOIN_MAX as u64
+    );
+}
