@@ -134,7 +134,7 @@ impl Switchboard {
                     self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
                 }
                 Event::Mesh(msg) => self.run(io, |s, now, out| s.on_mesh(now, msg, out)),
-                Event::BoxJoined => self.run(io, |s, now, out| s.presence_ask_again(now, out)),
+                Event::MembersChanged => self.run(io, |s, now, out| s.presence_ask_again(now, out)),
                 Event::InboundCopy { delivery } => {
                     let msg = ShardMsg::Deliver(delivery);
                     self.run(io, |s, now, out| s.on_mesh(now, msg, out));

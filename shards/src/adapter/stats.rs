@@ -194,7 +194,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "presence_reasks_total",
-        "Presence subscriptions asked again: another box of the cluster joined.",
+        "Presence subscriptions asked again: another box of the cluster joined or left.",
     ),
     (
         "presence_reasks_skipped_total",

@@ -545,7 +545,10 @@ impl Gw {
         if ok.is_ok() {
             self.members.put(&self.cfg.box_id, self.me.clone(), now);
         }
-        self.members.expire(now);
+        let left = self.members.expire(now);
+        if left.iter().any(|id| *id != self.cfg.box_id) {
+            self.members_changed();
+        }
         status.alone.store(ok.is_err(), Ordering::Relaxed);
         let live = self.members.live(now).len() as u64;
         status.members.store(live, Ordering::Relaxed);

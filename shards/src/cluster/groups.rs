@@ -38,9 +38,12 @@
 //!    home box ([`KIND_PRESENCE_SUB`]), and a presence update or answer for a subscriber
 //!    with no account here to the subscriber's ([`KIND_PRESENCE`]: a `Presence` frame
 //!    about a valid phone). Neither is published to a box that is not live (it would wait
-//!    in that box's stream for nothing: a box that joins or starts again holds no
-//!    presence state, and the other boxes' subscribers ask it again: `membership.rs`
-//!    step 4, `presence_ask_again`). Both are the mesh messages of one box, so the consent rules
+//!    in that box's stream for nothing): a subscription to a contact there is answered
+//!    `hidden` (its presence is not known now). When a box joins, starts again (holding
+//!    no presence state) or leaves (its users' presence unknown), the other boxes' users
+//!    of this session ask again about every contact they follow (`membership.rs` step 4,
+//!    `presence_ask_again`): nobody is left shown online by a box that died, and a box
+//!    that is back learns its users' subscribers again. Both are the mesh messages of one box, so the consent rules
 //!    (`messaging::tables::presence`) run unchanged at the contact's home, where its
 //!    following list and privacy setting live. A contact nobody has gets the hidden
 //!    answer a single box gives. Presence is best-effort as on one box (in memory; an
@@ -431,8 +434,9 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
             };
             vec![to_user(g.who, frame), answer]
         }
-        // A number nobody has: the hidden answer a single box gives for it (step 6). A
-        // presence update NATS did not take is lost, as a full mesh loses one.
+        // A number nobody has, or a contact on a box that is not live: the hidden answer a
+        // single box gives for a number nobody has (step 6). A presence update NATS did not
+        // take is lost, as a full mesh loses one.
         KIND_PRESENCE_SUB if nowhere => {
             let frame = server_frame::Kind::Presence(proto::v1::Presence {
                 phone: env.to,

@@ -10,8 +10,9 @@
 //!    watchers hear nothing when an entry ages out, so the lease is applied here too.
 //! 4. A put from a box that was not live, or that started again since its last put (its
 //!    `started_ms` changed: a restart within the lease), is a join ([`Members::apply`]):
-//!    that box holds no presence state any more, so this box's users ask it again
-//!    (`groups.rs` step 6).
+//!    that box holds no presence state any more. A delete, or a lease run out
+//!    ([`Members::expire`]), is a leave: its users' presence is not known any more. After
+//!    either, this box's users ask again about their contacts (`groups.rs` step 6).
 //!
 //! Why it is safe: membership only decides where *new* phones go and which address a
 //! redirect names; a box wrongly thought live for up to a lease gets a phone's redirect or a
@@ -74,7 +75,7 @@ pub struct Members {
 }
 
 impl Members {
-    /// Step 2 for one watched entry; whether it is a join (step 4).
+    /// Step 2 for one watched entry; whether it is a join or a leave (step 4).
     pub fn apply(&mut self, entry: &kv::Entry, now: Instant) -> bool {
         match entry.operation {
             kv::Operation::Put => {
@@ -84,10 +85,7 @@ impl Members {
                 serde_json::from_slice::<Member>(&entry.value)
                     .is_ok_and(|m| self.put(&entry.key, m, now))
             }
-            kv::Operation::Delete | kv::Operation::Purge => {
-                self.seen.remove(&entry.key);
-                false
-            }
+            kv::Operation::Delete | kv::Operation::Purge => self.seen.remove(&entry.key).is_some(),
         }
     }
 
@@ -107,11 +105,18 @@ impl Members {
         joined
     }
 
-    /// Forgets boxes whose lease ran out.
-    pub fn expire(&mut self, now: Instant) {
+    /// Forgets boxes whose lease ran out; returns their ids (step 4: they left).
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let lease = Duration::from_millis(MEMBER_LEASE_MS);
-        self.seen
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < lease);
+        let mut gone = Vec::new();
+        self.seen.retain(|id, (_, at)| {
+            let live = now.saturating_duration_since(*at) < lease;
+            if !live {
+                gone.push(id.clone());
+            }
+            live
+        });
+        gone
     }
 
     /// The live boxes' ids.
@@ -187,6 +192,8 @@ mod tests {
             v.put("a", restarted, t0 + lease),
             "back after its lease ran out"
         );
+        assert_eq!(v.expire(t0 + lease), Vec::<String>::new());
+        assert_eq!(v.expire(t0 + lease * 2), ["a"], "a leave");
     }
 
     #[test]

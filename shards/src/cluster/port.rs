@@ -114,9 +114,9 @@ pub enum Event {
         /// The member's box's stream holds it.
         stored: bool,
     },
-    /// Another box joined or started again: this shard's subscribers ask it again about
+    /// Another box joined, started again or left: this shard's subscribers ask again about
     /// their contacts (`groups.rs` step 6).
-    BoxJoined,
+    MembersChanged,
     /// A message from another box for a user of this shard: store it as a mesh `Deliver`,
     /// then tell the port ([`Port::after_store`]).
     Inbound {
@@ -441,8 +441,8 @@ impl Port {
                     events.push(Event::Mesh(ShardMsg::Receipt { sender, receipt }));
                     continue;
                 }
-                Down::BoxJoined => {
-                    events.push(Event::BoxJoined);
+                Down::MembersChanged => {
+                    events.push(Event::MembersChanged);
                     continue;
                 }
             };

@@ -140,12 +140,14 @@ pub(super) async fn issue(
             other => other,
         };
         // Presence is best-effort: never left waiting in the stream of a box that is not
-        // live (`groups.rs` step 6).
+        // live; a subscription is answered as for a number nobody has (`hidden`: its
+        // presence is not known now), and asked again when the box is back (`groups.rs`
+        // step 6).
         let presence = env.group.as_ref().is_some_and(|g| g.is_presence());
         let ack = match home {
             Ok(Some(home)) if home == me && !one_to_one => IssuedAck::Done(Published::Nobody),
             Ok(Some(home)) if presence && at.all_live_known && !at.live.contains(&home) => {
-                IssuedAck::Done(Published::Failed(format!("box {home} is not live")))
+                IssuedAck::Done(Published::Nobody)
             }
             Ok(Some(home)) => {
                 match to_group {

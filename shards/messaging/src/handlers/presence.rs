@@ -150,12 +150,13 @@ impl ShardState {
         );
     }
 
-    /// Another box of a cluster joined or started again (it holds no presence state): each
-    /// user here who subscribed this session asks again about each contact it follows
-    /// whose subscription has not lapsed; each contact's home answers as at a first
-    /// subscription (a shard cannot tell a contact of another box from one of another shard
-    /// of this box, whose home answers again too). At most `PRESENCE_REASKS_PER_JOIN_MAX`,
-    /// the rest counted. A box alone never calls it.
+    /// Another box of a cluster joined or started again (it holds no presence state) or
+    /// left (its users' presence is not known now): each user here who subscribed this
+    /// session asks again about each contact it follows whose subscription has not lapsed;
+    /// each contact's home answers as at a first subscription (a shard cannot tell a
+    /// contact of another box from one of another shard of this box, whose home answers
+    /// again too). At most `PRESENCE_REASKS_PER_JOIN_MAX`, the rest counted. A box alone
+    /// never calls it.
     pub fn presence_ask_again(&mut self, now: u64, out: &mut Out) {
         let mut asks = Vec::new();
         let mut skipped = 0u64;

@@ -33,7 +33,7 @@ pub struct AbuseCounters {
     pub refused_presence_fanout: u64,
     /// Presence changes not fanned out while the shard was overloaded.
     pub presence_updates_skipped: u64,
-    /// Presence subscriptions asked again because another box of a cluster joined.
+    /// Presence subscriptions asked again because another box of a cluster joined or left.
     pub presence_reasks: u64,
     /// Those not asked again: over `PRESENCE_REASKS_PER_JOIN_MAX` at one join.
     pub presence_reasks_skipped: u64,
