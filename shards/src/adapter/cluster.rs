@@ -134,6 +134,7 @@ impl Switchboard {
                     self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
                 }
                 Event::Mesh(msg) => self.run(io, |s, now, out| s.on_mesh(now, msg, out)),
+                Event::MembersChanged => self.run(io, |s, now, out| s.presence_ask_again(now, out)),
                 Event::InboundCopy { delivery } => {
                     let msg = ShardMsg::Deliver(delivery);
                     self.run(io, |s, now, out| s.on_mesh(now, msg, out));
@@ -230,7 +231,7 @@ impl Switchboard {
                 }
                 return;
             }
-            other => match self.forward_group(io, other) {
+            other => match self.forward_to_box(io, other) {
                 Some(msg) => msg,
                 None => return, // to another box (`cluster_groups.rs`)
             },

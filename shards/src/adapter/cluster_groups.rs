@@ -1,12 +1,13 @@
-//! The adapter's side of groups across boxes (`crate::cluster::groups`): on a box of a
-//! cluster, a mesh message whose addressee is on another box goes to the gateway instead of
-//! the state machines (step 2 there):
+//! The adapter's side of mesh messages between boxes, groups and presence
+//! (`crate::cluster::groups`): on a box of a cluster, a mesh message whose addressee is on
+//! another box goes to the gateway instead of the state machines (steps 2 and 6 there):
 //! - a group send, operation or add answer for a group not here, to the group's box;
 //! - an add ask: its members with no account here are asked at their own box, one ask each
 //!   (answers count members, so a creation waits for all of them), the others here;
 //! - a copy of a group send for a member with no account here, to the member's box (its
 //!   outcome comes back as [`Event::GroupCopy`](crate::cluster::port::Event));
-//! - a group frame for a user with no account here, to the user's box.
+//! - a group frame or a presence update for a user with no account here, to the user's box;
+//! - a presence subscription to a contact with no account here, to the contact's box.
 //!
 //! A box without `--cluster` never comes here. This module owns those choices; the wire
 //! form is `cluster/groups.rs`'s.
@@ -22,7 +23,7 @@ use crate::cluster::groups;
 impl Switchboard {
     /// Hands `msg` to the gateway if its addressee is on another box (module doc); gives it
     /// back otherwise (or the part of an ask that stays here).
-    pub(super) fn forward_group(
+    pub(super) fn forward_to_box(
         &mut self,
         io: &mut ShardIo<Self>,
         msg: ShardMsg,
@@ -43,7 +44,8 @@ impl Switchboard {
             }
             ShardMsg::GroupAddAnswer { group_id, .. } => !state.group_is_here(*group_id),
             ShardMsg::GroupAddAsk { members, .. } => members.iter().any(|m| !here(m)),
-            ShardMsg::ToUser { user, frame } => !here(user) && groups::is_group_frame(frame),
+            ShardMsg::ToUser { user, frame } => !here(user) && groups::may_cross(frame),
+            ShardMsg::PresenceSub { contact, .. } => !here(contact),
             _ => false,
         };
         if !leaves {
@@ -104,8 +106,8 @@ impl Switchboard {
                 let env = groups::envelope(other).ok()?;
                 let port = self.cluster.as_mut()?;
                 if !port.forward(Box::new(env)) {
-                    // The link is full: the requester hears `Busy`; answers and frames
-                    // are dropped as a full mesh would drop a presence update.
+                    // The link is full: the requester hears `Busy`; answers, frames and
+                    // presence are dropped as a full mesh would drop a presence update.
                     if let Some((user, client_msg_id)) = busy_for {
                         let busy = proto::v1::Busy {
                             retry_after_ms: crate::cluster::BUSY_RETRY_AFTER_MS,

@@ -193,6 +193,14 @@ pub const HELP: &[(&str, &str)] = &[
         "Presence changes not fanned out: the shard was overloaded.",
     ),
     (
+        "presence_reasks_total",
+        "Presence subscriptions asked again: another box of the cluster joined or left.",
+    ),
+    (
+        "presence_reasks_skipped_total",
+        "Presence subscriptions not asked again at a box's join: over the per-join cap.",
+    ),
+    (
         "refused_new_recipient_total",
         "Sends refused: the sender's budget of new recipients per hour.",
     ),

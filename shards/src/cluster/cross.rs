@@ -95,10 +95,10 @@ pub struct Envelope {
     /// A copy of a group send: the group (0 for a 1:1 message).
     #[prost(uint64, tag = "9")]
     pub group_id: u64,
-    /// A group frame between boxes (`groups.rs`); the fields above carry a group send's
-    /// message.
+    /// A group or presence message between boxes (`groups.rs`); the fields above carry a
+    /// group send's message.
     #[prost(message, optional, tag = "10")]
-    pub group: Option<super::groups::GroupPart>,
+    pub group: Option<super::groups::MeshPart>,
 }
 
 impl Envelope {

@@ -44,6 +44,7 @@ use crate::config::cluster::ClusterConfig;
 mod direct;
 mod groups;
 mod inbound;
+mod presence;
 mod receipts;
 
 pub use receipts::{RECEIPTS_AGAIN_MAX, RECEIPT_RETRY_MS};
@@ -379,10 +380,7 @@ struct Gw {
 /// Step 2 and 3.
 async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     let first_seq = nats.first_seq;
-    let me = Member {
-        advertise: cfg.advertise.clone(),
-        load: 0,
-    };
+    let me = Member::starting(cfg.advertise.clone());
     let mut members = Members::default();
     members.put(&cfg.box_id, me.clone(), Instant::now());
     let watch = nats.members.watch_all().await.ok();
@@ -444,11 +442,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                 gw.receipts_due();
             }
             Ev::Beat => gw.renew().await,
-            Ev::Entry(entry) => {
-                gw.members.apply(&entry, Instant::now());
-                let live = gw.members.live(Instant::now()).len() as u64;
-                gw.link.status.members.store(live, Ordering::Relaxed);
-            }
+            Ev::Entry(entry) => gw.member_entry(&entry),
             Ev::Inbound(m) => gw.inbound(m).await,
             Ev::Direct(m) => gw.direct_request(m).await,
             Ev::Done(done) => {
@@ -556,7 +550,10 @@ impl Gw {
         if ok.is_ok() {
             self.members.put(&self.cfg.box_id, self.me.clone(), now);
         }
-        self.members.expire(now);
+        let left = self.members.expire(now);
+        if left.iter().any(|id| *id != self.cfg.box_id) {
+            self.members_changed();
+        }
         status.alone.store(ok.is_err(), Ordering::Relaxed);
         let live = self.members.live(now).len() as u64;
         status.members.store(live, Ordering::Relaxed);
@@ -686,6 +683,9 @@ impl Gw {
             known_groups,
             link: self.link.clone(),
             live: self.members.live(Instant::now()),
+            // Every live box has put its entry within one beat: only then is a box
+            // missing from `live` known not to be live.
+            all_live_known: self.started.elapsed() >= Duration::from_millis(MEMBER_BEAT_MS),
         };
         let js = self.nats.js.clone();
         let me = self.cfg.box_id.clone();

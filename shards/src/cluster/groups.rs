@@ -1,6 +1,7 @@
-//! Groups across boxes (issue 24): a group lives on its creator's box (where its id was
-//! issued); members homed on other boxes reach it, and it reaches them, through the boxes'
-//! streams (`cross.rs`), as the mesh messages a single box passes between its shards.
+//! Mesh messages between boxes (issue 24): groups and presence. A group lives on its
+//! creator's box (where its id was issued); members homed on other boxes reach it, and it
+//! reaches them, through the boxes' streams (`cross.rs`), as the mesh messages a single box
+//! passes between its shards. Presence rides the same envelopes (step 6).
 //!
 //! ## Steps
 //! 1. Where a group lives: the `switchboard_groups` KV bucket maps a group id to its box.
@@ -15,7 +16,7 @@
 //!    `GroupAddAsk` about members with no account here is split, one ask per member, each
 //!    to the member's home box; a group frame (`ServerAck` of a group send, `Busy`, errors,
 //!    `GroupMembers`, `GroupUpdated`, `GroupCreated`) for a user with no account here goes
-//!    to the user's home box. Each becomes one [`GroupPart`] envelope, in the order handed
+//!    to the user's home box. Each becomes one [`MeshPart`] envelope, in the order handed
 //!    over, on the same publishing rounds as messages (`routes.rs`), by stream only (a
 //!    direct request carrying one is refused).
 //! 3. A copy of a group send for a member homed on another box is a message envelope with
@@ -27,12 +28,26 @@
 //!    sender once every copy is accounted for; it retries under the same id: copies
 //!    already stored are recognised by dedupe, the retried publish by JetStream's message
 //!    id).
-//! 4. At the receiving box an envelope is checked ([`GroupPart::check`]: its kind, phones,
+//! 4. At the receiving box an envelope is checked ([`MeshPart::check`]: its kind, phones,
 //!    member lists within `GROUP_MEMBERS_MAX`, only group frames) and handed to the shard
 //!    it addresses as that mesh message, which runs there as in a single box.
 //! 5. Nobody to go to (no such group anywhere; a number with no home): a send or operation
 //!    is answered `UNKNOWN_GROUP`, an ask refused as a single box refuses a number nobody
 //!    has; a stream that does not take it: the requester hears `Busy`.
+//! 6. Presence: a `PresenceSub` for a contact with no account here goes to the contact's
+//!    home box ([`KIND_PRESENCE_SUB`]), and a presence update or answer for a subscriber
+//!    with no account here to the subscriber's ([`KIND_PRESENCE`]: a `Presence` frame
+//!    about a valid phone). Neither is published to a box that is not live (it would wait
+//!    in that box's stream for nothing): a subscription to a contact there is answered
+//!    `hidden` (its presence is not known now). When a box joins, starts again (holding
+//!    no presence state) or leaves (its users' presence unknown), the other boxes' users
+//!    of this session ask again about every contact they follow (`membership.rs` step 4,
+//!    `presence_ask_again`): nobody is left shown online by a box that died, and a box
+//!    that is back learns its users' subscribers again. Both are the mesh messages of one box, so the consent rules
+//!    (`messaging::tables::presence`) run unchanged at the contact's home, where its
+//!    following list and privacy setting live. A contact nobody has gets the hidden
+//!    answer a single box gives. Presence is best-effort as on one box (in memory; an
+//!    update NATS did not take is lost; subscriptions lapse at the contact's home).
 //!
 //! This module owns the wire form of those messages and the groups bucket; it must not
 //! touch a shard's state.
@@ -61,15 +76,22 @@ pub const KIND_ASK: u32 = 3;
 pub const KIND_ANSWER: u32 = 4;
 /// A group frame for a user homed at the receiving box.
 pub const KIND_TO_USER: u32 = 5;
+/// `who` subscribes to the presence of `to` (homed at the receiving box): a mesh
+/// `PresenceSub` (step 6).
+pub const KIND_PRESENCE_SUB: u32 = 6;
+/// A presence update or answer for a user homed at the receiving box (step 6).
+pub const KIND_PRESENCE: u32 = 7;
 
 const OP_ADD: u32 = 1;
 const OP_REMOVE: u32 = 2;
 const OP_MEMBERS: u32 = 3;
 
-/// A group message between boxes, inside an [`Envelope`] (whose `to` is the user it is
-/// for, for [`KIND_ASK`] and [`KIND_TO_USER`]; whose message fields carry a group send).
+/// A mesh message between boxes other than a message or receipt: a group message or a
+/// presence one (step 6), inside an [`Envelope`] (whose `to` is the user it is for, for
+/// [`KIND_ASK`], [`KIND_TO_USER`], [`KIND_PRESENCE_SUB`] and [`KIND_PRESENCE`]; whose
+/// message fields carry a group send). The envelope's field is still named `group`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct GroupPart {
+pub struct MeshPart {
     /// `KIND_*`.
     #[prost(uint32, tag = "1")]
     pub kind: u32,
@@ -88,12 +110,23 @@ pub struct GroupPart {
     /// How many members an answer is about.
     #[prost(uint32, tag = "6")]
     pub answered: u32,
-    /// The frame of a [`KIND_TO_USER`] (an encoded `ServerFrame`).
+    /// The frame of a [`KIND_TO_USER`] or [`KIND_PRESENCE`] (an encoded `ServerFrame`).
     #[prost(bytes = "vec", tag = "7")]
     pub frame: Vec<u8>,
     /// Unique per envelope its box sent (its `Nats-Msg-Id`).
     #[prost(string, tag = "8")]
     pub nonce: String,
+}
+
+/// Whether `frame` is one a box may hand a user of another box: a group frame or a
+/// presence update (step 6) about a valid phone.
+pub fn may_cross(frame: &server_frame::Kind) -> bool {
+    is_presence_frame(frame) || is_group_frame(frame)
+}
+
+/// Whether `frame` is a presence update about a valid phone (step 6).
+pub fn is_presence_frame(frame: &server_frame::Kind) -> bool {
+    matches!(frame, server_frame::Kind::Presence(p) if proto::validate::is_e164(&p.phone))
 }
 
 /// Whether `frame` is one a group's box may hand a user of another box.
@@ -117,11 +150,17 @@ pub enum Address<'a> {
     Phone(&'a str),
 }
 
-impl GroupPart {
+impl MeshPart {
+    /// Whether it is presence (step 6): best-effort, never published to a box that is
+    /// not live.
+    pub fn is_presence(&self) -> bool {
+        matches!(self.kind, KIND_PRESENCE_SUB | KIND_PRESENCE)
+    }
+
     /// Where its envelope goes.
     pub fn address<'a>(&self, env: &'a Envelope) -> Address<'a> {
         match self.kind {
-            KIND_ASK | KIND_TO_USER => Address::Phone(&env.to),
+            KIND_ASK | KIND_TO_USER | KIND_PRESENCE_SUB | KIND_PRESENCE => Address::Phone(&env.to),
             _ => Address::Group(self.group_id),
         }
     }
@@ -139,7 +178,8 @@ impl GroupPart {
         use proto::validate::is_e164;
         let members_ok =
             self.members.len() <= GROUP_MEMBERS_MAX && self.members.iter().all(|m| is_e164(m));
-        let base = members_ok && (self.kind == KIND_TO_USER || self.group_id != 0);
+        let no_group = matches!(self.kind, KIND_TO_USER | KIND_PRESENCE_SUB | KIND_PRESENCE);
+        let base = members_ok && (no_group || self.group_id != 0);
         base && match self.kind {
             KIND_SEND => {
                 is_e164(&env.from)
@@ -149,20 +189,29 @@ impl GroupPart {
             KIND_OP => is_e164(&self.who) && (OP_ADD..=OP_MEMBERS).contains(&self.op),
             KIND_ASK => is_e164(&self.who) && is_e164(&env.to) && !self.members.is_empty(),
             KIND_ANSWER => is_e164(&self.who) && self.answered as usize <= GROUP_MEMBERS_MAX,
-            KIND_TO_USER => is_e164(&env.to) && frame_of(&self.frame).is_some(),
+            KIND_TO_USER | KIND_PRESENCE => {
+                is_e164(&env.to) && frame_of(self.kind, &self.frame).is_some()
+            }
+            KIND_PRESENCE_SUB => is_e164(&self.who) && is_e164(&env.to),
             _ => false,
         }
     }
 }
 
-fn frame_of(bytes: &[u8]) -> Option<server_frame::Kind> {
+/// The frame a [`KIND_TO_USER`] (a group frame) or a [`KIND_PRESENCE`] (a presence update)
+/// carries, if it is one of those.
+fn frame_of(kind: u32, bytes: &[u8]) -> Option<server_frame::Kind> {
     use prost::Message as _;
     let f = ServerFrame::decode(bytes).ok()?.kind?;
-    is_group_frame(&f).then_some(f)
+    let ok = match kind {
+        KIND_PRESENCE => is_presence_frame(&f),
+        _ => is_group_frame(&f),
+    };
+    ok.then_some(f)
 }
 
-fn part(kind: u32, group_id: u64) -> GroupPart {
-    GroupPart {
+fn part(kind: u32, group_id: u64) -> MeshPart {
+    MeshPart {
         kind,
         group_id,
         ..Default::default()
@@ -187,7 +236,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
                 GroupOp::Remove { group_id, members } => (OP_REMOVE, group_id, members),
                 GroupOp::Members { group_id } => (OP_MEMBERS, group_id, Vec::new()),
             };
-            let g = GroupPart {
+            let g = MeshPart {
                 who: requester,
                 members,
                 op,
@@ -204,7 +253,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
             members,
         } => {
             let to = members.first().cloned().unwrap_or_default();
-            let g = GroupPart {
+            let g = MeshPart {
                 who: adder,
                 members,
                 ..part(KIND_ASK, group_id)
@@ -221,7 +270,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
             accepted,
             answered,
         } => {
-            let g = GroupPart {
+            let g = MeshPart {
                 who: adder,
                 members: accepted,
                 answered,
@@ -232,11 +281,27 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
                 ..Default::default()
             }
         }
-        ShardMsg::ToUser { user, frame } if is_group_frame(&frame) => {
+        ShardMsg::PresenceSub {
+            contact,
+            subscriber,
+        } => Envelope {
+            to: contact,
+            group: Some(MeshPart {
+                who: subscriber,
+                ..part(KIND_PRESENCE_SUB, 0)
+            }),
+            ..Default::default()
+        },
+        ShardMsg::ToUser { user, frame } if may_cross(&frame) => {
+            let kind = if is_presence_frame(&frame) {
+                KIND_PRESENCE
+            } else {
+                KIND_TO_USER
+            };
             let f = ServerFrame { kind: Some(frame) };
-            let g = GroupPart {
+            let g = MeshPart {
                 frame: f.encode_to_vec(),
-                ..part(KIND_TO_USER, 0)
+                ..part(kind, 0)
             };
             Envelope {
                 to: user,
@@ -297,9 +362,13 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
             accepted: g.members,
             answered: g.answered,
         },
-        KIND_TO_USER => ShardMsg::ToUser {
+        KIND_TO_USER | KIND_PRESENCE => ShardMsg::ToUser {
             user: env.to.clone(),
-            frame: frame_of(&g.frame)?,
+            frame: frame_of(g.kind, &g.frame)?,
+        },
+        KIND_PRESENCE_SUB => ShardMsg::PresenceSub {
+            contact: env.to.clone(),
+            subscriber: g.who,
         },
         _ => return None,
     };
@@ -321,6 +390,7 @@ pub fn home_shard(msg: &ShardMsg, shards: usize) -> Option<usize> {
         ShardMsg::GroupAddAnswer { group_id, .. } => group(*group_id),
         ShardMsg::GroupAddAsk { members, .. } => Some(home_of_phone(members.first()?, shards).0),
         ShardMsg::ToUser { user, .. } => Some(home_of_phone(user, shards).0),
+        ShardMsg::PresenceSub { contact, .. } => Some(home_of_phone(contact, shards).0),
         _ => None,
     }
 }
@@ -363,6 +433,18 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
                 answered: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
             };
             vec![to_user(g.who, frame), answer]
+        }
+        // A number nobody has, or a contact on a box that is not live: the hidden answer a
+        // single box gives for a number nobody has (step 6). A presence update NATS did not
+        // take is lost, as a full mesh loses one.
+        KIND_PRESENCE_SUB if nowhere => {
+            let frame = server_frame::Kind::Presence(proto::v1::Presence {
+                phone: env.to,
+                online: false,
+                last_seen_ms: 0,
+                hidden: true,
+            });
+            vec![to_user(g.who, frame)]
         }
         _ => Vec::new(),
     }
@@ -451,6 +533,70 @@ mod tests {
     }
 
     #[test]
+    fn presence_crosses_as_it_left_and_a_bad_one_is_refused() {
+        let sub = ShardMsg::PresenceSub {
+            contact: B.into(),
+            subscriber: A.into(),
+        };
+        let env = envelope(sub).unwrap();
+        assert_eq!(env.group.as_ref().unwrap().address(&env), Address::Phone(B));
+        assert!(
+            matches!(crosses(ShardMsg::PresenceSub { contact: B.into(), subscriber: A.into() }),
+            ShardMsg::PresenceSub { contact, subscriber } if contact == B && subscriber == A)
+        );
+        let seen = server_frame::Kind::Presence(proto::v1::Presence {
+            phone: B.into(),
+            online: true,
+            last_seen_ms: 0,
+            hidden: false,
+        });
+        let update = ShardMsg::ToUser {
+            user: A.into(),
+            frame: seen.clone(),
+        };
+        let upd = envelope(ShardMsg::ToUser {
+            user: A.into(),
+            frame: seen.clone(),
+        })
+        .unwrap();
+        let g = upd.group.as_ref().unwrap();
+        assert!(g.kind == KIND_PRESENCE && g.is_presence());
+        assert!(matches!(crosses(update),
+            ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }
+                if user == A && p.phone == B && p.online));
+        // Each kind carries its own frames only.
+        let mut as_group = upd.clone();
+        as_group.group.as_mut().unwrap().kind = KIND_TO_USER;
+        assert!(!as_group.check(), "presence is no group frame");
+        let group_frame = ServerFrame {
+            kind: Some(server_frame::Kind::Busy(Default::default())),
+        };
+        let mut as_presence = upd;
+        as_presence.group.as_mut().unwrap().frame = group_frame.encode_to_vec();
+        assert!(!as_presence.check(), "a group frame is no presence update");
+        let mut bad = env.clone();
+        bad.group.as_mut().unwrap().who = "nobody".into();
+        assert!(!bad.check(), "a subscriber that is no phone");
+        let mut bad = env;
+        bad.to = "nobody".into();
+        assert!(!bad.check(), "a contact that is no phone");
+        // A number nobody has: the hidden answer, to the subscriber.
+        let nowhere = envelope(ShardMsg::PresenceSub {
+            contact: B.into(),
+            subscriber: A.into(),
+        })
+        .unwrap();
+        let answers = undelivered(nowhere.clone(), true);
+        assert!(matches!(&answers[..],
+            [ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }]
+                if user == A && p.phone == B && p.hidden && !p.online && p.last_seen_ms == 0));
+        assert!(
+            undelivered(nowhere, false).is_empty(),
+            "lost, as on a full mesh"
+        );
+    }
+
+    #[test]
     fn a_peers_bad_group_envelope_is_refused() {
         let mut too_many = envelope(ShardMsg::GroupAddAsk {
             group_id: 7,
@@ -464,13 +610,13 @@ mod tests {
         let mut bad_phone = too_many.clone();
         bad_phone.group.as_mut().unwrap().members = vec!["nobody".into()];
         assert!(!bad_phone.check());
-        // Only group frames reach a user from another box.
+        // Only group frames and presence about a valid phone reach a user from another box.
         let login = ServerFrame {
             kind: Some(server_frame::Kind::Presence(Default::default())),
         };
         let not_group = Envelope {
             to: B.into(),
-            group: Some(GroupPart {
+            group: Some(MeshPart {
                 kind: KIND_TO_USER,
                 frame: login.encode_to_vec(),
                 ..Default::default()

@@ -8,6 +8,11 @@
 //!    it arrived), a delete is a leave (a box stopping cleanly deletes its key).
 //! 3. A box is live while its last put arrived within the lease ([`Members::live`]). KV
 //!    watchers hear nothing when an entry ages out, so the lease is applied here too.
+//! 4. A put from a box that was not live, or that started again since its last put (its
+//!    `started_ms` changed: a restart within the lease), is a join ([`Members::apply`]):
+//!    that box holds no presence state any more. A delete, or a lease run out
+//!    ([`Members::expire`]), is a leave: its users' presence is not known any more. After
+//!    either, this box's users ask again about their contacts (`groups.rs` step 6).
 //!
 //! Why it is safe: membership only decides where *new* phones go and which address a
 //! redirect names; a box wrongly thought live for up to a lease gets a phone's redirect or a
@@ -43,6 +48,24 @@ pub struct Member {
     pub advertise: String,
     /// Connections it holds.
     pub load: u64,
+    /// When this run of the box started (ms since the epoch; 0 from a box that does not
+    /// say): step 4.
+    #[serde(default)]
+    pub started_ms: u64,
+}
+
+impl Member {
+    /// This box as it starts now, with no connections.
+    pub fn starting(advertise: String) -> Member {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Member {
+            advertise,
+            load: 0,
+            started_ms,
+        }
+    }
 }
 
 /// The members seen, with the time each one's last put arrived.
@@ -52,39 +75,48 @@ pub struct Members {
 }
 
 impl Members {
-    /// Step 2 for one watched entry.
-    pub fn apply(&mut self, entry: &kv::Entry, now: Instant) {
+    /// Step 2 for one watched entry; whether it is a join or a leave (step 4).
+    pub fn apply(&mut self, entry: &kv::Entry, now: Instant) -> bool {
         match entry.operation {
             kv::Operation::Put => {
                 if entry.value.len() > MEMBER_VALUE_BYTES_MAX {
-                    return;
+                    return false;
                 }
-                if let Ok(m) = serde_json::from_slice::<Member>(&entry.value) {
-                    self.put(&entry.key, m, now);
-                }
+                serde_json::from_slice::<Member>(&entry.value)
+                    .is_ok_and(|m| self.put(&entry.key, m, now))
             }
-            kv::Operation::Delete | kv::Operation::Purge => {
-                self.seen.remove(&entry.key);
-            }
+            kv::Operation::Delete | kv::Operation::Purge => self.seen.remove(&entry.key).is_some(),
         }
     }
 
-    /// A put of `m` under `id` arrived at `now`.
-    pub fn put(&mut self, id: &str, m: Member, now: Instant) {
+    /// A put of `m` under `id` arrived at `now`; whether it is a join (step 4).
+    pub fn put(&mut self, id: &str, m: Member, now: Instant) -> bool {
         if self.seen.len() >= MEMBERS_MAX && !self.seen.contains_key(id) {
             self.expire(now);
             if self.seen.len() >= MEMBERS_MAX {
-                return;
+                return false;
             }
         }
+        let lease = Duration::from_millis(MEMBER_LEASE_MS);
+        let joined = self.seen.get(id).is_none_or(|(was, at)| {
+            was.started_ms != m.started_ms || now.saturating_duration_since(*at) >= lease
+        });
         self.seen.insert(id.to_string(), (m, now));
+        joined
     }
 
-    /// Forgets boxes whose lease ran out.
-    pub fn expire(&mut self, now: Instant) {
+    /// Forgets boxes whose lease ran out; returns their ids (step 4: they left).
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let lease = Duration::from_millis(MEMBER_LEASE_MS);
-        self.seen
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < lease);
+        let mut gone = Vec::new();
+        self.seen.retain(|id, (_, at)| {
+            let live = now.saturating_duration_since(*at) < lease;
+            if !live {
+                gone.push(id.clone());
+            }
+            live
+        });
+        gone
     }
 
     /// The live boxes' ids.
@@ -137,7 +169,31 @@ mod tests {
         Member {
             advertise: addr.into(),
             load: 0,
+            started_ms: 1,
         }
+    }
+
+    #[test]
+    fn a_box_that_was_not_live_or_started_again_joins() {
+        let t0 = Instant::now();
+        let mut v = Members::default();
+        assert!(v.put("a", m("a:1"), t0), "first seen");
+        assert!(!v.put("a", m("a:1"), t0), "a renewal");
+        let restarted = Member {
+            started_ms: 2,
+            ..m("a:1")
+        };
+        assert!(
+            v.put("a", restarted.clone(), t0),
+            "a restart within the lease"
+        );
+        let lease = Duration::from_millis(MEMBER_LEASE_MS);
+        assert!(
+            v.put("a", restarted, t0 + lease),
+            "back after its lease ran out"
+        );
+        assert_eq!(v.expire(t0 + lease), Vec::<String>::new());
+        assert_eq!(v.expire(t0 + lease * 2), ["a"], "a leave");
     }
 
     #[test]

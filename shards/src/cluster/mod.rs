@@ -175,6 +175,10 @@ pub enum Down {
         /// The receipt.
         receipt: proto::v1::Receipt,
     },
+    /// Another box joined or started again (holding no presence state), or left (its
+    /// users' presence unknown now): this shard's subscribers ask again (`groups.rs` step
+    /// 6).
+    MembersChanged,
 }
 
 /// Box-wide cluster numbers the gateway keeps (read by shard 0's statistics once a second).

@@ -114,6 +114,9 @@ pub enum Event {
         /// The member's box's stream holds it.
         stored: bool,
     },
+    /// Another box joined, started again or left: this shard's subscribers ask again about
+    /// their contacts (`groups.rs` step 6).
+    MembersChanged,
     /// A message from another box for a user of this shard: store it as a mesh `Deliver`,
     /// then tell the port ([`Port::after_store`]).
     Inbound {
@@ -436,6 +439,10 @@ impl Port {
                 }
                 Down::Receipt { sender, receipt } => {
                     events.push(Event::Mesh(ShardMsg::Receipt { sender, receipt }));
+                    continue;
+                }
+                Down::MembersChanged => {
+                    events.push(Event::MembersChanged);
                     continue;
                 }
             };

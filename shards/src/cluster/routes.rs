@@ -73,6 +73,8 @@ pub(super) struct Where {
     pub(super) link: std::sync::Arc<ClusterLink>,
     /// The live boxes (where a 1:1 message for a number with no home goes).
     pub(super) live: Vec<String>,
+    /// Whether `live` holds every live box (the gateway has run for a beat).
+    pub(super) all_live_known: bool,
 }
 
 /// Issues one round of publishes in order: each to the stream of `env.to`'s home box
@@ -137,8 +139,16 @@ pub(super) async fn issue(
             }
             other => other,
         };
+        // Presence is best-effort: never left waiting in the stream of a box that is not
+        // live; a subscription is answered as for a number nobody has (`hidden`: its
+        // presence is not known now), and asked again when the box is back (`groups.rs`
+        // step 6).
+        let presence = env.group.as_ref().is_some_and(|g| g.is_presence());
         let ack = match home {
             Ok(Some(home)) if home == me && !one_to_one => IssuedAck::Done(Published::Nobody),
+            Ok(Some(home)) if presence && at.all_live_known && !at.live.contains(&home) => {
+                IssuedAck::Done(Published::Nobody)
+            }
             Ok(Some(home)) => {
                 match to_group {
                     Some(id) => {

@@ -117,6 +117,7 @@ mod tests {
                 Some(Member {
                     advertise: "10.0.0.1:5222".into(),
                     load: 7,
+                    started_ms: 0,
                 }),
             ),
             ("b".to_string(), None),
@@ -125,6 +126,7 @@ mod tests {
                 Some(Member {
                     advertise: "10.0.0.3:5222".into(),
                     load: 5,
+                    started_ms: 0,
                 }),
             ),
         ];

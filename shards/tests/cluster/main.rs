@@ -14,4 +14,5 @@ mod nats;
 mod nats_node;
 mod nobody;
 mod placement;
+mod presence;
 mod start;

@@ -4,6 +4,7 @@ use proto::v1::{server_frame, ErrorCode, PresenceVisibility};
 
 use crate::state::effect::{rate_limited, Out};
 use crate::state::home::Phone;
+use crate::state::limits::PRESENCE_REASKS_PER_JOIN_MAX;
 use crate::state::mesh_msg::ShardMsg;
 use crate::state::ShardState;
 use crate::tables::admission::PRESENCE_RENEWALS_PER_UNIT;
@@ -147,6 +148,42 @@ impl ShardState {
                 frame,
             },
         );
+    }
+
+    /// Another box of a cluster joined or started again (it holds no presence state) or
+    /// left (its users' presence is not known now): each user here who subscribed this
+    /// session asks again about each contact it follows whose subscription has not lapsed;
+    /// each contact's home answers as at a first subscription (a shard cannot tell a
+    /// contact of another box from one of another shard of this box, whose home answers
+    /// again too). At most `PRESENCE_REASKS_PER_JOIN_MAX`, the rest counted. A box alone
+    /// never calls it.
+    pub fn presence_ask_again(&mut self, now: u64, out: &mut Out) {
+        let mut asks = Vec::new();
+        let mut skipped = 0u64;
+        for user in self.presence.sessions.keys() {
+            let Some(set) = self.presence.following.get(user) else {
+                continue;
+            };
+            for (contact, _) in set.iter().filter(|(_, &lapse)| lapse > now) {
+                if asks.len() < PRESENCE_REASKS_PER_JOIN_MAX {
+                    asks.push((contact.to_string(), user.to_string()));
+                } else {
+                    skipped += 1;
+                }
+            }
+        }
+        self.abuse.presence_reasks += asks.len() as u64;
+        self.abuse.presence_reasks_skipped += skipped;
+        for (contact, subscriber) in asks {
+            let home = self.home(&contact);
+            out.mesh(
+                home,
+                ShardMsg::PresenceSub {
+                    contact,
+                    subscriber,
+                },
+            );
+        }
     }
 
     /// `user` came online or went offline: tell the subscribers `user` allows.

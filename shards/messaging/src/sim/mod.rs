@@ -15,6 +15,8 @@ mod groups;
 pub mod journal;
 #[cfg(test)]
 mod media;
+#[cfg(test)]
+mod presence;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

@@ -33,6 +33,10 @@ pub struct AbuseCounters {
     pub refused_presence_fanout: u64,
     /// Presence changes not fanned out while the shard was overloaded.
     pub presence_updates_skipped: u64,
+    /// Presence subscriptions asked again because another box of a cluster joined or left.
+    pub presence_reasks: u64,
+    /// Those not asked again: over `PRESENCE_REASKS_PER_JOIN_MAX` at one join.
+    pub presence_reasks_skipped: u64,
     /// Group sends refused by the sender's group fan-out budget at the group's home.
     pub refused_group_fanout: u64,
     /// Sends refused by the sender's new-recipient budget.
@@ -90,6 +94,8 @@ pub fn abuse_report(c: &AbuseCounters, g: AbuseGauges) -> Vec<(&'static str, u64
         ("presence_refused", g.presence_refused),
         ("refused_presence_fanout_total", c.refused_presence_fanout),
         ("presence_updates_skipped_total", c.presence_updates_skipped),
+        ("presence_reasks_total", c.presence_reasks),
+        ("presence_reasks_skipped_total", c.presence_reasks_skipped),
         ("refused_group_fanout_total", c.refused_group_fanout),
         ("refused_new_recipient_total", c.refused_new_recipient),
         ("recipient_ties", g.recipient_ties),

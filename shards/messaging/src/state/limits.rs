@@ -27,6 +27,10 @@ pub const PRESENCE_SUBSCRIPTIONS_PER_USER_MAX: usize = 2_000;
 /// A presence subscription lapses this long after it was last made (clients subscribe again
 /// after each login).
 pub const PRESENCE_SUBSCRIPTION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Subscriptions one shard asks again about when another box of a cluster joins, starts
+/// again or leaves (`handlers/presence.rs`); the rest are counted (`presence_reasks_skipped_total`)
+/// and wait for their subscriber's next session.
+pub const PRESENCE_REASKS_PER_JOIN_MAX: usize = 65_536;
 /// Messages (not receipts) one user's queue may hold; the rest of
 /// `QUEUE_ITEMS_PER_USER_MAX` is kept for receipts, which messages can therefore never
 /// crowd out.
