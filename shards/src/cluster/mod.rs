@@ -29,9 +29,11 @@
 //! ## What is in place (and what is not)
 //! Membership, placement, Register / Verify / Login / LoadTestLogin at any box (a box that
 //! is not the phone's home answers `Redirect` to the home's advertised address), 1:1
-//! messages and receipts between users of different boxes, and groups with members on
-//! several boxes (`groups.rs`). Presence does not cross boxes yet (ARCHITECTURE.md, "A
-//! cluster of boxes").
+//! messages and receipts between users of different boxes (straight to a live box:
+//! `direct.rs`; else through its stream: `cross.rs`, handed over in order: `in_order.rs`),
+//! groups with members on several boxes and presence across boxes (`groups.rs`), logging
+//! in to NATS (`nats_auth.rs`) and importing a box that ran alone (`import.rs`). Media does
+//! not cross boxes yet (ARCHITECTURE.md, "A cluster of boxes").
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
