@@ -161,7 +161,7 @@ pub fn start_with(
     env.data_dir_lock = Some(lock);
     let mut media = None;
     if let Some(m) = &cfg.media {
-        let key = crate::media::load_key(&cfg.data_dir).map_err(StartError::Media)?;
+        let key = media_key(cfg)?;
         let tls = engine_cfg.tls.clone();
         let service =
             crate::media::start(m, &cfg.data_dir, tls, key.clone()).map_err(StartError::Media)?;
@@ -183,6 +183,10 @@ pub fn start_with(
         // is allowed); the link's last holder gone is the gateway's signal to leave.
         let link = crate::cluster::ClusterLink::new(cluster.box_id.clone(), shards)
             .map_err(|e| crate::cluster::gateway::ClusterStartError::Thread(e.to_string()))?;
+        if let Some(m) = &env.settings.media {
+            // Named in the envelopes of messages whose media this box holds.
+            let _ = link.media_base.set(m.base_url.clone());
+        }
         let link = Arc::new(link);
         crate::cluster::gateway::start(cluster, link.clone())?;
         env.cluster = Some(link);
@@ -212,6 +216,31 @@ pub fn start_with(
             })));
     }
     Ok((rt, media))
+}
+
+/// The media signing key: the data directory's own, or in a cluster the cluster's one
+/// (`cluster/media_key.rs`), so that a box's download URLs open at every box's service.
+fn media_key(cfg: &ServerConfig) -> Result<messaging::media::token::MediaKey, StartError> {
+    use messaging::media::token::MediaKey;
+    let own = crate::media::load_key_bytes(&cfg.data_dir).map_err(StartError::Media)?;
+    let Some(cluster) = &cfg.cluster else {
+        return Ok(MediaKey::new(&own));
+    };
+    match crate::cluster::media_key::shared(cluster, own) {
+        Ok(shared) => Ok(MediaKey::new(&shared)),
+        Err(e) if cluster.optional => {
+            tracing::warn!(
+                "media: cannot read the cluster's media key ({e}): signing with this box's \
+                 own key; its download links open on this box's media service only"
+            );
+            Ok(MediaKey::new(&own))
+        }
+        Err(detail) => Err(crate::cluster::gateway::ClusterStartError::Unreachable {
+            servers: cluster.servers.join(","),
+            detail,
+        }
+        .into()),
+    }
 }
 
 /// The service's shared settings and notifiers for this configuration.

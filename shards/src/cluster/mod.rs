@@ -41,6 +41,7 @@ pub mod gateway;
 pub mod groups;
 pub mod import;
 pub mod in_order;
+pub mod media_key;
 pub mod membership;
 pub mod nats_auth;
 pub mod placement;
@@ -360,6 +361,9 @@ pub struct ClusterLink {
     pub gateway_wake: GatewayWake,
     /// The shards' published statistics (set once they run): the load a box announces.
     pub stats: std::sync::OnceLock<Arc<engine::observe::stats::StatsBoard>>,
+    /// This box's media service as clients reach it (set at start when it has one): the
+    /// gateway names it in the envelopes of messages whose media it holds (`cross.rs`).
+    pub media_base: std::sync::OnceLock<String>,
 }
 
 impl ClusterLink {
@@ -377,6 +381,7 @@ impl ClusterLink {
             wakes: std::sync::OnceLock::new(),
             gateway_wake: GatewayWake::new()?,
             stats: std::sync::OnceLock::new(),
+            media_base: std::sync::OnceLock::new(),
         })
     }
 

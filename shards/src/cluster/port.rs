@@ -726,6 +726,7 @@ mod tests {
             group_id: 0,
             body: b"x".to_vec(),
             media: None,
+            media_base: None,
             sent_at_ms: 0,
             reply: messaging::state::mesh_msg::ReplyTo::Sender,
         })

@@ -71,9 +71,16 @@ impl Drop for MediaService {
 /// The key in `<data_dir>/media/`, made on first use: loaded before the shards start, which
 /// sign with it.
 pub fn load_key(data_dir: &Path) -> std::io::Result<MediaKey> {
+    load_key_bytes(data_dir).map(|b| MediaKey::new(&b))
+}
+
+/// [`load_key`], the key's bytes.
+pub fn load_key_bytes(
+    data_dir: &Path,
+) -> std::io::Result<[u8; messaging::media::token::MEDIA_KEY_BYTES]> {
     let dir = data_dir.join(store::MEDIA_DIR);
     std::fs::create_dir_all(&dir)?;
-    key::load_or_create(&dir)
+    key::load_or_create_bytes(&dir)
 }
 
 /// Opens the store, binds `cfg.listen` and starts the media thread.
