@@ -63,17 +63,18 @@ async fn fetch(
         .await
         .map_err(|e| e.to_string())?;
     let js = jetstream::new(client.clone());
-    let store = super::gateway::bucket(
-        &js,
-        kv::Config {
-            bucket: MEDIA_BUCKET.into(),
-            description: "switchboard: the cluster's media signing key, written once".into(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let cfg = kv::Config {
+        bucket: MEDIA_BUCKET.into(),
+        description: "switchboard: the cluster's media signing key, written once".into(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let store = match super::gateway::bucket(&js, cfg).await {
+        Ok(store) => store,
+        // Two boxes starting at once: the other one's bucket may have won the creation.
+        Err(e) => js.get_key_value(MEDIA_BUCKET).await.map_err(|_| e)?,
+    };
     let key = match store.create(MEDIA_KEY_ENTRY, offer.to_vec().into()).await {
         Ok(_) => offer,
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {

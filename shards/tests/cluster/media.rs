@@ -5,6 +5,8 @@
 //! user would: the bytes come back intact, nobody else's token opens them, and the URL is
 //! no good at a box that does not hold the object.
 
+use std::time::Duration;
+
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy, Media};
 
 use crate::nats::{Box, Nats};
@@ -236,4 +238,79 @@ fn group_photos_download_from_the_senders_box() {
     assert_eq!(base(&got.url), base(&up_b), "{}", got.url);
     let (status, _, body) = get(&http, &got.url);
     assert_eq!((status, sha256(&body)), (200, sha256(&from_b)));
+}
+
+/// A "NATS server" that never answers (held by the test: no other test takes its port).
+fn dead_nats() -> (std::net::TcpListener, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, format!("nats://127.0.0.1:{port}"))
+}
+
+/// The cluster's media key is read before anything else starts: without NATS a media box
+/// says so in one line and exits 1, as any box does.
+#[test]
+fn a_media_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
+    let data = testkit::temp_dir("box-media-nonats");
+    let (_silent, url) = dead_nats();
+    let mut cmd = crate::support::switchboard_command(&[
+        "--shards",
+        "1",
+        "--no-tls",
+        "--no-admin",
+        "--media-listen",
+        "127.0.0.1:0",
+        "--cluster",
+        &url,
+        "--box-id",
+        "a",
+        "--advertise",
+        "a.test:5222",
+    ]);
+    cmd.arg("--data-dir").arg(&data);
+    let mut child = cmd.spawn().unwrap();
+    let (status, stderr) =
+        testkit::exit_and_stderr(&mut child, Duration::from_secs(30), "a box without NATS");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("cannot reach NATS") && errors[0].contains(&url),
+        "{stderr}"
+    );
+}
+
+/// With `--cluster-optional` and no NATS, a media box keeps signing with its own file key
+/// and its media service serves its own users (here one who signed up while it ran alone).
+#[test]
+fn with_cluster_optional_a_media_box_alone_uses_its_own_key() {
+    let data = testkit::temp_dir("box-media-alone");
+    let alice = "+15553000011";
+    let http = agent();
+    let mut single = crate::support::TestServer::start_cfg(2, false, data.clone(), |cfg| {
+        let args = shards::config::media::MediaArgs {
+            media_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        cfg.media = args.resolve(None).unwrap();
+    });
+    let device_key = single.register(alice);
+    let mut c = single.login(alice, &device_key);
+    let first = object(5_000, 3);
+    upload(&http, &slot(&mut c, 1, &first), &first);
+    drop(c);
+    single.stop();
+    drop(single);
+    let key = std::fs::read(data.join("media").join("key")).unwrap();
+
+    let (_silent, url) = dead_nats();
+    let mut extra = vec!["--cluster-optional"];
+    extra.extend(MEDIA);
+    let a = Box::start_in(data.clone(), &url, "a", ADV_A, &extra);
+    a.wait_stat("cluster_alone", 1);
+    let mut c = a.client();
+    c.login(alice, &device_key);
+    let second = object(6_000, 4);
+    upload(&http, &slot(&mut c, 2, &second), &second);
+    assert_eq!(std::fs::read(data.join("media").join("key")).unwrap(), key);
 }
