@@ -1,10 +1,11 @@
 //! Media across boxes: a photo uploaded to its sender's box reaches a recipient homed on
 //! another box with a download URL that names the sender's box's media service, signed for
 //! the recipient with the cluster's one media key (`shards/src/cluster/media_key.rs`).
-//! The boxes run without TLS here (the media tests cover HTTPS); what is checked is what a
-//! user would: the bytes come back intact, nobody else's token opens them, and the URL is
-//! no good at a box that does not hold the object.
+//! What is checked is what a user would (over TLS, as phones reach both listeners): the
+//! bytes come back intact, nobody else's token opens them, and the URL is no good at a box
+//! that does not hold the object.
 
+use std::path::Path;
 use std::time::Duration;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy, Media};
@@ -21,6 +22,68 @@ fn two_media_boxes(nats: &Nats) -> (Box, Box) {
     a.wait_stat("cluster_members", 2);
     b.wait_stat("cluster_members", 2);
     (a, b)
+}
+
+/// Box `id` with TLS on its chat and media listeners: its own dev certificate, or the one
+/// in `cert_of` (another box's `tls` directory), so that one client trusts both boxes.
+fn tls_box(nats: &Nats, id: &str, advertise: &str, cert_of: Option<&Path>) -> Box {
+    let data = testkit::temp_dir(&format!("box-tls-{id}"));
+    let files = cert_of.map(|dir| {
+        let cert = engine::tls::dev_cert_path(dir);
+        let key = dir.join(engine::tls::DEV_KEY_FILE);
+        (
+            cert.to_str().unwrap().to_owned(),
+            key.to_str().unwrap().to_owned(),
+        )
+    });
+    let mut args = vec![
+        "--shards",
+        "2",
+        "--admin",
+        "127.0.0.1:0",
+        "--cluster",
+        &nats.url,
+        "--box-id",
+        id,
+        "--advertise",
+        advertise,
+    ];
+    args.extend(MEDIA);
+    if let Some((cert, key)) = &files {
+        args.extend(["--cert", cert.as_str(), "--key", key.as_str()]);
+    }
+    let mut cmd = crate::support::switchboard_command(&args);
+    cmd.env(shards::config::LOAD_TEST_SECRET_ENV, "farm-secret")
+        .arg("--data-dir")
+        .arg(&data);
+    let (child, line) = crate::support::listening(cmd);
+    Box {
+        child,
+        addr: shards::server::listening_addr(&line).expect("addr="),
+        admin: crate::nats::admin_addr(&line),
+        data,
+    }
+}
+
+/// An HTTPS client trusting the certificate at `cert` (and plain HTTP).
+fn tls_agent(cert: &Path) -> ureq::Agent {
+    let pem = std::fs::read(cert).unwrap();
+    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i.unwrap() {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
@@ -116,21 +179,27 @@ fn expect_media_message(c: &mut Client, from: &str) -> Media {
 #[test]
 fn a_photo_to_a_user_of_another_box_downloads_from_the_box_that_holds_it() {
     let nats = Nats::start();
-    let (a, b) = two_media_boxes(&nats);
+    let a = tls_box(&nats, "a", ADV_A, None);
+    let tls_dir = shards::server::tls_dir(&a.data);
+    let b = tls_box(&nats, "b", ADV_B, Some(&tls_dir));
+    a.wait_stat("cluster_members", 2);
+    b.wait_stat("cluster_members", 2);
+    let cert = engine::tls::dev_cert_path(&tls_dir);
     let alice = &phones_homed_on("a", 1, 4_800_000)[0];
     let bobs = phones_homed_on("b", 2, 4_800_000);
     let (bob, carol) = (&bobs[0], &bobs[1]);
-    let mut at_a = a.client();
+    let mut at_a = Client::tls(a.addr, &cert);
     at_a.load_test_login(alice);
-    let mut bob_c = b.client();
+    let mut bob_c = Client::tls(b.addr, &cert);
     bob_c.load_test_login(bob);
-    let mut carol_c = b.client();
+    let mut carol_c = Client::tls(b.addr, &cert);
     carol_c.load_test_login(carol);
-    let http = agent();
+    let http = tls_agent(&cert);
 
     let photo = object(200 * 1024 + 3, 5);
     let up = slot(&mut at_a, 1, &photo);
     let a_media = base(&up).to_owned();
+    assert!(a_media.starts_with("https://127.0.0.1:"), "{a_media}");
     let b_media = base(&slot(&mut bob_c, 1, &object(10, 1))).to_owned();
     assert_ne!(a_media, b_media);
     upload(&http, &up, &photo);
