@@ -383,3 +383,52 @@ fn with_cluster_optional_a_media_box_alone_uses_its_own_key() {
     upload(&http, &slot(&mut c, 2, &second), &second);
     assert_eq!(std::fs::read(data.join("media").join("key")).unwrap(), key);
 }
+
+/// Two boxes starting at once both offer their key: one wins the KV `create`, the other
+/// reads it, and photos open both ways.
+#[test]
+fn boxes_starting_at_once_agree_on_one_media_key() {
+    let nats = Nats::start();
+    let url = nats.url.clone();
+    let starting_b = std::thread::spawn(move || Box::start(&url, "b", ADV_B, &MEDIA));
+    let a = Box::start(&nats.url, "a", ADV_A, &MEDIA);
+    let b = starting_b.join().unwrap();
+    a.wait_stat("cluster_members", 2);
+    b.wait_stat("cluster_members", 2);
+    let alice = &phones_homed_on("a", 1, 5_100_000)[0];
+    let bob = &phones_homed_on("b", 1, 5_100_000)[0];
+    let mut at_a = a.client();
+    at_a.load_test_login(alice);
+    let mut bob_c = b.client();
+    bob_c.load_test_login(bob);
+    let http = agent();
+    photo_opens(&http, 1, (alice, &mut at_a), (bob, &mut bob_c));
+    photo_opens(&http, 2, (bob, &mut bob_c), (alice, &mut at_a));
+}
+
+/// A photo from `from` to `to` opens, at the sender's box's service.
+fn photo_opens(http: &ureq::Agent, id: u64, from: (&str, &mut Client), to: (&str, &mut Client)) {
+    let photo = object(30_000, id as u8);
+    let up = slot(from.1, id, &photo);
+    upload(http, &up, &photo);
+    from.1
+        .send(client_frame::Kind::Send(proto::v1::SendMessage {
+            to: to.0.into(),
+            client_msg_id: id,
+            body: Vec::new(),
+            media: media(&photo),
+        }));
+    match next(from.1) {
+        server_frame::Kind::ServerAck(a) => assert_eq!(a.client_msg_id, id),
+        other => panic!("expected the ServerAck, got {other:?}"),
+    }
+    let got = expect_media_message(to.1, from.0);
+    assert_eq!(base(&got.url), base(&up));
+    let (status, _, body) = get(http, &got.url);
+    assert_eq!(
+        (status, sha256(&body)),
+        (200, sha256(&photo)),
+        "{}",
+        got.url
+    );
+}
