@@ -4,7 +4,8 @@
 //! One thread runs a current-thread tokio runtime with hyper (HTTP/1.1) and, when the
 //! server has TLS, tokio-rustls with the server's certificate. It owns the media directory
 //! under the data directory: the signing key (`key.rs`, shared read-only with the shards,
-//! which sign slots and download tokens with it), the objects (`store.rs`), the budgets
+//! which sign slots and download tokens with it; in a cluster the cluster's one key,
+//! `cluster/media_key.rs`, with the file's key still opening tokens signed before), the objects (`store.rs`), the budgets
 //! (`limits.rs`) and the retention sweep. It must not touch shard state; the shards never
 //! touch media files. Counters (`counters.rs`) are atomics shard 0 reports.
 //!
@@ -83,12 +84,14 @@ pub fn load_key_bytes(
     key::load_or_create_bytes(&dir)
 }
 
-/// Opens the store, binds `cfg.listen` and starts the media thread.
+/// Opens the store, binds `cfg.listen` and starts the media thread, verifying tokens with
+/// `key` (and `earlier_key`, the data directory's own, when a cluster's key replaced it).
 pub fn start(
     cfg: &MediaConfig,
     data_dir: &Path,
     tls: Option<Arc<rustls::ServerConfig>>,
     key: MediaKey,
+    earlier_key: Option<MediaKey>,
 ) -> std::io::Result<MediaService> {
     let store = Store::open(&data_dir.join(store::MEDIA_DIR))?;
     let found = store.scan()?;
@@ -130,6 +133,7 @@ pub fn start(
             let sh = Rc::new(Shared {
                 store,
                 key,
+                earlier_key,
                 budgets: RefCell::new(limits::Budgets::new(limits, stored)),
                 counters: thread_counters,
                 object_bytes_max,

@@ -432,3 +432,49 @@ fn photo_opens(http: &ureq::Agent, id: u64, from: (&str, &mut Client), to: (&str
         got.url
     );
 }
+
+/// A box that served media alone joins a cluster whose key another box set: it signs with
+/// the cluster's key from then on, and a download link it handed out before still opens.
+#[test]
+fn links_a_box_handed_out_before_it_joined_still_open() {
+    let data = testkit::temp_dir("box-media-joins");
+    let (alice, carol) = ("+15553000021", "+15553000022");
+    let http = agent();
+    let mut single = crate::support::TestServer::start_cfg(2, false, data.clone(), |cfg| {
+        let args = shards::config::media::MediaArgs {
+            media_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        cfg.media = args.resolve(None).unwrap();
+    });
+    let mut at_a = single.client();
+    at_a.load_test_login(alice);
+    let mut carol_c = single.client();
+    carol_c.load_test_login(carol);
+    let photo = object(7_000, 21);
+    upload(&http, &slot(&mut at_a, 1, &photo), &photo);
+    at_a.send(client_frame::Kind::Send(proto::v1::SendMessage {
+        to: carol.into(),
+        client_msg_id: 1,
+        body: Vec::new(),
+        media: media(&photo),
+    }));
+    let before = expect_media_message(&mut carol_c, alice).url;
+    drop((at_a, carol_c));
+    single.stop();
+    drop(single);
+
+    let nats = Nats::start();
+    let b = Box::start(&nats.url, "b", ADV_B, &MEDIA); // b's key becomes the cluster's
+    let a = Box::start_in(data, &nats.url, "a", ADV_A, &MEDIA);
+    a.wait_stat("cluster_members", 2);
+    b.wait_stat("cluster_members", 2);
+    let dave = &phones_homed_on("a", 1, 5_200_000)[0];
+    let mut dave_c = a.client();
+    dave_c.load_test_login(dave);
+    let a_media = base(&slot(&mut dave_c, 1, &object(10, 1))).to_owned();
+    // The listener's port is new: the same link at a's new address.
+    let link = before.replacen(base(&before), &a_media, 1);
+    let (status, _, body) = get(&http, &link);
+    assert_eq!((status, sha256(&body)), (200, sha256(&photo)), "{link}");
+}
