@@ -10,7 +10,9 @@
 //!    file's key as entry [`MEDIA_KEY_ENTRY`] with KV `create`: the first box to offer one
 //!    sets the cluster's key (its old links keep opening), every other box reads it. Nobody
 //!    writes the entry after that.
-//! 3. The box signs with, and its media service verifies with, the cluster's key.
+//! 3. The box signs with, and its media service verifies with, the cluster's key; the
+//!    service also still opens tokens signed with the file's key (`server.rs` hands it
+//!    both), so links the box handed out before it joined keep working.
 //!
 //! A box that cannot reach NATS does not start (the same one line as the gateway's), or
 //! with `--cluster-optional` keeps its file key (logged): its links open on its own service
