@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::adapter::{ServiceEnv, Switchboard};
 use crate::config::ServerConfig;
 use crate::notify::webhook::Webhook;
+use messaging::media::token::MediaKey;
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -161,10 +162,10 @@ pub fn start_with(
     env.data_dir_lock = Some(lock);
     let mut media = None;
     if let Some(m) = &cfg.media {
-        let key = crate::media::load_key(&cfg.data_dir).map_err(StartError::Media)?;
+        let (key, earlier_key) = media_key(cfg)?;
         let tls = engine_cfg.tls.clone();
-        let service =
-            crate::media::start(m, &cfg.data_dir, tls, key.clone()).map_err(StartError::Media)?;
+        let service = crate::media::start(m, &cfg.data_dir, tls, key.clone(), earlier_key)
+            .map_err(StartError::Media)?;
         let scheme = if cfg.tls { "https" } else { "http" };
         let base_url =
             (m.base_url.clone()).unwrap_or_else(|| format!("{scheme}://{}", service.addr));
@@ -183,6 +184,10 @@ pub fn start_with(
         // is allowed); the link's last holder gone is the gateway's signal to leave.
         let link = crate::cluster::ClusterLink::new(cluster.box_id.clone(), shards)
             .map_err(|e| crate::cluster::gateway::ClusterStartError::Thread(e.to_string()))?;
+        if let Some(m) = &env.settings.media {
+            // Named in the envelopes of messages whose media this box holds.
+            let _ = link.media_base.set(m.base_url.clone());
+        }
         let link = Arc::new(link);
         crate::cluster::gateway::start(cluster, link.clone())?;
         env.cluster = Some(link);
@@ -212,6 +217,33 @@ pub fn start_with(
             })));
     }
     Ok((rt, media))
+}
+
+/// The media signing key: the data directory's own, or in a cluster the cluster's one
+/// (`cluster/media_key.rs`), so that a box's download URLs open at every box's service;
+/// then also the directory's own when it differs, which the media service still accepts
+/// (links this box handed out before it joined keep opening).
+fn media_key(cfg: &ServerConfig) -> Result<(MediaKey, Option<MediaKey>), StartError> {
+    let own = crate::media::load_key_bytes(&cfg.data_dir).map_err(StartError::Media)?;
+    let Some(cluster) = &cfg.cluster else {
+        return Ok((MediaKey::new(&own), None));
+    };
+    match crate::cluster::media_key::shared(cluster, own) {
+        Ok(shared) if shared == own => Ok((MediaKey::new(&own), None)),
+        Ok(shared) => Ok((MediaKey::new(&shared), Some(MediaKey::new(&own)))),
+        Err(e) if cluster.optional => {
+            tracing::warn!(
+                "media: cannot read the cluster's media key ({e}): signing with this box's \
+                 own key; its download links open on this box's media service only"
+            );
+            Ok((MediaKey::new(&own), None))
+        }
+        Err(detail) => Err(crate::cluster::gateway::ClusterStartError::Unreachable {
+            servers: cluster.servers.join(","),
+            detail,
+        }
+        .into()),
+    }
 }
 
 /// The service's shared settings and notifiers for this configuration.

@@ -99,7 +99,14 @@ pub struct Envelope {
     /// group send's message.
     #[prost(message, optional, tag = "10")]
     pub group: Option<super::groups::MeshPart>,
+    /// The media service of the box that holds the message's media object
+    /// (`https://host[:port][/path]`; empty: none named). Set only by gateways
+    /// ([`Envelope::stamp_media_base`]), checked as peer input ([`media_base_ok`]).
+    #[prost(string, tag = "11")]
+    pub media_base: String,
 }
+
+pub use messaging::media::settings::{base_url_ok as media_base_ok, MEDIA_BASE_URL_BYTES_MAX};
 
 impl Envelope {
     /// A message.
@@ -115,6 +122,18 @@ impl Envelope {
             receipt: None,
             group_id: d.group_id,
             group: None,
+            media_base: d.media_base.as_deref().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// Names this box's media service (`own`) as the one holding the object, for a
+    /// message whose media the service serves (a SHA-256) and that does not name one yet
+    /// (a group copy keeps the sender's box's). The recipient's home signs the download URL
+    /// for that service (`handlers/media.rs`).
+    pub fn stamp_media_base(&mut self, own: Option<&str>) {
+        let served = self.media.as_ref().is_some_and(|m| m.sha256.len() == 32);
+        if let (true, true, Some(own)) = (served, self.media_base.is_empty(), own) {
+            own.clone_into(&mut self.media_base);
         }
     }
 
@@ -145,6 +164,9 @@ impl Envelope {
     /// Whether a peer's envelope may be handed to a shard.
     pub fn check(&self) -> bool {
         use proto::validate::is_e164;
+        if !media_base_ok(&self.media_base) {
+            return false;
+        }
         if let Some(g) = &self.group {
             return g.check(self);
         }
@@ -169,6 +191,7 @@ impl Envelope {
             group_id: self.group_id,
             body: self.body,
             media: self.media.map(Box::new),
+            media_base: (!self.media_base.is_empty()).then(|| self.media_base.into()),
             sent_at_ms: self.sent_at_ms,
             reply: if self.group_id == 0 {
                 ReplyTo::Sender
@@ -278,6 +301,7 @@ mod tests {
             group_id: 0,
             body: b"hi".to_vec(),
             media: None,
+            media_base: None,
             sent_at_ms: 1,
             reply: ReplyTo::Sender,
         }
@@ -338,5 +362,76 @@ mod tests {
         b.to = "+15550000003".into();
         assert_ne!(a.msg_id(), b.msg_id());
         assert_eq!(a.msg_id(), Envelope::message(&delivery()).msg_id());
+    }
+
+    fn photo() -> proto::v1::Media {
+        proto::v1::Media {
+            sha256: vec![7; 32],
+            size: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_box_holding_the_media_is_named_once_and_crosses_to_the_delivery() {
+        let mut d = delivery();
+        d.media = Some(Box::new(photo()));
+        let mut e = Envelope::message(&d);
+        e.stamp_media_base(Some("https://media-a.test:8443"));
+        // A copy handed on by another box (a group's) keeps the first box's.
+        e.stamp_media_base(Some("https://media-g.test"));
+        let back = Envelope::decode(e.encode_to_vec().as_slice()).unwrap();
+        assert!(back.check());
+        let d = back.into_delivery();
+        assert_eq!(d.media_base.as_deref(), Some("https://media-a.test:8443"));
+        assert_eq!(
+            Envelope::message(&d).media_base,
+            "https://media-a.test:8443"
+        );
+
+        // Text, or a plain link (no SHA-256), names no service; neither does a box without one.
+        let mut text = Envelope::message(&delivery());
+        text.stamp_media_base(Some("https://media-a.test"));
+        assert_eq!(text.media_base, "");
+        let mut link = delivery();
+        link.media = Some(Box::new(proto::v1::Media::default()));
+        let mut link = Envelope::message(&link);
+        link.stamp_media_base(Some("https://media-a.test"));
+        assert_eq!(link.media_base, "");
+        assert_eq!(link.into_delivery().media_base, None);
+    }
+
+    #[test]
+    fn a_peers_media_base_must_be_a_plain_service_url() {
+        for good in [
+            "",
+            "https://media.example.com",
+            "http://127.0.0.1:8443",
+            "https://example.com/media",
+            "https://example.com/%7Emedia",
+        ] {
+            assert!(media_base_ok(good), "{good}");
+        }
+        let long = format!("https://{}", "a".repeat(MEDIA_BASE_URL_BYTES_MAX));
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https:///path",
+            "https://x/",
+            "https://x?t=1",
+            "https://x#f",
+            "https://user@x",
+            "https://x/a b",
+            "https://x/\u{e9}",
+            "javascript:alert(1)",
+            long.as_str(),
+        ] {
+            assert!(!media_base_ok(bad), "{bad}");
+        }
+        let mut d = delivery();
+        d.media = Some(Box::new(photo()));
+        let mut e = Envelope::message(&d);
+        e.media_base = "https://x?t=stolen".into();
+        assert!(!e.check(), "an envelope naming a bad service is refused");
     }
 }

@@ -263,7 +263,7 @@ pub(crate) async fn homes_bucket(js: &jetstream::Context) -> Result<kv::Store, S
 /// The bucket's stream is created here as the client's `create_key_value` would create it:
 /// that call first reads the account's JetStream limits, whose reply from nats-server 2.9
 /// (Debian's) lacks fields the client requires.
-async fn bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, String> {
+pub(crate) async fn bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, String> {
     if let Ok(store) = js.get_key_value(cfg.bucket.clone()).await {
         return Ok(store);
     }
@@ -644,7 +644,8 @@ impl Gw {
 
     /// Step 2 of `cross.rs` for one message.
     fn send(&mut self, shard: usize, d: messaging::state::mesh_msg::Delivery) {
-        let env = cross::Envelope::message(&d);
+        let mut env = cross::Envelope::message(&d);
+        env.stamp_media_base(self.link.media_base.get().map(String::as_str));
         self.route(Outgoing {
             shard: Some(shard),
             env,

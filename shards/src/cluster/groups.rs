@@ -327,6 +327,7 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
                 group_id: g.group_id,
                 body: env.body,
                 media: env.media.map(std::boxed::Box::new),
+                media_base: (!env.media_base.is_empty()).then(|| env.media_base.into()),
                 sent_at_ms: env.sent_at_ms,
                 reply: ReplyTo::Group,
             };

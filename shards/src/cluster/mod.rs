@@ -32,8 +32,9 @@
 //! messages and receipts between users of different boxes (straight to a live box:
 //! `direct.rs`; else through its stream: `cross.rs`, handed over in order: `in_order.rs`),
 //! groups with members on several boxes and presence across boxes (`groups.rs`), logging
-//! in to NATS (`nats_auth.rs`) and importing a box that ran alone (`import.rs`). Media does
-//! not cross boxes yet (ARCHITECTURE.md, "A cluster of boxes").
+//! in to NATS (`nats_auth.rs`), importing a box that ran alone (`import.rs`), and media
+//! links naming the box that holds the object, signed with one cluster key
+//! (`media_key.rs`). See ARCHITECTURE.md, "A cluster of boxes".
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
@@ -43,6 +44,7 @@ pub mod gateway;
 pub mod groups;
 pub mod import;
 pub mod in_order;
+pub mod media_key;
 pub mod membership;
 pub mod nats_auth;
 pub mod placement;
@@ -366,6 +368,9 @@ pub struct ClusterLink {
     pub gateway_wake: GatewayWake,
     /// The shards' published statistics (set once they run): the load a box announces.
     pub stats: std::sync::OnceLock<Arc<engine::observe::stats::StatsBoard>>,
+    /// This box's media service as clients reach it (set at start when it has one): the
+    /// gateway names it in the envelopes of messages whose media it holds (`cross.rs`).
+    pub media_base: std::sync::OnceLock<String>,
 }
 
 impl ClusterLink {
@@ -383,6 +388,7 @@ impl ClusterLink {
             wakes: std::sync::OnceLock::new(),
             gateway_wake: GatewayWake::new()?,
             stats: std::sync::OnceLock::new(),
+            media_base: std::sync::OnceLock::new(),
         })
     }
 

@@ -34,7 +34,7 @@ pub const MEDIA_WRITE_STALL_MS: u64 = 30_000;
 
 /// Longest `--media-url`: with `/m/`, the object's 64 hex digits, `?t=` and a token (178)
 /// it still fits `Media.url` (`proto::limits::MEDIA_URL_BYTES_MAX`).
-pub const MEDIA_BASE_URL_BYTES_MAX: usize = 1024;
+pub use messaging::media::settings::MEDIA_BASE_URL_BYTES_MAX;
 const _: () = assert!(
     MEDIA_BASE_URL_BYTES_MAX + 3 + 64 + 3 + 2 * messaging::media::token::TOKEN_BYTES
         <= proto::limits::MEDIA_URL_BYTES_MAX
@@ -170,6 +170,12 @@ impl MediaArgs {
                     u.len()
                 )));
             }
+            if !messaging::media::settings::base_url_ok(u) {
+                return Err(ConfigError::Invalid(format!(
+                    "media-url must be http(s)://host[:port][/path] (printable ASCII; no \
+                     query, fragment or user), got {u:?}"
+                )));
+            }
         }
         let positive = |name: &str, v: u64| {
             if v == 0 {
@@ -261,6 +267,9 @@ mod tests {
             .unwrap();
         assert_eq!(given.base_url.as_deref(), Some("https://media.example"));
         assert!(url("ftp://x").resolve(None).is_err());
+        // Other boxes of a cluster build their users' URLs on it: a plain service URL only.
+        assert!(url("https://media.example/x?a=1").resolve(None).is_err());
+        assert!(url("https://user@media.example").resolve(None).is_err());
         let long = format!("https://{}", "a".repeat(MEDIA_BASE_URL_BYTES_MAX));
         assert!(url(&long).resolve(None).is_err());
         let zero = MediaArgs {

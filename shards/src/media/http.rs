@@ -52,6 +52,9 @@ pub struct Shared {
     pub store: Store,
     /// Verifies tokens.
     pub key: MediaKey,
+    /// The data directory's own key when a cluster's key is used instead
+    /// (`cluster/media_key.rs`): tokens this box signed before it joined still open.
+    pub earlier_key: Option<MediaKey>,
     /// Per-user and disk budgets.
     pub budgets: RefCell<Budgets>,
     /// Counters reported by shard 0.
@@ -170,11 +173,11 @@ pub async fn handle(sh: Rc<Shared>, req: Request<Incoming>) -> Result<Resp, Infa
         Method::GET | Method::HEAD => Purpose::Download,
         _ => return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "PUT, GET or HEAD")),
     };
-    let t = match sh
-        .key
-        .open(token)
-        .and_then(|t| t.check(purpose, &sha256, now_ms()).map(|()| t))
-    {
+    let opened = sh.key.open(token).or_else(|e| match &sh.earlier_key {
+        Some(k) => k.open(token),
+        None => Err(e),
+    });
+    let t = match opened.and_then(|t| t.check(purpose, &sha256, now_ms()).map(|()| t)) {
         Ok(t) => t,
         Err(e) => {
             bump(&sh.counters.refused_token);

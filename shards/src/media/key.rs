@@ -14,6 +14,12 @@ pub const KEY_FILE: &str = "key";
 
 /// Reads the key in `dir`, or makes one there.
 pub fn load_or_create(dir: &Path) -> std::io::Result<MediaKey> {
+    load_or_create_bytes(dir).map(|b| MediaKey::new(&b))
+}
+
+/// [`load_or_create`], the key's bytes (a cluster box offers them as the cluster's key:
+/// `cluster/media_key.rs`).
+pub fn load_or_create_bytes(dir: &Path) -> std::io::Result<[u8; MEDIA_KEY_BYTES]> {
     let path = dir.join(KEY_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -23,7 +29,7 @@ pub fn load_or_create(dir: &Path) -> std::io::Result<MediaKey> {
                     path.display()
                 ))
             })?;
-            Ok(MediaKey::new(&bytes))
+            Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; MEDIA_KEY_BYTES];
@@ -39,7 +45,7 @@ pub fn load_or_create(dir: &Path) -> std::io::Result<MediaKey> {
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             std::fs::File::open(dir)?.sync_all()?;
-            Ok(MediaKey::new(&bytes))
+            Ok(bytes)
         }
         Err(e) => Err(e),
     }

@@ -4,7 +4,8 @@
 //! One thread runs a current-thread tokio runtime with hyper (HTTP/1.1) and, when the
 //! server has TLS, tokio-rustls with the server's certificate. It owns the media directory
 //! under the data directory: the signing key (`key.rs`, shared read-only with the shards,
-//! which sign slots and download tokens with it), the objects (`store.rs`), the budgets
+//! which sign slots and download tokens with it; in a cluster the cluster's one key,
+//! `cluster/media_key.rs`, with the file's key still opening tokens signed before), the objects (`store.rs`), the budgets
 //! (`limits.rs`) and the retention sweep. It must not touch shard state; the shards never
 //! touch media files. Counters (`counters.rs`) are atomics shard 0 reports.
 //!
@@ -71,17 +72,26 @@ impl Drop for MediaService {
 /// The key in `<data_dir>/media/`, made on first use: loaded before the shards start, which
 /// sign with it.
 pub fn load_key(data_dir: &Path) -> std::io::Result<MediaKey> {
-    let dir = data_dir.join(store::MEDIA_DIR);
-    std::fs::create_dir_all(&dir)?;
-    key::load_or_create(&dir)
+    load_key_bytes(data_dir).map(|b| MediaKey::new(&b))
 }
 
-/// Opens the store, binds `cfg.listen` and starts the media thread.
+/// [`load_key`], the key's bytes.
+pub fn load_key_bytes(
+    data_dir: &Path,
+) -> std::io::Result<[u8; messaging::media::token::MEDIA_KEY_BYTES]> {
+    let dir = data_dir.join(store::MEDIA_DIR);
+    std::fs::create_dir_all(&dir)?;
+    key::load_or_create_bytes(&dir)
+}
+
+/// Opens the store, binds `cfg.listen` and starts the media thread, verifying tokens with
+/// `key` (and `earlier_key`, the data directory's own, when a cluster's key replaced it).
 pub fn start(
     cfg: &MediaConfig,
     data_dir: &Path,
     tls: Option<Arc<rustls::ServerConfig>>,
     key: MediaKey,
+    earlier_key: Option<MediaKey>,
 ) -> std::io::Result<MediaService> {
     let store = Store::open(&data_dir.join(store::MEDIA_DIR))?;
     let found = store.scan()?;
@@ -123,6 +133,7 @@ pub fn start(
             let sh = Rc::new(Shared {
                 store,
                 key,
+                earlier_key,
                 budgets: RefCell::new(limits::Budgets::new(limits, stored)),
                 counters: thread_counters,
                 object_bytes_max,

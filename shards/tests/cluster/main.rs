@@ -10,6 +10,7 @@ mod cross;
 mod dashboard;
 mod direct;
 mod groups;
+mod media;
 mod nats;
 mod nats_node;
 mod nobody;

@@ -186,7 +186,7 @@ pub fn every_cluster_metric_is_documented(admin: SocketAddr) {
 }
 
 /// The admin address in a listening line (`admin=Some(127.0.0.1:PORT)`).
-fn admin_addr(line: &str) -> SocketAddr {
+pub fn admin_addr(line: &str) -> SocketAddr {
     line.split_whitespace()
         .find_map(|f| f.strip_prefix("admin=Some("))
         .and_then(|a| a.trim_end_matches(')').parse().ok())

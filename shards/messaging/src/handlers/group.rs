@@ -216,6 +216,7 @@ impl ShardState {
             group_id: g.group_id,
             body: g.body,
             media: g.media,
+            media_base: None,
             sent_at_ms: now,
             reply: ReplyTo::Group,
         };

@@ -66,8 +66,16 @@ impl ShardState {
     /// At the recipient's home, before the item is stored: a media object the service
     /// serves (its SHA-256 is set) gets the recipient's own download URL, good until the
     /// object's retention ends. Nothing changes when the service is off or the media is a
-    /// plain link.
-    pub(crate) fn sign_download(&self, recipient: Phone, sent_at_ms: u64, media: &mut Media) {
+    /// plain link. `base` names the service that holds the object when another box of a
+    /// cluster does (the cluster shares one key, so this box's signature opens there);
+    /// `None`: this box's own service.
+    pub(crate) fn sign_download(
+        &self,
+        recipient: Phone,
+        sent_at_ms: u64,
+        base: Option<&str>,
+        media: &mut Media,
+    ) {
         let Some(m) = &self.settings.media else {
             return;
         };
@@ -81,6 +89,9 @@ impl ShardState {
             size: media.size,
             expires_at_ms: sent_at_ms.saturating_add(m.retention_ms),
         });
-        media.url = m.url(&sha256, &token);
+        media.url = match base {
+            Some(base) => crate::media::settings::url_at(base, &sha256, &token),
+            None => m.url(&sha256, &token),
+        };
     }
 }

@@ -157,6 +157,7 @@ mod tests {
             group_id: if reply == ReplyTo::Group { 9 } else { 0 },
             body: b"hi".to_vec(),
             media: None,
+            media_base: None,
             sent_at_ms: 0,
             reply,
         }

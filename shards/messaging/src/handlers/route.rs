@@ -51,6 +51,7 @@ impl ShardState {
             group_id: 0,
             body: s.body,
             media: s.media,
+            media_base: None,
             sent_at_ms: now,
             reply: ReplyTo::Sender,
         };
@@ -120,7 +121,7 @@ impl ShardState {
             self.admission.wrote(sender, recipient, now);
         }
         if let Some(media) = d.media.as_mut() {
-            self.sign_download(recipient, d.sent_at_ms, media);
+            self.sign_download(recipient, d.sent_at_ms, d.media_base.as_deref(), media);
         }
         let id = self.ids.issue();
         let item = Item::message(MessageParts {

@@ -11,6 +11,31 @@ pub const MEDIA_SLOT_MS: u64 = 15 * 60 * 1000;
 /// How long objects are kept, by default (30 days); a download token lives as long.
 pub const MEDIA_RETENTION_MS_DEFAULT: u64 = 30 * 24 * 3600 * 1000;
 
+/// Longest media base URL (a box's `--media-url`, or one a peer box names).
+pub const MEDIA_BASE_URL_BYTES_MAX: usize = 1024;
+
+/// Whether `base` is a media service URL a download URL may be built on:
+/// `http(s)://host[:port][/path]`, at most [`MEDIA_BASE_URL_BYTES_MAX`] bytes, printable
+/// ASCII, no query, fragment, user info or trailing slash. Empty (none named) is fine.
+/// Checks a box's own `--media-url` and, in a cluster, the one a peer box names.
+pub fn base_url_ok(base: &str) -> bool {
+    if base.is_empty() {
+        return true;
+    }
+    let Some(rest) = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    base.len() <= MEDIA_BASE_URL_BYTES_MAX
+        && !host.is_empty()
+        && !base.ends_with('/')
+        && base.bytes().all(|b| b.is_ascii_graphic())
+        && !base.contains(['?', '#', '@', '\\'])
+}
+
 /// Media settings (present only when the media service is on).
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
@@ -28,10 +53,11 @@ pub struct MediaSettings {
 impl MediaSettings {
     /// The URL of object `sha256` with `token`: `{base}/m/{sha hex}?t={token}`.
     pub fn url(&self, sha256: &[u8; 32], token: &str) -> String {
-        format!(
-            "{}/m/{}?t={token}",
-            self.base_url,
-            super::token::hex(sha256)
-        )
+        url_at(&self.base_url, sha256, token)
     }
+}
+
+/// The URL of object `sha256` with `token` at the media service `base`.
+pub fn url_at(base: &str, sha256: &[u8; 32], token: &str) -> String {
+    format!("{base}/m/{}?t={token}", super::token::hex(sha256))
 }

@@ -143,3 +143,48 @@ fn the_offline_recipient_gets_its_own_download_url_after_a_restart() {
         "as long as the object is kept"
     );
 }
+
+/// A message from another box of a cluster names the media service that holds the object
+/// (`Delivery::media_base`): the recipient's home signs for it, with the (cluster's) key,
+/// and the URL survives a restart as stored.
+#[test]
+fn a_message_from_another_box_gets_a_url_at_the_box_that_holds_the_object() {
+    use crate::state::home::home_of_phone;
+    use crate::state::mesh_msg::{Delivery, ReplyTo, ShardMsg};
+    let mut sim = media_sim(2);
+    let b = sim.login(B, 1);
+    sim.take(b);
+    let d = Delivery {
+        to: B.into(),
+        from: A.into(),
+        device: 1,
+        client_msg_id: 1,
+        group_id: 0,
+        body: Vec::new(),
+        media: Some(Box::new(Media {
+            size: 500,
+            sha256: vec![3; 32],
+            ..Default::default()
+        })),
+        media_base: Some("https://media-a.test:8443".into()),
+        sent_at_ms: sim.now,
+        reply: ReplyTo::Sender,
+    };
+    let home = home_of_phone(B, 2).0;
+    sim.from_outside(home, ShardMsg::Deliver(Box::new(d)));
+    let [server_frame::Kind::Message(m)] = &sim.take(b)[..] else {
+        panic!("expected the message");
+    };
+    let url = &m.media.as_ref().unwrap().url;
+    let expected = format!("https://media-a.test:8443/m/{}?t=", "03".repeat(32));
+    assert!(url.starts_with(&expected), "{url}");
+    let t = token_of(url);
+    assert_eq!((t.purpose, t.user), (Purpose::Download, 15550000002));
+    sim.commit();
+    sim.restart();
+    let b = sim.login(B, 1);
+    let [server_frame::Kind::Message(again)] = &sim.take(b)[..] else {
+        panic!("expected the unacked message again");
+    };
+    assert_eq!(&again.media.as_ref().unwrap().url, url);
+}

@@ -281,6 +281,13 @@ impl Sim {
         }
     }
 
+    /// `msg` arrives at `shard` from outside the shards (as a cluster gateway hands one in)
+    /// and everything it causes runs.
+    pub fn from_outside(&mut self, shard: usize, msg: ShardMsg) {
+        self.mesh.push_back((shard, msg));
+        self.run();
+    }
+
     fn run(&mut self) {
         while let Some((to, msg)) = self.mesh.pop_front() {
             let mut out = Out::default();

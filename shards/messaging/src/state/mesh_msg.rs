@@ -134,6 +134,11 @@ pub struct Delivery {
     pub body: Vec<u8>,
     /// Media reference.
     pub media: Option<Box<Media>>,
+    /// The media service that holds the object (`https://host[:port][/path]`), when the
+    /// message came from another box of a cluster (its gateway names its own service;
+    /// `cluster/cross.rs`). `None` for every message a client sent to this box: the
+    /// recipient's download URL then names this box's service.
+    pub media_base: Option<Box<str>>,
     /// When the sender's home accepted it (ms).
     pub sent_at_ms: u64,
     /// Where the outcome goes.

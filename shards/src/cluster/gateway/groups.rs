@@ -11,6 +11,7 @@ use crate::cluster::{cross, groups, ClusterStatus, Down};
 impl Gw {
     /// Step 2: a group message for another box joins the outbox, in order.
     pub(super) fn forward(&mut self, mut env: cross::Envelope) {
+        env.stamp_media_base(self.link.media_base.get().map(String::as_str));
         if let Some(g) = env.group.as_mut() {
             self.group_nonce += 1;
             g.nonce = format!(

@@ -141,6 +141,7 @@ fn msg(cmid: u64) -> Box<Delivery> {
         group_id: 0,
         body: b"x".to_vec(),
         media: None,
+        media_base: None,
         sent_at_ms: 0,
         reply: messaging::state::mesh_msg::ReplyTo::Sender,
     })
