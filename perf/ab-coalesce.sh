@@ -32,7 +32,10 @@ tls_sb=(--no-tls) tls_farm=() tls_mosq=""
 if [ "${TLS:-}" = 1 ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
         -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
+    # mosquitto started as root loads them after dropping to its own user.
+    chmod a+x "$out" && chmod a+r "$out/key.pem" "$out/cert.pem"
     tls_sb=(--cert "$out/cert.pem" --key "$out/key.pem") tls_farm=(--ca "$out/cert.pem")
     tls_mosq=$(printf 'certfile %s\nkeyfile %s\n' "$out/cert.pem" "$out/key.pem")
 fi
@@ -83,7 +86,9 @@ run_one() {
     awk -v name="$name" -v rate="$rate" -v n="$((rate * secs))" -v tk="$tk" \
         -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v c="$((c1 - c0))" \
         '/delivery latency/ { p50 = $5; p99 = $7 }
-         END { printf "%s %s %.1f %.1f %.2f %s %s\n", name, rate, u / tk * 1e6 / n,
+         /^messages sent/ { delivered = $7 }
+         END { if (delivered == 0) p50 = p99 = "" # nothing arrived: the run failed
+                printf "%s %s %.1f %.1f %.2f %s %s\n", name, rate, u / tk * 1e6 / n,
                s / tk * 1e6 / n, c / n, p50 == "" ? "-" : p50, p99 == "" ? "-" : p99 }' \
         "$data/farm.log"
     rm -rf "$data"

@@ -50,6 +50,6 @@ for s in "${systems[@]}"; do echo "$s ${best[$s]:-0} (${best_p50[$s]:--} µs)"; 
 sb=${best[switchboard]:-0}
 for m in mosquitto mosquitto0; do
     awk -v a="$sb" -v b="${best[$m]:-0}" -v m="$m" \
-        'BEGIN { printf "switchboard ÷ %s: %s\n", m, b > 0 ? sprintf("%.2f", a / b) : "-" }'
+        'BEGIN { printf "switchboard ÷ %s: %s\n", m, (b > 0 ? sprintf("%.2f", a / b) : "-") }'
 done
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"
