@@ -12,6 +12,8 @@
 # on a 1 ms timer wheel (tokio's), instead of each send at its own time. TLS=1 runs everything
 # over TLS: a P-256 certificate for localhost made here with openssl (in the temp dir), given
 # to Switchboard (--cert/--key) and to mosquitto (a TLS listener), trusted by the farm (--ca).
+# A Switchboard variant's flags may end with ` -- FARM FLAGS` for its own farm (e.g.
+# "acks-only=-- --read-ratio 0": mosquitto's farm never sends reads, MQTT has none).
 # A variant named `mosquitto0` runs mosquitto at QoS 0 (VARIANTS may name it; it is not added).
 # FARM_CPUS (default 1) and FARM_THREADS (default 1) give the farm more cores on a bigger box:
 # on this 2-CPU VM one farm thread tops out near 20,000–30,000 msgs/s (its own limit).
@@ -49,7 +51,7 @@ ctx() { # context switches of every thread of $1
 
 # One run: NAME RATE; prints "NAME RATE user_us sys_us ctx p50 p99".
 run_one() {
-    local name=$1 rate=$2 data server farm
+    local name=$1 rate=$2 data server farm farm_extra=""
     data=$(mktemp -d)
     port=$((port + 1))
     if [ "$name" = mosquitto ] || [ "$name" = mosquitto0 ]; then
@@ -62,6 +64,10 @@ run_one() {
         [ "$name" = mosquitto ] || proto=(--proto mqtt --qos 0)
     else
         local flags=${name#*=} dir=$bin
+        # "server flags -- farm flags": what follows " -- " goes to this variant's farm.
+        case " $flags " in *" -- "*)
+            flags=" $flags " farm_extra=${flags#* -- } flags=${flags%% -- *} ;;
+        esac
         name=${name%%=*}
         case $name in base:*) dir=${EXTRA_BIN_DIR:?base:* variants need EXTRA_BIN_DIR} ;; esac
         # shellcheck disable=SC2086 # the flags are words
@@ -74,7 +80,7 @@ run_one() {
     fi
     SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c "${FARM_CPUS:-1}" "$bin/farm" "${proto[@]}" \
         --server "127.0.0.1:$port" --conns 1000 --threads "${FARM_THREADS:-1}" --mode steady --rate "$rate" \
-        --duration "$secs" "${tls_farm[@]}" ${FARM_ARGS:-} >"$data/farm.log" 2>&1 &
+        --duration "$secs" "${tls_farm[@]}" ${FARM_ARGS:-} $farm_extra >"$data/farm.log" 2>&1 &
     farm=$!
     for _ in $(seq 600); do grep -qs "sending started" "$data/farm.log" && break; sleep 0.05; done
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$server/stat")
