@@ -246,12 +246,13 @@ pub(crate) enum DurableError {
 /// back once the bytes are written and `fdatasync`ed (the kernel's `generic_write_sync`
 /// after the write, the same path as `fdatasync` on the written range).
 ///
-/// It replaced a linked write and `fdatasync` pair: two entries, two trips through the
-/// kernel's worker pool and two completions, each of which could wake the shard on its
-/// own; at 2,000 msgs/s one write saves a third of a context switch per message (docs/decisions/coalescing.md,
-/// "The log's write and sync in one"). (`IOSQE_CQE_SKIP_SUCCESS` on the linked write would
-/// have saved a completion, but on Linux 6.18 a failed write so marked left its cancelled
-/// sync without a completion at all.)
+/// It replaced a linked write and `fdatasync` pair: two entries and two completions per log
+/// commit, and a chain that must never be split across submissions. One completion fewer
+/// per commit (at 2,000 msgs/s a commit per ~9 messages: most items are acked before they
+/// are written); per-message CPU moved within the bench's noise
+/// (docs/decisions/coalescing.md, "The log's write and sync in one"). (`IOSQE_CQE_SKIP_SUCCESS`
+/// on the linked write would have saved a completion, but on Linux 6.18 a failed write so
+/// marked left its cancelled sync without a completion at all.)
 pub(crate) async fn write_durable(
     fd: RawFd,
     buf: Vec<u8>,
