@@ -57,6 +57,18 @@ bench-coalesce SECONDS="8" ROUNDS="3":
     perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}}
     FARM_ARGS="--send-tick-ms 1" perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}}
 
+# The same A/B over TLS (a certificate made by the script for both servers; issue 27):
+# Switchboard's default beside mosquitto QoS 1, at 2,000 and 20,000 msgs/s.
+bench-coalesce-tls SECONDS="8" ROUNDS="3":
+    cargo build --release -p shards --bin switchboard -p tools --bin farm
+    TLS=1 VARIANTS="default=" perf/ab-coalesce.sh target/release {{SECONDS}} {{ROUNDS}} "2000 20000"
+
+# The saturation sweep (issue 27): one shard, rising rates, the highest rate with delivery
+# p99 ≤ 10 ms for Switchboard and mosquitto QoS 1 and QoS 0 in one run; `just bench-saturation 6`.
+bench-saturation SECONDS="6":
+    cargo build --release -p shards --bin switchboard -p tools --bin farm
+    perf/saturation.sh target/release {{SECONDS}}
+
 # A cross-box message against an in-box one (issue 24): a nats-server and one box, then three
 # boxes, on this machine; CPU summed over every process per message, the farm's latencies.
 bench-cluster RATE="2000" SECONDS="8":

@@ -9,7 +9,14 @@
 # separated by `;` (default below); `mosquitto` is added unless NO_MOSQUITTO=1. EXTRA_BIN_DIR
 # runs the variants named `base:*` from another build (e.g. main's). FARM_ARGS adds farm flags
 # to every run: FARM_ARGS="--send-tick-ms 1" sends in bursts once a millisecond, like a driver
-# on a 1 ms timer wheel (tokio's), instead of each send at its own time.
+# on a 1 ms timer wheel (tokio's), instead of each send at its own time. TLS=1 runs everything
+# over TLS: a P-256 certificate for localhost made here with openssl (in the temp dir), given
+# to Switchboard (--cert/--key) and to mosquitto (a TLS listener), trusted by the farm (--ca).
+# A Switchboard variant's flags may end with ` -- FARM FLAGS` for its own farm (e.g.
+# "acks-only=-- --read-ratio 0": mosquitto's farm never sends reads, MQTT has none).
+# A variant named `mosquitto0` runs mosquitto at QoS 0 (VARIANTS may name it; it is not added).
+# FARM_CPUS (default 1) and FARM_THREADS (default 1) give the farm more cores on a bigger box:
+# on this 2-CPU VM one farm thread tops out near 20,000–30,000 msgs/s (its own limit).
 #
 # Each run: the server alone on CPU 0 (Switchboard: one shard, plaintext, load-test logins;
 # mosquitto: its Debian package, persistence off), the farm on CPU 1 (1,000 connections, one
@@ -25,6 +32,17 @@ port=7399
 tk=$(getconf CLK_TCK)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+tls_sb=(--no-tls) tls_farm=() tls_mosq=""
+if [ "${TLS:-}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$out/key.pem" -out "$out/cert.pem" 2>/dev/null
+    # mosquitto started as root loads them after dropping to its own user.
+    chmod a+x "$out" && chmod a+r "$out/key.pem" "$out/cert.pem"
+    tls_sb=(--cert "$out/cert.pem" --key "$out/key.pem") tls_farm=(--ca "$out/cert.pem")
+    tls_mosq=$(printf 'certfile %s\nkeyfile %s\n' "$out/cert.pem" "$out/key.pem")
+fi
 
 ctx() { # context switches of every thread of $1
     cat /proc/"$1"/task/*/status 2>/dev/null |
@@ -33,31 +51,36 @@ ctx() { # context switches of every thread of $1
 
 # One run: NAME RATE; prints "NAME RATE user_us sys_us ctx p50 p99".
 run_one() {
-    local name=$1 rate=$2 data server farm
+    local name=$1 rate=$2 data server farm farm_extra=""
     data=$(mktemp -d)
     port=$((port + 1))
-    if [ "$name" = mosquitto ]; then
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
-            "$port" >"$data/m.conf"
+    if [ "$name" = mosquitto ] || [ "$name" = mosquitto0 ]; then
+        printf 'listener %s 127.0.0.1\n%s\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 100000\nset_tcp_nodelay true\n' \
+            "$port" "$tls_mosq" >"$data/m.conf"
         taskset -c 0 mosquitto -c "$data/m.conf" >"$data/server.log" 2>&1 &
         server=$!
         for _ in $(seq 100); do ss -ltn | grep -q ":$port " && break; sleep 0.1; done
         proto=(--proto mqtt --qos 1)
+        [ "$name" = mosquitto ] || proto=(--proto mqtt --qos 0)
     else
         local flags=${name#*=} dir=$bin
+        # "server flags -- farm flags": what follows " -- " goes to this variant's farm.
+        case " $flags " in *" -- "*)
+            flags=" $flags " farm_extra=${flags#* -- } flags=${flags%% -- *} ;;
+        esac
         name=${name%%=*}
         case $name in base:*) dir=${EXTRA_BIN_DIR:?base:* variants need EXTRA_BIN_DIR} ;; esac
         # shellcheck disable=SC2086 # the flags are words
-        SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 0 "$dir/switchboard" --shards 1 --no-tls \
+        SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 0 "$dir/switchboard" --shards 1 "${tls_sb[@]}" \
             --no-admin --data-dir "$data" --listen "127.0.0.1:$port" \
             --prelogin-conns-per-prefix 1000000 $flags >"$data/server.log" 2>&1 &
         server=$!
         for _ in $(seq 100); do grep -qs listening "$data/server.log" && break; sleep 0.1; done
         proto=(--proto switchboard)
     fi
-    SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c 1 "$bin/farm" "${proto[@]}" \
-        --server "127.0.0.1:$port" --conns 1000 --threads 1 --mode steady --rate "$rate" \
-        --duration "$secs" ${FARM_ARGS:-} >"$data/farm.log" 2>&1 &
+    SWITCHBOARD_LOAD_TEST_SECRET=s taskset -c "${FARM_CPUS:-1}" "$bin/farm" "${proto[@]}" \
+        --server "127.0.0.1:$port" --conns 1000 --threads "${FARM_THREADS:-1}" --mode steady --rate "$rate" \
+        --duration "$secs" "${tls_farm[@]}" ${FARM_ARGS:-} $farm_extra >"$data/farm.log" 2>&1 &
     farm=$!
     for _ in $(seq 600); do grep -qs "sending started" "$data/farm.log" && break; sleep 0.05; done
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$server/stat")
@@ -71,7 +94,9 @@ run_one() {
     awk -v name="$name" -v rate="$rate" -v n="$((rate * secs))" -v tk="$tk" \
         -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v c="$((c1 - c0))" \
         '/delivery latency/ { p50 = $5; p99 = $7 }
-         END { printf "%s %s %.1f %.1f %.2f %s %s\n", name, rate, u / tk * 1e6 / n,
+         /^messages sent/ { delivered = $7 }
+         END { if (delivered == 0) p50 = p99 = "" # nothing arrived: the run failed
+                printf "%s %s %.1f %.1f %.2f %s %s\n", name, rate, u / tk * 1e6 / n,
                s / tk * 1e6 / n, c / n, p50 == "" ? "-" : p50, p99 == "" ? "-" : p99 }' \
         "$data/farm.log"
     rm -rf "$data"
@@ -79,7 +104,7 @@ run_one() {
 
 IFS=';' read -r -a list <<<"$variants"
 [ "${NO_MOSQUITTO:-}" = 1 ] || list+=(mosquitto)
-echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); ${secs}s windows, $rounds rounds; farm: ${FARM_ARGS:-evenly spaced sends}"
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); ${secs}s windows, $rounds rounds; farm: ${FARM_ARGS:-evenly spaced sends}; $([ "${TLS:-}" = 1 ] && echo TLS || echo plaintext)"
 echo "# variant rate user_us/msg sys_us/msg ctx/msg p50_us p99_us"
 for rate in $rates; do
     for r in $(seq "$rounds"); do

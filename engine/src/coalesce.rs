@@ -10,10 +10,12 @@
 //! So, like NAPI's interrupt moderation, [`CoalesceMode::Adaptive`] batches only while the
 //! recent turns saw completions arrive densely: over each window of
 //! [`COALESCE_WINDOW_US`] it counts the completions the waits brought; the next window
-//! batches when at least [`COALESCE_ADAPTIVE_BATCH_MIN`] of them, on average, arrived per
-//! `max_wait`, and goes on batching until fewer than half that many do (hysteresis: a load
+//! batches when at least [`COALESCE_ADAPTIVE_PER_MS_MIN`] of them, on average, arrived per
+//! millisecond, and goes on batching until fewer than half that many do (hysteresis: a load
 //! near the threshold does not flip the mode every window). The rate is per unit of time,
 //! not per wake-up, so batching does not keep itself on by making its own batches larger.
+//! The switch point is a rate of its own, not tied to the wait's length: a shorter wait
+//! (less latency per hop) batches from the same load on.
 //!
 //! Pure bookkeeping over the times it is given: the loop feeds it, tests drive it with
 //! made-up instants. It owns nothing else and touches no ring.
@@ -22,10 +24,11 @@ use std::time::{Duration, Instant};
 
 /// Length of the adaptive mode's measuring window.
 pub const COALESCE_WINDOW_US: u64 = 10_000;
-/// Completions that must arrive, on average, per batching wait's length for the adaptive
+/// Completions per millisecond that must arrive, on average over a window, for the adaptive
 /// mode to start batching: fewer, and a batching wait would mostly delay them. It stops
-/// below half of it.
-pub const COALESCE_ADAPTIVE_BATCH_MIN: u64 = 8;
+/// below half of it. (32/ms is 8 per 250 µs: about 7,500 1:1 messages/s on one shard, at
+/// 4.2 completions each.)
+pub const COALESCE_ADAPTIVE_PER_MS_MIN: u64 = 32;
 
 /// When a shard's wait batches completions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,13 +83,13 @@ impl Coalescer {
         if elapsed < Duration::from_micros(COALESCE_WINDOW_US) {
             return;
         }
-        // completions / elapsed ≥ threshold / max_wait, without dividing; the threshold is
+        // completions / elapsed ≥ threshold per ms, without dividing; the threshold is
         // halved while on.
-        let arrived = 2 * u128::from(self.window_completions) * self.max_wait.as_nanos();
+        let arrived = 2 * u128::from(self.window_completions) * 1_000_000;
         let threshold = if self.on {
-            COALESCE_ADAPTIVE_BATCH_MIN
+            COALESCE_ADAPTIVE_PER_MS_MIN
         } else {
-            2 * COALESCE_ADAPTIVE_BATCH_MIN
+            2 * COALESCE_ADAPTIVE_PER_MS_MIN
         };
         self.on = arrived >= u128::from(threshold) * elapsed.as_nanos();
         self.window_started = now;
@@ -113,21 +116,43 @@ mod tests {
         let mut t = Instant::now();
         let mut c = Coalescer::new(CoalesceMode::Adaptive, WAIT, t);
         assert_eq!(c.min_wait(), Duration::ZERO, "starts without batching");
-        // 8 per 250 µs = 32 per ms: dense enough.
+        // 32 per ms: dense enough.
         feed(&mut c, &mut t, 32, 10);
         assert_eq!(c.min_wait(), WAIT);
-        // 20 per ms = 5 per wait: too few to start, enough to go on (hysteresis).
+        // 20 per ms: too few to start, enough to go on (hysteresis).
         feed(&mut c, &mut t, 20, 10);
         assert_eq!(c.min_wait(), WAIT, "stays on above half the threshold");
-        // 12 per ms = 3 per wait: a batching wait would mostly delay them.
+        // 12 per ms: a batching wait would mostly delay them.
         feed(&mut c, &mut t, 12, 10);
         assert_eq!(c.min_wait(), Duration::ZERO);
         feed(&mut c, &mut t, 20, 10);
         assert_eq!(
             c.min_wait(),
             Duration::ZERO,
-            "does not start again at 5 per wait"
+            "does not start again at 20 per ms"
         );
+    }
+
+    /// The switch point is a rate, whatever the wait's length: a short wait starts and stops
+    /// at the same load as a long one (it once scaled with the wait: 8 per wait).
+    #[test]
+    fn a_short_wait_switches_at_the_same_rate_as_a_long_one() {
+        for wait in [Duration::from_micros(50), WAIT, Duration::from_millis(1)] {
+            let mut t = Instant::now();
+            let mut c = Coalescer::new(CoalesceMode::Adaptive, wait, t);
+            feed(&mut c, &mut t, 31, 10);
+            assert_eq!(
+                c.min_wait(),
+                Duration::ZERO,
+                "{wait:?}: 31 per ms is too few"
+            );
+            feed(&mut c, &mut t, 32, 10);
+            assert_eq!(c.min_wait(), wait, "{wait:?}: 32 per ms batches");
+            feed(&mut c, &mut t, 16, 10);
+            assert_eq!(c.min_wait(), wait, "{wait:?}: 16 per ms goes on");
+            feed(&mut c, &mut t, 15, 10);
+            assert_eq!(c.min_wait(), Duration::ZERO, "{wait:?}: 15 per ms stops");
+        }
     }
 
     #[test]

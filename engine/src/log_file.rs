@@ -417,7 +417,7 @@ impl LogFile {
         self.faults.as_ref().is_some_and(|f| f.fire(fault))
     }
 
-    /// Whether a test armed any fault still to fire (the linked fast path has no failpoints
+    /// Whether a test armed any fault still to fire (the durable fast path has no failpoints
     /// between its write and its sync, so it steps aside).
     fn faults_armed(&self) -> bool {
         self.faults.as_ref().is_some_and(|f| f.any_armed())
@@ -444,22 +444,20 @@ impl LogFile {
             let short = self.fire(Fault::AppendShort);
             let end = self.len + n as u64;
             // The common case: the batch lands in prepared space, so the write and its sync
-            // go to the kernel as one linked submission (no round trip between them).
+            // go to the kernel as one `RWF_DSYNC` write (one completion). A sync's failure
+            // comes back as the write's, so it is reported as the append's.
             if !short && end <= self.prepared_to && !self.faults_armed() {
-                return match ops::write_then_sync(self.file.as_raw_fd(), bytes, self.len).await {
+                return match ops::write_durable(self.file.as_raw_fd(), bytes, self.len).await {
                     Ok(()) => {
                         self.len = end;
                         self.dirty_tail = false;
                         Ok(())
                     }
-                    Err(ops::LinkedError::Write(e)) => {
+                    Err(ops::DurableError::Write(e)) => {
                         Err(LogError::new(LogOp::Append, &self.path, e))
                     }
-                    Err(ops::LinkedError::Short { written }) => {
+                    Err(ops::DurableError::Short { written }) => {
                         Err(short_write(LogOp::Append, &self.path, written, n))
-                    }
-                    Err(ops::LinkedError::Sync(e)) => {
-                        Err(LogError::new(LogOp::Sync, &self.path, e))
                     }
                 };
             }

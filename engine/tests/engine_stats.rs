@@ -122,7 +122,7 @@ fn statistics_off_publishes_nothing() {
 
 /// The batching wait (`engine::coalesce`): `always` asks the kernel to batch its waits,
 /// `adaptive` does not for a few frames. (20 frames bring well under the 320 completions a
-/// 10 ms window needs before adaptive batches at 250 µs; the rule itself is unit-tested
+/// 10 ms window needs before adaptive batches (32 per ms); the rule itself is unit-tested
 /// with made-up times in `coalesce.rs`.)
 #[test]
 fn adaptive_does_not_batch_a_few_frames_and_always_batches_its_waits() {

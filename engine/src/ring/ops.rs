@@ -229,72 +229,55 @@ pub(crate) async fn write_part_at(
     (result(res).map(|n| n as usize), keep.buf)
 }
 
-/// How a linked write-then-sync failed.
+/// How a durable write failed.
 #[derive(Debug)]
-pub(crate) enum LinkedError {
-    /// The write failed (its own error: `ENOSPC`, `EIO`...); the sync never ran.
+pub(crate) enum DurableError {
+    /// The write or its sync failed (`ENOSPC`, `EIO`...): with `RWF_DSYNC` the kernel
+    /// reports both as the write's result.
     Write(io::Error),
-    /// The write wrote less than asked (the link broke; the sync never ran).
+    /// The write wrote less than asked.
     Short {
         /// Bytes the write took.
         written: usize,
     },
-    /// The write went through whole, the sync failed.
-    Sync(io::Error),
 }
 
-/// Writes `buf` at `offset`, then `fdatasync`s, as one linked submission: the sync starts in
-/// the kernel the moment the write is done, with no trip back to the shard in between. A
-/// failed or short write breaks the link and the sync comes back cancelled.
+/// Writes `buf` at `offset` with `RWF_DSYNC`: one submission and one completion that come
+/// back once the bytes are written and `fdatasync`ed (the kernel's `generic_write_sync`
+/// after the write, the same path as `fdatasync` on the written range).
 ///
-/// The two entries go to the ring together ([`super::Ring::push_chain`]): a link never spans
-/// two submissions, so a chain split at a full queue would let the sync run (and succeed)
-/// before the write. Each has its own completion, and both are checked: the write's error is
-/// the one reported. The buffer stays in the write's slot until the write's completion.
-/// (`IOSQE_CQE_SKIP_SUCCESS` on the write would save a completion, but on Linux 6.18 a
-/// failed write so marked left its cancelled sync without a completion at all.)
-pub(crate) async fn write_then_sync(
+/// It replaced a linked write and `fdatasync` pair: two entries and two completions per log
+/// commit, and a chain that must never be split across submissions. One completion fewer
+/// per commit (at 2,000 msgs/s a commit per ~9 messages: most items are acked before they
+/// are written); per-message CPU moved within the bench's noise
+/// (docs/decisions/coalescing.md, "The log's write and sync in one"). (`IOSQE_CQE_SKIP_SUCCESS`
+/// on the linked write would have saved a completion, but on Linux 6.18 a failed write so
+/// marked left its cancelled sync without a completion at all.)
+pub(crate) async fn write_durable(
     fd: RawFd,
     buf: Vec<u8>,
     offset: u64,
-) -> Result<(), LinkedError> {
+) -> Result<(), DurableError> {
     let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
-    let write_slot = take_slot(Keep {
+    let keep = Keep {
         buf,
         paths: Vec::new(),
-    });
-    let sync_slot = take_slot(Keep::default());
-    let chain = [
-        opcode::Write::new(types::Fd(fd), ptr, len)
-            .offset(offset)
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(user_data(Tag::Op, u64::from(write_slot))),
-        opcode::Fsync::new(types::Fd(fd))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(user_data(Tag::Op, u64::from(sync_slot))),
-    ];
-    // SAFETY: the write reads `buf`, which was moved into the write's slot (its heap storage
-    // does not move) and stays there until that slot's completion is reaped, even if this
-    // future is dropped first (the slot becomes an orphan). The sync points at no memory.
-    super::with(|r| unsafe { r.push_chain(&chain) });
-    let write = Op {
-        index: write_slot,
-        done: false,
     };
-    let sync = Op {
-        index: sync_slot,
-        done: false,
-    };
-    let (written, _) = write.await;
-    let (synced, _) = sync.await;
-    match written {
-        w if w < 0 => Err(LinkedError::Write(io::Error::from_raw_os_error(-w))),
-        w if w as u32 != len => Err(LinkedError::Short {
+    let (res, _) = submit(
+        || {
+            opcode::Write::new(types::Fd(fd), ptr, len)
+                .offset(offset)
+                .rw_flags(libc::RWF_DSYNC)
+                .build()
+        },
+        keep,
+    )
+    .await;
+    match res {
+        w if w < 0 => Err(DurableError::Write(io::Error::from_raw_os_error(-w))),
+        w if w as u32 != len => Err(DurableError::Short {
             written: w as usize,
         }),
-        _ if synced < 0 => Err(LinkedError::Sync(io::Error::from_raw_os_error(-synced))),
         _ => Ok(()),
     }
 }
@@ -376,12 +359,12 @@ mod tests {
     }
 
     #[test]
-    fn a_linked_write_and_sync_lands_whole() {
-        let path = temp_file("linked");
+    fn a_durable_write_lands_whole() {
+        let path = temp_file("durable");
         let f = std::fs::File::create(&path).unwrap();
         let fd = f.as_raw_fd();
         let done = std::thread::spawn(move || {
-            crate::block_on(async move { write_then_sync(fd, b"hello".to_vec(), 3).await }).unwrap()
+            crate::block_on(async move { write_durable(fd, b"hello".to_vec(), 3).await }).unwrap()
         })
         .join()
         .unwrap();
@@ -391,54 +374,22 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    /// The submission queue has one free entry when the append comes: the write and its
-    /// sync must still leave together. Split, the sync ran alone and succeeded, and the
-    /// failed write (read-only file) was acknowledged as durable.
     #[test]
-    fn a_linked_write_and_sync_stay_linked_at_a_nearly_full_queue() {
-        let path = temp_file("linked-full");
+    fn a_failed_durable_write_says_so() {
+        let path = temp_file("durable-ro");
         std::fs::write(&path, b"x").unwrap();
+        // Read-only: the write fails.
         let f = std::fs::File::open(&path).unwrap();
         let fd = f.as_raw_fd();
         let done = std::thread::spawn(move || {
-            crate::ring::install_sized(4).unwrap();
-            for n in 0..3 {
-                let nop = opcode::Nop::new()
-                    .build()
-                    .user_data(user_data(Tag::Ignore, n));
-                // SAFETY: a no-op points at no memory.
-                crate::ring::with(|r| unsafe { r.push(&nop) });
-            }
-            let out =
-                crate::block_on(async move { write_then_sync(fd, b"hello".to_vec(), 0).await })
-                    .unwrap();
-            crate::ring::uninstall();
-            out
+            crate::block_on(async move { write_durable(fd, b"hello".to_vec(), 0).await }).unwrap()
         })
         .join()
         .unwrap();
         match done {
-            Err(LinkedError::Write(e)) => assert_eq!(e.raw_os_error(), Some(libc::EBADF)),
+            Err(DurableError::Write(e)) => assert_eq!(e.raw_os_error(), Some(libc::EBADF)),
             other => panic!("the write's own error must come back, got {other:?}"),
         }
-        assert_eq!(std::fs::read(&path).unwrap(), b"x");
-        drop(f);
-        std::fs::remove_file(&path).unwrap();
-    }
-
-    #[test]
-    fn a_failed_linked_write_cancels_its_sync_and_says_so() {
-        let path = temp_file("linked-ro");
-        std::fs::write(&path, b"x").unwrap();
-        // Read-only: the write fails, the link breaks, the sync never runs.
-        let f = std::fs::File::open(&path).unwrap();
-        let fd = f.as_raw_fd();
-        let done = std::thread::spawn(move || {
-            crate::block_on(async move { write_then_sync(fd, b"hello".to_vec(), 0).await }).unwrap()
-        })
-        .join()
-        .unwrap();
-        assert!(matches!(done, Err(LinkedError::Write(_))), "{done:?}");
         assert_eq!(std::fs::read(&path).unwrap(), b"x");
         drop(f);
         std::fs::remove_file(&path).unwrap();
