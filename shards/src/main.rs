@@ -79,22 +79,14 @@ fn main() {
 }
 
 /// `switchboard cluster status --cluster nats://H:P[,..]`: the boxes of the cluster and their
-/// load, read from the members bucket (`shards::cluster::status`).
+/// load, read from the members bucket (`shards::cluster::status`); `switchboard cluster
+/// import --data-dir DIR --cluster URLS --box-id ID`: a box that ran alone gets its accounts'
+/// homes (`shards::cluster::import`).
 fn cluster_command(mut args: impl Iterator<Item = String>) -> Result<String, String> {
     const USAGE: &str = "usage: switchboard cluster status --cluster nats://HOST:PORT[,...]\n   \
         or: switchboard cluster import --data-dir DIR --cluster nats://HOST:PORT[,...] --box-id ID";
-    let servers = |urls: &str| -> Result<Vec<String>, String> {
-        let list: Vec<String> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        if list.is_empty() {
-            return Err(USAGE.into());
-        }
-        Ok(list)
-    };
+    let servers =
+        |urls: &str| shards::config::cluster::servers(urls).map_err(|e| format!("{e}\n{USAGE}"));
     match args.next().as_deref() {
         Some("status") => match (args.next().as_deref(), args.next(), args.next()) {
             (Some("--cluster"), Some(urls), None) => {

@@ -103,8 +103,8 @@ fn invalid(s: &str) -> ConfigError {
     ConfigError::Invalid(s.to_string())
 }
 
-/// `nats://H:P[,tls://H:P...]` → the URLs, each checked.
-fn servers(urls: &str) -> Result<Vec<String>, ConfigError> {
+/// `nats://H:P[,tls://H:P...]` → the URLs, each checked (also for `switchboard cluster`).
+pub fn servers(urls: &str) -> Result<Vec<String>, ConfigError> {
     let list: Vec<String> = urls
         .split(',')
         .map(str::trim)
