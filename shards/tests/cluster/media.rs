@@ -309,19 +309,12 @@ fn group_photos_download_from_the_senders_box() {
     assert_eq!((status, sha256(&body)), (200, sha256(&from_b)));
 }
 
-/// A "NATS server" that never answers (held by the test: no other test takes its port).
-fn dead_nats() -> (std::net::TcpListener, String) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    (l, format!("nats://127.0.0.1:{port}"))
-}
-
 /// The cluster's media key is read before anything else starts: without NATS a media box
 /// says so in one line and exits 1, as any box does.
 #[test]
 fn a_media_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
     let data = testkit::temp_dir("box-media-nonats");
-    let (_silent, url) = dead_nats();
+    let (_silent, url) = crate::start::dead_nats();
     let mut cmd = crate::support::switchboard_command(&[
         "--shards",
         "1",
@@ -337,15 +330,10 @@ fn a_media_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
         "a.test:5222",
     ]);
     cmd.arg("--data-dir").arg(&data);
-    let mut child = cmd.spawn().unwrap();
-    let (status, stderr) =
-        testkit::exit_and_stderr(&mut child, Duration::from_secs(30), "a box without NATS");
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let error = crate::start::exits_1_saying_one_error(cmd, "a media box without NATS");
     assert!(
-        errors[0].contains("cannot reach NATS") && errors[0].contains(&url),
-        "{stderr}"
+        error.contains("cannot reach NATS") && error.contains(&url),
+        "{error}"
     );
 }
 
@@ -372,7 +360,7 @@ fn with_cluster_optional_a_media_box_alone_uses_its_own_key() {
     drop(single);
     let key = std::fs::read(data.join("media").join("key")).unwrap();
 
-    let (_silent, url) = dead_nats();
+    let (_silent, url) = crate::start::dead_nats();
     let mut extra = vec!["--cluster-optional"];
     extra.extend(MEDIA);
     let a = Box::start_in(data.clone(), &url, "a", ADV_A, &extra);

@@ -10,7 +10,7 @@ use crate::support::{self, V};
 
 /// A "NATS server" that never answers: a listener nobody accepts from, held by the test
 /// so that no other test's server can take its port meanwhile.
-fn dead_nats() -> (std::net::TcpListener, String) {
+pub fn dead_nats() -> (std::net::TcpListener, String) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     (l, format!("nats://127.0.0.1:{port}"))
@@ -42,7 +42,7 @@ fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
 
 /// Runs `cmd` (a box that must not start): it exits 1, and exactly one line of its stderr
 /// is an error; returns that line.
-fn exits_1_saying_one_error(mut cmd: std::process::Command, what: &str) -> String {
+pub fn exits_1_saying_one_error(mut cmd: std::process::Command, what: &str) -> String {
     let mut child = cmd.spawn().unwrap();
     let (status, stderr) = testkit::exit_and_stderr(&mut child, Duration::from_secs(30), what);
     assert_eq!(status.code(), Some(1), "{stderr}");
