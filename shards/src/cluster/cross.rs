@@ -287,6 +287,32 @@ pub async fn own_stream(
     Ok((reader, first))
 }
 
+/// The sequence of the lowest message in box `box_id`'s stream at or after `seq`; `None`
+/// when there is none (`in_order.rs`: a hole the stream no longer holds is skipped).
+pub async fn lowest_at_or_after(
+    js: &jetstream::Context,
+    box_id: &str,
+    seq: u64,
+) -> Result<Option<u64>, String> {
+    use jetstream::stream::RawMessageErrorKind;
+    let name = stream_name(box_id);
+    let s = js
+        .get_stream(&name)
+        .await
+        .map_err(|e| format!("stream {name}: {e}"))?;
+    let found = s
+        .raw_message_builder()
+        .sequence(seq)
+        .next_by_subject(subject(box_id))
+        .send()
+        .await;
+    match found {
+        Ok(m) => Ok(Some(m.sequence)),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(format!("stream {name} at {seq}: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

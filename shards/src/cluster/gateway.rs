@@ -366,6 +366,8 @@ struct Gw {
     next_token: u64,
     /// When the gateway started serving (the clock of `order`).
     started: Instant,
+    /// The hole (its first sequence) the stream was last asked about.
+    hole_asked: Option<u64>,
     /// Per sender, the path its messages take (`direct.rs`).
     lines: super::direct::Lines<Outgoing>,
     /// Per home box, the highest sequence of its stream JetStream acked to this box.
@@ -403,6 +405,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         token_of_seq: HashMap::new(),
         next_token: 0,
         started: Instant::now(),
+        hole_asked: None,
         lines: Default::default(),
         stream_acked: HashMap::new(),
         direct_in_shards: HashMap::new(),

@@ -10,8 +10,12 @@
 //! ones would be dropped as retries — lost after their senders were acknowledged.
 //!
 //! ## Steps
-//! 1. Each message comes with its stream sequence; a stream's sequences have no holes
-//!    (nothing but this box's acks removes a message, and only once it was handed over).
+//! 1. Each message comes with its stream sequence. Within one run the sequences from the
+//!    stream's lowest message on have no holes (nothing but this box's acks removes a
+//!    message, and only once it was handed over); a restart starts at the lowest message
+//!    left and finds holes above it where its earlier run acked out of order: those are
+//!    skipped once the stream says it no longer holds them ([`InOrder::hole_at`],
+//!    [`InOrder::skip_to`]).
 //! 2. [`InOrder::receive`]: a message at the next sequence, or ahead of it, waits in order;
 //!    one behind it was handed over before (delivered again) and is returned at once.
 //! 3. [`InOrder::pop_ready`]: the messages that are next, in order; one whose shard queue is
@@ -119,6 +123,24 @@ impl<M> InOrder<M> {
         if let Some(first) = first_seq.map(|f| f.max(1)) {
             self.next = Some(self.next.map_or(first, |n| n.max(first)));
         }
+    }
+
+    /// The next sequence, while a hole lies before the lowest message waiting (the caller
+    /// asks the stream whether anything is still there: [`InOrder::skip_to`]).
+    pub fn hole_at(&self) -> Option<u64> {
+        let next = self.next?;
+        let lowest = *self.waiting.keys().next()?;
+        (lowest > next).then_some(next)
+    }
+
+    /// The stream holds nothing from the next sequence up to `seq` (those messages were
+    /// acked, by an earlier run of this box: a restart starts at the stream's lowest message
+    /// and finds the holes its acks left above it): the next sequence moves up to `seq`.
+    pub fn skip_to(&mut self, seq: u64) {
+        if let Some(next) = self.next.as_mut() {
+            *next = (*next).max(seq);
+        }
+        self.hole_since_ms = None;
     }
 
     /// Whether every message up to `seq` has been handed over (0: nothing asked).
@@ -245,6 +267,26 @@ mod tests {
         assert_eq!(o.receive(2, 2, 2), Received::Behind(2));
         o.receive(3, 3, 2);
         assert_eq!(drain(&mut o), vec![3]);
+    }
+
+    #[test]
+    fn holes_an_earlier_run_acked_are_skipped_once_the_stream_says_so() {
+        let mut o = InOrder::default();
+        // A restart: 5 is the lowest left; 6 was acked by the run before; 7 follows.
+        o.reread(Some(5));
+        o.receive(5, 5, 0);
+        o.receive(7, 7, 0);
+        assert_eq!(drain(&mut o), vec![5]);
+        assert_eq!(o.hole_at(), Some(6));
+        // The stream's lowest message at or after 6 is 7.
+        o.skip_to(7);
+        assert_eq!(o.hole_at(), None);
+        assert_eq!(drain(&mut o), vec![7]);
+        assert!(!o.stalled(10_000));
+        // Never backwards.
+        o.skip_to(3);
+        o.receive(8, 8, 1);
+        assert_eq!(drain(&mut o), vec![8]);
     }
 
     #[test]

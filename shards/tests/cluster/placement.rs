@@ -242,8 +242,19 @@ fn cluster_import_homes_the_accounts_of_a_box_that_ran_alone() {
         let (ok, _, err) = import();
         assert!(!ok, "refused while the box runs");
         assert!(err.contains("stop the box"), "{err}");
-        alone.kill().unwrap();
-        alone.wait().unwrap();
+        // Stopped as an operator stops it (SIGTERM: its logs written out), not killed: a
+        // login's account record may still be in its commit window.
+        let pid = libc::pid_t::try_from(alone.id()).expect("a pid");
+        // SAFETY: a signal to our own child, not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while alone.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the box stops on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     let (ok, out, err) = import();
     assert!(ok, "{err}");

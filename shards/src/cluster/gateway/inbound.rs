@@ -13,8 +13,9 @@
 //!    ack was lost with a NATS node) is handed over again: the recipient's dedupe knows it.
 //! 4. [`Gw::settle`]: the shard's `Done` acks it (stored) or naks it (a second copy the
 //!    shard had already: the first settles it).
-//! 5. [`Gw::check_hole`] (every poll): a hole in the sequence older than
-//!    [`super::in_order::GAP_WAIT_MS`] means a delivery was lost: the stream is read anew.
+//! 5. [`Gw::check_hole`] (at once, and every poll): a hole the stream no longer holds was
+//!    acked by an earlier run (skipped); one it holds, older than
+//!    [`super::in_order::GAP_WAIT_MS`], means a delivery was lost: the stream is read anew.
 //!
 //! This module owns the inbound messages in flight; it must not touch a shard's state.
 
@@ -25,6 +26,9 @@ use std::sync::atomic::Ordering;
 use super::super::in_order::Received;
 use super::super::{cross, ClusterStatus, Down};
 use super::{routes, Gw, BUCKET_REPLICAS};
+
+/// Holes the stream is asked about per call of [`Gw::check_hole`], at most.
+const HOLE_QUESTIONS_PER_TURN_MAX: usize = 64;
 
 /// What [`Gw::push_envelope`] did.
 pub(super) enum Handed {
@@ -100,6 +104,9 @@ impl Gw {
             Received::Refused(_) => {}
         }
         self.hand_ready().await;
+        if self.order.hole_at().is_some() {
+            self.check_hole().await;
+        }
     }
 
     /// Step 2: hands over every message that is next, in order.
@@ -115,8 +122,29 @@ impl Gw {
         }
     }
 
-    /// Step 5: reads the stream anew if a hole has lasted.
+    /// Step 5: a hole the stream no longer holds (acked by an earlier run of this box) is
+    /// skipped at once; one it still holds (a delivery lost) has the stream read anew once
+    /// it has lasted.
     pub(super) async fn check_hole(&mut self) {
+        // Each answer may uncover the next hole (a restart finds one per message its
+        // earlier run acked out of order): a bounded number of questions per call.
+        for _ in 0..HOLE_QUESTIONS_PER_TURN_MAX {
+            let Some(next) = self.order.hole_at().filter(|n| self.hole_asked != Some(*n)) else {
+                break;
+            };
+            self.hole_asked = Some(next);
+            match cross::lowest_at_or_after(&self.nats.js, &self.cfg.box_id, next).await {
+                Ok(Some(lowest)) if lowest > next => {
+                    self.order.skip_to(lowest);
+                    self.hand_ready().await;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!("asking this box's stream about a hole: {e}");
+                    break;
+                }
+            }
+        }
         if self.order.stalled(self.now_ms()) {
             ClusterStatus::bump(&self.link.status.inbound_rereads);
             tracing::warn!(
