@@ -394,7 +394,12 @@ pub fn switchboard_command(args: &[&str]) -> std::process::Command {
         .arg("--no-pin")
         .args(args)
         .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
+        // SB_TEST_SERVER_RUST_LOG (with SB_TEST_SERVER_LOG, which echoes the log) chooses
+        // the servers' log filter when a test is being looked into.
+        .env(
+            "RUST_LOG",
+            std::env::var("SB_TEST_SERVER_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     cmd

@@ -77,9 +77,9 @@ pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// recipient's ack usually arrives first and the item is never written, short enough to
 /// keep a sender's ServerAck for an offline recipient prompt. 2 ms. A 10 ms default measured
 /// a quarter of the log commits and −19 % CPU per message at 2,000 msgs/s
-/// (docs/decisions/delivery-before-durability.md, "The window, again"), but with it three
-/// cluster tests that restart a box stall (the restarted box answers nothing for 10 s):
-/// back to 2 ms until that is understood.
+/// (docs/decisions/delivery-before-durability.md, "The window, again"), but a login is
+/// answered before its account record is durable, and a box killed within the window loses
+/// the account (three cluster tests that restart a box found it): 2 ms until logins wait.
 pub const COMMIT_WINDOW_US_DEFAULT: u64 = 2_000;
 /// Upper bound for the commit window (a larger one would only delay ServerAcks).
 pub const COMMIT_WINDOW_US_MAX: u64 = 100_000;
