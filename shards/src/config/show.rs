@@ -122,6 +122,7 @@ pub fn effective_toml(c: &ServerConfig) -> String {
         let _ = writeln!(o, "box_id = {}", val(cl.box_id.clone()));
         let _ = writeln!(o, "advertise = {}", val(cl.advertise.clone()));
         let _ = writeln!(o, "optional = {}", val(cl.optional));
+        let _ = writeln!(o, "stream_only = {}", val(cl.stream_only));
     }
     o
 }
@@ -131,6 +132,15 @@ mod tests {
     use super::*;
     use crate::config::Cli;
     use clap::Parser;
+
+    /// `cfg` printed into `dir`, and the settings that file reads back as (with the text).
+    fn read_back(cfg: &ServerConfig, dir: &std::path::Path) -> (ServerConfig, String) {
+        let text = effective_toml(cfg);
+        let out = dir.join("out.toml");
+        std::fs::write(&out, &text).unwrap();
+        let cli = Cli::parse_from(["switchboard", "--config", out.to_str().unwrap()]);
+        (ServerConfig::from_cli(cli).unwrap(), text)
+    }
 
     #[test]
     fn printed_settings_read_back_as_the_same_settings() {
@@ -146,11 +156,7 @@ mod tests {
         .unwrap();
         let cli = Cli::parse_from(["switchboard", "--config", file.to_str().unwrap()]);
         let cfg = ServerConfig::from_cli(cli).unwrap();
-        let text = effective_toml(&cfg);
-        let out = dir.join("out.toml");
-        std::fs::write(&out, &text).unwrap();
-        let cli = Cli::parse_from(["switchboard", "--config", out.to_str().unwrap()]);
-        let again = ServerConfig::from_cli(cli).unwrap();
+        let (again, text) = read_back(&cfg, &dir);
         assert_eq!(format!("{cfg:?}"), format!("{again:?}"), "{text}");
         assert!(text.contains("alarm_queue_user = 9\n"), "{text}");
         assert!(text.contains("admin = \"off\"\n"), "{text}");
@@ -174,15 +180,12 @@ mod tests {
             "--advertise",
             "chat1.example.net:5222",
             "--cluster-optional",
+            "--cluster-stream-only",
         ]);
         let cfg = ServerConfig::from_cli(cli).unwrap();
-        let text = effective_toml(&cfg);
-        let out = dir.join("out.toml");
-        std::fs::write(&out, &text).unwrap();
-        let cli = Cli::parse_from(["switchboard", "--config", out.to_str().unwrap()]);
-        let again = ServerConfig::from_cli(cli).unwrap();
+        let (again, text) = read_back(&cfg, &dir);
         assert_eq!(cfg.cluster, again.cluster, "{text}");
-        assert!(cfg.cluster.is_some_and(|c| c.optional));
+        assert!(cfg.cluster.is_some_and(|c| c.optional && c.stream_only));
     }
 
     #[test]
