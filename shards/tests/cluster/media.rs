@@ -313,23 +313,9 @@ fn group_photos_download_from_the_senders_box() {
 /// says so in one line and exits 1, as any box does.
 #[test]
 fn a_media_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
-    let data = testkit::temp_dir("box-media-nonats");
     let (_silent, url) = crate::start::dead_nats();
-    let mut cmd = crate::support::switchboard_command(&[
-        "--shards",
-        "1",
-        "--no-tls",
-        "--no-admin",
-        "--media-listen",
-        "127.0.0.1:0",
-        "--cluster",
-        &url,
-        "--box-id",
-        "a",
-        "--advertise",
-        "a.test:5222",
-    ]);
-    cmd.arg("--data-dir").arg(&data);
+    let listen = ["--media-listen", "127.0.0.1:0"];
+    let cmd = crate::start::cluster_box_command(&url, "a", "box-media-nonats", &listen);
     let error = crate::start::exits_1_saying_one_error(cmd, "a media box without NATS");
     assert!(
         error.contains("cannot reach NATS") && error.contains(&url),

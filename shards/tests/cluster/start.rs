@@ -16,23 +16,33 @@ pub fn dead_nats() -> (std::net::TcpListener, String) {
     (l, format!("nats://127.0.0.1:{port}"))
 }
 
-#[test]
-fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
-    let data = testkit::temp_dir("box-nonats");
-    let (_silent, url) = dead_nats();
-    let mut cmd = support::switchboard_command(&[
-        "--shards",
-        "1",
-        "--no-tls",
-        "--no-admin",
+/// A one-shard plaintext box `id` without admin, joined to `url`, on a new data directory
+/// named after `tag`, with `extra` flags.
+pub fn cluster_box_command(
+    url: &str,
+    id: &str,
+    tag: &str,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut args = vec!["--shards", "1", "--no-tls", "--no-admin"];
+    args.extend(extra);
+    args.extend([
         "--cluster",
-        &url,
+        url,
         "--box-id",
-        "a",
+        id,
         "--advertise",
         "a.test:5222",
     ]);
-    cmd.arg("--data-dir").arg(&data);
+    let mut cmd = support::switchboard_command(&args);
+    cmd.arg("--data-dir").arg(testkit::temp_dir(tag));
+    cmd
+}
+
+#[test]
+fn a_box_that_cannot_reach_nats_says_so_in_one_line_and_exits_1() {
+    let (_silent, url) = dead_nats();
+    let cmd = cluster_box_command(&url, "a", "box-nonats", &[]);
     let error = exits_1_saying_one_error(cmd, "a box without NATS");
     assert!(
         error.contains("cannot reach NATS") && error.contains(&url),
@@ -135,32 +145,13 @@ fn a_box_logs_in_to_nats_with_credentials_from_its_environment() {
     const PASSWORD: &str = "s3cret-for-boxes";
     let nats = testkit::nats::NatsCluster::start_with_user("auth", 1, "boxes", PASSWORD);
     let url = nats.url();
-    let args = |id: &'static str| {
-        vec![
-            "--shards",
-            "1",
-            "--no-tls",
-            "--no-admin",
-            "--cluster",
-            &url,
-            "--box-id",
-            id,
-            "--advertise",
-            "a.test:5222",
-        ]
-    };
-    let data = testkit::temp_dir("box-noauth");
-    let mut cmd = support::switchboard_command(&args("a"));
-    cmd.arg("--data-dir").arg(&data);
+    let cmd = cluster_box_command(&url, "a", "box-noauth", &[]);
     let error = exits_1_saying_one_error(cmd, "a box without a login");
     assert!(error.to_lowercase().contains("authorization"), "{error}");
 
     let b = {
-        let mut cmd = support::switchboard_command(&args("b"));
-        cmd.env(USER_ENV, "boxes")
-            .env(PASSWORD_ENV, PASSWORD)
-            .arg("--data-dir")
-            .arg(testkit::temp_dir("box-auth"));
+        let mut cmd = cluster_box_command(&url, "b", "box-auth", &[]);
+        cmd.env(USER_ENV, "boxes").env(PASSWORD_ENV, PASSWORD);
         support::listening(cmd).0
     };
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
