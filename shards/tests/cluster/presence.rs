@@ -175,26 +175,35 @@ fn a_stranger_gets_the_same_hidden_answer_across_boxes_as_on_one() {
     );
 }
 
+/// Boxes a and b; S (of a, phones from `from`) and C (of b) follow each other and S sees C
+/// online; then C's box is SIGKILLed (no offline update leaves it). Returns NATS, box a, the
+/// killed box b (its data directory is kept), S, C and S's connection.
+fn contact_seen_then_box_killed(from: u64) -> (Nats, Box, Box, String, String, Client) {
+    let nats = Nats::start();
+    let [a, mut b] = two_boxes(&nats);
+    let s = homed_on("a", 1, from).remove(0);
+    let c = homed_on("b", 1, from).remove(0);
+    let mut c_c = login(&b, &c);
+    subscribe(&mut c_c, &[&s]);
+    c_c.sync();
+    let mut s_c = login(&a, &s);
+    subscribe(&mut s_c, &[&c]);
+    let seen = presence_of(&mut s_c, &c);
+    assert!(seen.online && !seen.hidden, "mutual contacts: {seen:?}");
+
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    drop(c_c);
+    (nats, a, b, s, c, s_c)
+}
+
 /// C's box is SIGKILLed and started again, holding no presence state: S's box sees it
 /// join again and asks it about C, so S is not left believing C online; once C is back
 /// and follows S again, S sees C online.
 #[test]
 fn a_restarted_box_is_asked_again_and_leaves_no_stale_presence() {
-    let nats = Nats::start();
-    let [a, mut b] = two_boxes(&nats);
-    let s = &homed_on("a", 1, 6_300_000)[0];
-    let c = &homed_on("b", 1, 6_300_000)[0];
-    let mut c_c = login(&b, c);
-    subscribe(&mut c_c, &[s]);
-    c_c.sync();
-    let mut s_c = login(&a, s);
-    subscribe(&mut s_c, &[c]);
-    let seen = presence_of(&mut s_c, c);
-    assert!(seen.online && !seen.hidden, "mutual contacts: {seen:?}");
-
-    b.child.kill().unwrap(); // SIGKILL: no offline update leaves it
-    b.child.wait().unwrap();
-    drop(c_c);
+    let (nats, a, b, s, c, mut s_c) = contact_seen_then_box_killed(6_300_000);
+    let (s, c) = (&s, &c);
     let b = Box::start_in(b.data.clone(), &nats.url, "b", crate::placement::ADV_B, &[]);
     // Asked again, the new run answers as at a first subscription: C is not online, and
     // no longer follows S (its following list was in memory), so S sees nothing of C.
@@ -216,21 +225,8 @@ fn a_restarted_box_is_asked_again_and_leaves_no_stale_presence() {
 /// When the box is back it is asked again, so once C follows S again S sees C online.
 #[test]
 fn a_contacts_box_that_goes_down_shows_them_hidden_and_is_asked_again_when_back() {
-    let nats = Nats::start();
-    let [a, mut b] = two_boxes(&nats);
-    let s = &homed_on("a", 1, 6_400_000)[0];
-    let c = &homed_on("b", 1, 6_400_000)[0];
-    let mut c_c = login(&b, c);
-    subscribe(&mut c_c, &[s]);
-    c_c.sync();
-    let mut s_c = login(&a, s);
-    subscribe(&mut s_c, &[c]);
-    let seen = presence_of(&mut s_c, c);
-    assert!(seen.online && !seen.hidden, "mutual contacts: {seen:?}");
-
-    b.child.kill().unwrap(); // SIGKILL: no offline update leaves it
-    b.child.wait().unwrap();
-    drop(c_c);
+    let (nats, a, b, s, c, mut s_c) = contact_seen_then_box_killed(6_400_000);
+    let (s, c) = (&s, &c);
     a.wait_stat("cluster_members", 1);
     assert_eq!(
         presence_of(&mut s_c, c),
