@@ -60,11 +60,7 @@ impl Gw {
     fn send_direct(&mut self, home: String, out: Outgoing) {
         use prost::Message as _;
         let after_seq = self.stream_acked.get(&home).copied().unwrap_or(0);
-        let payload = DirectRequest {
-            after_seq,
-            env: Some(out.env.clone()),
-        }
-        .encode_to_vec();
+        let payload = DirectRequest::encode(after_seq, &out.env);
         let client = self.nats.client.clone();
         let subject = direct::subject(&home);
         self.work.push(Box::pin(async move {
