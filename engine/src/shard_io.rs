@@ -200,6 +200,27 @@ impl<S: Service> ShardIo<S> {
         Ok(r)
     }
 
+    /// Holds `conn`'s output: what is queued for it (before and after this call) stays in its
+    /// outbox, under the same cap, until [`ShardIo::release_output`]. For an answer given
+    /// before what it names is durable: the client sees nothing a crash could take back.
+    /// A close drops what is held; a hand-off or a live upgrade's departure flushes it.
+    pub fn hold_output(&mut self, conn: ConnId) {
+        if let Some(slot) = self.conns.get_mut(conn) {
+            slot.output_held = true;
+        }
+    }
+
+    /// Sends what [`ShardIo::hold_output`] held, at the end of this turn (a connection gone
+    /// meanwhile is ignored: ids carry a generation).
+    pub fn release_output(&mut self, conn: ConnId) {
+        if let Some(slot) = self.conns.get_mut(conn) {
+            if slot.output_held {
+                slot.output_held = false;
+                mark_dirty(slot, &mut self.dirty, conn);
+            }
+        }
+    }
+
     /// Flushes what is queued for `conn`, then closes it; the service hears `on_close` with
     /// [`CloseReason::Service`].
     pub fn close(&mut self, conn: ConnId) -> Result<(), ConnGone> {

@@ -392,3 +392,45 @@ fn a_wall_clock_step_neither_fires_nor_stalls_the_deadlines() {
     );
     done();
 }
+
+/// A held connection's frames wait in its outbox, under the outbox cap, and leave in order
+/// once released (the messaging service holds a login's answer until its account is durable).
+#[test]
+fn held_output_waits_in_the_outbox_until_released() {
+    let mut c = cell(4);
+    let mut s = scratch();
+    let (id, _peer) = open_conn(&mut c, false);
+    c.io.hold_output(id);
+    c.io.send_with(id, |o| o.extend_from_slice(&frame(b"first")))
+        .unwrap();
+    c.io.send_with(id, |o| o.extend_from_slice(&frame(b"second")))
+        .unwrap();
+    c.flush_dirty(&mut s);
+    let slot = c.io.conns.get(id).unwrap();
+    assert_eq!(slot.outbox.len(), 2 * 4 + 11, "held: nothing staged");
+    assert_eq!(slot.wire.unsent(), 0);
+    c.io.release_output(id);
+    c.flush_dirty(&mut s);
+    let slot = c.io.conns.get(id).unwrap();
+    assert!(slot.outbox.is_empty(), "released: staged for sending");
+    assert_eq!(slot.wire.unsent(), 2 * 4 + 11);
+
+    // A close drops what is held.
+    let (other, _peer2) = open_conn(&mut c, false);
+    c.io.hold_output(other);
+    c.io.send_with(other, |o| o.extend_from_slice(&frame(b"held")))
+        .unwrap();
+    c.io.close(other).unwrap();
+    c.flush_dirty(&mut s);
+    assert!(c.io.conns.get(other).is_none_or(|s| s.wire.unsent() == 0));
+
+    // The cap still applies while held.
+    c.io.hold_output(id);
+    let big = vec![0u8; CONN_OUTPUT_BYTES_MAX + 1];
+    c.io.send_with(id, |o| o.extend_from_slice(&big)).unwrap();
+    assert_eq!(
+        c.io.conns.get(id).unwrap().state,
+        SlotState::Closing(CloseReason::OutputOverflow)
+    );
+    done();
+}

@@ -260,8 +260,10 @@ impl<S: Service> ShardCell<S> {
         }
         slot.dirty = false;
         let flush = match slot.state {
+            SlotState::Open => !slot.output_held,
             SlotState::Closing(CloseReason::OutputOverflow) => false,
-            SlotState::Closing(_) => !slot.wire.abort,
+            // Held output is never sent early, not even by a close: it is dropped.
+            SlotState::Closing(_) => !slot.wire.abort && !slot.output_held,
             _ => true,
         };
         if flush {

@@ -79,6 +79,11 @@ pub(crate) struct ConnSlot {
     pub(crate) peer: std::net::Ipv6Addr,
     /// The service said it logged in (or it has no login): the pre-login limits are off.
     pub(crate) logged_in: bool,
+    /// The service holds its output ([`ShardIo::hold_output`]): the outbox fills but is not
+    /// sent (a close drops it). A bool in the slot's padding: no idle bytes.
+    ///
+    /// [`ShardIo::hold_output`]: crate::shard_io::ShardIo::hold_output
+    pub(crate) output_held: bool,
     /// Counted against its prefix's pre-login connections (`conn::prelogin`).
     pub(crate) prefix_counted: bool,
     /// Bytes of its partial frame counted against the shard's pre-login budget.
@@ -101,6 +106,7 @@ impl ConnSlot {
             lingering: false,
             peer,
             logged_in: false,
+            output_held: false,
             prefix_counted: false,
             partial_counted: 0,
         }
