@@ -402,6 +402,8 @@ impl Switchboard {
             }
             Effect::Push { phone, user_id } => self.env.push.notify(&phone, user_id),
             Effect::LoggedIn(conn) => io.set_logged_in(conn),
+            Effect::HoldOutput(conn) => io.hold_output(conn),
+            Effect::ReleaseOutput(conn) => io.release_output(conn),
         }
     }
 

@@ -115,3 +115,39 @@ fn registration_survives_sigkill() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// The load-test login's twin of `registration_survives_sigkill`: `LoggedIn` for a login
+/// that made its account is heard only once the account is on disk, whatever the commit
+/// window. With the longest window (100 ms) the server is SIGKILLed the moment the answer
+/// arrives; restarted, it knows the account (the same user id, not a new one).
+#[test]
+fn an_account_a_load_test_login_was_answered_for_survives_sigkill() {
+    let data = testkit::temp_dir("crash-ltl");
+    let window = messaging::state::limits::COMMIT_WINDOW_US_MAX.to_string();
+    let (mut server, addr) = support::spawn_binary(&data, &["--commit-window-us", &window]);
+    let phone = "+15552110001";
+    let user_id = |c: &mut Client| {
+        c.send(proto::v1::client_frame::Kind::LoadTestLogin(
+            proto::v1::LoadTestLogin {
+                protocol_version: support::V,
+                phone: phone.into(),
+                secret: b"farm-secret".to_vec(),
+            },
+        ));
+        match c.recv() {
+            server_frame::Kind::LoggedIn(l) => l.user_id,
+            other => panic!("expected LoggedIn, got {other:?}"),
+        }
+    };
+    let first = user_id(&mut tls_client(&data, addr));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let (mut server, addr) = spawn_server(&data);
+    assert_eq!(
+        user_id(&mut tls_client(&data, addr)),
+        first,
+        "the account survived"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -188,6 +188,11 @@ impl ShardState {
     pub fn on_durable(&mut self, after: AfterCommit, out: &mut Out) {
         match after {
             AfterCommit::Effect(e) => out.now.push(e),
+            AfterCommit::AccountDurable {
+                conn,
+                phone,
+                made_account,
+            } => self.on_account_durable(conn, &phone, made_account, out),
             AfterCommit::ItemDurable { user, id } => {
                 let Some(item) = self.queues.mark_durable(&user, id) else {
                     return; // acked (and answered then) before it became durable

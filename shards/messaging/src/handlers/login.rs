@@ -313,12 +313,63 @@ impl ShardState {
             self.log_refusal(now, "wrong load-test secret");
             return out.fail(conn, ErrorCode::BadKey, "wrong load-test secret");
         }
-        if !self.registry.exists(&l.phone) {
+        let made_account = !self.registry.exists(&l.phone);
+        if made_account {
             let mut key = vec![0u8; DEVICE_KEY_BYTES];
             (self.random)(&mut key);
             self.set_key(&l.phone, &key, out);
         }
+        if made_account || self.accounts_in_commit.contains_key(&l.phone) {
+            self.hold_until_account_durable(conn, &l.phone, made_account, out);
+        }
         self.start_session(now, conn, l.phone, out);
+    }
+
+    /// A load-test login whose account record is not durable yet (it made the account, or
+    /// an earlier login did and that record is still in flight): the session starts now
+    /// (frames pipelined behind the login are served), but the connection hears nothing —
+    /// `LoggedIn` first — until the record is durable, as `Verified` waits for its own. A
+    /// box killed right after answering then still has the account when it starts again.
+    fn hold_until_account_durable(
+        &mut self,
+        conn: ConnId,
+        phone: &str,
+        made_account: bool,
+        out: &mut Out,
+    ) {
+        if made_account {
+            *self
+                .accounts_in_commit
+                .entry(phone.to_string())
+                .or_default() += 1;
+        }
+        out.now.push(Effect::HoldOutput(conn));
+        out.after_commit.push(AfterCommit::AccountDurable {
+            conn,
+            phone: phone.to_string(),
+            made_account,
+        });
+    }
+
+    /// The account record a held login waited for is durable ([`AfterCommit::AccountDurable`]):
+    /// what the connection was sent since goes out.
+    pub(crate) fn on_account_durable(
+        &mut self,
+        conn: ConnId,
+        phone: &str,
+        made_account: bool,
+        out: &mut Out,
+    ) {
+        if made_account {
+            if let Some(n) = self.accounts_in_commit.get_mut(phone) {
+                *n -= 1;
+                if *n == 0 {
+                    self.accounts_in_commit.remove(phone);
+                }
+            }
+        }
+        // Connection ids carry a generation: a closed connection's never names a newer one.
+        out.now.push(Effect::ReleaseOutput(conn));
     }
 
     fn start_session(&mut self, now: u64, conn: ConnId, phone: String, out: &mut Out) {

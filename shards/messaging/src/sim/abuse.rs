@@ -464,6 +464,7 @@ fn the_load_test_secret_is_limited_in_attempts_like_any_key() {
     assert!(sim.closed.contains(&c));
     let ok = sim.connect_from(0, ip("198.51.100.7"));
     sim.send(ok, guess(b"s"));
+    sim.commit(); // the account it made is durable: then LoggedIn
     assert!(matches!(sim.take(ok)[..], [S::LoggedIn(_)]));
 }
 

@@ -150,6 +150,7 @@ mod tests {
 
     const A: &str = "+15550000001";
     const B: &str = "+15550000002";
+    const C: &str = "+15550000003";
 
     fn acks(sim: &mut Sim, conn: proto::ids::ConnId) -> Vec<u64> {
         sim.take(conn)
@@ -216,6 +217,78 @@ mod tests {
         assert!(
             messages(&mut sim, b).is_empty(),
             "nothing was acked, nothing is owed"
+        );
+    }
+
+    fn load_test_login(phone: &str) -> proto::v1::client_frame::Kind {
+        proto::v1::client_frame::Kind::LoadTestLogin(proto::v1::LoadTestLogin {
+            protocol_version: proto::PROTOCOL_VERSION,
+            phone: phone.into(),
+            secret: b"s".to_vec(),
+        })
+    }
+
+    /// Found by the cluster's restart tests under a 10 ms commit window: `LoggedIn` for a
+    /// load-test login that made its account went out before the account's record was on
+    /// disk, so a box killed right after answering came back without the account.
+    #[test]
+    fn a_login_that_makes_an_account_is_heard_of_once_the_account_is_durable() {
+        use server_frame::Kind as S;
+        let mut sim = Sim::with_journal(1);
+        let b = sim.login(B, 0);
+        sim.fail_appends(0, 1);
+        let a = sim.connect(0);
+        sim.send(a, load_test_login(A));
+        sim.send(a, text(B, 1)); // pipelined behind the login: served at once
+        assert!(
+            sim.take(a).is_empty(),
+            "nothing before the account is durable"
+        );
+        assert_eq!(messages(&mut sim, b), [1], "delivery does not wait");
+        sim.commit();
+        assert!(sim.take(a).is_empty(), "the append failed: still nothing");
+        sim.commit();
+        let frames = sim.take(a);
+        assert!(
+            matches!(&frames[..], [S::LoggedIn(_), S::ServerAck(x)] if x.client_msg_id == 1),
+            "the retry wrote it: LoggedIn, then the rest in order: {frames:?}"
+        );
+        sim.restart();
+        assert!(sim.shards[0].registry.exists(A), "heard of, so it survives");
+
+        sim.fail_appends(0, u32::MAX);
+        let c = sim.connect(0);
+        sim.send(c, load_test_login(C));
+        sim.commit();
+        assert!(sim.take(c).is_empty(), "never durable, never heard of");
+        sim.fail_appends(0, 0);
+        sim.restart();
+        assert!(
+            !sim.shards[0].registry.exists(C),
+            "and nobody was told it exists"
+        );
+    }
+
+    #[test]
+    fn a_second_login_to_an_account_in_flight_waits_for_it_too() {
+        use server_frame::Kind as S;
+        let mut sim = Sim::with_journal(1);
+        let c = sim.connect(0);
+        sim.send(c, load_test_login(A));
+        let d = sim.connect(0);
+        sim.send(d, load_test_login(A));
+        assert!(sim.take(d).is_empty(), "the account is still in flight");
+        assert!(sim.closed.contains(&c), "d replaced c's session");
+        sim.close(c); // the engine drops c's held output with it
+        sim.commit();
+        assert!(matches!(sim.take(d).first(), Some(S::LoggedIn(_))));
+        assert!(sim.take(c).is_empty());
+        assert!(sim.shards[0].accounts_in_commit.is_empty());
+        let e = sim.connect(0);
+        sim.send(e, load_test_login(A));
+        assert!(
+            matches!(sim.take(e).first(), Some(S::LoggedIn(_))),
+            "durable now: answered at once"
         );
     }
 }

@@ -37,6 +37,8 @@ pub struct Sim {
     pub closed: Vec<ConnId>,
     /// Connections whose `on_close` has run: a frame to one of them is a service bug.
     pub dead: HashSet<ConnId>,
+    /// Frames kept for connections whose output is held (`Effect::HoldOutput`).
+    held: HashMap<ConnId, Vec<server_frame::Kind>>,
     /// Post-commit replies addressed to a connection that closed before the commit.
     pub replies_after_close: u64,
     pub pushes: Vec<String>,
@@ -95,6 +97,7 @@ impl Sim {
             inbox: HashMap::new(),
             closed: Vec::new(),
             dead: HashSet::new(),
+            held: HashMap::new(),
             replies_after_close: 0,
             pushes: Vec::new(),
             sms: Vec::new(),
@@ -148,6 +151,7 @@ impl Sim {
     /// Closes `conn`.
     pub fn close(&mut self, conn: ConnId) {
         self.dead.insert(conn);
+        self.held.remove(&conn); // as the engine drops a closed connection's held output
         let shard = self.conn_shard[&conn];
         let mut out = Out::default();
         self.shards[shard].on_close(self.now, conn, &mut out);
@@ -201,6 +205,7 @@ impl Sim {
         let n = self.shards.len();
         self.mesh.clear();
         self.waiting.iter_mut().for_each(Vec::clear);
+        self.held.clear();
         if let Some(j) = &mut self.journaled {
             j.crash();
         }
@@ -244,7 +249,10 @@ impl Sim {
                     Some(&shard),
                     "frames only to local connections"
                 );
-                self.inbox.entry(c).or_default().push(f);
+                match self.held.get_mut(&c) {
+                    Some(kept) => kept.push(f),
+                    None => self.inbox.entry(c).or_default().push(f),
+                }
             }
             Effect::Wire(c, w) => {
                 // Delivered as encoded bytes: the client decodes them.
@@ -278,6 +286,14 @@ impl Sim {
             }
             Effect::Push { phone, .. } => self.pushes.push(phone),
             Effect::LoggedIn(_) => {}
+            Effect::HoldOutput(c) => {
+                self.held.entry(c).or_default();
+            }
+            Effect::ReleaseOutput(c) => {
+                if let Some(kept) = self.held.remove(&c) {
+                    self.inbox.entry(c).or_default().extend(kept);
+                }
+            }
         }
     }
 

@@ -35,6 +35,11 @@ pub enum Effect {
     },
     /// The connection logged in: the engine's pre-login limits no longer apply to it.
     LoggedIn(ConnId),
+    /// Keep what is sent to the connection from now on until `ReleaseOutput` (its login
+    /// names an account not yet durable).
+    HoldOutput(ConnId),
+    /// Send what `HoldOutput` kept.
+    ReleaseOutput(ConnId),
     /// Tell the push provider a user has messages waiting.
     Push {
         /// The phone.
@@ -60,6 +65,17 @@ pub struct WireFrame {
 pub enum AfterCommit {
     /// An effect (an ack, a reply).
     Effect(Effect),
+    /// A load-test login's account record is durable: the connection's held output (its
+    /// `LoggedIn` first) may go, so a client never hears of an account a crash could still
+    /// take away.
+    AccountDurable {
+        /// The connection that logged in (its output held since: `Effect::HoldOutput`).
+        conn: ConnId,
+        /// Whose account.
+        phone: String,
+        /// Whether this login made the account (its record is the one now durable).
+        made_account: bool,
+    },
     /// Item `id` of `user`'s queue is durable: it may be delivered now.
     ItemDurable {
         /// Whose queue.

@@ -75,12 +75,12 @@ pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// How long a commit gathers after its first record before it starts, when no commit is in
 /// flight (a commit in flight gathers the next batch anyway): long enough that an online
 /// recipient's ack usually arrives first and the item is never written, short enough to
-/// keep a sender's ServerAck for an offline recipient prompt. 2 ms. A 10 ms default measured
-/// a quarter of the log commits and −19 % CPU per message at 2,000 msgs/s
-/// (docs/decisions/delivery-before-durability.md, "The window, again"), but a login is
-/// answered before its account record is durable, and a box killed within the window loses
-/// the account (three cluster tests that restart a box found it): 2 ms until logins wait.
-pub const COMMIT_WINDOW_US_DEFAULT: u64 = 2_000;
+/// keep a sender's ServerAck for an offline recipient prompt (window + fdatasync). 10 ms: a
+/// quarter of the log commits of 2 ms and −19 % CPU per message at 2,000 msgs/s
+/// (docs/decisions/delivery-before-durability.md, "The window, again"). Every answer that
+/// names a record waits for it (a load-test login that makes an account included: its
+/// connection hears nothing until `AfterCommit::AccountDurable`), so the window delays answers and never loses an answered record.
+pub const COMMIT_WINDOW_US_DEFAULT: u64 = 10_000;
 /// Upper bound for the commit window (a larger one would only delay ServerAcks).
 pub const COMMIT_WINDOW_US_MAX: u64 = 100_000;
 /// A tombstone with nothing else to carry it is written after at most this long.

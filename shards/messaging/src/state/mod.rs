@@ -81,6 +81,10 @@ pub struct ShardState {
     /// Connections on this shard that have not logged in: peer, refusals, hand-overs.
     /// Bounded by the engine's connection table; dropped at login and close.
     pub(crate) prelogin: HashMap<ConnId, crate::state::mesh_msg::PreLogin>,
+    /// Accounts made by a load-test login whose record is not durable yet, with how many
+    /// such records are in flight: a login to one waits for the commit too. Bounded by the
+    /// logins of one commit window; empty when the log is idle.
+    pub(crate) accounts_in_commit: HashMap<String, u32>,
     /// Rate limit of the refusal log lines.
     pub(crate) refusal_log: crate::state::counters::RefusalLog,
     /// What the abuse limits did since start.
@@ -117,6 +121,7 @@ impl ShardState {
             pins: crate::tables::pin_codes::Pins::default(),
             user_budgets: crate::tables::budgets::UserBudgets::default(),
             prelogin: HashMap::new(),
+            accounts_in_commit: HashMap::new(),
             refusal_log: crate::state::counters::RefusalLog::default(),
             abuse: crate::state::counters::AbuseCounters::default(),
             admission: crate::tables::admission::Admission::new(settings.users),
