@@ -180,6 +180,19 @@ pub fn start_with(
         media = Some(service);
     }
     if let Some(cluster) = &cfg.cluster {
+        use crate::cluster::box_number::{self, BoxNumberError};
+        use crate::cluster::gateway::ClusterStartError;
+        // Named in every id the shards issue: before they start.
+        env.settings.box_number = match box_number::claim(cluster, &cfg.data_dir) {
+            Ok(n) => n,
+            Err(BoxNumberError::Unreachable(detail)) => {
+                let servers = cluster.servers.join(",");
+                return Err(ClusterStartError::Unreachable { servers, detail }.into());
+            }
+            Err(e @ BoxNumberError::Refused(_)) => {
+                return Err(ClusterStartError::BoxNumber(e.to_string()).into())
+            }
+        };
         // Before any socket is bound: a box that cannot join does not serve (unless alone
         // is allowed); the link's last holder gone is the gateway's signal to leave.
         let link = crate::cluster::ClusterLink::new(cluster.box_id.clone(), shards)

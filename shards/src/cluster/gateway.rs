@@ -75,6 +75,9 @@ pub enum ClusterStartError {
     /// The gateway thread could not start.
     #[error("cluster gateway thread: {0}")]
     Thread(String),
+    /// This box cannot have the number it asked for (`box_number.rs`).
+    #[error("{0}")]
+    BoxNumber(String),
 }
 
 /// Most time a stopping box waits for its gateway to leave the members bucket.

@@ -7,9 +7,11 @@
 //! 1. Where a group lives: the `switchboard_groups` KV bucket maps a group id to its box.
 //!    The group's box writes the entry (KV `create`: once, never moved) before it first asks
 //!    another box about a member ([`KIND_ASK`]), so every member homed elsewhere joined
-//!    after the entry existed. A group whose members all live on its box has no entry. An id
-//!    another box claimed first (ids are issued per box: `shard << 48 | sequence`) is a
-//!    clash: the ask is answered as refused, counted in `cluster_group_clashes_total`.
+//!    after the entry existed. A group whose members all live on its box has no entry. Ids
+//!    name their box (`box << 58 | shard << 48 | sequence`, `box_number.rs`), so two boxes
+//!    never issue the same one; an id another box claimed first anyway (a box that served
+//!    alone, box 0, before it joined) is a clash: the ask is answered as refused, counted in
+//!    `cluster_group_clashes_total`.
 //! 2. A shard hands the gateway, instead of its state machines, a mesh message whose
 //!    addressee is not on this box (`adapter/cluster_groups.rs`): a `GroupSend`, `GroupOp`
 //!    or `GroupAddAnswer` for a group not here goes to the group's box (step 1's entry); a

@@ -38,6 +38,7 @@
 //!
 //! This module owns the link and its counters; it must not touch a shard's state.
 
+pub mod box_number;
 pub mod cross;
 pub mod direct;
 pub mod gateway;

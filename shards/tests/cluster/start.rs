@@ -165,3 +165,68 @@ fn a_box_logs_in_to_nats_with_credentials_from_its_environment() {
     assert!(out.contains("b "), "{out}");
     drop(b);
 }
+
+/// Each box of a cluster has a number of its own (`box_number.rs`), named in every id it
+/// issues — here a new account's user id — and kept in its data directory across restarts;
+/// a data directory whose number another box holds does not start, in one line.
+#[test]
+fn each_box_issues_ids_under_a_number_of_its_own_kept_across_restarts() {
+    use crate::placement::{phones_homed_on, two_boxes, ADV_B};
+    const BOX_SHIFT: u32 = messaging::state::home::ID_BOX_SHIFT;
+    let nats = crate::nats::Nats::start();
+    let (a, mut b) = two_boxes(&nats);
+    let kept = |data: &std::path::Path| -> u64 {
+        let text = std::fs::read_to_string(data.join("box-number")).unwrap();
+        text.trim().parse().unwrap()
+    };
+    let user_id = |at: &Box, phone: &str| {
+        let mut c = at.client();
+        c.send(client_frame::Kind::LoadTestLogin(
+            proto::v1::LoadTestLogin {
+                protocol_version: V,
+                phone: phone.into(),
+                secret: b"farm-secret".to_vec(),
+            },
+        ));
+        match c.recv() {
+            server_frame::Kind::LoggedIn(l) => l.user_id,
+            other => panic!("expected LoggedIn, got {other:?}"),
+        }
+    };
+    let (number_a, number_b) = (kept(&a.data), kept(&b.data));
+    assert_ne!(number_a, number_b);
+    assert!([number_a, number_b].iter().all(|n| (1..=63).contains(n)));
+    let on_a = phones_homed_on("a", 1, 4_700_000);
+    let on_b = phones_homed_on("b", 2, 4_700_000);
+    assert_eq!(user_id(&a, &on_a[0]) >> BOX_SHIFT, number_a);
+    assert_eq!(user_id(&b, &on_b[0]) >> BOX_SHIFT, number_b);
+
+    b.child.kill().unwrap(); // SIGKILL
+    b.child.wait().unwrap();
+    let b = Box::start_in(b.data.clone(), &nats.url, "b", ADV_B, &[]);
+    assert_eq!(kept(&b.data), number_b, "kept across the restart");
+    assert_eq!(user_id(&b, &on_b[1]) >> BOX_SHIFT, number_b);
+
+    // A copy of box a's data directory under another box id.
+    let copy = testkit::temp_dir("box-number-copy");
+    std::fs::write(copy.join("box-number"), format!("{number_a}\n")).unwrap();
+    let args = [
+        "--shards",
+        "1",
+        "--no-tls",
+        "--no-admin",
+        "--cluster",
+        &nats.url,
+        "--box-id",
+        "c",
+        "--advertise",
+        "c.test:5222",
+    ];
+    let mut cmd = support::switchboard_command(&args);
+    cmd.arg("--data-dir").arg(&copy);
+    let error = exits_1_saying_one_error(cmd, "a box with another box's number");
+    assert!(
+        error.contains(&format!("box number {number_a} belongs to box \"a\"")),
+        "{error}"
+    );
+}

@@ -161,7 +161,7 @@ pub struct DedupeRec {
 /// seeds them after a restart stepped back.
 #[derive(Clone, PartialEq, Message)]
 pub struct IdMarkRec {
-    /// The next sequence the shard would have issued (ids are `shard << 48 | sequence`).
+    /// The next sequence the shard would have issued (ids are `box << 58 | shard << 48 | sequence`: `state/home.rs`).
     #[prost(uint64, tag = "1")]
     pub next_seq: u64,
 }

@@ -4,8 +4,11 @@
 //! - A user's home is `fnv1a(phone) % shards`: stable across restarts with the same shard
 //!   count. (Changing the shard count needs a re-home of the logs; not supported yet, so
 //!   `data_layout` pins a data directory to the count it was written with.)
-//! - Server ids (messages, receipts, groups) are `shard << 48 | sequence`, so an id names the
-//!   shard that made it (a group's home is the shard in its id). Sequences start, after a
+//! - Server ids (messages, receipts, users, groups) are `box << 58 | shard << 48 | sequence`,
+//!   so an id names the shard that made it (a group's home is the shard in its id) and, in a
+//!   cluster, the box (`cluster/box_number.rs`: 1..=63, claimed once per box; 0 for a box
+//!   alone, so every id issued before a box joined keeps its meaning). Two boxes never issue
+//!   the same id. Sequences start, after a
 //!   restart, above both the largest id replayed from the log and a clock-derived floor, so
 //!   an id is never issued twice even for ids that were never persisted.
 //! - Ids are exposed before they are durable (a message is delivered before its record is
@@ -20,6 +23,12 @@ use proto::ids::ShardId;
 
 /// Bits of an id below the shard number.
 pub const ID_SEQUENCE_BITS: u32 = 48;
+/// Bits of an id for the shard number (shards of a box: at most 1,024).
+pub const ID_SHARD_BITS: u32 = 10;
+/// Where an id's box number starts: above the shard number.
+pub const ID_BOX_SHIFT: u32 = ID_SEQUENCE_BITS + ID_SHARD_BITS;
+/// The largest box number an id holds (6 bits; 0 is a box alone): clusters of up to 63 boxes.
+pub const BOX_NUMBER_MAX: u8 = (1 << (64 - ID_BOX_SHIFT)) - 1;
 /// Milliseconds since 2025-01-01T00:00:00Z are shifted up by this much to seed sequences.
 pub const ID_CLOCK_SHIFT: u32 = 8;
 /// The epoch of the clock seed (2025-01-01 in Unix ms).
@@ -120,7 +129,12 @@ pub fn home_of_phone(phone: &str, shards: usize) -> ShardId {
 
 /// The shard that issued `id` (a group's home).
 pub fn home_of_id(id: u64) -> ShardId {
-    ShardId((id >> ID_SEQUENCE_BITS) as usize)
+    ShardId(((id >> ID_SEQUENCE_BITS) & ((1 << ID_SHARD_BITS) - 1)) as usize)
+}
+
+/// The number of the box that issued `id` (0: a box alone).
+pub fn box_of_id(id: u64) -> u8 {
+    (id >> ID_BOX_SHIFT) as u8
 }
 
 /// Sequences a reservation covers ahead of the next id.
@@ -130,6 +144,8 @@ pub const ID_RESERVE_BLOCK: u64 = 1 << 20;
 #[derive(Debug)]
 pub struct IdAllocator {
     shard: u64,
+    /// This box's number in its cluster (0: alone), at [`ID_BOX_SHIFT`].
+    box_number: u64,
     next: u64,
     /// Sequences below this are covered by a reservation recorded in the log (or on its
     /// way there); 0 until the first one.
@@ -144,14 +160,22 @@ impl IdAllocator {
         assert!(next < 1 << ID_SEQUENCE_BITS, "id sequence space exhausted");
         IdAllocator {
             shard: shard.0 as u64,
+            box_number: 0,
             next,
             reserved: 0,
         }
     }
 
+    /// Ids issued from now on name box `number` (at most [`BOX_NUMBER_MAX`]; set before the
+    /// log is replayed, so that replay recognises the box's own ids).
+    pub fn set_box(&mut self, number: u8) {
+        debug_assert!(number <= BOX_NUMBER_MAX);
+        self.box_number = u64::from(number.min(BOX_NUMBER_MAX));
+    }
+
     /// A fresh id.
     pub fn issue(&mut self) -> u64 {
-        let id = (self.shard << ID_SEQUENCE_BITS) | self.next;
+        let id = (self.box_number << ID_BOX_SHIFT) | (self.shard << ID_SEQUENCE_BITS) | self.next;
         self.next += 1;
         id
     }
@@ -181,10 +205,14 @@ impl IdAllocator {
         self.next = self.next.max(seq);
     }
 
-    /// Keeps future ids above `id` (replay).
+    /// Keeps future ids above `id` (replay): one this shard issued, as this box or before
+    /// the box joined its cluster (box 0). Another box's ids (a group's, a message's) are
+    /// its own sequence, not this one's.
     pub fn observe(&mut self, id: u64) {
         let seq = id & ((1 << ID_SEQUENCE_BITS) - 1);
-        if home_of_id(id).0 as u64 == self.shard && seq >= self.next {
+        let from_box = u64::from(box_of_id(id));
+        let ours = from_box == 0 || from_box == self.box_number;
+        if ours && home_of_id(id).0 as u64 == self.shard && seq >= self.next {
             self.next = seq + 1;
         }
     }
@@ -258,5 +286,32 @@ mod tests {
         let mut c = IdAllocator::new(ShardId(3), 0, now);
         c.observe(first + 1000);
         assert!(c.issue() > first + 1000);
+    }
+
+    #[test]
+    fn ids_name_their_box_above_their_shard_and_ids_of_a_box_alone_keep_their_meaning() {
+        let now = ID_EPOCH_MS + 1_000;
+        let mut alone = IdAllocator::new(ShardId(1023), 0, now);
+        let old = alone.issue();
+        assert_eq!((box_of_id(old), home_of_id(old)), (0, ShardId(1023)));
+        let mut boxed = IdAllocator::new(ShardId(1023), 0, now);
+        boxed.set_box(BOX_NUMBER_MAX);
+        boxed.observe(old); // replay of an id from before the box joined
+        let new = boxed.issue();
+        assert_eq!((box_of_id(new), home_of_id(new)), (63, ShardId(1023)));
+        assert_eq!(
+            new & ((1 << ID_SEQUENCE_BITS) - 1),
+            (old & ((1 << ID_SEQUENCE_BITS) - 1)) + 1
+        );
+        // The same shard of two boxes started at once: never the same id.
+        let mut other = IdAllocator::new(ShardId(1023), 0, now);
+        other.set_box(2);
+        assert_ne!(other.issue(), boxed.issue());
+        // Another box's id is not this shard's sequence.
+        let mut c = IdAllocator::new(ShardId(5), 0, now);
+        c.set_box(1);
+        let before = c.next_seq();
+        c.observe((2 << ID_BOX_SHIFT) | (5 << ID_SEQUENCE_BITS) | (before + 1_000));
+        assert_eq!(c.next_seq(), before);
     }
 }

@@ -45,6 +45,8 @@ pub struct ServiceSettings {
     pub users: crate::tables::admission::UserLimits,
     /// The media service's key, URL and limits; `None` when it is off (`handlers/media.rs`).
     pub media: Option<crate::media::settings::MediaSettings>,
+    /// This box's number in its cluster, named in every id it issues (`home.rs`); 0 alone.
+    pub box_number: u8,
 }
 
 /// Fills a buffer with random bytes (the OS's in production, the server's `os_random`; a
@@ -126,8 +128,12 @@ impl ShardState {
             abuse: crate::state::counters::AbuseCounters::default(),
             admission: crate::tables::admission::Admission::new(settings.users),
             mesh_back: Default::default(),
+            ids: {
+                let mut ids = IdAllocator::new(shard, 0, now);
+                ids.set_box(settings.box_number);
+                ids
+            },
             settings,
-            ids: IdAllocator::new(shard, 0, now),
             registry: Registry::default(),
             sessions: Sessions::default(),
             queues: Queues::default(),
