@@ -12,6 +12,7 @@ mod direct;
 mod groups;
 mod media;
 mod nats;
+mod nats_jwt;
 mod nats_node;
 mod nobody;
 mod placement;

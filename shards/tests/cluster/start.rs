@@ -230,3 +230,35 @@ fn each_box_issues_ids_under_a_number_of_its_own_kept_across_restarts() {
         "{error}"
     );
 }
+
+/// An operator-mode NATS (JWTs, as `nsc` makes them): a box with the user's credentials
+/// file in `SWITCHBOARD_NATS_CREDS` joins and uses JetStream (its lease is in the members
+/// bucket: `cluster status` with the same file lists it); without it, one line and exit 1.
+#[test]
+fn a_box_logs_in_to_an_operator_mode_nats_with_a_credentials_file() {
+    use shards::cluster::nats_auth::CREDS_ENV;
+    let trust = crate::nats_jwt::operator_account_user();
+    let nats = testkit::nats::NatsCluster::start_with_operator("jwt", &trust.server_block);
+    let url = nats.url();
+    let creds = testkit::temp_dir("creds").join("box.creds");
+    std::fs::write(&creds, &trust.creds).unwrap();
+
+    let cmd = cluster_box_command(&url, "a", "box-nocreds", &[]);
+    let error = exits_1_saying_one_error(cmd, "a box without credentials");
+    assert!(error.to_lowercase().contains("authorization"), "{error}");
+
+    let b = {
+        let mut cmd = cluster_box_command(&url, "b", "box-creds", &[]);
+        cmd.env(CREDS_ENV, &creds);
+        support::listening(cmd).0
+    };
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["cluster", "status", "--cluster", &url])
+        .env(CREDS_ENV, &creds)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}");
+    assert!(out.contains("b "), "{out}");
+    drop(b);
+}

@@ -62,16 +62,23 @@ impl NatsCluster {
     /// Starts `nodes` JetStream nodes (one: a lone server; more: one NATS cluster) and waits
     /// until every one is healthy.
     pub fn start(tag: &str, nodes: usize) -> NatsCluster {
-        Self::start_with(tag, nodes, None)
+        Self::start_with(tag, nodes, None, "")
+    }
+
+    /// One node in operator mode: `block` is its `operator`, `resolver` and
+    /// `resolver_preload` lines (JWTs the test made), so clients log in with a credentials
+    /// file. Ready once healthy (one node: no meta leader to wait for).
+    pub fn start_with_operator(tag: &str, block: &str) -> NatsCluster {
+        Self::start_with(tag, 1, None, block)
     }
 
     /// [`NatsCluster::start`] with clients required to log in as `user` with `password`
     /// (the servers' `authorization` block).
     pub fn start_with_user(tag: &str, nodes: usize, user: &str, password: &str) -> NatsCluster {
-        Self::start_with(tag, nodes, Some((user, password)))
+        Self::start_with(tag, nodes, Some((user, password)), "")
     }
 
-    fn start_with(tag: &str, nodes: usize, user: Option<(&str, &str)>) -> NatsCluster {
+    fn start_with(tag: &str, nodes: usize, user: Option<(&str, &str)>, block: &str) -> NatsCluster {
         assert!(nodes >= 1, "a NATS cluster has at least one node");
         let program = nats_server_program()
             .expect("nats-server not found (Debian package nats-server; .ci/run installs it)");
@@ -121,6 +128,7 @@ impl NatsCluster {
                     "authorization {{\n  user: \"{u}\"\n  password: \"{p}\"\n}}\n"
                 ));
             }
+            conf.push_str(block);
             let conf_path = store.join("nats.conf");
             std::fs::write(&conf_path, conf).expect("write the node's config");
             cluster.nodes.push(Node {
@@ -140,7 +148,7 @@ impl NatsCluster {
         // Healthy is not yet serving: a new cluster's JetStream answers once its meta leader
         // is known everywhere.
         let deadline = Instant::now() + Duration::from_millis(NATS_READY_MS);
-        for n in &cluster.nodes {
+        for n in cluster.nodes.iter().filter(|_| block.is_empty()) {
             while !jetstream_answers_as(n.client_port, user) {
                 assert!(
                     Instant::now() < deadline,
