@@ -375,6 +375,14 @@ pub const HELP: &[(&str, &str)] = &[
         "Times this box's stream was read anew after a delivery was lost (shard 0).",
     ),
     (
+        "cluster_inbound_refused_total",
+        "Stream deliveries left unacked because too many waited behind a hole (shard 0).",
+    ),
+    (
+        "cluster_direct_lines_full_total",
+        "Messages refused Busy because their sender's direct line was full (shard 0).",
+    ),
+    (
         "cluster_direct_out_total",
         "Messages sent straight to a live home box and stored there (shard 0).",
     ),

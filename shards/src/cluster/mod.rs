@@ -237,6 +237,12 @@ pub struct ClusterStatus {
     /// Times this box's stream was read anew because a delivery was lost on its way
     /// (`in_order.rs`).
     pub inbound_rereads: AtomicU64,
+    /// Deliveries of this box's stream dropped unacked because `in_order::WAITING_MAX`
+    /// waited behind a hole already (JetStream delivers them again).
+    pub inbound_refused: AtomicU64,
+    /// Messages refused `Busy` because their sender's direct line was full
+    /// (`direct::LINE_MSGS_MAX`, `QUEUED_MSGS_MAX`, `LINES_MAX`).
+    pub direct_lines_full: AtomicU64,
     /// Messages sent straight to a live home box and stored there (`direct.rs`).
     pub direct_out: AtomicU64,
     /// Messages and receipts a live home box did not take directly, sent to its stream.
@@ -296,6 +302,11 @@ impl ClusterStatus {
             ("cluster_receipts_in_total", l(&self.receipts_in)),
             ("cluster_inbound_pending", l(&self.inbound_pending)),
             ("cluster_inbound_rereads_total", l(&self.inbound_rereads)),
+            ("cluster_inbound_refused_total", l(&self.inbound_refused)),
+            (
+                "cluster_direct_lines_full_total",
+                l(&self.direct_lines_full),
+            ),
             ("cluster_direct_out_total", l(&self.direct_out)),
             ("cluster_direct_fallbacks_total", l(&self.direct_fallbacks)),
             ("cluster_direct_in_total", l(&self.direct_in)),

@@ -43,7 +43,7 @@ impl Gw {
             }
             (Route::Stream, Some(out)) => self.outbox.push_back(out),
             (Route::Full, Some(out)) => {
-                ClusterStatus::bump(&self.link.status.publish_failures);
+                ClusterStatus::bump(&self.link.status.direct_lines_full);
                 let sent = Down::Sent {
                     from: out.env.from,
                     client_msg_id: out.env.client_msg_id,

@@ -101,7 +101,7 @@ impl Gw {
             Received::Queued => {}
             Received::Behind(m) => self.again(seq, m).await,
             // Dropped unacked: JetStream delivers it again.
-            Received::Refused(_) => {}
+            Received::Refused(_) => ClusterStatus::bump(&self.link.status.inbound_refused),
         }
         self.hand_ready().await;
         if self.order.hole_at().is_some() {
