@@ -336,6 +336,7 @@ where
                 latency: Default::default(),
                 cell: weak.clone(),
                 dirty: Vec::new(),
+                spare_bufs: Vec::new(),
                 service_timers: 0,
                 busy_ns: 0,
                 turn_max_ns: 0,
@@ -410,7 +411,6 @@ impl<S: Service> Loop<S> {
             scratch: Scratch {
                 incoming: Vec::new(),
                 plain: Vec::new(),
-                spare: Vec::new(),
                 dirty: Vec::new(),
             },
             completions: Vec::with_capacity(ring::RING_ENTRIES as usize),
@@ -594,7 +594,7 @@ impl<S: Service> Loop<S> {
         match tag {
             Some(Tag::Op) => ops::complete(low, cqe.result),
             Some(Tag::Recv) => c.on_recv(low as u32, cqe, &mut self.bufs, &mut self.scratch),
-            Some(Tag::Send) => c.on_send(low as u32, cqe, &mut self.scratch),
+            Some(Tag::Send) => c.on_send(low as u32, cqe),
             Some(Tag::Accept) => self.acceptor.on_completion(c, cqe),
             Some(Tag::Wake) => self.arm_wake(),
             Some(Tag::Ignore) | None => {}

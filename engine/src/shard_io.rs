@@ -80,6 +80,10 @@ pub struct ShardIo<S: Service> {
     pub(crate) cell: Weak<std::cell::RefCell<ShardCell<S>>>,
     /// Connections with output to flush or a state change to act on, this turn.
     pub(crate) dirty: Vec<ConnId>,
+    /// Emptied send buffers kept for the next sends (`conn::wire::keep_spare`): a
+    /// connection's outbox starts as one, so a frame written to an idle connection
+    /// allocates nothing.
+    pub(crate) spare_bufs: Vec<Vec<u8>>,
     /// Service timers in the wheel (at most [`SERVICE_TIMERS_MAX`]).
     pub(crate) service_timers: usize,
     /// Time the loop spent working (not waiting in the kernel) since the last statistics
@@ -191,6 +195,11 @@ impl<S: Service> ShardIo<S> {
             Some(s) if matches!(s.state, SlotState::Open | SlotState::Departing) => s,
             _ => return Err(ConnGone(conn)),
         };
+        if slot.outbox.capacity() == 0 {
+            if let Some(buf) = self.spare_bufs.pop() {
+                slot.outbox = buf;
+            }
+        }
         let r = write(&mut slot.outbox);
         if slot.outbox.len() + slot.wire.unsent() > CONN_OUTPUT_BYTES_MAX {
             slot.state = SlotState::Closing(CloseReason::OutputOverflow);

@@ -64,6 +64,7 @@ fn cell(conns: usize) -> ShardCell<Rec> {
             latency: Default::default(),
             cell: Weak::new(),
             dirty: Vec::new(),
+            spare_bufs: Vec::new(),
             service_timers: 0,
             busy_ns: 0,
             turn_max_ns: 0,
@@ -82,7 +83,6 @@ fn scratch() -> Scratch {
     Scratch {
         incoming: Vec::new(),
         plain: Vec::new(),
-        spare: Vec::new(),
         dirty: Vec::new(),
     }
 }
@@ -267,7 +267,7 @@ fn a_closing_slot_whose_peer_stops_reading_is_aborted_at_its_linger_deadline() {
     let slot = c.io.conns.get(id).unwrap();
     assert!(slot.wire.cancel_sent, "what is in flight is cancelled");
     // The cancelled send's completion lets the slot go.
-    c.on_send(id.index(), completion(-libc::ECANCELED), &mut s);
+    c.on_send(id.index(), completion(-libc::ECANCELED));
     c.flush_dirty(&mut s);
     assert!(c.io.conns.get(id).is_none(), "slot freed");
     assert_eq!(c.service.closes, [CloseReason::FrameTooLarge]);
@@ -286,7 +286,7 @@ fn a_send_error_during_a_handoff_closes_the_slot_and_drops_its_parked_message() 
     c.io.hand_off(id, ShardId(1), 7).unwrap();
     c.flush_dirty(&mut s);
     assert!(c.io.conns.get(id).unwrap().wire.send_armed);
-    c.on_send(id.index(), completion(-libc::ECONNRESET), &mut s);
+    c.on_send(id.index(), completion(-libc::ECONNRESET));
     c.flush_dirty(&mut s);
     assert!(c.io.conns.get(id).is_none(), "slot freed");
     assert_eq!(c.io.mesh.handoffs_parked(), 0, "parked message dropped");
@@ -307,7 +307,7 @@ fn a_partial_send_after_a_cancel_sends_the_rest() {
         .unwrap();
     c.flush_dirty(&mut s);
     c.io.conns.get_mut(id).unwrap().wire.cancel_sent = true;
-    c.on_send(id.index(), completion(100), &mut s);
+    c.on_send(id.index(), completion(100));
     let slot = c.io.conns.get(id).unwrap();
     assert!(slot.wire.send_armed, "the rest is resubmitted");
     assert_eq!(slot.wire.unsent(), 900);
@@ -350,7 +350,7 @@ fn an_output_overflow_aborts_without_waiting_for_the_linger_deadline() {
         .unwrap();
     c.flush_dirty(&mut s);
     assert!(c.io.conns.get(id).unwrap().wire.cancel_sent);
-    c.on_send(id.index(), completion(-libc::ECANCELED), &mut s);
+    c.on_send(id.index(), completion(-libc::ECANCELED));
     c.flush_dirty(&mut s);
     assert!(c.io.conns.get(id).is_none());
     assert_eq!(c.service.closes, [CloseReason::OutputOverflow]);
@@ -432,5 +432,46 @@ fn held_output_waits_in_the_outbox_until_released() {
         c.io.conns.get(id).unwrap().state,
         SlotState::Closing(CloseReason::OutputOverflow)
     );
+    done();
+}
+
+/// Issue 27: a send buffer goes back to the shard's spares when its send completes; the
+/// next frame to any connection with no output is written into it (no allocation per
+/// frame), and a connection left idle keeps no buffer, even after a write of nothing.
+#[test]
+fn send_buffers_are_reused_and_an_idle_connection_keeps_none() {
+    let mut c = cell(4);
+    let mut s = scratch();
+    let (a, _pa) = open_conn(&mut c, false);
+    let (b, _pb) = open_conn(&mut c, false);
+    let one = frame(b"one");
+    c.io.send_with(a, |out| out.extend_from_slice(&one))
+        .unwrap();
+    c.flush_dirty(&mut s);
+    assert!(c.io.spare_bufs.is_empty(), "the buffer is in flight");
+    c.on_send(a.index(), completion(one.len() as i32));
+    assert_eq!(c.io.spare_bufs.len(), 1, "back once sent");
+    let kept = c.io.spare_bufs[0].as_ptr();
+    let two = frame(b"two");
+    let written_at = c.io.send_with(b, |out| {
+        out.extend_from_slice(&two);
+        out.as_ptr()
+    });
+    assert_eq!(written_at.unwrap(), kept, "the spare buffer, not a new one");
+    assert!(c.io.spare_bufs.is_empty());
+    c.flush_dirty(&mut s);
+    c.on_send(b.index(), completion(two.len() as i32));
+    c.io.send_with(a, |_| {}).unwrap();
+    c.flush_dirty(&mut s);
+    assert_eq!(
+        c.io.spare_bufs.len(),
+        1,
+        "an empty outbox gives its buffer back"
+    );
+    for id in [a, b] {
+        let slot = c.io.conns.get(id).unwrap();
+        assert_eq!(slot.outbox.capacity(), 0, "idle: no buffer held");
+        assert_eq!(slot.wire.unsent(), 0);
+    }
     done();
 }

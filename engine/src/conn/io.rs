@@ -31,8 +31,6 @@ pub(crate) struct Scratch {
     pub(crate) incoming: Vec<u8>,
     /// Plaintext decrypted from one receive.
     pub(crate) plain: Vec<u8>,
-    /// Emptied send buffers kept for the next sends.
-    pub(crate) spare: Vec<Vec<u8>>,
     /// The dirty list being worked through (the shard's own list keeps filling meanwhile).
     pub(crate) dirty: Vec<ConnId>,
 }
@@ -72,14 +70,14 @@ impl<S: Service> ShardCell<S> {
     }
 
     /// A send completion for the connection in table slot `index`.
-    pub(crate) fn on_send(&mut self, index: u32, c: Completion, scratch: &mut Scratch) {
+    pub(crate) fn on_send(&mut self, index: u32, c: Completion) {
         let Some(id) = self.io.conns.id_at(index) else {
             return;
         };
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
-        match slot.wire.sent(index, c.result, &mut scratch.spare) {
+        match slot.wire.sent(index, c.result, &mut self.io.spare_bufs) {
             Ok(n) => {
                 self.io.counters.bytes_out += n as u64;
                 // More may have been queued while this send was out.
@@ -243,20 +241,20 @@ impl<S: Service> ShardCell<S> {
             let mut dirty = std::mem::take(&mut scratch.dirty);
             std::mem::swap(&mut dirty, &mut self.io.dirty);
             for id in dirty.drain(..) {
-                self.progress(id, scratch);
+                self.progress(id);
             }
             scratch.dirty = dirty;
         }
     }
 
-    fn progress(&mut self, id: ConnId, scratch: &mut Scratch) {
+    fn progress(&mut self, id: ConnId) {
         let Some(slot) = self.io.conns.get_mut(id) else {
             return;
         };
         if !slot.lingering && !matches!(slot.state, SlotState::Open | SlotState::Handshaking) {
             // Closing or departing from here on, within the linger deadline.
             self.start_linger(id);
-            return self.progress(id, scratch);
+            return self.progress(id);
         }
         slot.dirty = false;
         let flush = match slot.state {
@@ -268,14 +266,18 @@ impl<S: Service> ShardCell<S> {
         };
         if flush {
             let mut outbox = std::mem::take(&mut slot.outbox);
-            if slot.wire.stage(&mut outbox, &mut scratch.spare).is_err() {
+            if slot
+                .wire
+                .stage(&mut outbox, &mut self.io.spare_bufs)
+                .is_err()
+            {
                 self.close_now(id, CloseReason::TlsError);
-                return self.progress(id, scratch);
+                return self.progress(id);
             }
             slot.wire.start_send(id.index());
             if slot.wire.unsent() > CONN_OUTPUT_BYTES_MAX {
                 self.set_closing(id, CloseReason::OutputOverflow);
-                return self.progress(id, scratch);
+                return self.progress(id);
             }
         }
         match slot.state {

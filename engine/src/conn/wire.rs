@@ -28,6 +28,16 @@ pub(crate) const SPARE_BUFS_MAX: usize = 256;
 /// Largest send buffer kept for reuse; bigger ones are freed.
 pub(crate) const SPARE_BUF_BYTES_MAX: usize = 64 * 1024;
 
+/// Keeps an emptied send buffer for the next send (any connection's), unless it holds no
+/// room, is larger than [`SPARE_BUF_BYTES_MAX`] or [`SPARE_BUFS_MAX`] are kept already.
+pub(crate) fn keep_spare(spare: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    let room = buf.capacity();
+    if room > 0 && room <= SPARE_BUF_BYTES_MAX && spare.len() < SPARE_BUFS_MAX {
+        buf.clear();
+        spare.push(buf);
+    }
+}
+
 /// One connection's socket state.
 #[derive(Debug)]
 pub(crate) struct Wire {
@@ -133,26 +143,26 @@ impl Wire {
     }
 
     /// Moves the service's queued plaintext into `pending` (encrypted for TLS, into a spare
-    /// buffer when `pending` has none), leaving `outbox` empty and capacity-free.
+    /// buffer when `pending` has none), leaving `outbox` empty and capacity-free: its buffer
+    /// becomes `pending` or goes back to `spare`.
     pub(crate) fn stage(
         &mut self,
         outbox: &mut Vec<u8>,
         spare: &mut Vec<Vec<u8>>,
     ) -> Result<(), SessionError> {
-        if outbox.is_empty() {
-            return Ok(());
-        }
-        match &mut self.tls {
-            Some(tls) => {
-                if self.pending.capacity() == 0 {
-                    self.pending = spare.pop().unwrap_or_default();
+        if !outbox.is_empty() {
+            match &mut self.tls {
+                Some(tls) => {
+                    if self.pending.capacity() == 0 {
+                        self.pending = spare.pop().unwrap_or_default();
+                    }
+                    tls.encrypt(outbox, &mut self.pending)?
                 }
-                tls.encrypt(outbox, &mut self.pending)?
+                None if self.pending.is_empty() => std::mem::swap(&mut self.pending, outbox),
+                None => self.pending.extend_from_slice(outbox),
             }
-            None if self.pending.is_empty() => std::mem::swap(&mut self.pending, outbox),
-            None => self.pending.extend_from_slice(outbox),
         }
-        *outbox = Vec::new();
+        keep_spare(spare, std::mem::take(outbox));
         Ok(())
     }
 
@@ -208,12 +218,8 @@ impl Wire {
         if (self.inflight_at as usize) < self.inflight.len() && !self.abort {
             self.submit_send(index);
         } else {
-            let mut done = std::mem::take(&mut self.inflight);
             self.inflight_at = 0;
-            if done.capacity() <= SPARE_BUF_BYTES_MAX && spare.len() < SPARE_BUFS_MAX {
-                done.clear();
-                spare.push(done);
-            }
+            keep_spare(spare, std::mem::take(&mut self.inflight));
         }
         Ok(res as usize)
     }
