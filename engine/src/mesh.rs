@@ -42,6 +42,10 @@ pub const MESH_RING_BATCHES: usize = 1024;
 /// Most messages in one batch; a larger outbox leaves as several batches.
 pub const MESH_BATCH_MSGS_MAX: usize = 4096;
 
+/// Longest emptied list of messages to itself a shard keeps for reuse (one large fan-out
+/// does not hold its room for good).
+pub const SPARE_LOCAL_BATCH_MSGS_MAX: usize = 256;
+
 /// What travels on the mesh.
 #[derive(Debug)]
 pub(crate) enum Envelope<M, A> {
@@ -64,6 +68,10 @@ pub(crate) struct Sent<M, A> {
 #[derive(Debug)]
 pub(crate) struct MeshOutbox<M, A> {
     per_peer: Vec<Batch<M, A>>,
+    /// The emptied list of the last batch this shard delivered to itself, kept for the next
+    /// one (at most [`SPARE_LOCAL_BATCH_MSGS_MAX`] long): no allocation per turn for the
+    /// messages a shard sends itself.
+    spare_local: Batch<M, A>,
     queued: usize,
     /// What the service sends along with each connection being handed off, until its
     /// socket detaches.
@@ -74,6 +82,7 @@ impl<M, A> MeshOutbox<M, A> {
     pub(crate) fn new(shard_count: usize) -> Self {
         MeshOutbox {
             per_peer: (0..shard_count).map(|_| Vec::new()).collect(),
+            spare_local: Vec::new(),
             queued: 0,
             handoffs: Vec::new(),
         }
@@ -117,6 +126,25 @@ impl<M, A> MeshOutbox<M, A> {
         } else {
             let rest = q.split_off(MESH_BATCH_MSGS_MAX);
             std::mem::replace(q, rest)
+        }
+    }
+
+    /// [`MeshOutbox::take_batch`] for this shard itself (`me`): the list left in the
+    /// batch's place is the one [`MeshOutbox::local_done`] kept.
+    pub(crate) fn take_local(&mut self, me: ShardId) -> Batch<M, A> {
+        let q = &mut self.per_peer[me.0];
+        if q.len() > MESH_BATCH_MSGS_MAX {
+            return self.take_batch(me);
+        }
+        std::mem::replace(q, std::mem::take(&mut self.spare_local))
+    }
+
+    /// A batch from [`MeshOutbox::take_local`] was delivered (emptied): its list is kept
+    /// for the next, unless it grew past [`SPARE_LOCAL_BATCH_MSGS_MAX`].
+    pub(crate) fn local_done(&mut self, batch: Batch<M, A>) {
+        debug_assert!(batch.is_empty());
+        if batch.capacity() <= SPARE_LOCAL_BATCH_MSGS_MAX {
+            self.spare_local = batch;
         }
     }
 
@@ -323,6 +351,41 @@ mod tests {
         want.push(u32::MAX);
         assert_eq!(all, want);
         assert_eq!(o.queued(), 0, "every message left");
+    }
+
+    /// Issue 27: the messages a shard sends itself reuse the list of the batch delivered
+    /// before (two lists take turns), in order; a list grown past the cap is not kept.
+    #[test]
+    fn local_batches_reuse_the_emptied_list_and_keep_order() {
+        let me = ShardId(0);
+        let mut o: MeshOutbox<u32, ()> = MeshOutbox::new(2);
+        o.push(me, 1).unwrap();
+        let mut first = o.take_local(me);
+        o.sent(first.len());
+        o.push(me, 2).unwrap(); // queued while the first batch is delivered
+        assert_eq!(first.drain(..).map(unwrap).collect::<Vec<_>>(), [1]);
+        let kept = first.as_ptr();
+        o.local_done(first);
+        let second = o.take_local(me);
+        o.sent(second.len());
+        assert_eq!(second.into_iter().map(unwrap).collect::<Vec<_>>(), [2]);
+        o.push(me, 3).unwrap();
+        let third = o.take_local(me);
+        assert_eq!(third.as_ptr(), kept, "the first batch's list, reused");
+        o.sent(third.len());
+        let mut big = Vec::with_capacity(SPARE_LOCAL_BATCH_MSGS_MAX + 1);
+        big.push(Envelope::Service(4));
+        big.clear();
+        o.local_done(big);
+        assert_eq!(o.spare_local.capacity(), 0, "too large to keep");
+        assert!(o.is_empty());
+    }
+
+    fn unwrap(e: Envelope<u32, ()>) -> u32 {
+        match e {
+            Envelope::Service(m) => m,
+            Envelope::Adopt(..) => panic!("no adoptions here"),
+        }
     }
 
     #[test]

@@ -94,8 +94,8 @@ const _: () = assert!(RECV_BUFS.is_power_of_two());
 
 impl<S: Service> ShardCell<S> {
     /// A batch (the clock was set at this turn's start or after its wait).
-    fn deliver(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
-        self.deliver_batch(from, batch);
+    fn deliver(&mut self, from: ShardId, mut batch: Batch<S::Msg, S::Adopt>) {
+        self.deliver_batch(from, &mut batch);
     }
 
     /// A batch from a peer's ring: its hop is timed from the peer's push.
@@ -104,8 +104,9 @@ impl<S: Service> ShardCell<S> {
         self.deliver(from, sent.batch);
     }
 
-    fn deliver_batch(&mut self, from: ShardId, batch: Batch<S::Msg, S::Adopt>) {
-        for env in batch {
+    /// Hands each message of `batch` to the service, in order, leaving the list empty.
+    fn deliver_batch(&mut self, from: ShardId, batch: &mut Batch<S::Msg, S::Adopt>) {
+        for env in batch.drain(..) {
             match env {
                 Envelope::Service(m) => {
                     self.io.counters.mesh_msgs_received += 1;
@@ -659,9 +660,10 @@ fn flush_mesh<S: Service>(c: &mut ShardCell<S>, links: &ShardLinks<S::Msg, S::Ad
         if !c.io.mesh.has_for(me) {
             break;
         }
-        let batch = c.io.mesh.take_batch(me);
+        let mut batch = c.io.mesh.take_local(me);
         c.io.mesh.sent(batch.len());
-        c.deliver(me, batch);
+        c.deliver_batch(me, &mut batch);
+        c.io.mesh.local_done(batch);
     }
     for (to, sender) in links.senders.iter().enumerate() {
         let Some((ring, wake)) = sender else { continue };
