@@ -155,8 +155,11 @@ pub struct Switchboard {
     logins: LoginDeadlines,
     /// Sends refused with `Busy` since start (each event's `Out::busy_refusals`).
     busy_rejects: u64,
-    /// The last event's emptied effects list, reused by the next (`fresh_out`).
+    /// The last event's emptied lists of effects, records and effects after the commit,
+    /// reused by the next (`fresh_out`, `keep_lists`).
     spare_effects: Vec<Effect>,
+    spare_records: Vec<record::Record>,
+    spare_after: Vec<AfterCommit>,
     /// This shard's end of the cluster link (set in `on_start`; `None` without `--cluster`).
     cluster: Option<crate::cluster::port::Port>,
 }
@@ -226,6 +229,8 @@ impl Switchboard {
             logins: LoginDeadlines::default(),
             busy_rejects: 0,
             spare_effects: Vec::new(),
+            spare_records: Vec::new(),
+            spare_after: Vec::new(),
             cluster: None,
         }
     }
@@ -315,11 +320,13 @@ impl Switchboard {
         self.apply(io, out);
     }
 
-    /// An empty `Out` whose effects list is the one the last event emptied (its room kept):
-    /// no allocation per event for the list.
+    /// An empty `Out` whose lists are the ones the last event emptied (their room kept):
+    /// no allocation per event for them.
     fn fresh_out(&mut self) -> Out {
         Out {
             now: std::mem::take(&mut self.spare_effects),
+            records: std::mem::take(&mut self.spare_records),
+            after_commit: std::mem::take(&mut self.spare_after),
             ..Out::default()
         }
     }
@@ -335,30 +342,50 @@ impl Switchboard {
         }
     }
 
+    /// Keeps an event's emptied record and after-commit lists for the next event, each
+    /// unless it grew past [`SPARE_EFFECTS_MAX`].
+    fn keep_lists(&mut self, records: Vec<record::Record>, after: Vec<AfterCommit>) {
+        debug_assert!(records.is_empty() && after.is_empty());
+        if records.capacity() <= SPARE_EFFECTS_MAX {
+            self.spare_records = records;
+        }
+        if after.capacity() <= SPARE_EFFECTS_MAX {
+            self.spare_after = after;
+        }
+    }
+
     /// Carries out an event's output: effects now, records into the journal.
     fn apply(&mut self, io: &mut ShardIo<Self>, out: Out) {
         let Out {
             now,
-            records,
-            after_commit,
+            mut records,
+            mut after_commit,
             busy_refusals: _,
         } = out;
         self.exec_all(io, now);
-        if records.is_empty() && after_commit.is_empty() {
-            return;
+        if !records.is_empty() || !after_commit.is_empty() {
+            if self.journal.add_from(&mut records, &mut after_commit) {
+                self.release(io, after_commit.drain(..));
+            }
+            self.kick(io, Start::AfterWindow);
         }
-        let ready = self.journal.add(records, after_commit);
-        self.release(io, ready);
-        self.kick(io, Start::AfterWindow);
+        self.keep_lists(records, after_commit);
     }
 
-    fn release(&mut self, io: &mut ShardIo<Self>, after: Vec<AfterCommit>) {
+    fn release(&mut self, io: &mut ShardIo<Self>, after: impl IntoIterator<Item = AfterCommit>) {
         for a in after {
             let mut out = self.fresh_out();
             self.state().on_durable(a, &mut out);
+            let Out {
+                now,
+                records,
+                after_commit,
+                busy_refusals: _,
+            } = out;
             // on_durable only emits effects, never records.
-            debug_assert!(out.records.is_empty() && out.after_commit.is_empty());
-            self.exec_all(io, out.now);
+            debug_assert!(records.is_empty() && after_commit.is_empty());
+            self.exec_all(io, now);
+            self.keep_lists(records, after_commit);
         }
     }
 

@@ -212,8 +212,23 @@ impl<F> Journal<F> {
     }
 
     /// Adds an event's records and waiting effects; returns effects that need not wait.
-    pub fn add(&mut self, records: Vec<Record>, after: Vec<AfterCommit>) -> Vec<AfterCommit> {
-        for r in records {
+    pub fn add(
+        &mut self,
+        mut records: Vec<Record>,
+        mut after: Vec<AfterCommit>,
+    ) -> Vec<AfterCommit> {
+        if self.add_from(&mut records, &mut after) {
+            after
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// [`Journal::add`] from lists the caller keeps for its next event: `records` is emptied
+    /// (its room kept), and so is `after` unless its effects need not wait (true): then they
+    /// are left there for the caller to release.
+    pub fn add_from(&mut self, records: &mut Vec<Record>, after: &mut Vec<AfterCommit>) -> bool {
+        for r in records.drain(..) {
             self.add_record(r);
         }
         if !self.has_pending()
@@ -221,10 +236,10 @@ impl<F> Journal<F> {
             && self.pending_after.is_empty()
             && !self.sync_owed
         {
-            return after;
+            return true;
         }
-        self.pending_after.extend(after);
-        Vec::new()
+        self.pending_after.append(after);
+        false
     }
 
     fn add_record(&mut self, r: Record) {
@@ -543,6 +558,32 @@ mod tests {
         assert_eq!(append_bytes(j.next_append()), encoded(&[1, 2]));
         assert_eq!(phones(&j.finished(File, 10, Outcome::Appended)), ["b", "c"]);
         assert_eq!(j.commits(), 1);
+    }
+
+    /// Issue 27: the adapter's lists come back empty with their room, except effects that
+    /// need not wait, which stay for it to release.
+    #[test]
+    fn add_from_empties_the_callers_lists_and_leaves_what_need_not_wait() {
+        let mut j = Journal::new(0);
+        let (mut records, mut after) = (Vec::with_capacity(4), Vec::with_capacity(4));
+        after.push(push("now"));
+        assert!(
+            j.add_from(&mut records, &mut after),
+            "nothing pending: goes at once"
+        );
+        assert_eq!(phones(&after), ["now"]);
+        after.clear();
+        records.push(rec(1));
+        after.push(push("waits"));
+        assert!(!j.add_from(&mut records, &mut after));
+        assert!(records.is_empty() && after.is_empty());
+        assert!(
+            records.capacity() >= 4 && after.capacity() >= 4,
+            "room kept"
+        );
+        j.opened(File, 0);
+        assert_eq!(append_bytes(j.next_append()), encoded(&[1]));
+        assert_eq!(phones(&j.finished(File, 10, Outcome::Appended)), ["waits"]);
     }
 
     #[test]
