@@ -35,9 +35,9 @@ impl ShardState {
                 // Acked before its record was durable: the recipient holds it, so the sender
                 // may count it as stored. The answer leaves before the receipt, on the same
                 // path, so the sender never sees DELIVERED before its ServerAck.
-                let sender = sender.to_e164();
                 let copy = (id, user);
-                self.answer_stored(&sender, item.client_msg_id, item.group_id(), copy, out);
+                let (client_msg_id, group_id) = (item.client_msg_id, item.group_id());
+                self.answer_stored(sender.to_e164(), client_msg_id, group_id, copy, out);
             }
             let acked = AckedMsg {
                 sender,

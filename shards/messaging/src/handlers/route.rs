@@ -184,17 +184,24 @@ impl ShardState {
 
     /// Tells whoever waits for a stored item that it is stored: the sender (`ServerAck`,
     /// through its home) for a 1:1 message, the group home for a group copy.
+    /// `sender` is taken as it comes: a `String` the caller made is moved, not copied.
     pub(crate) fn answer_stored(
         &self,
-        sender: &str,
+        sender: impl Into<String>,
         client_msg_id: u64,
         group_id: u64,
         (id, member): (u64, &str),
         out: &mut Out,
     ) {
+        let sender: String = sender.into();
+        let to = if group_id == 0 {
+            self.home(&sender)
+        } else {
+            home_of_id(group_id)
+        };
         let msg = if group_id == 0 {
             ShardMsg::ToUser {
-                user: sender.to_string(),
+                user: sender,
                 frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
                     client_msg_id,
                     server_msg_id: id,
@@ -204,15 +211,10 @@ impl ShardState {
         } else {
             ShardMsg::GroupCopyDone {
                 group_id,
-                sender: sender.to_string(),
+                sender,
                 client_msg_id,
                 member: Phone::parse(member),
             }
-        };
-        let to = if group_id == 0 {
-            self.home(sender)
-        } else {
-            home_of_id(group_id)
         };
         out.now.push(Effect::Mesh(to, msg));
     }
