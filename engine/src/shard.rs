@@ -212,20 +212,15 @@ where
     lp.acceptor.arm();
     lp.arm_wake();
     health.shard_started();
-    // The clock is read three times a turn: at its start, before the wait and after it.
-    // The last turn's busy time, less its completions (they end when this turn starts).
-    let mut last: Option<(u64, Instant)> = None;
+    // The monotonic clock is read twice a turn: before the wait (it times the turn's work
+    // and sets the wait's timeout) and after it. A turn starts on the read after the last
+    // wait, which its completions ran on: no read of its own.
+    let mut turn = Instant::now();
     loop {
-        let turn = Instant::now();
         // 1. Futures and sleeps.
         exec::fire_sleeps(turn);
         exec::run_ready();
         let c = &mut *cell.borrow_mut();
-        if let Some((busy_ns, back)) = last.take() {
-            let busy = busy_ns + turn.saturating_duration_since(back).as_nanos() as u64;
-            c.io.busy_ns += busy;
-            c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
-        }
         // 2. Timers.
         c.fire_timers(turn, &mut lp.fired);
         // 3. Peers' batches, and what an outside thread woke the service for.
@@ -241,20 +236,23 @@ where
             break;
         }
         // 5. Wait.
-        let timeout = lp.wait_timeout(c, turn);
         let entered = Instant::now();
-        let work_ns = entered.saturating_duration_since(turn).as_nanos() as u64;
+        let timeout = lp.wait_timeout(c, entered);
         let back = lp.enter(c, timeout);
-        let waited_ns = back.saturating_duration_since(entered).as_nanos() as u64;
+        // The turn's busy time: its completions and its work (from the last wait's return
+        // to this wait), and, if it did not mean to wait, this io_uring_enter too (the
+        // kernel's inline work on its submissions: sends copied into sockets, say).
+        let mut busy = entered.saturating_duration_since(turn);
+        if timeout.is_zero() {
+            busy += back.saturating_duration_since(entered);
+        }
+        let busy = busy.as_nanos() as u64;
+        c.io.busy_ns += busy;
+        c.io.turn_max_ns = c.io.turn_max_ns.max(busy);
         // 6. Completions, on the clock read after the wait.
         c.io.set_clock(back);
         lp.handle_completions(c);
-        // A turn that did not mean to wait spent its io_uring_enter on the kernel's inline
-        // work for its submissions (sends copied into sockets, say): that is the turn's too.
-        last = Some((
-            work_ns + if timeout.is_zero() { waited_ns } else { 0 },
-            back,
-        ));
+        turn = back;
     }
     // Gone, so quiet: a shard that left on the drain deadline holds nobody back.
     lp.quiet[id.0].store(true, Ordering::Relaxed);
