@@ -100,7 +100,8 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.step();
-        if self.new.contains_key(k) {
+        // One probe when nothing is left to move (the common case).
+        if self.old.is_empty() || self.new.contains_key(k) {
             return self.new.get_mut(k);
         }
         self.old.get_mut(k)
@@ -118,6 +119,9 @@ where
             }
             self.table_for_a_new_key().insert(k, v);
             return None;
+        }
+        if self.quiet_with_room() {
+            return self.new.insert(k, v); // one probe
         }
         let before = self.old.remove(&k);
         if before.is_none() && !self.new.contains_key(&k) {
@@ -138,6 +142,9 @@ where
             }
             return self.table_for_a_new_key().entry(k).or_insert_with(f);
         }
+        if self.quiet_with_room() {
+            return self.new.entry(k).or_insert_with(f); // one probe
+        }
         if !self.new.contains_key(&k) {
             let moved = self.old.remove(&k);
             if moved.is_none() {
@@ -155,7 +162,11 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.step();
-        self.new.remove(k).or_else(|| self.old.remove(k))
+        let removed = self.new.remove(k);
+        if removed.is_some() || self.old.is_empty() {
+            return removed;
+        }
+        self.old.remove(k)
     }
 
     /// Entries.
@@ -176,6 +187,12 @@ where
     /// Every value.
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.new.values().chain(self.old.values())
+    }
+
+    /// Nothing to move and room for a new key without preparing a growth (`make_room`
+    /// would do nothing): a change needs one probe of `new` alone.
+    fn quiet_with_room(&self) -> bool {
+        self.old.is_empty() && self.new.len() < self.new.capacity() * 3 / 4
     }
 
     /// Where a key in neither table goes during a walk: `new` while it has room, else
