@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use proto::ids::{ConnId, ShardId};
 
 use crate::durable::record::ItemRec;
-use crate::state::home::{home_of_phone, IdAllocator};
+use crate::state::home::{home_of_phone, IdAllocator, Phone};
 use crate::tables::dedupe::Dedupe;
 use crate::tables::groups::Groups;
 use crate::tables::presence::Presence;
@@ -212,7 +212,7 @@ pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
         user: user.to_string(),
         id: item.id,
         frame: item.encoded_frame(),
-        sender: item.sender.map(|s| s.to_string()).unwrap_or_default(),
+        sender: item.sender.map(Phone::to_e164).unwrap_or_default(),
         client_msg_id: item.client_msg_id,
         group_id: item.group_id(),
         sender_device: item.sender_device,
