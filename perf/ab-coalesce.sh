@@ -17,6 +17,9 @@
 # A variant named `mosquitto0` runs mosquitto at QoS 0 (VARIANTS may name it; it is not added).
 # FARM_CPUS (default 1) and FARM_THREADS (default 1) give the farm more cores on a bigger box:
 # on this 2-CPU VM one farm thread tops out near 20,000–30,000 msgs/s (its own limit).
+# PERF_SPLIT=1 takes the user/kernel split from `perf record -e cpu-clock -F 4999` samples of
+# the server over the window (user = samples outside the kernel) instead of /proc's
+# utime/stime, which are charged a 10 ms tick at a time and swing ±50 % at 2,000/s.
 #
 # Each run: the server alone on CPU 0 (Switchboard: one shard, plaintext, load-test logins;
 # mosquitto: its Debian package, persistence off), the farm on CPU 1 (1,000 connections, one
@@ -85,13 +88,23 @@ run_one() {
     for _ in $(seq 600); do grep -qs "sending started" "$data/farm.log" && break; sleep 0.05; done
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$server/stat")
     c0=$(ctx "$server")
-    sleep "$secs"
-    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$server/stat")
+    local per_s=$tk
+    if [ "${PERF_SPLIT:-}" = 1 ]; then
+        per_s=4999 u0=0 s0=0
+        perf record -q -e cpu-clock -F "$per_s" -p "$server" -o "$data/split.data" \
+            -- sleep "$secs" 2>/dev/null
+        read -r u1 s1 < <(perf report -i "$data/split.data" --stdio --sort dso -F sample,dso \
+            -g none 2>/dev/null | awk '/^#/ || NF < 2 { next }
+                { if ($2 == "[kernel.kallsyms]") k += $1; else u += $1 } END { print u + 0, k + 0 }')
+    else
+        sleep "$secs"
+        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$server/stat")
+    fi
     c1=$(ctx "$server")
     wait "$farm" || true
     kill "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
-    awk -v name="$name" -v rate="$rate" -v n="$((rate * secs))" -v tk="$tk" \
+    awk -v name="$name" -v rate="$rate" -v n="$((rate * secs))" -v tk="$per_s" \
         -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v c="$((c1 - c0))" \
         '/delivery latency/ { p50 = $5; p99 = $7 }
          /^messages sent/ { delivered = $7 }
@@ -104,7 +117,7 @@ run_one() {
 
 IFS=';' read -r -a list <<<"$variants"
 [ "${NO_MOSQUITTO:-}" = 1 ] || list+=(mosquitto)
-echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); ${secs}s windows, $rounds rounds; farm: ${FARM_ARGS:-evenly spaced sends}; $([ "${TLS:-}" = 1 ] && echo TLS || echo plaintext)"
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); ${secs}s windows, $rounds rounds; farm: ${FARM_ARGS:-evenly spaced sends}; $([ "${TLS:-}" = 1 ] && echo TLS || echo plaintext); user/kernel from $([ "${PERF_SPLIT:-}" = 1 ] && echo "perf samples" || echo /proc)"
 echo "# variant rate user_us/msg sys_us/msg ctx/msg p50_us p99_us"
 for rate in $rates; do
     for r in $(seq "$rounds"); do
