@@ -75,6 +75,12 @@ bench-cluster RATE="2000" SECONDS="8":
     cargo build --release -p shards --bin switchboard -p tools --bin farm
     perf/cluster-ab.sh target/release {{RATE}} {{SECONDS}}
 
+# What core NATS alone costs per message in the direct path's shape (issue 24's floor):
+# request/reply between two processes through a nats-server, at RATE, BATCH messages a request.
+bench-nats-floor RATE="2000" SECONDS="8" BATCH="1":
+    cargo build --release -p perf --bin nats-floor
+    target/release/nats-floor --rate {{RATE}} --seconds {{SECONDS}} --batch {{BATCH}}
+
 # Preflight for a real box and the farm across processes and source IPs (see perf/bench-2m.sh).
 bench-2m *ARGS:
     cargo build --release -p shards -p tools
