@@ -35,11 +35,12 @@ run() {
     "$nats" -js -sd "$dir/js" -a 127.0.0.1 -p "$np" >"$dir/nats.log" 2>&1 &
     local natspid=$!; pids+=("$natspid")
     for _ in $(seq 100); do grep -q "Server is ready" "$dir/nats.log" && break; sleep 0.1; done
-    local run_pids=("$natspid") servers=()
+    local run_pids=("$natspid") servers=() admins=()
     for b in $(seq "$boxes"); do
         local port; port=$(free_port)
         mkdir -p "$dir/box$b"
-        SWITCHBOARD_LOAD_TEST_SECRET=s "$bin/switchboard" --shards 1 --no-tls --no-admin \
+        local aport; aport=$(free_port); admins+=("127.0.0.1:$aport")
+        SWITCHBOARD_LOAD_TEST_SECRET=s "$bin/switchboard" --shards 1 --no-tls --admin "127.0.0.1:$aport" \
             --data-dir "$dir/box$b" --listen "127.0.0.1:$port" \
             --prelogin-conns-per-prefix 1000000 \
             --cluster "nats://127.0.0.1:$np" --box-id "box$b" --advertise "127.0.0.1:$port" \
@@ -76,6 +77,17 @@ run() {
         'BEGIN { printf "%.1f", (c1 - c0) / tk * 1e6 / n }')
     echo "boxes=$boxes rate=$rate cpu_us_per_msg_all_processes=$us_per_msg (nats-server, box1..: $share)"
     grep -E "delivery latency|lost|redirect" "$dir/farm.log" | tail -3
+    if [ "$boxes" -gt 1 ]; then
+        # Direct requests and what they carried (every box; statistics publish once a second).
+        sleep 1.5
+        local a reqs=0 items=0
+        for a in "${admins[@]}"; do
+            local m; m=$(curl -s "http://$a/metrics" || true)
+            reqs=$((reqs + $(awk '/^switchboard_cluster_direct_batches_out_total[{ ]/{v+=$NF} END{print v+0}' <<<"$m")))
+            items=$((items + $(awk '/^switchboard_cluster_direct_batched_out_total[{ ]/{v+=$NF} END{print v+0}' <<<"$m")))
+        done
+        awk -v r="$reqs" -v i="$items" 'BEGIN { printf "direct requests %d carrying %d messages and receipts (%.2f each)\n", r, i, (r ? i / r : 0) }'
+    fi
     for p in "${run_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     LAST=$us_per_msg
 }

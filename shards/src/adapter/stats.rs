@@ -402,6 +402,18 @@ pub const HELP: &[(&str, &str)] = &[
         "cluster_receipts_dropped_total",
         "Receipts NATS did not take, dropped once too many waited to be sent again (shard 0).",
     ),
+    (
+        "cluster_direct_batches_out_total",
+        "Direct requests sent to other boxes: one per home box per gateway turn (shard 0).",
+    ),
+    (
+        "cluster_direct_batched_out_total",
+        "Messages and receipts those direct requests carried (shard 0).",
+    ),
+    (
+        "cluster_direct_batches_bad_total",
+        "Direct requests from other boxes refused whole: garbage or over a bound (shard 0).",
+    ),
 ];
 
 /// The service's latency histograms.

@@ -80,6 +80,10 @@ pub enum ClusterStartError {
     BoxNumber(String),
 }
 
+/// Events the gateway handles, at most, before the direct batches they filled leave
+/// (`direct.rs` step 5); they leave sooner as soon as no event is ready.
+pub const TURN_EVENTS_MAX: usize = 64;
+
 /// Most time a stopping box waits for its gateway to leave the members bucket.
 pub const LEAVE_WAIT_MS: u64 = 2_000;
 
@@ -333,12 +337,12 @@ enum Finished {
         env: Box<cross::Envelope>,
         publish: Published,
     },
-    /// A message or receipt sent straight to `home`: stored there under `stored_id`, or
-    /// (0) not taken.
+    /// Messages and receipts sent straight to `home` in one batch: each stored there under
+    /// its id in `stored_ids`, or (0) not taken.
     Direct {
-        out: Box<Outgoing>,
+        outs: Vec<Outgoing>,
         home: String,
-        stored_id: u64,
+        stored_ids: Vec<u64>,
     },
 }
 
@@ -375,8 +379,16 @@ struct Gw {
     lines: super::direct::Lines<Outgoing>,
     /// Per home box, the highest sequence of its stream JetStream acked to this box.
     stream_acked: HashMap<String, u64>,
-    /// Direct messages from other boxes in this box's shards: their reply subjects.
-    direct_in_shards: HashMap<u64, async_nats::Subject>,
+    /// Per home box, the direct messages and receipts this turn sends it (`direct.rs`
+    /// step 5).
+    direct_out: super::direct::Batches<Outgoing>,
+    /// Direct messages from other boxes in this box's shards, by token: their batch and
+    /// place in it.
+    direct_in_shards: HashMap<u64, (u64, usize)>,
+    /// Batches from other boxes with messages in this box's shards, by number.
+    direct_batches_in: HashMap<u64, direct::BatchIn>,
+    /// The number of the next batch from another box.
+    next_batch: u64,
     /// Receipts NATS did not take, each sent again once its time comes.
     receipts_again: std::collections::VecDeque<(Instant, cross::Envelope)>,
     /// Group id → the box it lives on, as learnt (`groups.rs`).
@@ -411,7 +423,10 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         hole_asked: None,
         lines: Default::default(),
         stream_acked: HashMap::new(),
+        direct_out: Default::default(),
         direct_in_shards: HashMap::new(),
+        direct_batches_in: HashMap::new(),
+        next_batch: 0,
         receipts_again: Default::default(),
         group_boxes: HashMap::new(),
         group_nonce: 0,
@@ -425,21 +440,47 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut beat = tokio::time::interval(Duration::from_millis(MEMBER_BEAT_MS));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Events handled since the direct batches last left.
+    let mut turn = 0;
     loop {
+        // A turn ends once no event is ready (or after `TURN_EVENTS_MAX`): then each home
+        // box's direct batch leaves as one request (`direct.rs` step 5). Nothing waits
+        // for a batch to fill.
+        if turn >= TURN_EVENTS_MAX {
+            gw.flush_direct();
+            turn = 0;
+        }
+        let batching = !gw.direct_out.is_empty();
         // Parked from here until an event: a shard that pushes meanwhile writes the eventfd.
         gw.link.gateway_wake.set_parked(true);
         let queued = gw.link.to_gateway.iter().any(|q| !q.is_empty());
-        let ev = tokio::select! {
-            _ = shards_pushed(&woken, queued) => Ev::Shards,
-            _ = poll.tick() => Ev::Poll,
-            _ = beat.tick() => Ev::Beat,
-            Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
-            Some(m) = inbound::next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
-            Some(m) = next_direct(&mut gw.nats.direct) => Ev::Direct(m),
-            Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
-            Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
+        let next = async {
+            tokio::select! {
+                _ = shards_pushed(&woken, queued) => Ev::Shards,
+                _ = poll.tick() => Ev::Poll,
+                _ = beat.tick() => Ev::Beat,
+                Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
+                Some(m) = inbound::next_inbound(&mut gw.nats.inbound) => Ev::Inbound(m),
+                Some(m) = next_direct(&mut gw.nats.direct) => Ev::Direct(m),
+                Some(done) = gw.work.next(), if !gw.work.is_empty() => Ev::Done(done),
+                Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
+            }
+        };
+        let ev = if batching {
+            match futures_util::FutureExt::now_or_never(next) {
+                Some(ev) => ev,
+                None => {
+                    gw.link.gateway_wake.set_parked(false);
+                    gw.flush_direct();
+                    turn = 0;
+                    continue;
+                }
+            }
+        } else {
+            next.await
         };
         gw.link.gateway_wake.set_parked(false);
+        turn += 1;
         match ev {
             Ev::Shards => gw.take_from_shards().await,
             Ev::Poll => {

@@ -254,6 +254,15 @@ pub struct ClusterStatus {
     pub direct_behind: AtomicU64,
     /// Receipts given up on: NATS did not take them and too many waited to be sent again.
     pub receipts_dropped: AtomicU64,
+    /// Direct requests sent to other boxes (one per home box per gateway turn, or more
+    /// when a batch is full: `direct.rs` step 5).
+    pub direct_batches_out: AtomicU64,
+    /// Messages and receipts those requests carried (÷ `direct_batches_out`: the average
+    /// batch).
+    pub direct_batched_out: AtomicU64,
+    /// Direct requests from other boxes refused whole (garbage, cut short, over-size or
+    /// over-count): their messages go to this box's stream.
+    pub direct_batches_bad: AtomicU64,
 }
 
 impl ClusterStatus {
@@ -261,6 +270,12 @@ impl ClusterStatus {
     pub fn bump(counter: &AtomicU64) {
         #[allow(clippy::disallowed_methods)] // the gateway thread, once per question
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The gateway counts `n` at once (its own thread).
+    pub fn add(counter: &AtomicU64, n: u64) {
+        #[allow(clippy::disallowed_methods)] // the gateway thread, once per batch
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The statistics shard 0 reports for the box (names in `stats::HELP`).
@@ -312,6 +327,18 @@ impl ClusterStatus {
             ("cluster_direct_in_total", l(&self.direct_in)),
             ("cluster_direct_behind_total", l(&self.direct_behind)),
             ("cluster_receipts_dropped_total", l(&self.receipts_dropped)),
+            (
+                "cluster_direct_batches_out_total",
+                l(&self.direct_batches_out),
+            ),
+            (
+                "cluster_direct_batched_out_total",
+                l(&self.direct_batched_out),
+            ),
+            (
+                "cluster_direct_batches_bad_total",
+                l(&self.direct_batches_bad),
+            ),
         ]
     }
 }

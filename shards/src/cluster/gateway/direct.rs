@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::direct::{self, DirectReply, DirectRequest, Route};
+use super::super::direct::{self, DirectBatchReply, Route};
 use super::super::{cross, ClusterStatus, Down};
 use super::inbound::Handed;
 use super::{answer, Finished, Gw, Outgoing};
@@ -56,26 +56,48 @@ impl Gw {
         }
     }
 
-    /// Sends one message straight to `home`, answered in `work` by [`Finished::Direct`].
+    /// Adds one message (or receipt) for `home` to this turn's batch for it (`direct.rs`
+    /// step 5), answered in `work` by [`Finished::Direct`]; a batch that is full leaves now.
     fn send_direct(&mut self, home: String, out: Outgoing) {
         use prost::Message as _;
+        let bytes = out.env.encoded_len();
+        if let Some((home, batch)) = self.direct_out.add(&home, out, bytes) {
+            self.send_batch(home, batch);
+        }
+    }
+
+    /// The end of a gateway turn: each home box's batch leaves as one request.
+    pub(super) fn flush_direct(&mut self) {
+        if self.direct_out.is_empty() {
+            return;
+        }
+        for (home, batch) in self.direct_out.take_all() {
+            self.send_batch(home, batch);
+        }
+    }
+
+    /// Sends one batch straight to `home`; its `after_seq` is the highest acked now, which
+    /// covers every message of it (a higher one only asks the home for more of its stream).
+    fn send_batch(&mut self, home: String, outs: Vec<Outgoing>) {
+        let status = &self.link.status;
+        ClusterStatus::bump(&status.direct_batches_out);
+        ClusterStatus::add(&status.direct_batched_out, outs.len() as u64);
         let after_seq = self.stream_acked.get(&home).copied().unwrap_or(0);
-        let payload = DirectRequest::encode(after_seq, &out.env);
+        let envs: Vec<&cross::Envelope> = outs.iter().map(|o| &o.env).collect();
+        let payload = direct::encode_batch(after_seq, &envs);
         let client = self.nats.client.clone();
         let subject = direct::subject(&home);
         self.work.push(Box::pin(async move {
             let wait = Duration::from_millis(direct::DIRECT_WAIT_MS);
             let asked = client.request(subject, payload.into());
-            let stored_id = match tokio::time::timeout(wait, asked).await {
-                Ok(Ok(reply)) => DirectReply::decode(reply.payload.as_ref())
-                    .map(|r| r.stored_id)
-                    .unwrap_or(0),
-                _ => 0,
+            let stored_ids = match tokio::time::timeout(wait, asked).await {
+                Ok(Ok(reply)) => DirectBatchReply::ids(reply.payload.as_ref(), outs.len()),
+                _ => vec![0; outs.len()],
             };
             Finished::Direct {
-                out: Box::new(out),
+                outs,
                 home,
-                stored_id,
+                stored_ids,
             }
         }));
     }
@@ -137,62 +159,100 @@ fn direct_home_in(
     (home != cfg.box_id && live).then(|| home.to_string())
 }
 
+/// A batch from another box with messages in this box's shards, until each has settled.
+pub(super) struct BatchIn {
+    /// Where the answer goes.
+    reply: async_nats::Subject,
+    /// Per envelope, its stored id (0 until stored, or not taken).
+    ids: Vec<u64>,
+    /// Messages of it in shards still.
+    waiting: usize,
+}
+
 impl Gw {
-    /// Step 2 at the home box: a direct request from another box.
+    /// Step 2 at the home box: a batch of direct messages and receipts from another box,
+    /// answered once every message of it has settled.
     pub(super) async fn direct_request(&mut self, m: async_nats::Message) {
-        use prost::Message as _;
         let status = &self.link.status;
         let Some(reply) = m.reply.clone() else {
             ClusterStatus::bump(&status.messages_in_bad);
             return;
         };
-        let req = (m.payload.len() <= cross::ENVELOPE_BYTES_MAX + 16)
-            .then(|| DirectRequest::decode(m.payload.as_ref()).ok())
-            .flatten();
-        let Some((after_seq, env)) = req
-            .and_then(|r| r.env.map(|e| (r.after_seq, e)))
-            // Group messages other than copies travel by stream only (`groups.rs`).
-            .filter(|(_, e)| e.check() && e.group.is_none())
-        else {
-            ClusterStatus::bump(&status.messages_in_bad);
-            return self.direct_answer(reply, 0).await;
+        let (after_seq, envs) = match direct::decode_batch(m.payload.as_ref()) {
+            Ok(batch) => batch,
+            Err(e) => {
+                ClusterStatus::bump(&status.direct_batches_bad);
+                tracing::debug!("a direct batch refused: {e}");
+                return self.direct_answer(reply, &[]).await;
+            }
         };
-        // The sender's earlier messages in this box's stream go first.
+        let mut ids = vec![0; envs.len()];
+        // The senders' earlier messages in this box's stream go first.
         if !self.order.handed_through(after_seq) {
-            ClusterStatus::bump(&status.direct_behind);
-            return self.direct_answer(reply, 0).await;
+            ClusterStatus::add(&status.direct_behind, envs.len() as u64);
+            return self.direct_answer(reply, &ids).await;
         }
-        let room = self.in_shards.len() + self.direct_in_shards.len();
-        if env.receipt.is_none() && room >= cross::INBOUND_PENDING_MAX {
-            return self.direct_answer(reply, 0).await;
-        }
-        match self.push_envelope(env) {
-            Handed::Full => self.direct_answer(reply, 0).await,
-            Handed::Receipt => self.direct_answer(reply, 1).await,
-            Handed::Message(token) => {
-                self.direct_in_shards.insert(token, reply);
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let mut waiting = 0;
+        for (i, env) in envs.into_iter().enumerate() {
+            // Group messages other than copies travel by stream only (`groups.rs`).
+            if !env.check() || env.group.is_some() {
+                ClusterStatus::bump(&self.link.status.messages_in_bad);
+                continue;
+            }
+            let room = self.in_shards.len() + self.direct_in_shards.len();
+            if env.receipt.is_none() && room >= cross::INBOUND_PENDING_MAX {
+                continue;
+            }
+            match self.push_envelope(env) {
+                Handed::Full => {}
+                Handed::Receipt => ids[i] = 1,
+                Handed::Message(token) => {
+                    self.direct_in_shards.insert(token, (batch, i));
+                    waiting += 1;
+                }
             }
         }
+        if waiting == 0 {
+            return self.direct_answer(reply, &ids).await;
+        }
+        let held = BatchIn {
+            reply,
+            ids,
+            waiting,
+        };
+        self.direct_batches_in.insert(batch, held);
     }
 
-    /// Step 2: a shard's `Done` for a direct message, if `token` is one: the answer.
+    /// Step 2: a shard's `Done` for a direct message, if `token` is one: the batch's
+    /// answer once it was the last of its batch.
     pub(super) async fn direct_settle(&mut self, token: u64, stored: bool) -> bool {
-        let Some(reply) = self.direct_in_shards.remove(&token) else {
+        let Some((batch, i)) = self.direct_in_shards.remove(&token) else {
             return false;
         };
         if stored {
             ClusterStatus::bump(&self.link.status.messages_in);
             ClusterStatus::bump(&self.link.status.direct_in);
         }
+        let Some(held) = self.direct_batches_in.get_mut(&batch) else {
+            return true;
+        };
         // The id the sender's ServerAck carries: nonzero, this box's own.
-        let id = if stored { token + 1 } else { 0 };
-        self.direct_answer(reply, id).await;
+        held.ids[i] = if stored { token + 1 } else { 0 };
+        held.waiting -= 1;
+        if held.waiting == 0 {
+            if let Some(held) = self.direct_batches_in.remove(&batch) {
+                self.direct_answer(held.reply, &held.ids).await;
+            }
+        }
         true
     }
 
-    async fn direct_answer(&self, reply: async_nats::Subject, stored_id: u64) {
+    async fn direct_answer(&self, reply: async_nats::Subject, stored_ids: &[u64]) {
         use prost::Message as _;
-        let payload = DirectReply { stored_id }.encode_to_vec();
+        let stored_ids = stored_ids.to_vec();
+        let payload = DirectBatchReply { stored_ids }.encode_to_vec();
         let _ = self.nats.client.publish(reply, payload.into()).await;
     }
 }

@@ -73,10 +73,14 @@ impl Gw {
                 answer(&self.link, shard, sent);
             }
             Finished::Direct {
-                out,
+                outs,
                 home,
-                stored_id,
-            } => self.direct_finished(*out, home, stored_id),
+                stored_ids,
+            } => {
+                for (out, stored_id) in outs.into_iter().zip(stored_ids) {
+                    self.direct_finished(out, home.clone(), stored_id);
+                }
+            }
             Finished::ReceiptSent { env, publish } => match publish {
                 Published::Stored { home, .. } => {
                     ClusterStatus::bump(&status.receipts_out);
