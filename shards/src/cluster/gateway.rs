@@ -442,21 +442,35 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Events handled since the direct batches last left.
     let mut turn = 0;
+    // `--cluster-linger-ms`: direct batches wait this long for more, the shards' pushes
+    // meanwhile taken only at its end (no wake-up per message).
+    let linger = Duration::from_millis(gw.cfg.linger_ms);
+    let mut linger_until: Option<tokio::time::Instant> = None;
     loop {
         // A turn ends once no event is ready (or after `TURN_EVENTS_MAX`): then each home
         // box's direct batch leaves as one request (`direct.rs` step 5). Nothing waits
         // for a batch to fill.
-        if turn >= TURN_EVENTS_MAX {
+        if turn >= TURN_EVENTS_MAX && linger.is_zero() {
             gw.flush_direct();
             turn = 0;
         }
         let batching = !gw.direct_out.is_empty();
+        if !batching {
+            linger_until = None;
+        } else if !linger.is_zero() && linger_until.is_none() {
+            linger_until = Some(tokio::time::Instant::now() + linger);
+        }
+        let lingering = linger_until.is_some();
+        let until = linger_until.unwrap_or_else(tokio::time::Instant::now);
         // Parked from here until an event: a shard that pushes meanwhile writes the eventfd.
-        gw.link.gateway_wake.set_parked(true);
+        // While lingering the shards are neither listened to nor woken for: what they push
+        // is taken when the linger ends.
+        gw.link.gateway_wake.set_parked(!lingering);
         let queued = gw.link.to_gateway.iter().any(|q| !q.is_empty());
         let next = async {
             tokio::select! {
-                _ = shards_pushed(&woken, queued) => Ev::Shards,
+                _ = shards_pushed(&woken, queued), if !lingering => Ev::Shards,
+                _ = tokio::time::sleep_until(until), if lingering => Ev::Lingered,
                 _ = poll.tick() => Ev::Poll,
                 _ = beat.tick() => Ev::Beat,
                 Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
@@ -466,7 +480,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
                 Some(issued) = next_issued(&mut gw.issuing) => Ev::Issued(issued),
             }
         };
-        let ev = if batching {
+        let ev = if batching && !lingering {
             match futures_util::FutureExt::now_or_never(next) {
                 Some(ev) => ev,
                 None => {
@@ -483,6 +497,12 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         turn += 1;
         match ev {
             Ev::Shards => gw.take_from_shards().await,
+            Ev::Lingered => {
+                linger_until = None;
+                gw.take_from_shards().await;
+                gw.flush_direct();
+                turn = 0;
+            }
             Ev::Poll => {
                 if Arc::strong_count(&gw.link) == 1 {
                     break;
@@ -512,6 +532,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
 #[allow(clippy::large_enum_variant)]
 enum Ev {
     Shards,
+    Lingered,
     Poll,
     Beat,
     Entry(kv::Entry),

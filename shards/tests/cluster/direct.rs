@@ -6,7 +6,7 @@
 use proto::v1::server_frame;
 
 use crate::nats::Nats;
-use crate::placement::{phones_homed_on, two_boxes};
+use crate::placement::{phones_homed_on, two_boxes, ADV_A, ADV_B};
 use crate::support::Client;
 
 /// Reads acks for `ids` (any order), skipping presence and receipts.
@@ -54,8 +54,21 @@ struct Pair {
 
 impl Pair {
     fn start(phones_from: u64) -> Pair {
+        Self::start_with(phones_from, &[])
+    }
+
+    /// [`Pair::start`] with `extra` flags for both boxes.
+    fn start_with(phones_from: u64, extra: &[&str]) -> Pair {
         let nats = Nats::start();
-        let (a, b) = two_boxes(&nats);
+        let (a, b) = if extra.is_empty() {
+            two_boxes(&nats)
+        } else {
+            let a = crate::nats::Box::start(&nats.url, "a", ADV_A, extra);
+            let b = crate::nats::Box::start(&nats.url, "b", ADV_B, extra);
+            a.wait_stat("cluster_members", 2);
+            b.wait_stat("cluster_members", 2);
+            (a, b)
+        };
         let alice = phones_homed_on("a", 1, phones_from).remove(0);
         let bob = phones_homed_on("b", 1, phones_from).remove(0);
         let mut at_b = b.client();
@@ -154,11 +167,22 @@ fn messages_from(c: &mut Client, n: usize) -> Vec<(String, u64)> {
 /// gets every ack and bob every message once, each sender's in the order sent.
 #[test]
 fn many_senders_at_once_get_every_message_across_once_and_in_order() {
+    many_senders_at_once(Pair::start(7_100_000), 7_100_000);
+}
+
+/// The same with `--cluster-linger-ms` on both boxes: batches wait for more (and the shards'
+/// pushes with them), and nothing is lost, doubled or reordered.
+#[test]
+fn with_a_linger_many_senders_still_get_every_message_once_and_in_order() {
+    let t = Pair::start_with(7_200_000, &["--cluster-linger-ms", "2"]);
+    many_senders_at_once(t, 7_200_000);
+}
+
+fn many_senders_at_once(t: Pair, phones_from: u64) {
     const SENDERS: usize = 12;
     const EACH: u64 = 10;
-    let t = Pair::start(4_800_000);
     let (a, b, bob, mut at_b) = (t.a, t.b, t.bob, t.at_b);
-    let senders = phones_homed_on("a", SENDERS + 1, 4_800_000).split_off(1);
+    let senders = phones_homed_on("a", SENDERS + 1, phones_from).split_off(1);
     let mut clients: Vec<Client> = senders
         .iter()
         .map(|p| {
@@ -247,7 +271,7 @@ fn nats_request(url: &str, subject: &str, payload: &[u8]) -> Vec<u8> {
 fn a_batch_from_another_box_is_taken_in_order_and_a_bad_one_is_refused_and_counted() {
     use shards::cluster::cross::Envelope;
     use shards::cluster::direct::{self, DirectBatchReply};
-    let t = Pair::start(4_900_000);
+    let t = Pair::start(7_300_000);
     let (b, bob, mut at_b) = (t.b, t.bob, t.at_b);
     let env = |from: &str, to: &str, id: u64| Envelope {
         to: to.into(),
