@@ -45,6 +45,7 @@ mod direct;
 mod finished;
 mod groups;
 mod inbound;
+mod linger;
 mod presence;
 mod receipts;
 
@@ -442,26 +443,27 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Events handled since the direct batches last left.
     let mut turn = 0;
-    // `--cluster-linger-ms`: direct batches wait this long for more, the shards' pushes
+    // `--cluster-linger-us`: direct batches wait this long for more, the shards' pushes
     // meanwhile taken only at its end (no wake-up per message).
-    let linger = Duration::from_millis(gw.cfg.linger_ms);
-    let mut linger_until: Option<tokio::time::Instant> = None;
+    let mut linger = match gw.cfg.linger_us {
+        0 => None,
+        us => linger::Linger::new(Duration::from_micros(us))
+            .map_err(|e| tracing::warn!("no linger for direct batches: {e}"))
+            .ok(),
+    };
     loop {
         // A turn ends once no event is ready (or after `TURN_EVENTS_MAX`): then each home
         // box's direct batch leaves as one request (`direct.rs` step 5). Nothing waits
         // for a batch to fill.
-        if turn >= TURN_EVENTS_MAX && linger.is_zero() {
+        if turn >= TURN_EVENTS_MAX && linger.is_none() {
             gw.flush_direct();
             turn = 0;
         }
         let batching = !gw.direct_out.is_empty();
-        if !batching {
-            linger_until = None;
-        } else if !linger.is_zero() && linger_until.is_none() {
-            linger_until = Some(tokio::time::Instant::now() + linger);
+        if let Some(l) = linger.as_mut().filter(|_| batching) {
+            l.arm();
         }
-        let lingering = linger_until.is_some();
-        let until = linger_until.unwrap_or_else(tokio::time::Instant::now);
+        let lingering = linger.as_ref().is_some_and(linger::Linger::armed);
         // Parked from here until an event: a shard that pushes meanwhile writes the eventfd.
         // While lingering the shards are neither listened to nor woken for: what they push
         // is taken when the linger ends.
@@ -470,7 +472,7 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         let next = async {
             tokio::select! {
                 _ = shards_pushed(&woken, queued), if !lingering => Ev::Shards,
-                _ = tokio::time::sleep_until(until), if lingering => Ev::Lingered,
+                _ = linger::over(&linger), if lingering => Ev::Lingered,
                 _ = poll.tick() => Ev::Poll,
                 _ = beat.tick() => Ev::Beat,
                 Some(entry) = next_entry(&mut gw.watch) => Ev::Entry(entry),
@@ -498,7 +500,9 @@ async fn serve(cfg: ClusterConfig, link: Arc<ClusterLink>, nats: Nats) {
         match ev {
             Ev::Shards => gw.take_from_shards().await,
             Ev::Lingered => {
-                linger_until = None;
+                if let Some(l) = linger.as_mut() {
+                    l.ended();
+                }
                 gw.take_from_shards().await;
                 gw.flush_direct();
                 turn = 0;

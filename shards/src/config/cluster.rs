@@ -1,7 +1,7 @@
 //! The cluster settings (issue 24): `--cluster nats://H:P[,..] --box-id ID --advertise
-//! HOST:PORT [--cluster-optional] [--cluster-stream-only] [--cluster-linger-ms MS]`, or a
+//! HOST:PORT [--cluster-optional] [--cluster-stream-only] [--cluster-linger-us US]`, or a
 //! `[cluster]` table in the TOML file with the keys `nats`, `box_id`, `advertise`,
-//! `optional`, `stream_only` and `linger_ms`. Flags win over the file. This module only
+//! `optional`, `stream_only` and `linger_us`. Flags win over the file. This module only
 //! parses and validates; the gateway (`crate::cluster`) starts from what it returns.
 //!
 //! Without `--cluster` (or a `[cluster]` table) there is no cluster: the other three are
@@ -18,8 +18,8 @@ pub const CLUSTER_SERVERS_MAX: usize = 16;
 /// limited to ASCII letters, digits, `-` and `_`.
 pub const BOX_ID_BYTES_MAX: usize = 32;
 /// Longest a gateway may hold direct messages for more to join their batch
-/// (`--cluster-linger-ms`).
-pub const CLUSTER_LINGER_MS_MAX: u64 = 10;
+/// (`--cluster-linger-us`), in microseconds.
+pub const CLUSTER_LINGER_US_MAX: u64 = 10_000;
 
 /// The cluster flags (flattened into the server's [`super::Cli`]).
 #[derive(Debug, Default, clap::Args)]
@@ -41,11 +41,12 @@ pub struct ClusterArgs {
     /// request/reply): the slower path, kept for comparison and as a way out.
     #[arg(long)]
     pub cluster_stream_only: bool,
-    /// Hold direct messages and receipts for another box up to MS ms, so that more leave in
-    /// one NATS request: fewer thread wake-ups (less CPU per cross-box message) for up to
-    /// MS ms more latency. 0 (the default): each gateway turn's leave at once. At most 10.
-    #[arg(long, value_name = "MS")]
-    pub cluster_linger_ms: Option<u64>,
+    /// Hold direct messages and receipts for another box up to US microseconds, so that
+    /// more leave in one NATS request: fewer thread wake-ups (less CPU per cross-box
+    /// message) for up to US µs more latency. 0 (the default): each gateway turn's leave at
+    /// once. At most 10000.
+    #[arg(long, value_name = "US")]
+    pub cluster_linger_us: Option<u64>,
 }
 
 /// The `[cluster]` table of the TOML file.
@@ -57,7 +58,7 @@ pub struct FileCluster {
     advertise: Option<String>,
     optional: Option<bool>,
     stream_only: Option<bool>,
-    linger_ms: Option<u64>,
+    linger_us: Option<u64>,
 }
 
 /// A box's cluster settings, validated.
@@ -73,9 +74,9 @@ pub struct ClusterConfig {
     pub optional: bool,
     /// Messages to live boxes go through JetStream too (`cluster/direct.rs` not used).
     pub stream_only: bool,
-    /// How long the gateway holds direct messages for a batch to fill (0: not at all;
-    /// `cluster/direct.rs` step 5).
-    pub linger_ms: u64,
+    /// How long the gateway holds direct messages for a batch to fill, in microseconds (0:
+    /// not at all; `cluster/direct.rs` step 5).
+    pub linger_us: u64,
 }
 
 /// Merges the flags over the file's `[cluster]` table; `None` when no cluster is asked for.
@@ -89,13 +90,13 @@ pub fn resolve(
     let advertise = args.advertise.or(file.advertise);
     let optional = args.cluster_optional || file.optional.unwrap_or(false);
     let stream_only = args.cluster_stream_only || file.stream_only.unwrap_or(false);
-    let linger_ms = args.cluster_linger_ms.or(file.linger_ms);
+    let linger_us = args.cluster_linger_us.or(file.linger_us);
     let Some(urls) = urls else {
-        if box_id.is_some() || advertise.is_some() || optional || stream_only || linger_ms.is_some()
+        if box_id.is_some() || advertise.is_some() || optional || stream_only || linger_us.is_some()
         {
             return Err(invalid(
                 "box_id, advertise, cluster_optional, cluster_stream_only and \
-                 cluster_linger_ms need --cluster (or nats in [cluster])",
+                 cluster_linger_us need --cluster (or nats in [cluster])",
             ));
         }
         return Ok(None);
@@ -105,10 +106,10 @@ pub fn resolve(
     check_box_id(&box_id)?;
     let advertise = advertise.ok_or_else(|| invalid("--cluster needs --advertise HOST:PORT"))?;
     check_host_port(&advertise)?;
-    let linger_ms = linger_ms.unwrap_or(0);
-    if linger_ms > CLUSTER_LINGER_MS_MAX {
+    let linger_us = linger_us.unwrap_or(0);
+    if linger_us > CLUSTER_LINGER_US_MAX {
         return Err(ConfigError::Invalid(format!(
-            "--cluster-linger-ms takes 0..={CLUSTER_LINGER_MS_MAX}, got {linger_ms}"
+            "--cluster-linger-us takes 0..={CLUSTER_LINGER_US_MAX}, got {linger_us}"
         )));
     }
     Ok(Some(ClusterConfig {
@@ -117,7 +118,7 @@ pub fn resolve(
         advertise,
         optional,
         stream_only,
-        linger_ms,
+        linger_us,
     }))
 }
 
@@ -188,7 +189,7 @@ mod tests {
             advertise: adv.map(String::from),
             cluster_optional: false,
             cluster_stream_only: false,
-            cluster_linger_ms: None,
+            cluster_linger_us: None,
         }
     }
 
@@ -246,7 +247,7 @@ mod tests {
         };
         assert!(resolve(stream_only_alone, None).is_err());
         let linger_alone = ClusterArgs {
-            cluster_linger_ms: Some(1),
+            cluster_linger_us: Some(1),
             ..Default::default()
         };
         assert!(resolve(linger_alone, None).is_err());
@@ -255,16 +256,16 @@ mod tests {
     #[test]
     fn a_linger_is_off_unless_asked_for_and_bounded() {
         let full = || args(Some("nats://n:4222"), Some("b"), Some("h:1"));
-        assert_eq!(resolve(full(), None).unwrap().unwrap().linger_ms, 0);
+        assert_eq!(resolve(full(), None).unwrap().unwrap().linger_us, 0);
         let mut a = full();
-        a.cluster_linger_ms = Some(CLUSTER_LINGER_MS_MAX);
+        a.cluster_linger_us = Some(CLUSTER_LINGER_US_MAX);
         let c = resolve(a, None).unwrap().unwrap();
-        assert_eq!(c.linger_ms, CLUSTER_LINGER_MS_MAX);
+        assert_eq!(c.linger_us, CLUSTER_LINGER_US_MAX);
         let mut a = full();
-        a.cluster_linger_ms = Some(CLUSTER_LINGER_MS_MAX + 1);
+        a.cluster_linger_us = Some(CLUSTER_LINGER_US_MAX + 1);
         assert!(resolve(a, None).is_err());
-        let file: FileCluster = toml::from_str("linger_ms = 2").unwrap();
-        assert_eq!(resolve(full(), Some(file)).unwrap().unwrap().linger_ms, 2);
+        let file: FileCluster = toml::from_str("linger_us = 500").unwrap();
+        assert_eq!(resolve(full(), Some(file)).unwrap().unwrap().linger_us, 500);
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub fn effective_toml(c: &ServerConfig) -> String {
         let _ = writeln!(o, "advertise = {}", val(cl.advertise.clone()));
         let _ = writeln!(o, "optional = {}", val(cl.optional));
         let _ = writeln!(o, "stream_only = {}", val(cl.stream_only));
-        let _ = writeln!(o, "linger_ms = {}", cl.linger_ms);
+        let _ = writeln!(o, "linger_us = {}", cl.linger_us);
     }
     o
 }
@@ -182,15 +182,15 @@ mod tests {
             "chat1.example.net:5222",
             "--cluster-optional",
             "--cluster-stream-only",
-            "--cluster-linger-ms",
-            "2",
+            "--cluster-linger-us",
+            "500",
         ]);
         let cfg = ServerConfig::from_cli(cli).unwrap();
         let (again, text) = read_back(&cfg, &dir);
         assert_eq!(cfg.cluster, again.cluster, "{text}");
         assert!(cfg
             .cluster
-            .is_some_and(|c| c.optional && c.stream_only && c.linger_ms == 2));
+            .is_some_and(|c| c.optional && c.stream_only && c.linger_us == 500));
     }
 
     #[test]

@@ -170,11 +170,11 @@ fn many_senders_at_once_get_every_message_across_once_and_in_order() {
     many_senders_at_once(Pair::start(7_100_000), 7_100_000);
 }
 
-/// The same with `--cluster-linger-ms` on both boxes: batches wait for more (and the shards'
+/// The same with `--cluster-linger-us` on both boxes: batches wait for more (and the shards'
 /// pushes with them), and nothing is lost, doubled or reordered.
 #[test]
 fn with_a_linger_many_senders_still_get_every_message_once_and_in_order() {
-    let t = Pair::start_with(7_200_000, &["--cluster-linger-ms", "2"]);
+    let t = Pair::start_with(7_200_000, &["--cluster-linger-us", "2000"]);
     many_senders_at_once(t, 7_200_000);
 }
 
