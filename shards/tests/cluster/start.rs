@@ -154,16 +154,25 @@ fn a_box_logs_in_to_nats_with_credentials_from_its_environment() {
         cmd.env(USER_ENV, "boxes").env(PASSWORD_ENV, PASSWORD);
         support::listening(cmd).0
     };
+    let login = [
+        (USER_ENV, "boxes".as_ref()),
+        (PASSWORD_ENV, PASSWORD.as_ref()),
+    ];
+    assert_status_lists(&url, &login, "b");
+    drop(b);
+}
+
+/// `switchboard cluster status` with `env` (how it logs in to NATS) succeeds and lists box
+/// `id` (its lease, read back from the members bucket).
+fn assert_status_lists(url: &str, env: &[(&str, &std::ffi::OsStr)], id: &str) {
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["cluster", "status", "--cluster", &url])
-        .env(USER_ENV, "boxes")
-        .env(PASSWORD_ENV, PASSWORD)
+        .args(["cluster", "status", "--cluster", url])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{out}");
-    assert!(out.contains("b "), "{out}");
-    drop(b);
+    assert!(out.contains(&format!("{id} ")), "{out}");
 }
 
 /// Each box of a cluster has a number of its own (`box_number.rs`), named in every id it
@@ -252,13 +261,6 @@ fn a_box_logs_in_to_an_operator_mode_nats_with_a_credentials_file() {
         cmd.env(CREDS_ENV, &creds);
         support::listening(cmd).0
     };
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["cluster", "status", "--cluster", &url])
-        .env(CREDS_ENV, &creds)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{out}");
-    assert!(out.contains("b "), "{out}");
+    assert_status_lists(&url, &[(CREDS_ENV, creds.as_os_str())], "b");
     drop(b);
 }
