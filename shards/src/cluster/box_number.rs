@@ -113,29 +113,14 @@ fn read_kept(file: &Path) -> Result<Option<u8>, BoxNumberError> {
 /// Steps 2 and 3.
 async fn take(cfg: &ClusterConfig, kept: Option<u8>) -> Result<u8, BoxNumberError> {
     let unreachable = |e: String| BoxNumberError::Unreachable(e);
-    let client = super::nats_auth::options(format!("switchboard {} box number", cfg.box_id))
+    let client = super::gateway::box_client(cfg, " box number")
         .await
-        .map_err(unreachable)?
-        .connection_timeout(Duration::from_millis(BOX_NUMBER_WAIT_MS))
-        .connect(cfg.servers.as_slice())
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(unreachable)?;
     let js = jetstream::new(client.clone());
-    let bucket_cfg = kv::Config {
-        bucket: BOX_NUMBERS_BUCKET.into(),
-        description: "switchboard: box number -> box id, each written once".into(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    let store = match super::gateway::bucket(&js, bucket_cfg).await {
-        Ok(store) => store,
-        // Two boxes starting at once: the other one's bucket may have won the creation.
-        Err(e) => js
-            .get_key_value(BOX_NUMBERS_BUCKET)
-            .await
-            .map_err(|_| unreachable(e))?,
-    };
+    let description = "switchboard: box number -> box id, each written once";
+    let store = super::gateway::write_once_bucket(&js, BOX_NUMBERS_BUCKET, description)
+        .await
+        .map_err(unreachable)?;
     let me = cfg.box_id.as_str();
     let number = match kept {
         Some(n) => match offer(&store, n, me).await? {

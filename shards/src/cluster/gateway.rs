@@ -204,12 +204,7 @@ async fn retry_connect(cfg: &ClusterConfig, link: &Arc<ClusterLink>) -> Option<N
 }
 
 async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
-    let client = super::nats_auth::options(format!("switchboard {}", cfg.box_id))
-        .await?
-        .connection_timeout(Duration::from_millis(CONNECT_WAIT_MS))
-        .connect(cfg.servers.as_slice())
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = box_client(cfg, "").await?;
     let js = jetstream::new(client.clone());
     let members = bucket(
         &js,
@@ -223,15 +218,10 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
     )
     .await?;
     let homes = homes_bucket(&js).await?;
-    let groups = bucket(
+    let groups = write_once_bucket(
         &js,
-        kv::Config {
-            bucket: super::groups::GROUPS_BUCKET.into(),
-            description: "switchboard: the box each group with members elsewhere lives on".into(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        },
+        super::groups::GROUPS_BUCKET,
+        "switchboard: the box each group with members elsewhere lives on",
     )
     .await?;
     let (reader, first_seq) = cross::own_stream(&js, &cfg.box_id, BUCKET_REPLICAS).await?;
@@ -253,20 +243,49 @@ async fn connect(cfg: &ClusterConfig) -> Result<Nats, String> {
 
 /// The homes bucket (`placement.rs`), as it exists or created.
 pub(crate) async fn homes_bucket(js: &jetstream::Context) -> Result<kv::Store, String> {
-    bucket(
+    write_once_bucket(
         js,
-        kv::Config {
-            bucket: HOMES_BUCKET.into(),
-            description: "switchboard: each phone's home box id, written once".into(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        },
+        HOMES_BUCKET,
+        "switchboard: each phone's home box id, written once",
     )
     .await
 }
 
-/// The bucket as it exists, or created ([`BUCKET_REPLICAS`] replicas, else one).
+/// This box's NATS client, named `switchboard <box id><purpose>`, logged in as the
+/// environment says (`nats_auth.rs`), within [`CONNECT_WAIT_MS`]: the gateway's own, and
+/// the short-lived ones of start-up (`media_key.rs`, `box_number.rs`).
+pub(crate) async fn box_client(
+    cfg: &ClusterConfig,
+    purpose: &str,
+) -> Result<async_nats::Client, String> {
+    super::nats_auth::options(format!("switchboard {}{purpose}", cfg.box_id))
+        .await?
+        .connection_timeout(Duration::from_millis(CONNECT_WAIT_MS))
+        .connect(cfg.servers.as_slice())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A bucket of entries each written once (KV `create`), on disk, one value per key
+/// (homes, groups, the media key, box numbers), as it exists or created.
+pub(crate) async fn write_once_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+) -> Result<kv::Store, String> {
+    let cfg = kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    bucket(js, cfg).await
+}
+
+/// The bucket as it exists, or created ([`BUCKET_REPLICAS`] replicas, else one). Two boxes
+/// starting at once may both try to create it: the one whose creation fails takes the
+/// other's.
 ///
 /// The bucket's stream is created here as the client's `create_key_value` would create it:
 /// that call first reads the account's JetStream limits, whose reply from nats-server 2.9
@@ -300,7 +319,13 @@ pub(crate) async fn bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<k
             js.create_stream(single).await.map(|_| ())
         }
     };
-    created.map_err(|e| format!("bucket {}: {e}", cfg.bucket))?;
+    if let Err(e) = created {
+        // Another box's creation may have won meanwhile.
+        return js
+            .get_key_value(cfg.bucket.clone())
+            .await
+            .map_err(|_| format!("bucket {}: {e}", cfg.bucket));
+    }
     js.get_key_value(cfg.bucket.clone())
         .await
         .map_err(|e| format!("bucket {}: {e}", cfg.bucket))

@@ -58,25 +58,10 @@ async fn fetch(
     cfg: &ClusterConfig,
     offer: [u8; MEDIA_KEY_BYTES],
 ) -> Result<[u8; MEDIA_KEY_BYTES], String> {
-    let client = super::nats_auth::options(format!("switchboard {} media key", cfg.box_id))
-        .await?
-        .connection_timeout(Duration::from_millis(MEDIA_KEY_WAIT_MS))
-        .connect(cfg.servers.as_slice())
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = super::gateway::box_client(cfg, " media key").await?;
     let js = jetstream::new(client.clone());
-    let cfg = kv::Config {
-        bucket: MEDIA_BUCKET.into(),
-        description: "switchboard: the cluster's media signing key, written once".into(),
-        history: 1,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    let store = match super::gateway::bucket(&js, cfg).await {
-        Ok(store) => store,
-        // Two boxes starting at once: the other one's bucket may have won the creation.
-        Err(e) => js.get_key_value(MEDIA_BUCKET).await.map_err(|_| e)?,
-    };
+    let description = "switchboard: the cluster's media signing key, written once";
+    let store = super::gateway::write_once_bucket(&js, MEDIA_BUCKET, description).await?;
     let key = match store.create(MEDIA_KEY_ENTRY, offer.to_vec().into()).await {
         Ok(_) => offer,
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
