@@ -6,7 +6,6 @@
 //! that does not hold the object.
 
 use std::path::Path;
-use std::time::Duration;
 
 use proto::v1::{client_frame, server_frame, ErrorCode, GroupAddPolicy, Media};
 
@@ -63,27 +62,6 @@ fn tls_box(nats: &Nats, id: &str, advertise: &str, cert_of: Option<&Path>) -> Bo
         admin: crate::nats::admin_addr(&line),
         data,
     }
-}
-
-/// An HTTPS client trusting the certificate at `cert` (and plain HTTP).
-fn tls_agent(cert: &Path) -> ureq::Agent {
-    let pem = std::fs::read(cert).unwrap();
-    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|i| match i.unwrap() {
-            ureq::tls::PemItem::Certificate(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .new_agent()
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
@@ -194,7 +172,7 @@ fn a_photo_to_a_user_of_another_box_downloads_from_the_box_that_holds_it() {
     bob_c.load_test_login(bob);
     let mut carol_c = Client::tls(b.addr, &cert);
     carol_c.load_test_login(carol);
-    let http = tls_agent(&cert);
+    let http = crate::support::https_agent(&cert);
 
     let photo = object(200 * 1024 + 3, 5);
     let up = slot(&mut at_a, 1, &photo);
@@ -290,23 +268,19 @@ fn group_photos_download_from_the_senders_box() {
         other => panic!("expected GroupCreated, got {other:?}"),
     };
 
-    let from_a = object(50_000, 11);
-    let up_a = slot(&mut at_a, 1, &from_a);
-    upload(&http, &up_a, &from_a);
-    group_send(&mut at_a, group_id, 1, &from_a);
-    let got = expect_media_message(&mut bob_c, alice);
-    assert_eq!(base(&got.url), base(&up_a), "{}", got.url);
-    let (status, _, body) = get(&http, &got.url);
-    assert_eq!((status, sha256(&body)), (200, sha256(&from_a)));
-
-    let from_b = object(60_000, 12);
-    let up_b = slot(&mut bob_c, 2, &from_b);
-    upload(&http, &up_b, &from_b);
-    group_send(&mut bob_c, group_id, 2, &from_b);
-    let got = expect_media_message(&mut at_a, bob);
-    assert_eq!(base(&got.url), base(&up_b), "{}", got.url);
-    let (status, _, body) = get(&http, &got.url);
-    assert_eq!((status, sha256(&body)), (200, sha256(&from_b)));
+    // `sender` (phone `from`) uploads a photo to its own box and sends it to the group;
+    // `member` gets a URL at the sender's box that serves the very bytes.
+    let photo = |sender: &mut Client, from: &str, member: &mut Client, id: u64, bytes: &[u8]| {
+        let up = slot(sender, id, bytes);
+        upload(&http, &up, bytes);
+        group_send(sender, group_id, id, bytes);
+        let got = expect_media_message(member, from);
+        assert_eq!(base(&got.url), base(&up), "{}", got.url);
+        let (status, _, body) = get(&http, &got.url);
+        assert_eq!((status, sha256(&body)), (200, sha256(bytes)));
+    };
+    photo(&mut at_a, alice, &mut bob_c, 1, &object(50_000, 11));
+    photo(&mut bob_c, bob, &mut at_a, 2, &object(60_000, 12));
 }
 
 /// The cluster's media key is read before anything else starts: without NATS a media box

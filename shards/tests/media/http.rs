@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
 
 use proto::v1::{client_frame, server_frame, MediaSlot, MediaSlotRequest};
 use shards::config::media::MediaArgs;
@@ -61,23 +60,7 @@ pub fn slot(c: &mut Client, id: u64, bytes: &[u8]) -> MediaSlot {
 /// An HTTPS client trusting the dev certificate in `data_dir`.
 pub fn agent(data_dir: &Path) -> ureq::Agent {
     let cert = engine::tls::dev_cert_path(&shards::server::tls_dir(data_dir));
-    let pem = std::fs::read(cert).unwrap();
-    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|i| match i.unwrap() {
-            ureq::tls::PemItem::Certificate(c) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(60)))
-        .build()
-        .new_agent()
+    crate::support::https_agent(&cert)
 }
 
 /// The answer to an HTTP request: status, the `x-switchboard-error` code (0 if none), body.

@@ -479,3 +479,25 @@ impl KillMoments {
         Duration::from_millis(50 + *s % 351)
     }
 }
+
+/// An HTTPS (and plain HTTP) client trusting the certificate at `cert`, for the media
+/// service: a status is an answer, not an error; 60 s per request.
+pub fn https_agent(cert: &std::path::Path) -> ureq::Agent {
+    let pem = std::fs::read(cert).unwrap();
+    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i.unwrap() {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
