@@ -82,7 +82,20 @@ fn idle_connections_hold_and_close_cleanly() {
     ]));
     assert!(out.status.success(), "{r:#}");
     assert_eq!(r["connections_established"], 200, "{r:#}");
-    assert_eq!(r["connect_errors"], 0, "{r:#}");
+    // A connect the broker refused is retried (`--connect-attempts`), and every one of the 200
+    // was established above. nats-server under a loaded CI machine refused 13 of 213 attempts
+    // once (ECONNREFUSED, each retried at once with success); any other kind of error, or one
+    // left unretried, is a farm bug and fails here.
+    let errors = r["errors_by_kind"].as_object().expect("errors_by_kind");
+    assert!(
+        errors.keys().all(|k| k == "connect:refused"),
+        "only refusals may be retried: {r:#}"
+    );
+    assert_eq!(
+        r["connect_attempts"].as_u64(),
+        r["connect_errors"].as_u64().map(|e| e + 200),
+        "each connection was made once, after its refusals: {r:#}"
+    );
     assert_eq!(r["counters"]["closed_by_server"], 0, "{r:#}");
     assert_eq!(r["messages_sent"], 0, "{r:#}");
 }
