@@ -26,10 +26,10 @@ fn item(id: u64, body: Vec<u8>, out: &mut Vec<u8>) {
     }
     .encode_to_vec();
     let rec = Kind::Item(ItemRec {
-        user: B.into(),
+        user: messaging::state::home::Phone::parse(B),
         id,
         frame,
-        sender: A.into(),
+        sender: messaging::state::home::Phone::parse(A),
         client_msg_id: id,
         group_id: 0,
         sender_device: 0,
@@ -61,7 +61,7 @@ fn a_log_several_windows_long_is_replayed_whole_and_in_order() {
         all.push((id, body));
         if id % 2 == 1 && id > 1_000_005 {
             let rec = Kind::Removed(RemovedRec {
-                user: B.into(),
+                user: messaging::state::home::Phone::parse(B),
                 id: id - 4,
             });
             record::encode(&Record { kind: Some(rec) }, &mut log);

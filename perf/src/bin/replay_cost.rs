@@ -101,11 +101,12 @@ fn write_log(path: &Path, a: &Args) -> anyhow::Result<u64> {
             })),
         }
         .encode_to_vec();
+        let user = messaging::state::home::Phone::parse(&user);
         let rec = Kind::Item(ItemRec {
-            user: user.clone(),
+            user,
             id,
             frame,
-            sender: phone((id + 1) % users),
+            sender: messaging::state::home::Phone::parse(&phone((id + 1) % users)),
             client_msg_id: id,
             group_id: 0,
             sender_device: 0,

@@ -16,6 +16,7 @@ use engine::ShardIo;
 use proto::ids::ConnId;
 use proto::v1::{server_frame, ClientFrame};
 
+use messaging::state::home::Phone;
 use messaging::state::mesh_msg::{ReplyTo, ShardMsg};
 
 use super::{send_frame, ServiceTimer, Switchboard};
@@ -130,7 +131,7 @@ impl Switchboard {
         for e in events {
             match e {
                 Event::ToUser { user, frame } => {
-                    let home = messaging::state::home::home_of_phone(&user, io.shard_count());
+                    let home = messaging::state::home::home_of(user, io.shard_count());
                     self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
                 }
                 Event::Mesh(msg) => self.run(io, |s, now, out| s.on_mesh(now, msg, out)),
@@ -189,7 +190,7 @@ impl Switchboard {
                 let Some(port) = self.cluster.as_mut() else {
                     return;
                 };
-                let Some((token, d)) = port.pop_held(&sender) else {
+                let Some((token, d)) = port.pop_held(sender) else {
                     break;
                 };
                 if self.store_inbound(io, token, d, true) {
@@ -202,13 +203,13 @@ impl Switchboard {
     /// A mesh message on a box of a cluster: a 1:1 message or a receipt for a phone with no
     /// account here goes to the gateway; everything else to the state machines.
     pub(super) fn on_mesh_clustered(&mut self, io: &mut ShardIo<Self>, msg: ShardMsg) {
-        let here = |s: &Self, phone: &str| {
+        let here = |s: &Self, phone: Option<Phone>| {
             s.state
                 .as_ref()
-                .is_some_and(|st| st.registry().exists(phone))
+                .is_some_and(|st| phone.is_some_and(|p| st.registry().exists(p)))
         };
         let msg = match msg {
-            ShardMsg::Deliver(d) if d.reply == ReplyTo::Sender && !here(self, &d.to) => {
+            ShardMsg::Deliver(d) if d.reply == ReplyTo::Sender && !here(self, d.to) => {
                 let Some(port) = self.cluster.as_mut() else {
                     return;
                 };
@@ -220,12 +221,12 @@ impl Switchboard {
                     retry_after_ms: BUSY_RETRY_AFTER_MS,
                     client_msg_id: d.client_msg_id,
                 };
-                let home = messaging::state::home::home_of_phone(&d.from, io.shard_count());
+                let home = messaging::state::home::home_of(d.from, io.shard_count());
                 let frame = server_frame::Kind::Busy(busy);
                 let user = d.from;
                 return self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
             }
-            ShardMsg::Receipt { sender, receipt } if !here(self, &sender) => {
+            ShardMsg::Receipt { sender, receipt } if !here(self, Some(sender)) => {
                 if let Some(port) = self.cluster.as_mut() {
                     port.receipt(sender, receipt);
                 }

@@ -13,7 +13,7 @@
 //! form is `cluster/groups.rs`'s.
 
 use engine::ShardIo;
-use messaging::state::home::{home_of_id, home_of_phone};
+use messaging::state::home::{home_of, home_of_id, Phone};
 use messaging::state::mesh_msg::{ReplyTo, ShardMsg};
 use proto::v1::server_frame;
 
@@ -31,9 +31,9 @@ impl Switchboard {
         let Some(state) = self.state.as_ref() else {
             return Some(msg);
         };
-        let here = |phone: &str| state.registry().exists(phone);
+        let here = |phone: Option<Phone>| phone.is_some_and(|p| state.registry().exists(p));
         let leaves = match &msg {
-            ShardMsg::Deliver(d) => d.reply == ReplyTo::Group && !here(&d.to),
+            ShardMsg::Deliver(d) => d.reply == ReplyTo::Group && !here(d.to),
             ShardMsg::GroupSend(d) => !state.group_is_here(d.group_id),
             ShardMsg::GroupOp { op, .. } => {
                 use messaging::state::mesh_msg::GroupOp as Op;
@@ -43,9 +43,9 @@ impl Switchboard {
                 !state.group_is_here(*group_id)
             }
             ShardMsg::GroupAddAnswer { group_id, .. } => !state.group_is_here(*group_id),
-            ShardMsg::GroupAddAsk { members, .. } => members.iter().any(|m| !here(m)),
-            ShardMsg::ToUser { user, frame } => !here(user) && groups::may_cross(frame),
-            ShardMsg::PresenceSub { contact, .. } => !here(contact),
+            ShardMsg::GroupAddAsk { members, .. } => members.iter().any(|m| !here(Phone::parse(m))),
+            ShardMsg::ToUser { user, frame } => !here(Some(*user)) && groups::may_cross(frame),
+            ShardMsg::PresenceSub { contact, .. } => !here(Phone::parse(contact)),
             _ => false,
         };
         if !leaves {
@@ -54,7 +54,7 @@ impl Switchboard {
         match msg {
             ShardMsg::Deliver(d) => {
                 let (group_id, sender, client_msg_id) =
-                    (d.group_id, d.from.clone(), d.client_msg_id);
+                    (d.group_id, d.from.to_e164(), d.client_msg_id);
                 let port = self.cluster.as_mut()?;
                 if port.send(d).is_err() {
                     // The link is full: the send fails and its sender retries.
@@ -73,7 +73,7 @@ impl Switchboard {
                 members,
             } => {
                 let (stay, leave): (Vec<String>, Vec<String>) =
-                    members.into_iter().partition(|m| here(m));
+                    members.into_iter().partition(|m| here(Phone::parse(m)));
                 let mut stay = stay;
                 let port = self.cluster.as_mut()?;
                 for m in leave {
@@ -99,8 +99,8 @@ impl Switchboard {
             }
             other => {
                 let busy_for = match &other {
-                    ShardMsg::GroupSend(d) => Some((d.from.clone(), d.client_msg_id)),
-                    ShardMsg::GroupOp { requester, .. } => Some((requester.clone(), 0)),
+                    ShardMsg::GroupSend(d) => Some((Some(d.from), d.client_msg_id)),
+                    ShardMsg::GroupOp { requester, .. } => Some((Phone::parse(requester), 0)),
                     _ => None,
                 };
                 let env = groups::envelope(other).ok()?;
@@ -108,12 +108,12 @@ impl Switchboard {
                 if !port.forward(Box::new(env)) {
                     // The link is full: the requester hears `Busy`; answers, frames and
                     // presence are dropped as a full mesh would drop a presence update.
-                    if let Some((user, client_msg_id)) = busy_for {
+                    if let Some((Some(user), client_msg_id)) = busy_for {
                         let busy = proto::v1::Busy {
                             retry_after_ms: crate::cluster::BUSY_RETRY_AFTER_MS,
                             client_msg_id,
                         };
-                        let home = home_of_phone(&user, io.shard_count());
+                        let home = home_of(user, io.shard_count());
                         let frame = server_frame::Kind::Busy(busy);
                         self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
                     }

@@ -708,10 +708,7 @@ impl Service for Switchboard {
             STAT_QUEUE_ITEMS | STAT_QUEUE_ITEMS_USER_MAX => {
                 // The server-issued id, never the phone number (shown in /stats).
                 let (user, n) = state.queues().longest_user()?;
-                let id = state
-                    .registry()
-                    .verified(&user.to_string())
-                    .map_or(0, |a| a.user_id);
+                let id = state.registry().verified(user).map_or(0, |a| a.user_id);
                 Some(format!("user id {id} ({n} items)"))
             }
             _ => None,

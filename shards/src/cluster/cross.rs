@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 
+use messaging::state::home::Phone;
 use messaging::state::mesh_msg::{Delivery, ReplyTo};
 
 /// Name of the durable consumer each box reads its own stream with.
@@ -112,8 +113,8 @@ impl Envelope {
     /// A message.
     pub fn message(d: &Delivery) -> Self {
         Envelope {
-            to: d.to.clone(),
-            from: d.from.clone(),
+            to: d.to.map(Phone::to_e164).unwrap_or_default(),
+            from: d.from.to_e164(),
             device: d.device,
             client_msg_id: d.client_msg_id,
             body: d.body.clone(),
@@ -181,11 +182,12 @@ impl Envelope {
     /// group's home would have a member's home store it (its group id kept, so dedupe and
     /// the recipient see a group message; every outcome a `GroupCopyDone` naming the
     /// member, which the port settles on: `port.rs`). The group's box counted the copy
-    /// done when this box's stream took it.
-    pub fn into_delivery(self) -> Delivery {
-        Delivery {
-            to: self.to,
-            from: self.from,
+    /// done when this box's stream took it. `None` when a phone is not E.164 (what
+    /// [`Envelope::check`] refuses: a checked envelope always has one).
+    pub fn into_delivery(self) -> Option<Delivery> {
+        Some(Delivery {
+            to: Some(Phone::parse(&self.to)?),
+            from: Phone::parse(&self.from)?,
             device: self.device,
             client_msg_id: self.client_msg_id,
             group_id: self.group_id,
@@ -198,7 +200,7 @@ impl Envelope {
             } else {
                 ReplyTo::Group
             },
-        }
+        })
     }
 }
 
@@ -320,8 +322,8 @@ mod tests {
 
     fn delivery() -> Delivery {
         Delivery {
-            to: "+15550000001".into(),
-            from: "+15550000002".into(),
+            to: Phone::parse("+15550000001"),
+            from: Phone::parse("+15550000002").unwrap(),
             device: 7,
             client_msg_id: 42,
             group_id: 0,
@@ -338,10 +340,10 @@ mod tests {
         let e = Envelope::message(&delivery());
         let back = Envelope::decode(e.encode_to_vec().as_slice()).unwrap();
         assert!(back.check());
-        let d = back.into_delivery();
+        let d = back.into_delivery().unwrap();
         assert_eq!(
-            (d.to.as_str(), d.client_msg_id, d.device),
-            ("+15550000001", 42, 7)
+            (d.to, d.client_msg_id, d.device),
+            (Phone::parse("+15550000001"), 42, 7)
         );
         assert_eq!(d.reply, ReplyTo::Sender);
     }
@@ -408,7 +410,7 @@ mod tests {
         e.stamp_media_base(Some("https://media-g.test"));
         let back = Envelope::decode(e.encode_to_vec().as_slice()).unwrap();
         assert!(back.check());
-        let d = back.into_delivery();
+        let d = back.into_delivery().unwrap();
         assert_eq!(d.media_base.as_deref(), Some("https://media-a.test:8443"));
         assert_eq!(
             Envelope::message(&d).media_base,
@@ -424,7 +426,7 @@ mod tests {
         let mut link = Envelope::message(&link);
         link.stamp_media_base(Some("https://media-a.test"));
         assert_eq!(link.media_base, "");
-        assert_eq!(link.into_delivery().media_base, None);
+        assert_eq!(link.into_delivery().unwrap().media_base, None);
     }
 
     #[test]

@@ -718,7 +718,7 @@ impl Gw {
             Up::Send(d) => {
                 ClusterStatus::bump(&self.link.status.publish_failures);
                 let sent = Down::Sent {
-                    from: d.from,
+                    from: d.from.to_e164(),
                     client_msg_id: d.client_msg_id,
                     server_msg_id: None,
                     group_id: d.group_id,

@@ -55,6 +55,7 @@
 //! touch a shard's state.
 
 use async_nats::jetstream::kv;
+use messaging::state::home::Phone;
 use proto::limits::GROUP_MEMBERS_MAX;
 use proto::v1::{server_frame, ServerFrame};
 
@@ -306,7 +307,7 @@ pub fn envelope(msg: ShardMsg) -> Result<Envelope, ShardMsg> {
                 ..part(kind, 0)
             };
             Envelope {
-                to: user,
+                to: user.to_e164(),
                 group: Some(g),
                 ..Default::default()
             }
@@ -322,8 +323,8 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
     let msg = match g.kind {
         KIND_SEND => {
             let d = Delivery {
-                to: String::new(),
-                from: env.from,
+                to: None,
+                from: Phone::parse(&env.from)?,
                 device: env.device,
                 client_msg_id: env.client_msg_id,
                 group_id: g.group_id,
@@ -366,7 +367,7 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
             answered: g.answered,
         },
         KIND_TO_USER | KIND_PRESENCE => ShardMsg::ToUser {
-            user: env.to.clone(),
+            user: Phone::parse(&env.to)?,
             frame: frame_of(g.kind, &g.frame)?,
         },
         KIND_PRESENCE_SUB => ShardMsg::PresenceSub {
@@ -381,7 +382,7 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
 /// The shard of `shards` a group message between boxes is for: the home of the group it
 /// names, or of the user; `None` for a group id whose shard this box does not have.
 pub fn home_shard(msg: &ShardMsg, shards: usize) -> Option<usize> {
-    use messaging::state::home::{home_of_id, home_of_phone};
+    use messaging::state::home::{home_of, home_of_id, home_of_phone};
     let group = |id: u64| Some(home_of_id(id).0).filter(|s| *s < shards);
     match msg {
         ShardMsg::GroupSend(d) => group(d.group_id),
@@ -392,7 +393,7 @@ pub fn home_shard(msg: &ShardMsg, shards: usize) -> Option<usize> {
         },
         ShardMsg::GroupAddAnswer { group_id, .. } => group(*group_id),
         ShardMsg::GroupAddAsk { members, .. } => Some(home_of_phone(members.first()?, shards).0),
-        ShardMsg::ToUser { user, .. } => Some(home_of_phone(user, shards).0),
+        ShardMsg::ToUser { user, .. } => Some(home_of(*user, shards).0),
         ShardMsg::PresenceSub { contact, .. } => Some(home_of_phone(contact, shards).0),
         _ => None,
     }
@@ -406,7 +407,11 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
     let Some(g) = env.group else {
         return Vec::new();
     };
-    let to_user = |user: String, frame| ShardMsg::ToUser { user, frame };
+    // Phones a checked envelope names are E.164.
+    let to_user = |user: String, frame| {
+        let user = Phone::parse(&user)?;
+        Some(ShardMsg::ToUser { user, frame })
+    };
     let refusal = |user: String, cmid| {
         let frame = if nowhere {
             messaging::state::effect::error(ErrorCode::UnknownGroup, "no such group", cmid)
@@ -419,8 +424,8 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
         to_user(user, frame)
     };
     match g.kind {
-        KIND_SEND => vec![refusal(env.from, env.client_msg_id)],
-        KIND_OP => vec![refusal(g.who, 0)],
+        KIND_SEND => refusal(env.from, env.client_msg_id).into_iter().collect(),
+        KIND_OP => refusal(g.who, 0).into_iter().collect(),
         KIND_ASK => {
             // As a single box answers about a number nobody has (`group_consent.rs`).
             let detail = format!(
@@ -435,7 +440,7 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
                 accepted: Vec::new(),
                 answered: u32::try_from(g.members.len()).unwrap_or(u32::MAX),
             };
-            vec![to_user(g.who, frame), answer]
+            to_user(g.who, frame).into_iter().chain([answer]).collect()
         }
         // A number nobody has, or a contact on a box that is not live: the hidden answer a
         // single box gives for a number nobody has (step 6). A presence update NATS did not
@@ -447,7 +452,7 @@ pub fn undelivered(env: Envelope, nowhere: bool) -> Vec<ShardMsg> {
                 last_seen_ms: 0,
                 hidden: true,
             });
-            vec![to_user(g.who, frame)]
+            to_user(g.who, frame).into_iter().collect()
         }
         _ => Vec::new(),
     }
@@ -525,14 +530,16 @@ mod tests {
             }
         ));
         let ack = ShardMsg::ToUser {
-            user: B.into(),
+            user: Phone::parse(B).unwrap(),
             frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
                 client_msg_id: 3,
                 server_msg_id: 4,
                 group_id: 7,
             }),
         };
-        assert!(matches!(crosses(ack), ShardMsg::ToUser { user, .. } if user == B));
+        assert!(
+            matches!(crosses(ack), ShardMsg::ToUser { user, .. } if user == Phone::parse(B).unwrap())
+        );
     }
 
     #[test]
@@ -554,11 +561,11 @@ mod tests {
             hidden: false,
         });
         let update = ShardMsg::ToUser {
-            user: A.into(),
+            user: Phone::parse(A).unwrap(),
             frame: seen.clone(),
         };
         let upd = envelope(ShardMsg::ToUser {
-            user: A.into(),
+            user: Phone::parse(A).unwrap(),
             frame: seen.clone(),
         })
         .unwrap();
@@ -566,7 +573,7 @@ mod tests {
         assert!(g.kind == KIND_PRESENCE && g.is_presence());
         assert!(matches!(crosses(update),
             ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }
-                if user == A && p.phone == B && p.online));
+                if user == Phone::parse(A).unwrap() && p.phone == B && p.online));
         // Each kind carries its own frames only.
         let mut as_group = upd.clone();
         as_group.group.as_mut().unwrap().kind = KIND_TO_USER;
@@ -592,7 +599,7 @@ mod tests {
         let answers = undelivered(nowhere.clone(), true);
         assert!(matches!(&answers[..],
             [ShardMsg::ToUser { user, frame: server_frame::Kind::Presence(p) }]
-                if user == A && p.phone == B && p.hidden && !p.online && p.last_seen_ms == 0));
+                if *user == Phone::parse(A).unwrap() && p.phone == B && p.hidden && !p.online && p.last_seen_ms == 0));
         assert!(
             undelivered(nowhere, false).is_empty(),
             "lost, as on a full mesh"
@@ -634,7 +641,7 @@ mod tests {
         assert!(!unknown_kind.check());
         // A 1:1 ack is no group frame: it never crosses this way.
         let one_to_one = ShardMsg::ToUser {
-            user: B.into(),
+            user: Phone::parse(B).unwrap(),
             frame: server_frame::Kind::ServerAck(Default::default()),
         };
         assert!(envelope(one_to_one).is_err());

@@ -20,6 +20,7 @@
 //! This module owns the parked frames; the adapter (`adapter/cluster.rs`) carries out what
 //! [`Port::poll`] returns.
 
+use messaging::state::home::Phone;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -90,7 +91,7 @@ pub enum Event {
     /// A frame for a user homed on this box, via its home shard (`ServerAck` or `Busy`).
     ToUser {
         /// The user.
-        user: String,
+        user: Phone,
         /// The frame.
         frame: server_frame::Kind,
     },
@@ -148,17 +149,17 @@ pub struct Port {
     next_token: u64,
     /// Messages from other boxes handed to the state machines, by (sender, client id),
     /// until their answer (`Port::settle`).
-    inbound: HashMap<(String, u64), u64>,
+    inbound: HashMap<(Phone, u64), u64>,
     /// Per sender, messages from other boxes held in order behind one the state machines
     /// refused (busy, queue full): retried in order, so that a sender's later messages
     /// never overtake it (the recipient's dedupe relies on that order).
-    held: HashMap<String, std::collections::VecDeque<(u64, Box<Delivery>)>>,
+    held: HashMap<Phone, std::collections::VecDeque<(u64, Box<Delivery>)>>,
     held_count: usize,
     /// Copies of group sends from other boxes handed to the state machines, by (sender,
     /// client id, member), until their `GroupCopyDone` (`Port::deliver_copy`).
-    copies: HashMap<(String, u64, messaging::state::home::Phone), u64>,
+    copies: HashMap<(Phone, u64, Phone), u64>,
     /// The message the state machines just refused, with its token (`Port::after_store`).
-    refused: Option<((String, u64), u64)>,
+    refused: Option<((Phone, u64), u64)>,
     counters: PortCounters,
     /// A poll timer is set.
     /// When the poll timer set last is due (`None`: none is pending).
@@ -246,7 +247,8 @@ impl Port {
 
     /// A receipt for a sender with no account here: to the gateway. Dropped (counted) when
     /// the link is full, as a single box drops a receipt its sender's full queue refuses.
-    pub fn receipt(&mut self, sender: String, receipt: proto::v1::Receipt) {
+    pub fn receipt(&mut self, sender: Phone, receipt: proto::v1::Receipt) {
+        let sender = sender.to_e164();
         if self
             .link
             .up(self.shard, Up::Receipt { sender, receipt })
@@ -285,7 +287,11 @@ impl Port {
             if self.copies.is_empty() {
                 return false;
             }
-            let key = (sender.clone(), *client_msg_id, *member);
+            // The group path carries the sender as text: E.164 (it passed validation).
+            let Some(sender) = Phone::parse(sender) else {
+                return false;
+            };
+            let key = (sender, *client_msg_id, *member);
             let Some(token) = self.copies.remove(&key) else {
                 return false;
             };
@@ -310,7 +316,7 @@ impl Port {
             server_frame::Kind::Error(e) => (e.client_msg_id, false),
             _ => return false,
         };
-        let key = (user.clone(), client_msg_id);
+        let key = (*user, client_msg_id);
         let Some(token) = self.inbound.remove(&key) else {
             return false;
         };
@@ -333,7 +339,7 @@ impl Port {
         let Some(line) = self.held.get_mut(&d.from) else {
             return Some((token, d));
         };
-        self.inbound.remove(&(d.from.clone(), d.client_msg_id));
+        self.inbound.remove(&(d.from, d.client_msg_id));
         line.push_back((token, d));
         self.held_count += 1;
         None
@@ -343,7 +349,7 @@ impl Port {
     /// taken from the front of its sender's line): held again in its place if the state
     /// machines refused it; true if so.
     pub fn after_store(&mut self, token: u64, delivery: Box<Delivery>, retried: bool) -> bool {
-        let key = (delivery.from.clone(), delivery.client_msg_id);
+        let key = (delivery.from, delivery.client_msg_id);
         match self.refused.take() {
             Some((k, t)) if k == key && t == token => {
                 let line = self.held.entry(key.0).or_default();
@@ -378,20 +384,19 @@ impl Port {
     }
 
     /// Senders with messages held now.
-    pub fn held_senders(&self) -> Vec<String> {
-        self.held.keys().cloned().collect()
+    pub fn held_senders(&self) -> Vec<Phone> {
+        self.held.keys().copied().collect()
     }
 
     /// The next held message of `sender`, handed over again now.
-    pub fn pop_held(&mut self, sender: &str) -> Option<(u64, Box<Delivery>)> {
-        let line = self.held.get_mut(sender)?;
+    pub fn pop_held(&mut self, sender: Phone) -> Option<(u64, Box<Delivery>)> {
+        let line = self.held.get_mut(&sender)?;
         let (token, d) = line.pop_front()?;
         self.held_count -= 1;
         if line.is_empty() {
-            self.held.remove(sender);
+            self.held.remove(&sender);
         }
-        self.inbound
-            .insert((d.from.clone(), d.client_msg_id), token);
+        self.inbound.insert((d.from, d.client_msg_id), token);
         Some((token, d))
     }
 
@@ -408,7 +413,8 @@ impl Port {
                     server_msg_id,
                     group_id: 0,
                 } => {
-                    events.push(sent(from, client_msg_id, server_msg_id));
+                    // Our own sender, as the gateway got it from this box: E.164.
+                    events.extend(sent(&from, client_msg_id, server_msg_id));
                     continue;
                 }
                 Down::Sent {
@@ -438,7 +444,10 @@ impl Port {
                     continue;
                 }
                 Down::Receipt { sender, receipt } => {
-                    events.push(Event::Mesh(ShardMsg::Receipt { sender, receipt }));
+                    // Checked at the gateway (`Envelope::check`): E.164.
+                    if let Some(sender) = Phone::parse(&sender) {
+                        events.push(Event::Mesh(ShardMsg::Receipt { sender, receipt }));
+                    }
                     continue;
                 }
                 Down::MembersChanged => {
@@ -480,7 +489,7 @@ impl Port {
 
     /// A message from another box: remembered until its answer, then handed over.
     fn deliver(&mut self, token: u64, d: Box<Delivery>, events: &mut Vec<Event>) {
-        let key = (d.from.clone(), d.client_msg_id);
+        let key = (d.from, d.client_msg_id);
         let full = self.inbound.len() + self.held_count >= PORT_INBOUND_MAX;
         let again = self.inbound.contains_key(&key)
             || self
@@ -518,7 +527,7 @@ impl Port {
     /// no place in their sender's line of held messages. The same copy twice (delivered
     /// again) or too many unanswered: later.
     fn deliver_copy(&mut self, token: u64, d: Box<Delivery>, events: &mut Vec<Event>) {
-        let Some(member) = messaging::state::home::Phone::parse(&d.to) else {
+        let Some(member) = d.to else {
             let _ = self.link.up(
                 self.shard,
                 Up::Done {
@@ -528,7 +537,7 @@ impl Port {
             );
             return; // checked at the gateway: E.164
         };
-        let key = (d.from.clone(), d.client_msg_id, member);
+        let key = (d.from, d.client_msg_id, member);
         let full = self.inbound.len() + self.copies.len() + self.held_count >= PORT_INBOUND_MAX;
         if full || self.copies.contains_key(&key) {
             let stored = false;
@@ -576,7 +585,7 @@ impl Port {
 }
 
 /// The sender's answer for a message published (or not) to another box.
-fn sent(from: String, client_msg_id: u64, server_msg_id: Option<u64>) -> Event {
+fn sent(from: &str, client_msg_id: u64, server_msg_id: Option<u64>) -> Option<Event> {
     let frame = match server_msg_id {
         Some(id) => server_frame::Kind::ServerAck(proto::v1::ServerAck {
             client_msg_id,
@@ -588,7 +597,8 @@ fn sent(from: String, client_msg_id: u64, server_msg_id: Option<u64>) -> Event {
             client_msg_id,
         }),
     };
-    Event::ToUser { user: from, frame }
+    let user = Phone::parse(from)?;
+    Some(Event::ToUser { user, frame })
 }
 
 #[cfg(test)]

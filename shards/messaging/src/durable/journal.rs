@@ -485,10 +485,10 @@ mod tests {
     fn item(id: u64) -> Record {
         Record {
             kind: Some(record::Kind::Item(ItemRec {
-                user: "u".into(),
+                user: crate::state::home::Phone::parse("+15550000001"),
                 id,
                 frame: vec![1, 2, 3],
-                sender: "s".into(),
+                sender: crate::state::home::Phone::parse("+15550000002"),
                 client_msg_id: id,
                 group_id: 0,
                 sender_device: 0,
@@ -499,7 +499,7 @@ mod tests {
     fn removed(id: u64) -> Record {
         Record {
             kind: Some(record::Kind::Removed(RemovedRec {
-                user: "u".into(),
+                user: crate::state::home::Phone::parse("+15550000001"),
                 id,
             })),
         }

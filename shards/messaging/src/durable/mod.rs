@@ -4,6 +4,7 @@
 //! the files and hands in what implements the traits.
 
 pub mod journal;
+mod queue_rec;
 pub mod record;
 pub mod replay;
 pub mod snapshot;

@@ -74,42 +74,7 @@ pub struct AccountRec {
     pub key_hash: Vec<u8>,
 }
 
-/// An item in a user's queue: a message, or a receipt for an offline sender.
-#[derive(Clone, PartialEq, Message)]
-pub struct ItemRec {
-    /// Whose queue.
-    #[prost(string, tag = "1")]
-    pub user: String,
-    /// The item's server id (message id, or receipt id).
-    #[prost(uint64, tag = "2")]
-    pub id: u64,
-    /// The frame to deliver, encoded (`ServerFrame`).
-    #[prost(bytes = "vec", tag = "3")]
-    pub frame: Vec<u8>,
-    /// For messages: who sent it (receipts go back there).
-    #[prost(string, tag = "4")]
-    pub sender: String,
-    /// For messages: the sender's id for it (dedupe, receipts).
-    #[prost(uint64, tag = "5")]
-    pub client_msg_id: u64,
-    /// For group messages: the group.
-    #[prost(uint64, tag = "6")]
-    pub group_id: u64,
-    /// For messages: the sender's device (`dedupe::device_of`; 0 in logs written before it).
-    #[prost(uint32, tag = "7")]
-    pub sender_device: u32,
-}
-
-/// An item removed from a user's queue.
-#[derive(Clone, PartialEq, Message)]
-pub struct RemovedRec {
-    /// Whose queue.
-    #[prost(string, tag = "1")]
-    pub user: String,
-    /// The item's id.
-    #[prost(uint64, tag = "2")]
-    pub id: u64,
-}
+pub use super::queue_rec::{ItemRec, RemovedRec};
 
 /// A group's state.
 #[derive(Clone, PartialEq, Message)]
@@ -486,10 +451,10 @@ mod tests {
     fn item(id: u64) -> Record {
         Record {
             kind: Some(record::Kind::Item(ItemRec {
-                user: "+15550000001".into(),
+                user: crate::state::home::Phone::parse("+15550000001"),
                 id,
                 frame: vec![1, 2, 3],
-                sender: "+15550000002".into(),
+                sender: crate::state::home::Phone::parse("+15550000002"),
                 client_msg_id: id,
                 group_id: 0,
                 sender_device: 0,
@@ -605,10 +570,10 @@ mod tests {
         .encode_to_vec();
         Record {
             kind: Some(record::Kind::Item(ItemRec {
-                user: "+15550000001".into(),
+                user: crate::state::home::Phone::parse("+15550000001"),
                 id,
                 frame,
-                sender: "+15550000002".into(),
+                sender: crate::state::home::Phone::parse("+15550000002"),
                 client_msg_id: id,
                 group_id: 0,
                 sender_device: 0,

@@ -150,7 +150,7 @@ impl ShardState {
             Some(record::record::Kind::Item(_)) | None => {}
             Some(record::record::Kind::Removed(x)) => {
                 self.ids.observe(x.id);
-                if let Some(user) = Phone::parse(&x.user) {
+                if let Some(user) = x.user {
                     r.removed.insert(x.id, user);
                 }
             }
@@ -176,7 +176,7 @@ impl ShardState {
         if i.client_msg_id != 0 {
             self.dedupe.insert_from_item(&i);
         }
-        if Phone::parse(&i.user).is_some_and(|u| r.removed.get(&i.id) == Some(&u)) {
+        if i.user.is_some_and(|u| r.removed.get(&i.id) == Some(&u)) {
             return;
         }
         // No frame: a send to a number nobody has, kept for dedupe only (`route.rs`).
@@ -186,7 +186,7 @@ impl ShardState {
         if let Some(item) = Item::from_record(&i) {
             // Replay never exceeds what was accepted before, but a lowered limit could:
             // keep what is there rather than drop acknowledged messages.
-            let _ = self.queues.restore(&i.user, item);
+            let _ = self.queues.restore(i.user, item);
         }
     }
 
@@ -238,10 +238,10 @@ mod tests {
         .encode_to_vec();
         Record {
             kind: Some(Kind::Item(ItemRec {
-                user: format!("+1555000{user:04}"),
+                user: crate::state::home::Phone::parse(&format!("+1555000{user:04}")),
                 id,
                 frame,
-                sender,
+                sender: crate::state::home::Phone::parse(&sender),
                 client_msg_id: id,
                 group_id: 0,
                 sender_device: 0,
@@ -252,7 +252,7 @@ mod tests {
     fn removed(user: u64, id: u64) -> Record {
         Record {
             kind: Some(Kind::Removed(RemovedRec {
-                user: format!("+1555000{user:04}"),
+                user: crate::state::home::Phone::parse(&format!("+1555000{user:04}")),
                 id,
             })),
         }

@@ -142,9 +142,8 @@ impl ShardState {
                     &mut walk.begun,
                     left,
                     |user, q| {
-                        let user = user.to_string();
                         q.items()
-                            .map(|i| cost(rec(record::Kind::Item(item_record(&user, i)))))
+                            .map(|i| cost(rec(record::Kind::Item(item_record(*user, i)))))
                             .sum()
                     },
                 ),
@@ -194,7 +193,7 @@ mod tests {
     struct Durable {
         accounts: BTreeMap<String, AccountRec>,
         groups: BTreeMap<u64, GroupRec>,
-        queues: BTreeMap<String, Vec<ItemRec>>,
+        queues: BTreeMap<Option<crate::state::home::Phone>, Vec<ItemRec>>,
         windows: BTreeMap<(String, u64), Vec<DedupeRec>>,
     }
 
@@ -208,7 +207,7 @@ mod tests {
                 record::Kind::Group(g) => {
                     d.groups.insert(g.group_id, g);
                 }
-                record::Kind::Item(i) => d.queues.entry(i.user.clone()).or_default().push(i),
+                record::Kind::Item(i) => d.queues.entry(i.user).or_default().push(i),
                 record::Kind::Dedupe(w) => d
                     .windows
                     .entry((w.sender.clone(), w.group_id))

@@ -5,7 +5,7 @@
 
 use crate::durable::record::{record, Record};
 use crate::state::effect::{AfterCommit, Out};
-use crate::state::home::E164_BYTES_MAX;
+use crate::state::home::{AsPhone, Phone, E164_BYTES_MAX};
 use crate::state::mesh_msg::ShardMsg;
 use crate::state::{busy, item_record, ShardState};
 use crate::tables::queues::Item;
@@ -43,9 +43,7 @@ impl ShardState {
                 let Some(user) = self.sessions.user_of(conn) else {
                     return out.error(conn, ErrorCode::NotLoggedIn, "log in first", 0);
                 };
-                // The E.164 form on the stack: only handlers that keep it make a `String`.
-                let mut buf = [0u8; E164_BYTES_MAX];
-                self.on_user_frame(now, conn, user.e164_in(&mut buf), other, out);
+                self.on_user_frame(now, conn, user, other, out);
             }
         }
     }
@@ -54,19 +52,23 @@ impl ShardState {
         &mut self,
         now: u64,
         conn: ConnId,
-        user: &str,
+        phone: Phone,
         kind: client_frame::Kind,
         out: &mut Out,
     ) {
+        // The 1:1 path (send, ack, read) carries the `Phone`; the rest take the E.164 form,
+        // printed on the stack: only handlers that keep it make a `String`.
+        let mut buf = [0u8; E164_BYTES_MAX];
+        let user = phone.e164_in(&mut buf);
         use client_frame::Kind as K;
         match kind {
             K::Send(s) if self.refused_busy(conn, s.client_msg_id, out) => {}
             K::GroupSend(g) if self.refused_busy(conn, g.client_msg_id, out) => {}
             // Fans out to every contact's home: admitted like a send.
             K::PresenceSubscribe(_) if self.refused_busy(conn, 0, out) => {}
-            K::Send(s) => self.on_send(now, conn, user.to_owned(), s, out),
-            K::Ack(a) => self.on_ack(now, user, a.server_msg_ids, out),
-            K::Read(r) => self.on_read(now, user, r.server_msg_ids, out),
+            K::Send(s) => self.on_send(now, conn, phone, s, out),
+            K::Ack(a) => self.on_ack(now, phone, a.server_msg_ids, out),
+            K::Read(r) => self.on_read(now, phone, r.server_msg_ids, out),
             K::GroupCreate(g) => self.on_group_create(now, conn, user.to_owned(), g, out),
             K::GroupAdd(g) => self.group_op(
                 user.to_owned(),
@@ -148,7 +150,7 @@ impl ShardState {
         match msg {
             ShardMsg::Deliver(d) => self.on_deliver(now, *d, out),
             ShardMsg::ToUser { user, frame } => {
-                if let Some(conn) = self.sessions.conn_of(&user) {
+                if let Some(conn) = self.sessions.conn_of(user) {
                     out.frame(conn, frame);
                 }
             }
@@ -194,7 +196,7 @@ impl ShardState {
                 made_account,
             } => self.on_account_durable(conn, &phone, made_account, out),
             AfterCommit::ItemDurable { user, id } => {
-                let Some(item) = self.queues.mark_durable(&user, id) else {
+                let Some(item) = self.queues.mark_durable(user, id) else {
                     return; // acked (and answered then) before it became durable
                 };
                 if !item.answered {
@@ -202,18 +204,22 @@ impl ShardState {
                     let (sender, client_msg_id, group_id) =
                         (item.sender, item.client_msg_id, item.group_id());
                     // Receipts start answered: an unanswered item is a message.
-                    let sender = sender.map(|s| s.to_string()).unwrap_or_default();
-                    self.answer_stored(&sender, client_msg_id, group_id, (id, &user), out);
+                    if let Some(sender) = sender {
+                        self.answer_stored(sender, client_msg_id, group_id, (id, user), out);
+                    }
                 }
-                if self.sessions.conn_of(&user).is_none() {
-                    self.maybe_push(&user, out);
+                if self.sessions.conn_of(user).is_none() {
+                    self.maybe_push(user, out);
                 }
             }
         }
     }
 
     /// Sends `user` what is unsent, within the window.
-    pub(crate) fn pump(&mut self, user: &str, out: &mut Out) {
+    pub(crate) fn pump(&mut self, user: impl AsPhone, out: &mut Out) {
+        let Some(user) = user.as_phone() else {
+            return;
+        };
         let Some(conn) = self.sessions.conn_of(user) else {
             return;
         };
@@ -222,13 +228,13 @@ impl ShardState {
         });
     }
 
-    fn maybe_push(&mut self, user: &str, out: &mut Out) {
+    fn maybe_push(&mut self, user: Phone, out: &mut Out) {
         if let Some(q) = self.queues.get_mut(user) {
             if !q.push_notified {
                 q.push_notified = true;
                 let user_id = self.registry.verified(user).map_or(0, |a| a.user_id);
                 out.now.push(crate::state::effect::Effect::Push {
-                    phone: user.to_string(),
+                    phone: user.to_e164(),
                     user_id,
                 });
             }
@@ -239,10 +245,13 @@ impl ShardState {
     /// (delivery does not wait for the disk; the sender's answer does, or for the ack).
     pub(crate) fn enqueue(
         &mut self,
-        user: &str,
+        user: impl AsPhone,
         item: Item,
         out: &mut Out,
     ) -> Result<(), crate::tables::queues::QueueFull> {
+        let Some(user) = user.as_phone() else {
+            return Err(crate::tables::queues::QueueFull::Queue); // users homed here are E.164
+        };
         let rec = item_record(user, &item);
         let id = item.id;
         self.queues.push(user, item)?;
@@ -250,10 +259,7 @@ impl ShardState {
         out.records.push(Record {
             kind: Some(record::Kind::Item(rec)),
         });
-        out.after_commit.push(AfterCommit::ItemDurable {
-            user: user.to_string(),
-            id,
-        });
+        out.after_commit.push(AfterCommit::ItemDurable { user, id });
         self.pump(user, out);
         Ok(())
     }

@@ -7,7 +7,7 @@ use proto::v1::{server_frame, ErrorCode, GroupCreate, GroupSend};
 
 use crate::durable::record::{record, GroupRec, Record};
 use crate::state::effect::{error, rate_limited, rate_limited_send, AfterCommit, Effect, Out};
-use crate::state::home::{home_of_id, Phone};
+use crate::state::home::{home_of_id, AsPhone, Phone};
 use crate::state::limits::GROUPS_ADMINISTERED_PER_USER_MAX;
 use crate::state::mesh_msg::{Delivery, GroupOp, ReplyTo, ShardMsg};
 use crate::state::ShardState;
@@ -15,14 +15,14 @@ use crate::state::ShardState;
 use crate::tables::groups::{FanoutEnd, FanoutKey};
 
 impl ShardState {
-    fn to_user(&self, user: &str, frame: server_frame::Kind) -> Effect {
-        Effect::Mesh(
-            self.home(user),
-            ShardMsg::ToUser {
-                user: user.to_string(),
-                frame,
-            },
-        )
+    /// A frame for `user`, at their home; `None` when `user` is not E.164 (every phone in
+    /// the state is: it passed `proto::validate`, or replay's parse).
+    pub(crate) fn to_user(&self, user: impl AsPhone, frame: server_frame::Kind) -> Option<Effect> {
+        let user = user.as_phone()?;
+        Some(Effect::Mesh(
+            self.home_phone(user),
+            ShardMsg::ToUser { user, frame },
+        ))
     }
 
     fn group_home_valid(&self, group_id: u64) -> bool {
@@ -79,7 +79,7 @@ impl ShardState {
         // To the user's session at commit time, not to `conn`: a client that reconnected
         // meanwhile still learns its group's id.
         let e = self.to_user(&user, created);
-        out.after_commit.push(AfterCommit::Effect(e));
+        out.after_commit.extend(e.map(AfterCommit::Effect));
     }
 
     pub(crate) fn persist_group(&mut self, rec: GroupRec, out: &mut Out) {
@@ -93,7 +93,7 @@ impl ShardState {
     pub(crate) fn group_op(&mut self, user: String, op: GroupOp, group_id: u64, out: &mut Out) {
         if !self.group_home_valid(group_id) {
             let e = error(ErrorCode::UnknownGroup, "no such group", 0);
-            return out.now.push(self.to_user(&user, e));
+            return out.now.extend(self.to_user(&user, e));
         }
         out.mesh(
             home_of_id(group_id),
@@ -112,11 +112,12 @@ impl ShardState {
         };
         let Some(group) = self.groups.get(group_id) else {
             let e = error(ErrorCode::UnknownGroup, "no such group", 0);
-            return out.now.push(self.to_user(&requester, e));
+            return out.now.extend(self.to_user(&requester, e));
         };
         let is_member = group.members.contains(&requester);
         let refuse = |s: &Self, out: &mut Out, code, detail| {
-            out.now.push(s.to_user(&requester, error(code, detail, 0)))
+            out.now
+                .extend(s.to_user(&requester, error(code, detail, 0)))
         };
         match op {
             GroupOp::Members { .. } if is_member => {
@@ -126,7 +127,7 @@ impl ShardState {
                     admin: group.admin,
                     members: group.members,
                 });
-                out.now.push(self.to_user(&requester, frame));
+                out.now.extend(self.to_user(&requester, frame));
             }
             GroupOp::Members { .. } => refuse(self, out, ErrorCode::NotGroupMember, "not a member"),
             GroupOp::Add { members, .. } if requester == group.admin => {
@@ -198,19 +199,22 @@ impl ShardState {
         told.extend(old.members.iter().filter(|m| !members.contains(m)));
         for m in told {
             let e = self.to_user(m, frame.clone());
-            out.after_commit.push(AfterCommit::Effect(e));
+            out.after_commit.extend(e.map(AfterCommit::Effect));
         }
     }
 
     pub(crate) fn on_group_send(&mut self, now: u64, user: String, g: GroupSend, out: &mut Out) {
         if !self.group_home_valid(g.group_id) {
             let e = error(ErrorCode::UnknownGroup, "no such group", g.client_msg_id);
-            return out.now.push(self.to_user(&user, e));
+            return out.now.extend(self.to_user(&user, e));
         }
-        let device = self.device_of(&user);
+        let Some(from) = Phone::parse(&user) else {
+            return; // validated at login
+        };
+        let device = self.device_of(from);
         let d = Delivery {
-            to: String::new(),
-            from: user,
+            to: None,
+            from,
             device,
             client_msg_id: g.client_msg_id,
             group_id: g.group_id,
@@ -229,25 +233,24 @@ impl ShardState {
     pub(crate) fn on_group_send_at_home(&mut self, now: u64, d: Delivery, out: &mut Out) {
         let Some(group) = self.groups.get(d.group_id) else {
             let e = error(ErrorCode::UnknownGroup, "no such group", d.client_msg_id);
-            return out.now.push(self.to_user(&d.from, e));
+            return out.now.extend(self.to_user(d.from, e));
         };
-        if !group.members.contains(&d.from) {
+        let from = d.from.to_e164();
+        if !group.members.contains(&from) {
             let e = error(ErrorCode::NotGroupMember, "not a member", d.client_msg_id);
-            return out.now.push(self.to_user(&d.from, e));
+            return out.now.extend(self.to_user(d.from, e));
         }
         let copies: Vec<String> = group
             .members
             .iter()
-            .filter(|m| **m != d.from)
+            .filter(|m| **m != from)
             .cloned()
             .collect();
-        let Some(sender) = crate::state::home::Phone::parse(&d.from) else {
-            return; // a member: E.164
-        };
+        let sender = d.from;
         if let Some(retry_after_ms) = self.busy {
             out.busy_refusals += 1;
             let frame = crate::state::busy(retry_after_ms, d.client_msg_id);
-            return out.now.push(self.to_user(&d.from, frame));
+            return out.now.extend(self.to_user(d.from, frame));
         }
         // At most GROUP_MEMBERS_MAX copies.
         let units = u32::try_from(copies.len()).unwrap_or(u32::MAX);
@@ -255,7 +258,7 @@ impl ShardState {
             self.abuse.refused_group_fanout += 1;
             let detail = "group messages too fast";
             let frame = rate_limited_send(detail, retry_after_ms, d.client_msg_id);
-            return out.now.push(self.to_user(&d.from, frame));
+            return out.now.extend(self.to_user(d.from, frame));
         }
         let ack_id = self.ids.issue();
         let key = FanoutKey {
@@ -266,21 +269,27 @@ impl ShardState {
         if copies.is_empty() {
             return out
                 .now
-                .push(self.group_ack(&d.from, d.client_msg_id, ack_id, d.group_id));
+                .extend(self.group_ack(d.from, d.client_msg_id, ack_id, d.group_id));
         }
         if !self.groups.start_fanout(key, copies.len(), ack_id) {
             return; // a retry of a send still fanning out: its answer is on the way
         }
         for m in copies {
             let copy = Delivery {
-                to: m.clone(),
+                to: Phone::parse(&m),
                 ..d.clone()
             };
             out.mesh(self.home(&m), ShardMsg::Deliver(Box::new(copy)));
         }
     }
 
-    fn group_ack(&self, sender: &str, client_msg_id: u64, ack_id: u64, group_id: u64) -> Effect {
+    fn group_ack(
+        &self,
+        sender: impl AsPhone,
+        client_msg_id: u64,
+        ack_id: u64,
+        group_id: u64,
+    ) -> Option<Effect> {
         let ack = server_frame::Kind::ServerAck(proto::v1::ServerAck {
             client_msg_id,
             server_msg_id: ack_id,
@@ -331,12 +340,12 @@ impl ShardState {
         match self.groups.copy_done(&key, stored) {
             Some(FanoutEnd::Stored(ack_id)) => {
                 out.now
-                    .push(self.group_ack(&sender, client_msg_id, ack_id, group_id));
+                    .extend(self.group_ack(&sender, client_msg_id, ack_id, group_id));
             }
             Some(FanoutEnd::Failed) => {
                 let retry = crate::state::limits::BUSY_RETRY_AFTER_MS;
                 let frame = crate::state::busy(retry, client_msg_id);
-                out.now.push(self.to_user(&sender, frame));
+                out.now.extend(self.to_user(&sender, frame));
             }
             None => {}
         }

@@ -30,7 +30,7 @@
 //! themselves are `group.rs`'s, the contacts `presence.rs`'s.
 
 use crate::durable::record::GroupRec;
-use crate::state::effect::{error, rate_limited, AfterCommit, Effect, Out};
+use crate::state::effect::{error, rate_limited, AfterCommit, Out};
 use crate::state::home::Phone;
 use crate::state::limits::GROUP_ADD_ANSWER_TIMEOUT_MS;
 use crate::state::mesh_msg::ShardMsg;
@@ -140,13 +140,7 @@ impl ShardState {
                 refused.join(", ")
             );
             let frame = error(ErrorCode::GroupAddRefused, &detail, 0);
-            out.mesh(
-                self.home(&adder),
-                ShardMsg::ToUser {
-                    user: adder.clone(),
-                    frame,
-                },
-            );
+            out.now.extend(self.to_user(&adder, frame));
         }
         let answer = ShardMsg::GroupAddAnswer {
             group_id,
@@ -199,14 +193,8 @@ impl ShardState {
             client_req_id: p.client_req_id,
             group_id,
         });
-        let e = Effect::Mesh(
-            self.home(&p.creator),
-            ShardMsg::ToUser {
-                user: p.creator,
-                frame: created,
-            },
-        );
-        out.after_commit.push(AfterCommit::Effect(e));
+        let e = self.to_user(&p.creator, created);
+        out.after_commit.extend(e.map(AfterCommit::Effect));
     }
 
     fn add_accepted(&mut self, group_id: u64, adder: String, accepted: Vec<String>, out: &mut Out) {
@@ -227,11 +215,7 @@ impl ShardState {
         }
         if new.len() > proto::limits::GROUP_MEMBERS_MAX {
             let frame = error(ErrorCode::GroupTooLarge, "too many members", 0);
-            let to = ShardMsg::ToUser {
-                user: adder.clone(),
-                frame,
-            };
-            return out.mesh(self.home(&adder), to);
+            return out.now.extend(self.to_user(&adder, frame));
         }
         self.change_members(group_id, group, new, out);
     }

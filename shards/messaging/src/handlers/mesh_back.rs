@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 
+use crate::state::home::Phone;
 use proto::ids::ShardId;
 use proto::v1::server_frame;
 
@@ -104,9 +105,9 @@ impl ShardState {
     pub fn on_mesh_refused(&mut self, msg: ShardMsg, out: &mut Out) -> HandedBack {
         self.mesh_back.handed_back += 1;
         let (sender, client_msg_id) = match &msg {
-            ShardMsg::Deliver(d) if d.reply == ReplyTo::Sender => (&d.from, d.client_msg_id),
-            ShardMsg::GroupSend(d) => (&d.from, d.client_msg_id),
-            ShardMsg::GroupOp { requester, .. } => (requester, 0),
+            ShardMsg::Deliver(d) if d.reply == ReplyTo::Sender => (Some(d.from), d.client_msg_id),
+            ShardMsg::GroupSend(d) => (Some(d.from), d.client_msg_id),
+            ShardMsg::GroupOp { requester, .. } => (Phone::parse(requester), 0),
             ShardMsg::PresenceSub { .. }
             | ShardMsg::ToUser {
                 frame: server_frame::Kind::Presence(_),
@@ -150,8 +151,8 @@ mod tests {
 
     fn delivery(reply: ReplyTo) -> Delivery {
         Delivery {
-            to: B.into(),
-            from: A.into(),
+            to: Phone::parse(B),
+            from: Phone::parse(A).unwrap(),
             device: 0,
             client_msg_id: 7,
             group_id: if reply == ReplyTo::Group { 9 } else { 0 },
@@ -165,7 +166,7 @@ mod tests {
 
     fn ack(n: u64) -> ShardMsg {
         ShardMsg::ToUser {
-            user: A.into(),
+            user: Phone::parse(A).unwrap(),
             frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
                 client_msg_id: n,
                 ..Default::default()
@@ -259,7 +260,7 @@ mod tests {
             HandedBack::Dropped
         ));
         let ack = ShardMsg::ToUser {
-            user: A.into(),
+            user: Phone::parse(A).unwrap(),
             frame: server_frame::Kind::ServerAck(Default::default()),
         };
         assert!(matches!(
@@ -272,7 +273,7 @@ mod tests {
             HandedBack::Hold(_)
         ));
         let receipt = ShardMsg::Receipt {
-            sender: A.into(),
+            sender: Phone::parse(A).unwrap(),
             receipt: Default::default(),
         };
         assert!(matches!(

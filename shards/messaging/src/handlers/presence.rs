@@ -86,13 +86,7 @@ impl ShardState {
         {
             let online = self.sessions.conn_of(user).is_some();
             let frame = presence_frame(user, online, 0);
-            out.mesh(
-                self.home(&contact),
-                ShardMsg::ToUser {
-                    user: contact.clone(),
-                    frame,
-                },
-            );
+            out.now.extend(self.to_user(&contact, frame));
         }
         let home = self.home(&contact);
         out.mesh(
@@ -115,20 +109,13 @@ impl ShardState {
         subscriber: String,
         out: &mut Out,
     ) {
-        let home = self.home(&subscriber);
         let known = self.registry.exists(&contact);
         if !known || !self.presence.subscribe(&contact, &subscriber, now) {
             if known {
                 tracing::debug!("presence subscribers at limit");
             }
             let frame = hidden_frame(contact);
-            return out.mesh(
-                home,
-                ShardMsg::ToUser {
-                    user: subscriber,
-                    frame,
-                },
-            );
+            return out.now.extend(self.to_user(&subscriber, frame));
         }
         let frame = if self.presence.allows(&contact, &subscriber, now) {
             let online = self.sessions.conn_of(&contact).is_some();
@@ -141,13 +128,7 @@ impl ShardState {
         } else {
             hidden_frame(contact)
         };
-        out.mesh(
-            home,
-            ShardMsg::ToUser {
-                user: subscriber,
-                frame,
-            },
-        );
+        out.now.extend(self.to_user(&subscriber, frame));
     }
 
     /// Another box of a cluster joined or started again (it holds no presence state) or
@@ -196,7 +177,7 @@ impl ShardState {
         }
         for s in self.presence.audience_of(user, now) {
             let frame = presence_frame(user, online, if online { 0 } else { now });
-            out.mesh(self.home(&s), ShardMsg::ToUser { user: s, frame });
+            out.now.extend(self.to_user(&s, frame));
         }
     }
 }

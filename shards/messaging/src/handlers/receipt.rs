@@ -8,6 +8,7 @@
 
 use crate::durable::record::{record, Record, RemovedRec};
 use crate::state::effect::Out;
+use crate::state::home::Phone;
 use crate::state::mesh_msg::ShardMsg;
 use crate::state::ShardState;
 use crate::tables::queues::Item;
@@ -16,7 +17,7 @@ use proto::v1::{server_frame, Receipt, ReceiptKind};
 
 impl ShardState {
     /// `user` acks these items of their own queue; unknown ids are ignored (acks repeat).
-    pub(crate) fn on_ack(&mut self, _now: u64, user: &str, ids: Vec<u64>, out: &mut Out) {
+    pub(crate) fn on_ack(&mut self, _now: u64, user: Phone, ids: Vec<u64>, out: &mut Out) {
         for id in ids {
             let Some(item) = self.queues.remove(user, id) else {
                 continue;
@@ -24,7 +25,7 @@ impl ShardState {
             self.records_since_snapshot += 1;
             out.records.push(Record {
                 kind: Some(record::Kind::Removed(RemovedRec {
-                    user: user.to_string(),
+                    user: Some(user),
                     id,
                 })),
             });
@@ -37,7 +38,7 @@ impl ShardState {
                 // path, so the sender never sees DELIVERED before its ServerAck.
                 let copy = (id, user);
                 let (client_msg_id, group_id) = (item.client_msg_id, item.group_id());
-                self.answer_stored(sender.to_e164(), client_msg_id, group_id, copy, out);
+                self.answer_stored(sender, client_msg_id, group_id, copy, out);
             }
             let acked = AckedMsg {
                 sender,
@@ -51,7 +52,7 @@ impl ShardState {
     }
 
     /// `user` has read these messages (acks them first if they had not).
-    pub(crate) fn on_read(&mut self, now: u64, user: &str, ids: Vec<u64>, out: &mut Out) {
+    pub(crate) fn on_read(&mut self, now: u64, user: Phone, ids: Vec<u64>, out: &mut Out) {
         let unacked: Vec<u64> = ids
             .iter()
             .copied()
@@ -67,38 +68,41 @@ impl ShardState {
         }
     }
 
-    fn send_receipt(&self, by: &str, id: u64, m: &AckedMsg, kind: ReceiptKind, out: &mut Out) {
+    fn send_receipt(&self, by: Phone, id: u64, m: &AckedMsg, kind: ReceiptKind, out: &mut Out) {
         let receipt = Receipt {
             server_msg_id: id,
             client_msg_id: m.client_msg_id,
-            by: by.to_string(),
+            by: by.to_e164(),
             kind: kind as i32,
             group_id: m.group_id,
             receipt_id: 0,
         };
-        let sender = m.sender.to_e164();
-        out.mesh(self.home(&sender), ShardMsg::Receipt { sender, receipt });
+        let sender = m.sender;
+        out.mesh(
+            self.home_phone(sender),
+            ShardMsg::Receipt { sender, receipt },
+        );
     }
 
     /// A receipt for `sender`, at the sender's home.
     pub(crate) fn on_receipt(
         &mut self,
         _now: u64,
-        sender: String,
+        sender: Phone,
         mut receipt: Receipt,
         out: &mut Out,
     ) {
-        if let Some(conn) = self.sessions.conn_of(&sender) {
+        if let Some(conn) = self.sessions.conn_of(sender) {
             return out.frame(conn, server_frame::Kind::Receipt(receipt));
         }
-        if !self.registry.exists(&sender) {
+        if !self.registry.exists(sender) {
             return;
         }
         receipt.receipt_id = self.ids.issue();
         let item = Item::frame_only(receipt.receipt_id, server_frame::Kind::Receipt(receipt));
-        if self.enqueue(&sender, item, out).is_err() {
+        if self.enqueue(sender, item, out).is_err() {
             self.abuse.receipts_dropped += 1;
-            let user_id = self.registry.verified(&sender).map_or(0, |a| a.user_id);
+            let user_id = self.registry.verified(sender).map_or(0, |a| a.user_id);
             tracing::warn!(user_id, "receipt dropped: queue full");
         }
     }

@@ -29,11 +29,11 @@ impl ShardState {
         &mut self,
         now: u64,
         conn: ConnId,
-        user: String,
+        user: Phone,
         s: SendMessage,
         out: &mut Out,
     ) {
-        if let Err(retry_after_ms) = self.admit_recipient(now, &user, &s.to) {
+        if let Err(retry_after_ms) = self.admit_recipient(now, user, &s.to) {
             self.abuse.refused_new_recipient += 1;
             let detail = "too many new recipients this hour";
             return out.frame(
@@ -41,10 +41,15 @@ impl ShardState {
                 rate_limited_send(detail, retry_after_ms, s.client_msg_id),
             );
         }
-        let home = self.home(&s.to);
-        let device = self.device_of(&user);
+        let Some(to) = Phone::parse(&s.to) else {
+            // Validated as E.164 where the frame entered (`proto::validate`).
+            let detail = "recipient is not an E.164 phone";
+            return out.error(conn, ErrorCode::BadPhone, detail, s.client_msg_id);
+        };
+        let home = self.home_phone(to);
+        let device = self.device_of(user);
         let d = Delivery {
-            to: s.to,
+            to: Some(to),
             from: user,
             device,
             client_msg_id: s.client_msg_id,
@@ -59,11 +64,11 @@ impl ShardState {
     }
 
     /// Whether `user` (homed here) may write to `to` now (`admission.rs` rule 2).
-    fn admit_recipient(&mut self, now: u64, user: &str, to: &str) -> Result<(), u64> {
+    fn admit_recipient(&mut self, now: u64, from: Phone, to: &str) -> Result<(), u64> {
         if self.admission.recipients.is_off() {
             return Ok(());
         }
-        let (Some(from), Some(to)) = (Phone::parse(user), Phone::parse(to)) else {
+        let Some(to) = Phone::parse(to) else {
             return Ok(()); // both validated E.164
         };
         let presence = &self.presence;
@@ -74,8 +79,8 @@ impl ShardState {
     /// `Deliver` at the recipient's home: dedupe, store, deliver at once if the recipient is
     /// online; answer once durable or acked by the recipient, whichever is first.
     pub(crate) fn on_deliver(&mut self, now: u64, mut d: Delivery, out: &mut Out) {
-        let (Some(sender), Some(recipient)) = (Phone::parse(&d.from), Phone::parse(&d.to)) else {
-            return; // phones on the mesh were validated where they entered
+        let (sender, Some(recipient)) = (d.from, d.to) else {
+            return; // a 1:1 delivery or a group copy names its recipient
         };
         let key = DedupeKey {
             sender,
@@ -102,14 +107,14 @@ impl ShardState {
             // Overloaded at the recipient's home: refuse before storing anything.
             out.busy_refusals += 1;
             let frame = crate::state::busy(retry_after_ms, d.client_msg_id);
-            let home = self.home(&d.from);
+            let home = self.home_phone(d.from);
             let msg = ShardMsg::ToUser {
-                user: d.from.clone(),
+                user: d.from,
                 frame,
             };
             return out.mesh(home, msg);
         }
-        let known = self.registry.exists(&d.to);
+        let known = self.registry.exists(recipient);
         if !known && d.reply == ReplyTo::Group {
             // A member without an account: the copy is counted done.
             return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
@@ -134,7 +139,7 @@ impl ShardState {
             body: std::mem::take(&mut d.body),
             media: d.media.take(),
         });
-        if let Err(full) = self.enqueue(&d.to, item, out) {
+        if let Err(full) = self.enqueue(recipient, item, out) {
             if full == crate::tables::queues::QueueFull::SenderShare {
                 self.abuse.queue_sender_share_full += 1;
             }
@@ -153,16 +158,19 @@ impl ShardState {
     /// the answer waits for its commit like a stored message's.
     fn accept_unknown(&mut self, key: DedupeKey, d: &Delivery, out: &mut Out) {
         self.abuse.sends_to_unknown += 1;
+        let Some(to) = d.to else {
+            return; // on_deliver checked it
+        };
         let id = self.ids.issue();
         self.dedupe.insert(key, id);
         self.records_since_snapshot += 1;
         out.records.push(crate::durable::record::Record {
             kind: Some(crate::durable::record::record::Kind::Item(
                 crate::durable::record::ItemRec {
-                    user: d.to.clone(),
+                    user: Some(to),
                     id,
                     frame: Vec::new(),
-                    sender: d.from.clone(),
+                    sender: Some(d.from),
                     client_msg_id: d.client_msg_id,
                     group_id: 0,
                     sender_device: d.device,
@@ -176,7 +184,7 @@ impl ShardState {
     }
 
     /// The device `user` (homed here) sends from: 0 if it has no account.
-    pub(crate) fn device_of(&self, user: &str) -> u32 {
+    pub(crate) fn device_of(&self, user: impl crate::state::home::AsPhone) -> u32 {
         self.registry
             .verified(user)
             .map_or(0, |a| device_of(&a.key_hash))
@@ -184,18 +192,16 @@ impl ShardState {
 
     /// Tells whoever waits for a stored item that it is stored: the sender (`ServerAck`,
     /// through its home) for a 1:1 message, the group home for a group copy.
-    /// `sender` is taken as it comes: a `String` the caller made is moved, not copied.
     pub(crate) fn answer_stored(
         &self,
-        sender: impl Into<String>,
+        sender: Phone,
         client_msg_id: u64,
         group_id: u64,
-        (id, member): (u64, &str),
+        (id, member): (u64, Phone),
         out: &mut Out,
     ) {
-        let sender: String = sender.into();
         let to = if group_id == 0 {
-            self.home(&sender)
+            self.home_phone(sender)
         } else {
             home_of_id(group_id)
         };
@@ -211,9 +217,9 @@ impl ShardState {
         } else {
             ShardMsg::GroupCopyDone {
                 group_id,
-                sender,
+                sender: sender.to_e164(),
                 client_msg_id,
-                member: Phone::parse(member),
+                member: Some(member),
             }
         };
         out.now.push(Effect::Mesh(to, msg));
@@ -231,11 +237,11 @@ impl ShardState {
                     }),
                     Err((code, detail)) => error(code, detail, d.client_msg_id),
                 };
-                let home = self.home(&d.from);
+                let home = self.home_phone(d.from);
                 out.now.push(Effect::Mesh(
                     home,
                     ShardMsg::ToUser {
-                        user: d.from.clone(),
+                        user: d.from,
                         frame,
                     },
                 ));
@@ -244,9 +250,9 @@ impl ShardState {
                 // A missing or full member does not fail the group send; it is counted done.
                 let msg = ShardMsg::GroupCopyDone {
                     group_id: d.group_id,
-                    sender: d.from.clone(),
+                    sender: d.from.to_e164(),
                     client_msg_id: d.client_msg_id,
-                    member: Phone::parse(&d.to),
+                    member: d.to,
                 };
                 out.now.push(Effect::Mesh(home_of_id(d.group_id), msg));
             }

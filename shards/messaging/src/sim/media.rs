@@ -155,8 +155,8 @@ fn a_message_from_another_box_gets_a_url_at_the_box_that_holds_the_object() {
     let b = sim.login(B, 1);
     sim.take(b);
     let d = Delivery {
-        to: B.into(),
-        from: A.into(),
+        to: crate::state::home::Phone::parse(B),
+        from: crate::state::home::Phone::parse(A).unwrap(),
         device: 1,
         client_msg_id: 1,
         group_id: 0,

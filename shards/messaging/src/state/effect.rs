@@ -79,7 +79,7 @@ pub enum AfterCommit {
     /// Item `id` of `user`'s queue is durable: it may be delivered now.
     ItemDurable {
         /// Whose queue.
-        user: String,
+        user: crate::state::home::Phone,
         /// The item.
         id: u64,
     },

@@ -117,6 +117,61 @@ impl std::fmt::Display for Phone {
     }
 }
 
+/// A phone as the tables and handlers take it: a [`Phone`], or its E.164 text (parsed
+/// there, `None` when it is not E.164). Lets a caller that holds a `Phone` skip the parse.
+pub trait AsPhone {
+    /// The phone, if this names one.
+    fn as_phone(&self) -> Option<Phone>;
+}
+
+impl AsPhone for Phone {
+    fn as_phone(&self) -> Option<Phone> {
+        Some(*self)
+    }
+}
+
+impl AsPhone for &Phone {
+    fn as_phone(&self) -> Option<Phone> {
+        Some(**self)
+    }
+}
+
+impl AsPhone for str {
+    fn as_phone(&self) -> Option<Phone> {
+        Phone::parse(self)
+    }
+}
+
+impl AsPhone for &str {
+    fn as_phone(&self) -> Option<Phone> {
+        Phone::parse(self)
+    }
+}
+
+impl AsPhone for String {
+    fn as_phone(&self) -> Option<Phone> {
+        Phone::parse(self)
+    }
+}
+
+impl AsPhone for &String {
+    fn as_phone(&self) -> Option<Phone> {
+        Phone::parse(self)
+    }
+}
+
+impl AsPhone for Option<Phone> {
+    fn as_phone(&self) -> Option<Phone> {
+        *self
+    }
+}
+
+/// The home shard of `phone`: [`home_of_phone`] of its E.164 form, printed on the stack.
+pub fn home_of(phone: Phone, shards: usize) -> ShardId {
+    let mut buf = [0u8; E164_BYTES_MAX];
+    home_of_phone(phone.e164_in(&mut buf), shards)
+}
+
 /// The home shard of a phone number.
 pub fn home_of_phone(phone: &str, shards: usize) -> ShardId {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

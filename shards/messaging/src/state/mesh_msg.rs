@@ -3,6 +3,8 @@
 
 use proto::v1::{server_frame, ClientFrame, Media};
 
+use crate::state::home::Phone;
+
 /// Where the outcome of a delivery goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyTo {
@@ -20,14 +22,14 @@ pub enum ShardMsg {
     /// A frame for `user`, delivered if they are online (replies, receipts, presence).
     ToUser {
         /// The user (at their home).
-        user: String,
+        user: Phone,
         /// The frame.
         frame: server_frame::Kind,
     },
     /// A receipt for `sender` (at the sender's home): sent now if online, else queued.
     Receipt {
         /// Who sent the message.
-        sender: String,
+        sender: Phone,
         /// The receipt.
         receipt: proto::v1::Receipt,
     },
@@ -43,7 +45,7 @@ pub enum ShardMsg {
         client_msg_id: u64,
         /// Whose copy (`None` when not known): a box of a cluster settles a copy it took
         /// from another box by it, as one message has a copy per member.
-        member: Option<crate::state::home::Phone>,
+        member: Option<Phone>,
     },
     /// A group operation by `requester`, at the group's home.
     GroupOp {
@@ -120,10 +122,10 @@ pub struct PreLogin {
 /// A message on its way to one recipient.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Recipient (1:1), or empty for a group send not yet fanned out.
-    pub to: String,
+    /// Recipient (1:1), or `None` for a group send not yet fanned out.
+    pub to: Option<Phone>,
     /// Sender.
-    pub from: String,
+    pub from: Phone,
     /// The sender's device (`dedupe::device_of` its key hash), set at the sender's home.
     pub device: u32,
     /// The sender's id for it.

@@ -153,6 +153,11 @@ impl ShardState {
         home_of_phone(phone, self.shards)
     }
 
+    /// The home shard of `phone` (no parse: its E.164 form is printed on the stack).
+    pub(crate) fn home_phone(&self, phone: Phone) -> ShardId {
+        crate::state::home::home_of(phone, self.shards)
+    }
+
     /// Items queued on this shard.
     pub fn queued_total(&self) -> usize {
         self.queues.total()
@@ -207,12 +212,12 @@ pub(crate) fn busy(retry_after_ms: u32, client_msg_id: u64) -> proto::v1::server
 }
 
 /// The record of a queued item.
-pub(crate) fn item_record(user: &str, item: &Item) -> ItemRec {
+pub(crate) fn item_record(user: Phone, item: &Item) -> ItemRec {
     ItemRec {
-        user: user.to_string(),
+        user: Some(user),
         id: item.id,
         frame: item.encoded_frame(),
-        sender: item.sender.map(Phone::to_e164).unwrap_or_default(),
+        sender: item.sender,
         client_msg_id: item.client_msg_id,
         group_id: item.group_id(),
         sender_device: item.sender_device,

@@ -266,8 +266,7 @@ impl Dedupe {
 
     /// Replay of an item record (a message: it has a sender and a client id).
     pub fn insert_from_item(&mut self, i: &ItemRec) {
-        let (Some(sender), Some(recipient)) = (Phone::parse(&i.sender), Phone::parse(&i.user))
-        else {
+        let (Some(sender), Some(recipient)) = (i.sender, i.user) else {
             return;
         };
         let key = DedupeKey {

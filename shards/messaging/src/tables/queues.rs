@@ -9,6 +9,7 @@
 //! through), and messages can never take the room receipts need: receipts are refused only
 //! when the whole queue is full, which messages alone cannot make it.
 
+use crate::state::home::AsPhone;
 use std::collections::{HashMap, VecDeque};
 
 use proto::v1::server_frame;
@@ -153,7 +154,7 @@ impl Item {
     /// The item an item record holds (replayed: durable and answered), if its frame decodes.
     pub fn from_record(r: &crate::durable::record::ItemRec) -> Option<Item> {
         let frame = proto::codec::decode_server(&r.frame).ok()?.kind?;
-        let sender = Phone::parse(&r.sender);
+        let sender = r.sender;
         let mut item = match (frame, sender) {
             (server_frame::Kind::Message(m), Some(sender)) => Item::message(MessageParts {
                 id: r.id,
@@ -359,8 +360,8 @@ pub struct Queues {
 
 impl Queues {
     /// Appends an item (not yet durable unless replayed) within the queue's shares.
-    pub fn push(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
-        if let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get(&u)) {
+    pub fn push(&mut self, user: impl AsPhone, item: Item) -> Result<(), QueueFull> {
+        if let Some(q) = user.as_phone().and_then(|u| self.by_user.get(&u)) {
             if let Some(sender) = item.sender {
                 if q.messages >= QUEUE_MESSAGES_PER_USER_MAX {
                     return Err(QueueFull::Queue);
@@ -376,8 +377,8 @@ impl Queues {
 
     /// Appends an item within the queue's hard limit only: replay keeps what was accepted
     /// under the shares of its time.
-    pub fn restore(&mut self, user: &str, item: Item) -> Result<(), QueueFull> {
-        let Some(user) = Phone::parse(user) else {
+    pub fn restore(&mut self, user: impl AsPhone, item: Item) -> Result<(), QueueFull> {
+        let Some(user) = user.as_phone() else {
             return Err(QueueFull::Queue); // users homed here are E.164
         };
         let q = self.by_user.get_or_insert_with(user, Queue::default);
@@ -447,16 +448,16 @@ impl Queues {
     }
 
     /// Marks item `id` durable; returns it, if it is still queued.
-    pub fn mark_durable(&mut self, user: &str, id: u64) -> Option<&mut Item> {
-        let q = self.by_user.get_mut(&Phone::parse(user)?)?;
+    pub fn mark_durable(&mut self, user: impl AsPhone, id: u64) -> Option<&mut Item> {
+        let q = self.by_user.get_mut(&user.as_phone()?)?;
         let item = q.items.iter_mut().rev().find(|i| i.id == id)?;
         item.durable = true;
         Some(item)
     }
 
     /// Removes item `id` (acked); returns it.
-    pub fn remove(&mut self, user: &str, id: u64) -> Option<Item> {
-        let user = Phone::parse(user)?;
+    pub fn remove(&mut self, user: impl AsPhone, id: u64) -> Option<Item> {
+        let user = user.as_phone()?;
         let q = self.by_user.get_mut(&user)?;
         let pos = q.items.iter().position(|i| i.id == id)?;
         let item = q.items.remove(pos).expect("position is in range");
@@ -496,8 +497,8 @@ impl Queues {
 
     /// Hands `send` the items to send now to `user` (unsent, in order, within the window),
     /// encoded; marks them sent.
-    pub fn take_sendable(&mut self, user: &str, mut send: impl FnMut(WireFrame)) {
-        let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) else {
+    pub fn take_sendable(&mut self, user: impl AsPhone, mut send: impl FnMut(WireFrame)) {
+        let Some(q) = user.as_phone().and_then(|u| self.by_user.get_mut(&u)) else {
             return;
         };
         for item in q.items.iter_mut() {
@@ -524,8 +525,8 @@ impl Queues {
 
     /// Ids of `user`'s items sent on the current session and not acked yet, in order (at
     /// most the delivery window): what a live upgrade tells the next process was sent.
-    pub fn sent_ids(&self, user: &str) -> Vec<u64> {
-        let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get(&u)) else {
+    pub fn sent_ids(&self, user: impl AsPhone) -> Vec<u64> {
+        let Some(q) = user.as_phone().and_then(|u| self.by_user.get(&u)) else {
             return Vec::new();
         };
         q.items.iter().filter(|i| i.sent).map(|i| i.id).collect()
@@ -534,8 +535,8 @@ impl Queues {
     /// A live upgrade: `user`'s session goes on here, and the old process had sent the
     /// items `ids` on it; they count in flight and are not sent again. Ids no longer queued
     /// (acked meanwhile) are skipped.
-    pub fn mark_sent(&mut self, user: &str, ids: &[u64]) {
-        let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) else {
+    pub fn mark_sent(&mut self, user: impl AsPhone, ids: &[u64]) {
+        let Some(q) = user.as_phone().and_then(|u| self.by_user.get_mut(&u)) else {
             return;
         };
         for item in q.items.iter_mut() {
@@ -548,8 +549,8 @@ impl Queues {
     }
 
     /// The user's session ended: whatever was sent and not acked goes again next time.
-    pub fn session_ended(&mut self, user: &str) {
-        if let Some(q) = Phone::parse(user).and_then(|u| self.by_user.get_mut(&u)) {
+    pub fn session_ended(&mut self, user: impl AsPhone) {
+        if let Some(q) = user.as_phone().and_then(|u| self.by_user.get_mut(&u)) {
             q.items.iter_mut().for_each(|i| i.sent = false);
             q.in_flight = 0;
             q.in_flight_bytes = 0;
@@ -557,20 +558,20 @@ impl Queues {
     }
 
     /// The user's queue, if any.
-    pub fn get_mut(&mut self, user: &str) -> Option<&mut Queue> {
-        self.by_user.get_mut(&Phone::parse(user)?)
+    pub fn get_mut(&mut self, user: impl AsPhone) -> Option<&mut Queue> {
+        self.by_user.get_mut(&user.as_phone()?)
     }
 
     /// Items queued for `user`.
-    pub fn len_of(&self, user: &str) -> usize {
-        Phone::parse(user)
+    pub fn len_of(&self, user: impl AsPhone) -> usize {
+        user.as_phone()
             .and_then(|u| self.by_user.get(&u))
             .map_or(0, |q| q.items.len())
     }
 
     /// Whether `user`'s queue holds item `id`.
-    pub fn contains(&self, user: &str, id: u64) -> bool {
-        Phone::parse(user)
+    pub fn contains(&self, user: impl AsPhone, id: u64) -> bool {
+        user.as_phone()
             .and_then(|u| self.by_user.get(&u))
             .is_some_and(|q| q.items.iter().any(|i| i.id == id))
     }
@@ -718,10 +719,10 @@ mod tests {
                 proto::limits::FRAME_HEADER_BYTES + encoded.len()
             );
             let rec = crate::durable::record::ItemRec {
-                user: "+15550000001".into(),
+                user: Phone::parse("+15550000001"),
                 id: 300,
                 frame: encoded,
-                sender: "+15550000002".into(),
+                sender: Phone::parse("+15550000002"),
                 client_msg_id: 300,
                 group_id: msg.group_id,
                 sender_device: 0,

@@ -2,6 +2,7 @@
 //! senders: at most `RECENT_ACKED_PER_USER_MAX` per user, forgotten when the session ends.
 //! Pure state; the receipts themselves are `handlers/receipt.rs`'s.
 
+use crate::state::home::AsPhone;
 use crate::state::home::Phone;
 use crate::state::limits::RECENT_ACKED_PER_USER_MAX;
 use crate::tables::steady_map::SteadyMap;
@@ -33,8 +34,8 @@ pub struct RecentAcked {
 }
 
 impl RecentAcked {
-    pub(crate) fn insert(&mut self, reader: &str, id: u64, m: &AckedMsg) {
-        let Some(reader) = Phone::parse(reader) else {
+    pub(crate) fn insert(&mut self, reader: impl AsPhone, id: u64, m: &AckedMsg) {
+        let Some(reader) = reader.as_phone() else {
             return; // users of stored messages are E.164
         };
         let sender = m.sender;
@@ -50,8 +51,8 @@ impl RecentAcked {
         });
     }
 
-    pub(crate) fn take(&mut self, reader: &str, id: u64) -> Option<AckedMsg> {
-        let acked = self.by_reader.get_mut(&Phone::parse(reader)?)?;
+    pub(crate) fn take(&mut self, reader: impl AsPhone, id: u64) -> Option<AckedMsg> {
+        let acked = self.by_reader.get_mut(&reader.as_phone()?)?;
         let at = acked.iter().position(|a| a.id == id)?;
         let a = acked.remove(at)?;
         Some(AckedMsg {
@@ -62,8 +63,8 @@ impl RecentAcked {
     }
 
     /// `reader`'s session ended: forget what they acked.
-    pub fn forget(&mut self, reader: &str) {
-        if let Some(r) = Phone::parse(reader) {
+    pub fn forget(&mut self, reader: impl AsPhone) {
+        if let Some(r) = reader.as_phone() {
             self.by_reader.remove(&r);
         }
     }

@@ -8,6 +8,7 @@
 //! the user's last-seen time. Pure state.
 
 use crate::durable::record::AccountRec;
+use crate::state::home::AsPhone;
 use crate::state::home::Phone;
 use crate::tables::steady_map::SteadyMap;
 
@@ -69,14 +70,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl Registry {
     /// The account of `phone`, if it has ever been verified.
-    pub fn verified(&self, phone: &str) -> Option<&Account> {
+    pub fn verified(&self, phone: impl AsPhone) -> Option<&Account> {
         self.accounts
-            .get(&Phone::parse(phone)?)
+            .get(&phone.as_phone()?)
             .filter(|a| a.user_id != 0)
     }
 
     /// Whether `phone` is a verified user here.
-    pub fn exists(&self, phone: &str) -> bool {
+    pub fn exists(&self, phone: impl AsPhone) -> bool {
         self.verified(phone).is_some()
     }
 
@@ -91,7 +92,7 @@ impl Registry {
     }
 
     /// Whether `key` is `phone`'s current device key.
-    pub fn key_matches(&self, phone: &str, key: &[u8]) -> bool {
+    pub fn key_matches(&self, phone: impl AsPhone, key: &[u8]) -> bool {
         let hash = kept(&hash_key(key));
         match self.verified(phone) {
             Some(acc) => constant_time_eq(&acc.key_hash, &hash),
@@ -104,14 +105,14 @@ impl Registry {
     }
 
     /// `phone` (a user here) went offline at `now`.
-    pub fn went_offline(&mut self, phone: &str, now: u64) {
-        if let Some(acc) = Phone::parse(phone).and_then(|p| self.accounts.get_mut(&p)) {
+    pub fn went_offline(&mut self, phone: impl AsPhone, now: u64) {
+        if let Some(acc) = phone.as_phone().and_then(|p| self.accounts.get_mut(&p)) {
             acc.last_seen_ms = now;
         }
     }
 
     /// When `phone` was last online (0 if unknown).
-    pub fn last_seen(&self, phone: &str) -> u64 {
+    pub fn last_seen(&self, phone: impl AsPhone) -> u64 {
         self.verified(phone).map_or(0, |a| a.last_seen_ms)
     }
 

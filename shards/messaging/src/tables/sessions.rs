@@ -2,6 +2,7 @@
 //! login replaces the old one. Users are held as phone integers (8 bytes, no heap). Pure
 //! state.
 
+use crate::state::home::AsPhone;
 use crate::state::home::Phone;
 use crate::tables::id_hash::IdHash;
 use crate::tables::steady_map::SteadyMap;
@@ -20,9 +21,9 @@ pub struct Sessions {
 impl Sessions {
     /// Logs `user` in on `conn`; returns the connection of the session it replaces.
     /// Logs `user` in on `conn`; returns the connection of the session it replaces.
-    pub fn login(&mut self, user: &str, conn: ConnId) -> Option<ConnId> {
+    pub fn login(&mut self, user: impl AsPhone, conn: ConnId) -> Option<ConnId> {
         // Logins name phones that passed validation: E.164.
-        let user = Phone::parse(user)?;
+        let user = user.as_phone()?;
         let old = self.by_user.insert(user, conn);
         if let Some(old) = old {
             self.by_conn.remove(&old);
@@ -37,8 +38,8 @@ impl Sessions {
     }
 
     /// The connection of `user`'s session.
-    pub fn conn_of(&self, user: &str) -> Option<ConnId> {
-        self.by_user.get(&Phone::parse(user)?).copied()
+    pub fn conn_of(&self, user: impl AsPhone) -> Option<ConnId> {
+        self.by_user.get(&user.as_phone()?).copied()
     }
 
     /// `conn` closed: returns the user whose session it was (not one it was replaced by).

@@ -206,7 +206,7 @@ impl Gw {
                 continue;
             }
             match self.push_envelope(env) {
-                Handed::Full => {}
+                Handed::Full | Handed::Bad => {}
                 Handed::Receipt => ids[i] = 1,
                 Handed::Message(token) => {
                     self.direct_in_shards.insert(token, (batch, i));

@@ -26,9 +26,12 @@ impl Gw {
             Finished::Nowhere { shard, env } => {
                 self.lines.stream_done(&env.from);
                 ClusterStatus::bump(&status.messages_to_nobody);
-                let delivery = Box::new(env.into_delivery());
-                let msg = messaging::state::mesh_msg::ShardMsg::Deliver(delivery);
-                answer(&self.link, shard, Down::Group(msg));
+                // This box's own message (`Envelope::message` of a `Delivery`): its phones
+                // parse.
+                if let Some(delivery) = env.into_delivery() {
+                    let msg = messaging::state::mesh_msg::ShardMsg::Deliver(Box::new(delivery));
+                    answer(&self.link, shard, Down::Group(msg));
+                }
             }
             Finished::Sent {
                 shard,

@@ -38,6 +38,9 @@ pub(super) enum Handed {
     Message(u64),
     /// The shard's queue is full: nothing pushed.
     Full,
+    /// Not a delivery (a phone is not E.164, which [`cross::Envelope::check`] refuses
+    /// first): nothing pushed, counted as a bad message.
+    Bad,
 }
 
 /// An inbound message in a shard, until its `Done`.
@@ -174,7 +177,7 @@ impl Gw {
         }
         match self.push_envelope(env) {
             Handed::Full => Err(m),
-            Handed::Receipt => {
+            Handed::Receipt | Handed::Bad => {
                 let _ = m.ack().await;
                 Ok(())
             }
@@ -199,7 +202,10 @@ impl Gw {
             }
             None => {
                 let token = self.next_token;
-                let delivery = Box::new(env.into_delivery());
+                let Some(delivery) = env.into_delivery().map(Box::new) else {
+                    ClusterStatus::bump(&self.link.status.messages_in_bad);
+                    return Handed::Bad;
+                };
                 (Down::Deliver { token, delivery }, Handed::Message(token))
             }
         };

@@ -132,10 +132,14 @@ fn a_full_queue_is_busy_not_a_wait() {
     );
 }
 
+fn ph(s: &str) -> Phone {
+    Phone::parse(s).unwrap()
+}
+
 fn msg(cmid: u64) -> Box<Delivery> {
     Box::new(Delivery {
-        to: "+15550000001".into(),
-        from: "+15550000002".into(),
+        to: Phone::parse("+15550000001"),
+        from: ph("+15550000002"),
         device: 1,
         client_msg_id: cmid,
         group_id: 0,
@@ -162,7 +166,7 @@ fn a_refused_message_is_held_and_its_senders_later_ones_wait_behind_it() {
     assert!(matches!(ev.as_slice(), [Event::Inbound { token: 10, .. }]));
     // The state machines refuse it while it is handed over.
     let busy = ShardMsg::ToUser {
-        user: "+15550000002".into(),
+        user: ph("+15550000002"),
         frame: server_frame::Kind::Busy(proto::v1::Busy {
             retry_after_ms: 1,
             client_msg_id: 1,
@@ -173,10 +177,10 @@ fn a_refused_message_is_held_and_its_senders_later_ones_wait_behind_it() {
     assert!(link.to_gateway[1].is_empty(), "not nak'd: held");
     // The sender's next message waits behind it.
     assert!(inbound(&mut p, &link, 11, 2).is_empty());
-    let (t, d) = p.pop_held("+15550000002").unwrap();
+    let (t, d) = p.pop_held(ph("+15550000002")).unwrap();
     assert_eq!((t, d.client_msg_id), (10, 1));
     let stored = ShardMsg::ToUser {
-        user: "+15550000002".into(),
+        user: ph("+15550000002"),
         frame: server_frame::Kind::ServerAck(proto::v1::ServerAck {
             client_msg_id: 1,
             server_msg_id: 5,
@@ -192,12 +196,12 @@ fn a_refused_message_is_held_and_its_senders_later_ones_wait_behind_it() {
             stored: true
         })
     ));
-    let (t, d) = p.pop_held("+15550000002").unwrap();
+    let (t, d) = p.pop_held(ph("+15550000002")).unwrap();
     assert_eq!((t, d.client_msg_id), (11, 2));
     assert!(p.held_senders().is_empty());
     // Refused again when retried: back at the front, ahead of a newer one.
     let busy2 = ShardMsg::ToUser {
-        user: "+15550000002".into(),
+        user: ph("+15550000002"),
         frame: server_frame::Kind::Busy(proto::v1::Busy {
             retry_after_ms: 1,
             client_msg_id: 2,
@@ -206,8 +210,8 @@ fn a_refused_message_is_held_and_its_senders_later_ones_wait_behind_it() {
     assert!(p.settle(&busy2));
     assert!(p.after_store(11, msg(2), true));
     assert!(p.behind_held(12, msg(3)).is_none());
-    assert_eq!(p.pop_held("+15550000002").unwrap().1.client_msg_id, 2);
-    assert_eq!(p.pop_held("+15550000002").unwrap().1.client_msg_id, 3);
+    assert_eq!(p.pop_held(ph("+15550000002")).unwrap().1.client_msg_id, 2);
+    assert_eq!(p.pop_held(ph("+15550000002")).unwrap().1.client_msg_id, 3);
 }
 
 /// One group message has a copy per member: two members of this shard each get theirs,
@@ -218,7 +222,7 @@ fn copies_of_one_group_message_for_two_members_are_told_apart() {
     let copy = |token, to: &str| {
         let mut d = msg(1);
         d.group_id = 9;
-        d.to = to.into();
+        d.to = Phone::parse(to);
         link.to_shard[1]
             .push(Down::Deliver { token, delivery: d })
             .unwrap();
