@@ -10,6 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .boxed(".switchboard.v1.SendMessage.media")
         .boxed(".switchboard.v1.GroupSend.media")
         .boxed(".switchboard.v1.Message.media")
+        // A send's body is decoded once, into a `Bytes` that becomes the queued item's
+        // payload without another copy (as a `Vec<u8>` prost copies it twice: into a
+        // `Bytes`, then into the `Vec`).
+        .bytes([".switchboard.v1.SendMessage.body"])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -182,7 +182,7 @@ mod tests {
             SendMessage {
                 to: p(),
                 client_msg_id: 1,
-                body: b"hi".to_vec(),
+                body: b"hi".to_vec().into(),
                 media: media(),
             }
             .into(),
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn encode_refuses_oversize_and_leaves_out_unchanged() {
         let big = SendMessage {
-            body: vec![0; FRAME_BYTES_MAX],
+            body: vec![0; FRAME_BYTES_MAX].into(),
             ..Default::default()
         };
         let mut out = vec![1, 2, 3];

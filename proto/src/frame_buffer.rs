@@ -196,7 +196,7 @@ mod tests {
                 _ => SendMessage {
                     to: "+15551234567".into(),
                     client_msg_id: i,
-                    body: vec![i as u8; (i * 37 % 900) as usize],
+                    body: vec![i as u8; (i * 37 % 900) as usize].into(),
                     media: None,
                 }
                 .into(),
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn split_frame_is_held_only_as_long_as_its_size() {
         let big: ClientFrame = SendMessage {
-            body: vec![7; 10_000],
+            body: vec![7; 10_000].into(),
             ..Default::default()
         }
         .into();

@@ -240,7 +240,7 @@ mod tests {
         SendMessage {
             to: P.into(),
             client_msg_id: 1,
-            body: vec![0; body],
+            body: vec![0; body].into(),
             media: media.map(Box::new),
         }
     }

@@ -30,7 +30,7 @@ fn seeds() -> Vec<Vec<u8>> {
         Kind::Send(SendMessage {
             to: "+15551234568".into(),
             client_msg_id: 9,
-            body: b"hello".to_vec(),
+            body: b"hello".to_vec().into(),
             media: Some(Box::new(Media {
                 url: "https://x/y".into(),
                 mime: "image/png".into(),

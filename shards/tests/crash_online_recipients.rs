@@ -127,7 +127,7 @@ fn sender(
                 client_frame::Kind::Send(proto::v1::SendMessage {
                     to: recipients[cid as usize % recipients.len()].clone(),
                     client_msg_id: cid,
-                    body,
+                    body: body.into(),
                     media: None,
                 })
             }));

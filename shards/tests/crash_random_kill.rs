@@ -61,7 +61,7 @@ fn sender(
             batch.extend(frame(client_frame::Kind::Send(proto::v1::SendMessage {
                 to,
                 client_msg_id: cid,
-                body: cid.to_string().into_bytes(),
+                body: cid.to_string().into_bytes().into(),
                 media: None,
             })));
             cid += 1;

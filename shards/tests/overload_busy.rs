@@ -39,7 +39,7 @@ fn send_frame_as(cid: u64, msg: u64, to: &str) -> Vec<u8> {
         kind: Some(client_frame::Kind::Send(SendMessage {
             to: to.into(),
             client_msg_id: cid,
-            body: format!("m{msg}").into_bytes(),
+            body: format!("m{msg}").into_bytes().into(),
             media: None,
         })),
     };

@@ -293,7 +293,7 @@ fn a_big_frame_pipelined_right_after_the_login_is_served() {
             proto::v1::SendMessage {
                 to: "+15557450000".into(),
                 client_msg_id: 1,
-                body: vec![b'x'; proto::limits::BODY_BYTES_MAX],
+                body: vec![b'x'; proto::limits::BODY_BYTES_MAX].into(),
                 ..Default::default()
             },
         )));

@@ -147,7 +147,7 @@ fn run(args: &Args, addr: SocketAddr, pid: u32) -> anyhow::Result<String> {
                     client_frame::Kind::Send(proto::v1::SendMessage {
                         to: r.clone(),
                         client_msg_id: next_id + k as u64,
-                        body: vec![b'x'; 64],
+                        body: vec![b'x'; 64].into(),
                         media: None,
                     })
                 })

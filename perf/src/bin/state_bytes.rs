@@ -212,7 +212,7 @@ fn main() -> anyhow::Result<()> {
             let send = proto::v1::SendMessage {
                 to: to.clone(),
                 client_msg_id: j + 1,
-                body: body.clone(),
+                body: body.clone().into(),
                 media: None,
             };
             d.frame(conn, client_frame::Kind::Send(send));

@@ -283,7 +283,7 @@ fn start_probe(
                 client_frame::Kind::Send(proto::v1::SendMessage {
                     to: format!("+{}", PHONE_BASE + 1),
                     client_msg_id: id,
-                    body: now.to_be_bytes().to_vec(),
+                    body: now.to_be_bytes().to_vec().into(),
                     media: None,
                 }),
             )?;

@@ -328,7 +328,7 @@ pub fn into_msg(env: Envelope) -> Option<ShardMsg> {
                 device: env.device,
                 client_msg_id: env.client_msg_id,
                 group_id: g.group_id,
-                body: env.body,
+                body: env.body.into(),
                 media: env.media.map(std::boxed::Box::new),
                 media_base: (!env.media_base.is_empty()).then(|| env.media_base.into()),
                 sent_at_ms: env.sent_at_ms,

@@ -185,7 +185,7 @@ fn a_photo_to_a_user_of_another_box_downloads_from_the_box_that_holds_it() {
     at_a.send(client_frame::Kind::Send(proto::v1::SendMessage {
         to: bob.clone(),
         client_msg_id: 1,
-        body: b"look".to_vec(),
+        body: b"look".to_vec().into(),
         media: media(&photo),
     }));
     match next(&mut at_a) {
@@ -211,7 +211,7 @@ fn a_photo_to_a_user_of_another_box_downloads_from_the_box_that_holds_it() {
     at_a.send(client_frame::Kind::Send(proto::v1::SendMessage {
         to: carol.clone(),
         client_msg_id: 2,
-        body: Vec::new(),
+        body: Vec::new().into(),
         media: media(&other),
     }));
     let carols = expect_media_message(&mut carol_c, alice);
@@ -363,7 +363,7 @@ fn photo_opens(http: &ureq::Agent, id: u64, from: (&str, &mut Client), to: (&str
         .send(client_frame::Kind::Send(proto::v1::SendMessage {
             to: to.0.into(),
             client_msg_id: id,
-            body: Vec::new(),
+            body: Vec::new().into(),
             media: media(&photo),
         }));
     match next(from.1) {
@@ -404,7 +404,7 @@ fn links_a_box_handed_out_before_it_joined_still_open() {
     at_a.send(client_frame::Kind::Send(proto::v1::SendMessage {
         to: carol.into(),
         client_msg_id: 1,
-        body: Vec::new(),
+        body: Vec::new().into(),
         media: media(&photo),
     }));
     let before = expect_media_message(&mut carol_c, alice).url;

@@ -226,7 +226,7 @@ fn a_server_without_the_media_service_refuses_slots_and_passes_media_links_throu
         proto::v1::SendMessage {
             to: "+15550000052".into(),
             client_msg_id: 1,
-            body: Vec::new(),
+            body: Vec::new().into(),
             media: Some(Box::new(link.clone())),
         },
     ));

@@ -35,7 +35,7 @@ fn a_photo_goes_up_once_and_its_recipient_downloads_it_whole_and_in_ranges() {
     a.send(client_frame::Kind::Send(SendMessage {
         to: bob.into(),
         client_msg_id: 1,
-        body: b"look".to_vec(),
+        body: b"look".to_vec().into(),
         media: Some(Box::new(Media {
             url: String::new(),
             mime: "image/jpeg".into(),

@@ -26,7 +26,7 @@ fn each_bad_input_gets_its_error_and_others_are_untouched() {
     ca.send(client_frame::Kind::Send(proto::v1::SendMessage {
         to: b.into(),
         client_msg_id: 9,
-        body: Vec::new(),
+        body: Vec::new().into(),
         media: None,
     }));
     let e = ca.expect_error();
@@ -36,7 +36,7 @@ fn each_bad_input_gets_its_error_and_others_are_untouched() {
     ca.send(client_frame::Kind::Send(proto::v1::SendMessage {
         to: b.into(),
         client_msg_id: 6,
-        body: vec![b'x'; proto::limits::BODY_BYTES_MAX + 1],
+        body: vec![b'x'; proto::limits::BODY_BYTES_MAX + 1].into(),
         media: None,
     }));
     let e = ca.expect_error();

@@ -274,7 +274,7 @@ impl Client {
         self.send(client_frame::Kind::Send(proto::v1::SendMessage {
             to: to.into(),
             client_msg_id,
-            body: body.as_bytes().to_vec(),
+            body: body.as_bytes().to_vec().into(),
             media: None,
         }));
     }

@@ -405,7 +405,7 @@ fn send(ctx: &mut Ctx, to: &str, text: &str, wait_delivered: Option<u64>) -> any
         SendMessage {
             to: to.into(),
             client_msg_id: cmid,
-            body: text.as_bytes().to_vec(),
+            body: text.as_bytes().to_vec().into(),
             media: None,
         },
     )?;
@@ -636,7 +636,7 @@ fn send_file(ctx: &mut Ctx, to: &str, path: &std::path::Path, caption: &str) -> 
         SendMessage {
             to: to.into(),
             client_msg_id: cmid,
-            body: caption.as_bytes().to_vec(),
+            body: caption.as_bytes().to_vec().into(),
             media: Some(Box::new(proto::v1::Media {
                 mime: mime.into(),
                 size,

@@ -736,7 +736,7 @@ impl Driver {
         u.queue(SendMessage {
             to: self.spec.phone(to),
             client_msg_id: cmid,
-            body,
+            body: body.into(),
             media: None,
         });
         self.ledger.sent.push(((u.idx, cmid), to));

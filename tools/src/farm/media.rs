@@ -220,7 +220,7 @@ fn one(
     a.send(proto::v1::SendMessage {
         to: to.into(),
         client_msg_id: n,
-        body: Vec::new(),
+        body: Vec::new().into(),
         media: Some(Box::new(proto::v1::Media {
             mime: mime.into(),
             size: size as u64,

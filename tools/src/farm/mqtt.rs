@@ -319,7 +319,7 @@ mod tests {
             &SendMessage {
                 to: "+15550000007".into(),
                 client_msg_id: 70_000,
-                body: body.clone(),
+                body: body.clone().into(),
                 media: None,
             }
             .into(),
@@ -367,7 +367,7 @@ mod tests {
             &SendMessage {
                 to: "+5".into(),
                 client_msg_id: 1,
-                body: vec![1, 2],
+                body: vec![1, 2].into(),
                 media: None,
             }
             .into(),

@@ -232,7 +232,7 @@ mod tests {
             &SendMessage {
                 to: "+15550000007".into(),
                 client_msg_id: 9,
-                body: body.clone(),
+                body: body.clone().into(),
                 media: None,
             }
             .into(),

@@ -188,7 +188,7 @@ impl Router {
                             from: me.clone(),
                             server_msg_id: sid,
                             sent_at_ms: 0,
-                            body: s.body,
+                            body: s.body.into(),
                             media: None,
                             group_id: 0,
                             client_msg_id: s.client_msg_id,

@@ -218,7 +218,7 @@ impl ShardState {
             device,
             client_msg_id: g.client_msg_id,
             group_id: g.group_id,
-            body: g.body,
+            body: g.body.into(),
             media: g.media,
             media_base: None,
             sent_at_ms: now,

@@ -156,7 +156,7 @@ mod tests {
             device: 0,
             client_msg_id: 7,
             group_id: if reply == ReplyTo::Group { 9 } else { 0 },
-            body: b"hi".to_vec(),
+            body: b"hi".to_vec().into(),
             media: None,
             media_base: None,
             sent_at_ms: 0,

@@ -136,7 +136,8 @@ impl ShardState {
             client_msg_id: d.client_msg_id,
             group_id: d.group_id,
             sent_at_ms: d.sent_at_ms,
-            body: std::mem::take(&mut d.body),
+            // The decoded buffer itself when this delivery holds the only reference.
+            body: Vec::from(std::mem::take(&mut d.body)),
             media: d.media.take(),
         });
         if let Err(full) = self.enqueue(recipient, item, out) {

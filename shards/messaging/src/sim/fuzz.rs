@@ -361,7 +361,7 @@ impl Harness {
                 let s = SendMessage {
                     to: phone(r, &self.phones),
                     client_msg_id: cid,
-                    body: body(r),
+                    body: body(r).into(),
                     media: r.chance(10).then(|| {
                         Box::new(Media {
                             size: r.below(1 << 20),

@@ -110,7 +110,7 @@ fn the_offline_recipient_gets_its_own_download_url_after_a_restart() {
         client_frame::Kind::Send(SendMessage {
             to: B.into(),
             client_msg_id: 1,
-            body: Vec::new(),
+            body: Vec::new().into(),
             media: Some(Box::new(Media {
                 url: "https://elsewhere.example/x".into(),
                 size: 500,
@@ -160,7 +160,7 @@ fn a_message_from_another_box_gets_a_url_at_the_box_that_holds_the_object() {
         device: 1,
         client_msg_id: 1,
         group_id: 0,
-        body: Vec::new(),
+        body: Vec::new().into(),
         media: Some(Box::new(Media {
             size: 500,
             sha256: vec![3; 32],

@@ -375,7 +375,7 @@ pub fn text(to: &str, id: u64) -> client_frame::Kind {
     client_frame::Kind::Send(proto::v1::SendMessage {
         to: to.into(),
         client_msg_id: id,
-        body: vec![b'x'],
+        body: vec![b'x'].into(),
         media: None,
     })
 }
@@ -622,5 +622,37 @@ mod tests {
                 ..
             })]
         ));
+    }
+
+    #[test]
+    fn a_sent_body_is_queued_in_the_buffer_it_was_decoded_into() {
+        use prost::Message as _;
+        let mut sim = Sim::new(1);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 0);
+        sim.close(b);
+        let send = proto::v1::SendMessage {
+            to: "+15550000002".into(),
+            client_msg_id: 1,
+            body: vec![7; 64].into(),
+            media: None,
+        };
+        let wire = ClientFrame {
+            kind: Some(client_frame::Kind::Send(send)),
+        }
+        .encode_to_vec();
+        let frame = proto::codec::decode_client(&wire).unwrap();
+        let Some(client_frame::Kind::Send(s)) = &frame.kind else {
+            panic!("a send");
+        };
+        let decoded = s.body.as_ptr();
+        sim.send_frame(a, frame);
+        let items: Vec<_> = sim.shards[0].queues().iter().collect();
+        let [(_, item)] = items[..] else {
+            panic!("one item queued: {items:?}");
+        };
+        assert_eq!(item.body(), &[7; 64][..]);
+        // One allocation from the wire to the queue: decode's, kept by the item.
+        assert_eq!(item.body().as_ptr(), decoded);
     }
 }

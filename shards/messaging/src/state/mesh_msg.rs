@@ -132,8 +132,9 @@ pub struct Delivery {
     pub client_msg_id: u64,
     /// Group, or 0.
     pub group_id: u64,
-    /// Body.
-    pub body: Vec<u8>,
+    /// Body: a 1:1 send's, as decoded (`SendMessage.body`); it becomes the queued item's
+    /// payload without a copy.
+    pub body: prost::bytes::Bytes,
     /// Media reference.
     pub media: Option<Box<Media>>,
     /// The media service that holds the object (`https://host[:port][/path]`), when the

@@ -189,7 +189,7 @@ impl Item {
     }
 
     /// A plain message's body.
-    fn body(&self) -> &[u8] {
+    pub(crate) fn body(&self) -> &[u8] {
         match self.kind {
             PayloadKind::GroupBody => &self.payload[..self.payload.len() - GROUP_ID_BYTES],
             _ => &self.payload,

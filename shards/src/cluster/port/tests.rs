@@ -143,7 +143,7 @@ fn msg(cmid: u64) -> Box<Delivery> {
         device: 1,
         client_msg_id: cmid,
         group_id: 0,
-        body: b"x".to_vec(),
+        body: b"x".to_vec().into(),
         media: None,
         media_base: None,
         sent_at_ms: 0,
