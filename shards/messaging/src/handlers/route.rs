@@ -33,7 +33,12 @@ impl ShardState {
         s: SendMessage,
         out: &mut Out,
     ) {
-        if let Err(retry_after_ms) = self.admit_recipient(now, user, &s.to) {
+        let Some(to) = Phone::parse(&s.to) else {
+            // Validated as E.164 where the frame entered (`proto::validate`).
+            let detail = "recipient is not an E.164 phone";
+            return out.error(conn, ErrorCode::BadPhone, detail, s.client_msg_id);
+        };
+        if let Err(retry_after_ms) = self.admit_recipient(now, user, to) {
             self.abuse.refused_new_recipient += 1;
             let detail = "too many new recipients this hour";
             return out.frame(
@@ -41,11 +46,6 @@ impl ShardState {
                 rate_limited_send(detail, retry_after_ms, s.client_msg_id),
             );
         }
-        let Some(to) = Phone::parse(&s.to) else {
-            // Validated as E.164 where the frame entered (`proto::validate`).
-            let detail = "recipient is not an E.164 phone";
-            return out.error(conn, ErrorCode::BadPhone, detail, s.client_msg_id);
-        };
         let home = self.home_phone(to);
         let device = self.device_of(user);
         let d = Delivery {
@@ -64,13 +64,10 @@ impl ShardState {
     }
 
     /// Whether `user` (homed here) may write to `to` now (`admission.rs` rule 2).
-    fn admit_recipient(&mut self, now: u64, from: Phone, to: &str) -> Result<(), u64> {
+    fn admit_recipient(&mut self, now: u64, from: Phone, to: Phone) -> Result<(), u64> {
         if self.admission.recipients.is_off() {
             return Ok(());
         }
-        let Some(to) = Phone::parse(to) else {
-            return Ok(()); // both validated E.164
-        };
         let presence = &self.presence;
         self.admission
             .admit_recipient(from, to, now, || presence.follows(from, to, now))

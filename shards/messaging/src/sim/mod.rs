@@ -655,4 +655,19 @@ mod tests {
         // One allocation from the wire to the queue: decode's, kept by the item.
         assert_eq!(item.body().as_ptr(), decoded);
     }
+
+    #[test]
+    fn a_send_that_names_no_phone_past_validation_is_refused_not_lost() {
+        // `proto::validate` refuses it first; should one get by, the sender hears why.
+        let mut sim = Sim::new(1);
+        let a = sim.login("+15550000001", 0);
+        sim.take(a);
+        sim.send(a, text("+0123", 9));
+        let frames = sim.take(a);
+        assert!(
+            matches!(&frames[..], [server_frame::Kind::Error(e)]
+                if e.code == proto::v1::ErrorCode::BadPhone as i32 && e.client_msg_id == 9),
+            "{frames:?}"
+        );
+    }
 }
