@@ -394,7 +394,13 @@ impl Switchboard {
         self.latency.note_delivery(&e, || io.now_ms());
         match e {
             Effect::Frame(conn, kind) => send_frame(io, conn, kind),
-            Effect::Wire(conn, w) => send_wire(io, conn, &w.bytes),
+            Effect::Wire(conn, w) => {
+                send_wire(io, conn, &w.bytes);
+                // Its buffer serves the next delivery (no allocation per delivered item).
+                if let Some(state) = self.state.as_mut() {
+                    state.wire_done(w.bytes);
+                }
+            }
             Effect::Close(conn) => {
                 let _ = io.close(conn);
             }

@@ -163,6 +163,12 @@ impl ShardState {
         self.queues.total()
     }
 
+    /// A delivered frame's buffer (an `Effect::Wire`'s), copied into the connection's
+    /// output: kept for the next delivery (`Queues::wire_done`).
+    pub fn wire_done(&mut self, bytes: Vec<u8>) {
+        self.queues.wire_done(bytes);
+    }
+
     /// The per-user queues, to read (the statistics' sizes, the longest queue).
     pub fn queues(&self) -> &Queues {
         &self.queues

@@ -340,6 +340,14 @@ pub const SPARE_QUEUE_BUFFERS_MAX: usize = 64;
 /// Items of room a kept buffer may have at most (a longer one is freed).
 pub const SPARE_QUEUE_ITEMS_MAX: usize = 4;
 
+/// Buffers of delivered frames kept for the next deliveries: the adapter hands each
+/// `Effect::Wire`'s bytes back once copied into the connection's output
+/// ([`Queues::wire_done`]), so a delivery allocates no buffer of its own. At most this
+/// many, each of at most [`SPARE_WIRE_BYTES_MAX`].
+pub const SPARE_WIRE_BUFFERS_MAX: usize = 64;
+/// Bytes of room a kept frame buffer may have at most (a larger one is freed).
+pub const SPARE_WIRE_BYTES_MAX: usize = 4 * 1024;
+
 /// Messages per sender in `items`.
 fn count_senders(items: &VecDeque<Item>) -> HashMap<Phone, u32> {
     let mut m = HashMap::new();
@@ -367,6 +375,8 @@ pub struct Queues {
     /// Empty item buffers of dropped queues, for the next queue made
     /// ([`SPARE_QUEUE_BUFFERS_MAX`]).
     spare: Vec<VecDeque<Item>>,
+    /// Frame buffers handed back after delivery ([`SPARE_WIRE_BUFFERS_MAX`]).
+    spare_wire: Vec<Vec<u8>>,
 }
 
 impl Queues {
@@ -520,6 +530,22 @@ impl Queues {
         }
     }
 
+    /// A delivered frame's buffer, its bytes copied out: kept for the next delivery,
+    /// within the bounds.
+    pub fn wire_done(&mut self, mut bytes: Vec<u8>) {
+        if bytes.capacity() <= SPARE_WIRE_BYTES_MAX
+            && self.spare_wire.len() < SPARE_WIRE_BUFFERS_MAX
+        {
+            bytes.clear();
+            self.spare_wire.push(bytes);
+        }
+    }
+
+    /// Frame buffers kept for the next deliveries.
+    pub fn spare_wire_buffers(&self) -> usize {
+        self.spare_wire.len()
+    }
+
     /// Empty buffers kept for the next queues made.
     pub fn spare_buffers(&self) -> usize {
         self.spare.len()
@@ -546,8 +572,11 @@ impl Queues {
             item.sent = true;
             q.in_flight += 1;
             q.in_flight_bytes += bytes;
+            let mut frame = self.spare_wire.pop().unwrap_or_default();
+            frame.reserve_exact(bytes - proto::limits::FRAME_HEADER_BYTES);
+            item.write_frame(&mut frame);
             send(WireFrame {
-                bytes: item.encoded_frame(),
+                bytes: frame,
                 sent_at_ms: item.sent_at_ms,
             });
         }

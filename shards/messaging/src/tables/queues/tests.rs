@@ -255,3 +255,41 @@ fn an_emptied_queues_buffer_serves_the_next_queue_and_the_spares_are_bounded() {
     }
     assert_eq!(q.spare_buffers(), SPARE_QUEUE_BUFFERS_MAX);
 }
+
+#[test]
+fn a_delivered_frames_buffer_serves_the_next_delivery_and_the_spares_are_bounded() {
+    let mut q = Queues::default();
+    q.push(U, item(1)).unwrap();
+    q.push(U, item(2)).unwrap();
+    let mut sent = Vec::new();
+    q.take_sendable(U, |w| sent.push(w.bytes));
+    let [first, second] = <[Vec<u8>; 2]>::try_from(sent).unwrap();
+    assert_eq!(
+        first,
+        q.by_user.values().next().unwrap().items[0].encoded_frame()
+    );
+    let kept = first.as_ptr();
+    q.wire_done(first);
+    assert_eq!(q.spare_wire_buffers(), 1);
+    q.push(U, item(3)).unwrap();
+    q.remove(U, 1).unwrap();
+    let mut again = Vec::new();
+    q.take_sendable(U, |w| again.push(w.bytes));
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].as_ptr(),
+        kept,
+        "the kept buffer carries the next frame"
+    );
+    assert_eq!(
+        again[0],
+        q.by_user.values().next().unwrap().items[1].encoded_frame()
+    );
+    // Bounded: a large buffer is freed, and at most SPARE_WIRE_BUFFERS_MAX are kept.
+    q.wire_done(Vec::with_capacity(SPARE_WIRE_BYTES_MAX + 1));
+    assert_eq!(q.spare_wire_buffers(), 0);
+    for _ in 0..SPARE_WIRE_BUFFERS_MAX + 3 {
+        q.wire_done(second.clone());
+    }
+    assert_eq!(q.spare_wire_buffers(), SPARE_WIRE_BUFFERS_MAX);
+}
