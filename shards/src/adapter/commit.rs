@@ -129,6 +129,7 @@ impl Switchboard {
         }
         let len = file.len();
         let released = self.journal.finished(file, len, outcome);
+        self.frames_to_state();
         self.release(io, released);
         if outcome.durable() {
             self.kick(io, Start::Now);

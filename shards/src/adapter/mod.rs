@@ -367,9 +367,18 @@ impl Switchboard {
             if self.journal.add_from(&mut records, &mut after_commit) {
                 self.release(io, after_commit.drain(..));
             }
+            self.frames_to_state();
             self.kick(io, Start::AfterWindow);
         }
         self.keep_lists(records, after_commit);
+    }
+
+    /// Hands the frame buffers of item records the journal is done with to the state, whose
+    /// next items' frames are written into them (no allocation per queued item's record).
+    fn frames_to_state(&mut self) {
+        if let Some(state) = self.state.as_mut() {
+            self.journal.spare_frames().for_each(|f| state.wire_done(f));
+        }
     }
 
     fn release(&mut self, io: &mut ShardIo<Self>, after: impl IntoIterator<Item = AfterCommit>) {

@@ -41,6 +41,9 @@ use std::collections::HashMap;
 use crate::durable::record::{self, Record};
 use crate::state::effect::AfterCommit;
 
+/// Frame buffers of item records done with that the journal keeps for the state at most.
+pub const SPARE_FRAMES_MAX: usize = 64;
+
 /// Encoded size of a framed record.
 fn framed_len(r: &Record) -> usize {
     use prost::Message;
@@ -92,6 +95,9 @@ struct CompactionPolicy {
 
 /// The shard's log bookkeeping.
 pub struct Journal<F> {
+    /// The frame buffers of item records done with (cancelled, or appended), for the
+    /// state's next item (`ShardState::wire_done`; at most [`SPARE_FRAMES_MAX`]).
+    spare_frames: Vec<Vec<u8>>,
     /// Records gathering for the next batch; `None` where an item was cancelled.
     pending: Vec<Option<Record>>,
     /// Item id → its record's index in `pending` (only items can be cancelled).
@@ -141,6 +147,7 @@ impl<F> Journal<F> {
     /// An empty journal; logs under `compact_min_bytes` are never compacted.
     pub fn new(compact_min_bytes: u64) -> Self {
         Journal {
+            spare_frames: Vec::new(),
             pending: Vec::new(),
             pending_items: HashMap::new(),
             pending_len: 0,
@@ -249,6 +256,7 @@ impl<F> Journal<F> {
                     let item = self.pending[at].take().expect("indexed records are live");
                     self.pending_len -= framed_len(&item);
                     self.skipped_items += 1;
+                    self.done_with(item);
                 } else {
                     self.lazy_len += framed_len(&r);
                     self.lazy.push(r);
@@ -277,6 +285,21 @@ impl<F> Journal<F> {
         self.pending_len = 0;
         self.lazy_len = 0;
         self.lazy_flush = false;
+    }
+
+    /// Keeps a record's frame buffer, if it is an item's, for [`Journal::spare_frames`].
+    fn done_with(&mut self, r: Record) {
+        if let Some(record::record::Kind::Item(i)) = r.kind {
+            if self.spare_frames.len() < SPARE_FRAMES_MAX && i.frame.capacity() > 0 {
+                self.spare_frames.push(i.frame);
+            }
+        }
+    }
+
+    /// The frame buffers of item records done with since the last call: the caller hands
+    /// them to the state, whose next items' frames are written into them.
+    pub fn spare_frames(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.spare_frames.drain(..)
     }
 
     /// [`Journal::hold_batch`], encoded for an append.
@@ -422,7 +445,9 @@ impl<F> Journal<F> {
         match outcome {
             Outcome::Appended | Outcome::Compacted => {
                 self.commits += 1;
-                self.in_flight.clear();
+                std::mem::take(&mut self.in_flight)
+                    .into_iter()
+                    .for_each(|r| self.done_with(r));
                 self.in_flight_len = 0;
                 self.sync_owed = false;
                 if outcome == Outcome::Compacted {
@@ -700,6 +725,27 @@ mod tests {
         j.add(vec![removed(3)], vec![]);
         assert!(!j.append_due(), "nothing left to write");
         assert_eq!(phones(&j.take_unblocked()), ["b"]);
+    }
+
+    #[test]
+    fn the_frames_of_items_cancelled_or_appended_are_handed_back_at_most_the_cap() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![item(1), item(2)], vec![]);
+        j.add(vec![removed(1)], vec![]);
+        assert_eq!(j.spare_frames().count(), 1, "the cancelled item's");
+        assert!(j.next_append().is_some());
+        assert_eq!(j.spare_frames().count(), 0, "item 2's is in flight");
+        j.finished(File, 10, Outcome::Appended);
+        let frames: Vec<Vec<u8>> = j.spare_frames().collect();
+        assert!(
+            matches!(&frames[..], [f] if f.capacity() >= 3),
+            "and once appended"
+        );
+        let ids = 10..10 + SPARE_FRAMES_MAX as u64 + 5;
+        j.add(ids.clone().map(item).collect(), vec![]);
+        j.add(ids.map(removed).collect(), vec![]);
+        assert_eq!(j.spare_frames().count(), SPARE_FRAMES_MAX);
     }
 
     #[test]

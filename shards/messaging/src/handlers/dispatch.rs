@@ -7,7 +7,7 @@ use crate::durable::record::{record, Record};
 use crate::state::effect::{AfterCommit, Out};
 use crate::state::home::{AsPhone, Phone, E164_BYTES_MAX};
 use crate::state::mesh_msg::ShardMsg;
-use crate::state::{busy, item_record, ShardState};
+use crate::state::{busy, item_record_with, ShardState};
 use crate::tables::queues::Item;
 use proto::ids::ConnId;
 use proto::v1::{client_frame, ClientFrame, ErrorCode};
@@ -252,7 +252,7 @@ impl ShardState {
         let Some(user) = user.as_phone() else {
             return Err(crate::tables::queues::QueueFull::Queue); // users homed here are E.164
         };
-        let rec = item_record(user, &item);
+        let rec = item_record_with(user, &item, self.queues.frame_of(&item));
         let id = item.id;
         self.queues.push(user, item)?;
         self.records_since_snapshot += 1;

@@ -219,10 +219,15 @@ pub(crate) fn busy(retry_after_ms: u32, client_msg_id: u64) -> proto::v1::server
 
 /// The record of a queued item.
 pub(crate) fn item_record(user: Phone, item: &Item) -> ItemRec {
+    item_record_with(user, item, item.encoded_frame())
+}
+
+/// [`item_record`] with the item's frame as given (written into a spare buffer).
+pub(crate) fn item_record_with(user: Phone, item: &Item, frame: Vec<u8>) -> ItemRec {
     ItemRec {
         user: Some(user),
         id: item.id,
-        frame: item.encoded_frame(),
+        frame,
         sender: item.sender,
         client_msg_id: item.client_msg_id,
         group_id: item.group_id(),

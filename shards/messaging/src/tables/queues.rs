@@ -348,6 +348,14 @@ pub const SPARE_WIRE_BUFFERS_MAX: usize = 64;
 /// Bytes of room a kept frame buffer may have at most (a larger one is freed).
 pub const SPARE_WIRE_BYTES_MAX: usize = 4 * 1024;
 
+/// `item`'s encoded frame, in one of `spare` if there is one ([`Item::encoded_frame`]).
+fn frame_in(spare: &mut Vec<Vec<u8>>, item: &Item) -> Vec<u8> {
+    let mut frame = spare.pop().unwrap_or_default();
+    frame.reserve_exact(item.wire_bytes() - proto::limits::FRAME_HEADER_BYTES);
+    item.write_frame(&mut frame);
+    frame
+}
+
 /// Messages per sender in `items`.
 fn count_senders(items: &VecDeque<Item>) -> HashMap<Phone, u32> {
     let mut m = HashMap::new();
@@ -530,6 +538,11 @@ impl Queues {
         }
     }
 
+    /// `item`'s encoded frame, written into a kept buffer if there is one.
+    pub fn frame_of(&mut self, item: &Item) -> Vec<u8> {
+        frame_in(&mut self.spare_wire, item)
+    }
+
     /// A delivered frame's buffer, its bytes copied out: kept for the next delivery,
     /// within the bounds.
     pub fn wire_done(&mut self, mut bytes: Vec<u8>) {
@@ -572,9 +585,7 @@ impl Queues {
             item.sent = true;
             q.in_flight += 1;
             q.in_flight_bytes += bytes;
-            let mut frame = self.spare_wire.pop().unwrap_or_default();
-            frame.reserve_exact(bytes - proto::limits::FRAME_HEADER_BYTES);
-            item.write_frame(&mut frame);
+            let frame = frame_in(&mut self.spare_wire, item);
             send(WireFrame {
                 bytes: frame,
                 sent_at_ms: item.sent_at_ms,
