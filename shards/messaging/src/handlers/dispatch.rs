@@ -148,7 +148,7 @@ impl ShardState {
     pub fn on_mesh(&mut self, now: u64, msg: ShardMsg, out: &mut Out) {
         self.reserve_ids(out);
         match msg {
-            ShardMsg::Deliver(d) => self.on_deliver(now, *d, out),
+            ShardMsg::Deliver(d) => self.on_deliver(now, d, out),
             ShardMsg::ToUser { user, frame } => {
                 if let Some(conn) = self.sessions.conn_of(user) {
                     out.frame(conn, frame);

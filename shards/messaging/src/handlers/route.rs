@@ -22,6 +22,10 @@ use crate::state::ShardState;
 use crate::tables::dedupe::{device_of, DedupeKey, Seen};
 use crate::tables::queues::{Item, MessageParts};
 
+/// Boxes of deliveries kept for the next sends a shard makes (each one `Delivery`, ~100
+/// bytes, emptied of its body and media).
+pub const SPARE_DELIVERIES_MAX: usize = 64;
+
 impl ShardState {
     /// `SendMessage` at the sender's home: spend the new-recipient budget if the recipient
     /// is new to the sender, then forward to the recipient's home.
@@ -48,7 +52,7 @@ impl ShardState {
         }
         let home = self.home_phone(to);
         let device = self.device_of(user);
-        let d = Delivery {
+        let d = self.boxed(Delivery {
             to: Some(to),
             from: user,
             device,
@@ -59,8 +63,8 @@ impl ShardState {
             media_base: None,
             sent_at_ms: now,
             reply: ReplyTo::Sender,
-        };
-        out.mesh(home, ShardMsg::Deliver(Box::new(d)));
+        });
+        out.mesh(home, ShardMsg::Deliver(d));
     }
 
     /// Whether `user` (homed here) may write to `to` now (`admission.rs` rule 2).
@@ -73,9 +77,32 @@ impl ShardState {
             .admit_recipient(from, to, now, || presence.follows(from, to, now))
     }
 
-    /// `Deliver` at the recipient's home: dedupe, store, deliver at once if the recipient is
-    /// online; answer once durable or acked by the recipient, whichever is first.
-    pub(crate) fn on_deliver(&mut self, now: u64, mut d: Delivery, out: &mut Out) {
+    /// `Deliver` at the recipient's home ([`ShardState::deliver`]); its box is kept, emptied,
+    /// for the next send made here (no allocation per message for it on one shard).
+    pub(crate) fn on_deliver(&mut self, now: u64, mut d: Box<Delivery>, out: &mut Out) {
+        self.deliver(now, &mut d, out);
+        if self.spare_deliveries.len() < SPARE_DELIVERIES_MAX {
+            d.body = Default::default();
+            d.media = None;
+            d.media_base = None;
+            self.spare_deliveries.push(d);
+        }
+    }
+
+    /// `d` in a box, one kept by [`ShardState::on_deliver`] if there is one.
+    fn boxed(&mut self, d: Delivery) -> Box<Delivery> {
+        match self.spare_deliveries.pop() {
+            Some(mut b) => {
+                *b = d;
+                b
+            }
+            None => Box::new(d),
+        }
+    }
+
+    /// Dedupe, store, deliver at once if the recipient is online; answer once durable or
+    /// acked by the recipient, whichever is first.
+    fn deliver(&mut self, now: u64, d: &mut Delivery, out: &mut Out) {
         let (sender, Some(recipient)) = (d.from, d.to) else {
             return; // a 1:1 delivery or a group copy names its recipient
         };
@@ -95,7 +122,7 @@ impl ShardState {
             // A retry: same answer (server id 0 when it is forgotten), nothing stored. It
             // waits like any answer, so it never overtakes the durability of the original.
             let mut deferred = Out::default();
-            self.answer(&d, Ok(id), &mut deferred);
+            self.answer(d, Ok(id), &mut deferred);
             out.after_commit
                 .extend(deferred.now.into_iter().map(AfterCommit::Effect));
             return;
@@ -114,10 +141,10 @@ impl ShardState {
         let known = self.registry.exists(recipient);
         if !known && d.reply == ReplyTo::Group {
             // A member without an account: the copy is counted done.
-            return self.answer(&d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
+            return self.answer(d, Err((ErrorCode::UnknownRecipient, "no such user")), out);
         }
         if !known {
-            return self.accept_unknown(key, &d, out);
+            return self.accept_unknown(key, d, out);
         }
         if d.group_id == 0 {
             self.admission.wrote(sender, recipient, now);
@@ -142,7 +169,7 @@ impl ShardState {
                 self.abuse.queue_sender_share_full += 1;
             }
             return self.answer(
-                &d,
+                d,
                 Err((ErrorCode::QueueFull, "recipient's queue is full")),
                 out,
             );

@@ -670,4 +670,36 @@ mod tests {
             "{frames:?}"
         );
     }
+
+    #[test]
+    fn a_delivery_box_is_kept_emptied_for_the_next_send_and_the_spares_are_bounded() {
+        let mut sim = Sim::new(1);
+        let a = sim.login("+15550000001", 0);
+        let b = sim.login("+15550000002", 0);
+        sim.send(a, text("+15550000002", 1));
+        let kept = |sim: &Sim| sim.shards[0].spare_deliveries.len();
+        assert_eq!(kept(&sim), 1, "the delivered message's box");
+        assert!(sim.shards[0].spare_deliveries[0].body.is_empty());
+        sim.send(a, text("+15550000002", 2));
+        assert_eq!(kept(&sim), 1, "taken by the send, kept again at delivery");
+        assert_eq!(sim.take(b).len(), 2);
+        let many = crate::handlers::route::SPARE_DELIVERIES_MAX + 3;
+        sim.shards[0].spare_deliveries.clear();
+        for n in 0..many {
+            let d = crate::state::mesh_msg::Delivery {
+                to: crate::state::home::Phone::parse("+15550000002"),
+                from: crate::state::home::Phone::parse("+15550000003").unwrap(),
+                device: 0,
+                client_msg_id: n as u64 + 10,
+                group_id: 0,
+                body: vec![b'x'].into(),
+                media: None,
+                media_base: None,
+                sent_at_ms: 0,
+                reply: crate::state::mesh_msg::ReplyTo::Sender,
+            };
+            sim.from_outside(0, ShardMsg::Deliver(Box::new(d)));
+        }
+        assert_eq!(kept(&sim), crate::handlers::route::SPARE_DELIVERIES_MAX);
+    }
 }

@@ -95,6 +95,11 @@ pub struct ShardState {
     pub(crate) admission: crate::tables::admission::Admission,
     /// What the mesh handed back since start (`mesh_back.rs`).
     pub(crate) mesh_back: crate::state::counters::MeshBackCounters,
+    /// Boxes of deliveries handled here, emptied, for the next sends made here
+    /// (`route.rs`; at most `SPARE_DELIVERIES_MAX`). Boxes, as the boxes are what is
+    /// reused: `ShardMsg::Deliver` carries one.
+    #[allow(clippy::vec_box)]
+    pub(crate) spare_deliveries: Vec<Box<crate::state::mesh_msg::Delivery>>,
 }
 
 impl std::fmt::Debug for ShardState {
@@ -117,6 +122,7 @@ impl ShardState {
         now: u64,
     ) -> Self {
         ShardState {
+            spare_deliveries: Vec::new(),
             shard,
             shards,
             budgets: crate::tables::budgets::SignupBudgets::new(settings.signup, shards),
