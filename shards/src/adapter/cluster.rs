@@ -226,7 +226,14 @@ impl Switchboard {
                 let user = d.from;
                 return self.mesh_send(io, home, ShardMsg::ToUser { user, frame });
             }
-            ShardMsg::Receipt { sender, receipt } if !here(self, Some(sender)) => {
+            ShardMsg::Receipt {
+                sender,
+                by,
+                mut receipt,
+            } if !here(self, Some(sender)) => {
+                if let Some(by) = by {
+                    receipt.by = by.to_e164(); // the envelope carries it as text
+                }
                 if let Some(port) = self.cluster.as_mut() {
                     port.receipt(sender, receipt);
                 }

@@ -446,7 +446,13 @@ impl Port {
                 Down::Receipt { sender, receipt } => {
                     // Checked at the gateway (`Envelope::check`): E.164.
                     if let Some(sender) = Phone::parse(&sender) {
-                        events.push(Event::Mesh(ShardMsg::Receipt { sender, receipt }));
+                        let by = None; // its `by` as the other box wrote it
+                        let msg = ShardMsg::Receipt {
+                            sender,
+                            by,
+                            receipt,
+                        };
+                        events.push(Event::Mesh(msg));
                     }
                     continue;
                 }

@@ -154,7 +154,11 @@ impl ShardState {
                     out.frame(conn, frame);
                 }
             }
-            ShardMsg::Receipt { sender, receipt } => self.on_receipt(now, sender, receipt, out),
+            ShardMsg::Receipt {
+                sender,
+                by,
+                receipt,
+            } => self.on_receipt(now, (sender, by), receipt, out),
             ShardMsg::GroupSend(d) => self.on_group_send_at_home(now, *d, out),
             ShardMsg::GroupCopyDone {
                 group_id,

@@ -274,6 +274,7 @@ mod tests {
         ));
         let receipt = ShardMsg::Receipt {
             sender: Phone::parse(A).unwrap(),
+            by: Phone::parse(B),
             receipt: Default::default(),
         };
         assert!(matches!(

@@ -7,7 +7,7 @@
 //! nothing behind past that window.
 
 use crate::durable::record::{record, Record, RemovedRec};
-use crate::state::effect::Out;
+use crate::state::effect::{Effect, Out, WireFrame};
 use crate::state::home::Phone;
 use crate::state::mesh_msg::ShardMsg;
 use crate::state::ShardState;
@@ -69,34 +69,49 @@ impl ShardState {
     }
 
     fn send_receipt(&self, by: Phone, id: u64, m: &AckedMsg, kind: ReceiptKind, out: &mut Out) {
+        // `by` travels as a `Phone` and is written into the frame (no `String`).
         let receipt = Receipt {
             server_msg_id: id,
             client_msg_id: m.client_msg_id,
-            by: by.to_e164(),
+            by: String::new(),
             kind: kind as i32,
             group_id: m.group_id,
             receipt_id: 0,
         };
-        let sender = m.sender;
-        out.mesh(
-            self.home_phone(sender),
-            ShardMsg::Receipt { sender, receipt },
-        );
+        let (sender, by) = (m.sender, Some(by));
+        let msg = ShardMsg::Receipt {
+            sender,
+            by,
+            receipt,
+        };
+        out.mesh(self.home_phone(sender), msg);
     }
 
     /// A receipt for `sender`, at the sender's home.
     pub(crate) fn on_receipt(
         &mut self,
         _now: u64,
-        sender: Phone,
+        (sender, by): (Phone, Option<Phone>),
         mut receipt: Receipt,
         out: &mut Out,
     ) {
         if let Some(conn) = self.sessions.conn_of(sender) {
-            return out.frame(conn, server_frame::Kind::Receipt(receipt));
+            let Some(by) = by else {
+                return out.frame(conn, server_frame::Kind::Receipt(receipt));
+            };
+            let mut bytes = self.queues.spare_frame();
+            write_receipt_frame(&receipt, by, &mut bytes);
+            let w = WireFrame {
+                bytes,
+                sent_at_ms: 0,
+            };
+            return out.now.push(Effect::Wire(conn, w));
         }
         if !self.registry.exists(sender) {
             return;
+        }
+        if let Some(by) = by {
+            receipt.by = by.to_e164(); // the queued item holds the whole frame
         }
         receipt.receipt_id = self.ids.issue();
         let item = Item::frame_only(receipt.receipt_id, server_frame::Kind::Receipt(receipt));
@@ -104,6 +119,69 @@ impl ShardState {
             self.abuse.receipts_dropped += 1;
             let user_id = self.registry.verified(sender).map_or(0, |a| a.user_id);
             tracing::warn!(user_id, "receipt dropped: queue full");
+        }
+    }
+}
+
+/// Appends `receipt` as an encoded `ServerFrame`, its `by` (empty in `receipt`) written
+/// from `by`: the bytes prost writes for the receipt with `by` set to its E.164 form, in
+/// field order, without the `String`.
+pub(crate) fn write_receipt_frame(receipt: &Receipt, by: Phone, out: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, int32, uint64};
+    use prost::encoding::{key_len, WireType};
+    use prost::Message;
+    debug_assert!(receipt.by.is_empty());
+    let by_len = by.e164_len();
+    let len = receipt.encoded_len() + key_len(3) + encoded_len_varint(by_len as u64) + by_len;
+    encode_key(RECEIPT_TAG, WireType::LengthDelimited, out);
+    encode_varint(len as u64, out);
+    for (tag, v) in [(1, receipt.server_msg_id), (2, receipt.client_msg_id)] {
+        if v != 0 {
+            uint64::encode(tag, &v, out);
+        }
+    }
+    encode_key(3, WireType::LengthDelimited, out);
+    encode_varint(by_len as u64, out);
+    by.write_e164_into(out);
+    if receipt.kind != 0 {
+        int32::encode(4, &receipt.kind, out);
+    }
+    for (tag, v) in [(5, receipt.group_id), (6, receipt.receipt_id)] {
+        if v != 0 {
+            uint64::encode(tag, &v, out);
+        }
+    }
+}
+
+/// `ServerFrame`'s field number of `receipt` (proto/switchboard.proto).
+const RECEIPT_TAG: u32 = 9;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn a_receipt_frame_written_from_a_phone_is_the_frame_prost_writes() {
+        let by = Phone::parse("+15550000002").unwrap();
+        for (ids, kind) in [(0, 0), (1, 1), (u64::MAX, 2), (1 << 50, 1)] {
+            let receipt = Receipt {
+                server_msg_id: ids,
+                client_msg_id: ids / 3,
+                by: String::new(),
+                kind,
+                group_id: ids / 5,
+                receipt_id: ids / 7,
+            };
+            let mut ours = Vec::new();
+            write_receipt_frame(&receipt, by, &mut ours);
+            let prost = proto::v1::ServerFrame {
+                kind: Some(server_frame::Kind::Receipt(Receipt {
+                    by: by.to_e164(),
+                    ..receipt.clone()
+                })),
+            };
+            assert_eq!(ours, prost.encode_to_vec(), "{receipt:?}");
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum ShardMsg {
     Receipt {
         /// Who sent the message.
         sender: Phone,
+        /// Who received or read it, when a shard here made the receipt: then
+        /// `receipt.by` is empty and the frame's `by` is written from this. `None` for a
+        /// receipt from another box (its `by` as that box sent it).
+        by: Option<Phone>,
         /// The receipt.
         receipt: proto::v1::Receipt,
     },

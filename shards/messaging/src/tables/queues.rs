@@ -538,6 +538,11 @@ impl Queues {
         }
     }
 
+    /// An empty buffer for a frame: a kept one if there is one.
+    pub fn spare_frame(&mut self) -> Vec<u8> {
+        self.spare_wire.pop().unwrap_or_default()
+    }
+
     /// `item`'s encoded frame, written into a kept buffer if there is one.
     pub fn frame_of(&mut self, item: &Item) -> Vec<u8> {
         frame_in(&mut self.spare_wire, item)
