@@ -22,8 +22,9 @@ impl Switchboard {
     /// flight, or its window ended) or after the commit window; and sets the tombstone
     /// flush timer when tombstones have nothing else to ride on.
     pub(super) fn kick(&mut self, io: &mut ShardIo<Self>, start: Start) {
-        let unblocked = self.journal.take_unblocked();
-        self.release(io, unblocked);
+        let mut unblocked = self.journal.take_unblocked();
+        self.release(io, unblocked.drain(..));
+        self.journal.keep_after(unblocked);
         if let Some(job) = self.compaction_job(io) {
             return io.spawn(run_job(io.handle(), job));
         }
@@ -128,9 +129,10 @@ impl Switchboard {
             tracing::info!(shard, bytes = file.len(), "log compacted");
         }
         let len = file.len();
-        let released = self.journal.finished(file, len, outcome);
+        let mut released = self.journal.finished(file, len, outcome);
         self.frames_to_state();
-        self.release(io, released);
+        self.release(io, released.drain(..));
+        self.journal.keep_after(released);
         if outcome.durable() {
             self.kick(io, Start::Now);
         } else if self.journal.schedule_retry() {

@@ -41,6 +41,9 @@ use std::collections::HashMap;
 use crate::durable::record::{self, Record};
 use crate::state::effect::AfterCommit;
 
+/// Room (effects) of the released list the journal keeps for the next batch at most.
+pub const SPARE_AFTER_MAX: usize = 4096;
+
 /// Frame buffers of item records done with that the journal keeps for the state at most.
 pub const SPARE_FRAMES_MAX: usize = 64;
 
@@ -95,6 +98,8 @@ struct CompactionPolicy {
 
 /// The shard's log bookkeeping.
 pub struct Journal<F> {
+    /// An emptied list of released effects, for the next batch's ([`Journal::keep_after`]).
+    spare_after: Vec<AfterCommit>,
     /// The frame buffers of item records done with (cancelled, or appended), for the
     /// state's next item (`ShardState::wire_done`; at most [`SPARE_FRAMES_MAX`]).
     spare_frames: Vec<Vec<u8>>,
@@ -147,6 +152,7 @@ impl<F> Journal<F> {
     /// An empty journal; logs under `compact_min_bytes` are never compacted.
     pub fn new(compact_min_bytes: u64) -> Self {
         Journal {
+            spare_after: Vec::new(),
             spare_frames: Vec::new(),
             pending: Vec::new(),
             pending_items: HashMap::new(),
@@ -287,6 +293,24 @@ impl<F> Journal<F> {
         self.lazy_flush = false;
     }
 
+    /// The effects gathered for the job starting now; `pending_after` goes on in the list
+    /// the last job's caller handed back ([`Journal::keep_after`]), its room kept.
+    fn take_pending_after(&mut self) -> Vec<AfterCommit> {
+        let spare = std::mem::take(&mut self.spare_after);
+        std::mem::replace(&mut self.pending_after, spare)
+    }
+
+    /// The list [`Journal::finished`] or [`Journal::take_unblocked`] returned, its effects
+    /// released: kept for the next
+    /// batch's effects unless it grew past [`SPARE_AFTER_MAX`] (no allocation per batch).
+    pub fn keep_after(&mut self, after: Vec<AfterCommit>) {
+        // One with no room (nothing was released) leaves the kept one alone.
+        let room = after.capacity();
+        if after.is_empty() && room > self.spare_after.capacity() && room <= SPARE_AFTER_MAX {
+            self.spare_after = after;
+        }
+    }
+
     /// Keeps a record's frame buffer, if it is an item's, for [`Journal::spare_frames`].
     fn done_with(&mut self, r: Record) {
         if let Some(record::record::Kind::Item(i)) = r.kind {
@@ -321,10 +345,12 @@ impl<F> Journal<F> {
         self.in_flight_after.is_some()
     }
 
-    /// Effects waiting with nothing to write (released when nothing is in flight or owed).
+    /// Effects waiting with nothing to write (released when nothing is in flight or owed);
+    /// the caller hands the emptied list back ([`Journal::keep_after`]).
     pub fn take_unblocked(&mut self) -> Vec<AfterCommit> {
-        if !self.has_pending() && !self.busy() && !self.sync_owed {
-            return std::mem::take(&mut self.pending_after);
+        if !self.has_pending() && !self.busy() && !self.sync_owed && !self.pending_after.is_empty()
+        {
+            return self.take_pending_after();
         }
         Vec::new()
     }
@@ -349,7 +375,7 @@ impl<F> Journal<F> {
         }
         let file = self.file.take()?;
         let bytes = self.take_batch();
-        self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
+        self.in_flight_after = Some(self.take_pending_after());
         Some(Job::Append(file, bytes))
     }
 
@@ -427,7 +453,7 @@ impl<F> Journal<F> {
         for r in &self.in_flight {
             record::encode(r, &mut snapshot);
         }
-        self.in_flight_after = Some(std::mem::take(&mut self.pending_after));
+        self.in_flight_after = Some(self.take_pending_after());
         Some(Job::Compact(file, snapshot))
     }
 
@@ -746,6 +772,51 @@ mod tests {
         j.add(ids.clone().map(item).collect(), vec![]);
         j.add(ids.map(removed).collect(), vec![]);
         assert_eq!(j.spare_frames().count(), SPARE_FRAMES_MAX);
+    }
+
+    #[test]
+    fn the_list_of_released_effects_gathers_the_batch_after_next() {
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        j.add(vec![item(1)], vec![push("a"), push("b")]);
+        assert!(j.next_append().is_some());
+        let mut released = j.finished(File, 10, Outcome::Appended);
+        assert_eq!(phones(&released), ["a", "b"]);
+        released.clear();
+        let room = released.as_ptr();
+        j.keep_after(released);
+        j.add(vec![item(2)], vec![push("c")]);
+        assert!(j.next_append().is_some());
+        j.add(vec![item(3)], vec![push("d")]);
+        assert_eq!(j.pending_after.as_ptr(), room, "no new list for it");
+        // A list grown past the cap is not kept.
+        j.keep_after(Vec::with_capacity(SPARE_AFTER_MAX + 1));
+        assert_eq!(j.spare_after.capacity(), 0);
+
+        // Effects released with nothing to write (their item acked first) hand theirs back
+        // too: two lists take turns.
+        let mut j = Journal::new(0);
+        j.opened(File, 0);
+        let mut first = None;
+        for id in 5..8 {
+            j.add(vec![item(id)], vec![push("e")]);
+            if id == 7 {
+                assert_eq!(
+                    Some(j.pending_after.as_ptr()),
+                    first,
+                    "the first list again"
+                );
+            }
+            j.add(vec![removed(id)], vec![]);
+            let mut unblocked = j.take_unblocked();
+            assert_eq!(phones(&unblocked), ["e"]);
+            unblocked.clear();
+            first = first.or(Some(unblocked.as_ptr()));
+            j.keep_after(unblocked);
+            // Nothing released, no room: the kept list stays.
+            let none = j.take_unblocked();
+            j.keep_after(none);
+        }
     }
 
     #[test]
