@@ -152,14 +152,14 @@ fn a_box_logs_in_to_nats_with_credentials_from_its_environment() {
     let b = {
         let mut cmd = cluster_box_command(&url, "b", "box-auth", &[]);
         cmd.env(USER_ENV, "boxes").env(PASSWORD_ENV, PASSWORD);
-        support::listening(cmd).0
+        support::KillOnDrop(support::listening(cmd).0)
     };
     let login = [
         (USER_ENV, "boxes".as_ref()),
         (PASSWORD_ENV, PASSWORD.as_ref()),
     ];
     assert_status_lists(&url, &login, "b");
-    drop(b);
+    drop(b); // the box goes before its NATS
 }
 
 /// `switchboard cluster status` with `env` (how it logs in to NATS) succeeds and lists box
@@ -259,8 +259,8 @@ fn a_box_logs_in_to_an_operator_mode_nats_with_a_credentials_file() {
     let b = {
         let mut cmd = cluster_box_command(&url, "b", "box-creds", &[]);
         cmd.env(CREDS_ENV, &creds);
-        support::listening(cmd).0
+        support::KillOnDrop(support::listening(cmd).0)
     };
     assert_status_lists(&url, &[(CREDS_ENV, creds.as_os_str())], "b");
-    drop(b);
+    drop(b); // the box goes before its NATS
 }

@@ -405,6 +405,17 @@ pub fn switchboard_command(args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// A server process a test started itself: killed and reaped when the test ends, a failed
+/// assertion included (`std::process::Child` alone leaves it running after the test).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `cmd` (from [`switchboard_command`]) and returns once it logs its "switchboard
 /// listening" line, with that line; its log keeps being drained.
 pub fn listening(mut cmd: std::process::Command) -> (std::process::Child, String) {
