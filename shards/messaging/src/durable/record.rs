@@ -445,10 +445,11 @@ pub fn salvage(bytes: &[u8]) -> Salvage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn item(id: u64) -> Record {
+    /// An item record for `+15550000001` from `+15550000002` (the journal's tests use it too).
+    pub(crate) fn item(id: u64) -> Record {
         Record {
             kind: Some(record::Kind::Item(ItemRec {
                 user: crate::state::home::Phone::parse("+15550000001"),

@@ -2,7 +2,8 @@
 //! tombstones, compaction, and the lists and buffers handed back.
 
 use super::*;
-use crate::durable::record::{record, AccountRec, ItemRec, RemovedRec};
+use crate::durable::record::tests::item;
+use crate::durable::record::{record, AccountRec, RemovedRec};
 use crate::state::effect::Effect;
 
 /// A stand-in for the log file: the journal only passes it around.
@@ -16,20 +17,6 @@ fn rec(id: u64) -> Record {
             phone: "+15550000001".into(),
             user_id: id,
             key_hash: vec![1; 32],
-        })),
-    }
-}
-
-fn item(id: u64) -> Record {
-    Record {
-        kind: Some(record::Kind::Item(ItemRec {
-            user: crate::state::home::Phone::parse("+15550000001"),
-            id,
-            frame: vec![1, 2, 3],
-            sender: crate::state::home::Phone::parse("+15550000002"),
-            client_msg_id: id,
-            group_id: 0,
-            sender_device: 0,
         })),
     }
 }
