@@ -188,20 +188,7 @@ fn each_box_issues_ids_under_a_number_of_its_own_kept_across_restarts() {
         let text = std::fs::read_to_string(data.join("box-number")).unwrap();
         text.trim().parse().unwrap()
     };
-    let user_id = |at: &Box, phone: &str| {
-        let mut c = at.client();
-        c.send(client_frame::Kind::LoadTestLogin(
-            proto::v1::LoadTestLogin {
-                protocol_version: V,
-                phone: phone.into(),
-                secret: b"farm-secret".to_vec(),
-            },
-        ));
-        match c.recv() {
-            server_frame::Kind::LoggedIn(l) => l.user_id,
-            other => panic!("expected LoggedIn, got {other:?}"),
-        }
-    };
+    let user_id = |at: &Box, phone: &str| at.client().load_test_logged_in(phone).user_id;
     let (number_a, number_b) = (kept(&a.data), kept(&b.data));
     assert_ne!(number_a, number_b);
     assert!([number_a, number_b].iter().all(|n| (1..=63).contains(n)));

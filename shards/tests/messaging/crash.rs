@@ -126,19 +126,7 @@ fn an_account_a_load_test_login_was_answered_for_survives_sigkill() {
     let window = messaging::state::limits::COMMIT_WINDOW_US_MAX.to_string();
     let (mut server, addr) = support::spawn_binary(&data, &["--commit-window-us", &window]);
     let phone = "+15552110001";
-    let user_id = |c: &mut Client| {
-        c.send(proto::v1::client_frame::Kind::LoadTestLogin(
-            proto::v1::LoadTestLogin {
-                protocol_version: support::V,
-                phone: phone.into(),
-                secret: b"farm-secret".to_vec(),
-            },
-        ));
-        match c.recv() {
-            server_frame::Kind::LoggedIn(l) => l.user_id,
-            other => panic!("expected LoggedIn, got {other:?}"),
-        }
-    };
+    let user_id = |c: &mut Client| c.load_test_logged_in(phone).user_id;
     let first = user_id(&mut tls_client(&data, addr));
     server.kill().unwrap();
     server.wait().unwrap();

@@ -255,8 +255,14 @@ impl Client {
         }
     }
 
-    /// Load-test login (the server's secret is "farm-secret").
+    /// Load-test login (the server's secret is "farm-secret"); returns how many items were
+    /// queued.
     pub fn load_test_login(&mut self, phone: &str) -> u32 {
+        self.load_test_logged_in(phone).queued
+    }
+
+    /// Load-test login, returning the server's whole `LoggedIn` (its user id, say).
+    pub fn load_test_logged_in(&mut self, phone: &str) -> proto::v1::LoggedIn {
         self.send(client_frame::Kind::LoadTestLogin(
             proto::v1::LoadTestLogin {
                 protocol_version: V,
@@ -265,7 +271,7 @@ impl Client {
             },
         ));
         match self.recv() {
-            server_frame::Kind::LoggedIn(l) => l.queued,
+            server_frame::Kind::LoggedIn(l) => l,
             other => panic!("expected LoggedIn for {phone}, got {other:?}"),
         }
     }
