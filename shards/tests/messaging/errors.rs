@@ -22,6 +22,32 @@ fn each_bad_input_gets_its_error_and_others_are_untouched() {
     ca.send_text("+15559999999", 5, "hi");
     assert!(matches!(ca.recv(), server_frame::Kind::ServerAck(x) if x.client_msg_id == 5));
 
+    // A recipient that is no E.164 phone: error with its client_msg_id, session open. The
+    // longest phone there is (15 digits) is a phone: accepted.
+    for (id, to) in [
+        "",
+        "+",
+        "15551234567",
+        "+0155512345",
+        "+1234567890123456",
+        "+1555abc4567",
+        "+1555\u{0663}234567",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = 100 + id as u64;
+        ca.send_text(to, id, "hi");
+        let e = ca.expect_error();
+        assert_eq!(
+            (code(&e), e.client_msg_id),
+            (ErrorCode::BadPhone, id),
+            "{to:?}"
+        );
+    }
+    ca.send_text("+123456789012345", 120, "hi");
+    assert!(matches!(ca.recv(), server_frame::Kind::ServerAck(x) if x.client_msg_id == 120));
+
     // An empty message: error carries the client_msg_id; the session stays open.
     ca.send(client_frame::Kind::Send(proto::v1::SendMessage {
         to: b.into(),
