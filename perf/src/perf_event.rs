@@ -32,6 +32,10 @@ const PERF_COUNT_HW_CACHE_MISSES: u64 = 3;
 const PERF_COUNT_HW_BRANCH_MISSES: u64 = 5;
 /// dTLB (3) | read op (0 << 8) | miss result (1 << 16).
 const PERF_COUNT_HW_CACHE_DTLB_READ_MISS: u64 = 3 | (1 << 16);
+/// iTLB (4) | read op | miss result: code pages not in the TLB.
+const PERF_COUNT_HW_CACHE_ITLB_READ_MISS: u64 = 4 | (1 << 16);
+/// L1 instruction cache (1) | read op | miss result.
+const PERF_COUNT_HW_CACHE_L1I_READ_MISS: u64 = 1 | (1 << 16);
 
 const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
 const PERF_COUNT_SW_PAGE_FAULTS: u64 = 2;
@@ -92,6 +96,10 @@ pub enum Event {
     BranchMisses,
     /// Data-TLB load misses (hardware cache event).
     DtlbLoadMisses,
+    /// Instruction-TLB misses (hardware cache event): what code on huge pages would cut.
+    ItlbLoadMisses,
+    /// L1 instruction-cache misses (hardware cache event): code run cold after a sleep.
+    L1iLoadMisses,
     /// Time on CPU in nanoseconds (software).
     TaskClock,
     /// Context switches (software).
@@ -104,13 +112,15 @@ pub enum Event {
 
 impl Event {
     /// Every event, hardware first, in report order.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 12] = [
         Event::Cycles,
         Event::Instructions,
         Event::CacheReferences,
         Event::CacheMisses,
         Event::BranchMisses,
         Event::DtlbLoadMisses,
+        Event::ItlbLoadMisses,
+        Event::L1iLoadMisses,
         Event::TaskClock,
         Event::ContextSwitches,
         Event::CpuMigrations,
@@ -126,6 +136,8 @@ impl Event {
             Event::CacheMisses => "cache-misses",
             Event::BranchMisses => "branch-misses",
             Event::DtlbLoadMisses => "dTLB-load-misses",
+            Event::ItlbLoadMisses => "iTLB-load-misses",
+            Event::L1iLoadMisses => "L1-icache-load-misses",
             Event::TaskClock => "task-clock",
             Event::ContextSwitches => "context-switches",
             Event::CpuMigrations => "cpu-migrations",
@@ -142,6 +154,8 @@ impl Event {
             Event::CacheMisses => "cache-miss",
             Event::BranchMisses => "br-miss",
             Event::DtlbLoadMisses => "dTLB-miss",
+            Event::ItlbLoadMisses => "iTLB-miss",
+            Event::L1iLoadMisses => "L1i-miss",
             Event::TaskClock => "task-clk-ms",
             Event::ContextSwitches => "ctx-sw",
             Event::CpuMigrations => "migr",
@@ -165,6 +179,8 @@ impl Event {
             Event::CacheMisses => (PERF_TYPE_HARDWARE, PERF_COUNT_HW_CACHE_MISSES),
             Event::BranchMisses => (PERF_TYPE_HARDWARE, PERF_COUNT_HW_BRANCH_MISSES),
             Event::DtlbLoadMisses => (PERF_TYPE_HW_CACHE, PERF_COUNT_HW_CACHE_DTLB_READ_MISS),
+            Event::ItlbLoadMisses => (PERF_TYPE_HW_CACHE, PERF_COUNT_HW_CACHE_ITLB_READ_MISS),
+            Event::L1iLoadMisses => (PERF_TYPE_HW_CACHE, PERF_COUNT_HW_CACHE_L1I_READ_MISS),
             Event::TaskClock => (PERF_TYPE_SOFTWARE, PERF_COUNT_SW_TASK_CLOCK),
             Event::ContextSwitches => (PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CONTEXT_SWITCHES),
             Event::CpuMigrations => (PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_MIGRATIONS),
@@ -375,6 +391,28 @@ fn strerror(errno: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_events_use_perfs_cache_encoding() {
+        // `perf_event_open(2)`: config = cache id | (op << 8) | (result << 16), with
+        // L1I = 1, DTLB = 3, ITLB = 4, op READ = 0, result MISS = 1.
+        let encode = |id: u64, op: u64, result: u64| id | (op << 8) | (result << 16);
+        for (event, id) in [
+            (Event::L1iLoadMisses, 1),
+            (Event::DtlbLoadMisses, 3),
+            (Event::ItlbLoadMisses, 4),
+        ] {
+            assert_eq!(
+                event.type_and_config(),
+                (PERF_TYPE_HW_CACHE, encode(id, 0, 1)),
+                "{}",
+                event.name()
+            );
+            assert!(event.is_hardware());
+        }
+        let names: std::collections::HashSet<_> = Event::ALL.iter().map(|e| e.name()).collect();
+        assert_eq!(names.len(), Event::ALL.len(), "each event has its own name");
+    }
 
     #[test]
     fn scaling_corrects_for_multiplexing() {

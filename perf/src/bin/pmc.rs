@@ -7,7 +7,7 @@
 //!   counts per thread, plus /proc) every interval, `--count` times.
 //! - `pmc --top --pid PID` redraws that table in place, busiest thread first.
 //!
-//! Hardware events (cycles, instructions, cache and dTLB misses, branch misses) are tried
+//! Hardware events (cycles, instructions, cache, dTLB, iTLB and L1i misses, branch misses) are tried
 //! first; each one the kernel refuses gets a `NAME: not supported (…)` line with the reason,
 //! and the software counters and /proc numbers are reported regardless.
 
