@@ -130,19 +130,7 @@ impl AsPhone for Phone {
     }
 }
 
-impl AsPhone for &Phone {
-    fn as_phone(&self) -> Option<Phone> {
-        Some(**self)
-    }
-}
-
 impl AsPhone for str {
-    fn as_phone(&self) -> Option<Phone> {
-        Phone::parse(self)
-    }
-}
-
-impl AsPhone for &str {
     fn as_phone(&self) -> Option<Phone> {
         Phone::parse(self)
     }
@@ -154,9 +142,10 @@ impl AsPhone for String {
     }
 }
 
-impl AsPhone for &String {
+/// Through a reference, whatever the referent names (`&Phone`, `&str`, `&String`, …).
+impl<T: AsPhone + ?Sized> AsPhone for &T {
     fn as_phone(&self) -> Option<Phone> {
-        Phone::parse(self)
+        (**self).as_phone()
     }
 }
 
